@@ -1,0 +1,118 @@
+"""API keys: their format, and their records in Redis (stored only as SHA-256 digests).
+
+A key is ``ak-`` followed by 43 base64url characters (32 random bytes).  The API reference's
+``aiorouter_<key>`` form is accepted too: ``aiorouter_ak-...`` or ``aiorouter_`` + the 43 characters.
+:func:`parse_bearer` rejects a malformed key without touching Redis.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import secrets
+import time
+from dataclasses import dataclass
+
+import redis.asyncio as aredis
+
+from shared import keys
+
+KEY_PREFIX = "ak-"
+_BODY = r"[A-Za-z0-9_-]{43}"
+_KEY_RE = re.compile(rf"^(?:aiorouter_)?(?:ak-)?({_BODY})$")
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    key_id: str
+    account_id: str
+    plan: str
+    name: str
+    created_at: float
+    revoked: bool = False
+
+    def to_hash(self) -> dict[str, str]:
+        return {
+            "key_id": self.key_id,
+            "account_id": self.account_id,
+            "plan": self.plan,
+            "name": self.name,
+            "created_at": repr(self.created_at),
+            "revoked": "1" if self.revoked else "0",
+        }
+
+    @classmethod
+    def from_hash(cls, data: dict[bytes, bytes]) -> ApiKeyRecord:
+        text = {k.decode(): v.decode() for k, v in data.items()}
+        return cls(
+            key_id=text["key_id"],
+            account_id=text["account_id"],
+            plan=text.get("plan", "developer"),
+            name=text.get("name", ""),
+            created_at=float(text.get("created_at", "0")),
+            revoked=text.get("revoked") == "1",
+        )
+
+
+def generate_secret() -> str:
+    return KEY_PREFIX + base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
+
+
+def parse_bearer(authorization: str | None) -> str | None:
+    """The canonical ``ak-...`` key from an ``Authorization`` header value, or None if malformed."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    match = _KEY_RE.match(token.strip())
+    return KEY_PREFIX + match.group(1) if match else None
+
+
+def digest(canonical_key: str) -> str:
+    return hashlib.sha256(canonical_key.encode()).hexdigest()
+
+
+async def create_key(
+    redis: aredis.Redis, *, account_id: str, plan: str = "developer", name: str = ""
+) -> tuple[str, ApiKeyRecord]:
+    """Create a key; the secret is returned here once and never stored."""
+    secret = generate_secret()
+    record = ApiKeyRecord(
+        key_id="key_" + secrets.token_hex(8), account_id=account_id, plan=plan, name=name, created_at=time.time()
+    )
+    key_digest = digest(secret)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hset(keys.api_key(key_digest), mapping=record.to_hash())
+        pipe.hset(keys.API_KEYS_INDEX, record.key_id, key_digest)
+        await pipe.execute()
+    return secret, record
+
+
+async def lookup(redis: aredis.Redis, key_digest: str) -> ApiKeyRecord | None:
+    data = await redis.hgetall(keys.api_key(key_digest))
+    return ApiKeyRecord.from_hash(data) if data else None
+
+
+async def list_keys(redis: aredis.Redis, account_id: str | None = None) -> list[ApiKeyRecord]:
+    digests = await redis.hvals(keys.API_KEYS_INDEX)
+    if not digests:
+        return []
+    async with redis.pipeline(transaction=False) as pipe:
+        for d in digests:
+            pipe.hgetall(keys.api_key(d.decode()))
+        rows = await pipe.execute()
+    records = [ApiKeyRecord.from_hash(row) for row in rows if row]
+    if account_id is not None:
+        records = [r for r in records if r.account_id == account_id]
+    return sorted(records, key=lambda r: r.created_at)
+
+
+async def revoke_key(redis: aredis.Redis, key_id: str) -> bool:
+    """Mark a key revoked; False if no such key.  Ingress caches stop trusting it within their TTL."""
+    key_digest = await redis.hget(keys.API_KEYS_INDEX, key_id)
+    if key_digest is None:
+        return False
+    await redis.hset(keys.api_key(key_digest.decode()), "revoked", "1")
+    return True

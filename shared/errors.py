@@ -1,0 +1,182 @@
+"""The one error hierarchy. Every error a client can see is an :class:`AIORouterError`.
+
+Each class carries its HTTP status, the OpenAI-style ``type`` (exactly the codes of the API reference)
+and a default ``code``; :meth:`AIORouterError.envelope` renders the ``{"error": {...}}`` body, used both
+for HTTP error responses and for the final SSE error event of a stream that already started.
+
+    AIORouterError                    500 api_error
+    ├── InvalidRequest                400 invalid_request
+    │   ├── UnsupportedApiVersion     400 invalid_request / unsupported_api_version
+    │   ├── ApiVersionGone            410 invalid_request / api_version_sunset
+    │   ├── NotFound                  404 invalid_request / not_found
+    │   │   └── ModelNotFound         404 invalid_request / model_not_found
+    │   ├── PayloadTooLarge           413 invalid_request / payload_too_large
+    │   └── UpstreamBadRequest        400 invalid_request / upstream_bad_request
+    ├── AuthenticationError           401 authentication_error / invalid_api_key
+    ├── InsufficientQuota             402 insufficient_quota
+    ├── RateLimitExceeded             429 rate_limit_exceeded
+    ├── ServiceUnavailable            503 service_unavailable
+    │   ├── QueueTimeout              503 service_unavailable / queue_timeout
+    │   ├── WorkerLost                503 service_unavailable / worker_lost
+    │   └── UpstreamUnavailable       503 service_unavailable / upstream_unavailable
+    │       └── UpstreamTimeout       503 service_unavailable / upstream_timeout
+    ├── UpstreamError                 500 api_error / upstream_error
+    └── ConfigError                   500 api_error / config_error (start-up only)
+
+Foreign errors (httpx, redis) are converted into these where they enter our code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import orjson
+
+
+class AIORouterError(Exception):
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "api_error"
+    default_code: ClassVar[str | None] = None
+    default_message: ClassVar[str] = "Internal server error."
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.message = message or self.default_message
+        self.code = code if code is not None else self.default_code
+        self.param = param
+        self.headers: dict[str, str] = dict(headers or {})
+        super().__init__(self.message)
+
+    def envelope(self) -> dict[str, Any]:
+        """The OpenAI error body: all four keys always present."""
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def envelope_bytes(self) -> bytes:
+        return orjson.dumps(self.envelope())
+
+    def to_event(self) -> dict[str, Any]:
+        """What a worker publishes so that the ingress can rebuild this exact error."""
+        return {"status": self.status, "headers": self.headers, **self.envelope()["error"]}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(status={self.status}, code={self.code!r}, message={self.message!r})"
+
+
+class InvalidRequest(AIORouterError):
+    status = 400
+    type = "invalid_request"
+    default_message = "Invalid request."
+
+
+class UnsupportedApiVersion(InvalidRequest):
+    default_code = "unsupported_api_version"
+
+
+class ApiVersionGone(InvalidRequest):
+    status = 410
+    default_code = "api_version_sunset"
+
+
+class NotFound(InvalidRequest):
+    status = 404
+    default_code = "not_found"
+    default_message = "Not found."
+
+
+class ModelNotFound(NotFound):
+    default_code = "model_not_found"
+
+
+class PayloadTooLarge(InvalidRequest):
+    status = 413
+    default_code = "payload_too_large"
+
+
+class UpstreamBadRequest(InvalidRequest):
+    default_code = "upstream_bad_request"
+
+
+class AuthenticationError(AIORouterError):
+    status = 401
+    type = "authentication_error"
+    default_code = "invalid_api_key"
+    default_message = "Invalid or missing API key."
+
+
+class InsufficientQuota(AIORouterError):
+    status = 402
+    type = "insufficient_quota"
+    default_code = "insufficient_quota"
+    default_message = "Insufficient credits."
+
+
+class RateLimitExceeded(AIORouterError):
+    status = 429
+    type = "rate_limit_exceeded"
+    default_code = "rate_limit_exceeded"
+    default_message = "Too many requests."
+
+
+class ServiceUnavailable(AIORouterError):
+    status = 503
+    type = "service_unavailable"
+    default_code = "service_unavailable"
+    default_message = "All providers temporarily unavailable."
+
+
+class QueueTimeout(ServiceUnavailable):
+    default_code = "queue_timeout"
+    default_message = "No worker picked up the request in time; retry later."
+
+
+class WorkerLost(ServiceUnavailable):
+    default_code = "worker_lost"
+    default_message = "The worker serving this request stopped responding."
+
+
+class UpstreamUnavailable(ServiceUnavailable):
+    default_code = "upstream_unavailable"
+
+
+class UpstreamTimeout(UpstreamUnavailable):
+    default_code = "upstream_timeout"
+    default_message = "The upstream provider timed out."
+
+
+class UpstreamError(AIORouterError):
+    default_code = "upstream_error"
+    default_message = "The upstream provider returned an error."
+
+
+class ConfigError(AIORouterError):
+    default_code = "config_error"
+    default_message = "Invalid configuration."
+
+
+def _classes(root: type[AIORouterError]) -> list[type[AIORouterError]]:
+    return [root, *(c for sub in root.__subclasses__() for c in _classes(sub))]
+
+
+# (status, type) -> the most general class with that pair; built once, never mutated.
+_BY_STATUS_AND_TYPE: Mapping[tuple[int, str], type[AIORouterError]] = {
+    (c.status, c.type): c for c in reversed(_classes(AIORouterError))
+}
+
+
+def error_from_event(event: Mapping[str, Any]) -> AIORouterError:
+    """Rebuild an error published by a worker (see :meth:`AIORouterError.to_event`)."""
+    status = int(event.get("status", 500))
+    cls = _BY_STATUS_AND_TYPE.get((status, str(event.get("type"))), AIORouterError)
+    return cls(
+        str(event.get("message") or cls.default_message),
+        code=event.get("code"),
+        param=event.get("param"),
+        headers=event.get("headers") or None,
+    )

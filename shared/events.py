@@ -1,0 +1,83 @@
+"""The frames a worker publishes for a request, and their byte codec.
+
+Every ingress process subscribes once, at start-up, to its own reply channel
+(:func:`shared.keys.reply_channel`); each job names that channel, and the worker publishes every event of
+the job there.  A frame is::
+
+    <kind:1 byte><request_id> "\\n" <seq> "\\n" <meta JSON or empty> "\\n" <payload bytes>
+
+Kinds, in the order a job emits them:
+
+``S`` start   meta ``{"provider", "worker", "upstream_model"}``; payload empty.  The job left the queue.
+``C`` chunks  meta empty; payload is ready-to-write SSE bytes (one or more ``data: {...}\\n\\n`` lines,
+              coalesced).  Only for ``stream: true`` requests.
+``D`` done    meta ``{"usage": {...}, "finish_reason": ...}``; payload is, for a stream, the last SSE bytes
+              (ending with ``data: [DONE]\\n\\n``), else the whole ``chat.completion`` JSON body.
+``E`` error   meta is :meth:`shared.errors.AIORouterError.to_event`; payload empty.  Final.
+
+``seq`` counts a request's frames from 0; a worker never has two publishes of one request in flight,
+so pub/sub keeps them in order and a gap means lost data.  Payload bytes pass through the ingress
+untouched: chunk JSON is serialized once, in the worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+START: Final = b"S"
+CHUNKS: Final = b"C"
+DONE: Final = b"D"
+ERROR: Final = b"E"
+FINAL_KINDS: Final = (DONE, ERROR)
+KINDS: Final = (START, CHUNKS, DONE, ERROR)
+
+
+class FrameError(ValueError):
+    """A published message that is not a frame (never expected: a bug or a foreign publisher)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    kind: bytes
+    request_id: str
+    seq: int
+    meta: dict[str, Any]
+    payload: bytes
+
+    @property
+    def is_final(self) -> bool:
+        return self.kind in FINAL_KINDS
+
+
+def encode(kind: bytes, request_id: str, seq: int, meta: dict[str, Any] | None = None, payload: bytes = b"") -> bytes:
+    meta_bytes = orjson.dumps(meta) if meta else b""
+    return b"".join((kind, request_id.encode(), b"\n", str(seq).encode(), b"\n", meta_bytes, b"\n", payload))
+
+
+def decode(message: bytes) -> Frame:
+    try:
+        head, seq, meta, payload = message.split(b"\n", 3)
+        kind = head[:1]
+        if kind not in KINDS:
+            raise FrameError(f"unknown frame kind {kind!r}")
+        return Frame(
+            kind=kind,
+            request_id=head[1:].decode(),
+            seq=int(seq),
+            meta=orjson.loads(meta) if meta else {},
+            payload=payload,
+        )
+    except (ValueError, orjson.JSONDecodeError) as exc:
+        raise FrameError(f"malformed frame: {message[:80]!r}") from exc
+
+
+def sse_data(obj: Any) -> bytes:
+    """One SSE event line for a JSON-serializable object: ``data: {...}\\n\\n``."""
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+SSE_DONE: Final = b"data: [DONE]\n\n"
+SSE_PING: Final = b": ping\n\n"

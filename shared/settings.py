@@ -1,0 +1,251 @@
+"""One frozen, typed settings object, built once at start-up and passed down explicitly.
+
+Sources, later ones winning: built-in defaults, an optional TOML file (``AIOROUTER_CONFIG`` or the
+``path`` argument), then a few ``AIOROUTER_*`` environment variables for the values operators change most
+(see ``ENV_OVERRIDES``).  Nothing reads the environment after :func:`load_settings` returns.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+from shared.errors import ConfigError
+
+ProviderKind = Literal["simulated", "openai", "anthropic"]
+RoutingStrategy = Literal["priority", "weighted", "least-busy", "latency"]
+VersionStatus = Literal["current", "deprecated"]
+
+CURRENT_API_VERSION = "2026-06-01"
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Per-provider upstream timeouts, in seconds."""
+
+    connect: float = 5.0
+    first_token: float = 30.0
+    idle: float = 60.0
+    total: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSettings:
+    """One upstream provider; its worker pool consumes the rq queue named after it."""
+
+    name: str
+    kind: ProviderKind = "simulated"
+    base_url: str = ""
+    api_key: str = field(default="", repr=False)
+    concurrency: int = 256
+    queue_limit: int = 10_000
+    requests_per_minute: int = 0
+    timeouts: Timeouts = Timeouts()
+    # Simulated provider only: tokens per second per stream (0 = as fast as possible).
+    tokens_per_second: float = 0.0
+
+    @property
+    def queue_name(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """A model served by one provider under the provider's own model name."""
+
+    provider: str
+    upstream_model: str
+    weight: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEntry:
+    """A public model id in the catalog, with its prices (USD per million tokens) and deployments."""
+
+    id: str
+    deployments: tuple[Deployment, ...]
+    owned_by: str = "aiorouter"
+    created: int = 1_780_272_000  # 2026-06-01T00:00:00Z
+    context_length: int = 131_072
+    input_price_per_m: float = 0.0
+    output_price_per_m: float = 0.0
+    strategy: RoutingStrategy = "priority"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiVersion:
+    """A dated API version; deprecated ones carry a sunset date after which they answer 410."""
+
+    version: str
+    status: VersionStatus = "current"
+    deprecated_on: date | None = None
+    sunset: date | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    providers: Mapping[str, ProviderSettings] = field(default_factory=dict)
+    models: Mapping[str, ModelEntry] = field(default_factory=dict)
+    api_versions: Mapping[str, ApiVersion] = field(default_factory=dict)
+    default_api_version: str = CURRENT_API_VERSION
+    # Ingress
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 4 * 1024 * 1024
+    queue_timeout: float = 10.0  # seconds a job may wait for a worker before 503 queue_timeout
+    stream_ping_interval: float = 15.0  # seconds of silence before a `: ping` comment line
+    key_cache_ttl: float = 2.0  # seconds an authenticated key is trusted without asking Redis
+    # Workers
+    worker_heartbeat_interval: float = 1.0
+    worker_dead_after: float = 4.0  # a worker silent this long is dead; its clients get an error
+    job_timeout: int = 900  # rq job timeout (seconds) for one completion
+    result_ttl: int = 60  # seconds a finished job's record stays in rq's finished registry
+    failure_ttl: int = 86_400
+    admin_token: str = field(default="", repr=False)
+
+    def provider(self, name: str) -> ProviderSettings:
+        return self.providers[name]
+
+
+# Environment variables that override the file, and the field each one sets.
+ENV_OVERRIDES: Mapping[str, str] = {
+    "REDIS_URL": "redis_url",
+    "AIOROUTER_REDIS_URL": "redis_url",
+    "AIOROUTER_HOST": "host",
+    "AIOROUTER_PORT": "port",
+    "AIOROUTER_QUEUE_TIMEOUT": "queue_timeout",
+    "AIOROUTER_STREAM_PING_INTERVAL": "stream_ping_interval",
+    "AIOROUTER_KEY_CACHE_TTL": "key_cache_ttl",
+    "AIOROUTER_MAX_BODY_BYTES": "max_body_bytes",
+    "AIOROUTER_WORKER_DEAD_AFTER": "worker_dead_after",
+    "AIOROUTER_ADMIN_TOKEN": "admin_token",
+}
+
+DEFAULT_PROVIDERS: tuple[ProviderSettings, ...] = (ProviderSettings(name="simulated", kind="simulated"),)
+
+DEFAULT_MODELS: tuple[ModelEntry, ...] = (
+    ModelEntry(
+        id="aiorouter/echo",
+        deployments=(Deployment("simulated", "echo"),),
+        input_price_per_m=0.10,
+        output_price_per_m=0.20,
+    ),
+    ModelEntry(
+        id="aiorouter/lorem",
+        deployments=(Deployment("simulated", "lorem"),),
+        input_price_per_m=0.10,
+        output_price_per_m=0.20,
+    ),
+)
+
+
+def load_settings(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from defaults, an optional TOML file and the environment."""
+    env = os.environ if env is None else env
+    path = path or env.get("AIOROUTER_CONFIG") or None
+    raw: dict[str, Any] = {}
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                raw = tomllib.load(fh)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read settings file {path}: {exc}") from exc
+    return settings_from_mapping(raw, env)
+
+
+def settings_from_mapping(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from an already-parsed TOML document (plus environment overrides)."""
+    raw = dict(raw)
+    providers = _parse_providers(raw.pop("providers", None), env or {})
+    models = _parse_models(raw.pop("models", None))
+    versions = _parse_versions(raw.pop("api_versions", None))
+    scalars = {f.name: f for f in fields(Settings)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in scalars:
+            raise ConfigError(f"unknown setting {key!r}")
+        values[key] = value
+    for var, name in ENV_OVERRIDES.items():
+        if env and env.get(var):
+            values[name] = env[var]
+    settings = Settings(providers=providers, models=models, api_versions=versions)
+    coerced = {name: _coerce(getattr(settings, name), value, name) for name, value in values.items()}
+    settings = replace(settings, **coerced)
+    _check(settings)
+    return settings
+
+
+def _coerce(default: Any, value: Any, name: str) -> Any:
+    try:
+        if isinstance(default, bool):
+            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name!r}: cannot use {value!r}") from exc
+
+
+def _parse_providers(raw: Any, env: Mapping[str, str]) -> dict[str, ProviderSettings]:
+    if raw is None:
+        return {p.name: p for p in DEFAULT_PROVIDERS}
+    providers: dict[str, ProviderSettings] = {}
+    for name, spec in dict(raw).items():
+        spec = dict(spec)
+        timeouts = Timeouts(**spec.pop("timeouts", {}))
+        key_env = spec.pop("api_key_env", "")
+        if key_env:
+            spec["api_key"] = env.get(key_env, "")
+        try:
+            providers[name] = ProviderSettings(name=name, timeouts=timeouts, **spec)
+        except TypeError as exc:
+            raise ConfigError(f"provider {name!r}: {exc}") from exc
+    return providers
+
+
+def _parse_models(raw: Any) -> dict[str, ModelEntry]:
+    if raw is None:
+        return {m.id: m for m in DEFAULT_MODELS}
+    models: dict[str, ModelEntry] = {}
+    for spec in raw:
+        spec = dict(spec)
+        deployments = tuple(Deployment(**d) for d in spec.pop("deployments", ()))
+        if "provider" in spec:  # shorthand: one deployment
+            deployments += (Deployment(spec.pop("provider"), spec.pop("upstream_model", spec["id"])),)
+        try:
+            models[spec["id"]] = ModelEntry(deployments=deployments, **spec)
+        except (TypeError, KeyError) as exc:
+            raise ConfigError(f"model {spec.get('id')!r}: {exc}") from exc
+    return models
+
+
+def _parse_versions(raw: Any) -> dict[str, ApiVersion]:
+    versions = {CURRENT_API_VERSION: ApiVersion(CURRENT_API_VERSION)}
+    for spec in raw or ():
+        spec = dict(spec)
+        for key in ("deprecated_on", "sunset"):
+            if isinstance(spec.get(key), str):
+                spec[key] = date.fromisoformat(spec[key])
+        versions[spec["version"]] = ApiVersion(**spec)
+    return versions
+
+
+def _check(settings: Settings) -> None:
+    if not settings.providers:
+        raise ConfigError("no providers configured")
+    for model in settings.models.values():
+        if not model.deployments:
+            raise ConfigError(f"model {model.id!r} has no deployments")
+        for dep in model.deployments:
+            if dep.provider not in settings.providers:
+                raise ConfigError(f"model {model.id!r} names unknown provider {dep.provider!r}")
+    if settings.default_api_version not in settings.api_versions:
+        raise ConfigError(f"default API version {settings.default_api_version!r} is not in api_versions")

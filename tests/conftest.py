@@ -1,0 +1,55 @@
+"""Fixtures shared by every test package.
+
+Real-Redis tests use ``AIOROUTER_TEST_REDIS_URL`` (default ``redis://127.0.0.1:6379/15``), a database
+they flush before each test; without a reachable Redis they skip locally and fail under ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis
+import redis.asyncio as aredis
+
+TEST_REDIS_URL = os.environ.get("AIOROUTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _reachable(url: str) -> bool:
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1)
+        client.ping()
+        client.close()
+        return True
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """URL of a real, reachable Redis database reserved for tests."""
+    if not _reachable(TEST_REDIS_URL):
+        message = f"no Redis reachable at {TEST_REDIS_URL}"
+        if IN_CI:
+            pytest.fail(message + " (CI=true: real-Redis tests must run)")
+        pytest.skip(message)
+    return TEST_REDIS_URL
+
+
+@pytest.fixture
+def clean_redis(redis_url: str) -> Iterator[redis.Redis]:
+    """A sync client on the flushed test database."""
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+async def aredis_client(clean_redis: redis.Redis, redis_url: str) -> AsyncIterator[aredis.Redis]:
+    """An asyncio client on the flushed test database."""
+    client = aredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
