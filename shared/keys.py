@@ -68,3 +68,42 @@ def api_key(digest: str) -> str:
 
 API_KEYS_INDEX = f"{PREFIX}:apikeys"
 """Hash: key id -> digest, for listing and revoking by id."""
+
+# --- circuit breaker (shared/breaker.py) ----------------------------------------------------------
+
+
+def breaker_state(deployment_id: str) -> str:
+    """Hash: one deployment's breaker (``open_until``/``probe_until`` in ms of Redis TIME, ``trips``)."""
+    return f"{PREFIX}:breaker:{deployment_id}"
+
+
+def breaker_failures(deployment_id: str) -> str:
+    """Sorted set: one deployment's recent failures (member = sequence number, score = ms of Redis TIME)."""
+    return f"{PREFIX}:breaker:{deployment_id}:failures"
+
+
+BREAKER_BLOCKED = f"{PREFIX}:breakers:blocked"
+"""Sorted set: deployment id -> ms (Redis TIME) until which routing must skip it (cooling down, or its one
+half-open probe is in flight).  The one key the ingress' cheap bulk read looks at."""
+
+BREAKER_DEPLOYMENTS = f"{PREFIX}:breakers"
+"""Set of every deployment id that ever recorded a failure, for the operator view."""
+
+# --- routing statistics (shared/routing_state.py) -------------------------------------------------
+
+
+def inflight_counts(deployment_id: str) -> str:
+    """Hash: worker name -> jobs that worker runs on the deployment right now."""
+    return f"{PREFIX}:inflight:{deployment_id}"
+
+
+def inflight_leases(deployment_id: str) -> str:
+    """Sorted set: worker name -> ms (Redis TIME) until which its count in :func:`inflight_counts` is
+    trusted; a worker killed with -9 stops refreshing it and its jobs stop counting."""
+    return f"{PREFIX}:inflight:{deployment_id}:leases"
+
+
+def ttft_stats(deployment_id: str) -> str:
+    """Hash: decayed average time to first token of a deployment (``avg_ms``, ``samples``); expires when
+    the deployment has been idle for ``RoutingStatsSettings.latency_ttl``."""
+    return f"{PREFIX}:ttft:{deployment_id}"

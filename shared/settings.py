@@ -88,6 +88,25 @@ class ApiVersion:
 
 
 @dataclass(frozen=True, slots=True)
+class BreakerSettings:
+    """The per-deployment circuit breaker (see :mod:`shared.breaker`), in seconds."""
+
+    failure_threshold: int = 5  # failures within `window` that open the breaker
+    window: float = 30.0  # sliding window failures are counted in
+    cooldown: float = 30.0  # how long an open breaker rejects everything before admitting one probe
+    probe_timeout: float = 60.0  # a claimed probe that reports nothing this long frees the slot again
+    open_set_refresh: float = 0.5  # how often an ingress re-reads the set of open deployments
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingStatsSettings:
+    """The statistics the ``least-busy`` and ``latency`` strategies read (see :mod:`shared.routing_state`)."""
+
+    latency_alpha: float = 0.3  # weight of a new time-to-first-token sample in the decayed average
+    latency_ttl: float = 600.0  # seconds without a sample after which a deployment's latency is unknown
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     providers: Mapping[str, ProviderSettings] = field(default_factory=dict)
@@ -108,6 +127,8 @@ class Settings:
     result_ttl: int = 60  # seconds a finished job's record stays in rq's finished registry
     failure_ttl: int = 86_400
     admin_token: str = field(default="", repr=False)
+    breaker: BreakerSettings = BreakerSettings()
+    routing_stats: RoutingStatsSettings = RoutingStatsSettings()
 
     def provider(self, name: str) -> ProviderSettings:
         return self.providers[name]
@@ -165,6 +186,8 @@ def settings_from_mapping(raw: Mapping[str, Any], env: Mapping[str, str] | None 
     providers = _parse_providers(raw.pop("providers", None), env or {})
     models = _parse_models(raw.pop("models", None))
     versions = _parse_versions(raw.pop("api_versions", None))
+    breaker = _parse_table(BreakerSettings, raw.pop("breaker", None), "breaker")
+    routing_stats = _parse_table(RoutingStatsSettings, raw.pop("routing_stats", None), "routing_stats")
     scalars = {f.name: f for f in fields(Settings)}
     values: dict[str, Any] = {}
     for key, value in raw.items():
@@ -174,7 +197,13 @@ def settings_from_mapping(raw: Mapping[str, Any], env: Mapping[str, str] | None 
     for var, name in ENV_OVERRIDES.items():
         if env and env.get(var):
             values[name] = env[var]
-    settings = Settings(providers=providers, models=models, api_versions=versions)
+    settings = Settings(
+        providers=providers,
+        models=models,
+        api_versions=versions,
+        breaker=breaker,
+        routing_stats=routing_stats,
+    )
     coerced = {name: _coerce(getattr(settings, name), value, name) for name, value in values.items()}
     settings = replace(settings, **coerced)
     _check(settings)
@@ -192,6 +221,17 @@ def _coerce(default: Any, value: Any, name: str) -> Any:
         return str(value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"setting {name!r}: cannot use {value!r}") from exc
+
+
+def _parse_table(cls: type[Any], raw: Any, name: str) -> Any:
+    """A small frozen settings table (``[breaker]``, ``[routing_stats]``); values take their defaults' types."""
+    defaults = cls()
+    values: dict[str, Any] = {}
+    for key, value in dict(raw or {}).items():
+        if not hasattr(defaults, key):
+            raise ConfigError(f"unknown setting {name}.{key}")
+        values[key] = _coerce(getattr(defaults, key), value, f"{name}.{key}")
+    return replace(defaults, **values)
 
 
 def _parse_providers(raw: Any, env: Mapping[str, str]) -> dict[str, ProviderSettings]:
