@@ -224,7 +224,7 @@ def _coerce(default: Any, value: Any, name: str) -> Any:
 
 
 def _parse_table(cls: type[Any], raw: Any, name: str) -> Any:
-    """A small frozen settings table (``[breaker]``, ``[routing_stats]``); values take their defaults' types."""
+    """A small frozen settings table (``[breaker]``, ``[routing_stats]``), typed like its defaults."""
     defaults = cls()
     values: dict[str, Any] = {}
     for key, value in dict(raw or {}).items():
