@@ -107,6 +107,26 @@ class RoutingStatsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class Plan:
+    """An account plan: its request rate limit and an optional token rate limit (0 = none)."""
+
+    name: str
+    requests_per_minute: int
+    tokens_per_minute: int = 0
+
+
+DEFAULT_PLANS: tuple[Plan, ...] = (
+    Plan("unverified", requests_per_minute=10),
+    Plan("developer", requests_per_minute=60),
+    Plan("business", requests_per_minute=300),
+)
+
+
+def _default_plans() -> dict[str, Plan]:
+    return {p.name: p for p in DEFAULT_PLANS}
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     providers: Mapping[str, ProviderSettings] = field(default_factory=dict)
@@ -127,6 +147,10 @@ class Settings:
     result_ttl: int = 60  # seconds a finished job's record stays in rq's finished registry
     failure_ttl: int = 86_400
     admin_token: str = field(default="", repr=False)
+    # Accounts and credits
+    plans: Mapping[str, Plan] = field(default_factory=_default_plans)
+    default_plan: str = "unverified"  # the plan of a new account unless one is given
+    credit_default_max_tokens: int = 4096  # completion tokens reserved for a request without max_tokens
     breaker: BreakerSettings = BreakerSettings()
     routing_stats: RoutingStatsSettings = RoutingStatsSettings()
 
@@ -186,6 +210,7 @@ def settings_from_mapping(raw: Mapping[str, Any], env: Mapping[str, str] | None 
     providers = _parse_providers(raw.pop("providers", None), env or {})
     models = _parse_models(raw.pop("models", None))
     versions = _parse_versions(raw.pop("api_versions", None))
+    plans = _parse_plans(raw.pop("plans", None))
     breaker = _parse_table(BreakerSettings, raw.pop("breaker", None), "breaker")
     routing_stats = _parse_table(RoutingStatsSettings, raw.pop("routing_stats", None), "routing_stats")
     scalars = {f.name: f for f in fields(Settings)}
@@ -201,6 +226,7 @@ def settings_from_mapping(raw: Mapping[str, Any], env: Mapping[str, str] | None 
         providers=providers,
         models=models,
         api_versions=versions,
+        plans=plans,
         breaker=breaker,
         routing_stats=routing_stats,
     )
@@ -278,6 +304,19 @@ def _parse_versions(raw: Any) -> dict[str, ApiVersion]:
     return versions
 
 
+def _parse_plans(raw: Any) -> dict[str, Plan]:
+    """``[plans.NAME]`` tables; each one overrides or adds to the default plans."""
+    plans = _default_plans()
+    for name, spec in dict(raw or {}).items():
+        base = plans.get(name)
+        values = {"requests_per_minute": base.requests_per_minute if base else 0} | dict(spec)
+        try:
+            plans[name] = Plan(name=name, **values)
+        except TypeError as exc:
+            raise ConfigError(f"plan {name!r}: {exc}") from exc
+    return plans
+
+
 def _check(settings: Settings) -> None:
     if not settings.providers:
         raise ConfigError("no providers configured")
@@ -287,5 +326,13 @@ def _check(settings: Settings) -> None:
         for dep in model.deployments:
             if dep.provider not in settings.providers:
                 raise ConfigError(f"model {model.id!r} names unknown provider {dep.provider!r}")
+    for plan in settings.plans.values():
+        limits = (plan.requests_per_minute, plan.tokens_per_minute)
+        if not all(isinstance(n, int) and not isinstance(n, bool) for n in limits):
+            raise ConfigError(f"plan {plan.name!r}: limits must be integers")
+        if plan.requests_per_minute <= 0 or plan.tokens_per_minute < 0:
+            raise ConfigError(f"plan {plan.name!r}: requests_per_minute must be > 0, tokens_per_minute >= 0")
+    if settings.default_plan not in settings.plans:
+        raise ConfigError(f"default plan {settings.default_plan!r} is not in plans")
     if settings.default_api_version not in settings.api_versions:
         raise ConfigError(f"default API version {settings.default_api_version!r} is not in api_versions")
