@@ -12,9 +12,11 @@ import hashlib
 import re
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import redis.asyncio as aredis
+from redis.typing import EncodableT
 
 from shared import keys
 
@@ -32,7 +34,7 @@ class ApiKeyRecord:
     created_at: float
     revoked: bool = False
 
-    def to_hash(self) -> dict[str, str]:
+    def to_hash(self) -> dict[EncodableT, EncodableT]:
         return {
             "key_id": self.key_id,
             "account_id": self.account_id,
@@ -43,8 +45,8 @@ class ApiKeyRecord:
         }
 
     @classmethod
-    def from_hash(cls, data: dict[bytes, bytes]) -> ApiKeyRecord:
-        text = {k.decode(): v.decode() for k, v in data.items()}
+    def from_hash(cls, data: Mapping[bytes | str, bytes | str]) -> ApiKeyRecord:
+        text = {_text(k): _text(v) for k, v in data.items()}
         return cls(
             key_id=text["key_id"],
             account_id=text["account_id"],
@@ -53,6 +55,10 @@ class ApiKeyRecord:
             created_at=float(text.get("created_at", "0")),
             revoked=text.get("revoked") == "1",
         )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def generate_secret() -> str:
@@ -80,7 +86,11 @@ async def create_key(
     """Create a key; the secret is returned here once and never stored."""
     secret = generate_secret()
     record = ApiKeyRecord(
-        key_id="key_" + secrets.token_hex(8), account_id=account_id, plan=plan, name=name, created_at=time.time()
+        key_id="key_" + secrets.token_hex(8),
+        account_id=account_id,
+        plan=plan,
+        name=name,
+        created_at=time.time(),
     )
     key_digest = digest(secret)
     async with redis.pipeline(transaction=True) as pipe:
@@ -101,7 +111,7 @@ async def list_keys(redis: aredis.Redis, account_id: str | None = None) -> list[
         return []
     async with redis.pipeline(transaction=False) as pipe:
         for d in digests:
-            pipe.hgetall(keys.api_key(d.decode()))
+            pipe.hgetall(keys.api_key(_text(d)))
         rows = await pipe.execute()
     records = [ApiKeyRecord.from_hash(row) for row in rows if row]
     if account_id is not None:
@@ -114,5 +124,5 @@ async def revoke_key(redis: aredis.Redis, key_id: str) -> bool:
     key_digest = await redis.hget(keys.API_KEYS_INDEX, key_id)
     if key_digest is None:
         return False
-    await redis.hset(keys.api_key(key_digest.decode()), "revoked", "1")
+    await redis.hset(keys.api_key(_text(key_digest)), "revoked", "1")
     return True

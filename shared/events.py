@@ -52,7 +52,9 @@ class Frame:
         return self.kind in FINAL_KINDS
 
 
-def encode(kind: bytes, request_id: str, seq: int, meta: dict[str, Any] | None = None, payload: bytes = b"") -> bytes:
+def encode(
+    kind: bytes, request_id: str, seq: int, meta: dict[str, Any] | None = None, payload: bytes = b""
+) -> bytes:
     meta_bytes = orjson.dumps(meta) if meta else b""
     return b"".join((kind, request_id.encode(), b"\n", str(seq).encode(), b"\n", meta_bytes, b"\n", payload))
 

@@ -46,7 +46,9 @@ class CompletionJob:
         return cls(**data)
 
 
-def enqueue_commands(job: CompletionJob, *, job_timeout: int, result_ttl: int, failure_ttl: int) -> list[Command]:
+def enqueue_commands(
+    job: CompletionJob, *, job_timeout: int, result_ttl: int, failure_ttl: int
+) -> list[Command]:
     """The Redis commands that put ``job`` on its pool's rq queue, exactly as ``Queue.enqueue`` would."""
     queue = Queue(job.provider, connection=RECORDING_CLIENT, serializer=OrjsonSerializer)
     queue.redis_server_version = _ASSUMED_REDIS_VERSION
