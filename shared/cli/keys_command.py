@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
-import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, TextIO, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 import redis
@@ -81,27 +80,27 @@ def _check_identifiers(args: argparse.Namespace) -> None:
             )
 
 
-async def _create(client: aredis.Redis, args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+async def _create(client: aredis.Redis, args: argparse.Namespace) -> int:
     secret, record = await api_keys.create_key(
         client, account_id=args.account, plan=args.plan, name=args.name
     )
     if args.json:
-        out.write(orjson.dumps({"secret": secret, **_record_json(record)}).decode() + "\n")
+        print(orjson.dumps({"secret": secret, **_record_json(record)}).decode())
         return 0
-    out.write(
+    print(
         f"Created key {record.key_id} (account {record.account_id}, plan {record.plan}).\n"
-        f"Secret, shown only this once:\n\n    {secret}\n\n"
+        f"Secret, shown only this once:\n\n    {secret}\n"
     )
     return 0
 
 
-async def _list(client: aredis.Redis, args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+async def _list(client: aredis.Redis, args: argparse.Namespace) -> int:
     records = await api_keys.list_keys(client, args.account)
     if args.json:
-        out.write(orjson.dumps([_record_json(r) for r in records]).decode() + "\n")
+        print(orjson.dumps([_record_json(r) for r in records]).decode())
         return 0
     if not records:
-        out.write("No keys.\n" if args.account is None else f"No keys for account {args.account}.\n")
+        print("No keys." if args.account is None else f"No keys for account {args.account}.")
         return 0
     rows = [("KEY ID", "ACCOUNT", "PLAN", "STATUS", "CREATED (UTC)", "NAME")]
     rows += [
@@ -117,16 +116,14 @@ async def _list(client: aredis.Redis, args: argparse.Namespace, out: TextIO = sy
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        out.write(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() + "\n"
-        )
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     return 0
 
 
-async def _revoke(client: aredis.Redis, args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+async def _revoke(client: aredis.Redis, args: argparse.Namespace) -> int:
     if not await api_keys.revoke_key(client, args.key_id):
         raise CommandFailed(f"no key with id {args.key_id!r} (see `aiorouter keys list`)")
-    out.write(f"Revoked key {args.key_id}; every ingress stops accepting it within its key cache TTL.\n")
+    print(f"Revoked key {args.key_id}; every ingress stops accepting it within its key cache TTL.")
     return 0
 
 
