@@ -16,6 +16,7 @@ import redis.asyncio as aredis
 from shared import api_keys
 from shared.cli.config_option import add_config_option, settings_from_args
 from shared.cli.failures import CommandFailed, redis_unreachable
+from shared.settings import Settings
 
 _IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
 _REDIS_CONNECT_TIMEOUT = 3.0
@@ -31,7 +32,7 @@ def register(commands: Any) -> None:
 
     create = actions.add_parser("create", help="create a key and print its secret once")
     create.add_argument("--account", default="default", help="account id the key bills to (default: default)")
-    create.add_argument("--plan", default="developer", help="plan of the key (default: developer)")
+    create.add_argument("--plan", help="plan of the key, one of the settings' plans (default: default_plan)")
     create.add_argument("--name", default="", help="a label for people")
     create.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     create.set_defaults(handler=_run(_create))
@@ -54,8 +55,10 @@ def _run(
 ) -> Callable[[argparse.Namespace], int]:
     def handler(args: argparse.Namespace) -> int:
         _check_identifiers(args)
-        url = settings_from_args(args).redis_url
-        return asyncio.run(_with_redis(url, lambda client: action(client, args)))
+        settings = settings_from_args(args)
+        if "plan" in args:
+            args.plan = _known_plan(settings, args.plan)
+        return asyncio.run(_with_redis(settings.redis_url, lambda client: action(client, args)))
 
     return handler
 
@@ -70,8 +73,17 @@ async def _with_redis(url: str, body: Callable[[aredis.Redis], Awaitable[T]]) ->
         await client.aclose()
 
 
+def _known_plan(settings: Settings, plan: str | None) -> str:
+    if plan is None:
+        return settings.default_plan
+    if plan not in settings.plans:
+        known = ", ".join(settings.plans)
+        raise CommandFailed(f"unknown plan {plan!r}; the settings define: {known}", exit_status=2)
+    return plan
+
+
 def _check_identifiers(args: argparse.Namespace) -> None:
-    for option in ("account", "plan"):
+    for option in ("account",):
         value = getattr(args, option, None)
         if value is not None and not _IDENTIFIER.match(value):
             raise CommandFailed(

@@ -11,6 +11,7 @@ import redis.asyncio as aredis
 
 from shared import api_keys
 from shared.cli import main
+from shared.settings import load_settings
 
 
 @pytest.fixture
@@ -43,12 +44,11 @@ def test_create_prints_a_working_secret_once(
 
 
 def test_create_json_has_secret_and_record(cli_env: redis.Redis, capsys: pytest.CaptureFixture[str]) -> None:
-    """`--json` prints one object with the secret and every record field, defaulting the account and plan."""
+    """`--json` prints the secret and every record field; account and plan default from the settings."""
     created = _create(capsys)
     assert set(created) == {"secret", "key_id", "account_id", "plan", "name", "created_at", "revoked"}
-    assert (
-        created["account_id"] == "default" and created["plan"] == "developer" and created["revoked"] is False
-    )
+    assert created["account_id"] == "default" and created["revoked"] is False
+    assert created["plan"] == load_settings(env={}).default_plan
 
 
 def test_list_shows_keys_without_secrets(cli_env: redis.Redis, capsys: pytest.CaptureFixture[str]) -> None:
@@ -113,6 +113,14 @@ def test_unreachable_redis_is_one_line(
         assert main(argv) == 1
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "redis://127.0.0.1:1/0" in err and "Traceback" not in err
+
+
+def test_unknown_plan_is_a_usage_error(cli_env: redis.Redis, capsys: pytest.CaptureFixture[str]) -> None:
+    """A plan the settings do not define is refused with exit status 2, naming the known plans."""
+    assert main(["keys", "create", "--plan", "platinum"]) == 2
+    err = capsys.readouterr().err
+    assert "platinum" in err and "developer" in err
+    assert cli_env.dbsize() == 0
 
 
 def test_bad_account_id_is_a_usage_error(cli_env: redis.Redis, capsys: pytest.CaptureFixture[str]) -> None:
