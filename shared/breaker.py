@@ -1,0 +1,247 @@
+"""The per-deployment circuit breaker, shared through Redis by every worker and ingress process.
+
+A deployment (one provider serving one upstream model, named by its ``deployment_id``) is::
+
+    closed ──N failures within `window`──▶ open ──`cooldown` elapsed──▶ half-open
+      ▲                                      ▲                              │ exactly one caller claims
+      └────────── the probe succeeds ────────┴───── the probe fails ────────┘ the probe (`allow`)
+
+Every transition is one Lua script (``shared/lua/breaker_*.lua``) and every clock is Redis ``TIME``, so
+processes on different hosts agree.  A claimed probe that never reports (its worker died) frees the slot
+after ``probe_timeout``.  Routing reads the cheap :meth:`CircuitBreaker.open_deployments` (one round trip);
+an ingress keeps it in an :class:`OpenSetCache` refreshed in the background so requests pay nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+import redis.asyncio as aredis
+from redis.exceptions import RedisError
+
+from shared import keys
+from shared.errors import ServiceUnavailable
+from shared.lua import LuaScript
+from shared.settings import BreakerSettings
+
+log = logging.getLogger(__name__)
+
+BreakerStatus = Literal["closed", "open", "half-open"]
+Decision = Literal["closed", "probe", "open", "probing"]
+
+_RECORD_FAILURE = LuaScript.load("breaker_failure")
+_RECORD_SUCCESS = LuaScript.load("breaker_success")
+_ALLOW = LuaScript.load("breaker_allow")
+_BLOCKED = LuaScript.load("breaker_blocked")
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """The answer of :meth:`CircuitBreaker.allow`."""
+
+    decision: Decision
+    retry_after: float = 0.0  # seconds until this deployment may admit someone again (when refused)
+
+    @property
+    def allowed(self) -> bool:
+        return self.decision in ("closed", "probe")
+
+    @property
+    def is_probe(self) -> bool:
+        return self.decision == "probe"
+
+
+@dataclass(frozen=True, slots=True)
+class FailureOutcome:
+    """What :meth:`CircuitBreaker.record_failure` left behind."""
+
+    status: Literal["closed", "open"]
+    failures: int  # failures in the window (0 once open: the window restarts after recovery)
+    retry_after: float  # seconds until a probe may go through (0 while closed)
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerView:
+    """One deployment's breaker, for operators."""
+
+    deployment_id: str
+    status: BreakerStatus
+    failures: int  # failures within the current window
+    opens_until: float | None  # unix time (Redis clock) the cooldown ends; None while closed
+    probe_in_flight: bool
+    trips: int  # times this breaker opened since Redis remembers it
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "deployment": self.deployment_id,
+            "status": self.status,
+            "failures": self.failures,
+            "opens_until": self.opens_until,
+            "probe_in_flight": self.probe_in_flight,
+            "trips": self.trips,
+        }
+
+
+class CircuitBreaker:
+    """Every deployment's breaker, over one asyncio Redis client."""
+
+    def __init__(self, redis: aredis.Redis, settings: BreakerSettings) -> None:
+        self._redis = redis
+        self._settings = settings
+
+    @property
+    def settings(self) -> BreakerSettings:
+        return self._settings
+
+    async def allow(self, deployment_id: str) -> Admission:
+        """Whether a request may go to ``deployment_id`` now; in half-open, exactly one caller gets
+        ``probe`` and must report its outcome with :meth:`record_success` or :meth:`record_failure`."""
+        reply = await self._run(
+            _ALLOW,
+            [keys.breaker_state(deployment_id), keys.BREAKER_BLOCKED],
+            [deployment_id, _ms(self._settings.probe_timeout)],
+        )
+        decision, wait_ms = _text(reply[0]), int(reply[1])
+        return Admission(cast(Decision, decision), wait_ms / 1000)
+
+    async def record_success(self, deployment_id: str) -> Literal["closed", "open"]:
+        """A request to ``deployment_id`` succeeded: a half-open breaker closes."""
+        state = keys.breaker_state(deployment_id)
+        reply = await self._run(
+            _RECORD_SUCCESS,
+            [state, keys.breaker_failures(deployment_id), keys.BREAKER_BLOCKED],
+            [deployment_id],
+        )
+        return cast(Literal["closed", "open"], _text(reply))
+
+    async def record_failure(self, deployment_id: str) -> FailureOutcome:
+        """A request to ``deployment_id`` failed in a way that counts against the provider (connect
+        error, timeout, 429, 5xx); the breaker opens when the window holds ``failure_threshold``."""
+        s = self._settings
+        reply = await self._run(
+            _RECORD_FAILURE,
+            [
+                keys.breaker_state(deployment_id),
+                keys.breaker_failures(deployment_id),
+                keys.BREAKER_BLOCKED,
+                keys.BREAKER_DEPLOYMENTS,
+            ],
+            [deployment_id, s.failure_threshold, _ms(s.window), _ms(s.cooldown)],
+        )
+        status = cast(Literal["closed", "open"], _text(reply[0]))
+        return FailureOutcome(status, int(reply[1]), int(reply[2]) / 1000)
+
+    async def open_deployments(self) -> dict[str, float]:
+        """Deployment id -> seconds until it may admit again, for every deployment routing must skip
+        now (cooling down, or its one probe is in flight).  One round trip."""
+        rows = await self._run(_BLOCKED, [keys.BREAKER_BLOCKED], [])
+        return {_text(rows[i]): int(rows[i + 1]) / 1000 for i in range(0, len(rows), 2)}
+
+    async def views(self, deployment_ids: Iterable[str] = ()) -> list[BreakerView]:
+        """Every known deployment's breaker (those that ever failed, plus ``deployment_ids``), sorted."""
+        try:
+            known = {_text(m) for m in await self._redis.smembers(keys.BREAKER_DEPLOYMENTS)}
+            ids = sorted(known.union(deployment_ids))
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.time()
+                for dep in ids:
+                    pipe.hmget(keys.breaker_state(dep), "open_until", "probe_until", "trips")
+                    pipe.zrange(keys.breaker_failures(dep), 0, -1, withscores=True)
+                replies = await pipe.execute()
+        except RedisError as exc:
+            raise ServiceUnavailable("Circuit breaker state is unavailable.") from exc
+        seconds, micros = replies[0]
+        now_ms = seconds * 1000 + micros // 1000
+        window_start = now_ms - _ms(self._settings.window)
+        return [
+            _view(dep, now_ms, window_start, state, failures)
+            for dep, state, failures in zip(ids, replies[1::2], replies[2::2], strict=True)
+        ]
+
+    async def _run(self, script: LuaScript, script_keys: list[str], args: list[object]) -> Any:
+        try:
+            return await script(self._redis, script_keys, args)
+        except RedisError as exc:
+            raise ServiceUnavailable("Circuit breaker state is unavailable.") from exc
+
+
+def _view(
+    dep: str,
+    now_ms: int,
+    window_start: int,
+    state: list[bytes | None],
+    failures: list[tuple[bytes, float]],
+) -> BreakerView:
+    open_until, probe_until, trips = (int(v) if v is not None else None for v in state)
+    if open_until is None:
+        status: BreakerStatus = "closed"
+    else:
+        status = "open" if now_ms < open_until else "half-open"
+    return BreakerView(
+        deployment_id=dep,
+        status=status,
+        failures=sum(1 for _, score in failures if score > window_start),
+        opens_until=open_until / 1000 if open_until is not None else None,
+        probe_in_flight=status == "half-open" and probe_until is not None and now_ms < probe_until,
+        trips=trips or 0,
+    )
+
+
+class OpenSetCache:
+    """An ingress' copy of :meth:`CircuitBreaker.open_deployments`, refreshed every
+    ``open_set_refresh`` seconds by a background task, so routing reads it without I/O.
+
+    When Redis cannot be read the last copy stays (its deadlines still run out), and the loop retries.
+    """
+
+    def __init__(self, breaker: CircuitBreaker) -> None:
+        self._breaker = breaker
+        self._deadlines: Mapping[str, float] = {}  # deployment id -> time.monotonic() it admits again
+        self._task: asyncio.Task[None] | None = None
+
+    def snapshot(self) -> dict[str, float]:
+        """Deployment id -> seconds it stays skipped, for every deployment routing must skip now."""
+        now = time.monotonic()
+        return {dep: until - now for dep, until in self._deadlines.items() if until > now}
+
+    async def refresh(self) -> None:
+        """Read the open set once (the background loop calls this; tests and start-up may too)."""
+        fetched_at = time.monotonic()
+        open_now = await self._breaker.open_deployments()
+        self._deadlines = {dep: fetched_at + wait for dep, wait in open_now.items()}
+
+    async def start(self) -> None:
+        """Read once (so the first request sees real state), then keep refreshing in the background."""
+        with contextlib.suppress(ServiceUnavailable):
+            await self.refresh()
+        self._task = asyncio.create_task(self._loop(), name="breaker-open-set")
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _loop(self) -> None:
+        interval = self._breaker.settings.open_set_refresh
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.refresh()
+            except ServiceUnavailable as exc:
+                log.warning("breaker open set not refreshed: %s", exc.__cause__ or exc)

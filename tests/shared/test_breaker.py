@@ -1,0 +1,226 @@
+"""The shared circuit breaker over the real Redis: transitions, the one half-open probe, the bulk read."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+import redis
+import redis.asyncio as aredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from shared.breaker import CircuitBreaker, OpenSetCache
+from shared.errors import ServiceUnavailable
+from shared.settings import BreakerSettings
+
+DEP = "prov-a/model-x"
+OTHER = "prov-b/model-x"
+
+
+def make(client: aredis.Redis, **overrides: float) -> CircuitBreaker:
+    values: dict[str, float] = {
+        "failure_threshold": 3,
+        "window": 30.0,
+        "cooldown": 30.0,
+        "probe_timeout": 30.0,
+    }
+    values.update(overrides)
+    return CircuitBreaker(client, BreakerSettings(**values))  # type: ignore[arg-type]
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        assert time.monotonic() < deadline, "condition not reached within a few seconds"
+        await asyncio.sleep(0.05)
+
+
+async def trip(breaker: CircuitBreaker, dep: str = DEP) -> None:
+    for _ in range(breaker.settings.failure_threshold):
+        await breaker.record_failure(dep)
+
+
+async def half_open(breaker: CircuitBreaker, client: aredis.Redis) -> None:
+    """Wait until the cooldown of DEP ran out (read-only: does not claim the probe)."""
+
+    async def cooled() -> bool:
+        return DEP not in await breaker.open_deployments()
+
+    await eventually(cooled)
+
+
+@pytest.fixture
+async def clients(clean_redis: redis.Redis, redis_url: str) -> AsyncIterator[list[aredis.Redis]]:
+    """Eight separate connections pools, as if eight processes shared the breaker."""
+    made = [aredis.Redis.from_url(redis_url) for _ in range(8)]
+    yield made
+    for client in made:
+        await client.aclose()
+
+
+async def test_closed_breaker_admits_and_counts_failures(aredis_client: aredis.Redis) -> None:
+    """Below the threshold the breaker stays closed, admits requests and reports the window's count."""
+    breaker = make(aredis_client)
+    assert (await breaker.allow(DEP)).decision == "closed"
+    first = await breaker.record_failure(DEP)
+    second = await breaker.record_failure(DEP)
+    assert (first.status, first.failures) == ("closed", 1)
+    assert (second.status, second.failures, second.retry_after) == ("closed", 2, 0.0)
+    assert (await breaker.allow(DEP)).allowed
+    assert await breaker.open_deployments() == {}
+
+
+async def test_threshold_failures_open_the_breaker(aredis_client: aredis.Redis) -> None:
+    """The Nth failure in the window opens the breaker: requests are refused with a Retry-After."""
+    breaker = make(aredis_client, cooldown=20.0)
+    await breaker.record_failure(DEP)
+    await breaker.record_failure(DEP)
+    outcome = await breaker.record_failure(DEP)
+    assert outcome.status == "open"
+    assert 15.0 < outcome.retry_after <= 20.0
+    admission = await breaker.allow(DEP)
+    assert not admission.allowed and admission.decision == "open"
+    assert 15.0 < admission.retry_after <= 20.0
+    assert (await breaker.allow(OTHER)).allowed
+    open_now = await breaker.open_deployments()
+    assert list(open_now) == [DEP] and 15.0 < open_now[DEP] <= 20.0
+
+
+async def test_failures_older_than_the_window_do_not_count(aredis_client: aredis.Redis) -> None:
+    """Failures slide out of the window: two old plus two new do not reach a threshold of three."""
+    breaker = make(aredis_client, window=0.3)
+    await breaker.record_failure(DEP)
+    await breaker.record_failure(DEP)
+    await asyncio.sleep(0.5)
+    await breaker.record_failure(DEP)
+    outcome = await breaker.record_failure(DEP)
+    assert (outcome.status, outcome.failures) == ("closed", 2)
+
+
+async def test_half_open_admits_exactly_one_probe_under_concurrency(
+    aredis_client: aredis.Redis, clients: list[aredis.Redis]
+) -> None:
+    """After the cooldown, 200 concurrent callers on eight connections get exactly one probe."""
+    breaker = make(aredis_client, cooldown=0.2)
+    await trip(breaker)
+    await half_open(breaker, aredis_client)
+    breakers = [make(c, cooldown=0.2) for c in clients]
+    admissions = await asyncio.gather(*(breakers[i % 8].allow(DEP) for i in range(200)))
+    decisions = [a.decision for a in admissions]
+    assert decisions.count("probe") == 1
+    assert decisions.count("probing") == 199
+    assert DEP in await breaker.open_deployments()  # the probe is in flight: routing skips it
+
+
+async def test_probe_success_closes_the_breaker(aredis_client: aredis.Redis) -> None:
+    """A successful probe closes the breaker and clears the failure window."""
+    breaker = make(aredis_client, cooldown=0.2)
+    await trip(breaker)
+    await half_open(breaker, aredis_client)
+    assert (await breaker.allow(DEP)).is_probe
+    assert await breaker.record_success(DEP) == "closed"
+    assert (await breaker.allow(DEP)).decision == "closed"
+    assert await breaker.open_deployments() == {}
+    assert (await breaker.record_failure(DEP)).failures == 1  # the window starts afresh
+
+
+async def test_probe_failure_reopens_for_another_cooldown(aredis_client: aredis.Redis) -> None:
+    """A failed probe re-opens the breaker at once for a full cooldown."""
+    breaker = make(aredis_client, cooldown=0.2)
+    await trip(breaker)
+    await half_open(breaker, aredis_client)
+    assert (await breaker.allow(DEP)).is_probe
+    slow = make(aredis_client, cooldown=20.0)
+    outcome = await slow.record_failure(DEP)
+    assert outcome.status == "open" and outcome.retry_after > 15.0
+    assert (await breaker.allow(DEP)).decision == "open"
+    views = await breaker.views()
+    assert views[0].status == "open" and views[0].trips == 2
+
+
+async def test_success_during_cooldown_does_not_close(aredis_client: aredis.Redis) -> None:
+    """A success that lands during the cooldown (a request from before the trip) leaves it open."""
+    breaker = make(aredis_client)
+    await trip(breaker)
+    assert await breaker.record_success(DEP) == "open"
+    assert (await breaker.allow(DEP)).decision == "open"
+
+
+async def test_lost_probe_frees_the_slot_after_probe_timeout(aredis_client: aredis.Redis) -> None:
+    """A probe that never reports (its worker died) lets another probe through after probe_timeout."""
+    breaker = make(aredis_client, cooldown=0.2, probe_timeout=0.3)
+    await trip(breaker)
+    await half_open(breaker, aredis_client)
+    assert (await breaker.allow(DEP)).is_probe
+    refused = await breaker.allow(DEP)
+    assert refused.decision == "probing" and 0 < refused.retry_after <= 0.3
+
+    async def probe_again() -> bool:
+        return (await breaker.allow(DEP)).is_probe
+
+    await eventually(probe_again)
+
+
+async def test_views_show_every_state_for_operators(aredis_client: aredis.Redis) -> None:
+    """The operator view lists closed, open and half-open breakers with failures and opens_until."""
+    breaker = make(aredis_client, cooldown=0.2)
+    await breaker.record_failure(OTHER)
+    await trip(breaker)
+    await half_open(breaker, aredis_client)
+    await breaker.allow(DEP)
+    slow = make(aredis_client, cooldown=20.0)
+    await trip(slow, "prov-c/model-y")
+    before = time.time()
+    views = {v.deployment_id: v for v in await breaker.views(["prov-d/idle"])}
+    assert sorted(views) == ["prov-a/model-x", "prov-b/model-x", "prov-c/model-y", "prov-d/idle"]
+    assert (views[OTHER].status, views[OTHER].failures, views[OTHER].opens_until) == ("closed", 1, None)
+    assert views[DEP].status == "half-open" and views[DEP].probe_in_flight
+    opened = views["prov-c/model-y"]
+    assert opened.status == "open" and opened.opens_until is not None
+    assert before + 15.0 < opened.opens_until < before + 25.0
+    assert views["prov-d/idle"].to_dict() == {
+        "deployment": "prov-d/idle",
+        "status": "closed",
+        "failures": 0,
+        "opens_until": None,
+        "probe_in_flight": False,
+        "trips": 0,
+    }
+
+
+async def test_open_set_cache_serves_the_last_read_without_io(aredis_client: aredis.Redis) -> None:
+    """The ingress cache refreshes in the background and answers from memory."""
+    breaker = CircuitBreaker(
+        aredis_client, BreakerSettings(failure_threshold=1, cooldown=20.0, open_set_refresh=0.05)
+    )
+    cache = OpenSetCache(breaker)
+    await cache.start()
+    try:
+        assert cache.snapshot() == {}
+        await breaker.record_failure(DEP)
+
+        async def seen() -> bool:
+            return DEP in cache.snapshot()
+
+        await eventually(seen)
+        assert 15.0 < cache.snapshot()[DEP] <= 20.0
+    finally:
+        await cache.aclose()
+
+
+async def test_unreachable_redis_is_service_unavailable(clean_redis: redis.Redis) -> None:
+    """Redis errors surface as our ServiceUnavailable, and the cache keeps running without Redis."""
+    dead = aredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
+    breaker = make(dead)
+    with pytest.raises(ServiceUnavailable):
+        await breaker.allow(DEP)
+    with pytest.raises(ServiceUnavailable):
+        await breaker.views()
+    cache = OpenSetCache(breaker)
+    await cache.start()
+    assert cache.snapshot() == {}
+    await cache.aclose()
+    await dead.aclose()

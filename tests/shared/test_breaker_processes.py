@@ -1,0 +1,80 @@
+"""One breaker shared by separate OS processes through the real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+
+import redis
+import redis.asyncio as aredis
+
+from shared.breaker import CircuitBreaker
+from shared.settings import BreakerSettings
+
+DEP = "prov-a/model-x"
+SETTINGS = BreakerSettings(failure_threshold=3, window=30.0, cooldown=0.5, probe_timeout=30.0)
+
+# A separate process: `fail` records three failures, `success` one success, `allow N` makes N concurrent
+# allow() calls and prints how many of them were admitted as the probe.
+CHILD = """
+import asyncio, sys
+import redis.asyncio as aredis
+from shared.breaker import CircuitBreaker
+from shared.settings import BreakerSettings
+
+async def main(url, action, count):
+    client = aredis.Redis.from_url(url)
+    breaker = CircuitBreaker(client, BreakerSettings(failure_threshold=3, cooldown=0.5, probe_timeout=30.0))
+    if action == "fail":
+        for _ in range(3):
+            await breaker.record_failure("prov-a/model-x")
+    elif action == "success":
+        await breaker.record_success("prov-a/model-x")
+    else:
+        admissions = await asyncio.gather(*(breaker.allow("prov-a/model-x") for _ in range(count)))
+        print(sum(a.is_probe for a in admissions))
+    await client.aclose()
+
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+"""
+
+
+def child(redis_url: str, action: str, count: int = 0) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, redis_url, action, str(count)], stdout=subprocess.PIPE, text=True
+    )
+
+
+def finish(proc: subprocess.Popen[str]) -> str:
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    return out
+
+
+async def test_breaker_is_shared_across_processes(clean_redis: redis.Redis, redis_url: str) -> None:
+    """Failures recorded by one process open the breaker for another; after the cooldown, three
+    processes racing 150 allow() calls get exactly one probe; its success, reported by yet another
+    process, closes the breaker for everyone."""
+    client = aredis.Redis.from_url(redis_url)
+    breaker = CircuitBreaker(client, SETTINGS)
+    try:
+        finish(child(redis_url, "fail"))
+        assert (await breaker.allow(DEP)).decision == "open"
+        assert DEP in await breaker.open_deployments()
+
+        deadline = time.monotonic() + 5
+        while DEP in await breaker.open_deployments():
+            assert time.monotonic() < deadline, "the cooldown did not end within a few seconds"
+            await asyncio.sleep(0.05)
+        racers = [child(redis_url, "allow", 50) for _ in range(3)]
+        probes = [int(finish(p)) for p in racers]
+        assert sum(probes) == 1
+        assert (await breaker.allow(DEP)).decision == "probing"
+
+        finish(child(redis_url, "success"))
+        assert (await breaker.allow(DEP)).decision == "closed"
+        assert await breaker.open_deployments() == {}
+    finally:
+        await client.aclose()
