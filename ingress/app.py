@@ -1,0 +1,84 @@
+"""The ingress ASGI app: routes, middleware, exception handlers, and the lifespan that opens Redis.
+
+The lifespan opens one Redis client, starts the reply hub (this process' one pub/sub subscription) and
+the worker watchdog, and publishes them to handlers as ``app.state.ingress``
+(:class:`~ingress.context.IngressContext`).  Nothing lives in module globals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+
+import redis.asyncio as aredis
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import Route
+
+from ingress.auth import Authenticator
+from ingress.catalog import CatalogEndpoints
+from ingress.completions import ChatCompletionsEndpoint
+from ingress.context import IngressContext
+from ingress.health import healthz, readyz
+from ingress.http_errors import EXCEPTION_HANDLERS
+from ingress.middleware import RequestContextMiddleware
+from ingress.reply_hub import ReplyHub
+from ingress.routing import ModelRouter
+from ingress.versions import VersionRegistry
+from ingress.watchdog import WorkerWatchdog
+from shared.settings import Settings
+
+
+def create_app(settings: Settings) -> Starlette:
+    catalog = CatalogEndpoints(settings.models)
+    routes = [
+        Route("/v1/chat/completions", ChatCompletionsEndpoint(), methods=["POST"]),
+        Route("/v1/models", catalog.list_models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", catalog.get_model, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with _ingress_context(settings) as context:
+            app.state.ingress = context
+            yield
+
+    versions = VersionRegistry(settings.api_versions, settings.default_api_version)
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(RequestContextMiddleware, versions=versions)],
+        exception_handlers=dict(EXCEPTION_HANDLERS),
+        lifespan=lifespan,
+    )
+    app.router.redirect_slashes = False  # a trailing slash is an unknown URL, answered in the error format
+    return app
+
+
+@contextlib.asynccontextmanager
+async def _ingress_context(settings: Settings) -> AsyncIterator[IngressContext]:
+    redis = aredis.Redis.from_url(settings.redis_url)
+    hub = ReplyHub(redis, ingress_id=uuid.uuid4().hex)
+    try:
+        await hub.start()
+        watchdog = WorkerWatchdog(redis, hub, interval=settings.worker_heartbeat_interval)
+        watchdog_task = asyncio.create_task(watchdog.run(), name="worker-watchdog")
+        try:
+            yield IngressContext(
+                settings=settings,
+                ingress_id=hub.channel.rsplit(":", 1)[-1],
+                redis=redis,
+                hub=hub,
+                auth=Authenticator(redis, ttl=settings.key_cache_ttl),
+                router=ModelRouter(settings.models),
+            )
+        finally:
+            watchdog_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog_task
+    finally:
+        await hub.stop()
+        await redis.aclose()

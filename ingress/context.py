@@ -1,0 +1,28 @@
+"""What the request handlers of one ingress process share, built in the app's lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis.asyncio as aredis
+from starlette.applications import Starlette
+
+from ingress.auth import Authenticator
+from ingress.reply_hub import ReplyHub
+from ingress.routing import ModelRouter
+from shared.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class IngressContext:
+    settings: Settings
+    ingress_id: str
+    redis: aredis.Redis
+    hub: ReplyHub
+    auth: Authenticator
+    router: ModelRouter
+
+
+def ingress_context(app: Starlette) -> IngressContext:
+    context: IngressContext = app.state.ingress
+    return context

@@ -1,0 +1,68 @@
+"""What the ingress does to a job in Redis: enqueue it, withdraw it from its queue, or cancel it.
+
+Redis errors become :class:`~shared.errors.ServiceUnavailable` here, where they enter our code.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis.asyncio as aredis
+from redis.exceptions import RedisError
+from rq.job import Job
+
+from shared import keys
+from shared.errors import ServiceUnavailable
+from shared.jobs import CompletionJob, enqueue_commands
+from shared.rq_bridge import replay
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+async def enqueue_completion(redis: aredis.Redis, job: CompletionJob, settings: Settings) -> None:
+    """Put ``job`` on its pool's rq queue, in one round trip."""
+    commands = enqueue_commands(
+        job,
+        job_timeout=settings.job_timeout,
+        result_ttl=settings.result_ttl,
+        failure_ttl=settings.failure_ttl,
+    )
+    try:
+        async with redis.pipeline(transaction=True) as pipe:
+            replay(pipe, commands)
+            await pipe.execute()
+    except RedisError as exc:
+        raise ServiceUnavailable("The request queue is unreachable; retry shortly.") from exc
+
+
+async def withdraw(redis: aredis.Redis, pool: str, job_id: str) -> bool:
+    """Take a job that no worker picked up off its queue and delete its record; False if a worker has it."""
+    try:
+        removed = await redis.lrem(keys.rq_queue_key(pool), 1, job_id)
+        if removed:
+            await redis.delete(Job.key_for(job_id))
+    except RedisError as exc:
+        raise ServiceUnavailable("The request queue is unreachable; retry shortly.") from exc
+    return bool(removed)
+
+
+async def cancel(redis: aredis.Redis, job_id: str) -> None:
+    """Tell the worker running ``job_id`` to stop, and any worker that dequeues it later to drop it."""
+    try:
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.set(keys.cancelled_marker(job_id), b"1", ex=keys.CANCELLED_MARKER_TTL)
+            pipe.publish(keys.CANCEL_CHANNEL, job_id)
+            await pipe.execute()
+    except RedisError as exc:
+        raise ServiceUnavailable("The request queue is unreachable.") from exc
+
+
+async def abandon(redis: aredis.Redis, pool: str, job_id: str, *, started: bool) -> None:
+    """Nobody will read this job's result any more: withdraw it if still queued, else cancel it."""
+    try:
+        if not started and await withdraw(redis, pool, job_id):
+            return
+        await cancel(redis, job_id)
+    except ServiceUnavailable:
+        log.warning("could not abandon job %s; it may run to completion unread", job_id, exc_info=True)

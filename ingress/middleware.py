@@ -1,0 +1,73 @@
+"""Pure ASGI middleware giving every response its ``X-Request-Id`` and ``API-Version`` headers.
+
+(Starlette's ``BaseHTTPMiddleware`` would buffer streams and hide client disconnects.)  It also
+resolves the request's API version (:mod:`ingress.versions`), stores ``request_id`` and
+``api_version`` in ``scope["state"]``, and turns any unexpected exception into a 500 ``api_error``
+envelope, logging the traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ingress.http_errors import send_error
+from ingress.versions import VersionRegistry
+from shared.errors import AIORouterError
+
+log = logging.getLogger(__name__)
+
+_SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+
+
+def request_id_for(client_value: bytes | None) -> bytes:
+    """The client's ``X-Request-Id`` if it is a sane token, else a new UUID4."""
+    if client_value is not None and _SANE_REQUEST_ID.fullmatch(client_value):
+        return client_value
+    return str(uuid.uuid4()).encode()
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, versions: VersionRegistry) -> None:
+        self.app = app
+        self.versions = versions
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        client_request_id: bytes | None = None
+        requested_version: str | None = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                client_request_id = value
+            elif name == b"api-version":
+                requested_version = value.decode("latin-1")
+        request_id = request_id_for(client_request_id)
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id.decode()
+        try:
+            version = self.versions.resolve(requested_version)
+        except AIORouterError as exc:
+            await send_error(send, exc, [(b"x-request-id", request_id), *self.versions.default_headers])
+            return
+        state["api_version"] = version.version
+        extra_headers = [(b"x-request-id", request_id), *version.headers]
+        response_started = False
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                message["headers"] = [*message.get("headers", ()), *extra_headers]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception:
+            log.exception("unexpected error serving %s %s", scope.get("method"), scope.get("path"))
+            if not response_started:
+                await send_error(send_with_headers, AIORouterError())

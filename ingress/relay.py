@@ -1,0 +1,174 @@
+"""Relaying one job's frames to its client: wait for the start, then one JSON body or an SSE stream.
+
+Nothing is sent before the worker's ``S`` frame, so a queue timeout or an early error is still a plain
+HTTP error even for ``stream: true``.  Payload bytes go to the client untouched.  A request that ends
+before its final frame (client gone, watchdog, lost frames) abandons its job: withdrawn from the queue
+if no worker has it, else cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Final
+
+import redis.asyncio as aredis
+from starlette.types import Send
+
+from ingress import job_control
+from ingress.reply_hub import ClientGone, Delivery, Subscription
+from shared import events
+from shared.errors import AIORouterError, QueueTimeout, WorkerLost, error_from_event
+from shared.events import Frame
+from shared.jobs import CompletionJob
+from shared.settings import Settings
+
+Headers = list[tuple[bytes, bytes]]
+
+SSE_HEADERS: Final[Headers] = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+class CompletionRelay:
+    """One request's job, from enqueue to the last byte written."""
+
+    def __init__(
+        self,
+        redis: aredis.Redis,
+        settings: Settings,
+        subscription: Subscription,
+        job: CompletionJob,
+        *,
+        decision: str,
+    ) -> None:
+        self._redis = redis
+        self._settings = settings
+        self._subscription = subscription
+        self._queue: asyncio.Queue[Delivery] = subscription.queue
+        self._job = job
+        self.enqueued = False
+        self.started = False  # the S frame arrived: a worker owns the job
+        self.finished = False  # the job reached a final state that needs no clean-up
+        # Completion headers: X-Automated-Decision now, X-Provider once a worker starts the job.
+        self.headers: Headers = [(b"x-automated-decision", decision.encode())]
+
+    async def enqueue(self) -> None:
+        await job_control.enqueue_completion(self._redis, self._job, self._settings)
+        self.enqueued = True
+
+    async def wait_for_start(self) -> bool:
+        """Wait for the S frame; False if the client left first.
+
+        After ``queue_timeout`` without a start the job is withdrawn from the queue (503
+        ``queue_timeout``); if a worker took it meanwhile, that worker gets one more ``queue_timeout``
+        to report before the request ends with 503 ``worker_lost``.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.queue_timeout
+        withdraw_tried = False
+        while True:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    item = await self._queue.get()
+            except TimeoutError:
+                if withdraw_tried:
+                    raise self._error(
+                        WorkerLost("The worker that took this request never started it.")
+                    ) from None
+                withdraw_tried = True
+                if await job_control.withdraw(self._redis, self._job.provider, self._job.request_id):
+                    self.finished = True
+                    retry_after = str(max(1, math.ceil(self._settings.queue_timeout)))
+                    raise self._error(QueueTimeout(headers={"Retry-After": retry_after})) from None
+                deadline = loop.time() + self._settings.queue_timeout
+                continue
+            if isinstance(item, ClientGone):
+                return False
+            if isinstance(item, AIORouterError):
+                raise self._error(item)
+            if item.kind == events.START:
+                self.started = True
+                provider = str(item.meta.get("provider") or self._job.provider)
+                self.headers.append((b"x-provider", provider.encode()))
+                return True
+            raise self._final_error(item)
+
+    async def send_json(self, send: Send) -> None:
+        """Wait for the D frame and send its payload as the JSON body (an E frame raises)."""
+        while True:
+            item = await self._queue.get()
+            if isinstance(item, ClientGone):
+                return
+            if isinstance(item, AIORouterError):
+                raise self._error(item)
+            if item.kind == events.DONE:
+                self.finished = True
+                headers = [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(item.payload)).encode()),
+                    *self.headers,
+                ]
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
+                await send({"type": "http.response.body", "body": item.payload})
+                return
+            if item.kind == events.ERROR:
+                raise self._final_error(item)
+
+    async def send_stream(self, send: Send) -> None:
+        """Send the SSE response: C payloads as they come, then D's; an error ends it with an error event."""
+        await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *self.headers]})
+        ping_interval = self._settings.stream_ping_interval
+        queue = self._queue
+        while True:
+            if queue.empty():
+                try:
+                    async with asyncio.timeout(ping_interval):
+                        item = await queue.get()
+                except TimeoutError:
+                    await send({"type": "http.response.body", "body": events.SSE_PING, "more_body": True})
+                    continue
+            else:
+                item = queue.get_nowait()
+            if isinstance(item, ClientGone):
+                return
+            if isinstance(item, AIORouterError):
+                await _send_error_event(send, item)
+                return
+            if item.kind == events.CHUNKS:
+                await send({"type": "http.response.body", "body": item.payload, "more_body": True})
+            elif item.kind == events.DONE:
+                self.finished = True
+                await send({"type": "http.response.body", "body": item.payload})
+                return
+            elif item.kind == events.ERROR:
+                self.finished = True
+                await _send_error_event(send, error_from_event(item.meta))
+                return
+
+    async def abandon_if_unfinished(self) -> None:
+        """Withdraw or cancel the job if the request ends before the job did."""
+        if self.enqueued and not self.finished:
+            self.finished = True
+            await job_control.abandon(
+                self._redis, self._job.provider, self._job.request_id, started=self.started
+            )
+
+    def _final_error(self, frame: Frame) -> AIORouterError:
+        if frame.kind == events.ERROR:
+            self.finished = True
+            return self._error(error_from_event(frame.meta))
+        return self._error(AIORouterError(f"The worker sent a {frame.kind.decode()!r} frame out of order."))
+
+    def _error(self, error: AIORouterError) -> AIORouterError:
+        """``error`` carrying the completion headers known so far."""
+        for name, value in self.headers:
+            error.headers.setdefault(name.decode(), value.decode())
+        return error
+
+
+async def _send_error_event(send: Send, error: AIORouterError) -> None:
+    """End a started stream with ``data: {"error": {...}}`` and no ``[DONE]``."""
+    await send({"type": "http.response.body", "body": events.sse_data(error.envelope())})

@@ -1,0 +1,127 @@
+"""The reply hub: one pub/sub connection per ingress process, fanning frames out to waiting requests.
+
+At start-up the hub subscribes to :func:`shared.keys.reply_channel` of this process.  A request
+registers its id *before* its job is enqueued and gets a :class:`Subscription` whose queue receives, in
+order, the request's frames and possibly one :class:`~shared.errors.AIORouterError` (sequence gap,
+lost worker, lost Redis connection) or :data:`CLIENT_GONE`.  Frames for ids nobody waits for are dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Final
+
+import redis.asyncio as aredis
+from redis.exceptions import RedisError
+
+from shared import events, keys
+from shared.errors import AIORouterError, ServiceUnavailable
+from shared.events import Frame, FrameError
+
+log = logging.getLogger(__name__)
+
+
+class ClientGone:
+    """Queued when the client disconnected: the request should abandon its job and stop."""
+
+
+CLIENT_GONE: Final = ClientGone()
+Delivery = Frame | AIORouterError | ClientGone
+
+_RECONNECT_PAUSE = 0.5
+
+
+@dataclass(eq=False, slots=True)
+class Subscription:
+    request_id: str
+    queue: asyncio.Queue[Delivery] = field(default_factory=asyncio.Queue)
+    next_seq: int = 0
+    worker: str | None = None  # set by the S frame
+    closed: bool = False  # a final frame or an error was queued; nothing more will be
+
+    def fail(self, error: AIORouterError) -> None:
+        """End the request with ``error`` unless it already ended."""
+        if not self.closed:
+            self.closed = True
+            self.queue.put_nowait(error)
+
+    def client_gone(self) -> None:
+        self.queue.put_nowait(CLIENT_GONE)
+
+    def deliver(self, frame: Frame) -> None:
+        if self.closed:
+            return
+        if frame.seq != self.next_seq:
+            self.fail(
+                AIORouterError(f"Lost frames of this response (expected #{self.next_seq}, got #{frame.seq}).")
+            )
+            return
+        self.next_seq += 1
+        if frame.kind == events.START:
+            self.worker = frame.meta.get("worker")
+        elif frame.is_final:
+            self.closed = True
+        self.queue.put_nowait(frame)
+
+
+class ReplyHub:
+    def __init__(self, redis: aredis.Redis, ingress_id: str) -> None:
+        self.channel = keys.reply_channel(ingress_id)
+        self._redis = redis
+        self._pubsub = redis.pubsub(ignore_subscribe_messages=True)
+        self._subscriptions: dict[str, Subscription] = {}
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._pubsub.subscribe(self.channel)
+        self._reader = asyncio.create_task(self._read_forever(), name=f"reply-hub {self.channel}")
+
+    async def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def register(self, request_id: str) -> Subscription:
+        subscription = Subscription(request_id)
+        self._subscriptions[request_id] = subscription
+        return subscription
+
+    def unregister(self, subscription: Subscription) -> None:
+        if self._subscriptions.get(subscription.request_id) is subscription:
+            del self._subscriptions[subscription.request_id]
+
+    def open_subscriptions(self) -> Iterator[Subscription]:
+        return (s for s in list(self._subscriptions.values()) if not s.closed)
+
+    def route(self, message: bytes) -> None:
+        """Hand one published message to the request it belongs to."""
+        try:
+            frame = events.decode(message)
+        except FrameError:
+            log.warning("dropping a malformed message on %s: %r", self.channel, message[:80])
+            return
+        subscription = self._subscriptions.get(frame.request_id)
+        if subscription is not None:
+            subscription.deliver(frame)
+
+    async def _read_forever(self) -> None:
+        while True:
+            try:
+                if not self._pubsub.subscribed:
+                    await self._pubsub.subscribe(self.channel)
+                async for message in self._pubsub.listen():
+                    if message["type"] == "message":
+                        self.route(message["data"])
+            except RedisError:
+                log.exception("reply hub lost its Redis connection; failing open requests")
+                for subscription in self.open_subscriptions():
+                    subscription.fail(
+                        ServiceUnavailable("Lost the connection to the queue; retry the request.")
+                    )
+                await asyncio.sleep(_RECONNECT_PAUSE)

@@ -1,0 +1,391 @@
+"""Validation of a ``POST /v1/chat/completions`` body, before anything is enqueued.
+
+Every failure is a 400 ``invalid_request`` whose ``param`` names the field (``messages[2].content``) and
+whose ``code`` says what is wrong: ``invalid_json``, ``invalid_type``, ``missing_required_parameter``,
+``invalid_value``, ``empty_array``, ``array_above_max_length`` or ``unsupported_value``.
+
+Policy, where OpenAI leaves a choice:
+
+* ``null`` for an optional parameter means "not set", as in OpenAI's schema (all are nullable).
+* Booleans are not numbers: ``"temperature": true`` is ``invalid_type``.
+* ``n`` must be 1: each job streams exactly one choice, so ``n > 1`` is refused with
+  ``unsupported_value`` instead of silently returning fewer choices than asked.
+* Unknown top-level fields are accepted and passed through unchanged to the upstream (the body the worker
+  receives is the client's body), so newer OpenAI parameters keep working without an ingress release.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from shared.errors import InvalidRequest
+
+ROLES: Final = frozenset({"system", "developer", "user", "assistant", "tool"})
+TOOL_CHOICE_MODES: Final = frozenset({"none", "auto", "required"})
+RESPONSE_FORMATS: Final = frozenset({"text", "json_object", "json_schema"})
+MAX_STOP_SEQUENCES: Final = 4
+_NAME_RE: Final = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+_INT_KEY_RE: Final = re.compile(r"-?\d+")
+
+# Content part types each role may send in an array `content`.
+_PART_TYPES: Final[Mapping[str, frozenset[str]]] = {
+    "system": frozenset({"text"}),
+    "developer": frozenset({"text"}),
+    "user": frozenset({"text", "image_url"}),
+    "assistant": frozenset({"text", "refusal"}),
+    "tool": frozenset({"text"}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    body: dict[str, Any]  # the client's body, unchanged
+    model: str
+    stream: bool
+    include_usage: bool
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(
+            "We could not parse the JSON body of your request: it is not valid JSON.", code="invalid_json"
+        ) from exc
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
+    return body
+
+
+def validate_chat_request(body: dict[str, Any]) -> ChatRequest:
+    model = _required(body, "model")
+    if not isinstance(model, str) or not model:
+        raise _invalid_type("model", "a non-empty string")
+    _messages(_required(body, "messages"))
+    for name, check in _OPTIONAL_CHECKS.items():
+        value = body.get(name)
+        if value is not None:
+            check(name, value)
+    stream = body.get("stream") is True
+    stream_options = body.get("stream_options")
+    if stream_options is not None and not stream:
+        raise InvalidRequest(
+            "The 'stream_options' parameter is only allowed when 'stream' is true.",
+            param="stream_options",
+            code="invalid_value",
+        )
+    _tool_choice_matches_tools(body.get("tool_choice"), body.get("tools"))
+    include_usage = bool(stream_options and stream_options.get("include_usage") is True)
+    return ChatRequest(body=body, model=model, stream=stream, include_usage=include_usage)
+
+
+# --- messages -------------------------------------------------------------------------------------
+
+
+def _messages(messages: Any) -> None:
+    if not isinstance(messages, list):
+        raise _invalid_type("messages", "an array")
+    if not messages:
+        raise InvalidRequest(
+            "Invalid 'messages': empty array. Expected an array with minimum length 1.",
+            param="messages",
+            code="empty_array",
+        )
+    for index, message in enumerate(messages):
+        _message(f"messages[{index}]", message)
+
+
+def _message(path: str, message: Any) -> None:
+    if not isinstance(message, dict):
+        raise _invalid_type(path, "an object")
+    role = _required(message, "role", path)
+    if not isinstance(role, str) or role not in ROLES:
+        raise _invalid_value(f"{path}.role", f"one of {', '.join(sorted(ROLES))}")
+    if message.get("name") is not None and not isinstance(message["name"], str):
+        raise _invalid_type(f"{path}.name", "a string")
+    content = message.get("content")
+    if role == "assistant":
+        tool_calls = message.get("tool_calls")
+        if tool_calls is not None:
+            _tool_calls(f"{path}.tool_calls", tool_calls)
+        if content is None:
+            if not tool_calls and message.get("function_call") is None:
+                raise _missing(f"{path}.content", "an assistant message needs 'content' or 'tool_calls'")
+            return
+    elif content is None:
+        raise _missing(f"{path}.content")
+    _content(f"{path}.content", content, _PART_TYPES[role])
+    if role == "tool":
+        tool_call_id = _required(message, "tool_call_id", path)
+        if not isinstance(tool_call_id, str) or not tool_call_id:
+            raise _invalid_type(f"{path}.tool_call_id", "a non-empty string")
+
+
+def _content(path: str, content: Any, part_types: frozenset[str]) -> None:
+    if isinstance(content, str):
+        return
+    if not isinstance(content, list):
+        raise _invalid_type(path, "a string or an array of content parts")
+    if not content:
+        raise InvalidRequest(
+            f"Invalid '{path}': empty array. Expected an array with minimum length 1.",
+            param=path,
+            code="empty_array",
+        )
+    for index, part in enumerate(content):
+        _content_part(f"{path}[{index}]", part, part_types)
+
+
+def _content_part(path: str, part: Any, part_types: frozenset[str]) -> None:
+    if not isinstance(part, dict):
+        raise _invalid_type(path, "an object")
+    kind = _required(part, "type", path)
+    if not isinstance(kind, str) or kind not in part_types:
+        raise _invalid_value(f"{path}.type", f"one of {', '.join(sorted(part_types))} for this role")
+    if kind == "image_url":
+        image = _required(part, "image_url", path)
+        if not isinstance(image, dict):
+            raise _invalid_type(f"{path}.image_url", "an object with a 'url'")
+        url = _required(image, "url", f"{path}.image_url")
+        if not isinstance(url, str) or not url:
+            raise _invalid_type(f"{path}.image_url.url", "a non-empty string")
+        return
+    text = _required(part, kind, path)  # "text" or "refusal"
+    if not isinstance(text, str):
+        raise _invalid_type(f"{path}.{kind}", "a string")
+
+
+def _tool_calls(path: str, tool_calls: Any) -> None:
+    if not isinstance(tool_calls, list):
+        raise _invalid_type(path, "an array")
+    for index, call in enumerate(tool_calls):
+        item = f"{path}[{index}]"
+        if not isinstance(call, dict):
+            raise _invalid_type(item, "an object")
+        call_id = _required(call, "id", item)
+        if not isinstance(call_id, str) or not call_id:
+            raise _invalid_type(f"{item}.id", "a non-empty string")
+        if _required(call, "type", item) != "function":
+            raise _invalid_value(f"{item}.type", "'function'")
+        function = _required(call, "function", item)
+        if not isinstance(function, dict):
+            raise _invalid_type(f"{item}.function", "an object")
+        for key in ("name", "arguments"):
+            if not isinstance(_required(function, key, f"{item}.function"), str):
+                raise _invalid_type(f"{item}.function.{key}", "a string")
+
+
+# --- sampling and output parameters ---------------------------------------------------------------
+
+
+def _number_between(low: float, high: float) -> Callable[[str, Any], None]:
+    def check(name: str, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _invalid_type(name, "a number")
+        if not low <= value <= high:
+            raise _invalid_value(name, f"a number between {low:g} and {high:g}", value)
+
+    return check
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _invalid_type(name, "an integer")
+    if value < 1:
+        raise _invalid_value(name, "an integer of at least 1", value)
+
+
+def _integer(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _invalid_type(name, "an integer")
+
+
+def _boolean(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise _invalid_type(name, "a boolean")
+
+
+def _string(name: str, value: Any) -> None:
+    if not isinstance(value, str):
+        raise _invalid_type(name, "a string")
+
+
+def _n(name: str, value: Any) -> None:
+    _positive_int(name, value)
+    if value > 1:
+        raise InvalidRequest(
+            "Only n=1 is supported: AIOrouter returns one choice per request; "
+            "send parallel requests instead.",
+            param=name,
+            code="unsupported_value",
+        )
+
+
+def _stop(name: str, value: Any) -> None:
+    if isinstance(value, str):
+        return
+    if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+        raise _invalid_type(name, "a string or an array of strings")
+    if not value:
+        raise InvalidRequest(f"Invalid '{name}': empty array.", param=name, code="empty_array")
+    if len(value) > MAX_STOP_SEQUENCES:
+        raise InvalidRequest(
+            f"Invalid '{name}': array too long. Expected at most {MAX_STOP_SEQUENCES} sequences.",
+            param=name,
+            code="array_above_max_length",
+        )
+
+
+def _stream_options(name: str, value: Any) -> None:
+    if not isinstance(value, dict):
+        raise _invalid_type(name, "an object")
+    for key in ("include_usage", "include_obfuscation"):
+        if value.get(key) is not None and not isinstance(value[key], bool):
+            raise _invalid_type(f"{name}.{key}", "a boolean")
+
+
+def _logit_bias(name: str, value: Any) -> None:
+    if not isinstance(value, dict):
+        raise _invalid_type(name, "an object mapping token ids to biases")
+    for token, bias in value.items():
+        if not _INT_KEY_RE.fullmatch(token):
+            raise _invalid_value(f"{name}.{token}", "a token id (an integer)")
+        if isinstance(bias, bool) or not isinstance(bias, int | float):
+            raise _invalid_type(f"{name}.{token}", "a number")
+        if not -100 <= bias <= 100:
+            raise _invalid_value(f"{name}.{token}", "a number between -100 and 100", bias)
+
+
+def _response_format(name: str, value: Any) -> None:
+    if not isinstance(value, dict):
+        raise _invalid_type(name, "an object")
+    kind = _required(value, "type", name)
+    if not isinstance(kind, str) or kind not in RESPONSE_FORMATS:
+        raise _invalid_value(f"{name}.type", f"one of {', '.join(sorted(RESPONSE_FORMATS))}")
+    if kind == "json_schema":
+        spec = _required(value, "json_schema", name)
+        if not isinstance(spec, dict):
+            raise _invalid_type(f"{name}.json_schema", "an object")
+        schema_name = _required(spec, "name", f"{name}.json_schema")
+        if not isinstance(schema_name, str) or not _NAME_RE.fullmatch(schema_name):
+            raise _invalid_value(f"{name}.json_schema.name", "1-64 characters among a-z, A-Z, 0-9, _ and -")
+        if not isinstance(_required(spec, "schema", f"{name}.json_schema"), dict):
+            raise _invalid_type(f"{name}.json_schema.schema", "an object (a JSON Schema)")
+
+
+# --- tools ----------------------------------------------------------------------------------------
+
+
+def _tools(name: str, value: Any) -> None:
+    if not isinstance(value, list):
+        raise _invalid_type(name, "an array")
+    if not value:
+        raise InvalidRequest(f"Invalid '{name}': empty array.", param=name, code="empty_array")
+    for index, tool in enumerate(value):
+        path = f"{name}[{index}]"
+        if not isinstance(tool, dict):
+            raise _invalid_type(path, "an object")
+        if _required(tool, "type", path) != "function":
+            raise _invalid_value(f"{path}.type", "'function'")
+        function = _required(tool, "function", path)
+        if not isinstance(function, dict):
+            raise _invalid_type(f"{path}.function", "an object")
+        fname = _required(function, "name", f"{path}.function")
+        if not isinstance(fname, str) or not _NAME_RE.fullmatch(fname):
+            raise _invalid_value(f"{path}.function.name", "1-64 characters among a-z, A-Z, 0-9, _ and -")
+        if function.get("description") is not None and not isinstance(function["description"], str):
+            raise _invalid_type(f"{path}.function.description", "a string")
+        if function.get("parameters") is not None and not isinstance(function["parameters"], dict):
+            raise _invalid_type(f"{path}.function.parameters", "an object (a JSON Schema)")
+        if function.get("strict") is not None and not isinstance(function["strict"], bool):
+            raise _invalid_type(f"{path}.function.strict", "a boolean")
+
+
+def _tool_choice(name: str, value: Any) -> None:
+    if isinstance(value, str):
+        if value not in TOOL_CHOICE_MODES:
+            raise _invalid_value(name, "'none', 'auto', 'required' or a function object")
+        return
+    if not isinstance(value, dict):
+        raise _invalid_type(name, "a string or an object")
+    if _required(value, "type", name) != "function":
+        raise _invalid_value(f"{name}.type", "'function'")
+    function = _required(value, "function", name)
+    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+        raise _invalid_type(f"{name}.function", "an object with a string 'name'")
+
+
+def _tool_choice_matches_tools(tool_choice: Any, tools: Any) -> None:
+    if tool_choice is None or tool_choice == "none":
+        return
+    if not tools:
+        raise InvalidRequest(
+            "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.",
+            param="tool_choice",
+            code="invalid_value",
+        )
+    if isinstance(tool_choice, dict):
+        wanted = tool_choice["function"]["name"]
+        if wanted not in {tool["function"]["name"] for tool in tools}:
+            raise InvalidRequest(
+                f"Invalid value for 'tool_choice': no function named '{wanted}' in 'tools'.",
+                param="tool_choice.function.name",
+                code="invalid_value",
+            )
+
+
+_OPTIONAL_CHECKS: Final[Mapping[str, Callable[[str, Any], None]]] = {
+    "temperature": _number_between(0, 2),
+    "top_p": _number_between(0, 1),
+    "presence_penalty": _number_between(-2, 2),
+    "frequency_penalty": _number_between(-2, 2),
+    "max_tokens": _positive_int,
+    "max_completion_tokens": _positive_int,
+    "n": _n,
+    "seed": _integer,
+    "stop": _stop,
+    "stream": _boolean,
+    "stream_options": _stream_options,
+    "user": _string,
+    "logit_bias": _logit_bias,
+    "parallel_tool_calls": _boolean,
+    "response_format": _response_format,
+    "tools": _tools,
+    "tool_choice": _tool_choice,
+}
+
+
+# --- error builders -------------------------------------------------------------------------------
+
+
+def _required(obj: dict[str, Any], key: str, parent: str = "") -> Any:
+    value = obj.get(key)
+    if value is None:
+        raise _missing(f"{parent}.{key}" if parent else key)
+    return value
+
+
+def _missing(param: str, detail: str = "") -> InvalidRequest:
+    return InvalidRequest(
+        f"Missing required parameter: '{param}'." + (f" ({detail})" if detail else ""),
+        param=param,
+        code="missing_required_parameter",
+    )
+
+
+def _invalid_type(param: str, expected: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"Invalid type for '{param}': expected {expected}.", param=param, code="invalid_type"
+    )
+
+
+def _invalid_value(param: str, expected: str, got: Any = None) -> InvalidRequest:
+    shown = f", got {got!r}" if got is not None else ""
+    return InvalidRequest(
+        f"Invalid value for '{param}': expected {expected}{shown}.", param=param, code="invalid_value"
+    )

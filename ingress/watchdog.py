@@ -1,0 +1,57 @@
+"""The worker watchdog: ends requests whose worker died.
+
+Every ``settings.worker_heartbeat_interval`` it checks, in one pipeline, ``EXISTS`` of the liveness key
+(:func:`shared.keys.worker_alive`) of each distinct worker serving an open request of this process; the
+requests of a worker whose key expired end with 503 ``worker_lost``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+
+import redis.asyncio as aredis
+from redis.exceptions import RedisError
+
+from ingress.reply_hub import ReplyHub, Subscription
+from shared import keys
+from shared.errors import WorkerLost
+
+log = logging.getLogger(__name__)
+
+
+class WorkerWatchdog:
+    def __init__(self, redis: aredis.Redis, hub: ReplyHub, *, interval: float) -> None:
+        self._redis = redis
+        self._hub = hub
+        self._interval = interval
+
+    async def run(self) -> None:
+        """Check forever, once per interval (cancel the task to stop)."""
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.check_once()
+            except RedisError:
+                log.warning("worker watchdog could not reach Redis; will retry", exc_info=True)
+
+    async def check_once(self) -> list[str]:
+        """Fail the requests of dead workers; the names of the dead workers."""
+        by_worker: defaultdict[str, list[Subscription]] = defaultdict(list)
+        for subscription in self._hub.open_subscriptions():
+            if subscription.worker:
+                by_worker[subscription.worker].append(subscription)
+        if not by_worker:
+            return []
+        names = list(by_worker)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.exists(keys.worker_alive(name))
+            alive = await pipe.execute()
+        dead = [name for name, exists in zip(names, alive, strict=True) if not exists]
+        for name in dead:
+            log.warning("worker %s stopped heartbeating; failing %d request(s)", name, len(by_worker[name]))
+            for subscription in by_worker[name]:
+                subscription.fail(WorkerLost())
+        return dead
