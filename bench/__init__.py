@@ -1,0 +1,1 @@
+"""Benchmark tools: a simulated OpenAI-compatible upstream, a load generator and the scenario runner."""
