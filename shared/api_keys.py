@@ -33,6 +33,7 @@ class ApiKeyRecord:
     name: str
     created_at: float
     revoked: bool = False
+    last_used: float = 0.0  # unix seconds of Redis TIME; 0 = never used
 
     def to_hash(self) -> dict[EncodableT, EncodableT]:
         return {
@@ -54,6 +55,7 @@ class ApiKeyRecord:
             name=text.get("name", ""),
             created_at=float(text.get("created_at", "0")),
             revoked=text.get("revoked") == "1",
+            last_used=float(text.get("last_used", "0")),
         )
 
 
@@ -96,6 +98,7 @@ async def create_key(
     async with redis.pipeline(transaction=True) as pipe:
         pipe.hset(keys.api_key(key_digest), mapping=record.to_hash())
         pipe.hset(keys.API_KEYS_INDEX, record.key_id, key_digest)
+        pipe.sadd(keys.account_api_keys(account_id), record.key_id)
         await pipe.execute()
     return secret, record
 
@@ -106,7 +109,11 @@ async def lookup(redis: aredis.Redis, key_digest: str) -> ApiKeyRecord | None:
 
 
 async def list_keys(redis: aredis.Redis, account_id: str | None = None) -> list[ApiKeyRecord]:
-    digests = await redis.hvals(keys.API_KEYS_INDEX)
+    if account_id is None:
+        digests = await redis.hvals(keys.API_KEYS_INDEX)
+    else:
+        key_ids = list(await redis.smembers(keys.account_api_keys(account_id)))
+        digests = [d for d in await redis.hmget(keys.API_KEYS_INDEX, key_ids) if d] if key_ids else []
     if not digests:
         return []
     async with redis.pipeline(transaction=False) as pipe:
@@ -126,3 +133,15 @@ async def revoke_key(redis: aredis.Redis, key_id: str) -> bool:
         return False
     await redis.hset(keys.api_key(_text(key_digest)), "revoked", "1")
     return True
+
+
+async def set_account_plan(redis: aredis.Redis, account_id: str, plan: str) -> None:
+    """Copy an account's new plan onto each of its keys (the account record is what rate limits read)."""
+    key_ids = list(await redis.smembers(keys.account_api_keys(account_id)))
+    if not key_ids:
+        return
+    digests = [d for d in await redis.hmget(keys.API_KEYS_INDEX, key_ids) if d]
+    async with redis.pipeline(transaction=True) as pipe:
+        for key_digest in digests:
+            pipe.hset(keys.api_key(_text(key_digest)), "plan", plan)
+        await pipe.execute()
