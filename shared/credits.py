@@ -1,0 +1,301 @@
+"""Credit: balances in integer micro-USD, reserved before a request runs and settled when it ends.
+
+Each account's credit hash (:func:`shared.keys.credit_balance`) holds ``balance`` (what it owns),
+``reserved`` (held by open reservations) and ``spent``; what a new request may use is
+``balance - reserved``.  The life of one request's credit:
+
+1. :func:`reserve` holds its worst-case cost (:func:`worst_case_cost`) atomically, or raises
+   :class:`InsufficientQuota` (402) — before anything is queued.
+2. :func:`settle` charges the actual cost (never more than was held) and releases the rest;
+   :func:`release` (failure, cancellation) releases it all.  Both are idempotent.
+3. A reservation nobody settles (its process died) is released by :func:`sweep_expired` once its
+   deadline (:func:`reservation_ttl`) has passed.
+
+Every step is one Lua script, so N concurrent requests can never hold or spend more than the balance.
+Credit is added with :func:`add_credit`, which appends a ledger entry in the same script.  A price of
+``p`` USD per million tokens is ``p`` micro-USD per token, so a cost is ``tokens * price`` rounded up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import secrets
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+
+import orjson
+import redis.asyncio as aredis
+
+from shared import keys
+from shared.errors import InsufficientQuota, InvalidRequest, NotFound
+from shared.lua import LuaScript
+from shared.settings import ModelEntry, Settings
+
+MICROS_PER_USD = 1_000_000
+MAX_AMOUNT = 1_000_000_000 * MICROS_PER_USD
+"""The largest single grant (a billion USD): far inside what Redis integers and Lua numbers hold exactly."""
+_RESERVE = LuaScript.load("credit_reserve")
+_SETTLE = LuaScript.load("credit_settle")
+_EXPIRE = LuaScript.load("credit_expire")
+_ADD = LuaScript.load("credit_add")
+
+Outcome = Literal["settled", "late", "already", "unknown"]
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    account_id: str
+    balance: int
+    reserved: int
+    spent: int
+
+    @property
+    def available(self) -> int:
+        return self.balance - self.reserved
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    id: str
+    account_id: str
+    amount: int  # micro-USD held
+    deadline_ms: int  # Redis TIME after which the sweep may release it
+
+    def to_wire(self) -> dict[str, Any]:
+        """For the job record, so that the worker that finishes the request can settle it."""
+        return {
+            "id": self.id,
+            "account_id": self.account_id,
+            "amount": self.amount,
+            "deadline_ms": self.deadline_ms,
+        }
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> Reservation:
+        return cls(
+            id=str(data["id"]),
+            account_id=str(data["account_id"]),
+            amount=int(data["amount"]),
+            deadline_ms=int(data["deadline_ms"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    outcome: Outcome
+    charged: int  # micro-USD taken from the balance
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    id: str  # the stream entry id; its first part is the unix time in ms
+    amount: int
+    balance: int  # after this entry
+    reason: str
+    actor: str
+
+    @property
+    def at_ms(self) -> int:
+        return int(self.id.split("-")[0])
+
+
+# --- prices and estimates ----------------------------------------------------------------------------
+
+
+def price_micros(tokens: int, price_per_m: float) -> int:
+    """Cost in micro-USD of ``tokens`` at ``price_per_m`` USD per million tokens, rounded up."""
+    return math.ceil(Decimal(tokens) * Decimal(str(price_per_m)))
+
+
+def cost_micros(model: ModelEntry, prompt_tokens: int, completion_tokens: int) -> int:
+    """What a completion costs at the model's catalog prices."""
+    return price_micros(prompt_tokens, model.input_price_per_m) + price_micros(
+        completion_tokens, model.output_price_per_m
+    )
+
+
+def estimate_prompt_tokens(body: dict[str, Any]) -> int:
+    """A deliberately high estimate of a request's prompt tokens: one per 3 bytes of its messages and
+    tools as JSON (typical text is about 4 bytes per token, and the JSON syntax adds more)."""
+    return math.ceil(len(orjson.dumps([body.get("messages"), body.get("tools")])) / 3)
+
+
+def max_completion_tokens(settings: Settings, model: ModelEntry, body: dict[str, Any]) -> int:
+    """The completion tokens a request may produce: its own cap, else the configured default."""
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return min(value, model.context_length)
+    return min(settings.credit_default_max_tokens, model.context_length)
+
+
+def worst_case_cost(settings: Settings, model: ModelEntry, body: dict[str, Any]) -> int:
+    """The most a request can cost: estimated prompt plus its completion cap, at the model's prices."""
+    return cost_micros(model, estimate_prompt_tokens(body), max_completion_tokens(settings, model, body))
+
+
+def reservation_ttl(settings: Settings) -> float:
+    """Seconds a reservation is held at most: a request may wait in the queue, then run a whole job."""
+    return settings.queue_timeout + settings.job_timeout + 60.0
+
+
+def parse_usd(value: Any, *, param: str = "amount_usd") -> int:
+    """A positive USD amount (a JSON number or a decimal string) as micro-USD; 400 otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise InvalidRequest('An amount must be a number of USD, e.g. 10 or "12.50".', param=param)
+    try:
+        amount = Decimal(str(value).strip()) * MICROS_PER_USD
+    except InvalidOperation as exc:
+        raise InvalidRequest(f"Cannot read {value!r} as an amount of USD.", param=param) from exc
+    if not amount.is_finite() or amount != amount.to_integral_value():
+        raise InvalidRequest("An amount must be a finite number of USD with at most 6 decimals.", param=param)
+    return check_positive(int(amount), param=param)
+
+
+def check_positive(micros: Any, *, param: str = "amount_micros") -> int:
+    if isinstance(micros, bool) or not isinstance(micros, int) or not 0 < micros <= MAX_AMOUNT:
+        raise InvalidRequest(
+            f"An amount must be a whole number of micro-USD from 1 to {MAX_AMOUNT}.", param=param
+        )
+    return micros
+
+
+# --- balances ----------------------------------------------------------------------------------------
+
+
+async def get_balance(redis: aredis.Redis, account_id: str) -> Balance:
+    balance, reserved, spent = await redis.hmget(
+        keys.credit_balance(account_id), ["balance", "reserved", "spent"]
+    )
+    return Balance(account_id, int(balance or 0), int(reserved or 0), int(spent or 0))
+
+
+async def add_credit(
+    redis: aredis.Redis, account_id: str, amount: int, *, reason: str = "", actor: str = ""
+) -> tuple[Balance, LedgerEntry]:
+    """Add ``amount`` micro-USD (> 0) to an existing account, with its ledger entry."""
+    check_positive(amount)
+    added, balance, entry_id = await _ADD(
+        redis,
+        [keys.account(account_id), keys.credit_balance(account_id), keys.credit_ledger(account_id)],
+        [amount, reason, actor],
+    )
+    if not added:
+        raise NotFound(f"No account with id {account_id!r}.", code="account_not_found")
+    entry = LedgerEntry(id=_text(entry_id), amount=amount, balance=int(balance), reason=reason, actor=actor)
+    return await get_balance(redis, account_id), entry
+
+
+async def ledger(redis: aredis.Redis, account_id: str, *, count: int = 100) -> list[LedgerEntry]:
+    """An account's most recent ledger entries, newest first."""
+    rows = await redis.xrevrange(keys.credit_ledger(account_id), count=count)
+    entries = []
+    for entry_id, fields in rows or ():
+        text = {_text(k): _text(v) for k, v in (fields or {}).items()}
+        entries.append(
+            LedgerEntry(
+                id=_text(entry_id),
+                amount=int(text["amount"]),
+                balance=int(text["balance"]),
+                reason=text.get("reason", ""),
+                actor=text.get("actor", ""),
+            )
+        )
+    return entries
+
+
+# --- reservations ------------------------------------------------------------------------------------
+
+
+async def reserve(
+    redis: aredis.Redis, settings: Settings, account_id: str, amount: int, *, ttl: float | None = None
+) -> Reservation:
+    """Hold ``amount`` micro-USD of the account's available credit, or raise 402 ``insufficient_quota``.
+
+    The hold lasts ``ttl`` seconds at most (default :func:`reservation_ttl`) unless settled first."""
+    if amount < 0:
+        raise ValueError(f"cannot reserve a negative amount ({amount})")
+    reservation_id = "res_" + secrets.token_hex(12)
+    held, available, deadline = await _RESERVE(
+        redis,
+        [keys.credit_balance(account_id), keys.credit_reservation(reservation_id), keys.CREDIT_RESERVATIONS],
+        [
+            amount,
+            math.ceil((reservation_ttl(settings) if ttl is None else ttl) * 1000),
+            reservation_id,
+            account_id,
+        ],
+    )
+    if not held:
+        raise InsufficientQuota(
+            f"Insufficient credits: this request may cost up to {_usd(amount)} USD and the account has "
+            f"{_usd(max(0, int(available)))} USD available. Add credit, or lower max_tokens."
+        )
+    return Reservation(id=reservation_id, account_id=account_id, amount=amount, deadline_ms=int(deadline))
+
+
+async def settle(redis: aredis.Redis, reservation: Reservation, actual: int) -> Settlement:
+    """Charge the actual cost (at most the amount held) and release the rest of the hold."""
+    outcome, charged = await _SETTLE(
+        redis,
+        [
+            keys.credit_balance(reservation.account_id),
+            keys.credit_reservation(reservation.id),
+            keys.CREDIT_RESERVATIONS,
+        ],
+        [max(0, actual), reservation.id, keys.CREDIT_RESERVATION_TOMBSTONE_TTL],
+    )
+    return Settlement(outcome=_outcome(outcome), charged=int(charged))
+
+
+async def release(redis: aredis.Redis, reservation: Reservation) -> Settlement:
+    """Release the whole hold: the request failed or was cancelled before it cost anything."""
+    return await settle(redis, reservation, 0)
+
+
+async def sweep_expired(redis: aredis.Redis, *, batch: int = 500) -> int:
+    """Release every reservation past its deadline; returns how many were released."""
+    seconds, micros = await redis.time()
+    now_ms = seconds * 1000 + micros // 1000
+    released = 0
+    while ids := await redis.zrangebyscore(keys.CREDIT_RESERVATIONS, "-inf", now_ms, start=0, num=batch):
+        async with redis.pipeline(transaction=False) as pipe:
+            for reservation_id in ids:
+                pipe.hget(keys.credit_reservation(_text(reservation_id)), "account")
+            accounts = await pipe.execute()
+        for reservation_id, account_id in zip(ids, accounts, strict=True):
+            script_keys = [
+                keys.credit_balance(_text(account_id or b"")),
+                keys.credit_reservation(_text(reservation_id)),
+                keys.CREDIT_RESERVATIONS,
+            ]
+            args = [_text(reservation_id), keys.CREDIT_RESERVATION_TOMBSTONE_TTL]
+            released += int(await _EXPIRE(redis, script_keys, args))
+        if len(ids) < batch:
+            break
+    return released
+
+
+async def sweep_forever(redis: aredis.Redis, *, interval: float = 5.0) -> None:
+    """Run :func:`sweep_expired` every ``interval`` seconds until cancelled (one task per process)."""
+    while True:
+        await sweep_expired(redis)
+        await asyncio.sleep(interval)
+
+
+def _outcome(value: Any) -> Outcome:
+    text = _text(value)
+    for known in ("settled", "late", "already", "unknown"):
+        if text == known:
+            return known
+    raise ValueError(f"unexpected settle outcome {text!r}")
+
+
+def _usd(micros: int) -> str:
+    return f"{Decimal(micros) / MICROS_PER_USD:f}"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,233 @@
+"""Credit arithmetic, reservations, settlement, expiry and the ledger, on the real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis.asyncio as aredis
+
+from shared import accounts, credits, keys
+from shared.credits import Reservation
+from shared.errors import InsufficientQuota, InvalidRequest, NotFound
+from shared.settings import Deployment, ModelEntry, Settings
+
+SETTINGS = Settings()
+MODEL = ModelEntry(
+    id="m", deployments=(Deployment("simulated", "m"),), input_price_per_m=0.10, output_price_per_m=0.20
+)
+
+
+async def funded_account(redis: aredis.Redis, micros: int) -> str:
+    account, _ = await accounts.create_account(redis, SETTINGS, name="test")
+    await credits.add_credit(redis, account.id, micros, reason="test grant", actor="tests")
+    return account.id
+
+
+def test_price_is_exact_micro_usd_rounded_up() -> None:
+    """A price in USD per million tokens is micro-USD per token: exact decimals, fractions rounded up."""
+    assert credits.price_micros(10, 0.1) == 1
+    assert credits.price_micros(30, 0.1) == 3
+    assert credits.price_micros(1, 0.1) == 1
+    assert credits.price_micros(0, 5.0) == 0
+    assert credits.price_micros(1_000_000, 2.5) == 2_500_000
+    assert credits.cost_micros(MODEL, prompt_tokens=100, completion_tokens=50) == 10 + 10
+
+
+def test_worst_case_uses_max_tokens_or_the_default_cap() -> None:
+    """The completion part of the worst case is the request's max tokens, else the configured cap."""
+    body = {"messages": [{"role": "user", "content": "hi"}]}
+    prompt = credits.estimate_prompt_tokens(body)
+    assert prompt > 0
+    default_cap = SETTINGS.credit_default_max_tokens
+    assert credits.worst_case_cost(SETTINGS, MODEL, body) == credits.cost_micros(MODEL, prompt, default_cap)
+    assert credits.worst_case_cost(SETTINGS, MODEL, {**body, "max_tokens": 10}) == credits.cost_micros(
+        MODEL, prompt, 10
+    )
+    newer = {**body, "max_tokens": 10, "max_completion_tokens": 20}
+    assert credits.max_completion_tokens(SETTINGS, MODEL, newer) == 20
+
+
+def test_prompt_estimate_grows_with_the_prompt() -> None:
+    """A longer prompt is estimated at more tokens, and at least one per 4 bytes of its text."""
+    text = "word " * 400
+    estimate = credits.estimate_prompt_tokens({"messages": [{"role": "user", "content": text}]})
+    assert estimate >= len(text) / 4
+    assert estimate > credits.estimate_prompt_tokens({"messages": [{"role": "user", "content": "word"}]})
+
+
+@pytest.mark.parametrize(
+    ("value", "micros"),
+    [(10, 10_000_000), ("12.50", 12_500_000), (0.000001, 1), ("0.25", 250_000), (1.1, 1_100_000)],
+)
+def test_parse_usd_accepts_positive_amounts(value: object, micros: int) -> None:
+    """USD amounts as JSON numbers or decimal strings become exact micro-USD."""
+    assert credits.parse_usd(value) == micros
+
+
+@pytest.mark.parametrize("value", [0, -5, "-1", "abc", None, True, [], "1e400", "nan", "0.0000001", {}])
+def test_parse_usd_refuses_everything_else(value: object) -> None:
+    """Zero, negative, non-numeric, non-finite and sub-micro amounts are a 400."""
+    with pytest.raises(InvalidRequest):
+        credits.parse_usd(value)
+
+
+async def test_reserve_settle_and_release_arithmetic(aredis_client: aredis.Redis) -> None:
+    """A hold lowers what is available; settling charges the actual cost and frees the rest; a release
+    frees everything; settling twice changes nothing."""
+    account_id = await funded_account(aredis_client, 1_000)
+    first = await credits.reserve(aredis_client, SETTINGS, account_id, 300)
+    second = await credits.reserve(aredis_client, SETTINGS, account_id, 200)
+    balance = await credits.get_balance(aredis_client, account_id)
+    assert (balance.balance, balance.reserved, balance.available) == (1_000, 500, 500)
+
+    settled = await credits.settle(aredis_client, first, 120)
+    assert (settled.outcome, settled.charged) == ("settled", 120)
+    released = await credits.release(aredis_client, second)
+    assert (released.outcome, released.charged) == ("settled", 0)
+    balance = await credits.get_balance(aredis_client, account_id)
+    assert (balance.balance, balance.reserved, balance.spent) == (880, 0, 120)
+
+    again = await credits.settle(aredis_client, first, 120)
+    assert (again.outcome, again.charged) == ("already", 0)
+    assert await credits.get_balance(aredis_client, account_id) == balance
+    assert await aredis_client.zcard(keys.CREDIT_RESERVATIONS) == 0
+
+
+async def test_charge_never_exceeds_the_hold(aredis_client: aredis.Redis) -> None:
+    """An actual cost above the reserved worst case is charged only up to the hold."""
+    account_id = await funded_account(aredis_client, 1_000)
+    reservation = await credits.reserve(aredis_client, SETTINGS, account_id, 100)
+    settled = await credits.settle(aredis_client, reservation, 5_000)
+    assert settled.charged == 100
+    assert (await credits.get_balance(aredis_client, account_id)).balance == 900
+
+
+async def test_short_credit_is_refused_with_402_and_holds_nothing(aredis_client: aredis.Redis) -> None:
+    """A request that may cost more than is available gets insufficient_quota and changes nothing."""
+    account_id = await funded_account(aredis_client, 50)
+    with pytest.raises(InsufficientQuota) as caught:
+        await credits.reserve(aredis_client, SETTINGS, account_id, 51)
+    assert caught.value.status == 402 and caught.value.code == "insufficient_quota"
+    balance = await credits.get_balance(aredis_client, account_id)
+    assert (balance.balance, balance.reserved) == (50, 0)
+    with pytest.raises(InsufficientQuota):
+        await credits.reserve(aredis_client, SETTINGS, "acct_without_credit", 1)
+
+
+async def test_200_concurrent_reservations_never_overspend(
+    aredis_client: aredis.Redis, redis_url: str
+) -> None:
+    """200 concurrent holds of 7 against a balance of 1000: exactly 142 succeed, the rest get 402; settling
+    them all concurrently spends exactly what was held."""
+    account_id = await funded_account(aredis_client, 1_000)
+    wide = aredis.Redis.from_url(redis_url, max_connections=200)  # every call on its own connection
+    try:
+        results = await asyncio.gather(
+            *(credits.reserve(wide, SETTINGS, account_id, 7) for _ in range(200)), return_exceptions=True
+        )
+        held = [r for r in results if isinstance(r, Reservation)]
+        refused = [r for r in results if isinstance(r, InsufficientQuota)]
+        assert (len(held), len(refused)) == (142, 58)
+        balance = await credits.get_balance(wide, account_id)
+        assert (balance.reserved, balance.available) == (994, 6)
+
+        await asyncio.gather(*(credits.settle(wide, r, 7) for r in held))
+        balance = await credits.get_balance(wide, account_id)
+        assert (balance.balance, balance.reserved, balance.spent) == (6, 0, 994)
+    finally:
+        await wide.aclose()
+
+
+async def test_expired_reservations_are_released_by_the_sweep(aredis_client: aredis.Redis) -> None:
+    """A hold past its deadline is released by the sweep; one still within it is kept."""
+    account_id = await funded_account(aredis_client, 1_000)
+    stale = await credits.reserve(aredis_client, SETTINGS, account_id, 400, ttl=0.05)
+    live = await credits.reserve(aredis_client, SETTINGS, account_id, 100)
+    await asyncio.sleep(0.1)
+    assert await credits.sweep_expired(aredis_client) == 1
+    balance = await credits.get_balance(aredis_client, account_id)
+    assert (balance.balance, balance.reserved) == (1_000, 100)
+    assert await aredis_client.zrange(keys.CREDIT_RESERVATIONS, 0, -1) == [live.id.encode()]
+    assert await credits.sweep_expired(aredis_client) == 0
+    assert stale.deadline_ms < live.deadline_ms
+
+
+async def test_sweep_works_through_more_than_one_batch(aredis_client: aredis.Redis) -> None:
+    """The sweep keeps going until every expired hold is released, whatever its batch size."""
+    account_id = await funded_account(aredis_client, 1_000)
+    for _ in range(7):
+        await credits.reserve(aredis_client, SETTINGS, account_id, 10, ttl=0.01)
+    await asyncio.sleep(0.05)
+    assert await credits.sweep_expired(aredis_client, batch=3) == 7
+    assert (await credits.get_balance(aredis_client, account_id)).reserved == 0
+
+
+async def test_late_settle_charges_only_what_is_available(aredis_client: aredis.Redis) -> None:
+    """Settling a swept reservation still charges, but never takes the available credit below zero."""
+    account_id = await funded_account(aredis_client, 100)
+    stale = await credits.reserve(aredis_client, SETTINGS, account_id, 80, ttl=0.01)
+    await asyncio.sleep(0.05)
+    await credits.sweep_expired(aredis_client)
+    other = await credits.reserve(aredis_client, SETTINGS, account_id, 70)
+    late = await credits.settle(aredis_client, stale, 60)
+    assert (late.outcome, late.charged) == ("late", 30)
+    balance = await credits.get_balance(aredis_client, account_id)
+    assert (balance.balance, balance.reserved, balance.available) == (70, 70, 0)
+    assert (await credits.settle(aredis_client, other, 70)).charged == 70
+
+
+async def test_sweep_does_not_touch_settled_reservations(aredis_client: aredis.Redis) -> None:
+    """A reservation settled before its deadline is gone from the sweep's view and is not released twice."""
+    account_id = await funded_account(aredis_client, 100)
+    reservation = await credits.reserve(aredis_client, SETTINGS, account_id, 50, ttl=0.01)
+    await credits.settle(aredis_client, reservation, 50)
+    await asyncio.sleep(0.05)
+    assert await credits.sweep_expired(aredis_client) == 0
+    balance = await credits.get_balance(aredis_client, account_id)
+    assert (balance.balance, balance.reserved) == (50, 0)
+
+
+async def test_unknown_reservation_settles_to_nothing(aredis_client: aredis.Redis) -> None:
+    """Settling an id that was never reserved charges nothing."""
+    account_id = await funded_account(aredis_client, 100)
+    ghost = Reservation(id="res_ghost", account_id=account_id, amount=50, deadline_ms=0)
+    settled = await credits.settle(aredis_client, ghost, 50)
+    assert (settled.outcome, settled.charged) == ("unknown", 0)
+    assert (await credits.get_balance(aredis_client, account_id)).balance == 100
+
+
+async def test_added_credit_is_in_the_ledger(aredis_client: aredis.Redis) -> None:
+    """Each grant raises the balance and appends a ledger entry with the balance after it."""
+    account, _ = await accounts.create_account(aredis_client, SETTINGS)
+    await credits.add_credit(aredis_client, account.id, 5_000_000, reason="welcome", actor="admin")
+    balance, entry = await credits.add_credit(
+        aredis_client, account.id, 2_500_000, reason="top-up", actor="ops"
+    )
+    assert balance.balance == 7_500_000
+    assert (entry.amount, entry.balance, entry.reason, entry.actor) == (2_500_000, 7_500_000, "top-up", "ops")
+    entries = await credits.ledger(aredis_client, account.id)
+    assert [(e.amount, e.balance, e.reason) for e in entries] == [
+        (2_500_000, 7_500_000, "top-up"),
+        (5_000_000, 5_000_000, "welcome"),
+    ]
+    assert entries[0].at_ms >= entries[1].at_ms > 0
+
+
+async def test_credit_for_an_unknown_account_or_a_bad_amount_is_refused(aredis_client: aredis.Redis) -> None:
+    """No ledger entry or balance appears for an account that does not exist, or for an amount <= 0."""
+    with pytest.raises(NotFound):
+        await credits.add_credit(aredis_client, "acct_missing", 100)
+    assert not await aredis_client.exists(
+        keys.credit_balance("acct_missing"), keys.credit_ledger("acct_missing")
+    )
+    account, _ = await accounts.create_account(aredis_client, SETTINGS)
+    for bad in (0, -1):
+        with pytest.raises(InvalidRequest):
+            await credits.add_credit(aredis_client, account.id, bad)
+
+
+def test_reservation_survives_the_job_wire() -> None:
+    """A reservation put in a job's JSON comes back equal, for the worker that settles it."""
+    reservation = Reservation(id="res_1", account_id="acct_1", amount=42, deadline_ms=1_700_000_000_000)
+    assert Reservation.from_wire(reservation.to_wire()) == reservation
