@@ -1,0 +1,318 @@
+"""OpenAI chat completions <-> Anthropic Messages API, as pure functions (no I/O).
+
+Request (:func:`to_anthropic_request`): ``system``/``developer`` messages become the top-level ``system``;
+user and assistant text and images become content blocks; assistant ``tool_calls`` become ``tool_use``
+blocks and ``tool`` messages ``tool_result`` blocks of a user turn (consecutive turns of one role are
+merged, as Anthropic wants strict alternation); ``tools``/``tool_choice`` map to Anthropic's; ``max_tokens``
+is required there (``default_max_tokens`` when absent); ``stop`` becomes ``stop_sequences``;
+``response_format`` JSON becomes a system instruction.
+
+Response: :class:`StreamTranslator` turns streaming events into :class:`Delta` objects;
+:func:`message_deltas` and :func:`message_to_completion` handle a non-streamed message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from shared.errors import (
+    AIORouterError,
+    InvalidRequest,
+    UpstreamBadRequest,
+    UpstreamError,
+    UpstreamUnavailable,
+)
+from workers.providers.base import Delta, ToolCallDelta, Usage
+
+DEFAULT_MAX_TOKENS = 4096
+JSON_INSTRUCTION = "Respond only with a single valid JSON object, without any text before or after it."
+
+FINISH_REASONS: Mapping[str, str] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+
+def finish_reason(stop_reason: str | None) -> str:
+    return FINISH_REASONS.get(stop_reason or "end_turn", "stop")
+
+
+# --- request --------------------------------------------------------------------------------------
+
+
+def to_anthropic_request(
+    body: Mapping[str, Any],
+    upstream_model: str,
+    *,
+    stream: bool,
+    default_max_tokens: int = DEFAULT_MAX_TOKENS,
+) -> dict[str, Any]:
+    """The Messages API body for an OpenAI chat completion request ``body``."""
+    system: list[str] = []
+    turns: list[dict[str, Any]] = []
+    for message in body.get("messages") or ():
+        role = message.get("role")
+        if role in ("system", "developer"):
+            system.append(_text_of(message.get("content")))
+        elif role == "user":
+            _append(turns, "user", _user_blocks(message.get("content")))
+        elif role == "assistant":
+            _append(turns, "assistant", _assistant_blocks(message))
+        elif role == "tool":
+            _append(turns, "user", [_tool_result(message)])
+        else:
+            raise InvalidRequest(f"Unsupported message role {role!r}.", param="messages")
+    request: dict[str, Any] = {
+        "model": upstream_model,
+        "messages": turns,
+        "max_tokens": body.get("max_completion_tokens") or body.get("max_tokens") or default_max_tokens,
+        "stream": stream,
+    }
+    instruction = _format_instruction(body.get("response_format"))
+    if instruction:
+        system.append(instruction)
+    if system:
+        request["system"] = "\n\n".join(s for s in system if s)
+    if body.get("temperature") is not None:
+        request["temperature"] = min(float(body["temperature"]), 1.0)  # Anthropic's range is 0..1
+    if body.get("top_p") is not None:
+        request["top_p"] = body["top_p"]
+    stop = body.get("stop")
+    if stop:
+        request["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    if body.get("tools"):
+        request["tools"] = [_tool(t) for t in body["tools"]]
+        choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
+        if choice:
+            request["tool_choice"] = choice
+    if isinstance(body.get("user"), str):
+        request["metadata"] = {"user_id": body["user"]}
+    return request
+
+
+def _append(turns: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]]) -> None:
+    if not blocks:
+        return
+    if turns and turns[-1]["role"] == role:
+        turns[-1]["content"].extend(blocks)
+    else:
+        turns.append({"role": role, "content": blocks})
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "\n".join(p.get("text", "") for p in content or () if p.get("type") == "text")
+
+
+def _user_blocks(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    blocks: list[dict[str, Any]] = []
+    for part in content or ():
+        if part.get("type") == "text":
+            blocks.append({"type": "text", "text": part.get("text", "")})
+        elif part.get("type") == "image_url":
+            blocks.append(_image(part.get("image_url") or {}))
+        else:
+            raise InvalidRequest(f"Unsupported content part {part.get('type')!r}.", param="messages")
+    return blocks
+
+
+def _image(image_url: Any) -> dict[str, Any]:
+    url = image_url if isinstance(image_url, str) else str(image_url.get("url", ""))
+    if url.startswith("data:"):
+        header, _, data = url.partition(",")
+        media_type = header[len("data:") :].split(";")[0]
+        return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+    return {"type": "image", "source": {"type": "url", "url": url}}
+
+
+def _assistant_blocks(message: Mapping[str, Any]) -> list[dict[str, Any]]:
+    text = _text_of(message.get("content"))
+    blocks: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") or {}
+        try:
+            arguments = orjson.loads(function.get("arguments") or "{}")
+        except orjson.JSONDecodeError as exc:
+            raise InvalidRequest("Tool call arguments must be a JSON object.", param="messages") from exc
+        blocks.append(
+            {"type": "tool_use", "id": call.get("id"), "name": function.get("name"), "input": arguments}
+        )
+    return blocks
+
+
+def _tool_result(message: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "tool_result",
+        "tool_use_id": message.get("tool_call_id"),
+        "content": _text_of(message.get("content")),
+    }
+
+
+def _tool(tool: Mapping[str, Any]) -> dict[str, Any]:
+    function = tool.get("function") or {}
+    converted: dict[str, Any] = {
+        "name": function.get("name"),
+        "input_schema": function.get("parameters") or {"type": "object", "properties": {}},
+    }
+    if function.get("description"):
+        converted["description"] = function["description"]
+    return converted
+
+
+def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
+    if choice is None and parallel is None:
+        return None
+    if choice == "none":
+        return {"type": "none"}
+    if choice == "required":
+        converted: dict[str, Any] = {"type": "any"}
+    elif isinstance(choice, Mapping):
+        converted = {"type": "tool", "name": (choice.get("function") or {}).get("name")}
+    else:
+        converted = {"type": "auto"}
+    if parallel is False:
+        converted["disable_parallel_tool_use"] = True
+    return converted
+
+
+def _format_instruction(response_format: Any) -> str:
+    kind = response_format.get("type") if isinstance(response_format, Mapping) else None
+    if kind == "json_object":
+        return JSON_INSTRUCTION
+    if kind == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        if schema:
+            return f"{JSON_INSTRUCTION} It must conform to this JSON schema: {orjson.dumps(schema).decode()}"
+        return JSON_INSTRUCTION
+    return ""
+
+
+# --- response -------------------------------------------------------------------------------------
+
+
+def error_from_anthropic(error: Mapping[str, Any], status: int | None = None) -> AIORouterError:
+    """Our error for an Anthropic ``{"type": ..., "message": ...}`` error (a body or a stream event)."""
+    kind = str(error.get("type", ""))
+    message = str(error.get("message") or "The upstream provider returned an error.")
+    if kind == "invalid_request_error" or status == 400:
+        return UpstreamBadRequest(message)
+    if kind in ("overloaded_error", "rate_limit_error", "api_error", "timeout_error") or (status or 0) >= 429:
+        return UpstreamUnavailable(message)
+    return UpstreamError(message)
+
+
+def read_usage(usage: Mapping[str, Any], current: Usage) -> Usage:
+    """Anthropic usage (input tokens, cache reads and writes, output tokens so far) over ``current``."""
+    prompt, completion = current.prompt_tokens, current.completion_tokens
+    if usage.get("input_tokens") is not None:
+        cached = (usage.get("cache_read_input_tokens") or 0) + (usage.get("cache_creation_input_tokens") or 0)
+        prompt = int(usage["input_tokens"]) + int(cached)
+    if usage.get("output_tokens") is not None:
+        completion = int(usage["output_tokens"])  # cumulative in every event that carries it
+    return Usage(prompt, completion)
+
+
+@dataclass(slots=True)
+class StreamTranslator:
+    """Anthropic streaming events, fed one by one, to deltas.  ``finished`` once ``message_stop`` came."""
+
+    usage: Usage = field(default_factory=lambda: Usage(0, 0))
+    finished: bool = False
+    _tool_index: dict[int, int] = field(default_factory=dict)  # content block index -> OpenAI tool index
+
+    def feed(self, event: Mapping[str, Any]) -> list[Delta]:
+        kind = event.get("type")
+        if kind == "message_start":
+            self.usage = read_usage((event.get("message") or {}).get("usage") or {}, self.usage)
+        elif kind == "content_block_start":
+            return self._block_start(int(event.get("index", 0)), event.get("content_block") or {})
+        elif kind == "content_block_delta":
+            return self._block_delta(int(event.get("index", 0)), event.get("delta") or {})
+        elif kind == "message_delta":
+            self.usage = read_usage(event.get("usage") or {}, self.usage)
+            reason = (event.get("delta") or {}).get("stop_reason")
+            return [Delta(finish_reason=finish_reason(reason))]
+        elif kind == "message_stop":
+            self.finished = True
+            return [Delta(usage=self.usage)]
+        elif kind == "error":
+            raise error_from_anthropic(event.get("error") or {})
+        return []  # ping, content_block_stop, and event types added later
+
+    def _block_start(self, index: int, block: Mapping[str, Any]) -> list[Delta]:
+        if block.get("type") == "tool_use":
+            tool_index = self._tool_index[index] = len(self._tool_index)
+            call = ToolCallDelta(index=tool_index, id=block.get("id"), name=block.get("name"))
+            return [Delta(tool_calls=(call,))]
+        if block.get("type") == "text" and block.get("text"):
+            return [Delta(content=block["text"])]
+        return []
+
+    def _block_delta(self, index: int, delta: Mapping[str, Any]) -> list[Delta]:
+        if delta.get("type") == "text_delta" and delta.get("text"):
+            return [Delta(content=delta["text"])]
+        if (
+            delta.get("type") == "input_json_delta"
+            and delta.get("partial_json")
+            and index in self._tool_index
+        ):
+            call = ToolCallDelta(index=self._tool_index[index], arguments=delta["partial_json"])
+            return [Delta(tool_calls=(call,))]
+        return []  # thinking and signature deltas have no OpenAI counterpart
+
+
+def message_deltas(message: Mapping[str, Any]) -> list[Delta]:
+    """A whole (non-streamed) Anthropic message as the deltas a stream of it would have produced."""
+    deltas: list[Delta] = []
+    tools = 0
+    for block in message.get("content") or ():
+        if block.get("type") == "text" and block.get("text"):
+            deltas.append(Delta(content=block["text"]))
+        elif block.get("type") == "tool_use":
+            arguments = orjson.dumps(block.get("input") or {}).decode()
+            call = ToolCallDelta(index=tools, id=block.get("id"), name=block.get("name"), arguments=arguments)
+            deltas.append(Delta(tool_calls=(call,)))
+            tools += 1
+    deltas.append(Delta(finish_reason=finish_reason(message.get("stop_reason"))))
+    deltas.append(Delta(usage=read_usage(message.get("usage") or {}, Usage(0, 0))))
+    return deltas
+
+
+def message_to_completion(
+    message: Mapping[str, Any], *, model: str, completion_id: str, created: int
+) -> dict[str, Any]:
+    """A whole Anthropic message as an OpenAI ``chat.completion`` body."""
+    content: list[str] = []
+    tool_calls: list[dict[str, Any]] = []
+    finish, usage = "stop", Usage(0, 0)
+    for delta in message_deltas(message):
+        if delta.content:
+            content.append(delta.content)
+        for call in delta.tool_calls:
+            function = {"name": call.name, "arguments": call.arguments}
+            tool_calls.append({"id": call.id, "type": "function", "function": function})
+        finish = delta.finish_reason or finish
+        usage = delta.usage or usage
+    reply: dict[str, Any] = {"role": "assistant", "content": "".join(content) or None, "refusal": None}
+    if tool_calls:
+        reply["tool_calls"] = tool_calls
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "message": reply, "logprobs": None, "finish_reason": finish}],
+        "usage": usage.to_dict(),
+    }
