@@ -1,0 +1,177 @@
+"""rq's bookkeeping for the jobs of an :class:`~workers.worker.AsyncWorker`, recorded with rq's own code.
+
+Each function calls rq's methods on a recording pipeline (:mod:`shared.rq_bridge`) and returns the
+commands; the worker replays them on its asyncio connection, one round trip per transition.  Keys,
+fields, scores and TTLs are therefore rq's, and ``rq info``, rq-dashboard and rq's registry clean-up
+read them as they read a stock worker's.
+
+One difference from a stock worker, on purpose: a finished job's hash is not rewritten whole (rq's
+``Job.save`` re-sends the compressed request body); only the fields that change are set.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from rq.executions import Execution
+from rq.job import Job, JobStatus
+from rq.results import Result
+from rq.utils import now, utcformat
+from rq.worker.base import WorkerStatus
+
+from shared import keys
+from shared.rq_bridge import RECORDING_CLIENT, Command, recorded, recording_pipeline
+from shared.serialization import OrjsonSerializer
+
+if TYPE_CHECKING:
+    from rq.worker.base import BaseWorker
+
+
+@dataclass(slots=True)
+class StartedJob:
+    """A job this worker marked started: its rq record and the execution it runs under."""
+
+    job: Job
+    execution: Execution
+
+
+def job_shell(job_id: str, pool: str) -> Job:
+    """An rq job that records, before its hash has been read."""
+    job = Job(job_id, connection=RECORDING_CLIENT, serializer=OrjsonSerializer)
+    job.origin = pool
+    return job
+
+
+def start_commands(worker: BaseWorker, job: Job, heartbeat_ttl: int) -> tuple[Execution, list[Command]]:
+    """Mark ``job`` started, as ``Worker.prepare_execution`` + ``prepare_job_execution`` do."""
+    pipe = recording_pipeline()
+    job.prepare_for_execution(worker.name, pipeline=pipe)
+    pipe.persist(job.key)
+    pipe.lrem(job_queue_intermediate_key(job), 1, job.id)
+    execution = Execution.create(job, heartbeat_ttl, pipeline=pipe, worker_name=worker.name)
+    worker.set_state(WorkerStatus.BUSY, pipeline=pipe)
+    return execution, recorded(pipe)
+
+
+def job_queue_intermediate_key(job: Job) -> str:
+    from rq.intermediate_queue import IntermediateQueue
+
+    return IntermediateQueue.get_intermediate_queue_key(keys.rq_queue_key(job.origin))
+
+
+def adopt(shell: Job, raw: dict[bytes, bytes]) -> Job:
+    """The loaded job, carrying the started fields the shell just recorded."""
+    job = Job(shell.id, connection=RECORDING_CLIENT, serializer=OrjsonSerializer)
+    job.restore(raw)
+    job.worker_name = shell.worker_name
+    job.started_at = shell.started_at
+    job.last_heartbeat = shell.last_heartbeat
+    job._status = JobStatus.STARTED
+    return job
+
+
+def forget_commands(worker: BaseWorker, shell: Job, execution: Execution) -> list[Command]:
+    """Undo :func:`start_commands` for a job whose hash turned out not to exist."""
+    pipe = recording_pipeline()
+    execution.delete(shell, pipe)
+    pipe.delete(shell.key)
+    return recorded(pipe)
+
+
+def success_commands(worker: BaseWorker, started: StartedJob, result: Any, *, idle: bool) -> list[Command]:
+    """Record a finished job, as ``Worker.handle_job_success`` does."""
+    job, execution = started.job, started.execution
+    pipe = recording_pipeline()
+    job.ended_at = now()
+    job._result = result
+    result_ttl = job.get_result_ttl(worker.default_result_ttl)
+    job.set_status(JobStatus.FINISHED, pipeline=pipe)
+    pipe.hset(job.key, "ended_at", utcformat(job.ended_at))
+    Result.create(
+        job,
+        Result.Type.SUCCESSFUL,
+        ttl=result_ttl,
+        return_value=result,
+        worker_name=worker.name,
+        pipeline=pipe,
+        execution_id=execution.id,
+        execution_started_at=execution.created_at,
+        execution_ended_at=job.ended_at,
+    )
+    if result_ttl != 0:
+        job.finished_job_registry.add(job, result_ttl, pipe)
+        job.cleanup(result_ttl, pipeline=pipe, remove_from_queue=False)
+    execution.delete(job, pipe)
+    if result_ttl == 0:
+        pipe.delete(job.key, Result.get_key(job.id))
+    worker.increment_successful_job_count(pipeline=pipe)
+    _worked(worker, job, pipe, idle=idle)
+    return recorded(pipe)
+
+
+def failure_commands(
+    worker: BaseWorker, started: StartedJob, exc_string: str, *, stopped: bool, idle: bool
+) -> list[Command]:
+    """Record a failed (or, when ``stopped``, a cancelled) job, as ``Worker.handle_job_failure`` does."""
+    job, execution = started.job, started.execution
+    pipe = recording_pipeline()
+    job.ended_at = now()
+    job.set_status(JobStatus.STOPPED if stopped else JobStatus.FAILED, pipeline=pipe)
+    execution.delete(job, pipe)
+    job._handle_failure(
+        exc_string,
+        pipeline=pipe,
+        worker_name=worker.name,
+        execution_id=execution.id,
+        execution_started_at=execution.created_at,
+        execution_ended_at=job.ended_at,
+    )
+    worker.increment_failed_job_count(pipeline=pipe)
+    _worked(worker, job, pipe, idle=idle)
+    return recorded(pipe)
+
+
+def _worked(worker: BaseWorker, job: Job, pipe: Any, *, idle: bool) -> None:
+    if job.started_at and job.ended_at:
+        worker.increment_total_working_time(job.ended_at - job.started_at, pipe)
+    if idle:
+        worker.set_state(WorkerStatus.IDLE, pipeline=pipe)
+
+
+def heartbeat_commands(
+    worker: BaseWorker,
+    running: list[StartedJob],
+    *,
+    pool: str,
+    execution_ttl: int,
+    alive_ttl_ms: int,
+) -> list[Command]:
+    """One heartbeat: rq's worker hash first (its HSET reply tells whether the hash had expired), every
+    running execution, and AIOrouter's liveness keys."""
+    pipe = recording_pipeline()
+    worker.heartbeat(pipeline=pipe)
+    for started in running:
+        started.execution.heartbeat(started.job.started_job_registry, execution_ttl, pipeline=pipe)
+    pipe.set(keys.worker_alive(worker.name), b"1", px=alive_ttl_ms)
+    pipe.zadd(keys.pool_workers(pool), {worker.name: time.time()})
+    pipe.sadd(keys.POOLS_SET, pool)
+    return recorded(pipe)
+
+
+def rebirth_commands(worker: BaseWorker) -> list[Command]:
+    """Recreate a worker hash that expired (the loop stalled longer than its TTL), as rq does."""
+    pipe = recording_pipeline()
+    pipe.hset(worker.key, mapping=worker.serialize())
+    pipe.hset(worker.key, "state", worker.get_state())
+    pipe.expire(worker.key, worker.worker_ttl + 60)
+    return recorded(pipe)
+
+
+def departure_commands(worker: BaseWorker, pool: str) -> list[Command]:
+    """Drop AIOrouter's liveness keys of a worker that stops (rq's death is registered separately)."""
+    pipe = recording_pipeline()
+    pipe.delete(keys.worker_alive(worker.name))
+    pipe.zrem(keys.pool_workers(pool), worker.name)
+    return recorded(pipe)

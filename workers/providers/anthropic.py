@@ -1,0 +1,187 @@
+"""The Anthropic Messages API, over one pooled keep-alive httpx client per provider and process.
+
+The OpenAI body is translated by :mod:`workers.providers.anthropic_translate`; the upstream call always
+streams (one code path, real first-token and idle timeouts, prompt cancellation), and its events become
+:class:`Delta` objects.  httpx errors and upstream statuses become our errors here, like the
+OpenAI-compatible adapter:
+
+    connect error, 429, 529, 5xx       UpstreamUnavailable (503, with Retry-After when given)
+    connect/first-token/idle/total     UpstreamTimeout (503)
+    400/404/413/422                    UpstreamBadRequest (400, upstream message)
+    401/403, other 4xx                 UpstreamError (500: our configuration is wrong)
+    ``error`` event in the stream      by its type: overloaded/rate-limit/api → UpstreamUnavailable,
+                                       invalid_request → UpstreamBadRequest, else UpstreamError
+    stream cut before any content      UpstreamUnavailable (nothing reached the client: fallback is safe)
+    stream cut after content, garbage  UpstreamError (500)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+
+from shared.errors import (
+    AIORouterError,
+    UpstreamBadRequest,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from shared.jobs import CompletionJob
+from shared.settings import ProviderSettings, Timeouts
+from workers.providers.anthropic_translate import (
+    DEFAULT_MAX_TOKENS,
+    StreamTranslator,
+    to_anthropic_request,
+)
+from workers.providers.base import Delta
+from workers.providers.sse import sse_data
+
+ANTHROPIC_VERSION = "2023-06-01"
+_BAD_REQUEST_STATUSES = frozenset({400, 404, 413, 422})
+_MAX_ERROR_TEXT = 500
+
+
+class AnthropicProvider:
+    def __init__(
+        self,
+        provider: ProviderSettings,
+        transport: httpx.AsyncBaseTransport | None = None,
+        default_max_tokens: int = DEFAULT_MAX_TOKENS,
+    ) -> None:
+        timeouts = provider.timeouts
+        headers = {
+            "content-type": "application/json",
+            "accept": "text/event-stream",
+            "anthropic-version": ANTHROPIC_VERSION,
+        }
+        if provider.api_key:
+            headers["x-api-key"] = provider.api_key
+        self._name = provider.name
+        self._timeouts = timeouts
+        self._default_max_tokens = default_max_tokens
+        self._client = httpx.AsyncClient(
+            base_url=provider.base_url,
+            headers=headers,
+            transport=transport,
+            timeout=httpx.Timeout(
+                connect=timeouts.connect,
+                read=max(timeouts.first_token, timeouts.idle),
+                write=timeouts.idle,
+                pool=timeouts.connect,
+            ),
+            limits=httpx.Limits(
+                max_connections=provider.concurrency, max_keepalive_connections=provider.concurrency
+            ),
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def request_body(self, job: CompletionJob) -> dict[str, Any]:
+        return to_anthropic_request(
+            job.body, job.upstream_model, stream=True, default_max_tokens=self._default_max_tokens
+        )
+
+    async def stream(self, job: CompletionJob) -> AsyncIterator[Delta]:
+        clock = _Deadlines(self._timeouts, asyncio.get_running_loop())
+        body = orjson.dumps(self.request_body(job))
+        try:
+            async with asyncio.timeout(clock.next_deadline()) as timer:
+                async with self._client.stream("POST", "messages", content=body) as response:
+                    if response.status_code >= 400:
+                        await response.aread()
+                        raise _status_error(self._name, response)
+                    async for delta in self._deltas(response, clock, timer):
+                        yield delta
+        except TimeoutError as exc:
+            raise UpstreamTimeout(
+                f"Provider {self._name!r}: {clock.which_expired()} timeout expired."
+            ) from exc
+        except httpx.ConnectTimeout as exc:
+            raise UpstreamTimeout(f"Provider {self._name!r}: connect timeout expired.") from exc
+        except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
+            raise UpstreamTimeout(
+                f"Provider {self._name!r}: {clock.which_expired()} timeout expired."
+            ) from exc
+        except (httpx.ConnectError, httpx.PoolTimeout) as exc:
+            raise UpstreamUnavailable(f"Provider {self._name!r} is unreachable.") from exc
+        except httpx.TransportError as exc:  # the connection broke: before the response, or mid-stream
+            if clock.first_token_seen:
+                raise UpstreamError(f"Provider {self._name!r} cut the stream mid-way.") from exc
+            raise UpstreamUnavailable(f"Provider {self._name!r} closed the connection.") from exc
+
+    async def _deltas(
+        self, response: httpx.Response, clock: _Deadlines, timer: asyncio.Timeout
+    ) -> AsyncIterator[Delta]:
+        translator = StreamTranslator()
+        async for data in sse_data(response.aiter_lines()):
+            for delta in translator.feed(_parse_event(self._name, data)):
+                clock.first_token_seen = clock.first_token_seen or delta.has_message_part
+                yield delta
+            if translator.finished:
+                return
+            timer.reschedule(clock.next_deadline())
+        if clock.first_token_seen:
+            raise UpstreamError(f"Provider {self._name!r} closed the stream before it finished.")
+        raise UpstreamUnavailable(f"Provider {self._name!r} closed the stream before any content.")
+
+
+class _Deadlines:
+    """The first-token, idle and total deadlines of one upstream call, on the event loop's clock."""
+
+    def __init__(self, timeouts: Timeouts, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._timeouts = timeouts
+        self._started = loop.time()
+        self._total = self._started + timeouts.total
+        self.first_token_seen = False
+
+    def next_deadline(self) -> float:
+        if self.first_token_seen:
+            return min(self._total, self._loop.time() + self._timeouts.idle)
+        return min(self._total, self._started + self._timeouts.first_token)
+
+    def which_expired(self) -> str:
+        if self._loop.time() >= self._total - 0.001:
+            return "total"
+        return "idle" if self.first_token_seen else "first-token"
+
+
+def _parse_event(name: str, data: str) -> dict[str, Any]:
+    try:
+        event = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamError(f"Provider {name!r} sent a malformed event.") from exc
+    if not isinstance(event, dict):
+        raise UpstreamError(f"Provider {name!r} sent a malformed event.")
+    return event
+
+
+def _status_error(name: str, response: httpx.Response) -> AIORouterError:
+    status = response.status_code
+    message = _message_of(response)
+    if status in _BAD_REQUEST_STATUSES:
+        return UpstreamBadRequest(message)
+    if status in (429, 529) or status >= 500:
+        retry_after = response.headers.get("retry-after")
+        headers = {"Retry-After": retry_after} if retry_after else None
+        return UpstreamUnavailable(f"Provider {name!r} is unavailable (HTTP {status}).", headers=headers)
+    if status in (401, 403):
+        return UpstreamError(f"Provider {name!r} rejected our credentials (HTTP {status}).")
+    return UpstreamError(f"Provider {name!r} answered HTTP {status}: {message}")
+
+
+def _message_of(response: httpx.Response) -> str:
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return response.text[:_MAX_ERROR_TEXT] or f"HTTP {response.status_code}"
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and error.get("message"):
+        return str(error["message"])[:_MAX_ERROR_TEXT]
+    return orjson.dumps(body).decode()[:_MAX_ERROR_TEXT]

@@ -1,0 +1,211 @@
+"""Any OpenAI-compatible upstream, over one pooled keep-alive httpx client per provider and process.
+
+The client body goes upstream unchanged except ``model`` (the deployment's ``upstream_model``), ``stream``
+(always on: one code path, real first-token and idle timeouts, prompt cancellation) and
+``stream_options.include_usage``.  Upstream chunks become :class:`Delta` objects; the chunk writer above
+rebuilds OpenAI-exact objects from them.  httpx errors and upstream statuses become our errors here:
+
+    connect error, 429, 5xx            UpstreamUnavailable (503, with Retry-After when given)
+    connect/first-token/idle/total     UpstreamTimeout (503)
+    400/404/413/422                    UpstreamBadRequest (400, upstream message)
+    401/403, other 4xx                 UpstreamError (500: our configuration is wrong)
+    stream cut, malformed JSON         UpstreamError (500)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+
+from shared.errors import (
+    AIORouterError,
+    UpstreamBadRequest,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from shared.jobs import CompletionJob
+from shared.settings import ProviderSettings, Timeouts
+from workers.providers.base import Delta, ToolCallDelta, Usage
+from workers.providers.sse import sse_data
+
+_BAD_REQUEST_STATUSES = frozenset({400, 404, 413, 422})
+_MAX_ERROR_TEXT = 500
+
+
+class OpenAICompatibleProvider:
+    def __init__(self, provider: ProviderSettings, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        timeouts = provider.timeouts
+        headers = {"content-type": "application/json", "accept": "text/event-stream"}
+        if provider.api_key:
+            headers["authorization"] = f"Bearer {provider.api_key}"
+        self._name = provider.name
+        self._timeouts = timeouts
+        self._client = httpx.AsyncClient(
+            base_url=provider.base_url,
+            headers=headers,
+            transport=transport,
+            timeout=httpx.Timeout(
+                connect=timeouts.connect,
+                read=max(timeouts.first_token, timeouts.idle),
+                write=timeouts.idle,
+                pool=timeouts.connect,
+            ),
+            limits=httpx.Limits(
+                max_connections=provider.concurrency, max_keepalive_connections=provider.concurrency
+            ),
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def request_body(self, job: CompletionJob) -> dict[str, Any]:
+        options = job.body.get("stream_options")
+        stream_options = (
+            {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
+        )
+        return {**job.body, "model": job.upstream_model, "stream": True, "stream_options": stream_options}
+
+    async def stream(self, job: CompletionJob) -> AsyncIterator[Delta]:
+        clock = _Deadlines(self._timeouts, asyncio.get_running_loop())
+        try:
+            async with asyncio.timeout(clock.next_deadline()) as timer:
+                async with self._client.stream(
+                    "POST", "chat/completions", content=orjson.dumps(self.request_body(job))
+                ) as response:
+                    if response.status_code >= 400:
+                        await response.aread()
+                        raise _status_error(self._name, response)
+                    async for delta in _deltas(self._name, response, clock, timer):
+                        yield delta
+        except TimeoutError as exc:
+            raise UpstreamTimeout(
+                f"Provider {self._name!r}: {clock.which_expired()} timeout expired."
+            ) from exc
+        except httpx.ConnectTimeout as exc:
+            raise UpstreamTimeout(f"Provider {self._name!r}: connect timeout expired.") from exc
+        except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
+            raise UpstreamTimeout(
+                f"Provider {self._name!r}: {clock.which_expired()} timeout expired."
+            ) from exc
+        except (httpx.ConnectError, httpx.PoolTimeout) as exc:
+            raise UpstreamUnavailable(f"Provider {self._name!r} is unreachable.") from exc
+        except httpx.TransportError as exc:  # the connection broke: before the response, or mid-stream
+            if clock.responded:
+                raise UpstreamError(f"Provider {self._name!r} cut the stream mid-way.") from exc
+            raise UpstreamUnavailable(f"Provider {self._name!r} closed the connection.") from exc
+
+
+class _Deadlines:
+    """The first-token, idle and total deadlines of one upstream call, on the event loop's clock."""
+
+    def __init__(self, timeouts: Timeouts, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._timeouts = timeouts
+        self._total = loop.time() + timeouts.total
+        self._started = loop.time()
+        self.first_token_seen = False
+        self.responded = False
+
+    def next_deadline(self) -> float:
+        if self.first_token_seen:
+            return min(self._total, self._loop.time() + self._timeouts.idle)
+        return min(self._total, self._started + self._timeouts.first_token)
+
+    def which_expired(self) -> str:
+        if self._loop.time() >= self._total - 0.001:
+            return "total"
+        return "idle" if self.first_token_seen else "first-token"
+
+
+async def _deltas(
+    name: str, response: httpx.Response, clock: _Deadlines, timer: asyncio.Timeout
+) -> AsyncIterator[Delta]:
+    clock.responded = True
+    finished = False
+    async for data in sse_data(response.aiter_lines()):
+        if data.strip() == "[DONE]":
+            return
+        for delta in _parse_chunk(name, data):
+            finished = finished or delta.finish_reason is not None
+            clock.first_token_seen = clock.first_token_seen or delta.has_message_part or finished
+            yield delta
+        timer.reschedule(clock.next_deadline())
+    if not finished:
+        raise UpstreamError(f"Provider {name!r} closed the stream before it finished.")
+
+
+def _parse_chunk(name: str, data: str) -> list[Delta]:
+    try:
+        chunk = orjson.loads(data)
+        if not isinstance(chunk, dict):
+            raise TypeError("chunk is not an object")
+        if chunk.get("error"):
+            raise UpstreamError(f"Provider {name!r} failed mid-stream: {_message_of(chunk)}")
+        deltas = [
+            _choice_delta(choice, chunk)
+            for choice in chunk.get("choices") or ()
+            if choice.get("index", 0) == 0
+        ]
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            deltas.append(Delta(usage=Usage(int(usage["prompt_tokens"]), int(usage["completion_tokens"]))))
+        return deltas
+    except AIORouterError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise UpstreamError(f"Provider {name!r} sent a malformed chunk.") from exc
+
+
+def _choice_delta(choice: dict[str, Any], chunk: dict[str, Any]) -> Delta:
+    delta = choice.get("delta") or {}
+    calls = tuple(
+        ToolCallDelta(
+            index=int(call.get("index", 0)),
+            id=call.get("id"),
+            name=(call.get("function") or {}).get("name"),
+            arguments=(call.get("function") or {}).get("arguments") or "",
+        )
+        for call in delta.get("tool_calls") or ()
+    )
+    return Delta(
+        content=delta.get("content") or None,
+        refusal=delta.get("refusal") or None,
+        tool_calls=calls,
+        finish_reason=choice.get("finish_reason"),
+        system_fingerprint=chunk.get("system_fingerprint"),
+    )
+
+
+def _status_error(name: str, response: httpx.Response) -> AIORouterError:
+    status = response.status_code
+    message = _message_of_response(response)
+    if status in _BAD_REQUEST_STATUSES:
+        return UpstreamBadRequest(message)
+    if status == 429 or status >= 500:
+        retry_after = response.headers.get("retry-after")
+        headers = {"Retry-After": retry_after} if retry_after else None
+        return UpstreamUnavailable(f"Provider {name!r} is unavailable (HTTP {status}).", headers=headers)
+    if status in (401, 403):
+        return UpstreamError(f"Provider {name!r} rejected our credentials (HTTP {status}).")
+    return UpstreamError(f"Provider {name!r} answered HTTP {status}: {message}")
+
+
+def _message_of_response(response: httpx.Response) -> str:
+    try:
+        return _message_of(orjson.loads(response.content))
+    except orjson.JSONDecodeError:
+        return response.text[:_MAX_ERROR_TEXT] or f"HTTP {response.status_code}"
+
+
+def _message_of(body: Any) -> str:
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and error.get("message"):
+        return str(error["message"])[:_MAX_ERROR_TEXT]
+    if isinstance(error, str):
+        return error[:_MAX_ERROR_TEXT]
+    return orjson.dumps(body).decode()[:_MAX_ERROR_TEXT]

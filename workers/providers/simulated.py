@@ -1,0 +1,197 @@
+"""The built-in simulated model family: deterministic completions, no network.
+
+``upstream_model`` picks the text: ``echo`` repeats the last user message, ``lorem`` writes lorem ipsum.
+Either honours ``max_tokens``/``max_completion_tokens`` (finish ``length``), ``stop`` sequences, tools
+(one call to the named or first tool, arguments built from its JSON schema), ``response_format`` (valid
+JSON content) and streams at :attr:`ProviderSettings.tokens_per_second` (0 = as fast as possible).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import re
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from shared.errors import UpstreamBadRequest
+from shared.jobs import CompletionJob
+from shared.settings import ProviderSettings
+from workers.providers.base import Delta, ToolCallDelta, Usage, count_prompt_tokens, message_text
+
+LOREM = (
+    "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et "
+    "dolore magna aliqua. Ut enim ad minim veniam, quis nostrud exercitation ullamco laboris nisi ut aliquip "
+    "ex ea commodo consequat. Duis aute irure dolor in reprehenderit in voluptate velit esse cillum dolore "
+    "eu fugiat nulla pariatur. Excepteur sint occaecat cupidatat non proident, sunt in culpa qui officia "
+    "deserunt mollit anim id est laborum."
+).split()
+LOREM_DEFAULT_TOKENS = 40
+MODELS = ("echo", "lorem")
+_TOKEN = re.compile(r"\s*\S{1,8}|\s+$")
+_MAX_SCHEMA_DEPTH = 8
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """Everything the simulated model will say, decided before the first token."""
+
+    pieces: tuple[Delta, ...]
+    finish_reason: str
+    prompt_tokens: int
+
+
+class SimulatedProvider:
+    def __init__(self, provider: ProviderSettings) -> None:
+        self._interval = 1.0 / provider.tokens_per_second if provider.tokens_per_second > 0 else 0.0
+
+    async def stream(self, job: CompletionJob) -> AsyncIterator[Delta]:
+        plan = plan_completion(job)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for emitted, piece in enumerate(plan.pieces, start=1):
+            await asyncio.sleep(max(0.0, started + emitted * self._interval - loop.time()))
+            yield piece
+        yield Delta(finish_reason=plan.finish_reason)
+        yield Delta(usage=Usage(prompt_tokens=plan.prompt_tokens, completion_tokens=len(plan.pieces)))
+
+    async def aclose(self) -> None:
+        return None
+
+
+def plan_completion(job: CompletionJob) -> _Plan:
+    body = job.body
+    if job.upstream_model not in MODELS:
+        raise UpstreamBadRequest(
+            f"The simulated provider has no model {job.upstream_model!r} (it serves {', '.join(MODELS)}).",
+            param="model",
+        )
+    prompt_tokens = count_prompt_tokens(body)
+    tool = _chosen_tool(body)
+    if tool is not None:
+        return _Plan(_tool_call_pieces(job, tool), "tool_calls", prompt_tokens)
+    text = _base_text(job)
+    response_format = body.get("response_format") or {}
+    if response_format.get("type") == "json_object":
+        text = orjson.dumps({"model": job.upstream_model, "text": text}).decode()
+    elif response_format.get("type") == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema") or {}
+        text = orjson.dumps(example_value(schema, _few_words(text), schema)).decode()
+    finish_reason = "stop"
+    text = _cut_at_stop(text, body.get("stop"))
+    tokens = _TOKEN.findall(text)
+    limit = _max_tokens(body)
+    if limit is not None and len(tokens) > limit:
+        tokens, finish_reason = tokens[:limit], "length"
+    elif job.upstream_model == "lorem" and limit is not None and len(tokens) == limit:
+        finish_reason = "length"
+    return _Plan(tuple(Delta(content=t) for t in tokens), finish_reason, prompt_tokens)
+
+
+def _base_text(job: CompletionJob) -> str:
+    if job.upstream_model == "echo":
+        users = [m for m in job.body.get("messages") or () if isinstance(m, dict) and m.get("role") == "user"]
+        return message_text(users[-1]) if users else ""
+    limit = _max_tokens(job.body)
+    length = limit if limit is not None else LOREM_DEFAULT_TOKENS
+    return " ".join(itertools.islice(itertools.cycle(LOREM), length))
+
+
+def _max_tokens(body: dict[str, Any]) -> int | None:
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return max(0, value)
+    return None
+
+
+def _cut_at_stop(text: str, stop: Any) -> str:
+    sequences = [stop] if isinstance(stop, str) else [s for s in stop or () if isinstance(s, str)]
+    cuts = [text.find(s) for s in sequences if s and s in text]
+    return text[: min(cuts)] if cuts else text
+
+
+def _few_words(text: str) -> str:
+    return " ".join(text.split()[:6])
+
+
+def _chosen_tool(body: dict[str, Any]) -> dict[str, Any] | None:
+    tools = [
+        t for t in body.get("tools") or () if isinstance(t, dict) and isinstance(t.get("function"), dict)
+    ]
+    choice = body.get("tool_choice")
+    if not tools or choice == "none":
+        return None
+    if isinstance(choice, dict):
+        wanted = (choice.get("function") or {}).get("name")
+        named = [t["function"] for t in tools if t["function"].get("name") == wanted]
+        if not named:
+            raise UpstreamBadRequest(
+                f"tool_choice names an unknown function {wanted!r}.", param="tool_choice"
+            )
+        return named[0]
+    function: dict[str, Any] = tools[0]["function"]
+    return function
+
+
+def _tool_call_pieces(job: CompletionJob, function: dict[str, Any]) -> tuple[Delta, ...]:
+    schema = function.get("parameters") or {"type": "object", "properties": {}}
+    users = [m for m in job.body.get("messages") or () if isinstance(m, dict) and m.get("role") == "user"]
+    hint = _few_words(message_text(users[-1])) if users else "example"
+    arguments = orjson.dumps(example_value(schema, hint or "example", schema)).decode()
+    call_id = "call_" + hashlib.sha256(job.request_id.encode()).hexdigest()[:24]
+    first = Delta(
+        tool_calls=(ToolCallDelta(index=0, id=call_id, name=str(function.get("name", "")), arguments=""),)
+    )
+    rest = (Delta(tool_calls=(ToolCallDelta(index=0, arguments=part),)) for part in _slices(arguments, 8))
+    return (first, *rest)
+
+
+def _slices(text: str, size: int) -> Iterator[str]:
+    return (text[i : i + size] for i in range(0, len(text), size))
+
+
+def example_value(schema: Any, text: str, root: Any, depth: int = 0) -> Any:
+    """A value that validates against a (reasonable) JSON schema; strings are filled with ``text``."""
+    if not isinstance(schema, dict) or depth > _MAX_SCHEMA_DEPTH:
+        return text
+    if isinstance(schema.get("$ref"), str):
+        return example_value(_resolve(schema["$ref"], root), text, root, depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    for combinator in ("anyOf", "oneOf", "allOf"):
+        if schema.get(combinator):
+            return example_value(schema[combinator][0], text, root, depth + 1)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object" or (kind is None and "properties" in schema):
+        properties = schema.get("properties") or {}
+        return {name: example_value(sub, text, root, depth + 1) for name, sub in properties.items()}
+    if kind == "array":
+        count = max(1, int(schema.get("minItems", 1)))
+        return [example_value(schema.get("items") or {}, text, root, depth + 1) for _ in range(count)]
+    if kind == "integer":
+        return int(schema.get("minimum", 1))
+    if kind == "number":
+        return float(schema.get("minimum", 1.0))
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    return text
+
+
+def _resolve(ref: str, root: Any) -> Any:
+    node = root
+    for part in ref.removeprefix("#/").split("/"):
+        if not isinstance(node, dict) or part not in node:
+            return {}
+        node = node[part]
+    return node

@@ -1,0 +1,106 @@
+"""Per-job frame publisher that coalesces chunks and keeps frames in order.
+
+A chunk that arrives while no publish of its job is in flight goes out at once; chunks arriving while one
+is in flight are joined into the next single ``C`` frame.  There is never more than one publish of a job
+in flight, so Redis pub/sub delivers its frames in ``seq`` order.  The final frame (``D`` or ``E``) can
+carry other Redis commands (rq's bookkeeping) in the same round trip, queued before the ``PUBLISH`` so
+that whoever sees the final frame also sees the bookkeeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aredis
+from redis.exceptions import RedisError
+
+from shared import events
+from shared.errors import ServiceUnavailable
+from shared.rq_bridge import Command, replay
+
+
+class FramePublisher:
+    def __init__(self, redis: aredis.Redis, channel: str, request_id: str) -> None:
+        self._redis = redis
+        self._channel = channel
+        self._request_id = request_id
+        self._seq = 0
+        self._pending: list[bytes] = []
+        self._in_flight: asyncio.Task[None] | None = None
+        self._failure: ServiceUnavailable | None = None
+        self.published = 0  # PUBLISH commands sent, for tests and stats
+
+    def _frame(self, kind: bytes, meta: dict[str, Any] | None = None, payload: bytes = b"") -> bytes:
+        frame = events.encode(kind, self._request_id, self._seq, meta, payload)
+        self._seq += 1
+        return frame
+
+    async def start(self, meta: dict[str, Any]) -> None:
+        """Publish the ``S`` frame (the first one; nothing else is in flight yet)."""
+        await self._publish([], [self._frame(events.START, meta)])
+
+    def send_chunks(self, sse: bytes) -> None:
+        """Queue SSE bytes for a ``C`` frame; publishes at once unless a publish is in flight."""
+        if self._failure is not None:
+            raise self._failure
+        self._pending.append(sse)
+        if self._in_flight is None:
+            self._in_flight = asyncio.get_running_loop().create_task(self._drain())
+
+    async def finish(
+        self, kind: bytes, meta: dict[str, Any], payload: bytes = b"", commands: Sequence[Command] = ()
+    ) -> None:
+        """Publish the final frame after every queued chunk, with ``commands`` in the same round trip.
+
+        For ``D`` the chunks still queued are prepended to its payload (they are SSE bytes too); before
+        ``E`` they go out as one last ``C`` frame.
+        """
+        await self.flush()
+        frames: list[bytes] = []
+        if self._pending and kind == events.DONE:
+            payload = b"".join([*self._pending, payload])
+        elif self._pending:
+            frames.append(self._frame(events.CHUNKS, None, b"".join(self._pending)))
+        self._pending.clear()
+        frames.append(self._frame(kind, meta, payload))
+        await self._publish(commands, frames)
+
+    async def flush(self) -> None:
+        """Wait for the publish in flight (if any) to land; raise if publishing failed."""
+        if self._in_flight is not None:
+            await asyncio.shield(self._in_flight)
+        if self._failure is not None:
+            raise self._failure
+
+    def abandon(self) -> None:
+        """Stop publishing (the job was cancelled): drop queued chunks, stop the one in flight."""
+        self._pending.clear()
+        if self._in_flight is not None:
+            self._in_flight.cancel()
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                payload = b"".join(self._pending)
+                self._pending.clear()
+                await self._publish([], [self._frame(events.CHUNKS, None, payload)])
+        except ServiceUnavailable as exc:
+            self._failure = exc
+        finally:
+            self._in_flight = None
+
+    async def _publish(self, commands: Sequence[Command], frames: list[bytes]) -> None:
+        try:
+            if not commands and len(frames) == 1:
+                await self._redis.publish(self._channel, frames[0])
+            else:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    replay(pipe, commands)
+                    for frame in frames:
+                        pipe.publish(self._channel, frame)
+                    await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise ServiceUnavailable("Lost the connection to Redis while publishing a reply.") from exc
+        self.published += len(frames)

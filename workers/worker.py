@@ -1,0 +1,375 @@
+"""``AsyncWorker``: an rq worker that runs up to N jobs of one pool at once on one asyncio loop.
+
+It stays on rq's data model (worker registration and heartbeats, BLMOVE through the intermediate queue,
+started/finished/failed registries, executions, job counts), so ``rq info`` and rq-dashboard tell the
+truth, but does rq's writes with :mod:`workers.bookkeeping` on asyncio Redis:
+
+    BLMOVE (its own connection)  →  one pipeline: load the job, check its cancel marker, mark it started
+    →  S, C… frames  →  one pipeline: rq's finished/failed bookkeeping, then the D/E frame
+
+A slot is taken before each BLMOVE, so the worker never holds more jobs than it can run.  A heartbeat
+task refreshes rq's worker hash, every running execution and AIOrouter's liveness keys; a thread runs
+rq's registry maintenance (sync code, off the loop), which is what fails the jobs of a worker that died.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import signal
+import threading
+from dataclasses import dataclass, field
+
+import orjson
+import redis
+import redis.asyncio as aredis
+from redis.exceptions import RedisError
+from rq.intermediate_queue import IntermediateQueue
+from rq.worker.base import BaseWorker, WorkerStatus
+
+from shared import events, keys
+from shared.errors import WorkerLost
+from shared.jobs import CompletionJob
+from shared.rq_bridge import Command, replay
+from shared.serialization import OrjsonSerializer
+from shared.settings import Settings
+from workers import bookkeeping
+from workers.bookkeeping import StartedJob
+from workers.completion import Outcome, complete
+from workers.providers import make_adapter
+from workers.providers.base import ProviderAdapter
+from workers.publisher import FramePublisher
+
+log = logging.getLogger(__name__)
+
+DEQUEUE_TIMEOUT = 1.0  # seconds a BLMOVE blocks; bounds how long a shutdown waits for the dequeue loop
+MAINTENANCE_INTERVAL = 30.0  # seconds between runs of rq's registry clean-up
+SHUTDOWN_GRACE = 30.0  # seconds in-flight jobs get to finish after SIGTERM
+_RETRY_PAUSE = 1.0
+
+
+@dataclass(slots=True)
+class _Run:
+    """One job this process holds, from BLMOVE to its last write."""
+
+    job_id: str
+    started: StartedJob | None = None
+    task: asyncio.Task[Outcome] | None = None
+    stop_reason: str = ""  # "cancelled" (client went away) or "shutdown"
+    finalized: bool = False
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class AsyncWorker(BaseWorker):
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        pool: str,
+        concurrency: int,
+        connection: redis.Redis,
+        name: str | None = None,
+        maintenance_interval: float = MAINTENANCE_INTERVAL,
+        shutdown_grace: float = SHUTDOWN_GRACE,
+    ) -> None:
+        super().__init__(
+            [pool],
+            name=name,
+            connection=connection,
+            serializer=OrjsonSerializer,
+            worker_ttl=max(1, math.ceil(settings.worker_dead_after)),
+            default_result_ttl=settings.result_ttl,
+            maintenance_interval=int(maintenance_interval),
+        )
+        self.settings = settings
+        self.pool = pool
+        self.concurrency = concurrency
+        self.shutdown_grace = shutdown_grace
+        self.maintenance_every = maintenance_interval
+        self.execution_ttl = max(3, math.ceil(2 * settings.worker_dead_after))
+        self._runs: dict[str, _Run] = {}
+        self._stopping = False
+        self._force = asyncio.Event()
+        self._wake = asyncio.Event()  # a slot freed up, or a stop was requested
+        self._maintenance_stop = threading.Event()
+
+    # --- rq's interface -----------------------------------------------------------------------------
+
+    def get_heartbeat_ttl(self, job: object, working_time: float = 0.0) -> int:
+        """Executions live twice ``worker_dead_after``: past that, rq's clean-up may fail the job."""
+        return self.execution_ttl
+
+    def work(self, burst: bool = False, **_: object) -> bool:  # type: ignore[override]
+        """Run until stopped (or, with ``burst``, until the queue is empty); True if a job ran."""
+        try:
+            import uvloop
+
+            return uvloop.run(self.run(burst=burst))
+        except ImportError:  # uvloop is optional (not on Windows)
+            return asyncio.run(self.run(burst=burst))
+
+    def request_stop(self, signum: object = None, frame: object = None) -> None:
+        """Warm shutdown: stop dequeuing, let in-flight jobs finish; a second request stops at once."""
+        if self._stopping:
+            self._force.set()
+        self._stopping = True
+        self._wake.set()
+        self.log.info("Worker %s: stop requested; %d job(s) in flight", self.name, len(self._runs))
+
+    # --- the loop -----------------------------------------------------------------------------------
+
+    async def run(self, burst: bool = False) -> bool:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        self._redis = _client(self.settings.redis_url, max_connections=max(4, min(self.concurrency, 64)))
+        self._blocking = aredis.Redis.from_url(
+            self.settings.redis_url, max_connections=1, socket_timeout=DEQUEUE_TIMEOUT + 10
+        )
+        adapter = make_adapter(self.settings.provider(self.pool))
+        await asyncio.to_thread(self._register_birth)
+        await self._beat()
+        maintenance = threading.Thread(target=self._maintain, name=f"rq-maintenance-{self.name}", daemon=True)
+        maintenance.start()
+        helpers = [
+            loop.create_task(self._heartbeats()),
+            loop.create_task(self._listen_for_cancels()),
+        ]
+        worked = False
+        try:
+            worked = await self._dequeue(adapter, burst)
+            await self._drain()
+        finally:
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            self._maintenance_stop.set()
+            await asyncio.to_thread(maintenance.join, 5)
+            await self._depart()
+            await adapter.aclose()
+            await self._redis.aclose()
+            await self._blocking.aclose()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+        return worked
+
+    def _register_birth(self) -> None:
+        self.register_birth()
+        self.set_state(WorkerStatus.STARTED)
+        self.log.info("Worker %s: serving pool %s with %d slots", self.name, self.pool, self.concurrency)
+
+    async def _depart(self) -> None:
+        try:
+            await self._execute(bookkeeping.departure_commands(self, self.pool))
+            await asyncio.to_thread(self.register_death)
+        except (RedisError, OSError):
+            self.log.warning("Worker %s: could not register its death", self.name, exc_info=True)
+
+    async def _dequeue(self, adapter: ProviderAdapter, burst: bool) -> bool:
+        """Take jobs while a slot is free: never more jobs held than ``concurrency``."""
+        source = keys.rq_queue_key(self.pool)
+        target = IntermediateQueue.get_intermediate_queue_key(source)
+        worked = False
+        while not self._stopping:
+            if len(self._runs) >= self.concurrency:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            try:
+                if burst:
+                    raw = await self._blocking.lmove(source, target, "LEFT", "RIGHT")
+                else:
+                    raw = await self._blocking.blmove(source, target, DEQUEUE_TIMEOUT, "LEFT", "RIGHT")
+            except (RedisError, OSError):
+                self.log.warning("Worker %s: dequeue failed; retrying", self.name, exc_info=True)
+                await asyncio.sleep(_RETRY_PAUSE)
+                continue
+            if raw is None:
+                if burst:
+                    break
+                continue
+            worked = True
+            run = _Run(raw.decode())
+            self._runs[run.job_id] = run
+            asyncio.get_running_loop().create_task(self._run(run, adapter))
+        return worked
+
+    async def _drain(self) -> None:
+        """Wait for in-flight jobs: all of them, within the grace period, then stop the rest."""
+        if not self._runs:
+            return
+        pending = [run.done.wait() for run in self._runs.values()]
+        waiting = asyncio.gather(*pending)
+        timeout = self.shutdown_grace if self._stopping else None
+        force = asyncio.ensure_future(self._force.wait())
+        await asyncio.wait([waiting, force], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        force.cancel()
+        for run in list(self._runs.values()):
+            self._stop(run, "shutdown")
+        await asyncio.wait_for(asyncio.shield(waiting), timeout=10)
+
+    # --- one job ------------------------------------------------------------------------------------
+
+    async def _run(self, run: _Run, adapter: ProviderAdapter) -> None:
+        try:
+            await self._execute_job(run, adapter)
+        except Exception:
+            self.log.exception("Worker %s: job %s broke the worker's bookkeeping", self.name, run.job_id)
+        finally:
+            self._runs.pop(run.job_id, None)
+            run.done.set()
+            self._wake.set()
+
+    async def _execute_job(self, run: _Run, adapter: ProviderAdapter) -> None:
+        started, cancelled = await self._start(run.job_id)
+        if started is None:
+            return
+        run.started = started
+        if cancelled or run.stop_reason == "cancelled":
+            commands = bookkeeping.failure_commands(
+                self,
+                started,
+                "Cancelled: the client went away before the job started.",
+                stopped=True,
+                idle=self._idle(),
+            )
+            await self._execute(commands)
+            return
+        job = CompletionJob.from_wire(started.job.args[0])
+        publisher = FramePublisher(self._redis, job.reply_to, job.request_id)
+
+        def final_commands(outcome: Outcome) -> list[Command]:
+            run.finalized = True
+            if outcome.error is None:
+                return bookkeeping.success_commands(self, started, outcome.summary(), idle=self._idle())
+            reason = f"{type(outcome.error).__name__}: {outcome.error.message}"
+            return bookkeeping.failure_commands(self, started, reason, stopped=False, idle=self._idle())
+
+        run.task = asyncio.get_running_loop().create_task(
+            complete(job, adapter, publisher, worker_name=self.name, final_commands=final_commands)
+        )
+        try:
+            await run.task
+        except asyncio.CancelledError:
+            if run.finalized:
+                return
+            await self._record_stop(run, started, publisher)
+
+    async def _record_stop(self, run: _Run, started: StartedJob, publisher: FramePublisher) -> None:
+        if run.stop_reason == "cancelled":
+            publisher.abandon()
+            reason = "Cancelled: the client went away."
+            await self._execute(
+                bookkeeping.failure_commands(self, started, reason, stopped=True, idle=self._idle())
+            )
+            return
+        error = WorkerLost("The worker shut down before the completion finished.")
+        commands = bookkeeping.failure_commands(
+            self, started, f"WorkerLost: {error.message}", stopped=False, idle=self._idle()
+        )
+        await publisher.finish(events.ERROR, error.to_event(), b"", commands)
+
+    async def _start(self, job_id: str) -> tuple[StartedJob | None, bool]:
+        """One round trip: read the job and its cancel marker, and mark it started."""
+        shell = bookkeeping.job_shell(job_id, self.pool)
+        execution, commands = bookkeeping.start_commands(self, shell, self.execution_ttl)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(shell.key)
+            pipe.exists(keys.cancelled_marker(job_id))
+            replay(pipe, commands)
+            raw, cancelled, *_ = await pipe.execute()
+        if not raw:
+            self.log.warning("Worker %s: job %s vanished before it started", self.name, job_id)
+            await self._execute(bookkeeping.forget_commands(self, shell, execution))
+            return None, False
+        job = bookkeeping.adopt(shell, raw)
+        execution._job = job
+        return StartedJob(job, execution), bool(cancelled)
+
+    def _stop(self, run: _Run, reason: str) -> None:
+        if run.stop_reason:
+            return
+        run.stop_reason = reason
+        if run.task is not None:
+            run.task.cancel()
+
+    def _idle(self) -> bool:
+        return len(self._runs) <= 1
+
+    async def _execute(self, commands: list[Command]) -> list[object]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            replay(pipe, commands)
+            return list(await pipe.execute())
+
+    # --- background duties --------------------------------------------------------------------------
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.worker_heartbeat_interval)
+            try:
+                await self._beat()
+            except (RedisError, OSError):
+                self.log.warning("Worker %s: heartbeat failed", self.name, exc_info=True)
+
+    async def _beat(self) -> None:
+        running = [run.started for run in self._runs.values() if run.started is not None]
+        commands = bookkeeping.heartbeat_commands(
+            self,
+            running,
+            pool=self.pool,
+            execution_ttl=self.execution_ttl,
+            alive_ttl_ms=int(self.settings.worker_dead_after * 1000),
+        )
+        replies = await self._execute(commands)
+        if replies and replies[0] == 1:  # rq's worker hash had expired: HSET created it anew
+            await self._execute(bookkeeping.rebirth_commands(self))
+
+    async def _listen_for_cancels(self) -> None:
+        """Cancel requests: the ingress' broadcast (payload = job id) and rq's own worker commands."""
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(keys.CANCEL_CHANNEL, self.pubsub_channel_name)
+                async for message in pubsub.listen():
+                    self._on_message(message["channel"], message["data"])
+            except (RedisError, OSError):
+                self.log.warning(
+                    "Worker %s: cancel subscription lost; resubscribing", self.name, exc_info=True
+                )
+                await asyncio.sleep(_RETRY_PAUSE)
+            finally:
+                await pubsub.aclose()
+
+    def _on_message(self, channel: bytes, data: bytes) -> None:
+        if channel.decode() == keys.CANCEL_CHANNEL:
+            job_id = data.decode()
+        else:
+            try:
+                command = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                return
+            if command.get("command") == "shutdown":
+                self.request_stop()
+                return
+            if command.get("command") not in ("stop-job", "stop-execution"):
+                return
+            job_id = str(command.get("job_id"))
+        run = self._runs.get(job_id)
+        if run is not None:
+            self.log.info("Worker %s: cancelling job %s", self.name, job_id)
+            self._stop(run, "cancelled")
+
+    def _maintain(self) -> None:
+        """rq's registry maintenance, in a thread: it is sync and may be slow, the loop must not wait."""
+        while not self._maintenance_stop.is_set():
+            try:
+                self.clean_registries()
+            except Exception:  # keep maintaining: a bad job record must not stop the clean-up for good
+                self.log.warning("Worker %s: registry maintenance failed", self.name, exc_info=True)
+            self._maintenance_stop.wait(self.maintenance_every)
+
+
+def _client(url: str, *, max_connections: int) -> aredis.Redis:
+    pool = aredis.BlockingConnectionPool.from_url(url, max_connections=max_connections)
+    return aredis.Redis(connection_pool=pool)
