@@ -1,0 +1,163 @@
+"""Usage: one record per request, and per-day per-model totals for reports.
+
+:func:`record_usage` appends the record to the account's stream and to the operators' stream (both
+trimmed, ``XADD MAXLEN ~``) and adds it to the account's hash for that UTC day
+(:func:`shared.keys.usage_daily`, fields ``<model>|<counter>``), all in one transaction.  The day hashes
+expire after :data:`shared.keys.USAGE_DAILY_TTL`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import redis.asyncio as aredis
+
+from shared import keys
+
+OK = "ok"
+"""The status of a request that completed; any other status (an error code, ``cancelled``) counts as an
+error in the daily totals."""
+
+MAX_REPORT_DAYS = 366
+COUNTERS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost_micros", "latency_ms")
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    request_id: str
+    account_id: str
+    key_id: str
+    model: str
+    provider: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_micros: int
+    latency_ms: int
+    status: str
+    at: float  # unix seconds when the request ended
+
+    @property
+    def day(self) -> str:
+        return datetime.fromtimestamp(self.at, UTC).date().isoformat()
+
+    def to_fields(self) -> dict[str, str]:
+        return {name: str(value) for name, value in asdict(self).items()}
+
+    @classmethod
+    def from_fields(cls, data: Mapping[Any, Any]) -> UsageRecord:
+        text = {_text(k): _text(v) for k, v in data.items()}
+        values: dict[str, Any] = {}
+        for spec in fields(cls):
+            raw = text.get(spec.name, "")
+            if spec.type == "int":
+                values[spec.name] = int(raw or 0)
+            elif spec.type == "float":
+                values[spec.name] = float(raw or 0)
+            else:
+                values[spec.name] = raw
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class DailyModelUsage:
+    day: str  # YYYY-MM-DD, UTC
+    model: str
+    requests: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_micros: int = 0
+    latency_ms: int = 0  # summed; divide by requests for the mean
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+async def record_usage(redis: aredis.Redis, record: UsageRecord) -> None:
+    """Append one request's record and add it to its day's totals, in one transaction."""
+    daily_key = keys.usage_daily(record.account_id, record.day)
+    entry = record.to_fields()
+    increments = {
+        "requests": 1,
+        "errors": 0 if record.status == OK else 1,
+        "prompt_tokens": record.prompt_tokens,
+        "completion_tokens": record.completion_tokens,
+        "cost_micros": record.cost_micros,
+        "latency_ms": record.latency_ms,
+    }
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.xadd(
+            keys.usage_records(record.account_id),
+            entry,  # type: ignore[arg-type]
+            maxlen=keys.USAGE_RECORDS_MAXLEN,
+            approximate=True,
+        )
+        pipe.xadd(
+            keys.USAGE_ALL_RECORDS,
+            entry,  # type: ignore[arg-type]
+            maxlen=keys.USAGE_ALL_RECORDS_MAXLEN,
+            approximate=True,
+        )
+        for counter, amount in increments.items():
+            if amount:
+                pipe.hincrby(daily_key, f"{record.model}|{counter}", amount)
+        pipe.expire(daily_key, keys.USAGE_DAILY_TTL)
+        await pipe.execute()
+
+
+async def recent_usage(
+    redis: aredis.Redis, account_id: str | None = None, *, count: int = 100
+) -> list[UsageRecord]:
+    """The most recent records, newest first: one account's, or (``account_id`` None) everyone's."""
+    stream = keys.usage_records(account_id) if account_id is not None else keys.USAGE_ALL_RECORDS
+    rows = await redis.xrevrange(stream, count=count)
+    return [UsageRecord.from_fields(data or {}) for _, data in rows or ()]
+
+
+def days_between(start: date, end: date) -> list[date]:
+    """Every day from ``start`` to ``end`` inclusive; at most :data:`MAX_REPORT_DAYS`."""
+    if end < start:
+        raise ValueError("the report ends before it starts")
+    count = (end - start).days + 1
+    if count > MAX_REPORT_DAYS:
+        raise ValueError(f"a report covers at most {MAX_REPORT_DAYS} days")
+    return [start + timedelta(days=n) for n in range(count)]
+
+
+async def daily_usage(redis: aredis.Redis, account_id: str, start: date, end: date) -> list[DailyModelUsage]:
+    """Per-day per-model totals of one account, by day then model; days without usage are left out."""
+    days = days_between(start, end)
+    async with redis.pipeline(transaction=False) as pipe:
+        for day in days:
+            pipe.hgetall(keys.usage_daily(account_id, day.isoformat()))
+        rows = await pipe.execute()
+    report: list[DailyModelUsage] = []
+    for day, row in zip(days, rows, strict=True):
+        report.extend(_day_rows(day.isoformat(), row))
+    return report
+
+
+def totals_by_model(rows: Iterable[DailyModelUsage]) -> list[DailyModelUsage]:
+    """The rows of a report summed per model over its days (``day`` is left empty)."""
+    totals: dict[str, dict[str, int]] = {}
+    for row in rows:
+        model_totals = totals.setdefault(row.model, dict.fromkeys(COUNTERS, 0))
+        for counter in COUNTERS:
+            model_totals[counter] += getattr(row, counter)
+    return [DailyModelUsage(day="", model=model, **counts) for model, counts in sorted(totals.items())]
+
+
+def _day_rows(day: str, row: Mapping[Any, Any]) -> list[DailyModelUsage]:
+    per_model: dict[str, dict[str, int]] = {}
+    for field, value in row.items():
+        model, _, counter = _text(field).rpartition("|")
+        if counter in COUNTERS:
+            per_model.setdefault(model, {})[counter] = int(value)
+    return [DailyModelUsage(day=day, model=model, **counts) for model, counts in sorted(per_model.items())]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
