@@ -21,15 +21,17 @@ from typing import Any
 import httpx
 import redis.asyncio as aredis
 
-from shared import api_keys
+from shared import accounts
 from shared.cli.config_option import add_config_option, settings_from_args
 from shared.cli.dev_banner import DevSystem, banner
 from shared.cli.dev_processes import Child, ChildGroup
 from shared.cli.dev_redis import dev_redis, free_port
 from shared.cli.failures import CommandFailed
+from shared.cli.key_issuing import IssuedKey, issue_key
 from shared.settings import Settings
 
 DEV_ACCOUNT = "dev"
+DEV_PLAN = "developer"
 _READY_TIMEOUT = 60.0
 _POLL_INTERVAL = 0.25
 
@@ -95,12 +97,12 @@ def _serve(
     children.start("ingress", "ingress", "--host", "127.0.0.1", "--port", str(port))
     base = f"http://127.0.0.1:{port}"
     _wait_until_ready(children, f"{base}/readyz")
-    secret, record = asyncio.run(_create_dev_key(redis_url))
+    issued = asyncio.run(_create_dev_key(redis_url, settings))
     system = DevSystem(
         base_url=f"{base}/v1",
-        secret=secret,
-        key_id=record.key_id,
-        account_id=record.account_id,
+        secret=issued.secret,
+        key_id=issued.record.key_id,
+        account_id=issued.record.account_id,
         model=_example_model(settings, pools),
         redis=redis_description,
         pools=tuple(pools),
@@ -153,12 +155,13 @@ def _wait_until_ready(children: ChildGroup, readyz: str) -> None:
     raise CommandFailed(f"the ingress was not ready within {_READY_TIMEOUT:.0f}s ({readyz}: {last})")
 
 
-async def _create_dev_key(redis_url: str) -> tuple[str, api_keys.ApiKeyRecord]:
+async def _create_dev_key(redis_url: str, settings: Settings) -> IssuedKey:
+    """A key on the ``dev`` account, which is created on the developer plan the first time."""
     client = aredis.Redis.from_url(redis_url)
     try:
-        return await api_keys.create_key(
-            client, account_id=DEV_ACCOUNT, plan="developer", name="aiorouter dev"
-        )
+        new_account = await accounts.get_account(client, DEV_ACCOUNT) is None
+        plan = DEV_PLAN if new_account and DEV_PLAN in settings.plans else None
+        return await issue_key(client, settings, account_id=DEV_ACCOUNT, plan=plan, name="aiorouter dev")
     finally:
         await client.aclose()
 

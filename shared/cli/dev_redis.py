@@ -22,7 +22,7 @@ from typing import Literal
 
 import redis
 
-from shared.cli.failures import CommandFailed, printable_url, redis_unreachable
+from shared.cli.failures import CommandFailed, printable_url, redis_failure
 from shared.settings import Settings
 
 RedisSource = Literal["configured", "redis-server", "embedded"]
@@ -158,7 +158,7 @@ def _wait_until_reachable(url: str, *, timeout: float) -> None:
     try:
         client.ping()
     except redis.RedisError as exc:
-        raise redis_unreachable(url, exc) from exc
+        raise redis_failure(url, exc) from exc
     finally:
         client.close()
 

@@ -15,8 +15,11 @@ class CommandFailed(Exception):
         self.exit_status = exit_status
 
 
-def redis_unreachable(url: str, exc: redis.RedisError) -> CommandFailed:
-    return CommandFailed(f"cannot reach Redis at {printable_url(url)}: {exc}")
+def redis_failure(url: str, exc: redis.RedisError) -> CommandFailed:
+    """One line for a Redis error: unreachable (connection, timeout) or an error Redis answered."""
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        return CommandFailed(f"cannot reach Redis at {printable_url(url)}: {exc}")
+    return CommandFailed(f"Redis at {printable_url(url)} answered an error: {exc}")
 
 
 def printable_url(url: str) -> str:

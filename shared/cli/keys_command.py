@@ -4,24 +4,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 import redis
 import redis.asyncio as aredis
 
 from shared import api_keys
+from shared.accounts import ACCOUNT_ID_RE
 from shared.cli.config_option import add_config_option, settings_from_args
-from shared.cli.failures import CommandFailed, redis_unreachable
+from shared.cli.failures import CommandFailed, redis_failure
+from shared.cli.key_issuing import issue_key
+from shared.errors import AIORouterError
 from shared.settings import Settings
 
-_IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
 _REDIS_CONNECT_TIMEOUT = 3.0
 
-T = TypeVar("T")
+Action = Callable[[aredis.Redis, Settings, argparse.Namespace], Awaitable[int]]
 
 
 def register(commands: Any) -> None:
@@ -30,9 +31,15 @@ def register(commands: Any) -> None:
     )
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
-    create = actions.add_parser("create", help="create a key and print its secret once")
+    create = actions.add_parser(
+        "create",
+        help="create a key and print its secret once",
+        description="Create a key on an account; the account is created first if it does not exist.",
+    )
     create.add_argument("--account", default="default", help="account id the key bills to (default: default)")
-    create.add_argument("--plan", help="plan of the key, one of the settings' plans (default: default_plan)")
+    create.add_argument(
+        "--plan", help="plan of a new account, one of the settings' plans (default: settings.default_plan)"
+    )
     create.add_argument("--name", default="", help="a label for people")
     create.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     create.set_defaults(handler=_run(_create))
@@ -50,63 +57,59 @@ def register(commands: Any) -> None:
         add_config_option(sub)
 
 
-def _run(
-    action: Callable[[aredis.Redis, argparse.Namespace], Awaitable[int]],
-) -> Callable[[argparse.Namespace], int]:
+def _run(action: Action) -> Callable[[argparse.Namespace], int]:
     def handler(args: argparse.Namespace) -> int:
-        _check_identifiers(args)
+        _check_arguments(args)
         settings = settings_from_args(args)
-        if "plan" in args:
-            args.plan = _known_plan(settings, args.plan)
-        return asyncio.run(_with_redis(settings.redis_url, lambda client: action(client, args)))
+        if getattr(args, "plan", None) is not None and args.plan not in settings.plans:
+            known = ", ".join(settings.plans)
+            raise CommandFailed(f"unknown plan {args.plan!r}; the settings define: {known}", exit_status=2)
+        return asyncio.run(_with_redis(settings, args, action))
 
     return handler
 
 
-async def _with_redis(url: str, body: Callable[[aredis.Redis], Awaitable[T]]) -> T:
-    client = aredis.Redis.from_url(url, socket_connect_timeout=_REDIS_CONNECT_TIMEOUT)
+async def _with_redis(settings: Settings, args: argparse.Namespace, action: Action) -> int:
+    client = aredis.Redis.from_url(settings.redis_url, socket_connect_timeout=_REDIS_CONNECT_TIMEOUT)
     try:
-        return await body(client)
+        return await action(client, settings, args)
     except redis.RedisError as exc:
-        raise redis_unreachable(url, exc) from exc
+        raise redis_failure(settings.redis_url, exc) from exc
+    except AIORouterError as exc:
+        raise CommandFailed(exc.message) from exc
     finally:
         await client.aclose()
 
 
-def _known_plan(settings: Settings, plan: str | None) -> str:
-    if plan is None:
-        return settings.default_plan
-    if plan not in settings.plans:
-        known = ", ".join(settings.plans)
-        raise CommandFailed(f"unknown plan {plan!r}; the settings define: {known}", exit_status=2)
-    return plan
+def _check_arguments(args: argparse.Namespace) -> None:
+    account = getattr(args, "account", None)
+    if account is not None and not ACCOUNT_ID_RE.match(account):
+        raise CommandFailed(
+            f"--account {account!r} is not a valid id (letters, digits, and _ . : @ -; at most 128)",
+            exit_status=2,
+        )
 
 
-def _check_identifiers(args: argparse.Namespace) -> None:
-    for option in ("account",):
-        value = getattr(args, option, None)
-        if value is not None and not _IDENTIFIER.match(value):
-            raise CommandFailed(
-                f"--{option} {value!r} is not a valid id (letters, digits, and _ . : @ -; at most 128)",
-                exit_status=2,
-            )
-
-
-async def _create(client: aredis.Redis, args: argparse.Namespace) -> int:
-    secret, record = await api_keys.create_key(
-        client, account_id=args.account, plan=args.plan, name=args.name
-    )
+async def _create(client: aredis.Redis, settings: Settings, args: argparse.Namespace) -> int:
+    issued = await issue_key(client, settings, account_id=args.account, plan=args.plan, name=args.name)
+    record = issued.record
     if args.json:
-        print(orjson.dumps({"secret": secret, **_record_json(record)}).decode())
+        extra = {"dashboard_token": issued.new_account_token} if issued.new_account_token else {}
+        print(orjson.dumps({"secret": issued.secret, **_record_json(record), **extra}).decode())
         return 0
+    if issued.new_account_token:
+        print(
+            f"Created account {record.account_id} (plan {record.plan}); "
+            f"its dashboard token, shown only this once: {issued.new_account_token}"
+        )
     print(
         f"Created key {record.key_id} (account {record.account_id}, plan {record.plan}).\n"
-        f"Secret, shown only this once:\n\n    {secret}\n"
+        f"Secret, shown only this once:\n\n    {issued.secret}\n"
     )
     return 0
 
 
-async def _list(client: aredis.Redis, args: argparse.Namespace) -> int:
+async def _list(client: aredis.Redis, settings: Settings, args: argparse.Namespace) -> int:
     records = await api_keys.list_keys(client, args.account)
     if args.json:
         print(orjson.dumps([_record_json(r) for r in records]).decode())
@@ -116,14 +119,7 @@ async def _list(client: aredis.Redis, args: argparse.Namespace) -> int:
         return 0
     rows = [("KEY ID", "ACCOUNT", "PLAN", "STATUS", "CREATED (UTC)", "NAME")]
     rows += [
-        (
-            r.key_id,
-            r.account_id,
-            r.plan,
-            "revoked" if r.revoked else "active",
-            _timestamp(r.created_at),
-            r.name,
-        )
+        (r.key_id, r.account_id, r.plan, "revoked" if r.revoked else "active", _utc(r.created_at), r.name)
         for r in records
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -132,10 +128,10 @@ async def _list(client: aredis.Redis, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _revoke(client: aredis.Redis, args: argparse.Namespace) -> int:
+async def _revoke(client: aredis.Redis, settings: Settings, args: argparse.Namespace) -> int:
     if not await api_keys.revoke_key(client, args.key_id):
         raise CommandFailed(f"no key with id {args.key_id!r} (see `aiorouter keys list`)")
-    print(f"Revoked key {args.key_id}; every ingress stops accepting it within its key cache TTL.")
+    print(f"Revoked key {args.key_id}; every ingress refuses it within its key cache TTL.")
     return 0
 
 
@@ -150,5 +146,5 @@ def _record_json(record: api_keys.ApiKeyRecord) -> dict[str, Any]:
     }
 
 
-def _timestamp(unix: float) -> str:
+def _utc(unix: float) -> str:
     return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%d %H:%M:%S")

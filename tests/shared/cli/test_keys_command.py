@@ -9,7 +9,7 @@ import pytest
 import redis
 import redis.asyncio as aredis
 
-from shared import api_keys
+from shared import api_keys, keys
 from shared.cli import main
 from shared.settings import load_settings
 
@@ -36,7 +36,7 @@ def test_create_prints_a_working_secret_once(
     out = capsys.readouterr().out
     secret = next(word for word in out.split() if word.startswith("ak-"))
     assert api_keys.parse_bearer(f"Bearer {secret}") == secret
-    record = cli_env.hgetall(f"aior:apikey:{api_keys.digest(secret)}")
+    record = cli_env.hgetall(keys.api_key(api_keys.digest(secret)))
     assert record[b"account_id"] == b"acme" and record[b"plan"] == b"business" and record[b"name"] == b"ci"
     assert record[b"key_id"].decode() in out
     stored = [(name, cli_env.hgetall(name)) for name in cli_env.keys("*") if cli_env.type(name) == b"hash"]
@@ -46,9 +46,29 @@ def test_create_prints_a_working_secret_once(
 def test_create_json_has_secret_and_record(cli_env: redis.Redis, capsys: pytest.CaptureFixture[str]) -> None:
     """`--json` prints the secret and every record field; account and plan default from the settings."""
     created = _create(capsys)
-    assert set(created) == {"secret", "key_id", "account_id", "plan", "name", "created_at", "revoked"}
+    fields = {"secret", "key_id", "account_id", "plan", "name", "created_at", "revoked"}
+    assert set(created) == fields | {"dashboard_token"}  # the account was created with this first key
     assert created["account_id"] == "default" and created["revoked"] is False
     assert created["plan"] == load_settings(env={}).default_plan
+
+
+def test_first_key_creates_the_account(cli_env: redis.Redis, capsys: pytest.CaptureFixture[str]) -> None:
+    """The first key of an unknown account creates it on --plan; later keys join it without a new token."""
+    first = _create(capsys, "--account", "newco", "--plan", "business")
+    second = _create(capsys, "--account", "newco")
+    assert str(first["dashboard_token"]).startswith("dt-") and "dashboard_token" not in second
+    assert first["plan"] == second["plan"] == "business"
+    assert cli_env.hget(keys.account("newco"), "plan") == b"business"
+
+
+def test_plan_must_match_an_existing_account(
+    cli_env: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Asking for another plan than the existing account's is refused: a key takes its account's plan."""
+    _create(capsys, "--account", "acme", "--plan", "developer")
+    assert main(["keys", "create", "--account", "acme", "--plan", "business"]) == 1
+    err = capsys.readouterr().err
+    assert "developer" in err and "business" in err and err.count("\n") == 1
 
 
 def test_list_shows_keys_without_secrets(cli_env: redis.Redis, capsys: pytest.CaptureFixture[str]) -> None:
