@@ -1,0 +1,108 @@
+"""The chunk writer and message assembler produce OpenAI-exact objects from deltas."""
+
+from __future__ import annotations
+
+from tests.workers.factories import completion_job
+from tests.workers.openai_shapes import chunk_violations, completion_violations
+from workers.chunks import ChunkWriter, MessageAssembler
+from workers.providers.base import Delta, ToolCallDelta, Usage
+
+TOOL_DELTAS = [
+    Delta(tool_calls=(ToolCallDelta(0, id="call_a", name="get_weather", arguments=""),)),
+    Delta(tool_calls=(ToolCallDelta(0, id="call_a", name="get_weather", arguments='{"loc'),)),
+    Delta(tool_calls=(ToolCallDelta(0, arguments='ation": "Paris"}'),)),
+    Delta(tool_calls=(ToolCallDelta(1, id="call_b", name="get_time", arguments="{}"),)),
+    Delta(finish_reason="tool_calls"),
+    Delta(finish_reason="stop"),
+]
+
+
+def test_role_only_in_first_delta_and_one_finish_reason() -> None:
+    """Role appears once, in the first chunk; a repeated finish_reason from upstream is dropped."""
+    writer = ChunkWriter(completion_job())
+    deltas = [
+        Delta(content="Hel"),
+        Delta(content="lo"),
+        Delta(finish_reason="stop"),
+        Delta(finish_reason="stop"),
+    ]
+    chunks = [c for c in (writer.chunk(d) for d in deltas) if c is not None]
+    assert [c["choices"][0]["delta"] for c in chunks] == [
+        {"role": "assistant", "content": "Hel"},
+        {"content": "lo"},
+        {},
+    ]
+    assert [c["choices"][0]["finish_reason"] for c in chunks] == [None, None, "stop"]
+    for chunk in chunks:
+        assert chunk_violations(chunk) == []
+        assert chunk["object"] == "chat.completion.chunk"
+        assert chunk["model"] == "aiorouter/test-model"
+        assert chunk["choices"][0]["logprobs"] is None
+
+
+def test_tool_call_identity_only_in_each_calls_first_delta() -> None:
+    """id/type/name appear only in a call's first delta; index appears on every tool-call delta."""
+    writer = ChunkWriter(completion_job())
+    chunks = [c for c in (writer.chunk(d) for d in TOOL_DELTAS) if c is not None]
+    calls = [c["choices"][0]["delta"].get("tool_calls") for c in chunks]
+    assert calls[0] == [
+        {"index": 0, "id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": ""}}
+    ]
+    assert calls[1] == [{"index": 0, "function": {"arguments": '{"loc'}}]
+    assert calls[2] == [{"index": 0, "function": {"arguments": 'ation": "Paris"}'}}]
+    assert calls[3][0]["id"] == "call_b" and calls[3][0]["index"] == 1
+    assert [c["choices"][0]["finish_reason"] for c in chunks].count("tool_calls") == 1
+    assert len(chunks) == 5
+    assert all(chunk_violations(c) == [] for c in chunks)
+
+
+def test_usage_chunk_has_empty_choices() -> None:
+    """The usage chunk carries usage and ``choices: []`` and validates against the schema."""
+    writer = ChunkWriter(completion_job())
+    chunk = writer.usage_chunk(Usage(3, 4))
+    assert chunk["choices"] == []
+    assert chunk["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+    assert chunk_violations(chunk) == []
+
+
+def test_usage_only_delta_makes_no_chunk() -> None:
+    """A delta with nothing a client sees produces no chunk at all."""
+    assert ChunkWriter(completion_job()).chunk(Delta(usage=Usage(1, 1))) is None
+
+
+def test_assembled_text_completion_validates() -> None:
+    """Content deltas fold into one assistant message with usage and finish_reason."""
+    assembler = MessageAssembler(completion_job())
+    for delta in (
+        Delta(content="Hel"),
+        Delta(content="lo", system_fingerprint="fp_1"),
+        Delta(finish_reason="length"),
+    ):
+        assembler.add(delta)
+    body = assembler.body(Usage(2, 2))
+    assert completion_violations(body) == []
+    assert body["object"] == "chat.completion"
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": "Hello", "refusal": None}
+    assert body["choices"][0]["finish_reason"] == "length"
+    assert body["usage"]["total_tokens"] == 4
+    assert body["system_fingerprint"] == "fp_1"
+
+
+def test_assembled_tool_calls_join_arguments() -> None:
+    """Tool-call pieces fold into complete calls with null content."""
+    assembler = MessageAssembler(completion_job())
+    for delta in TOOL_DELTAS:
+        assembler.add(delta)
+    body = assembler.body(Usage(1, 5))
+    assert completion_violations(body) == []
+    message = body["choices"][0]["message"]
+    assert message["content"] is None
+    assert message["tool_calls"] == [
+        {
+            "id": "call_a",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"location": "Paris"}'},
+        },
+        {"id": "call_b", "type": "function", "function": {"name": "get_time", "arguments": "{}"}},
+    ]
+    assert body["choices"][0]["finish_reason"] == "tool_calls"

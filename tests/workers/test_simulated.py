@@ -1,0 +1,153 @@
+"""The simulated provider: deterministic text, limits, stop sequences, tools, JSON modes, rate, usage."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+
+from shared.errors import UpstreamBadRequest
+from shared.jobs import CompletionJob
+from shared.settings import ProviderSettings
+from tests.workers.factories import TIME_TOOL, WEATHER_TOOL, completion_job
+from workers.providers.base import Delta
+from workers.providers.simulated import SimulatedProvider
+
+
+async def run(job: CompletionJob, tokens_per_second: float = 0.0) -> list[Delta]:
+    provider = SimulatedProvider(ProviderSettings(name="simulated", tokens_per_second=tokens_per_second))
+    return [delta async for delta in provider.stream(job)]
+
+
+def text_of(deltas: list[Delta]) -> str:
+    return "".join(d.content or "" for d in deltas)
+
+
+def finish_of(deltas: list[Delta]) -> list[str]:
+    return [d.finish_reason for d in deltas if d.finish_reason]
+
+
+def arguments_of(deltas: list[Delta]) -> str:
+    return "".join(call.arguments for d in deltas for call in d.tool_calls)
+
+
+async def test_echo_repeats_last_user_message() -> None:
+    """``echo`` answers with the text of the last user message and finishes with ``stop``."""
+    job = completion_job("the quick brown fox")
+    job.body["messages"].insert(0, {"role": "user", "content": "an older message"})
+    deltas = await run(job)
+    assert text_of(deltas) == "the quick brown fox"
+    assert finish_of(deltas) == ["stop"]
+
+
+async def test_echo_reads_content_parts() -> None:
+    """A message whose content is a list of parts is echoed through its text parts."""
+    job = completion_job()
+    job.body["messages"] = [{"role": "user", "content": [{"type": "text", "text": "part one"}]}]
+    assert text_of(await run(job)) == "part one"
+
+
+async def test_max_tokens_bounds_length() -> None:
+    """``max_tokens`` (or ``max_completion_tokens``) cuts the answer and finishes with ``length``."""
+    for limit_field in ("max_tokens", "max_completion_tokens"):
+        deltas = await run(completion_job("one two three four five", **{limit_field: 2}))
+        assert text_of(deltas) == "one two"
+        assert finish_of(deltas) == ["length"]
+
+
+async def test_lorem_emits_exactly_max_tokens() -> None:
+    """``lorem`` writes as many tokens as allowed and reports them in usage."""
+    deltas = await run(completion_job(upstream_model="lorem", max_tokens=25))
+    content = [d for d in deltas if d.content]
+    assert len(content) == 25
+    assert text_of(deltas).startswith("Lorem ipsum dolor")
+    assert finish_of(deltas) == ["length"]
+    usage = [d.usage for d in deltas if d.usage]
+    assert usage[0] is not None and usage[0].completion_tokens == 25
+
+
+async def test_stop_sequence_is_honoured() -> None:
+    """Generation stops before the first stop sequence found, which is not emitted."""
+    deltas = await run(completion_job("alpha beta gamma delta", stop=["gamma", "zzz"]))
+    assert text_of(deltas) == "alpha beta "
+    assert finish_of(deltas) == ["stop"]
+
+
+async def test_usage_counts_prompt_words_and_emitted_tokens() -> None:
+    """Prompt tokens are the words of every message; completion tokens are the tokens emitted."""
+    job = completion_job("a b c")
+    job.body["messages"].insert(0, {"role": "system", "content": "be brief"})
+    deltas = await run(job)
+    usage = deltas[-1].usage
+    assert usage is not None
+    assert (usage.prompt_tokens, usage.completion_tokens) == (5, 3)
+
+
+async def test_tool_call_arguments_follow_schema() -> None:
+    """With tools, the first tool is called with valid JSON arguments built from its schema."""
+    deltas = await run(completion_job("Montreal", tools=[WEATHER_TOOL, TIME_TOOL]))
+    first = deltas[0].tool_calls[0]
+    assert first.name == "get_weather" and first.id and first.id.startswith("call_")
+    arguments = orjson.loads(arguments_of(deltas))
+    assert arguments == {"location": "Montreal", "unit": "celsius", "days": 1}
+    assert finish_of(deltas) == ["tool_calls"]
+    assert len([d for d in deltas if d.tool_calls]) > 2  # streamed in pieces
+
+
+async def test_tool_choice_names_the_function() -> None:
+    """tool_choice naming a function calls that one; ``none`` answers with text instead."""
+    named = {"type": "function", "function": {"name": "get_time"}}
+    deltas = await run(completion_job("x", tools=[WEATHER_TOOL, TIME_TOOL], tool_choice=named))
+    assert deltas[0].tool_calls[0].name == "get_time"
+    assert orjson.loads(arguments_of(deltas)) == {"zone": "x"}
+    deltas = await run(completion_job("plain text", tools=[WEATHER_TOOL], tool_choice="none"))
+    assert text_of(deltas) == "plain text" and not any(d.tool_calls for d in deltas)
+
+
+async def test_tool_choice_unknown_function_is_bad_request() -> None:
+    """Naming a function that is not among the tools is the client's error."""
+    with pytest.raises(UpstreamBadRequest):
+        await run(
+            completion_job(tools=[WEATHER_TOOL], tool_choice={"type": "function", "function": {"name": "x"}})
+        )
+
+
+async def test_json_modes_produce_valid_json() -> None:
+    """json_object and json_schema response formats produce parseable JSON matching the schema's shape."""
+    deltas = await run(completion_job("hi there", response_format={"type": "json_object"}))
+    assert orjson.loads(text_of(deltas)) == {"model": "echo", "text": "hi there"}
+    schema = {
+        "type": "object",
+        "properties": {
+            "answer": {"type": "string"},
+            "score": {"type": "number"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+        },
+        "required": ["answer", "score", "tags"],
+    }
+    response_format = {"type": "json_schema", "json_schema": {"name": "r", "schema": schema}}
+    deltas = await run(completion_job("hi there", upstream_model="lorem", response_format=response_format))
+    value = orjson.loads(text_of(deltas))
+    assert set(value) == {"answer", "score", "tags"}
+    assert isinstance(value["answer"], str) and isinstance(value["score"], float) and value["tags"]
+
+
+async def test_unknown_model_is_bad_request() -> None:
+    """An upstream model the simulated family does not have is refused."""
+    with pytest.raises(UpstreamBadRequest):
+        await run(completion_job(upstream_model="gpt-nope"))
+
+
+async def test_rate_paces_tokens() -> None:
+    """At 20 tokens/s, five tokens take at least ~0.2 s (and nowhere near forever)."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await run(completion_job("a b c d e"), tokens_per_second=20)
+    assert 0.2 <= loop.time() - started < 5
+
+
+async def test_deterministic() -> None:
+    """The same job gives the same deltas twice."""
+    job = completion_job("same words", tools=[WEATHER_TOOL])
+    assert await run(job) == await run(job)
