@@ -1,0 +1,129 @@
+"""What a load run measured: per-request records gathered into rates, percentiles and errors by kind."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from bench.http_client import Exchange
+
+if TYPE_CHECKING:
+    from bench.loadgen import LoadSpec
+
+
+def percentiles(samples: list[float]) -> dict[str, float] | None:
+    """p50/p90/p99 (nearest rank), mean and max of ``samples`` seconds, in milliseconds."""
+    if not samples:
+        return None
+    ordered = sorted(samples)
+
+    def rank(fraction: float) -> float:
+        return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
+
+    summary = {"p50": rank(0.50), "p90": rank(0.90), "p99": rank(0.99)}
+    summary |= {"mean": sum(ordered) / len(ordered), "max": ordered[-1]}
+    return {name: round(value * 1000.0, 3) for name, value in summary.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    """The summary of one load run (latencies in milliseconds)."""
+
+    mode: str
+    clients: int
+    rate: float
+    stream: bool
+    tokens: int
+    duration_s: float
+    requests: int
+    ok: int
+    errors: dict[str, int]
+    requests_per_s: float
+    chunks: int
+    chunks_per_s: float
+    latency_ms: dict[str, float] | None
+    ttft_ms: dict[str, float] | None
+    processes: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        load = f"{self.clients} clients" if self.mode == "closed" else f"{self.rate:g} req/s offered"
+        lines = [
+            f"{self.mode} loop, {load}, {'stream' if self.stream else 'non-stream'}, {self.tokens} tokens",
+            f"  {self.ok}/{self.requests} ok in {self.duration_s:.2f} s: {self.requests_per_s:.1f} req/s, "
+            f"{self.chunks_per_s:.0f} chunks/s",
+            f"  errors: {self.errors or 'none'}",
+            f"  latency ms: {self.latency_ms}",
+        ]
+        if self.ttft_ms is not None:
+            lines.append(f"  ttft ms:    {self.ttft_ms}")
+        for name, usage in self.processes.items():
+            lines.append(
+                f"  {name}: cpu {usage['cpu_s']:.2f} s ({usage['cpu_percent']:.0f}%), "
+                f"rss peak {usage['rss_peak_mib']:.1f} MiB"
+            )
+        return "\n".join(lines)
+
+
+class Recorder:
+    """Collects the requests that finish inside the measurement window."""
+
+    def __init__(self, window_start: float, window_end: float | None) -> None:
+        self._start = window_start
+        self._end = window_end
+        self._latencies: list[float] = []
+        self._ttfts: list[float] = []
+        self._errors: Counter[str] = Counter()
+        self._chunks = 0
+        self._last_finish = window_start
+        self._clients_done = 0
+        self.all_done = asyncio.Event()
+
+    def _counts(self, at: float) -> bool:
+        return self._end is None or self._start <= at <= self._end
+
+    def record(self, exchange: Exchange) -> None:
+        if not self._counts(exchange.finished_at):
+            return
+        self._last_finish = max(self._last_finish, exchange.finished_at)
+        self._chunks += exchange.chunks
+        if exchange.error is not None:
+            self._errors[exchange.error] += 1
+            return
+        self._latencies.append(exchange.finished_at - exchange.started_at)
+        if exchange.verifier is not None:
+            self._ttfts.append(exchange.first_chunk_at - exchange.started_at)
+
+    def record_error(self, kind: str, at: float) -> None:
+        if self._counts(at):
+            self._errors[kind] += 1
+
+    def client_done(self, clients: int) -> None:
+        self._clients_done += 1
+        if self._clients_done >= clients:
+            self.all_done.set()
+
+    def result(self, spec: LoadSpec, processes: dict[str, Any]) -> LoadResult:
+        duration = spec.duration_s if self._end is not None else max(self._last_finish - self._start, 1e-9)
+        ok = len(self._latencies)
+        return LoadResult(
+            mode="open" if spec.rate > 0 else "closed",
+            clients=spec.clients,
+            rate=spec.rate,
+            stream=spec.stream,
+            tokens=spec.expected_tokens,
+            duration_s=round(duration, 3),
+            requests=ok + sum(self._errors.values()),
+            ok=ok,
+            errors=dict(self._errors),
+            requests_per_s=round(ok / duration, 1),
+            chunks=self._chunks,
+            chunks_per_s=round(self._chunks / duration, 1),
+            latency_ms=percentiles(self._latencies),
+            ttft_ms=percentiles(self._ttfts) if spec.stream else None,
+            processes=processes,
+        )
