@@ -17,4 +17,8 @@ def make_adapter(provider: ProviderSettings) -> ProviderAdapter:
         from workers.providers.openai_compatible import OpenAICompatibleProvider
 
         return OpenAICompatibleProvider(provider)
+    if provider.kind == "anthropic":
+        from workers.providers.anthropic import AnthropicProvider
+
+        return AnthropicProvider(provider)
     raise ConfigError(f"provider {provider.name!r}: no adapter for kind {provider.kind!r} in this worker")

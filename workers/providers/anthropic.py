@@ -91,7 +91,7 @@ class AnthropicProvider:
         clock = _Deadlines(self._timeouts, asyncio.get_running_loop())
         body = orjson.dumps(self.request_body(job))
         try:
-            async with asyncio.timeout(clock.next_deadline()) as timer:
+            async with asyncio.timeout_at(clock.next_deadline()) as timer:
                 async with self._client.stream("POST", "messages", content=body) as response:
                     if response.status_code >= 400:
                         await response.aread()
