@@ -30,6 +30,7 @@ class FramePublisher:
         self._pending: list[bytes] = []
         self._in_flight: asyncio.Task[None] | None = None
         self._failure: ServiceUnavailable | None = None
+        self._closing = False  # the final frame is coming: chunks queued from now on ride along with it
         self.published = 0  # PUBLISH commands sent, for tests and stats
 
     def _frame(self, kind: bytes, meta: dict[str, Any] | None = None, payload: bytes = b"") -> bytes:
@@ -55,8 +56,9 @@ class FramePublisher:
         """Publish the final frame after every queued chunk, with ``commands`` in the same round trip.
 
         For ``D`` the chunks still queued are prepended to its payload (they are SSE bytes too); before
-        ``E`` they go out as one last ``C`` frame.
+        ``E`` they go out as one last ``C`` frame, in the same round trip.
         """
+        self._closing = True
         await self.flush()
         frames: list[bytes] = []
         if self._pending and kind == events.DONE:
@@ -82,7 +84,7 @@ class FramePublisher:
 
     async def _drain(self) -> None:
         try:
-            while self._pending:
+            while self._pending and not self._closing:
                 payload = b"".join(self._pending)
                 self._pending.clear()
                 await self._publish([], [self._frame(events.CHUNKS, None, payload)])

@@ -1,0 +1,169 @@
+"""The frame publisher: immediate first publish, coalescing while busy, order, final frame semantics."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import fakeredis
+import pytest
+
+from shared import events
+from shared.errors import ServiceUnavailable
+from workers.publisher import FramePublisher
+
+CHANNEL = "aior:reply:test"
+
+
+class GatedRedis(fakeredis.FakeAsyncRedis):
+    """fakeredis whose PUBLISH waits for a gate, and which records how many publishes overlap."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def publish(self, channel: Any, message: Any, **kwargs: Any) -> Any:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await self.gate.wait()
+            return await super().publish(channel, message, **kwargs)
+        finally:
+            self.in_flight -= 1
+
+
+@pytest.fixture
+async def redis() -> GatedRedis:
+    return GatedRedis(server=fakeredis.FakeServer())
+
+
+async def next_frame(pubsub: Any) -> events.Frame:
+    """The next frame on the channel (subscription confirmations skipped), within a few seconds."""
+    async with asyncio.timeout(5):
+        while True:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+            if message is not None:
+                return events.decode(message["data"])
+
+
+async def frames_of(redis: GatedRedis, action: Any, count: int) -> list[events.Frame]:
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(CHANNEL)
+    await action()
+    frames = [await next_frame(pubsub) for _ in range(count)]
+    await pubsub.aclose()
+    return frames
+
+
+async def test_chunks_while_busy_are_joined_into_one_frame(redis: GatedRedis) -> None:
+    """The first chunk goes out at once; chunks arriving while it is in flight form the next frame."""
+    publisher = FramePublisher(redis, CHANNEL, "req-1")
+
+    async def action() -> None:
+        redis.gate.clear()
+        publisher.send_chunks(b"a")
+        await asyncio.sleep(0.01)  # the publish of "a" is now in flight, held at the gate
+        assert redis.in_flight == 1
+        publisher.send_chunks(b"b")
+        publisher.send_chunks(b"c")
+        redis.gate.set()
+        await publisher.flush()
+
+    frames = await frames_of(redis, action, 2)
+    assert [(f.kind, f.seq, f.payload) for f in frames] == [(b"C", 0, b"a"), (b"C", 1, b"bc")]
+    assert redis.most_in_flight == 1
+
+
+async def test_final_frame_takes_pending_chunks(redis: GatedRedis) -> None:
+    """Chunks still queued when the job ends ride in the D frame's payload, before its own bytes."""
+    publisher = FramePublisher(redis, CHANNEL, "req-2")
+
+    async def action() -> None:
+        await publisher.start({"provider": "p", "worker": "w"})
+        redis.gate.clear()
+        publisher.send_chunks(b"x")
+        await asyncio.sleep(0.01)
+        publisher.send_chunks(b"y")
+        finishing = asyncio.ensure_future(publisher.finish(events.DONE, {"usage": {}}, events.SSE_DONE))
+        await asyncio.sleep(0.01)
+        redis.gate.set()
+        await finishing
+
+    frames = await frames_of(redis, action, 3)
+    assert [(f.kind, f.seq) for f in frames] == [(b"S", 0), (b"C", 1), (b"D", 2)]
+    assert frames[0].meta == {"provider": "p", "worker": "w"}
+    assert frames[1].payload == b"x"
+    assert frames[2].payload == b"y" + events.SSE_DONE
+    assert redis.most_in_flight == 1
+
+
+async def test_error_frame_follows_pending_chunks(redis: GatedRedis) -> None:
+    """Before an E frame, queued chunks go out as one last C frame, in order."""
+    publisher = FramePublisher(redis, CHANNEL, "req-3")
+
+    async def action() -> None:
+        redis.gate.clear()
+        publisher.send_chunks(b"1")
+        await asyncio.sleep(0.01)
+        publisher.send_chunks(b"2")
+        finishing = asyncio.ensure_future(publisher.finish(events.ERROR, {"status": 503}))
+        await asyncio.sleep(0.01)
+        redis.gate.set()
+        await finishing
+
+    frames = await frames_of(redis, action, 3)
+    assert [(f.kind, f.seq, f.payload) for f in frames] == [(b"C", 0, b"1"), (b"C", 1, b"2"), (b"E", 2, b"")]
+    assert frames[2].meta == {"status": 503}
+
+
+async def test_many_chunks_keep_order_and_seq(redis: GatedRedis) -> None:
+    """Under bursty arrivals every byte arrives once, in order, with consecutive seq numbers."""
+    publisher = FramePublisher(redis, CHANNEL, "req-4")
+    pieces = [f"<{i}>".encode() for i in range(200)]
+    received: list[events.Frame] = []
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(CHANNEL)
+    for i, piece in enumerate(pieces):
+        publisher.send_chunks(piece)
+        if i % 7 == 0:
+            await asyncio.sleep(0)
+    await publisher.finish(events.DONE, {}, b"<end>")
+    while not received or not received[-1].is_final:
+        received.append(await next_frame(pubsub))
+    await pubsub.aclose()
+    assert [f.seq for f in received] == list(range(len(received)))
+    assert b"".join(f.payload for f in received) == b"".join(pieces) + b"<end>"
+    assert 1 < len(received) < len(pieces)  # coalesced, yet streamed
+    assert redis.most_in_flight == 1
+
+
+async def test_final_commands_land_before_the_final_frame(redis: GatedRedis) -> None:
+    """Commands passed to finish() run in the same round trip, before the PUBLISH of the frame."""
+    publisher = FramePublisher(redis, CHANNEL, "req-5")
+    seen: list[bytes | None] = []
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(CHANNEL)
+    await publisher.finish(events.DONE, {}, b"", [(("SET", "bookkeeping", "done"), {})])
+    await next_frame(pubsub)
+    seen.append(await redis.get("bookkeeping"))
+    await pubsub.aclose()
+    assert seen == [b"done"]
+
+
+async def test_redis_failure_becomes_service_unavailable() -> None:
+    """A lost Redis surfaces as ServiceUnavailable, from the next call after a failed background publish."""
+    server = fakeredis.FakeServer()
+    server.connected = False
+    redis = fakeredis.FakeAsyncRedis(server=server)
+    publisher = FramePublisher(redis, CHANNEL, "req-6")
+    with pytest.raises(ServiceUnavailable):
+        await publisher.start({})
+    publisher.send_chunks(b"a")
+    await asyncio.sleep(0.01)
+    with pytest.raises(ServiceUnavailable):
+        publisher.send_chunks(b"b")
+    with pytest.raises(ServiceUnavailable):
+        await publisher.finish(events.DONE, {})
