@@ -1,4 +1,4 @@
-"""The shared circuit breaker over the real Redis: transitions, the one half-open probe, the bulk read."""
+"""The shared circuit breaker on the real Redis and fakeredis: transitions, the one half-open probe, reads."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import fakeredis
 import pytest
 import redis
 import redis.asyncio as aredis
@@ -43,7 +44,7 @@ async def trip(breaker: CircuitBreaker, dep: str = DEP) -> None:
         await breaker.record_failure(dep)
 
 
-async def half_open(breaker: CircuitBreaker, client: aredis.Redis) -> None:
+async def half_open(breaker: CircuitBreaker) -> None:
     """Wait until the cooldown of DEP ran out (read-only: does not claim the probe)."""
 
     async def cooled() -> bool:
@@ -52,18 +53,39 @@ async def half_open(breaker: CircuitBreaker, client: aredis.Redis) -> None:
     await eventually(cooled)
 
 
-@pytest.fixture
-async def clients(clean_redis: redis.Redis, redis_url: str) -> AsyncIterator[list[aredis.Redis]]:
-    """Eight separate connections pools, as if eight processes shared the breaker."""
-    made = [aredis.Redis.from_url(redis_url) for _ in range(8)]
-    yield made
+@pytest.fixture(params=["redis", "fakeredis"])
+async def connect(request: pytest.FixtureRequest) -> AsyncIterator[Callable[[], aredis.Redis]]:
+    """Makes clients of one store: the real Redis (flushed test database) or one fakeredis server,
+    so that the Lua scripts are proven on both (``aiorouter dev`` may run on fakeredis)."""
+    made: list[aredis.Redis] = []
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_url")
+        request.getfixturevalue("clean_redis")
+
+        def make_client() -> aredis.Redis:
+            made.append(aredis.Redis.from_url(url))
+            return made[-1]
+    else:
+        server = fakeredis.FakeServer()
+
+        def make_client() -> aredis.Redis:
+            made.append(fakeredis.FakeAsyncRedis(server=server))
+            return made[-1]
+
+    yield make_client
     for client in made:
         await client.aclose()
 
 
-async def test_closed_breaker_admits_and_counts_failures(aredis_client: aredis.Redis) -> None:
+@pytest.fixture
+def client(connect: Callable[[], aredis.Redis]) -> aredis.Redis:
+    """One client of the store under test."""
+    return connect()
+
+
+async def test_closed_breaker_admits_and_counts_failures(client: aredis.Redis) -> None:
     """Below the threshold the breaker stays closed, admits requests and reports the window's count."""
-    breaker = make(aredis_client)
+    breaker = make(client)
     assert (await breaker.allow(DEP)).decision == "closed"
     first = await breaker.record_failure(DEP)
     second = await breaker.record_failure(DEP)
@@ -73,9 +95,9 @@ async def test_closed_breaker_admits_and_counts_failures(aredis_client: aredis.R
     assert await breaker.open_deployments() == {}
 
 
-async def test_threshold_failures_open_the_breaker(aredis_client: aredis.Redis) -> None:
+async def test_threshold_failures_open_the_breaker(client: aredis.Redis) -> None:
     """The Nth failure in the window opens the breaker: requests are refused with a Retry-After."""
-    breaker = make(aredis_client, cooldown=20.0)
+    breaker = make(client, cooldown=20.0)
     await breaker.record_failure(DEP)
     await breaker.record_failure(DEP)
     outcome = await breaker.record_failure(DEP)
@@ -89,9 +111,9 @@ async def test_threshold_failures_open_the_breaker(aredis_client: aredis.Redis) 
     assert list(open_now) == [DEP] and 15.0 < open_now[DEP] <= 20.0
 
 
-async def test_failures_older_than_the_window_do_not_count(aredis_client: aredis.Redis) -> None:
+async def test_failures_older_than_the_window_do_not_count(client: aredis.Redis) -> None:
     """Failures slide out of the window: two old plus two new do not reach a threshold of three."""
-    breaker = make(aredis_client, window=0.3)
+    breaker = make(client, window=0.3)
     await breaker.record_failure(DEP)
     await breaker.record_failure(DEP)
     await asyncio.sleep(0.5)
@@ -101,13 +123,13 @@ async def test_failures_older_than_the_window_do_not_count(aredis_client: aredis
 
 
 async def test_half_open_admits_exactly_one_probe_under_concurrency(
-    aredis_client: aredis.Redis, clients: list[aredis.Redis]
+    client: aredis.Redis, connect: Callable[[], aredis.Redis]
 ) -> None:
     """After the cooldown, 200 concurrent callers on eight connections get exactly one probe."""
-    breaker = make(aredis_client, cooldown=0.2)
+    breaker = make(client, cooldown=0.2)
     await trip(breaker)
-    await half_open(breaker, aredis_client)
-    breakers = [make(c, cooldown=0.2) for c in clients]
+    await half_open(breaker)
+    breakers = [make(connect(), cooldown=0.2) for _ in range(8)]
     admissions = await asyncio.gather(*(breakers[i % 8].allow(DEP) for i in range(200)))
     decisions = [a.decision for a in admissions]
     assert decisions.count("probe") == 1
@@ -115,11 +137,11 @@ async def test_half_open_admits_exactly_one_probe_under_concurrency(
     assert DEP in await breaker.open_deployments()  # the probe is in flight: routing skips it
 
 
-async def test_probe_success_closes_the_breaker(aredis_client: aredis.Redis) -> None:
+async def test_probe_success_closes_the_breaker(client: aredis.Redis) -> None:
     """A successful probe closes the breaker and clears the failure window."""
-    breaker = make(aredis_client, cooldown=0.2)
+    breaker = make(client, cooldown=0.2)
     await trip(breaker)
-    await half_open(breaker, aredis_client)
+    await half_open(breaker)
     assert (await breaker.allow(DEP)).is_probe
     assert await breaker.record_success(DEP) == "closed"
     assert (await breaker.allow(DEP)).decision == "closed"
@@ -127,13 +149,13 @@ async def test_probe_success_closes_the_breaker(aredis_client: aredis.Redis) -> 
     assert (await breaker.record_failure(DEP)).failures == 1  # the window starts afresh
 
 
-async def test_probe_failure_reopens_for_another_cooldown(aredis_client: aredis.Redis) -> None:
+async def test_probe_failure_reopens_for_another_cooldown(client: aredis.Redis) -> None:
     """A failed probe re-opens the breaker at once for a full cooldown."""
-    breaker = make(aredis_client, cooldown=0.2)
+    breaker = make(client, cooldown=0.2)
     await trip(breaker)
-    await half_open(breaker, aredis_client)
+    await half_open(breaker)
     assert (await breaker.allow(DEP)).is_probe
-    slow = make(aredis_client, cooldown=20.0)
+    slow = make(client, cooldown=20.0)
     outcome = await slow.record_failure(DEP)
     assert outcome.status == "open" and outcome.retry_after > 15.0
     assert (await breaker.allow(DEP)).decision == "open"
@@ -141,19 +163,19 @@ async def test_probe_failure_reopens_for_another_cooldown(aredis_client: aredis.
     assert views[0].status == "open" and views[0].trips == 2
 
 
-async def test_success_during_cooldown_does_not_close(aredis_client: aredis.Redis) -> None:
+async def test_success_during_cooldown_does_not_close(client: aredis.Redis) -> None:
     """A success that lands during the cooldown (a request from before the trip) leaves it open."""
-    breaker = make(aredis_client)
+    breaker = make(client)
     await trip(breaker)
     assert await breaker.record_success(DEP) == "open"
     assert (await breaker.allow(DEP)).decision == "open"
 
 
-async def test_lost_probe_frees_the_slot_after_probe_timeout(aredis_client: aredis.Redis) -> None:
+async def test_lost_probe_frees_the_slot_after_probe_timeout(client: aredis.Redis) -> None:
     """A probe that never reports (its worker died) lets another probe through after probe_timeout."""
-    breaker = make(aredis_client, cooldown=0.2, probe_timeout=0.3)
+    breaker = make(client, cooldown=0.2, probe_timeout=0.3)
     await trip(breaker)
-    await half_open(breaker, aredis_client)
+    await half_open(breaker)
     assert (await breaker.allow(DEP)).is_probe
     refused = await breaker.allow(DEP)
     assert refused.decision == "probing" and 0 < refused.retry_after <= 0.3
@@ -164,14 +186,14 @@ async def test_lost_probe_frees_the_slot_after_probe_timeout(aredis_client: ared
     await eventually(probe_again)
 
 
-async def test_views_show_every_state_for_operators(aredis_client: aredis.Redis) -> None:
+async def test_views_show_every_state_for_operators(client: aredis.Redis) -> None:
     """The operator view lists closed, open and half-open breakers with failures and opens_until."""
-    breaker = make(aredis_client, cooldown=0.2)
+    breaker = make(client, cooldown=0.2)
     await breaker.record_failure(OTHER)
     await trip(breaker)
-    await half_open(breaker, aredis_client)
+    await half_open(breaker)
     await breaker.allow(DEP)
-    slow = make(aredis_client, cooldown=20.0)
+    slow = make(client, cooldown=20.0)
     await trip(slow, "prov-c/model-y")
     before = time.time()
     views = {v.deployment_id: v for v in await breaker.views(["prov-d/idle"])}
@@ -191,10 +213,10 @@ async def test_views_show_every_state_for_operators(aredis_client: aredis.Redis)
     }
 
 
-async def test_open_set_cache_serves_the_last_read_without_io(aredis_client: aredis.Redis) -> None:
+async def test_open_set_cache_serves_the_last_read_without_io(client: aredis.Redis) -> None:
     """The ingress cache refreshes in the background and answers from memory."""
     breaker = CircuitBreaker(
-        aredis_client, BreakerSettings(failure_threshold=1, cooldown=20.0, open_set_refresh=0.05)
+        client, BreakerSettings(failure_threshold=1, cooldown=20.0, open_set_refresh=0.05)
     )
     cache = OpenSetCache(breaker)
     await cache.start()
