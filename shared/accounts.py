@@ -56,6 +56,17 @@ class Account:
     def active(self) -> bool:
         return self.status == "active"
 
+    def to_json(self) -> dict[str, Any]:
+        """The account as the admin API and dashboard show it (never the token digest)."""
+        return {
+            "id": self.id,
+            "object": "account",
+            "name": self.name,
+            "plan": self.plan,
+            "status": self.status,
+            "created_at": self.created_at,
+        }
+
     @classmethod
     def from_hash(cls, data: Mapping[Any, Any]) -> Account:
         text = {_text(k): _text(v) for k, v in data.items()}

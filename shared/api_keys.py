@@ -35,6 +35,19 @@ class ApiKeyRecord:
     revoked: bool = False
     last_used: float = 0.0  # unix seconds of Redis TIME; 0 = never used
 
+    def to_json(self) -> dict[str, object]:
+        """The key as the admin API and dashboard show it (never its secret or digest)."""
+        return {
+            "id": self.key_id,
+            "object": "api_key",
+            "account_id": self.account_id,
+            "name": self.name,
+            "plan": self.plan,
+            "created_at": self.created_at,
+            "last_used_at": self.last_used or None,
+            "revoked": self.revoked,
+        }
+
     def to_hash(self) -> dict[EncodableT, EncodableT]:
         return {
             "key_id": self.key_id,

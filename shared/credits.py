@@ -55,6 +55,16 @@ class Balance:
     def available(self) -> int:
         return self.balance - self.reserved
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "balance_micros": self.balance,
+            "reserved_micros": self.reserved,
+            "available_micros": self.available,
+            "spent_micros": self.spent,
+            "balance_usd": usd(self.balance),
+            "available_usd": usd(self.available),
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
@@ -99,6 +109,16 @@ class LedgerEntry:
     @property
     def at_ms(self) -> int:
         return int(self.id.split("-")[0])
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "at_ms": self.at_ms,
+            "amount_micros": self.amount,
+            "balance_micros": self.balance,
+            "reason": self.reason,
+            "actor": self.actor,
+        }
 
 
 # --- prices and estimates ----------------------------------------------------------------------------
@@ -230,8 +250,8 @@ async def reserve(
     )
     if not held:
         raise InsufficientQuota(
-            f"Insufficient credits: this request may cost up to {_usd(amount)} USD and the account has "
-            f"{_usd(max(0, int(available)))} USD available. Add credit, or lower max_tokens."
+            f"Insufficient credits: this request may cost up to {usd(amount)} USD and the account has "
+            f"{usd(max(0, int(available)))} USD available. Add credit, or lower max_tokens."
         )
     return Reservation(id=reservation_id, account_id=account_id, amount=amount, deadline_ms=int(deadline))
 
@@ -293,8 +313,9 @@ def _outcome(value: Any) -> Outcome:
     raise ValueError(f"unexpected settle outcome {text!r}")
 
 
-def _usd(micros: int) -> str:
-    return f"{Decimal(micros) / MICROS_PER_USD:f}"
+def usd(micros: int) -> str:
+    """Micro-USD as an exact decimal string of USD, e.g. ``"12.500000"``."""
+    return f"{Decimal(micros) / MICROS_PER_USD:.6f}"
 
 
 def _text(value: Any) -> str:

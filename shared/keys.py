@@ -108,6 +108,7 @@ def ttft_stats(deployment_id: str) -> str:
     the deployment has been idle for ``RoutingStatsSettings.latency_ttl``."""
     return f"{PREFIX}:ttft:{deployment_id}"
 
+
 # --- accounts, rate limits, credits, usage (shared/accounts.py, ratelimit.py, credits.py, usage.py) -
 
 

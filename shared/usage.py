@@ -43,6 +43,9 @@ class UsageRecord:
     def day(self) -> str:
         return datetime.fromtimestamp(self.at, UTC).date().isoformat()
 
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
     def to_fields(self) -> dict[str, str]:
         return {name: str(value) for name, value in asdict(self).items()}
 
