@@ -1,0 +1,102 @@
+"""Client disconnects: a queued job is withdrawn and deleted, a started one is cancelled (published on
+the cancel channel and marked), and the request's tasks all end."""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis.asyncio as aredis
+from rq.job import Job
+
+from shared import keys
+from tests.ingress.conftest import MESSAGES, MODEL, Ingress, asgi_chat
+
+STREAM_BODY = {"model": MODEL, "messages": MESSAGES, "stream": True}
+
+
+async def queued_ids(redis: aredis.Redis) -> list[bytes]:
+    return await redis.lrange(keys.rq_queue_key("simulated"), 0, -1)
+
+
+async def wait_until_queued(redis: aredis.Redis) -> bytes:
+    for _ in range(200):
+        ids = await queued_ids(redis)
+        if ids:
+            return ids[0]
+        await asyncio.sleep(0.01)
+    raise AssertionError("the job was never queued")
+
+
+async def test_disconnect_while_queued_withdraws_the_job(ingress: Ingress) -> None:
+    """A client leaving before any worker took its job gets the job removed from the queue and deleted."""
+    call = asgi_chat(ingress, {"model": MODEL, "messages": MESSAGES})
+    running = asyncio.create_task(call.run())
+    job_id = await wait_until_queued(ingress.redis)
+    assert await ingress.redis.exists(Job.key_for(job_id.decode()))
+    call.disconnected.set()
+    await asyncio.wait_for(running, 5)
+    assert call.sent == []
+    assert await queued_ids(ingress.redis) == []
+    assert not await ingress.redis.exists(Job.key_for(job_id.decode()))
+    assert not await ingress.redis.exists(keys.cancelled_marker(job_id.decode()))
+
+
+async def test_disconnect_during_stream_cancels_the_job(ingress: Ingress) -> None:
+    """A client leaving mid-stream makes the ingress publish the job id on the cancel channel and set
+    the cancelled marker."""
+    cancels = ingress.redis.pubsub()
+    await cancels.subscribe(keys.CANCEL_CHANNEL)
+    await cancels.get_message(timeout=1)  # subscribe confirmation
+    try:
+        call = asgi_chat(ingress, STREAM_BODY)
+        running = asyncio.create_task(call.run())
+        taken = await ingress.worker.take()
+        await ingress.worker.start(taken)
+        await ingress.worker.chunk(taken, "a")
+        await asyncio.wait_for(call.body_sent.wait(), 5)
+        call.disconnected.set()
+        await asyncio.wait_for(running, 5)
+        message = await cancels.get_message(ignore_subscribe_messages=True, timeout=5)
+        assert message is not None and message["data"] == taken.id.encode()
+        assert await ingress.redis.ttl(keys.cancelled_marker(taken.id)) > 0
+        assert call.status == 200
+    finally:
+        await cancels.aclose()
+
+
+async def test_disconnect_while_waiting_for_json_cancels_the_job(ingress: Ingress) -> None:
+    """A non-stream client leaving after the job started also cancels it (http.disconnect is watched)."""
+    call = asgi_chat(ingress, {"model": MODEL, "messages": MESSAGES})
+    running = asyncio.create_task(call.run())
+    taken = await ingress.worker.take()
+    await ingress.worker.start(taken)
+    await asyncio.sleep(0.05)
+    call.disconnected.set()
+    await asyncio.wait_for(running, 5)
+    assert call.sent == []
+    assert await ingress.redis.exists(keys.cancelled_marker(taken.id))
+
+
+async def test_disconnect_after_take_but_before_start_cancels(ingress: Ingress) -> None:
+    """If a worker holds the job but has not started it, the LREM finds nothing and a cancel is left."""
+    call = asgi_chat(ingress, {"model": MODEL, "messages": MESSAGES})
+    running = asyncio.create_task(call.run())
+    taken = await ingress.worker.take()
+    call.disconnected.set()
+    await asyncio.wait_for(running, 5)
+    assert await ingress.redis.exists(keys.cancelled_marker(taken.id))
+
+
+async def test_finished_request_leaves_no_task_and_no_registration(ingress: Ingress) -> None:
+    """After a request completes, the hub forgets it and no task of the request is left running."""
+    before = {t for t in asyncio.all_tasks() if not t.done()}
+    request = ingress.chat_task()
+    taken = await ingress.worker.take()
+    await ingress.worker.start(taken)
+    await ingress.worker.done(taken, "ok")
+    assert (await request).status_code == 200
+    await asyncio.sleep(0)
+    leftover = {t for t in asyncio.all_tasks() if not t.done()} - before - {asyncio.current_task()}
+    assert leftover == set()
+    assert list(ingress.app.state.ingress.hub.open_subscriptions()) == []
+    assert not await ingress.redis.exists(keys.cancelled_marker(taken.id))

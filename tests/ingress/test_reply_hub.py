@@ -1,0 +1,113 @@
+"""The reply hub: frames reach the request registered for them, in order; gaps, strangers and
+malformed messages are handled; a lost pub/sub connection fails open requests and is re-established."""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis.asyncio as aredis
+
+from ingress.reply_hub import CLIENT_GONE, ReplyHub, Subscription
+from shared import events
+from shared.errors import AIORouterError, WorkerLost
+from tests.ingress.conftest import IngressFactory
+from tests.ingress.test_app import assert_error
+
+
+def frame(kind: bytes, seq: int, request_id: str = "r1", **meta: object) -> events.Frame:
+    return events.decode(events.encode(kind, request_id, seq, dict(meta) or None, b"p"))
+
+
+def drain(subscription: Subscription) -> list[object]:
+    items = []
+    while not subscription.queue.empty():
+        items.append(subscription.queue.get_nowait())
+    return items
+
+
+def test_frames_in_order_are_queued_and_the_worker_is_recorded() -> None:
+    """S, C, D in sequence are all queued; S names the worker; D closes the subscription."""
+    subscription = Subscription("r1")
+    for item in (frame(events.START, 0, worker="w-1"), frame(events.CHUNKS, 1), frame(events.DONE, 2)):
+        subscription.deliver(item)
+    assert [f.kind for f in drain(subscription)] == [events.START, events.CHUNKS, events.DONE]  # type: ignore[attr-defined]
+    assert subscription.worker == "w-1" and subscription.closed
+
+
+def test_sequence_gap_fails_the_request_once() -> None:
+    """A skipped seq queues one 500 error and nothing after it."""
+    subscription = Subscription("r1")
+    subscription.deliver(frame(events.START, 0))
+    subscription.deliver(frame(events.CHUNKS, 2))
+    subscription.deliver(frame(events.CHUNKS, 3))
+    items = drain(subscription)
+    assert len(items) == 2 and isinstance(items[1], AIORouterError) and items[1].status == 500
+
+
+def test_fail_after_final_frame_is_ignored() -> None:
+    """Once a final frame is queued, a late watchdog failure adds nothing."""
+    subscription = Subscription("r1")
+    subscription.deliver(frame(events.START, 0))
+    subscription.deliver(frame(events.ERROR, 1, status=429, type="rate_limit_exceeded"))
+    subscription.fail(WorkerLost())
+    assert [getattr(i, "kind", None) for i in drain(subscription)] == [events.START, events.ERROR]
+
+
+def test_client_gone_is_queued() -> None:
+    """A disconnect is delivered as the CLIENT_GONE marker."""
+    subscription = Subscription("r1")
+    subscription.client_gone()
+    assert drain(subscription) == [CLIENT_GONE]
+
+
+async def test_route_ignores_strangers_and_garbage(aredis_client: aredis.Redis) -> None:
+    """Frames for unregistered ids and non-frames are dropped; registered ids get theirs."""
+    hub = ReplyHub(aredis_client, "test-ingress")
+    mine = hub.register("mine")
+    hub.route(events.encode(events.START, "stranger", 0))
+    hub.route(b"not a frame")
+    hub.route(events.encode(events.START, "mine", 0))
+    assert len(drain(mine)) == 1
+    hub.unregister(mine)
+    hub.route(events.encode(events.CHUNKS, "mine", 1))
+    assert drain(mine) == []
+
+
+async def test_hub_receives_published_frames(aredis_client: aredis.Redis) -> None:
+    """After start(), frames published on the hub's channel reach the registered subscription."""
+    hub = ReplyHub(aredis_client, "test-ingress")
+    await hub.start()
+    try:
+        subscription = hub.register("r1")
+        await aredis_client.publish(hub.channel, events.encode(events.START, "r1", 0, {"worker": "w"}))
+        received = await asyncio.wait_for(subscription.queue.get(), 5)
+        assert isinstance(received, events.Frame) and received.kind == events.START
+    finally:
+        await hub.stop()
+
+
+async def test_lost_pubsub_connection_fails_open_requests_and_recovers(
+    ingress_factory: IngressFactory,
+) -> None:
+    """Killing the hub's pub/sub connection fails waiting requests with 503, and later requests work."""
+    async with ingress_factory() as ingress:
+        request = ingress.chat_task()
+        taken = await ingress.worker.take()
+        await ingress.worker.start(taken)
+        channel = taken.job.reply_to
+        killed = 0
+        for client in await ingress.redis.client_list(_type="pubsub"):
+            if client.get("db") == str(ingress.redis.connection_pool.connection_kwargs.get("db", 0)):
+                killed += await ingress.redis.client_kill_filter(_id=client["id"])
+        assert killed == 1
+        response = await asyncio.wait_for(request, 10)
+        assert_error(response, 503, "service_unavailable", "service_unavailable")
+        for _ in range(100):  # the hub re-subscribes on its own
+            if await ingress.redis.pubsub_numsub(channel) == [(channel.encode(), 1)]:
+                break
+            await asyncio.sleep(0.05)
+        request = ingress.chat_task()
+        taken = await ingress.worker.take()
+        await ingress.worker.start(taken)
+        await ingress.worker.done(taken, "back")
+        assert (await asyncio.wait_for(request, 10)).status_code == 200
