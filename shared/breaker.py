@@ -26,7 +26,7 @@ import redis.asyncio as aredis
 from redis.exceptions import RedisError
 
 from shared import keys
-from shared.errors import ServiceUnavailable
+from shared.errors import InvalidRequest, ServiceUnavailable, UpstreamError, UpstreamUnavailable
 from shared.lua import LuaScript
 from shared.settings import BreakerSettings
 
@@ -96,6 +96,20 @@ class BreakerView:
         }
 
 
+def outcome_of(error: BaseException | None) -> Literal["success", "failure", "none"]:
+    """What a finished upstream call says about its deployment.
+
+    ``failure``: the provider is unhealthy (unreachable, timed out, 429/5xx, broke the stream, rejected our
+    credentials).  ``success``: it answered properly, including a 400 for the client's bad request.
+    ``none``: the call proves nothing (cancelled because the client left, or our own bug).
+    """
+    if error is None or isinstance(error, InvalidRequest):
+        return "success"
+    if isinstance(error, (UpstreamUnavailable, UpstreamError)):
+        return "failure"
+    return "none"
+
+
 class CircuitBreaker:
     """Every deployment's breaker, over one asyncio Redis client."""
 
@@ -144,6 +158,14 @@ class CircuitBreaker:
         )
         status = cast(Literal["closed", "open"], _text(reply[0]))
         return FailureOutcome(status, int(reply[1]), int(reply[2]) / 1000)
+
+    async def record(self, deployment_id: str, error: BaseException | None) -> None:
+        """Report a finished upstream call (``error`` None: it succeeded) as :func:`outcome_of` says."""
+        outcome = outcome_of(error)
+        if outcome == "success":
+            await self.record_success(deployment_id)
+        elif outcome == "failure":
+            await self.record_failure(deployment_id)
 
     async def open_deployments(self) -> dict[str, float]:
         """Deployment id -> seconds until it may admit again, for every deployment routing must skip

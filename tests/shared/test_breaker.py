@@ -13,8 +13,14 @@ import redis.asyncio as aredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from shared.breaker import CircuitBreaker, OpenSetCache
-from shared.errors import ServiceUnavailable
+from shared.breaker import CircuitBreaker, OpenSetCache, outcome_of
+from shared.errors import (
+    ServiceUnavailable,
+    UpstreamBadRequest,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from shared.settings import BreakerSettings
 
 DEP = "prov-a/model-x"
@@ -246,3 +252,30 @@ async def test_unreachable_redis_is_service_unavailable(clean_redis: redis.Redis
     assert cache.snapshot() == {}
     await cache.aclose()
     await dead.aclose()
+
+
+def test_outcome_of_classifies_adapter_errors() -> None:
+    """Provider trouble counts as a failure; an answered bad request as a success; a cancel proves nothing."""
+    assert outcome_of(None) == "success"
+    assert outcome_of(UpstreamBadRequest("context too long")) == "success"
+    assert outcome_of(UpstreamUnavailable()) == "failure"
+    assert outcome_of(UpstreamTimeout()) == "failure"
+    assert outcome_of(UpstreamError("HTTP 401")) == "failure"
+    assert outcome_of(asyncio.CancelledError()) == "none"
+    assert outcome_of(ServiceUnavailable()) == "none"
+
+
+async def test_record_feeds_the_breaker_by_outcome(client: aredis.Redis) -> None:
+    """record() counts provider failures, ignores cancels, and a success closes a half-open breaker."""
+    breaker = make(client, cooldown=0.2)
+    await breaker.record(DEP, UpstreamTimeout())
+    await breaker.record(DEP, asyncio.CancelledError())
+    await breaker.record(DEP, UpstreamBadRequest())
+    assert [v.failures for v in await breaker.views()] == [1]
+    await breaker.record(DEP, UpstreamUnavailable())
+    await breaker.record(DEP, UpstreamError())
+    assert (await breaker.allow(DEP)).decision == "open"
+    await half_open(breaker)
+    assert (await breaker.allow(DEP)).is_probe
+    await breaker.record(DEP, None)
+    assert (await breaker.allow(DEP)).decision == "closed"
