@@ -25,11 +25,13 @@ def pytest_runtest_makereport(
 ) -> Generator[None, object, object]:
     report = yield
     if isinstance(report, pytest.TestReport) and report.failed:
+        systems: dict[int, RunningSystem] = {}
         for value in getattr(item, "funcargs", {}).values():
-            systems = value.systems if isinstance(value, SystemLauncher) else [value]
-            for system in systems:
+            for system in value.systems if isinstance(value, SystemLauncher) else [value]:
                 if isinstance(system, RunningSystem):
-                    report.sections.append((f"aiorouter processes on port {system.port}", system.logs()))
+                    systems[system.port] = system
+        for port, system in systems.items():
+            report.sections.append((f"aiorouter processes on port {port}", system.logs()))
     return report
 
 
