@@ -256,6 +256,25 @@ async def reserve(
     return Reservation(id=reservation_id, account_id=account_id, amount=amount, deadline_ms=int(deadline))
 
 
+async def reserve_for_request(
+    redis: aredis.Redis, settings: Settings, account_id: str, model: ModelEntry, body: dict[str, Any]
+) -> Reservation:
+    """Hold a completion request's worst-case cost; call it before enqueueing, and put
+    :meth:`Reservation.to_wire` in the job so that whoever finishes the request can settle it."""
+    return await reserve(redis, settings, account_id, worst_case_cost(settings, model, body))
+
+
+async def settle_usage(
+    redis: aredis.Redis,
+    reservation: Reservation,
+    model: ModelEntry,
+    prompt_tokens: int,
+    completion_tokens: int,
+) -> Settlement:
+    """Settle a reservation to the cost of the tokens a completion actually used."""
+    return await settle(redis, reservation, cost_micros(model, prompt_tokens, completion_tokens))
+
+
 async def settle(redis: aredis.Redis, reservation: Reservation, actual: int) -> Settlement:
     """Charge the actual cost (at most the amount held) and release the rest of the hold."""
     outcome, charged = await _SETTLE(

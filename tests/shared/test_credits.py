@@ -231,3 +231,19 @@ def test_reservation_survives_the_job_wire() -> None:
     """A reservation put in a job's JSON comes back equal, for the worker that settles it."""
     reservation = Reservation(id="res_1", account_id="acct_1", amount=42, deadline_ms=1_700_000_000_000)
     assert Reservation.from_wire(reservation.to_wire()) == reservation
+
+
+async def test_request_helpers_hold_the_worst_case_and_settle_the_tokens_used(
+    aredis_client: aredis.Redis,
+) -> None:
+    """A request holds prompt estimate + max_tokens at the model's prices and settles to its real usage."""
+    account_id = await funded_account(aredis_client, 1_000_000)
+    body = {"messages": [{"role": "user", "content": "hello there"}], "max_tokens": 1_000}
+    reservation = await credits.reserve_for_request(aredis_client, SETTINGS, account_id, MODEL, body)
+    assert reservation.amount == credits.worst_case_cost(SETTINGS, MODEL, body) >= 200
+    settled = await credits.settle_usage(
+        aredis_client, reservation, MODEL, prompt_tokens=12, completion_tokens=30
+    )
+    assert settled.charged == credits.cost_micros(MODEL, 12, 30) == 2 + 6
+    balance = await credits.get_balance(aredis_client, account_id)
+    assert (balance.balance, balance.reserved) == (1_000_000 - 8, 0)
