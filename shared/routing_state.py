@@ -70,10 +70,11 @@ class DeploymentStats:
 class InflightTracker:
     """One worker process' running jobs per deployment, mirrored in Redis under a lease.
 
-    Call :meth:`job_started` / :meth:`job_finished` around each job (or use :meth:`running`), and
-    :meth:`renew` on every heartbeat with a lease longer than the heartbeat interval (typically
-    ``worker_dead_after``).  The local counts are the truth; :meth:`renew` re-asserts them, so a
-    lost update heals on the next heartbeat.
+    Call :meth:`job_started` / :meth:`job_finished` around each job (in a ``finally``), and :meth:`renew`
+    on every heartbeat, with a lease longer than the heartbeat interval (typically ``worker_dead_after``).
+    Starts and finishes are increments, so their order on the wire does not matter; the local counts are
+    the truth and :meth:`renew` re-asserts them, so a lost update heals on the next heartbeat (and a
+    count nobody renews expires with its lease).
     """
 
     def __init__(self, redis: aredis.Redis, worker_name: str, lease: float) -> None:
@@ -91,11 +92,13 @@ class InflightTracker:
 
     async def job_finished(self, dep_id: str) -> None:
         left = self._counts.get(dep_id, 0) - 1
-        if left > 0:
+        if left < 0:
+            return  # never started here: nothing to take back
+        if left:
             self._counts[dep_id] = left
         else:
-            self._counts.pop(dep_id, None)
-        await self._write(dep_id, "set", max(left, 0))
+            del self._counts[dep_id]
+        await self._write(dep_id, "add", -1)
 
     async def renew(self) -> None:
         """Extend the lease of every deployment this worker has jobs on (one round trip)."""
@@ -193,6 +196,14 @@ def order_deployments(
     if model.strategy == "latency":
         return sorted(healthy, key=lambda d: _latency_key(stats.get(deployment_id(d))))
     return healthy
+
+
+def soonest_retry(model: ModelEntry, skipped: Mapping[str, float], default: float = 1.0) -> float:
+    """Seconds until the first of ``model``'s skipped deployments may admit again (``skipped`` maps
+    deployment id -> seconds, like :meth:`shared.breaker.OpenSetCache.snapshot`): the ``Retry-After``
+    of the 503 when every deployment is skipped."""
+    waits = [skipped[d] for d in map(deployment_id, model.deployments) if d in skipped]
+    return min(waits) if waits else default
 
 
 def _latency_key(stats: DeploymentStats | None) -> float:

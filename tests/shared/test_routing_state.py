@@ -12,6 +12,7 @@ from shared.routing_state import (
     apply_preferences,
     deployment_id,
     order_deployments,
+    soonest_retry,
 )
 from shared.settings import Deployment, ModelEntry, RoutingStrategy
 
@@ -108,3 +109,10 @@ def test_request_preferences_reorder_and_can_forbid_fallbacks() -> None:
     assert apply_preferences(ordered, ["prov-c", "prov-b"]) == [C, B, A]
     assert apply_preferences(ordered, ["prov-c", "prov-x"], allow_fallbacks=False) == [C]
     assert apply_preferences([A, B], ["prov-c"], allow_fallbacks=False) == []
+
+
+def test_soonest_retry_is_the_first_deployment_to_reopen() -> None:
+    """Retry-After of an all-skipped model is the shortest wait among its own deployments."""
+    skipped = {"prov-a/m": 12.0, "prov-b/m-large": 3.5, "prov-z/other": 0.1}
+    assert soonest_retry(model("priority"), skipped) == 3.5
+    assert soonest_retry(model("priority"), {}, default=2.0) == 2.0

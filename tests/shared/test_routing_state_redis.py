@@ -123,3 +123,14 @@ async def test_ttft_is_forgotten_after_latency_ttl(client: aredis.Redis) -> None
     await record_ttft(client, "prov-a/m", 1.0, settings)
     await asyncio.sleep(0.4)
     assert (await load_stats(client, [A]))["prov-a/m"].ttft is None
+
+
+async def test_finishing_more_jobs_than_started_never_goes_negative(client: aredis.Redis) -> None:
+    """A finish without a start is ignored, and an out-of-order finish does not leave a stale count."""
+    tracker = InflightTracker(client, "w1", lease=30.0)
+    await tracker.job_finished("prov-a/m")
+    assert (await load_stats(client, [A]))["prov-a/m"].inflight == 0
+    await asyncio.gather(*(tracker.job_started("prov-a/m") for _ in range(20)))
+    await asyncio.gather(*(tracker.job_finished("prov-a/m") for _ in range(20)))
+    assert (await load_stats(client, [A]))["prov-a/m"].inflight == 0
+    assert tracker.counts() == {}
