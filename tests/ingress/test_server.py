@@ -1,0 +1,199 @@
+"""The ingress under real uvicorn (httptools) on a free port: true streaming, the OpenAI SDK, client
+disconnects seen through the socket, and ``ingress.server.run`` in its own process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import openai
+import pytest
+import redis
+import redis.asyncio as aredis
+import uvicorn
+
+from ingress.server import uvicorn_config
+from shared import keys
+from shared.api_keys import create_key
+from shared.errors import RateLimitExceeded
+from shared.settings import Settings
+from tests.ingress.conftest import MESSAGES, MODEL, make_settings
+from tests.ingress.fake_worker import FakeWorker
+
+COMPLETIONS = "/v1/chat/completions"
+STREAM_BODY = {"model": MODEL, "messages": MESSAGES, "stream": True}
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[str]:
+    """Serve the app with uvicorn in this event loop on a free port; yields the base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn_config(settings, host="127.0.0.1", port=port))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        for _ in range(1000):
+            if server.started:
+                break
+            await asyncio.sleep(0.01)
+        assert server.started, "uvicorn did not start"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+@pytest.fixture
+async def live(
+    redis_url: str, aredis_client: aredis.Redis, clean_redis: redis.Redis
+) -> AsyncIterator[tuple[str, str, FakeWorker]]:
+    """(base URL, API key, fake worker) for an ingress served by uvicorn."""
+    async with serving(make_settings(redis_url)) as url:
+        key, _ = await create_key(aredis_client, account_id="acct-live")
+        worker = FakeWorker(aredis_client, clean_redis)
+        await worker.heartbeat()
+        yield url, key, worker
+
+
+async def test_stream_is_written_as_it_arrives(live: tuple[str, str, FakeWorker]) -> None:
+    """Under uvicorn, the client reads the first chunk before the worker sends the rest: nothing buffers."""
+    url, key, worker = live
+    first_seen = asyncio.Event()
+
+    async def work() -> None:
+        taken = await worker.take()
+        await worker.start(taken)
+        await worker.chunk(taken, "first")
+        await asyncio.wait_for(first_seen.wait(), 10)
+        await worker.chunk(taken, "second")
+        await worker.done(taken)
+
+    worker_task = asyncio.create_task(work())
+    lines: list[str] = []
+    headers = {"Authorization": f"Bearer {key}", "X-Request-Id": "live-1"}
+    async with httpx.AsyncClient(base_url=url) as client:
+        async with client.stream(
+            "POST", "/v1/chat/completions", json=STREAM_BODY, headers=headers
+        ) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            assert response.headers["x-request-id"] == "live-1"
+            assert response.headers["x-provider"] == "simulated"
+            async for line in response.aiter_lines():
+                if line:
+                    lines.append(line)
+                if '"first"' in line:
+                    first_seen.set()
+    await worker_task
+    assert ['"first"' in lines[0], '"second"' in lines[1], lines[-1]] == [True, True, "data: [DONE]"]
+
+
+async def test_openai_sdk_streams_and_reads_json(live: tuple[str, str, FakeWorker]) -> None:
+    """The official OpenAI SDK streams chunks, reads a JSON completion and sees our errors as API errors."""
+    url, key, worker = live
+
+    async def work() -> None:
+        taken = await worker.take()
+        await worker.start(taken)
+        for word in ("Hel", "lo"):
+            await worker.chunk(taken, word)
+        await worker.done(taken)
+        taken = await worker.take()
+        await worker.start(taken)
+        await worker.done(taken, "Hello!")
+        taken = await worker.take()
+        await worker.error(taken, RateLimitExceeded(headers={"Retry-After": "1"}))
+
+    worker_task = asyncio.create_task(work())
+    async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0) as client:
+        stream = await client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True)  # type: ignore[arg-type]
+        text = "".join([chunk.choices[0].delta.content or "" async for chunk in stream])
+        assert text == "Hello"
+        completion = await client.chat.completions.create(model=MODEL, messages=MESSAGES)  # type: ignore[arg-type]
+        assert completion.choices[0].message.content == "Hello!"
+        with pytest.raises(openai.RateLimitError) as caught:
+            await client.chat.completions.create(model=MODEL, messages=MESSAGES)  # type: ignore[arg-type]
+        assert caught.value.code == "rate_limit_exceeded"
+        models = await client.models.list()
+        assert [m.id for m in models.data] == ["aiorouter/echo", "aiorouter/lorem"]
+    await worker_task
+
+
+async def test_socket_disconnect_cancels_the_stream_job(
+    live: tuple[str, str, FakeWorker], aredis_client: aredis.Redis
+) -> None:
+    """Closing the connection mid-stream makes the ingress cancel the job within a few seconds."""
+    url, key, worker = live
+    started: asyncio.Queue[str] = asyncio.Queue()
+
+    async def work() -> None:
+        taken = await worker.take()
+        await worker.start(taken)
+        await worker.chunk(taken, "only")
+        await started.put(taken.id)
+
+    worker_task = asyncio.create_task(work())
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=url) as client:
+        async with client.stream(
+            "POST", "/v1/chat/completions", json=STREAM_BODY, headers=headers
+        ) as response:
+            async for line in response.aiter_lines():
+                if '"only"' in line:
+                    break
+    job_id = await asyncio.wait_for(started.get(), 5)
+    await worker_task
+    for _ in range(100):
+        if await aredis_client.exists(keys.cancelled_marker(job_id)):
+            break
+        await asyncio.sleep(0.05)
+    assert await aredis_client.exists(keys.cancelled_marker(job_id))
+
+
+def test_run_serves_in_its_own_process(redis_url: str) -> None:
+    """`ingress.server.run` starts uvicorn (uvloop + httptools) and answers /healthz until interrupted."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code = textwrap.dedent(
+        f"""
+        from ingress.server import run
+        from shared.settings import settings_from_mapping
+        run(settings_from_mapping({{"redis_url": {redis_url!r}}}, env={{}}), host="127.0.0.1", port={port})
+        """
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=os.getcwd(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        response = None
+        for _ in range(200):
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                if process.poll() is not None:
+                    break
+                time.sleep(0.05)
+        assert response is not None, process.communicate(timeout=5)[0].decode()
+        assert response.status_code == 200 and response.headers["api-version"] == "2026-06-01"
+        assert "server" not in response.headers
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            output = process.communicate(timeout=10)[0].decode()
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    assert "GET /healthz" not in output  # access log is off
