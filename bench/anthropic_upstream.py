@@ -14,7 +14,8 @@ The answer depends on words in the model name:
 ``rate-limited`` 429 ``rate_limit_error`` with ``retry-after: 7``
 ``bad-request``  400 ``invalid_request_error``
 ``hang``         never answers (until the client leaves)
-``cut``          streams one text delta, then closes the connection
+``cut-early``    streams ``message_start``, then closes the connection (nothing to show yet)
+``cut``          streams the first content block, then closes the connection
 ``error-event``  streams ``message_start``, then an ``overloaded_error`` event
 anything else    text: ``Hello from Claude. You said: <last user text>``, one word per delta
 """
@@ -174,6 +175,9 @@ class AnthropicUpstream:
         }
         writer.write(STREAM_HEAD)
         await self._send(writer, "message_start", {"type": "message_start", "message": start})
+        if "cut-early" in model:
+            writer.transport.abort()
+            return False
         if "error-event" in model:
             await self._send(writer, "error", _error("overloaded_error", "Overloaded"))
             await _end_chunks(writer)

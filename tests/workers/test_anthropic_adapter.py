@@ -199,6 +199,16 @@ async def test_cut_after_content_is_an_upstream_error(upstream: AnthropicUpstrea
     assert text_of(seen).startswith("Hello")
 
 
+async def test_cut_before_content_is_unavailable(upstream: AnthropicUpstream) -> None:
+    """A stream cut before any content is UpstreamUnavailable: nothing was shown, so fallback is safe."""
+    adapter = provider_for(upstream.base_url)
+    try:
+        with pytest.raises(UpstreamUnavailable):
+            await collect(adapter, job("claude-cut-early"))
+    finally:
+        await adapter.aclose()
+
+
 async def test_hang_hits_first_token_timeout_and_closes_the_connection(upstream: AnthropicUpstream) -> None:
     """A silent upstream raises UpstreamTimeout after first_token seconds and the server sees the close."""
     adapter = provider_for(upstream.base_url, first_token=0.5)
