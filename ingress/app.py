@@ -61,7 +61,8 @@ def create_app(settings: Settings) -> Starlette:
 @contextlib.asynccontextmanager
 async def _ingress_context(settings: Settings) -> AsyncIterator[IngressContext]:
     redis = aredis.Redis.from_url(settings.redis_url)
-    hub = ReplyHub(redis, ingress_id=uuid.uuid4().hex)
+    ingress_id = uuid.uuid4().hex  # random per process: names this process' reply channel
+    hub = ReplyHub(redis, ingress_id)
     try:
         await hub.start()
         watchdog = WorkerWatchdog(redis, hub, interval=settings.worker_heartbeat_interval)
@@ -69,7 +70,7 @@ async def _ingress_context(settings: Settings) -> AsyncIterator[IngressContext]:
         try:
             yield IngressContext(
                 settings=settings,
-                ingress_id=hub.channel.rsplit(":", 1)[-1],
+                ingress_id=ingress_id,
                 redis=redis,
                 hub=hub,
                 auth=Authenticator(redis, ttl=settings.key_cache_ttl),
