@@ -1,25 +1,28 @@
-"""Per-account request rate limits, enforced atomically in Redis and shared by every ingress process.
+"""Per-account rate limits, enforced atomically in Redis and shared by every ingress process.
 
 One ``EVALSHA`` of ``lua/ratelimit.lua`` per request runs GCRA (the generic cell rate algorithm) on Redis
 server time, so any number of replicas, whatever their clocks, together admit exactly the plan's limit.
 The script reads the account's plan and status itself: a plan change or a suspension takes effect on the
 next request, and a suspended account is refused in the same round trip.
 
-A limit of N per minute admits a burst of N, then one request every 60/N seconds.  The
-:class:`RateLimitDecision` carries the ``X-RateLimit-*`` headers, and ``Retry-After`` when refused.
+A limit of N per minute admits a burst of N, then one more every 60/N seconds.  A plan may also limit
+tokens per minute: a request is then counted for its estimated tokens (prompt estimate + completion
+cap), admitted only if both limits have room, and :func:`refund_tokens` gives back what it did not use.
+The :class:`RateLimitDecision` carries the ``X-RateLimit-*`` headers, and ``Retry-After`` when refused.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aredis
 
 from shared import keys
 from shared.errors import AuthenticationError, RateLimitExceeded
 from shared.lua import LuaScript
-from shared.settings import Settings
+from shared.settings import Plan, Settings
 
 PERIOD_US = 60_000_000
 """Plans state their limits per minute."""
@@ -27,7 +30,8 @@ PERIOD_US = 60_000_000
 MAX_RETRY_AFTER = 120
 """``Retry-After`` is capped at this many seconds."""
 
-_SCRIPT = LuaScript.load("ratelimit")
+_CHECK = LuaScript.load("ratelimit")
+_REFUND = LuaScript.load("ratelimit_refund")
 _SUSPENDED = -1
 
 
@@ -35,10 +39,14 @@ _SUSPENDED = -1
 class RateLimitDecision:
     allowed: bool
     plan: str
-    limit: int
+    limit: int  # requests per minute
     remaining: int
-    reset_seconds: int  # until the limit is fully restored
-    retry_after_seconds: int  # 0 when allowed
+    reset_seconds: int  # until the request limit is fully restored
+    retry_after_seconds: int = 0  # 0 when allowed
+    refused_by: str = ""  # "requests" or "tokens" when refused
+    token_limit: int = 0  # tokens per minute; 0 = none
+    token_remaining: int = 0
+    token_reset_seconds: int = 0
 
     def headers(self) -> dict[str, str]:
         """The ``X-RateLimit-*`` headers every authenticated response carries (plus ``Retry-After``)."""
@@ -47,23 +55,36 @@ class RateLimitDecision:
             "X-RateLimit-Remaining": str(self.remaining),
             "X-RateLimit-Reset": str(self.reset_seconds),
         }
+        if self.token_limit:
+            headers["X-RateLimit-Limit-Tokens"] = str(self.token_limit)
+            headers["X-RateLimit-Remaining-Tokens"] = str(self.token_remaining)
+            headers["X-RateLimit-Reset-Tokens"] = str(self.token_reset_seconds)
         if not self.allowed:
             headers["Retry-After"] = str(self.retry_after_seconds)
         return headers
 
     def raise_if_refused(self) -> None:
         """Raise 429 ``rate_limit_exceeded`` (with every header) unless the request was admitted."""
-        if not self.allowed:
-            raise RateLimitExceeded(
-                f"Rate limit of {self.limit} requests per minute reached for plan {self.plan!r}; "
-                f"retry after {self.retry_after_seconds} seconds.",
-                headers=self.headers(),
-            )
+        if self.allowed:
+            return
+        if self.refused_by == "tokens":
+            what = f"{self.token_limit} tokens per minute"
+        else:
+            what = f"{self.limit} requests per minute"
+        raise RateLimitExceeded(
+            f"Rate limit of {what} reached for plan {self.plan!r}; "
+            f"retry after {self.retry_after_seconds} seconds.",
+            headers=self.headers(),
+        )
 
 
-def plan_limits(settings: Settings) -> list[str | int]:
-    """The script's plan table: name, requests per minute, for every plan in the settings."""
-    return [item for plan in settings.plans.values() for item in (plan.name, plan.requests_per_minute)]
+def plan_table(settings: Settings) -> list[str | int]:
+    """The script's plan table: name, requests and tokens per minute, for every plan in the settings."""
+    return [
+        item
+        for plan in settings.plans.values()
+        for item in (plan.name, plan.requests_per_minute, plan.tokens_per_minute)
+    ]
 
 
 async def check_request(
@@ -73,30 +94,76 @@ async def check_request(
     account_id: str,
     key_plan: str,
     api_key_digest: str | None = None,
+    tokens: int = 0,
 ) -> RateLimitDecision:
-    """Count one request against the account's limit and decide; the caller sends ``decision.headers()``.
+    """Count one request against the account's limits and decide; the caller sends ``decision.headers()``.
 
-    ``key_plan`` (the API key's plan) decides the limit when the account has no record or names a plan
+    ``key_plan`` (the API key's plan) decides the limits when the account has no record or names a plan
     the settings do not know.  ``api_key_digest`` names the key whose ``last_used`` an admitted request
-    sets.  A suspended account raises :class:`AuthenticationError` (``account_suspended``).
+    sets.  ``tokens`` is the request's estimated tokens, counted if the plan limits tokens.  A suspended
+    account raises :class:`AuthenticationError` (``account_suspended``).
     """
-    fallback = settings.plans.get(key_plan) or settings.plans[settings.default_plan]
-    script_keys = [keys.account(account_id), keys.rate_limit(account_id, "requests")]
+    fallback = _plan(settings, key_plan)
+    script_keys = [
+        keys.account(account_id),
+        keys.rate_limit(account_id, "requests"),
+        keys.rate_limit(account_id, "tokens"),
+    ]
     if api_key_digest is not None:
         script_keys.append(keys.api_key(api_key_digest))
-    args = [1, PERIOD_US, fallback.name, fallback.requests_per_minute, *plan_limits(settings)]
-    admitted, limit, remaining, reset_us, retry_us, plan = await _SCRIPT(redis, script_keys, args)
+    args: list[Any] = [
+        max(0, tokens),
+        PERIOD_US,
+        fallback.name,
+        fallback.requests_per_minute,
+        fallback.tokens_per_minute,
+        *plan_table(settings),
+    ]
+    (
+        admitted,
+        plan,
+        refused_by,
+        retry_us,
+        limit,
+        remaining,
+        reset_us,
+        token_limit,
+        token_remaining,
+        token_reset_us,
+    ) = await _CHECK(redis, script_keys, args)
     if admitted == _SUSPENDED:
         raise AuthenticationError("This account is suspended.", code="account_suspended")
     return RateLimitDecision(
         allowed=admitted == 1,
-        plan=plan.decode() if isinstance(plan, bytes) else str(plan),
+        plan=_text(plan),
         limit=int(limit),
         remaining=max(0, int(remaining)),
         reset_seconds=_seconds(reset_us),
         retry_after_seconds=min(MAX_RETRY_AFTER, max(1, _seconds(retry_us))) if admitted == 0 else 0,
+        refused_by=_text(refused_by),
+        token_limit=int(token_limit),
+        token_remaining=max(0, int(token_remaining)),
+        token_reset_seconds=_seconds(token_reset_us),
     )
 
 
-def _seconds(microseconds: int) -> int:
+async def refund_tokens(
+    redis: aredis.Redis, settings: Settings, *, account_id: str, plan: str, tokens: int
+) -> None:
+    """Give back ``tokens`` a request was counted for but did not use (``plan`` as its decision named)."""
+    limit = _plan(settings, plan).tokens_per_minute
+    if limit <= 0 or tokens <= 0:
+        return
+    await _REFUND(redis, [keys.rate_limit(account_id, "tokens")], [tokens, PERIOD_US // limit])
+
+
+def _plan(settings: Settings, name: str) -> Plan:
+    return settings.plans.get(name) or settings.plans[settings.default_plan]
+
+
+def _seconds(microseconds: Any) -> int:
     return math.ceil(int(microseconds) / 1_000_000)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

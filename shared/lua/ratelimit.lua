@@ -1,50 +1,86 @@
--- Admit one request of an account under its plan's limit: GCRA on Redis server time, one round trip.
+-- Admit one request of an account under its plan's limits: GCRA on Redis server time, one round trip.
+-- A plan limits requests per period and, optionally, tokens per period; a request is admitted only if
+-- both limits have room, and then counted against both (a refused request counts against neither).
 --
--- KEYS[1] the account hash (its `plan` picks the limit; `status` = suspended refuses everything)
--- KEYS[2] the limit's theoretical arrival time (TAT), integer microseconds of Redis TIME
--- KEYS[3] optional: the API key hash, whose `last_used` is set when the request is admitted
--- ARGV[1] cost of this request (1 for a request limit)
--- ARGV[2] period in microseconds (a limit of N per period)
--- ARGV[3], ARGV[4] fallback plan name and limit (the key's plan, used when the account names none we know)
--- ARGV[5..] pairs of plan name, limit per period
+-- KEYS[1] the account hash (its `plan` picks the limits; `status` = suspended refuses everything)
+-- KEYS[2], KEYS[3] the request and token limits' theoretical arrival times (integer µs of Redis TIME)
+-- KEYS[4] optional: the API key hash, whose `last_used` is set when the request is admitted
+-- ARGV[1] the request's estimated tokens (0: not counted against a token limit)
+-- ARGV[2] period in microseconds (limits are per period)
+-- ARGV[3..5] fallback plan name, requests and tokens per period (used when the account names no plan
+--            that is in the table)
+-- ARGV[6..] triples of plan name, requests per period, tokens per period (0 = no token limit)
 --
--- Returns {admitted (1, 0, or -1 when suspended), limit, remaining, reset_us, retry_after_us, plan}:
--- reset_us is the time until the limit is fully restored, retry_after_us until this cost would fit.
+-- Returns {admitted (1, 0, or -1 when suspended), plan, refused_by ('' / 'requests' / 'tokens'),
+--          retry_after_us, request limit, remaining, reset_us, token limit, remaining, reset_us};
+-- reset_us is the time until a limit is fully restored.
 
+local period = tonumber(ARGV[2])
 local account = redis.call('HMGET', KEYS[1], 'status', 'plan')
-local plan, limit = ARGV[3], tonumber(ARGV[4])
+local plan, rpm, tpm = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 if account[2] then
-  for i = 5, #ARGV, 2 do
+  for i = 6, #ARGV, 3 do
     if ARGV[i] == account[2] then
-      plan, limit = ARGV[i], tonumber(ARGV[i + 1])
+      plan, rpm, tpm = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
       break
     end
   end
 end
 if account[1] == 'suspended' then
-  return {-1, limit, 0, 0, 0, plan}
+  return {-1, plan, '', 0, rpm, 0, 0, tpm, 0, 0}
 end
-
-local cost = tonumber(ARGV[1])
-local interval = math.floor(tonumber(ARGV[2]) / limit)
-local capacity = interval * limit
-if cost > limit then cost = limit end
 
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
-local tat = tonumber(redis.call('GET', KEYS[2]) or '0')
-if tat < now then tat = now end
-local new_tat = tat + interval * cost
-local allow_at = new_tat - capacity
 
-if now < allow_at then
-  local remaining = math.floor((capacity - (tat - now)) / interval)
-  return {0, limit, remaining, tat - now, allow_at - now, plan}
+-- One GCRA limit: what admitting `cost` would do to it, without writing anything.
+local function gcra(key, cost, limit)
+  local interval = math.floor(period / limit)
+  local capacity = interval * limit
+  if cost > limit then cost = limit end
+  local tat = tonumber(redis.call('GET', key) or '0')
+  if tat < now then tat = now end
+  local new_tat = tat + interval * cost
+  return {
+    ok = new_tat - capacity <= now,
+    new_tat = new_tat,
+    retry = math.max(0, new_tat - capacity - now),
+    remaining_before = math.floor((capacity - (tat - now)) / interval),
+    remaining_after = math.floor((capacity - (new_tat - now)) / interval),
+    reset_before = tat - now,
+    reset_after = new_tat - now,
+  }
 end
 
-local reset = new_tat - now
-redis.call('SET', KEYS[2], string.format('%d', new_tat), 'PX', math.ceil(reset / 1000))
-if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 1 then
-  redis.call('HSET', KEYS[3], 'last_used', string.format('%d.%06d', time[1], time[2]))
+local requests = gcra(KEYS[2], 1, rpm)
+local tokens = nil
+local estimate = tonumber(ARGV[1])
+if tpm > 0 then
+  tokens = gcra(KEYS[3], estimate, tpm)  -- an estimate of 0 only reads the limit's state
 end
-return {1, limit, math.floor((capacity - reset) / interval), reset, 0, plan}
+
+if not requests.ok or (tokens and not tokens.ok) then
+  local refused_by = requests.ok and 'tokens' or 'requests'
+  local retry = math.max(requests.retry, tokens and tokens.retry or 0)
+  local t_remaining, t_reset = tpm, 0
+  if tokens then t_remaining, t_reset = tokens.remaining_before, tokens.reset_before end
+  return {0, plan, refused_by, retry, rpm, requests.remaining_before, requests.reset_before,
+    tpm, t_remaining, t_reset}
+end
+
+local function store(key, limit)
+  redis.call('SET', key, string.format('%d', limit.new_tat), 'PX', math.ceil(limit.reset_after / 1000))
+end
+
+store(KEYS[2], requests)
+local t_remaining, t_reset = tpm, 0
+if tokens then
+  if estimate > 0 then
+    store(KEYS[3], tokens)
+  end
+  t_remaining, t_reset = tokens.remaining_after, tokens.reset_after
+end
+if KEYS[4] and redis.call('EXISTS', KEYS[4]) == 1 then
+  redis.call('HSET', KEYS[4], 'last_used', string.format('%d.%06d', time[1], time[2]))
+end
+return {1, plan, '', 0, rpm, requests.remaining_after, requests.reset_after, tpm, t_remaining, t_reset}
