@@ -118,7 +118,8 @@ class AdminApi:
         offset = _int_query(request, "offset", default=0, low=0, high=10**9)
         limit = _int_query(request, "limit", default=100, low=1, high=MAX_PAGE)
         page = await accounts.list_accounts(redis, offset=offset, limit=limit)
-        data = [account_json(a, await credits.get_balance(redis, a.id), self.settings) for a in page]
+        balances = await credits.get_balances(redis, [a.id for a in page])
+        data = [account_json(a, b, self.settings) for a, b in zip(page, balances, strict=True)]
         total = await accounts.count_accounts(redis)
         return _json({"object": "list", "data": data, "total": total, "offset": offset, "limit": limit})
 

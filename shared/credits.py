@@ -12,7 +12,12 @@ Each account's credit hash (:func:`shared.keys.credit_balance`) holds ``balance`
    deadline (:func:`reservation_ttl`) has passed.
 
 Every step is one Lua script, so N concurrent requests can never hold or spend more than the balance.
-Credit is added with :func:`add_credit`, which appends a ledger entry in the same script.  A price of
+Credit is added with :func:`add_credit`, which appends a ledger entry in the same script.
+
+Balances are only as durable as Redis: run it with the append-only file on (``appendonly yes``,
+``appendfsync everysec`` loses at most a second of writes on a crash; ``always`` loses none at the cost of
+an fsync per write), keep RDB snapshots as backups, and never let ``maxmemory-policy`` evict keys
+(``noeviction``), or balances, ledgers and reservations could silently disappear.  A price of
 ``p`` USD per million tokens is ``p`` micro-USD per token, so a cost is ``tokens * price`` rounded up.
 """
 
@@ -190,6 +195,18 @@ async def get_balance(redis: aredis.Redis, account_id: str) -> Balance:
         keys.credit_balance(account_id), ["balance", "reserved", "spent"]
     )
     return Balance(account_id, int(balance or 0), int(reserved or 0), int(spent or 0))
+
+
+async def get_balances(redis: aredis.Redis, account_ids: list[str]) -> list[Balance]:
+    """The balances of many accounts in one round trip, in the same order."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for account_id in account_ids:
+            pipe.hmget(keys.credit_balance(account_id), ["balance", "reserved", "spent"])
+        rows = await pipe.execute()
+    return [
+        Balance(account_id, int(balance or 0), int(reserved or 0), int(spent or 0))
+        for account_id, (balance, reserved, spent) in zip(account_ids, rows, strict=True)
+    ]
 
 
 async def add_credit(

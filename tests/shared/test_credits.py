@@ -247,3 +247,51 @@ async def test_request_helpers_hold_the_worst_case_and_settle_the_tokens_used(
     assert settled.charged == credits.cost_micros(MODEL, 12, 30) == 2 + 6
     balance = await credits.get_balance(aredis_client, account_id)
     assert (balance.balance, balance.reserved) == (1_000_000 - 8, 0)
+
+
+async def test_balances_of_many_accounts_in_one_call(aredis_client: aredis.Redis) -> None:
+    """Many balances read together come back in order, zero for accounts without credit."""
+    first = await funded_account(aredis_client, 10)
+    second = await funded_account(aredis_client, 20)
+    balances = await credits.get_balances(aredis_client, [second, "acct_none", first])
+    assert [(b.account_id, b.balance) for b in balances] == [(second, 20), ("acct_none", 0), (first, 10)]
+    assert await credits.get_balances(aredis_client, []) == []
+
+
+async def test_concurrent_releases_of_one_reservation_release_it_once(aredis_client: aredis.Redis) -> None:
+    """Ten concurrent settles of one reservation: one settles, nine find it already settled."""
+    account_id = await funded_account(aredis_client, 100)
+    reservation = await credits.reserve(aredis_client, SETTINGS, account_id, 60)
+    results = await asyncio.gather(*(credits.settle(aredis_client, reservation, 10) for _ in range(10)))
+    assert sorted(r.outcome for r in results) == ["already"] * 9 + ["settled"]
+    balance = await credits.get_balance(aredis_client, account_id)
+    assert (balance.balance, balance.reserved, balance.spent) == (90, 0, 10)
+
+
+async def test_settles_racing_the_sweep_release_every_hold_exactly_once(aredis_client: aredis.Redis) -> None:
+    """Expired reservations settled while sweeps run: every hold is released once and the books balance."""
+    account_id = await funded_account(aredis_client, 10_000)
+    held = [await credits.reserve(aredis_client, SETTINGS, account_id, 100, ttl=0.01) for _ in range(40)]
+    await asyncio.sleep(0.05)
+    outcomes = await asyncio.gather(
+        *(credits.settle(aredis_client, r, 30) for r in held),
+        *(credits.sweep_expired(aredis_client, batch=7) for _ in range(3)),
+    )
+    settlements = outcomes[: len(held)]
+    swept = sum(outcomes[len(held) :])
+    assert {s.outcome for s in settlements} <= {"settled", "late"}
+    assert swept == sum(s.outcome == "late" for s in settlements)
+    balance = await credits.get_balance(aredis_client, account_id)
+    charged = sum(s.charged for s in settlements)
+    assert charged == 40 * 30
+    assert (balance.balance, balance.reserved, balance.spent) == (10_000 - charged, 0, charged)
+    assert await aredis_client.zcard(keys.CREDIT_RESERVATIONS) == 0
+
+
+async def test_free_requests_pass_without_credit(aredis_client: aredis.Redis) -> None:
+    """A request whose worst case costs nothing (a free model) is held even at a zero balance."""
+    account, _ = await accounts.create_account(aredis_client, SETTINGS)
+    reservation = await credits.reserve(aredis_client, SETTINGS, account.id, 0)
+    assert (await credits.settle(aredis_client, reservation, 0)).outcome == "settled"
+    with pytest.raises(ValueError):
+        await credits.reserve(aredis_client, SETTINGS, account.id, -1)
