@@ -83,11 +83,13 @@ async def _run_job(
 
 
 async def _watch_disconnect(receive: Receive, subscription: Subscription) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            subscription.client_gone()
-            return
+    """Tell the request when its client goes away (``http.disconnect``, or a receive that fails)."""
+    try:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+    except OSError:
+        pass
+    subscription.client_gone()
 
 
 async def read_body(receive: Receive, content_length: bytes | None, limit: int) -> bytes | None:

@@ -365,3 +365,22 @@ async def test_unknown_fields_reach_the_job_unchanged(ingress: Ingress) -> None:
     await ingress.worker.start(taken)
     await ingress.worker.done(taken)
     assert (await request).status_code == 200
+
+
+async def test_invalid_content_length_is_400(ingress: Ingress) -> None:
+    """A Content-Length that is not a number is a 400 envelope, not a crash."""
+    call = asgi_chat(ingress, body())
+    call.headers.append((b"content-length", b"lots"))
+    await call.run()
+    assert call.status == 400
+    assert b'"code":"invalid_value"' in call.body
+
+
+async def test_include_usage_reaches_the_job(ingress: Ingress) -> None:
+    """stream_options.include_usage becomes the job's include_usage flag."""
+    request = ingress.chat_task(body(stream=True, stream_options={"include_usage": True}))
+    taken = await ingress.worker.take()
+    assert (taken.job.stream, taken.job.include_usage) == (True, True)
+    await ingress.worker.start(taken)
+    await ingress.worker.done(taken)
+    assert (await request).status_code == 200
