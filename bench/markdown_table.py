@@ -1,0 +1,52 @@
+"""The markdown page of a suite's results: machine, targets, then every scenario."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from bench.report import COLUMNS, show
+from bench.targets import TargetCheck
+
+_MET = {True: "yes", False: "**no**", None: "not measured"}
+
+
+def render(
+    machine: dict[str, Any],
+    config: dict[str, Any],
+    rows: Sequence[dict[str, Any]],
+    checks: Sequence[TargetCheck],
+) -> str:
+    lines = [
+        f"# AIOrouter benchmark, {machine['date']}",
+        "",
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, Linux {machine['kernel']}, "
+        f"Python {machine['python']}, Redis {machine['redis']}; commit {machine['commit']}.",
+        f"Load generator, simulated upstream and system under test all on this machine, over loopback. "
+        f"{config['repeat']} repetitions of every scenario ({config['warmup_s']:g} s warm-up, "
+        f"{config['duration_s']:g} s measured); figures are medians with min\N{EN DASH}max. "
+        f"Command: `{config['command']}`.",
+        "",
+        "## Targets (AIOrouter, 1 ingress + 1 worker process)",
+        "",
+        "| target | goal | measured | met |",
+        "| --- | --- | --- | --- |",
+    ]
+    lines += [f"| {c.name} | {c.goal} | {c.measured} | {_MET[c.met]} |" for c in checks]
+    lines += [
+        "",
+        "## Every scenario",
+        "",
+        "`direct` is the load generator against the simulated upstream; `aiorouter` goes through "
+        "`aiorouter ingress` and `aiorouter worker` processes. CPU is % of one core over the measured "
+        "window, median of the repetitions.",
+        "",
+        "| scenario | target | " + " | ".join(COLUMNS) + " | errors | CPU % |",
+        "| --- | --- | " + " | ".join("---:" for _ in COLUMNS) + " | --- | --- |",
+    ]
+    for row in rows:
+        cells = [show(row["columns"][name]) for name in COLUMNS]
+        errors = ", ".join(f"{kind}: {count}" for kind, count in sorted(row["errors"].items())) or "0"
+        cpu = ", ".join(f"{name} {percent:.0f}" for name, percent in row["cpu_percent"].items())
+        lines.append(f"| {row['title']} | {row['target']} | " + " | ".join(cells) + f" | {errors} | {cpu} |")
+    return "\n".join(lines) + "\n"

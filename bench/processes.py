@@ -1,0 +1,169 @@
+"""The systems under test as child processes: the simulated upstream, and AIOrouter from its own CLI.
+
+Children write their output to log files in a work directory (never to pipes nobody reads), run in
+their own process group, and are stopped with SIGTERM, then SIGKILL after a grace period.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import orjson
+
+from bench.router_config import PLAN, PROVIDER, write_router_config
+
+STOP_GRACE_S = 10.0
+
+
+@dataclass(slots=True)
+class Child:
+    """One child process and its log file."""
+
+    label: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            tail = self.log.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{self.label} exited with status {self.process.returncode}:\n{tail}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_child(label: str, argv: Sequence[str], workdir: Path, env: Mapping[str, str]) -> Child:
+    log = workdir / f"{label}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            list(argv),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=dict(env),
+            process_group=0,
+        )
+    return Child(label, process, log)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until(what: str, ready: Callable[[], bool], child: Child, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        child.check_alive()
+        try:
+            if ready():
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} was not ready within {timeout:.0f} s (see {child.log})")
+
+
+def aiorouter_command() -> list[str]:
+    """The ``aiorouter`` console script of this environment, or the same CLI through ``-m``."""
+    script = Path(sys.executable).with_name("aiorouter")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "shared.cli"]
+
+
+class UpstreamProcess:
+    """``python -m bench.upstream`` on a free port."""
+
+    def __init__(self, workdir: Path) -> None:
+        port = free_port()
+        argv = [sys.executable, "-m", "bench.upstream", "--port", str(port)]
+        self.child = start_child("upstream", argv, workdir, os.environ)
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+        models_url = f"{self.base_url}/models"
+        wait_until("the simulated upstream", lambda: httpx.get(models_url).is_success, self.child)
+
+    def stop(self) -> None:
+        self.child.stop()
+
+
+class RouterProcesses:
+    """AIOrouter as run in production: ``aiorouter ingress`` plus ``aiorouter worker`` processes."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        redis_url: str,
+        upstream_base_url: str,
+        models: Mapping[str, str],
+        concurrency: int,
+    ) -> None:
+        self._workdir = workdir
+        self._concurrency = concurrency
+        self._probe_model = next(iter(models))
+        config = write_router_config(workdir / "aiorouter.toml", upstream_base_url, models, concurrency)
+        self._env = {**os.environ, "AIOROUTER_CONFIG": str(config), "REDIS_URL": redis_url}
+        self.api_key = self._create_key()
+        port = free_port()
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+        argv = [*aiorouter_command(), "ingress", "--host", "127.0.0.1", "--port", str(port)]
+        self.ingress = start_child("ingress", argv, workdir, self._env)
+        root = self.base_url.removesuffix("/v1")
+        wait_until("the ingress", lambda: httpx.get(f"{root}/healthz").is_success, self.ingress)
+        self.workers: list[Child] = []
+
+    def _create_key(self) -> str:
+        argv = [*aiorouter_command(), "keys", "create", "--json", "--plan", PLAN, "--account", "bench"]
+        done = subprocess.run(argv, env=self._env, capture_output=True, check=False, timeout=60)
+        if done.returncode != 0:
+            raise RuntimeError(f"aiorouter keys create failed: {done.stderr.decode(errors='replace')}")
+        secret: str = orjson.loads(done.stdout)["secret"]
+        return secret
+
+    def set_workers(self, count: int) -> None:
+        """Run exactly ``count`` worker processes, and return once a request goes through."""
+        for worker in self.workers:
+            worker.stop()
+        self.workers = []
+        for index in range(1, count + 1):
+            pool = ["--pool", PROVIDER, "--concurrency", str(self._concurrency)]
+            argv = [*aiorouter_command(), "worker", *pool]
+            self.workers.append(start_child(f"worker-{index}", argv, self._workdir, self._env))
+        wait_until("a request through AIOrouter", self._probe, self.ingress)
+        for worker in self.workers:
+            worker.check_alive()
+
+    def _probe(self) -> bool:
+        body = {"model": self._probe_model, "messages": [{"role": "user", "content": "ping"}]}
+        headers = {"authorization": f"Bearer {self.api_key}"}
+        response = httpx.post(f"{self.base_url}/chat/completions", json=body, headers=headers, timeout=5)
+        return response.status_code == 200
+
+    @property
+    def pids(self) -> dict[str, int]:
+        pids = {"ingress": self.ingress.pid}
+        pids |= {worker.label: worker.pid for worker in self.workers}
+        return pids
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        self.ingress.stop()

@@ -1,0 +1,110 @@
+"""Turn the runs of a suite into its results file and markdown table (medians, min-max over repeats)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+Run = dict[str, Any]
+Metric = Callable[[dict[str, Any]], float | None]
+
+
+def describe_machine(redis_url: str) -> dict[str, Any]:
+    """CPU model, cores, kernel, Python and Redis versions, and the commit measured."""
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    try:
+        client = redis.Redis.from_url(redis_url)
+        redis_version = str(client.info("server").get("redis_version", "unknown"))
+        client.close()
+    except redis.RedisError:
+        redis_version = "unreachable"
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    )
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "redis": redis_version,
+        "commit": commit.stdout.strip() or "unknown",
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def spread(values: Sequence[float | None]) -> dict[str, float] | None:
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    return {"median": statistics.median(present), "min": min(present), "max": max(present)}
+
+
+def show(stats: dict[str, float] | None, unit: str = "") -> str:
+    if stats is None:
+        return "-"
+    median, low, high = (_number(stats[k]) for k in ("median", "min", "max"))
+    return f"{median}{unit} ({low}\N{EN DASH}{high})" if low != high else f"{median}{unit}"
+
+
+def _number(value: float) -> str:
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}"
+
+
+def _latency(key: str, which: str) -> Metric:
+    return lambda result: result[key][which] if result.get(key) else None
+
+
+REQUESTS_PER_S: Metric = lambda result: result["requests_per_s"]  # noqa: E731
+CHUNKS_PER_S: Metric = lambda result: result["chunks_per_s"] if result["stream"] else None  # noqa: E731
+COLUMNS: dict[str, Metric] = {
+    "req/s": REQUESTS_PER_S,
+    "chunks/s": CHUNKS_PER_S,
+    "p50 ms": _latency("latency_ms", "p50"),
+    "p99 ms": _latency("latency_ms", "p99"),
+    "ttft p50 ms": _latency("ttft_ms", "p50"),
+}
+
+
+def group(runs: Sequence[Run]) -> dict[tuple[str, str], list[Run]]:
+    grouped: dict[tuple[str, str], list[Run]] = defaultdict(list)
+    for run in runs:
+        grouped[(run["scenario"], run["target"])].append(run)
+    return grouped
+
+
+def summarize(runs: Sequence[Run]) -> list[dict[str, Any]]:
+    """One row per scenario and target: every column's spread, errors and median CPU per process."""
+    rows = []
+    for (scenario, target), repeats in group(runs).items():
+        results = [run["result"] for run in repeats]
+        errors: dict[str, int] = defaultdict(int)
+        for result in results:
+            for kind, count in result["errors"].items():
+                errors[kind] += count
+        processes = sorted({name for result in results for name in result["processes"]})
+        cpu = {
+            name: statistics.median(
+                r["processes"][name]["cpu_percent"] for r in results if name in r["processes"]
+            )
+            for name in processes
+        }
+        row = {"scenario": scenario, "title": repeats[0]["title"], "target": target, "repeats": len(results)}
+        row |= {"columns": {name: spread([metric(r) for r in results]) for name, metric in COLUMNS.items()}}
+        row |= {"errors": dict(errors), "requests": sum(r["requests"] for r in results), "cpu_percent": cpu}
+        rows.append(row)
+    return rows

@@ -1,0 +1,216 @@
+"""Run the benchmark suite: every scenario against the simulated upstream directly and through AIOrouter.
+
+    python -m bench.run            # full suite (several minutes)
+    python -m bench.run --quick    # short windows, about three minutes
+    python -m bench.run --targets direct --only stream   # a subset
+
+AIOrouter is started from its own CLI (``aiorouter ingress`` and ``aiorouter worker``) with a generated
+TOML settings file and ``REDIS_URL`` (default ``$REDIS_URL``). Results go to
+``bench/results/<date>-<name>.json`` and the table to ``bench/results/latest.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.loadgen import LoadSpec, run_load
+from bench.markdown_table import render
+from bench.proc_stats import rss_bytes
+from bench.processes import RouterProcesses, UpstreamProcess
+from bench.report import Run, describe_machine, summarize
+from bench.scenarios import (
+    AIOROUTER,
+    DIRECT,
+    FULL,
+    QUICK,
+    Scenario,
+    Timing,
+    model_id,
+    router_models,
+    scenarios,
+)
+from bench.targets import check_targets
+from bench.upstream import event_loop_factory
+
+RESULTS_DIR = Path(__file__).parent / "results"
+PAUSE_BETWEEN_RUNS_S = 0.5
+
+
+class Suite:
+    """The processes under test and the runs measured so far."""
+
+    def __init__(
+        self,
+        timing: Timing,
+        targets: Sequence[str],
+        upstream: UpstreamProcess,
+        router: RouterProcesses | None,
+    ) -> None:
+        self.timing = timing
+        self.targets = targets
+        self.upstream = upstream
+        self.router = router
+        self.runs: list[Run] = []
+        self._runner = asyncio.Runner(loop_factory=event_loop_factory())
+
+    def run_scenario(self, scenario: Scenario) -> None:
+        if (
+            self.router is not None
+            and AIOROUTER in scenario.targets
+            and len(self.router.workers) != scenario.workers
+        ):
+            self.router.set_workers(scenario.workers)
+        targets = [t for t in scenario.targets if t in self.targets]
+        for repeat in range(self.timing.repeat):
+            for target in targets:
+                self.runs.append(self._measure(scenario, target, repeat))
+                time.sleep(PAUSE_BETWEEN_RUNS_S)
+
+    def _measure(self, scenario: Scenario, target: str, repeat: int) -> Run:
+        watch = {"upstream": self.upstream.child.pid}
+        if target == AIOROUTER:
+            assert self.router is not None
+            watch |= self.router.pids
+            base_url, model, api_key = (
+                self.router.base_url,
+                model_id(scenario.upstream_model),
+                self.router.api_key,
+            )
+        else:
+            base_url, model, api_key = self.upstream.base_url, scenario.upstream_model, None
+        spec = LoadSpec(
+            base_url=base_url,
+            model=model,
+            tokens=scenario.tokens,
+            stream=scenario.stream,
+            clients=scenario.clients,
+            rate=scenario.rate,
+            duration_s=self.timing.duration_s,
+            warmup_s=self.timing.warmup_s,
+            requests_per_client=scenario.requests_per_client,
+            ramp_s=scenario.ramp_s,
+            timeout_s=self.timing.slow_stream_s * 3 + 30,
+            api_key=api_key,
+            watch=watch,
+        )
+        baseline = {name: round(rss_bytes(pid) / 2**20, 1) for name, pid in watch.items()}
+        result = self._runner.run(run_load(spec)).to_dict()
+        _progress(scenario, target, repeat, result)
+        return {
+            "scenario": scenario.name,
+            "title": scenario.title,
+            "target": target,
+            "workers": scenario.workers if target == AIOROUTER else 0,
+            "repeat": repeat,
+            "rss_baseline_mib": baseline,
+            "result": result,
+        }
+
+    def close(self) -> None:
+        self._runner.close()
+
+
+def _progress(scenario: Scenario, target: str, repeat: int, result: dict[str, Any]) -> None:
+    latency = result["latency_ms"] or {}
+    print(
+        f"{scenario.name:<28} {target:<9} #{repeat + 1}: {result['requests_per_s']:>9,.1f} req/s "
+        f"{result['chunks_per_s']:>10,.0f} chunks/s  p50 {latency.get('p50', 0):7.2f} ms  "
+        f"p99 {latency.get('p99', 0):7.2f} ms  errors {sum(result['errors'].values())}",
+        flush=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short windows; the suite takes ~3 minutes")
+    parser.add_argument("--repeat", type=int, help="repetitions of every scenario")
+    parser.add_argument("--duration", type=float, help="measured seconds of every timed scenario")
+    parser.add_argument(
+        "--targets", default=f"{DIRECT},{AIOROUTER}", help="comma-separated: direct, aiorouter"
+    )
+    parser.add_argument("--only", action="append", default=[], help="run scenarios whose name contains this")
+    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    parser.add_argument("--concurrency", type=int, default=4096, help="jobs each worker process runs at once")
+    parser.add_argument("--name", default="suite", help="results file name: <date>-<name>.json")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    args = parser.parse_args(argv)
+    timing = QUICK if args.quick else FULL
+    timing = Timing(
+        warmup_s=timing.warmup_s,
+        duration_s=args.duration or timing.duration_s,
+        repeat=args.repeat or timing.repeat,
+        slow_stream_s=timing.slow_stream_s,
+        slow_ramp_s=timing.slow_ramp_s,
+    )
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    suite_scenarios = [s for s in scenarios(timing) if not args.only or any(o in s.name for o in args.only)]
+    suite_scenarios = [s for s in suite_scenarios if set(s.targets) & set(targets)]
+    suite_scenarios.sort(key=lambda s: s.workers)
+    runs = _run_suite(timing, targets, suite_scenarios, args.redis_url, args.concurrency)
+    _write_results(args, timing, runs)
+    return 0
+
+
+def _run_suite(
+    timing: Timing, targets: list[str], suite: list[Scenario], redis_url: str, concurrency: int
+) -> list[Run]:
+    with tempfile.TemporaryDirectory(prefix="aiorouter-bench-") as workdir:
+        upstream = UpstreamProcess(Path(workdir))
+        router: RouterProcesses | None = None
+        suite_state: Suite | None = None
+        try:
+            if AIOROUTER in targets:
+                router = RouterProcesses(
+                    Path(workdir), redis_url, upstream.base_url, router_models(suite), concurrency
+                )
+            suite_state = Suite(timing, targets, upstream, router)
+            for scenario in suite:
+                suite_state.run_scenario(scenario)
+            return suite_state.runs
+        finally:
+            if suite_state is not None:
+                suite_state.close()
+            if router is not None:
+                router.stop()
+            upstream.stop()
+
+
+def _write_results(args: argparse.Namespace, timing: Timing, runs: list[Run]) -> None:
+    machine = describe_machine(args.redis_url)
+    config = asdict(timing) | {
+        "command": "python -m bench.run " + shlex.join(sys.argv[1:]),
+        "targets": args.targets,
+    }
+    rows = summarize(runs)
+    checks = check_targets(runs)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d-%H%M")
+    document = {
+        "machine": machine,
+        "config": config,
+        "targets": [asdict(c) for c in checks],
+        "summary": rows,
+        "runs": runs,
+    }
+    json_path = args.out / f"{stamp}-{args.name}.json"
+    json_path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
+    markdown = render(machine, config, rows, checks)
+    (args.out / "latest.md").write_text(markdown)
+    print(f"\nwrote {json_path} and {args.out / 'latest.md'}\n\n{markdown}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,51 @@
+"""``python -m bench.run`` end to end: real processes, a results file and the markdown table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import redis
+
+from bench.run import main
+
+
+def read_results(out: Path) -> dict[str, Any]:
+    (path,) = out.glob("*-test.json")
+    document: dict[str, Any] = orjson.loads(path.read_bytes())
+    return document
+
+
+def test_direct_suite_writes_results_and_table(tmp_path: Path) -> None:
+    """A direct-only subset runs its repeats against an upstream process and writes both files."""
+    argv = ["--quick", "--targets", "direct", "--only", "nonstream_c16", "--only", "ttft_c1"]
+    argv += ["--repeat", "2", "--duration", "0.3", "--name", "test", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    document = read_results(tmp_path)
+    assert {(r["scenario"], r["repeat"]) for r in document["runs"]} == {
+        (name, repeat) for name in ("nonstream_c16", "ttft_c1") for repeat in (0, 1)
+    }
+    assert all(r["result"]["ok"] > 0 and not r["result"]["errors"] for r in document["runs"])
+    assert all("upstream" in r["result"]["processes"] for r in document["runs"])
+    assert document["machine"]["cores"] >= 1
+    table = (tmp_path / "latest.md").read_text()
+    assert "| time to first token, 1 client | direct |" in table
+
+
+@pytest.mark.redis
+@pytest.mark.e2e
+def test_aiorouter_suite_measures_through_ingress_and_worker(
+    tmp_path: Path, redis_url: str, clean_redis: redis.Redis
+) -> None:
+    """Through AIOrouter started from its CLI, answers arrive whole and the added TTFT is reported."""
+    argv = ["--quick", "--only", "ttft_c1", "--repeat", "1", "--duration", "0.5", "--name", "test"]
+    argv += ["--redis-url", redis_url, "--out", str(tmp_path)]
+    assert main(argv) == 0
+    document = read_results(tmp_path)
+    (ours,) = [r for r in document["runs"] if r["target"] == "aiorouter"]
+    assert ours["result"]["ok"] > 0 and ours["result"]["errors"] == {}
+    assert {"ingress", "worker-1", "upstream", "loadgen"} <= set(ours["result"]["processes"])
+    (ttft,) = [t for t in document["targets"] if t["name"].startswith("Time to first token")]
+    assert ttft["met"] is not None
