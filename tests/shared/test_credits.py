@@ -1,4 +1,4 @@
-"""Credit arithmetic, reservations, settlement, expiry and the ledger, on the real Redis."""
+"""Credit arithmetic, reservations, settlement, expiry and the ledger; races on the real Redis only."""
 
 from __future__ import annotations
 
@@ -72,47 +72,47 @@ def test_parse_usd_refuses_everything_else(value: object) -> None:
         credits.parse_usd(value)
 
 
-async def test_reserve_settle_and_release_arithmetic(aredis_client: aredis.Redis) -> None:
+async def test_reserve_settle_and_release_arithmetic(store: aredis.Redis) -> None:
     """A hold lowers what is available; settling charges the actual cost and frees the rest; a release
     frees everything; settling twice changes nothing."""
-    account_id = await funded_account(aredis_client, 1_000)
-    first = await credits.reserve(aredis_client, SETTINGS, account_id, 300)
-    second = await credits.reserve(aredis_client, SETTINGS, account_id, 200)
-    balance = await credits.get_balance(aredis_client, account_id)
+    account_id = await funded_account(store, 1_000)
+    first = await credits.reserve(store, SETTINGS, account_id, 300)
+    second = await credits.reserve(store, SETTINGS, account_id, 200)
+    balance = await credits.get_balance(store, account_id)
     assert (balance.balance, balance.reserved, balance.available) == (1_000, 500, 500)
 
-    settled = await credits.settle(aredis_client, first, 120)
+    settled = await credits.settle(store, first, 120)
     assert (settled.outcome, settled.charged) == ("settled", 120)
-    released = await credits.release(aredis_client, second)
+    released = await credits.release(store, second)
     assert (released.outcome, released.charged) == ("settled", 0)
-    balance = await credits.get_balance(aredis_client, account_id)
+    balance = await credits.get_balance(store, account_id)
     assert (balance.balance, balance.reserved, balance.spent) == (880, 0, 120)
 
-    again = await credits.settle(aredis_client, first, 120)
+    again = await credits.settle(store, first, 120)
     assert (again.outcome, again.charged) == ("already", 0)
-    assert await credits.get_balance(aredis_client, account_id) == balance
-    assert await aredis_client.zcard(keys.CREDIT_RESERVATIONS) == 0
+    assert await credits.get_balance(store, account_id) == balance
+    assert await store.zcard(keys.CREDIT_RESERVATIONS) == 0
 
 
-async def test_charge_never_exceeds_the_hold(aredis_client: aredis.Redis) -> None:
+async def test_charge_never_exceeds_the_hold(store: aredis.Redis) -> None:
     """An actual cost above the reserved worst case is charged only up to the hold."""
-    account_id = await funded_account(aredis_client, 1_000)
-    reservation = await credits.reserve(aredis_client, SETTINGS, account_id, 100)
-    settled = await credits.settle(aredis_client, reservation, 5_000)
+    account_id = await funded_account(store, 1_000)
+    reservation = await credits.reserve(store, SETTINGS, account_id, 100)
+    settled = await credits.settle(store, reservation, 5_000)
     assert settled.charged == 100
-    assert (await credits.get_balance(aredis_client, account_id)).balance == 900
+    assert (await credits.get_balance(store, account_id)).balance == 900
 
 
-async def test_short_credit_is_refused_with_402_and_holds_nothing(aredis_client: aredis.Redis) -> None:
+async def test_short_credit_is_refused_with_402_and_holds_nothing(store: aredis.Redis) -> None:
     """A request that may cost more than is available gets insufficient_quota and changes nothing."""
-    account_id = await funded_account(aredis_client, 50)
+    account_id = await funded_account(store, 50)
     with pytest.raises(InsufficientQuota) as caught:
-        await credits.reserve(aredis_client, SETTINGS, account_id, 51)
+        await credits.reserve(store, SETTINGS, account_id, 51)
     assert caught.value.status == 402 and caught.value.code == "insufficient_quota"
-    balance = await credits.get_balance(aredis_client, account_id)
+    balance = await credits.get_balance(store, account_id)
     assert (balance.balance, balance.reserved) == (50, 0)
     with pytest.raises(InsufficientQuota):
-        await credits.reserve(aredis_client, SETTINGS, "acct_without_credit", 1)
+        await credits.reserve(store, SETTINGS, "acct_without_credit", 1)
 
 
 async def test_200_concurrent_reservations_never_overspend(
@@ -139,74 +139,72 @@ async def test_200_concurrent_reservations_never_overspend(
         await wide.aclose()
 
 
-async def test_expired_reservations_are_released_by_the_sweep(aredis_client: aredis.Redis) -> None:
+async def test_expired_reservations_are_released_by_the_sweep(store: aredis.Redis) -> None:
     """A hold past its deadline is released by the sweep; one still within it is kept."""
-    account_id = await funded_account(aredis_client, 1_000)
-    stale = await credits.reserve(aredis_client, SETTINGS, account_id, 400, ttl=0.05)
-    live = await credits.reserve(aredis_client, SETTINGS, account_id, 100)
+    account_id = await funded_account(store, 1_000)
+    stale = await credits.reserve(store, SETTINGS, account_id, 400, ttl=0.05)
+    live = await credits.reserve(store, SETTINGS, account_id, 100)
     await asyncio.sleep(0.1)
-    assert await credits.sweep_expired(aredis_client) == 1
-    balance = await credits.get_balance(aredis_client, account_id)
+    assert await credits.sweep_expired(store) == 1
+    balance = await credits.get_balance(store, account_id)
     assert (balance.balance, balance.reserved) == (1_000, 100)
-    assert await aredis_client.zrange(keys.CREDIT_RESERVATIONS, 0, -1) == [live.id.encode()]
-    assert await credits.sweep_expired(aredis_client) == 0
+    assert await store.zrange(keys.CREDIT_RESERVATIONS, 0, -1) == [live.id.encode()]
+    assert await credits.sweep_expired(store) == 0
     assert stale.deadline_ms < live.deadline_ms
 
 
-async def test_sweep_works_through_more_than_one_batch(aredis_client: aredis.Redis) -> None:
+async def test_sweep_works_through_more_than_one_batch(store: aredis.Redis) -> None:
     """The sweep keeps going until every expired hold is released, whatever its batch size."""
-    account_id = await funded_account(aredis_client, 1_000)
+    account_id = await funded_account(store, 1_000)
     for _ in range(7):
-        await credits.reserve(aredis_client, SETTINGS, account_id, 10, ttl=0.01)
+        await credits.reserve(store, SETTINGS, account_id, 10, ttl=0.01)
     await asyncio.sleep(0.05)
-    assert await credits.sweep_expired(aredis_client, batch=3) == 7
-    assert (await credits.get_balance(aredis_client, account_id)).reserved == 0
+    assert await credits.sweep_expired(store, batch=3) == 7
+    assert (await credits.get_balance(store, account_id)).reserved == 0
 
 
-async def test_late_settle_charges_only_what_is_available(aredis_client: aredis.Redis) -> None:
+async def test_late_settle_charges_only_what_is_available(store: aredis.Redis) -> None:
     """Settling a swept reservation still charges, but never takes the available credit below zero."""
-    account_id = await funded_account(aredis_client, 100)
-    stale = await credits.reserve(aredis_client, SETTINGS, account_id, 80, ttl=0.01)
+    account_id = await funded_account(store, 100)
+    stale = await credits.reserve(store, SETTINGS, account_id, 80, ttl=0.01)
     await asyncio.sleep(0.05)
-    await credits.sweep_expired(aredis_client)
-    other = await credits.reserve(aredis_client, SETTINGS, account_id, 70)
-    late = await credits.settle(aredis_client, stale, 60)
+    await credits.sweep_expired(store)
+    other = await credits.reserve(store, SETTINGS, account_id, 70)
+    late = await credits.settle(store, stale, 60)
     assert (late.outcome, late.charged) == ("late", 30)
-    balance = await credits.get_balance(aredis_client, account_id)
+    balance = await credits.get_balance(store, account_id)
     assert (balance.balance, balance.reserved, balance.available) == (70, 70, 0)
-    assert (await credits.settle(aredis_client, other, 70)).charged == 70
+    assert (await credits.settle(store, other, 70)).charged == 70
 
 
-async def test_sweep_does_not_touch_settled_reservations(aredis_client: aredis.Redis) -> None:
+async def test_sweep_does_not_touch_settled_reservations(store: aredis.Redis) -> None:
     """A reservation settled before its deadline is gone from the sweep's view and is not released twice."""
-    account_id = await funded_account(aredis_client, 100)
-    reservation = await credits.reserve(aredis_client, SETTINGS, account_id, 50, ttl=0.01)
-    await credits.settle(aredis_client, reservation, 50)
+    account_id = await funded_account(store, 100)
+    reservation = await credits.reserve(store, SETTINGS, account_id, 50, ttl=0.01)
+    await credits.settle(store, reservation, 50)
     await asyncio.sleep(0.05)
-    assert await credits.sweep_expired(aredis_client) == 0
-    balance = await credits.get_balance(aredis_client, account_id)
+    assert await credits.sweep_expired(store) == 0
+    balance = await credits.get_balance(store, account_id)
     assert (balance.balance, balance.reserved) == (50, 0)
 
 
-async def test_unknown_reservation_settles_to_nothing(aredis_client: aredis.Redis) -> None:
+async def test_unknown_reservation_settles_to_nothing(store: aredis.Redis) -> None:
     """Settling an id that was never reserved charges nothing."""
-    account_id = await funded_account(aredis_client, 100)
+    account_id = await funded_account(store, 100)
     ghost = Reservation(id="res_ghost", account_id=account_id, amount=50, deadline_ms=0)
-    settled = await credits.settle(aredis_client, ghost, 50)
+    settled = await credits.settle(store, ghost, 50)
     assert (settled.outcome, settled.charged) == ("unknown", 0)
-    assert (await credits.get_balance(aredis_client, account_id)).balance == 100
+    assert (await credits.get_balance(store, account_id)).balance == 100
 
 
-async def test_added_credit_is_in_the_ledger(aredis_client: aredis.Redis) -> None:
+async def test_added_credit_is_in_the_ledger(store: aredis.Redis) -> None:
     """Each grant raises the balance and appends a ledger entry with the balance after it."""
-    account, _ = await accounts.create_account(aredis_client, SETTINGS)
-    await credits.add_credit(aredis_client, account.id, 5_000_000, reason="welcome", actor="admin")
-    balance, entry = await credits.add_credit(
-        aredis_client, account.id, 2_500_000, reason="top-up", actor="ops"
-    )
+    account, _ = await accounts.create_account(store, SETTINGS)
+    await credits.add_credit(store, account.id, 5_000_000, reason="welcome", actor="admin")
+    balance, entry = await credits.add_credit(store, account.id, 2_500_000, reason="top-up", actor="ops")
     assert balance.balance == 7_500_000
     assert (entry.amount, entry.balance, entry.reason, entry.actor) == (2_500_000, 7_500_000, "top-up", "ops")
-    entries = await credits.ledger(aredis_client, account.id)
+    entries = await credits.ledger(store, account.id)
     assert [(e.amount, e.balance, e.reason) for e in entries] == [
         (2_500_000, 7_500_000, "top-up"),
         (5_000_000, 5_000_000, "welcome"),
@@ -214,17 +212,15 @@ async def test_added_credit_is_in_the_ledger(aredis_client: aredis.Redis) -> Non
     assert entries[0].at_ms >= entries[1].at_ms > 0
 
 
-async def test_credit_for_an_unknown_account_or_a_bad_amount_is_refused(aredis_client: aredis.Redis) -> None:
+async def test_credit_for_an_unknown_account_or_a_bad_amount_is_refused(store: aredis.Redis) -> None:
     """No ledger entry or balance appears for an account that does not exist, or for an amount <= 0."""
     with pytest.raises(NotFound):
-        await credits.add_credit(aredis_client, "acct_missing", 100)
-    assert not await aredis_client.exists(
-        keys.credit_balance("acct_missing"), keys.credit_ledger("acct_missing")
-    )
-    account, _ = await accounts.create_account(aredis_client, SETTINGS)
+        await credits.add_credit(store, "acct_missing", 100)
+    assert not await store.exists(keys.credit_balance("acct_missing"), keys.credit_ledger("acct_missing"))
+    account, _ = await accounts.create_account(store, SETTINGS)
     for bad in (0, -1):
         with pytest.raises(InvalidRequest):
-            await credits.add_credit(aredis_client, account.id, bad)
+            await credits.add_credit(store, account.id, bad)
 
 
 def test_reservation_survives_the_job_wire() -> None:
@@ -234,28 +230,26 @@ def test_reservation_survives_the_job_wire() -> None:
 
 
 async def test_request_helpers_hold_the_worst_case_and_settle_the_tokens_used(
-    aredis_client: aredis.Redis,
+    store: aredis.Redis,
 ) -> None:
     """A request holds prompt estimate + max_tokens at the model's prices and settles to its real usage."""
-    account_id = await funded_account(aredis_client, 1_000_000)
+    account_id = await funded_account(store, 1_000_000)
     body = {"messages": [{"role": "user", "content": "hello there"}], "max_tokens": 1_000}
-    reservation = await credits.reserve_for_request(aredis_client, SETTINGS, account_id, MODEL, body)
+    reservation = await credits.reserve_for_request(store, SETTINGS, account_id, MODEL, body)
     assert reservation.amount == credits.worst_case_cost(SETTINGS, MODEL, body) >= 200
-    settled = await credits.settle_usage(
-        aredis_client, reservation, MODEL, prompt_tokens=12, completion_tokens=30
-    )
+    settled = await credits.settle_usage(store, reservation, MODEL, prompt_tokens=12, completion_tokens=30)
     assert settled.charged == credits.cost_micros(MODEL, 12, 30) == 2 + 6
-    balance = await credits.get_balance(aredis_client, account_id)
+    balance = await credits.get_balance(store, account_id)
     assert (balance.balance, balance.reserved) == (1_000_000 - 8, 0)
 
 
-async def test_balances_of_many_accounts_in_one_call(aredis_client: aredis.Redis) -> None:
+async def test_balances_of_many_accounts_in_one_call(store: aredis.Redis) -> None:
     """Many balances read together come back in order, zero for accounts without credit."""
-    first = await funded_account(aredis_client, 10)
-    second = await funded_account(aredis_client, 20)
-    balances = await credits.get_balances(aredis_client, [second, "acct_none", first])
+    first = await funded_account(store, 10)
+    second = await funded_account(store, 20)
+    balances = await credits.get_balances(store, [second, "acct_none", first])
     assert [(b.account_id, b.balance) for b in balances] == [(second, 20), ("acct_none", 0), (first, 10)]
-    assert await credits.get_balances(aredis_client, []) == []
+    assert await credits.get_balances(store, []) == []
 
 
 async def test_concurrent_releases_of_one_reservation_release_it_once(aredis_client: aredis.Redis) -> None:
@@ -288,10 +282,10 @@ async def test_settles_racing_the_sweep_release_every_hold_exactly_once(aredis_c
     assert await aredis_client.zcard(keys.CREDIT_RESERVATIONS) == 0
 
 
-async def test_free_requests_pass_without_credit(aredis_client: aredis.Redis) -> None:
+async def test_free_requests_pass_without_credit(store: aredis.Redis) -> None:
     """A request whose worst case costs nothing (a free model) is held even at a zero balance."""
-    account, _ = await accounts.create_account(aredis_client, SETTINGS)
-    reservation = await credits.reserve(aredis_client, SETTINGS, account.id, 0)
-    assert (await credits.settle(aredis_client, reservation, 0)).outcome == "settled"
+    account, _ = await accounts.create_account(store, SETTINGS)
+    reservation = await credits.reserve(store, SETTINGS, account.id, 0)
+    assert (await credits.settle(store, reservation, 0)).outcome == "settled"
     with pytest.raises(ValueError):
-        await credits.reserve(aredis_client, SETTINGS, account.id, -1)
+        await credits.reserve(store, SETTINGS, account.id, -1)

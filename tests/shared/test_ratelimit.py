@@ -1,4 +1,4 @@
-"""The per-account GCRA rate limit on the real Redis: bursts, headers, plans, suspension, last use."""
+"""The per-account GCRA rate limit (real Redis and fakeredis): bursts, headers, plans, suspension."""
 
 from __future__ import annotations
 
@@ -27,10 +27,10 @@ async def burst(
     ]
 
 
-async def test_a_burst_admits_exactly_the_limit_with_exact_headers(aredis_client: aredis.Redis) -> None:
+async def test_a_burst_admits_exactly_the_limit_with_exact_headers(store: aredis.Redis) -> None:
     """10/min admits 10 at once, remaining counting down, reset growing by 6 s per request; the 11th is
     refused with Retry-After of the 6 s until one request's worth is restored."""
-    decisions = await burst(aredis_client, "acct_a", 11)
+    decisions = await burst(store, "acct_a", 11)
     admitted, refused = decisions[:10], decisions[10]
     assert all(d.allowed for d in admitted)
     assert [d.remaining for d in admitted] == list(range(9, -1, -1))
@@ -47,115 +47,101 @@ async def test_a_burst_admits_exactly_the_limit_with_exact_headers(aredis_client
     assert "Retry-After" not in admitted[0].headers()
 
 
-async def test_refusal_raises_429_with_every_header(aredis_client: aredis.Redis) -> None:
+async def test_refusal_raises_429_with_every_header(store: aredis.Redis) -> None:
     """A refused decision raises rate_limit_exceeded carrying the X-RateLimit headers and Retry-After."""
-    *_, refused = await burst(aredis_client, "acct_b", 11)
-    refused_again = await ratelimit.check_request(
-        aredis_client, SETTINGS, account_id="acct_b", key_plan="unverified"
-    )
+    *_, refused = await burst(store, "acct_b", 11)
+    refused_again = await ratelimit.check_request(store, SETTINGS, account_id="acct_b", key_plan="unverified")
     assert refused_again.retry_after_seconds <= refused.retry_after_seconds
     with pytest.raises(RateLimitExceeded) as caught:
         refused.raise_if_refused()
     error = caught.value
     assert (error.status, error.type, error.code) == (429, "rate_limit_exceeded", "rate_limit_exceeded")
     assert error.headers["Retry-After"] == "6" and error.headers["X-RateLimit-Limit"] == "10"
-    (await burst(aredis_client, "acct_c", 1))[0].raise_if_refused()
+    (await burst(store, "acct_c", 1))[0].raise_if_refused()
 
 
-async def test_limits_are_per_account(aredis_client: aredis.Redis) -> None:
+async def test_limits_are_per_account(store: aredis.Redis) -> None:
     """One account exhausting its limit leaves another's untouched."""
-    await burst(aredis_client, "acct_busy", 10)
-    assert (await burst(aredis_client, "acct_busy", 1))[0].allowed is False
-    other = (await burst(aredis_client, "acct_idle", 1))[0]
+    await burst(store, "acct_busy", 10)
+    assert (await burst(store, "acct_busy", 1))[0].allowed is False
+    other = (await burst(store, "acct_idle", 1))[0]
     assert (other.allowed, other.remaining) == (True, 9)
 
 
-async def test_capacity_returns_one_request_per_interval(aredis_client: aredis.Redis) -> None:
+async def test_capacity_returns_one_request_per_interval(store: aredis.Redis) -> None:
     """Once one emission interval (6 s at 10/min) has passed, exactly one more request is admitted."""
-    await burst(aredis_client, "acct_f", 10)
+    await burst(store, "acct_f", 10)
     tat_key = keys.rate_limit("acct_f", "requests")
-    tat = int(await aredis_client.get(tat_key))
-    await aredis_client.set(tat_key, tat - 6_000_000, keepttl=True)  # as if 6 s had gone by
-    again, refused = await burst(aredis_client, "acct_f", 2)
+    tat = int(await store.get(tat_key))
+    await store.set(tat_key, tat - 6_000_000, keepttl=True)  # as if 6 s had gone by
+    again, refused = await burst(store, "acct_f", 2)
     assert (again.allowed, again.remaining) == (True, 0)
     assert (refused.allowed, refused.retry_after_seconds) == (False, 6)
 
 
-async def test_the_accounts_plan_decides_and_changes_apply_at_once(aredis_client: aredis.Redis) -> None:
+async def test_the_accounts_plan_decides_and_changes_apply_at_once(store: aredis.Redis) -> None:
     """The account's plan sets the limit (not the key's copy); a plan change applies on the next request."""
-    account, _ = await accounts.create_account(aredis_client, SETTINGS, plan="developer")
-    first = await ratelimit.check_request(
-        aredis_client, SETTINGS, account_id=account.id, key_plan="unverified"
-    )
+    account, _ = await accounts.create_account(store, SETTINGS, plan="developer")
+    first = await ratelimit.check_request(store, SETTINGS, account_id=account.id, key_plan="unverified")
     assert (first.plan, first.limit, first.remaining) == ("developer", 60, 59)
-    await accounts.update_account(aredis_client, SETTINGS, account.id, plan="business")
-    second = await ratelimit.check_request(
-        aredis_client, SETTINGS, account_id=account.id, key_plan="unverified"
-    )
+    await accounts.update_account(store, SETTINGS, account.id, plan="business")
+    second = await ratelimit.check_request(store, SETTINGS, account_id=account.id, key_plan="unverified")
     assert (second.plan, second.limit) == ("business", 300)
 
 
-async def test_key_plan_applies_without_a_known_account_plan(aredis_client: aredis.Redis) -> None:
+async def test_key_plan_applies_without_a_known_account_plan(store: aredis.Redis) -> None:
     """Without an account record, or with a plan the settings no longer define, the key's plan decides;
     an unknown key plan falls back to the default plan."""
-    no_account = await ratelimit.check_request(
-        aredis_client, SETTINGS, account_id="legacy", key_plan="business"
-    )
+    no_account = await ratelimit.check_request(store, SETTINGS, account_id="legacy", key_plan="business")
     assert (no_account.plan, no_account.limit) == ("business", 300)
-    await aredis_client.hset(
-        keys.account("retired"), mapping={"id": "retired", "plan": "gone", "status": "active"}
-    )
-    retired = await ratelimit.check_request(
-        aredis_client, SETTINGS, account_id="retired", key_plan="developer"
-    )
+    await store.hset(keys.account("retired"), mapping={"id": "retired", "plan": "gone", "status": "active"})
+    retired = await ratelimit.check_request(store, SETTINGS, account_id="retired", key_plan="developer")
     assert (retired.plan, retired.limit) == ("developer", 60)
-    unknown = await ratelimit.check_request(aredis_client, SETTINGS, account_id="odd", key_plan="nonsense")
+    unknown = await ratelimit.check_request(store, SETTINGS, account_id="odd", key_plan="nonsense")
     assert (unknown.plan, unknown.limit) == ("unverified", 10)
 
 
-async def test_suspended_account_is_refused_in_the_same_round_trip(aredis_client: aredis.Redis) -> None:
+async def test_suspended_account_is_refused_in_the_same_round_trip(store: aredis.Redis) -> None:
     """A suspended account gets 401 account_suspended and uses none of its limit; reactivated, it is in."""
-    account, _ = await accounts.create_account(aredis_client, SETTINGS, plan="developer")
-    await accounts.update_account(aredis_client, SETTINGS, account.id, status="suspended")
+    account, _ = await accounts.create_account(store, SETTINGS, plan="developer")
+    await accounts.update_account(store, SETTINGS, account.id, status="suspended")
     with pytest.raises(AuthenticationError) as caught:
-        await ratelimit.check_request(aredis_client, SETTINGS, account_id=account.id, key_plan="developer")
+        await ratelimit.check_request(store, SETTINGS, account_id=account.id, key_plan="developer")
     assert (caught.value.status, caught.value.code) == (401, "account_suspended")
-    await accounts.update_account(aredis_client, SETTINGS, account.id, status="active")
-    decision = await ratelimit.check_request(
-        aredis_client, SETTINGS, account_id=account.id, key_plan="developer"
-    )
+    await accounts.update_account(store, SETTINGS, account.id, status="active")
+    decision = await ratelimit.check_request(store, SETTINGS, account_id=account.id, key_plan="developer")
     assert (decision.allowed, decision.remaining) == (True, 59)
 
 
-async def test_admitted_requests_record_the_keys_last_use(aredis_client: aredis.Redis) -> None:
+async def test_admitted_requests_record_the_keys_last_use(store: aredis.Redis) -> None:
     """An admitted request sets its key's last_used to Redis time; a missing key is not created."""
-    account, _ = await accounts.create_account(aredis_client, SETTINGS)
-    secret, record = await accounts.create_key_for_account(aredis_client, account.id)
+    account, _ = await accounts.create_account(store, SETTINGS)
+    secret, record = await accounts.create_key_for_account(store, account.id)
     assert record.last_used == 0.0
     digest = api_keys.digest(secret)
-    seconds, _ = await aredis_client.time()
+    seconds, _ = await store.time()
     await ratelimit.check_request(
-        aredis_client, SETTINGS, account_id=account.id, key_plan=record.plan, api_key_digest=digest
+        store, SETTINGS, account_id=account.id, key_plan=record.plan, api_key_digest=digest
     )
-    used = await api_keys.lookup(aredis_client, digest)
+    used = await api_keys.lookup(store, digest)
     assert used is not None and math.floor(used.last_used) in (seconds, seconds + 1)
     await ratelimit.check_request(
-        aredis_client, SETTINGS, account_id=account.id, key_plan=record.plan, api_key_digest="0" * 64
+        store, SETTINGS, account_id=account.id, key_plan=record.plan, api_key_digest="0" * 64
     )
-    assert not await aredis_client.exists(keys.api_key("0" * 64))
+    assert not await store.exists(keys.api_key("0" * 64))
 
 
-async def test_limit_state_expires_once_fully_restored(aredis_client: aredis.Redis) -> None:
+async def test_limit_state_expires_once_fully_restored(store: aredis.Redis) -> None:
     """The limiter's key lives only until the limit is fully restored, so idle accounts cost no memory."""
-    await burst(aredis_client, "acct_ttl", 3)
-    ttl_ms = await aredis_client.pttl(keys.rate_limit("acct_ttl", "requests"))
+    await burst(store, "acct_ttl", 3)
+    ttl_ms = await store.pttl(keys.rate_limit("acct_ttl", "requests"))
     assert 17_000 < ttl_ms <= 18_000
 
 
-async def test_scripts_reload_after_noscript(aredis_client: aredis.Redis) -> None:
+async def test_scripts_reload_after_noscript(store: aredis.Redis) -> None:
     """A script the server does not know is loaded on its NOSCRIPT answer and the call goes through."""
     source = f"return ARGV[1] .. '-{secrets.token_hex(8)}'"
     script = LuaScript(name="probe", source=source, sha=hashlib.sha1(source.encode()).hexdigest())
-    assert await aredis_client.script_exists(script.sha) == [False]
-    assert (await script(aredis_client, [], ["hi"])).startswith(b"hi-")
-    assert await aredis_client.script_exists(script.sha) == [True]
+    assert await store.script_exists(script.sha) == [False]
+    assert (await script(store, [], ["hi"])).startswith(b"hi-")
+    assert await store.script_exists(script.sha) == [True]

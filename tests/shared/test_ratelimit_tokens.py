@@ -27,10 +27,10 @@ async def check(
     return await ratelimit.check_request(redis, SETTINGS, account_id=account, key_plan=plan, tokens=tokens)
 
 
-async def test_tokens_are_counted_and_refusal_names_the_token_limit(aredis_client: aredis.Redis) -> None:
+async def test_tokens_are_counted_and_refusal_names_the_token_limit(store: aredis.Redis) -> None:
     """Estimated tokens come off the token limit; a request that does not fit is refused by 'tokens', with
     Retry-After the time until it fits (200 missing tokens at 1000/min = 12 s), and uses no request."""
-    first = await check(aredis_client, 400)
+    first = await check(store, 400)
     assert (first.allowed, first.token_limit, first.token_remaining, first.token_reset_seconds) == (
         True,
         1000,
@@ -38,51 +38,51 @@ async def test_tokens_are_counted_and_refusal_names_the_token_limit(aredis_clien
         24,
     )
     assert first.headers()["X-RateLimit-Remaining-Tokens"] == "600"
-    second = await check(aredis_client, 400)
+    second = await check(store, 400)
     assert (second.token_remaining, second.remaining) == (200, 98)
-    refused = await check(aredis_client, 400)
+    refused = await check(store, 400)
     assert (refused.allowed, refused.refused_by, refused.retry_after_seconds) == (False, "tokens", 12)
     assert (refused.remaining, refused.token_remaining) == (98, 200)
     assert refused.headers()["Retry-After"] == "12"
     with pytest.raises(RateLimitExceeded, match="1000 tokens per minute"):
         refused.raise_if_refused()
-    assert (await check(aredis_client, 100)).allowed
+    assert (await check(store, 100)).allowed
 
 
-async def test_unused_tokens_are_given_back(aredis_client: aredis.Redis) -> None:
+async def test_unused_tokens_are_given_back(store: aredis.Redis) -> None:
     """Refunding what a request did not use makes room again at once; a full refund clears the limit."""
-    await check(aredis_client, 900)
-    assert not (await check(aredis_client, 500)).allowed
-    await ratelimit.refund_tokens(aredis_client, SETTINGS, account_id="acct_t", plan="metered", tokens=600)
-    after = await check(aredis_client, 500)
+    await check(store, 900)
+    assert not (await check(store, 500)).allowed
+    await ratelimit.refund_tokens(store, SETTINGS, account_id="acct_t", plan="metered", tokens=600)
+    after = await check(store, 500)
     assert (after.allowed, after.token_remaining) == (True, 200)
-    await ratelimit.refund_tokens(aredis_client, SETTINGS, account_id="acct_t", plan="metered", tokens=10_000)
-    assert not await aredis_client.exists(keys.rate_limit("acct_t", "tokens"))
+    await ratelimit.refund_tokens(store, SETTINGS, account_id="acct_t", plan="metered", tokens=10_000)
+    assert not await store.exists(keys.rate_limit("acct_t", "tokens"))
 
 
 async def test_estimates_above_the_limit_are_capped_and_zero_is_not_counted(
-    aredis_client: aredis.Redis,
+    store: aredis.Redis,
 ) -> None:
     """An estimate above the whole token limit still runs on an idle account; 0 tokens only reads it."""
-    huge = await check(aredis_client, 50_000)
+    huge = await check(store, 50_000)
     assert (huge.allowed, huge.token_remaining) == (True, 0)
-    free = await check(aredis_client, 0)
+    free = await check(store, 0)
     assert (free.allowed, free.token_remaining, free.token_reset_seconds) == (True, 0, 60)
 
 
-async def test_request_refusal_does_not_spend_tokens(aredis_client: aredis.Redis) -> None:
+async def test_request_refusal_does_not_spend_tokens(store: aredis.Redis) -> None:
     """A request refused by the request limit leaves the token limit untouched."""
-    await check(aredis_client, 100, plan="tiny")
-    second = await check(aredis_client, 100, plan="tiny")
-    refused = await check(aredis_client, 100, plan="tiny")
+    await check(store, 100, plan="tiny")
+    second = await check(store, 100, plan="tiny")
+    refused = await check(store, 100, plan="tiny")
     assert (refused.allowed, refused.refused_by, refused.retry_after_seconds) == (False, "requests", 30)
     assert refused.token_remaining == second.token_remaining == 800
 
 
-async def test_plans_without_a_token_limit_ignore_tokens(aredis_client: aredis.Redis) -> None:
+async def test_plans_without_a_token_limit_ignore_tokens(store: aredis.Redis) -> None:
     """Without tokens_per_minute, tokens are neither counted nor reported."""
-    decision = await check(aredis_client, 10_000, plan="developer")
+    decision = await check(store, 10_000, plan="developer")
     assert (decision.allowed, decision.token_limit) == (True, 0)
     assert not any("Tokens" in name for name in decision.headers())
-    assert not await aredis_client.exists(keys.rate_limit("acct_t", "tokens"))
-    await ratelimit.refund_tokens(aredis_client, SETTINGS, account_id="acct_t", plan="developer", tokens=5)
+    assert not await store.exists(keys.rate_limit("acct_t", "tokens"))
+    await ratelimit.refund_tokens(store, SETTINGS, account_id="acct_t", plan="developer", tokens=5)

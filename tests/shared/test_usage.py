@@ -1,4 +1,4 @@
-"""Usage records and per-day per-model reports on the real Redis."""
+"""Usage records and per-day per-model reports, on the real Redis and on fakeredis."""
 
 from __future__ import annotations
 
@@ -32,18 +32,18 @@ def make_record(
     )
 
 
-async def test_records_come_back_newest_first_per_account_and_overall(aredis_client: aredis.Redis) -> None:
+async def test_records_come_back_newest_first_per_account_and_overall(store: aredis.Redis) -> None:
     """Each record is readable, intact, from its account's stream and from the operators' stream."""
     first, second = make_record(1), make_record(2, account="acct_v")
-    await usage.record_usage(aredis_client, first)
-    await usage.record_usage(aredis_client, second)
-    assert await usage.recent_usage(aredis_client, "acct_u") == [first]
-    assert await usage.recent_usage(aredis_client, "acct_v") == [second]
-    assert await usage.recent_usage(aredis_client) == [second, first]
-    assert await usage.recent_usage(aredis_client, count=1) == [second]
+    await usage.record_usage(store, first)
+    await usage.record_usage(store, second)
+    assert await usage.recent_usage(store, "acct_u") == [first]
+    assert await usage.recent_usage(store, "acct_v") == [second]
+    assert await usage.recent_usage(store) == [second, first]
+    assert await usage.recent_usage(store, count=1) == [second]
 
 
-async def test_daily_report_sums_per_day_and_model(aredis_client: aredis.Redis) -> None:
+async def test_daily_report_sums_per_day_and_model(store: aredis.Redis) -> None:
     """Records land in their UTC day and model; errors are counted apart; other accounts do not leak in."""
     for record in (
         make_record(1),
@@ -52,8 +52,8 @@ async def test_daily_report_sums_per_day_and_model(aredis_client: aredis.Redis) 
         make_record(4, at=DAY2),
         make_record(5, account="acct_other"),
     ):
-        await usage.record_usage(aredis_client, record)
-    report = await usage.daily_usage(aredis_client, "acct_u", date(2026, 5, 31), date(2026, 6, 3))
+        await usage.record_usage(store, record)
+    report = await usage.daily_usage(store, "acct_u", date(2026, 5, 31), date(2026, 6, 3))
     assert report == [
         DailyModelUsage("2026-06-01", "m/a", requests=2, errors=0, prompt_tokens=30, completion_tokens=3,
                         cost_micros=9, latency_ms=203),
@@ -67,20 +67,20 @@ async def test_daily_report_sums_per_day_and_model(aredis_client: aredis.Redis) 
         ("m/a", 3, 70, 21),
         ("m/b", 1, 30, 9),
     ]
-    assert await usage.daily_usage(aredis_client, "acct_u", date(2026, 6, 3), date(2026, 6, 9)) == []
-    ttl = await aredis_client.ttl(keys.usage_daily("acct_u", "2026-06-01"))
+    assert await usage.daily_usage(store, "acct_u", date(2026, 6, 3), date(2026, 6, 9)) == []
+    ttl = await store.ttl(keys.usage_daily("acct_u", "2026-06-01"))
     assert keys.USAGE_DAILY_TTL - 10 < ttl <= keys.USAGE_DAILY_TTL
 
 
-async def test_streams_stay_bounded(aredis_client: aredis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_streams_stay_bounded(store: aredis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
     """The record streams are trimmed near their maximum length instead of growing without end."""
     monkeypatch.setattr(keys, "USAGE_RECORDS_MAXLEN", 10)
     monkeypatch.setattr(keys, "USAGE_ALL_RECORDS_MAXLEN", 20)
     for n in range(600):
-        await usage.record_usage(aredis_client, make_record(n))
-    assert await aredis_client.xlen(keys.usage_records("acct_u")) < 200
-    assert await aredis_client.xlen(keys.USAGE_ALL_RECORDS) < 200
-    report = await usage.daily_usage(aredis_client, "acct_u", date(2026, 6, 1), date(2026, 6, 1))
+        await usage.record_usage(store, make_record(n))
+    assert await store.xlen(keys.usage_records("acct_u")) < 200
+    assert await store.xlen(keys.USAGE_ALL_RECORDS) < 200
+    report = await usage.daily_usage(store, "acct_u", date(2026, 6, 1), date(2026, 6, 1))
     assert report[0].requests == 600
 
 
