@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 import redis.asyncio as aredis
 
 from shared import accounts
@@ -26,8 +27,9 @@ from shared.cli.config_option import add_config_option, settings_from_args
 from shared.cli.dev_banner import DevSystem, banner
 from shared.cli.dev_processes import Child, ChildGroup
 from shared.cli.dev_redis import dev_redis, free_port
-from shared.cli.failures import CommandFailed
+from shared.cli.failures import CommandFailed, redis_failure
 from shared.cli.key_issuing import IssuedKey, issue_key
+from shared.errors import AIORouterError
 from shared.settings import Settings
 
 DEV_ACCOUNT = "dev"
@@ -162,6 +164,10 @@ async def _create_dev_key(redis_url: str, settings: Settings) -> IssuedKey:
         new_account = await accounts.get_account(client, DEV_ACCOUNT) is None
         plan = DEV_PLAN if new_account and DEV_PLAN in settings.plans else None
         return await issue_key(client, settings, account_id=DEV_ACCOUNT, plan=plan, name="aiorouter dev")
+    except redis.RedisError as exc:
+        raise redis_failure(redis_url, exc) from exc
+    except AIORouterError as exc:
+        raise CommandFailed(f"cannot create the dev key: {exc.message}") from exc
     finally:
         await client.aclose()
 

@@ -12,7 +12,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -136,21 +135,14 @@ def _wait_for_private_server(process: subprocess.Popen[bytes], url: str, log_pat
 @contextmanager
 def _embedded_fakeredis() -> Iterator[str]:
     try:
-        from fakeredis import TcpFakeServer
+        from shared.cli.embedded_redis import embedded_redis
     except ImportError as exc:
         raise CommandFailed(
             "no Redis available: set REDIS_URL, install redis-server, or install the dev extra "
             "(pip install -e '.[dev]') for the embedded fallback"
         ) from exc
-    server = TcpFakeServer(("127.0.0.1", 0), server_type="redis")
-    thread = threading.Thread(target=server.serve_forever, name="embedded-redis", daemon=True)
-    thread.start()
-    try:
-        yield f"redis://127.0.0.1:{server.server_address[1]}/0"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(_STOP_TIMEOUT)
+    with embedded_redis() as url:
+        yield url
 
 
 def _wait_until_reachable(url: str, *, timeout: float) -> None:
