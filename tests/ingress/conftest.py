@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +15,7 @@ import pytest
 import redis
 import redis.asyncio as aredis
 from starlette.applications import Starlette
+from starlette.types import Message
 
 from ingress.app import create_app
 from shared.api_keys import ApiKeyRecord, create_key
@@ -49,19 +50,23 @@ class Ingress:
     record: ApiKeyRecord
     settings: Settings
 
-    def headers(self, **extra: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key}", "Content-Type": "application/json", **extra}
+    def headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        return {
+            "Authorization": f"Bearer {self.api_key}",
+            "Content-Type": "application/json",
+            **(extra or {}),
+        }
 
-    async def chat(self, body: dict[str, Any] | None = None, **extra_headers: str) -> httpx.Response:
+    async def chat(
+        self, body: dict[str, Any] | None = None, headers: Mapping[str, str] | None = None
+    ) -> httpx.Response:
         body = body if body is not None else {"model": MODEL, "messages": MESSAGES}
-        return await self.client.post(
-            "/v1/chat/completions", json=body, headers=self.headers(**extra_headers)
-        )
+        return await self.client.post("/v1/chat/completions", json=body, headers=self.headers(headers))
 
     def chat_task(
-        self, body: dict[str, Any] | None = None, **extra_headers: str
+        self, body: dict[str, Any] | None = None, headers: Mapping[str, str] | None = None
     ) -> asyncio.Task[httpx.Response]:
-        return asyncio.create_task(self.chat(body, **extra_headers))
+        return asyncio.create_task(self.chat(body, headers))
 
 
 IngressFactory = Callable[..., contextlib.AbstractAsyncContextManager[Ingress]]
@@ -103,18 +108,18 @@ class AsgiCall:
     headers: list[tuple[bytes, bytes]]
     chunks: list[bytes]
     method: str = "POST"
-    sent: list[dict[str, Any]] = field(default_factory=list)
+    sent: list[Message] = field(default_factory=list)
     disconnected: asyncio.Event = field(default_factory=asyncio.Event)
     body_sent: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def receive(self) -> dict[str, Any]:
+    async def receive(self) -> Message:
         if self.chunks:
             chunk = self.chunks.pop(0)
             return {"type": "http.request", "body": chunk, "more_body": bool(self.chunks)}
         await self.disconnected.wait()
         return {"type": "http.disconnect"}
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: Message) -> None:
         self.sent.append(message)
         if message["type"] == "http.response.body":
             self.body_sent.set()

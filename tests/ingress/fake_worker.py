@@ -59,14 +59,17 @@ class FakeWorker:
     async def die(self) -> None:
         await self.redis.delete(keys.worker_alive(self.name))
 
-    async def take(self, wait_seconds: float = 5.0) -> TakenJob:
+    async def take(self, wait_seconds: int = 5) -> TakenJob:
         queue_key = keys.rq_queue_key(self.pool)
         job_id = await self.redis.blmove(
             queue_key, IntermediateQueue.get_intermediate_queue_key(queue_key), wait_seconds, "LEFT", "RIGHT"
         )
         assert job_id is not None, "no job was enqueued"
         rq_job = await asyncio.to_thread(
-            Job.fetch, job_id.decode(), connection=self.sync, serializer=OrjsonSerializer
+            Job.fetch,
+            job_id.decode() if isinstance(job_id, bytes) else job_id,
+            connection=self.sync,
+            serializer=OrjsonSerializer,
         )
         return TakenJob(CompletionJob.from_wire(rq_job.args[0]))
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
+import httpx
 import pytest
 
 from ingress.routing import ModelRouter
@@ -11,11 +13,13 @@ from tests.ingress.conftest import Ingress
 from tests.ingress.openapi_schema import schema_errors
 
 
-def assert_error(response, status: int, type_: str, code: str | None, param: str | None = None) -> dict:
+def assert_error(
+    response: httpx.Response, status: int, type_: str, code: str | None, param: str | None = None
+) -> dict[str, Any]:
     """The response is the OpenAI error envelope with these values, valid against error.json."""
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
+    body: dict[str, Any] = response.json()
     assert schema_errors("error.json", "ErrorResponse", body) == []
     assert set(body["error"]) == {"message", "type", "param", "code"}
     assert (body["error"]["type"], body["error"]["code"], body["error"]["param"]) == (type_, code, param)
@@ -57,7 +61,7 @@ async def test_sane_client_request_id_is_echoed(ingress: Ingress) -> None:
 @pytest.mark.parametrize("sent", ["has space", "x" * 129, "semi;colon", "é"])
 async def test_insane_client_request_id_is_replaced(ingress: Ingress, sent: str) -> None:
     """An X-Request-Id with unsafe characters or over 128 chars is replaced by a fresh UUID4."""
-    response = await ingress.client.get("/healthz", headers={"X-Request-Id": sent.encode("utf-8")})
+    response = await ingress.client.get("/healthz", headers={b"X-Request-Id": sent.encode("utf-8")})
     assert response.headers["x-request-id"] != sent
     assert uuid.UUID(response.headers["x-request-id"]).version == 4
 
@@ -71,7 +75,7 @@ async def test_unexpected_exception_is_a_500_envelope(
         raise RuntimeError("boom")
 
     monkeypatch.setattr(ModelRouter, "route", broken)
-    response = await ingress.chat(**{"X-Request-Id": "trace-1"})
+    response = await ingress.chat(headers={"X-Request-Id": "trace-1"})
     assert_error(response, 500, "api_error", None)
     assert response.headers["x-request-id"] == "trace-1"
     assert "boom" not in response.text

@@ -33,7 +33,7 @@ class CountingRedis:
     async def hgetall(self, name: str) -> dict[bytes, bytes]:
         self.calls += 1
         record = self.records.get(name)
-        return {k.encode(): str(v).encode() for k, v in record.to_hash().items()} if record else {}
+        return {str(k).encode(): str(v).encode() for k, v in record.to_hash().items()} if record else {}
 
 
 class Clock:

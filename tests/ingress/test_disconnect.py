@@ -15,7 +15,8 @@ STREAM_BODY = {"model": MODEL, "messages": MESSAGES, "stream": True}
 
 
 async def queued_ids(redis: aredis.Redis) -> list[bytes]:
-    return await redis.lrange(keys.rq_queue_key("simulated"), 0, -1)
+    ids: list[bytes] = await redis.lrange(keys.rq_queue_key("simulated"), 0, -1)  # type: ignore[assignment]
+    return ids
 
 
 async def wait_until_queued(redis: aredis.Redis) -> bytes:
@@ -61,7 +62,7 @@ async def test_disconnect_during_stream_cancels_the_job(ingress: Ingress) -> Non
         assert await ingress.redis.ttl(keys.cancelled_marker(taken.id)) > 0
         assert call.status == 200
     finally:
-        await cancels.aclose()
+        await cancels.aclose()  # type: ignore[no-untyped-call]
 
 
 async def test_disconnect_while_waiting_for_json_cancels_the_job(ingress: Ingress) -> None:

@@ -7,7 +7,7 @@ import asyncio
 
 import redis.asyncio as aredis
 
-from ingress.reply_hub import CLIENT_GONE, ReplyHub, Subscription
+from ingress.reply_hub import CLIENT_GONE, Delivery, ReplyHub, Subscription
 from shared import events
 from shared.errors import AIORouterError, WorkerLost
 from tests.ingress.conftest import IngressFactory
@@ -18,8 +18,8 @@ def frame(kind: bytes, seq: int, request_id: str = "r1", **meta: object) -> even
     return events.decode(events.encode(kind, request_id, seq, dict(meta) or None, b"p"))
 
 
-def drain(subscription: Subscription) -> list[object]:
-    items = []
+def drain(subscription: Subscription) -> list[Delivery]:
+    items: list[Delivery] = []
     while not subscription.queue.empty():
         items.append(subscription.queue.get_nowait())
     return items
@@ -30,7 +30,11 @@ def test_frames_in_order_are_queued_and_the_worker_is_recorded() -> None:
     subscription = Subscription("r1")
     for item in (frame(events.START, 0, worker="w-1"), frame(events.CHUNKS, 1), frame(events.DONE, 2)):
         subscription.deliver(item)
-    assert [f.kind for f in drain(subscription)] == [events.START, events.CHUNKS, events.DONE]  # type: ignore[attr-defined]
+    assert [getattr(f, "kind", None) for f in drain(subscription)] == [
+        events.START,
+        events.CHUNKS,
+        events.DONE,
+    ]
     assert subscription.worker == "w-1" and subscription.closed
 
 

@@ -118,6 +118,7 @@ async def test_openai_sdk_streams_and_reads_json(live: tuple[str, str, FakeWorke
     worker_task = asyncio.create_task(work())
     async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0) as client:
         stream = await client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True)  # type: ignore[arg-type]
+        assert isinstance(stream, openai.AsyncStream)
         text = "".join([chunk.choices[0].delta.content or "" async for chunk in stream])
         assert text == "Hello"
         completion = await client.chat.completions.create(model=MODEL, messages=MESSAGES)  # type: ignore[arg-type]

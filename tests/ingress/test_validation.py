@@ -327,7 +327,7 @@ async def test_non_json_content_type_is_400(ingress: Ingress, content_type: str 
 
 async def test_json_content_type_with_charset_is_accepted(ingress: Ingress) -> None:
     """`application/json; charset=utf-8` is JSON."""
-    headers = ingress.headers(**{"Content-Type": "Application/JSON; charset=utf-8"})
+    headers = ingress.headers({"Content-Type": "Application/JSON; charset=utf-8"})
     response = await ingress.client.post("/v1/chat/completions", content=b"[]", headers=headers)
     assert_error(response, 400, "invalid_request", "invalid_type")
 

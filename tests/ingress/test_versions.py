@@ -79,7 +79,7 @@ async def test_app_deprecated_version_headers(ingress_factory: IngressFactory) -
     """Through the app, a deprecated version configured in settings answers with Sunset and the warning."""
     async with ingress_factory(api_versions=VERSIONS) as ingress:
         response = await ingress.client.get(
-            "/v1/models", headers=ingress.headers(**{"API-Version": "2025-01-01"})
+            "/v1/models", headers=ingress.headers({"API-Version": "2025-01-01"})
         )
         assert response.status_code == 200
         assert response.headers["api-version"] == "2025-01-01"
@@ -106,7 +106,7 @@ async def test_app_sunset_version_is_410(ingress_factory: IngressFactory) -> Non
 async def test_app_unknown_version_is_400(ingress_factory: IngressFactory) -> None:
     """An unknown version is 400 unsupported_api_version; the response names the default version."""
     async with ingress_factory() as ingress:
-        response = await ingress.chat(**{"API-Version": "1999-01-01", "X-Request-Id": "v1"})
+        response = await ingress.chat(headers={"API-Version": "1999-01-01", "X-Request-Id": "v1"})
         assert_error(response, 400, "invalid_request", "unsupported_api_version", "API-Version")
         assert response.headers["api-version"] == CURRENT
         assert response.headers["x-request-id"] == "v1"
