@@ -1,0 +1,135 @@
+"""`aiorouter dev` as a first-time user runs it: one command, a working key, and a clean stop."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import openai
+import pytest
+import redis
+
+from tests.e2e.running_system import REPO
+
+READY_WITHIN = 60.0
+STOP_WITHIN = 20.0
+
+
+@dataclass
+class DevRun:
+    process: subprocess.Popen[str]
+    lines: queue.Queue[str]
+    output: list[str]
+
+    def wait_for(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.2)
+            except queue.Empty:
+                if self.process.poll() is not None:
+                    break
+                continue
+            if text in line:
+                return
+        pytest.fail(f"`aiorouter dev` never printed {text!r}:\n{''.join(self.output)}")
+
+    def banner_value(self, label: str) -> str:
+        line = next(line for line in self.output if line.strip().startswith(label))
+        return line.split()[-1]
+
+    def children(self) -> dict[int, str]:
+        """Child pid -> command line, from /proc."""
+        pid = self.process.pid
+        listed = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return {int(child): _cmdline(int(child)) for child in listed}
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except FileNotFoundError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+@pytest.fixture
+def dev(clean_redis: redis.Redis, redis_url: str) -> Iterator[DevRun]:
+    """`aiorouter dev --port 0` on the test Redis database, its output collected line by line."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "dev", "--port", "0"],
+        env={**os.environ, "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"},
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    run = DevRun(process, queue.Queue(), [])
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            run.output.append(line)
+            run.lines.put(line)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        yield run
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(STOP_WITHIN)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        reader.join(5)
+        assert process.stdout is not None
+        process.stdout.close()
+
+
+def test_dev_serves_the_printed_key_and_stops_on_sigterm(dev: DevRun) -> None:
+    """The printed key and base URL work with the SDK; SIGTERM stops dev and every child, exit status 0."""
+    dev.wait_for("Press Ctrl-C", READY_WITHIN)
+    assert any("Redis is " in line and "REDIS_URL is set" in line for line in dev.output)
+    children = dev.children()
+    assert any(" ingress " in cmd for cmd in children.values())
+    assert any(" worker " in cmd for cmd in children.values())
+    with openai.OpenAI(
+        base_url=dev.banner_value("API"), api_key=dev.banner_value("Dev key"), max_retries=0
+    ) as sdk:
+        reply = sdk.chat.completions.create(
+            model="aiorouter/echo", messages=[{"role": "user", "content": "hi from dev"}]
+        )
+    assert reply.choices[0].message.content == "hi from dev"
+    dev.process.send_signal(signal.SIGTERM)
+    assert dev.process.wait(STOP_WITHIN) == 0
+    assert not [pid for pid in children if _alive(pid)]
+
+
+def test_dev_stops_everything_when_a_child_dies(dev: DevRun) -> None:
+    """If the worker dies, dev says so, stops the ingress too and exits non-zero."""
+    dev.wait_for("Press Ctrl-C", READY_WITHIN)
+    children = dev.children()
+    worker = next(pid for pid, cmd in children.items() if " worker " in cmd)
+    os.kill(worker, signal.SIGKILL)
+    assert dev.process.wait(STOP_WITHIN) == 1
+    dev.wait_for("exited with status", 5)
+    assert not [pid for pid in children if _alive(pid)]
