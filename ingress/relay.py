@@ -120,7 +120,9 @@ class CompletionRelay:
     async def send_stream(self, send: Send) -> None:
         """Send the SSE response: C payloads as they come, then D's; an error ends it with an error event."""
         await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *self.headers]})
-        ping_interval = self._settings.stream_ping_interval
+        ping_interval = (
+            self._settings.stream_ping_interval if self._settings.stream_ping_interval > 0 else None
+        )
         queue = self._queue
         while True:
             if queue.empty():

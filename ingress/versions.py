@@ -2,8 +2,9 @@
 
 Absent → the default version.  Malformed (not ``YYYY-MM-DD``) or unknown → 400
 ``unsupported_api_version`` with ``param: "API-Version"``.  A deprecated version still works, but every
-response carries ``API-Version-Warning`` and, when a sunset date is set, ``Sunset`` (an HTTP date,
-RFC 8594).  From its sunset date on, the version answers 410 ``api_version_sunset``.
+response carries ``API-Version-Warning``, ``Deprecation`` (RFC 9745, ``@<unix time>``) when its
+deprecation date is known, and ``Sunset`` (an HTTP date, RFC 8594) when a sunset date is set.  From
+its sunset date on, the version answers 410 ``api_version_sunset``.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ class VersionRegistry:
                     param=HEADER,
                 )
             headers.append((b"api-version-warning", _warning(spec, self.default).encode()))
+            if spec.deprecated_on is not None:
+                headers.append((b"deprecation", f"@{_midnight_utc(spec.deprecated_on)}".encode()))
             if spec.sunset is not None:
                 headers.append((b"sunset", http_date(spec.sunset).encode()))
         return ResolvedVersion(spec.version, tuple(headers))
@@ -72,6 +75,10 @@ class VersionRegistry:
 def http_date(day: date) -> str:
     """Midnight UTC of ``day`` as an HTTP date, e.g. ``Tue, 01 Dec 2026 00:00:00 GMT``."""
     return format_datetime(datetime(day.year, day.month, day.day, tzinfo=UTC), usegmt=True)
+
+
+def _midnight_utc(day: date) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
 
 
 def _warning(spec: ApiVersion, current: str) -> str:

@@ -67,7 +67,7 @@ async def test_insane_client_request_id_is_replaced(ingress: Ingress, sent: str)
 
 
 async def test_unexpected_exception_is_a_500_envelope(
-    ingress: Ingress, monkeypatch: pytest.MonkeyPatch
+    ingress: Ingress, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A bug inside a handler answers a 500 api_error envelope with the common headers, not a text page."""
 
@@ -79,3 +79,5 @@ async def test_unexpected_exception_is_a_500_envelope(
     assert_error(response, 500, "api_error", None)
     assert response.headers["x-request-id"] == "trace-1"
     assert "boom" not in response.text
+    logged = [r for r in caplog.records if r.name == "ingress.middleware"]
+    assert logged and logged[0].exc_info is not None and "boom" in str(logged[0].exc_info[1])

@@ -228,3 +228,15 @@ async def test_frames_publish_on_this_process_reply_channel(ingress: Ingress) ->
     await ingress.worker.start(taken)
     await ingress.worker.done(taken, "ok")
     assert (await request).status_code == 200
+
+
+async def test_zero_ping_interval_disables_pings(ingress_factory: IngressFactory) -> None:
+    """stream_ping_interval = 0 turns pings off instead of spinning."""
+    async with ingress_factory(stream_ping_interval=0) as ingress:
+        request = ingress.chat_task(STREAM_BODY)
+        taken = await ingress.worker.take()
+        await ingress.worker.start(taken)
+        await asyncio.sleep(0.2)
+        await ingress.worker.done(taken)
+        text = (await request).text
+        assert ": ping" not in text and text.endswith("data: [DONE]\n\n")

@@ -55,6 +55,7 @@ def test_deprecated_version_carries_sunset_and_warning() -> None:
     assert headers[b"api-version"] == b"2025-01-01"
     assert headers[b"sunset"] == b"Tue, 01 Dec 2026 00:00:00 GMT"
     assert b"deprecated" in headers[b"api-version-warning"]
+    assert headers[b"deprecation"] == b"@1767225600"  # 2026-01-01T00:00:00Z
 
 
 def test_version_past_sunset_is_gone() -> None:
