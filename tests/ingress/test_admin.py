@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -397,3 +398,14 @@ async def test_bad_page_sizes_are_a_400(admin: httpx.AsyncClient, limit: str) ->
     """Listing limits outside 1..1000 or not integers are refused, with the parameter named."""
     assert_error(await admin.get("/admin/accounts", params={"limit": limit}), 400, param="limit")
     assert_error(await admin.get("/admin/usage/records", params={"limit": limit}), 400, param="limit")
+
+
+async def test_the_ingress_contexts_redis_is_used_when_present(aredis_client: aredis.Redis) -> None:
+    """Mounted in the ingress app, the routes use ``app.state.ingress.redis`` (the lifespan's client)."""
+    settings = settings_from_mapping({"admin_token": ADMIN_TOKEN}, env={})
+    app = Starlette(routes=admin_routes(settings))
+    app.state.ingress = SimpleNamespace(redis=aredis_client)
+    async with client_for(app) as client:
+        created = await client.post("/admin/accounts", json={"id": "via-context"}, headers=AUTH)
+    assert created.status_code == 201
+    assert await accounts.get_account(aredis_client, "via-context") is not None
