@@ -110,11 +110,13 @@ def ttft_stats(deployment_id: str) -> str:
 
 
 # --- accounts, rate limits, credits, usage (shared/accounts.py, ratelimit.py, credits.py, usage.py) -
+# An account id sits in braces in every per-account key, so no id (even one holding ":") can name another
+# account's key, and Redis Cluster would keep all of one account's keys in one slot.
 
 
 def account(account_id: str) -> str:
     """Hash: one account's record (name, plan, status, dashboard token digest, created_at)."""
-    return f"{PREFIX}:account:{account_id}"
+    return f"{PREFIX}:account:{{{account_id}}}"
 
 
 ACCOUNTS_INDEX = f"{PREFIX}:accounts"
@@ -128,29 +130,29 @@ def dashboard_token(digest: str) -> str:
 
 def account_api_keys(account_id: str) -> str:
     """Set: the ids of every API key of one account."""
-    return f"{PREFIX}:account:{account_id}:keys"
+    return f"{PREFIX}:account:{{{account_id}}}:keys"
 
 
 def rate_limit(account_id: str, limit: str) -> str:
     """String: the GCRA theoretical arrival time (µs of Redis TIME) of one account's ``requests`` or
     ``tokens`` limit; expires when the limit is fully restored."""
-    return f"{PREFIX}:ratelimit:{account_id}:{limit}"
+    return f"{PREFIX}:ratelimit:{{{account_id}}}:{limit}"
 
 
 def credit_balance(account_id: str) -> str:
     """Hash: one account's credit in integer micro-USD: ``balance`` (owned), ``reserved`` (held by open
     reservations), ``spent`` (charged so far)."""
-    return f"{PREFIX}:credit:{account_id}"
+    return f"{PREFIX}:credit:{{{account_id}}}"
 
 
 def credit_ledger(account_id: str) -> str:
     """Stream: every credit grant or adjustment of one account (never trimmed)."""
-    return f"{PREFIX}:credit:{account_id}:ledger"
+    return f"{PREFIX}:credit:{{{account_id}}}:ledger"
 
 
 def credit_reservation(reservation_id: str) -> str:
     """Hash: one reservation (account, amount, deadline, state held/settled/expired)."""
-    return f"{PREFIX}:credit:reservation:{reservation_id}"
+    return f"{PREFIX}:reservation:{reservation_id}"
 
 
 CREDIT_RESERVATIONS = f"{PREFIX}:credit:reservations"
@@ -162,7 +164,7 @@ CREDIT_RESERVATION_TOMBSTONE_TTL = 86_400
 
 def usage_records(account_id: str) -> str:
     """Stream: one account's recent per-request usage records (trimmed to ``USAGE_RECORDS_MAXLEN``)."""
-    return f"{PREFIX}:usage:{account_id}"
+    return f"{PREFIX}:usage:{{{account_id}}}"
 
 
 USAGE_ALL_RECORDS = f"{PREFIX}:usage"
@@ -174,7 +176,7 @@ USAGE_ALL_RECORDS_MAXLEN = 100_000
 
 def usage_daily(account_id: str, day: str) -> str:
     """Hash: one account's usage on one UTC day (``YYYY-MM-DD``), fields ``<model>|<counter>``."""
-    return f"{PREFIX}:usage:{account_id}:day:{day}"
+    return f"{PREFIX}:usage:{{{account_id}}}:day:{day}"
 
 
 USAGE_DAILY_TTL = 400 * 86_400

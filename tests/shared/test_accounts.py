@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis.asyncio as aredis
 
-from shared import accounts, api_keys, keys
+from shared import accounts, api_keys, credits, keys
 from shared.accounts import AccountNotFound
 from shared.errors import InvalidRequest
 from shared.settings import Settings, settings_from_mapping
@@ -117,3 +117,15 @@ async def test_dashboard_token_signs_in_until_rotated(store: aredis.Redis) -> No
     assert renewed is not None and renewed.id == account.id
     assert await accounts.account_for_dashboard_token(store, "dt-forged") is None
     assert await accounts.account_for_dashboard_token(store, "ak-not-a-dashboard-token") is None
+
+
+async def test_ids_with_colons_never_reach_another_accounts_keys(store: aredis.Redis) -> None:
+    """Accounts "a" and "a:keys" / "a:ledger" keep apart: keys, credit and records never overlap."""
+    plain, _ = await accounts.create_account(store, SETTINGS, account_id="a")
+    tricky, _ = await accounts.create_account(store, SETTINGS, account_id="a:keys")
+    await accounts.create_account(store, SETTINGS, account_id="a:ledger")
+    await accounts.create_key_for_account(store, plain.id)
+    await credits.add_credit(store, plain.id, 5)
+    assert await accounts.get_account(store, "a:keys") == tricky
+    assert (await credits.get_balance(store, "a:ledger")).balance == 0
+    assert len({keys.account("a:keys"), keys.account_api_keys("a"), keys.credit_ledger("a")}) == 3
