@@ -17,6 +17,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
+from ingress.admin import admin_routes
 from ingress.auth import Authenticator
 from ingress.catalog import CatalogEndpoints
 from ingress.completions import ChatCompletionsEndpoint
@@ -39,6 +40,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/v1/models/{model_id:path}", catalog.get_model, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        *admin_routes(settings),  # operators only: disabled (404) unless settings.admin_token is set
     ]
 
     @contextlib.asynccontextmanager

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from ingress.routing import ModelRouter
-from tests.ingress.conftest import Ingress
+from tests.ingress.conftest import Ingress, IngressFactory
 from tests.ingress.openapi_schema import schema_errors
 
 
@@ -81,3 +81,21 @@ async def test_unexpected_exception_is_a_500_envelope(
     assert "boom" not in response.text
     logged = [r for r in caplog.records if r.name == "ingress.middleware"]
     assert logged and logged[0].exc_info is not None and "boom" in str(logged[0].exc_info[1])
+
+
+async def test_admin_api_is_mounted_behind_its_token(ingress_factory: IngressFactory) -> None:
+    """The admin routes live in the ingress app, answer with the admin token and refuse API keys."""
+    async with ingress_factory(admin_token="admin-token-for-tests") as ingress:
+        response = await ingress.client.get(
+            "/admin/plans", headers={"Authorization": "Bearer admin-token-for-tests"}
+        )
+        assert response.status_code == 200
+        assert "api-version" in response.headers
+        refused = await ingress.client.get("/admin/plans", headers=ingress.headers())
+        assert refused.status_code == 401
+
+
+async def test_admin_api_is_disabled_without_a_token(ingress: Ingress) -> None:
+    """With no admin token configured the admin routes are a 404 envelope."""
+    response = await ingress.client.get("/admin/plans")
+    assert_error(response, 404, "invalid_request", "admin_disabled")
