@@ -33,6 +33,7 @@ CLIENT_GONE: Final = ClientGone()
 Delivery = Frame | AIORouterError | ClientGone
 
 _RECONNECT_PAUSE = 0.5
+_CONNECTION_LOST = "Lost the connection to the queue; retry the request."
 
 
 @dataclass(eq=False, slots=True)
@@ -118,10 +119,10 @@ class ReplyHub:
                 async for message in self._pubsub.listen():
                     if message["type"] == "message":
                         self.route(message["data"])
-            except RedisError:
-                log.exception("reply hub lost its Redis connection; failing open requests")
+            except RedisError as exc:
+                failed = 0
                 for subscription in self.open_subscriptions():
-                    subscription.fail(
-                        ServiceUnavailable("Lost the connection to the queue; retry the request.")
-                    )
+                    subscription.fail(ServiceUnavailable(_CONNECTION_LOST))
+                    failed += 1
+                log.warning("reply hub lost Redis (%s); failed %d open request(s), reconnecting", exc, failed)
                 await asyncio.sleep(_RECONNECT_PAUSE)
