@@ -39,6 +39,7 @@ _RECORD_FAILURE = LuaScript.load("breaker_failure")
 _RECORD_SUCCESS = LuaScript.load("breaker_success")
 _ALLOW = LuaScript.load("breaker_allow")
 _BLOCKED = LuaScript.load("breaker_blocked")
+_RELEASE = LuaScript.load("breaker_release")
 
 
 def _ms(seconds: float) -> int:
@@ -159,13 +160,21 @@ class CircuitBreaker:
         status = cast(Literal["closed", "open"], _text(reply[0]))
         return FailureOutcome(status, int(reply[1]), int(reply[2]) / 1000)
 
-    async def record(self, deployment_id: str, error: BaseException | None) -> None:
-        """Report a finished upstream call (``error`` None: it succeeded) as :func:`outcome_of` says."""
+    async def release_probe(self, deployment_id: str) -> bool:
+        """Give back a claimed probe that proved nothing (cancelled), so the next caller probes at once."""
+        script_keys = [keys.breaker_state(deployment_id), keys.BREAKER_BLOCKED]
+        return bool(await self._run(_RELEASE, script_keys, [deployment_id]))
+
+    async def record(self, deployment_id: str, error: BaseException | None, *, probe: bool = False) -> None:
+        """Report a finished upstream call (``error`` None: it succeeded) as :func:`outcome_of` says;
+        ``probe``: the call was admitted as the half-open probe (released when it proved nothing)."""
         outcome = outcome_of(error)
         if outcome == "success":
             await self.record_success(deployment_id)
         elif outcome == "failure":
             await self.record_failure(deployment_id)
+        elif probe:
+            await self.release_probe(deployment_id)
 
     async def open_deployments(self) -> dict[str, float]:
         """Deployment id -> seconds until it may admit again, for every deployment routing must skip

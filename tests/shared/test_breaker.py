@@ -279,3 +279,28 @@ async def test_record_feeds_the_breaker_by_outcome(client: aredis.Redis) -> None
     assert (await breaker.allow(DEP)).is_probe
     await breaker.record(DEP, None)
     assert (await breaker.allow(DEP)).decision == "closed"
+
+
+async def test_cancelled_probe_is_released_for_the_next_caller(client: aredis.Redis) -> None:
+    """A probe whose call proved nothing (client left) frees the slot at once, not after probe_timeout."""
+    breaker = make(client, cooldown=0.2, probe_timeout=30.0)
+    await trip(breaker)
+    await half_open(breaker)
+    assert (await breaker.allow(DEP)).is_probe
+    assert DEP in await breaker.open_deployments()
+    await breaker.record(DEP, asyncio.CancelledError(), probe=True)
+    assert DEP not in await breaker.open_deployments()
+    assert (await breaker.allow(DEP)).is_probe
+    assert not await breaker.release_probe(OTHER)  # nothing claimed there: nothing to release
+
+
+async def test_scripts_reload_after_the_script_cache_is_flushed() -> None:
+    """After SCRIPT FLUSH (a Redis restart) the breaker reloads its scripts (NOSCRIPT) and carries on.
+    On fakeredis only: flushing the real server's script cache would disturb other databases' users."""
+    client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    breaker = make(client)
+    await breaker.record_failure(DEP)
+    await client.script_flush()
+    assert (await breaker.record_failure(DEP)).failures == 2
+    assert (await breaker.allow(DEP)).decision == "closed"
+    await client.aclose()

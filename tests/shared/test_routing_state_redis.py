@@ -134,3 +134,16 @@ async def test_finishing_more_jobs_than_started_never_goes_negative(client: ared
     await asyncio.gather(*(tracker.job_finished("prov-a/m") for _ in range(20)))
     assert (await load_stats(client, [A]))["prov-a/m"].inflight == 0
     assert tracker.counts() == {}
+
+
+async def test_renew_survives_a_flushed_script_cache() -> None:
+    """renew() pipelines EVALSHA; after SCRIPT FLUSH it falls back to the reloading path and still renews.
+    On fakeredis only: flushing the real server's script cache would disturb other databases' users."""
+    client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    tracker = InflightTracker(client, "w1", lease=30.0)
+    await tracker.job_started("prov-a/m")
+    await client.flushall()
+    await client.script_flush()
+    await tracker.renew()
+    assert (await load_stats(client, [A]))["prov-a/m"].inflight == 1
+    await client.aclose()
