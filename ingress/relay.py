@@ -46,7 +46,6 @@ class CompletionRelay:
     ) -> None:
         self._redis = redis
         self._settings = settings
-        self._subscription = subscription
         self._queue: asyncio.Queue[Delivery] = subscription.queue
         self._job = job
         self.enqueued = False
