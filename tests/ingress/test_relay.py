@@ -240,3 +240,29 @@ async def test_zero_ping_interval_disables_pings(ingress_factory: IngressFactory
         await ingress.worker.done(taken)
         text = (await request).text
         assert ": ping" not in text and text.endswith("data: [DONE]\n\n")
+
+
+async def test_concurrent_requests_each_get_their_own_frames(ingress: Ingress) -> None:
+    """Twenty interleaved requests on one reply channel each receive exactly their own job's frames."""
+    requests = [
+        ingress.chat_task({"model": MODEL, "messages": MESSAGES, "stream": i % 2 == 0}) for i in range(20)
+    ]
+    taken = [await ingress.worker.take() for _ in requests]
+    for job in taken:
+        await ingress.worker.start(job)
+    for job in reversed(taken):
+        if job.job.stream:
+            await ingress.worker.chunk(job, job.id)
+        await ingress.worker.done(job, job.id)
+    responses = await asyncio.gather(*requests)
+    served = set()
+    for response in responses:
+        assert response.status_code == 200
+        if response.headers["content-type"].startswith("text/event-stream"):
+            job_id = response.text.split('"content":"', 1)[1].split('"', 1)[0]
+            assert response.text.count(job_id) == 3  # chunk id and content, final chunk id
+        else:
+            job_id = response.json()["choices"][0]["message"]["content"]
+            assert response.json()["id"] == f"chatcmpl-{job_id}"
+        served.add(job_id)
+    assert served == {job.id for job in taken}
