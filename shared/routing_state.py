@@ -45,6 +45,11 @@ def deployment_id(deployment: Deployment) -> str:
     return f"{deployment.provider}/{deployment.upstream_model}"
 
 
+def catalog_deployment_ids(models: Mapping[str, ModelEntry]) -> list[str]:
+    """Every deployment id of the catalog, once each, sorted (e.g. for the operator's breaker view)."""
+    return sorted({deployment_id(d) for model in models.values() for d in model.deployments})
+
+
 def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 

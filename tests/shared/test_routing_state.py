@@ -10,6 +10,7 @@ from shared.routing_state import (
     STATS_STRATEGIES,
     DeploymentStats,
     apply_preferences,
+    catalog_deployment_ids,
     deployment_id,
     order_deployments,
     soonest_retry,
@@ -116,3 +117,9 @@ def test_soonest_retry_is_the_first_deployment_to_reopen() -> None:
     skipped = {"prov-a/m": 12.0, "prov-b/m-large": 3.5, "prov-z/other": 0.1}
     assert soonest_retry(model("priority"), skipped) == 3.5
     assert soonest_retry(model("priority"), {}, default=2.0) == 2.0
+
+
+def test_catalog_deployment_ids_lists_each_deployment_once() -> None:
+    """The catalog's deployment ids, deduplicated across models and sorted, for the operator view."""
+    models = {"m": model("priority"), "n": ModelEntry(id="n", deployments=(B, Deployment("prov-d", "x")))}
+    assert catalog_deployment_ids(models) == ["prov-a/m", "prov-b/m-large", "prov-c/vendor/m", "prov-d/x"]
