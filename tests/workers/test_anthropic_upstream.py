@@ -44,7 +44,7 @@ async def test_checks_key_version_and_required_fields(
     assert upstream.stats.requests == 3  # the 404 is not a Messages request
 
 
-async def test_keep_alive_serves_several_requests_on_one_connection(
+async def test_keep_alive_client_gets_json_and_stream_answers_in_turn(
     client: tuple[AnthropicUpstream, httpx.AsyncClient],
 ) -> None:
     """Non-stream and stream answers follow each other on a keep-alive client without mixing up."""
