@@ -130,10 +130,10 @@ async def test_queue_timeout_with_stream_is_still_an_http_error(ingress_factory:
 
 async def test_job_taken_at_the_timeout_keeps_waiting(ingress_factory: IngressFactory) -> None:
     """If a worker took the job just before the timeout (LREM removes nothing), the ingress waits for it."""
-    async with ingress_factory(queue_timeout=0.5) as ingress:
+    async with ingress_factory(queue_timeout=1.5) as ingress:
         request = ingress.chat_task()
         taken = await ingress.worker.take()
-        await asyncio.sleep(0.8)  # past the queue timeout: the LREM finds nothing
+        await asyncio.sleep(1.7)  # past the queue timeout (the LREM finds nothing), well inside the second
         await ingress.worker.start(taken)
         await ingress.worker.done(taken, "late but fine")
         response = await request
