@@ -289,3 +289,27 @@ async def test_free_requests_pass_without_credit(store: aredis.Redis) -> None:
     assert (await credits.settle(store, reservation, 0)).outcome == "settled"
     with pytest.raises(ValueError):
         await credits.reserve(store, SETTINGS, account.id, -1)
+
+
+async def test_the_background_sweeper_releases_expired_holds(aredis_client: aredis.Redis) -> None:
+    """sweep_forever, run as a task, releases an expired hold within a few seconds, until cancelled."""
+    account_id = await funded_account(aredis_client, 100)
+    await credits.reserve(aredis_client, SETTINGS, account_id, 60, ttl=0.05)
+    sweeper = asyncio.create_task(credits.sweep_forever(aredis_client, interval=0.05))
+    try:
+        for _ in range(100):
+            if (await credits.get_balance(aredis_client, account_id)).reserved == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert (await credits.get_balance(aredis_client, account_id)).reserved == 0
+    finally:
+        sweeper.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sweeper
+
+
+async def test_sweep_drops_entries_without_a_record(store: aredis.Redis) -> None:
+    """An expired entry whose record is gone is dropped from the open set without touching any balance."""
+    await store.zadd(keys.CREDIT_RESERVATIONS, {"res_orphan": 1})
+    assert await credits.sweep_expired(store) == 0
+    assert await store.zcard(keys.CREDIT_RESERVATIONS) == 0
