@@ -266,3 +266,12 @@ async def test_concurrent_requests_each_get_their_own_frames(ingress: Ingress) -
             assert response.json()["id"] == f"chatcmpl-{job_id}"
         served.add(job_id)
     assert served == {job.id for job in taken}
+
+
+async def test_provider_header_comes_from_the_start_frame(ingress: Ingress) -> None:
+    """X-Provider names the provider the worker reports in its S frame."""
+    request = ingress.chat_task()
+    taken = await ingress.worker.take()
+    await ingress.worker.start(taken, provider="backup-provider")
+    await ingress.worker.done(taken, "ok")
+    assert (await request).headers["x-provider"] == "backup-provider"
