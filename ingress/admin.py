@@ -19,11 +19,13 @@ ingress context's (``app.state.ingress.redis``) or, in a bare app, ``app.state.r
     GET    /admin/accounts/{id}/usage?start=&end=    per day and model (YYYY-MM-DD, UTC; default 30 days)
     GET    /admin/accounts/{id}/usage/records?limit=
     GET    /admin/usage/records?limit=               every account's latest records
+    GET    /admin/pools                              per pool: queued jobs and live workers
 """
 
 from __future__ import annotations
 
 import hmac
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -35,7 +37,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from shared import accounts, api_keys, credits, usage
+from shared import accounts, api_keys, credits, keys, usage
 from shared.errors import AIORouterError, AuthenticationError, InvalidRequest, NotFound, ServiceUnavailable
 from shared.settings import Plan, Settings
 
@@ -63,6 +65,7 @@ def admin_routes(settings: Settings) -> list[BaseRoute]:
         ("/admin/accounts/{account_id}/usage", api.daily_usage, "GET"),
         ("/admin/accounts/{account_id}/usage/records", api.usage_records, "GET"),
         ("/admin/usage/records", api.usage_records, "GET"),
+        ("/admin/pools", api.pools, "GET"),
     ]
     return [Route(path, api.guarded(endpoint), methods=[method]) for path, endpoint, method in table]
 
@@ -227,6 +230,30 @@ class AdminApi:
         records = await usage.recent_usage(_redis(request), account_id, count=limit)
         return _json({"object": "list", "data": [r.to_json() for r in records]})
 
+    # --- operations ----------------------------------------------------------------------------------
+
+    async def pools(self, request: Request) -> Response:
+        """Every configured or seen pool: its queue depth and the workers whose heartbeat is recent."""
+        redis = _redis(request)
+        seen = {_text(p) for p in await redis.smembers(keys.POOLS_SET)}
+        names = sorted(seen | set(self.settings.providers))
+        since = time.time() - self.settings.worker_dead_after
+        async with redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.llen(keys.rq_queue_key(name))
+                pipe.zrangebyscore(keys.pool_workers(name), since, "+inf", withscores=True)
+            replies = await pipe.execute()
+        data = [
+            {
+                "pool": name,
+                "configured": name in self.settings.providers,
+                "queued": int(queued),
+                "workers": [{"name": _text(worker), "last_heartbeat": beat} for worker, beat in workers],
+            }
+            for name, queued, workers in zip(names, replies[::2], replies[1::2], strict=True)
+        ]
+        return _json({"object": "list", "data": data})
+
 
 # --- request parsing ---------------------------------------------------------------------------------
 
@@ -301,6 +328,10 @@ def plan_json(plan: Plan) -> dict[str, Any]:
 def account_json(account: accounts.Account, balance: credits.Balance, settings: Settings) -> dict[str, Any]:
     plan = settings.plans.get(account.plan)
     return {**account.to_json(), "credit": balance.to_json(), "rate_limit": plan_json(plan) if plan else None}
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _json(content: Any, *, status: int = 200) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -13,7 +14,7 @@ import redis.asyncio as aredis
 from starlette.applications import Starlette
 
 from ingress.admin import admin_routes
-from shared import accounts, api_keys, credits, usage
+from shared import accounts, api_keys, credits, keys, usage
 from shared.settings import Settings, settings_from_mapping
 
 ADMIN_TOKEN = "admin-secret-for-tests"
@@ -409,3 +410,22 @@ async def test_the_ingress_contexts_redis_is_used_when_present(aredis_client: ar
         created = await client.post("/admin/accounts", json={"id": "via-context"}, headers=AUTH)
     assert created.status_code == 201
     assert await accounts.get_account(aredis_client, "via-context") is not None
+
+
+async def test_pools_show_queue_depth_and_live_workers(
+    admin: httpx.AsyncClient, aredis_client: aredis.Redis
+) -> None:
+    """Each configured or seen pool shows its queued jobs and only workers with a recent heartbeat."""
+    await aredis_client.rpush(keys.rq_queue_key("simulated"), "job-1", "job-2")
+    now = time.time()
+    await aredis_client.zadd(keys.pool_workers("simulated"), {"w-alive": now, "w-dead": now - 3600})
+    await aredis_client.sadd(keys.POOLS_SET, "legacy")
+    pools = {p["pool"]: p for p in (await admin.get("/admin/pools")).json()["data"]}
+    assert set(pools) == {"simulated", "legacy"}
+    assert (pools["simulated"]["queued"], pools["simulated"]["configured"]) == (2, True)
+    assert [w["name"] for w in pools["simulated"]["workers"]] == ["w-alive"]
+    assert (pools["legacy"]["queued"], pools["legacy"]["configured"], pools["legacy"]["workers"]) == (
+        0,
+        False,
+        [],
+    )
