@@ -12,13 +12,13 @@ Each account's credit hash (:func:`shared.keys.credit_balance`) holds ``balance`
    deadline (:func:`reservation_ttl`) has passed.
 
 Every step is one Lua script, so N concurrent requests can never hold or spend more than the balance.
-Credit is added with :func:`add_credit`, which appends a ledger entry in the same script.
-
-Balances are only as durable as Redis: run it with the append-only file on (``appendonly yes``,
-``appendfsync everysec`` loses at most a second of writes on a crash; ``always`` loses none at the cost of
-an fsync per write), keep RDB snapshots as backups, and never let ``maxmemory-policy`` evict keys
-(``noeviction``), or balances, ledgers and reservations could silently disappear.  A price of
+Credit is added with :func:`add_credit`, which appends a ledger entry in the same script.  A price of
 ``p`` USD per million tokens is ``p`` micro-USD per token, so a cost is ``tokens * price`` rounded up.
+
+Balances are only as durable as Redis: run it with the append-only file on (``appendonly yes``;
+``appendfsync everysec`` loses at most a second of writes on a crash, ``always`` loses none at the cost of
+an fsync per write), keep RDB snapshots as backups, and never let it evict keys
+(``maxmemory-policy noeviction``), or balances, ledgers and reservations could silently disappear.
 """
 
 from __future__ import annotations
