@@ -313,3 +313,17 @@ async def test_sweep_drops_entries_without_a_record(store: aredis.Redis) -> None
     await store.zadd(keys.CREDIT_RESERVATIONS, {"res_orphan": 1})
     assert await credits.sweep_expired(store) == 0
     assert await store.zcard(keys.CREDIT_RESERVATIONS) == 0
+
+
+async def test_concurrent_grants_keep_the_ledger_consistent(aredis_client: aredis.Redis) -> None:
+    """50 concurrent grants: the balance is their sum and each ledger entry's balance-after follows the
+    one before it by exactly its amount (grant and entry are one atomic step)."""
+    account, _ = await accounts.create_account(aredis_client, SETTINGS)
+    await asyncio.gather(*(credits.add_credit(aredis_client, account.id, n) for n in range(1, 51)))
+    assert (await credits.get_balance(aredis_client, account.id)).balance == sum(range(1, 51))
+    entries = list(reversed(await credits.ledger(aredis_client, account.id)))
+    assert len(entries) == 50
+    running = 0
+    for entry in entries:
+        running += entry.amount
+        assert entry.balance == running
