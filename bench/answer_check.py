@@ -98,3 +98,12 @@ def check_completion(body: bytes, expected_content: str) -> str | None:
     except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
         return "bad_json"
     return None if content == expected_content else "wrong_content"
+
+
+def error_kind(status: int, body: bytes) -> str:
+    """``http_STATUS``, plus the OpenAI error ``code`` when the body has one: ``http_503:worker_lost``."""
+    try:
+        code = orjson.loads(body)["error"]["code"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        code = None
+    return f"http_{status}:{code}" if isinstance(code, str) and code else f"http_{status}"

@@ -13,7 +13,7 @@ from typing import cast
 
 import httptools
 
-from bench.answer_check import StreamVerifier, check_completion
+from bench.answer_check import StreamVerifier, check_completion, error_kind
 
 
 class Exchange:
@@ -77,7 +77,7 @@ class Exchange:
 
     def on_complete(self) -> None:
         if self.status != 200:
-            self._settle(f"http_{self.status}")
+            self._settle(error_kind(self.status, b"".join(self._body)))
         elif self.verifier is not None:
             self._settle(self.verifier.finish())
         else:

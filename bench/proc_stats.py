@@ -91,3 +91,19 @@ def _read(reader: Callable[[int], T], pid: int, default: T) -> T:
         return reader(pid)
     except (FileNotFoundError, ProcessLookupError, ValueError):
         return default  # the process is gone
+
+
+async def wait_until_idle(
+    pids: Mapping[str, int], below_percent: float, interval: float = 0.5, max_wait: float = 60.0
+) -> float:
+    """Wait until ``pids`` together use under ``below_percent`` of one core over ``interval``.
+
+    Returns the seconds waited (``max_wait`` at most)."""
+    started = perf_counter()
+    while perf_counter() - started < max_wait:
+        before = sum(_read(cpu_seconds, pid, 0.0) for pid in pids.values())
+        await asyncio.sleep(interval)
+        used = sum(_read(cpu_seconds, pid, 0.0) for pid in pids.values()) - before
+        if 100.0 * used / interval < below_percent:
+            break
+    return perf_counter() - started

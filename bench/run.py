@@ -17,9 +17,8 @@ import os
 import shlex
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ import orjson
 
 from bench.loadgen import LoadSpec, run_load
 from bench.markdown_table import render
-from bench.proc_stats import rss_bytes
+from bench.proc_stats import rss_bytes, wait_until_idle
 from bench.processes import RouterProcesses, UpstreamProcess
 from bench.report import Run, describe_machine, summarize
 from bench.scenarios import (
@@ -46,7 +45,8 @@ from bench.targets import check_targets
 from bench.upstream import event_loop_factory
 
 RESULTS_DIR = Path(__file__).parent / "results"
-PAUSE_BETWEEN_RUNS_S = 0.5
+IDLE_CPU_PERCENT = 10.0  # the system under test counts as idle below this much of one core, all together
+SETTLE_TIMEOUT_S = 60.0
 
 
 class Suite:
@@ -74,10 +74,17 @@ class Suite:
         ):
             self.router.set_workers(scenario.workers)
         targets = [t for t in scenario.targets if t in self.targets]
-        for repeat in range(self.timing.repeat):
+        for repeat in range(scenario.repeat or self.timing.repeat):
             for target in targets:
                 self.runs.append(self._measure(scenario, target, repeat))
-                time.sleep(PAUSE_BETWEEN_RUNS_S)
+                self._settle(target)
+
+    def _settle(self, target: str) -> None:
+        """Let the system finish whatever the last run left behind (e.g. abandoned jobs) before the next."""
+        pids = {"upstream": self.upstream.child.pid}
+        if target == AIOROUTER and self.router is not None:
+            pids |= self.router.pids
+        self._runner.run(wait_until_idle(pids, IDLE_CPU_PERCENT, max_wait=SETTLE_TIMEOUT_S))
 
     def _measure(self, scenario: Scenario, target: str, repeat: int) -> Run:
         watch = {"upstream": self.upstream.child.pid}
@@ -102,7 +109,7 @@ class Suite:
             warmup_s=self.timing.warmup_s,
             requests_per_client=scenario.requests_per_client,
             ramp_s=scenario.ramp_s,
-            timeout_s=self.timing.slow_stream_s * 3 + 30,
+            timeout_s=scenario.timeout_s,
             api_key=api_key,
             watch=watch,
         )
@@ -148,12 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     timing = QUICK if args.quick else FULL
-    timing = Timing(
-        warmup_s=timing.warmup_s,
+    timing = replace(
+        timing,
         duration_s=args.duration or timing.duration_s,
         repeat=args.repeat or timing.repeat,
-        slow_stream_s=timing.slow_stream_s,
-        slow_ramp_s=timing.slow_ramp_s,
+        slow_repeat=min(args.repeat or timing.slow_repeat, timing.slow_repeat),
     )
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     suite_scenarios = [s for s in scenarios(timing) if not args.only or any(o in s.name for o in args.only)]

@@ -21,10 +21,11 @@ class Timing:
     repeat: int
     slow_stream_s: float  # how long each of the 2,000 slow streams lasts
     slow_ramp_s: float  # the slow streams start spread over this long
+    slow_repeat: int  # repetitions of the slow-stream scenario
 
 
-FULL = Timing(warmup_s=1.0, duration_s=5.0, repeat=3, slow_stream_s=30.0, slow_ramp_s=5.0)
-QUICK = Timing(warmup_s=0.5, duration_s=2.0, repeat=2, slow_stream_s=5.0, slow_ramp_s=2.0)
+FULL = Timing(warmup_s=1.0, duration_s=5.0, repeat=3, slow_stream_s=30.0, slow_ramp_s=5.0, slow_repeat=3)
+QUICK = Timing(warmup_s=0.5, duration_s=2.0, repeat=2, slow_stream_s=5.0, slow_ramp_s=2.0, slow_repeat=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,8 @@ class Scenario:
     requests_per_client: int = 0
     ramp_s: float = 0.0
     targets: tuple[str, ...] = (DIRECT, AIOROUTER)
+    repeat: int | None = None  # None: the timing's repeat
+    timeout_s: float = 60.0  # a request not answered this long counts as a timeout
 
 
 def scenarios(timing: Timing) -> list[Scenario]:
@@ -67,6 +70,8 @@ def scenarios(timing: Timing) -> list[Scenario]:
             clients=SLOW_STREAM_CLIENTS,
             requests_per_client=1,
             ramp_s=timing.slow_ramp_s,
+            repeat=timing.slow_repeat,
+            timeout_s=2 * timing.slow_stream_s + timing.slow_ramp_s + 10,
         ),
     ]
     for workers in SCALING_WORKERS[1:]:  # one worker is nonstream_c64 and stream50_c16 above

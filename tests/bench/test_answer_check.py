@@ -7,7 +7,7 @@ from collections.abc import Callable
 import orjson
 import pytest
 
-from bench.answer_check import StreamVerifier, check_completion
+from bench.answer_check import StreamVerifier, check_completion, error_kind
 from bench.sim_payloads import ChunkWriter, expected_content
 
 
@@ -74,3 +74,11 @@ def test_completion_body_check() -> None:
     assert check_completion(orjson.dumps(body), expected_content(2)) is None
     assert check_completion(orjson.dumps(body), expected_content(3)) == "wrong_content"
     assert check_completion(b"{oops", expected_content(2)) == "bad_json"
+
+
+def test_error_kind_names_the_openai_error_code() -> None:
+    """An error answer counts as its status plus the envelope's code, or the status alone without one."""
+    envelope = {"error": {"message": "gone", "type": "server_error", "code": "worker_lost"}}
+    assert error_kind(503, orjson.dumps(envelope)) == "http_503:worker_lost"
+    assert error_kind(502, b"<html>bad gateway</html>") == "http_502"
+    assert error_kind(500, b'{"error": {"code": null}}') == "http_500"

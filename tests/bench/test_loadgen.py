@@ -69,7 +69,7 @@ async def test_open_loop_sends_at_the_offered_rate(upstream: Upstream) -> None:
     ("model", "stream", "kind"),
     [
         ("sim?status=503", False, "http_503"),
-        ("sim?status=429", True, "http_429"),
+        ("sim?status=429", True, "http_429:rate_limit_exceeded"),
         ("sim?cut=2", True, "disconnected"),
         ("sim?bad_json", True, "bad_json"),
         ("sim?bad_json", False, "bad_json"),
