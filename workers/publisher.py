@@ -77,10 +77,10 @@ class FramePublisher:
             raise self._failure
 
     def abandon(self) -> None:
-        """Stop publishing (the job was cancelled): drop queued chunks, stop the one in flight."""
+        """Stop publishing (the job was cancelled): drop queued chunks; the publish in flight, if any, lands
+        (cancelling it mid-command would cost its Redis connection)."""
         self._pending.clear()
-        if self._in_flight is not None:
-            self._in_flight.cancel()
+        self._closing = True
 
     async def _drain(self) -> None:
         try:

@@ -19,7 +19,7 @@ import logging
 import math
 import signal
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import orjson
 import redis
@@ -58,7 +58,6 @@ class _Run:
     task: asyncio.Task[Outcome] | None = None
     stop_reason: str = ""  # "cancelled" (client went away) or "shutdown"
     finalized: bool = False
-    done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class AsyncWorker(BaseWorker):
@@ -89,6 +88,7 @@ class AsyncWorker(BaseWorker):
         self.maintenance_every = maintenance_interval
         self.execution_ttl = max(3, math.ceil(2 * settings.worker_dead_after))
         self._runs: dict[str, _Run] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._force = asyncio.Event()
         self._wake = asyncio.Event()  # a slot freed up, or a stop was requested
@@ -132,18 +132,17 @@ class AsyncWorker(BaseWorker):
         await self._beat()
         maintenance = threading.Thread(target=self._maintain, name=f"rq-maintenance-{self.name}", daemon=True)
         maintenance.start()
-        helpers = [
-            loop.create_task(self._heartbeats()),
-            loop.create_task(self._listen_for_cancels()),
-        ]
+        halt = asyncio.Event()
+        heartbeats = loop.create_task(self._heartbeats(halt))
+        listener = loop.create_task(self._listen_for_cancels())
         worked = False
         try:
             worked = await self._dequeue(adapter, burst)
             await self._drain()
         finally:
-            for task in helpers:
-                task.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
+            halt.set()  # the heartbeat ends between beats: cancelling a pipeline mid-flight would leak it
+            listener.cancel()
+            await asyncio.gather(heartbeats, listener, return_exceptions=True)
             self._maintenance_stop.set()
             await asyncio.to_thread(maintenance.join, 5)
             await self._depart()
@@ -189,25 +188,38 @@ class AsyncWorker(BaseWorker):
                 if burst:
                     break
                 continue
+            if self._stopping:  # taken while a stop was requested: put it back at the head of the queue
+                await self._requeue(raw, source, target)
+                break
             worked = True
             run = _Run(raw.decode())
             self._runs[run.job_id] = run
-            asyncio.get_running_loop().create_task(self._run(run, adapter))
+            task = asyncio.get_running_loop().create_task(self._run(run, adapter))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return worked
+
+    async def _requeue(self, job_id: bytes, source: str, target: str) -> None:
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.lrem(target, 1, job_id)
+                pipe.lpush(source, job_id)
+                await pipe.execute()
+        except (RedisError, OSError):  # rq's intermediate-queue clean-up will fail it after a minute
+            self.log.warning("Worker %s: could not requeue job %r", self.name, job_id, exc_info=True)
 
     async def _drain(self) -> None:
         """Wait for in-flight jobs: all of them, within the grace period, then stop the rest."""
-        if not self._runs:
+        if not self._tasks:
             return
-        pending = [run.done.wait() for run in self._runs.values()]
-        waiting = asyncio.gather(*pending)
-        timeout = self.shutdown_grace if self._stopping else None
+        everything = asyncio.gather(*self._tasks, return_exceptions=True)
         force = asyncio.ensure_future(self._force.wait())
-        await asyncio.wait([waiting, force], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        timeout = self.shutdown_grace if self._stopping else None
+        await asyncio.wait([everything, force], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         force.cancel()
         for run in list(self._runs.values()):
             self._stop(run, "shutdown")
-        await asyncio.wait_for(asyncio.shield(waiting), timeout=10)
+        await asyncio.wait([everything], timeout=10)
 
     # --- one job ------------------------------------------------------------------------------------
 
@@ -218,7 +230,6 @@ class AsyncWorker(BaseWorker):
             self.log.exception("Worker %s: job %s broke the worker's bookkeeping", self.name, run.job_id)
         finally:
             self._runs.pop(run.job_id, None)
-            run.done.set()
             self._wake.set()
 
     async def _execute_job(self, run: _Run, adapter: ProviderAdapter) -> None:
@@ -304,9 +315,13 @@ class AsyncWorker(BaseWorker):
 
     # --- background duties --------------------------------------------------------------------------
 
-    async def _heartbeats(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.worker_heartbeat_interval)
+    async def _heartbeats(self, halt: asyncio.Event) -> None:
+        while not halt.is_set():
+            try:
+                await asyncio.wait_for(halt.wait(), self.settings.worker_heartbeat_interval)
+                return
+            except TimeoutError:
+                pass
             try:
                 await self._beat()
             except (RedisError, OSError):
@@ -372,4 +387,4 @@ class AsyncWorker(BaseWorker):
 
 def _client(url: str, *, max_connections: int) -> aredis.Redis:
     pool = aredis.BlockingConnectionPool.from_url(url, max_connections=max_connections)
-    return aredis.Redis(connection_pool=pool)
+    return aredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections

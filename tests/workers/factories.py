@@ -16,7 +16,7 @@ def completion_job(
     stream: bool = True,
     include_usage: bool = False,
     provider: str = "simulated",
-    reply_to: str = "aior:reply:test-ingress",
+    reply_to: str = "aior:reply:workers-test-factory",
     request_id: str | None = None,
     **body: Any,
 ) -> CompletionJob:

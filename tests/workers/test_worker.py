@@ -1,0 +1,250 @@
+"""AsyncWorker on a real Redis: frames, rq's registries and statuses, concurrency, cancellation, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+import redis
+import redis.asyncio as aredis
+from rq.command import send_stop_job_command
+from rq.job import Job, JobStatus
+from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
+from rq.worker import Worker
+
+from shared import events, keys
+from shared.serialization import OrjsonSerializer
+from tests.workers.conftest import (
+    REPLY_CHANNEL,
+    Replies,
+    enqueue,
+    eventually,
+    running_worker,
+    worker_settings,
+)
+from tests.workers.factories import completion_job
+from tests.workers.openai_shapes import chunk_violations, completion_violations
+
+pytestmark = pytest.mark.redis
+
+
+def rq_job(client: redis.Redis, job_id: str) -> Job:
+    return Job.fetch(job_id, connection=client, serializer=OrjsonSerializer)
+
+
+def sse_objects(payload: bytes) -> list[object]:
+    lines = [line for line in payload.split(b"\n\n") if line]
+    assert all(line.startswith(b"data: ") for line in lines)
+    return [line[6:].decode() if line == b"data: [DONE]" else orjson.loads(line[6:]) for line in lines]
+
+
+async def test_stream_job_publishes_start_chunks_done(
+    clean_redis: redis.Redis, aredis_client: aredis.Redis, replies: Replies, redis_url: str
+) -> None:
+    """A stream job publishes S, C…, D in seq order; rq records it started then finished."""
+    settings = worker_settings(redis_url)
+    job = completion_job("one two three", include_usage=True, reply_to=REPLY_CHANNEL)
+    async with running_worker(settings) as worker:
+        await enqueue(aredis_client, job, settings)
+        done = await replies.final(job.request_id)
+        frames = replies.of(job.request_id)
+        workers = Worker.all(connection=clean_redis)
+        assert [w.name for w in workers] == [worker.name]
+        assert workers[0].successful_job_count == 1
+        assert workers[0].queue_names() == ["simulated"]
+    assert done.kind == events.DONE
+    assert [f.seq for f in frames] == list(range(len(frames)))
+    assert frames[0].kind == events.START
+    assert frames[0].meta == {"provider": "simulated", "worker": worker.name, "upstream_model": "echo"}
+    assert {f.kind for f in frames[1:-1]} <= {events.CHUNKS}
+    objects = sse_objects(b"".join(f.payload for f in frames[1:]))
+    assert objects[-1] == "[DONE]"
+    chunks = objects[:-1]
+    assert all(chunk_violations(c) == [] for c in chunks)
+    assert (
+        "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+        == "one two three"
+    )
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 3
+    assert done.meta == {"usage": chunks[-1]["usage"], "finish_reason": "stop"}
+
+    record = rq_job(clean_redis, job.request_id)
+    assert record.get_status() == JobStatus.FINISHED
+    assert record.worker_name == worker.name
+    assert record.started_at is not None and record.ended_at is not None
+    assert record.return_value() == {"finish_reason": "stop", "usage": done.meta["usage"]}
+    assert job.request_id in FinishedJobRegistry("simulated", connection=clean_redis).get_job_ids()
+    assert StartedJobRegistry("simulated", connection=clean_redis).get_job_ids() == []
+    assert clean_redis.llen(f"{keys.rq_queue_key('simulated')}:intermediate") == 0
+
+
+async def test_json_job_publishes_one_completion_body(
+    clean_redis: redis.Redis, aredis_client: aredis.Redis, replies: Replies, redis_url: str
+) -> None:
+    """A non-stream job publishes S then a D whose payload is the whole chat.completion body."""
+    settings = worker_settings(redis_url)
+    job = completion_job("hi you", stream=False, reply_to=REPLY_CHANNEL)
+    async with running_worker(settings):
+        await enqueue(aredis_client, job, settings)
+        done = await replies.final(job.request_id)
+    assert [f.kind for f in replies.of(job.request_id)] == [events.START, events.DONE]
+    body = orjson.loads(done.payload)
+    assert completion_violations(body) == []
+    assert body["model"] == "aiorouter/test-model"
+    assert body["choices"][0]["message"]["content"] == "hi you"
+
+
+async def test_upstream_error_publishes_error_and_fails_the_job(
+    clean_redis: redis.Redis, aredis_client: aredis.Redis, replies: Replies, redis_url: str
+) -> None:
+    """An adapter error becomes an E frame with the error's status; rq records the job failed."""
+    settings = worker_settings(redis_url)
+    job = completion_job(upstream_model="no-such-model", reply_to=REPLY_CHANNEL)
+    async with running_worker(settings):
+        await enqueue(aredis_client, job, settings)
+        error = await replies.final(job.request_id)
+        workers = Worker.all(connection=clean_redis)
+    assert error.kind == events.ERROR
+    assert error.meta["status"] == 400 and error.meta["code"] == "upstream_bad_request"
+    assert rq_job(clean_redis, job.request_id).get_status() == JobStatus.FAILED
+    assert job.request_id in FailedJobRegistry("simulated", connection=clean_redis).get_job_ids()
+    assert workers[0].failed_job_count == 1
+
+
+async def test_jobs_run_concurrently(aredis_client: aredis.Redis, replies: Replies, redis_url: str) -> None:
+    """N slow jobs on an N-slot worker all start before any of them finishes."""
+    settings = worker_settings(redis_url, tokens_per_second=10)
+    jobs = [completion_job(upstream_model="lorem", max_tokens=8, reply_to=REPLY_CHANNEL) for _ in range(4)]
+    async with running_worker(settings, concurrency=4):
+        for job in jobs:
+            await enqueue(aredis_client, job, settings)
+        first_final = await replies.until(lambda f: f.is_final)
+        starts_before = {f.request_id for f in replies.frames if f.kind == events.START}
+        for job in jobs:
+            if job.request_id != first_final.request_id:
+                await replies.final(job.request_id)
+    assert starts_before == {job.request_id for job in jobs}
+    assert all(replies.of(job.request_id)[-1].kind == events.DONE for job in jobs)
+
+
+async def test_never_holds_more_jobs_than_slots(
+    clean_redis: redis.Redis, aredis_client: aredis.Redis, replies: Replies, redis_url: str
+) -> None:
+    """With 2 slots busy, the other jobs stay on rq's queue (none prefetched into the intermediate list)."""
+    settings = worker_settings(redis_url, tokens_per_second=20)
+    jobs = [completion_job(upstream_model="lorem", max_tokens=30, reply_to=REPLY_CHANNEL) for _ in range(5)]
+    queue_key = keys.rq_queue_key("simulated")
+    async with running_worker(settings, concurrency=2):
+        for job in jobs:
+            await enqueue(aredis_client, job, settings)
+        await replies.until(lambda f: f.kind == events.START)
+        await replies.until(lambda f: f.kind == events.START)
+        await asyncio.sleep(0.3)
+        assert clean_redis.llen(queue_key) == 3
+        assert clean_redis.llen(f"{queue_key}:intermediate") == 0
+        assert len(StartedJobRegistry("simulated", connection=clean_redis).get_job_ids()) == 2
+        for job in jobs:
+            await replies.final(job.request_id)
+    assert clean_redis.llen(queue_key) == 0
+
+
+async def test_cancel_on_channel_stops_the_job(
+    clean_redis: redis.Redis, aredis_client: aredis.Redis, replies: Replies, redis_url: str
+) -> None:
+    """A job id published on the cancel channel stops that job: no D frame, rq status stopped."""
+    settings = worker_settings(redis_url, tokens_per_second=20)
+    slow = completion_job(upstream_model="lorem", max_tokens=200, reply_to=REPLY_CHANNEL)
+    after = completion_job("still serving", reply_to=REPLY_CHANNEL)
+    async with running_worker(settings):
+        await enqueue(aredis_client, slow, settings)
+        await replies.until(lambda f: f.request_id == slow.request_id and f.kind == events.CHUNKS)
+        await aredis_client.set(keys.cancelled_marker(slow.request_id), b"1", ex=keys.CANCELLED_MARKER_TTL)
+        await aredis_client.publish(keys.CANCEL_CHANNEL, slow.request_id)
+        await eventually(lambda: rq_job(clean_redis, slow.request_id).get_status() == JobStatus.STOPPED)
+        await enqueue(aredis_client, after, settings)
+        assert (await replies.final(after.request_id)).kind == events.DONE
+    assert not any(f.is_final for f in replies.of(slow.request_id))
+    assert slow.request_id in FailedJobRegistry("simulated", connection=clean_redis).get_job_ids()
+    assert StartedJobRegistry("simulated", connection=clean_redis).get_job_ids() == []
+
+
+async def test_cancelled_marker_skips_job_at_pickup(
+    clean_redis: redis.Redis, aredis_client: aredis.Redis, replies: Replies, redis_url: str
+) -> None:
+    """A job whose cancel marker is set before pickup is never run: no S frame, rq status stopped."""
+    settings = worker_settings(redis_url)
+    dropped = completion_job("never", reply_to=REPLY_CHANNEL)
+    served = completion_job("served", reply_to=REPLY_CHANNEL)
+    await aredis_client.set(keys.cancelled_marker(dropped.request_id), b"1")
+    await enqueue(aredis_client, dropped, settings)
+    async with running_worker(settings, concurrency=1):
+        await enqueue(aredis_client, served, settings)
+        await replies.final(served.request_id)
+    assert replies.of(dropped.request_id) == []
+    assert rq_job(clean_redis, dropped.request_id).get_status() == JobStatus.STOPPED
+    assert dropped.request_id in FailedJobRegistry("simulated", connection=clean_redis).get_job_ids()
+
+
+async def test_rq_stop_job_command_stops_the_job(
+    clean_redis: redis.Redis, aredis_client: aredis.Redis, replies: Replies, redis_url: str
+) -> None:
+    """rq's own ``send_stop_job_command`` reaches the async worker and stops the job."""
+    settings = worker_settings(redis_url, tokens_per_second=20)
+    slow = completion_job(upstream_model="lorem", max_tokens=200, reply_to=REPLY_CHANNEL)
+    async with running_worker(settings):
+        await enqueue(aredis_client, slow, settings)
+        await replies.until(lambda f: f.request_id == slow.request_id and f.kind == events.CHUNKS)
+        await asyncio.to_thread(send_stop_job_command, clean_redis, slow.request_id, OrjsonSerializer)
+        await eventually(lambda: rq_job(clean_redis, slow.request_id).get_status() == JobStatus.STOPPED)
+
+
+async def test_liveness_keys_while_running_and_removed_on_exit(
+    clean_redis: redis.Redis, redis_url: str
+) -> None:
+    """A running worker keeps its alive key, pool entry and pool name fresh; a clean exit removes them."""
+    settings = worker_settings(redis_url)
+    async with running_worker(settings) as worker:
+        await asyncio.sleep(0.5)
+        ttl_ms = clean_redis.pttl(keys.worker_alive(worker.name))
+        assert 0 < ttl_ms <= 1000
+        assert clean_redis.zscore(keys.pool_workers("simulated"), worker.name) is not None
+        assert clean_redis.sismember(keys.POOLS_SET, "simulated")
+        assert clean_redis.sismember(Worker.redis_workers_keys, worker.key)
+    assert not clean_redis.exists(keys.worker_alive(worker.name))
+    assert clean_redis.zscore(keys.pool_workers("simulated"), worker.name) is None
+    assert Worker.all(connection=clean_redis) == []
+
+
+async def test_graceful_stop_lets_inflight_jobs_finish(
+    clean_redis: redis.Redis, aredis_client: aredis.Redis, replies: Replies, redis_url: str
+) -> None:
+    """After a stop request the worker takes no new job but finishes the one it runs."""
+    settings = worker_settings(redis_url, tokens_per_second=20)
+    running = completion_job(upstream_model="lorem", max_tokens=10, reply_to=REPLY_CHANNEL)
+    waiting = completion_job("later", reply_to=REPLY_CHANNEL)
+    async with running_worker(settings) as worker:
+        await enqueue(aredis_client, running, settings)
+        await replies.until(lambda f: f.kind == events.START)
+        worker.request_stop()
+        await enqueue(aredis_client, waiting, settings)
+        assert (await replies.final(running.request_id)).kind == events.DONE
+    assert rq_job(clean_redis, running.request_id).get_status() == JobStatus.FINISHED
+    assert rq_job(clean_redis, waiting.request_id).get_status() == JobStatus.QUEUED
+    assert replies.of(waiting.request_id) == []
+
+
+async def test_stop_after_grace_fails_unfinished_jobs(
+    clean_redis: redis.Redis, aredis_client: aredis.Redis, replies: Replies, redis_url: str
+) -> None:
+    """Jobs still running when the shutdown grace ends get a worker_lost E frame and are failed in rq."""
+    settings = worker_settings(redis_url, tokens_per_second=5)
+    long = completion_job(upstream_model="lorem", max_tokens=200, reply_to=REPLY_CHANNEL)
+    async with running_worker(settings, shutdown_grace=0.3) as worker:
+        await enqueue(aredis_client, long, settings)
+        await replies.until(lambda f: f.kind == events.START)
+        worker.request_stop()
+        error = await replies.final(long.request_id)
+    assert error.kind == events.ERROR and error.meta["code"] == "worker_lost"
+    assert rq_job(clean_redis, long.request_id).get_status() == JobStatus.FAILED
+    assert StartedJobRegistry("simulated", connection=clean_redis).get_job_ids() == []
