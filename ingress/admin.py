@@ -192,7 +192,11 @@ class AdminApi:
             amount = credits.check_positive(body["amount_micros"])
         reason = _string(body, "reason") or ""
         balance, entry = await credits.add_credit(
-            _redis(request), account_id, amount, reason=accounts.check_name(reason), actor="admin"
+            _redis(request),
+            account_id,
+            amount,
+            reason=accounts.check_name(reason, param="reason"),
+            actor="admin",
         )
         return _json({"credit": balance.to_json(), "ledger_entry": entry.to_json()})
 

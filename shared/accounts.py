@@ -32,7 +32,7 @@ STATUSES: tuple[Status, ...] = ("active", "suspended")
 DASHBOARD_TOKEN_PREFIX = "dt-"
 MAX_NAME_LENGTH = 200
 
-ACCOUNT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
+ACCOUNT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}")
 """Account ids the ``aiorouter keys`` command already accepts; generated ones are ``acct_<hex>``."""
 
 _CREATE = LuaScript.load("account_create")
@@ -102,9 +102,9 @@ def check_status(status: str) -> Status:
     raise InvalidRequest(f"Unknown status {status!r}; use 'active' or 'suspended'.", param="status")
 
 
-def check_name(name: str) -> str:
+def check_name(name: str, *, param: str = "name") -> str:
     if len(name) > MAX_NAME_LENGTH:
-        raise InvalidRequest(f"A name has at most {MAX_NAME_LENGTH} characters.", param="name")
+        raise InvalidRequest(f"A {param} has at most {MAX_NAME_LENGTH} characters.", param=param)
     return name
 
 
@@ -118,7 +118,7 @@ async def create_account(
 ) -> tuple[Account, str]:
     """Create an active account; returns it and its dashboard token, shown this once."""
     account_id = account_id or "acct_" + secrets.token_hex(8)
-    if not ACCOUNT_ID_RE.match(account_id):
+    if not ACCOUNT_ID_RE.fullmatch(account_id):
         raise InvalidRequest(
             "An account id is 1-128 letters, digits and _ . : @ -, starting with a letter or digit.",
             param="id",

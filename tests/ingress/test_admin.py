@@ -328,6 +328,7 @@ async def test_credit_is_added_with_a_ledger_entry(admin: httpx.AsyncClient) -> 
         {},
         {"reason": "no amount"},
         {"amount_usd": 1, "reason": 7},
+        {"amount_usd": 1, "reason": "r" * 201},
         {"amount_usd": 1, "memo": "typo"},
     ],
 )

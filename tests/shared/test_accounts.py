@@ -42,7 +42,7 @@ async def test_explicit_ids_are_checked_and_never_reused(store: aredis.Redis) ->
         await accounts.create_account(store, SETTINGS, account_id="team-a", name="other")
     assert taken.value.code == "account_exists"
     assert (await accounts.require_account(store, "team-a")).name == ""
-    for bad in ("", "-leading", "has space", "x" * 129):
+    for bad in ("", "-leading", "has space", "x" * 129, "trailing-newline\n", "{braced}"):
         with pytest.raises(InvalidRequest):
             await accounts.create_account(store, SETTINGS, account_id=bad or "/")
 
