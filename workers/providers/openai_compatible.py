@@ -9,7 +9,8 @@ rebuilds OpenAI-exact objects from them.  httpx errors and upstream statuses bec
     connect/first-token/idle/total     UpstreamTimeout (503)
     400/404/413/422                    UpstreamBadRequest (400, upstream message)
     401/403, other 4xx                 UpstreamError (500: our configuration is wrong)
-    stream cut, malformed JSON         UpstreamError (500)
+    stream cut before any content      UpstreamUnavailable (nothing reached the client: fallback is safe)
+    stream cut after content, garbage  UpstreamError (500)
 """
 
 from __future__ import annotations
@@ -95,9 +96,7 @@ class OpenAICompatibleProvider:
         except (httpx.ConnectError, httpx.PoolTimeout) as exc:
             raise UpstreamUnavailable(f"Provider {self._name!r} is unreachable.") from exc
         except httpx.TransportError as exc:  # the connection broke: before the response, or mid-stream
-            if clock.responded:
-                raise UpstreamError(f"Provider {self._name!r} cut the stream mid-way.") from exc
-            raise UpstreamUnavailable(f"Provider {self._name!r} closed the connection.") from exc
+            raise _cut(self._name, clock) from exc
 
 
 class _Deadlines:
@@ -109,7 +108,6 @@ class _Deadlines:
         self._total = loop.time() + timeouts.total
         self._started = loop.time()
         self.first_token_seen = False
-        self.responded = False
 
     def next_deadline(self) -> float:
         if self.first_token_seen:
@@ -125,18 +123,28 @@ class _Deadlines:
 async def _deltas(
     name: str, response: httpx.Response, clock: _Deadlines, timer: asyncio.Timeout
 ) -> AsyncIterator[Delta]:
-    clock.responded = True
     finished = False
+    done = False
     async for data in sse_data(response.aiter_lines()):
+        # After [DONE], read on to the end of the body: a fully read response keeps its connection alive.
+        if done:
+            continue
         if data.strip() == "[DONE]":
-            return
+            done = True
+            continue
         for delta in _parse_chunk(name, data):
             finished = finished or delta.finish_reason is not None
             clock.first_token_seen = clock.first_token_seen or delta.has_message_part or finished
             yield delta
         timer.reschedule(clock.next_deadline())
-    if not finished:
-        raise UpstreamError(f"Provider {name!r} closed the stream before it finished.")
+    if not finished and not done:
+        raise _cut(name, clock)
+
+
+def _cut(name: str, clock: _Deadlines) -> AIORouterError:
+    if clock.first_token_seen:
+        return UpstreamError(f"Provider {name!r} cut the stream mid-way.")
+    return UpstreamUnavailable(f"Provider {name!r} closed the connection before answering.")
 
 
 def _parse_chunk(name: str, data: str) -> list[Delta]:

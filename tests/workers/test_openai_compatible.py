@@ -1,0 +1,253 @@
+"""The OpenAI-compatible adapter against the simulated upstream over a real socket."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import fakeredis
+import httpx
+import orjson
+import pytest
+
+from bench.sim_stats import Counter
+from bench.upstream import Upstream, start_upstream
+from shared import events
+from shared.errors import UpstreamBadRequest, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from shared.jobs import CompletionJob
+from shared.settings import ProviderSettings, Timeouts
+from tests.workers.factories import WEATHER_TOOL, completion_job
+from tests.workers.openai_shapes import chunk_violations, completion_violations
+from workers.completion import complete
+from workers.providers.base import Delta
+from workers.providers.openai_compatible import OpenAICompatibleProvider
+from workers.publisher import FramePublisher
+
+FAST = Timeouts(connect=2.0, first_token=5.0, idle=5.0, total=20.0)
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[Upstream]:
+    server = await start_upstream()
+    yield server
+    await server.close()
+
+
+def provider_for(base_url: str, timeouts: Timeouts = FAST) -> OpenAICompatibleProvider:
+    return OpenAICompatibleProvider(
+        ProviderSettings(
+            name="upstream", kind="openai", base_url=base_url, api_key="sk-test", timeouts=timeouts
+        )
+    )
+
+
+async def collect(provider: OpenAICompatibleProvider, job: CompletionJob) -> list[Delta]:
+    try:
+        return [delta async for delta in provider.stream(job)]
+    finally:
+        await provider.aclose()
+
+
+def sim_job(model: str, **kwargs: Any) -> CompletionJob:
+    return completion_job("hello", upstream_model=model, provider="upstream", **kwargs)
+
+
+async def test_stream_is_normalized_into_deltas(upstream: Upstream) -> None:
+    """Text tokens, one finish_reason and the upstream's usage come through as deltas."""
+    deltas = await collect(provider_for(upstream.base_url), sim_job("sim?tokens=5"))
+    assert "".join(d.content or "" for d in deltas) == "w0 w1 w2 w3 w4 "
+    assert [d.finish_reason for d in deltas if d.finish_reason] == ["stop"]
+    usage = [d.usage for d in deltas if d.usage]
+    assert len(usage) == 1 and usage[0] is not None and usage[0].completion_tokens == 5
+
+
+async def run_complete(job: CompletionJob, provider: OpenAICompatibleProvider) -> list[events.Frame]:
+    redis = fakeredis.FakeAsyncRedis()
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(job.reply_to)
+    try:
+        await complete(job, provider, FramePublisher(redis, job.reply_to, job.request_id), worker_name="w")
+        frames: list[events.Frame] = []
+        while not frames or not frames[-1].is_final:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
+            if message is not None:
+                frames.append(events.decode(message["data"]))
+        return frames
+    finally:
+        await provider.aclose()
+        await pubsub.aclose()
+        await redis.aclose()
+
+
+async def test_streamed_tool_call_becomes_openai_exact_chunks(upstream: Upstream) -> None:
+    """An upstream tool-call stream is re-emitted as schema-valid chunks with identity in the first delta."""
+    job = sim_job("sim?tools", tools=[WEATHER_TOOL], include_usage=True)
+    frames = await run_complete(job, provider_for(upstream.base_url))
+    payload = b"".join(f.payload for f in frames[1:])
+    lines = [line[6:] for line in payload.split(b"\n\n") if line]
+    assert lines[-1] == b"[DONE]"
+    chunks = [orjson.loads(line) for line in lines[:-1]]
+    assert all(chunk_violations(c) == [] for c in chunks)
+    calls = [
+        c["choices"][0]["delta"]["tool_calls"][0]
+        for c in chunks
+        if c["choices"] and "tool_calls" in c["choices"][0]["delta"]
+    ]
+    assert "id" in calls[0] and calls[0]["type"] == "function" and calls[0]["function"]["name"]
+    assert all(set(call) == {"index", "function"} for call in calls[1:])
+    orjson.loads("".join(call["function"]["arguments"] for call in calls))
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]].count("tool_calls") == 1
+    assert chunks[-1]["choices"] == [] and chunks[-1]["model"] == "aiorouter/test-model"
+
+
+async def test_non_stream_job_gets_one_completion_body(upstream: Upstream) -> None:
+    """A non-stream client request is assembled from the upstream stream into one chat.completion."""
+    frames = await run_complete(sim_job("sim?tokens=3", stream=False), provider_for(upstream.base_url))
+    assert [f.kind for f in frames] == [events.START, events.DONE]
+    body = orjson.loads(frames[-1].payload)
+    assert completion_violations(body) == []
+    assert body["choices"][0]["message"]["content"] == "w0 w1 w2 "
+    assert body["usage"]["completion_tokens"] == 3
+
+
+@pytest.mark.parametrize("status", [400, 404, 413, 422])
+async def test_client_error_statuses_become_bad_request(upstream: Upstream, status: int) -> None:
+    """Upstream 400/404/413/422 become our 400 carrying the upstream's message."""
+    with pytest.raises(UpstreamBadRequest) as caught:
+        await collect(provider_for(upstream.base_url), sim_job(f"sim?status={status}"))
+    assert caught.value.status == 400 and caught.value.message
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_auth_statuses_become_our_misconfiguration(upstream: Upstream, status: int) -> None:
+    """Upstream 401/403 mean our credentials are wrong: a 500 upstream_error, not the client's fault."""
+    with pytest.raises(UpstreamError) as caught:
+        await collect(provider_for(upstream.base_url), sim_job(f"sim?status={status}"))
+    assert caught.value.status == 500 and caught.value.code == "upstream_error"
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+async def test_overload_statuses_become_unavailable_with_retry_after(upstream: Upstream, status: int) -> None:
+    """Upstream 429/5xx become 503 upstream_unavailable, forwarding Retry-After."""
+    with pytest.raises(UpstreamUnavailable) as caught:
+        await collect(provider_for(upstream.base_url), sim_job(f"sim?status={status}&retry_after=2"))
+    assert caught.value.status == 503 and caught.value.code == "upstream_unavailable"
+    assert caught.value.headers == {"Retry-After": "2"}
+
+
+async def test_stream_cut_midway_is_an_error(upstream: Upstream) -> None:
+    """A stream closed after some content but without [DONE] or finish_reason is an upstream error."""
+    deltas: list[Delta] = []
+    provider = provider_for(upstream.base_url)
+    with pytest.raises(UpstreamError) as caught:
+        async for delta in provider.stream(sim_job("sim?tokens=10&cut=3")):
+            deltas.append(delta)
+    await provider.aclose()
+    assert not isinstance(caught.value, UpstreamUnavailable)
+    assert "".join(d.content or "" for d in deltas) == "w0 w1 w2 "
+
+
+async def test_stream_cut_before_content_is_unavailable(upstream: Upstream) -> None:
+    """A connection closed before any content is safe to retry elsewhere: upstream_unavailable."""
+    with pytest.raises(UpstreamUnavailable):
+        await collect(provider_for(upstream.base_url), sim_job("sim?tokens=10&cut=0"))
+
+
+async def test_malformed_json_is_an_upstream_error(upstream: Upstream) -> None:
+    """A chunk that is not JSON is reported as an upstream error."""
+    with pytest.raises(UpstreamError) as caught:
+        await collect(provider_for(upstream.base_url), sim_job("sim?bad_json"))
+    assert caught.value.code == "upstream_error"
+
+
+async def test_hung_upstream_hits_first_token_timeout(upstream: Upstream) -> None:
+    """An upstream that never answers ends with upstream_timeout after the first-token timeout."""
+    timeouts = Timeouts(connect=2.0, first_token=0.3, idle=5.0, total=20.0)
+    with pytest.raises(UpstreamTimeout) as caught:
+        await collect(provider_for(upstream.base_url, timeouts), sim_job("sim?hang"))
+    assert "first-token" in caught.value.message
+
+
+async def test_silent_stream_hits_idle_timeout(upstream: Upstream) -> None:
+    """A stream that goes quiet between chunks longer than the idle timeout ends with upstream_timeout."""
+    timeouts = Timeouts(connect=2.0, first_token=5.0, idle=0.2, total=20.0)
+    with pytest.raises(UpstreamTimeout) as caught:
+        await collect(provider_for(upstream.base_url, timeouts), sim_job("sim?tokens=5&itl_ms=1000"))
+    assert "idle" in caught.value.message
+
+
+async def test_long_stream_hits_total_timeout(upstream: Upstream) -> None:
+    """A stream that keeps going past the total timeout ends with upstream_timeout."""
+    timeouts = Timeouts(connect=2.0, first_token=5.0, idle=5.0, total=0.5)
+    with pytest.raises(UpstreamTimeout) as caught:
+        await collect(provider_for(upstream.base_url, timeouts), sim_job("sim?tokens=100&itl_ms=50"))
+    assert "total" in caught.value.message
+
+
+async def test_unreachable_upstream_is_unavailable() -> None:
+    """Nothing listening on the upstream's port means upstream_unavailable."""
+    server = await start_upstream()
+    base_url = server.base_url
+    await server.close()
+    with pytest.raises(UpstreamUnavailable):
+        await collect(provider_for(base_url), sim_job("sim"))
+
+
+async def test_cancelling_the_job_closes_the_upstream_connection(upstream: Upstream) -> None:
+    """Cancelling the task reading a stream closes its upstream connection (the upstream sees it go)."""
+    provider = provider_for(upstream.base_url)
+    first_delta = asyncio.Event()
+
+    async def consume() -> None:
+        async for _ in provider.stream(sim_job("sim?tokens=1000&itl_ms=20")):
+            first_delta.set()
+
+    task = asyncio.get_running_loop().create_task(consume())
+    await asyncio.wait_for(first_delta.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with asyncio.timeout(5):
+        while upstream.stats.total(Counter.CLIENT_DISCONNECTS) < 1:  # noqa: ASYNC110 - polling a counter
+            await asyncio.sleep(0.02)
+    await provider.aclose()
+
+
+async def test_connections_are_kept_alive_between_jobs(upstream: Upstream) -> None:
+    """Sequential jobs reuse one pooled keep-alive connection."""
+    provider = provider_for(upstream.base_url)
+    for _ in range(3):
+        [d async for d in provider.stream(sim_job("sim?tokens=2"))]
+    await provider.aclose()
+    assert upstream.stats.total(Counter.CONNECTIONS) == 1
+    assert upstream.stats.total(Counter.REQUESTS) == 3
+
+
+async def test_request_body_forwards_client_fields() -> None:
+    """The body goes upstream with model replaced, streaming with usage on, unknown fields unchanged."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        chunk = b'{"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":"stop"}]}'
+        body = b"data: " + chunk + b"\n\ndata: [DONE]\n\n"
+        return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
+
+    settings = ProviderSettings(
+        name="mock", kind="openai", base_url="http://upstream.test/v1", api_key="sk-1"
+    )
+    provider = OpenAICompatibleProvider(settings, transport=httpx.MockTransport(handler))
+    job = sim_job("real-model", temperature=0.2, vendor_extension={"a": 1}, stream_options={"other": True})
+    deltas = [d async for d in provider.stream(job)]
+    await provider.aclose()
+    assert [d.content for d in deltas if d.content] == ["x"]
+    request = seen[0]
+    assert request.url == "http://upstream.test/v1/chat/completions"
+    assert request.headers["authorization"] == "Bearer sk-1"
+    body = orjson.loads(request.content)
+    assert body["model"] == "real-model"
+    assert body["stream"] is True
+    assert body["stream_options"] == {"other": True, "include_usage": True}
+    assert body["temperature"] == 0.2 and body["vendor_extension"] == {"a": 1}
+    assert body["messages"] == job.body["messages"]
