@@ -100,10 +100,13 @@ def check_completion(body: bytes, expected_content: str) -> str | None:
     return None if content == expected_content else "wrong_content"
 
 
-def error_kind(status: int, body: bytes) -> str:
-    """``http_STATUS``, plus the OpenAI error ``code`` when the body has one: ``http_503:worker_lost``."""
+def error_kind(status: int, body: bytes) -> tuple[str, str]:
+    """``http_STATUS``, plus the OpenAI error ``code`` when the body has one (``http_503:worker_lost``),
+    and the error's message (or the start of the body) as a sample for people."""
     try:
-        code = orjson.loads(body)["error"]["code"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        code = None
-    return f"http_{status}:{code}" if isinstance(code, str) and code else f"http_{status}"
+        error = orjson.loads(body)["error"]
+        code, message = error.get("code"), str(error.get("message"))
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        code, message = None, body[:200].decode(errors="replace")
+    kind = f"http_{status}:{code}" if isinstance(code, str) and code else f"http_{status}"
+    return kind, message[:200]

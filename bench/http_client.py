@@ -26,6 +26,7 @@ class Exchange:
         "_loop",
         "_timer",
         "error",
+        "error_detail",
         "finished_at",
         "first_chunk_at",
         "future",
@@ -49,6 +50,7 @@ class Exchange:
         self.finished_at = 0.0
         self.status = 0
         self.error: str | None = None
+        self.error_detail = ""
 
     @property
     def chunks(self) -> int:
@@ -77,7 +79,8 @@ class Exchange:
 
     def on_complete(self) -> None:
         if self.status != 200:
-            self._settle(error_kind(self.status, b"".join(self._body)))
+            kind, self.error_detail = error_kind(self.status, b"".join(self._body))
+            self._settle(kind)
         elif self.verifier is not None:
             self._settle(self.verifier.finish())
         else:

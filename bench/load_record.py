@@ -40,6 +40,7 @@ class LoadResult:
     requests: int
     ok: int
     errors: dict[str, int]
+    error_samples: dict[str, str]  # the first message of each error kind that had one
     requests_per_s: float
     chunks: int
     chunks_per_s: float
@@ -78,6 +79,7 @@ class Recorder:
         self._latencies: list[float] = []
         self._ttfts: list[float] = []
         self._errors: Counter[str] = Counter()
+        self._error_samples: dict[str, str] = {}
         self._chunks = 0
         self._last_finish = window_start
         self._clients_done = 0
@@ -93,6 +95,7 @@ class Recorder:
         self._chunks += exchange.chunks
         if exchange.error is not None:
             self._errors[exchange.error] += 1
+            self._error_samples.setdefault(exchange.error, exchange.error_detail)
             return
         self._latencies.append(exchange.finished_at - exchange.started_at)
         if exchange.verifier is not None:
@@ -120,6 +123,7 @@ class Recorder:
             requests=ok + sum(self._errors.values()),
             ok=ok,
             errors=dict(self._errors),
+            error_samples={kind: text for kind, text in self._error_samples.items() if text},
             requests_per_s=round(ok / duration, 1),
             chunks=self._chunks,
             chunks_per_s=round(self._chunks / duration, 1),

@@ -49,4 +49,8 @@ def render(
         errors = ", ".join(f"{kind}: {count}" for kind, count in sorted(row["errors"].items())) or "0"
         cpu = ", ".join(f"{name} {percent:.0f}" for name, percent in row["cpu_percent"].items())
         lines.append(f"| {row['title']} | {row['target']} | " + " | ".join(cells) + f" | {errors} | {cpu} |")
+    samples = [(row, kind, text) for row in rows for kind, text in row["error_samples"].items()]
+    if samples:
+        lines += ["", "Error messages (first of each kind):", ""]
+        lines += [f"- {row['title']}, {row['target']}, `{kind}`: {text}" for row, kind, text in samples]
     return "\n".join(lines) + "\n"

@@ -92,19 +92,30 @@ def summarize(runs: Sequence[Run]) -> list[dict[str, Any]]:
     rows = []
     for (scenario, target), repeats in group(runs).items():
         results = [run["result"] for run in repeats]
-        errors: dict[str, int] = defaultdict(int)
-        for result in results:
-            for kind, count in result["errors"].items():
-                errors[kind] += count
-        processes = sorted({name for result in results for name in result["processes"]})
-        cpu = {
-            name: statistics.median(
-                r["processes"][name]["cpu_percent"] for r in results if name in r["processes"]
-            )
-            for name in processes
-        }
+        errors, samples = _errors_of(results)
         row = {"scenario": scenario, "title": repeats[0]["title"], "target": target, "repeats": len(results)}
         row |= {"columns": {name: spread([metric(r) for r in results]) for name, metric in COLUMNS.items()}}
-        row |= {"errors": dict(errors), "requests": sum(r["requests"] for r in results), "cpu_percent": cpu}
+        row |= {"errors": errors, "error_samples": samples, "requests": sum(r["requests"] for r in results)}
+        row |= {"cpu_percent": _median_cpu(results)}
         rows.append(row)
     return rows
+
+
+def _errors_of(results: Sequence[dict[str, Any]]) -> tuple[dict[str, int], dict[str, str]]:
+    """Errors by kind summed over repeats, and the first message seen of each kind."""
+    errors: dict[str, int] = defaultdict(int)
+    samples: dict[str, str] = {}
+    for result in results:
+        for kind, count in result["errors"].items():
+            errors[kind] += count
+        for kind, text in result.get("error_samples", {}).items():
+            samples.setdefault(kind, text)
+    return dict(errors), samples
+
+
+def _median_cpu(results: Sequence[dict[str, Any]]) -> dict[str, float]:
+    percents: dict[str, list[float]] = defaultdict(list)
+    for result in results:
+        for name, usage in result["processes"].items():
+            percents[name].append(usage["cpu_percent"])
+    return {name: statistics.median(percents[name]) for name in sorted(percents)}

@@ -52,7 +52,7 @@ def scenarios(timing: Timing) -> list[Scenario]:
     slow_tokens = int(SLOW_TOKENS_PER_S * timing.slow_stream_s)
     suite = [
         *(
-            Scenario(f"nonstream_c{c}", f"non-stream, {c} clients", "sim", 16, clients=c)
+            Scenario(f"nonstream_c{c}", f"non-stream, {_clients(c)}", "sim", 16, clients=c)
             for c in (1, 16, 64, 256)
         ),
         *(
@@ -97,6 +97,10 @@ def scenarios(timing: Timing) -> list[Scenario]:
             ),
         ]
     return suite
+
+
+def _clients(count: int) -> str:
+    return "1 client" if count == 1 else f"{count} clients"
 
 
 def router_models(suite: list[Scenario]) -> dict[str, str]:

@@ -79,6 +79,6 @@ def test_completion_body_check() -> None:
 def test_error_kind_names_the_openai_error_code() -> None:
     """An error answer counts as its status plus the envelope's code, or the status alone without one."""
     envelope = {"error": {"message": "gone", "type": "server_error", "code": "worker_lost"}}
-    assert error_kind(503, orjson.dumps(envelope)) == "http_503:worker_lost"
-    assert error_kind(502, b"<html>bad gateway</html>") == "http_502"
-    assert error_kind(500, b'{"error": {"code": null}}') == "http_500"
+    assert error_kind(503, orjson.dumps(envelope)) == ("http_503:worker_lost", "gone")
+    assert error_kind(502, b"<html>bad gateway</html>") == ("http_502", "<html>bad gateway</html>")
+    assert error_kind(500, b'{"error": {"code": null}}')[0] == "http_500"

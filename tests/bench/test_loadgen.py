@@ -81,6 +81,7 @@ async def test_errors_are_counted_by_kind(upstream: Upstream, model: str, stream
     spec = LoadSpec(upstream.base_url, model=model, stream=stream, requests_per_client=3, timeout_s=0.2)
     result = await run_load(spec)
     assert (result.ok, result.errors) == (0, {kind: 3})
+    assert bool(result.error_samples) == kind.startswith("http_")
 
 
 async def test_connect_failures_are_errors_not_crashes() -> None:
