@@ -20,6 +20,7 @@ import math
 import signal
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 import redis
@@ -43,7 +44,7 @@ from workers.publisher import FramePublisher
 
 log = logging.getLogger(__name__)
 
-DEQUEUE_TIMEOUT = 1.0  # seconds a BLMOVE blocks; bounds how long a shutdown waits for the dequeue loop
+DEQUEUE_TIMEOUT = 1  # seconds a BLMOVE blocks; bounds how long a shutdown waits for the dequeue loop
 MAINTENANCE_INTERVAL = 30.0  # seconds between runs of rq's registry clean-up
 SHUTDOWN_GRACE = 30.0  # seconds in-flight jobs get to finish after SIGTERM
 _RETRY_PAUSE = 1.0
@@ -188,18 +189,19 @@ class AsyncWorker(BaseWorker):
                 if burst:
                     break
                 continue
+            job_id = raw.decode() if isinstance(raw, bytes) else str(raw)
             if self._stopping:  # taken while a stop was requested: put it back at the head of the queue
-                await self._requeue(raw, source, target)
+                await self._requeue(job_id, source, target)
                 break
             worked = True
-            run = _Run(raw.decode())
+            run = _Run(job_id)
             self._runs[run.job_id] = run
             task = asyncio.get_running_loop().create_task(self._run(run, adapter))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return worked
 
-    async def _requeue(self, job_id: bytes, source: str, target: str) -> None:
+    async def _requeue(self, job_id: str, source: str, target: str) -> None:
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.lrem(target, 1, job_id)
@@ -215,7 +217,8 @@ class AsyncWorker(BaseWorker):
         everything = asyncio.gather(*self._tasks, return_exceptions=True)
         force = asyncio.ensure_future(self._force.wait())
         timeout = self.shutdown_grace if self._stopping else None
-        await asyncio.wait([everything, force], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        waiters: list[asyncio.Future[Any]] = [everything, force]
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         force.cancel()
         for run in list(self._runs.values()):
             self._stop(run, "shutdown")

@@ -128,7 +128,7 @@ def _chosen_tool(body: dict[str, Any]) -> dict[str, Any] | None:
         return None
     if isinstance(choice, dict):
         wanted = (choice.get("function") or {}).get("name")
-        named = [t["function"] for t in tools if t["function"].get("name") == wanted]
+        named: list[dict[str, Any]] = [t["function"] for t in tools if t["function"].get("name") == wanted]
         if not named:
             raise UpstreamBadRequest(
                 f"tool_choice names an unknown function {wanted!r}.", param="tool_choice"
