@@ -155,10 +155,10 @@ class UpstreamThread:
         self._stop = asyncio.Event()
         try:
             self._upstream = await start_upstream(self._host, self._port)
-        except BaseException as exc:
-            self._error = exc
+        except OSError as exc:
+            self._error = exc  # start() raises it in the caller's thread
             self._ready.set()
-            raise
+            return
         self._ready.set()
         await self._stop.wait()
         await self._upstream.close()

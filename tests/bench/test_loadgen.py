@@ -101,3 +101,12 @@ async def test_watched_processes_report_cpu_and_memory(upstream: Upstream) -> No
     assert set(result.processes) == {"loadgen", "me"}
     assert result.processes["me"]["cpu_s"] > 0
     assert result.processes["me"]["rss_peak_mib"] > 1
+
+
+async def test_open_loop_replaces_connections_the_server_closed(upstream: Upstream) -> None:
+    """In open loop a dropped connection is not reused: every request of a cut stream opens a new one."""
+    spec = LoadSpec(upstream.base_url, model="sim?cut=1", stream=True, rate=20, duration_s=0.5, warmup_s=0)
+    result = await run_load(spec)
+    assert result.ok == 0
+    assert result.errors == {"disconnected": upstream.stats.requests}
+    assert upstream.stats.connections == upstream.stats.requests

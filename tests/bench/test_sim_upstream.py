@@ -279,3 +279,29 @@ async def test_stats_are_served_and_reset_over_http(upstream: Upstream, client: 
     assert (stats["requests"], stats["completed"], stats["connections"]) == (1, 1, 1)
     assert (await client.post(f"http://127.0.0.1:{upstream.port}/stats/reset")).status_code == 200
     assert upstream.stats.requests == 0
+
+
+async def test_ttft_and_itl_pace_a_stream(client: httpx.AsyncClient) -> None:
+    """The first content token waits ``ttft_ms`` and the whole stream at least ttft + itl per later token."""
+    loop = asyncio.get_running_loop()
+    body = chat("sim?tokens=3&ttft_ms=100&itl_ms=50", stream=True)
+    started = loop.time()
+    first_token_at = None
+    async with client.stream("POST", "/chat/completions", json=body) as response:
+        async for line in response.aiter_lines():
+            if first_token_at is None and '"content":"w0 "' in line:
+                first_token_at = loop.time()
+    assert first_token_at is not None and first_token_at - started >= 0.1
+    assert loop.time() - started >= 0.2
+
+
+async def test_closing_the_server_is_not_a_client_disconnect(upstream: Upstream) -> None:
+    """Shutting the upstream down drops open streams without counting them as client disconnects."""
+    async with httpx.AsyncClient(base_url=upstream.base_url, timeout=5) as http:
+        body = chat("sim?tokens=100&itl_ms=50", stream=True)
+        with pytest.raises(httpx.RemoteProtocolError):
+            async with http.stream("POST", "/chat/completions", json=body) as response:
+                async for line in response.aiter_lines():
+                    if '"w0 "' in line:
+                        await upstream.close()
+    assert (upstream.stats.client_disconnects, upstream.stats.completed) == (0, 0)

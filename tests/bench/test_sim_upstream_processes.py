@@ -50,3 +50,9 @@ def test_cli_workers_share_one_stats_table(cli_upstream: str) -> None:
     assert (stats["requests"], stats["streams"], stats["completed"]) == (20, 20, 20)
     assert len(stats["requests_by_process"]) == 2
     assert all(count > 0 for count in stats["requests_by_process"])
+
+
+def test_thread_helper_reports_a_port_already_taken() -> None:
+    """Starting on a port that is in use raises instead of hanging."""
+    with UpstreamThread() as first, pytest.raises(RuntimeError, match="did not start"):
+        UpstreamThread(port=first.port).start()
