@@ -19,6 +19,7 @@ import logging
 import math
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,8 +123,7 @@ class AsyncWorker(BaseWorker):
 
     async def run(self, burst: bool = False) -> bool:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_stop)
+        handled = _handle_signals(loop, self.request_stop)
         self._redis = _client(self.settings.redis_url, max_connections=max(4, min(self.concurrency, 64)))
         self._blocking = aredis.Redis.from_url(
             self.settings.redis_url, max_connections=1, socket_timeout=DEQUEUE_TIMEOUT + 10
@@ -150,7 +150,7 @@ class AsyncWorker(BaseWorker):
             await adapter.aclose()
             await self._redis.aclose()
             await self._blocking.aclose()
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in handled:
                 loop.remove_signal_handler(sig)
         return worked
 
@@ -250,7 +250,14 @@ class AsyncWorker(BaseWorker):
             )
             await self._execute(commands)
             return
-        job = CompletionJob.from_wire(started.job.args[0])
+        try:
+            job = CompletionJob.from_wire(started.job.args[0])
+        except (TypeError, KeyError, IndexError, ValueError) as exc:  # not an AIOrouter job: nobody to answer
+            reason = f"Malformed completion job: {exc!r}"
+            await self._execute(
+                bookkeeping.failure_commands(self, started, reason, stopped=False, idle=self._idle())
+            )
+            return
         publisher = FramePublisher(self._redis, job.reply_to, job.request_id)
 
         def final_commands(outcome: Outcome) -> list[Command]:
@@ -386,6 +393,18 @@ class AsyncWorker(BaseWorker):
             except Exception:  # keep maintaining: a bad job record must not stop the clean-up for good
                 self.log.warning("Worker %s: registry maintenance failed", self.name, exc_info=True)
             self._maintenance_stop.wait(self.maintenance_every)
+
+
+def _handle_signals(loop: asyncio.AbstractEventLoop, handler: Callable[[], None]) -> list[signal.Signals]:
+    """SIGTERM/SIGINT request a warm stop, when this loop may handle signals (the main thread's can)."""
+    handled = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, handler)
+        except (ValueError, RuntimeError, NotImplementedError):
+            continue
+        handled.append(sig)
+    return handled
 
 
 def _client(url: str, *, max_connections: int) -> aredis.Redis:

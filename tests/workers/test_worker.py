@@ -8,12 +8,14 @@ import orjson
 import pytest
 import redis
 import redis.asyncio as aredis
+from rq import Queue
 from rq.command import send_stop_job_command
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 from rq.worker import Worker
 
 from shared import events, keys
+from shared.jobs import JOB_FUNC
 from shared.serialization import OrjsonSerializer
 from tests.workers.conftest import (
     REPLY_CHANNEL,
@@ -248,3 +250,29 @@ async def test_stop_after_grace_fails_unfinished_jobs(
     assert error.kind == events.ERROR and error.meta["code"] == "worker_lost"
     assert rq_job(clean_redis, long.request_id).get_status() == JobStatus.FAILED
     assert StartedJobRegistry("simulated", connection=clean_redis).get_job_ids() == []
+
+
+async def test_malformed_job_is_failed_at_once(clean_redis: redis.Redis, redis_url: str) -> None:
+    """A genuine rq job whose argument is not a CompletionJob is failed right away, not left started."""
+    queue = Queue("simulated", connection=clean_redis, serializer=OrjsonSerializer)
+    bogus = queue.enqueue(JOB_FUNC, {"not": "a completion job"})
+    async with running_worker(worker_settings(redis_url)):
+        await eventually(lambda: rq_job(clean_redis, bogus.id).get_status() == JobStatus.FAILED)
+    assert StartedJobRegistry("simulated", connection=clean_redis).get_job_ids() == []
+    result = rq_job(clean_redis, bogus.id).latest_result()
+    assert result is not None and "Malformed completion job" in (result.exc_string or "")
+
+
+async def test_vanished_job_leaves_no_trace(
+    clean_redis: redis.Redis, aredis_client: aredis.Redis, replies: Replies, redis_url: str
+) -> None:
+    """A queued id whose job hash is gone is dropped without recreating a partial hash or execution."""
+    settings = worker_settings(redis_url)
+    clean_redis.rpush(keys.rq_queue_key("simulated"), "ghost")
+    after = completion_job("after the ghost", reply_to=REPLY_CHANNEL)
+    async with running_worker(settings, concurrency=1):
+        await enqueue(aredis_client, after, settings)
+        assert (await replies.final(after.request_id)).kind == events.DONE
+    assert not clean_redis.exists(Job.key_for("ghost"))
+    assert StartedJobRegistry("simulated", connection=clean_redis).get_job_ids() == []
+    assert clean_redis.llen(f"{keys.rq_queue_key('simulated')}:intermediate") == 0
