@@ -83,7 +83,7 @@ async def _with_redis(settings: Settings, args: argparse.Namespace, action: Acti
 
 def _check_arguments(args: argparse.Namespace) -> None:
     account = getattr(args, "account", None)
-    if account is not None and not ACCOUNT_ID_RE.match(account):
+    if account is not None and not ACCOUNT_ID_RE.fullmatch(account):
         raise CommandFailed(
             f"--account {account!r} is not a valid id (letters, digits, and _ . : @ -; at most 128)",
             exit_status=2,
