@@ -16,6 +16,27 @@ import httptools
 from bench.answer_check import StreamVerifier, check_completion, error_kind
 
 
+class InFlight:
+    """Requests open right now, and how many of them are receiving content; with their peaks."""
+
+    __slots__ = ("open", "peak_open", "peak_streaming", "streaming")
+
+    def __init__(self) -> None:
+        self.open = self.streaming = self.peak_open = self.peak_streaming = 0
+
+    def opened(self) -> None:
+        self.open += 1
+        self.peak_open = max(self.peak_open, self.open)
+
+    def streaming_started(self) -> None:
+        self.streaming += 1
+        self.peak_streaming = max(self.peak_streaming, self.streaming)
+
+    def closed(self, was_streaming: bool) -> None:
+        self.open -= 1
+        self.streaming -= was_streaming
+
+
 class Exchange:
     """One request and what came back for it."""
 
@@ -23,6 +44,7 @@ class Exchange:
         "_body",
         "_buffer",
         "_expected",
+        "_in_flight",
         "_loop",
         "_timer",
         "error",
@@ -36,9 +58,16 @@ class Exchange:
     )
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, stream: bool, expected: str, started_at: float
+        self,
+        loop: asyncio.AbstractEventLoop,
+        stream: bool,
+        expected: str,
+        started_at: float,
+        in_flight: InFlight,
     ) -> None:
         self._loop = loop
+        self._in_flight = in_flight
+        in_flight.opened()
         self._expected = expected
         self._body: list[bytes] = []
         self._buffer = b""
@@ -74,6 +103,7 @@ class Exchange:
         while (end := buffer.find(b"\n\n", start)) != -1:
             if verifier.feed_event(buffer[start:end]) and not self.first_chunk_at:
                 self.first_chunk_at = perf_counter()
+                self._in_flight.streaming_started()
             start = end + 2
         self._buffer = buffer[start:]
 
@@ -96,6 +126,7 @@ class Exchange:
             self._timer.cancel()
         self.error = error
         self.finished_at = perf_counter()
+        self._in_flight.closed(was_streaming=self.first_chunk_at > 0)
         if not self.first_chunk_at:
             self.first_chunk_at = self.finished_at
         self.future.set_result(None)

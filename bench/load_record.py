@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from bench.http_client import Exchange
+from bench.http_client import Exchange, InFlight
 
 if TYPE_CHECKING:
     from bench.loadgen import LoadSpec
@@ -46,6 +46,8 @@ class LoadResult:
     chunks_per_s: float
     latency_ms: dict[str, float] | None
     ttft_ms: dict[str, float] | None
+    peak_in_flight: int  # most requests open at once (whole run, warm-up included)
+    peak_streaming: int  # most streams receiving content at once
     processes: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,7 +112,7 @@ class Recorder:
         if self._clients_done >= clients:
             self.all_done.set()
 
-    def result(self, spec: LoadSpec, processes: dict[str, Any]) -> LoadResult:
+    def result(self, spec: LoadSpec, processes: dict[str, Any], in_flight: InFlight) -> LoadResult:
         duration = spec.duration_s if self._end is not None else max(self._last_finish - self._start, 1e-9)
         ok = len(self._latencies)
         return LoadResult(
@@ -129,5 +131,7 @@ class Recorder:
             chunks_per_s=round(self._chunks / duration, 1),
             latency_ms=percentiles(self._latencies),
             ttft_ms=percentiles(self._ttfts) if spec.stream else None,
+            peak_in_flight=in_flight.peak_open,
+            peak_streaming=in_flight.peak_streaming,
             processes=processes,
         )

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from bench.http_client import Connection, Exchange, build_request, connect
+from bench.http_client import Connection, Exchange, InFlight, build_request, connect
 from bench.load_record import LoadResult, Recorder
 from bench.proc_stats import ProcessWatch
 from bench.sim_behaviour import DEFAULT_TOKENS, BadBehaviour, parse_behaviour
@@ -90,6 +90,7 @@ class LoadRun:
         self.window_start = perf_counter() + (0.0 if counted else spec.warmup_s)
         self.window_end = self.window_start + spec.duration_s
         self.recorder = Recorder(self.window_start, None if counted else self.window_end)
+        self.in_flight = InFlight()
 
     def client_continues(self, sent: int) -> bool:
         """Whether a closed-loop client that has sent ``sent`` requests sends another."""
@@ -98,7 +99,7 @@ class LoadRun:
         return perf_counter() < self.window_end
 
     async def exchange(self, connection: Connection, started_at: float) -> None:
-        exchange = Exchange(self.loop, self.spec.stream, self.expected, started_at)
+        exchange = Exchange(self.loop, self.spec.stream, self.expected, started_at, self.in_flight)
         connection.send(self.request, exchange, self.spec.timeout_s)
         await exchange.future
         self.recorder.record(exchange)
@@ -121,7 +122,7 @@ async def run_load(spec: LoadSpec) -> LoadResult:
     else:
         await asyncio.gather(*(_closed_client(run, index) for index in range(spec.clients)))
     usage = await watching
-    return run.recorder.result(spec, usage)
+    return run.recorder.result(spec, usage, run.in_flight)
 
 
 async def _watch_window(run: LoadRun) -> dict[str, object]:

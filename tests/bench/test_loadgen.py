@@ -110,3 +110,12 @@ async def test_open_loop_replaces_connections_the_server_closed(upstream: Upstre
     assert result.ok == 0
     assert result.errors == {"disconnected": upstream.stats.requests}
     assert upstream.stats.connections == upstream.stats.requests
+
+
+async def test_peaks_show_how_many_streams_ran_at_once(upstream: Upstream) -> None:
+    """Slow streams from 20 clients are all open and all streaming at the same time at their peak."""
+    spec = LoadSpec(
+        upstream.base_url, model="sim?tokens=10&itl_ms=20", stream=True, clients=20, requests_per_client=1
+    )
+    result = await run_load(spec)
+    assert (result.ok, result.peak_in_flight, result.peak_streaming) == (20, 20, 20)

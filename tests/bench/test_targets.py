@@ -19,6 +19,8 @@ def result(**overrides: Any) -> dict[str, Any]:
         "chunks_per_s": 0.0,
         "latency_ms": {"p50": 50.0, "p90": 51.0, "p99": 52.0, "mean": 50.0, "max": 53.0},
         "ttft_ms": None,
+        "peak_in_flight": 1,
+        "peak_streaming": 1,
         "processes": {},
     }
     return base | overrides
@@ -68,6 +70,7 @@ def test_rss_per_stream_counts_growth_of_ingress_and_worker_only() -> None:
         0,
         clients=2000,
         requests=2000,
+        peak_streaming=2000,
         processes={
             "ingress": {"rss_peak_mib": 150.0},
             "worker-1": {"rss_peak_mib": 140.0},
@@ -114,3 +117,11 @@ def test_summary_and_markdown_show_medians_ranges_and_errors() -> None:
     page = render(machine, config, summarize(runs), check_targets(runs))
     assert "| nonstream_c1 | direct | 200 (100\N{EN DASH}300) | - |" in page
     assert "timeout: 2" in page
+
+
+def test_slow_streams_that_never_ran_together_miss_the_target() -> None:
+    """Zero errors is not enough when the streams were not all streaming at the same time."""
+    slow = run("slow_streams", "aiorouter", 0, clients=2000, requests=2000, peak_streaming=700)
+    check = by_name([slow])["2,000 concurrent slow streams: errors"]
+    assert check.met is False
+    assert check.measured == "0 of 2000 streams; at most 700 streamed at once"
