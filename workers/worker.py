@@ -246,7 +246,7 @@ class AsyncWorker(BaseWorker):
                 started,
                 "Cancelled: the client went away before the job started.",
                 stopped=True,
-                idle=self._idle(),
+                idle=self._last_one(run),
             )
             await self._execute(commands)
             return
@@ -255,17 +255,20 @@ class AsyncWorker(BaseWorker):
         except (TypeError, KeyError, IndexError, ValueError) as exc:  # not an AIOrouter job: nobody to answer
             reason = f"Malformed completion job: {exc!r}"
             await self._execute(
-                bookkeeping.failure_commands(self, started, reason, stopped=False, idle=self._idle())
+                bookkeeping.failure_commands(self, started, reason, stopped=False, idle=self._last_one(run))
             )
             return
         publisher = FramePublisher(self._redis, job.reply_to, job.request_id)
 
         def final_commands(outcome: Outcome) -> list[Command]:
-            run.finalized = True
             if outcome.error is None:
-                return bookkeeping.success_commands(self, started, outcome.summary(), idle=self._idle())
+                return bookkeeping.success_commands(
+                    self, started, outcome.summary(), idle=self._last_one(run)
+                )
             reason = f"{type(outcome.error).__name__}: {outcome.error.message}"
-            return bookkeeping.failure_commands(self, started, reason, stopped=False, idle=self._idle())
+            return bookkeeping.failure_commands(
+                self, started, reason, stopped=False, idle=self._last_one(run)
+            )
 
         run.task = asyncio.get_running_loop().create_task(
             complete(job, adapter, publisher, worker_name=self.name, final_commands=final_commands)
@@ -282,12 +285,12 @@ class AsyncWorker(BaseWorker):
             publisher.abandon()
             reason = "Cancelled: the client went away."
             await self._execute(
-                bookkeeping.failure_commands(self, started, reason, stopped=True, idle=self._idle())
+                bookkeeping.failure_commands(self, started, reason, stopped=True, idle=self._last_one(run))
             )
             return
         error = WorkerLost("The worker shut down before the completion finished.")
         commands = bookkeeping.failure_commands(
-            self, started, f"WorkerLost: {error.message}", stopped=False, idle=self._idle()
+            self, started, f"WorkerLost: {error.message}", stopped=False, idle=self._last_one(run)
         )
         await publisher.finish(events.ERROR, error.to_event(), b"", commands)
 
@@ -315,8 +318,11 @@ class AsyncWorker(BaseWorker):
         if run.task is not None:
             run.task.cancel()
 
-    def _idle(self) -> bool:
-        return len(self._runs) <= 1
+    def _last_one(self, run: _Run) -> bool:
+        """Mark ``run`` as writing its final bookkeeping; True when no other job is still running (then
+        that bookkeeping also sets rq's worker state back to idle)."""
+        run.finalized = True
+        return all(other.finalized for other in self._runs.values())
 
     async def _execute(self, commands: list[Command]) -> list[object]:
         async with self._redis.pipeline(transaction=False) as pipe:

@@ -276,3 +276,34 @@ async def test_vanished_job_leaves_no_trace(
     assert not clean_redis.exists(Job.key_for("ghost"))
     assert StartedJobRegistry("simulated", connection=clean_redis).get_job_ids() == []
     assert clean_redis.llen(f"{keys.rq_queue_key('simulated')}:intermediate") == 0
+
+
+async def test_rq_sees_running_executions_and_busy_state(
+    clean_redis: redis.Redis, aredis_client: aredis.Redis, replies: Replies, redis_url: str
+) -> None:
+    """While jobs run, rq's own view shows the worker busy with one execution per job."""
+    settings = worker_settings(redis_url, tokens_per_second=10)
+    jobs = [completion_job(upstream_model="lorem", max_tokens=20, reply_to=REPLY_CHANNEL) for _ in range(2)]
+    async with running_worker(settings) as worker:
+        for job in jobs:
+            await enqueue(aredis_client, job, settings)
+        await replies.until(lambda f: f.kind == events.START)
+        await replies.until(lambda f: f.kind == events.START)
+        (seen,) = Worker.all(connection=clean_redis)
+        executions = seen.get_current_executions()
+        assert seen.name == worker.name and seen.get_state() == "busy"
+        assert sorted(e.job_id for e in executions) == sorted(j.request_id for j in jobs)
+        for job in jobs:
+            await replies.final(job.request_id)
+        await eventually(lambda: Worker.all(connection=clean_redis)[0].get_state() == "idle")
+
+
+async def test_expired_worker_hash_is_recreated_by_the_heartbeat(
+    clean_redis: redis.Redis, redis_url: str
+) -> None:
+    """If rq's worker hash expires (a long stall), the next heartbeat registers the worker again."""
+    async with running_worker(worker_settings(redis_url)) as worker:
+        clean_redis.delete(worker.key)
+        await eventually(lambda: clean_redis.hget(worker.key, "birth") is not None, within=5)
+        assert clean_redis.ttl(worker.key) > 0
+        assert [w.name for w in Worker.all(connection=clean_redis)] == [worker.name]

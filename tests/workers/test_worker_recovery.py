@@ -140,3 +140,26 @@ async def enqueue_once(redis_url: str, job: object) -> None:
         await enqueue(client, job, worker_settings(redis_url))  # type: ignore[arg-type]
     finally:
         await client.aclose()
+
+
+async def test_sigterm_finishes_the_job_then_registers_death(
+    clean_redis: redis.Redis, aredis_client: aredis.Redis, replies: Replies, redis_url: str, tmp_path: Path
+) -> None:
+    """SIGTERM to a worker process: the running job still completes, then the worker deregisters and exits."""
+    name = f"polite-{uuid.uuid4().hex[:8]}"
+    process = start_worker_process(name, config_file(tmp_path, redis_url), redis_url)
+    try:
+        await eventually(lambda: clean_redis.exists(keys.worker_alive(name)) == 1, within=30)
+        job = completion_job(upstream_model="lorem", max_tokens=8, reply_to=REPLY_CHANNEL)
+        await enqueue(aredis_client, job, worker_settings(redis_url))
+        await replies.until(lambda f: f.request_id == job.request_id and f.kind == events.START)
+        process.send_signal(signal.SIGTERM)
+        assert (await replies.final(job.request_id)).kind == events.DONE
+        await eventually(lambda: process.poll() is not None, within=15)
+    finally:
+        if process.poll() is None:
+            kill_hard(process)
+    assert process.returncode == 0
+    assert rq_job(clean_redis, job.request_id).get_status() == JobStatus.FINISHED
+    assert Worker.all(connection=clean_redis) == []
+    assert not clean_redis.exists(keys.worker_alive(name))
