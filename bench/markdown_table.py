@@ -24,7 +24,8 @@ def render(
         f"Python {machine['python']}, Redis {machine['redis']}; commit {machine['commit']}.",
         f"Load generator, simulated upstream and system under test all on this machine, over loopback. "
         f"{config['repeat']} repetitions of every scenario ({config['warmup_s']:g} s warm-up, "
-        f"{config['duration_s']:g} s measured); figures are medians with min\N{EN DASH}max. "
+        f"{config['duration_s']:g} s measured; the slow streams: {config['slow_repeat']} of "
+        f"{config['slow_stream_s']:g} s); figures are medians with min\N{EN DASH}max. "
         f"Command: `{config['command']}`.",
         "",
         "## Targets (AIOrouter, 1 ingress + 1 worker process)",
