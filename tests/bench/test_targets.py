@@ -113,8 +113,8 @@ def test_summary_and_markdown_show_medians_ranges_and_errors() -> None:
     assert row["errors"] == {"timeout": 2}
     assert row["cpu_percent"] == {"upstream": 20.0}
     machine = {"date": "d", "cpu": "c", "cores": 2, "kernel": "k", "python": "p", "redis": "r", "commit": "x"}
-    config = {"repeat": 3, "warmup_s": 1.0, "duration_s": 5.0, "slow_repeat": 3, "slow_stream_s": 30.0}
-    config["command"] = "python -m bench.run"
+    config: dict[str, Any] = {"repeat": 3, "warmup_s": 1.0, "duration_s": 5.0, "slow_repeat": 3}
+    config |= {"slow_stream_s": 30.0, "command": "python -m bench.run"}
     page = render(machine, config, summarize(runs), check_targets(runs))
     assert "| nonstream_c1 | direct | 200 (100\N{EN DASH}300) | - |" in page
     assert "timeout: 2" in page
