@@ -266,11 +266,11 @@ def _parse_providers(raw: Any, env: Mapping[str, str]) -> dict[str, ProviderSett
     providers: dict[str, ProviderSettings] = {}
     for name, spec in dict(raw).items():
         spec = dict(spec)
-        timeouts = Timeouts(**spec.pop("timeouts", {}))
         key_env = spec.pop("api_key_env", "")
         if key_env:
             spec["api_key"] = env.get(key_env, "")
         try:
+            timeouts = Timeouts(**spec.pop("timeouts", {}))
             providers[name] = ProviderSettings(name=name, timeouts=timeouts, **spec)
         except TypeError as exc:
             raise ConfigError(f"provider {name!r}: {exc}") from exc
@@ -283,10 +283,10 @@ def _parse_models(raw: Any) -> dict[str, ModelEntry]:
     models: dict[str, ModelEntry] = {}
     for spec in raw:
         spec = dict(spec)
-        deployments = tuple(Deployment(**d) for d in spec.pop("deployments", ()))
-        if "provider" in spec:  # shorthand: one deployment
-            deployments += (Deployment(spec.pop("provider"), spec.pop("upstream_model", spec["id"])),)
         try:
+            deployments = tuple(Deployment(**d) for d in spec.pop("deployments", ()))
+            if "provider" in spec:  # shorthand: one deployment
+                deployments += (Deployment(spec.pop("provider"), spec.pop("upstream_model", spec["id"])),)
             models[spec["id"]] = ModelEntry(deployments=deployments, **spec)
         except (TypeError, KeyError) as exc:
             raise ConfigError(f"model {spec.get('id')!r}: {exc}") from exc
@@ -297,10 +297,13 @@ def _parse_versions(raw: Any) -> dict[str, ApiVersion]:
     versions = {CURRENT_API_VERSION: ApiVersion(CURRENT_API_VERSION)}
     for spec in raw or ():
         spec = dict(spec)
-        for key in ("deprecated_on", "sunset"):
-            if isinstance(spec.get(key), str):
-                spec[key] = date.fromisoformat(spec[key])
-        versions[spec["version"]] = ApiVersion(**spec)
+        try:
+            for key in ("deprecated_on", "sunset"):
+                if isinstance(spec.get(key), str):
+                    spec[key] = date.fromisoformat(spec[key])
+            versions[spec["version"]] = ApiVersion(**spec)
+        except (TypeError, KeyError, ValueError) as exc:
+            raise ConfigError(f"API version {spec.get('version')!r}: {exc}") from exc
     return versions
 
 

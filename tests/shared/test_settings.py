@@ -1,0 +1,124 @@
+"""Settings: defaults, the TOML file, environment overrides, and clear errors for bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from shared.errors import ConfigError
+from shared.settings import CURRENT_API_VERSION, load_settings, settings_from_mapping
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "aiorouter.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_serve_the_simulated_models() -> None:
+    """Without file or env: one simulated provider, the echo and lorem models, the current version."""
+    settings = load_settings(env={})
+    assert set(settings.providers) == {"simulated"} and settings.provider("simulated").kind == "simulated"
+    assert set(settings.models) == {"aiorouter/echo", "aiorouter/lorem"}
+    assert settings.default_api_version == CURRENT_API_VERSION in settings.api_versions
+    assert settings.redis_url == "redis://127.0.0.1:6379/0" and settings.port == 8080
+
+
+def test_settings_are_frozen() -> None:
+    """Nobody can change settings after start-up."""
+    settings = load_settings(env={})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.port = 1  # type: ignore[misc]
+
+
+def test_file_then_environment(tmp_path: Path) -> None:
+    """The file overrides defaults, the environment overrides the file, coerced to the field type."""
+    path = _write(tmp_path, 'redis_url = "redis://file:6379/1"\nport = 9000\nqueue_timeout = 3\n')
+    from_file = load_settings(path, env={})
+    assert (from_file.redis_url, from_file.port, from_file.queue_timeout) == (
+        "redis://file:6379/1",
+        9000,
+        3.0,
+    )
+    from_env = load_settings(path, env={"REDIS_URL": "redis://env:6379/2", "AIOROUTER_PORT": "9100"})
+    assert from_env.redis_url == "redis://env:6379/2" and from_env.port == 9100
+
+
+def test_config_path_from_the_environment(tmp_path: Path) -> None:
+    """AIOROUTER_CONFIG names the file when no path is passed."""
+    path = _write(tmp_path, "port = 9200\n")
+    assert load_settings(env={"AIOROUTER_CONFIG": str(path)}).port == 9200
+
+
+def test_providers_models_and_versions(tmp_path: Path) -> None:
+    """Provider tables, api_key_env, timeouts, both model forms and dated versions become typed values."""
+    path = _write(
+        tmp_path,
+        """
+[providers.up]
+kind = "openai"
+base_url = "http://127.0.0.1:1/v1"
+api_key_env = "UP_KEY"
+[providers.up.timeouts]
+first_token = 7.5
+
+[[models]]
+id = "m1"
+deployments = [{ provider = "up", upstream_model = "real-m1", weight = 2.0 }]
+[[models]]
+id = "m2"
+provider = "up"
+
+[[api_versions]]
+version = "2026-01-01"
+status = "deprecated"
+deprecated_on = "2026-06-01"
+sunset = "2027-01-01"
+""",
+    )
+    settings = load_settings(path, env={"UP_KEY": "sk-up"})
+    provider = settings.provider("up")
+    assert (
+        provider.api_key == "sk-up"
+        and provider.timeouts.first_token == 7.5
+        and provider.timeouts.connect == 5.0
+    )
+    assert "sk-up" not in repr(provider)
+    assert settings.models["m1"].deployments[0].upstream_model == "real-m1"
+    assert settings.models["m1"].deployments[0].weight == 2.0
+    assert settings.models["m2"].deployments[0].upstream_model == "m2"  # shorthand defaults to the id
+    old = settings.api_versions["2026-01-01"]
+    assert old.status == "deprecated" and old.sunset == date(2027, 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"no_such_setting": 1}, "no_such_setting"),
+        ({"port": "eighty"}, "port"),
+        ({"providers": {}}, "no providers"),
+        ({"providers": {"p": {"kind": "simulated", "colour": "blue"}}}, "p"),
+        ({"providers": {"p": {"timeouts": {"forever": 1}}}}, "p"),
+        ({"models": [{"id": "m", "provider": "nowhere"}]}, "nowhere"),
+        ({"models": [{"id": "m"}]}, "no deployments"),
+        ({"models": [{"id": "m", "deployments": [{"provider": "simulated"}]}]}, "m"),
+        ({"api_versions": [{"version": "2026-01-01", "sunset": "someday"}]}, "2026-01-01"),
+        ({"api_versions": [{"status": "deprecated"}]}, "version"),
+        ({"default_api_version": "1999-01-01"}, "1999-01-01"),
+    ],
+)
+def test_bad_settings_raise_config_error(document: dict[str, object], message: str) -> None:
+    """Every kind of bad input is a ConfigError naming what is wrong, never a bare TypeError/KeyError."""
+    with pytest.raises(ConfigError, match=message):
+        settings_from_mapping(document, env={})
+
+
+def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
+    """A missing file or broken TOML is a ConfigError naming the file."""
+    with pytest.raises(ConfigError, match=r"missing\.toml"):
+        load_settings(tmp_path / "missing.toml", env={})
+    with pytest.raises(ConfigError, match=r"broken\.toml"):
+        load_settings(_write(tmp_path, "port = ").rename(tmp_path / "broken.toml"), env={})
