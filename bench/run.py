@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import os
 import shlex
+import signal
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -153,7 +154,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=4096, help="jobs each worker process runs at once")
     parser.add_argument("--name", default="suite", help="results file name: <date>-<name>.json")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    parser.add_argument(
+        "--serve",
+        type=int,
+        metavar="WORKERS",
+        help="measure nothing: start the upstream and AIOrouter with WORKERS worker processes, print how "
+        "to reach them (for py-spy and bench.loadgen by hand), and wait for Ctrl-C",
+    )
     args = parser.parse_args(argv)
+    args.command_line = "python -m bench.run " + shlex.join(sys.argv[1:] if argv is None else argv)
+    if args.serve:
+        _serve(args.redis_url, args.concurrency, args.serve)
+        return 0
     timing = QUICK if args.quick else FULL
     timing = replace(
         timing,
@@ -194,10 +206,36 @@ def _run_suite(
             upstream.stop()
 
 
+def _serve(redis_url: str, concurrency: int, workers: int) -> None:
+    models = router_models(scenarios(FULL))
+    with tempfile.TemporaryDirectory(prefix="aiorouter-bench-") as workdir:
+        upstream = UpstreamProcess(Path(workdir))
+        router: RouterProcesses | None = None
+        try:
+            router = RouterProcesses(Path(workdir), redis_url, upstream.base_url, models, concurrency)
+            router.set_workers(workers)
+            pids = " ".join(f"{name}={pid}" for name, pid in router.pids.items())
+            print(f"upstream   {upstream.base_url} (pid {upstream.child.pid})")
+            print(f"aiorouter  {router.base_url}  key {router.api_key}  pids {pids}")
+            print(f"logs       {workdir}")
+            for public_id, upstream_model in models.items():
+                print(f"model      {public_id:<40} -> {upstream_model}")
+            watch = " ".join(f"--watch {name}={pid}" for name, pid in router.pids.items())
+            example = f"--url {router.base_url} --api-key {router.api_key} --model {next(iter(models))}"
+            print(f"\ntry: python -m bench.loadgen {example} --tokens 16 --clients 64 {watch}", flush=True)
+            stop_signals = {signal.SIGINT, signal.SIGTERM}
+            signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+            signal.sigwait(stop_signals)
+        finally:
+            if router is not None:
+                router.stop()
+            upstream.stop()
+
+
 def _write_results(args: argparse.Namespace, timing: Timing, runs: list[Run]) -> None:
     machine = describe_machine(args.redis_url)
     config = asdict(timing) | {
-        "command": "python -m bench.run " + shlex.join(sys.argv[1:]),
+        "command": args.command_line,
         "targets": args.targets,
     }
     rows = summarize(runs)
