@@ -31,7 +31,7 @@ from rq.intermediate_queue import IntermediateQueue
 from rq.worker.base import BaseWorker, WorkerStatus
 
 from shared import events, keys
-from shared.errors import WorkerLost
+from shared.errors import AIORouterError, UpstreamTimeout, WorkerLost
 from shared.jobs import CompletionJob
 from shared.rq_bridge import Command, replay
 from shared.serialization import OrjsonSerializer
@@ -39,6 +39,7 @@ from shared.settings import Settings
 from workers import bookkeeping
 from workers.bookkeeping import StartedJob
 from workers.completion import Outcome, complete
+from workers.guarded_provider import GuardedProvider, guarded_provider
 from workers.providers import make_adapter
 from workers.providers.base import ProviderAdapter
 from workers.publisher import FramePublisher
@@ -58,7 +59,7 @@ class _Run:
     job_id: str
     started: StartedJob | None = None
     task: asyncio.Task[Outcome] | None = None
-    stop_reason: str = ""  # "cancelled" (client went away) or "shutdown"
+    stop_reason: str = ""  # "cancelled" (client went away), "shutdown" or "timeout" (rq's job timeout)
     finalized: bool = False
 
 
@@ -88,8 +89,11 @@ class AsyncWorker(BaseWorker):
         self.concurrency = concurrency
         self.shutdown_grace = shutdown_grace
         self.maintenance_every = maintenance_interval
-        self.execution_ttl = max(3, math.ceil(2 * settings.worker_dead_after))
+        self.execution_ttl = max(
+            3, math.ceil(2 * settings.worker_dead_after), math.ceil(3 * settings.worker_heartbeat_interval)
+        )
         self._runs: dict[str, _Run] = {}
+        self._provider: GuardedProvider | None = None  # set in run(): its leases renew on each heartbeat
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._force = asyncio.Event()
@@ -128,7 +132,13 @@ class AsyncWorker(BaseWorker):
         self._blocking = aredis.Redis.from_url(
             self.settings.redis_url, max_connections=1, socket_timeout=DEQUEUE_TIMEOUT + 10
         )
-        adapter = make_adapter(self.settings.provider(self.pool))
+        adapter = self._provider = guarded_provider(
+            make_adapter(self.settings.provider(self.pool)),
+            self._redis,
+            self.settings,
+            pool=self.pool,
+            worker_name=self.name,
+        )
         await asyncio.to_thread(self._register_birth)
         await self._beat()
         maintenance = threading.Thread(target=self._maintain, name=f"rq-maintenance-{self.name}", daemon=True)
@@ -270,15 +280,21 @@ class AsyncWorker(BaseWorker):
                 self, started, reason, stopped=False, idle=self._last_one(run)
             )
 
-        run.task = asyncio.get_running_loop().create_task(
+        loop = asyncio.get_running_loop()
+        run.task = loop.create_task(
             complete(job, adapter, publisher, worker_name=self.name, final_commands=final_commands)
         )
+        limit = started.job.timeout
+        timer = loop.call_later(limit, self._stop, run, "timeout") if limit and limit > 0 else None
         try:
             await run.task
         except asyncio.CancelledError:
             if run.finalized:
                 return
             await self._record_stop(run, started, publisher)
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     async def _record_stop(self, run: _Run, started: StartedJob, publisher: FramePublisher) -> None:
         if run.stop_reason == "cancelled":
@@ -288,9 +304,14 @@ class AsyncWorker(BaseWorker):
                 bookkeeping.failure_commands(self, started, reason, stopped=True, idle=self._last_one(run))
             )
             return
-        error = WorkerLost("The worker shut down before the completion finished.")
+        error: AIORouterError
+        if run.stop_reason == "timeout":
+            error = UpstreamTimeout(f"The completion ran past its time limit ({started.job.timeout} s).")
+        else:
+            error = WorkerLost("The worker shut down before the completion finished.")
+        reason = f"{type(error).__name__}: {error.message}"
         commands = bookkeeping.failure_commands(
-            self, started, f"WorkerLost: {error.message}", stopped=False, idle=self._last_one(run)
+            self, started, reason, stopped=False, idle=self._last_one(run)
         )
         await publisher.finish(events.ERROR, error.to_event(), b"", commands)
 
@@ -355,6 +376,8 @@ class AsyncWorker(BaseWorker):
         replies = await self._execute(commands)
         if replies and replies[0] == 1:  # rq's worker hash had expired: HSET created it anew
             await self._execute(bookkeeping.rebirth_commands(self))
+        if self._provider is not None:
+            await self._provider.renew()
 
     async def _listen_for_cancels(self) -> None:
         """Cancel requests: the ingress' broadcast (payload = job id) and rq's own worker commands."""

@@ -307,3 +307,17 @@ async def test_expired_worker_hash_is_recreated_by_the_heartbeat(
         await eventually(lambda: clean_redis.hget(worker.key, "birth") is not None, within=5)
         assert clean_redis.ttl(worker.key) > 0
         assert [w.name for w in Worker.all(connection=clean_redis)] == [worker.name]
+
+
+async def test_job_timeout_ends_the_job_with_an_error(
+    clean_redis: redis.Redis, aredis_client: aredis.Redis, replies: Replies, redis_url: str
+) -> None:
+    """A job running past rq's job timeout is stopped with an upstream_timeout E frame and failed."""
+    settings = worker_settings(redis_url, tokens_per_second=5, job_timeout=1)
+    slow = completion_job(upstream_model="lorem", max_tokens=100, reply_to=REPLY_CHANNEL)
+    async with running_worker(settings):
+        await enqueue(aredis_client, slow, settings)
+        error = await replies.final(slow.request_id)
+    assert error.kind == events.ERROR and error.meta["code"] == "upstream_timeout"
+    assert rq_job(clean_redis, slow.request_id).get_status() == JobStatus.FAILED
+    assert slow.request_id in FailedJobRegistry("simulated", connection=clean_redis).get_job_ids()
