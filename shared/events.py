@@ -13,7 +13,8 @@ Kinds, in the order a job emits them:
               coalesced).  Only for ``stream: true`` requests.
 ``D`` done    meta ``{"usage": {...}, "finish_reason": ...}``; payload is, for a stream, the last SSE bytes
               (ending with ``data: [DONE]\\n\\n``), else the whole ``chat.completion`` JSON body.
-``E`` error   meta is :meth:`shared.errors.AIORouterError.to_event`; payload empty.  Final.
+``E`` error   meta is :meth:`shared.errors.AIORouterError.to_event` plus ``retryable`` (true when no content
+              was sent and the upstream failure may pass on another deployment); payload empty.  Final.
 
 ``seq`` counts a request's frames from 0; a worker never has two publishes of one request in flight,
 so pub/sub keeps them in order and a gap means lost data.  Payload bytes pass through the ingress

@@ -109,6 +109,21 @@ def ttft_stats(deployment_id: str) -> str:
     return f"{PREFIX}:ttft:{deployment_id}"
 
 
+# --- provider-wide caps (workers/provider_caps.py) ------------------------------------------------
+
+
+def provider_slots(provider: str) -> str:
+    """Sorted set: job id -> ms (Redis TIME) its upstream-call slot is leased until; at most
+    ``ProviderSettings.max_concurrency`` live members, across every worker process of the pool."""
+    return f"{PREFIX}:provider:{provider}:slots"
+
+
+def provider_calls(provider: str) -> str:
+    """Sorted set: job id -> ms (Redis TIME) it was admitted; the last minute's members are the calls
+    counted against ``ProviderSettings.requests_per_minute``."""
+    return f"{PREFIX}:provider:{provider}:calls"
+
+
 # --- accounts, rate limits, credits, usage (shared/accounts.py, ratelimit.py, credits.py, usage.py) -
 # An account id sits in braces in every per-account key, so no id (even one holding ":") can name another
 # account's key, and Redis Cluster would keep all of one account's keys in one slot.

@@ -44,7 +44,12 @@ class ProviderSettings:
     api_key: str = field(default="", repr=False)
     concurrency: int = 256
     queue_limit: int = 10_000
-    requests_per_minute: int = 0
+    requests_per_minute: int = 0  # upstream calls started per minute, across all worker processes (0 = none)
+    max_concurrency: int = 0  # upstream calls in flight across every worker process (0 = no cap)
+    cap_wait: float = 1.0  # seconds a job over a provider-wide cap waits for room before it falls back
+    retries: int = 1  # extra attempts on the same deployment, before any content, before falling back
+    retry_backoff: float = 0.2  # seconds; the base of the jittered exponential backoff between attempts
+    max_retry_after: float = 2.0  # an upstream Retry-After up to this is honoured; a longer one falls back
     timeouts: Timeouts = Timeouts()
     # Simulated provider only: tokens per second per stream (0 = as fast as possible).
     tokens_per_second: float = 0.0

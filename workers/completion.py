@@ -16,7 +16,7 @@ from typing import Any
 import redis.asyncio as aredis
 
 from shared import events
-from shared.errors import AIORouterError, UpstreamError
+from shared.errors import AIORouterError, UpstreamError, UpstreamUnavailable
 from shared.jobs import CompletionJob
 from shared.rq_bridge import Command
 from shared.serialization import dumps
@@ -48,8 +48,9 @@ class Outcome:
         return {"finish_reason": self.meta.get("finish_reason"), "usage": self.meta.get("usage")}
 
     @classmethod
-    def failed(cls, error: AIORouterError) -> Outcome:
-        return cls(events.ERROR, error.to_event(), error=error)
+    def failed(cls, error: AIORouterError, *, retryable: bool = False) -> Outcome:
+        """``retryable``: nothing reached the client and another deployment may serve the request."""
+        return cls(events.ERROR, {**error.to_event(), "retryable": retryable}, error=error)
 
 
 async def complete(
@@ -67,7 +68,8 @@ async def complete(
     try:
         outcome = await (_stream(job, adapter, publisher) if job.stream else _collect(job, adapter))
     except AIORouterError as exc:
-        outcome = Outcome.failed(exc)
+        retryable = isinstance(exc, UpstreamUnavailable) and not publisher.content_queued
+        outcome = Outcome.failed(exc, retryable=retryable)
     except Exception:  # a bug in an adapter must still end the request with an error frame
         log.exception("job %s: unexpected error", job.request_id)
         outcome = Outcome.failed(UpstreamError("The worker failed while calling the upstream provider."))

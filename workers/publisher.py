@@ -32,6 +32,7 @@ class FramePublisher:
         self._failure: ServiceUnavailable | None = None
         self._closing = False  # the final frame is coming: chunks queued from now on ride along with it
         self.published = 0  # PUBLISH commands sent, for tests and stats
+        self.content_queued = False  # a C frame was queued: the client may have content, no fallback now
 
     def _frame(self, kind: bytes, meta: dict[str, Any] | None = None, payload: bytes = b"") -> bytes:
         frame = events.encode(kind, self._request_id, self._seq, meta, payload)
@@ -47,6 +48,7 @@ class FramePublisher:
         if self._failure is not None:
             raise self._failure
         self._pending.append(sse)
+        self.content_queued = True
         if self._in_flight is None:
             self._in_flight = asyncio.get_running_loop().create_task(self._drain())
 

@@ -23,7 +23,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import redis
 import redis.asyncio as aredis
 from redis.exceptions import RedisError
@@ -36,13 +35,14 @@ from shared.jobs import CompletionJob
 from shared.rq_bridge import Command, replay
 from shared.serialization import OrjsonSerializer
 from shared.settings import Settings
-from workers import bookkeeping
+from workers import bookkeeping, stop_requests
 from workers.bookkeeping import StartedJob
 from workers.completion import Outcome, complete
 from workers.guarded_provider import GuardedProvider, guarded_provider
 from workers.providers import make_adapter
 from workers.providers.base import ProviderAdapter
 from workers.publisher import FramePublisher
+from workers.stop_requests import StopRequest
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,9 @@ class AsyncWorker(BaseWorker):
         maintenance.start()
         halt = asyncio.Event()
         heartbeats = loop.create_task(self._heartbeats(halt))
-        listener = loop.create_task(self._listen_for_cancels())
+        listener = loop.create_task(
+            stop_requests.listen(self._redis, self.pubsub_channel_name, self._on_stop_request)
+        )
         worked = False
         try:
             worked = await self._dequeue(adapter, burst)
@@ -379,39 +381,13 @@ class AsyncWorker(BaseWorker):
         if self._provider is not None:
             await self._provider.renew()
 
-    async def _listen_for_cancels(self) -> None:
-        """Cancel requests: the ingress' broadcast (payload = job id) and rq's own worker commands."""
-        while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(keys.CANCEL_CHANNEL, self.pubsub_channel_name)
-                async for message in pubsub.listen():
-                    self._on_message(message["channel"], message["data"])
-            except (RedisError, OSError):
-                self.log.warning(
-                    "Worker %s: cancel subscription lost; resubscribing", self.name, exc_info=True
-                )
-                await asyncio.sleep(_RETRY_PAUSE)
-            finally:
-                await pubsub.aclose()
-
-    def _on_message(self, channel: bytes, data: bytes) -> None:
-        if channel.decode() == keys.CANCEL_CHANNEL:
-            job_id = data.decode()
-        else:
-            try:
-                command = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                return
-            if command.get("command") == "shutdown":
-                self.request_stop()
-                return
-            if command.get("command") not in ("stop-job", "stop-execution"):
-                return
-            job_id = str(command.get("job_id"))
-        run = self._runs.get(job_id)
+    def _on_stop_request(self, request: StopRequest) -> None:
+        if request.job_id is None:
+            self.request_stop()
+            return
+        run = self._runs.get(request.job_id)
         if run is not None:
-            self.log.info("Worker %s: cancelling job %s", self.name, job_id)
+            self.log.info("Worker %s: cancelling job %s", self.name, request.job_id)
             self._stop(run, "cancelled")
 
     def _maintain(self) -> None:

@@ -74,7 +74,7 @@ class OpenAICompatibleProvider:
     async def stream(self, job: CompletionJob) -> AsyncIterator[Delta]:
         clock = _Deadlines(self._timeouts, asyncio.get_running_loop())
         try:
-            async with asyncio.timeout(clock.next_deadline()) as timer:
+            async with asyncio.timeout_at(clock.next_deadline()) as timer:
                 async with self._client.stream(
                     "POST", "chat/completions", content=orjson.dumps(self.request_body(job))
                 ) as response:

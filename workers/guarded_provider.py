@@ -1,0 +1,160 @@
+"""The pool's provider adapter behind the deployment's circuit breaker, the provider-wide caps, and
+same-deployment retries; it also writes the routing statistics the ingress reads.
+
+Per job, around the wrapped adapter's stream:
+
+    provider caps slot  →  breaker.allow(deployment)  →  in-flight +1  →  attempts  →  in-flight -1,
+    breaker.record(outcome, probe)  →  slot released
+
+A refused breaker or a full provider fails the job with :class:`~shared.errors.UpstreamUnavailable`
+before any upstream call, so the ingress falls back to the next deployment.  A retryable failure
+(:class:`UpstreamUnavailable`: connect error, timeout, 429, 5xx, a stream cut before content) is retried
+on the same deployment up to ``ProviderSettings.retries`` times while no delta has been yielded, after a
+jittered exponential backoff, or after the upstream's ``Retry-After`` when it is at most
+``max_retry_after`` (a longer one is not waited for: the job fails and the ingress falls back).  The time
+to the first content delta of each job feeds the ``latency`` strategy.  The job is one breaker sample.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Callable
+
+import redis.asyncio as aredis
+
+from shared.breaker import CircuitBreaker
+from shared.errors import AIORouterError, ServiceUnavailable, UpstreamUnavailable
+from shared.jobs import CompletionJob
+from shared.routing_state import InflightTracker, deployment_id, record_ttft
+from shared.settings import Deployment, ProviderSettings, RoutingStatsSettings, Settings
+from workers.provider_caps import ProviderCaps
+from workers.providers.base import Delta, ProviderAdapter
+
+log = logging.getLogger(__name__)
+
+
+class GuardedProvider:
+    """A :class:`ProviderAdapter` wrapping another one; shared by every job of a worker process."""
+
+    def __init__(
+        self,
+        adapter: ProviderAdapter,
+        *,
+        redis: aredis.Redis,
+        provider: ProviderSettings,
+        breaker: CircuitBreaker,
+        caps: ProviderCaps,
+        inflight: InflightTracker,
+        stats: RoutingStatsSettings,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self._adapter = adapter
+        self._redis = redis
+        self._provider = provider
+        self._breaker = breaker
+        self._caps = caps
+        self._inflight = inflight
+        self._stats = stats
+        self._rand = rand
+
+    async def aclose(self) -> None:
+        await self._adapter.aclose()
+
+    async def renew(self) -> None:
+        """Renew this process' leases (in-flight counts, provider slots): call on every heartbeat."""
+        try:
+            await self._inflight.renew()
+            await self._caps.renew()
+        except ServiceUnavailable:  # the next heartbeat tries again; leases outlive one missed beat
+            log.warning("in-flight and provider-slot leases not renewed", exc_info=True)
+
+    async def stream(self, job: CompletionJob) -> AsyncIterator[Delta]:
+        dep = deployment_id(Deployment(job.provider, job.upstream_model))
+        async with self._caps.slot(job.request_id):
+            admission = await self._breaker.allow(dep)
+            if not admission.allowed:
+                raise UpstreamUnavailable(
+                    f"Deployment {dep!r} is cooling down after repeated failures.",
+                    code="circuit_open",
+                    headers={"Retry-After": str(max(1, round(admission.retry_after + 0.5)))},
+                )
+            error: BaseException | None = None
+            await self._inflight.job_started(dep)
+            try:
+                async for delta in self._attempts(job, dep):
+                    yield delta
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                await asyncio.shield(self._finish(dep, error, probe=admission.is_probe))
+
+    async def _attempts(self, job: CompletionJob, dep: str) -> AsyncIterator[Delta]:
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while True:
+            started = loop.time()
+            yielded = False
+            try:
+                async for delta in self._adapter.stream(job):
+                    if not yielded and (delta.has_message_part or delta.finish_reason is not None):
+                        await self._record_ttft(dep, loop.time() - started)
+                    yielded = True
+                    yield delta
+                return
+            except UpstreamUnavailable as exc:
+                pause = None if yielded else self._pause_before_retry(attempt, exc)
+                if pause is None:
+                    raise
+                log.info("job %s: %s; retrying %s in %.2fs", job.request_id, exc.message, dep, pause)
+            attempt += 1
+            await asyncio.sleep(pause)
+
+    def _pause_before_retry(self, attempt: int, error: AIORouterError) -> float | None:
+        """Seconds to wait before the next attempt on the same deployment; None: give up here."""
+        p = self._provider
+        if attempt >= p.retries:
+            return None
+        retry_after = _retry_after(error)
+        if retry_after is not None:
+            return retry_after if retry_after <= p.max_retry_after else None
+        return p.retry_backoff * (2**attempt) * (0.5 + self._rand())
+
+    async def _record_ttft(self, dep: str, seconds: float) -> None:
+        try:
+            await record_ttft(self._redis, dep, seconds, self._stats)
+        except ServiceUnavailable:
+            log.warning("time to first token of %s not recorded", dep, exc_info=True)
+
+    async def _finish(self, dep: str, error: BaseException | None, *, probe: bool) -> None:
+        try:
+            await self._inflight.job_finished(dep)
+            await self._breaker.record(dep, error, probe=probe)
+        except ServiceUnavailable:
+            log.warning("breaker or in-flight count of %s not updated", dep, exc_info=True)
+
+
+def _retry_after(error: AIORouterError) -> float | None:
+    value = error.headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def guarded_provider(
+    adapter: ProviderAdapter, redis: aredis.Redis, settings: Settings, *, pool: str, worker_name: str
+) -> GuardedProvider:
+    """``adapter`` behind the breaker, the caps and retries; leases last ``worker_dead_after``."""
+    lease = settings.worker_dead_after
+    return GuardedProvider(
+        adapter,
+        redis=redis,
+        provider=settings.provider(pool),
+        breaker=CircuitBreaker(redis, settings.breaker),
+        caps=ProviderCaps(redis, settings.provider(pool), lease),
+        inflight=InflightTracker(redis, worker_name, lease),
+        stats=settings.routing_stats,
+    )
