@@ -1,0 +1,48 @@
+"""The worker → ingress frame codec and the SSE helpers."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared import events
+
+
+@pytest.mark.parametrize("kind", events.KINDS)
+def test_round_trip(kind: bytes) -> None:
+    """Every frame kind decodes to what was encoded, payload newlines included."""
+    payload = b'data: {"a":1}\n\ndata: {"b":2}\n\n'
+    meta = {"provider": "simulated", "usage": {"prompt_tokens": 1}}
+    frame = events.decode(events.encode(kind, "req-1", 7, meta, payload))
+    assert (frame.kind, frame.request_id, frame.seq, frame.meta, frame.payload) == (
+        kind,
+        "req-1",
+        7,
+        meta,
+        payload,
+    )
+
+
+def test_empty_meta_and_payload() -> None:
+    """A frame without meta or payload decodes to an empty dict and empty bytes."""
+    frame = events.decode(events.encode(events.START, "r", 0))
+    assert frame.meta == {} and frame.payload == b""
+
+
+def test_only_done_and_error_are_final() -> None:
+    """D and E end a request; S and C do not."""
+    finals = {kind for kind in events.KINDS if events.decode(events.encode(kind, "r", 0)).is_final}
+    assert finals == {events.DONE, events.ERROR}
+
+
+@pytest.mark.parametrize("message", [b"", b"Xr\n0\n\n", b"Cr\nnot-a-number\n\n", b"Cr\n0\n{broken\n", b"Cr0"])
+def test_malformed_frames_raise_frame_error(message: bytes) -> None:
+    """Anything that is not a well-formed frame raises FrameError (a ValueError), never something else."""
+    with pytest.raises(events.FrameError):
+        events.decode(message)
+
+
+def test_sse_helpers() -> None:
+    """sse_data writes one bare `data:` event of compact JSON; DONE and ping are OpenAI's exact bytes."""
+    assert events.sse_data({"a": [1, 2]}) == b'data: {"a":[1,2]}\n\n'
+    assert events.SSE_DONE == b"data: [DONE]\n\n"
+    assert events.SSE_PING.startswith(b":") and events.SSE_PING.endswith(b"\n\n")

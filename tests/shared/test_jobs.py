@@ -1,0 +1,63 @@
+"""The completion job: its wire form, and enqueue commands that make a genuine rq job on a real Redis."""
+
+from __future__ import annotations
+
+import redis
+import redis.asyncio as aredis
+from rq.job import Job
+from rq.queue import Queue
+
+from shared import keys
+from shared.jobs import JOB_FUNC, CompletionJob, enqueue_commands
+from shared.rq_bridge import command_names, replay
+from shared.serialization import OrjsonSerializer
+
+
+def _job(request_id: str = "req-1") -> CompletionJob:
+    return CompletionJob(
+        request_id=request_id,
+        reply_to=keys.reply_channel("ingress-1"),
+        model="aiorouter/echo",
+        provider="simulated",
+        upstream_model="echo",
+        stream=True,
+        include_usage=False,
+        body={"model": "aiorouter/echo", "messages": [{"role": "user", "content": "hi"}]},
+        created=1_780_272_000,
+        account_id="acme",
+        key_id="key_1",
+    )
+
+
+def test_wire_round_trip() -> None:
+    """A job survives to_wire → orjson → from_wire unchanged."""
+    job = _job()
+    assert CompletionJob.from_wire(OrjsonSerializer.loads(OrjsonSerializer.dumps(job.to_wire()))) == job
+
+
+def test_enqueue_commands_only_record() -> None:
+    """Building the commands does no I/O and ends by pushing the id onto the pool's queue."""
+    commands = enqueue_commands(_job(), job_timeout=900, result_ttl=60, failure_ttl=86_400)
+    names = [name.upper() for name in command_names(commands)]
+    assert "HSET" in names and names[-1] in ("RPUSH", "LPUSH")
+    assert commands[-1][0][1] == keys.rq_queue_key("simulated")
+
+
+async def test_replayed_commands_make_a_real_rq_job(aredis_client: aredis.Redis, redis_url: str) -> None:
+    """Replayed on Redis, the commands leave a job rq reads back: queued, its function, argument, TTLs."""
+    job = _job("req-e2e")
+    async with aredis_client.pipeline(transaction=True) as pipe:
+        replay(pipe, enqueue_commands(job, job_timeout=900, result_ttl=60, failure_ttl=86_400))
+        await pipe.execute()
+    connection = redis.Redis.from_url(redis_url)
+    try:
+        queue = Queue("simulated", connection=connection, serializer=OrjsonSerializer)
+        assert queue.job_ids == ["req-e2e"]
+        assert keys.rq_queue_key("simulated").encode() in connection.smembers(keys.RQ_QUEUES_SET)
+        fetched = Job.fetch("req-e2e", connection=connection, serializer=OrjsonSerializer)
+        assert fetched.func_name == JOB_FUNC and fetched.get_status() == "queued"
+        assert CompletionJob.from_wire(fetched.args[0]) == job
+        assert (fetched.timeout, fetched.result_ttl, fetched.failure_ttl) == (900, 60, 86_400)
+        assert "aiorouter/echo" in (fetched.description or "")
+    finally:
+        connection.close()
