@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 import redis
 
 from bench.run import main
+from bench.sim_payloads import expected_content
 
 
 def read_results(out: Path) -> dict[str, Any]:
@@ -49,3 +55,29 @@ def test_aiorouter_suite_measures_through_ingress_and_worker(
     assert {"ingress", "worker-1", "upstream", "loadgen"} <= set(ours["result"]["processes"])
     (ttft,) = [t for t in document["targets"] if t["name"].startswith("Time to first token")]
     assert ttft["met"] is not None
+
+
+@pytest.mark.redis
+@pytest.mark.e2e
+def test_serve_mode_runs_the_system_until_told_to_stop(redis_url: str, clean_redis: redis.Redis) -> None:
+    """``--serve`` keeps a working AIOrouter up and stops every child process on SIGTERM."""
+    command = [sys.executable, "-m", "bench.run", "--serve", "1", "--redis-url", redis_url]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
+        assert process.stdout is not None
+        lines = []
+        while not (line := process.stdout.readline()).startswith("try:"):
+            assert line, "bench.run --serve exited early"
+            lines.append(line)
+        (router_line,) = [line for line in lines if line.startswith("aiorouter")]
+        words = router_line.split()
+        base_url, key = words[1], words[3]
+        pids = [int(word.split("=")[1]) for word in words[5:]]
+        body = {"model": "bench/sim", "messages": [{"role": "user", "content": "hi"}]}
+        headers = {"authorization": f"Bearer {key}"}
+        response = httpx.post(f"{base_url}/chat/completions", json=body, headers=headers)
+        assert response.json()["choices"][0]["message"]["content"] == expected_content(16)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
