@@ -28,6 +28,7 @@ def render(
         f"{config['slow_stream_s']:g} s); figures are medians with min\N{EN DASH}max. "
         f"Command: `{config['command']}`.",
         "",
+        *_abort_notice(config),
         "## Targets (AIOrouter, 1 ingress + 1 worker process)",
         "",
         "| target | goal | measured | met |",
@@ -55,3 +56,8 @@ def render(
         lines += ["", "Error messages (first of each kind):", ""]
         lines += [f"- {row['title']}, {row['target']}, `{kind}`: {text}" for row, kind, text in samples]
     return "\n".join(lines) + "\n"
+
+
+def _abort_notice(config: dict[str, Any]) -> list[str]:
+    aborted = config.get("aborted")
+    return [f"**The suite stopped early**: {aborted.splitlines()[0]}", ""] if aborted else []

@@ -23,6 +23,10 @@ from bench.router_config import PLAN, PROVIDER, write_router_config
 STOP_GRACE_S = 10.0
 
 
+class ProcessDied(RuntimeError):
+    """A process under test exited on its own; the message ends with the tail of its log."""
+
+
 @dataclass(slots=True)
 class Child:
     """One child process and its log file."""
@@ -38,7 +42,7 @@ class Child:
     def check_alive(self) -> None:
         if self.process.poll() is not None:
             tail = self.log.read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"{self.label} exited with status {self.process.returncode}:\n{tail}")
+            raise ProcessDied(f"{self.label} exited with status {self.process.returncode}:\n{tail}")
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -156,6 +160,10 @@ class RouterProcesses:
         headers = {"authorization": f"Bearer {self.api_key}"}
         response = httpx.post(f"{self.base_url}/chat/completions", json=body, headers=headers, timeout=5)
         return response.status_code == 200
+
+    def check_alive(self) -> None:
+        for child in (self.ingress, *self.workers):
+            child.check_alive()
 
     @property
     def pids(self) -> dict[str, int]:

@@ -29,7 +29,7 @@ import orjson
 from bench.loadgen import LoadSpec, run_load
 from bench.markdown_table import render
 from bench.proc_stats import rss_bytes, wait_until_idle
-from bench.processes import RouterProcesses, UpstreamProcess
+from bench.processes import ProcessDied, RouterProcesses, UpstreamProcess
 from bench.report import Run, describe_machine, summarize
 from bench.scenarios import (
     AIOROUTER,
@@ -82,8 +82,10 @@ class Suite:
 
     def _settle(self, target: str) -> None:
         """Let the system finish whatever the last run left behind (e.g. abandoned jobs) before the next."""
+        self.upstream.child.check_alive()
         pids = {"upstream": self.upstream.child.pid}
         if target == AIOROUTER and self.router is not None:
+            self.router.check_alive()
             pids |= self.router.pids
         self._runner.run(wait_until_idle(pids, IDLE_CPU_PERCENT, max_wait=SETTLE_TIMEOUT_S))
 
@@ -177,14 +179,15 @@ def main(argv: list[str] | None = None) -> int:
     suite_scenarios = [s for s in scenarios(timing) if not args.only or any(o in s.name for o in args.only)]
     suite_scenarios = [s for s in suite_scenarios if set(s.targets) & set(targets)]
     suite_scenarios.sort(key=lambda s: s.workers)
-    runs = _run_suite(timing, targets, suite_scenarios, args.redis_url, args.concurrency)
-    _write_results(args, timing, runs)
-    return 0
+    runs, aborted = _run_suite(timing, targets, suite_scenarios, args.redis_url, args.concurrency)
+    _write_results(args, timing, runs, aborted)
+    return 1 if aborted else 0
 
 
 def _run_suite(
     timing: Timing, targets: list[str], suite: list[Scenario], redis_url: str, concurrency: int
-) -> list[Run]:
+) -> tuple[list[Run], str | None]:
+    """The runs measured, and why the suite stopped early if a process under test died."""
     with tempfile.TemporaryDirectory(prefix="aiorouter-bench-") as workdir:
         upstream = UpstreamProcess(Path(workdir))
         router: RouterProcesses | None = None
@@ -197,7 +200,10 @@ def _run_suite(
             suite_state = Suite(timing, targets, upstream, router)
             for scenario in suite:
                 suite_state.run_scenario(scenario)
-            return suite_state.runs
+            return suite_state.runs, None
+        except ProcessDied as exc:
+            print(f"\nstopping the suite early: {exc}", file=sys.stderr)
+            return (suite_state.runs if suite_state is not None else []), str(exc)
         finally:
             if suite_state is not None:
                 suite_state.close()
@@ -232,10 +238,11 @@ def _serve(redis_url: str, concurrency: int, workers: int) -> None:
             upstream.stop()
 
 
-def _write_results(args: argparse.Namespace, timing: Timing, runs: list[Run]) -> None:
+def _write_results(args: argparse.Namespace, timing: Timing, runs: list[Run], aborted: str | None) -> None:
     machine = describe_machine(args.redis_url)
     config = asdict(timing) | {
         "command": args.command_line,
+        "aborted": aborted,
         "targets": args.targets,
     }
     rows = summarize(runs)

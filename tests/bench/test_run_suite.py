@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -14,6 +15,8 @@ import orjson
 import pytest
 import redis
 
+from bench.load_record import LoadResult
+from bench.loadgen import LoadSpec
 from bench.run import main
 from bench.sim_payloads import expected_content
 
@@ -81,3 +84,27 @@ def test_serve_mode_runs_the_system_until_told_to_stop(redis_url: str, clean_red
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_suite_stops_early_and_keeps_its_runs_when_a_process_dies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process under test dying ends the suite with status 1, keeping and reporting what was measured."""
+    import bench.run
+
+    measure = bench.run.run_load
+
+    async def measure_then_kill_the_upstream(spec: LoadSpec) -> LoadResult:
+        result = await measure(spec)
+        os.kill(spec.watch["upstream"], signal.SIGKILL)
+        await asyncio.sleep(0.3)
+        return result
+
+    monkeypatch.setattr(bench.run, "run_load", measure_then_kill_the_upstream)
+    argv = ["--quick", "--targets", "direct", "--only", "nonstream_c1", "--only", "nonstream_c16"]
+    argv += ["--repeat", "1", "--duration", "0.3", "--name", "test", "--out", str(tmp_path)]
+    assert main(argv) == 1
+    document = read_results(tmp_path)
+    assert [run["scenario"] for run in document["runs"]] == ["nonstream_c1"]
+    assert document["config"]["aborted"].startswith("upstream exited")
+    assert "**The suite stopped early**: upstream exited" in (tmp_path / "latest.md").read_text()
