@@ -5,13 +5,16 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import openai
 import orjson
 import pytest
+import redis
 
+from shared import keys
 from shared.cli import main as aiorouter
 from tests.e2e.running_system import RunningSystem
 
@@ -19,9 +22,17 @@ CONFIG = """
 worker_heartbeat_interval = 0.5
 worker_dead_after = 3.0
 key_cache_ttl = 1.0
+queue_timeout = 1.0
 
 [providers.simulated]
 kind = "simulated"
+
+[providers.unstaffed]   # no worker process serves this pool
+kind = "simulated"
+
+[[models]]
+id = "e2e/unstaffed"
+deployments = [{ provider = "unstaffed", upstream_model = "echo" }]
 
 [[models]]
 id = "aiorouter/echo"
@@ -74,7 +85,7 @@ def _error_body(exc: openai.APIStatusError) -> dict[str, object]:
 def test_models_list(client: openai.OpenAI) -> None:
     """GET /v1/models lists the catalog as OpenAI Model objects."""
     models = {m.id: m for m in client.models.list()}
-    assert set(models) == {"aiorouter/echo", "aiorouter/lorem"}
+    assert set(models) == {"aiorouter/echo", "aiorouter/lorem", "e2e/unstaffed"}
     assert models["aiorouter/echo"].object == "model" and models["aiorouter/echo"].owned_by == "aiorouter"
     assert isinstance(models["aiorouter/echo"].created, int)
 
@@ -287,6 +298,40 @@ def test_revoked_key_stops_working(system: RunningSystem, monkeypatch: pytest.Mo
             return
         time.sleep(0.2)
     pytest.fail("the revoked key still works after 10 s")
+
+
+def test_no_worker_in_time_is_queue_timeout(system: RunningSystem, client: openai.OpenAI) -> None:
+    """A pool without workers answers 503 queue_timeout with Retry-After, and the job leaves the queue."""
+    for stream in (False, True):
+        with pytest.raises(openai.InternalServerError) as caught:
+            client.chat.completions.create(model="e2e/unstaffed", messages=HELLO, stream=stream)
+        error = _error_body(caught.value)
+        assert caught.value.status_code == 503 and error["type"] == "service_unavailable"
+        assert error["code"] == "queue_timeout"
+        assert int(caught.value.response.headers["retry-after"]) >= 1
+    connection = redis.Redis.from_url(system.redis_url)
+    try:
+        assert connection.llen(keys.rq_queue_key("unstaffed")) == 0
+    finally:
+        connection.close()
+
+
+def test_concurrent_streams_stay_separate(system: RunningSystem) -> None:
+    """Twenty streams at once through two workers each get exactly their own text, in order."""
+    client = system.client(timeout=60)
+
+    def ask(number: int) -> str:
+        prompt = f"stream number {number} " + "word " * 20
+        chunks = client.chat.completions.create(
+            model="aiorouter/echo", messages=[{"role": "user", "content": prompt}], stream=True
+        )
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text == prompt, (number, text)
+        return text
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        answers = list(pool.map(ask, range(20)))
+    assert len(set(answers)) == 20
 
 
 def test_rq_info_shows_the_pool(system: RunningSystem) -> None:

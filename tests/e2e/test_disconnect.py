@@ -1,0 +1,61 @@
+"""A client that goes away mid-stream cancels its job: the worker stops it and frees the slot."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import redis
+from rq.registry import StartedJobRegistry
+
+from shared.serialization import OrjsonSerializer
+from tests.e2e.running_system import RunningSystem, SystemLauncher
+
+# 10 tokens/s: a 400-token answer would take 40 s, so a job that ends within seconds was cancelled.
+CONFIG = """
+worker_heartbeat_interval = 0.5
+worker_dead_after = 3.0
+
+[providers.slow]
+kind = "simulated"
+tokens_per_second = 10.0
+
+[[models]]
+id = "e2e/slow-lorem"
+deployments = [{ provider = "slow", upstream_model = "lorem" }]
+"""
+CANCELLED_WITHIN = 10.0
+
+
+def _started_jobs(system: RunningSystem) -> list[str]:
+    connection = redis.Redis.from_url(system.redis_url)
+    try:
+        registry = StartedJobRegistry("slow", connection=connection, serializer=OrjsonSerializer)
+        return list(registry.get_job_ids())
+    finally:
+        connection.close()
+
+
+def test_disconnect_mid_stream_stops_the_job(launch_system: SystemLauncher) -> None:
+    """Closing the connection mid-stream removes the job from rq's started registry within seconds."""
+    system = launch_system(CONFIG, pools=["slow"])
+    body = {"model": "e2e/slow-lorem", "messages": [{"role": "user", "content": "go"}], "stream": True}
+    headers = {"Authorization": f"Bearer {system.api_key}"}
+    with (
+        httpx.Client(timeout=30) as client,
+        client.stream(
+            "POST", f"{system.base_url}/chat/completions", json=body | {"max_tokens": 400}, headers=headers
+        ) as response,
+    ):
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        assert next(line for line in lines if line.startswith("data: {"))
+        assert _started_jobs(system), "the job should be running while we read"
+    closed_at = time.monotonic()
+    while _started_jobs(system) and time.monotonic() - closed_at < CANCELLED_WITHIN:
+        time.sleep(0.2)
+    assert not _started_jobs(system), "the worker kept running the job of a client that left"
+    completion = system.client(timeout=30).chat.completions.create(
+        model="e2e/slow-lorem", messages=[{"role": "user", "content": "go"}], max_tokens=3
+    )
+    assert completion.choices[0].finish_reason == "length"  # the pool still serves after the cancellation
