@@ -145,6 +145,7 @@ async def _closed_client(run: LoadRun, index: int) -> None:
         if connection is None or not connection.usable:
             connection = await run.open_connection()
             if connection is None:
+                sent += 1  # a request that could not even connect, counted as a "connect" error
                 continue
         await run.exchange(connection, perf_counter())
         sent += 1

@@ -92,6 +92,8 @@ async def test_connect_failures_are_errors_not_crashes() -> None:
     result = await run_load(LoadSpec(url, duration_s=0.3, warmup_s=0))
     assert result.ok == 0
     assert set(result.errors) == {"connect"}
+    counted = await run_load(LoadSpec(url, clients=2, requests_per_client=3))
+    assert counted.errors == {"connect": 6}
 
 
 async def test_watched_processes_report_cpu_and_memory(upstream: Upstream) -> None:
