@@ -1,0 +1,136 @@
+"""complete(): one job from adapter deltas to its S/C/D or E frames, with the simulated provider or fakes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+
+import fakeredis
+import orjson
+
+from shared import events
+from shared.errors import UpstreamUnavailable
+from shared.jobs import CompletionJob
+from shared.rq_bridge import Command
+from shared.settings import ProviderSettings
+from tests.workers.factories import WEATHER_TOOL, completion_job
+from tests.workers.openai_shapes import chunk_violations, completion_violations
+from workers.completion import Outcome, complete
+from workers.providers.base import Delta, ProviderAdapter
+from workers.providers.simulated import SimulatedProvider
+from workers.publisher import FramePublisher
+
+
+class ScriptedProvider:
+    """A provider adapter that yields the given deltas, then raises ``error`` if one is given."""
+
+    def __init__(self, deltas: Sequence[Delta], error: Exception | None = None) -> None:
+        self._deltas = deltas
+        self._error = error
+
+    async def stream(self, job: CompletionJob) -> AsyncIterator[Delta]:
+        for delta in self._deltas:
+            yield delta
+        if self._error is not None:
+            raise self._error
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def frames_for(
+    job: CompletionJob,
+    adapter: ProviderAdapter,
+    final: list[Command] | None = None,
+    redis: fakeredis.FakeAsyncRedis | None = None,
+) -> tuple[Outcome, list[events.Frame]]:
+    redis = redis or fakeredis.FakeAsyncRedis()
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(job.reply_to)
+    outcome = await complete(
+        job,
+        adapter,
+        FramePublisher(redis, job.reply_to, job.request_id),
+        worker_name="worker-1",
+        final_commands=lambda _: final or [],
+    )
+    frames: list[events.Frame] = []
+    while not frames or not frames[-1].is_final:
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
+        if message is not None:
+            frames.append(events.decode(message["data"]))
+    await pubsub.aclose()
+    return outcome, frames
+
+
+def sse_chunks(frames: list[events.Frame]) -> list[dict[str, object]]:
+    payload = b"".join(f.payload for f in frames if f.kind in (events.CHUNKS, events.DONE))
+    lines = [line[6:] for line in payload.split(b"\n\n") if line]
+    assert lines[-1] == b"[DONE]"
+    return [orjson.loads(line) for line in lines[:-1]]
+
+
+def simulated() -> SimulatedProvider:
+    return SimulatedProvider(ProviderSettings(name="simulated"))
+
+
+async def test_stream_tool_call_chunks_validate() -> None:
+    """A simulated tool call streams as schema-valid chunks ending in one tool_calls finish and usage."""
+    job = completion_job("Paris", tools=[WEATHER_TOOL], include_usage=True)
+    outcome, frames = await frames_for(job, simulated())
+    chunks = sse_chunks(frames)
+    assert all(chunk_violations(c) == [] for c in chunks)
+    assert frames[0].meta == {"provider": "simulated", "worker": "worker-1", "upstream_model": "echo"}
+    assert outcome.ok and outcome.meta["finish_reason"] == "tool_calls"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == outcome.meta["usage"]
+
+
+async def test_stream_without_include_usage_has_no_usage_chunk() -> None:
+    """Without include_usage the stream ends with the finish chunk and [DONE], yet D meta has usage."""
+    _, frames = await frames_for(completion_job("a b"), simulated())
+    chunks = sse_chunks(frames)
+    assert all(c["choices"] for c in chunks)
+    assert frames[-1].meta["usage"]["completion_tokens"] == 2
+
+
+async def test_non_stream_json_schema_body_validates() -> None:
+    """A non-stream json_schema answer is a valid chat.completion whose content parses as JSON."""
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    response_format = {"type": "json_schema", "json_schema": {"name": "c", "schema": schema}}
+    job = completion_job("Lyon", stream=False, response_format=response_format)
+    _, frames = await frames_for(job, simulated())
+    assert [f.kind for f in frames] == [events.START, events.DONE]
+    body = orjson.loads(frames[-1].payload)
+    assert completion_violations(body) == []
+    assert orjson.loads(body["choices"][0]["message"]["content"]) == {"city": "Lyon"}
+
+
+async def test_error_after_content_sends_chunks_then_error() -> None:
+    """An adapter error mid-stream: the content already produced goes out, then one E frame."""
+    adapter = ScriptedProvider([Delta(content="partial")], UpstreamUnavailable("gone"))
+    outcome, frames = await frames_for(completion_job(), adapter)
+    assert [f.kind for f in frames][-1] == events.ERROR
+    assert b"partial" in b"".join(f.payload for f in frames)
+    assert frames[-1].meta["code"] == "upstream_unavailable" and frames[-1].meta["status"] == 503
+    assert outcome.error is not None
+
+
+async def test_stream_ending_without_finish_reason_is_an_error() -> None:
+    """An adapter that stops without a finish_reason produces an upstream_error E frame."""
+    _, frames = await frames_for(completion_job(stream=False), ScriptedProvider([Delta(content="x")]))
+    assert frames[-1].kind == events.ERROR and frames[-1].meta["code"] == "upstream_error"
+
+
+async def test_adapter_bug_still_ends_with_an_error_frame() -> None:
+    """An unexpected exception in an adapter becomes a 500 E frame instead of a silent hang."""
+    _, frames = await frames_for(completion_job(), ScriptedProvider([], KeyError("bug")))
+    assert frames[-1].kind == events.ERROR and frames[-1].meta["status"] == 500
+
+
+async def test_final_commands_ride_with_the_final_frame() -> None:
+    """The commands given for the outcome are executed in the final frame's round trip."""
+    redis = fakeredis.FakeAsyncRedis()
+    final: list[Command] = [(("SET", "bookkeeping-marker", "1"), {})]
+    outcome, frames = await frames_for(completion_job(), simulated(), final, redis)
+    assert outcome.ok and frames[-1].kind == events.DONE
+    assert await redis.get("bookkeeping-marker") == b"1"
+    await redis.aclose()
