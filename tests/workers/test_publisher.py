@@ -167,3 +167,21 @@ async def test_redis_failure_becomes_service_unavailable() -> None:
         publisher.send_chunks(b"b")
     with pytest.raises(ServiceUnavailable):
         await publisher.finish(events.DONE, {})
+
+
+async def test_abandon_drops_queued_chunks(redis: GatedRedis) -> None:
+    """After abandon() (job cancelled), queued chunks are never published; the one in flight lands."""
+    publisher = FramePublisher(redis, CHANNEL, "req-7")
+
+    async def action() -> None:
+        redis.gate.clear()
+        publisher.send_chunks(b"sent")
+        await asyncio.sleep(0.01)
+        publisher.send_chunks(b"dropped")
+        publisher.abandon()
+        redis.gate.set()
+        await publisher.flush()
+        await redis.publish(CHANNEL, events.encode(events.DONE, "marker", 0))
+
+    frames = await frames_of(redis, action, 2)
+    assert [(f.request_id, f.payload) for f in frames] == [("req-7", b"sent"), ("marker", b"")]
