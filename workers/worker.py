@@ -363,7 +363,7 @@ class AsyncWorker(BaseWorker):
                 pass
             try:
                 await self._beat()
-            except (RedisError, OSError):
+            except Exception:  # a beat that fails must not end the heartbeats: the worker would look dead
                 self.log.warning("Worker %s: heartbeat failed", self.name, exc_info=True)
 
     async def _beat(self) -> None:
