@@ -15,6 +15,7 @@ from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegist
 from rq.worker import Worker
 
 from shared import events, keys
+from shared.errors import ServiceUnavailable
 from shared.jobs import JOB_FUNC
 from shared.serialization import OrjsonSerializer
 from tests.workers.conftest import (
@@ -321,3 +322,24 @@ async def test_job_timeout_ends_the_job_with_an_error(
     assert error.kind == events.ERROR and error.meta["code"] == "upstream_timeout"
     assert rq_job(clean_redis, slow.request_id).get_status() == JobStatus.FAILED
     assert slow.request_id in FailedJobRegistry("simulated", connection=clean_redis).get_job_ids()
+
+
+async def test_a_failing_heartbeat_does_not_end_the_heartbeats(
+    clean_redis: redis.Redis, redis_url: str
+) -> None:
+    """One beat raising (Redis blip, a stats write failing) is logged; the next beats still mark it alive."""
+    async with running_worker(worker_settings(redis_url)) as worker:
+        beat = worker._beat
+        calls = 0
+
+        async def flaky_beat() -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise ServiceUnavailable("blip")
+            await beat()
+
+        worker._beat = flaky_beat  # type: ignore[method-assign]
+        clean_redis.delete(keys.worker_alive(worker.name))
+        await eventually(lambda: clean_redis.exists(keys.worker_alive(worker.name)) == 1, within=5)
+    assert calls >= 2
