@@ -22,7 +22,7 @@ CONFIG = """
 worker_heartbeat_interval = 0.5
 worker_dead_after = 3.0
 key_cache_ttl = 1.0
-queue_timeout = 1.0
+queue_timeout = 2.0
 
 [providers.simulated]
 kind = "simulated"

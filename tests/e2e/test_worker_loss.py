@@ -8,7 +8,10 @@ import time
 
 import openai
 import pytest
+import redis
+from rq.registry import StartedJobRegistry
 
+from shared.serialization import OrjsonSerializer
 from tests.e2e.running_system import RunningSystem, Service, SystemLauncher
 
 # A slow simulated model (10 tokens/s) so the kill lands mid-stream; a short liveness window.
@@ -32,6 +35,17 @@ PROMPT_ERROR_WITHIN = 10.0  # seconds from the kill to the client's error: liven
 def _only_worker(system: RunningSystem) -> Service:
     (worker,) = system.workers("slow")
     return worker
+
+
+def _started_jobs(system: RunningSystem) -> list[str]:
+    """Ids in rq's started registry of the pool: the jobs a worker is running now."""
+    connection = redis.Redis.from_url(system.redis_url)
+    try:
+        return list(
+            StartedJobRegistry("slow", connection=connection, serializer=OrjsonSerializer).get_job_ids()
+        )
+    finally:
+        connection.close()
 
 
 def _kill(worker: Service) -> float:
@@ -75,7 +89,10 @@ def test_non_stream_gets_503_promptly_when_its_worker_dies(launch_fresh_system: 
 
     caller = threading.Thread(target=call)
     caller.start()
-    time.sleep(2.0)  # the 400-token answer takes 40 s; the worker is well into it
+    deadline = time.monotonic() + 15
+    while not _started_jobs(system) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _started_jobs(system), "the worker never started the job"
     killed_at = _kill(_only_worker(system))
     caller.join(30)
     error = outcome.get("error")
