@@ -75,17 +75,25 @@ def free_port() -> int:
         return port
 
 
-def wait_until(what: str, ready: Callable[[], bool], child: Child, timeout: float = 60.0) -> None:
+def wait_until(what: str, not_ready: Callable[[], str | None], child: Child, timeout: float = 60.0) -> None:
+    """Poll ``not_ready`` (None when ready, else the reason) until ready, ``child`` dies, or ``timeout``."""
     deadline = time.monotonic() + timeout
+    reason = "never checked"
     while time.monotonic() < deadline:
         child.check_alive()
         try:
-            if ready():
-                return
-        except httpx.HTTPError:
-            pass
+            found = not_ready()
+        except httpx.HTTPError as exc:
+            found = f"{type(exc).__name__}: {exc}"
+        if found is None:
+            return
+        reason = found
         time.sleep(0.1)
-    raise RuntimeError(f"{what} was not ready within {timeout:.0f} s (see {child.log})")
+    raise RuntimeError(f"{what} was not ready within {timeout:.0f} s; last: {reason} (see {child.log})")
+
+
+def _unless_success(response: httpx.Response) -> str | None:
+    return None if response.is_success else f"HTTP {response.status_code}: {response.text[:300]}"
 
 
 def aiorouter_command() -> list[str]:
@@ -103,7 +111,7 @@ class UpstreamProcess:
         self.child = start_child("upstream", argv, workdir, os.environ)
         self.base_url = f"http://127.0.0.1:{port}/v1"
         models_url = f"{self.base_url}/models"
-        wait_until("the simulated upstream", lambda: httpx.get(models_url).is_success, self.child)
+        wait_until("the simulated upstream", lambda: _unless_success(httpx.get(models_url)), self.child)
 
     def stop(self) -> None:
         self.child.stop()
@@ -131,7 +139,7 @@ class RouterProcesses:
         argv = [*aiorouter_command(), "ingress", "--host", "127.0.0.1", "--port", str(port)]
         self.ingress = start_child("ingress", argv, workdir, self._env)
         root = self.base_url.removesuffix("/v1")
-        wait_until("the ingress", lambda: httpx.get(f"{root}/healthz").is_success, self.ingress)
+        wait_until("the ingress", lambda: _unless_success(httpx.get(f"{root}/healthz")), self.ingress)
         self.workers: list[Child] = []
 
     def _create_key(self) -> str:
@@ -155,11 +163,12 @@ class RouterProcesses:
         for worker in self.workers:
             worker.check_alive()
 
-    def _probe(self) -> bool:
+    def _probe(self) -> str | None:
         body = {"model": self._probe_model, "messages": [{"role": "user", "content": "ping"}]}
         headers = {"authorization": f"Bearer {self.api_key}"}
-        response = httpx.post(f"{self.base_url}/chat/completions", json=body, headers=headers, timeout=5)
-        return response.status_code == 200
+        return _unless_success(
+            httpx.post(f"{self.base_url}/chat/completions", json=body, headers=headers, timeout=5)
+        )
 
     def check_alive(self) -> None:
         for child in (self.ingress, *self.workers):
