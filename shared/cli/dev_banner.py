@@ -11,6 +11,7 @@ class DevSystem:
     secret: str
     key_id: str
     account_id: str
+    credit_usd: str  # available credit of the account, in USD
     model: str
     redis: str  # which Redis, and why
     pools: tuple[str, ...]
@@ -30,6 +31,7 @@ AIOrouter is running.
   Workers    {system.workers_per_pool} process(es) per pool ({pools}), {system.concurrency} jobs each
   Dev key    {system.secret}
              (id {system.key_id}, account {system.account_id}; revoke: aiorouter keys revoke {system.key_id})
+  Credit     USD {system.credit_usd} of play money on account {system.account_id}
 
 Non-streaming:
 

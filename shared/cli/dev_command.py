@@ -22,7 +22,7 @@ import httpx
 import redis
 import redis.asyncio as aredis
 
-from shared import accounts
+from shared import accounts, credits
 from shared.cli.config_option import add_config_option, settings_from_args
 from shared.cli.dev_banner import DevSystem, banner
 from shared.cli.dev_processes import Child, ChildGroup
@@ -34,6 +34,7 @@ from shared.settings import Settings
 
 DEV_ACCOUNT = "dev"
 DEV_PLAN = "developer"
+DEV_CREDIT_MICROS = 10_000_000  # USD 10 of play money, topped up when below a tenth of it
 _READY_TIMEOUT = 60.0
 _POLL_INTERVAL = 0.25
 
@@ -99,12 +100,13 @@ def _serve(
     children.start("ingress", "ingress", "--host", "127.0.0.1", "--port", str(port))
     base = f"http://127.0.0.1:{port}"
     _wait_until_ready(children, f"{base}/readyz")
-    issued = asyncio.run(_create_dev_key(redis_url, settings))
+    issued, balance = asyncio.run(_create_dev_key(redis_url, settings))
     system = DevSystem(
         base_url=f"{base}/v1",
         secret=issued.secret,
         key_id=issued.record.key_id,
         account_id=issued.record.account_id,
+        credit_usd=credits.usd(balance.available),
         model=_example_model(settings, pools),
         redis=redis_description,
         pools=tuple(pools),
@@ -157,13 +159,24 @@ def _wait_until_ready(children: ChildGroup, readyz: str) -> None:
     raise CommandFailed(f"the ingress was not ready within {_READY_TIMEOUT:.0f}s ({readyz}: {last})")
 
 
-async def _create_dev_key(redis_url: str, settings: Settings) -> IssuedKey:
-    """A key on the ``dev`` account, which is created on the developer plan the first time."""
+async def _create_dev_key(redis_url: str, settings: Settings) -> tuple[IssuedKey, credits.Balance]:
+    """A key on the ``dev`` account (created on the developer plan the first time), its credit topped up
+    to :data:`DEV_CREDIT_MICROS` of play money so priced models answer instead of 402."""
     client = aredis.Redis.from_url(redis_url)
     try:
         new_account = await accounts.get_account(client, DEV_ACCOUNT) is None
         plan = DEV_PLAN if new_account and DEV_PLAN in settings.plans else None
-        return await issue_key(client, settings, account_id=DEV_ACCOUNT, plan=plan, name="aiorouter dev")
+        issued = await issue_key(client, settings, account_id=DEV_ACCOUNT, plan=plan, name="aiorouter dev")
+        balance = await credits.get_balance(client, DEV_ACCOUNT)
+        if balance.available < DEV_CREDIT_MICROS // 10:
+            balance, _ = await credits.add_credit(
+                client,
+                DEV_ACCOUNT,
+                DEV_CREDIT_MICROS - balance.available,
+                reason="aiorouter dev play money",
+                actor="aiorouter dev",
+            )
+        return issued, balance
     except redis.RedisError as exc:
         raise redis_failure(redis_url, exc) from exc
     except AIORouterError as exc:

@@ -109,6 +109,7 @@ def test_dev_serves_the_printed_key_and_stops_on_sigterm(dev: DevRun) -> None:
     """The printed key and base URL work with the SDK; SIGTERM stops dev and every child, exit status 0."""
     dev.wait_for("Press Ctrl-C", READY_WITHIN)
     assert any("Redis is " in line and "REDIS_URL is set" in line for line in dev.output)
+    assert "USD 10.000000 of play money" in "".join(dev.output)
     children = dev.children()
     assert any(" ingress " in cmd for cmd in children.values())
     assert any(" worker " in cmd for cmd in children.values())

@@ -19,6 +19,7 @@ SYSTEM = DevSystem(
     secret="ak-" + "x" * 43,
     key_id="key_1",
     account_id="dev",
+    credit_usd="10.000000",
     model="aiorouter/echo",
     redis="private redis-server",
     pools=("simulated",),
