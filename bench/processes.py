@@ -6,7 +6,10 @@ their own process group, and are stopped with SIGTERM, then SIGKILL after a grac
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +24,7 @@ import orjson
 from bench.router_config import PLAN, PROVIDER, write_router_config
 
 STOP_GRACE_S = 10.0
+PR_SET_PDEATHSIG = 1
 
 
 class ProcessDied(RuntimeError):
@@ -64,8 +68,16 @@ def start_child(label: str, argv: Sequence[str], workdir: Path, env: Mapping[str
             stdin=subprocess.DEVNULL,
             env=dict(env),
             process_group=0,
+            preexec_fn=_die_with_parent(),
         )
     return Child(label, process, log)
+
+
+def _die_with_parent() -> Callable[[], object]:
+    """What the child runs before exec: ask Linux for SIGTERM when its parent dies, so that no run
+    leaves orphans. The libc function is looked up here, before the fork, never in the child."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    return functools.partial(prctl, PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:

@@ -212,6 +212,10 @@ def _run_suite(
             upstream.stop()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _serve(redis_url: str, concurrency: int, workers: int) -> None:
     models = router_models(scenarios(FULL))
     with tempfile.TemporaryDirectory(prefix="aiorouter-bench-") as workdir:
@@ -264,4 +268,9 @@ def _write_results(args: argparse.Namespace, timing: Timing, runs: list[Run], ab
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    signal.signal(signal.SIGTERM, _interrupt)  # stop the children in the `finally` blocks, as Ctrl-C does
+    try:
+        status = main()
+    except KeyboardInterrupt:
+        status = 130
+    raise SystemExit(status)
