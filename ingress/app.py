@@ -1,8 +1,8 @@
 """The ingress ASGI app: routes, middleware, exception handlers, and the lifespan that opens Redis.
 
-The lifespan opens one Redis client, starts the reply hub (this process' one pub/sub subscription) and
-the worker watchdog, and publishes them to handlers as ``app.state.ingress``
-(:class:`~ingress.context.IngressContext`).  Nothing lives in module globals.
+The lifespan opens one Redis client, starts the reply hub (this process' one pub/sub subscription), the
+worker watchdog and the sweep of expired credit reservations, and publishes them to handlers as
+``app.state.ingress`` (:class:`~ingress.context.IngressContext`).  Nothing lives in module globals.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from ingress.admin import admin_routes
+from ingress.admission import sweep_reservations
 from ingress.auth import Authenticator
 from ingress.catalog import CatalogEndpoints
 from ingress.completions import ChatCompletionsEndpoint
@@ -69,6 +70,7 @@ async def _ingress_context(settings: Settings) -> AsyncIterator[IngressContext]:
         await hub.start()
         watchdog = WorkerWatchdog(redis, hub, interval=settings.worker_heartbeat_interval)
         watchdog_task = asyncio.create_task(watchdog.run(), name="worker-watchdog")
+        sweep_task = asyncio.create_task(sweep_reservations(redis), name="reservation-sweep")
         try:
             yield IngressContext(
                 settings=settings,
@@ -79,9 +81,10 @@ async def _ingress_context(settings: Settings) -> AsyncIterator[IngressContext]:
                 router=ModelRouter(settings.models),
             )
         finally:
-            watchdog_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watchdog_task
+            for task in (watchdog_task, sweep_task):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
     finally:
         await hub.stop()
         await redis.aclose()

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Send
 
+from ingress.admission import admission_of
 from shared.errors import AIORouterError, InvalidRequest, NotFound
 
 
@@ -49,6 +50,9 @@ async def send_error(
 
 async def _router_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AIORouterError)
+    admission = admission_of(request.scope)
+    if admission is not None:  # an authenticated request: its error carries the X-RateLimit-* headers
+        await admission.annotate(exc)
     return error_response(exc)
 
 

@@ -35,7 +35,7 @@ import redis.asyncio as aredis
 
 from shared import keys
 from shared.errors import InsufficientQuota, InvalidRequest, NotFound
-from shared.lua import LuaScript
+from shared.lua import LuaScript, ScriptCall
 from shared.settings import ModelEntry, Settings
 
 MICROS_PER_USD = 1_000_000
@@ -252,25 +252,50 @@ async def reserve(
     """Hold ``amount`` micro-USD of the account's available credit, or raise 402 ``insufficient_quota``.
 
     The hold lasts ``ttl`` seconds at most (default :func:`reservation_ttl`) unless settled first."""
-    if amount < 0:
-        raise ValueError(f"cannot reserve a negative amount ({amount})")
-    reservation_id = "res_" + secrets.token_hex(12)
-    held, available, deadline = await _RESERVE(
-        redis,
-        [keys.credit_balance(account_id), keys.credit_reservation(reservation_id), keys.CREDIT_RESERVATIONS],
-        [
-            amount,
-            math.ceil((reservation_ttl(settings) if ttl is None else ttl) * 1000),
-            reservation_id,
-            account_id,
-        ],
-    )
-    if not held:
-        raise InsufficientQuota(
-            f"Insufficient credits: this request may cost up to {usd(amount)} USD and the account has "
-            f"{usd(max(0, int(available)))} USD available. Add credit, or lower max_tokens."
+    pending = PendingReservation.prepare(settings, account_id, amount, ttl=ttl)
+    return pending.outcome(await pending.call.run(redis))
+
+
+@dataclass(frozen=True, slots=True)
+class PendingReservation:
+    """A reservation about to be made: its script call (to make alone or among others in one round
+    trip, see :func:`shared.lua.run_together`) and :meth:`outcome`, which reads the reply."""
+
+    id: str
+    account_id: str
+    amount: int
+    call: ScriptCall
+
+    @classmethod
+    def prepare(
+        cls, settings: Settings, account_id: str, amount: int, *, ttl: float | None = None
+    ) -> PendingReservation:
+        if amount < 0:
+            raise ValueError(f"cannot reserve a negative amount ({amount})")
+        reservation_id = "res_" + secrets.token_hex(12)
+        ttl_ms = math.ceil((reservation_ttl(settings) if ttl is None else ttl) * 1000)
+        call = ScriptCall(
+            _RESERVE,
+            [
+                keys.credit_balance(account_id),
+                keys.credit_reservation(reservation_id),
+                keys.CREDIT_RESERVATIONS,
+            ],
+            [amount, ttl_ms, reservation_id, account_id],
         )
-    return Reservation(id=reservation_id, account_id=account_id, amount=amount, deadline_ms=int(deadline))
+        return cls(reservation_id, account_id, amount, call)
+
+    def outcome(self, reply: Any) -> Reservation:
+        """The reservation held, or 402 ``insufficient_quota``."""
+        held, available, deadline = reply
+        if not held:
+            raise InsufficientQuota(
+                f"Insufficient credits: this request may cost up to {usd(self.amount)} USD and the account "
+                f"has {usd(max(0, int(available)))} USD available. Add credit, or lower max_tokens."
+            )
+        return Reservation(
+            id=self.id, account_id=self.account_id, amount=self.amount, deadline_ms=int(deadline)
+        )
 
 
 async def reserve_for_request(
@@ -294,8 +319,14 @@ async def settle_usage(
 
 async def settle(redis: aredis.Redis, reservation: Reservation, actual: int) -> Settlement:
     """Charge the actual cost (at most the amount held) and release the rest of the hold."""
-    outcome, charged = await _SETTLE(
-        redis,
+    return settlement_from_reply(await settle_call(reservation, actual).run(redis))
+
+
+def settle_call(reservation: Reservation, actual: int) -> ScriptCall:
+    """The script call behind :func:`settle` (``actual`` 0 releases it all); idempotent, so it may ride
+    in a pipeline with other commands (:meth:`ScriptCall.command`)."""
+    return ScriptCall(
+        _SETTLE,
         [
             keys.credit_balance(reservation.account_id),
             keys.credit_reservation(reservation.id),
@@ -303,6 +334,10 @@ async def settle(redis: aredis.Redis, reservation: Reservation, actual: int) -> 
         ],
         [max(0, actual), reservation.id, keys.CREDIT_RESERVATION_TOMBSTONE_TTL],
     )
+
+
+def settlement_from_reply(reply: Any) -> Settlement:
+    outcome, charged = reply
     return Settlement(outcome=_outcome(outcome), charged=int(charged))
 
 

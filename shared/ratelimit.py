@@ -21,7 +21,7 @@ import redis.asyncio as aredis
 
 from shared import keys
 from shared.errors import AuthenticationError, RateLimitExceeded
-from shared.lua import LuaScript
+from shared.lua import LuaScript, ScriptCall
 from shared.settings import Plan, Settings
 
 PERIOD_US = 60_000_000
@@ -103,6 +103,22 @@ async def check_request(
     sets.  ``tokens`` is the request's estimated tokens, counted if the plan limits tokens.  A suspended
     account raises :class:`AuthenticationError` (``account_suspended``).
     """
+    call = check_call(
+        settings, account_id=account_id, key_plan=key_plan, api_key_digest=api_key_digest, tokens=tokens
+    )
+    return decision_from_reply(await call.run(redis))
+
+
+def check_call(
+    settings: Settings,
+    *,
+    account_id: str,
+    key_plan: str,
+    api_key_digest: str | None = None,
+    tokens: int = 0,
+) -> ScriptCall:
+    """The script call behind :func:`check_request`, to make among others in one round trip
+    (:func:`shared.lua.run_together`); :func:`decision_from_reply` reads its reply."""
     fallback = _plan(settings, key_plan)
     script_keys = [
         keys.account(account_id),
@@ -119,6 +135,11 @@ async def check_request(
         fallback.tokens_per_minute,
         *plan_table(settings),
     ]
+    return ScriptCall(_CHECK, script_keys, args)
+
+
+def decision_from_reply(reply: Any) -> RateLimitDecision:
+    """The decision in a reply of :func:`check_call`'s script; raises ``account_suspended``."""
     (
         admitted,
         plan,
@@ -130,7 +151,7 @@ async def check_request(
         token_limit,
         token_remaining,
         token_reset_us,
-    ) = await _CHECK(redis, script_keys, args)
+    ) = reply
     if admitted == _SUSPENDED:
         raise AuthenticationError("This account is suspended.", code="account_suspended")
     return RateLimitDecision(
@@ -151,10 +172,22 @@ async def refund_tokens(
     redis: aredis.Redis, settings: Settings, *, account_id: str, plan: str, tokens: int
 ) -> None:
     """Give back ``tokens`` a request was counted for but did not use (``plan`` as its decision named)."""
+    call = refund_call(account_id, tokens=tokens, interval_us=token_interval_us(settings, plan))
+    if call is not None:
+        await call.run(redis)
+
+
+def token_interval_us(settings: Settings, plan: str) -> int:
+    """Microseconds one token weighs in ``plan``'s token limit; 0 when the plan limits no tokens."""
     limit = _plan(settings, plan).tokens_per_minute
-    if limit <= 0 or tokens <= 0:
-        return
-    await _REFUND(redis, [keys.rate_limit(account_id, "tokens")], [tokens, PERIOD_US // limit])
+    return PERIOD_US // limit if limit > 0 else 0
+
+
+def refund_call(account_id: str, *, tokens: int, interval_us: int) -> ScriptCall | None:
+    """The script call behind :func:`refund_tokens` (None when there is nothing to give back)."""
+    if interval_us <= 0 or tokens <= 0:
+        return None
+    return ScriptCall(_REFUND, [keys.rate_limit(account_id, "tokens")], [tokens, interval_us])
 
 
 def _plan(settings: Settings, name: str) -> Plan:

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import redis
 import redis.asyncio as aredis
 
 from shared import keys
@@ -81,6 +82,14 @@ class DailyModelUsage:
 
 async def record_usage(redis: aredis.Redis, record: UsageRecord) -> None:
     """Append one request's record and add it to its day's totals, in one transaction."""
+    async with redis.pipeline(transaction=True) as pipe:
+        queue_usage(pipe, record)
+        await pipe.execute()
+
+
+def queue_usage(pipe: redis.client.Pipeline | aredis.client.Pipeline, record: UsageRecord) -> None:
+    """Queue the commands of :func:`record_usage` on ``pipe`` (asyncio, or a recording pipeline whose
+    commands ride along with others, see :mod:`shared.rq_bridge`)."""
     daily_key = keys.usage_daily(record.account_id, record.day)
     entry = record.to_fields()
     increments = {
@@ -91,24 +100,22 @@ async def record_usage(redis: aredis.Redis, record: UsageRecord) -> None:
         "cost_micros": record.cost_micros,
         "latency_ms": record.latency_ms,
     }
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.xadd(
-            keys.usage_records(record.account_id),
-            entry,  # type: ignore[arg-type]
-            maxlen=keys.USAGE_RECORDS_MAXLEN,
-            approximate=True,
-        )
-        pipe.xadd(
-            keys.USAGE_ALL_RECORDS,
-            entry,  # type: ignore[arg-type]
-            maxlen=keys.USAGE_ALL_RECORDS_MAXLEN,
-            approximate=True,
-        )
-        for counter, amount in increments.items():
-            if amount:
-                pipe.hincrby(daily_key, f"{record.model}|{counter}", amount)
-        pipe.expire(daily_key, keys.USAGE_DAILY_TTL)
-        await pipe.execute()
+    pipe.xadd(
+        keys.usage_records(record.account_id),
+        entry,  # type: ignore[arg-type]
+        maxlen=keys.USAGE_RECORDS_MAXLEN,
+        approximate=True,
+    )
+    pipe.xadd(
+        keys.USAGE_ALL_RECORDS,
+        entry,  # type: ignore[arg-type]
+        maxlen=keys.USAGE_ALL_RECORDS_MAXLEN,
+        approximate=True,
+    )
+    for counter, amount in increments.items():
+        if amount:
+            pipe.hincrby(daily_key, f"{record.model}|{counter}", amount)
+    pipe.expire(daily_key, keys.USAGE_DAILY_TTL)
 
 
 async def recent_usage(

@@ -21,6 +21,7 @@ from shared.jobs import CompletionJob
 from shared.rq_bridge import Command
 from shared.serialization import dumps
 from shared.settings import load_settings
+from workers import settlement
 from workers.chunks import ChunkWriter, MessageAssembler
 from workers.providers import make_adapter
 from workers.providers.base import ProviderAdapter, Usage, count_prompt_tokens
@@ -61,7 +62,8 @@ async def complete(
     worker_name: str,
     final_commands: Callable[[Outcome], Sequence[Command]] = lambda outcome: (),
 ) -> Outcome:
-    """Run ``job`` to its final frame, published together with ``final_commands(outcome)``."""
+    """Run ``job`` to its final frame, published together with ``final_commands(outcome)`` and the
+    request's charge and usage record (:mod:`workers.settlement`)."""
     await publisher.start(
         {"provider": job.provider, "worker": worker_name, "upstream_model": job.upstream_model}
     )
@@ -74,9 +76,11 @@ async def complete(
         log.exception("job %s: unexpected error", job.request_id)
         outcome = Outcome.failed(UpstreamError("The worker failed while calling the upstream provider."))
     # Shielded: once rq's final bookkeeping is built it must land together with its frame.
-    await asyncio.shield(
-        publisher.finish(outcome.kind, outcome.meta, outcome.payload, final_commands(outcome))
-    )
+    commands = [
+        *final_commands(outcome),
+        *settlement.closing_commands(job, error=outcome.error, token_usage=outcome.meta.get("usage")),
+    ]
+    await asyncio.shield(publisher.finish(outcome.kind, outcome.meta, outcome.payload, commands))
     return outcome
 
 

@@ -3,17 +3,25 @@
 A :class:`LuaScript` reads its file once and knows its SHA-1; each call is one ``EVALSHA``.  A server that
 does not know the script yet (first use, restart, ``SCRIPT FLUSH``) answers ``NOSCRIPT``: the script is
 then sent with ``SCRIPT LOAD`` and the call repeated, once.
+
+A :class:`ScriptCall` is one call not yet made: :func:`run_together` makes several in one round trip
+(``EVALSHA`` each, in order; only a call the server did not know is repeated, alone), and
+:meth:`ScriptCall.command` turns one into an ``EVAL`` to queue among other commands of a pipeline that
+cannot repeat anything (it carries the source, so it never meets ``NOSCRIPT``).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 import redis.asyncio as aredis
 from redis.exceptions import NoScriptError
+
+from shared.rq_bridge import Command
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,3 +42,37 @@ class LuaScript:
         except NoScriptError:
             await redis.script_load(self.source)
             return await redis.evalsha(self.sha, len(keys), *keys, *args)
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptCall:
+    script: LuaScript
+    keys: list[str]
+    args: list[Any]
+
+    async def run(self, redis: aredis.Redis) -> Any:
+        return await self.script(redis, self.keys, self.args)
+
+    def command(self) -> Command:
+        """This call as one ``EVAL`` command (see :func:`shared.rq_bridge.replay`)."""
+        return (("EVAL", self.script.source, len(self.keys), *self.keys, *self.args), {})
+
+
+async def run_together(redis: aredis.Redis, calls: Sequence[ScriptCall]) -> list[Any]:
+    """The replies of several script calls made in one round trip, in order.
+
+    Each call is atomic on its own, not the group.  A call the server answered ``NOSCRIPT`` is loaded
+    and made again alone (the others already ran, and must not run twice); any other error is raised.
+    """
+    async with redis.pipeline(transaction=False) as pipe:
+        for call in calls:
+            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+        replies = await pipe.execute(raise_on_error=False)
+    results: list[Any] = []
+    for call, reply in zip(calls, replies, strict=True):
+        if isinstance(reply, NoScriptError):
+            reply = await call.run(redis)
+        elif isinstance(reply, Exception):
+            raise reply
+        results.append(reply)
+    return results

@@ -18,7 +18,8 @@ from starlette.applications import Starlette
 from starlette.types import Message
 
 from ingress.app import create_app
-from shared.api_keys import ApiKeyRecord, create_key
+from shared import accounts, credits
+from shared.api_keys import ApiKeyRecord
 from shared.settings import Settings, settings_from_mapping
 from tests.ingress.fake_worker import FakeWorker
 
@@ -71,6 +72,15 @@ class Ingress:
 
 IngressFactory = Callable[..., contextlib.AbstractAsyncContextManager[Ingress]]
 
+TEST_CREDIT_MICROS = 100 * 1_000_000
+
+
+async def create_funded_key(redis: aredis.Redis, settings: Settings) -> tuple[str, ApiKeyRecord]:
+    """A key on the account ``acct-test`` (developer plan), which holds 100 USD of credit."""
+    await accounts.create_account(redis, settings, account_id="acct-test", plan="developer")
+    await credits.add_credit(redis, "acct-test", TEST_CREDIT_MICROS, reason="test fixture")
+    return await accounts.create_key_for_account(redis, "acct-test")
+
 
 @pytest.fixture
 def ingress_factory(redis_url: str, aredis_client: aredis.Redis, clean_redis: redis.Redis) -> IngressFactory:
@@ -83,7 +93,7 @@ def ingress_factory(redis_url: str, aredis_client: aredis.Redis, clean_redis: re
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://ingress.test") as client:
-                key, record = await create_key(aredis_client, account_id="acct-test")
+                key, record = await create_funded_key(aredis_client, settings)
                 worker = FakeWorker(aredis_client, clean_redis)
                 await worker.heartbeat()
                 yield Ingress(app, client, aredis_client, worker, key, record, settings)

@@ -23,10 +23,9 @@ import uvicorn
 
 from ingress.server import uvicorn_config
 from shared import keys
-from shared.api_keys import create_key
 from shared.errors import RateLimitExceeded
 from shared.settings import Settings
-from tests.ingress.conftest import MESSAGES, MODEL, make_settings
+from tests.ingress.conftest import MESSAGES, MODEL, create_funded_key, make_settings
 from tests.ingress.fake_worker import FakeWorker
 
 COMPLETIONS = "/v1/chat/completions"
@@ -60,7 +59,7 @@ async def live(
 ) -> AsyncIterator[tuple[str, str, FakeWorker]]:
     """(base URL, API key, fake worker) for an ingress served by uvicorn."""
     async with serving(make_settings(redis_url)) as url:
-        key, _ = await create_key(aredis_client, account_id="acct-live")
+        key, _ = await create_funded_key(aredis_client, make_settings(redis_url))
         worker = FakeWorker(aredis_client, clean_redis)
         await worker.heartbeat()
         yield url, key, worker

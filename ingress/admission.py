@@ -1,0 +1,206 @@
+"""Admission of an authenticated request: its account's rate limit and, for a completion, its credit.
+
+A completion is admitted in one Redis round trip: the rate-limit script (:mod:`shared.ratelimit`) and the
+credit reservation script (:mod:`shared.credits`) ride in one pipeline.  Refusals, in this order:
+
+- a suspended account: 401 ``account_suspended`` (the API reference lists no 403; the key is valid but
+  its account may not call the API, like a revoked key);
+- the plan's rate limit: 429 ``rate_limit_exceeded`` with ``Retry-After`` (integer seconds, at most 120);
+- the credit: 402 ``insufficient_quota`` when the available balance cannot cover the request's worst
+  case (estimated prompt + ``max_tokens``, or ``credit_default_max_tokens``, at the model's prices).
+
+A hold taken by a request refused for another reason is released at once.  Every authenticated request
+counts once against its account's request limit (a 429 does not count) and every answer to one carries
+``X-RateLimit-Limit``, ``-Remaining`` and ``-Reset``: a request refused before admission (bad body,
+unknown model) is counted when its error is answered (:meth:`Admission.annotate`, called by the
+exception handler, which finds the :class:`Admission` in ``scope["state"]``).
+
+An admitted completion's :class:`~shared.job_billing.JobBilling` travels in its job (every attempt's, when
+the request falls back to another deployment): the worker that answers charges it.  When the request
+ends, :meth:`Admitted.close` releases whatever is still held (no worker took the job, every attempt
+failed, the client left); settling is idempotent, so a charged reservation stays charged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Final
+
+import redis.asyncio as aredis
+from redis.exceptions import RedisError
+from starlette.types import Scope
+
+from ingress.context import IngressContext
+from ingress.relay import Headers
+from shared import api_keys, credits, ratelimit
+from shared.api_keys import ApiKeyRecord
+from shared.credits import PendingReservation, Reservation
+from shared.errors import AIORouterError, InsufficientQuota, ServiceUnavailable
+from shared.job_billing import EXTRA_KEY, JobBilling
+from shared.lua import ScriptCall, run_together
+from shared.ratelimit import RateLimitDecision
+from shared.settings import ModelEntry
+
+log = logging.getLogger(__name__)
+
+STATE_KEY: Final = "admission"
+"""Where the request's :class:`Admission` sits in ``scope["state"]``."""
+
+SWEEP_INTERVAL: Final = 5.0
+"""Seconds between two sweeps of expired credit reservations."""
+
+RATE_LIMIT_HEADERS: Final = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """An admitted completion: its rate-limit decision and the credit it holds."""
+
+    decision: RateLimitDecision
+    billing: JobBilling
+
+    @property
+    def headers(self) -> Headers:
+        """The ``X-RateLimit-*`` headers of the response, as raw ASGI headers."""
+        return [(name.lower().encode(), value.encode()) for name, value in self.decision.headers().items()]
+
+    @property
+    def job_extra(self) -> dict[str, Any]:
+        return {EXTRA_KEY: self.billing.to_wire()}
+
+    async def close(self, context: IngressContext) -> None:
+        """Release whatever the request still holds, once it has ended (answered or not).
+
+        A worker that answered settled the reservation already, in the round trip that published the
+        answer, and this finds it settled.  Otherwise (no worker took the job, every attempt failed, the
+        client left) it releases the hold and gives back the tokens the token limit counted."""
+        reservation = self.billing.reservation
+        try:
+            settlement = await credits.release(context.redis, reservation)
+            refund = ratelimit.refund_call(
+                reservation.account_id,
+                tokens=self.billing.counted_tokens,
+                interval_us=self.billing.token_interval_us,
+            )
+            if settlement.outcome == "settled" and refund is not None:
+                await refund.run(context.redis)
+        except RedisError:
+            log.warning("could not release reservation %s; the sweep will", reservation.id)
+
+
+class Admission:
+    """One authenticated request's dealings with its account's limits and credit."""
+
+    def __init__(self, context: IngressContext, record: ApiKeyRecord, authorization: str | None) -> None:
+        self._context = context
+        self._record = record
+        canonical = api_keys.parse_bearer(authorization)
+        self._key_digest = api_keys.digest(canonical) if canonical else None
+        self.decision: RateLimitDecision | None = None
+
+    def attach(self, scope: Scope) -> Admission:
+        """Let the exception handler find this admission (see :meth:`annotate`)."""
+        scope.setdefault("state", {})[STATE_KEY] = self
+        return self
+
+    async def admit(self, model: ModelEntry, body: dict[str, Any]) -> Admitted:
+        """Count the request and hold its worst-case cost, in one round trip; raise 401/429/402."""
+        settings = self._context.settings
+        prompt = credits.estimate_prompt_tokens(body)
+        tokens = prompt + credits.max_completion_tokens(settings, model, body)
+        cost = credits.cost_micros(model, prompt, tokens - prompt)
+        check = self._check_call(tokens)
+        pending = PendingReservation.prepare(settings, self._record.account_id, cost)
+        try:
+            limit_reply, credit_reply = await run_together(self._context.redis, [check, pending.call])
+        except RedisError as exc:
+            raise _store_unreachable() from exc
+        try:
+            self.decision = ratelimit.decision_from_reply(limit_reply)
+            self.decision.raise_if_refused()  # a 429 says when to retry: it goes before a 402
+        except AIORouterError:
+            if credit_reply[0]:
+                await _release_quietly(self._context, pending.outcome(credit_reply))
+            raise
+        try:
+            reservation = pending.outcome(credit_reply)
+        except InsufficientQuota as exc:
+            exc.headers.update(self.decision.headers())
+            raise
+        billing = JobBilling.for_model(
+            reservation,
+            model,
+            admitted_at=time.time(),
+            counted_tokens=tokens,
+            token_interval_us=ratelimit.token_interval_us(settings, self.decision.plan),
+        )
+        return Admitted(self.decision, billing)
+
+    async def count(self) -> dict[str, str]:
+        """Count a request that holds no credit (e.g. ``/v1/models``); its ``X-RateLimit-*`` headers, or
+        raise 429/401."""
+        decision = await self._count()
+        decision.raise_if_refused()
+        return decision.headers()
+
+    async def annotate(self, error: AIORouterError) -> None:
+        """Give an error answered after authentication its ``X-RateLimit-*`` headers, counting the request
+        if it was refused before admission.  Best effort: the error goes out whatever happens here."""
+        if error.code == "account_suspended" or any(n.lower() == "x-ratelimit-limit" for n in error.headers):
+            return
+        try:
+            decision = self.decision or await self._count()
+        except (AIORouterError, RedisError):
+            return
+        for name in RATE_LIMIT_HEADERS:
+            error.headers.setdefault(name, decision.headers()[name])
+
+    async def _count(self) -> RateLimitDecision:
+        try:
+            reply = await self._check_call(0).run(self._context.redis)
+        except RedisError as exc:
+            raise _store_unreachable() from exc
+        self.decision = ratelimit.decision_from_reply(reply)
+        return self.decision
+
+    def _check_call(self, tokens: int) -> ScriptCall:
+        return ratelimit.check_call(
+            self._context.settings,
+            account_id=self._record.account_id,
+            key_plan=self._record.plan,
+            api_key_digest=self._key_digest,
+            tokens=tokens,
+        )
+
+
+async def _release_quietly(context: IngressContext, reservation: Reservation) -> None:
+    try:
+        await credits.release(context.redis, reservation)
+    except RedisError:
+        log.warning("could not release reservation %s; the sweep will", reservation.id)
+
+
+def _store_unreachable() -> ServiceUnavailable:
+    return ServiceUnavailable("The account store is unreachable; retry shortly.")
+
+
+def admission_of(scope: Scope) -> Admission | None:
+    """The request's :class:`Admission`, if it got past authentication."""
+    admission = scope.get("state", {}).get(STATE_KEY)
+    return admission if isinstance(admission, Admission) else None
+
+
+async def sweep_reservations(redis: aredis.Redis, *, interval: float = SWEEP_INTERVAL) -> None:
+    """Release reservations past their deadline (their request's process died) until cancelled; every
+    ingress process runs this, which is harmless: each release is one idempotent script."""
+    while True:
+        try:
+            released = await credits.sweep_expired(redis)
+            if released:
+                log.info("released %d expired credit reservations", released)
+        except RedisError as exc:
+            log.warning("reservation sweep failed (%s); retrying in %.0fs", exc, interval)
+        await asyncio.sleep(interval)

@@ -1,0 +1,86 @@
+"""Settlement: when a job ends, charge its account for what it used and record the attempt's usage.
+
+:func:`closing_commands` builds, for a job that ended with a status and (on success) its token usage:
+
+- on success, the settlement of the request's credit reservation (:class:`~shared.job_billing.JobBilling`):
+  its tokens at the prices quoted at admission, never more than was held, the rest released; and the
+  refund of the tokens the account's token limit counted but the request did not use;
+- the usage record (account, key, model, provider, tokens, cost, latency, status, request id) and its
+  day's per-model totals (:mod:`shared.usage`), for every job a worker ran, failed or not.
+
+A failed job leaves the reservation alone: the ingress may still fall back to another deployment under
+the same reservation, and it releases whatever is still held when the request ends without an answer
+(:meth:`ingress.admission.Admitted.close`).  Settling is idempotent, so the first of the two wins.
+
+They are plain Redis commands (the scripts as ``EVAL``, which never meets ``NOSCRIPT``), so the worker
+sends them in the round trip that publishes the job's final frame: whoever sees the answer also sees
+the charge.  A job without billing (enqueued by something else than the ingress) is only recorded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from shared import credits, ratelimit, usage
+from shared.errors import AIORouterError
+from shared.job_billing import JobBilling
+from shared.jobs import CompletionJob
+from shared.rq_bridge import Command, recorded, recording_pipeline
+
+
+def closing_commands(
+    job: CompletionJob,
+    *,
+    error: AIORouterError | None,
+    token_usage: Mapping[str, Any] | None = None,
+    provider: str | None = None,
+    now: float | None = None,
+) -> list[Command]:
+    """The commands that charge a completed ``job`` (``error`` None) and record its usage, whose status is
+    :data:`shared.usage.OK` or the error's code."""
+    now = time.time() if now is None else now
+    status = usage.OK if error is None else error.code or error.type
+    billing = JobBilling.of_job(job)
+    prompt, completion = _tokens(token_usage) if status == usage.OK else (0, 0)
+    cost = billing.cost(prompt, completion) if billing is not None and status == usage.OK else 0
+    commands: list[Command] = []
+    if billing is not None and status == usage.OK:
+        commands.append(credits.settle_call(billing.reservation, cost).command())
+        refund = ratelimit.refund_call(
+            billing.reservation.account_id,
+            tokens=billing.counted_tokens - prompt - completion,
+            interval_us=billing.token_interval_us,
+        )
+        if refund is not None:
+            commands.append(refund.command())
+    if job.account_id:
+        started = billing.admitted_at if billing is not None else float(job.created)
+        record = usage.UsageRecord(
+            request_id=job.request_id,
+            account_id=job.account_id,
+            key_id=job.key_id,
+            model=job.model,
+            provider=provider or job.provider,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            cost_micros=cost,
+            latency_ms=max(0, round((now - started) * 1000)),
+            status=status,
+            at=now,
+        )
+        pipe = recording_pipeline()
+        usage.queue_usage(pipe, record)
+        commands.extend(recorded(pipe))
+    return commands
+
+
+def _tokens(token_usage: Mapping[str, Any] | None) -> tuple[int, int]:
+    if not token_usage:
+        return 0, 0
+    return _count(token_usage.get("prompt_tokens")), _count(token_usage.get("completion_tokens"))
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
