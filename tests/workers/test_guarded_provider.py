@@ -1,0 +1,212 @@
+"""The worker's guard around a provider adapter, on the real Redis: same-deployment retries before
+content (honouring a short Retry-After), the deployment's breaker (refusal, outcome, probe), in-flight
+counts and time to first token for routing, and the retryable flag of the E frame."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import fakeredis
+import pytest
+import redis.asyncio as aredis
+
+from shared import events
+from shared.breaker import CircuitBreaker
+from shared.errors import AIORouterError, UpstreamBadRequest, UpstreamError, UpstreamUnavailable
+from shared.jobs import CompletionJob
+from shared.routing_state import InflightTracker, load_stats
+from shared.settings import BreakerSettings, Deployment, ProviderSettings, RoutingStatsSettings
+from tests.workers.factories import completion_job
+from workers.completion import complete
+from workers.guarded_provider import GuardedProvider
+from workers.provider_caps import ProviderCaps
+from workers.providers.base import Delta, Usage
+from workers.publisher import FramePublisher
+
+DEPLOYMENT = "p/m"
+Script = Sequence[AIORouterError | None]  # per attempt: the error it raises (after `content_first`), or None
+
+
+class ScriptedAdapter:
+    """An adapter whose attempts follow a script: each fails with its error or answers two words."""
+
+    def __init__(self, script: Script, *, content_first: bool = False) -> None:
+        self.script = list(script)
+        self.content_first = content_first
+        self.attempts = 0
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def stream(self, job: CompletionJob) -> AsyncIterator[Delta]:
+        outcome = self.script[min(self.attempts, len(self.script) - 1)]
+        self.attempts += 1
+        await self.gate.wait()
+        if outcome is not None:
+            if self.content_first:
+                yield Delta(content="partial ")
+            raise outcome
+        yield Delta(content="hello ")
+        yield Delta(content="world")
+        yield Delta(finish_reason="stop")
+        yield Delta(usage=Usage(2, 2))
+
+    async def aclose(self) -> None:
+        pass
+
+
+def guard(
+    redis: aredis.Redis, adapter: ScriptedAdapter, breaker: CircuitBreaker | None = None, **provider: Any
+) -> GuardedProvider:
+    settings = ProviderSettings(name="p", retry_backoff=0.01, **provider)
+    return GuardedProvider(
+        adapter,
+        redis=redis,
+        provider=settings,
+        breaker=breaker or CircuitBreaker(redis, BreakerSettings(failure_threshold=2)),
+        caps=ProviderCaps(redis, settings, lease=5.0),
+        inflight=InflightTracker(redis, "worker-1", lease=5.0),
+        stats=RoutingStatsSettings(),
+    )
+
+
+def job() -> CompletionJob:
+    return completion_job(provider="p", upstream_model="m")
+
+
+async def drain(provider: GuardedProvider) -> str:
+    return "".join([d.content or "" async for d in provider.stream(job())])
+
+
+async def test_retryable_failure_is_retried_on_the_same_deployment(aredis_client: aredis.Redis) -> None:
+    """A 503 before content is retried once here; the retry's answer is the job's, the breaker stays clean."""
+    adapter = ScriptedAdapter([UpstreamUnavailable("busy"), None])
+    assert await drain(guard(aredis_client, adapter, retries=1)) == "hello world"
+    assert adapter.attempts == 2
+    view = (await CircuitBreaker(aredis_client, BreakerSettings()).views([DEPLOYMENT]))[0]
+    assert view.failures == 0 and view.status == "closed"
+
+
+async def test_retries_are_bounded_and_the_failure_counts_once(aredis_client: aredis.Redis) -> None:
+    """With retries=2 a provider failing every time is called three times, then fails the job; the
+    breaker records one failure for the job."""
+    adapter = ScriptedAdapter([UpstreamUnavailable("down")])
+    with pytest.raises(UpstreamUnavailable):
+        await drain(guard(aredis_client, adapter, retries=2))
+    assert adapter.attempts == 3
+    view = (await CircuitBreaker(aredis_client, BreakerSettings()).views([DEPLOYMENT]))[0]
+    assert view.failures == 1
+
+
+async def test_short_retry_after_is_honoured_and_long_one_falls_back(aredis_client: aredis.Redis) -> None:
+    """An upstream Retry-After within max_retry_after is waited for and retried; a longer one is not."""
+    short = ScriptedAdapter([UpstreamUnavailable("429", headers={"Retry-After": "0.05"}), None])
+    assert await drain(guard(aredis_client, short, retries=1, max_retry_after=1.0)) == "hello world"
+    assert short.attempts == 2
+    long = ScriptedAdapter([UpstreamUnavailable("429", headers={"Retry-After": "30"}), None])
+    with pytest.raises(UpstreamUnavailable):
+        await drain(guard(aredis_client, long, retries=1, max_retry_after=1.0))
+    assert long.attempts == 1
+
+
+@pytest.mark.parametrize(
+    "error", [UpstreamBadRequest("context too long"), UpstreamError("credentials rejected")]
+)
+async def test_non_retryable_errors_are_not_retried(
+    aredis_client: aredis.Redis, error: AIORouterError
+) -> None:
+    """A 400 or a configuration error fails the job on the first attempt."""
+    adapter = ScriptedAdapter([error, None])
+    with pytest.raises(type(error)):
+        await drain(guard(aredis_client, adapter, retries=3))
+    assert adapter.attempts == 1
+
+
+async def test_failure_after_content_is_not_retried(aredis_client: aredis.Redis) -> None:
+    """Once a delta went out, a cut is the job's failure: no second attempt could be spliced in."""
+    adapter = ScriptedAdapter([UpstreamUnavailable("cut"), None], content_first=True)
+    with pytest.raises(UpstreamUnavailable):
+        await drain(guard(aredis_client, adapter, retries=3))
+    assert adapter.attempts == 1
+
+
+async def test_open_breaker_refuses_without_calling_upstream(aredis_client: aredis.Redis) -> None:
+    """After failure_threshold failed jobs the breaker is open: the next job fails with circuit_open and a
+    Retry-After, and the upstream is not called."""
+    breaker = CircuitBreaker(aredis_client, BreakerSettings(failure_threshold=2, cooldown=30))
+    adapter = ScriptedAdapter([UpstreamUnavailable("down")])
+    for _ in range(2):
+        with pytest.raises(UpstreamUnavailable):
+            await drain(guard(aredis_client, adapter, breaker, retries=0))
+    with pytest.raises(UpstreamUnavailable) as caught:
+        await drain(guard(aredis_client, adapter, breaker, retries=0))
+    assert caught.value.code == "circuit_open"
+    assert 1 <= int(caught.value.headers["Retry-After"]) <= 30
+    assert adapter.attempts == 2
+
+
+async def test_successful_probe_closes_the_breaker(aredis_client: aredis.Redis) -> None:
+    """After the cooldown one job is the probe; its success closes the breaker."""
+    breaker = CircuitBreaker(aredis_client, BreakerSettings(failure_threshold=1, cooldown=0.2))
+    with pytest.raises(UpstreamUnavailable):
+        await drain(guard(aredis_client, ScriptedAdapter([UpstreamUnavailable("down")]), breaker, retries=0))
+    assert (await breaker.views([DEPLOYMENT]))[0].status == "open"
+    await asyncio.sleep(0.3)
+    assert await drain(guard(aredis_client, ScriptedAdapter([None]), breaker)) == "hello world"
+    assert (await breaker.views([DEPLOYMENT]))[0].status == "closed"
+
+
+async def test_inflight_count_and_time_to_first_token_are_recorded(aredis_client: aredis.Redis) -> None:
+    """While a job runs its deployment counts one in-flight job; afterwards none, and a TTFT sample."""
+    adapter = ScriptedAdapter([None])
+    adapter.gate.clear()
+    provider = guard(aredis_client, adapter)
+    task = asyncio.create_task(drain(provider))
+    deployment = Deployment("p", "m")
+    for _ in range(100):
+        if (await load_stats(aredis_client, [deployment]))[DEPLOYMENT].inflight == 1:
+            break
+        await asyncio.sleep(0.02)
+    assert (await load_stats(aredis_client, [deployment]))[DEPLOYMENT].inflight == 1
+    adapter.gate.set()
+    assert await task == "hello world"
+    stats = (await load_stats(aredis_client, [deployment]))[DEPLOYMENT]
+    assert stats.inflight == 0 and stats.ttft is not None
+
+
+async def run_complete(adapter: ScriptedAdapter, stream: bool) -> events.Frame:
+    """The final frame `complete` publishes for one job through a guard on fakeredis."""
+    redis = fakeredis.FakeAsyncRedis()
+    the_job = completion_job(provider="p", upstream_model="m", stream=stream)
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(the_job.reply_to)
+    try:
+        publisher = FramePublisher(redis, the_job.reply_to, the_job.request_id)
+        await complete(the_job, guard(redis, adapter, retries=0), publisher, worker_name="w")
+        while True:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
+            if message is not None and (frame := events.decode(message["data"])).is_final:
+                return frame
+    finally:
+        await pubsub.aclose()
+        await redis.aclose()
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_failure_before_content_is_marked_retryable(stream: bool) -> None:
+    """An unavailable upstream before any content ends with an E frame the ingress may fall back on."""
+    frame = await run_complete(ScriptedAdapter([UpstreamUnavailable("down")]), stream)
+    assert frame.kind == events.ERROR and frame.meta["retryable"] is True
+
+
+async def test_failure_after_streamed_content_is_not_retryable() -> None:
+    """A stream that sent content and then failed ends with a non-retryable E frame."""
+    frame = await run_complete(ScriptedAdapter([UpstreamUnavailable("cut")], content_first=True), True)
+    assert frame.kind == events.ERROR and frame.meta["retryable"] is False
+
+
+async def test_bad_request_is_not_retryable() -> None:
+    """An upstream 400 ends with a non-retryable E frame carrying status 400."""
+    frame = await run_complete(ScriptedAdapter([UpstreamBadRequest("too long")]), False)
+    assert frame.meta["retryable"] is False and frame.meta["status"] == 400
