@@ -1,0 +1,126 @@
+"""Admission in the ingress: rate-limit headers on every authenticated answer, 429/402/401 before anything
+is queued, the reservation in the job, and its release when no worker answered."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from shared import accounts, credits, keys
+from shared.job_billing import JobBilling
+from tests.ingress.conftest import MESSAGES, MODEL, TEST_CREDIT_MICROS, Ingress, IngressFactory
+from tests.ingress.test_app import assert_error
+
+RATE_LIMIT_HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
+TINY_PLAN = {"plans": {"tiny": {"requests_per_minute": 2}}}
+
+
+def assert_rate_limit_headers(response: httpx.Response, limit: int) -> None:
+    for name in RATE_LIMIT_HEADERS:
+        assert response.headers[name].isdigit(), (name, response.headers.get(name))
+    assert int(response.headers["x-ratelimit-limit"]) == limit
+
+
+async def queued(ingress: Ingress) -> int:
+    return int(await ingress.redis.llen(keys.rq_queue_key("simulated")))
+
+
+async def wait_for_balance(ingress: Ingress, reserved: int) -> credits.Balance:
+    for _ in range(200):
+        balance = await credits.get_balance(ingress.redis, "acct-test")
+        if balance.reserved == reserved:
+            return balance
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"reserved stayed at {balance.reserved}, expected {reserved}")
+
+
+async def test_completion_carries_rate_limit_headers_and_its_reservation(ingress: Ingress) -> None:
+    """An admitted completion holds its worst case while it runs, names the hold in its job, answers with
+    X-RateLimit-*, and the hold is released when the request ends without a worker's charge."""
+    task = ingress.chat_task()
+    taken = await ingress.worker.take()
+    billing = JobBilling.of_job(taken.job)
+    assert billing is not None and billing.reservation.account_id == "acct-test"
+    assert billing.reservation.amount > 0
+    assert (billing.input_price_per_m, billing.output_price_per_m) == (0.10, 0.20)
+    assert (await credits.get_balance(ingress.redis, "acct-test")).reserved == billing.reservation.amount
+    await ingress.worker.start(taken)
+    await ingress.worker.done(taken, "hi")
+    response = await task
+    assert response.status_code == 200
+    assert_rate_limit_headers(response, 60)
+    assert response.headers["x-ratelimit-remaining"] == "59"
+    balance = await wait_for_balance(ingress, 0)
+    assert balance.balance == TEST_CREDIT_MICROS  # the fake worker charged nothing; nothing was taken
+
+
+async def test_insufficient_credit_is_402_before_anything_is_queued(ingress: Ingress) -> None:
+    """A request whose worst case exceeds the available credit gets 402 insufficient_quota, with the
+    rate-limit headers, and no job."""
+    body = {"model": MODEL, "messages": MESSAGES, "max_tokens": 100_000}
+    await credits.reserve(ingress.redis, ingress.settings, "acct-test", TEST_CREDIT_MICROS - 10)
+    response = await ingress.chat(body)
+    assert_error(response, 402, "insufficient_quota", "insufficient_quota")
+    assert_rate_limit_headers(response, 60)
+    assert await queued(ingress) == 0
+    assert (await credits.get_balance(ingress.redis, "acct-test")).reserved == TEST_CREDIT_MICROS - 10
+
+
+async def test_rate_limit_is_429_with_retry_after_and_holds_nothing(ingress_factory: IngressFactory) -> None:
+    """Past the plan's limit a completion gets 429 rate_limit_exceeded with an integer Retry-After of at
+    most 120 s and the X-RateLimit-* headers; nothing is queued and no credit stays held."""
+    async with ingress_factory(**TINY_PLAN) as ingress:
+        await accounts.update_account(ingress.redis, ingress.settings, "acct-test", plan="tiny")
+        for remaining in ("1", "0"):
+            models = await ingress.client.get("/v1/models", headers=ingress.headers())
+            assert models.status_code == 200
+            assert models.headers["x-ratelimit-remaining"] == remaining
+        response = await ingress.chat()
+        assert_error(response, 429, "rate_limit_exceeded", "rate_limit_exceeded")
+        assert_rate_limit_headers(response, 2)
+        assert 1 <= int(response.headers["retry-after"]) <= 120
+        assert await queued(ingress) == 0
+        assert (await credits.get_balance(ingress.redis, "acct-test")).reserved == 0
+
+
+async def test_suspended_account_is_refused_and_holds_nothing(ingress: Ingress) -> None:
+    """A suspended account's key gets 401 account_suspended at once, and no credit stays held."""
+    await accounts.update_account(ingress.redis, ingress.settings, "acct-test", status="suspended")
+    response = await ingress.chat()
+    assert_error(response, 401, "authentication_error", "account_suspended")
+    assert await queued(ingress) == 0
+    assert (await credits.get_balance(ingress.redis, "acct-test")).reserved == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [({"model": MODEL}, 400), ({"model": "no/such-model", "messages": MESSAGES}, 404)],
+)
+async def test_errors_after_authentication_carry_rate_limit_headers(
+    ingress: Ingress, body: dict[str, object], status: int
+) -> None:
+    """A request refused after authentication (bad body, unknown model) counts and says so in its headers."""
+    response = await ingress.chat(body)
+    assert response.status_code == status, response.text
+    assert_rate_limit_headers(response, 60)
+    assert response.headers["x-ratelimit-remaining"] == "59"
+
+
+async def test_unauthenticated_errors_carry_no_rate_limit_headers(ingress: Ingress) -> None:
+    """Without a valid key there is no account to count against: no X-RateLimit-* headers."""
+    response = await ingress.client.post("/v1/chat/completions", json={"model": MODEL, "messages": MESSAGES})
+    assert response.status_code == 401
+    assert not any(name in response.headers for name in RATE_LIMIT_HEADERS)
+
+
+async def test_queue_timeout_releases_the_hold(ingress_factory: IngressFactory) -> None:
+    """A request no worker took ends with 503 queue_timeout and its reservation released."""
+    async with ingress_factory(queue_timeout=0.3) as ingress:
+        response = await ingress.chat()
+        assert response.status_code == 503, response.text
+        assert_rate_limit_headers(response, 60)
+        balance = await wait_for_balance(ingress, 0)
+        assert balance.balance == TEST_CREDIT_MICROS
+        assert await ingress.redis.zcard(keys.CREDIT_RESERVATIONS) == 0
