@@ -4,6 +4,9 @@
     aiorouter ingress  run the HTTP ingress under uvicorn
     aiorouter worker   run one worker process of a provider pool
     aiorouter keys     create, list and revoke API keys
+    aiorouter accounts create, show, list and update accounts (plan, status)
+    aiorouter credits  add credit, show balances and ledgers
+    aiorouter usage    usage per account, day and model
 
 Each subcommand lives in its own module and registers itself with :func:`build_parser`.  Failures the
 user can act on (bad settings, Redis unreachable, unknown key id) end as one line on stderr and a
@@ -16,7 +19,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from shared.cli import dev_command, ingress_command, keys_command, worker_command
+from shared.cli import (
+    accounts_command,
+    credits_command,
+    dev_command,
+    ingress_command,
+    keys_command,
+    usage_command,
+    worker_command,
+)
 from shared.cli.failures import CommandFailed
 
 
@@ -25,7 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="aiorouter", description="OpenAI-compatible LLM API router: ingress, provider workers, keys."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (dev_command, ingress_command, worker_command, keys_command):
+    for module in (
+        dev_command,
+        ingress_command,
+        worker_command,
+        keys_command,
+        accounts_command,
+        credits_command,
+        usage_command,
+    ):
         module.register(commands)
     return parser
 
