@@ -23,6 +23,7 @@ from ingress.auth import Authenticator
 from ingress.catalog import CatalogEndpoints
 from ingress.completions import ChatCompletionsEndpoint
 from ingress.context import IngressContext
+from ingress.dashboard.routes import dashboard_routes
 from ingress.health import healthz, readyz
 from ingress.http_errors import EXCEPTION_HANDLERS
 from ingress.middleware import RequestContextMiddleware
@@ -30,6 +31,7 @@ from ingress.reply_hub import ReplyHub
 from ingress.routing import ModelRouter
 from ingress.versions import VersionRegistry
 from ingress.watchdog import WorkerWatchdog
+from shared.breaker import CircuitBreaker, OpenSetCache
 from shared.settings import Settings
 
 
@@ -42,6 +44,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         *admin_routes(settings),  # operators only: disabled (404) unless settings.admin_token is set
+        *dashboard_routes(),
     ]
 
     @contextlib.asynccontextmanager
@@ -66,8 +69,10 @@ async def _ingress_context(settings: Settings) -> AsyncIterator[IngressContext]:
     redis = aredis.Redis.from_url(settings.redis_url)
     ingress_id = uuid.uuid4().hex  # random per process: names this process' reply channel
     hub = ReplyHub(redis, ingress_id)
+    open_set = OpenSetCache(CircuitBreaker(redis, settings.breaker))  # the breakers routing must skip
     try:
         await hub.start()
+        await open_set.start()
         watchdog = WorkerWatchdog(redis, hub, interval=settings.worker_heartbeat_interval)
         watchdog_task = asyncio.create_task(watchdog.run(), name="worker-watchdog")
         sweep_task = asyncio.create_task(sweep_reservations(redis), name="reservation-sweep")
@@ -78,7 +83,7 @@ async def _ingress_context(settings: Settings) -> AsyncIterator[IngressContext]:
                 redis=redis,
                 hub=hub,
                 auth=Authenticator(redis, ttl=settings.key_cache_ttl),
-                router=ModelRouter(settings.models),
+                router=ModelRouter(settings.models, redis=redis, open_set=open_set),
             )
         finally:
             for task in (watchdog_task, sweep_task):
@@ -86,5 +91,6 @@ async def _ingress_context(settings: Settings) -> AsyncIterator[IngressContext]:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
     finally:
+        await open_set.aclose()
         await hub.stop()
         await redis.aclose()

@@ -2,26 +2,27 @@
 
 Order of checks: API key (401), ``Content-Type`` (400 ``unsupported_content_type``: the API reference
 lists no 415, so a non-JSON body is a malformed request), body size (413), JSON, validation (400), model
-(404).  Then one rq job is enqueued and its frames relayed (:mod:`ingress.relay`).  The
-``API-Version`` and ``X-Request-Id`` headers come from :mod:`ingress.middleware`.
+(404), routing (503 at once when every deployment's breaker is open; :mod:`ingress.routing`), then
+admission: rate limit and credit (401 suspended, 429, 402; :mod:`ingress.admission`).  Then one rq job
+per attempt is enqueued, falling back along the route until a deployment serves the request
+(:mod:`ingress.fallback`), and its frames relayed (:mod:`ingress.relay`).  The ``API-Version`` and
+``X-Request-Id`` headers come from :mod:`ingress.middleware`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 import uuid
 
 from starlette.types import Receive, Scope, Send
 
-from ingress.context import IngressContext, ingress_context
-from ingress.relay import CompletionRelay
-from ingress.reply_hub import Subscription
-from ingress.routing import automated_decision
+from ingress.admission import Admission
+from ingress.context import ingress_context
+from ingress.fallback import FallbackRun
 from ingress.validation import parse_json_object, validate_chat_request
 from shared.errors import InvalidRequest, PayloadTooLarge
 from shared.jobs import CompletionJob
+from shared.settings import Deployment
 
 JSON_MEDIA_TYPE = "application/json"
 
@@ -30,66 +31,45 @@ class ChatCompletionsEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         context = ingress_context(scope["app"])
         headers = _request_headers(scope)
-        record = await context.auth.authenticate(headers.get(b"authorization", b"").decode("latin-1") or None)
+        authorization = headers.get(b"authorization", b"").decode("latin-1") or None
+        record = await context.auth.authenticate(authorization)
+        admission = Admission(context, record, authorization).attach(scope)
         _check_content_type(headers.get(b"content-type"))
         raw = await read_body(receive, headers.get(b"content-length"), context.settings.max_body_bytes)
         if raw is None:
             return  # the client left while sending its body
         request = validate_chat_request(parse_json_object(raw))
-        entry, deployment = context.router.route(request.model)
+        plan = await context.router.route(request.model, request.preferences)
+        admitted = await admission.admit(plan.entry, request.body)
         state = scope.get("state", {})
-        job = CompletionJob(
-            request_id=uuid.uuid4().hex,
-            reply_to=context.hub.channel,
-            model=entry.id,
-            provider=deployment.provider,
-            upstream_model=deployment.upstream_model,
-            stream=request.stream,
-            include_usage=request.include_usage,
-            body=request.body,
-            created=int(time.time()),
-            account_id=record.account_id,
-            key_id=record.key_id,
-            extra={"client_request_id": state.get("request_id"), "api_version": state.get("api_version")},
-        )
-        await _run_job(context, job, receive, send, decision=automated_decision(entry))
+        extra = {
+            "client_request_id": state.get("request_id"),
+            "api_version": state.get("api_version"),
+            **admitted.job_extra,
+        }
 
+        def job_for(deployment: Deployment) -> CompletionJob:
+            """A fresh job (its own id) of this request on ``deployment``: one per attempt."""
+            return CompletionJob(
+                request_id=uuid.uuid4().hex,
+                reply_to=context.hub.channel,
+                model=plan.entry.id,
+                provider=deployment.provider,
+                upstream_model=deployment.upstream_model,
+                stream=request.stream,
+                include_usage=request.include_usage,
+                body=request.body,
+                created=int(time.time()),
+                account_id=record.account_id,
+                key_id=record.key_id,
+                extra=extra,
+            )
 
-async def _run_job(
-    context: IngressContext,
-    job: CompletionJob,
-    receive: Receive,
-    send: Send,
-    *,
-    decision: str,
-) -> None:
-    subscription = context.hub.register(job.request_id)
-    relay = CompletionRelay(context.redis, context.settings, subscription, job, decision=decision)
-    watcher = asyncio.create_task(_watch_disconnect(receive, subscription))
-    try:
-        await relay.enqueue()
-        if not await relay.wait_for_start():
-            return
-        if job.stream:
-            await relay.send_stream(send)
-        else:
-            await relay.send_json(send)
-    finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
-        context.hub.unregister(subscription)
-        await relay.abandon_if_unfinished()
-
-
-async def _watch_disconnect(receive: Receive, subscription: Subscription) -> None:
-    """Tell the request when its client goes away (``http.disconnect``, or a receive that fails)."""
-    try:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-    except OSError:
-        pass
-    subscription.client_gone()
+        run = FallbackRun(context, plan, job_for, extra_headers=admitted.headers)
+        try:
+            await run.run(receive, send)
+        finally:
+            await admitted.close(context)  # releases the credit still held unless a worker charged it
 
 
 async def read_body(receive: Receive, content_length: bytes | None, limit: int) -> bytes | None:

@@ -1,7 +1,9 @@
 """Relaying one job's frames to its client: wait for the start, then one JSON body or an SSE stream.
 
-Nothing is sent before the worker's ``S`` frame, so a queue timeout or an early error is still a plain
-HTTP error even for ``stream: true``.  Payload bytes go to the client untouched.  A request that ends
+Nothing is sent, not even the headers of a stream, before the first real content (the first ``C``
+frame, or ``D``): until then a queue timeout or an error is still a plain HTTP error even for
+``stream: true``, and a retryable one lets :mod:`ingress.fallback` try the next deployment.  Payload
+bytes go to the client untouched.  A request that ends
 before its final frame (client gone, watchdog, lost frames) abandons its job: withdrawn from the queue
 if no worker has it, else cancelled.
 """
@@ -95,10 +97,29 @@ class CompletionRelay:
                 return True
             raise self._final_error(item)
 
-    async def send_json(self, send: Send) -> None:
-        """Wait for the D frame and send its payload as the JSON body (an E frame raises)."""
+    async def first_content(self) -> Frame | None:
+        """After the start, the first frame with something for the client (C or D) or the job's E frame;
+        None if the client left first.  Nothing is sent meanwhile, so the request may still fall back."""
         while True:
             item = await self._queue.get()
+            if isinstance(item, ClientGone):
+                return None
+            if isinstance(item, AIORouterError):
+                raise self._error(item)
+            if item.kind in (events.CHUNKS, events.DONE, events.ERROR):
+                self.finished = item.is_final
+                return item
+
+    def error_of(self, frame: Frame) -> AIORouterError:
+        """The error an E frame carries, with the completion headers known so far."""
+        return self._error(error_from_event(frame.meta))
+
+    async def send_json(self, send: Send, first: Frame | None = None) -> None:
+        """Wait for the D frame (``first``, when already read) and send its payload as the JSON body (an
+        E frame raises)."""
+        while True:
+            item = first if first is not None else await self._queue.get()
+            first = None
             if isinstance(item, ClientGone):
                 return
             if isinstance(item, AIORouterError):
@@ -116,15 +137,19 @@ class CompletionRelay:
             if item.kind == events.ERROR:
                 raise self._final_error(item)
 
-    async def send_stream(self, send: Send) -> None:
-        """Send the SSE response: C payloads as they come, then D's; an error ends it with an error event."""
+    async def send_stream(self, send: Send, first: Frame | None = None) -> None:
+        """Send the SSE response: C payloads as they come (from ``first``, when already read), then D's;
+        an error ends it with an error event."""
         await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *self.headers]})
         ping_interval = (
             self._settings.stream_ping_interval if self._settings.stream_ping_interval > 0 else None
         )
         queue = self._queue
         while True:
-            if queue.empty():
+            item: Delivery
+            if first is not None:
+                item, first = first, None
+            elif queue.empty():
                 try:
                     async with asyncio.timeout(ping_interval):
                         item = await queue.get()

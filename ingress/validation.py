@@ -12,6 +12,8 @@ Policy, where OpenAI leaves a choice:
   ``unsupported_value`` instead of silently returning fewer choices than asked.
 * Unknown top-level fields are accepted and passed through unchanged to the upstream (the body the worker
   receives is the client's body), so newer OpenAI parameters keep working without an ingress release.
+  The one exception is ``provider`` (routing preferences, :mod:`ingress.provider_preferences`): ours,
+  validated here and never sent upstream.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from typing import Any, Final
 
 import orjson
 
+from ingress.provider_preferences import FIELD as PREFERENCES_FIELD
+from ingress.provider_preferences import NO_PREFERENCES, ProviderPreferences, parse_provider_preferences
 from shared.errors import InvalidRequest
 
 ROLES: Final = frozenset({"system", "developer", "user", "assistant", "tool"})
@@ -44,10 +48,11 @@ _PART_TYPES: Final[Mapping[str, frozenset[str]]] = {
 
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
-    body: dict[str, Any]  # the client's body, unchanged
+    body: dict[str, Any]  # the client's body, unchanged but for our own `provider` preferences
     model: str
     stream: bool
     include_usage: bool
+    preferences: ProviderPreferences = NO_PREFERENCES
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
@@ -81,7 +86,10 @@ def validate_chat_request(body: dict[str, Any]) -> ChatRequest:
         )
     _tool_choice_matches_tools(body.get("tool_choice"), body.get("tools"))
     include_usage = bool(stream_options and stream_options.get("include_usage") is True)
-    return ChatRequest(body=body, model=model, stream=stream, include_usage=include_usage)
+    preferences = parse_provider_preferences(body.get(PREFERENCES_FIELD))
+    if PREFERENCES_FIELD in body:
+        body = {key: value for key, value in body.items() if key != PREFERENCES_FIELD}
+    return ChatRequest(body, model, stream, include_usage, preferences)
 
 
 # --- messages -------------------------------------------------------------------------------------

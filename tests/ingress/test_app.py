@@ -71,7 +71,7 @@ async def test_unexpected_exception_is_a_500_envelope(
 ) -> None:
     """A bug inside a handler answers a 500 api_error envelope with the common headers, not a text page."""
 
-    def broken(self: ModelRouter, model_id: str) -> None:
+    def broken(self: ModelRouter, *args: object) -> None:
         raise RuntimeError("boom")
 
     monkeypatch.setattr(ModelRouter, "route", broken)

@@ -1,0 +1,158 @@
+"""Serving one completion across the deployments routing chose: fall back until one serves it.
+
+For each deployment of the :class:`~ingress.routing.RoutePlan`, best first:
+
+1. skip it when its pool's queue already holds ``ProviderSettings.queue_limit`` jobs (load shedding);
+2. enqueue a fresh job on its pool (a new job id per attempt) and wait for the start, then for the first
+   real content, sending nothing to the client meanwhile (not even a stream's headers);
+3. content (a ``C`` or ``D`` frame) commits the request to this deployment: the client gets its response
+   with its ``X-Provider``, and a later failure ends the stream with an error event, never another
+   provider's output;
+4. a retryable failure before content (an ``E`` frame with ``retryable``: connect error, timeout, 429,
+   5xx, a stream cut before content, breaker open or provider full at the worker), or a queue timeout
+   that withdrew the job, moves on to the next deployment; any other error is the answer.
+
+When every deployment was skipped or failed, the last failure is the answer (503 with ``Retry-After``).
+``X-Automated-Decision`` names the strategy and how many deployments failed before the one that served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+from redis.exceptions import RedisError
+from starlette.types import Receive, Send
+
+from ingress.context import IngressContext
+from ingress.relay import CompletionRelay, Headers
+from ingress.reply_hub import Subscription
+from ingress.routing import RoutePlan, automated_decision, retry_after
+from shared import events, keys
+from shared.errors import AIORouterError, QueueTimeout, ServiceUnavailable
+from shared.jobs import CompletionJob
+from shared.routing_state import deployment_id
+from shared.settings import Deployment
+
+JobFactory = Callable[[Deployment], CompletionJob]
+
+
+class QueueFull(ServiceUnavailable):
+    """Every remaining deployment's pool has more queued jobs than its ``queue_limit``."""
+
+    default_code = "queue_full"
+    default_message = "All providers are at capacity; retry shortly."
+
+
+class FallbackRun:
+    """One request's attempts, one deployment after another; ``relay``/``job`` are the last attempt's."""
+
+    def __init__(
+        self, context: IngressContext, plan: RoutePlan, make_job: JobFactory, *, extra_headers: Headers = ()
+    ) -> None:
+        self._context = context
+        self._plan = plan
+        self._make_job = make_job
+        self._extra_headers = list(extra_headers)
+        self._subscription: Subscription | None = None
+        self.client_left = False
+        self.failures = 0  # deployments that failed before content (the fallbacks taken)
+        self.relay: CompletionRelay | None = None  # the attempt in progress, or the last one
+        self.job: CompletionJob | None = None  # that attempt's job
+
+    def client_gone(self) -> None:
+        """The client disconnected: stop the attempt in progress and start no other."""
+        self.client_left = True
+        if self._subscription is not None:
+            self._subscription.client_gone()
+
+    async def run(self, receive: Receive, send: Send) -> None:
+        """Serve the request, watching for the client's disconnect meanwhile."""
+        watcher = asyncio.create_task(_watch_disconnect(receive, self))
+        try:
+            await self.serve(send)
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    async def serve(self, send: Send) -> None:
+        """Try the plan's deployments in order (see the module docstring); raises the final error."""
+        last_error: AIORouterError | None = None
+        for deployment in self._plan.deployments:
+            if self.client_left:
+                return
+            if await self._queue_full(deployment):
+                last_error = last_error or QueueFull(headers=retry_after(1))
+                continue
+            error = await self._attempt(self._make_job(deployment), send)
+            if error is None:
+                return
+            last_error = error
+            self.failures += 1
+        if last_error is None:
+            last_error = ServiceUnavailable(headers=retry_after(1))
+        last_error.headers.setdefault("Retry-After", "1")
+        raise last_error
+
+    async def _attempt(self, job: CompletionJob, send: Send) -> AIORouterError | None:
+        """Run one job; the retryable error that calls for the next deployment, else None (done)."""
+        hub = self._context.hub
+        self.job = job
+        subscription = self._subscription = hub.register(job.request_id)
+        decision = automated_decision(self._plan.entry, fallbacks=self.failures)
+        relay = self.relay = CompletionRelay(
+            self._context.redis, self._context.settings, subscription, job, decision=decision
+        )
+        relay.headers.extend(self._extra_headers)
+        try:
+            await relay.enqueue()
+            try:
+                if not await relay.wait_for_start():
+                    return None
+            except QueueTimeout as exc:
+                if relay.finished:  # withdrawn from its queue: nobody ran it, another pool may
+                    return exc
+                raise
+            first = await relay.first_content()
+            if first is None:
+                return None
+            if first.kind == events.ERROR:
+                error = relay.error_of(first)
+                if first.meta.get("retryable") is True:
+                    return error
+                raise error
+            if job.stream:
+                await relay.send_stream(send, first)
+            else:
+                await relay.send_json(send, first)
+            return None
+        finally:
+            self._subscription = None
+            hub.unregister(subscription)
+            await relay.abandon_if_unfinished()
+
+    async def _queue_full(self, deployment: Deployment) -> bool:
+        limit = self._context.settings.provider(deployment.provider).queue_limit
+        if limit <= 0:
+            return False
+        stats = self._plan.stats.get(deployment_id(deployment)) if self._plan.stats else None
+        if stats is not None and self.failures == 0:
+            depth = stats.queue_depth
+        else:
+            try:
+                depth = await self._context.redis.llen(keys.rq_queue_key(deployment.provider))
+            except RedisError as exc:
+                raise ServiceUnavailable("The request queue is unreachable; retry shortly.") from exc
+        return int(depth) >= limit
+
+
+async def _watch_disconnect(receive: Receive, run: FallbackRun) -> None:
+    """Tell the request when its client goes away (``http.disconnect``, or a receive that fails)."""
+    try:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+    except OSError:
+        pass
+    run.client_gone()
