@@ -20,6 +20,7 @@ ingress context's (``app.state.ingress.redis``) or, in a bare app, ``app.state.r
     GET    /admin/accounts/{id}/usage/records?limit=
     GET    /admin/usage/records?limit=               every account's latest records
     GET    /admin/pools                              per pool: queued jobs and live workers
+    GET    /admin/breakers                           every deployment's circuit breaker
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from shared import accounts, api_keys, credits, keys, usage
+from shared.breaker import CircuitBreaker
 from shared.errors import AIORouterError, AuthenticationError, InvalidRequest, NotFound, ServiceUnavailable
+from shared.routing_state import catalog_deployment_ids
 from shared.settings import Plan, Settings
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -66,6 +69,7 @@ def admin_routes(settings: Settings) -> list[BaseRoute]:
         ("/admin/accounts/{account_id}/usage/records", api.usage_records, "GET"),
         ("/admin/usage/records", api.usage_records, "GET"),
         ("/admin/pools", api.pools, "GET"),
+        ("/admin/breakers", api.breakers, "GET"),
     ]
     return [Route(path, api.guarded(endpoint), methods=[method]) for path, endpoint, method in table]
 
@@ -235,6 +239,12 @@ class AdminApi:
         return _json({"object": "list", "data": [r.to_json() for r in records]})
 
     # --- operations ----------------------------------------------------------------------------------
+
+    async def breakers(self, request: Request) -> Response:
+        """Every deployment's circuit breaker: the catalog's, plus any other that ever failed."""
+        breaker = CircuitBreaker(_redis(request), self.settings.breaker)
+        views = await breaker.views(catalog_deployment_ids(self.settings.models))
+        return _json({"object": "list", "data": [view.to_dict() for view in views]})
 
     async def pools(self, request: Request) -> Response:
         """Every configured or seen pool: its queue depth and the workers whose heartbeat is recent."""

@@ -7,6 +7,7 @@
     aiorouter accounts create, show, list and update accounts (plan, status)
     aiorouter credits  add credit, show balances and ledgers
     aiorouter usage    usage per account, day and model
+    aiorouter breakers show every deployment's circuit breaker
 
 Each subcommand lives in its own module and registers itself with :func:`build_parser`.  Failures the
 user can act on (bad settings, Redis unreachable, unknown key id) end as one line on stderr and a
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 
 from shared.cli import (
     accounts_command,
+    breakers_command,
     credits_command,
     dev_command,
     ingress_command,
@@ -44,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         accounts_command,
         credits_command,
         usage_command,
+        breakers_command,
     ):
         module.register(commands)
     return parser
