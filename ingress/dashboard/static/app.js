@@ -1,0 +1,211 @@
+// AIOrouter Dashboard: an account (dashboard token dt-...) manages its keys and sees its credit and usage;
+// an operator (admin token) sees every account, queue depths and live workers. No build step, no library.
+"use strict";
+
+const TOKEN_STORAGE = "aiorouter-dashboard-token";
+const REFRESH_MS = 5000;
+const $ = (id) => document.getElementById(id);
+let timer = null;
+
+async function call(path, options = {}) {
+  const token = sessionStorage.getItem(TOKEN_STORAGE);
+  const response = await fetch(path, {
+    ...options,
+    headers: { "Authorization": `Bearer ${token}`, "Content-Type": "application/json" },
+  });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const message = body.error ? body.error.message : `HTTP ${response.status}`;
+    throw Object.assign(new Error(message), { status: response.status });
+  }
+  return body;
+}
+
+function showError(error) {
+  $("error").textContent = error ? error.message : "";
+  $("error").hidden = !error;
+}
+
+function row(cells) {
+  const tr = document.createElement("tr");
+  for (const cell of cells) {
+    const td = document.createElement("td");
+    if (cell instanceof Node) td.append(cell); else td.textContent = cell;
+    tr.append(td);
+  }
+  return tr;
+}
+
+function utc(seconds) {
+  return seconds ? new Date(seconds * 1000).toISOString().slice(0, 19).replace("T", " ") : "never";
+}
+
+function usd(micros) {
+  return (micros / 1e6).toFixed(6);
+}
+
+function rateLimit(limit) {
+  if (!limit) return "unknown plan";
+  const tokens = limit.tokens_per_minute ? `, ${limit.tokens_per_minute} tokens/min` : "";
+  return `${limit.requests_per_minute} requests/min${tokens}`;
+}
+
+// --- an account -----------------------------------------------------------------------------------------
+
+async function loadAccount() {
+  const [account, keys, usage] = await Promise.all([
+    call("/dashboard/api/account"), call("/dashboard/api/keys"), call("/dashboard/api/usage"),
+  ]);
+  $("who").textContent = account.name ? `${account.name} (${account.id})` : account.id;
+  $("account-id").textContent = account.id;
+  $("account-plan").textContent = account.plan;
+  $("account-rate-limit").textContent = rateLimit(account.rate_limit);
+  $("account-status").textContent = account.status;
+  $("credit-available").textContent = `${account.credit.available_usd} USD`;
+  $("credit-reserved").textContent = `${usd(account.credit.reserved_micros)} USD`;
+  $("credit-spent").textContent = `${usd(account.credit.spent_micros)} USD`;
+
+  $("keys").replaceChildren(...keys.data.map((key) => {
+    let action = "";
+    if (!key.revoked) {
+      action = document.createElement("button");
+      action.textContent = "Revoke";
+      action.className = "revoke";
+      action.dataset.keyId = key.id;
+      action.addEventListener("click", () => revokeKey(key));
+    }
+    const tr = row([key.name || "(unnamed)", key.id, utc(key.created_at), utc(key.last_used_at),
+      key.revoked ? "revoked" : "active", action]);
+    tr.dataset.keyId = key.id;
+    if (key.revoked) tr.className = "revoked";
+    return tr;
+  }));
+
+  $("usage").replaceChildren(...usage.data.map((u) => row([
+    u.day, u.model, u.requests, u.errors, u.prompt_tokens, u.completion_tokens, usd(u.cost_micros),
+  ])));
+  drawChart(usage);
+}
+
+function drawChart(usage) {
+  const svg = $("usage-chart");
+  const ns = "http://www.w3.org/2000/svg";
+  const days = [];
+  for (let d = new Date(`${usage.start}T00:00:00Z`); d <= new Date(`${usage.end}T00:00:00Z`);
+    d.setUTCDate(d.getUTCDate() + 1)) days.push(d.toISOString().slice(0, 10));
+  const cost = Object.fromEntries(days.map((day) => [day, 0]));
+  for (const u of usage.data) cost[u.day] += u.cost_micros;
+  const top = Math.max(1, ...Object.values(cost));
+  const width = 700 / days.length;
+  const shapes = [];
+  days.forEach((day, i) => {
+    const height = Math.round((cost[day] / top) * 140);
+    const bar = document.createElementNS(ns, "rect");
+    Object.entries({ x: i * width + 4, y: 150 - height, width: width - 8, height }).forEach(
+      ([k, v]) => bar.setAttribute(k, v));
+    const title = document.createElementNS(ns, "title");
+    title.textContent = `${day}: ${usd(cost[day])} USD`;
+    bar.append(title);
+    const label = document.createElementNS(ns, "text");
+    label.setAttribute("x", i * width + 4);
+    label.setAttribute("y", 170);
+    label.textContent = day.slice(5);
+    shapes.push(bar, label);
+  });
+  svg.replaceChildren(...shapes);
+}
+
+async function createKey(event) {
+  event.preventDefault();
+  const created = await call("/dashboard/api/keys", {
+    method: "POST", body: JSON.stringify({ name: $("key-name").value }),
+  });
+  $("key-name").value = "";
+  $("new-key-secret").textContent = created.secret;
+  $("new-key").hidden = false;
+  await loadAccount();
+}
+
+async function revokeKey(key) {
+  if (!window.confirm(`Revoke key ${key.name || key.id}? Requests with it will be refused.`)) return;
+  await call(`/dashboard/api/keys/${encodeURIComponent(key.id)}`, { method: "DELETE" });
+  await loadAccount();
+}
+
+// --- an operator ----------------------------------------------------------------------------------------
+
+async function loadOperator() {
+  const [accounts, pools] = await Promise.all([call("/admin/accounts?limit=1000"), call("/admin/pools")]);
+  $("who").textContent = "operator";
+  $("pools").replaceChildren(...pools.data.map((p) => row([
+    p.pool, p.queued, p.workers.length ? `${p.workers.length}: ${p.workers.map((w) => w.name).join(", ")}` : "0",
+  ])));
+  $("accounts").replaceChildren(...accounts.data.map((a) => row([
+    a.id, a.name, a.plan, rateLimit(a.rate_limit), a.status, a.credit.available_usd,
+  ])));
+}
+
+// --- signing in and out ---------------------------------------------------------------------------------
+
+function isAccountToken(token) {
+  return token.startsWith("dt-");
+}
+
+async function refresh() {
+  const token = sessionStorage.getItem(TOKEN_STORAGE);
+  try {
+    await (isAccountToken(token) ? loadAccount() : loadOperator());
+    showError(null);
+  } catch (error) {
+    if (error.status === 401 || error.status === 404) return signOut(error);
+    showError(error);
+  }
+}
+
+async function signIn(token) {
+  sessionStorage.setItem(TOKEN_STORAGE, token);
+  const account = isAccountToken(token);
+  $("sign-in-view").hidden = true;
+  $("account-view").hidden = !account;
+  $("operator-view").hidden = account;
+  $("refresh").hidden = false;
+  $("sign-out").hidden = false;
+  await refresh();
+  clearInterval(timer);
+  timer = setInterval(refresh, REFRESH_MS);
+}
+
+function signOut(error) {
+  clearInterval(timer);
+  sessionStorage.removeItem(TOKEN_STORAGE);
+  for (const id of ["account-view", "operator-view", "refresh", "sign-out", "new-key"]) $(id).hidden = true;
+  $("sign-in-view").hidden = false;
+  $("who").textContent = "";
+  showError(error instanceof Error ? error : null);
+}
+
+function guarded(handler) {
+  return (event) => handler(event).catch(showError);
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("sign-in-form").addEventListener("submit", guarded(async (event) => {
+    event.preventDefault();
+    await signIn($("token").value.trim());
+    $("token").value = "";
+  }));
+  $("create-key-form").addEventListener("submit", guarded(createKey));
+  $("copy-key").addEventListener("click", guarded(async () => {
+    await navigator.clipboard.writeText($("new-key-secret").textContent);
+    $("copy-key").textContent = "Copied";
+  }));
+  $("dismiss-key").addEventListener("click", () => {
+    $("new-key").hidden = true;
+    $("new-key-secret").textContent = "";
+    $("copy-key").textContent = "Copy";
+  });
+  $("refresh").addEventListener("click", guarded(refresh));
+  $("sign-out").addEventListener("click", () => signOut(null));
+  const saved = sessionStorage.getItem(TOKEN_STORAGE);
+  if (saved) signIn(saved).catch(showError);
+});

@@ -1,0 +1,176 @@
+"""The Dashboard in a real headless Chromium (Debian's package, driven by Playwright) against the real
+system: an account signs in, creates a key, uses it, sees the usage, revokes it and sees it refused; an
+operator sees the accounts and the pools."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import IN_CI
+from tests.e2e.running_system import RunningSystem
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ADMIN_TOKEN = "admin-browser-test-token"
+MODEL = "aiorouter/priced-echo"
+CONFIG = f"""
+worker_heartbeat_interval = 0.5
+worker_dead_after = 3.0
+key_cache_ttl = 1.0
+admin_token = "{ADMIN_TOKEN}"
+
+[providers.simulated]
+kind = "simulated"
+
+[[models]]
+id = "{MODEL}"
+input_price_per_m = 2.0
+output_price_per_m = 4.0
+deployments = [{{ provider = "simulated", upstream_model = "echo" }}]
+"""
+WAIT_MS = 15_000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Debian chromium under Playwright; skipped locally when either is missing, never in CI."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("the playwright package is not installed (pip install -e '.[test]')")
+    if not CHROMIUM.exists():
+        _missing(f"{CHROMIUM} is missing (apt-get install chromium; scripts/test does it under CI=true)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+def _missing(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"CI=true: the dashboard browser test must run, but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def system(launch_system) -> RunningSystem:  # type: ignore[no-untyped-def]
+    """One ingress (admin API on) and one worker of the simulated pool, with a priced model."""
+    return launch_system(CONFIG, pools=["simulated"])
+
+
+def admin(system: RunningSystem, method: str, path: str, **options: Any) -> dict[str, Any]:
+    response = httpx.request(
+        method,
+        system.origin + path,
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        timeout=10,
+        **options,
+    )
+    assert response.status_code < 300, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def test_account_creates_uses_and_revokes_a_key(system: RunningSystem, browser: Any) -> None:
+    """Sign in with a dashboard token, create a named key (secret shown once), call the API with it, see
+    the usage and the spending appear, revoke it, and see the API refuse it within the key cache TTL."""
+    created = admin(system, "POST", "/admin/accounts", json={"id": "browser", "name": "Browser Co"})
+    admin(system, "POST", "/admin/accounts/browser/credits", json={"amount_usd": 5, "reason": "trial"})
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.goto(f"{system.origin}/dashboard")
+    page.fill("#token", created["dashboard_token"])
+    page.click("#sign-in")
+    page.wait_for_function("document.getElementById('account-id').textContent === 'browser'")
+    assert page.text_content("#account-plan") == "unverified"
+    assert page.text_content("#account-rate-limit") == "10 requests/min"
+    assert page.text_content("#credit-available") == "5.000000 USD"
+
+    page.fill("#key-name", "from the browser")
+    page.click("#create-key")
+    page.wait_for_selector("#new-key:not([hidden])")
+    secret = page.text_content("#new-key-secret") or ""
+    assert secret.startswith("ak-")
+    page.wait_for_selector("#keys tr:has-text('from the browser')")
+
+    client = system.client(api_key=secret)
+    completion = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "hello from the dashboard"}], max_tokens=20
+    )
+    assert completion.choices[0].message.content
+
+    page.click("#refresh")
+    page.wait_for_selector(f"#usage tr:has-text('{MODEL}')")
+    usage_row = page.text_content(f"#usage tr:has-text('{MODEL}')") or ""
+    assert completion.usage is not None and str(completion.usage.prompt_tokens) in usage_row
+    assert page.text_content("#credit-spent") != "0.000000 USD"
+    assert page.locator("#usage-chart rect").count() == 14
+
+    page.click("#dismiss-key")
+    assert page.text_content("#new-key-secret") == ""  # shown once: gone from the page
+    page.click("#keys tr:has-text('from the browser') button.revoke")
+    page.wait_for_selector("#keys tr.revoked:has-text('from the browser')")
+    assert _refused_within(client, seconds=5.0)
+    context.close()
+
+
+def test_operator_sees_accounts_and_pools(system: RunningSystem, browser: Any) -> None:
+    """Signed in with the admin token, the dashboard lists every account and each pool's queue and live
+    workers."""
+    admin(system, "POST", "/admin/accounts", json={"id": "someone-else"})
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    page.goto(f"{system.origin}/dashboard")
+    page.fill("#token", ADMIN_TOKEN)
+    page.click("#sign-in")
+    page.wait_for_selector("#accounts tr:has-text('someone-else')")
+    page.wait_for_selector("#pools tr:has-text('simulated')")
+    pool_row = page.text_content("#pools tr:has-text('simulated')") or ""
+    assert "1: " in pool_row  # one live worker, named
+    context.close()
+
+
+def test_wrong_token_is_refused_with_a_message(system: RunningSystem, browser: Any) -> None:
+    """An unknown dashboard token leaves the page on the sign-in form with the server's message."""
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    page.goto(f"{system.origin}/dashboard")
+    page.fill("#token", "dt-not-a-real-token")
+    page.click("#sign-in")
+    page.wait_for_selector("#error:not([hidden])")
+    assert "dashboard token" in (page.text_content("#error") or "")
+    assert page.is_visible("#sign-in-form")
+    context.close()
+
+
+def _refused_within(client: openai.OpenAI, *, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": "x"}], max_tokens=5
+            )
+        except openai.AuthenticationError:
+            return True
+        time.sleep(0.2)
+    return False
