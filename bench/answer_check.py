@@ -14,7 +14,17 @@ DONE = b"[DONE]"
 class StreamVerifier:
     """Follows the SSE events of one ``chat.completion.chunk`` stream and remembers the first fault."""
 
-    __slots__ = ("_expected", "_finishes", "_position", "_saw_role", "chunks", "done", "error", "events")
+    __slots__ = (
+        "_expected",
+        "_finishes",
+        "_position",
+        "_saw_role",
+        "chunks",
+        "done",
+        "error",
+        "error_detail",
+        "events",
+    )
 
     def __init__(self, expected_content: str) -> None:
         self._expected = expected_content
@@ -26,6 +36,7 @@ class StreamVerifier:
         self.events = 0
         self.done = False
         self.error: str | None = None
+        self.error_detail = ""
 
     def feed_event(self, event: bytes) -> bool:
         """Check one SSE event (without its blank line); True when it carried content."""
@@ -43,7 +54,7 @@ class StreamVerifier:
         except orjson.JSONDecodeError:
             return self._fault("bad_json")
         if "error" in chunk:
-            return self._fault("error_event")
+            return self._error_event(chunk["error"])
         choices = chunk.get("choices")
         if not choices:
             return False
@@ -79,6 +90,13 @@ class StreamVerifier:
         if self.error is None:
             self.error = kind
         return False
+
+    def _error_event(self, error: object) -> bool:
+        """An error event ends the stream: its kind names the OpenAI ``code``, its message is kept."""
+        code = error.get("code") if isinstance(error, dict) else None
+        if self.error is None:
+            self.error_detail = str(error.get("message") if isinstance(error, dict) else error)[:200]
+        return self._fault(f"error_event:{code}" if isinstance(code, str) and code else "error_event")
 
 
 def _data_of(event: bytes) -> bytes | None:

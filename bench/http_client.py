@@ -112,7 +112,9 @@ class Exchange:
             kind, self.error_detail = error_kind(self.status, b"".join(self._body))
             self._settle(kind)
         elif self.verifier is not None:
-            self._settle(self.verifier.finish())
+            fault = self.verifier.finish()
+            self.error_detail = self.verifier.error_detail
+            self._settle(fault)
         else:
             self._settle(check_completion(b"".join(self._body), self._expected))
 

@@ -54,6 +54,7 @@ def test_coalesced_content_still_verifies() -> None:
         (lambda e: [*e[:-3], *e[-3:-2], *e[-3:]], "finish_reason"),
         (lambda e: e[1:], "no_role"),
         (lambda e: [e[0], b'data: {"error": {"message": "boom"}}'], "error_event"),
+        (lambda e: [e[0], b'data: {"error": {"message": "x", "code": "worker_lost"}}'], "error_event:worker_lost"),
     ],
 )
 def test_each_fault_is_named(mangle: Callable[[list[bytes]], list[bytes]], fault: str) -> None:
@@ -82,3 +83,11 @@ def test_error_kind_names_the_openai_error_code() -> None:
     assert error_kind(503, orjson.dumps(envelope)) == ("http_503:worker_lost", "gone")
     assert error_kind(502, b"<html>bad gateway</html>") == ("http_502", "<html>bad gateway</html>")
     assert error_kind(500, b'{"error": {"code": null}}')[0] == "http_500"
+
+
+def test_error_event_message_is_kept() -> None:
+    """The message of an in-stream error event is kept as the fault's detail."""
+    verifier = StreamVerifier(expected_content(2))
+    verifier.feed_event(good_stream(2)[0])
+    verifier.feed_event(b'data: {"error": {"message": "upstream broke", "code": "upstream_error"}}')
+    assert (verifier.finish(), verifier.error_detail) == ("error_event:upstream_error", "upstream broke")
