@@ -10,6 +10,8 @@ import pytest
 from bench.answer_check import StreamVerifier, check_completion, error_kind
 from bench.sim_payloads import ChunkWriter, expected_content
 
+WORKER_LOST_EVENT = b'data: {"error": {"message": "gone", "code": "worker_lost"}}'
+
 
 def events_of(raw: bytes) -> list[bytes]:
     return [event for event in raw.split(b"\n\n") if event]
@@ -54,7 +56,7 @@ def test_coalesced_content_still_verifies() -> None:
         (lambda e: [*e[:-3], *e[-3:-2], *e[-3:]], "finish_reason"),
         (lambda e: e[1:], "no_role"),
         (lambda e: [e[0], b'data: {"error": {"message": "boom"}}'], "error_event"),
-        (lambda e: [e[0], b'data: {"error": {"message": "x", "code": "worker_lost"}}'], "error_event:worker_lost"),
+        (lambda e: [e[0], WORKER_LOST_EVENT], "error_event:worker_lost"),
     ],
 )
 def test_each_fault_is_named(mangle: Callable[[list[bytes]], list[bytes]], fault: str) -> None:
