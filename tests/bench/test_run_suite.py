@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from bench.load_record import LoadResult
-from bench.loadgen import LoadSpec
+from bench.loadgen import LoadSpec, run_load
 from bench.run import main
 from bench.sim_payloads import expected_content
 
@@ -92,10 +92,8 @@ def test_suite_stops_early_and_keeps_its_runs_when_a_process_dies(
     """A process under test dying ends the suite with status 1, keeping and reporting what was measured."""
     import bench.run
 
-    measure = bench.run.run_load
-
     async def measure_then_kill_the_upstream(spec: LoadSpec) -> LoadResult:
-        result = await measure(spec)
+        result = await run_load(spec)
         os.kill(spec.watch["upstream"], signal.SIGKILL)
         await asyncio.sleep(0.3)
         return result
