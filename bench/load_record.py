@@ -73,9 +73,12 @@ class LoadResult:
 
 
 class Recorder:
-    """Collects the requests that finish inside the measurement window."""
+    """Collects the requests of the measurement window."""
 
-    def __init__(self, window_start: float, window_end: float | None) -> None:
+    def __init__(self, window_start: float, window_end: float | None, *, by_start: bool = False) -> None:
+        """Count requests finishing in [window_start, window_end] (no end: all of them), or with
+        ``by_start`` (open loop) those scheduled to start in it, however long they then take."""
+        self._by_start = by_start
         self._start = window_start
         self._end = window_end
         self._latencies: list[float] = []
@@ -91,7 +94,7 @@ class Recorder:
         return self._end is None or self._start <= at <= self._end
 
     def record(self, exchange: Exchange) -> None:
-        if not self._counts(exchange.finished_at):
+        if not self._counts(exchange.started_at if self._by_start else exchange.finished_at):
             return
         self._last_finish = max(self._last_finish, exchange.finished_at)
         self._chunks += exchange.chunks

@@ -4,7 +4,8 @@ Closed loop: C clients, each on its own kept-alive connection, send the next req
 one is answered. Open loop: requests start at a fixed rate whatever the answers do, and latency counts
 from the scheduled start, so a stalled server cannot hide its queue (no coordinated omission).
 
-Only requests finishing inside the measurement window (after ``warmup_s``, for ``duration_s``) count;
+Only requests finishing inside the measurement window (after ``warmup_s``, for ``duration_s``) count
+(open loop: those scheduled to start inside it);
 with ``requests_per_client`` every request counts and the run lasts until they are all answered.
 Every stream is checked event by event (``bench.answer_check``): content in order, one finish_reason,
 ``[DONE]`` last; a fault counts as an error of its kind. CPU seconds and peak RSS of the processes
@@ -89,7 +90,8 @@ class LoadRun:
         counted = spec.requests_per_client > 0
         self.window_start = perf_counter() + (0.0 if counted else spec.warmup_s)
         self.window_end = self.window_start + spec.duration_s
-        self.recorder = Recorder(self.window_start, None if counted else self.window_end)
+        window_end = None if counted else self.window_end
+        self.recorder = Recorder(self.window_start, window_end, by_start=spec.rate > 0)
         self.in_flight = InFlight()
 
     def client_continues(self, sent: int) -> bool:
