@@ -9,6 +9,8 @@ from bench.report import COLUMNS, show
 from bench.targets import TargetCheck
 
 _MET = {True: "yes", False: "**no**", None: "not measured"}
+LOADGEN_BOUND_PERCENT = 90
+_ROUTER_PROCESSES = ("ingress", "worker-")
 
 
 def render(
@@ -41,7 +43,9 @@ def render(
         "",
         "`direct` is the load generator against the simulated upstream; `aiorouter` goes through "
         "`aiorouter ingress` and `aiorouter worker` processes. CPU is % of one core over the measured "
-        "window, median of the repetitions.",
+        "window, median of the repetitions; `aiorouter` is its ingress and workers together. A \\* marks "
+        f"a row where the load generator itself used at least {LOADGEN_BOUND_PERCENT}% of a core, so the "
+        "figure is a floor set by the load generator, not by the system measured.",
         "",
         "| scenario | target | " + " | ".join(COLUMNS) + " | errors | CPU % |",
         "| --- | --- | " + " | ".join("---:" for _ in COLUMNS) + " | --- | --- |",
@@ -49,8 +53,10 @@ def render(
     for row in rows:
         cells = [show(row["columns"][name]) for name in COLUMNS]
         errors = ", ".join(f"{kind}: {count}" for kind, count in sorted(row["errors"].items())) or "0"
-        cpu = ", ".join(f"{name} {percent:.0f}" for name, percent in row["cpu_percent"].items())
-        lines.append(f"| {row['title']} | {row['target']} | " + " | ".join(cells) + f" | {errors} | {cpu} |")
+        cpu = _cpu_cell(row["cpu_percent"])
+        bound = row["cpu_percent"].get("loadgen", 0) >= LOADGEN_BOUND_PERCENT
+        target = row["target"] + (" \\*" if bound else "")
+        lines.append(f"| {row['title']} | {target} | " + " | ".join(cells) + f" | {errors} | {cpu} |")
     samples = [(row, kind, text) for row in rows for kind, text in row["error_samples"].items()]
     if samples:
         lines += ["", "Error messages (first of each kind):", ""]
@@ -61,3 +67,9 @@ def render(
 def _abort_notice(config: dict[str, Any]) -> list[str]:
     aborted = config.get("aborted")
     return [f"**The suite stopped early**: {aborted.splitlines()[0]}", ""] if aborted else []
+
+
+def _cpu_cell(percents: dict[str, float]) -> str:
+    cell = ", ".join(f"{name} {percent:.0f}" for name, percent in percents.items())
+    router = [percent for name, percent in percents.items() if name.startswith(_ROUTER_PROCESSES)]
+    return f"{cell} (aiorouter {sum(router):.0f})" if router else cell

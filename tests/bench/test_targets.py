@@ -126,3 +126,16 @@ def test_slow_streams_that_never_ran_together_miss_the_target() -> None:
     check = by_name([slow])["2,000 concurrent slow streams: errors"]
     assert check.met is False
     assert check.measured == "0 of 2000 streams; at most 700 streamed at once"
+
+
+def test_table_marks_load_generator_bound_rows_and_sums_aiorouter_cpu() -> None:
+    """A row whose load generator was saturated is starred; AIOrouter's processes get a CPU total."""
+    usage = {"loadgen": {"cpu_percent": 95.0}, "ingress": {"cpu_percent": 40.0}}
+    usage |= {"worker-1": {"cpu_percent": 30.0}, "worker-2": {"cpu_percent": 20.0}}
+    runs = [run("stream50_c64", "aiorouter", 0, processes=usage)]
+    config: dict[str, Any] = {"repeat": 1, "warmup_s": 1.0, "duration_s": 5.0, "slow_repeat": 1}
+    config |= {"slow_stream_s": 30.0, "command": "python -m bench.run"}
+    machine = {"date": "d", "cpu": "c", "cores": 2, "kernel": "k", "python": "p", "redis": "r", "commit": "x"}
+    page = render(machine, config, summarize(runs), check_targets(runs))
+    assert "| stream50_c64 | aiorouter \\* |" in page
+    assert "ingress 40, loadgen 95, worker-1 30, worker-2 20 (aiorouter 90) |" in page
