@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from redis.exceptions import RedisError
 from starlette.types import Receive, Send
 
 from ingress.context import IngressContext
-from ingress.relay import CompletionRelay, Headers
+from ingress.relay import CompletionRelay
 from ingress.reply_hub import Subscription
 from ingress.routing import RoutePlan, automated_decision, retry_after
 from shared import events, keys
@@ -49,7 +49,12 @@ class FallbackRun:
     """One request's attempts, one deployment after another; ``relay``/``job`` are the last attempt's."""
 
     def __init__(
-        self, context: IngressContext, plan: RoutePlan, make_job: JobFactory, *, extra_headers: Headers = ()
+        self,
+        context: IngressContext,
+        plan: RoutePlan,
+        make_job: JobFactory,
+        *,
+        extra_headers: Sequence[tuple[bytes, bytes]] = (),
     ) -> None:
         self._context = context
         self._plan = plan
@@ -101,6 +106,8 @@ class FallbackRun:
         hub = self._context.hub
         self.job = job
         subscription = self._subscription = hub.register(job.request_id)
+        if self.client_left:  # gone while the previous attempt was being wound up
+            subscription.client_gone()
         decision = automated_decision(self._plan.entry, fallbacks=self.failures)
         relay = self.relay = CompletionRelay(
             self._context.redis, self._context.settings, subscription, job, decision=decision

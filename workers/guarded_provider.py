@@ -120,7 +120,7 @@ class GuardedProvider:
         retry_after = _retry_after(error)
         if retry_after is not None:
             return retry_after if retry_after <= p.max_retry_after else None
-        return p.retry_backoff * (2**attempt) * (0.5 + self._rand())
+        return float(p.retry_backoff * 2**attempt * (0.5 + self._rand()))
 
     async def _record_ttft(self, dep: str, seconds: float) -> None:
         try:

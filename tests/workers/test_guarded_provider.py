@@ -189,7 +189,7 @@ async def run_complete(adapter: ScriptedAdapter, stream: bool) -> events.Frame:
             if message is not None and (frame := events.decode(message["data"])).is_final:
                 return frame
     finally:
-        await pubsub.aclose()
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
         await redis.aclose()
 
 
