@@ -1,0 +1,132 @@
+"""Settlement commands on the real Redis: a completed job is charged what it used (never more than was
+held), a failed one leaves its hold to the ingress, and every job leaves a usage record."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aredis
+
+from shared import accounts, credits, keys, usage
+from shared.errors import UpstreamError
+from shared.job_billing import EXTRA_KEY, JobBilling
+from shared.jobs import CompletionJob
+from shared.rq_bridge import Command, replay
+from shared.settings import ModelEntry, settings_from_mapping
+from workers.settlement import closing_commands
+
+SETTINGS = settings_from_mapping({}, env={})
+MODEL = ModelEntry(id="m/priced", deployments=(), input_price_per_m=2.0, output_price_per_m=4.0)
+FUNDS = 1_000_000
+
+
+async def funded(redis: aredis.Redis) -> None:
+    await accounts.create_account(redis, SETTINGS, account_id="acme", plan="developer")
+    await credits.add_credit(redis, "acme", FUNDS)
+
+
+async def billed_job(redis: aredis.Redis, amount: int, **billing: Any) -> tuple[CompletionJob, JobBilling]:
+    reservation = await credits.reserve(redis, SETTINGS, "acme", amount)
+    job_billing = JobBilling.for_model(reservation, MODEL, admitted_at=time.time() - 0.25, **billing)
+    job = CompletionJob(
+        request_id="req-1",
+        reply_to="chan",
+        model=MODEL.id,
+        provider="simulated",
+        upstream_model="echo",
+        stream=False,
+        include_usage=False,
+        body={},
+        created=int(time.time()),
+        account_id="acme",
+        key_id="key_1",
+        extra={EXTRA_KEY: job_billing.to_wire()},
+    )
+    return job, job_billing
+
+
+async def run(redis: aredis.Redis, commands: list[Command]) -> None:
+    async with redis.pipeline(transaction=False) as pipe:
+        replay(pipe, commands)
+        await pipe.execute()
+
+
+async def records(redis: aredis.Redis) -> list[usage.UsageRecord]:
+    return await usage.recent_usage(redis, "acme")
+
+
+async def test_a_completed_job_is_charged_its_tokens(aredis_client: aredis.Redis) -> None:
+    """Prompt and completion tokens at the quoted prices are charged, the rest of the hold released, and
+    the usage record and day totals carry the same cost."""
+    await funded(aredis_client)
+    job, _ = await billed_job(aredis_client, 10_000)
+    tokens = {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150}
+    await run(aredis_client, closing_commands(job, error=None, token_usage=tokens))
+    balance = await credits.get_balance(aredis_client, "acme")
+    assert (balance.spent, balance.reserved, balance.balance) == (400, 0, FUNDS - 400)
+    [record] = await records(aredis_client)
+    assert (record.status, record.cost_micros, record.prompt_tokens, record.completion_tokens) == (
+        usage.OK,
+        400,
+        100,
+        50,
+    )
+    assert (record.key_id, record.provider, record.request_id) == ("key_1", "simulated", "req-1")
+    assert 200 <= record.latency_ms < 60_000
+    today = datetime.now(UTC).date()
+    [day] = await usage.daily_usage(aredis_client, "acme", today, today)
+    assert (day.requests, day.errors, day.cost_micros) == (1, 0, 400)
+
+
+async def test_the_charge_never_exceeds_the_hold_and_lands_once(aredis_client: aredis.Redis) -> None:
+    """Usage beyond the reserved worst case is charged the hold only, and replaying the settlement (a
+    retried round trip) charges nothing more."""
+    await funded(aredis_client)
+    job, _ = await billed_job(aredis_client, 300)
+    tokens = {"prompt_tokens": 1_000, "completion_tokens": 1_000}
+    commands = closing_commands(job, error=None, token_usage=tokens)
+    await run(aredis_client, commands)
+    await run(aredis_client, commands)
+    balance = await credits.get_balance(aredis_client, "acme")
+    assert (balance.spent, balance.reserved) == (300, 0)
+
+
+async def test_a_failed_job_leaves_the_hold_and_records_its_error(aredis_client: aredis.Redis) -> None:
+    """A failed attempt charges nothing and keeps the hold (the ingress may fall back, then releases it),
+    and its usage record says which error ended it."""
+    await funded(aredis_client)
+    job, billing = await billed_job(aredis_client, 5_000)
+    await run(aredis_client, closing_commands(job, error=UpstreamError("boom"), token_usage=None))
+    balance = await credits.get_balance(aredis_client, "acme")
+    assert (balance.spent, balance.reserved) == (0, 5_000)
+    [record] = await records(aredis_client)
+    assert (record.status, record.cost_micros) == ("upstream_error", 0)
+    assert (await credits.release(aredis_client, billing.reservation)).outcome == "settled"
+
+
+async def test_unused_counted_tokens_are_refunded(aredis_client: aredis.Redis) -> None:
+    """On a plan with a token limit, the tokens counted at admission beyond those used are given back."""
+    await funded(aredis_client)
+    job, _ = await billed_job(aredis_client, 10_000, counted_tokens=1_000, token_interval_us=1_000)
+    tat_key = keys.rate_limit("acme", "tokens")
+    server_seconds, _ = await aredis_client.time()
+    await aredis_client.set(tat_key, str((server_seconds + 10) * 1_000_000))
+    tokens = {"prompt_tokens": 100, "completion_tokens": 50}
+    await run(aredis_client, closing_commands(job, error=None, token_usage=tokens))
+    refunded = int(await aredis_client.get(tat_key) or 0)
+    assert refunded == (server_seconds + 10) * 1_000_000 - 850 * 1_000
+
+
+async def test_a_job_without_billing_is_only_recorded(aredis_client: aredis.Redis) -> None:
+    """A job some other producer enqueued (no billing) gets its usage record and touches no credit."""
+    await funded(aredis_client)
+    job, _ = await billed_job(aredis_client, 100)
+    bare = CompletionJob(**{**job.to_wire(), "extra": {}})
+    commands = closing_commands(bare, error=None, token_usage={"prompt_tokens": 5, "completion_tokens": 5})
+    assert all(args[0] != "EVAL" for args, _ in commands)
+    await run(aredis_client, commands)
+    assert (await credits.get_balance(aredis_client, "acme")).reserved == 100
+    [record] = await records(aredis_client)
+    assert record.cost_micros == 0 and record.prompt_tokens == 5
