@@ -16,9 +16,9 @@ unknown model) is counted when its error is answered (:meth:`Admission.annotate`
 exception handler, which finds the :class:`Admission` in ``scope["state"]``).
 
 An admitted completion's :class:`~shared.job_billing.JobBilling` travels in its job (every attempt's, when
-the request falls back to another deployment): the worker that answers charges it.  When the request
-ends, :meth:`Admitted.close` releases whatever is still held (no worker took the job, every attempt
-failed, the client left); settling is idempotent, so a charged reservation stays charged.
+the request falls back to another deployment): the worker that answers charges it.  A request that ends
+without an answer (no worker took the job, every attempt failed, the client left) releases it with
+:meth:`Admitted.close`; settling is idempotent, so the first of the two wins.
 """
 
 from __future__ import annotations
@@ -72,11 +72,11 @@ class Admitted:
         return {EXTRA_KEY: self.billing.to_wire()}
 
     async def close(self, context: IngressContext) -> None:
-        """Release whatever the request still holds, once it has ended (answered or not).
+        """Release what a request that ended without an answer still holds (no worker took the job,
+        every attempt failed, the client left), and give back the tokens its token limit counted.
 
-        A worker that answered settled the reservation already, in the round trip that published the
-        answer, and this finds it settled.  Otherwise (no worker took the job, every attempt failed, the
-        client left) it releases the hold and gives back the tokens the token limit counted."""
+        Not needed after an answer: its worker settled the reservation in the round trip that published
+        it.  Harmless anyway: a settled reservation stays as it was."""
         reservation = self.billing.reservation
         try:
             settlement = await credits.release(context.redis, reservation)

@@ -69,7 +69,8 @@ class ChatCompletionsEndpoint:
         try:
             await run.run(receive, send)
         finally:
-            await admitted.close(context)  # releases the credit still held unless a worker charged it
+            if run.relay is None or not run.relay.answered:  # an answer's worker charged it already
+                await admitted.close(context)  # release what the request still holds
 
 
 async def read_body(receive: Receive, content_length: bytes | None, limit: int) -> bytes | None:

@@ -53,6 +53,7 @@ class CompletionRelay:
         self.enqueued = False
         self.started = False  # the S frame arrived: a worker owns the job
         self.finished = False  # the job reached a final state that needs no clean-up
+        self.answered = False  # its D frame arrived: the worker charged the request (workers.settlement)
         # Completion headers: X-Automated-Decision now, X-Provider once a worker starts the job.
         self.headers: Headers = [(b"x-automated-decision", decision.encode())]
 
@@ -125,7 +126,7 @@ class CompletionRelay:
             if isinstance(item, AIORouterError):
                 raise self._error(item)
             if item.kind == events.DONE:
-                self.finished = True
+                self.finished = self.answered = True
                 headers = [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(item.payload)).encode()),
@@ -166,7 +167,7 @@ class CompletionRelay:
             if item.kind == events.CHUNKS:
                 await send({"type": "http.response.body", "body": item.payload, "more_body": True})
             elif item.kind == events.DONE:
-                self.finished = True
+                self.finished = self.answered = True
                 await send({"type": "http.response.body", "body": item.payload})
                 return
             elif item.kind == events.ERROR:

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from shared import accounts, credits, keys
+from shared.errors import UpstreamError
 from shared.job_billing import JobBilling
 from tests.ingress.conftest import MESSAGES, MODEL, TEST_CREDIT_MICROS, Ingress, IngressFactory
 from tests.ingress.test_app import assert_error
@@ -37,8 +38,8 @@ async def wait_for_balance(ingress: Ingress, reserved: int) -> credits.Balance:
 
 
 async def test_completion_carries_rate_limit_headers_and_its_reservation(ingress: Ingress) -> None:
-    """An admitted completion holds its worst case while it runs, names the hold in its job, answers with
-    X-RateLimit-*, and the hold is released when the request ends without a worker's charge."""
+    """An admitted completion holds its worst case while it runs, names the hold in its job and answers
+    with X-RateLimit-*; after an answer the ingress leaves the hold to the worker that settles it."""
     task = ingress.chat_task()
     taken = await ingress.worker.take()
     billing = JobBilling.of_job(taken.job)
@@ -52,8 +53,21 @@ async def test_completion_carries_rate_limit_headers_and_its_reservation(ingress
     assert response.status_code == 200
     assert_rate_limit_headers(response, 60)
     assert response.headers["x-ratelimit-remaining"] == "59"
+    balance = await credits.get_balance(ingress.redis, "acct-test")
+    assert balance.reserved == billing.reservation.amount  # a real worker settles it with its D frame
+
+
+async def test_a_final_error_releases_the_hold(ingress: Ingress) -> None:
+    """A request that ends with a worker's (non-retryable) error releases its whole reservation."""
+    task = ingress.chat_task()
+    taken = await ingress.worker.take()
+    await ingress.worker.start(taken)
+    await ingress.worker.error(taken, UpstreamError("the upstream broke"))
+    response = await task
+    assert response.status_code == 500
+    assert_rate_limit_headers(response, 60)
     balance = await wait_for_balance(ingress, 0)
-    assert balance.balance == TEST_CREDIT_MICROS  # the fake worker charged nothing; nothing was taken
+    assert (balance.balance, balance.spent) == (TEST_CREDIT_MICROS, 0)
 
 
 async def test_insufficient_credit_is_402_before_anything_is_queued(ingress: Ingress) -> None:
