@@ -178,3 +178,31 @@ def _extra_ingress(system: RunningSystem, workdir: Any, number: int) -> tuple[st
         time.sleep(0.2)
     service.process.kill()
     raise AssertionError(f"ingress #{number} never became ready\n{service.log_text()}")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "content", "status", "code"),
+    [
+        ("GET", "/admin/accounts/nobody", None, 404, "account_not_found"),
+        ("POST", "/admin/accounts/nobody/credits", b'{"amount_usd": 5}', 404, "account_not_found"),
+        ("POST", "/admin/accounts/e2e/credits", b'{"amount_usd": -5}', 400, None),
+        ("POST", "/admin/accounts/e2e/credits", b'{"amount_usd": ', 400, None),
+        ("POST", "/admin/accounts", b'{"plan": "platinum"}', 400, None),
+        ("PATCH", "/admin/accounts/e2e", b'{"status": "asleep"}', 400, None),
+    ],
+)
+def test_bad_admin_input_is_a_clear_4xx(
+    system: RunningSystem, method: str, path: str, content: bytes | None, status: int, code: str | None
+) -> None:
+    """Unknown accounts, negative or malformed amounts, malformed JSON and unknown plans or statuses get
+    a 4xx in the error envelope from the running ingress, with a message saying what is wrong."""
+    response = httpx.request(
+        method,
+        system.origin + path,
+        content=content,
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        timeout=10,
+    )
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["message"] and (code is None or error["code"] == code)
