@@ -4,11 +4,12 @@ is queued, the reservation in the job, and its release when no worker answered."
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 import pytest
 
-from shared import accounts, credits, keys
+from shared import accounts, api_keys, credits, keys
 from shared.errors import UpstreamError
 from shared.job_billing import JobBilling
 from tests.ingress.conftest import MESSAGES, MODEL, TEST_CREDIT_MICROS, Ingress, IngressFactory
@@ -55,6 +56,8 @@ async def test_completion_carries_rate_limit_headers_and_its_reservation(ingress
     assert response.headers["x-ratelimit-remaining"] == "59"
     balance = await credits.get_balance(ingress.redis, "acct-test")
     assert balance.reserved == billing.reservation.amount  # a real worker settles it with its D frame
+    record = await api_keys.lookup(ingress.redis, api_keys.digest(ingress.api_key))
+    assert record is not None and abs(record.last_used - time.time()) < 60  # set by the admission
 
 
 async def test_a_final_error_releases_the_hold(ingress: Ingress) -> None:
