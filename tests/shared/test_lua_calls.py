@@ -1,0 +1,58 @@
+"""Script calls made together in one round trip, or queued as EVAL commands, on a server that has never
+seen the scripts (fakeredis: its own script cache, so the real server's is never flushed)."""
+
+from __future__ import annotations
+
+import fakeredis
+import pytest
+
+from shared import credits, keys, ratelimit
+from shared.errors import InsufficientQuota
+from shared.lua import run_together
+from shared.rq_bridge import replay
+from shared.settings import settings_from_mapping
+
+SETTINGS = settings_from_mapping({}, env={})
+
+
+@pytest.fixture
+async def server() -> fakeredis.aioredis.FakeRedis:
+    """A fresh in-memory server that knows no script yet."""
+    client = fakeredis.aioredis.FakeRedis(server=fakeredis.FakeServer())
+    await client.hset(keys.credit_balance("acme"), "balance", 1_000)
+    return client
+
+
+async def test_unknown_scripts_are_loaded_and_each_call_runs_once(
+    server: fakeredis.aioredis.FakeRedis,
+) -> None:
+    """On NOSCRIPT each call is loaded and made again alone: the rate limit counts one request, the
+    reservation holds its amount once; the next round trip finds the scripts loaded."""
+    for expected_remaining in (9, 8):
+        check = ratelimit.check_call(SETTINGS, account_id="acme", key_plan="unverified")
+        pending = credits.PendingReservation.prepare(SETTINGS, "acme", 100)
+        limit_reply, credit_reply = await run_together(server, [check, pending.call])
+        assert ratelimit.decision_from_reply(limit_reply).remaining == expected_remaining
+        assert pending.outcome(credit_reply).amount == 100
+    assert int(await server.hget(keys.credit_balance("acme"), "reserved") or 0) == 200
+
+
+async def test_a_refused_call_does_not_stop_the_others(server: fakeredis.aioredis.FakeRedis) -> None:
+    """A reservation the balance cannot cover is refused in its reply while the rate limit still counts."""
+    check = ratelimit.check_call(SETTINGS, account_id="acme", key_plan="unverified")
+    pending = credits.PendingReservation.prepare(SETTINGS, "acme", 5_000)
+    limit_reply, credit_reply = await run_together(server, [check, pending.call])
+    assert ratelimit.decision_from_reply(limit_reply).allowed
+    with pytest.raises(InsufficientQuota):
+        pending.outcome(credit_reply)
+
+
+async def test_eval_commands_need_no_loaded_script(server: fakeredis.aioredis.FakeRedis) -> None:
+    """A call queued as an EVAL command among others in a pipeline runs on a server that never saw it."""
+    reservation = await credits.reserve(server, SETTINGS, "acme", 300)
+    await server.script_flush()
+    async with server.pipeline(transaction=False) as pipe:
+        replay(pipe, [credits.settle_call(reservation, 120).command()])
+        pipe.hget(keys.credit_balance("acme"), "spent")
+        settled, spent = await pipe.execute()
+    assert credits.settlement_from_reply(settled).charged == 120 and int(spent) == 120
