@@ -142,6 +142,7 @@ async function loadOperator() {
   ])));
   $("accounts").replaceChildren(...accounts.data.map((a) => row([
     a.id, a.name, a.plan, rateLimit(a.rate_limit), a.status, a.credit.available_usd,
+    usd(a.credit.reserved_micros), usd(a.credit.spent_micros),
   ])));
 }
 
