@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import httpx
+import openai
 import pytest
 import redis
 
@@ -206,3 +207,24 @@ def test_bad_admin_input_is_a_clear_4xx(
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert error["message"] and (code is None or error["code"] == code)
+
+
+def test_openai_sdk_sees_the_documented_refusals(system: RunningSystem) -> None:
+    """Through the OpenAI SDK: no credit is a 402 insufficient_quota, the 11th request in a minute on the
+    unverified plan a RateLimitError whose Retry-After the SDK would honour, a suspended account a 401."""
+    secret = new_account(system, "sdk-user", "unverified")
+    client = system.client(api_key=secret)
+    with pytest.raises(openai.APIStatusError) as no_credit:
+        client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=5)
+    assert no_credit.value.status_code == 402 and no_credit.value.code == "insufficient_quota"
+    for _ in range(9):
+        client.models.list()
+    with pytest.raises(openai.RateLimitError) as limited:
+        client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=5)
+    assert limited.value.code == "rate_limit_exceeded"
+    assert 1 <= int(limited.value.response.headers["retry-after"]) <= 120
+    assert limited.value.response.headers["x-ratelimit-remaining"] == "0"
+    admin(system, "PATCH", "/admin/accounts/sdk-user", json={"status": "suspended"})
+    with pytest.raises(openai.AuthenticationError) as suspended:
+        client.models.list()
+    assert suspended.value.code == "account_suspended"
