@@ -27,7 +27,7 @@ from redis.exceptions import RedisError
 
 from shared import keys
 from shared.errors import InvalidRequest, ServiceUnavailable, UpstreamError, UpstreamUnavailable
-from shared.lua import LuaScript
+from shared.lua import LuaScript, ScriptCall
 from shared.settings import BreakerSettings
 
 log = logging.getLogger(__name__)
@@ -125,29 +125,61 @@ class CircuitBreaker:
     async def allow(self, deployment_id: str) -> Admission:
         """Whether a request may go to ``deployment_id`` now; in half-open, exactly one caller gets
         ``probe`` and must report its outcome with :meth:`record_success` or :meth:`record_failure`."""
-        reply = await self._run(
+        return admission_of(await self._call(self.allow_call(deployment_id)))
+
+    def allow_call(self, deployment_id: str) -> ScriptCall:
+        """:meth:`allow` as a call to make among others (its reply goes to :func:`admission_of`)."""
+        return ScriptCall(
             _ALLOW,
             [keys.breaker_state(deployment_id), keys.BREAKER_BLOCKED],
             [deployment_id, _ms(self._settings.probe_timeout)],
         )
-        decision, wait_ms = _text(reply[0]), int(reply[1])
-        return Admission(cast(Decision, decision), wait_ms / 1000)
 
     async def record_success(self, deployment_id: str) -> Literal["closed", "open"]:
         """A request to ``deployment_id`` succeeded: a half-open breaker closes."""
-        state = keys.breaker_state(deployment_id)
-        reply = await self._run(
-            _RECORD_SUCCESS,
-            [state, keys.breaker_failures(deployment_id), keys.BREAKER_BLOCKED],
-            [deployment_id],
-        )
+        reply = await self._call(self._success_call(deployment_id))
         return cast(Literal["closed", "open"], _text(reply))
 
     async def record_failure(self, deployment_id: str) -> FailureOutcome:
         """A request to ``deployment_id`` failed in a way that counts against the provider (connect
         error, timeout, 429, 5xx); the breaker opens when the window holds ``failure_threshold``."""
+        reply = await self._call(self._failure_call(deployment_id))
+        status = cast(Literal["closed", "open"], _text(reply[0]))
+        return FailureOutcome(status, int(reply[1]), int(reply[2]) / 1000)
+
+    async def release_probe(self, deployment_id: str) -> bool:
+        """Give back a claimed probe that proved nothing (cancelled), so the next caller probes at once."""
+        return bool(await self._call(self._release_call(deployment_id)))
+
+    async def record(self, deployment_id: str, error: BaseException | None, *, probe: bool = False) -> None:
+        """Report a finished upstream call (``error`` None: it succeeded) as :func:`outcome_of` says;
+        ``probe``: the call was admitted as the half-open probe (released when it proved nothing)."""
+        call = self.record_call(deployment_id, error, probe=probe)
+        if call is not None:
+            await self._call(call)
+
+    def record_call(
+        self, deployment_id: str, error: BaseException | None, *, probe: bool = False
+    ) -> ScriptCall | None:
+        """:meth:`record` as a call to make among others; None when there is nothing to record."""
+        outcome = outcome_of(error)
+        if outcome == "success":
+            return self._success_call(deployment_id)
+        if outcome == "failure":
+            return self._failure_call(deployment_id)
+        return self._release_call(deployment_id) if probe else None
+
+    def _success_call(self, deployment_id: str) -> ScriptCall:
+        state = keys.breaker_state(deployment_id)
+        return ScriptCall(
+            _RECORD_SUCCESS,
+            [state, keys.breaker_failures(deployment_id), keys.BREAKER_BLOCKED],
+            [deployment_id],
+        )
+
+    def _failure_call(self, deployment_id: str) -> ScriptCall:
         s = self._settings
-        reply = await self._run(
+        return ScriptCall(
             _RECORD_FAILURE,
             [
                 keys.breaker_state(deployment_id),
@@ -157,24 +189,11 @@ class CircuitBreaker:
             ],
             [deployment_id, s.failure_threshold, _ms(s.window), _ms(s.cooldown)],
         )
-        status = cast(Literal["closed", "open"], _text(reply[0]))
-        return FailureOutcome(status, int(reply[1]), int(reply[2]) / 1000)
 
-    async def release_probe(self, deployment_id: str) -> bool:
-        """Give back a claimed probe that proved nothing (cancelled), so the next caller probes at once."""
-        script_keys = [keys.breaker_state(deployment_id), keys.BREAKER_BLOCKED]
-        return bool(await self._run(_RELEASE, script_keys, [deployment_id]))
-
-    async def record(self, deployment_id: str, error: BaseException | None, *, probe: bool = False) -> None:
-        """Report a finished upstream call (``error`` None: it succeeded) as :func:`outcome_of` says;
-        ``probe``: the call was admitted as the half-open probe (released when it proved nothing)."""
-        outcome = outcome_of(error)
-        if outcome == "success":
-            await self.record_success(deployment_id)
-        elif outcome == "failure":
-            await self.record_failure(deployment_id)
-        elif probe:
-            await self.release_probe(deployment_id)
+    def _release_call(self, deployment_id: str) -> ScriptCall:
+        return ScriptCall(
+            _RELEASE, [keys.breaker_state(deployment_id), keys.BREAKER_BLOCKED], [deployment_id]
+        )
 
     async def open_deployments(self) -> dict[str, float]:
         """Deployment id -> seconds until it may admit again, for every deployment routing must skip
@@ -204,10 +223,18 @@ class CircuitBreaker:
         ]
 
     async def _run(self, script: LuaScript, script_keys: list[str], args: list[object]) -> Any:
+        return await self._call(ScriptCall(script, script_keys, args))
+
+    async def _call(self, call: ScriptCall) -> Any:
         try:
-            return await script(self._redis, script_keys, args)
+            return await call.run(self._redis)
         except RedisError as exc:
             raise ServiceUnavailable("Circuit breaker state is unavailable.") from exc
+
+
+def admission_of(reply: Any) -> Admission:
+    """The :class:`Admission` an ``allow`` script call answered."""
+    return Admission(cast(Decision, _text(reply[0])), int(reply[1]) / 1000)
 
 
 def _view(

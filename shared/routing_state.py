@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 
 from shared import keys
 from shared.errors import ServiceUnavailable
-from shared.lua import LuaScript
+from shared.lua import LuaScript, ScriptCall
 from shared.settings import Deployment, ModelEntry, RoutingStatsSettings
 
 _INFLIGHT = LuaScript.load("routing_inflight")
@@ -92,18 +92,28 @@ class InflightTracker:
         return {dep: n for dep, n in self._counts.items() if n > 0}
 
     async def job_started(self, dep_id: str) -> None:
-        self._counts[dep_id] = self._counts.get(dep_id, 0) + 1
-        await self._write(dep_id, "add", 1)
+        await self._run(self.started_call(dep_id))
 
     async def job_finished(self, dep_id: str) -> None:
+        call = self.finished_call(dep_id)
+        if call is not None:
+            await self._run(call)
+
+    def started_call(self, dep_id: str) -> ScriptCall:
+        """Count a job started now; the Redis write is the returned call, to make among others."""
+        self._counts[dep_id] = self._counts.get(dep_id, 0) + 1
+        return self._call(dep_id, "add", 1)
+
+    def finished_call(self, dep_id: str) -> ScriptCall | None:
+        """Count a job finished now; the returned call writes it (None: it never started here)."""
         left = self._counts.get(dep_id, 0) - 1
         if left < 0:
-            return  # never started here: nothing to take back
+            return None  # never started here: nothing to take back
         if left:
             self._counts[dep_id] = left
         else:
             del self._counts[dep_id]
-        await self._write(dep_id, "add", -1)
+        return self._call(dep_id, "add", -1)
 
     async def renew(self) -> None:
         """Extend the lease of every deployment this worker has jobs on (one round trip)."""
@@ -121,9 +131,15 @@ class InflightTracker:
                 await self._write(dep_id, "set", count)
 
     async def _write(self, dep_id: str, mode: str, amount: int) -> None:
+        await self._run(self._call(dep_id, mode, amount))
+
+    def _call(self, dep_id: str, mode: str, amount: int) -> ScriptCall:
         script_keys = [keys.inflight_counts(dep_id), keys.inflight_leases(dep_id)]
+        return ScriptCall(_INFLIGHT, script_keys, [self._worker, mode, amount, self._lease_ms])
+
+    async def _run(self, call: ScriptCall) -> None:
         try:
-            await _INFLIGHT(self._redis, script_keys, [self._worker, mode, amount, self._lease_ms])
+            await call.run(self._redis)
         except RedisError as exc:
             raise _unavailable() from exc
 
@@ -132,12 +148,17 @@ async def record_ttft(
     redis: aredis.Redis, dep_id: str, seconds: float, settings: RoutingStatsSettings
 ) -> float:
     """Fold one time-to-first-token sample into the deployment's decayed average; returns it (seconds)."""
-    args = [round(seconds * 1000, 3), settings.latency_alpha, _ms(settings.latency_ttl)]
     try:
-        reply = await _TTFT(redis, [keys.ttft_stats(dep_id)], args)
+        reply = await ttft_call(dep_id, seconds, settings).run(redis)
     except RedisError as exc:
         raise _unavailable() from exc
     return float(reply) / 1000
+
+
+def ttft_call(dep_id: str, seconds: float, settings: RoutingStatsSettings) -> ScriptCall:
+    """:func:`record_ttft` as a call to make among others (its reply is the average, in milliseconds)."""
+    args = [round(seconds * 1000, 3), settings.latency_alpha, _ms(settings.latency_ttl)]
+    return ScriptCall(_TTFT, [keys.ttft_stats(dep_id)], args)
 
 
 # --- reading (ingress) ----------------------------------------------------------------------------

@@ -3,8 +3,8 @@ same-deployment retries; it also writes the routing statistics the ingress reads
 
 Per job, around the wrapped adapter's stream:
 
-    provider caps slot  →  breaker.allow(deployment)  →  in-flight +1  →  attempts  →  in-flight -1,
-    breaker.record(outcome, probe)  →  slot released
+    provider caps slot  →  breaker.allow(deployment) + in-flight +1 (one round trip)  →  attempts
+    →  in-flight -1 + TTFT sample + breaker.record(outcome, probe) (one round trip)  →  slot released
 
 A refused breaker or a full provider fails the job with :class:`~shared.errors.UpstreamUnavailable`
 before any upstream call, so the ingress falls back to the next deployment.  A retryable failure
@@ -12,7 +12,8 @@ before any upstream call, so the ingress falls back to the next deployment.  A r
 on the same deployment up to ``ProviderSettings.retries`` times while no delta has been yielded, after a
 jittered exponential backoff, or after the upstream's ``Retry-After`` when it is at most
 ``max_retry_after`` (a longer one is not waited for: the job fails and the ingress falls back).  The time
-to the first content delta of each job feeds the ``latency`` strategy.  The job is one breaker sample.
+to the first content delta of each job feeds the ``latency`` strategy (written with the job's last
+round trip).  The job is one breaker sample.
 """
 
 from __future__ import annotations
@@ -21,12 +22,15 @@ import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import redis.asyncio as aredis
+from redis.exceptions import RedisError
 
-from shared.breaker import CircuitBreaker
+from shared.breaker import CircuitBreaker, admission_of
 from shared.errors import AIORouterError, ServiceUnavailable, UpstreamUnavailable
 from shared.jobs import CompletionJob
+from shared.lua import ScriptCall, run_together
 from shared.routing_state import InflightTracker, deployment_id, record_ttft
 from shared.settings import Deployment, ProviderSettings, RoutingStatsSettings, Settings
 from workers.provider_caps import ProviderCaps
@@ -73,15 +77,17 @@ class GuardedProvider:
     async def stream(self, job: CompletionJob) -> AsyncIterator[Delta]:
         dep = deployment_id(Deployment(job.provider, job.upstream_model))
         async with self._caps.slot(job.request_id):
-            admission = await self._breaker.allow(dep)
+            # One round trip: the breaker's admission and the in-flight count (taken back if refused).
+            reply, _ = await self._together([self._breaker.allow_call(dep), self._inflight.started_call(dep)])
+            admission = admission_of(reply)
             if not admission.allowed:
+                await asyncio.shield(self._finish(dep, None, probe=False, record=False))
                 raise UpstreamUnavailable(
                     f"Deployment {dep!r} is cooling down after repeated failures.",
                     code="circuit_open",
                     headers={"Retry-After": str(max(1, round(admission.retry_after + 0.5)))},
                 )
             error: BaseException | None = None
-            await self._inflight.job_started(dep)
             try:
                 async for delta in self._attempts(job, dep):
                     yield delta
@@ -128,12 +134,26 @@ class GuardedProvider:
         except ServiceUnavailable:
             log.warning("time to first token of %s not recorded", dep, exc_info=True)
 
-    async def _finish(self, dep: str, error: BaseException | None, *, probe: bool) -> None:
+    async def _finish(
+        self, dep: str, error: BaseException | None, *, probe: bool, record: bool = True
+    ) -> None:
+        """In-flight -1 and, when ``record``, the breaker's sample: one round trip."""
+        calls = [
+            self._inflight.finished_call(dep),
+            self._breaker.record_call(dep, error, probe=probe) if record else None,
+        ]
         try:
-            await self._inflight.job_finished(dep)
-            await self._breaker.record(dep, error, probe=probe)
+            await self._together([call for call in calls if call is not None])
         except ServiceUnavailable:
             log.warning("breaker or in-flight count of %s not updated", dep, exc_info=True)
+
+    async def _together(self, calls: list[ScriptCall]) -> list[Any]:
+        if not calls:
+            return []
+        try:
+            return await run_together(self._redis, calls)
+        except RedisError as exc:
+            raise ServiceUnavailable("Circuit breaker or routing statistics are unavailable.") from exc
 
 
 def _retry_after(error: AIORouterError) -> float | None:
