@@ -177,6 +177,13 @@ async def test_silent_stream_hits_idle_timeout(upstream: Upstream) -> None:
     assert "idle" in caught.value.message
 
 
+async def test_steady_stream_outlasting_the_idle_timeout_is_not_cut(upstream: Upstream) -> None:
+    """The idle timeout counts from the last chunk: a stream longer than it, never quiet that long, ends."""
+    timeouts = Timeouts(connect=2.0, first_token=5.0, idle=0.4, total=20.0)
+    deltas = await collect(provider_for(upstream.base_url, timeouts), sim_job("sim?tokens=12&itl_ms=100"))
+    assert "".join(d.content or "" for d in deltas) == "".join(f"w{i} " for i in range(12))
+
+
 async def test_long_stream_hits_total_timeout(upstream: Upstream) -> None:
     """A stream that keeps going past the total timeout ends with upstream_timeout."""
     timeouts = Timeouts(connect=2.0, first_token=5.0, idle=5.0, total=0.5)
