@@ -34,6 +34,9 @@ from ingress.watchdog import WorkerWatchdog
 from shared.breaker import CircuitBreaker, OpenSetCache
 from shared.settings import Settings
 
+REDIS_CONNECTIONS = 256  # enough for every request in flight to have its round trip on the wire at once
+REDIS_CONNECTION_WAIT = 10.0  # seconds a request waits for a free connection before its 503
+
 
 def create_app(settings: Settings) -> Starlette:
     catalog = CatalogEndpoints(settings.models)
@@ -66,7 +69,7 @@ def create_app(settings: Settings) -> Starlette:
 
 @contextlib.asynccontextmanager
 async def _ingress_context(settings: Settings) -> AsyncIterator[IngressContext]:
-    redis = aredis.Redis.from_url(settings.redis_url)
+    redis = _redis_client(settings.redis_url)
     ingress_id = uuid.uuid4().hex  # random per process: names this process' reply channel
     hub = ReplyHub(redis, ingress_id)
     open_set = OpenSetCache(CircuitBreaker(redis, settings.breaker))  # the breakers routing must skip
@@ -94,3 +97,12 @@ async def _ingress_context(settings: Settings) -> AsyncIterator[IngressContext]:
         await open_set.aclose()
         await hub.stop()
         await redis.aclose()
+
+
+def _redis_client(url: str) -> aredis.Redis:
+    """One client whose pool makes a request past :data:`REDIS_CONNECTIONS` wait for a connection (the
+    default pool raises ``MaxConnectionsError`` instead: a burst of clients turned into 503s)."""
+    pool = aredis.BlockingConnectionPool.from_url(
+        url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_CONNECTION_WAIT
+    )
+    return aredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections
