@@ -32,6 +32,7 @@ from ingress.routing import ModelRouter
 from ingress.versions import VersionRegistry
 from ingress.watchdog import WorkerWatchdog
 from shared.breaker import CircuitBreaker, OpenSetCache
+from shared.redis_client import async_client
 from shared.settings import Settings
 
 REDIS_CONNECTIONS = 256  # enough for every request in flight to have its round trip on the wire at once
@@ -102,7 +103,4 @@ async def _ingress_context(settings: Settings) -> AsyncIterator[IngressContext]:
 def _redis_client(url: str) -> aredis.Redis:
     """One client whose pool makes a request past :data:`REDIS_CONNECTIONS` wait for a connection (the
     default pool raises ``MaxConnectionsError`` instead: a burst of clients turned into 503s)."""
-    pool = aredis.BlockingConnectionPool.from_url(
-        url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_CONNECTION_WAIT
-    )
-    return aredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections
+    return async_client(url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_CONNECTION_WAIT)

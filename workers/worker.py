@@ -32,6 +32,7 @@ from rq.worker.base import BaseWorker, WorkerStatus
 from shared import events, keys
 from shared.errors import AIORouterError, UpstreamTimeout, WorkerLost
 from shared.jobs import CompletionJob
+from shared.redis_client import async_client
 from shared.rq_bridge import Command, replay
 from shared.serialization import OrjsonSerializer
 from shared.settings import Settings
@@ -50,6 +51,7 @@ DEQUEUE_TIMEOUT = 1  # seconds a BLMOVE blocks; bounds how long a shutdown waits
 MAINTENANCE_INTERVAL = 30.0  # seconds between runs of rq's registry clean-up
 SHUTDOWN_GRACE = 30.0  # seconds in-flight jobs get to finish after SIGTERM
 _RETRY_PAUSE = 1.0
+_CONNECTION_WAIT = 20.0  # seconds a job waits for a free Redis connection (redis-py's default)
 
 
 @dataclass(slots=True)
@@ -129,7 +131,7 @@ class AsyncWorker(BaseWorker):
         loop = asyncio.get_running_loop()
         handled = _handle_signals(loop, self.request_stop)
         self._redis = _client(self.settings.redis_url, max_connections=max(4, min(self.concurrency, 64)))
-        self._blocking = aredis.Redis.from_url(
+        self._blocking = async_client(
             self.settings.redis_url, max_connections=1, socket_timeout=DEQUEUE_TIMEOUT + 10
         )
         adapter = self._provider = guarded_provider(
@@ -413,5 +415,4 @@ def _handle_signals(loop: asyncio.AbstractEventLoop, handler: Callable[[], None]
 
 
 def _client(url: str, *, max_connections: int) -> aredis.Redis:
-    pool = aredis.BlockingConnectionPool.from_url(url, max_connections=max_connections)
-    return aredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections
+    return async_client(url, max_connections=max_connections, timeout=_CONNECTION_WAIT)
