@@ -7,11 +7,14 @@ job with rq's own code (see :mod:`shared.rq_bridge`) so that it is a genuine rq 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import functools
+import zlib
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from rq.job import Job
 from rq.queue import Queue
+from rq.utils import now, utcformat
 
 from shared.keys import RQ_QUEUES_SET
 from shared.rq_bridge import RECORDING_CLIENT, Command, recorded, recording_pipeline
@@ -39,7 +42,8 @@ class CompletionJob:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_wire(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as a dict (shallow: ``body`` and ``extra`` are shared, not copied)."""
+        return {name: getattr(self, name) for name in _FIELDS}
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> CompletionJob:
@@ -49,7 +53,37 @@ class CompletionJob:
 def enqueue_commands(
     job: CompletionJob, *, job_timeout: int, result_ttl: int, failure_ttl: int
 ) -> list[Command]:
-    """The Redis commands that put ``job`` on its pool's rq queue, exactly as ``Queue.enqueue`` would."""
+    """The Redis commands that put ``job`` on its pool's rq queue, as ``Queue.enqueue`` would.
+
+    rq's own code builds the job hash once per pool and settings (:func:`_rq_template`); each request
+    fills in its id, times, description and compressed call (~15 µs instead of rq's ~80 µs).  The hash
+    is written once: rq's separate ``HSET status`` before it is dropped, the hash carries the status.
+    """
+    template = _rq_template(job.provider, job_timeout, result_ttl, failure_ttl)
+    stamp = utcformat(now())
+    call = OrjsonSerializer.dumps((JOB_FUNC, None, (job.to_wire(),), {}))
+    fields_ = {
+        **template.fields,
+        "created_at": stamp,
+        "data": zlib.compress(call),
+        "description": _description(job),
+        "enqueued_at": stamp,
+    }
+    key = Job.key_for(job.request_id)
+    mapping = [item for pair in fields_.items() for item in pair]
+    return [
+        (("HSET", key, *mapping), {}),
+        *template.after_save(key),
+        (("SADD", RQ_QUEUES_SET, template.queue_key), {}),
+        (("RPUSH", template.queue_key, job.request_id), {}),
+    ]
+
+
+def rq_enqueue_commands(
+    job: CompletionJob, *, job_timeout: int, result_ttl: int, failure_ttl: int
+) -> list[Command]:
+    """The same commands from rq's ``Job.create`` and ``Queue`` code for every request (the reference
+    :func:`enqueue_commands` is tested against)."""
     queue = Queue(job.provider, connection=RECORDING_CLIENT, serializer=OrjsonSerializer)
     queue.redis_server_version = _ASSUMED_REDIS_VERSION
     rq_job = Job.create(
@@ -61,7 +95,7 @@ def enqueue_commands(
         timeout=job_timeout,
         result_ttl=result_ttl,
         failure_ttl=failure_ttl,
-        description=f"{job.model} via {job.provider} ({'stream' if job.stream else 'json'})",
+        description=_description(job),
     )
     pipe = recording_pipeline()
     queue._prepare_for_queue(rq_job)
@@ -69,3 +103,44 @@ def enqueue_commands(
     pipe.sadd(RQ_QUEUES_SET, queue.key)
     queue.push_job_id(rq_job.id, pipe)
     return recorded(pipe)
+
+
+def _description(job: CompletionJob) -> str:
+    return f"{job.model} via {job.provider} ({'stream' if job.stream else 'json'})"
+
+
+_FIELDS = tuple(f.name for f in fields(CompletionJob))
+_TEMPLATE_ID = "template"
+
+
+@dataclass(frozen=True, slots=True)
+class _Template:
+    """rq's enqueue commands for one pool and settings, taken apart to be filled per request."""
+
+    fields: dict[str, Any]  # the job hash, in rq's order
+    after: tuple[Command, ...]  # what rq sends after the hash (TTLs), for the template's key
+    queue_key: str
+
+    def after_save(self, key: str) -> list[Command]:
+        template_key = Job.key_for(_TEMPLATE_ID)
+        return [
+            (tuple(key if arg == template_key else arg for arg in args), options)
+            for args, options in self.after
+        ]
+
+
+@functools.lru_cache(maxsize=256)
+def _rq_template(provider: str, job_timeout: int, result_ttl: int, failure_ttl: int) -> _Template:
+    sample = CompletionJob(_TEMPLATE_ID, "", "", provider, "", False, False, {}, 0)
+    commands = rq_enqueue_commands(
+        sample, job_timeout=job_timeout, result_ttl=result_ttl, failure_ttl=failure_ttl
+    )
+    hash_index = max(i for i, (args, _) in enumerate(commands) if str(args[0]).upper() == "HSET")
+    args = commands[hash_index][0]
+    pairs = dict(zip(args[2::2], args[3::2], strict=True))
+    after = tuple(
+        command
+        for command in commands[hash_index + 1 :]
+        if str(command[0][0]).upper() not in ("SADD", "RPUSH")
+    )
+    return _Template(pairs, after, Queue(provider, connection=RECORDING_CLIENT).key)

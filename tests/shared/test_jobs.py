@@ -8,7 +8,7 @@ from rq.job import Job
 from rq.queue import Queue
 
 from shared import keys
-from shared.jobs import JOB_FUNC, CompletionJob, enqueue_commands
+from shared.jobs import JOB_FUNC, CompletionJob, enqueue_commands, rq_enqueue_commands
 from shared.rq_bridge import command_names, replay
 from shared.serialization import OrjsonSerializer
 
@@ -61,3 +61,27 @@ async def test_replayed_commands_make_a_real_rq_job(aredis_client: aredis.Redis,
         assert "aiorouter/echo" in (fetched.description or "")
     finally:
         connection.close()
+
+
+def test_enqueue_commands_write_the_hash_rq_writes() -> None:
+    """The templated commands carry exactly rq's fields and values (times aside), and rq's other writes."""
+    job = _job("req-template")
+    ours = enqueue_commands(job, job_timeout=900, result_ttl=60, failure_ttl=86_400)
+    theirs = rq_enqueue_commands(job, job_timeout=900, result_ttl=60, failure_ttl=86_400)
+    times = {"created_at", "enqueued_at"}
+
+    def without_times(command: tuple[object, ...]) -> dict[object, object]:
+        pairs = dict(zip(command[2::2], command[3::2], strict=True))
+        assert times <= pairs.keys()
+        return {name: value for name, value in pairs.items() if name not in times}
+
+    assert without_times(ours[0][0]) == without_times(theirs[1][0])
+    assert ours[0][0][1] == theirs[1][0][1] == Job.key_for("req-template")
+    assert [args for args, _ in ours[1:]] == [args for args, _ in theirs[2:]]
+    other_pool = enqueue_commands(
+        CompletionJob.from_wire({**job.to_wire(), "provider": "other"}),
+        job_timeout=900,
+        result_ttl=60,
+        failure_ttl=86_400,
+    )
+    assert other_pool[-1][0] == ("RPUSH", keys.rq_queue_key("other"), "req-template")
