@@ -270,6 +270,7 @@ class OpenSetCache:
         self._breaker = breaker
         self._deadlines: Mapping[str, float] = {}  # deployment id -> time.monotonic() it admits again
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def snapshot(self) -> dict[str, float]:
         """Deployment id -> seconds it stays skipped, for every deployment routing must skip now."""
@@ -289,6 +290,7 @@ class OpenSetCache:
         self._task = asyncio.create_task(self._loop(), name="breaker-open-set")
 
     async def aclose(self) -> None:
+        self._stopping = True  # the loop also checks it: a cancel can surface as a Redis error it logs
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -297,7 +299,7 @@ class OpenSetCache:
 
     async def _loop(self) -> None:
         interval = self._breaker.settings.open_set_refresh
-        while True:
+        while not self._stopping:
             await asyncio.sleep(interval)
             try:
                 await self.refresh()
