@@ -3,7 +3,8 @@ the real Redis, OpenAI-compatible deployments on the simulated upstream over rea
 
 Each deployment's behaviour is its upstream model name (see ``bench.sim_behaviour``); pool ``a`` never
 retries, so a failure there falls back at once, pool ``revived`` points at a port nothing listens on until
-the breaker test starts an upstream there, and pool ``deep`` has no workers (its queue only fills).
+the breaker test starts an upstream there, pool ``capped`` has provider-wide caps, and pool ``deep`` has no
+workers (its queue only fills).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import orjson
@@ -39,7 +41,10 @@ MODELS = {
     "e2e/flaky": [("revived", "sim?tokens=3"), ("b", "sim?tokens=3")],
     "e2e/slow": [("b", "sim?tokens=400&itl_ms=25")],
     "e2e/deep": [("deep", "sim")],
+    "e2e/capped-slow": [("capped", "sim?tokens=100&itl_ms=20"), ("b", "sim?tokens=3")],
+    "e2e/capped": [("capped", "sim?tokens=2"), ("b", "sim?tokens=2")],
 }
+CAPPED_PER_MINUTE = 3
 
 
 def config(base_url: str, revived_url: str) -> str:
@@ -82,6 +87,14 @@ retries = 0
 [providers.revived.timeouts]
 connect = 2.0
 
+[providers.capped]
+kind = "openai"
+base_url = "{base_url}"
+retries = 0
+max_concurrency = 1
+requests_per_minute = {CAPPED_PER_MINUTE}
+cap_wait = 0.2
+
 [providers.deep]
 kind = "openai"
 base_url = "{base_url}"
@@ -104,7 +117,10 @@ def revived_port() -> int:
 def system(launch_system: SystemLauncher, upstream: UpstreamThread, revived_port: int) -> RunningSystem:
     revived_url = f"http://127.0.0.1:{revived_port}/v1"
     return launch_system(
-        config(upstream.base_url, revived_url), pools=["a", "b", "revived"], workers_per_pool=2, concurrency=8
+        config(upstream.base_url, revived_url),
+        pools=["a", "b", "revived", "capped"],
+        workers_per_pool=2,
+        concurrency=8,
     )
 
 
@@ -281,3 +297,17 @@ def test_client_leaving_a_json_request_closes_the_upstream_connection(
         with pytest.raises(httpx.ReadTimeout):
             client.post("/v1/chat/completions", json={"model": "e2e/slow", "messages": HELLO})
     wait_for_disconnects(upstream, before + 1)
+
+
+def test_provider_wide_caps_hold_across_worker_processes(system: RunningSystem) -> None:
+    """`capped` (two worker processes) runs one upstream call at a time and three per minute: of two
+    concurrent streams one falls back to b; after three calls in the minute the rest go to b too."""
+    headers = {"Authorization": f"Bearer {system.api_key}"}
+    body = {"model": "e2e/capped-slow", "messages": HELLO, "stream": True}
+    with httpx.Client(base_url=system.origin, headers=headers, timeout=30.0) as client:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            answers = list(pool.map(lambda _: client.post("/v1/chat/completions", json=body), range(2)))
+        assert sorted(a.headers["x-provider"] for a in answers) == ["b", "capped"]
+        assert all(sse_events(a.text)[-1] == "[DONE]" for a in answers)
+        served_by = [chat(client, "e2e/capped").headers["x-provider"] for _ in range(CAPPED_PER_MINUTE)]
+    assert served_by == ["capped"] * (CAPPED_PER_MINUTE - 1) + ["b"]
