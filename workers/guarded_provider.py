@@ -9,7 +9,7 @@ Per job, around the wrapped adapter's stream:
 A refused breaker or a full provider fails the job with :class:`~shared.errors.UpstreamUnavailable`
 before any upstream call, so the ingress falls back to the next deployment.  A retryable failure
 (:class:`UpstreamUnavailable`: connect error, timeout, 429, 5xx, a stream cut before content) is retried
-on the same deployment up to ``ProviderSettings.retries`` times while no delta has been yielded, after a
+on the same deployment up to ``ProviderSettings.retries`` times while no content has been yielded, after a
 jittered exponential backoff, or after the upstream's ``Retry-After`` when it is at most
 ``max_retry_after`` (a longer one is not waited for: the job fails and the ingress falls back).  The time
 to the first content delta of each job feeds the ``latency`` strategy (written with the job's last
@@ -102,16 +102,16 @@ class GuardedProvider:
         attempt = 0
         while True:
             started = loop.time()
-            yielded = False
+            answered = False  # content or a finish went out: from here on, no second attempt
             try:
                 async for delta in self._adapter.stream(job):
-                    if not yielded and (delta.has_message_part or delta.finish_reason is not None):
+                    if not answered and (delta.has_message_part or delta.finish_reason is not None):
+                        answered = True
                         await self._record_ttft(dep, loop.time() - started)
-                    yielded = True
                     yield delta
                 return
             except UpstreamUnavailable as exc:
-                pause = None if yielded else self._pause_before_retry(attempt, exc)
+                pause = None if answered else self._pause_before_retry(attempt, exc)
                 if pause is None:
                     raise
                 log.info("job %s: %s; retrying %s in %.2fs", job.request_id, exc.message, dep, pause)

@@ -32,9 +32,10 @@ Script = Sequence[AIORouterError | None]  # per attempt: the error it raises (af
 class ScriptedAdapter:
     """An adapter whose attempts follow a script: each fails with its error or answers two words."""
 
-    def __init__(self, script: Script, *, content_first: bool = False) -> None:
+    def __init__(self, script: Script, *, content_first: bool = False, empty_first: bool = False) -> None:
         self.script = list(script)
         self.content_first = content_first
+        self.empty_first = empty_first  # a delta with nothing in it (e.g. OpenAI's role-only chunk)
         self.attempts = 0
         self.gate = asyncio.Event()
         self.gate.set()
@@ -43,6 +44,8 @@ class ScriptedAdapter:
         outcome = self.script[min(self.attempts, len(self.script) - 1)]
         self.attempts += 1
         await self.gate.wait()
+        if self.empty_first:
+            yield Delta(system_fingerprint="fp")
         if outcome is not None:
             if self.content_first:
                 yield Delta(content="partial ")
@@ -129,6 +132,13 @@ async def test_failure_after_content_is_not_retried(aredis_client: aredis.Redis)
     with pytest.raises(UpstreamUnavailable):
         await drain(guard(aredis_client, adapter, retries=3))
     assert adapter.attempts == 1
+
+
+async def test_failure_after_an_empty_delta_is_still_retried(aredis_client: aredis.Redis) -> None:
+    """A cut after a delta without content (a role-only chunk) is still retried on the same deployment."""
+    adapter = ScriptedAdapter([UpstreamUnavailable("cut"), None], empty_first=True)
+    assert await drain(guard(aredis_client, adapter, retries=1)) == "hello world"
+    assert adapter.attempts == 2
 
 
 async def test_open_breaker_refuses_without_calling_upstream(aredis_client: aredis.Redis) -> None:
