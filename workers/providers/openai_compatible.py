@@ -32,6 +32,7 @@ from shared.errors import (
 from shared.jobs import CompletionJob
 from shared.settings import ProviderSettings, Timeouts
 from workers.providers.base import Delta, ToolCallDelta, Usage
+from workers.providers.http_transport import CoalescingTransport
 from workers.providers.sse import sse_data
 
 _BAD_REQUEST_STATUSES = frozenset({400, 404, 413, 422})
@@ -46,19 +47,20 @@ class OpenAICompatibleProvider:
             headers["authorization"] = f"Bearer {provider.api_key}"
         self._name = provider.name
         self._timeouts = timeouts
+        limits = httpx.Limits(
+            max_connections=provider.concurrency, max_keepalive_connections=provider.concurrency
+        )
         self._client = httpx.AsyncClient(
             base_url=provider.base_url,
             headers=headers,
-            transport=transport,
+            transport=transport or CoalescingTransport(limits),
             timeout=httpx.Timeout(
                 connect=timeouts.connect,
                 read=max(timeouts.first_token, timeouts.idle),
                 write=timeouts.idle,
                 pool=timeouts.connect,
             ),
-            limits=httpx.Limits(
-                max_connections=provider.concurrency, max_keepalive_connections=provider.concurrency
-            ),
+            limits=limits,
         )
 
     async def aclose(self) -> None:
