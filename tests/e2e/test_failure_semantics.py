@@ -40,6 +40,7 @@ MODELS = {
     "e2e/cut": [("a", "sim?tokens=20&cut=3"), ("b", "sim?tokens=5")],
     "e2e/flaky": [("revived", "sim?tokens=3"), ("b", "sim?tokens=3")],
     "e2e/slow": [("b", "sim?tokens=400&itl_ms=25")],
+    "e2e/late": [("b", "sim?ttft_ms=5000&tokens=3")],
     "e2e/deep": [("deep", "sim")],
     "e2e/capped-slow": [("capped", "sim?tokens=100&itl_ms=20"), ("b", "sim?tokens=3")],
     "e2e/capped": [("capped", "sim?tokens=2"), ("b", "sim?tokens=2")],
@@ -296,6 +297,20 @@ def test_client_leaving_a_json_request_closes_the_upstream_connection(
     with httpx.Client(base_url=system.origin, headers=headers, timeout=1.5) as client:
         with pytest.raises(httpx.ReadTimeout):
             client.post("/v1/chat/completions", json={"model": "e2e/slow", "messages": HELLO})
+    wait_for_disconnects(upstream, before + 1)
+
+
+def test_client_leaving_before_the_first_token_closes_the_upstream_connection(
+    system: RunningSystem, upstream: UpstreamThread
+) -> None:
+    """A stream client that gives up while the ingress still holds back the response (no token yet) gets
+    the upstream call cancelled: the upstream sees the close, long before it would have answered."""
+    before = upstream.stats.total(Counter.CLIENT_DISCONNECTS)
+    headers = {"Authorization": f"Bearer {system.api_key}"}
+    body = {"model": "e2e/late", "messages": HELLO, "stream": True}
+    with httpx.Client(base_url=system.origin, headers=headers, timeout=0.5) as client:
+        with pytest.raises(httpx.ReadTimeout):
+            client.post("/v1/chat/completions", json=body)
     wait_for_disconnects(upstream, before + 1)
 
 
