@@ -4,7 +4,8 @@ A chunk that arrives while no publish of its job is in flight goes out at once; 
 is in flight are joined into the next single ``C`` frame.  There is never more than one publish of a job
 in flight, so Redis pub/sub delivers its frames in ``seq`` order.  The final frame (``D`` or ``E``) can
 carry other Redis commands (rq's bookkeeping) in the same round trip, queued before the ``PUBLISH`` so
-that whoever sees the final frame also sees the bookkeeping.
+that whoever sees the final frame also sees the bookkeeping.  With a :class:`PublishBatcher`, that round
+trip is shared with the other jobs of the worker.
 """
 
 from __future__ import annotations
@@ -19,11 +20,15 @@ from redis.exceptions import RedisError
 from shared import events
 from shared.errors import ServiceUnavailable
 from shared.rq_bridge import Command, replay
+from workers.publish_batcher import PublishBatcher
 
 
 class FramePublisher:
-    def __init__(self, redis: aredis.Redis, channel: str, request_id: str) -> None:
+    def __init__(
+        self, redis: aredis.Redis, channel: str, request_id: str, batcher: PublishBatcher | None = None
+    ) -> None:
         self._redis = redis
+        self._batcher = batcher  # the worker's shared pipeline (one round trip for many jobs), if any
         self._channel = channel
         self._request_id = request_id
         self._seq = 0
@@ -97,7 +102,9 @@ class FramePublisher:
 
     async def _publish(self, commands: Sequence[Command], frames: list[bytes]) -> None:
         try:
-            if not commands and len(frames) == 1:
+            if self._batcher is not None:
+                await self._batcher.submit(commands, self._channel, frames)
+            elif not commands and len(frames) == 1:
                 await self._redis.publish(self._channel, frames[0])
             else:
                 async with self._redis.pipeline(transaction=False) as pipe:

@@ -7,6 +7,9 @@ truth, but does rq's writes with :mod:`workers.bookkeeping` on asyncio Redis:
     BLMOVE (its own connection)  →  one pipeline: load the job, check its cancel marker, mark it started
     →  S, C… frames  →  one pipeline: rq's finished/failed bookkeeping, then the D/E frame
 
+Frames and final bookkeeping go through one :class:`~workers.publish_batcher.PublishBatcher`: the jobs
+that publish at the same moment share a pipeline.
+
 A slot is taken before each BLMOVE, so the worker never holds more jobs than it can run.  A heartbeat
 task refreshes rq's worker hash, every running execution and AIOrouter's liveness keys; a thread runs
 rq's registry maintenance (sync code, off the loop), which is what fails the jobs of a worker that died.
@@ -42,6 +45,7 @@ from workers.completion import Outcome, complete
 from workers.guarded_provider import GuardedProvider, guarded_provider
 from workers.providers import make_adapter
 from workers.providers.base import ProviderAdapter
+from workers.publish_batcher import PublishBatcher
 from workers.publisher import FramePublisher
 from workers.stop_requests import StopRequest
 
@@ -131,6 +135,7 @@ class AsyncWorker(BaseWorker):
         loop = asyncio.get_running_loop()
         handled = _handle_signals(loop, self.request_stop)
         self._redis = _client(self.settings.redis_url, max_connections=max(4, min(self.concurrency, 64)))
+        self._batcher = PublishBatcher(self._redis)
         self._blocking = async_client(
             self.settings.redis_url, max_connections=1, socket_timeout=DEQUEUE_TIMEOUT + 10
         )
@@ -272,7 +277,7 @@ class AsyncWorker(BaseWorker):
                 bookkeeping.failure_commands(self, started, reason, stopped=False, idle=self._last_one(run))
             )
             return
-        publisher = FramePublisher(self._redis, job.reply_to, job.request_id)
+        publisher = FramePublisher(self._redis, job.reply_to, job.request_id, self._batcher)
 
         def final_commands(outcome: Outcome) -> list[Command]:
             if outcome.error is None:

@@ -1,0 +1,81 @@
+"""The worker-wide publish batcher: one pipeline for many jobs, per-job order, per-job failures."""
+
+from __future__ import annotations
+
+import asyncio
+
+import fakeredis
+import pytest
+from redis.exceptions import ResponseError
+
+from workers.publish_batcher import PublishBatcher
+
+CHANNEL = "aior:reply:batch"
+
+
+async def received(pubsub: fakeredis.aioredis.FakeRedis, count: int) -> list[bytes]:
+    """The next ``count`` messages on the subscribed channel, within a few seconds."""
+    messages: list[bytes] = []
+    async with asyncio.timeout(5):
+        while len(messages) < count:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+            if message is not None:
+                messages.append(message["data"])
+    return messages
+
+
+async def test_jobs_submitting_together_share_one_pipeline_in_order() -> None:
+    """Frames of ten jobs submitted in one go reach Redis in one round trip, each job's in order."""
+    redis = fakeredis.FakeAsyncRedis()
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(CHANNEL)
+    batcher = PublishBatcher(redis)
+    waits = [
+        batcher.submit(
+            [(("SET", f"job:{job}", "done"), {})], CHANNEL, [f"{job}:{i}".encode() for i in range(3)]
+        )
+        for job in range(10)
+    ]
+    await asyncio.gather(*waits)
+    assert batcher.pipelines == 1
+    messages = await received(pubsub, 30)
+    for job in range(10):
+        assert [m for m in messages if m.startswith(f"{job}:".encode())] == [
+            f"{job}:{i}".encode() for i in range(3)
+        ]
+    assert await redis.get("job:9") == b"done"
+    await pubsub.aclose()
+    await redis.aclose()
+
+
+async def test_what_comes_while_a_pipeline_is_on_the_wire_goes_in_the_next() -> None:
+    """A submission made after the first batch left is sent by a second pipeline, after the first."""
+    redis = fakeredis.FakeAsyncRedis()
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(CHANNEL)
+    batcher = PublishBatcher(redis)
+    first = batcher.submit([], CHANNEL, [b"first"])
+    await asyncio.sleep(0)  # the sender task takes the first batch
+    second = batcher.submit([], CHANNEL, [b"second"])
+    await asyncio.gather(first, second)
+    assert batcher.pipelines == 2
+    assert await received(pubsub, 2) == [b"first", b"second"]
+    await pubsub.aclose()
+    await redis.aclose()
+
+
+async def test_a_rejected_command_fails_only_its_own_job() -> None:
+    """A command Redis refuses fails that job's submission; the other job's frame still goes out."""
+    redis = fakeredis.FakeAsyncRedis()
+    await redis.set("text", "not a number")
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(CHANNEL)
+    batcher = PublishBatcher(redis)
+    bad = batcher.submit([(("INCR", "text"), {})], CHANNEL, [b"bad"])
+    good = batcher.submit([], CHANNEL, [b"good"])
+    await good
+    with pytest.raises(ResponseError):
+        await bad
+    assert b"good" in await received(pubsub, 2)
+    await pubsub.aclose()
+    await redis.aclose()
