@@ -136,6 +136,9 @@ class AsyncWorker(BaseWorker):
         handled = _handle_signals(loop, self.request_stop)
         self._redis = _client(self.settings.redis_url, max_connections=max(4, min(self.concurrency, 64)))
         self._batcher = PublishBatcher(self._redis)
+        # Heartbeats get their own connection: behind thousands of jobs' writes waiting for one of the
+        # shared pool's, a beat came too late and the ingress took a busy worker for dead.
+        self._heartbeat_redis = _client(self.settings.redis_url, max_connections=1)
         self._blocking = async_client(
             self.settings.redis_url, max_connections=1, socket_timeout=DEQUEUE_TIMEOUT + 10
         )
@@ -168,6 +171,7 @@ class AsyncWorker(BaseWorker):
             await self._depart()
             await adapter.aclose()
             await self._redis.aclose()
+            await self._heartbeat_redis.aclose()
             await self._blocking.aclose()
             for sig in handled:
                 loop.remove_signal_handler(sig)
@@ -354,8 +358,8 @@ class AsyncWorker(BaseWorker):
         run.finalized = True
         return all(other.finalized for other in self._runs.values())
 
-    async def _execute(self, commands: list[Command]) -> list[object]:
-        async with self._redis.pipeline(transaction=False) as pipe:
+    async def _execute(self, commands: list[Command], client: aredis.Redis | None = None) -> list[object]:
+        async with (client or self._redis).pipeline(transaction=False) as pipe:
             replay(pipe, commands)
             return list(await pipe.execute())
 
@@ -382,9 +386,9 @@ class AsyncWorker(BaseWorker):
             execution_ttl=self.execution_ttl,
             alive_ttl_ms=int(self.settings.worker_dead_after * 1000),
         )
-        replies = await self._execute(commands)
+        replies = await self._execute(commands, self._heartbeat_redis)
         if replies and replies[0] == 1:  # rq's worker hash had expired: HSET created it anew
-            await self._execute(bookkeeping.rebirth_commands(self))
+            await self._execute(bookkeeping.rebirth_commands(self), self._heartbeat_redis)
         if self._provider is not None:
             await self._provider.renew()
 
