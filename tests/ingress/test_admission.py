@@ -12,7 +12,7 @@ import pytest
 from shared import accounts, api_keys, credits, keys
 from shared.errors import UpstreamError
 from shared.job_billing import JobBilling
-from tests.ingress.conftest import MESSAGES, MODEL, TEST_CREDIT_MICROS, Ingress, IngressFactory
+from tests.ingress.conftest import MESSAGES, MODEL, TEST_CREDIT_MICROS, Ingress, IngressFactory, asgi_chat
 from tests.ingress.test_app import assert_error
 
 RATE_LIMIT_HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
@@ -141,3 +141,19 @@ async def test_queue_timeout_releases_the_hold(ingress_factory: IngressFactory) 
         balance = await wait_for_balance(ingress, 0)
         assert balance.balance == TEST_CREDIT_MICROS
         assert await ingress.redis.zcard(keys.CREDIT_RESERVATIONS) == 0
+
+
+async def test_client_gone_while_queued_releases_the_hold(ingress: Ingress) -> None:
+    """A client that leaves before any worker took its job gets the job withdrawn and its hold released."""
+    call = asgi_chat(ingress, {"model": MODEL, "messages": MESSAGES})
+    running = asyncio.create_task(call.run())
+    for _ in range(200):
+        if await queued(ingress):
+            break
+        await asyncio.sleep(0.01)
+    assert (await credits.get_balance(ingress.redis, "acct-test")).reserved > 0
+    call.disconnected.set()
+    await asyncio.wait_for(running, 5)
+    assert await queued(ingress) == 0
+    balance = await wait_for_balance(ingress, 0)
+    assert (balance.balance, balance.spent) == (TEST_CREDIT_MICROS, 0)
