@@ -8,6 +8,9 @@ from dataclasses import dataclass
 @dataclass(frozen=True, slots=True)
 class DevSystem:
     base_url: str  # http://127.0.0.1:PORT/v1
+    dashboard_url: str
+    dashboard_token: str  # signs in as the dev account
+    admin_token: str  # signs in as the operator (and guards /admin)
     secret: str
     key_id: str
     account_id: str
@@ -32,6 +35,9 @@ AIOrouter is running.
   Dev key    {system.secret}
              (id {system.key_id}, account {system.account_id}; revoke: aiorouter keys revoke {system.key_id})
   Credit     USD {system.credit_usd} of play money on account {system.account_id}
+  Dashboard  {system.dashboard_url}
+             account {system.account_id}: sign in with {system.dashboard_token}
+             operator:    sign in with the admin token {system.admin_token}
 
 Non-streaming:
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -26,7 +27,7 @@ from shared import accounts, credits
 from shared.cli.config_option import add_config_option, settings_from_args
 from shared.cli.dev_banner import DevSystem, banner
 from shared.cli.dev_processes import Child, ChildGroup
-from shared.cli.dev_redis import dev_redis, free_port
+from shared.cli.dev_redis import DevRedis, dev_redis, free_port
 from shared.cli.failures import CommandFailed, redis_failure
 from shared.cli.key_issuing import IssuedKey, issue_key
 from shared.errors import AIORouterError
@@ -70,11 +71,11 @@ def run(args: argparse.Namespace) -> int:
             env = {**os.environ, "REDIS_URL": redis_server.url}
             if args.config:
                 env["AIOROUTER_CONFIG"] = str(Path(args.config).resolve())
+            admin_token = settings.admin_token or secrets.token_urlsafe(24)
+            env["AIOROUTER_ADMIN_TOKEN"] = admin_token
             children = ChildGroup(env)
             try:
-                return _serve(
-                    children, settings, args, pools, port, redis_server.url, redis_server.description
-                )
+                return _serve(children, settings, args, pools, port, redis_server, admin_token)
             finally:
                 _ignore_interrupts()
                 print("aiorouter dev: stopping", file=sys.stderr, flush=True)
@@ -89,8 +90,8 @@ def _serve(
     args: argparse.Namespace,
     pools: Sequence[str],
     port: int,
-    redis_url: str,
-    redis_description: str,
+    redis_server: DevRedis,
+    admin_token: str,
 ) -> int:
     for pool in pools:
         for _ in range(args.workers):
@@ -100,15 +101,18 @@ def _serve(
     children.start("ingress", "ingress", "--host", "127.0.0.1", "--port", str(port))
     base = f"http://127.0.0.1:{port}"
     _wait_until_ready(children, f"{base}/readyz")
-    issued, balance = asyncio.run(_create_dev_key(redis_url, settings))
+    issued, balance, dashboard_token = asyncio.run(_create_dev_key(redis_server.url, settings))
     system = DevSystem(
         base_url=f"{base}/v1",
+        dashboard_url=f"{base}/dashboard",
+        dashboard_token=dashboard_token,
+        admin_token=admin_token,
         secret=issued.secret,
         key_id=issued.record.key_id,
         account_id=issued.record.account_id,
         credit_usd=credits.usd(balance.available),
         model=_example_model(settings, pools),
-        redis=redis_description,
+        redis=redis_server.description,
         pools=tuple(pools),
         workers_per_pool=args.workers,
         concurrency=args.concurrency,
@@ -159,9 +163,10 @@ def _wait_until_ready(children: ChildGroup, readyz: str) -> None:
     raise CommandFailed(f"the ingress was not ready within {_READY_TIMEOUT:.0f}s ({readyz}: {last})")
 
 
-async def _create_dev_key(redis_url: str, settings: Settings) -> tuple[IssuedKey, credits.Balance]:
+async def _create_dev_key(redis_url: str, settings: Settings) -> tuple[IssuedKey, credits.Balance, str]:
     """A key on the ``dev`` account (created on the developer plan the first time), its credit topped up
-    to :data:`DEV_CREDIT_MICROS` of play money so priced models answer instead of 402."""
+    to :data:`DEV_CREDIT_MICROS` of play money so priced models answer instead of 402, and a fresh
+    dashboard token for that account (the previous one stops working)."""
     client = aredis.Redis.from_url(redis_url)
     try:
         new_account = await accounts.get_account(client, DEV_ACCOUNT) is None
@@ -176,7 +181,8 @@ async def _create_dev_key(redis_url: str, settings: Settings) -> tuple[IssuedKey
                 reason="aiorouter dev play money",
                 actor="aiorouter dev",
             )
-        return issued, balance
+        dashboard_token = await accounts.rotate_dashboard_token(client, DEV_ACCOUNT)
+        return issued, balance, dashboard_token
     except redis.RedisError as exc:
         raise redis_failure(redis_url, exc) from exc
     except AIORouterError as exc:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 import redis
@@ -123,6 +124,24 @@ def test_dev_serves_the_printed_key_and_stops_on_sigterm(dev: DevRun) -> None:
     dev.process.send_signal(signal.SIGTERM)
     assert dev.process.wait(STOP_WITHIN) == 0
     assert not [pid for pid in children if _alive(pid)]
+
+
+def test_dev_prints_working_dashboard_and_admin_tokens(dev: DevRun) -> None:
+    """The dashboard token printed by dev signs in as the dev account, the admin token as the operator."""
+    dev.wait_for("Press Ctrl-C", READY_WITHIN)
+    dashboard = dev.banner_value("Dashboard")
+    account_token = next(line for line in dev.output if "account dev: sign in with" in line).split()[-1]
+    admin_token = next(line for line in dev.output if "operator:" in line).split()[-1]
+    base = dashboard.removesuffix("/dashboard")
+    with httpx.Client(base_url=base, timeout=10) as client:
+        assert client.get("/dashboard").status_code == 200
+        me = client.get("/dashboard/api/account", headers={"Authorization": f"Bearer {account_token}"})
+        assert me.status_code == 200, me.text
+        assert "dev" in me.text
+        pools = client.get("/admin/pools", headers={"Authorization": f"Bearer {admin_token}"})
+        assert pools.status_code == 200, pools.text
+        refused = client.get("/admin/pools", headers={"Authorization": f"Bearer {account_token}"})
+        assert refused.status_code == 401
 
 
 def test_dev_stops_everything_when_a_child_dies(dev: DevRun) -> None:

@@ -16,6 +16,9 @@ from shared.settings import settings_from_mapping
 
 SYSTEM = DevSystem(
     base_url="http://127.0.0.1:8080/v1",
+    dashboard_url="http://127.0.0.1:8080/dashboard",
+    dashboard_token="dash-token",
+    admin_token="admin-token",
     secret="ak-" + "x" * 43,
     key_id="key_1",
     account_id="dev",
