@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import fakeredis
 import pytest
@@ -27,7 +27,7 @@ DEP = "prov-a/model-x"
 OTHER = "prov-b/model-x"
 
 
-def make(client: aredis.Redis, **overrides: float) -> CircuitBreaker:
+def make(store: aredis.Redis, **overrides: float) -> CircuitBreaker:
     values: dict[str, float] = {
         "failure_threshold": 3,
         "window": 30.0,
@@ -35,7 +35,7 @@ def make(client: aredis.Redis, **overrides: float) -> CircuitBreaker:
         "probe_timeout": 30.0,
     }
     values.update(overrides)
-    return CircuitBreaker(client, BreakerSettings(**values))  # type: ignore[arg-type]
+    return CircuitBreaker(store, BreakerSettings(**values))  # type: ignore[arg-type]
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
@@ -59,39 +59,9 @@ async def half_open(breaker: CircuitBreaker) -> None:
     await eventually(cooled)
 
 
-@pytest.fixture(params=["redis", "fakeredis"])
-async def connect(request: pytest.FixtureRequest) -> AsyncIterator[Callable[[], aredis.Redis]]:
-    """Makes clients of one store: the real Redis (flushed test database) or one fakeredis server,
-    so that the Lua scripts are proven on both (``aiorouter dev`` may run on fakeredis)."""
-    made: list[aredis.Redis] = []
-    if request.param == "redis":
-        url = request.getfixturevalue("redis_url")
-        request.getfixturevalue("clean_redis")
-
-        def make_client() -> aredis.Redis:
-            made.append(aredis.Redis.from_url(url))
-            return made[-1]
-    else:
-        server = fakeredis.FakeServer()
-
-        def make_client() -> aredis.Redis:
-            made.append(fakeredis.FakeAsyncRedis(server=server))
-            return made[-1]
-
-    yield make_client
-    for client in made:
-        await client.aclose()
-
-
-@pytest.fixture
-def client(connect: Callable[[], aredis.Redis]) -> aredis.Redis:
-    """One client of the store under test."""
-    return connect()
-
-
-async def test_closed_breaker_admits_and_counts_failures(client: aredis.Redis) -> None:
+async def test_closed_breaker_admits_and_counts_failures(store: aredis.Redis) -> None:
     """Below the threshold the breaker stays closed, admits requests and reports the window's count."""
-    breaker = make(client)
+    breaker = make(store)
     assert (await breaker.allow(DEP)).decision == "closed"
     first = await breaker.record_failure(DEP)
     second = await breaker.record_failure(DEP)
@@ -101,9 +71,9 @@ async def test_closed_breaker_admits_and_counts_failures(client: aredis.Redis) -
     assert await breaker.open_deployments() == {}
 
 
-async def test_threshold_failures_open_the_breaker(client: aredis.Redis) -> None:
+async def test_threshold_failures_open_the_breaker(store: aredis.Redis) -> None:
     """The Nth failure in the window opens the breaker: requests are refused with a Retry-After."""
-    breaker = make(client, cooldown=20.0)
+    breaker = make(store, cooldown=20.0)
     await breaker.record_failure(DEP)
     await breaker.record_failure(DEP)
     outcome = await breaker.record_failure(DEP)
@@ -117,9 +87,9 @@ async def test_threshold_failures_open_the_breaker(client: aredis.Redis) -> None
     assert list(open_now) == [DEP] and 15.0 < open_now[DEP] <= 20.0
 
 
-async def test_failures_older_than_the_window_do_not_count(client: aredis.Redis) -> None:
+async def test_failures_older_than_the_window_do_not_count(store: aredis.Redis) -> None:
     """Failures slide out of the window: two old plus two new do not reach a threshold of three."""
-    breaker = make(client, window=0.3)
+    breaker = make(store, window=0.3)
     await breaker.record_failure(DEP)
     await breaker.record_failure(DEP)
     await asyncio.sleep(0.5)
@@ -129,13 +99,13 @@ async def test_failures_older_than_the_window_do_not_count(client: aredis.Redis)
 
 
 async def test_half_open_admits_exactly_one_probe_under_concurrency(
-    client: aredis.Redis, connect: Callable[[], aredis.Redis]
+    store: aredis.Redis, connect_store: Callable[[], aredis.Redis]
 ) -> None:
     """After the cooldown, 200 concurrent callers on eight connections get exactly one probe."""
-    breaker = make(client, cooldown=0.2)
+    breaker = make(store, cooldown=0.2)
     await trip(breaker)
     await half_open(breaker)
-    breakers = [make(connect(), cooldown=0.2) for _ in range(8)]
+    breakers = [make(connect_store(), cooldown=0.2) for _ in range(8)]
     admissions = await asyncio.gather(*(breakers[i % 8].allow(DEP) for i in range(200)))
     decisions = [a.decision for a in admissions]
     assert decisions.count("probe") == 1
@@ -143,9 +113,9 @@ async def test_half_open_admits_exactly_one_probe_under_concurrency(
     assert DEP in await breaker.open_deployments()  # the probe is in flight: routing skips it
 
 
-async def test_probe_success_closes_the_breaker(client: aredis.Redis) -> None:
+async def test_probe_success_closes_the_breaker(store: aredis.Redis) -> None:
     """A successful probe closes the breaker and clears the failure window."""
-    breaker = make(client, cooldown=0.2)
+    breaker = make(store, cooldown=0.2)
     await trip(breaker)
     await half_open(breaker)
     assert (await breaker.allow(DEP)).is_probe
@@ -155,13 +125,13 @@ async def test_probe_success_closes_the_breaker(client: aredis.Redis) -> None:
     assert (await breaker.record_failure(DEP)).failures == 1  # the window starts afresh
 
 
-async def test_probe_failure_reopens_for_another_cooldown(client: aredis.Redis) -> None:
+async def test_probe_failure_reopens_for_another_cooldown(store: aredis.Redis) -> None:
     """A failed probe re-opens the breaker at once for a full cooldown."""
-    breaker = make(client, cooldown=0.2)
+    breaker = make(store, cooldown=0.2)
     await trip(breaker)
     await half_open(breaker)
     assert (await breaker.allow(DEP)).is_probe
-    slow = make(client, cooldown=20.0)
+    slow = make(store, cooldown=20.0)
     outcome = await slow.record_failure(DEP)
     assert outcome.status == "open" and outcome.retry_after > 15.0
     assert (await breaker.allow(DEP)).decision == "open"
@@ -169,17 +139,17 @@ async def test_probe_failure_reopens_for_another_cooldown(client: aredis.Redis) 
     assert views[0].status == "open" and views[0].trips == 2
 
 
-async def test_success_during_cooldown_does_not_close(client: aredis.Redis) -> None:
+async def test_success_during_cooldown_does_not_close(store: aredis.Redis) -> None:
     """A success that lands during the cooldown (a request from before the trip) leaves it open."""
-    breaker = make(client)
+    breaker = make(store)
     await trip(breaker)
     assert await breaker.record_success(DEP) == "open"
     assert (await breaker.allow(DEP)).decision == "open"
 
 
-async def test_lost_probe_frees_the_slot_after_probe_timeout(client: aredis.Redis) -> None:
+async def test_lost_probe_frees_the_slot_after_probe_timeout(store: aredis.Redis) -> None:
     """A probe that never reports (its worker died) lets another probe through after probe_timeout."""
-    breaker = make(client, cooldown=0.2, probe_timeout=0.3)
+    breaker = make(store, cooldown=0.2, probe_timeout=0.3)
     await trip(breaker)
     await half_open(breaker)
     assert (await breaker.allow(DEP)).is_probe
@@ -192,14 +162,14 @@ async def test_lost_probe_frees_the_slot_after_probe_timeout(client: aredis.Redi
     await eventually(probe_again)
 
 
-async def test_views_show_every_state_for_operators(client: aredis.Redis) -> None:
+async def test_views_show_every_state_for_operators(store: aredis.Redis) -> None:
     """The operator view lists closed, open and half-open breakers with failures and opens_until."""
-    breaker = make(client, cooldown=0.2)
+    breaker = make(store, cooldown=0.2)
     await breaker.record_failure(OTHER)
     await trip(breaker)
     await half_open(breaker)
     await breaker.allow(DEP)
-    slow = make(client, cooldown=20.0)
+    slow = make(store, cooldown=20.0)
     await trip(slow, "prov-c/model-y")
     before = time.time()
     views = {v.deployment_id: v for v in await breaker.views(["prov-d/idle"])}
@@ -219,10 +189,10 @@ async def test_views_show_every_state_for_operators(client: aredis.Redis) -> Non
     }
 
 
-async def test_open_set_cache_serves_the_last_read_without_io(client: aredis.Redis) -> None:
+async def test_open_set_cache_serves_the_last_read_without_io(store: aredis.Redis) -> None:
     """The ingress cache refreshes in the background and answers from memory."""
     breaker = CircuitBreaker(
-        client, BreakerSettings(failure_threshold=1, cooldown=20.0, open_set_refresh=0.05)
+        store, BreakerSettings(failure_threshold=1, cooldown=20.0, open_set_refresh=0.05)
     )
     cache = OpenSetCache(breaker)
     await cache.start()
@@ -265,9 +235,9 @@ def test_outcome_of_classifies_adapter_errors() -> None:
     assert outcome_of(ServiceUnavailable()) == "none"
 
 
-async def test_record_feeds_the_breaker_by_outcome(client: aredis.Redis) -> None:
+async def test_record_feeds_the_breaker_by_outcome(store: aredis.Redis) -> None:
     """record() counts provider failures, ignores cancels, and a success closes a half-open breaker."""
-    breaker = make(client, cooldown=0.2)
+    breaker = make(store, cooldown=0.2)
     await breaker.record(DEP, UpstreamTimeout())
     await breaker.record(DEP, asyncio.CancelledError())
     await breaker.record(DEP, UpstreamBadRequest())
@@ -281,9 +251,9 @@ async def test_record_feeds_the_breaker_by_outcome(client: aredis.Redis) -> None
     assert (await breaker.allow(DEP)).decision == "closed"
 
 
-async def test_cancelled_probe_is_released_for_the_next_caller(client: aredis.Redis) -> None:
+async def test_cancelled_probe_is_released_for_the_next_caller(store: aredis.Redis) -> None:
     """A probe whose call proved nothing (client left) frees the slot at once, not after probe_timeout."""
-    breaker = make(client, cooldown=0.2, probe_timeout=30.0)
+    breaker = make(store, cooldown=0.2, probe_timeout=30.0)
     await trip(breaker)
     await half_open(breaker)
     assert (await breaker.allow(DEP)).is_probe
@@ -297,10 +267,10 @@ async def test_cancelled_probe_is_released_for_the_next_caller(client: aredis.Re
 async def test_scripts_reload_after_the_script_cache_is_flushed() -> None:
     """After SCRIPT FLUSH (a Redis restart) the breaker reloads its scripts (NOSCRIPT) and carries on.
     On fakeredis only: flushing the real server's script cache would disturb other databases' users."""
-    client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
-    breaker = make(client)
+    store = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    breaker = make(store)
     await breaker.record_failure(DEP)
-    await client.script_flush()
+    await store.script_flush()
     assert (await breaker.record_failure(DEP)).failures == 2
     assert (await breaker.allow(DEP)).decision == "closed"
-    await client.aclose()
+    await store.aclose()

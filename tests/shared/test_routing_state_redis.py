@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
 
 import fakeredis
 import pytest
@@ -17,133 +16,103 @@ A = Deployment("prov-a", "m")
 B = Deployment("prov-b", "m")
 
 
-@pytest.fixture(params=["redis", "fakeredis"])
-async def connect(request: pytest.FixtureRequest) -> AsyncIterator[Callable[[], aredis.Redis]]:
-    """Makes clients of one store: the real Redis (flushed test database) or one fakeredis server,
-    so that the Lua scripts are proven on both (``aiorouter dev`` may run on fakeredis)."""
-    made: list[aredis.Redis] = []
-    if request.param == "redis":
-        url = request.getfixturevalue("redis_url")
-        request.getfixturevalue("clean_redis")
-
-        def make_client() -> aredis.Redis:
-            made.append(aredis.Redis.from_url(url))
-            return made[-1]
-    else:
-        server = fakeredis.FakeServer()
-
-        def make_client() -> aredis.Redis:
-            made.append(fakeredis.FakeAsyncRedis(server=server))
-            return made[-1]
-
-    yield make_client
-    for client in made:
-        await client.aclose()
-
-
-@pytest.fixture
-def client(connect: Callable[[], aredis.Redis]) -> aredis.Redis:
-    """One client of the store under test."""
-    return connect()
-
-
-async def test_inflight_counts_jobs_of_every_worker(client: aredis.Redis) -> None:
+async def test_inflight_counts_jobs_of_every_worker(store: aredis.Redis) -> None:
     """Jobs started by two workers add up per deployment; finished jobs stop counting."""
-    one = InflightTracker(client, "w1", lease=30.0)
-    two = InflightTracker(client, "w2", lease=30.0)
+    one = InflightTracker(store, "w1", lease=30.0)
+    two = InflightTracker(store, "w2", lease=30.0)
     await one.job_started("prov-a/m")
     await one.job_started("prov-a/m")
     await two.job_started("prov-a/m")
     await two.job_started("prov-b/m")
-    stats = await load_stats(client, [A, B])
+    stats = await load_stats(store, [A, B])
     assert (stats["prov-a/m"].inflight, stats["prov-b/m"].inflight) == (3, 1)
     await one.job_finished("prov-a/m")
     await two.job_finished("prov-b/m")
-    stats = await load_stats(client, [A, B])
+    stats = await load_stats(store, [A, B])
     assert (stats["prov-a/m"].inflight, stats["prov-b/m"].inflight) == (2, 0)
     assert one.counts() == {"prov-a/m": 1} and two.counts() == {"prov-a/m": 1}
 
 
-async def test_killed_worker_stops_counting_after_its_lease(client: aredis.Redis) -> None:
+async def test_killed_worker_stops_counting_after_its_lease(store: aredis.Redis) -> None:
     """A worker that dies without finishing (no renew) drops out when its lease ends; a live one stays."""
-    dead = InflightTracker(client, "dead", lease=0.3)
-    live = InflightTracker(client, "live", lease=0.3)
+    dead = InflightTracker(store, "dead", lease=0.3)
+    live = InflightTracker(store, "live", lease=0.3)
     for _ in range(3):
         await dead.job_started("prov-a/m")
     await live.job_started("prov-a/m")
-    assert (await load_stats(client, [A]))["prov-a/m"].inflight == 4
+    assert (await load_stats(store, [A]))["prov-a/m"].inflight == 4
     for _ in range(6):
         await asyncio.sleep(0.1)
         await live.renew()
-    assert (await load_stats(client, [A]))["prov-a/m"].inflight == 1
+    assert (await load_stats(store, [A]))["prov-a/m"].inflight == 1
     await live.job_started("prov-a/m")  # a later write also prunes the dead worker's entry
-    assert await client.hkeys(keys.inflight_counts("prov-a/m")) == [b"live"]
+    assert await store.hkeys(keys.inflight_counts("prov-a/m")) == [b"live"]
 
 
-async def test_renew_restores_counts_lost_in_redis(client: aredis.Redis) -> None:
+async def test_renew_restores_counts_lost_in_redis(store: aredis.Redis) -> None:
     """The worker's own counts are the truth: a renew rewrites them after Redis lost them."""
-    tracker = InflightTracker(client, "w1", lease=30.0)
+    tracker = InflightTracker(store, "w1", lease=30.0)
     await tracker.job_started("prov-a/m")
     await tracker.job_started("prov-b/m")
-    await client.flushdb()
+    await store.flushdb()
     await tracker.renew()
-    stats = await load_stats(client, [A, B])
+    stats = await load_stats(store, [A, B])
     assert (stats["prov-a/m"].inflight, stats["prov-b/m"].inflight) == (1, 1)
 
 
-async def test_queue_depth_is_the_pools_rq_queue_length(client: aredis.Redis) -> None:
+async def test_queue_depth_is_the_pools_rq_queue_length(store: aredis.Redis) -> None:
     """queue_depth is LLEN of the provider's rq queue, shared by the provider's deployments."""
-    await client.rpush(keys.rq_queue_key("prov-a"), "j1", "j2", "j3")
-    stats = await load_stats(client, [A, B, Deployment("prov-a", "other")])
+    await store.rpush(keys.rq_queue_key("prov-a"), "j1", "j2", "j3")
+    stats = await load_stats(store, [A, B, Deployment("prov-a", "other")])
     assert stats["prov-a/m"].queue_depth == 3 and stats["prov-a/other"].queue_depth == 3
     assert stats["prov-b/m"].queue_depth == 0
     assert stats["prov-a/m"].load == 3
 
 
-async def test_ttft_is_an_exponentially_decayed_average(client: aredis.Redis) -> None:
+async def test_ttft_is_an_exponentially_decayed_average(store: aredis.Redis) -> None:
     """The first sample sets the average; later ones move it by latency_alpha."""
     settings = RoutingStatsSettings(latency_alpha=0.5, latency_ttl=60.0)
-    assert (await load_stats(client, [A]))["prov-a/m"].ttft is None
-    assert await record_ttft(client, "prov-a/m", 1.0, settings) == pytest.approx(1.0)
-    assert await record_ttft(client, "prov-a/m", 0.2, settings) == pytest.approx(0.6)
-    assert await record_ttft(client, "prov-a/m", 0.2, settings) == pytest.approx(0.4)
-    assert (await load_stats(client, [A]))["prov-a/m"].ttft == pytest.approx(0.4)
+    assert (await load_stats(store, [A]))["prov-a/m"].ttft is None
+    assert await record_ttft(store, "prov-a/m", 1.0, settings) == pytest.approx(1.0)
+    assert await record_ttft(store, "prov-a/m", 0.2, settings) == pytest.approx(0.6)
+    assert await record_ttft(store, "prov-a/m", 0.2, settings) == pytest.approx(0.4)
+    assert (await load_stats(store, [A]))["prov-a/m"].ttft == pytest.approx(0.4)
 
 
-async def test_ttft_updates_are_atomic_under_concurrency(client: aredis.Redis) -> None:
+async def test_ttft_updates_are_atomic_under_concurrency(store: aredis.Redis) -> None:
     """Concurrent samples are all folded in: none is lost to a read-modify-write race."""
     settings = RoutingStatsSettings(latency_alpha=0.5, latency_ttl=60.0)
-    await asyncio.gather(*(record_ttft(client, "prov-a/m", 0.1, settings) for _ in range(50)))
-    assert await client.hget(keys.ttft_stats("prov-a/m"), "samples") == b"50"
+    await asyncio.gather(*(record_ttft(store, "prov-a/m", 0.1, settings) for _ in range(50)))
+    assert await store.hget(keys.ttft_stats("prov-a/m"), "samples") == b"50"
 
 
-async def test_ttft_is_forgotten_after_latency_ttl(client: aredis.Redis) -> None:
+async def test_ttft_is_forgotten_after_latency_ttl(store: aredis.Redis) -> None:
     """A deployment without samples for latency_ttl is unmeasured again."""
     settings = RoutingStatsSettings(latency_alpha=0.5, latency_ttl=0.2)
-    await record_ttft(client, "prov-a/m", 1.0, settings)
+    await record_ttft(store, "prov-a/m", 1.0, settings)
     await asyncio.sleep(0.4)
-    assert (await load_stats(client, [A]))["prov-a/m"].ttft is None
+    assert (await load_stats(store, [A]))["prov-a/m"].ttft is None
 
 
-async def test_finishing_more_jobs_than_started_never_goes_negative(client: aredis.Redis) -> None:
+async def test_finishing_more_jobs_than_started_never_goes_negative(store: aredis.Redis) -> None:
     """A finish without a start is ignored, and an out-of-order finish does not leave a stale count."""
-    tracker = InflightTracker(client, "w1", lease=30.0)
+    tracker = InflightTracker(store, "w1", lease=30.0)
     await tracker.job_finished("prov-a/m")
-    assert (await load_stats(client, [A]))["prov-a/m"].inflight == 0
+    assert (await load_stats(store, [A]))["prov-a/m"].inflight == 0
     await asyncio.gather(*(tracker.job_started("prov-a/m") for _ in range(20)))
     await asyncio.gather(*(tracker.job_finished("prov-a/m") for _ in range(20)))
-    assert (await load_stats(client, [A]))["prov-a/m"].inflight == 0
+    assert (await load_stats(store, [A]))["prov-a/m"].inflight == 0
     assert tracker.counts() == {}
 
 
 async def test_renew_survives_a_flushed_script_cache() -> None:
     """renew() pipelines EVALSHA; after SCRIPT FLUSH it falls back to the reloading path and still renews.
     On fakeredis only: flushing the real server's script cache would disturb other databases' users."""
-    client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
-    tracker = InflightTracker(client, "w1", lease=30.0)
+    store = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    tracker = InflightTracker(store, "w1", lease=30.0)
     await tracker.job_started("prov-a/m")
-    await client.flushall()
-    await client.script_flush()
+    await store.flushall()
+    await store.script_flush()
     await tracker.renew()
-    assert (await load_stats(client, [A]))["prov-a/m"].inflight == 1
-    await client.aclose()
+    assert (await load_stats(store, [A]))["prov-a/m"].inflight == 1
+    await store.aclose()
