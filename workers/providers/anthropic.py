@@ -25,14 +25,11 @@ import httpx
 import orjson
 
 from shared.errors import (
-    AIORouterError,
-    UpstreamBadRequest,
     UpstreamError,
-    UpstreamTimeout,
     UpstreamUnavailable,
 )
 from shared.jobs import CompletionJob
-from shared.settings import ProviderSettings, Timeouts
+from shared.settings import ProviderSettings
 from workers.providers.anthropic_translate import (
     DEFAULT_MAX_TOKENS,
     StreamTranslator,
@@ -40,10 +37,10 @@ from workers.providers.anthropic_translate import (
 )
 from workers.providers.base import Delta
 from workers.providers.sse import sse_data
+from workers.providers.upstream_call import Deadlines, status_error, upstream_errors
 
 ANTHROPIC_VERSION = "2023-06-01"
-_BAD_REQUEST_STATUSES = frozenset({400, 404, 413, 422})
-_MAX_ERROR_TEXT = 500
+_UNAVAILABLE_STATUSES = frozenset({429, 529})  # 529: Anthropic's 'overloaded'
 
 
 class AnthropicProvider:
@@ -88,35 +85,19 @@ class AnthropicProvider:
         )
 
     async def stream(self, job: CompletionJob) -> AsyncIterator[Delta]:
-        clock = _Deadlines(self._timeouts, asyncio.get_running_loop())
+        clock = Deadlines(self._timeouts, asyncio.get_running_loop())
         body = orjson.dumps(self.request_body(job))
-        try:
+        with upstream_errors(self._name, clock):
             async with asyncio.timeout_at(clock.next_deadline()) as timer:
                 async with self._client.stream("POST", "messages", content=body) as response:
                     if response.status_code >= 400:
                         await response.aread()
-                        raise _status_error(self._name, response)
+                        raise status_error(self._name, response, unavailable=_UNAVAILABLE_STATUSES)
                     async for delta in self._deltas(response, clock, timer):
                         yield delta
-        except TimeoutError as exc:
-            raise UpstreamTimeout(
-                f"Provider {self._name!r}: {clock.which_expired()} timeout expired."
-            ) from exc
-        except httpx.ConnectTimeout as exc:
-            raise UpstreamTimeout(f"Provider {self._name!r}: connect timeout expired.") from exc
-        except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
-            raise UpstreamTimeout(
-                f"Provider {self._name!r}: {clock.which_expired()} timeout expired."
-            ) from exc
-        except (httpx.ConnectError, httpx.PoolTimeout) as exc:
-            raise UpstreamUnavailable(f"Provider {self._name!r} is unreachable.") from exc
-        except httpx.TransportError as exc:  # the connection broke: before the response, or mid-stream
-            if clock.first_token_seen:
-                raise UpstreamError(f"Provider {self._name!r} cut the stream mid-way.") from exc
-            raise UpstreamUnavailable(f"Provider {self._name!r} closed the connection.") from exc
 
     async def _deltas(
-        self, response: httpx.Response, clock: _Deadlines, timer: asyncio.Timeout
+        self, response: httpx.Response, clock: Deadlines, timer: asyncio.Timeout
     ) -> AsyncIterator[Delta]:
         translator = StreamTranslator()
         async for data in sse_data(response.aiter_lines()):
@@ -125,31 +106,11 @@ class AnthropicProvider:
                 yield delta
             if translator.finished:
                 return
+            clock.seen()
             timer.reschedule(clock.next_deadline())
         if clock.first_token_seen:
             raise UpstreamError(f"Provider {self._name!r} closed the stream before it finished.")
         raise UpstreamUnavailable(f"Provider {self._name!r} closed the stream before any content.")
-
-
-class _Deadlines:
-    """The first-token, idle and total deadlines of one upstream call, on the event loop's clock."""
-
-    def __init__(self, timeouts: Timeouts, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._timeouts = timeouts
-        self._started = loop.time()
-        self._total = self._started + timeouts.total
-        self.first_token_seen = False
-
-    def next_deadline(self) -> float:
-        if self.first_token_seen:
-            return min(self._total, self._loop.time() + self._timeouts.idle)
-        return min(self._total, self._started + self._timeouts.first_token)
-
-    def which_expired(self) -> str:
-        if self._loop.time() >= self._total - 0.001:
-            return "total"
-        return "idle" if self.first_token_seen else "first-token"
 
 
 def _parse_event(name: str, data: str) -> dict[str, Any]:
@@ -160,28 +121,3 @@ def _parse_event(name: str, data: str) -> dict[str, Any]:
     if not isinstance(event, dict):
         raise UpstreamError(f"Provider {name!r} sent a malformed event.")
     return event
-
-
-def _status_error(name: str, response: httpx.Response) -> AIORouterError:
-    status = response.status_code
-    message = _message_of(response)
-    if status in _BAD_REQUEST_STATUSES:
-        return UpstreamBadRequest(message)
-    if status in (429, 529) or status >= 500:
-        retry_after = response.headers.get("retry-after")
-        headers = {"Retry-After": retry_after} if retry_after else None
-        return UpstreamUnavailable(f"Provider {name!r} is unavailable (HTTP {status}).", headers=headers)
-    if status in (401, 403):
-        return UpstreamError(f"Provider {name!r} rejected our credentials (HTTP {status}).")
-    return UpstreamError(f"Provider {name!r} answered HTTP {status}: {message}")
-
-
-def _message_of(response: httpx.Response) -> str:
-    try:
-        body = orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        return response.text[:_MAX_ERROR_TEXT] or f"HTTP {response.status_code}"
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict) and error.get("message"):
-        return str(error["message"])[:_MAX_ERROR_TEXT]
-    return orjson.dumps(body).decode()[:_MAX_ERROR_TEXT]

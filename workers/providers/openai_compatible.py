@@ -24,19 +24,14 @@ import orjson
 
 from shared.errors import (
     AIORouterError,
-    UpstreamBadRequest,
     UpstreamError,
-    UpstreamTimeout,
-    UpstreamUnavailable,
 )
 from shared.jobs import CompletionJob
-from shared.settings import ProviderSettings, Timeouts
+from shared.settings import ProviderSettings
 from workers.providers.base import Delta, ToolCallDelta, Usage
 from workers.providers.http_transport import CoalescingTransport
 from workers.providers.sse import sse_data
-
-_BAD_REQUEST_STATUSES = frozenset({400, 404, 413, 422})
-_MAX_ERROR_TEXT = 500
+from workers.providers.upstream_call import Deadlines, cut_error, message_of, status_error, upstream_errors
 
 
 class OpenAICompatibleProvider:
@@ -75,8 +70,8 @@ class OpenAICompatibleProvider:
 
     async def stream(self, job: CompletionJob) -> AsyncIterator[Delta]:
         loop = asyncio.get_running_loop()
-        clock = _Deadlines(self._timeouts, loop)
-        try:
+        clock = Deadlines(self._timeouts, loop)
+        with upstream_errors(self._name, clock):
             async with asyncio.timeout_at(clock.next_deadline()) as timeout:
                 timer = _LazyTimer(clock, timeout, loop)
                 timer.move()
@@ -86,60 +81,21 @@ class OpenAICompatibleProvider:
                     ) as response:
                         if response.status_code >= 400:
                             await response.aread()
-                            raise _status_error(self._name, response)
+                            raise status_error(self._name, response)
                         async for delta in _deltas(self._name, response, clock, timer):
                             yield delta
                 finally:
                     timer.close()
-        except TimeoutError as exc:
-            raise UpstreamTimeout(
-                f"Provider {self._name!r}: {clock.which_expired()} timeout expired."
-            ) from exc
-        except httpx.ConnectTimeout as exc:
-            raise UpstreamTimeout(f"Provider {self._name!r}: connect timeout expired.") from exc
-        except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
-            raise UpstreamTimeout(
-                f"Provider {self._name!r}: {clock.which_expired()} timeout expired."
-            ) from exc
-        except (httpx.ConnectError, httpx.PoolTimeout) as exc:
-            raise UpstreamUnavailable(f"Provider {self._name!r} is unreachable.") from exc
-        except httpx.TransportError as exc:  # the connection broke: before the response, or mid-stream
-            raise _cut(self._name, clock) from exc
-
-
-class _Deadlines:
-    """The first-token, idle and total deadlines of one upstream call, on the event loop's clock."""
-
-    def __init__(self, timeouts: Timeouts, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._timeouts = timeouts
-        self._total = loop.time() + timeouts.total
-        self._started = self._last_seen = loop.time()
-        self.first_token_seen = False
-
-    def seen(self) -> None:
-        """The upstream sent something now: the idle deadline counts from here."""
-        self._last_seen = self._loop.time()
-
-    def next_deadline(self) -> float:
-        if self.first_token_seen:
-            return min(self._total, self._last_seen + self._timeouts.idle)
-        return min(self._total, self._started + self._timeouts.first_token)
-
-    def which_expired(self) -> str:
-        if self._loop.time() >= self._total - 0.001:
-            return "total"
-        return "idle" if self.first_token_seen else "first-token"
 
 
 class _LazyTimer:
     """Keeps an ``asyncio.Timeout`` at the call's next deadline without moving it on every line (that
     cost ~5% of a busy worker's CPU): just before the timer would fire, it moves to the deadline the
-    last :meth:`_Deadlines.seen` gives, if that is later; only then does it fire for real."""
+    last :meth:`Deadlines.seen` gives, if that is later; only then does it fire for real."""
 
     _AHEAD = 0.001  # seconds before the timer that the check runs (the loop runs earlier timers first)
 
-    def __init__(self, clock: _Deadlines, timer: asyncio.Timeout, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, clock: Deadlines, timer: asyncio.Timeout, loop: asyncio.AbstractEventLoop) -> None:
         self._clock = clock
         self._timer = timer
         self._loop = loop
@@ -169,7 +125,7 @@ class _LazyTimer:
 
 
 async def _deltas(
-    name: str, response: httpx.Response, clock: _Deadlines, timer: _LazyTimer
+    name: str, response: httpx.Response, clock: Deadlines, timer: _LazyTimer
 ) -> AsyncIterator[Delta]:
     finished = False
     done = False
@@ -188,13 +144,7 @@ async def _deltas(
                 timer.move()  # from the first-token deadline to the idle one, which may be earlier
             yield delta
     if not finished and not done:
-        raise _cut(name, clock)
-
-
-def _cut(name: str, clock: _Deadlines) -> AIORouterError:
-    if clock.first_token_seen:
-        return UpstreamError(f"Provider {name!r} cut the stream mid-way.")
-    return UpstreamUnavailable(f"Provider {name!r} closed the connection before answering.")
+        raise cut_error(name, clock)
 
 
 def _parse_chunk(name: str, data: str) -> list[Delta]:
@@ -203,7 +153,7 @@ def _parse_chunk(name: str, data: str) -> list[Delta]:
         if not isinstance(chunk, dict):
             raise TypeError("chunk is not an object")
         if chunk.get("error"):
-            raise UpstreamError(f"Provider {name!r} failed mid-stream: {_message_of(chunk)}")
+            raise UpstreamError(f"Provider {name!r} failed mid-stream: {message_of(chunk)}")
         deltas = [
             _choice_delta(choice, chunk)
             for choice in chunk.get("choices") or ()
@@ -237,33 +187,3 @@ def _choice_delta(choice: dict[str, Any], chunk: dict[str, Any]) -> Delta:
         finish_reason=choice.get("finish_reason"),
         system_fingerprint=chunk.get("system_fingerprint"),
     )
-
-
-def _status_error(name: str, response: httpx.Response) -> AIORouterError:
-    status = response.status_code
-    message = _message_of_response(response)
-    if status in _BAD_REQUEST_STATUSES:
-        return UpstreamBadRequest(message)
-    if status == 429 or status >= 500:
-        retry_after = response.headers.get("retry-after")
-        headers = {"Retry-After": retry_after} if retry_after else None
-        return UpstreamUnavailable(f"Provider {name!r} is unavailable (HTTP {status}).", headers=headers)
-    if status in (401, 403):
-        return UpstreamError(f"Provider {name!r} rejected our credentials (HTTP {status}).")
-    return UpstreamError(f"Provider {name!r} answered HTTP {status}: {message}")
-
-
-def _message_of_response(response: httpx.Response) -> str:
-    try:
-        return _message_of(orjson.loads(response.content))
-    except orjson.JSONDecodeError:
-        return response.text[:_MAX_ERROR_TEXT] or f"HTTP {response.status_code}"
-
-
-def _message_of(body: Any) -> str:
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict) and error.get("message"):
-        return str(error["message"])[:_MAX_ERROR_TEXT]
-    if isinstance(error, str):
-        return error[:_MAX_ERROR_TEXT]
-    return orjson.dumps(body).decode()[:_MAX_ERROR_TEXT]

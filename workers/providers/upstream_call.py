@@ -1,0 +1,115 @@
+"""What every HTTP provider adapter shares: the deadlines of one upstream call, and the conversion of
+httpx errors and upstream error statuses into our errors (the boundary: nothing above an adapter knows
+httpx exists).
+
+    connect error, pool exhausted      UpstreamUnavailable (503)
+    connect / read / write timeout     UpstreamTimeout (503), naming the deadline that expired
+    400/404/413/422                    UpstreamBadRequest (400, upstream message)
+    429, 5xx (+ adapter extras)        UpstreamUnavailable (503) with the upstream Retry-After
+    401/403, other 4xx                 UpstreamError (500: our configuration is wrong)
+    connection cut before content      UpstreamUnavailable (nothing reached the client: fallback is safe)
+    connection cut after content       UpstreamError (500)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import orjson
+
+from shared.errors import (
+    AIORouterError,
+    UpstreamBadRequest,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from shared.settings import Timeouts
+
+BAD_REQUEST_STATUSES = frozenset({400, 404, 413, 422})
+MAX_ERROR_TEXT = 500
+
+
+class Deadlines:
+    """The first-token, idle and total deadlines of one upstream call, on the event loop's clock."""
+
+    def __init__(self, timeouts: Timeouts, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._timeouts = timeouts
+        self._total = loop.time() + timeouts.total
+        self._started = self._last_seen = loop.time()
+        self.first_token_seen = False
+
+    def seen(self) -> None:
+        """The upstream sent something now: the idle deadline counts from here."""
+        self._last_seen = self._loop.time()
+
+    def next_deadline(self) -> float:
+        if self.first_token_seen:
+            return min(self._total, self._last_seen + self._timeouts.idle)
+        return min(self._total, self._started + self._timeouts.first_token)
+
+    def which_expired(self) -> str:
+        if self._loop.time() >= self._total - 0.001:
+            return "total"
+        return "idle" if self.first_token_seen else "first-token"
+
+
+def cut_error(name: str, clock: Deadlines) -> AIORouterError:
+    """The upstream closed the connection or the stream before it finished."""
+    if clock.first_token_seen:
+        return UpstreamError(f"Provider {name!r} cut the stream mid-way.")
+    return UpstreamUnavailable(f"Provider {name!r} closed the connection before answering.")
+
+
+@contextmanager
+def upstream_errors(name: str, clock: Deadlines) -> Iterator[None]:
+    """Convert timeouts and httpx transport errors raised inside the block into our errors."""
+    try:
+        yield
+    except (TimeoutError, httpx.ReadTimeout, httpx.WriteTimeout) as exc:
+        raise UpstreamTimeout(f"Provider {name!r}: {clock.which_expired()} timeout expired.") from exc
+    except httpx.ConnectTimeout as exc:
+        raise UpstreamTimeout(f"Provider {name!r}: connect timeout expired.") from exc
+    except (httpx.ConnectError, httpx.PoolTimeout) as exc:
+        raise UpstreamUnavailable(f"Provider {name!r} is unreachable.") from exc
+    except httpx.TransportError as exc:  # the connection broke: before the response, or mid-stream
+        raise cut_error(name, clock) from exc
+
+
+def status_error(
+    name: str, response: httpx.Response, *, unavailable: Collection[int] = (429,)
+) -> AIORouterError:
+    """Our error for an upstream error status (the body must have been read)."""
+    status = response.status_code
+    message = message_of_response(response)
+    if status in BAD_REQUEST_STATUSES:
+        return UpstreamBadRequest(message)
+    if status in unavailable or status >= 500:
+        retry_after = response.headers.get("retry-after")
+        headers = {"Retry-After": retry_after} if retry_after else None
+        return UpstreamUnavailable(f"Provider {name!r} is unavailable (HTTP {status}).", headers=headers)
+    if status in (401, 403):
+        return UpstreamError(f"Provider {name!r} rejected our credentials (HTTP {status}).")
+    return UpstreamError(f"Provider {name!r} answered HTTP {status}: {message}")
+
+
+def message_of_response(response: httpx.Response) -> str:
+    try:
+        return message_of(orjson.loads(response.content))
+    except orjson.JSONDecodeError:
+        return response.text[:MAX_ERROR_TEXT] or f"HTTP {response.status_code}"
+
+
+def message_of(body: Any) -> str:
+    """The human message of an upstream error body (OpenAI's and Anthropic's shapes), shortened."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and error.get("message"):
+        return str(error["message"])[:MAX_ERROR_TEXT]
+    if isinstance(error, str):
+        return error[:MAX_ERROR_TEXT]
+    return orjson.dumps(body).decode()[:MAX_ERROR_TEXT]
