@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections.abc import AsyncIterator
 
 import redis.asyncio as aredis
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
@@ -31,9 +33,12 @@ from ingress.reply_hub import ReplyHub
 from ingress.routing import ModelRouter
 from ingress.versions import VersionRegistry
 from ingress.watchdog import WorkerWatchdog
+from shared.background import STOP_GRACE, stop_task
 from shared.breaker import CircuitBreaker, OpenSetCache
 from shared.redis_client import async_client
 from shared.settings import Settings
+
+log = logging.getLogger(__name__)
 
 REDIS_CONNECTIONS = 256  # enough for every request in flight to have its round trip on the wire at once
 REDIS_CONNECTION_WAIT = 10.0  # seconds a request waits for a free connection before its 503
@@ -90,14 +95,21 @@ async def _ingress_context(settings: Settings) -> AsyncIterator[IngressContext]:
                 router=ModelRouter(settings.models, redis=redis, open_set=open_set),
             )
         finally:
-            for task in (watchdog_task, sweep_task):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await asyncio.gather(stop_task(watchdog_task), stop_task(sweep_task))
     finally:
         await open_set.aclose()
         await hub.stop()
-        await redis.aclose()
+        await _close_redis(redis)
+
+
+async def _close_redis(redis: aredis.Redis) -> None:
+    """Close the client's connections, giving up after :data:`STOP_GRACE` (closing one waits for its
+    socket to close, with no bound of its own): shutdown must end whatever Redis does."""
+    try:
+        async with asyncio.timeout(STOP_GRACE):
+            await redis.aclose()
+    except (TimeoutError, RedisError, OSError) as exc:
+        log.warning("could not close the Redis connections cleanly: %r", exc)
 
 
 def _redis_client(url: str) -> aredis.Redis:

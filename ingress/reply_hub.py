@@ -9,7 +9,6 @@ lost worker, lost Redis connection) or :data:`CLIENT_GONE`.  Frames for ids nobo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import redis.asyncio as aredis
 from redis.exceptions import RedisError
 
 from shared import events, keys
+from shared.background import STOP_GRACE, stop_task
 from shared.errors import AIORouterError, ServiceUnavailable
 from shared.events import Frame, FrameError
 
@@ -76,17 +76,21 @@ class ReplyHub:
         self._pubsub = redis.pubsub(ignore_subscribe_messages=True)
         self._subscriptions: dict[str, Subscription] = {}
         self._reader: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def start(self) -> None:
         await self._pubsub.subscribe(self.channel)
         self._reader = asyncio.create_task(self._read_forever(), name=f"reply-hub {self.channel}")
 
     async def stop(self) -> None:
+        self._stopping = True  # the reader checks it too: its cancel can surface as a Redis error
         if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            await stop_task(self._reader)
+        try:
+            async with asyncio.timeout(STOP_GRACE):
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        except (TimeoutError, RedisError, OSError) as exc:
+            log.warning("reply hub could not close its pub/sub connection cleanly: %r", exc)
 
     def register(self, request_id: str) -> Subscription:
         subscription = Subscription(request_id)
@@ -112,7 +116,7 @@ class ReplyHub:
             subscription.deliver(frame)
 
     async def _read_forever(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 if not self._pubsub.subscribed:
                     await self._pubsub.subscribe(self.channel)
@@ -120,6 +124,8 @@ class ReplyHub:
                     if message["type"] == "message":
                         self.route(message["data"])
             except RedisError as exc:
+                if self._stopping:  # the cancel of stop(), surfaced as a Redis error: not an outage
+                    return
                 failed = 0
                 for subscription in self.open_subscriptions():
                     subscription.fail(ServiceUnavailable(_CONNECTION_LOST))

@@ -26,6 +26,7 @@ import redis.asyncio as aredis
 from redis.exceptions import RedisError
 
 from shared import keys
+from shared.background import stop_task
 from shared.errors import InvalidRequest, ServiceUnavailable, UpstreamError, UpstreamUnavailable
 from shared.lua import LuaScript, ScriptCall
 from shared.settings import BreakerSettings
@@ -292,9 +293,7 @@ class OpenSetCache:
     async def aclose(self) -> None:
         self._stopping = True  # the loop also checks it: a cancel can surface as a Redis error it logs
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task)
             self._task = None
 
     async def _loop(self) -> None:
