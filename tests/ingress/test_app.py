@@ -10,7 +10,7 @@ import pytest
 
 from ingress.routing import ModelRouter
 from tests.ingress.conftest import Ingress, IngressFactory
-from tests.ingress.openapi_schema import schema_errors
+from tests.openai_spec import violations
 
 
 def assert_error(
@@ -20,7 +20,7 @@ def assert_error(
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/json")
     body: dict[str, Any] = response.json()
-    assert schema_errors("error.json", "ErrorResponse", body) == []
+    assert violations("error.json", "ErrorResponse", body) == []
     assert set(body["error"]) == {"message", "type", "param", "code"}
     assert (body["error"]["type"], body["error"]["code"], body["error"]["param"]) == (type_, code, param)
     assert body["error"]["message"]

@@ -11,7 +11,7 @@ import pytest
 from bench.anthropic_upstream import AnthropicUpstream, start_anthropic_upstream
 from shared.jobs import CompletionJob
 from shared.settings import ProviderSettings
-from tests.workers.openai_shapes import chunk_violations, completion_violations
+from tests.openai_spec import chunk_violations, completion_violations
 from workers.chunks import ChunkWriter, MessageAssembler
 from workers.providers.anthropic import AnthropicProvider
 from workers.providers.anthropic_translate import message_to_completion

@@ -15,9 +15,9 @@ from bench.anthropic_upstream import AnthropicUpstream, start_anthropic_upstream
 from shared import events, keys
 from shared.errors import error_from_event
 from shared.settings import ProviderSettings, Settings
+from tests.openai_spec import chunk_violations, completion_violations
 from tests.workers.conftest import REPLY_CHANNEL, Replies, enqueue, eventually
 from tests.workers.factories import WEATHER_TOOL, completion_job
-from tests.workers.openai_shapes import chunk_violations, completion_violations
 from workers.worker import AsyncWorker
 
 pytestmark = pytest.mark.redis

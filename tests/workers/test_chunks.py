@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from tests.openai_spec import chunk_violations, completion_violations
 from tests.workers.factories import completion_job
-from tests.workers.openai_shapes import chunk_violations, completion_violations
 from workers.chunks import ChunkWriter, MessageAssembler
 from workers.providers.base import Delta, ToolCallDelta, Usage
 

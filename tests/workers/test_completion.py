@@ -12,8 +12,8 @@ from shared.errors import UpstreamUnavailable
 from shared.jobs import CompletionJob
 from shared.rq_bridge import Command
 from shared.settings import ProviderSettings
+from tests.openai_spec import chunk_violations, completion_violations
 from tests.workers.factories import WEATHER_TOOL, completion_job
-from tests.workers.openai_shapes import chunk_violations, completion_violations
 from workers.completion import Outcome, complete
 from workers.providers.base import Delta, ProviderAdapter
 from workers.providers.simulated import SimulatedProvider

@@ -17,8 +17,8 @@ from shared import events
 from shared.errors import UpstreamBadRequest, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from shared.jobs import CompletionJob
 from shared.settings import ProviderSettings, Timeouts
+from tests.openai_spec import chunk_violations, completion_violations
 from tests.workers.factories import WEATHER_TOOL, completion_job
-from tests.workers.openai_shapes import chunk_violations, completion_violations
 from workers.completion import complete
 from workers.providers.base import Delta
 from workers.providers.openai_compatible import OpenAICompatibleProvider

@@ -18,6 +18,7 @@ from shared import events, keys
 from shared.errors import ServiceUnavailable
 from shared.jobs import JOB_FUNC
 from shared.serialization import OrjsonSerializer
+from tests.openai_spec import chunk_violations, completion_violations
 from tests.workers.conftest import (
     REPLY_CHANNEL,
     Replies,
@@ -27,7 +28,6 @@ from tests.workers.conftest import (
     worker_settings,
 )
 from tests.workers.factories import completion_job
-from tests.workers.openai_shapes import chunk_violations, completion_violations
 
 pytestmark = pytest.mark.redis
 

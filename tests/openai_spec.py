@@ -1,4 +1,5 @@
-"""Validate response objects against the OpenAI OpenAPI fragments in /work/shared/spec/openai-openapi/.
+"""Validate response objects against the OpenAI OpenAPI fragments in ``../shared/spec/openai-openapi/``
+(the spec folder beside the repository), for every test package.
 
 Covers the keywords the fragments use: ``$ref``, ``type``, ``nullable``, ``enum``, ``required``,
 ``properties``, ``items``, ``anyOf``/``oneOf``.
@@ -11,7 +12,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-SPEC_DIR = Path("/work/shared/spec/openai-openapi")
+_BESIDE_REPO = Path(__file__).resolve().parents[2] / "shared" / "spec" / "openai-openapi"
+# A clone elsewhere (e.g. a CI check in /tmp) still finds the workplace's spec folder.
+SPEC_DIR = next(
+    (p for p in (_BESIDE_REPO, Path("/work/shared/spec/openai-openapi")) if p.is_dir()), _BESIDE_REPO
+)
 _TYPES: dict[str, tuple[type, ...]] = {
     "object": (dict,),
     "array": (list,),
