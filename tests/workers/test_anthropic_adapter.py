@@ -15,6 +15,7 @@ from bench.anthropic_upstream import AnthropicUpstream, start_anthropic_upstream
 from shared.errors import UpstreamBadRequest, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from shared.jobs import CompletionJob
 from shared.settings import ProviderSettings, Timeouts
+from tests.workers.factories import completion_job
 from workers.providers import make_adapter
 from workers.providers.anthropic import ANTHROPIC_VERSION, AnthropicProvider
 from workers.providers.anthropic_translate import message_to_completion
@@ -42,17 +43,9 @@ def provider_for(base_url: str, api_key: str = "sk-ant-test", **timeouts: float)
 
 
 def job(model: str, stream: bool = True, **body: Any) -> CompletionJob:
-    body.setdefault("messages", [{"role": "user", "content": "Bonjour Montreal"}])
-    return CompletionJob(
-        request_id="req-1",
-        reply_to="aior:reply:test",
-        model="claude-public",
-        provider="claude",
-        upstream_model=model,
-        stream=stream,
-        include_usage=True,
-        body={"model": "claude-public", **body},
-        created=1_780_272_000,
+    """A job for the ``claude`` pool: usage requested, the user message below unless ``messages`` is given."""
+    return completion_job(
+        "Bonjour Montreal", upstream_model=model, stream=stream, include_usage=True, provider="claude", **body
     )
 
 

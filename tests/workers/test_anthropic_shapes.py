@@ -12,6 +12,7 @@ from bench.anthropic_upstream import AnthropicUpstream, start_anthropic_upstream
 from shared.jobs import CompletionJob
 from shared.settings import ProviderSettings
 from tests.openai_spec import chunk_violations, completion_violations
+from tests.workers.factories import completion_job
 from workers.chunks import ChunkWriter, MessageAssembler
 from workers.providers.anthropic import AnthropicProvider
 from workers.providers.anthropic_translate import message_to_completion
@@ -41,17 +42,14 @@ async def deltas_of() -> AsyncIterator[Any]:
 
 
 def job(model: str, stream: bool, **body: Any) -> CompletionJob:
-    body.setdefault("messages", [{"role": "user", "content": "Weather in Montreal?"}])
-    return CompletionJob(
-        request_id="req-shape",
-        reply_to="aior:reply:test",
-        model="claude-public",
-        provider="claude",
+    """A job for the ``claude`` pool: usage requested, the user message below unless ``messages`` is given."""
+    return completion_job(
+        "Weather in Montreal?",
         upstream_model=model,
         stream=stream,
         include_usage=True,
-        body={"model": "claude-public", **body},
-        created=1_780_272_000,
+        provider="claude",
+        **body,
     )
 
 
