@@ -1,4 +1,4 @@
-"""The systems under test as child processes: the simulated upstream, and AIOrouter from its own CLI.
+"""The systems under test as child processes: the simulated upstream, the relay, and AIOrouter from its CLI.
 
 Children write their output to log files in a work directory (never to pipes nobody reads), run in
 their own process group, and are stopped with SIGTERM, then SIGKILL after a grace period.
@@ -124,6 +124,22 @@ class UpstreamProcess:
         self.base_url = f"http://127.0.0.1:{port}/v1"
         models_url = f"{self.base_url}/models"
         wait_until("the simulated upstream", lambda: _unless_success(httpx.get(models_url)), self.child)
+
+    def stop(self) -> None:
+        self.child.stop()
+
+
+class RelayProcess:
+    """``python -m bench.relay`` on a free port, in front of the simulated upstream."""
+
+    def __init__(self, workdir: Path, upstream_base_url: str) -> None:
+        port = free_port()
+        argv = [sys.executable, "-m", "bench.relay", "--port", str(port), "--upstream", upstream_base_url]
+        self.child = start_child("relay", argv, workdir, os.environ)
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+        url = f"{self.base_url}/chat/completions"
+        body = {"model": "sim", "messages": [{"role": "user", "content": "ping"}]}
+        wait_until("the relay", lambda: _unless_success(httpx.post(url, json=body, timeout=5)), self.child)
 
     def stop(self) -> None:
         self.child.stop()

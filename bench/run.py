@@ -1,12 +1,13 @@
-"""Run the benchmark suite: every scenario against the simulated upstream directly and through AIOrouter.
+"""Run the benchmark suite: every scenario direct to the simulated upstream, via AIOrouter and the relay.
 
     python -m bench.run            # full suite (several minutes)
     python -m bench.run --quick    # short windows, about three minutes
     python -m bench.run --targets direct --only stream   # a subset
 
 AIOrouter is started from its own CLI (``aiorouter ingress`` and ``aiorouter worker``) with a generated
-TOML settings file and ``REDIS_URL`` (default ``$REDIS_URL``). Results go to
-``bench/results/<date>-<name>.json`` and the table to ``bench/results/latest.md``.
+TOML settings file and ``REDIS_URL`` (default ``$REDIS_URL``); the relay (``bench.relay``) is the minimal
+pass-through peer measured in the same run. Results go to ``bench/results/<date>-<name>.json`` and the
+table to ``bench/results/latest.md``.
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ import orjson
 from bench.loadgen import LoadSpec, run_load
 from bench.markdown_table import render
 from bench.proc_stats import rss_bytes, wait_until_idle
-from bench.processes import ProcessDied, RouterProcesses, UpstreamProcess
+from bench.processes import ProcessDied, RelayProcess, RouterProcesses, UpstreamProcess
 from bench.report import Run, describe_machine, summarize
 from bench.scenarios import (
     AIOROUTER,
-    DIRECT,
     FULL,
     QUICK,
+    RELAY,
+    TARGETS,
     Scenario,
     Timing,
     model_id,
@@ -59,11 +61,13 @@ class Suite:
         targets: Sequence[str],
         upstream: UpstreamProcess,
         router: RouterProcesses | None,
+        relay: RelayProcess | None,
     ) -> None:
         self.timing = timing
         self.targets = targets
         self.upstream = upstream
         self.router = router
+        self.relay = relay
         self.runs: list[Run] = []
         self._runner = asyncio.Runner(loop_factory=event_loop_factory())
 
@@ -83,24 +87,35 @@ class Suite:
     def _settle(self, target: str) -> None:
         """Let the system finish whatever the last run left behind (e.g. abandoned jobs) before the next."""
         self.upstream.child.check_alive()
-        pids = {"upstream": self.upstream.child.pid}
         if target == AIOROUTER and self.router is not None:
             self.router.check_alive()
-            pids |= self.router.pids
+        if target == RELAY and self.relay is not None:
+            self.relay.child.check_alive()
+        pids = self._processes(target)
         self._runner.run(wait_until_idle(pids, IDLE_CPU_PERCENT, max_wait=SETTLE_TIMEOUT_S))
 
+    def _processes(self, target: str) -> dict[str, int]:
+        """The pids a run against ``target`` involves, by the name its CPU is reported under."""
+        pids = {"upstream": self.upstream.child.pid}
+        if target == AIOROUTER and self.router is not None:
+            pids |= self.router.pids
+        if target == RELAY and self.relay is not None:
+            pids["relay"] = self.relay.child.pid
+        return pids
+
     def _measure(self, scenario: Scenario, target: str, repeat: int) -> Run:
-        watch = {"upstream": self.upstream.child.pid}
+        watch = self._processes(target)
+        base_url, model, api_key = self.upstream.base_url, scenario.upstream_model, None
         if target == AIOROUTER:
             assert self.router is not None
-            watch |= self.router.pids
             base_url, model, api_key = (
                 self.router.base_url,
                 model_id(scenario.upstream_model),
                 self.router.api_key,
             )
-        else:
-            base_url, model, api_key = self.upstream.base_url, scenario.upstream_model, None
+        elif target == RELAY:
+            assert self.relay is not None
+            base_url = self.relay.base_url
         spec = LoadSpec(
             base_url=base_url,
             model=model,
@@ -149,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, help="repetitions of every scenario")
     parser.add_argument("--duration", type=float, help="measured seconds of every timed scenario")
     parser.add_argument(
-        "--targets", default=f"{DIRECT},{AIOROUTER}", help="comma-separated: direct, aiorouter"
+        "--targets", default=",".join(TARGETS), help=f"comma-separated, of: {', '.join(TARGETS)}"
     )
     parser.add_argument("--only", action="append", default=[], help="run scenarios whose name contains this")
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
@@ -160,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         "--serve",
         type=int,
         metavar="WORKERS",
-        help="measure nothing: start the upstream and AIOrouter with WORKERS worker processes, print how "
-        "to reach them (for py-spy and bench.loadgen by hand), and wait for Ctrl-C",
+        help="measure nothing: start the upstream, the relay and AIOrouter with WORKERS worker processes, "
+        "print how to reach them (for py-spy and bench.loadgen by hand), and wait for Ctrl-C",
     )
     args = parser.parse_args(argv)
     args.command_line = "python -m bench.run " + shlex.join(sys.argv[1:] if argv is None else argv)
@@ -176,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         slow_repeat=min(args.repeat or timing.slow_repeat, timing.slow_repeat),
     )
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if unknown := set(targets) - set(TARGETS):
+        parser.error(f"unknown targets {', '.join(sorted(unknown))}; choose from {', '.join(TARGETS)}")
     suite_scenarios = [s for s in scenarios(timing) if not args.only or any(o in s.name for o in args.only)]
     suite_scenarios = [s for s in suite_scenarios if set(s.targets) & set(targets)]
     suite_scenarios.sort(key=lambda s: s.workers)
@@ -191,13 +208,16 @@ def _run_suite(
     with tempfile.TemporaryDirectory(prefix="aiorouter-bench-") as workdir:
         upstream = UpstreamProcess(Path(workdir))
         router: RouterProcesses | None = None
+        relay: RelayProcess | None = None
         suite_state: Suite | None = None
         try:
             if AIOROUTER in targets:
                 router = RouterProcesses(
                     Path(workdir), redis_url, upstream.base_url, router_models(suite), concurrency
                 )
-            suite_state = Suite(timing, targets, upstream, router)
+            if RELAY in targets:
+                relay = RelayProcess(Path(workdir), upstream.base_url)
+            suite_state = Suite(timing, targets, upstream, router, relay)
             for scenario in suite:
                 suite_state.run_scenario(scenario)
             return suite_state.runs, None
@@ -207,6 +227,8 @@ def _run_suite(
         finally:
             if suite_state is not None:
                 suite_state.close()
+            if relay is not None:
+                relay.stop()
             if router is not None:
                 router.stop()
             upstream.stop()
@@ -221,11 +243,14 @@ def _serve(redis_url: str, concurrency: int, workers: int) -> None:
     with tempfile.TemporaryDirectory(prefix="aiorouter-bench-") as workdir:
         upstream = UpstreamProcess(Path(workdir))
         router: RouterProcesses | None = None
+        relay: RelayProcess | None = None
         try:
+            relay = RelayProcess(Path(workdir), upstream.base_url)
             router = RouterProcesses(Path(workdir), redis_url, upstream.base_url, models, concurrency)
             router.set_workers(workers)
             pids = " ".join(f"{name}={pid}" for name, pid in router.pids.items())
             print(f"upstream   {upstream.base_url} (pid {upstream.child.pid})")
+            print(f"relay      {relay.base_url} (pid {relay.child.pid})")
             print(f"aiorouter  {router.base_url}  key {router.api_key}  pids {pids}")
             print(f"logs       {workdir}")
             for public_id, upstream_model in models.items():
@@ -239,6 +264,8 @@ def _serve(redis_url: str, concurrency: int, workers: int) -> None:
         finally:
             if router is not None:
                 router.stop()
+            if relay is not None:
+                relay.stop()
             upstream.stop()
 
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 DIRECT = "direct"
 AIOROUTER = "aiorouter"
+RELAY = "relay"  # bench.relay, the minimal pass-through peer measured in the same run
+TARGETS = (DIRECT, AIOROUTER, RELAY)
 SLOW_STREAM_CLIENTS = 2000
 SLOW_TOKENS_PER_S = 20
 STREAM50 = "sim?tokens=50"
@@ -42,7 +44,7 @@ class Scenario:
     workers: int = 1  # AIOrouter worker processes
     requests_per_client: int = 0
     ramp_s: float = 0.0
-    targets: tuple[str, ...] = (DIRECT, AIOROUTER)
+    targets: tuple[str, ...] = TARGETS
     repeat: int | None = None  # None: the timing's repeat
     timeout_s: float = 60.0  # a request not answered this long counts as a timeout
 
@@ -70,6 +72,7 @@ def scenarios(timing: Timing) -> list[Scenario]:
             clients=SLOW_STREAM_CLIENTS,
             requests_per_client=1,
             ramp_s=timing.slow_ramp_s,
+            targets=(DIRECT, AIOROUTER),
             repeat=timing.slow_repeat,
             timeout_s=2 * timing.slow_stream_s + timing.slow_ramp_s + 10,
         ),

@@ -27,20 +27,34 @@ def read_results(out: Path) -> dict[str, Any]:
     return document
 
 
-def test_direct_suite_writes_results_and_table(tmp_path: Path) -> None:
-    """A direct-only subset runs its repeats against an upstream process and writes both files."""
-    argv = ["--quick", "--targets", "direct", "--only", "nonstream_c16", "--only", "ttft_c1"]
+def test_direct_and_relay_suite_writes_results_and_table(tmp_path: Path) -> None:
+    """A subset runs its repeats against the upstream and the relay processes and writes both files."""
+    argv = ["--quick", "--targets", "direct,relay", "--only", "nonstream_c16", "--only", "ttft_c1"]
     argv += ["--repeat", "2", "--duration", "0.3", "--name", "test", "--out", str(tmp_path)]
     assert main(argv) == 0
     document = read_results(tmp_path)
-    assert {(r["scenario"], r["repeat"]) for r in document["runs"]} == {
-        (name, repeat) for name in ("nonstream_c16", "ttft_c1") for repeat in (0, 1)
+    assert {(r["scenario"], r["target"], r["repeat"]) for r in document["runs"]} == {
+        (name, target, repeat)
+        for name in ("nonstream_c16", "ttft_c1")
+        for target in ("direct", "relay")
+        for repeat in (0, 1)
     }
     assert all(r["result"]["ok"] > 0 and not r["result"]["errors"] for r in document["runs"])
     assert all("upstream" in r["result"]["processes"] for r in document["runs"])
+    relayed = [r for r in document["runs"] if r["target"] == "relay"]
+    assert all(r["result"]["processes"]["relay"]["cpu_percent"] > 0 for r in relayed)
     assert document["machine"]["cores"] >= 1
     table = (tmp_path / "latest.md").read_text()
     assert "| time to first token, 1 client | direct |" in table
+    assert "| time to first token, 1 client | relay |" in table
+
+
+def test_unknown_targets_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """A misspelt target stops the suite before it starts anything, naming the targets there are."""
+    with pytest.raises(SystemExit) as stopped:
+        main(["--targets", "direct,relais"])
+    assert stopped.value.code == 2
+    assert "unknown targets relais; choose from direct, aiorouter, relay" in capsys.readouterr().err
 
 
 @pytest.mark.redis

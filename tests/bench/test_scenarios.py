@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.scenarios import AIOROUTER, DIRECT, FULL, QUICK, SLOW_STREAM_CLIENTS, scenarios
+from bench.scenarios import AIOROUTER, DIRECT, FULL, QUICK, RELAY, SLOW_STREAM_CLIENTS, scenarios
 from bench.sim_behaviour import parse_behaviour
 
 
@@ -30,8 +30,13 @@ def test_slow_streams_are_twenty_tokens_a_second_for_the_configured_time() -> No
         assert (slow.clients, slow.requests_per_client, slow.stream) == (SLOW_STREAM_CLIENTS, 1, True)
 
 
-def test_scaling_runs_only_through_aiorouter_and_comparisons_run_both() -> None:
-    """Scaling scenarios need no direct baseline; the others measure both targets."""
+def test_scaling_runs_only_through_aiorouter_and_comparisons_run_every_target() -> None:
+    """Scaling needs no baseline; slow streams skip the relay; the others measure direct, aiorouter, relay."""
     for scenario in scenarios(QUICK):
-        expected = (AIOROUTER,) if scenario.name.startswith("scaling_") else (DIRECT, AIOROUTER)
+        if scenario.name.startswith("scaling_"):
+            expected: tuple[str, ...] = (AIOROUTER,)
+        elif scenario.name == "slow_streams":
+            expected = (DIRECT, AIOROUTER)
+        else:
+            expected = (DIRECT, AIOROUTER, RELAY)
         assert scenario.targets == expected, scenario.name
