@@ -1,4 +1,4 @@
-"""The markdown page of a suite's results: machine, targets, then every scenario."""
+"""The markdown page of a suite's results: machine, targets, the comparison with the relay, every scenario."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.report import COLUMNS, show
-from bench.targets import TargetCheck
+from bench.targets import RelayComparison, TargetCheck
 
 _MET = {True: "yes", False: "**no**", None: "not measured"}
 LOADGEN_BOUND_PERCENT = 90
@@ -18,6 +18,7 @@ def render(
     config: dict[str, Any],
     rows: Sequence[dict[str, Any]],
     checks: Sequence[TargetCheck],
+    comparisons: Sequence[RelayComparison] = (),
 ) -> str:
     lines = [
         f"# AIOrouter benchmark, {machine['date']}",
@@ -33,16 +34,18 @@ def render(
         *_abort_notice(config),
         "## Targets (AIOrouter, 1 ingress + 1 worker process)",
         "",
-        "| target | goal | measured | met |",
-        "| --- | --- | --- | --- |",
+        "| target | goal | measured | met | relay, same run |",
+        "| --- | --- | --- | --- | --- |",
     ]
-    lines += [f"| {c.name} | {c.goal} | {c.measured} | {_MET[c.met]} |" for c in checks]
+    lines += [f"| {c.name} | {c.goal} | {c.measured} | {_MET[c.met]} | {c.relay} |" for c in checks]
+    lines += _relay_section(comparisons)
     lines += [
         "",
         "## Every scenario",
         "",
         "`direct` is the load generator against the simulated upstream; `aiorouter` goes through "
-        "`aiorouter ingress` and `aiorouter worker` processes. CPU is % of one core over the measured "
+        "`aiorouter ingress` and `aiorouter worker` processes; `relay` through `bench/relay.py`, the "
+        "minimal Starlette + httpx pass-through relay (one process). CPU is % of one core over the measured "
         "window, median of the repetitions; `aiorouter` is its ingress and workers together. A \\* marks "
         f"a row where the load generator itself used at least {LOADGEN_BOUND_PERCENT}% of a core, so the "
         "figure is a floor set by the load generator, not by the system measured.",
@@ -62,6 +65,27 @@ def render(
         lines += ["", "Error messages (first of each kind):", ""]
         lines += [f"- {row['title']}, {row['target']}, `{kind}`: {text}" for row, kind, text in samples]
     return "\n".join(lines) + "\n"
+
+
+def _relay_section(comparisons: Sequence[RelayComparison]) -> list[str]:
+    if not comparisons:
+        return []
+    lines = [
+        "",
+        "## Against the pass-through relay, same run",
+        "",
+        "The relay is `bench/relay.py`, a minimal Starlette + httpx pass-through relay in one process "
+        "(no auth, no validation): it forwards the request body and relays the answer's bytes, the least "
+        "any router does. Measured on this machine in this run, it is a fair peer where targets set on "
+        "another machine are not. Latencies are each one's latency added over `direct` in the same "
+        "repetition. The ratio is AIOrouter's median over the relay's: above 1 means AIOrouter does more "
+        "per second, or adds more latency.",
+        "",
+        "| figure | aiorouter | relay | aiorouter / relay |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    lines += [f"| {c.name} | {c.aiorouter} | {c.relay} | {c.ratio} |" for c in comparisons]
+    return lines
 
 
 def _abort_notice(config: dict[str, Any]) -> list[str]:

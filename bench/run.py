@@ -44,7 +44,7 @@ from bench.scenarios import (
     router_models,
     scenarios,
 )
-from bench.targets import check_targets
+from bench.targets import check_targets, compare_with_relay
 from bench.upstream import event_loop_factory
 
 RESULTS_DIR = Path(__file__).parent / "results"
@@ -278,18 +278,20 @@ def _write_results(args: argparse.Namespace, timing: Timing, runs: list[Run], ab
     }
     rows = summarize(runs)
     checks = check_targets(runs)
+    comparisons = compare_with_relay(runs)
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d-%H%M")
     document = {
         "machine": machine,
         "config": config,
         "targets": [asdict(c) for c in checks],
+        "relay_comparison": [asdict(c) for c in comparisons],
         "summary": rows,
         "runs": runs,
     }
     json_path = args.out / f"{stamp}-{args.name}.json"
     json_path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
-    markdown = render(machine, config, rows, checks)
+    markdown = render(machine, config, rows, checks, comparisons)
     (args.out / "latest.md").write_text(markdown)
     print(f"\nwrote {json_path} and {args.out / 'latest.md'}\n\n{markdown}")
 

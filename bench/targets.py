@@ -1,14 +1,15 @@
-"""Issue 5's targets for AIOrouter with 1 ingress + 1 worker process, checked against a suite's runs."""
+"""Issue 5's targets for AIOrouter with 1 ingress + 1 worker process, checked against a suite's runs, and
+its key figures beside the pass-through relay's from the same run."""
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from bench.report import CHUNKS_PER_S, REQUESTS_PER_S, Metric, Run, show, spread
-from bench.scenarios import AIOROUTER, DIRECT, SCALING_WORKERS
+from bench.scenarios import AIOROUTER, DIRECT, RELAY, SCALING_WORKERS
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +20,28 @@ class TargetCheck:
     goal: str
     measured: str
     met: bool | None
+    relay: str = "-"  # the relay's figure in the same run, where it has one
+
+
+@dataclass(frozen=True, slots=True)
+class RelayComparison:
+    """One key figure of AIOrouter and of the relay in the same run; ratio: AIOrouter's median over the
+    relay's ("-" when either is missing, or the relay's is not above zero)."""
+
+    name: str
+    aiorouter: str
+    relay: str
+    ratio: str
+
+
+@dataclass(frozen=True, slots=True)
+class Figure:
+    """A key figure of one scenario: per repeat of a target, a throughput or a latency added over direct."""
+
+    name: str
+    scenario: str
+    unit: str
+    values: Callable[[Sequence[Run], str], list[float]]  # (runs, target) -> one value per repeat
 
 
 def _runs(runs: Sequence[Run], scenario: str, target: str) -> list[Run]:
@@ -36,68 +59,87 @@ def _errors(runs: Sequence[Run], scenario: str, target: str = AIOROUTER) -> int:
     return sum(sum(r["result"]["errors"].values()) for r in _runs(runs, scenario, target))
 
 
-def _over_direct(runs: Sequence[Run], scenario: str, key: str, which: str) -> list[float]:
-    """Per repeat, AIOrouter's figure minus the direct one (the repeats ran back to back)."""
+def _over_direct(runs: Sequence[Run], scenario: str, key: str, which: str, target: str) -> list[float]:
+    """Per repeat, the target's figure minus the direct one (the repeats ran back to back)."""
     direct = {r["repeat"]: r["result"] for r in _runs(runs, scenario, DIRECT)}
     added = []
-    for run in _runs(runs, scenario, AIOROUTER):
+    for run in _runs(runs, scenario, target):
         base = direct.get(run["repeat"])
         if base is not None and base.get(key) and run["result"].get(key):
             added.append(run["result"][key][which] - base[key][which])
     return added
 
 
-def _at_least(name: str, goal: str, values: list[float], floor: float, unit: str, errors: int) -> TargetCheck:
-    if not values:
-        return TargetCheck(name, goal, "not measured", None)
-    measured = show(spread(values), unit) + (f", {errors} errors" if errors else ", 0 errors")
-    return TargetCheck(name, goal, measured, statistics.median(values) >= floor and errors == 0)
+def _throughput(name: str, scenario: str, metric: Metric, unit: str) -> Figure:
+    return Figure(name, scenario, unit, lambda runs, target: _values(runs, scenario, target, metric))
 
 
-def _at_most(name: str, goal: str, values: list[float], ceiling: float) -> TargetCheck:
+def _added_latency(name: str, scenario: str, key: str, which: str) -> Figure:
+    return Figure(
+        name, scenario, " ms", lambda runs, target: _over_direct(runs, scenario, key, which, target)
+    )
+
+
+NONSTREAM_C64 = _throughput("Non-stream at 64 clients", "nonstream_c64", REQUESTS_PER_S, " req/s")
+STREAM50_C16 = _throughput("50-token streams at 16 clients", "stream50_c16", CHUNKS_PER_S, " chunks/s")
+ADDED_P50 = _added_latency(
+    "Added latency p50, 100 req/s, 50 ms upstream", "open100_lat50", "latency_ms", "p50"
+)
+ADDED_P99 = _added_latency(
+    "Added latency p99, 100 req/s, 50 ms upstream", "open100_lat50", "latency_ms", "p99"
+)
+TTFT_ADDED = _added_latency("Time to first token at 1 client, over direct", "ttft_c1", "ttft_ms", "p50")
+KEY_FIGURES = (NONSTREAM_C64, STREAM50_C16, ADDED_P50, ADDED_P99, TTFT_ADDED)
+
+
+def _cell(figure: Figure, runs: Sequence[Run], target: str) -> str:
+    """The target's figure with its range, and its errors when it had any ("-": not measured)."""
+    values = figure.values(runs, target)
+    errors = _errors(runs, figure.scenario, target)
+    return show(spread(values), figure.unit) + (f", {errors} errors" if values and errors else "")
+
+
+def _at_least(figure: Figure, goal: str, floor: float, runs: Sequence[Run]) -> TargetCheck:
+    values, relay = figure.values(runs, AIOROUTER), _cell(figure, runs, RELAY)
     if not values:
-        return TargetCheck(name, goal, "not measured", None)
-    return TargetCheck(name, goal, show(spread(values), " ms"), statistics.median(values) <= ceiling)
+        return TargetCheck(figure.name, goal, "not measured", None, relay)
+    errors = _errors(runs, figure.scenario)
+    measured = show(spread(values), figure.unit) + f", {errors} errors"
+    return TargetCheck(figure.name, goal, measured, statistics.median(values) >= floor and errors == 0, relay)
+
+
+def _at_most(figure: Figure, goal: str, ceiling: float, runs: Sequence[Run]) -> TargetCheck:
+    values, relay = figure.values(runs, AIOROUTER), _cell(figure, runs, RELAY)
+    if not values:
+        return TargetCheck(figure.name, goal, "not measured", None, relay)
+    measured = show(spread(values), figure.unit)
+    return TargetCheck(figure.name, goal, measured, statistics.median(values) <= ceiling, relay)
 
 
 def check_targets(runs: Sequence[Run]) -> list[TargetCheck]:
     checks = [
-        _at_least(
-            "Non-stream at 64 clients",
-            "≥ 700 req/s (moonshot ≥ 1,000)",
-            _values(runs, "nonstream_c64", AIOROUTER, REQUESTS_PER_S),
-            700,
-            " req/s",
-            _errors(runs, "nonstream_c64"),
-        ),
-        _at_least(
-            "50-token streams at 16 clients",
-            "≥ 25,000 chunks/s, every chunk in order",
-            _values(runs, "stream50_c16", AIOROUTER, CHUNKS_PER_S),
-            25_000,
-            " chunks/s",
-            _errors(runs, "stream50_c16"),
-        ),
-        _at_most(
-            "Added latency p50, 100 req/s, 50 ms upstream",
-            "≤ 3 ms",
-            _over_direct(runs, "open100_lat50", "latency_ms", "p50"),
-            3,
-        ),
-        _at_most(
-            "Added latency p99, 100 req/s, 50 ms upstream",
-            "≤ 6 ms",
-            _over_direct(runs, "open100_lat50", "latency_ms", "p99"),
-            6,
-        ),
-        _at_most(
-            "Time to first token at 1 client, over direct",
-            "≤ 3 ms",
-            _over_direct(runs, "ttft_c1", "ttft_ms", "p50"),
-            3,
-        ),
+        _at_least(NONSTREAM_C64, "≥ 700 req/s (moonshot ≥ 1,000)", 700, runs),
+        _at_least(STREAM50_C16, "≥ 25,000 chunks/s, every chunk in order", 25_000, runs),
+        _at_most(ADDED_P50, "≤ 3 ms", 3, runs),
+        _at_most(ADDED_P99, "≤ 6 ms", 6, runs),
+        _at_most(TTFT_ADDED, "≤ 3 ms", 3, runs),
     ]
     return checks + _slow_stream_checks(runs) + _scaling_checks(runs)
+
+
+def compare_with_relay(runs: Sequence[Run]) -> list[RelayComparison]:
+    """Every key figure of AIOrouter beside the relay's, or nothing when the relay was not measured."""
+    if not any(run["target"] == RELAY for run in runs):
+        return []
+    comparisons = []
+    for figure in KEY_FIGURES:
+        ours, relay = figure.values(runs, AIOROUTER), figure.values(runs, RELAY)
+        ratio = "-"
+        if ours and relay and statistics.median(relay) > 0:
+            ratio = f"{statistics.median(ours) / statistics.median(relay):.2f}"
+        cells = _cell(figure, runs, AIOROUTER), _cell(figure, runs, RELAY)
+        comparisons.append(RelayComparison(figure.name, *cells, ratio))
+    return comparisons
 
 
 def _slow_stream_checks(runs: Sequence[Run]) -> list[TargetCheck]:

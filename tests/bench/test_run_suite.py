@@ -44,9 +44,12 @@ def test_direct_and_relay_suite_writes_results_and_table(tmp_path: Path) -> None
     relayed = [r for r in document["runs"] if r["target"] == "relay"]
     assert all(r["result"]["processes"]["relay"]["cpu_percent"] > 0 for r in relayed)
     assert document["machine"]["cores"] >= 1
+    (ttft,) = [c for c in document["relay_comparison"] if c["name"].startswith("Time to first token")]
+    assert ttft["aiorouter"] == "-" and " ms" in ttft["relay"]
     table = (tmp_path / "latest.md").read_text()
     assert "| time to first token, 1 client | direct |" in table
     assert "| time to first token, 1 client | relay |" in table
+    assert "## Against the pass-through relay, same run" in table
 
 
 def test_unknown_targets_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
@@ -62,7 +65,7 @@ def test_unknown_targets_are_refused(capsys: pytest.CaptureFixture[str]) -> None
 def test_aiorouter_suite_measures_through_ingress_and_worker(
     tmp_path: Path, redis_url: str, clean_redis: redis.Redis
 ) -> None:
-    """Through AIOrouter started from its CLI, answers arrive whole and the added TTFT is reported."""
+    """Through AIOrouter from its CLI answers arrive whole, and its added TTFT is set beside the relay's."""
     argv = ["--quick", "--only", "ttft_c1", "--repeat", "1", "--duration", "0.5", "--name", "test"]
     argv += ["--redis-url", redis_url, "--out", str(tmp_path)]
     assert main(argv) == 0
@@ -71,7 +74,8 @@ def test_aiorouter_suite_measures_through_ingress_and_worker(
     assert ours["result"]["ok"] > 0 and ours["result"]["errors"] == {}
     assert {"ingress", "worker-1", "upstream", "loadgen"} <= set(ours["result"]["processes"])
     (ttft,) = [t for t in document["targets"] if t["name"].startswith("Time to first token")]
-    assert ttft["met"] is not None
+    assert ttft["met"] is not None and " ms" in ttft["relay"]
+    assert "## Against the pass-through relay, same run" in (tmp_path / "latest.md").read_text()
 
 
 @pytest.mark.redis

@@ -6,7 +6,11 @@ from typing import Any
 
 from bench.markdown_table import render
 from bench.report import summarize
-from bench.targets import check_targets
+from bench.targets import check_targets, compare_with_relay
+
+MACHINE = {"date": "d", "cpu": "c", "cores": 2, "kernel": "k", "python": "p", "redis": "r", "commit": "x"}
+CONFIG: dict[str, Any] = {"repeat": 1, "warmup_s": 1.0, "duration_s": 5.0, "slow_repeat": 1}
+CONFIG |= {"slow_stream_s": 30.0, "command": "python -m bench.run"}
 
 
 def result(**overrides: Any) -> dict[str, Any]:
@@ -112,10 +116,7 @@ def test_summary_and_markdown_show_medians_ranges_and_errors() -> None:
     assert row["columns"]["req/s"] == {"median": 200.0, "min": 100.0, "max": 300.0}
     assert row["errors"] == {"timeout": 2}
     assert row["cpu_percent"] == {"upstream": 20.0}
-    machine = {"date": "d", "cpu": "c", "cores": 2, "kernel": "k", "python": "p", "redis": "r", "commit": "x"}
-    config: dict[str, Any] = {"repeat": 3, "warmup_s": 1.0, "duration_s": 5.0, "slow_repeat": 3}
-    config |= {"slow_stream_s": 30.0, "command": "python -m bench.run"}
-    page = render(machine, config, summarize(runs), check_targets(runs))
+    page = render(MACHINE, CONFIG, summarize(runs), check_targets(runs))
     assert "| nonstream_c1 | direct | 200 (100\N{EN DASH}300) | - |" in page
     assert "timeout: 2" in page
 
@@ -133,9 +134,63 @@ def test_table_marks_load_generator_bound_rows_and_sums_aiorouter_cpu() -> None:
     usage = {"loadgen": {"cpu_percent": 95.0}, "ingress": {"cpu_percent": 40.0}}
     usage |= {"worker-1": {"cpu_percent": 30.0}, "worker-2": {"cpu_percent": 20.0}}
     runs = [run("stream50_c64", "aiorouter", 0, processes=usage)]
-    config: dict[str, Any] = {"repeat": 1, "warmup_s": 1.0, "duration_s": 5.0, "slow_repeat": 1}
-    config |= {"slow_stream_s": 30.0, "command": "python -m bench.run"}
-    machine = {"date": "d", "cpu": "c", "cores": 2, "kernel": "k", "python": "p", "redis": "r", "commit": "x"}
-    page = render(machine, config, summarize(runs), check_targets(runs))
+    page = render(MACHINE, CONFIG, summarize(runs), check_targets(runs))
     assert "| stream50_c64 | aiorouter \\* |" in page
     assert "ingress 40, loadgen 95, worker-1 30, worker-2 20 (aiorouter 90) |" in page
+
+
+def relay_comparison_runs() -> list[dict[str, Any]]:
+    """One repeat of every key scenario for direct, AIOrouter and the relay."""
+    runs = [
+        run("nonstream_c64", "aiorouter", 0, requests_per_s=300.0),
+        run("nonstream_c64", "relay", 0, requests_per_s=500.0),
+        run("stream50_c16", "aiorouter", 0, stream=True, chunks_per_s=9000.0),
+        run("stream50_c16", "relay", 0, stream=True, chunks_per_s=12000.0, errors={"no_done": 1}),
+    ]
+    for target, p50, p99 in (("direct", 50.0, 52.0), ("aiorouter", 56.0, 70.0), ("relay", 52.0, 52.0)):
+        runs.append(run("open100_lat50", target, 0, latency_ms={"p50": p50, "p99": p99}))
+    for target, ttft in (("direct", 0.2), ("aiorouter", 6.2), ("relay", 2.2)):
+        runs.append(run("ttft_c1", target, 0, stream=True, ttft_ms={"p50": ttft}))
+    return runs
+
+
+def test_relay_comparison_sets_each_key_figure_beside_the_relays() -> None:
+    """Throughputs compare as measured and latencies as added over direct, each with AIOrouter/relay."""
+    compared = {c.name: c for c in compare_with_relay(relay_comparison_runs())}
+    nonstream = compared["Non-stream at 64 clients"]
+    assert (nonstream.aiorouter, nonstream.relay, nonstream.ratio) == ("300 req/s", "500 req/s", "0.60")
+    stream = compared["50-token streams at 16 clients"]
+    assert (stream.relay, stream.ratio) == ("12,000 chunks/s, 1 errors", "0.75")
+    p50 = compared["Added latency p50, 100 req/s, 50 ms upstream"]
+    assert (p50.aiorouter, p50.relay, p50.ratio) == ("6.00 ms", "2.00 ms", "3.00")
+    ttft = compared["Time to first token at 1 client, over direct"]
+    assert (ttft.aiorouter, ttft.relay, ttft.ratio) == ("6.00 ms", "2.00 ms", "3.00")
+
+
+def test_relay_ratio_is_left_out_when_the_relay_adds_no_latency() -> None:
+    """A relay figure of zero or less has no meaningful ratio, so none is shown."""
+    compared = {c.name: c for c in compare_with_relay(relay_comparison_runs())}
+    p99 = compared["Added latency p99, 100 req/s, 50 ms upstream"]
+    assert (p99.aiorouter, p99.relay, p99.ratio) == ("18.0 ms", "0.00 ms", "-")
+
+
+def test_page_renders_the_relay_section_and_the_relay_column_of_targets() -> None:
+    """The page compares with the relay in its own section and beside each target, and lists relay rows."""
+    runs = relay_comparison_runs()
+    page = render(MACHINE, CONFIG, summarize(runs), check_targets(runs), compare_with_relay(runs))
+    assert "## Against the pass-through relay, same run" in page
+    assert "| Non-stream at 64 clients | 300 req/s | 500 req/s | 0.60 |" in page
+    assert (
+        "| Non-stream at 64 clients | ≥ 700 req/s (moonshot ≥ 1,000) | 300 req/s, 0 errors | **no** |" in page
+    )
+    assert "| **no** | 500 req/s |" in page
+    assert "| nonstream_c64 | relay | 500 |" in page
+
+
+def test_page_without_relay_runs_has_no_relay_section() -> None:
+    """A suite run without the relay shows no comparison section and '-' for the relay beside targets."""
+    runs = [run("nonstream_c64", "aiorouter", 0, requests_per_s=300.0)]
+    assert compare_with_relay(runs) == []
+    page = render(MACHINE, CONFIG, summarize(runs), check_targets(runs), compare_with_relay(runs))
+    assert "Against the pass-through relay" not in page
+    assert "| 300 req/s, 0 errors | **no** | - |" in page
