@@ -113,6 +113,9 @@ async def _close_redis(redis: aredis.Redis) -> None:
 
 
 def _redis_client(url: str) -> aredis.Redis:
-    """One client whose pool makes a request past :data:`REDIS_CONNECTIONS` wait for a connection (the
-    default pool raises ``MaxConnectionsError`` instead: a burst of clients turned into 503s)."""
-    return async_client(url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_CONNECTION_WAIT)
+    """One client: the request path's commands share one auto-pipelined connection (every request in
+    flight, one write per loop pass); its pool, which makes a caller past :data:`REDIS_CONNECTIONS` wait
+    for a connection, serves the reply hub's pub/sub and the rare command that cannot share."""
+    return async_client(
+        url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_CONNECTION_WAIT, auto_pipeline=True
+    )

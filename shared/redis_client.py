@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 import redis.asyncio as aredis
 from redis.asyncio.connection import Connection
 
+from shared.autopipeline import AutoPipelineRedis
+
 try:
     import hiredis
 except ImportError:  # hiredis is a dependency (redis[hiredis]); without it redis-py packs
@@ -37,13 +39,25 @@ class HiredisPackingConnection(Connection):
 
 
 def async_client(
-    url: str, *, max_connections: int, timeout: float | None = None, **options: Any
+    url: str,
+    *,
+    max_connections: int,
+    timeout: float | None = None,
+    auto_pipeline: bool = False,
+    **options: Any,
 ) -> aredis.Redis:
     """A client over a blocking pool of ``max_connections``; a caller waits up to ``timeout`` seconds
-    (None: as long as it takes) for a free connection.  ``options`` go to each connection."""
-    if urlsplit(url).scheme == "redis":  # unix:// and rediss:// keep their own connection classes
+    (None: as long as it takes) for a free connection.  ``options`` go to each connection.
+
+    With ``auto_pipeline`` (``redis://`` and ``unix://`` URLs), commands and pipelines share one
+    connection and leave in one write per pass of the event loop (:mod:`shared.autopipeline`); the pool
+    then serves only pub/sub and blocking commands."""
+    scheme = urlsplit(url).scheme
+    if scheme == "redis":  # unix:// and rediss:// keep their own connection classes
         options["connection_class"] = HiredisPackingConnection
     pool = aredis.BlockingConnectionPool.from_url(
         url, max_connections=max_connections, timeout=timeout, **options
     )
+    if auto_pipeline and scheme in ("redis", "unix") and not options.get("decode_responses"):
+        return AutoPipelineRedis.from_pool(pool)
     return aredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections

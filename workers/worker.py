@@ -424,4 +424,6 @@ def _handle_signals(loop: asyncio.AbstractEventLoop, handler: Callable[[], None]
 
 
 def _client(url: str, *, max_connections: int) -> aredis.Redis:
-    return async_client(url, max_connections=max_connections, timeout=_CONNECTION_WAIT)
+    """The jobs' client: their commands share one auto-pipelined connection (:mod:`shared.autopipeline`);
+    the pool serves the stop-request listener's pub/sub."""
+    return async_client(url, max_connections=max_connections, timeout=_CONNECTION_WAIT, auto_pipeline=True)

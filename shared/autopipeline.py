@@ -1,0 +1,399 @@
+"""Redis commands of many coroutines on one connection, written together: redis-py's API at a fraction
+of its cost.
+
+redis-py's asyncio client takes a pooled connection for each command or pipeline, writes it, waits for
+its reply and only then lets the connection serve anyone else: a ``send`` and a ``recv`` system call and
+~50 µs of Python per round trip, for every request in flight (py-spy on a busy ingress:
+``StreamWriter.writelines`` alone ~20%).  :class:`AutoPipelineRedis` is a ``redis.asyncio.Redis`` whose
+commands and pipelines share ONE connection instead:
+
+    coroutines ──┐  packed by hiredis, queued
+                 ├──►  one write per pass of the event loop  ──►  Redis
+    coroutines ──┘  ◄──  replies parsed by hiredis, handed back in order (Redis answers in order)
+
+A pipeline's commands stay together on the wire, so ``MULTI``…``EXEC`` blocks never interleave.  Replies
+go through redis-py's own response callbacks and error classes, so callers see exactly what redis-py
+returns and raises (``ResponseError``, ``NoScriptError``, ``ConnectionError``, ``TimeoutError``…).
+
+A caller cancelled while waiting costs nothing: its reply is read and dropped, the connection stays in
+sync (redis-py has to drop the connection).  A lost connection fails everything waiting on it with
+``ConnectionError``; the next command connects again.  If Redis leaves a reply outstanding for
+``reply_timeout`` seconds the connection is dropped the same way (``TimeoutError`` to the waiters).
+
+Not batched, so they still use redis-py's connection pool: blocking commands (they would stall every
+caller behind them), ``WATCH`` and pipelines that use it, pub/sub (``pubsub()`` is redis-py's own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import hiredis
+import redis.asyncio as aredis
+from redis._parsers.base import BaseParser
+from redis.asyncio.client import Pipeline
+from redis.client import EMPTY_RESPONSE
+from redis.exceptions import ConnectionError, ExecAbortError, RedisError, ResponseError, WatchError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+REPLY_TIMEOUT = 10.0  # seconds Redis may leave a reply outstanding before the connection is dropped
+CONNECT_TIMEOUT = 5.0
+
+UNBATCHED = frozenset(
+    {
+        "BLPOP",
+        "BRPOP",
+        "BRPOPLPUSH",
+        "BLMOVE",
+        "BLMPOP",
+        "BZPOPMIN",
+        "BZPOPMAX",
+        "BZMPOP",
+        "XREAD",
+        "XREADGROUP",
+        "WAIT",
+        "WAITAOF",
+        "WATCH",
+        "UNWATCH",
+        "MULTI",
+        "EXEC",
+        "DISCARD",
+        "SUBSCRIBE",
+        "PSUBSCRIBE",
+        "SSUBSCRIBE",
+        "MONITOR",
+        "SELECT",
+        "AUTH",
+        "HELLO",
+        "RESET",
+        "QUIT",
+        "CLIENT",
+    }
+)
+"""Commands that must not share the connection: they block it or change its state."""
+
+
+def pack(args: Sequence[Any]) -> bytes:
+    """One command in RESP, as redis-py would send it (``"SCRIPT LOAD"`` becomes two words)."""
+    first = args[0]
+    if isinstance(first, str) and " " in first:
+        args = (*first.split(), *args[1:])
+    try:
+        return bytes(hiredis.pack_command(tuple(args)))
+    except (TypeError, ValueError):  # e.g. a bool: let redis-py's encoder refuse it with its DataError
+        from redis._parsers.encoders import Encoder
+
+        encoder = Encoder("utf-8", "strict", False)  # type: ignore[no-untyped-call]
+        encoded = tuple(encoder.encode(arg) for arg in args)  # type: ignore[no-untyped-call]
+        return bytes(hiredis.pack_command(encoded))
+
+
+class _Waiter:
+    __slots__ = ("count", "future", "replies", "sent_at")
+
+    def __init__(self, future: asyncio.Future[list[Any]], count: int, sent_at: float) -> None:
+        self.future = future
+        self.count = count
+        self.replies: list[Any] = []
+        self.sent_at = sent_at
+
+
+class _Link(asyncio.Protocol):
+    """One connection: writes joined per loop pass, replies matched to waiters in order."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, reply_timeout: float) -> None:
+        self._loop = loop
+        self._reply_timeout = reply_timeout
+        self._reader = hiredis.Reader()
+        self._waiting: deque[_Waiter] = deque()
+        self._out: list[bytes] = []
+        self._flush_handle: asyncio.Handle | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._transport: asyncio.Transport | None = None
+        self._lost: Exception | None = None
+
+    @property
+    def usable(self) -> bool:
+        return self._transport is not None and self._lost is None and not self._transport.is_closing()
+
+    def submit(self, data: bytes, count: int) -> asyncio.Future[list[Any]]:
+        """Queue ``count`` commands (packed in ``data``); the future gets their ``count`` replies."""
+        if not self.usable:
+            raise ConnectionError(f"Connection to Redis lost: {self._lost}")
+        future: asyncio.Future[list[Any]] = self._loop.create_future()
+        now = self._loop.time()
+        self._waiting.append(_Waiter(future, count, now))
+        self._out.append(data)
+        if self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self._flush)
+        if self._watchdog is None:
+            self._watchdog = self._loop.call_at(now + self._reply_timeout, self._check_overdue)
+        return future
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    # --- asyncio.Protocol ---------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]  # a stream transport (uvloop's isn't a subclass)
+
+    def data_received(self, data: bytes) -> None:
+        reader = self._reader
+        reader.feed(data)
+        waiting = self._waiting
+        while True:
+            try:
+                reply = reader.gets()
+            except hiredis.ProtocolError as exc:
+                self._abort(ConnectionError(f"Redis protocol error: {exc}"))
+                return
+            if reply is False:
+                return
+            if not waiting:  # a reply nobody asked for: the stream is out of step
+                self._abort(ConnectionError("Redis sent an unexpected reply."))
+                return
+            waiter = waiting[0]
+            waiter.replies.append(reply)
+            if len(waiter.replies) == waiter.count:
+                waiting.popleft()
+                if not waiter.future.done():  # its caller may have been cancelled: drop the replies
+                    waiter.future.set_result(waiter.replies)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(self._lost or ConnectionError(f"Connection to Redis lost: {exc or 'closed'}"))
+
+    # --- internals ----------------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        if self._out and self.usable:
+            assert self._transport is not None
+            data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
+            self._out.clear()
+            self._transport.write(data)
+
+    def _check_overdue(self) -> None:
+        self._watchdog = None
+        if not self._waiting or self._lost is not None:
+            return
+        overdue_at = self._waiting[0].sent_at + self._reply_timeout
+        if self._loop.time() >= overdue_at:
+            self._abort(RedisTimeoutError(f"Redis did not answer within {self._reply_timeout:g} s."))
+        else:
+            self._watchdog = self._loop.call_at(overdue_at, self._check_overdue)
+
+    def _abort(self, error: Exception) -> None:
+        self._lost = self._lost or error
+        if self._transport is not None:
+            self._transport.abort()
+        self._fail(error)
+
+    def _fail(self, error: Exception) -> None:
+        self._lost = self._lost or error
+        self._out.clear()
+        for handle in (self._flush_handle, self._watchdog):
+            if handle is not None:
+                handle.cancel()
+        self._flush_handle = self._watchdog = None
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.future.done():
+                waiter.future.set_exception(error)
+
+
+class AutoPipelineRedis(aredis.Redis):
+    """``redis.asyncio.Redis`` over one shared, auto-pipelined connection (see the module docstring);
+    build it with :func:`shared.redis_client.async_client`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._link: _Link | None = None
+        self._connecting: asyncio.Task[_Link] | None = None
+        self.reply_timeout = REPLY_TIMEOUT
+        self.connect_timeout = CONNECT_TIMEOUT
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        name = args[0]
+        if _name_of(name) in UNBATCHED:
+            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        link = self._link
+        if link is None or not link.usable:
+            link = await self._connect()
+        (reply,) = await link.submit(pack(args), 1)
+        if isinstance(reply, hiredis.ReplyError):
+            if EMPTY_RESPONSE in options:
+                return options[EMPTY_RESPONSE]
+            raise _error_of(reply)
+        return await self._callback(name, _error_free(reply), options)
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Pipeline:
+        return _AutoPipeline(self, transaction)
+
+    async def run_stack(
+        self,
+        commands: Sequence[tuple[tuple[Any, ...], Mapping[str, Any]]],
+        *,
+        transaction: bool,
+        raise_on_error: bool,
+    ) -> list[Any]:
+        """Run a pipeline's queued commands in one go on the shared connection."""
+        link = self._link
+        if link is None or not link.usable:
+            link = await self._connect()
+        packed = [pack(args) for args, _ in commands]
+        if transaction:
+            replies = await link.submit(b"".join([_MULTI, *packed, _EXEC]), len(packed) + 2)
+            results = _exec_results(replies, commands)
+        else:
+            results = await link.submit(b"".join(packed), len(packed))
+        out: list[Any] = []
+        for number, (reply, (args, options)) in enumerate(zip(results, commands, strict=True), start=1):
+            if isinstance(reply, hiredis.ReplyError):
+                error = _error_of(reply)
+                if EMPTY_RESPONSE in options:
+                    out.append(options[EMPTY_RESPONSE])
+                    continue
+                if raise_on_error:
+                    raise _annotated(error, number, args)
+                out.append(error)
+            else:
+                out.append(await self._callback(args[0], _error_free(reply), dict(options)))
+        return out
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
+        if self._link is not None:
+            self._link.close()
+            self._link = None
+        await super().aclose(close_connection_pool)
+
+    async def _callback(self, name: Any, reply: Any, options: dict[str, Any]) -> Any:
+        options.pop("keys", None)
+        callback = self.response_callbacks.get(name)
+        if callback is None:
+            return reply
+        value = callback(reply, **options)
+        return await value if inspect.isawaitable(value) else value
+
+    async def _connect(self) -> _Link:
+        """The shared connection, (re)made by the first caller that finds none; the rest wait for it."""
+        if self._connecting is None:
+            self._connecting = asyncio.get_running_loop().create_task(self._open())
+        task = self._connecting
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if task.done() and self._connecting is task:
+                self._connecting = None
+
+    async def _open(self) -> _Link:
+        kwargs = self.connection_pool.connection_kwargs
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                if kwargs.get("path"):
+                    _, link = await loop.create_unix_connection(
+                        lambda: _Link(loop, self.reply_timeout), kwargs["path"]
+                    )
+                else:
+                    _, link = await loop.create_connection(
+                        lambda: _Link(loop, self.reply_timeout),
+                        kwargs.get("host", "localhost"),
+                        int(kwargs.get("port", 6379)),
+                    )
+                await self._handshake(link, kwargs)
+        except TimeoutError as exc:
+            raise RedisTimeoutError("Timed out connecting to Redis.") from exc
+        except OSError as exc:
+            raise ConnectionError(f"Error connecting to Redis: {exc}") from exc
+        self._link = link
+        return link
+
+    @staticmethod
+    async def _handshake(link: _Link, kwargs: dict[str, Any]) -> None:
+        """RESP3, as redis-py 8 speaks it (so its response callbacks fit the replies), AUTH and SELECT."""
+        hello: tuple[Any, ...] = ("HELLO", 3)
+        if kwargs.get("password"):
+            hello += ("AUTH", kwargs.get("username") or "default", kwargs["password"])
+        commands = [hello]
+        if int(kwargs.get("db") or 0):
+            commands.append(("SELECT", int(kwargs["db"])))
+        replies = await link.submit(b"".join(pack(c) for c in commands), len(commands))
+        for reply in replies:
+            if isinstance(reply, hiredis.ReplyError):
+                link.close()
+                raise _error_of(reply)
+
+
+class _AutoPipeline(Pipeline):
+    """redis-py's pipeline, executed on the shared connection (with ``WATCH``: redis-py's own way)."""
+
+    def __init__(self, client: AutoPipelineRedis, transaction: bool) -> None:
+        super().__init__(client.connection_pool, client.response_callbacks, transaction, None)
+        self._client = client
+
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        if self.watching or self.explicit_transaction or self.scripts:
+            return await super().execute(raise_on_error)
+        stack, self.command_stack = self.command_stack, []
+        if not stack:
+            return []
+        return await self._client.run_stack(
+            stack, transaction=self.is_transaction, raise_on_error=raise_on_error
+        )
+
+
+_MULTI = pack(("MULTI",))
+_EXEC = pack(("EXEC",))
+
+
+def _name_of(name: Any) -> str:
+    text = name.decode() if isinstance(name, bytes) else str(name)
+    return text.split(" ", 1)[0].upper()
+
+
+def _error_of(reply: hiredis.ReplyError) -> ResponseError:
+    error: ResponseError = BaseParser.parse_error(str(reply))  # type: ignore[no-untyped-call]
+    return error
+
+
+def _error_free(reply: Any) -> Any:
+    """``reply`` with errors nested in arrays (a script's or EXEC's) turned into redis-py's classes."""
+    if isinstance(reply, list):
+        return [
+            _error_of(item) if isinstance(item, hiredis.ReplyError) else _error_free(item) for item in reply
+        ]
+    return reply
+
+
+def _exec_results(replies: list[Any], commands: Sequence[Any]) -> list[Any]:
+    """The per-command results of ``MULTI``, the commands' ``QUEUED``s and ``EXEC``."""
+    exec_reply = replies[-1]
+    if isinstance(exec_reply, hiredis.ReplyError):
+        queued_errors = [r for r in replies[1:-1] if isinstance(r, hiredis.ReplyError)]
+        error = _error_of(queued_errors[0] if queued_errors else exec_reply)
+        if not queued_errors:
+            raise ExecAbortError(str(error)) if not isinstance(error, ExecAbortError) else error
+        raise error
+    if exec_reply is None:
+        raise WatchError("Watched variable changed.")
+    if len(exec_reply) != len(commands):
+        raise ResponseError("Wrong number of response items from pipeline execution")
+    results: list[Any] = exec_reply
+    return results
+
+
+def _annotated(error: RedisError, number: int, args: Iterable[Any]) -> RedisError:
+    command = " ".join(str(arg) for arg in args)[:100]
+    error.args = (
+        f"Command # {number} ({command}) of pipeline caused error: {error.args[0]}",
+        *error.args[1:],
+    )
+    return error
