@@ -93,25 +93,45 @@ async def test_a_failed_transaction_raises_and_runs_nothing(pair: tuple[aredis.R
     assert await theirs.get("a") is None
 
 
-async def test_commands_of_one_loop_pass_leave_in_one_write(pair: tuple[aredis.Redis, aredis.Redis]) -> None:
-    """200 coroutines' commands, issued together, cost the connection a single write."""
-    ours, _ = pair
-    assert isinstance(ours, AutoPipelineRedis)
-    await ours.set("k", b"v")  # connects
-    link = ours._link
+def _spy_on_writes(client: aredis.Redis) -> list[bytes]:
+    """The writes the client's shared connection makes from now on."""
+    assert isinstance(client, AutoPipelineRedis)
+    link = client._link
     assert link is not None and link._transport is not None
     transport = link._transport
     writes: list[bytes] = []
-    original = transport.write
 
     def counting_write(data: Any) -> None:
         writes.append(bytes(data))
-        original(data)
+        transport.write(data)
 
     link._transport = _WriteSpy(transport, counting_write)  # type: ignore[assignment]
+    return writes
+
+
+async def test_commands_of_one_loop_pass_leave_in_one_write(pair: tuple[aredis.Redis, aredis.Redis]) -> None:
+    """200 coroutines' commands, issued together, cost the connection a single write."""
+    ours, _ = pair
+    await ours.set("k", b"v")  # connects
+    writes = _spy_on_writes(ours)
     replies = await asyncio.gather(*(ours.get("k") for _ in range(200)))
     assert replies == [b"v"] * 200
-    assert len(writes) == 1 and writes[0] == pack(("GET", "k")) * 200
+    assert writes == [pack(("GET", "k")) * 200]
+
+
+async def test_commands_issued_while_a_write_is_unanswered_go_together_next(
+    pair: tuple[aredis.Redis, aredis.Redis],
+) -> None:
+    """A command waiting for its reply holds back the next ones, which then leave in one write."""
+    ours, _ = pair
+    await ours.set("k", b"v")
+    writes = _spy_on_writes(ours)
+    first = asyncio.ensure_future(ours.get("k"))
+    await asyncio.sleep(0)  # the first GET is written, its reply not read yet
+    later = [asyncio.ensure_future(ours.exists("k")), asyncio.ensure_future(ours.strlen("k"))]
+    assert await first == b"v"
+    assert [await f for f in later] == [1, 1]
+    assert writes == [pack(("GET", "k")), pack(("EXISTS", "k")) + pack(("STRLEN", "k"))]
 
 
 class _WriteSpy:
