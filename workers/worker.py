@@ -52,6 +52,7 @@ from workers.stop_requests import StopRequest
 log = logging.getLogger(__name__)
 
 DEQUEUE_TIMEOUT = 1  # seconds a BLMOVE blocks; bounds how long a shutdown waits for the dequeue loop
+DEQUEUE_BATCH = 32  # at most this many jobs taken by one pipelined round trip after a BLMOVE
 MAINTENANCE_INTERVAL = 30.0  # seconds between runs of rq's registry clean-up
 SHUTDOWN_GRACE = 30.0  # seconds in-flight jobs get to finish after SIGTERM
 _RETRY_PAUSE = 1.0
@@ -190,10 +191,15 @@ class AsyncWorker(BaseWorker):
             self.log.warning("Worker %s: could not register its death", self.name, exc_info=True)
 
     async def _dequeue(self, adapter: ProviderAdapter, burst: bool) -> bool:
-        """Take jobs while a slot is free: never more jobs held than ``concurrency``."""
+        """Take jobs while a slot is free: never more jobs held than ``concurrency``.
+
+        One BLMOVE waits for a job (its own connection); once one came, more of the queued ones are taken
+        with LMOVEs pipelined on the jobs' connection, as many as are free slots up to a batch that
+        doubles while the queue keeps them coming: under load a round trip takes many jobs, not one."""
         source = keys.rq_queue_key(self.pool)
         target = IntermediateQueue.get_intermediate_queue_key(source)
         worked = False
+        batch = 1
         while not self._stopping:
             if len(self._runs) >= self.concurrency:
                 self._wake.clear()
@@ -212,17 +218,40 @@ class AsyncWorker(BaseWorker):
                 if burst:
                     break
                 continue
-            job_id = raw.decode() if isinstance(raw, bytes) else str(raw)
             if self._stopping:  # taken while a stop was requested: put it back at the head of the queue
-                await self._requeue(job_id, source, target)
+                await self._requeue(_job_id(raw), source, target)
                 break
             worked = True
-            run = _Run(job_id)
-            self._runs[run.job_id] = run
-            task = asyncio.get_running_loop().create_task(self._run(run, adapter))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._launch(_job_id(raw), adapter)  # it starts while more are taken
+            want = min(self.concurrency - len(self._runs), batch)
+            if want <= 0:
+                continue
+            try:
+                more = await self._take_more(source, target, want)
+            except (RedisError, OSError):  # what it moved, rq's intermediate-queue clean-up fails
+                self.log.warning("Worker %s: dequeue failed; retrying", self.name, exc_info=True)
+                continue
+            batch = min(DEQUEUE_BATCH, batch * 2) if len(more) == want else max(1, len(more))
+            if self._stopping:
+                for extra in reversed(more):
+                    await self._requeue(_job_id(extra), source, target)
+                break
+            for extra in more:
+                self._launch(_job_id(extra), adapter)
         return worked
+
+    async def _take_more(self, source: str, target: str, count: int) -> list[Any]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for _ in range(count):
+                pipe.lmove(source, target, "LEFT", "RIGHT")
+            return [raw for raw in await pipe.execute() if raw is not None]
+
+    def _launch(self, job_id: str, adapter: ProviderAdapter) -> None:
+        run = _Run(job_id)
+        self._runs[run.job_id] = run
+        task = asyncio.get_running_loop().create_task(self._run(run, adapter))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _requeue(self, job_id: str, source: str, target: str) -> None:
         try:
@@ -409,6 +438,10 @@ class AsyncWorker(BaseWorker):
             except Exception:  # keep maintaining: a bad job record must not stop the clean-up for good
                 self.log.warning("Worker %s: registry maintenance failed", self.name, exc_info=True)
             self._maintenance_stop.wait(self.maintenance_every)
+
+
+def _job_id(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
 def _handle_signals(loop: asyncio.AbstractEventLoop, handler: Callable[[], None]) -> list[signal.Signals]:

@@ -152,6 +152,30 @@ async def test_never_holds_more_jobs_than_slots(
     assert clean_redis.llen(queue_key) == 0
 
 
+async def test_a_backlog_is_taken_in_queue_order_up_to_the_free_slots(
+    clean_redis: redis.Redis, aredis_client: aredis.Redis, replies: Replies, redis_url: str
+) -> None:
+    """A backlog taken by the batched dequeue (BLMOVE, then pipelined LMOVEs) goes oldest first and never
+    past the worker's slots: 8 of 20 start, 12 stay queued, and all of them finish."""
+    settings = worker_settings(redis_url, tokens_per_second=20)
+    jobs = [completion_job(upstream_model="lorem", max_tokens=10, reply_to=REPLY_CHANNEL) for _ in range(20)]
+    queue_key = keys.rq_queue_key("simulated")
+    for job in jobs:
+        await enqueue(aredis_client, job, settings)
+    async with running_worker(settings, concurrency=8):
+        for _ in range(8):
+            await replies.until(lambda f: f.kind == events.START)
+        await asyncio.sleep(0.2)
+        started = [f.request_id for f in replies.frames if f.kind == events.START]
+        assert started[:8] and set(started) == {job.request_id for job in jobs[:8]}
+        assert clean_redis.llen(queue_key) == 12
+        assert clean_redis.llen(f"{queue_key}:intermediate") == 0
+        for job in jobs:
+            await replies.final(job.request_id)
+    assert clean_redis.llen(queue_key) == 0
+    assert all(replies.of(job.request_id)[-1].kind == events.DONE for job in jobs)
+
+
 async def test_cancel_on_channel_stops_the_job(
     clean_redis: redis.Redis, aredis_client: aredis.Redis, replies: Replies, redis_url: str
 ) -> None:
