@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
+from shared import events
 from shared.jobs import CompletionJob
 from workers.providers.base import Delta, ToolCallDelta, Usage
 
@@ -28,11 +31,37 @@ class ChunkWriter:
         }
         self._role_sent = False
         self._calls_started: set[int] = set()
+        self._content_sse: tuple[bytes, bytes] | None = None  # SSE bytes around a content delta's JSON
         self.finish_reason: str | None = None
 
     def set_fingerprint(self, fingerprint: str | None) -> None:
         if fingerprint and "system_fingerprint" not in self._head:
             self._head["system_fingerprint"] = fingerprint
+            self._content_sse = None
+
+    def sse(self, delta: Delta) -> bytes | None:
+        """:meth:`chunk` as its ``data: ...`` SSE event, or None.  A delta of content only, after the
+        first, fills a byte template instead (the same bytes, a fifth of the CPU: no dict, one string
+        serialized)."""
+        content = delta.content
+        if (
+            content
+            and self._role_sent
+            and delta.finish_reason is None
+            and not delta.refusal
+            and not delta.tool_calls
+            and (delta.system_fingerprint is None or "system_fingerprint" in self._head)
+        ):
+            template = self._content_sse or self._content_template()
+            return template[0] + orjson.dumps(content) + template[1]
+        chunk = self.chunk(delta)
+        return None if chunk is None else events.sse_data(chunk)
+
+    def _content_template(self) -> tuple[bytes, bytes]:
+        choice = {"index": 0, "delta": {"content": _MARK}, "logprobs": None, "finish_reason": None}
+        before, after = events.sse_data({**self._head, "choices": [choice]}).split(_MARK_JSON)
+        self._content_sse = (before, after)
+        return self._content_sse
 
     def chunk(self, delta: Delta) -> dict[str, Any] | None:
         """The chunk for ``delta``, or None when it adds nothing a client would see."""
@@ -68,6 +97,10 @@ class ChunkWriter:
             "type": "function",
             "function": {"name": call.name or "", "arguments": call.arguments},
         }
+
+
+_MARK = "\ue000content\ue000"  # a private-use string no serializer escapes
+_MARK_JSON = orjson.dumps(_MARK)
 
 
 class MessageAssembler:

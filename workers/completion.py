@@ -91,9 +91,9 @@ async def _stream(job: CompletionJob, adapter: ProviderAdapter, publisher: Frame
     async for delta in adapter.stream(job):
         usage = delta.usage or usage
         parts += delta.has_message_part
-        chunk = writer.chunk(delta)
-        if chunk is not None:
-            publisher.send_chunks(events.sse_data(chunk))
+        sse = writer.sse(delta)
+        if sse is not None:
+            publisher.send_chunks(sse)
     if writer.finish_reason is None:
         raise UpstreamError("The upstream stream ended without a finish reason.")
     usage = usage or Usage(count_prompt_tokens(job.body), parts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from shared import events
 from tests.openai_spec import chunk_violations, completion_violations
 from tests.workers.factories import completion_job
 from workers.chunks import ChunkWriter, MessageAssembler
@@ -106,3 +107,23 @@ def test_assembled_tool_calls_join_arguments() -> None:
         {"id": "call_b", "type": "function", "function": {"name": "get_time", "arguments": "{}"}},
     ]
     assert body["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_sse_bytes_are_the_chunks_serialized() -> None:
+    """The byte-template fast path for content deltas gives exactly the bytes of the chunk objects, for
+    awkward content (quotes, newlines, unicode, the template's own marker) and a fingerprint arriving
+    mid-stream."""
+    deltas = [
+        Delta(content="Hel"),
+        Delta(content='lo "world"\n'),
+        Delta(content="é😀\u2028\ue000content\ue000", system_fingerprint="fp_1"),
+        Delta(content="</script>", system_fingerprint="fp_1"),
+        Delta(content="x", system_fingerprint="fp_2"),
+        Delta(refusal="no"),
+        *TOOL_DELTAS,
+    ]
+    job = completion_job()
+    fast, reference = ChunkWriter(job), ChunkWriter(job)
+    for delta in deltas:
+        chunk = reference.chunk(delta)
+        assert fast.sse(delta) == (None if chunk is None else events.sse_data(chunk))
