@@ -17,8 +17,6 @@ def run_worker(
     until its queue is empty).  Blocks."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # httpx logs every upstream request at INFO: ~3% of a busy worker's CPU, and noise in its log.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     connection = redis.Redis.from_url(settings.redis_url)
     try:
         worker = AsyncWorker(settings, pool=pool, concurrency=concurrency, connection=connection, name=name)

@@ -1,5 +1,5 @@
-"""The first-token timeout fires on its own, even when httpx's read timeout (the larger of first-token
-and idle) is much longer: the adapter's deadline is an absolute loop time (``asyncio.timeout_at``)."""
+"""The first-token timeout fires on its own, even when the idle timeout is much longer: the adapter's
+deadline is an absolute loop time (``asyncio.timeout_at``) that starts at the first-token deadline."""
 
 from __future__ import annotations
 

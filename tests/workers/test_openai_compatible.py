@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import fakeredis
-import httpx
 import orjson
 import pytest
 
@@ -19,12 +18,16 @@ from shared.jobs import CompletionJob
 from shared.settings import ProviderSettings, Timeouts
 from tests.openai_spec import chunk_violations, completion_violations
 from tests.workers.factories import WEATHER_TOOL, completion_job
+from tests.workers.raw_server import CLOSE, Step, chunked, start_raw_server
 from workers.completion import complete
 from workers.providers.base import Delta
 from workers.providers.openai_compatible import OpenAICompatibleProvider
 from workers.publisher import FramePublisher
 
 FAST = Timeouts(connect=2.0, first_token=5.0, idle=5.0, total=20.0)
+CONTENT_EVENT = b'data: {"choices":[{"index":0,"delta":{"content":"x"}}]}\n\n'
+LAST_EVENT = b'data: {"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":"stop"}]}\n\n'
+DONE = b"data: [DONE]\n\n"
 
 
 @pytest.fixture
@@ -233,28 +236,59 @@ async def test_connections_are_kept_alive_between_jobs(upstream: Upstream) -> No
 
 async def test_request_body_forwards_client_fields() -> None:
     """The body goes upstream with model replaced, streaming with usage on, unknown fields unchanged."""
-    seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        chunk = b'{"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":"stop"}]}'
-        body = b"data: " + chunk + b"\n\ndata: [DONE]\n\n"
-        return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
-
-    settings = ProviderSettings(
-        name="mock", kind="openai", base_url="http://upstream.test/v1", api_key="sk-1"
-    )
-    provider = OpenAICompatibleProvider(settings, transport=httpx.MockTransport(handler))
+    server = await start_raw_server(lambda connection, request: [chunked(LAST_EVENT, DONE)])
+    settings = ProviderSettings(name="raw", kind="openai", base_url=server.base_url, api_key="sk-1")
+    provider = OpenAICompatibleProvider(settings)
     job = sim_job("real-model", temperature=0.2, vendor_extension={"a": 1}, stream_options={"other": True})
-    deltas = [d async for d in provider.stream(job)]
-    await provider.aclose()
+    try:
+        deltas = [d async for d in provider.stream(job)]
+    finally:
+        await provider.aclose()
+        await server.close()
     assert [d.content for d in deltas if d.content] == ["x"]
-    request = seen[0]
-    assert request.url == "http://upstream.test/v1/chat/completions"
+    request = server.requests[0]
+    assert request.request_line == "POST /v1/chat/completions HTTP/1.1"
     assert request.headers["authorization"] == "Bearer sk-1"
-    body = orjson.loads(request.content)
+    assert request.headers["accept"] == "text/event-stream"
+    body = orjson.loads(request.body)
     assert body["model"] == "real-model"
     assert body["stream"] is True
     assert body["stream_options"] == {"other": True, "include_usage": True}
     assert body["temperature"] == 0.2 and body["vendor_extension"] == {"a": 1}
     assert body["messages"] == job.body["messages"]
+
+
+@pytest.mark.parametrize(
+    ("steps", "error_class"),
+    [
+        ([b"garbage\r\n\r\n", 1.0], UpstreamUnavailable),
+        ([CLOSE], UpstreamUnavailable),
+        ([b"HTTP/1.1 200 OK\r\ncontent-length: 500\r\n\r\n" + CONTENT_EVENT, CLOSE], UpstreamError),
+    ],
+    ids=["garbage", "closed-before-answering", "closed-mid-body"],
+)
+async def test_broken_answers_become_our_errors(steps: list[Step], error_class: type[Exception]) -> None:
+    """Garbage or a close before content is retryable elsewhere (unavailable); a cut after content is not."""
+    server = await start_raw_server(lambda connection, request: steps)
+    provider = provider_for(server.base_url)
+    try:
+        with pytest.raises(error_class) as caught:
+            await collect(provider, sim_job("raw"))
+    finally:
+        await server.close()
+    assert type(caught.value) is error_class
+
+
+async def test_connection_close_answer_still_completes() -> None:
+    """A stream answered with ``connection: close`` ends normally; the next job opens a new connection."""
+    server = await start_raw_server(
+        lambda connection, request: [chunked(LAST_EVENT, DONE, headers="connection: close\r\n")]
+    )
+    provider = provider_for(server.base_url)
+    try:
+        for _ in range(2):
+            assert [d.content async for d in provider.stream(sim_job("raw")) if d.content] == ["x"]
+    finally:
+        await provider.aclose()
+        await server.close()
+    assert server.connections == 2

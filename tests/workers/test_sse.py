@@ -1,36 +1,43 @@
-"""The SSE reader the upstream adapters use."""
+"""The SSE decoder the upstream adapters read response bodies with."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-from workers.providers.sse import sse_data
+from workers.providers.sse import SSEDecoder
 
 
-async def lines(*items: str) -> AsyncIterator[str]:
-    for item in items:
-        yield item
+def decode(*pieces: bytes) -> list[bytes]:
+    decoder = SSEDecoder()
+    events = [data for piece in pieces for data in decoder.feed(piece)]
+    return events + decoder.end()
 
 
-async def read(*items: str) -> list[str]:
-    return [data async for data in sse_data(lines(*items))]
-
-
-async def test_events_split_on_blank_lines() -> None:
+def test_events_split_on_blank_lines() -> None:
     """Each blank-line-terminated event yields its data once."""
-    assert await read("data: {}", "", "data: [DONE]", "") == ["{}", "[DONE]"]
+    assert decode(b"data: {}\n\ndata: [DONE]\n\n") == [b"{}", b"[DONE]"]
 
 
-async def test_comments_and_other_fields_are_dropped() -> None:
+def test_comments_and_other_fields_are_dropped() -> None:
     """Comment lines (keep-alive pings) and event/id fields never reach the caller."""
-    assert await read(": ping", "", "event: message", "id: 7", "data: x", "") == ["x"]
+    assert decode(b": ping\n\nevent: message\nid: 7\ndata: x\n\n") == [b"x"]
 
 
-async def test_multi_line_data_is_joined() -> None:
-    """Several data lines of one event are joined with a newline, as the SSE spec says."""
-    assert await read("data: a", "data:b", "") == ["a\nb"]
+def test_multi_line_data_is_joined() -> None:
+    """Several data lines of one event are joined with a newline; a bare `data` line is an empty line."""
+    assert decode(b"data: a\ndata:b\ndata\n\n") == [b"a\nb\n"]
 
 
-async def test_last_event_without_blank_line_is_kept() -> None:
+def test_last_event_without_blank_line_is_kept() -> None:
     """An event cut off before its blank line is still delivered at end of stream."""
-    assert await read("data: tail") == ["tail"]
+    assert decode(b"data: tail") == [b"tail"]
+
+
+def test_events_split_across_pieces_at_any_byte() -> None:
+    """The same events come out whatever byte the body is cut at."""
+    body = b'data: {"a":1}\n\n: ping\n\ndata: [DONE]\n\n'
+    for cut in range(len(body)):
+        assert decode(body[:cut], body[cut:]) == [b'{"a":1}', b"[DONE]"], cut
+
+
+def test_crlf_and_cr_line_ends() -> None:
+    """CRLF and lone CR end lines too, even when a CRLF is split between two pieces."""
+    assert decode(b"data: a\r", b"\n\r\ndata: b\r\rdata: c\r\n\r\n") == [b"a", b"b", b"c"]

@@ -1,8 +1,8 @@
-"""The Anthropic Messages API, over one pooled keep-alive httpx client per provider and process.
+"""The Anthropic Messages API, over one keep-alive connection pool per provider and process.
 
 The OpenAI body is translated by :mod:`workers.providers.anthropic_translate`; the upstream call always
 streams (one code path, real first-token and idle timeouts, prompt cancellation), and its events become
-:class:`Delta` objects.  httpx errors and upstream statuses become our errors here, like the
+:class:`Delta` objects.  Transport errors and upstream statuses become our errors here, like the
 OpenAI-compatible adapter:
 
     connect error, 429, 529, 5xx       UpstreamUnavailable (503, with Retry-After when given)
@@ -21,7 +21,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import orjson
 
 from shared.errors import (
@@ -36,8 +35,8 @@ from workers.providers.anthropic_translate import (
     to_anthropic_request,
 )
 from workers.providers.base import Delta
-from workers.providers.sse import sse_data
 from workers.providers.upstream_call import Deadlines, status_error, upstream_errors
+from workers.providers.upstream_http import UpstreamClient, UpstreamResponse
 
 ANTHROPIC_VERSION = "2023-06-01"
 _UNAVAILABLE_STATUSES = frozenset({429, 529})  # 529: Anthropic's 'overloaded'
@@ -47,10 +46,8 @@ class AnthropicProvider:
     def __init__(
         self,
         provider: ProviderSettings,
-        transport: httpx.AsyncBaseTransport | None = None,
         default_max_tokens: int = DEFAULT_MAX_TOKENS,
     ) -> None:
-        timeouts = provider.timeouts
         headers = {
             "content-type": "application/json",
             "accept": "text/event-stream",
@@ -59,25 +56,17 @@ class AnthropicProvider:
         if provider.api_key:
             headers["x-api-key"] = provider.api_key
         self._name = provider.name
-        self._timeouts = timeouts
+        self._timeouts = provider.timeouts
         self._default_max_tokens = default_max_tokens
-        self._client = httpx.AsyncClient(
-            base_url=provider.base_url,
-            headers=headers,
-            transport=transport,
-            timeout=httpx.Timeout(
-                connect=timeouts.connect,
-                read=max(timeouts.first_token, timeouts.idle),
-                write=timeouts.idle,
-                pool=timeouts.connect,
-            ),
-            limits=httpx.Limits(
-                max_connections=provider.concurrency, max_keepalive_connections=provider.concurrency
-            ),
+        self._http = UpstreamClient(
+            provider.base_url,
+            headers,
+            max_connections=provider.concurrency,
+            connect_timeout=provider.timeouts.connect,
         )
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._http.aclose()
 
     def request_body(self, job: CompletionJob) -> dict[str, Any]:
         return to_anthropic_request(
@@ -89,18 +78,24 @@ class AnthropicProvider:
         body = orjson.dumps(self.request_body(job))
         with upstream_errors(self._name, clock):
             async with asyncio.timeout_at(clock.next_deadline()) as timer:
-                async with self._client.stream("POST", "messages", content=body) as response:
-                    if response.status_code >= 400:
-                        await response.aread()
-                        raise status_error(self._name, response, unavailable=_UNAVAILABLE_STATUSES)
+                async with self._http.post("messages", body) as response:
+                    if response.status >= 400:
+                        answer = await response.read()
+                        raise status_error(
+                            self._name,
+                            response.status,
+                            response.headers,
+                            answer,
+                            unavailable=_UNAVAILABLE_STATUSES,
+                        )
                     async for delta in self._deltas(response, clock, timer):
                         yield delta
 
     async def _deltas(
-        self, response: httpx.Response, clock: Deadlines, timer: asyncio.Timeout
+        self, response: UpstreamResponse, clock: Deadlines, timer: asyncio.Timeout
     ) -> AsyncIterator[Delta]:
         translator = StreamTranslator()
-        async for data in sse_data(response.aiter_lines()):
+        async for data in response.sse_data():
             for delta in translator.feed(_parse_event(self._name, data)):
                 clock.first_token_seen = clock.first_token_seen or delta.has_message_part
                 yield delta
@@ -113,7 +108,7 @@ class AnthropicProvider:
         raise UpstreamUnavailable(f"Provider {self._name!r} closed the stream before any content.")
 
 
-def _parse_event(name: str, data: str) -> dict[str, Any]:
+def _parse_event(name: str, data: bytes) -> dict[str, Any]:
     try:
         event = orjson.loads(data)
     except orjson.JSONDecodeError as exc:

@@ -2,7 +2,7 @@
 
 An adapter yields :class:`Delta` objects in order; exactly one of them carries a ``finish_reason`` and
 the stream may end with one carrying ``usage``.  Adapters raise only :mod:`shared.errors` classes: the
-transport they use (httpx, nothing) stays inside them.
+transport they use (an HTTP client, nothing) stays inside them.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""Any OpenAI-compatible upstream, over one pooled keep-alive httpx client per provider and process.
+"""Any OpenAI-compatible upstream, over one keep-alive connection pool per provider and process.
 
 The client body goes upstream unchanged except ``model`` (the deployment's ``upstream_model``), ``stream``
 (always on: one code path, real first-token and idle timeouts, prompt cancellation) and
 ``stream_options.include_usage``.  Upstream chunks become :class:`Delta` objects; the chunk writer above
-rebuilds OpenAI-exact objects from them.  httpx errors and upstream statuses become our errors here:
+rebuilds OpenAI-exact objects from them.  Transport errors and upstream statuses become our errors here:
 
     connect error, 429, 5xx            UpstreamUnavailable (503, with Retry-After when given)
     connect/first-token/idle/total     UpstreamTimeout (503)
@@ -19,7 +19,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import orjson
 
 from shared.errors import (
@@ -29,37 +28,26 @@ from shared.errors import (
 from shared.jobs import CompletionJob
 from shared.settings import ProviderSettings
 from workers.providers.base import Delta, ToolCallDelta, Usage
-from workers.providers.http_transport import CoalescingTransport
-from workers.providers.sse import sse_data
 from workers.providers.upstream_call import Deadlines, cut_error, message_of, status_error, upstream_errors
+from workers.providers.upstream_http import UpstreamClient, UpstreamResponse
 
 
 class OpenAICompatibleProvider:
-    def __init__(self, provider: ProviderSettings, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        timeouts = provider.timeouts
+    def __init__(self, provider: ProviderSettings) -> None:
         headers = {"content-type": "application/json", "accept": "text/event-stream"}
         if provider.api_key:
             headers["authorization"] = f"Bearer {provider.api_key}"
         self._name = provider.name
-        self._timeouts = timeouts
-        limits = httpx.Limits(
-            max_connections=provider.concurrency, max_keepalive_connections=provider.concurrency
-        )
-        self._client = httpx.AsyncClient(
-            base_url=provider.base_url,
-            headers=headers,
-            transport=transport or CoalescingTransport(limits),
-            timeout=httpx.Timeout(
-                connect=timeouts.connect,
-                read=max(timeouts.first_token, timeouts.idle),
-                write=timeouts.idle,
-                pool=timeouts.connect,
-            ),
-            limits=limits,
+        self._timeouts = provider.timeouts
+        self._http = UpstreamClient(
+            provider.base_url,
+            headers,
+            max_connections=provider.concurrency,
+            connect_timeout=provider.timeouts.connect,
         )
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._http.aclose()
 
     def request_body(self, job: CompletionJob) -> dict[str, Any]:
         options = job.body.get("stream_options")
@@ -71,17 +59,16 @@ class OpenAICompatibleProvider:
     async def stream(self, job: CompletionJob) -> AsyncIterator[Delta]:
         loop = asyncio.get_running_loop()
         clock = Deadlines(self._timeouts, loop)
+        body = orjson.dumps(self.request_body(job))
         with upstream_errors(self._name, clock):
             async with asyncio.timeout_at(clock.next_deadline()) as timeout:
                 timer = _LazyTimer(clock, timeout, loop)
                 timer.move()
                 try:
-                    async with self._client.stream(
-                        "POST", "chat/completions", content=orjson.dumps(self.request_body(job))
-                    ) as response:
-                        if response.status_code >= 400:
-                            await response.aread()
-                            raise status_error(self._name, response)
+                    async with self._http.post("chat/completions", body) as response:
+                        if response.status >= 400:
+                            answer = await response.read()
+                            raise status_error(self._name, response.status, response.headers, answer)
                         async for delta in _deltas(self._name, response, clock, timer):
                             yield delta
                 finally:
@@ -125,15 +112,15 @@ class _LazyTimer:
 
 
 async def _deltas(
-    name: str, response: httpx.Response, clock: Deadlines, timer: _LazyTimer
+    name: str, response: UpstreamResponse, clock: Deadlines, timer: _LazyTimer
 ) -> AsyncIterator[Delta]:
     finished = False
     done = False
-    async for data in sse_data(response.aiter_lines()):
+    async for data in response.sse_data():
         # After [DONE], read on to the end of the body: a fully read response keeps its connection alive.
         if done:
             continue
-        if data.strip() == "[DONE]":
+        if data.strip() == b"[DONE]":
             done = True
             continue
         clock.seen()
@@ -147,7 +134,7 @@ async def _deltas(
         raise cut_error(name, clock)
 
 
-def _parse_chunk(name: str, data: str) -> list[Delta]:
+def _parse_chunk(name: str, data: bytes) -> list[Delta]:
     try:
         chunk = orjson.loads(data)
         if not isinstance(chunk, dict):

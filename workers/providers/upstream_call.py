@@ -1,24 +1,25 @@
 """What every HTTP provider adapter shares: the deadlines of one upstream call, and the conversion of
-httpx errors and upstream error statuses into our errors (the boundary: nothing above an adapter knows
-httpx exists).
+:mod:`workers.providers.upstream_http`'s errors and upstream error statuses into our errors (the boundary:
+nothing above an adapter knows how the upstream is reached).
 
-    connect error, pool exhausted      UpstreamUnavailable (503)
-    connect / read / write timeout     UpstreamTimeout (503), naming the deadline that expired
+    connect error, no free connection  UpstreamUnavailable (503)
+    connect timeout                    UpstreamTimeout (503), "connect timeout expired"
+    first-token / idle / total         UpstreamTimeout (503), naming the deadline that expired
     400/404/413/422                    UpstreamBadRequest (400, upstream message)
     429, 5xx (+ adapter extras)        UpstreamUnavailable (503) with the upstream Retry-After
     401/403, other 4xx                 UpstreamError (500: our configuration is wrong)
-    connection cut before content      UpstreamUnavailable (nothing reached the client: fallback is safe)
+    connection cut, or not HTTP,       UpstreamUnavailable (nothing reached the client: fallback is safe)
+      before content
     connection cut after content       UpstreamError (500)
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-import httpx
 import orjson
 
 from shared.errors import (
@@ -29,6 +30,7 @@ from shared.errors import (
     UpstreamUnavailable,
 )
 from shared.settings import Timeouts
+from workers.providers.upstream_http import ConnectError, ConnectionCut, ConnectTimeout
 
 BAD_REQUEST_STATUSES = frozenset({400, 404, 413, 422})
 MAX_ERROR_TEXT = 500
@@ -68,41 +70,47 @@ def cut_error(name: str, clock: Deadlines) -> AIORouterError:
 
 @contextmanager
 def upstream_errors(name: str, clock: Deadlines) -> Iterator[None]:
-    """Convert timeouts and httpx transport errors raised inside the block into our errors."""
+    """Convert the deadlines' timeouts and transport errors raised inside the block into our errors."""
     try:
         yield
-    except (TimeoutError, httpx.ReadTimeout, httpx.WriteTimeout) as exc:
+    except TimeoutError as exc:  # the block's asyncio.timeout: the call's next deadline passed
         raise UpstreamTimeout(f"Provider {name!r}: {clock.which_expired()} timeout expired.") from exc
-    except httpx.ConnectTimeout as exc:
+    except ConnectTimeout as exc:
         raise UpstreamTimeout(f"Provider {name!r}: connect timeout expired.") from exc
-    except (httpx.ConnectError, httpx.PoolTimeout) as exc:
+    except ConnectError as exc:
         raise UpstreamUnavailable(f"Provider {name!r} is unreachable.") from exc
-    except httpx.TransportError as exc:  # the connection broke: before the response, or mid-stream
+    except ConnectionCut as exc:  # the connection broke: before the response, or mid-stream
         raise cut_error(name, clock) from exc
 
 
 def status_error(
-    name: str, response: httpx.Response, *, unavailable: Collection[int] = (429,)
+    name: str,
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    unavailable: Collection[int] = (429,),
 ) -> AIORouterError:
-    """Our error for an upstream error status (the body must have been read)."""
-    status = response.status_code
-    message = message_of_response(response)
+    """Our error for an upstream error status, from the response's (case-insensitive) headers and body."""
+    message = message_of_body(status, body)
     if status in BAD_REQUEST_STATUSES:
         return UpstreamBadRequest(message)
     if status in unavailable or status >= 500:
-        retry_after = response.headers.get("retry-after")
-        headers = {"Retry-After": retry_after} if retry_after else None
-        return UpstreamUnavailable(f"Provider {name!r} is unavailable (HTTP {status}).", headers=headers)
+        retry_after = headers.get("retry-after")
+        return UpstreamUnavailable(
+            f"Provider {name!r} is unavailable (HTTP {status}).",
+            headers={"Retry-After": retry_after} if retry_after else None,
+        )
     if status in (401, 403):
         return UpstreamError(f"Provider {name!r} rejected our credentials (HTTP {status}).")
     return UpstreamError(f"Provider {name!r} answered HTTP {status}: {message}")
 
 
-def message_of_response(response: httpx.Response) -> str:
+def message_of_body(status: int, body: bytes) -> str:
     try:
-        return message_of(orjson.loads(response.content))
+        return message_of(orjson.loads(body))
     except orjson.JSONDecodeError:
-        return response.text[:MAX_ERROR_TEXT] or f"HTTP {response.status_code}"
+        return body.decode("utf-8", "replace")[:MAX_ERROR_TEXT] or f"HTTP {status}"
 
 
 def message_of(body: Any) -> str:
