@@ -11,7 +11,6 @@ One difference from a stock worker, on purpose: a finished job's hash is not rew
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -140,23 +139,14 @@ def _worked(worker: BaseWorker, job: Job, pipe: Any, *, idle: bool) -> None:
         worker.set_state(WorkerStatus.IDLE, pipeline=pipe)
 
 
-def heartbeat_commands(
-    worker: BaseWorker,
-    running: list[StartedJob],
-    *,
-    pool: str,
-    execution_ttl: int,
-    alive_ttl_ms: int,
-) -> list[Command]:
-    """One heartbeat: rq's worker hash first (its HSET reply tells whether the hash had expired), every
-    running execution, and AIOrouter's liveness keys."""
+def heartbeat_commands(worker: BaseWorker, running: list[StartedJob], *, execution_ttl: int) -> list[Command]:
+    """One heartbeat of rq's records: the worker hash first (its HSET reply tells whether the hash had
+    expired), then every running execution.  AIOrouter's liveness keys are the thread's
+    (:mod:`workers.liveness`)."""
     pipe = recording_pipeline()
     worker.heartbeat(pipeline=pipe)
     for started in running:
         started.execution.heartbeat(started.job.started_job_registry, execution_ttl, pipeline=pipe)
-    pipe.set(keys.worker_alive(worker.name), b"1", px=alive_ttl_ms)
-    pipe.zadd(keys.pool_workers(pool), {worker.name: time.time()})
-    pipe.sadd(keys.POOLS_SET, pool)
     return recorded(pipe)
 
 

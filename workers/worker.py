@@ -43,6 +43,7 @@ from workers import bookkeeping, stop_requests
 from workers.bookkeeping import StartedJob
 from workers.completion import Outcome, complete
 from workers.guarded_provider import GuardedProvider, guarded_provider
+from workers.liveness import LivenessBeacon
 from workers.providers import make_adapter
 from workers.providers.base import ProviderAdapter
 from workers.publish_batcher import PublishBatcher
@@ -151,6 +152,14 @@ class AsyncWorker(BaseWorker):
             worker_name=self.name,
         )
         await asyncio.to_thread(self._register_birth)
+        beacon = LivenessBeacon(
+            self.settings.redis_url,
+            worker_name=self.name,
+            pool=self.pool,
+            interval=self.settings.worker_heartbeat_interval,
+            alive_ttl_ms=int(self.settings.worker_dead_after * 1000),
+        )
+        await beacon.start()
         await self._beat()
         maintenance = threading.Thread(target=self._maintain, name=f"rq-maintenance-{self.name}", daemon=True)
         maintenance.start()
@@ -169,6 +178,7 @@ class AsyncWorker(BaseWorker):
             await asyncio.gather(heartbeats, listener, return_exceptions=True)
             self._maintenance_stop.set()
             await asyncio.to_thread(maintenance.join, 5)
+            await asyncio.to_thread(beacon.stop)
             await self._depart()
             await adapter.aclose()
             await self._redis.aclose()
@@ -408,13 +418,7 @@ class AsyncWorker(BaseWorker):
 
     async def _beat(self) -> None:
         running = [run.started for run in self._runs.values() if run.started is not None]
-        commands = bookkeeping.heartbeat_commands(
-            self,
-            running,
-            pool=self.pool,
-            execution_ttl=self.execution_ttl,
-            alive_ttl_ms=int(self.settings.worker_dead_after * 1000),
-        )
+        commands = bookkeeping.heartbeat_commands(self, running, execution_ttl=self.execution_ttl)
         replies = await self._execute(commands, self._heartbeat_redis)
         if replies and replies[0] == 1:  # rq's worker hash had expired: HSET created it anew
             await self._execute(bookkeeping.rebirth_commands(self), self._heartbeat_redis)
