@@ -64,9 +64,7 @@ async def complete(
 ) -> Outcome:
     """Run ``job`` to its final frame, published together with ``final_commands(outcome)`` and the
     request's charge and usage record (:mod:`workers.settlement`)."""
-    await publisher.start(
-        {"provider": job.provider, "worker": worker_name, "upstream_model": job.upstream_model}
-    )
+    publisher.start({"provider": job.provider, "worker": worker_name, "upstream_model": job.upstream_model})
     try:
         outcome = await (_stream(job, adapter, publisher) if job.stream else _collect(job, adapter))
     except AIORouterError as exc:

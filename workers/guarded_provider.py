@@ -4,7 +4,7 @@ same-deployment retries; it also writes the routing statistics the ingress reads
 Per job, around the wrapped adapter's stream:
 
     provider caps slot  →  breaker.allow(deployment) + in-flight +1 (one round trip)  →  attempts
-    →  in-flight -1 + TTFT sample + breaker.record(outcome, probe) (one round trip)  →  slot released
+    →  in-flight -1 + breaker.record(outcome, probe) + TTFT sample (one round trip)  →  slot released
 
 A refused breaker or a full provider fails the job with :class:`~shared.errors.UpstreamUnavailable`
 before any upstream call, so the ingress falls back to the next deployment.  A retryable failure
@@ -13,7 +13,7 @@ on the same deployment up to ``ProviderSettings.retries`` times while no content
 jittered exponential backoff, or after the upstream's ``Retry-After`` when it is at most
 ``max_retry_after`` (a longer one is not waited for: the job fails and the ingress falls back).  The time
 to the first content delta of each job feeds the ``latency`` strategy (written with the job's last
-round trip).  The job is one breaker sample.
+round trip, so nothing waits for it mid-stream).  The job is one breaker sample.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aredis
@@ -31,7 +31,7 @@ from shared.breaker import CircuitBreaker, admission_of
 from shared.errors import AIORouterError, ServiceUnavailable, UpstreamUnavailable
 from shared.jobs import CompletionJob
 from shared.lua import ScriptCall, run_together
-from shared.routing_state import InflightTracker, deployment_id, record_ttft
+from shared.routing_state import InflightTracker, deployment_id, ttft_call
 from shared.settings import Deployment, ProviderSettings, RoutingStatsSettings, Settings
 from workers.provider_caps import ProviderCaps
 from workers.providers.base import Delta, ProviderAdapter
@@ -88,16 +88,19 @@ class GuardedProvider:
                     headers={"Retry-After": str(max(1, round(admission.retry_after + 0.5)))},
                 )
             error: BaseException | None = None
+            ttft: list[float] = []
             try:
-                async for delta in self._attempts(job, dep):
+                async for delta in self._attempts(job, dep, ttft):
                     yield delta
             except BaseException as exc:
                 error = exc
                 raise
             finally:
-                await asyncio.shield(self._finish(dep, error, probe=admission.is_probe))
+                await asyncio.shield(self._finish(dep, error, probe=admission.is_probe, ttft=ttft))
 
-    async def _attempts(self, job: CompletionJob, dep: str) -> AsyncIterator[Delta]:
+    async def _attempts(self, job: CompletionJob, dep: str, ttft: list[float]) -> AsyncIterator[Delta]:
+        """The adapter's deltas, retried on the same deployment before any content; the time to the
+        first content goes into ``ttft`` (recorded with the job's last round trip, not mid-stream)."""
         loop = asyncio.get_running_loop()
         attempt = 0
         while True:
@@ -107,7 +110,7 @@ class GuardedProvider:
                 async for delta in self._adapter.stream(job):
                     if not answered and (delta.has_message_part or delta.finish_reason is not None):
                         answered = True
-                        await self._record_ttft(dep, loop.time() - started)
+                        ttft.append(loop.time() - started)
                     yield delta
                 return
             except UpstreamUnavailable as exc:
@@ -128,24 +131,26 @@ class GuardedProvider:
             return retry_after if retry_after <= p.max_retry_after else None
         return float(p.retry_backoff * 2**attempt * (0.5 + self._rand()))
 
-    async def _record_ttft(self, dep: str, seconds: float) -> None:
-        try:
-            await record_ttft(self._redis, dep, seconds, self._stats)
-        except ServiceUnavailable:
-            log.warning("time to first token of %s not recorded", dep, exc_info=True)
-
     async def _finish(
-        self, dep: str, error: BaseException | None, *, probe: bool, record: bool = True
+        self,
+        dep: str,
+        error: BaseException | None,
+        *,
+        probe: bool,
+        record: bool = True,
+        ttft: Sequence[float] = (),
     ) -> None:
-        """In-flight -1 and, when ``record``, the breaker's sample: one round trip."""
-        calls = [
-            self._inflight.finished_call(dep),
-            self._breaker.record_call(dep, error, probe=probe) if record else None,
-        ]
+        """In-flight -1 and, when ``record``, the breaker's sample and the time to first token: one
+        round trip."""
+        calls = [self._inflight.finished_call(dep)]
+        sample = self._breaker.record_call(dep, error, probe=probe) if record else None
+        if sample is not None:  # None: the outcome says nothing of the deployment (a cancel)
+            calls.append(sample)
+        calls.extend(ttft_call(dep, seconds, self._stats) for seconds in ttft[:1])
         try:
-            await self._together([call for call in calls if call is not None])
+            await self._together(calls)
         except ServiceUnavailable:
-            log.warning("breaker or in-flight count of %s not updated", dep, exc_info=True)
+            log.warning("breaker, in-flight count or TTFT of %s not updated", dep, exc_info=True)
 
     async def _together(self, calls: list[ScriptCall]) -> list[Any]:
         if not calls:

@@ -44,9 +44,12 @@ class FramePublisher:
         self._seq += 1
         return frame
 
-    async def start(self, meta: dict[str, Any]) -> None:
-        """Publish the ``S`` frame (the first one; nothing else is in flight yet)."""
-        await self._publish([], [self._frame(events.START, meta)])
+    def start(self, meta: dict[str, Any]) -> None:
+        """Publish the ``S`` frame, the first one, without waiting for it: the job's next round trips
+        (the breaker's admission, the upstream call) overlap it; chunks queue behind it.  A failure
+        surfaces from the next call (:meth:`send_chunks`, :meth:`flush`, :meth:`finish`)."""
+        frame = self._frame(events.START, meta)
+        self._in_flight = asyncio.get_running_loop().create_task(self._drain(first=frame))
 
     def send_chunks(self, sse: bytes) -> None:
         """Queue SSE bytes for a ``C`` frame; publishes at once unless a publish is in flight."""
@@ -89,8 +92,10 @@ class FramePublisher:
         self._pending.clear()
         self._closing = True
 
-    async def _drain(self) -> None:
+    async def _drain(self, first: bytes | None = None) -> None:
         try:
+            if first is not None:
+                await self._publish([], [first])
             while self._pending and not self._closing:
                 payload = b"".join(self._pending)
                 self._pending.clear()

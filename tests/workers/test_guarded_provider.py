@@ -185,6 +185,25 @@ async def test_inflight_count_and_time_to_first_token_are_recorded(aredis_client
     assert stats.inflight == 0 and stats.ttft is not None
 
 
+async def test_time_to_first_token_is_written_when_the_job_ends(aredis_client: aredis.Redis) -> None:
+    """No Redis write holds up the stream after its first content: the TTFT sample appears with the
+    job's last round trip, and measures the time to that first content."""
+    provider = guard(aredis_client, ScriptedAdapter([None]))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    deltas = provider.stream(completion_job(provider="p", upstream_model="m"))
+    first = await anext(deltas)
+    assert first.content == "hello "
+    await asyncio.sleep(0.05)
+    deployment = Deployment("p", "m")
+    assert (await load_stats(aredis_client, [deployment]))[DEPLOYMENT].ttft is None
+    async for _ in deltas:
+        pass
+    whole = loop.time() - started
+    ttft = (await load_stats(aredis_client, [deployment]))[DEPLOYMENT].ttft
+    assert ttft is not None and ttft < whole - 0.04  # the pause after the first content is not in it
+
+
 async def run_complete(adapter: ScriptedAdapter, stream: bool) -> events.Frame:
     """The final frame `complete` publishes for one job through a guard on fakeredis."""
     redis = fakeredis.FakeAsyncRedis()

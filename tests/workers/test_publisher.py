@@ -82,7 +82,8 @@ async def test_final_frame_takes_pending_chunks(redis: GatedRedis) -> None:
     publisher = FramePublisher(redis, CHANNEL, "req-2")
 
     async def action() -> None:
-        await publisher.start({"provider": "p", "worker": "w"})
+        publisher.start({"provider": "p", "worker": "w"})
+        await publisher.flush()
         redis.gate.clear()
         publisher.send_chunks(b"x")
         await asyncio.sleep(0.01)
@@ -159,10 +160,9 @@ async def test_redis_failure_becomes_service_unavailable() -> None:
     server.connected = False
     redis = fakeredis.FakeAsyncRedis(server=server)
     publisher = FramePublisher(redis, CHANNEL, "req-6")
+    publisher.start({})  # in the background: the failure comes from the next call
     with pytest.raises(ServiceUnavailable):
-        await publisher.start({})
-    publisher.send_chunks(b"a")
-    await asyncio.sleep(0.01)
+        await publisher.flush()
     with pytest.raises(ServiceUnavailable):
         publisher.send_chunks(b"b")
     with pytest.raises(ServiceUnavailable):
