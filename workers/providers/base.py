@@ -41,7 +41,7 @@ class ToolCallDelta:
     arguments: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is built per upstream chunk, and a frozen init costs twice as much
 class Delta:
     content: str | None = None
     refusal: str | None = None

@@ -141,11 +141,12 @@ def _parse_chunk(name: str, data: bytes) -> list[Delta]:
             raise TypeError("chunk is not an object")
         if chunk.get("error"):
             raise UpstreamError(f"Provider {name!r} failed mid-stream: {message_of(chunk)}")
-        deltas = [
-            _choice_delta(choice, chunk)
-            for choice in chunk.get("choices") or ()
-            if choice.get("index", 0) == 0
-        ]
+        choices = chunk.get("choices")
+        deltas = (
+            [_choice_delta(choice, chunk) for choice in choices if choice.get("index", 0) == 0]
+            if choices
+            else []
+        )
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             deltas.append(Delta(usage=Usage(int(usage["prompt_tokens"]), int(usage["completion_tokens"]))))
@@ -158,19 +159,24 @@ def _parse_chunk(name: str, data: bytes) -> list[Delta]:
 
 def _choice_delta(choice: dict[str, Any], chunk: dict[str, Any]) -> Delta:
     delta = choice.get("delta") or {}
-    calls = tuple(
+    calls = delta.get("tool_calls")
+    return Delta(
+        delta.get("content") or None,
+        delta.get("refusal") or None,
+        _tool_call_deltas(calls) if calls else (),
+        choice.get("finish_reason"),
+        None,
+        chunk.get("system_fingerprint"),
+    )
+
+
+def _tool_call_deltas(calls: list[dict[str, Any]]) -> tuple[ToolCallDelta, ...]:
+    return tuple(
         ToolCallDelta(
             index=int(call.get("index", 0)),
             id=call.get("id"),
             name=(call.get("function") or {}).get("name"),
             arguments=(call.get("function") or {}).get("arguments") or "",
         )
-        for call in delta.get("tool_calls") or ()
-    )
-    return Delta(
-        content=delta.get("content") or None,
-        refusal=delta.get("refusal") or None,
-        tool_calls=calls,
-        finish_reason=choice.get("finish_reason"),
-        system_fingerprint=chunk.get("system_fingerprint"),
+        for call in calls
     )
