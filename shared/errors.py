@@ -23,7 +23,7 @@ for HTTP error responses and for the final SSE error event of a stream that alre
     ├── UpstreamError                 500 api_error / upstream_error
     └── ConfigError                   500 api_error / config_error (start-up only)
 
-Foreign errors (httpx, redis) are converted into these where they enter our code.
+Foreign errors (the upstream HTTP client's, redis') are converted into these where they enter our code.
 """
 
 from __future__ import annotations
