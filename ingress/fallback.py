@@ -2,7 +2,9 @@
 
 For each deployment of the :class:`~ingress.routing.RoutePlan`, best first:
 
-1. skip it when its pool's queue already holds ``ProviderSettings.queue_limit`` jobs (load shedding);
+1. skip it when its pool's queue already holds ``ProviderSettings.queue_limit`` jobs (load shedding): known
+   from routing's statistics where the strategy read them, else from the enqueue itself (the queue's
+   length after the push: a job that found the queue full is taken back at once);
 2. enqueue a fresh job on its pool (a new job id per attempt) and wait for the start, then for the first
    real content, sending nothing to the client meanwhile (not even a stream's headers);
 3. content (a ``C`` or ``D`` frame) commits the request to this deployment: the client gets its response
@@ -22,14 +24,13 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
 
-from redis.exceptions import RedisError
 from starlette.types import Receive, Send
 
 from ingress.context import IngressContext
 from ingress.relay import CompletionRelay
 from ingress.reply_hub import Subscription
 from ingress.routing import RoutePlan, automated_decision, retry_after
-from shared import events, keys
+from shared import events
 from shared.errors import AIORouterError, QueueTimeout, ServiceUnavailable
 from shared.jobs import CompletionJob
 from shared.routing_state import deployment_id
@@ -88,12 +89,15 @@ class FallbackRun:
         for deployment in self._plan.deployments:
             if self.client_left:
                 return
-            if await self._queue_full(deployment):
+            if self._queue_full(deployment):
                 last_error = last_error or QueueFull(headers=retry_after(1))
                 continue
             error = await self._attempt(self._make_job(deployment), send)
             if error is None:
                 return
+            if isinstance(error, QueueFull):  # shed, not failed: no fallback counted
+                last_error = last_error or error
+                continue
             last_error = error
             self.failures += 1
         if last_error is None:
@@ -114,7 +118,10 @@ class FallbackRun:
         )
         relay.headers.extend(self._extra_headers)
         try:
-            await relay.enqueue()
+            depth = await relay.enqueue()
+            limit = self._context.settings.provider(job.provider).queue_limit
+            if 0 < limit < depth and await relay.withdraw():  # it found the queue full: shed it
+                return QueueFull(headers=retry_after(1))
             try:
                 if not await relay.wait_for_start():
                     return None
@@ -140,19 +147,13 @@ class FallbackRun:
             hub.unregister(subscription)
             await relay.abandon_if_unfinished()
 
-    async def _queue_full(self, deployment: Deployment) -> bool:
+    def _queue_full(self, deployment: Deployment) -> bool:
+        """Whether routing's statistics (read for least-busy and latency, at no extra round trip) show the
+        deployment's queue at its ``queue_limit``.  Without them the enqueue itself tells: the queue's
+        length after the push, and a job that found the queue full is taken back (:meth:`_attempt`)."""
         limit = self._context.settings.provider(deployment.provider).queue_limit
-        if limit <= 0:
-            return False
         stats = self._plan.stats.get(deployment_id(deployment)) if self._plan.stats else None
-        if stats is not None and self.failures == 0:
-            depth = stats.queue_depth
-        else:
-            try:
-                depth = await self._context.redis.llen(keys.rq_queue_key(deployment.provider))
-            except RedisError as exc:
-                raise ServiceUnavailable("The request queue is unreachable; retry shortly.") from exc
-        return int(depth) >= limit
+        return limit > 0 and stats is not None and self.failures == 0 and stats.queue_depth >= limit
 
 
 async def _watch_disconnect(receive: Receive, run: FallbackRun) -> None:

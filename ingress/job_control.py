@@ -20,8 +20,9 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 
-async def enqueue_completion(redis: aredis.Redis, job: CompletionJob, settings: Settings) -> None:
-    """Put ``job`` on its pool's rq queue, in one round trip."""
+async def enqueue_completion(redis: aredis.Redis, job: CompletionJob, settings: Settings) -> int:
+    """Put ``job`` on its pool's rq queue, in one round trip; the queue's length with it (the reply of
+    the ``RPUSH``, the last command), which tells whether the queue was already full."""
     commands = enqueue_commands(
         job,
         job_timeout=settings.job_timeout,
@@ -31,9 +32,10 @@ async def enqueue_completion(redis: aredis.Redis, job: CompletionJob, settings: 
     try:
         async with redis.pipeline(transaction=True) as pipe:
             replay(pipe, commands)
-            await pipe.execute()
+            replies = await pipe.execute()
     except RedisError as exc:
         raise ServiceUnavailable("The request queue is unreachable; retry shortly.") from exc
+    return int(replies[-1])
 
 
 async def withdraw(redis: aredis.Redis, pool: str, job_id: str) -> bool:

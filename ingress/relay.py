@@ -57,9 +57,18 @@ class CompletionRelay:
         # Completion headers: X-Automated-Decision now, X-Provider once a worker starts the job.
         self.headers: Headers = [(b"x-automated-decision", decision.encode())]
 
-    async def enqueue(self) -> None:
-        await job_control.enqueue_completion(self._redis, self._job, self._settings)
+    async def enqueue(self) -> int:
+        """Put the job on its queue; the queue's length with it."""
+        depth = await job_control.enqueue_completion(self._redis, self._job, self._settings)
         self.enqueued = True
+        return depth
+
+    async def withdraw(self) -> bool:
+        """Take the job back off its queue before any worker has it; False if one took it already."""
+        if await job_control.withdraw(self._redis, self._job.provider, self._job.request_id):
+            self.finished = True
+            return True
+        return False
 
     async def wait_for_start(self) -> bool:
         """Wait for the S frame; False if the client left first.

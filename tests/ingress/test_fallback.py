@@ -182,6 +182,10 @@ async def test_every_queue_full_is_503_at_once(ingress_factory: IngressFactory) 
         response = await asyncio.wait_for(ingress.chat(BODY), 5)
         assert_error(response, 503, "service_unavailable", "queue_full")
         assert response.headers["retry-after"] == "1"
+        # Each attempt's job found its queue full and was taken back: queues as they were, no job left.
+        assert await ingress.redis.lrange(keys.rq_queue_key("a"), 0, -1) == [b"x"]
+        assert await ingress.redis.lrange(keys.rq_queue_key("b"), 0, -1) == [b"y"]
+        assert await ingress.redis.keys(Job.key_for("*")) == []
 
 
 async def test_queue_timeout_withdraws_and_falls_back(ingress_factory: IngressFactory) -> None:
