@@ -232,10 +232,13 @@ class AsyncWorker(BaseWorker):
                 await self._requeue(_job_id(raw), source, target)
                 break
             worked = True
-            self._launch(_job_id(raw), adapter)  # it starts while more are taken
+            self._launch(_job_id(raw), adapter)
             want = min(self.concurrency - len(self._runs), batch)
             if want <= 0:
                 continue
+            # Let the job queue its first round trip first: the LMOVEs then ride in the same write instead
+            # of holding that round trip back behind theirs (one write on the wire at a time).
+            await asyncio.sleep(0)
             try:
                 more = await self._take_more(source, target, want)
             except (RedisError, OSError):  # what it moved, rq's intermediate-queue clean-up fails
