@@ -61,9 +61,11 @@ async def complete(
     *,
     worker_name: str,
     final_commands: Callable[[Outcome], Sequence[Command]] = lambda outcome: (),
+    closing_commands: Callable[[CompletionJob], Sequence[Command]] = lambda job: (),
 ) -> Outcome:
-    """Run ``job`` to its final frame, published together with ``final_commands(outcome)`` and the
-    request's charge and usage record (:mod:`workers.settlement`)."""
+    """Run ``job`` to its final frame, published together with ``final_commands(outcome)``, the
+    adapter's ``closing_commands(job)`` (:meth:`GuardedProvider.closing_commands`) and the request's
+    charge and usage record (:mod:`workers.settlement`)."""
     publisher.start({"provider": job.provider, "worker": worker_name, "upstream_model": job.upstream_model})
     try:
         outcome = await (_stream(job, adapter, publisher) if job.stream else _collect(job, adapter))
@@ -76,6 +78,7 @@ async def complete(
     # Shielded: once rq's final bookkeeping is built it must land together with its frame.
     commands = [
         *final_commands(outcome),
+        *closing_commands(job),
         *settlement.closing_commands(job, error=outcome.error, token_usage=outcome.meta.get("usage")),
     ]
     await asyncio.shield(publisher.finish(outcome.kind, outcome.meta, outcome.payload, commands))

@@ -4,7 +4,8 @@ same-deployment retries; it also writes the routing statistics the ingress reads
 Per job, around the wrapped adapter's stream:
 
     provider caps slot  →  breaker.allow(deployment) + in-flight +1 (one round trip)  →  attempts
-    →  in-flight -1 + breaker.record(outcome, probe) + TTFT sample (one round trip)  →  slot released
+    →  in-flight -1 + breaker.record(outcome, probe) + TTFT sample (one round trip; after a success,
+       with ``defer_success_writes``, in the job's final round trip instead)  →  slot released
 
 A refused breaker or a full provider fails the job with :class:`~shared.errors.UpstreamUnavailable`
 before any upstream call, so the ingress falls back to the next deployment.  A retryable failure
@@ -32,6 +33,7 @@ from shared.errors import AIORouterError, ServiceUnavailable, UpstreamUnavailabl
 from shared.jobs import CompletionJob
 from shared.lua import ScriptCall, run_together
 from shared.routing_state import InflightTracker, deployment_id, ttft_call
+from shared.rq_bridge import Command
 from shared.settings import Deployment, ProviderSettings, RoutingStatsSettings, Settings
 from workers.provider_caps import ProviderCaps
 from workers.providers.base import Delta, ProviderAdapter
@@ -53,6 +55,7 @@ class GuardedProvider:
         inflight: InflightTracker,
         stats: RoutingStatsSettings,
         rand: Callable[[], float] = random.random,
+        defer_success_writes: bool = False,
     ) -> None:
         self._adapter = adapter
         self._redis = redis
@@ -62,6 +65,8 @@ class GuardedProvider:
         self._inflight = inflight
         self._stats = stats
         self._rand = rand
+        self._defer_success_writes = defer_success_writes
+        self._deferred: dict[str, list[ScriptCall]] = {}  # by job id, until closing_commands() takes them
 
     async def aclose(self) -> None:
         await self._adapter.aclose()
@@ -96,7 +101,16 @@ class GuardedProvider:
                 error = exc
                 raise
             finally:
-                await asyncio.shield(self._finish(dep, error, probe=admission.is_probe, ttft=ttft))
+                if error is None and self._defer_success_writes:  # complete()'s final round trip takes them
+                    self._deferred[job.request_id] = self._finish_calls(dep, None, admission.is_probe, ttft)
+                else:
+                    await asyncio.shield(self._finish(dep, error, probe=admission.is_probe, ttft=ttft))
+
+    def closing_commands(self, job: CompletionJob) -> list[Command]:
+        """The writes of a job that ended well (in-flight -1, the breaker's success, the TTFT sample),
+        held back with ``defer_success_writes`` to ride in the round trip that publishes the job's final
+        frame; empty otherwise.  Call once, when that frame's commands are built."""
+        return [call.command() for call in self._deferred.pop(job.request_id, ())]
 
     async def _attempts(self, job: CompletionJob, dep: str, ttft: list[float]) -> AsyncIterator[Delta]:
         """The adapter's deltas, retried on the same deployment before any content; the time to the
@@ -142,15 +156,27 @@ class GuardedProvider:
     ) -> None:
         """In-flight -1 and, when ``record``, the breaker's sample and the time to first token: one
         round trip."""
+        calls = self._finish_calls(dep, error, probe, ttft, record=record)
+        try:
+            await self._together(calls)
+        except ServiceUnavailable:
+            log.warning("breaker, in-flight count or TTFT of %s not updated", dep, exc_info=True)
+
+    def _finish_calls(
+        self,
+        dep: str,
+        error: BaseException | None,
+        probe: bool,
+        ttft: Sequence[float],
+        *,
+        record: bool = True,
+    ) -> list[ScriptCall]:
         calls = [self._inflight.finished_call(dep)]
         sample = self._breaker.record_call(dep, error, probe=probe) if record else None
         if sample is not None:  # None: the outcome says nothing of the deployment (a cancel)
             calls.append(sample)
         calls.extend(ttft_call(dep, seconds, self._stats) for seconds in ttft[:1])
-        try:
-            await self._together(calls)
-        except ServiceUnavailable:
-            log.warning("breaker, in-flight count or TTFT of %s not updated", dep, exc_info=True)
+        return calls
 
     async def _together(self, calls: list[ScriptCall]) -> list[Any]:
         if not calls:
@@ -170,7 +196,13 @@ def _retry_after(error: AIORouterError) -> float | None:
 
 
 def guarded_provider(
-    adapter: ProviderAdapter, redis: aredis.Redis, settings: Settings, *, pool: str, worker_name: str
+    adapter: ProviderAdapter,
+    redis: aredis.Redis,
+    settings: Settings,
+    *,
+    pool: str,
+    worker_name: str,
+    defer_success_writes: bool = False,
 ) -> GuardedProvider:
     """``adapter`` behind the breaker, the caps and retries; leases last ``worker_dead_after``."""
     lease = settings.worker_dead_after
@@ -182,4 +214,5 @@ def guarded_provider(
         caps=ProviderCaps(redis, settings.provider(pool), lease),
         inflight=InflightTracker(redis, worker_name, lease),
         stats=settings.routing_stats,
+        defer_success_writes=defer_success_writes,
     )

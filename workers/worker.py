@@ -150,6 +150,7 @@ class AsyncWorker(BaseWorker):
             self.settings,
             pool=self.pool,
             worker_name=self.name,
+            defer_success_writes=True,  # complete() sends them with the final frame: closing_commands
         )
         await asyncio.to_thread(self._register_birth)
         beacon = LivenessBeacon(
@@ -337,7 +338,14 @@ class AsyncWorker(BaseWorker):
 
         loop = asyncio.get_running_loop()
         run.task = loop.create_task(
-            complete(job, adapter, publisher, worker_name=self.name, final_commands=final_commands)
+            complete(
+                job,
+                adapter,
+                publisher,
+                worker_name=self.name,
+                final_commands=final_commands,
+                closing_commands=self._provider.closing_commands if self._provider else lambda job: (),
+            )
         )
         limit = started.job.timeout
         timer = loop.call_later(limit, self._stop, run, "timeout") if limit and limit > 0 else None

@@ -17,6 +17,7 @@ from shared.breaker import CircuitBreaker
 from shared.errors import AIORouterError, UpstreamBadRequest, UpstreamError, UpstreamUnavailable
 from shared.jobs import CompletionJob
 from shared.routing_state import InflightTracker, load_stats
+from shared.rq_bridge import replay
 from shared.settings import BreakerSettings, Deployment, ProviderSettings, RoutingStatsSettings
 from tests.workers.factories import completion_job
 from workers.completion import complete
@@ -60,7 +61,12 @@ class ScriptedAdapter:
 
 
 def guard(
-    redis: aredis.Redis, adapter: ScriptedAdapter, breaker: CircuitBreaker | None = None, **provider: Any
+    redis: aredis.Redis,
+    adapter: ScriptedAdapter,
+    breaker: CircuitBreaker | None = None,
+    *,
+    defer: bool = False,
+    **provider: Any,
 ) -> GuardedProvider:
     settings = ProviderSettings(name="p", retry_backoff=0.01, **provider)
     return GuardedProvider(
@@ -71,6 +77,7 @@ def guard(
         caps=ProviderCaps(redis, settings, lease=5.0),
         inflight=InflightTracker(redis, "worker-1", lease=5.0),
         stats=RoutingStatsSettings(),
+        defer_success_writes=defer,
     )
 
 
@@ -202,6 +209,39 @@ async def test_time_to_first_token_is_written_when_the_job_ends(aredis_client: a
     whole = loop.time() - started
     ttft = (await load_stats(aredis_client, [deployment]))[DEPLOYMENT].ttft
     assert ttft is not None and ttft < whole - 0.04  # the pause after the first content is not in it
+
+
+async def test_a_success_s_writes_wait_for_the_final_round_trip(aredis_client: aredis.Redis) -> None:
+    """With defer_success_writes a job that ended well leaves in-flight -1, the breaker's success and
+    its TTFT to closing_commands(), once: nothing is written until they are run."""
+    provider = guard(aredis_client, ScriptedAdapter([None]), defer=True)
+    the_job = completion_job(provider="p", upstream_model="m")
+    assert "".join([d.content or "" async for d in provider.stream(the_job)]) == "hello world"
+    deployment = Deployment("p", "m")
+    stats = (await load_stats(aredis_client, [deployment]))[DEPLOYMENT]
+    assert stats.inflight == 1 and stats.ttft is None
+    commands = provider.closing_commands(the_job)
+    assert provider.closing_commands(the_job) == []
+    async with aredis_client.pipeline(transaction=False) as pipe:
+        replay(pipe, commands)
+        await pipe.execute()
+    stats = (await load_stats(aredis_client, [deployment]))[DEPLOYMENT]
+    assert stats.inflight == 0 and stats.ttft is not None
+
+
+async def test_a_failure_s_writes_are_not_deferred(aredis_client: aredis.Redis) -> None:
+    """A job that failed records its breaker sample at once, deferral or not: nothing is left over."""
+    breaker = CircuitBreaker(aredis_client, BreakerSettings(failure_threshold=1))
+    provider = guard(
+        aredis_client, ScriptedAdapter([UpstreamUnavailable("down")]), breaker, defer=True, retries=0
+    )
+    the_job = completion_job(provider="p", upstream_model="m")
+    with pytest.raises(UpstreamUnavailable):
+        async for _ in provider.stream(the_job):
+            pass
+    assert (await breaker.views([DEPLOYMENT]))[0].status == "open"
+    assert (await load_stats(aredis_client, [Deployment("p", "m")]))[DEPLOYMENT].inflight == 0
+    assert provider.closing_commands(the_job) == []
 
 
 async def run_complete(adapter: ScriptedAdapter, stream: bool) -> events.Frame:
