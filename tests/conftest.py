@@ -13,6 +13,8 @@ import pytest
 import redis
 import redis.asyncio as aredis
 
+from bench.upstream import Upstream, start_upstream
+
 TEST_REDIS_URL = os.environ.get("AIOROUTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -53,3 +55,12 @@ async def aredis_client(clean_redis: redis.Redis, redis_url: str) -> AsyncIterat
     client = aredis.Redis.from_url(redis_url)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[Upstream]:
+    """The simulated OpenAI-compatible upstream (``bench.upstream``) on a free port, in this event loop;
+    a test module may define its own ``upstream`` (another protocol, a thread) instead."""
+    server = await start_upstream()
+    yield server
+    await server.close()

@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 
 import pytest
 
 from bench.loadgen import LoadSpec, run_load
 from bench.upstream import Upstream, start_upstream
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[Upstream]:
-    server = await start_upstream()
-    yield server
-    await server.close()
 
 
 async def test_closed_loop_counts_requests_the_upstream_answered(upstream: Upstream) -> None:

@@ -9,14 +9,7 @@ import pytest
 
 from bench.loadgen import LoadSpec, run_load
 from bench.relay import Relay, start_relay
-from bench.upstream import Upstream, start_upstream
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[Upstream]:
-    server = await start_upstream()
-    yield server
-    await server.close()
+from bench.upstream import Upstream
 
 
 @pytest.fixture

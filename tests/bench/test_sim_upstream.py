@@ -11,14 +11,7 @@ import orjson
 import pytest
 
 from bench.sim_payloads import TOOL_ARGUMENTS, expected_content
-from bench.upstream import Upstream, start_upstream
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[Upstream]:
-    server = await start_upstream()
-    yield server
-    await server.close()
+from bench.upstream import Upstream
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import fakeredis
@@ -28,13 +27,6 @@ FAST = Timeouts(connect=2.0, first_token=5.0, idle=5.0, total=20.0)
 CONTENT_EVENT = b'data: {"choices":[{"index":0,"delta":{"content":"x"}}]}\n\n'
 LAST_EVENT = b'data: {"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":"stop"}]}\n\n'
 DONE = b"data: [DONE]\n\n"
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[Upstream]:
-    server = await start_upstream()
-    yield server
-    await server.close()
 
 
 def provider_for(base_url: str, timeouts: Timeouts = FAST) -> OpenAICompatibleProvider:

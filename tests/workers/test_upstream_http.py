@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from bench.sim_stats import Counter
-from bench.upstream import Upstream, start_upstream
+from bench.upstream import Upstream
 from shared.errors import UpstreamTimeout, UpstreamUnavailable
 from shared.settings import Timeouts
 from tests.workers.raw_server import CLOSE, RawServer, Step, answer, chunked, start_raw_server
@@ -25,13 +25,6 @@ from workers.providers.upstream_call import Deadlines, status_error, upstream_er
 from workers.providers.upstream_http import ConnectError, ConnectionCut, ConnectTimeout, UpstreamClient
 
 HEADERS = {"content-type": "application/json", "accept": "text/event-stream", "authorization": "Bearer sk-1"}
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[Upstream]:
-    server = await start_upstream()
-    yield server
-    await server.close()
 
 
 @pytest.fixture
