@@ -90,8 +90,7 @@ class CompletionRelay:
                         WorkerLost("The worker that took this request never started it.")
                     ) from None
                 withdraw_tried = True
-                if await job_control.withdraw(self._redis, self._job.provider, self._job.request_id):
-                    self.finished = True
+                if await self.withdraw():
                     retry_after = str(max(1, math.ceil(self._settings.queue_timeout)))
                     raise self._error(QueueTimeout(headers={"Retry-After": retry_after})) from None
                 deadline = loop.time() + self._settings.queue_timeout
