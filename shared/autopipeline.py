@@ -43,7 +43,7 @@ import redis.asyncio as aredis
 from redis._parsers.base import BaseParser
 from redis.asyncio.client import Pipeline
 from redis.client import EMPTY_RESPONSE
-from redis.exceptions import ConnectionError, ExecAbortError, RedisError, ResponseError, WatchError
+from redis.exceptions import ConnectionError, RedisError, ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 REPLY_TIMEOUT = 10.0  # seconds Redis may leave a reply outstanding before the connection is dropped
@@ -390,11 +390,9 @@ def _exec_results(replies: list[Any], commands: Sequence[Any]) -> list[Any]:
     """The per-command results of ``MULTI``, the commands' ``QUEUED``s and ``EXEC``."""
     exec_reply = replies[-1]
     if isinstance(exec_reply, hiredis.ReplyError):
+        # EXECABORT: raise what made Redis refuse to queue a command, as redis-py does.
         queued_errors = [r for r in replies[1:-1] if isinstance(r, hiredis.ReplyError)]
-        error = _error_of(queued_errors[0] if queued_errors else exec_reply)
-        if not queued_errors:
-            raise ExecAbortError(str(error)) if not isinstance(error, ExecAbortError) else error
-        raise error
+        raise _error_of(queued_errors[0] if queued_errors else exec_reply)
     if exec_reply is None:
         raise WatchError("Watched variable changed.")
     if len(exec_reply) != len(commands):

@@ -51,7 +51,6 @@ class LivenessBeacon:
         self._thread: threading.Thread | None = None
         self._stamp_handle: asyncio.TimerHandle | None = None
         self.last_turn = time.monotonic()  # when the loop last stamped
-        self.beats = 0
 
     async def start(self) -> None:
         """Beat once now (the worker is alive before it serves), then from the thread."""
@@ -85,7 +84,6 @@ class LivenessBeacon:
         except (RedisError, OSError):
             log.warning("worker %s: liveness not refreshed", self._worker_name, exc_info=True)
             return False
-        self.beats += 1
         return True
 
     def _run(self) -> None:

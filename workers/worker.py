@@ -45,7 +45,6 @@ from workers.completion import Outcome, complete
 from workers.guarded_provider import GuardedProvider, guarded_provider
 from workers.liveness import LivenessBeacon
 from workers.providers import make_adapter
-from workers.providers.base import ProviderAdapter
 from workers.publish_batcher import PublishBatcher
 from workers.publisher import FramePublisher
 from workers.stop_requests import StopRequest
@@ -201,7 +200,7 @@ class AsyncWorker(BaseWorker):
         except (RedisError, OSError):
             self.log.warning("Worker %s: could not register its death", self.name, exc_info=True)
 
-    async def _dequeue(self, adapter: ProviderAdapter, burst: bool) -> bool:
+    async def _dequeue(self, adapter: GuardedProvider, burst: bool) -> bool:
         """Take jobs while a slot is free: never more jobs held than ``concurrency``.
 
         One BLMOVE waits for a job (its own connection); once one came, more of the queued ones are taken
@@ -260,7 +259,7 @@ class AsyncWorker(BaseWorker):
                 pipe.lmove(source, target, "LEFT", "RIGHT")
             return [raw for raw in await pipe.execute() if raw is not None]
 
-    def _launch(self, job_id: str, adapter: ProviderAdapter) -> None:
+    def _launch(self, job_id: str, adapter: GuardedProvider) -> None:
         run = _Run(job_id)
         self._runs[run.job_id] = run
         task = asyncio.get_running_loop().create_task(self._run(run, adapter))
@@ -292,7 +291,7 @@ class AsyncWorker(BaseWorker):
 
     # --- one job ------------------------------------------------------------------------------------
 
-    async def _run(self, run: _Run, adapter: ProviderAdapter) -> None:
+    async def _run(self, run: _Run, adapter: GuardedProvider) -> None:
         try:
             await self._execute_job(run, adapter)
         except Exception:
@@ -301,7 +300,7 @@ class AsyncWorker(BaseWorker):
             self._runs.pop(run.job_id, None)
             self._wake.set()
 
-    async def _execute_job(self, run: _Run, adapter: ProviderAdapter) -> None:
+    async def _execute_job(self, run: _Run, adapter: GuardedProvider) -> None:
         started, cancelled = await self._start(run.job_id)
         if started is None:
             return
@@ -344,7 +343,7 @@ class AsyncWorker(BaseWorker):
                 publisher,
                 worker_name=self.name,
                 final_commands=final_commands,
-                closing_commands=self._provider.closing_commands if self._provider else lambda job: (),
+                closing_commands=adapter.closing_commands,
             )
         )
         limit = started.job.timeout
