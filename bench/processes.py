@@ -111,7 +111,7 @@ def _unless_success(response: httpx.Response) -> str | None:
 def aiorouter_command() -> list[str]:
     """The ``aiorouter`` console script of this environment, or the same CLI through ``-m``."""
     script = Path(sys.executable).with_name("aiorouter")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "shared.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "cli"]
 
 
 class UpstreamProcess:

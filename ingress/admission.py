@@ -33,10 +33,11 @@ import redis.asyncio as aredis
 from redis.exceptions import RedisError
 from starlette.types import Scope
 
+from ingress import api_keys
+from ingress.api_keys import ApiKeyRecord
 from ingress.context import IngressContext
 from ingress.relay import Headers
-from shared import api_keys, credits, ratelimit
-from shared.api_keys import ApiKeyRecord
+from shared import credits, ratelimit
 from shared.credits import PendingReservation, Reservation
 from shared.errors import AIORouterError, InsufficientQuota, ServiceUnavailable
 from shared.job_billing import EXTRA_KEY, JobBilling

@@ -19,22 +19,23 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from ingress.admin import admin_routes
 from ingress.admission import sweep_reservations
 from ingress.auth import Authenticator
+from ingress.background import STOP_GRACE, stop_task
 from ingress.catalog import CatalogEndpoints
 from ingress.completions import ChatCompletionsEndpoint
 from ingress.context import IngressContext
-from ingress.dashboard.routes import dashboard_routes
+from ingress.control.admin import admin_routes
+from ingress.control.dashboard.routes import dashboard_routes
 from ingress.health import healthz, readyz
 from ingress.http_errors import EXCEPTION_HANDLERS
 from ingress.middleware import RequestContextMiddleware
+from ingress.open_set import OpenSetCache
 from ingress.reply_hub import ReplyHub
 from ingress.routing import ModelRouter
 from ingress.versions import VersionRegistry
 from ingress.watchdog import WorkerWatchdog
-from shared.background import STOP_GRACE, stop_task
-from shared.breaker import CircuitBreaker, OpenSetCache
+from shared.breaker import CircuitBreaker
 from shared.redis_client import async_client
 from shared.settings import Settings
 

@@ -15,8 +15,8 @@ from typing import Final
 import redis.asyncio as aredis
 from redis.exceptions import RedisError
 
-from shared import api_keys
-from shared.api_keys import ApiKeyRecord
+from ingress import api_keys
+from ingress.api_keys import ApiKeyRecord
 from shared.errors import AuthenticationError, ServiceUnavailable
 
 NEGATIVE_TTL: Final = 1.0

@@ -17,8 +17,8 @@ from typing import Final
 import redis.asyncio as aredis
 from redis.exceptions import RedisError
 
+from ingress.background import STOP_GRACE, stop_task
 from shared import events, keys
-from shared.background import STOP_GRACE, stop_task
 from shared.errors import AIORouterError, ServiceUnavailable
 from shared.events import Frame, FrameError
 
@@ -88,7 +88,7 @@ class ReplyHub:
             await stop_task(self._reader)
         try:
             async with asyncio.timeout(STOP_GRACE):
-                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+                await self._pubsub.aclose()
         except (TimeoutError, RedisError, OSError) as exc:
             log.warning("reply hub could not close its pub/sub connection cleanly: %r", exc)
 

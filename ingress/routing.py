@@ -1,7 +1,7 @@
 """Model routing: a public model id to the deployments that may serve this request, best first.
 
 :meth:`ModelRouter.route` orders the model's deployments with its strategy (:mod:`shared.routing_state`),
-leaving out those whose breaker is open (the ingress' :class:`~shared.breaker.OpenSetCache`, no I/O),
+leaving out those whose breaker is open (the ingress' :class:`~ingress.open_set.OpenSetCache`, no I/O),
 then applies the request's ``provider`` preferences.  Only ``least-busy`` and ``latency`` read Redis
 (one round trip, :func:`~shared.routing_state.load_stats`).  When nothing is left the request ends at
 once with 503 ``service_unavailable`` and a ``Retry-After`` of the soonest breaker to admit again.
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import redis.asyncio as aredis
 
+from ingress.open_set import OpenSetCache
 from ingress.provider_preferences import NO_PREFERENCES, ProviderPreferences
-from shared.breaker import OpenSetCache
 from shared.errors import InvalidRequest, ModelNotFound, ServiceUnavailable
 from shared.routing_state import (
     STATS_STRATEGIES,

@@ -124,7 +124,7 @@ def provider_calls(provider: str) -> str:
     return f"{PREFIX}:provider:{provider}:calls"
 
 
-# --- accounts, rate limits, credits, usage (shared/accounts.py, ratelimit.py, credits.py, usage.py) -
+# --- accounts, rate limits, credits, usage (ingress/control/accounts.py, shared/ratelimit, credits, usage) -
 # An account id sits in braces in every per-account key, so no id (even one holding ":") can name another
 # account's key, and Redis Cluster would keep all of one account's keys in one slot.
 

@@ -226,7 +226,7 @@ def order_deployments(
 
 def soonest_retry(model: ModelEntry, skipped: Mapping[str, float], default: float = 1.0) -> float:
     """Seconds until the first of ``model``'s skipped deployments may admit again (``skipped`` maps
-    deployment id -> seconds, like :meth:`shared.breaker.OpenSetCache.snapshot`): the ``Retry-After``
+    deployment id -> seconds, like :meth:`ingress.open_set.OpenSetCache.snapshot`): the ``Retry-After``
     of the 503 when every deployment is skipped."""
     waits = [skipped[d] for d in map(deployment_id, model.deployments) if d in skipped]
     return min(waits) if waits else default

@@ -7,8 +7,9 @@ they flush before each test; without a reachable Redis they skip locally and fai
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
+import fakeredis
 import pytest
 import redis
 import redis.asyncio as aredis
@@ -64,3 +65,32 @@ async def upstream() -> AsyncIterator[Upstream]:
     server = await start_upstream()
     yield server
     await server.close()
+
+
+@pytest.fixture(params=["redis", "fakeredis"])
+async def connect_store(request: pytest.FixtureRequest) -> AsyncIterator[Callable[[], aredis.Redis]]:
+    """Makes clients of one empty store: the flushed real test database, or one fresh fakeredis server."""
+    made: list[aredis.Redis] = []
+    if request.param == "redis":
+        request.getfixturevalue("clean_redis")  # flushes the test database (or skips without a Redis)
+        url = request.getfixturevalue("redis_url")
+
+        def make_client() -> aredis.Redis:
+            made.append(aredis.Redis.from_url(url))
+            return made[-1]
+    else:
+        server = fakeredis.FakeServer()
+
+        def make_client() -> aredis.Redis:
+            made.append(fakeredis.FakeAsyncRedis(server=server))
+            return made[-1]
+
+    yield make_client
+    for client in made:
+        await client.aclose()
+
+
+@pytest.fixture
+def store(connect_store: Callable[[], aredis.Redis]) -> aredis.Redis:
+    """An empty asyncio Redis: the flushed real test database, or a fresh fakeredis server."""
+    return connect_store()

@@ -104,7 +104,7 @@ def success_commands(worker: BaseWorker, started: StartedJob, result: Any, *, id
         job.cleanup(result_ttl, pipeline=pipe, remove_from_queue=False)
     execution.delete(job, pipe)
     if result_ttl == 0:
-        pipe.delete(job.key, Result.get_key(job.id))
+        pipe.delete(job.key, Result.get_key(job.id))  # type: ignore[no-untyped-call]  # rq's is untyped
     worker.increment_successful_job_count(pipeline=pipe)
     _worked(worker, job, pipe, idle=idle)
     return recorded(pipe)

@@ -171,7 +171,10 @@ class GuardedProvider:
         *,
         record: bool = True,
     ) -> list[ScriptCall]:
-        calls = [self._inflight.finished_call(dep)]
+        calls: list[ScriptCall] = []
+        finished = self._inflight.finished_call(dep)
+        if finished is not None:  # None: the job never counted as in flight here
+            calls.append(finished)
         sample = self._breaker.record_call(dep, error, probe=probe) if record else None
         if sample is not None:  # None: the outcome says nothing of the deployment (a cancel)
             calls.append(sample)

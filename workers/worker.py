@@ -189,7 +189,7 @@ class AsyncWorker(BaseWorker):
         return worked
 
     def _register_birth(self) -> None:
-        self.register_birth()
+        self.register_birth()  # type: ignore[no-untyped-call]  # rq's is untyped
         self.set_state(WorkerStatus.STARTED)
         self.log.info("Worker %s: serving pool %s with %d slots", self.name, self.pool, self.concurrency)
 
@@ -448,7 +448,7 @@ class AsyncWorker(BaseWorker):
         """rq's registry maintenance, in a thread: it is sync and may be slow, the loop must not wait."""
         while not self._maintenance_stop.is_set():
             try:
-                self.clean_registries()
+                self.clean_registries()  # type: ignore[no-untyped-call]  # rq's is untyped
             except Exception:  # keep maintaining: a bad job record must not stop the clean-up for good
                 self.log.warning("Worker %s: registry maintenance failed", self.name, exc_info=True)
             self._maintenance_stop.wait(self.maintenance_every)

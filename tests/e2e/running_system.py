@@ -21,7 +21,7 @@ import redis
 import redis.asyncio as aredis
 from openai import OpenAI
 
-from shared.cli.key_issuing import issue_key
+from cli.key_issuing import issue_key
 from shared.settings import load_settings
 
 READY_TIMEOUT = 45.0  # generous: two cores shared by several engineers' test runs
@@ -122,7 +122,7 @@ def _start(label: str, arguments: list[str], env: dict[str, str], workdir: Path)
     log = workdir / f"{label.replace(' ', '-').replace('#', '')}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", *arguments],
+            [sys.executable, "-m", "cli", *arguments],
             env=env,
             cwd=REPO,
             stdin=subprocess.DEVNULL,

@@ -73,7 +73,7 @@ def _alive(pid: int) -> bool:
 def dev(clean_redis: redis.Redis, redis_url: str) -> Iterator[DevRun]:
     """`aiorouter dev --port 0` on the test Redis database, its output collected line by line."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "dev", "--port", "0"],
+        [sys.executable, "-m", "cli", "dev", "--port", "0"],
         env={**os.environ, "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"},
         cwd=REPO,
         stdin=subprocess.DEVNULL,

@@ -227,7 +227,7 @@ def test_breaker_opens_stops_traffic_and_recovers_after_the_cooldown(
         assert response.status_code == 200 and response.headers["x-provider"] == "b"
     assert breakers(http)[dep]["status"] == "open"
     cli = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "breakers", "--json"],
+        [sys.executable, "-m", "cli", "breakers", "--json"],
         env=system.env,
         cwd=REPO,
         capture_output=True,

@@ -14,8 +14,8 @@ import orjson
 import pytest
 import redis
 
+from cli import main as aiorouter
 from shared import keys
-from shared.cli import main as aiorouter
 from tests.e2e.running_system import RunningSystem
 
 CONFIG = """
@@ -281,7 +281,7 @@ def test_revoked_key_stops_working(system: RunningSystem, monkeypatch: pytest.Mo
     monkeypatch.setenv("REDIS_URL", system.redis_url)
     monkeypatch.delenv("AIOROUTER_CONFIG", raising=False)
     created = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "keys", "create", "--account", "e2e", "--json"],
+        [sys.executable, "-m", "cli", "keys", "create", "--account", "e2e", "--json"],
         env={**system.env},
         capture_output=True,
         check=True,

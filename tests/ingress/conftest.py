@@ -17,9 +17,10 @@ import redis.asyncio as aredis
 from starlette.applications import Starlette
 from starlette.types import Message
 
+from ingress.api_keys import ApiKeyRecord
 from ingress.app import create_app
-from shared import accounts, credits
-from shared.api_keys import ApiKeyRecord
+from ingress.control import accounts
+from shared import credits
 from shared.settings import Settings, settings_from_mapping
 from tests.ingress.fake_worker import FakeWorker
 

@@ -9,7 +9,9 @@ import time
 import httpx
 import pytest
 
-from shared import accounts, api_keys, credits, keys
+from ingress import api_keys
+from ingress.control import accounts
+from shared import credits, keys
 from shared.errors import UpstreamError
 from shared.job_billing import JobBilling
 from tests.ingress.conftest import MESSAGES, MODEL, TEST_CREDIT_MICROS, Ingress, IngressFactory, asgi_chat

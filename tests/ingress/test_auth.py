@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+from ingress import api_keys
+from ingress.api_keys import ApiKeyRecord
 from ingress.auth import Authenticator
-from shared import api_keys, keys
-from shared.api_keys import ApiKeyRecord
+from shared import keys
 from shared.errors import AuthenticationError
 from tests.ingress.conftest import Ingress, IngressFactory
 from tests.ingress.test_app import assert_error

@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 import redis.asyncio as aredis
 
+from ingress.open_set import OpenSetCache
 from ingress.provider_preferences import ProviderPreferences
 from ingress.routing import ModelRouter, automated_decision
 from shared import keys
-from shared.breaker import CircuitBreaker, OpenSetCache
+from shared.breaker import CircuitBreaker
 from shared.errors import ModelNotFound, ServiceUnavailable
 from shared.routing_state import InflightTracker, record_ttft
 from shared.settings import BreakerSettings, Deployment, ModelEntry, RoutingStatsSettings, RoutingStrategy

@@ -13,7 +13,7 @@ import redis.asyncio as aredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from shared.breaker import CircuitBreaker, OpenSetCache, outcome_of
+from shared.breaker import CircuitBreaker, outcome_of
 from shared.errors import (
     ServiceUnavailable,
     UpstreamBadRequest,
@@ -189,38 +189,14 @@ async def test_views_show_every_state_for_operators(store: aredis.Redis) -> None
     }
 
 
-async def test_open_set_cache_serves_the_last_read_without_io(store: aredis.Redis) -> None:
-    """The ingress cache refreshes in the background and answers from memory."""
-    breaker = CircuitBreaker(
-        store, BreakerSettings(failure_threshold=1, cooldown=20.0, open_set_refresh=0.05)
-    )
-    cache = OpenSetCache(breaker)
-    await cache.start()
-    try:
-        assert cache.snapshot() == {}
-        await breaker.record_failure(DEP)
-
-        async def seen() -> bool:
-            return DEP in cache.snapshot()
-
-        await eventually(seen)
-        assert 15.0 < cache.snapshot()[DEP] <= 20.0
-    finally:
-        await cache.aclose()
-
-
 async def test_unreachable_redis_is_service_unavailable(clean_redis: redis.Redis) -> None:
-    """Redis errors surface as our ServiceUnavailable, and the cache keeps running without Redis."""
+    """Redis errors surface as our ServiceUnavailable."""
     dead = aredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
     breaker = make(dead)
     with pytest.raises(ServiceUnavailable):
         await breaker.allow(DEP)
     with pytest.raises(ServiceUnavailable):
         await breaker.views()
-    cache = OpenSetCache(breaker)
-    await cache.start()
-    assert cache.snapshot() == {}
-    await cache.aclose()
     await dead.aclose()
 
 

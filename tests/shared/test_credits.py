@@ -7,7 +7,8 @@ import asyncio
 import pytest
 import redis.asyncio as aredis
 
-from shared import accounts, credits, keys
+from ingress.control import accounts
+from shared import credits, keys
 from shared.credits import Reservation
 from shared.errors import InsufficientQuota, InvalidRequest, NotFound
 from shared.redis_client import async_client

@@ -7,7 +7,8 @@ import sys
 
 import redis.asyncio as aredis
 
-from shared import accounts, credits
+from ingress.control import accounts
+from shared import credits
 from shared.settings import Settings
 
 READY, GO = "test:barrier:ready", "test:barrier:go"  # test scaffolding only, never used by AIOrouter

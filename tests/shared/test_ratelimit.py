@@ -9,7 +9,9 @@ import secrets
 import pytest
 import redis.asyncio as aredis
 
-from shared import accounts, api_keys, keys, ratelimit
+from ingress import api_keys
+from ingress.control import accounts
+from shared import keys, ratelimit
 from shared.errors import AuthenticationError, RateLimitExceeded
 from shared.lua import LuaScript
 from shared.ratelimit import RateLimitDecision

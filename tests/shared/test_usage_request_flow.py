@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 import pytest
 import redis.asyncio as aredis
 
-from shared import accounts, api_keys, credits, ratelimit, usage
+from ingress import api_keys
+from ingress.control import accounts
+from shared import credits, ratelimit, usage
 from shared.credits import Reservation
 from shared.errors import InsufficientQuota, RateLimitExceeded
 from shared.settings import settings_from_mapping

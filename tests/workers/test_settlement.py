@@ -9,7 +9,8 @@ from typing import Any
 
 import redis.asyncio as aredis
 
-from shared import accounts, credits, keys, usage
+from ingress.control import accounts
+from shared import credits, keys, usage
 from shared.errors import UpstreamError
 from shared.job_billing import EXTRA_KEY, JobBilling
 from shared.jobs import CompletionJob

@@ -39,7 +39,7 @@ def rq_job(client: redis.Redis, job_id: str) -> Job:
 
 def start_worker_process(name: str, config: Path, redis_url: str) -> subprocess.Popen[bytes]:
     """``aiorouter worker`` in a real child process."""
-    command = [sys.executable, "-m", "shared.cli", "worker", "--pool", "simulated", "--concurrency", "2"]
+    command = [sys.executable, "-m", "cli", "worker", "--pool", "simulated", "--concurrency", "2"]
     command += ["--name", name, "--config", str(config)]
     environment = {**os.environ, "REDIS_URL": redis_url}
     return subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -1,0 +1,33 @@
+"""``aiorouter ingress``: the HTTP ingress under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from cli.config_option import add_config_option, settings_from_args
+
+
+def register(commands: Any) -> None:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        "ingress",
+        help="run the HTTP ingress",
+        description="Run the OpenAI-compatible HTTP ingress under uvicorn.",
+    )
+    parser.add_argument("--host", help="address to bind (default: settings.host)")
+    parser.add_argument("--port", type=int, help="port to bind (default: settings.port)")
+    add_config_option(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    # Imported on use: `aiorouter keys` should not pay for loading the web stack.
+    from ingress import server
+
+    server.run(
+        settings,
+        host=args.host if args.host is not None else settings.host,
+        port=args.port if args.port is not None else settings.port,
+    )
+    return 0

@@ -1,0 +1,44 @@
+"""``aiorouter worker``: one worker process of a provider pool."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from cli.config_option import add_config_option, settings_from_args
+from cli.failures import CommandFailed
+
+
+def register(commands: Any) -> None:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        "worker",
+        help="run one worker process of a provider pool",
+        description="Run one worker process that executes up to CONCURRENCY jobs of one pool at once.",
+    )
+    parser.add_argument("--pool", required=True, help="provider (= pool = rq queue) to serve")
+    parser.add_argument(
+        "--concurrency", type=int, help="jobs run at once (default: the provider's `concurrency` setting)"
+    )
+    parser.add_argument("--name", help="worker name shown by `rq info` (default: generated, unique)")
+    parser.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    add_config_option(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    if args.pool not in settings.providers:
+        known = ", ".join(sorted(settings.providers))
+        raise CommandFailed(f"unknown pool {args.pool!r}; the settings define: {known}", exit_status=2)
+    concurrency = (
+        args.concurrency if args.concurrency is not None else settings.provider(args.pool).concurrency
+    )
+    if concurrency < 1:
+        raise CommandFailed("--concurrency must be at least 1", exit_status=2)
+    # Imported on use: `aiorouter keys` should not pay for loading the worker stack.
+    from workers import main as worker_main
+
+    worker_main.run_worker(
+        settings, pool=args.pool, concurrency=concurrency, name=args.name, burst=args.burst
+    )
+    return 0

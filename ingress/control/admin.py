@@ -1,0 +1,360 @@
+"""The admin API under ``/admin/...``: accounts, their API keys, credits and usage, for operators.
+
+Every route needs ``Authorization: Bearer <settings.admin_token>`` (compared in constant time; never an
+API key).  Without a configured admin token every admin route answers 404 ``admin_disabled``.  Errors use
+the shared envelope even in an app without the ingress' exception handlers.  The Redis client is the
+ingress context's (``app.state.ingress.redis``) or, in a bare app, ``app.state.redis``.
+
+    GET    /admin/plans
+    POST   /admin/accounts                           {"name", "plan", "id"}  -> 201, dashboard token once
+    GET    /admin/accounts?offset=&limit=
+    GET    /admin/accounts/{id}
+    PATCH  /admin/accounts/{id}                      {"name", "plan", "status"}
+    POST   /admin/accounts/{id}/dashboard-token      -> a new dashboard token, once
+    POST   /admin/accounts/{id}/keys                 {"name"}  -> 201, the secret once
+    GET    /admin/accounts/{id}/keys
+    DELETE /admin/accounts/{id}/keys/{key_id}        (or POST .../keys/{key_id}/revoke)
+    POST   /admin/accounts/{id}/credits              {"amount_usd" | "amount_micros", "reason"}
+    GET    /admin/accounts/{id}/credits              balance and ledger
+    GET    /admin/accounts/{id}/usage?start=&end=    per day and model (YYYY-MM-DD, UTC; default 30 days)
+    GET    /admin/accounts/{id}/usage/records?limit=
+    GET    /admin/usage/records?limit=               every account's latest records
+    GET    /admin/pools                              per pool: queued jobs and live workers
+    GET    /admin/breakers                           every deployment's circuit breaker
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import orjson
+import redis.asyncio as aredis
+from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from ingress import api_keys
+from ingress.control import accounts
+from shared import credits, keys, usage
+from shared.breaker import CircuitBreaker
+from shared.errors import AIORouterError, AuthenticationError, InvalidRequest, NotFound, ServiceUnavailable
+from shared.routing_state import catalog_deployment_ids
+from shared.settings import Plan, Settings
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+DEFAULT_REPORT_DAYS = 30
+MAX_PAGE = 1000
+
+
+def admin_routes(settings: Settings) -> list[BaseRoute]:
+    """The admin routes, to mount in the ingress app."""
+    api = AdminApi(settings)
+    table: list[tuple[str, Callable[[Request], Awaitable[Response]], str]] = [
+        ("/admin/plans", api.list_plans, "GET"),
+        ("/admin/accounts", api.create_account, "POST"),
+        ("/admin/accounts", api.list_accounts, "GET"),
+        ("/admin/accounts/{account_id}", api.get_account, "GET"),
+        ("/admin/accounts/{account_id}", api.update_account, "PATCH"),
+        ("/admin/accounts/{account_id}/dashboard-token", api.rotate_dashboard_token, "POST"),
+        ("/admin/accounts/{account_id}/keys", api.create_key, "POST"),
+        ("/admin/accounts/{account_id}/keys", api.list_keys, "GET"),
+        ("/admin/accounts/{account_id}/keys/{key_id}", api.revoke_key, "DELETE"),
+        ("/admin/accounts/{account_id}/keys/{key_id}/revoke", api.revoke_key, "POST"),
+        ("/admin/accounts/{account_id}/credits", api.add_credit, "POST"),
+        ("/admin/accounts/{account_id}/credits", api.get_credit, "GET"),
+        ("/admin/accounts/{account_id}/usage", api.daily_usage, "GET"),
+        ("/admin/accounts/{account_id}/usage/records", api.usage_records, "GET"),
+        ("/admin/usage/records", api.usage_records, "GET"),
+        ("/admin/pools", api.pools, "GET"),
+        ("/admin/breakers", api.breakers, "GET"),
+    ]
+    return [Route(path, api.guarded(endpoint), methods=[method]) for path, endpoint, method in table]
+
+
+class AdminApi:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._token = settings.admin_token.encode()
+
+    def guarded(self, endpoint: Endpoint) -> Endpoint:
+        """``endpoint`` behind the admin token, with every error answered in the envelope."""
+
+        async def guarded_endpoint(request: Request) -> Response:
+            try:
+                self._authorize(request)
+                return await endpoint(request)
+            except RedisError:
+                return _error(ServiceUnavailable("The account store is unreachable; retry shortly."))
+            except AIORouterError as exc:
+                return _error(exc)
+
+        return guarded_endpoint
+
+    def _authorize(self, request: Request) -> None:
+        if not self._token:
+            raise NotFound("The admin API is disabled: no admin token is configured.", code="admin_disabled")
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self._token):
+            raise AuthenticationError(
+                "Missing or wrong admin token. Send 'Authorization: Bearer <admin token>'.",
+                code="invalid_admin_token",
+            )
+
+    # --- accounts ------------------------------------------------------------------------------------
+
+    async def list_plans(self, request: Request) -> Response:
+        return _json({"object": "list", "data": [plan_json(p) for p in self.settings.plans.values()]})
+
+    async def create_account(self, request: Request) -> Response:
+        body = await _body(request, allowed={"name", "plan", "id"})
+        account, token = await accounts.create_account(
+            _redis(request),
+            self.settings,
+            name=_string(body, "name") or "",
+            plan=_string(body, "plan"),
+            account_id=_string(body, "id"),
+        )
+        balance = await credits.get_balance(_redis(request), account.id)
+        return _json({**account_json(account, balance, self.settings), "dashboard_token": token}, status=201)
+
+    async def list_accounts(self, request: Request) -> Response:
+        redis = _redis(request)
+        offset = _int_query(request, "offset", default=0, low=0, high=10**9)
+        limit = _int_query(request, "limit", default=100, low=1, high=MAX_PAGE)
+        page = await accounts.list_accounts(redis, offset=offset, limit=limit)
+        balances = await credits.get_balances(redis, [a.id for a in page])
+        data = [account_json(a, b, self.settings) for a, b in zip(page, balances, strict=True)]
+        total = await accounts.count_accounts(redis)
+        return _json({"object": "list", "data": data, "total": total, "offset": offset, "limit": limit})
+
+    async def get_account(self, request: Request) -> Response:
+        account = await accounts.require_account(_redis(request), _path(request, "account_id"))
+        balance = await credits.get_balance(_redis(request), account.id)
+        return _json(account_json(account, balance, self.settings))
+
+    async def update_account(self, request: Request) -> Response:
+        account_id = _path(request, "account_id")
+        await accounts.require_account(_redis(request), account_id)
+        body = await _body(request, allowed={"name", "plan", "status"})
+        account = await accounts.update_account(
+            _redis(request),
+            self.settings,
+            account_id,
+            name=_string(body, "name"),
+            plan=_string(body, "plan"),
+            status=_string(body, "status"),
+        )
+        balance = await credits.get_balance(_redis(request), account.id)
+        return _json(account_json(account, balance, self.settings))
+
+    async def rotate_dashboard_token(self, request: Request) -> Response:
+        account_id = _path(request, "account_id")
+        token = await accounts.rotate_dashboard_token(_redis(request), account_id)
+        return _json({"account_id": account_id, "dashboard_token": token})
+
+    # --- keys ----------------------------------------------------------------------------------------
+
+    async def create_key(self, request: Request) -> Response:
+        account_id = _path(request, "account_id")
+        await accounts.require_account(_redis(request), account_id)
+        body = await _body(request, allowed={"name"}, required=False)
+        secret, record = await accounts.create_key_for_account(
+            _redis(request), account_id, name=_string(body, "name") or ""
+        )
+        return _json({**record.to_json(), "secret": secret}, status=201)
+
+    async def list_keys(self, request: Request) -> Response:
+        account = await accounts.require_account(_redis(request), _path(request, "account_id"))
+        records = await api_keys.list_keys(_redis(request), account.id)
+        return _json({"object": "list", "data": [r.to_json() for r in records]})
+
+    async def revoke_key(self, request: Request) -> Response:
+        redis = _redis(request)
+        account = await accounts.require_account(redis, _path(request, "account_id"))
+        key_id = _path(request, "key_id")
+        owned = {r.key_id: r for r in await api_keys.list_keys(redis, account.id)}
+        if key_id not in owned:
+            raise NotFound(f"Account {account.id!r} has no key {key_id!r}.", code="key_not_found")
+        await api_keys.revoke_key(redis, key_id)
+        records = {r.key_id: r for r in await api_keys.list_keys(redis, account.id)}
+        return _json(records[key_id].to_json())
+
+    # --- credits and usage ---------------------------------------------------------------------------
+
+    async def add_credit(self, request: Request) -> Response:
+        account_id = _path(request, "account_id")
+        await accounts.require_account(_redis(request), account_id)
+        body = await _body(request, allowed={"amount_usd", "amount_micros", "reason"})
+        if ("amount_usd" in body) == ("amount_micros" in body):
+            raise InvalidRequest("Give exactly one of amount_usd and amount_micros.", param="amount_usd")
+        if "amount_usd" in body:
+            amount = credits.parse_usd(body["amount_usd"])
+        else:
+            amount = credits.check_positive(body["amount_micros"])
+        reason = _string(body, "reason") or ""
+        balance, entry = await credits.add_credit(
+            _redis(request),
+            account_id,
+            amount,
+            reason=accounts.check_name(reason, param="reason"),
+            actor="admin",
+        )
+        return _json({"credit": balance.to_json(), "ledger_entry": entry.to_json()})
+
+    async def get_credit(self, request: Request) -> Response:
+        account = await accounts.require_account(_redis(request), _path(request, "account_id"))
+        limit = _int_query(request, "limit", default=100, low=1, high=MAX_PAGE)
+        balance = await credits.get_balance(_redis(request), account.id)
+        entries = await credits.ledger(_redis(request), account.id, count=limit)
+        return _json({"credit": balance.to_json(), "ledger": [e.to_json() for e in entries]})
+
+    async def daily_usage(self, request: Request) -> Response:
+        account = await accounts.require_account(_redis(request), _path(request, "account_id"))
+        end = _date_query(request, "end") or datetime.now(UTC).date()
+        start = _date_query(request, "start") or end - timedelta(days=DEFAULT_REPORT_DAYS - 1)
+        try:
+            usage.days_between(start, end)
+        except ValueError as exc:
+            raise InvalidRequest(f"Bad report range: {exc}.", param="start") from exc
+        rows = await usage.daily_usage(_redis(request), account.id, start, end)
+        return _json(
+            {
+                "account_id": account.id,
+                "start": start.isoformat(),
+                "end": end.isoformat(),
+                "data": [row.to_json() for row in rows],
+                "totals_by_model": [row.to_json() | {"day": None} for row in usage.totals_by_model(rows)],
+            }
+        )
+
+    async def usage_records(self, request: Request) -> Response:
+        account_id = request.path_params.get("account_id")
+        if account_id is not None:
+            await accounts.require_account(_redis(request), account_id)
+        limit = _int_query(request, "limit", default=100, low=1, high=MAX_PAGE)
+        records = await usage.recent_usage(_redis(request), account_id, count=limit)
+        return _json({"object": "list", "data": [r.to_json() for r in records]})
+
+    # --- operations ----------------------------------------------------------------------------------
+
+    async def breakers(self, request: Request) -> Response:
+        """Every deployment's circuit breaker: the catalog's, plus any other that ever failed."""
+        breaker = CircuitBreaker(_redis(request), self.settings.breaker)
+        views = await breaker.views(catalog_deployment_ids(self.settings.models))
+        return _json({"object": "list", "data": [view.to_dict() for view in views]})
+
+    async def pools(self, request: Request) -> Response:
+        """Every configured or seen pool: its queue depth and the workers whose heartbeat is recent."""
+        redis = _redis(request)
+        seen = {_text(p) for p in await redis.smembers(keys.POOLS_SET)}
+        names = sorted(seen | set(self.settings.providers))
+        since = time.time() - self.settings.worker_dead_after
+        async with redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.llen(keys.rq_queue_key(name))
+                pipe.zrangebyscore(keys.pool_workers(name), since, "+inf", withscores=True)
+            replies = await pipe.execute()
+        data = [
+            {
+                "pool": name,
+                "configured": name in self.settings.providers,
+                "queued": int(queued),
+                "workers": [{"name": _text(worker), "last_heartbeat": beat} for worker, beat in workers],
+            }
+            for name, queued, workers in zip(names, replies[::2], replies[1::2], strict=True)
+        ]
+        return _json({"object": "list", "data": data})
+
+
+# --- request parsing ---------------------------------------------------------------------------------
+
+
+def _redis(request: Request) -> aredis.Redis:
+    state = request.app.state
+    context = getattr(state, "ingress", None)
+    client: aredis.Redis = context.redis if context is not None else state.redis
+    return client
+
+
+def _path(request: Request, name: str) -> str:
+    return str(request.path_params[name])
+
+
+async def _body(request: Request, *, allowed: set[str], required: bool = True) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip() and not required:
+        return {}
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest("The request body is not valid JSON.") from exc
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise InvalidRequest(
+            f"Unknown field {unknown[0]!r}; expected: {', '.join(sorted(allowed))}.", param=unknown[0]
+        )
+    return body
+
+
+def _string(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise InvalidRequest(f"{name!r} must be a string.", param=name)
+    return value
+
+
+def _int_query(request: Request, name: str, *, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise InvalidRequest(f"{name!r} must be an integer.", param=name) from exc
+    if not low <= value <= high:
+        raise InvalidRequest(f"{name!r} must be from {low} to {high}.", param=name)
+    return value
+
+
+def _date_query(request: Request, name: str) -> date | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    try:
+        return date.fromisoformat(raw)
+    except ValueError as exc:
+        raise InvalidRequest(f"{name!r} must be a date, YYYY-MM-DD.", param=name) from exc
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    return {
+        "name": plan.name,
+        "requests_per_minute": plan.requests_per_minute,
+        "tokens_per_minute": plan.tokens_per_minute or None,
+    }
+
+
+def account_json(account: accounts.Account, balance: credits.Balance, settings: Settings) -> dict[str, Any]:
+    plan = settings.plans.get(account.plan)
+    return {**account.to_json(), "credit": balance.to_json(), "rate_limit": plan_json(plan) if plan else None}
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _json(content: Any, *, status: int = 200) -> Response:
+    return Response(orjson.dumps(content), status_code=status, media_type="application/json")
+
+
+def _error(error: AIORouterError) -> Response:
+    return Response(
+        error.envelope_bytes(), status_code=error.status, headers=error.headers, media_type="application/json"
+    )

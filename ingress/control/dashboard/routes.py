@@ -1,0 +1,157 @@
+"""``/dashboard``: the page, its static files, and the API an account's dashboard calls.
+
+An account signs in with its dashboard token (``dt-...``, see :mod:`ingress.control.accounts`); the
+page sends it as ``Authorization: Bearer <token>`` to the account-scoped routes below, which only ever
+see that account.  An operator signs in with the admin token instead, and the page calls the admin API
+(:mod:`ingress.control.admin`) for every account, queue depths and live workers.
+
+    GET    /dashboard                       the page
+    GET    /dashboard/static/{file}         its script and style sheet
+    GET    /dashboard/api/account           the account, its plan's limits and its credit
+    GET    /dashboard/api/keys              its API keys (never their secrets)
+    POST   /dashboard/api/keys              {"name"} -> 201, the secret shown once
+    DELETE /dashboard/api/keys/{key_id}     revoke one of its keys
+    GET    /dashboard/api/usage?days=       per day and model, the last ``days`` UTC days (default 14)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from typing import Any
+
+import orjson
+import redis.asyncio as aredis
+from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from ingress import api_keys
+from ingress.context import ingress_context
+from ingress.control import accounts
+from ingress.control.admin import account_json
+from shared import credits, usage
+from shared.errors import AIORouterError, AuthenticationError, InvalidRequest, NotFound, ServiceUnavailable
+
+AccountEndpoint = Callable[[Request, accounts.Account], Awaitable[Response]]
+DEFAULT_DAYS = 14
+MAX_DAYS = 90
+
+
+def dashboard_routes() -> list[BaseRoute]:
+    files = resources.files(__package__)
+    page = files.joinpath("index.html").read_bytes()
+
+    async def index(request: Request) -> Response:
+        return HTMLResponse(page, headers={"Cache-Control": "no-store"})
+
+    table: list[tuple[str, AccountEndpoint, str]] = [
+        ("/dashboard/api/account", _account, "GET"),
+        ("/dashboard/api/keys", _list_keys, "GET"),
+        ("/dashboard/api/keys", _create_key, "POST"),
+        ("/dashboard/api/keys/{key_id}", _revoke_key, "DELETE"),
+        ("/dashboard/api/usage", _usage, "GET"),
+    ]
+    return [
+        Route("/dashboard", index, methods=["GET"]),
+        Mount(
+            "/dashboard/static", app=StaticFiles(directory=str(files.joinpath("static"))), name="dashboard"
+        ),
+        *(Route(path, _signed_in(endpoint), methods=[method]) for path, endpoint, method in table),
+    ]
+
+
+def _signed_in(endpoint: AccountEndpoint) -> Callable[[Request], Awaitable[Response]]:
+    """``endpoint`` for the account whose dashboard token the request carries; errors in the envelope."""
+
+    async def signed_in_endpoint(request: Request) -> Response:
+        try:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            account = None
+            if scheme.lower() == "bearer":
+                account = await accounts.account_for_dashboard_token(_redis(request), token.strip())
+            if account is None:
+                raise AuthenticationError(
+                    "Missing or unknown dashboard token. Send 'Authorization: Bearer dt-...'.",
+                    code="invalid_dashboard_token",
+                )
+            return await endpoint(request, account)
+        except RedisError:
+            return _error(ServiceUnavailable("The account store is unreachable; retry shortly."))
+        except AIORouterError as exc:
+            return _error(exc)
+
+    return signed_in_endpoint
+
+
+async def _account(request: Request, account: accounts.Account) -> Response:
+    redis = _redis(request)
+    balance = await credits.get_balance(redis, account.id)
+    return _json(account_json(account, balance, ingress_context(request.app).settings))
+
+
+async def _list_keys(request: Request, account: accounts.Account) -> Response:
+    records = await api_keys.list_keys(_redis(request), account.id)
+    return _json({"object": "list", "data": [r.to_json() for r in records]})
+
+
+async def _create_key(request: Request, account: accounts.Account) -> Response:
+    try:
+        body = orjson.loads(await request.body() or b"{}")
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest("The request body is not valid JSON.") from exc
+    name = body.get("name", "") if isinstance(body, dict) else None
+    if not isinstance(name, str):
+        raise InvalidRequest("'name' must be a string.", param="name")
+    secret, record = await accounts.create_key_for_account(_redis(request), account.id, name=name.strip())
+    return _json({**record.to_json(), "secret": secret}, status=201)
+
+
+async def _revoke_key(request: Request, account: accounts.Account) -> Response:
+    redis = _redis(request)
+    key_id = str(request.path_params["key_id"])
+    owned = {r.key_id for r in await api_keys.list_keys(redis, account.id)}
+    if key_id not in owned:
+        raise NotFound(f"This account has no key {key_id!r}.", code="key_not_found")
+    await api_keys.revoke_key(redis, key_id)
+    records = {r.key_id: r for r in await api_keys.list_keys(redis, account.id)}
+    return _json(records[key_id].to_json())
+
+
+async def _usage(request: Request, account: accounts.Account) -> Response:
+    raw = request.query_params.get("days", str(DEFAULT_DAYS))
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_DAYS:
+        raise InvalidRequest(f"'days' must be an integer from 1 to {MAX_DAYS}.", param="days")
+    end = datetime.now(UTC).date()
+    start = end - timedelta(days=int(raw) - 1)
+    rows = await usage.daily_usage(_redis(request), account.id, start, end)
+    return _json(
+        {
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+            "data": [row.to_json() for row in rows],
+            "totals_by_model": [row.to_json() | {"day": None} for row in usage.totals_by_model(rows)],
+        }
+    )
+
+
+def _redis(request: Request) -> aredis.Redis:
+    return ingress_context(request.app).redis
+
+
+def _json(content: Any, *, status: int = 200) -> Response:
+    return Response(
+        orjson.dumps(content),
+        status_code=status,
+        media_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def _error(error: AIORouterError) -> Response:
+    return Response(
+        error.envelope_bytes(), status_code=error.status, headers=error.headers, media_type="application/json"
+    )

@@ -1,0 +1,101 @@
+"""The Dashboard's page, static files and account-scoped API in the ingress app: a dashboard token only
+ever sees its own account, and bad input gets a clear 4xx in the error envelope."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from ingress import api_keys
+from ingress.control import accounts
+from shared import credits
+from tests.ingress.conftest import Ingress
+
+
+async def sign_in(ingress: Ingress, account_id: str) -> dict[str, str]:
+    _, token = await accounts.create_account(ingress.redis, ingress.settings, account_id=account_id)
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_page_and_static_files_are_served(ingress: Ingress) -> None:
+    """/dashboard is an HTML page whose script and style sheet are served beside it."""
+    page = await ingress.client.get("/dashboard")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    for asset, media_type in (("app.js", "javascript"), ("style.css", "text/css")):
+        assert f"/dashboard/static/{asset}" in page.text
+        served = await ingress.client.get(f"/dashboard/static/{asset}")
+        assert served.status_code == 200 and media_type in served.headers["content-type"]
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer dt-unknown", "Bearer ak-whatever", "Basic x"])
+async def test_api_needs_a_dashboard_token(ingress: Ingress, authorization: str | None) -> None:
+    """Without a known dashboard token every account route is a 401 invalid_dashboard_token."""
+    headers = {"Authorization": authorization} if authorization else {}
+    response = await ingress.client.get("/dashboard/api/account", headers=headers)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_dashboard_token"
+
+
+async def test_account_sees_its_plan_limit_and_credit(ingress: Ingress) -> None:
+    """The account route shows the signed-in account with its plan's limit and its credit."""
+    headers = await sign_in(ingress, "acme")
+    await credits.add_credit(ingress.redis, "acme", 2_500_000)
+    body = (await ingress.client.get("/dashboard/api/account", headers=headers)).json()
+    assert (body["id"], body["plan"], body["status"]) == ("acme", "unverified", "active")
+    assert body["rate_limit"]["requests_per_minute"] == 10
+    assert body["credit"]["available_usd"] == "2.500000"
+
+
+async def test_keys_are_created_once_listed_and_revoked(ingress: Ingress) -> None:
+    """A created key's secret is returned once and works as an API key; the list never shows secrets;
+    revoking marks it revoked."""
+    headers = await sign_in(ingress, "acme")
+    created = await ingress.client.post("/dashboard/api/keys", json={"name": "ci"}, headers=headers)
+    assert created.status_code == 201
+    secret = created.json()["secret"]
+    record = await api_keys.lookup(ingress.redis, api_keys.digest(secret))
+    assert record is not None and (record.account_id, record.name) == ("acme", "ci")
+    listed = (await ingress.client.get("/dashboard/api/keys", headers=headers)).json()["data"]
+    assert [k["id"] for k in listed] == [record.key_id] and secret not in str(listed)
+    revoked = await ingress.client.delete(f"/dashboard/api/keys/{record.key_id}", headers=headers)
+    assert revoked.status_code == 200 and revoked.json()["revoked"] is True
+
+
+async def test_another_accounts_key_cannot_be_revoked(ingress: Ingress) -> None:
+    """A dashboard token cannot revoke (or see) a key of another account: 404 key_not_found."""
+    mine = await sign_in(ingress, "acme")
+    theirs = await sign_in(ingress, "other")
+    created = await ingress.client.post("/dashboard/api/keys", json={}, headers=theirs)
+    key_id = created.json()["id"]
+    response = await ingress.client.delete(f"/dashboard/api/keys/{key_id}", headers=mine)
+    assert response.status_code == 404 and response.json()["error"]["code"] == "key_not_found"
+    assert (await ingress.client.get("/dashboard/api/keys", headers=mine)).json()["data"] == []
+
+
+@pytest.mark.parametrize(
+    ("content", "param"),
+    [(b"{not json", None), (b'{"name": 5}', "name"), (b'{"name": "' + b"x" * 201 + b'"}', "name")],
+)
+async def test_bad_key_creation_is_a_400(ingress: Ingress, content: bytes, param: str | None) -> None:
+    """Malformed JSON, a non-string or an over-long name is a 400 that creates nothing."""
+    headers = await sign_in(ingress, "acme")
+    response = await ingress.client.post("/dashboard/api/keys", content=content, headers=headers)
+    assert response.status_code == 400 and response.json()["error"]["param"] == param
+    assert await api_keys.list_keys(ingress.redis, "acme") == []
+
+
+@pytest.mark.parametrize("days", ["0", "91", "soon"])
+async def test_bad_usage_range_is_a_400(ingress: Ingress, days: str) -> None:
+    """The usage report covers 1 to 90 days; anything else is a 400 naming 'days'."""
+    headers = await sign_in(ingress, "acme")
+    response = await ingress.client.get("/dashboard/api/usage", params={"days": days}, headers=headers)
+    assert response.status_code == 400 and response.json()["error"]["param"] == "days"
+
+
+async def test_usage_covers_the_requested_days(ingress: Ingress) -> None:
+    """The usage report names its range and is empty for an account that never called the API."""
+    headers = await sign_in(ingress, "acme")
+    response: httpx.Response = await ingress.client.get("/dashboard/api/usage?days=7", headers=headers)
+    body = response.json()
+    assert response.status_code == 200 and body["data"] == [] and body["totals_by_model"] == []
+    assert body["start"] < body["end"]
