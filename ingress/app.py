@@ -76,7 +76,7 @@ def create_app(settings: Settings) -> Starlette:
 
 @contextlib.asynccontextmanager
 async def _ingress_context(settings: Settings) -> AsyncIterator[IngressContext]:
-    redis = _redis_client(settings.redis_url)
+    redis = _redis_client(settings.redis_url, auto_pipeline=settings.redis_auto_pipeline)
     ingress_id = uuid.uuid4().hex  # random per process: names this process' reply channel
     hub = ReplyHub(redis, ingress_id)
     open_set = OpenSetCache(CircuitBreaker(redis, settings.breaker))  # the breakers routing must skip
@@ -113,10 +113,10 @@ async def _close_redis(redis: aredis.Redis) -> None:
         log.warning("could not close the Redis connections cleanly: %r", exc)
 
 
-def _redis_client(url: str) -> aredis.Redis:
+def _redis_client(url: str, *, auto_pipeline: bool) -> aredis.Redis:
     """One client: the request path's commands share one auto-pipelined connection (every request in
     flight, one write per loop pass); its pool, which makes a caller past :data:`REDIS_CONNECTIONS` wait
     for a connection, serves the reply hub's pub/sub and the rare command that cannot share."""
     return async_client(
-        url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_CONNECTION_WAIT, auto_pipeline=True
+        url, max_connections=REDIS_CONNECTIONS, timeout=REDIS_CONNECTION_WAIT, auto_pipeline=auto_pipeline
     )

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import ssl
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -42,6 +43,7 @@ import hiredis
 import redis.asyncio as aredis
 from redis._parsers.base import BaseParser
 from redis.asyncio.client import Pipeline
+from redis.asyncio.connection import SSLConnection
 from redis.client import EMPTY_RESPONSE
 from redis.exceptions import ConnectionError, RedisError, ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -316,10 +318,14 @@ class AutoPipelineRedis(aredis.Redis):
                         lambda: _Link(loop, self.reply_timeout), kwargs["path"]
                     )
                 else:
+                    host = kwargs.get("host", "localhost")
+                    tls = _tls_context(self.connection_pool.connection_class, kwargs)
                     _, link = await loop.create_connection(
                         lambda: _Link(loop, self.reply_timeout),
-                        kwargs.get("host", "localhost"),
+                        host,
                         int(kwargs.get("port", 6379)),
+                        ssl=tls,
+                        server_hostname=host if tls is not None and tls.check_hostname else None,
                     )
                 await self._handshake(link, kwargs)
         except TimeoutError as exc:
@@ -343,6 +349,15 @@ class AutoPipelineRedis(aredis.Redis):
             if isinstance(reply, hiredis.ReplyError):
                 link.close()
                 raise _error_of(reply)
+
+
+def _tls_context(connection_class: type[Any], kwargs: dict[str, Any]) -> ssl.SSLContext | None:
+    """For a ``rediss://`` pool, the TLS context redis-py's own connection would use (CA, client
+    certificate, verification and hostname checks from the URL's ``ssl_*`` options); else None."""
+    if not issubclass(connection_class, SSLConnection):
+        return None
+    context: ssl.SSLContext = connection_class(**kwargs).ssl_context.get()
+    return context
 
 
 class _AutoPipeline(Pipeline):

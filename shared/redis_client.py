@@ -16,6 +16,8 @@ import redis.asyncio as aredis
 from redis.asyncio.connection import Connection
 
 from shared.autopipeline import AutoPipelineRedis
+from shared.errors import ConfigError
+from shared.tested_versions import require_tested_redis
 
 try:
     import hiredis
@@ -49,15 +51,21 @@ def async_client(
     """A client over a blocking pool of ``max_connections``; a caller waits up to ``timeout`` seconds
     (None: as long as it takes) for a free connection.  ``options`` go to each connection.
 
-    With ``auto_pipeline`` (``redis://`` and ``unix://`` URLs), commands and pipelines share one
-    connection and leave in one write per pass of the event loop (:mod:`shared.autopipeline`); the pool
-    then serves only pub/sub and blocking commands."""
+    With ``auto_pipeline``, commands and pipelines share one connection and leave in one write per pass
+    of the event loop (:mod:`shared.autopipeline`; ``redis://``, ``rediss://`` and ``unix://`` URLs); the
+    pool then serves only pub/sub and blocking commands.  Without it every command takes a pooled
+    connection of plain redis-py (the ``redis_auto_pipeline = false`` setting, for diagnosis)."""
     scheme = urlsplit(url).scheme
     if scheme == "redis":  # unix:// and rediss:// keep their own connection classes
         options["connection_class"] = HiredisPackingConnection
     pool = aredis.BlockingConnectionPool.from_url(
         url, max_connections=max_connections, timeout=timeout, **options
     )
-    if auto_pipeline and scheme in ("redis", "unix") and not options.get("decode_responses"):
+    if auto_pipeline:
+        if options.get("decode_responses"):
+            raise ValueError("the auto-pipelined client returns bytes, as the hot path reads them")
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError(f"unsupported Redis URL scheme {scheme!r} (redis://, rediss:// or unix://)")
+        require_tested_redis()
         return AutoPipelineRedis.from_pool(pool)
     return aredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections

@@ -134,6 +134,7 @@ def _default_plans() -> dict[str, Plan]:
 @dataclass(frozen=True, slots=True)
 class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_auto_pipeline: bool = True  # false: plain redis-py on the hot path too (diagnosis)
     providers: Mapping[str, ProviderSettings] = field(default_factory=dict)
     models: Mapping[str, ModelEntry] = field(default_factory=dict)
     api_versions: Mapping[str, ApiVersion] = field(default_factory=dict)
@@ -167,6 +168,7 @@ class Settings:
 ENV_OVERRIDES: Mapping[str, str] = {
     "REDIS_URL": "redis_url",
     "AIOROUTER_REDIS_URL": "redis_url",
+    "AIOROUTER_REDIS_AUTO_PIPELINE": "redis_auto_pipeline",
     "AIOROUTER_HOST": "host",
     "AIOROUTER_PORT": "port",
     "AIOROUTER_QUEUE_TIMEOUT": "queue_timeout",
@@ -244,14 +246,20 @@ def settings_from_mapping(raw: Mapping[str, Any], env: Mapping[str, str] | None 
 def _coerce(default: Any, value: Any, name: str) -> Any:
     try:
         if isinstance(default, bool):
-            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+            return value if isinstance(value, bool) else _BOOLEANS[str(value).strip().lower()]
         if isinstance(default, int):
             return int(value)
         if isinstance(default, float):
             return float(value)
         return str(value)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, KeyError) as exc:
         raise ConfigError(f"setting {name!r}: cannot use {value!r}") from exc
+
+
+_BOOLEANS: Mapping[str, bool] = {
+    **dict.fromkeys(("1", "true", "yes", "on"), True),
+    **dict.fromkeys(("0", "false", "no", "off"), False),
+}
 
 
 def _parse_table(cls: type[Any], raw: Any, name: str) -> Any:

@@ -135,11 +135,11 @@ class AsyncWorker(BaseWorker):
     async def run(self, burst: bool = False) -> bool:
         loop = asyncio.get_running_loop()
         handled = _handle_signals(loop, self.request_stop)
-        self._redis = _client(self.settings.redis_url, max_connections=max(4, min(self.concurrency, 64)))
+        self._redis = _client(self.settings, max_connections=max(4, min(self.concurrency, 64)))
         self._batcher = PublishBatcher(self._redis)
         # Heartbeats get their own connection: behind thousands of jobs' writes waiting for one of the
         # shared pool's, a beat came too late and the ingress took a busy worker for dead.
-        self._heartbeat_redis = _client(self.settings.redis_url, max_connections=1)
+        self._heartbeat_redis = _client(self.settings, max_connections=1)
         self._blocking = async_client(
             self.settings.redis_url, max_connections=1, socket_timeout=DEQUEUE_TIMEOUT + 10
         )
@@ -470,7 +470,12 @@ def _handle_signals(loop: asyncio.AbstractEventLoop, handler: Callable[[], None]
     return handled
 
 
-def _client(url: str, *, max_connections: int) -> aredis.Redis:
+def _client(settings: Settings, *, max_connections: int) -> aredis.Redis:
     """The jobs' client: their commands share one auto-pipelined connection (:mod:`shared.autopipeline`);
     the pool serves the stop-request listener's pub/sub."""
-    return async_client(url, max_connections=max_connections, timeout=_CONNECTION_WAIT, auto_pipeline=True)
+    return async_client(
+        settings.redis_url,
+        max_connections=max_connections,
+        timeout=_CONNECTION_WAIT,
+        auto_pipeline=settings.redis_auto_pipeline,
+    )
