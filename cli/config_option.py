@@ -7,6 +7,7 @@ import argparse
 from cli.failures import CommandFailed
 from shared.errors import ConfigError
 from shared.settings import Settings, load_settings
+from shared.tested_versions import require_tested
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:
@@ -22,3 +23,11 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         return load_settings(args.config)
     except ConfigError as exc:
         raise CommandFailed(f"bad settings: {exc.message}") from exc
+
+
+def require_tested_libraries(*distributions: str) -> None:
+    """Refuse to run a server on a redis-py or rq release its private-API use is not tested on."""
+    try:
+        require_tested(*distributions)
+    except ConfigError as exc:
+        raise CommandFailed(exc.message) from exc

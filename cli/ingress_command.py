@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cli.config_option import add_config_option, settings_from_args
+from cli.config_option import add_config_option, require_tested_libraries, settings_from_args
 
 
 def register(commands: Any) -> None:
@@ -22,6 +22,7 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
+    require_tested_libraries("redis", "rq")
     # Imported on use: `aiorouter keys` should not pay for loading the web stack.
     from ingress import server
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cli.config_option import add_config_option, settings_from_args
+from cli.config_option import add_config_option, require_tested_libraries, settings_from_args
 from cli.failures import CommandFailed
 
 
@@ -27,6 +27,7 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
+    require_tested_libraries("redis", "rq")
     if args.pool not in settings.providers:
         known = ", ".join(sorted(settings.providers))
         raise CommandFailed(f"unknown pool {args.pool!r}; the settings define: {known}", exit_status=2)
