@@ -4,10 +4,12 @@ answers it never gives."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import shutil
 import socket
 import ssl
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -17,7 +19,7 @@ import pytest
 
 from bench.sim_stats import Counter
 from bench.upstream import Upstream
-from shared.errors import UpstreamTimeout, UpstreamUnavailable
+from shared.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from shared.settings import Timeouts
 from tests.conftest import IN_CI
 from tests.workers.raw_server import CLOSE, RawServer, Step, answer, chunked, start_raw_server
@@ -269,17 +271,49 @@ async def test_connection_closed_while_idle_is_replaced(raw: Any, client_for: An
     assert server.connections == 2
 
 
-async def test_reused_connection_dead_before_any_byte_is_retried_once(raw: Any, client_for: Any) -> None:
-    """A reused connection closed with no byte of answer (the server's idle close raced our request) is
-    replaced by a fresh one and the call succeeds."""
+async def test_reused_connection_dead_after_the_request_is_not_resent(raw: Any, client_for: Any) -> None:
+    """A reused connection that closes after our request was written, with no answer, fails the call:
+    the upstream may have started (and billed) the completion, so the client never sends it again."""
 
     def script(connection: int, request: int) -> Sequence[Step]:
         return [CLOSE] if (connection, request) == (0, 1) else [answer(200, b"ok")]
 
     server = await raw(script)
     client = client_for(server.base_url)
-    assert [await body_of(client), await body_of(client)] == [b"ok", b"ok"]
-    assert server.connections == 2 and len(server.requests) == 3
+    assert await body_of(client) == b"ok"
+    with pytest.raises(ConnectionCut):
+        await body_of(client)
+    assert server.connections == 1 and len(server.requests) == 2
+
+
+async def test_close_not_yet_seen_by_the_loop_is_found_before_writing(raw: Any, client_for: Any) -> None:
+    """An idle connection the server closed while the event loop was busy (its FIN unread) is dropped
+    before the request is written: the call goes out once, on a fresh connection."""
+    server = await raw(always(answer(200, b"ok"), CLOSE))
+    client = client_for(server.base_url)
+    assert await body_of(client) == b"ok"
+    deadline = time.monotonic() + 5
+    while server.connections_closed < 1:  # the server has closed its end; the loop has not run since
+        assert time.monotonic() < deadline
+        time.sleep(0.01)  # noqa: ASYNC251 - blocking on purpose: the loop must not see the close
+    assert await body_of(client) == b"ok"
+    assert server.connections == 2 and len(server.requests) == 2
+
+
+async def test_request_asks_for_an_identity_body(raw: Any, client_for: Any) -> None:
+    """Every request says accept-encoding: identity, so an upstream has no reason to compress."""
+    server = await raw(always(answer(200, b"ok")))
+    assert await body_of(client_for(server.base_url)) == b"ok"
+    assert server.requests[0].headers["accept-encoding"] == "identity"
+
+
+async def test_compressed_body_is_a_clear_upstream_error(raw: Any, client_for: Any) -> None:
+    """A gzip body sent anyway is EncodedBody, which the boundary turns into a named UpstreamError."""
+    server = await raw(always(answer(200, gzip.compress(b'{"a": 1}'), "content-encoding: gzip\r\n")))
+    client = client_for(server.base_url)
+    with pytest.raises(UpstreamError, match="'gzip'-encoded body"):
+        with upstream_errors("p", deadlines()):
+            await body_of(client)
 
 
 async def test_fresh_connection_dead_before_any_byte_is_not_retried(raw: Any, client_for: Any) -> None:

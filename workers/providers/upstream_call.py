@@ -11,6 +11,7 @@ nothing above an adapter knows how the upstream is reached).
     connection cut, or not HTTP,       UpstreamUnavailable (nothing reached the client: fallback is safe)
       before content
     connection cut after content       UpstreamError (500)
+    an encoded (compressed) body       UpstreamError (500: the upstream ignored accept-encoding: identity)
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from shared.errors import (
     UpstreamUnavailable,
 )
 from shared.settings import Timeouts
-from workers.providers.upstream_http import ConnectError, ConnectionCut, ConnectTimeout
+from workers.providers.upstream_http import ConnectError, ConnectionCut, ConnectTimeout, EncodedBody
 
 BAD_REQUEST_STATUSES = frozenset({400, 404, 413, 422})
 MAX_ERROR_TEXT = 500
@@ -81,6 +82,8 @@ def upstream_errors(name: str, clock: Deadlines) -> Iterator[None]:
         raise UpstreamUnavailable(f"Provider {name!r} is unreachable.") from exc
     except ConnectionCut as exc:  # the connection broke: before the response, or mid-stream
         raise cut_error(name, clock) from exc
+    except EncodedBody as exc:
+        raise UpstreamError(f"Provider {name!r}: {exc}; AIOrouter reads identity bodies only.") from exc
 
 
 def status_error(

@@ -5,28 +5,37 @@ httpx spent a quarter of a busy worker's CPU in its connection pool, anyio's str
 objects and ``aiter_lines``; this client does only what the adapters need.  It ``POST``s a body, sent in
 one write with the head, and reads the status and headers, then either the whole body (by content-length,
 chunked, or until close) or the ``data`` of each server-sent event as it arrives.  ``http`` and ``https``
-base URLs (TLS through asyncio's ``ssl``: SNI, certificate and host name checks, ALPN ``http/1.1``); no
-proxies, redirects, compression or HTTP/2.
+base URLs (TLS through asyncio's ``ssl``: SNI, certificate and host name checks, ALPN ``http/1.1``, a
+custom CA bundle and a client certificate through the ``ssl_context``).  It does not do proxies,
+redirects, compression or HTTP/2: a provider that needs them uses httpx instead
+(:mod:`workers.providers.http_clients`).  It asks for ``accept-encoding: identity`` and fails a response
+that is encoded anyway (:class:`EncodedBody`) rather than hand its bytes on as text.
 
 The pool is a LIFO stack of idle connections (the warmest first; the coldest expire after
 :data:`KEEPALIVE_EXPIRY`) with at most ``max_connections`` open: a call waits up to the connect timeout
 for one.  A connection goes back only when its response was read completely and both sides keep it alive;
 any other exit (an error, a cancelled call, ``connection: close``) closes it at once, so the upstream sees
-a cancelled call go.  A reused idle connection that fails before any byte of the response (the server
-closed it while it was idle) is replaced by a fresh one, once.
+a cancelled call go.  A request is sent once, never again by this client: before an idle connection is
+reused its socket is checked, without blocking, for a close (or stray bytes) the event loop has not
+processed yet, and such a connection is dropped before any byte of the request is written.  A
+connection that dies after the request was written fails the call with :class:`ConnectionCut`, since
+the upstream may have started (and billed) the completion; whether to try again is the retry and
+fallback rules' decision, above this client.
 
 Errors (:mod:`workers.providers.upstream_call` converts them into ours):
 
     TransportError
     ├── ConnectError      no connection: refused, unresolvable, TLS handshake failed, or none free in time
     ├── ConnectTimeout    the connect timeout expired
-    └── ConnectionCut     the connection closed, or answered something other than HTTP/1.1, before the
-                          response was complete
+    ├── ConnectionCut     the connection closed, or answered something other than HTTP/1.1, before the
+    │                     response was complete
+    └── EncodedBody       the body came with a content-encoding other than identity
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -55,6 +64,10 @@ class ConnectTimeout(TransportError): ...
 
 
 class ConnectionCut(TransportError): ...
+
+
+class EncodedBody(TransportError):
+    """The upstream compressed (or otherwise encoded) a body we asked to get as ``identity``."""
 
 
 class Headers(Mapping[str, str]):
@@ -95,7 +108,12 @@ class UpstreamClient:
         self._ssl = (ssl_context or _default_ssl_context()) if url.scheme == "https" else None
         self._tls_name = self._host if self._ssl is not None else None  # SNI and the certificate's name
         self._base_path = url.path.rstrip("/")
-        lines = {"host": url.netloc.rpartition("@")[2], "user-agent": USER_AGENT, **headers}
+        lines = {
+            "host": url.netloc.rpartition("@")[2],
+            "user-agent": USER_AGENT,
+            "accept-encoding": "identity",
+            **headers,
+        }
         if any("\r" in f"{k}{v}" or "\n" in f"{k}{v}" for k, v in lines.items()):
             raise ConfigError("upstream header names and values must not contain line breaks")
         self._header_block = "".join(f"{k}: {v}\r\n" for k, v in lines.items())
@@ -124,7 +142,7 @@ class UpstreamClient:
         now = asyncio.get_running_loop().time()
         while self._idle:
             connection = self._idle.pop()
-            if connection.usable and now - connection.idle_since < KEEPALIVE_EXPIRY:
+            if connection.usable and now - connection.idle_since < KEEPALIVE_EXPIRY and connection.quiet():
                 return connection, True
             connection.close()
         return await self._connect(), False
@@ -179,18 +197,15 @@ class Call:
         client = self._client
         await client._take_slot()
         try:
-            connection, reused = await client._checkout()
+            connection, _ = await client._checkout()
             self._connection = connection
             response = self._response = connection.send(self._request)
-            try:
-                await response.wait_head()
-            except ConnectionCut:
-                if not reused or response.received:
-                    raise
-                connection.close()  # the server closed it while idle: once more on a fresh connection
-                connection = self._connection = await client._connect()
-                response = self._response = connection.send(self._request)
-                await response.wait_head()
+            await response.wait_head()
+            encoding = response.headers.get("content-encoding", "identity").strip().lower()
+            if encoding not in ("identity", "") and response.status < 400:  # an error keeps its status
+                raise EncodedBody(
+                    f"the upstream sent a {encoding!r}-encoded body despite accept-encoding: identity"
+                )
         except BaseException:
             self._release()
             raise
@@ -235,6 +250,24 @@ class _Connection(asyncio.Protocol):
         if response is not None:
             response.connection_lost(exc)
 
+    def quiet(self) -> bool:
+        """Whether an idle connection's socket holds nothing unread: no close from the server (a FIN or a
+        reset the loop has not processed yet) and no stray bytes.  One non-blocking peek."""
+        assert self.transport is not None
+        raw = self.transport.get_extra_info("socket")
+        if raw is None:
+            return True
+        peek = socket.socket(raw.family, raw.type, 0, fileno=raw.fileno())  # a view; detached below
+        try:
+            peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return True  # nothing to read: the server has not closed it
+        except OSError:
+            return False
+        finally:
+            peek.detach()
+        return False  # b"" (the server closed it) or bytes nobody asked for
+
     def send(self, request: bytes) -> UpstreamResponse:
         assert self.transport is not None
         response = self.response = UpstreamResponse(self)
@@ -263,7 +296,6 @@ class UpstreamResponse:
         self._informational = self._until_close = self._paused = False
         self.status = 0
         self.headers = Headers(self._raw_headers)
-        self.received = False  # any byte of the response arrived
 
     def detach(self) -> None:
         """The call is over: drop the parser, whose callbacks make a cycle that only the GC would free."""
@@ -328,7 +360,6 @@ class UpstreamResponse:
 
     # from the connection
     def feed(self, data: bytes) -> None:
-        self.received = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
