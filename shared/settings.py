@@ -18,6 +18,7 @@ from typing import Any, Literal
 from shared.errors import ConfigError
 
 ProviderKind = Literal["simulated", "openai", "anthropic"]
+HttpClientKind = Literal["fast", "httpx"]
 RoutingStrategy = Literal["priority", "weighted", "least-busy", "latency"]
 VersionStatus = Literal["current", "deprecated"]
 
@@ -51,6 +52,13 @@ class ProviderSettings:
     retry_backoff: float = 0.2  # seconds; the base of the jittered exponential backoff between attempts
     max_retry_after: float = 2.0  # an upstream Retry-After up to this is honoured; a longer one falls back
     timeouts: Timeouts = Timeouts()
+    # How the worker reaches the upstream: "fast" (our HTTP/1.1 client) or "httpx" (proxies, HTTP/2).
+    http_client: HttpClientKind = "fast"
+    ca_file: str = ""  # PEM bundle of CAs to trust instead of the system's (and certifi's)
+    client_cert: str = ""  # PEM client certificate for mutual TLS (its key too, unless client_key is set)
+    client_key: str = ""
+    proxy: str = ""  # http(s)://[user:pass@]host:port; httpx only (it also honours HTTPS_PROXY/NO_PROXY)
+    http2: bool = False  # httpx only
     # Simulated provider only: tokens per second per stream (0 = as fast as possible).
     tokens_per_second: float = 0.0
 
@@ -284,10 +292,26 @@ def _parse_providers(raw: Any, env: Mapping[str, str]) -> dict[str, ProviderSett
             spec["api_key"] = env.get(key_env, "")
         try:
             timeouts = Timeouts(**spec.pop("timeouts", {}))
-            providers[name] = ProviderSettings(name=name, timeouts=timeouts, **spec)
+            provider = ProviderSettings(name=name, timeouts=timeouts, **spec)
         except TypeError as exc:
             raise ConfigError(f"provider {name!r}: {exc}") from exc
+        _check_http_client(provider)
+        providers[name] = provider
     return providers
+
+
+def _check_http_client(provider: ProviderSettings) -> None:
+    """Refuse a transport setting the provider's HTTP client cannot honour, instead of ignoring it."""
+    if provider.http_client not in ("fast", "httpx"):
+        raise ConfigError(f'provider {provider.name!r}: http_client must be "fast" or "httpx"')
+    if provider.http_client == "fast":
+        needs_httpx = [name for name in ("proxy", "http2") if getattr(provider, name)]
+        if needs_httpx:
+            raise ConfigError(
+                f'provider {provider.name!r}: {" and ".join(needs_httpx)} need http_client = "httpx"'
+            )
+    if provider.client_key and not provider.client_cert:
+        raise ConfigError(f"provider {provider.name!r}: client_key without client_cert")
 
 
 def _parse_models(raw: Any) -> dict[str, ModelEntry]:

@@ -35,8 +35,8 @@ from workers.providers.anthropic_translate import (
     to_anthropic_request,
 )
 from workers.providers.base import Delta
+from workers.providers.http_clients import UpstreamReply, make_http_client
 from workers.providers.upstream_call import Deadlines, status_error, upstream_errors
-from workers.providers.upstream_http import UpstreamClient, UpstreamResponse
 
 ANTHROPIC_VERSION = "2023-06-01"
 _UNAVAILABLE_STATUSES = frozenset({429, 529})  # 529: Anthropic's 'overloaded'
@@ -58,12 +58,7 @@ class AnthropicProvider:
         self._name = provider.name
         self._timeouts = provider.timeouts
         self._default_max_tokens = default_max_tokens
-        self._http = UpstreamClient(
-            provider.base_url,
-            headers,
-            max_connections=provider.concurrency,
-            connect_timeout=provider.timeouts.connect,
-        )
+        self._http = make_http_client(provider, headers)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -92,7 +87,7 @@ class AnthropicProvider:
                         yield delta
 
     async def _deltas(
-        self, response: UpstreamResponse, clock: Deadlines, timer: asyncio.Timeout
+        self, response: UpstreamReply, clock: Deadlines, timer: asyncio.Timeout
     ) -> AsyncIterator[Delta]:
         translator = StreamTranslator()
         async for data in response.sse_data():

@@ -28,8 +28,8 @@ from shared.errors import (
 from shared.jobs import CompletionJob
 from shared.settings import ProviderSettings
 from workers.providers.base import Delta, ToolCallDelta, Usage
+from workers.providers.http_clients import UpstreamReply, make_http_client
 from workers.providers.upstream_call import Deadlines, cut_error, message_of, status_error, upstream_errors
-from workers.providers.upstream_http import UpstreamClient, UpstreamResponse
 
 
 class OpenAICompatibleProvider:
@@ -39,12 +39,7 @@ class OpenAICompatibleProvider:
             headers["authorization"] = f"Bearer {provider.api_key}"
         self._name = provider.name
         self._timeouts = provider.timeouts
-        self._http = UpstreamClient(
-            provider.base_url,
-            headers,
-            max_connections=provider.concurrency,
-            connect_timeout=provider.timeouts.connect,
-        )
+        self._http = make_http_client(provider, headers)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -112,7 +107,7 @@ class _LazyTimer:
 
 
 async def _deltas(
-    name: str, response: UpstreamResponse, clock: Deadlines, timer: _LazyTimer
+    name: str, response: UpstreamReply, clock: Deadlines, timer: _LazyTimer
 ) -> AsyncIterator[Delta]:
     finished = False
     done = False
