@@ -8,7 +8,7 @@ exactly rq's, so ``rq info``, rq-dashboard and rq's registry clean-up keep telli
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import redis
@@ -42,7 +42,3 @@ def replay(target: aredis.client.Pipeline, commands: Iterable[Command]) -> None:
     """Queue recorded commands on an asyncio pipeline (the caller executes it)."""
     for args, options in commands:
         target.execute_command(*args, **options)
-
-
-def command_names(commands: Sequence[Command]) -> list[str]:
-    return [str(args[0]) for args, _ in commands]

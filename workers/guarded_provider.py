@@ -3,8 +3,8 @@ same-deployment retries; it also writes the routing statistics the ingress reads
 
 Per job, around the wrapped adapter's stream:
 
-    provider caps slot  →  breaker.allow(deployment) + in-flight +1 (one round trip)  →  attempts
-    →  in-flight -1 + breaker.record(outcome, probe) + TTFT sample (one round trip; after a success,
+    provider caps slot  →  breaker.allow_call(deployment) + in-flight +1 (one round trip)  →  attempts
+    →  in-flight -1 + breaker.record_call(outcome, probe) + TTFT sample (one round trip; after a success,
        with ``defer_success_writes``, in the job's final round trip instead)  →  slot released
 
 A refused breaker or a full provider fails the job with :class:`~shared.errors.UpstreamUnavailable`

@@ -16,6 +16,7 @@ from shared.job_billing import EXTRA_KEY, JobBilling
 from shared.jobs import CompletionJob
 from shared.rq_bridge import Command, replay
 from shared.settings import ModelEntry, settings_from_mapping
+from tests.store_calls import hold_credit
 from workers.settlement import closing_commands
 
 SETTINGS = settings_from_mapping({}, env={})
@@ -29,7 +30,7 @@ async def funded(redis: aredis.Redis) -> None:
 
 
 async def billed_job(redis: aredis.Redis, amount: int, **billing: Any) -> tuple[CompletionJob, JobBilling]:
-    reservation = await credits.reserve(redis, SETTINGS, "acme", amount)
+    reservation = await hold_credit(redis, SETTINGS, "acme", amount)
     job_billing = JobBilling.for_model(reservation, MODEL, admitted_at=time.time() - 0.25, **billing)
     job = CompletionJob(
         request_id="req-1",
