@@ -30,7 +30,7 @@ from shared.settings import BreakerSettings
 log = logging.getLogger(__name__)
 
 BreakerStatus = Literal["closed", "open", "half-open"]
-Decision = Literal["closed", "probe", "open", "probing"]
+Verdict = Literal["closed", "probe", "open", "probing"]
 
 _RECORD_FAILURE = LuaScript.load("breaker_failure")
 _RECORD_SUCCESS = LuaScript.load("breaker_success")
@@ -48,19 +48,19 @@ def _text(value: bytes | str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Admission:
+class BreakerDecision:
     """The answer of :meth:`CircuitBreaker.allow_call`."""
 
-    decision: Decision
+    verdict: Verdict
     retry_after: float = 0.0  # seconds until this deployment may admit someone again (when refused)
 
     @property
     def allowed(self) -> bool:
-        return self.decision in ("closed", "probe")
+        return self.verdict in ("closed", "probe")
 
     @property
     def is_probe(self) -> bool:
-        return self.decision == "probe"
+        return self.verdict == "probe"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +112,7 @@ class CircuitBreaker:
 
     def allow_call(self, deployment_id: str) -> ScriptCall:
         """Whether a request may go to ``deployment_id`` now: the script call, to make among others (its
-        reply goes to :func:`admission_of`).  In half-open, exactly one caller gets ``probe`` and must
+        reply goes to :func:`decision_of`).  In half-open, exactly one caller gets ``probe`` and must
         report its outcome with :meth:`record_call`."""
         return ScriptCall(
             _ALLOW,
@@ -197,9 +197,9 @@ class CircuitBreaker:
             raise ServiceUnavailable("Circuit breaker state is unavailable.") from exc
 
 
-def admission_of(reply: Any) -> Admission:
-    """The :class:`Admission` an ``allow`` script call answered."""
-    return Admission(cast(Decision, _text(reply[0])), int(reply[1]) / 1000)
+def decision_of(reply: Any) -> BreakerDecision:
+    """The :class:`BreakerDecision` an ``allow`` script call answered."""
+    return BreakerDecision(cast(Verdict, _text(reply[0])), int(reply[1]) / 1000)
 
 
 def _view(

@@ -47,7 +47,7 @@ _SETTLE = LuaScript.load("credit_settle")
 _EXPIRE = LuaScript.load("credit_expire")
 _ADD = LuaScript.load("credit_add")
 
-Outcome = Literal["settled", "late", "already", "unknown"]
+SettleOutcome = Literal["settled", "late", "already", "unknown"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +100,7 @@ class Reservation:
 
 @dataclass(frozen=True, slots=True)
 class Settlement:
-    outcome: Outcome
+    outcome: SettleOutcome
     charged: int  # micro-USD taken from the balance
 
 
@@ -338,7 +338,7 @@ async def sweep_expired(redis: aredis.Redis, *, batch: int = 500) -> int:
     return released
 
 
-def _outcome(value: Any) -> Outcome:
+def _outcome(value: Any) -> SettleOutcome:
     text = _text(value)
     for known in ("settled", "late", "already", "unknown"):
         if text == known:

@@ -17,7 +17,8 @@ from rq.queue import Queue
 from rq.utils import now, utcformat
 
 from shared.keys import RQ_QUEUES_SET
-from shared.rq_bridge import RECORDING_CLIENT, Command, recorded, recording_pipeline
+from shared.redis_commands import Command
+from shared.rq_bridge import RECORDING_CLIENT, recorded, recording_pipeline
 from shared.serialization import OrjsonSerializer
 
 JOB_FUNC = "workers.completion.run_completion"

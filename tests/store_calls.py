@@ -14,12 +14,13 @@ from typing import Any, NamedTuple
 import redis.asyncio as aredis
 
 from shared import ratelimit, usage
-from shared.breaker import Admission, CircuitBreaker, admission_of
+from shared.breaker import BreakerDecision, CircuitBreaker, decision_of
 from shared.credits import PendingReservation, Reservation
 from shared.errors import UpstreamUnavailable
 from shared.lua import ScriptCall, run_together
 from shared.ratelimit import RateLimitDecision
-from shared.rq_bridge import Command, recorded, recording_pipeline, replay
+from shared.redis_commands import Command, replay
+from shared.rq_bridge import recorded, recording_pipeline
 from shared.settings import Settings
 
 
@@ -76,10 +77,10 @@ class RecordedFailure(NamedTuple):
     retry_after: float  # seconds until a probe may go through (0 while closed)
 
 
-async def allow(redis: aredis.Redis, breaker: CircuitBreaker, dep_id: str) -> Admission:
+async def allow(redis: aredis.Redis, breaker: CircuitBreaker, dep_id: str) -> BreakerDecision:
     """Ask ``dep_id``'s breaker whether a call may go there, as a worker does before its upstream call."""
     [reply] = await run_calls(redis, breaker.allow_call(dep_id))
-    return admission_of(reply)
+    return decision_of(reply)
 
 
 async def record(

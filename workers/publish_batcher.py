@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import redis.asyncio as aredis
 from redis.exceptions import RedisError
 
-from shared.rq_bridge import Command, replay
+from shared.redis_commands import Command, replay
 
 
 @dataclass(slots=True)

@@ -63,7 +63,7 @@ async def half_open(breaker: CircuitBreaker) -> None:
 async def test_closed_breaker_admits_and_counts_failures(store: aredis.Redis) -> None:
     """Below the threshold the breaker stays closed, admits requests and reports the window's count."""
     breaker = make(store)
-    assert (await allow(store, breaker, DEP)).decision == "closed"
+    assert (await allow(store, breaker, DEP)).verdict == "closed"
     first = await record_failure(store, breaker, DEP)
     second = await record_failure(store, breaker, DEP)
     assert (first.status, first.failures) == ("closed", 1)
@@ -80,9 +80,9 @@ async def test_threshold_failures_open_the_breaker(store: aredis.Redis) -> None:
     outcome = await record_failure(store, breaker, DEP)
     assert outcome.status == "open"
     assert 15.0 < outcome.retry_after <= 20.0
-    admission = await allow(store, breaker, DEP)
-    assert not admission.allowed and admission.decision == "open"
-    assert 15.0 < admission.retry_after <= 20.0
+    decision = await allow(store, breaker, DEP)
+    assert not decision.allowed and decision.verdict == "open"
+    assert 15.0 < decision.retry_after <= 20.0
     assert (await allow(store, breaker, OTHER)).allowed
     open_now = await breaker.open_deployments()
     assert list(open_now) == [DEP] and 15.0 < open_now[DEP] <= 20.0
@@ -107,10 +107,10 @@ async def test_half_open_admits_exactly_one_probe_under_concurrency(
     await trip(store, breaker)
     await half_open(breaker)
     connections = [connect_store() for _ in range(8)]
-    admissions = await asyncio.gather(*(allow(connections[i % 8], breaker, DEP) for i in range(200)))
-    decisions = [a.decision for a in admissions]
-    assert decisions.count("probe") == 1
-    assert decisions.count("probing") == 199
+    decisions = await asyncio.gather(*(allow(connections[i % 8], breaker, DEP) for i in range(200)))
+    verdicts = [d.verdict for d in decisions]
+    assert verdicts.count("probe") == 1
+    assert verdicts.count("probing") == 199
     assert DEP in await breaker.open_deployments()  # the probe is in flight: routing skips it
 
 
@@ -121,7 +121,7 @@ async def test_probe_success_closes_the_breaker(store: aredis.Redis) -> None:
     await half_open(breaker)
     assert (await allow(store, breaker, DEP)).is_probe
     assert await record_success(store, breaker, DEP) == "closed"
-    assert (await allow(store, breaker, DEP)).decision == "closed"
+    assert (await allow(store, breaker, DEP)).verdict == "closed"
     assert await breaker.open_deployments() == {}
     assert (await record_failure(store, breaker, DEP)).failures == 1  # the window starts afresh
 
@@ -135,7 +135,7 @@ async def test_probe_failure_reopens_for_another_cooldown(store: aredis.Redis) -
     slow = make(store, cooldown=20.0)
     outcome = await record_failure(store, slow, DEP)
     assert outcome.status == "open" and outcome.retry_after > 15.0
-    assert (await allow(store, breaker, DEP)).decision == "open"
+    assert (await allow(store, breaker, DEP)).verdict == "open"
     views = await breaker.views()
     assert views[0].status == "open" and views[0].trips == 2
 
@@ -145,7 +145,7 @@ async def test_success_during_cooldown_does_not_close(store: aredis.Redis) -> No
     breaker = make(store)
     await trip(store, breaker)
     assert await record_success(store, breaker, DEP) == "open"
-    assert (await allow(store, breaker, DEP)).decision == "open"
+    assert (await allow(store, breaker, DEP)).verdict == "open"
 
 
 async def test_lost_probe_frees_the_slot_after_probe_timeout(store: aredis.Redis) -> None:
@@ -155,7 +155,7 @@ async def test_lost_probe_frees_the_slot_after_probe_timeout(store: aredis.Redis
     await half_open(breaker)
     assert (await allow(store, breaker, DEP)).is_probe
     refused = await allow(store, breaker, DEP)
-    assert refused.decision == "probing" and 0 < refused.retry_after <= 0.3
+    assert refused.verdict == "probing" and 0 < refused.retry_after <= 0.3
 
     async def probe_again() -> bool:
         return (await allow(store, breaker, DEP)).is_probe
@@ -221,11 +221,11 @@ async def test_record_feeds_the_breaker_by_outcome(store: aredis.Redis) -> None:
     assert [v.failures for v in await breaker.views()] == [1]
     await record(store, breaker, DEP, UpstreamUnavailable())
     await record(store, breaker, DEP, UpstreamError())
-    assert (await allow(store, breaker, DEP)).decision == "open"
+    assert (await allow(store, breaker, DEP)).verdict == "open"
     await half_open(breaker)
     assert (await allow(store, breaker, DEP)).is_probe
     await record(store, breaker, DEP, None)
-    assert (await allow(store, breaker, DEP)).decision == "closed"
+    assert (await allow(store, breaker, DEP)).verdict == "closed"
 
 
 async def test_cancelled_probe_is_released_for_the_next_caller(store: aredis.Redis) -> None:
@@ -249,5 +249,5 @@ async def test_scripts_reload_after_the_script_cache_is_flushed() -> None:
     await record_failure(store, breaker, DEP)
     await store.script_flush()
     assert (await record_failure(store, breaker, DEP)).failures == 2
-    assert (await allow(store, breaker, DEP)).decision == "closed"
+    assert (await allow(store, breaker, DEP)).verdict == "closed"
     await store.aclose()

@@ -22,7 +22,7 @@ SETTINGS = BreakerSettings(failure_threshold=3, window=30.0, cooldown=0.5, probe
 CHILD = """
 import asyncio, sys
 import redis.asyncio as aredis
-from shared.breaker import CircuitBreaker, admission_of
+from shared.breaker import CircuitBreaker, decision_of
 from shared.errors import UpstreamUnavailable
 from shared.lua import run_together
 from shared.settings import BreakerSettings
@@ -40,10 +40,10 @@ async def main(url, action, count):  # the breaker's calls, made as a worker's g
     else:
         async def allow():
             [reply] = await run_together(client, [breaker.allow_call(DEP)])
-            return admission_of(reply)
+            return decision_of(reply)
 
-        admissions = await asyncio.gather(*(allow() for _ in range(count)))
-        print(sum(a.is_probe for a in admissions))
+        decisions = await asyncio.gather(*(allow() for _ in range(count)))
+        print(sum(d.is_probe for d in decisions))
     await client.aclose()
 
 asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
@@ -70,7 +70,7 @@ async def test_breaker_is_shared_across_processes(clean_redis: redis.Redis, redi
     breaker = CircuitBreaker(client, SETTINGS)
     try:
         finish(child(redis_url, "fail"))
-        assert (await allow(client, breaker, DEP)).decision == "open"
+        assert (await allow(client, breaker, DEP)).verdict == "open"
         assert DEP in await breaker.open_deployments()
 
         deadline = time.monotonic() + 5
@@ -80,10 +80,10 @@ async def test_breaker_is_shared_across_processes(clean_redis: redis.Redis, redi
         racers = [child(redis_url, "allow", 50) for _ in range(3)]
         probes = [int(finish(p)) for p in racers]
         assert sum(probes) == 1
-        assert (await allow(client, breaker, DEP)).decision == "probing"
+        assert (await allow(client, breaker, DEP)).verdict == "probing"
 
         finish(child(redis_url, "success"))
-        assert (await allow(client, breaker, DEP)).decision == "closed"
+        assert (await allow(client, breaker, DEP)).verdict == "closed"
         assert await breaker.open_deployments() == {}
     finally:
         await client.aclose()

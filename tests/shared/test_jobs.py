@@ -9,7 +9,7 @@ from rq.queue import Queue
 
 from shared import keys
 from shared.jobs import JOB_FUNC, CompletionJob, enqueue_commands, rq_enqueue_commands
-from shared.rq_bridge import replay
+from shared.redis_commands import replay
 from shared.serialization import OrjsonSerializer
 from tests.store_calls import command_names
 

@@ -9,7 +9,7 @@ import pytest
 from shared import credits, keys, ratelimit
 from shared.errors import InsufficientQuota
 from shared.lua import run_together
-from shared.rq_bridge import replay
+from shared.redis_commands import replay
 from shared.settings import settings_from_mapping
 from tests.store_calls import hold_credit
 

@@ -18,7 +18,7 @@ from shared.job_billing import JobBilling
 from shared.jobs import CompletionJob
 from shared.settings import settings_from_mapping
 from tests.store_calls import run_commands
-from workers.settlement import closing_commands
+from workers.settlement import billing_commands
 
 SETTINGS = settings_from_mapping(
     {
@@ -57,7 +57,7 @@ async def serve_one(
     # --- the worker, when the upstream reports usage ---
     prompt_tokens, completion_tokens = used
     token_usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
-    await run_commands(redis, closing_commands(job, error=None, token_usage=token_usage))
+    await run_commands(redis, billing_commands(job, error=None, token_usage=token_usage))
     return admitted.billing
 
 

@@ -57,7 +57,7 @@ class ConnectTimeout(TransportError): ...
 class ConnectionCut(TransportError): ...
 
 
-class Headers(Mapping[str, str]):
+class ResponseHeaders(Mapping[str, str]):
     """Response headers by name, looked up case-insensitively; a repeated header's values joined by ", "."""
 
     __slots__ = ("_by_name",)
@@ -262,7 +262,7 @@ class UpstreamResponse:
         self._head_done = self._complete = self._keep_alive = False
         self._informational = self._until_close = self._paused = False
         self.status = 0
-        self.headers = Headers(self._raw_headers)
+        self.headers = ResponseHeaders(self._raw_headers)
         self.received = False  # any byte of the response arrived
 
     def detach(self) -> None:
