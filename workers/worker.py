@@ -56,7 +56,7 @@ DEQUEUE_BATCH = 32  # at most this many jobs taken by one pipelined round trip a
 MAINTENANCE_INTERVAL = 30.0  # seconds between runs of rq's registry clean-up
 SHUTDOWN_GRACE = 30.0  # seconds in-flight jobs get to finish after SIGTERM
 _RETRY_PAUSE = 1.0
-_CONNECTION_WAIT = 20.0  # seconds a job waits for a free Redis connection (redis-py's default)
+_CONNECTION_WAIT = 20.0  # seconds a command that cannot share the auto-pipelined connection waits for one
 
 
 @dataclass(slots=True)
@@ -137,8 +137,8 @@ class AsyncWorker(BaseWorker):
         handled = _handle_signals(loop, self.request_stop)
         self._redis = _client(self.settings.redis_url, max_connections=max(4, min(self.concurrency, 64)))
         self._batcher = PublishBatcher(self._redis)
-        # Heartbeats get their own connection: behind thousands of jobs' writes waiting for one of the
-        # shared pool's, a beat came too late and the ingress took a busy worker for dead.
+        # Heartbeats get a connection of their own, so that a beat never queues behind the jobs' writes on
+        # the shared one: a late beat makes the ingress take a busy worker for dead.
         self._heartbeat_redis = _client(self.settings.redis_url, max_connections=1)
         self._blocking = async_client(
             self.settings.redis_url, max_connections=1, socket_timeout=DEQUEUE_TIMEOUT + 10
