@@ -293,9 +293,9 @@ async def test_free_requests_pass_without_credit(store: aredis.Redis) -> None:
 
 
 async def test_the_background_sweeper_releases_expired_holds(clean_redis: object, redis_url: str) -> None:
-    """The ingress's reservation sweep, run as a task on its (auto-pipelined) client, releases an expired hold
-    within a few seconds, until cancelled.  (On a plain redis-py client a cancel that lands as a command
-    completes can be lost on Python 3.11, and awaiting the task hung the suite.)"""
+    """The ingress's reservation sweep, run as a task on its (auto-pipelined) client, releases an expired
+    hold within a few seconds, until cancelled.  (On a plain redis-py client a cancel that lands as a
+    command completes can be lost on Python 3.11, and awaiting the task would hang.)"""
     client = async_client(redis_url, max_connections=2, auto_pipeline=True)
     try:
         account_id = await funded_account(client, 100)
