@@ -88,9 +88,6 @@ class InflightTracker:
         self._lease_ms = _ms(lease)
         self._counts: dict[str, int] = {}
 
-    def counts(self) -> dict[str, int]:
-        return {dep: n for dep, n in self._counts.items() if n > 0}
-
     def started_call(self, dep_id: str) -> ScriptCall:
         """Count a job started now; the Redis write is the returned call, to make among others."""
         self._counts[dep_id] = self._counts.get(dep_id, 0) + 1
