@@ -1,9 +1,9 @@
 """The peer AIOrouter is measured against in the same run: a minimal Starlette + httpx pass-through relay.
 
-This is the issue's "45-line Starlette + httpx pass-through relay, 1 process". ``POST
-/v1/chat/completions`` sends the request body unchanged to the upstream through one shared
-``httpx.AsyncClient`` and answers with the upstream's status and bytes: for ``"stream": true`` a
-``StreamingResponse`` of the upstream body as it arrives, otherwise the JSON body whole. No auth, no
+It is the baseline the targets compare against, in one process. ``POST /v1/chat/completions`` sends the
+request body unchanged to the upstream through one shared ``httpx.AsyncClient`` and answers with the
+upstream's status and bytes: for ``"stream": true`` a ``StreamingResponse`` of the upstream body as it
+arrives, otherwise the JSON body whole. No auth, no
 validation, no retries, nothing parsed but the ``stream`` flag. So that the peer is not handicapped by
 settings AIOrouter does not have, it runs as AIOrouter's ingress does (uvicorn, httptools, uvloop, access
 log off) and its connection pool never makes a request wait.

@@ -1,4 +1,4 @@
-"""The benchmark's scenarios (issue 5) and how long each runs in full and ``--quick`` mode."""
+"""The benchmark's scenarios and how long each runs in full and ``--quick`` mode."""
 
 from __future__ import annotations
 

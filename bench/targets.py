@@ -1,4 +1,4 @@
-"""Issue 5's targets for AIOrouter with 1 ingress + 1 worker process, checked against a suite's runs, and
+"""AIOrouter's performance targets with 1 ingress + 1 worker process, checked against a suite's runs, and
 its key figures beside the pass-through relay's from the same run."""
 
 from __future__ import annotations

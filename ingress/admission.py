@@ -36,7 +36,7 @@ from starlette.types import Scope
 from ingress import api_keys
 from ingress.api_keys import ApiKeyRecord
 from ingress.context import IngressContext
-from ingress.relay import Headers
+from ingress.relay import RawHeaders
 from shared import credits, ratelimit
 from shared.credits import PendingReservation, Reservation
 from shared.errors import AIORouterError, InsufficientQuota, ServiceUnavailable
@@ -64,7 +64,7 @@ class Admitted:
     billing: JobBilling
 
     @property
-    def headers(self) -> Headers:
+    def headers(self) -> RawHeaders:
         """The ``X-RateLimit-*`` headers of the response, as raw ASGI headers."""
         return [(name.lower().encode(), value.encode()) for name, value in self.decision.headers().items()]
 

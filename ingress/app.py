@@ -41,8 +41,10 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
-REDIS_CONNECTIONS = 256  # enough for every request in flight to have its round trip on the wire at once
-REDIS_CONNECTION_WAIT = 10.0  # seconds a request waits for a free connection before its 503
+# Requests share one auto-pipelined connection; the pool behind it serves the reply hub's pub/sub and the
+# commands that cannot share (blocking ones, WATCH), and makes such a command wait for a free connection.
+REDIS_CONNECTIONS = 256
+REDIS_CONNECTION_WAIT = 10.0  # seconds a command waits for a free pool connection before its 503
 
 
 def create_app(settings: Settings) -> Starlette:

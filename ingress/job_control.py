@@ -14,7 +14,7 @@ from rq.job import Job
 from shared import keys
 from shared.errors import ServiceUnavailable
 from shared.jobs import CompletionJob, enqueue_commands
-from shared.rq_bridge import replay
+from shared.redis_commands import replay
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -25,9 +25,10 @@ from shared.events import Frame
 from shared.jobs import CompletionJob
 from shared.settings import Settings
 
-Headers = list[tuple[bytes, bytes]]
+RawHeaders = list[tuple[bytes, bytes]]
+"""Response headers as ASGI sends them: (lower-case name, value) pairs of bytes."""
 
-SSE_HEADERS: Final[Headers] = [
+SSE_HEADERS: Final[RawHeaders] = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
@@ -55,7 +56,7 @@ class CompletionRelay:
         self.finished = False  # the job reached a final state that needs no clean-up
         self.answered = False  # its D frame arrived: the worker charged the request (workers.settlement)
         # Completion headers: X-Automated-Decision now, X-Provider once a worker starts the job.
-        self.headers: Headers = [(b"x-automated-decision", decision.encode())]
+        self.headers: RawHeaders = [(b"x-automated-decision", decision.encode())]
 
     async def enqueue(self) -> int:
         """Put the job on its queue; the queue's length with it."""

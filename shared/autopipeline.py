@@ -1,21 +1,19 @@
-"""Redis commands of many coroutines on one connection, written together: redis-py's API at a fraction
-of its cost.
+"""Redis commands of many coroutines on one connection, written together, behind redis-py's API.
 
 redis-py's asyncio client takes a pooled connection for each command or pipeline, writes it, waits for
 its reply and only then lets the connection serve anyone else: a ``send`` and a ``recv`` system call and
-~50 µs of Python per round trip, for every request in flight (py-spy on a busy ingress:
-``StreamWriter.writelines`` alone ~20%).  :class:`AutoPipelineRedis` is a ``redis.asyncio.Redis`` whose
-commands and pipelines share ONE connection instead:
+the Python around them per round trip, for every request in flight.  :class:`AutoPipelineRedis` is a
+``redis.asyncio.Redis`` whose commands and pipelines share ONE connection instead:
 
     coroutines ──┐  packed by hiredis, queued
                  ├──►  one write at a time  ──►  Redis
     coroutines ──┘  ◄──  replies parsed by hiredis, handed back in order (Redis answers in order)
 
 What is issued in one pass of the event loop leaves in one write; what is issued while a write still
-awaits its replies waits for them and then leaves together, in the next.  On loopback a ``send`` costs
-the kernel's TCP work of both ends (~100-200 µs of system time on this kind of box), so under load the
-writes, not the commands, are what cost: holding a batch while one is on the wire makes each write carry
-more of them, at the price of at most one round trip of delay.
+awaits its replies waits for them and then leaves together, in the next.  A ``send`` costs the kernel's
+TCP work of both ends whatever it carries, so under load the writes, not the commands, are what cost:
+holding a batch while one is on the wire makes each write carry more of them, at the price of at most
+one round trip of delay.
 
 A pipeline's commands stay together on the wire, so ``MULTI``…``EXEC`` blocks never interleave.  Replies
 go through redis-py's own response callbacks and error classes, so callers see exactly what redis-py

@@ -4,7 +4,7 @@ A deployment (one provider serving one upstream model, named by its ``deployment
 
     closed ──N failures within `window`──▶ open ──`cooldown` elapsed──▶ half-open
       ▲                                      ▲                              │ exactly one caller claims
-      └────────── the probe succeeds ────────┴───── the probe fails ────────┘ the probe (`allow`)
+      └────────── the probe succeeds ────────┴───── the probe fails ────────┘ the probe (`allow_call`)
 
 Every transition is one Lua script (``shared/lua/breaker_*.lua``) and every clock is Redis ``TIME``, so
 processes on different hosts agree.  A claimed probe that never reports (its worker died) frees the slot
@@ -30,7 +30,7 @@ from shared.settings import BreakerSettings
 log = logging.getLogger(__name__)
 
 BreakerStatus = Literal["closed", "open", "half-open"]
-Decision = Literal["closed", "probe", "open", "probing"]
+Verdict = Literal["closed", "probe", "open", "probing"]
 
 _RECORD_FAILURE = LuaScript.load("breaker_failure")
 _RECORD_SUCCESS = LuaScript.load("breaker_success")
@@ -48,28 +48,19 @@ def _text(value: bytes | str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Admission:
-    """The answer of :meth:`CircuitBreaker.allow`."""
+class BreakerDecision:
+    """The answer of :meth:`CircuitBreaker.allow_call`."""
 
-    decision: Decision
+    verdict: Verdict
     retry_after: float = 0.0  # seconds until this deployment may admit someone again (when refused)
 
     @property
     def allowed(self) -> bool:
-        return self.decision in ("closed", "probe")
+        return self.verdict in ("closed", "probe")
 
     @property
     def is_probe(self) -> bool:
-        return self.decision == "probe"
-
-
-@dataclass(frozen=True, slots=True)
-class FailureOutcome:
-    """What :meth:`CircuitBreaker.record_failure` left behind."""
-
-    status: Literal["closed", "open"]
-    failures: int  # failures in the window (0 once open: the window restarts after recovery)
-    retry_after: float  # seconds until a probe may go through (0 while closed)
+        return self.verdict == "probe"
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,46 +110,26 @@ class CircuitBreaker:
     def settings(self) -> BreakerSettings:
         return self._settings
 
-    async def allow(self, deployment_id: str) -> Admission:
-        """Whether a request may go to ``deployment_id`` now; in half-open, exactly one caller gets
-        ``probe`` and must report its outcome with :meth:`record_success` or :meth:`record_failure`."""
-        return admission_of(await self._call(self.allow_call(deployment_id)))
-
     def allow_call(self, deployment_id: str) -> ScriptCall:
-        """:meth:`allow` as a call to make among others (its reply goes to :func:`admission_of`)."""
+        """Whether a request may go to ``deployment_id`` now: the script call, to make among others (its
+        reply goes to :func:`decision_of`).  In half-open, exactly one caller gets ``probe`` and must
+        report its outcome with :meth:`record_call`."""
         return ScriptCall(
             _ALLOW,
             [keys.breaker_state(deployment_id), keys.BREAKER_BLOCKED],
             [deployment_id, _ms(self._settings.probe_timeout)],
         )
 
-    async def record_success(self, deployment_id: str) -> Literal["closed", "open"]:
-        """A request to ``deployment_id`` succeeded: a half-open breaker closes."""
-        reply = await self._call(self._success_call(deployment_id))
-        return cast(Literal["closed", "open"], _text(reply))
-
-    async def record_failure(self, deployment_id: str) -> FailureOutcome:
-        """A request to ``deployment_id`` failed in a way that counts against the provider (connect
-        error, timeout, 429, 5xx); the breaker opens when the window holds ``failure_threshold``."""
-        reply = await self._call(self._failure_call(deployment_id))
-        status = cast(Literal["closed", "open"], _text(reply[0]))
-        return FailureOutcome(status, int(reply[1]), int(reply[2]) / 1000)
-
-    async def release_probe(self, deployment_id: str) -> bool:
-        """Give back a claimed probe that proved nothing (cancelled), so the next caller probes at once."""
-        return bool(await self._call(self._release_call(deployment_id)))
-
-    async def record(self, deployment_id: str, error: BaseException | None, *, probe: bool = False) -> None:
-        """Report a finished upstream call (``error`` None: it succeeded) as :func:`outcome_of` says;
-        ``probe``: the call was admitted as the half-open probe (released when it proved nothing)."""
-        call = self.record_call(deployment_id, error, probe=probe)
-        if call is not None:
-            await self._call(call)
-
     def record_call(
         self, deployment_id: str, error: BaseException | None, *, probe: bool = False
     ) -> ScriptCall | None:
-        """:meth:`record` as a call to make among others; None when there is nothing to record."""
+        """Report a finished upstream call (``error`` None: it succeeded) as :func:`outcome_of` says: the
+        script call, to make among others; None when there is nothing to record.
+
+        A failure (connect error, timeout, 429, 5xx) opens the breaker when the window holds
+        ``failure_threshold``; a success closes a half-open breaker.  ``probe``: the call was admitted as
+        the half-open probe, given back when the call proved nothing (cancelled), so the next caller
+        probes at once."""
         outcome = outcome_of(error)
         if outcome == "success":
             return self._success_call(deployment_id)
@@ -195,7 +166,7 @@ class CircuitBreaker:
     async def open_deployments(self) -> dict[str, float]:
         """Deployment id -> seconds until it may admit again, for every deployment routing must skip
         now (cooling down, or its one probe is in flight).  One round trip."""
-        rows = await self._run(_BLOCKED, [keys.BREAKER_BLOCKED], [])
+        rows = await self._call(ScriptCall(_BLOCKED, [keys.BREAKER_BLOCKED], []))
         return {_text(rows[i]): int(rows[i + 1]) / 1000 for i in range(0, len(rows), 2)}
 
     async def views(self, deployment_ids: Iterable[str] = ()) -> list[BreakerView]:
@@ -219,9 +190,6 @@ class CircuitBreaker:
             for dep, state, failures in zip(ids, replies[1::2], replies[2::2], strict=True)
         ]
 
-    async def _run(self, script: LuaScript, script_keys: list[str], args: list[object]) -> Any:
-        return await self._call(ScriptCall(script, script_keys, args))
-
     async def _call(self, call: ScriptCall) -> Any:
         try:
             return await call.run(self._redis)
@@ -229,9 +197,9 @@ class CircuitBreaker:
             raise ServiceUnavailable("Circuit breaker state is unavailable.") from exc
 
 
-def admission_of(reply: Any) -> Admission:
-    """The :class:`Admission` an ``allow`` script call answered."""
-    return Admission(cast(Decision, _text(reply[0])), int(reply[1]) / 1000)
+def decision_of(reply: Any) -> BreakerDecision:
+    """The :class:`BreakerDecision` an ``allow`` script call answered."""
+    return BreakerDecision(cast(Verdict, _text(reply[0])), int(reply[1]) / 1000)
 
 
 def _view(

@@ -4,10 +4,12 @@ Each account's credit hash (:func:`shared.keys.credit_balance`) holds ``balance`
 ``reserved`` (held by open reservations) and ``spent``; what a new request may use is
 ``balance - reserved``.  The life of one request's credit:
 
-1. :func:`reserve` holds its worst-case cost (:func:`worst_case_cost`) atomically, or raises
-   :class:`InsufficientQuota` (402) — before anything is queued.
-2. :func:`settle` charges the actual cost (never more than was held) and releases the rest;
-   :func:`release` (failure, cancellation) releases it all.  Both are idempotent.
+1. Admission holds its worst-case cost atomically (:class:`PendingReservation`, see
+   :mod:`ingress.admission`), or refuses it with :class:`InsufficientQuota` (402) — before anything is
+   queued.
+2. The worker that answers charges the actual cost, never more than was held, and releases the rest
+   (:func:`settle_call`, in the round trip that publishes the answer); :func:`release` (failure,
+   cancellation) releases it all.  Both are idempotent.
 3. A reservation nobody settles (its process died) is released by :func:`sweep_expired` once its
    deadline (:func:`reservation_ttl`) has passed.
 
@@ -23,7 +25,6 @@ an fsync per write), keep RDB snapshots as backups, and never let it evict keys
 
 from __future__ import annotations
 
-import asyncio
 import math
 import secrets
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ _SETTLE = LuaScript.load("credit_settle")
 _EXPIRE = LuaScript.load("credit_expire")
 _ADD = LuaScript.load("credit_add")
 
-Outcome = Literal["settled", "late", "already", "unknown"]
+SettleOutcome = Literal["settled", "late", "already", "unknown"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +100,7 @@ class Reservation:
 
 @dataclass(frozen=True, slots=True)
 class Settlement:
-    outcome: Outcome
+    outcome: SettleOutcome
     charged: int  # micro-USD taken from the balance
 
 
@@ -154,11 +155,6 @@ def max_completion_tokens(settings: Settings, model: ModelEntry, body: dict[str,
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return min(value, model.context_length)
     return min(settings.credit_default_max_tokens, model.context_length)
-
-
-def worst_case_cost(settings: Settings, model: ModelEntry, body: dict[str, Any]) -> int:
-    """The most a request can cost: estimated prompt plus its completion cap, at the model's prices."""
-    return cost_micros(model, estimate_prompt_tokens(body), max_completion_tokens(settings, model, body))
 
 
 def reservation_ttl(settings: Settings) -> float:
@@ -246,16 +242,6 @@ async def ledger(redis: aredis.Redis, account_id: str, *, count: int = 100) -> l
 # --- reservations ------------------------------------------------------------------------------------
 
 
-async def reserve(
-    redis: aredis.Redis, settings: Settings, account_id: str, amount: int, *, ttl: float | None = None
-) -> Reservation:
-    """Hold ``amount`` micro-USD of the account's available credit, or raise 402 ``insufficient_quota``.
-
-    The hold lasts ``ttl`` seconds at most (default :func:`reservation_ttl`) unless settled first."""
-    pending = PendingReservation.prepare(settings, account_id, amount, ttl=ttl)
-    return pending.outcome(await pending.call.run(redis))
-
-
 @dataclass(frozen=True, slots=True)
 class PendingReservation:
     """A reservation about to be made: its script call (to make alone or among others in one round
@@ -270,6 +256,8 @@ class PendingReservation:
     def prepare(
         cls, settings: Settings, account_id: str, amount: int, *, ttl: float | None = None
     ) -> PendingReservation:
+        """Hold ``amount`` micro-USD of the account's available credit for ``ttl`` seconds at most
+        (default :func:`reservation_ttl`) unless settled first."""
         if amount < 0:
             raise ValueError(f"cannot reserve a negative amount ({amount})")
         reservation_id = "res_" + secrets.token_hex(12)
@@ -296,25 +284,6 @@ class PendingReservation:
         return Reservation(
             id=self.id, account_id=self.account_id, amount=self.amount, deadline_ms=int(deadline)
         )
-
-
-async def reserve_for_request(
-    redis: aredis.Redis, settings: Settings, account_id: str, model: ModelEntry, body: dict[str, Any]
-) -> Reservation:
-    """Hold a completion request's worst-case cost; call it before enqueueing, and put
-    :meth:`Reservation.to_wire` in the job so that whoever finishes the request can settle it."""
-    return await reserve(redis, settings, account_id, worst_case_cost(settings, model, body))
-
-
-async def settle_usage(
-    redis: aredis.Redis,
-    reservation: Reservation,
-    model: ModelEntry,
-    prompt_tokens: int,
-    completion_tokens: int,
-) -> Settlement:
-    """Settle a reservation to the cost of the tokens a completion actually used."""
-    return await settle(redis, reservation, cost_micros(model, prompt_tokens, completion_tokens))
 
 
 async def settle(redis: aredis.Redis, reservation: Reservation, actual: int) -> Settlement:
@@ -369,14 +338,7 @@ async def sweep_expired(redis: aredis.Redis, *, batch: int = 500) -> int:
     return released
 
 
-async def sweep_forever(redis: aredis.Redis, *, interval: float = 5.0) -> None:
-    """Run :func:`sweep_expired` every ``interval`` seconds until cancelled (one task per process)."""
-    while True:
-        await sweep_expired(redis)
-        await asyncio.sleep(interval)
-
-
-def _outcome(value: Any) -> Outcome:
+def _outcome(value: Any) -> SettleOutcome:
     text = _text(value)
     for known in ("settled", "late", "already", "unknown"):
         if text == known:

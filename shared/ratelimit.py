@@ -7,7 +7,7 @@ next request, and a suspended account is refused in the same round trip.
 
 A limit of N per minute admits a burst of N, then one more every 60/N seconds.  A plan may also limit
 tokens per minute: a request is then counted for its estimated tokens (prompt estimate + completion
-cap), admitted only if both limits have room, and :func:`refund_tokens` gives back what it did not use.
+cap), admitted only if both limits have room, and :func:`refund_call` gives back what it did not use.
 The :class:`RateLimitDecision` carries the ``X-RateLimit-*`` headers, and ``Retry-After`` when refused.
 """
 
@@ -16,8 +16,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Any
-
-import redis.asyncio as aredis
 
 from shared import keys
 from shared.errors import AuthenticationError, RateLimitExceeded
@@ -87,28 +85,6 @@ def plan_table(settings: Settings) -> list[str | int]:
     ]
 
 
-async def check_request(
-    redis: aredis.Redis,
-    settings: Settings,
-    *,
-    account_id: str,
-    key_plan: str,
-    api_key_digest: str | None = None,
-    tokens: int = 0,
-) -> RateLimitDecision:
-    """Count one request against the account's limits and decide; the caller sends ``decision.headers()``.
-
-    ``key_plan`` (the API key's plan) decides the limits when the account has no record or names a plan
-    the settings do not know.  ``api_key_digest`` names the key whose ``last_used`` an admitted request
-    sets.  ``tokens`` is the request's estimated tokens, counted if the plan limits tokens.  A suspended
-    account raises :class:`AuthenticationError` (``account_suspended``).
-    """
-    call = check_call(
-        settings, account_id=account_id, key_plan=key_plan, api_key_digest=api_key_digest, tokens=tokens
-    )
-    return decision_from_reply(await call.run(redis))
-
-
 def check_call(
     settings: Settings,
     *,
@@ -117,8 +93,14 @@ def check_call(
     api_key_digest: str | None = None,
     tokens: int = 0,
 ) -> ScriptCall:
-    """The script call behind :func:`check_request`, to make among others in one round trip
-    (:func:`shared.lua.run_together`); :func:`decision_from_reply` reads its reply."""
+    """Count one request against the account's limits: the script call, to make among others in one
+    round trip (:func:`shared.lua.run_together`); :func:`decision_from_reply` reads its reply, and the
+    caller sends ``decision.headers()``.
+
+    ``key_plan`` (the API key's plan) decides the limits when the account has no record or names a plan
+    the settings do not know.  ``api_key_digest`` names the key whose ``last_used`` an admitted request
+    sets.  ``tokens`` is the request's estimated tokens, counted if the plan limits tokens.
+    """
     fallback = _plan(settings, key_plan)
     script_keys = [
         keys.account(account_id),
@@ -168,15 +150,6 @@ def decision_from_reply(reply: Any) -> RateLimitDecision:
     )
 
 
-async def refund_tokens(
-    redis: aredis.Redis, settings: Settings, *, account_id: str, plan: str, tokens: int
-) -> None:
-    """Give back ``tokens`` a request was counted for but did not use (``plan`` as its decision named)."""
-    call = refund_call(account_id, tokens=tokens, interval_us=token_interval_us(settings, plan))
-    if call is not None:
-        await call.run(redis)
-
-
 def token_interval_us(settings: Settings, plan: str) -> int:
     """Microseconds one token weighs in ``plan``'s token limit; 0 when the plan limits no tokens."""
     limit = _plan(settings, plan).tokens_per_minute
@@ -184,7 +157,8 @@ def token_interval_us(settings: Settings, plan: str) -> int:
 
 
 def refund_call(account_id: str, *, tokens: int, interval_us: int) -> ScriptCall | None:
-    """The script call behind :func:`refund_tokens` (None when there is nothing to give back)."""
+    """Give back ``tokens`` a request was counted for but did not use, at ``interval_us`` per token
+    (:func:`token_interval_us` of the plan its decision named); None when there is nothing to give back."""
     if interval_us <= 0 or tokens <= 0:
         return None
     return ScriptCall(_REFUND, [keys.rate_limit(account_id, "tokens")], [tokens, interval_us])

@@ -1,10 +1,11 @@
-"""asyncio Redis clients for the hot path: a blocking pool, and commands packed by hiredis.
+"""asyncio Redis clients for the hot path: a blocking pool, commands packed by hiredis, and optionally
+auto-pipelined (:mod:`shared.autopipeline`).
 
-redis-py's asyncio connection packs every command in Python (~8 µs for a six-argument ``HSET``) even when
-hiredis is installed, where it only parses replies; a job's ~50 commands cost a worker ~0.4 ms of CPU
-that way.  :class:`HiredisPackingConnection` packs with ``hiredis.pack_command`` (~1 µs) and falls back to
-redis-py for anything hiredis refuses.  The pool blocks when all its connections are busy: the default
-one raises ``MaxConnectionsError`` instead.
+redis-py's asyncio connection packs every command in Python even when hiredis is installed, where it
+only parses replies, and a job sends dozens of commands.  :class:`HiredisPackingConnection` packs them
+in C with ``hiredis.pack_command``, byte-for-byte the same, and falls back to redis-py for anything
+hiredis refuses.  The pool blocks when all its connections are busy: the default one raises
+``MaxConnectionsError`` instead.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Workers write, ingresses read, Redis holds it (every clock is Redis ``TIME``):
 - **in-flight jobs** per deployment, counted per worker with a lease (:class:`InflightTracker`): a worker
   killed with ``-9`` stops renewing its lease and its jobs stop counting within ``worker_dead_after``;
 - **queue depth** of each pool: ``LLEN`` of its rq queue;
-- **time to first token** per deployment, an exponentially decayed average (:func:`record_ttft`) that is
+- **time to first token** per deployment, an exponentially decayed average (:func:`ttft_call`) that is
   forgotten after ``latency_ttl`` without samples.
 
 :func:`order_deployments` is pure: given a model, the deployments to skip (breaker open, queue full) and
@@ -75,11 +75,11 @@ class DeploymentStats:
 class InflightTracker:
     """One worker process' running jobs per deployment, mirrored in Redis under a lease.
 
-    Call :meth:`job_started` / :meth:`job_finished` around each job (in a ``finally``), and :meth:`renew`
-    on every heartbeat, with a lease longer than the heartbeat interval (typically ``worker_dead_after``).
-    Starts and finishes are increments, so their order on the wire does not matter; the local counts are
-    the truth and :meth:`renew` re-asserts them, so a lost update heals on the next heartbeat (and a
-    count nobody renews expires with its lease).
+    Make :meth:`started_call` / :meth:`finished_call` around each job (the latter in a ``finally``), and
+    :meth:`renew` on every heartbeat, with a lease longer than the heartbeat interval (typically
+    ``worker_dead_after``).  Starts and finishes are increments, so their order on the wire does not
+    matter; the local counts are the truth and :meth:`renew` re-asserts them, so a lost update heals on
+    the next heartbeat (and a count nobody renews expires with its lease).
     """
 
     def __init__(self, redis: aredis.Redis, worker_name: str, lease: float) -> None:
@@ -87,17 +87,6 @@ class InflightTracker:
         self._worker = worker_name
         self._lease_ms = _ms(lease)
         self._counts: dict[str, int] = {}
-
-    def counts(self) -> dict[str, int]:
-        return {dep: n for dep, n in self._counts.items() if n > 0}
-
-    async def job_started(self, dep_id: str) -> None:
-        await self._run(self.started_call(dep_id))
-
-    async def job_finished(self, dep_id: str) -> None:
-        call = self.finished_call(dep_id)
-        if call is not None:
-            await self._run(call)
 
     def started_call(self, dep_id: str) -> ScriptCall:
         """Count a job started now; the Redis write is the returned call, to make among others."""
@@ -144,19 +133,9 @@ class InflightTracker:
             raise _unavailable() from exc
 
 
-async def record_ttft(
-    redis: aredis.Redis, dep_id: str, seconds: float, settings: RoutingStatsSettings
-) -> float:
-    """Fold one time-to-first-token sample into the deployment's decayed average; returns it (seconds)."""
-    try:
-        reply = await ttft_call(dep_id, seconds, settings).run(redis)
-    except RedisError as exc:
-        raise _unavailable() from exc
-    return float(reply) / 1000
-
-
 def ttft_call(dep_id: str, seconds: float, settings: RoutingStatsSettings) -> ScriptCall:
-    """:func:`record_ttft` as a call to make among others (its reply is the average, in milliseconds)."""
+    """Fold one time-to-first-token sample into the deployment's decayed average: the script call, to
+    make among others (its reply is the average, in milliseconds)."""
     args = [round(seconds * 1000, 3), settings.latency_alpha, _ms(settings.latency_ttl)]
     return ScriptCall(_TTFT, [keys.ttft_stats(dep_id)], args)
 

@@ -2,18 +2,19 @@
 
 rq's methods take a ``pipeline`` argument and only queue commands on it.  We hand them a
 :func:`recording_pipeline` (a sync redis-py pipeline whose client refuses to connect), collect what rq
-queued, and :func:`replay` it on an asyncio pipeline: one round trip, and the keys, fields and TTLs are
-exactly rq's, so ``rq info``, rq-dashboard and rq's registry clean-up keep telling the truth.
+queued (:func:`recorded`), and replay it on an asyncio pipeline (:func:`shared.redis_commands.replay`):
+one round trip, and the keys, fields and TTLs are exactly rq's, so ``rq info``, rq-dashboard and rq's
+registry clean-up keep telling the truth.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis
-import redis.asyncio as aredis
 from redis.client import Pipeline
+
+from shared.redis_commands import Command
 
 
 class _NoConnectionPool(redis.ConnectionPool):
@@ -26,8 +27,6 @@ class _NoConnectionPool(redis.ConnectionPool):
 RECORDING_CLIENT = redis.Redis(connection_pool=_NoConnectionPool())
 """A sync client for rq objects that only ever record (it holds no connection and no state)."""
 
-Command = tuple[tuple[Any, ...], dict[str, Any]]
-
 
 def recording_pipeline() -> Pipeline:
     return RECORDING_CLIENT.pipeline(transaction=False)
@@ -36,13 +35,3 @@ def recording_pipeline() -> Pipeline:
 def recorded(pipeline: Pipeline) -> list[Command]:
     """The commands rq queued on a recording pipeline."""
     return [(tuple(args), dict(options)) for args, options in pipeline.command_stack]
-
-
-def replay(target: aredis.client.Pipeline, commands: Iterable[Command]) -> None:
-    """Queue recorded commands on an asyncio pipeline (the caller executes it)."""
-    for args, options in commands:
-        target.execute_command(*args, **options)
-
-
-def command_names(commands: Sequence[Command]) -> list[str]:
-    return [str(args[0]) for args, _ in commands]

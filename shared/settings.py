@@ -62,10 +62,6 @@ class ProviderSettings:
     # Simulated provider only: tokens per second per stream (0 = as fast as possible).
     tokens_per_second: float = 0.0
 
-    @property
-    def queue_name(self) -> str:
-        return self.name
-
 
 @dataclass(frozen=True, slots=True)
 class Deployment:

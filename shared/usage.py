@@ -1,9 +1,10 @@
 """Usage: one record per request, and per-day per-model totals for reports.
 
-:func:`record_usage` appends the record to the account's stream and to the operators' stream (both
+:func:`queue_usage` appends the record to the account's stream and to the operators' stream (both
 trimmed, ``XADD MAXLEN ~``) and adds it to the account's hash for that UTC day
-(:func:`shared.keys.usage_daily`, fields ``<model>|<counter>``), all in one transaction.  The day hashes
-expire after :data:`shared.keys.USAGE_DAILY_TTL`.
+(:func:`shared.keys.usage_daily`, fields ``<model>|<counter>``); a worker sends these commands in the
+round trip that publishes the job's final frame.  The day hashes expire after
+:data:`shared.keys.USAGE_DAILY_TTL`.
 """
 
 from __future__ import annotations
@@ -80,16 +81,9 @@ class DailyModelUsage:
         return asdict(self)
 
 
-async def record_usage(redis: aredis.Redis, record: UsageRecord) -> None:
-    """Append one request's record and add it to its day's totals, in one transaction."""
-    async with redis.pipeline(transaction=True) as pipe:
-        queue_usage(pipe, record)
-        await pipe.execute()
-
-
 def queue_usage(pipe: redis.client.Pipeline | aredis.client.Pipeline, record: UsageRecord) -> None:
-    """Queue the commands of :func:`record_usage` on ``pipe`` (asyncio, or a recording pipeline whose
-    commands ride along with others, see :mod:`shared.rq_bridge`)."""
+    """Queue the commands that append one request's record and add it to its day's totals on ``pipe``
+    (asyncio, or a recording pipeline whose commands ride along with others, see :mod:`shared.rq_bridge`)."""
     daily_key = keys.usage_daily(record.account_id, record.day)
     entry = record.to_fields()
     increments = {

@@ -21,7 +21,8 @@ from rq.utils import now, utcformat
 from rq.worker.base import WorkerStatus
 
 from shared import keys
-from shared.rq_bridge import RECORDING_CLIENT, Command, recorded, recording_pipeline
+from shared.redis_commands import Command
+from shared.rq_bridge import RECORDING_CLIENT, recorded, recording_pipeline
 from shared.serialization import OrjsonSerializer
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ import redis.asyncio as aredis
 from shared import events
 from shared.errors import AIORouterError, UpstreamError, UpstreamUnavailable
 from shared.jobs import CompletionJob
-from shared.rq_bridge import Command
+from shared.redis_commands import Command
 from shared.serialization import dumps
 from shared.settings import load_settings
 from workers import settlement
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class JobEnding:
     """How a job ended: the final frame to publish and what rq records as the job's result."""
 
     kind: bytes
@@ -49,7 +49,7 @@ class Outcome:
         return {"finish_reason": self.meta.get("finish_reason"), "usage": self.meta.get("usage")}
 
     @classmethod
-    def failed(cls, error: AIORouterError, *, retryable: bool = False) -> Outcome:
+    def failed(cls, error: AIORouterError, *, retryable: bool = False) -> JobEnding:
         """``retryable``: nothing reached the client and another deployment may serve the request."""
         return cls(events.ERROR, {**error.to_event(), "retryable": retryable}, error=error)
 
@@ -60,32 +60,34 @@ async def complete(
     publisher: FramePublisher,
     *,
     worker_name: str,
-    final_commands: Callable[[Outcome], Sequence[Command]] = lambda outcome: (),
-    closing_commands: Callable[[CompletionJob], Sequence[Command]] = lambda job: (),
-) -> Outcome:
-    """Run ``job`` to its final frame, published together with ``final_commands(outcome)``, the
-    adapter's ``closing_commands(job)`` (:meth:`GuardedProvider.closing_commands`) and the request's
-    charge and usage record (:mod:`workers.settlement`)."""
+    bookkeeping_commands: Callable[[JobEnding], Sequence[Command]] = lambda ending: (),
+    guard_commands: Callable[[CompletionJob], Sequence[Command]] = lambda job: (),
+) -> JobEnding:
+    """Run ``job`` to its final frame, published in one round trip with three kinds of writes: rq's
+    bookkeeping of the job (``bookkeeping_commands(ending)``: registries, status, result), the guard's
+    writes held back for a job that ended well (``guard_commands(job)``: in-flight count, breaker,
+    time to first token; :meth:`GuardedProvider.guard_commands`) and the request's billing (charge,
+    token refund, usage record; :func:`workers.settlement.billing_commands`)."""
     publisher.start({"provider": job.provider, "worker": worker_name, "upstream_model": job.upstream_model})
     try:
-        outcome = await (_stream(job, adapter, publisher) if job.stream else _collect(job, adapter))
+        ending = await (_stream(job, adapter, publisher) if job.stream else _collect(job, adapter))
     except AIORouterError as exc:
         retryable = isinstance(exc, UpstreamUnavailable) and not publisher.content_queued
-        outcome = Outcome.failed(exc, retryable=retryable)
+        ending = JobEnding.failed(exc, retryable=retryable)
     except Exception:  # a bug in an adapter must still end the request with an error frame
         log.exception("job %s: unexpected error", job.request_id)
-        outcome = Outcome.failed(UpstreamError("The worker failed while calling the upstream provider."))
+        ending = JobEnding.failed(UpstreamError("The worker failed while calling the upstream provider."))
     # Shielded: once rq's final bookkeeping is built it must land together with its frame.
     commands = [
-        *final_commands(outcome),
-        *closing_commands(job),
-        *settlement.closing_commands(job, error=outcome.error, token_usage=outcome.meta.get("usage")),
+        *bookkeeping_commands(ending),
+        *guard_commands(job),
+        *settlement.billing_commands(job, error=ending.error, token_usage=ending.meta.get("usage")),
     ]
-    await asyncio.shield(publisher.finish(outcome.kind, outcome.meta, outcome.payload, commands))
-    return outcome
+    await asyncio.shield(publisher.finish(ending.kind, ending.meta, ending.payload, commands))
+    return ending
 
 
-async def _stream(job: CompletionJob, adapter: ProviderAdapter, publisher: FramePublisher) -> Outcome:
+async def _stream(job: CompletionJob, adapter: ProviderAdapter, publisher: FramePublisher) -> JobEnding:
     writer = ChunkWriter(job)
     usage: Usage | None = None
     parts = 0
@@ -101,10 +103,10 @@ async def _stream(job: CompletionJob, adapter: ProviderAdapter, publisher: Frame
     tail = (
         events.sse_data(writer.usage_chunk(usage)) + events.SSE_DONE if job.include_usage else events.SSE_DONE
     )
-    return Outcome(events.DONE, {"usage": usage.to_dict(), "finish_reason": writer.finish_reason}, tail)
+    return JobEnding(events.DONE, {"usage": usage.to_dict(), "finish_reason": writer.finish_reason}, tail)
 
 
-async def _collect(job: CompletionJob, adapter: ProviderAdapter) -> Outcome:
+async def _collect(job: CompletionJob, adapter: ProviderAdapter) -> JobEnding:
     assembler = MessageAssembler(job)
     usage: Usage | None = None
     parts = 0
@@ -116,7 +118,7 @@ async def _collect(job: CompletionJob, adapter: ProviderAdapter) -> Outcome:
         raise UpstreamError("The upstream stream ended without a finish reason.")
     usage = usage or Usage(count_prompt_tokens(job.body), parts)
     body = assembler.body(usage)
-    return Outcome(
+    return JobEnding(
         events.DONE, {"usage": usage.to_dict(), "finish_reason": assembler.finish_reason}, dumps(body)
     )
 
@@ -132,10 +134,10 @@ async def _run_standalone(job: CompletionJob) -> dict[str, Any]:
     adapter = make_adapter(settings.provider(job.provider))
     try:
         publisher = FramePublisher(redis, job.reply_to, job.request_id)
-        outcome = await complete(job, adapter, publisher, worker_name="rq")
+        ending = await complete(job, adapter, publisher, worker_name="rq")
     finally:
         await adapter.aclose()
         await redis.aclose()
-    if outcome.error is not None:
-        raise outcome.error
-    return outcome.summary()
+    if ending.error is not None:
+        raise ending.error
+    return ending.summary()

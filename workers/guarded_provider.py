@@ -3,8 +3,8 @@ same-deployment retries; it also writes the routing statistics the ingress reads
 
 Per job, around the wrapped adapter's stream:
 
-    provider caps slot  →  breaker.allow(deployment) + in-flight +1 (one round trip)  →  attempts
-    →  in-flight -1 + breaker.record(outcome, probe) + TTFT sample (one round trip; after a success,
+    provider caps slot  →  breaker.allow_call(deployment) + in-flight +1 (one round trip)  →  attempts
+    →  in-flight -1 + breaker.record_call(outcome, probe) + TTFT sample (one round trip; after a success,
        with ``defer_success_writes``, in the job's final round trip instead)  →  slot released
 
 A refused breaker or a full provider fails the job with :class:`~shared.errors.UpstreamUnavailable`
@@ -28,12 +28,12 @@ from typing import Any
 import redis.asyncio as aredis
 from redis.exceptions import RedisError
 
-from shared.breaker import CircuitBreaker, admission_of
+from shared.breaker import CircuitBreaker, decision_of
 from shared.errors import AIORouterError, ServiceUnavailable, UpstreamUnavailable
 from shared.jobs import CompletionJob
 from shared.lua import ScriptCall, run_together
+from shared.redis_commands import Command
 from shared.routing_state import InflightTracker, deployment_id, ttft_call
-from shared.rq_bridge import Command
 from shared.settings import Deployment, ProviderSettings, RoutingStatsSettings, Settings
 from workers.provider_caps import ProviderCaps
 from workers.providers.base import Delta, ProviderAdapter
@@ -66,7 +66,7 @@ class GuardedProvider:
         self._stats = stats
         self._rand = rand
         self._defer_success_writes = defer_success_writes
-        self._deferred: dict[str, list[ScriptCall]] = {}  # by job id, until closing_commands() takes them
+        self._deferred: dict[str, list[ScriptCall]] = {}  # by job id, until guard_commands() takes them
 
     async def aclose(self) -> None:
         await self._adapter.aclose()
@@ -82,15 +82,15 @@ class GuardedProvider:
     async def stream(self, job: CompletionJob) -> AsyncIterator[Delta]:
         dep = deployment_id(Deployment(job.provider, job.upstream_model))
         async with self._caps.slot(job.request_id):
-            # One round trip: the breaker's admission and the in-flight count (taken back if refused).
+            # One round trip: the breaker's decision and the in-flight count (taken back if refused).
             reply, _ = await self._together([self._breaker.allow_call(dep), self._inflight.started_call(dep)])
-            admission = admission_of(reply)
-            if not admission.allowed:
+            decision = decision_of(reply)
+            if not decision.allowed:
                 await asyncio.shield(self._finish(dep, None, probe=False, record=False))
                 raise UpstreamUnavailable(
                     f"Deployment {dep!r} is cooling down after repeated failures.",
                     code="circuit_open",
-                    headers={"Retry-After": str(max(1, round(admission.retry_after + 0.5)))},
+                    headers={"Retry-After": str(max(1, round(decision.retry_after + 0.5)))},
                 )
             error: BaseException | None = None
             ttft: list[float] = []
@@ -102,11 +102,11 @@ class GuardedProvider:
                 raise
             finally:
                 if error is None and self._defer_success_writes:  # complete()'s final round trip takes them
-                    self._deferred[job.request_id] = self._finish_calls(dep, None, admission.is_probe, ttft)
+                    self._deferred[job.request_id] = self._finish_calls(dep, None, decision.is_probe, ttft)
                 else:
-                    await asyncio.shield(self._finish(dep, error, probe=admission.is_probe, ttft=ttft))
+                    await asyncio.shield(self._finish(dep, error, probe=decision.is_probe, ttft=ttft))
 
-    def closing_commands(self, job: CompletionJob) -> list[Command]:
+    def guard_commands(self, job: CompletionJob) -> list[Command]:
         """The writes of a job that ended well (in-flight -1, the breaker's success, the TTFT sample),
         held back with ``defer_success_writes`` to ride in the round trip that publishes the job's final
         frame; empty otherwise.  Call once, when that frame's commands are built."""

@@ -2,8 +2,8 @@
 
 The ingress watchdog ends a request with 503 ``worker_lost`` once its worker's liveness key
 (:func:`shared.keys.worker_alive`) expires, ``worker_dead_after`` after the last refresh.  Refreshed from
-the event loop, that key expired whenever the loop fell behind by a few seconds, as it does under a
-burst of thousands of streams, and the ingress failed requests the worker was still serving.
+the event loop, that key would expire whenever the loop fell behind by a few seconds, as it can under a
+burst of thousands of streams, and the ingress would fail requests the worker is still serving.
 
 :class:`LivenessBeacon` refreshes it from a thread with its own connection, every
 ``worker_heartbeat_interval``, as long as the loop keeps turning: the loop stamps the time on every turn

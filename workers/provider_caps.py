@@ -41,9 +41,6 @@ class ProviderCaps:
     def enabled(self) -> bool:
         return self._provider.max_concurrency > 0 or self._provider.requests_per_minute > 0
 
-    def held(self) -> frozenset[str]:
-        return frozenset(self._held)
-
     @contextlib.asynccontextmanager
     async def slot(self, job_id: str) -> AsyncIterator[None]:
         """Hold one of the provider's slots for the block; raises UpstreamUnavailable when none frees up

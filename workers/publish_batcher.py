@@ -1,10 +1,10 @@
 """One pipeline for the frames of many jobs: the worker's Redis writes per round trip, not per job.
 
 Every job of a worker publishes its own frames (``S``, ``C``…, ``D``/``E`` with rq's bookkeeping).  Sent
-one job at a time, each is a write system call and a reply to read: at 16 streams that was the largest
-single cost of the worker (py-spy: ``StreamWriter.writelines`` ~15%).  :class:`PublishBatcher` queues
-what every job submits and sends it in one pipeline; what is submitted while that pipeline is on the
-wire goes out in the next one.  Batches go out one after another, so each job's frames keep the order in
+one job at a time, each would be a pipeline of its own to build, send and read back, so a worker's Redis
+work would grow with the number of its streams.  :class:`PublishBatcher` queues what every job submits
+and sends it in one pipeline; what is submitted while that pipeline is on the wire goes out in the next
+one.  Batches go out one after another, so each job's frames keep the order in
 which they were submitted; a job's command that Redis rejects fails that job's submission only.
 """
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import redis.asyncio as aredis
 from redis.exceptions import RedisError
 
-from shared.rq_bridge import Command, replay
+from shared.redis_commands import Command, replay
 
 
 @dataclass(slots=True)

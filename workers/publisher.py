@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 
 from shared import events
 from shared.errors import ServiceUnavailable
-from shared.rq_bridge import Command, replay
+from shared.redis_commands import Command, replay
 from workers.publish_batcher import PublishBatcher
 
 
@@ -46,7 +46,7 @@ class FramePublisher:
 
     def start(self, meta: dict[str, Any]) -> None:
         """Publish the ``S`` frame, the first one, without waiting for it: the job's next round trips
-        (the breaker's admission, the upstream call) overlap it; chunks queue behind it.  A failure
+        (the breaker's decision, the upstream call) overlap it; chunks queue behind it.  A failure
         surfaces from the next call (:meth:`send_chunks`, :meth:`flush`, :meth:`finish`)."""
         frame = self._frame(events.START, meta)
         self._in_flight = asyncio.get_running_loop().create_task(self._drain(first=frame))

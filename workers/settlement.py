@@ -1,6 +1,6 @@
 """Settlement: when a job ends, charge its account for what it used and record the attempt's usage.
 
-:func:`closing_commands` builds, for a job that ended with a status and (on success) its token usage:
+:func:`billing_commands` builds, for a job that ended with a status and (on success) its token usage:
 
 - on success, the settlement of the request's credit reservation (:class:`~shared.job_billing.JobBilling`):
   its tokens at the prices quoted at admission, never more than was held, the rest released; and the
@@ -27,10 +27,11 @@ from shared import credits, ratelimit, usage
 from shared.errors import AIORouterError
 from shared.job_billing import JobBilling
 from shared.jobs import CompletionJob
-from shared.rq_bridge import Command, recorded, recording_pipeline
+from shared.redis_commands import Command
+from shared.rq_bridge import recorded, recording_pipeline
 
 
-def closing_commands(
+def billing_commands(
     job: CompletionJob,
     *,
     error: AIORouterError | None,

@@ -36,12 +36,12 @@ from shared import events, keys
 from shared.errors import AIORouterError, UpstreamTimeout, WorkerLost
 from shared.jobs import CompletionJob
 from shared.redis_client import async_client
-from shared.rq_bridge import Command, replay
+from shared.redis_commands import Command, replay
 from shared.serialization import OrjsonSerializer
 from shared.settings import Settings
 from workers import bookkeeping, stop_requests
 from workers.bookkeeping import StartedJob
-from workers.completion import Outcome, complete
+from workers.completion import JobEnding, complete
 from workers.guarded_provider import GuardedProvider, guarded_provider
 from workers.liveness import LivenessBeacon
 from workers.providers import make_adapter
@@ -56,7 +56,7 @@ DEQUEUE_BATCH = 32  # at most this many jobs taken by one pipelined round trip a
 MAINTENANCE_INTERVAL = 30.0  # seconds between runs of rq's registry clean-up
 SHUTDOWN_GRACE = 30.0  # seconds in-flight jobs get to finish after SIGTERM
 _RETRY_PAUSE = 1.0
-_CONNECTION_WAIT = 20.0  # seconds a job waits for a free Redis connection (redis-py's default)
+_CONNECTION_WAIT = 20.0  # seconds a command that cannot share the auto-pipelined connection waits for one
 
 
 @dataclass(slots=True)
@@ -65,7 +65,7 @@ class _Run:
 
     job_id: str
     started: StartedJob | None = None
-    task: asyncio.Task[Outcome] | None = None
+    task: asyncio.Task[JobEnding] | None = None
     stop_reason: str = ""  # "cancelled" (client went away), "shutdown" or "timeout" (rq's job timeout)
     finalized: bool = False
 
@@ -137,8 +137,8 @@ class AsyncWorker(BaseWorker):
         handled = _handle_signals(loop, self.request_stop)
         self._redis = _client(self.settings, max_connections=max(4, min(self.concurrency, 64)))
         self._batcher = PublishBatcher(self._redis)
-        # Heartbeats get their own connection: behind thousands of jobs' writes waiting for one of the
-        # shared pool's, a beat came too late and the ingress took a busy worker for dead.
+        # Heartbeats get a connection of their own, so that a beat never queues behind the jobs' writes on
+        # the shared one: a late beat makes the ingress take a busy worker for dead.
         self._heartbeat_redis = _client(self.settings, max_connections=1)
         self._blocking = async_client(
             self.settings.redis_url, max_connections=1, socket_timeout=DEQUEUE_TIMEOUT + 10
@@ -149,7 +149,7 @@ class AsyncWorker(BaseWorker):
             self.settings,
             pool=self.pool,
             worker_name=self.name,
-            defer_success_writes=True,  # complete() sends them with the final frame: closing_commands
+            defer_success_writes=True,  # complete() sends them with the final frame: guard_commands
         )
         await asyncio.to_thread(self._register_birth)
         beacon = LivenessBeacon(
@@ -325,12 +325,10 @@ class AsyncWorker(BaseWorker):
             return
         publisher = FramePublisher(self._redis, job.reply_to, job.request_id, self._batcher)
 
-        def final_commands(outcome: Outcome) -> list[Command]:
-            if outcome.error is None:
-                return bookkeeping.success_commands(
-                    self, started, outcome.summary(), idle=self._last_one(run)
-                )
-            reason = f"{type(outcome.error).__name__}: {outcome.error.message}"
+        def bookkeeping_commands(ending: JobEnding) -> list[Command]:
+            if ending.error is None:
+                return bookkeeping.success_commands(self, started, ending.summary(), idle=self._last_one(run))
+            reason = f"{type(ending.error).__name__}: {ending.error.message}"
             return bookkeeping.failure_commands(
                 self, started, reason, stopped=False, idle=self._last_one(run)
             )
@@ -342,8 +340,8 @@ class AsyncWorker(BaseWorker):
                 adapter,
                 publisher,
                 worker_name=self.name,
-                final_commands=final_commands,
-                closing_commands=adapter.closing_commands,
+                bookkeeping_commands=bookkeeping_commands,
+                guard_commands=adapter.guard_commands,
             )
         )
         limit = started.job.timeout

@@ -21,7 +21,7 @@ from typing import Any
 import redis.asyncio as aredis
 from redis.exceptions import NoScriptError
 
-from shared.rq_bridge import Command
+from shared.redis_commands import Command
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +54,7 @@ class ScriptCall:
         return await self.script(redis, self.keys, self.args)
 
     def command(self) -> Command:
-        """This call as one ``EVAL`` command (see :func:`shared.rq_bridge.replay`)."""
+        """This call as one ``EVAL`` command (see :func:`shared.redis_commands.replay`)."""
         return (("EVAL", self.script.source, len(self.keys), *self.keys, *self.args), {})
 
 

@@ -1,4 +1,4 @@
-"""The suite covers every scenario of issue 5, in full and quick form."""
+"""The suite covers every benchmark scenario, in full and quick form."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 5's targets are computed from the runs the way the issue defines them."""
+"""The performance targets are computed from the runs as bench.targets defines them."""
 
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ import redis.asyncio as aredis
 from cli import main
 from ingress.control import accounts
 from shared import usage
+from tests.store_calls import record_usage
 
 
 @pytest.fixture
@@ -79,7 +80,7 @@ def test_usage_per_account_and_day(
 async def _record(redis_url: str, record: usage.UsageRecord) -> None:
     client = aredis.Redis.from_url(redis_url)
     try:
-        await usage.record_usage(client, record)
+        await record_usage(client, record)
     finally:
         await client.aclose()
 

@@ -12,6 +12,7 @@ import redis.asyncio as aredis
 from cli import main
 from shared.breaker import CircuitBreaker
 from shared.settings import BreakerSettings
+from tests.store_calls import record_failure
 
 
 @pytest.fixture
@@ -26,7 +27,9 @@ def trip(redis_url: str, deployment: str) -> None:
     async def record() -> None:
         client = aredis.Redis.from_url(redis_url)
         try:
-            await CircuitBreaker(client, BreakerSettings(failure_threshold=1)).record_failure(deployment)
+            await record_failure(
+                client, CircuitBreaker(client, BreakerSettings(failure_threshold=1)), deployment
+            )
         finally:
             await client.aclose()
 

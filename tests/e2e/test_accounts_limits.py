@@ -82,7 +82,9 @@ def test_concurrent_requests_never_spend_past_the_balance(system: RunningSystem)
     hold is left, the balance never goes below zero, and what was spent is exactly what the usage records
     say each answered request cost."""
     settings = load_settings(system.config, env={})
-    worst = credits.worst_case_cost(settings, settings.models[MODEL], BODY)
+    model = settings.models[MODEL]
+    tokens = credits.max_completion_tokens(settings, model, BODY)
+    worst = credits.cost_micros(model, credits.estimate_prompt_tokens(BODY), tokens)  # as admission holds
     start_balance = 3 * worst + worst // 2
     secret = new_account(system, "thrifty", "business", start_balance)
     responses = asyncio.run(post_all([system.origin], secret, 30))

@@ -16,6 +16,7 @@ from shared.errors import UpstreamError
 from shared.job_billing import JobBilling
 from tests.ingress.conftest import MESSAGES, MODEL, TEST_CREDIT_MICROS, Ingress, IngressFactory, asgi_chat
 from tests.ingress.test_app import assert_error
+from tests.store_calls import hold_credit
 
 RATE_LIMIT_HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
 TINY_PLAN = {"plans": {"tiny": {"requests_per_minute": 2}}}
@@ -79,7 +80,7 @@ async def test_insufficient_credit_is_402_before_anything_is_queued(ingress: Ing
     """A request whose worst case exceeds the available credit gets 402 insufficient_quota, with the
     rate-limit headers, and no job."""
     body = {"model": MODEL, "messages": MESSAGES, "max_tokens": 100_000}
-    await credits.reserve(ingress.redis, ingress.settings, "acct-test", TEST_CREDIT_MICROS - 10)
+    await hold_credit(ingress.redis, ingress.settings, "acct-test", TEST_CREDIT_MICROS - 10)
     response = await ingress.chat(body)
     assert_error(response, 402, "insufficient_quota", "insufficient_quota")
     assert_rate_limit_headers(response, 60)

@@ -18,6 +18,7 @@ from tests.ingress.conftest import MESSAGES, Ingress, IngressFactory
 from tests.ingress.fake_worker import FakeWorker, TakenJob
 from tests.ingress.test_app import assert_error
 from tests.ingress.test_relay import sse_lines
+from tests.store_calls import record_failure
 
 MODEL = "fb/model"
 BODY = {"model": MODEL, "messages": MESSAGES}
@@ -134,8 +135,8 @@ async def test_every_deployment_failing_answers_the_last_failure_with_retry_afte
 async def test_open_breakers_answer_503_at_once(ingress: Ingress) -> None:
     """With both deployments' breakers open, the request ends with 503 and Retry-After, nothing enqueued."""
     breaker = CircuitBreaker(ingress.redis, ingress.settings.breaker)
-    await breaker.record_failure("a/echo")
-    await breaker.record_failure("b/echo")
+    await record_failure(ingress.redis, breaker, "a/echo")
+    await record_failure(ingress.redis, breaker, "b/echo")
     await asyncio.sleep(0.3)  # the open set refreshes every 0.05 s
     response = await asyncio.wait_for(ingress.chat(BODY), 5)
     body = assert_error(response, 503, "service_unavailable", "service_unavailable")
@@ -147,7 +148,7 @@ async def test_open_breakers_answer_503_at_once(ingress: Ingress) -> None:
 
 async def test_open_breaker_is_skipped(ingress: Ingress) -> None:
     """A deployment whose breaker is open gets no job: the request goes straight to B."""
-    await CircuitBreaker(ingress.redis, ingress.settings.breaker).record_failure("a/echo")
+    await record_failure(ingress.redis, CircuitBreaker(ingress.redis, ingress.settings.breaker), "a/echo")
     await asyncio.sleep(0.3)
     b = worker_of(ingress, "b")
     request = ingress.chat_task(BODY)

@@ -15,12 +15,13 @@ from redis.backoff import NoBackoff
 from ingress.open_set import OpenSetCache
 from shared.breaker import CircuitBreaker
 from shared.settings import BreakerSettings
+from tests.store_calls import record_failure
 
 
 async def test_close_stops_the_refresh_loop_whenever_it_lands(aredis_client: aredis.Redis) -> None:
     """Two hundred start/close cycles with a refresh every millisecond each stop within seconds."""
     breaker = CircuitBreaker(aredis_client, BreakerSettings(failure_threshold=1, open_set_refresh=0.001))
-    await breaker.record_failure("p/m")
+    await record_failure(aredis_client, breaker, "p/m")
     for cycle in range(200):
         cache = OpenSetCache(breaker)
         await cache.start()
@@ -49,7 +50,7 @@ async def test_open_set_cache_serves_the_last_read_without_io(aredis_client: are
     await cache.start()
     try:
         assert cache.snapshot() == {}
-        await breaker.record_failure(DEP)
+        await record_failure(aredis_client, breaker, DEP)
 
         await eventually(lambda: DEP in cache.snapshot())
         assert 15.0 < cache.snapshot()[DEP] <= 20.0

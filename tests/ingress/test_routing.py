@@ -12,8 +12,9 @@ from ingress.routing import ModelRouter, automated_decision
 from shared import keys
 from shared.breaker import CircuitBreaker
 from shared.errors import ModelNotFound, ServiceUnavailable
-from shared.routing_state import InflightTracker, record_ttft
+from shared.routing_state import InflightTracker, ttft_call
 from shared.settings import BreakerSettings, Deployment, ModelEntry, RoutingStatsSettings, RoutingStrategy
+from tests.store_calls import record_failure, run_calls
 
 DEPLOYMENTS = (Deployment("a", "m"), Deployment("b", "m"), Deployment("c", "m"))
 
@@ -38,7 +39,7 @@ async def test_priority_keeps_catalog_order_and_skips_open_breakers(aredis_clien
     """priority: a, b, c; with a's breaker open (as the refreshed open set says) b, c."""
     router, breaker, open_set = await router_for(aredis_client, model("priority"))
     assert providers((await router.route("x/model")).deployments) == ["a", "b", "c"]
-    await breaker.record_failure("a/m")
+    await record_failure(aredis_client, breaker, "a/m")
     await open_set.refresh()
     assert providers((await router.route("x/model")).deployments) == ["b", "c"]
 
@@ -47,8 +48,8 @@ async def test_least_busy_orders_by_inflight_plus_queued(aredis_client: aredis.R
     """least-busy: a with 2 running jobs and b with 1 queued job come after idle c, b before a."""
     router, _, _ = await router_for(aredis_client, model("least-busy"))
     tracker = InflightTracker(aredis_client, "w1", lease=30)
-    await tracker.job_started("a/m")
-    await tracker.job_started("a/m")
+    await run_calls(aredis_client, tracker.started_call("a/m"))
+    await run_calls(aredis_client, tracker.started_call("a/m"))
     await aredis_client.rpush(keys.rq_queue_key("b"), "queued-job")
     plan = await router.route("x/model")
     assert providers(plan.deployments) == ["c", "b", "a"]
@@ -58,8 +59,8 @@ async def test_least_busy_orders_by_inflight_plus_queued(aredis_client: aredis.R
 async def test_latency_prefers_unmeasured_then_fastest(aredis_client: aredis.Redis) -> None:
     """latency: unmeasured c first (to measure it), then b (0.1 s) before a (0.5 s)."""
     router, _, _ = await router_for(aredis_client, model("latency"))
-    await record_ttft(aredis_client, "a/m", 0.5, RoutingStatsSettings())
-    await record_ttft(aredis_client, "b/m", 0.1, RoutingStatsSettings())
+    stats = RoutingStatsSettings()
+    await run_calls(aredis_client, ttft_call("a/m", 0.5, stats), ttft_call("b/m", 0.1, stats))
     assert providers((await router.route("x/model")).deployments) == ["c", "b", "a"]
 
 
@@ -83,7 +84,7 @@ async def test_all_open_is_503_with_the_soonest_retry(aredis_client: aredis.Redi
     """Every breaker open: 503 service_unavailable, Retry-After within the cooldown."""
     router, breaker, open_set = await router_for(aredis_client, model("priority"))
     for dep in ("a/m", "b/m", "c/m"):
-        await breaker.record_failure(dep)
+        await record_failure(aredis_client, breaker, dep)
     await open_set.refresh()
     with pytest.raises(ServiceUnavailable) as caught:
         await router.route("x/model")

@@ -22,6 +22,7 @@ from shared.errors import (
     UpstreamUnavailable,
 )
 from shared.settings import BreakerSettings
+from tests.store_calls import allow, record, record_failure, record_success
 
 DEP = "prov-a/model-x"
 OTHER = "prov-b/model-x"
@@ -45,9 +46,9 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 5.0) 
         await asyncio.sleep(0.05)
 
 
-async def trip(breaker: CircuitBreaker, dep: str = DEP) -> None:
+async def trip(store: aredis.Redis, breaker: CircuitBreaker, dep: str = DEP) -> None:
     for _ in range(breaker.settings.failure_threshold):
-        await breaker.record_failure(dep)
+        await record_failure(store, breaker, dep)
 
 
 async def half_open(breaker: CircuitBreaker) -> None:
@@ -62,27 +63,27 @@ async def half_open(breaker: CircuitBreaker) -> None:
 async def test_closed_breaker_admits_and_counts_failures(store: aredis.Redis) -> None:
     """Below the threshold the breaker stays closed, admits requests and reports the window's count."""
     breaker = make(store)
-    assert (await breaker.allow(DEP)).decision == "closed"
-    first = await breaker.record_failure(DEP)
-    second = await breaker.record_failure(DEP)
+    assert (await allow(store, breaker, DEP)).verdict == "closed"
+    first = await record_failure(store, breaker, DEP)
+    second = await record_failure(store, breaker, DEP)
     assert (first.status, first.failures) == ("closed", 1)
     assert (second.status, second.failures, second.retry_after) == ("closed", 2, 0.0)
-    assert (await breaker.allow(DEP)).allowed
+    assert (await allow(store, breaker, DEP)).allowed
     assert await breaker.open_deployments() == {}
 
 
 async def test_threshold_failures_open_the_breaker(store: aredis.Redis) -> None:
     """The Nth failure in the window opens the breaker: requests are refused with a Retry-After."""
     breaker = make(store, cooldown=20.0)
-    await breaker.record_failure(DEP)
-    await breaker.record_failure(DEP)
-    outcome = await breaker.record_failure(DEP)
+    await record_failure(store, breaker, DEP)
+    await record_failure(store, breaker, DEP)
+    outcome = await record_failure(store, breaker, DEP)
     assert outcome.status == "open"
     assert 15.0 < outcome.retry_after <= 20.0
-    admission = await breaker.allow(DEP)
-    assert not admission.allowed and admission.decision == "open"
-    assert 15.0 < admission.retry_after <= 20.0
-    assert (await breaker.allow(OTHER)).allowed
+    decision = await allow(store, breaker, DEP)
+    assert not decision.allowed and decision.verdict == "open"
+    assert 15.0 < decision.retry_after <= 20.0
+    assert (await allow(store, breaker, OTHER)).allowed
     open_now = await breaker.open_deployments()
     assert list(open_now) == [DEP] and 15.0 < open_now[DEP] <= 20.0
 
@@ -90,11 +91,11 @@ async def test_threshold_failures_open_the_breaker(store: aredis.Redis) -> None:
 async def test_failures_older_than_the_window_do_not_count(store: aredis.Redis) -> None:
     """Failures slide out of the window: two old plus two new do not reach a threshold of three."""
     breaker = make(store, window=0.3)
-    await breaker.record_failure(DEP)
-    await breaker.record_failure(DEP)
+    await record_failure(store, breaker, DEP)
+    await record_failure(store, breaker, DEP)
     await asyncio.sleep(0.5)
-    await breaker.record_failure(DEP)
-    outcome = await breaker.record_failure(DEP)
+    await record_failure(store, breaker, DEP)
+    outcome = await record_failure(store, breaker, DEP)
     assert (outcome.status, outcome.failures) == ("closed", 2)
 
 
@@ -103,38 +104,38 @@ async def test_half_open_admits_exactly_one_probe_under_concurrency(
 ) -> None:
     """After the cooldown, 200 concurrent callers on eight connections get exactly one probe."""
     breaker = make(store, cooldown=0.2)
-    await trip(breaker)
+    await trip(store, breaker)
     await half_open(breaker)
-    breakers = [make(connect_store(), cooldown=0.2) for _ in range(8)]
-    admissions = await asyncio.gather(*(breakers[i % 8].allow(DEP) for i in range(200)))
-    decisions = [a.decision for a in admissions]
-    assert decisions.count("probe") == 1
-    assert decisions.count("probing") == 199
+    connections = [connect_store() for _ in range(8)]
+    decisions = await asyncio.gather(*(allow(connections[i % 8], breaker, DEP) for i in range(200)))
+    verdicts = [d.verdict for d in decisions]
+    assert verdicts.count("probe") == 1
+    assert verdicts.count("probing") == 199
     assert DEP in await breaker.open_deployments()  # the probe is in flight: routing skips it
 
 
 async def test_probe_success_closes_the_breaker(store: aredis.Redis) -> None:
     """A successful probe closes the breaker and clears the failure window."""
     breaker = make(store, cooldown=0.2)
-    await trip(breaker)
+    await trip(store, breaker)
     await half_open(breaker)
-    assert (await breaker.allow(DEP)).is_probe
-    assert await breaker.record_success(DEP) == "closed"
-    assert (await breaker.allow(DEP)).decision == "closed"
+    assert (await allow(store, breaker, DEP)).is_probe
+    assert await record_success(store, breaker, DEP) == "closed"
+    assert (await allow(store, breaker, DEP)).verdict == "closed"
     assert await breaker.open_deployments() == {}
-    assert (await breaker.record_failure(DEP)).failures == 1  # the window starts afresh
+    assert (await record_failure(store, breaker, DEP)).failures == 1  # the window starts afresh
 
 
 async def test_probe_failure_reopens_for_another_cooldown(store: aredis.Redis) -> None:
     """A failed probe re-opens the breaker at once for a full cooldown."""
     breaker = make(store, cooldown=0.2)
-    await trip(breaker)
+    await trip(store, breaker)
     await half_open(breaker)
-    assert (await breaker.allow(DEP)).is_probe
+    assert (await allow(store, breaker, DEP)).is_probe
     slow = make(store, cooldown=20.0)
-    outcome = await slow.record_failure(DEP)
+    outcome = await record_failure(store, slow, DEP)
     assert outcome.status == "open" and outcome.retry_after > 15.0
-    assert (await breaker.allow(DEP)).decision == "open"
+    assert (await allow(store, breaker, DEP)).verdict == "open"
     views = await breaker.views()
     assert views[0].status == "open" and views[0].trips == 2
 
@@ -142,22 +143,22 @@ async def test_probe_failure_reopens_for_another_cooldown(store: aredis.Redis) -
 async def test_success_during_cooldown_does_not_close(store: aredis.Redis) -> None:
     """A success that lands during the cooldown (a request from before the trip) leaves it open."""
     breaker = make(store)
-    await trip(breaker)
-    assert await breaker.record_success(DEP) == "open"
-    assert (await breaker.allow(DEP)).decision == "open"
+    await trip(store, breaker)
+    assert await record_success(store, breaker, DEP) == "open"
+    assert (await allow(store, breaker, DEP)).verdict == "open"
 
 
 async def test_lost_probe_frees_the_slot_after_probe_timeout(store: aredis.Redis) -> None:
     """A probe that never reports (its worker died) lets another probe through after probe_timeout."""
     breaker = make(store, cooldown=0.2, probe_timeout=0.3)
-    await trip(breaker)
+    await trip(store, breaker)
     await half_open(breaker)
-    assert (await breaker.allow(DEP)).is_probe
-    refused = await breaker.allow(DEP)
-    assert refused.decision == "probing" and 0 < refused.retry_after <= 0.3
+    assert (await allow(store, breaker, DEP)).is_probe
+    refused = await allow(store, breaker, DEP)
+    assert refused.verdict == "probing" and 0 < refused.retry_after <= 0.3
 
     async def probe_again() -> bool:
-        return (await breaker.allow(DEP)).is_probe
+        return (await allow(store, breaker, DEP)).is_probe
 
     await eventually(probe_again)
 
@@ -165,12 +166,12 @@ async def test_lost_probe_frees_the_slot_after_probe_timeout(store: aredis.Redis
 async def test_views_show_every_state_for_operators(store: aredis.Redis) -> None:
     """The operator view lists closed, open and half-open breakers with failures and opens_until."""
     breaker = make(store, cooldown=0.2)
-    await breaker.record_failure(OTHER)
-    await trip(breaker)
+    await record_failure(store, breaker, OTHER)
+    await trip(store, breaker)
     await half_open(breaker)
-    await breaker.allow(DEP)
+    await allow(store, breaker, DEP)
     slow = make(store, cooldown=20.0)
-    await trip(slow, "prov-c/model-y")
+    await trip(store, slow, "prov-c/model-y")
     before = time.time()
     views = {v.deployment_id: v for v in await breaker.views(["prov-d/idle"])}
     assert sorted(views) == ["prov-a/model-x", "prov-b/model-x", "prov-c/model-y", "prov-d/idle"]
@@ -194,7 +195,7 @@ async def test_unreachable_redis_is_service_unavailable(clean_redis: redis.Redis
     dead = aredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
     breaker = make(dead)
     with pytest.raises(ServiceUnavailable):
-        await breaker.allow(DEP)
+        await breaker.open_deployments()
     with pytest.raises(ServiceUnavailable):
         await breaker.views()
     await dead.aclose()
@@ -212,32 +213,32 @@ def test_outcome_of_classifies_adapter_errors() -> None:
 
 
 async def test_record_feeds_the_breaker_by_outcome(store: aredis.Redis) -> None:
-    """record() counts provider failures, ignores cancels, and a success closes a half-open breaker."""
+    """Provider failures count, cancels are ignored, and a success closes a half-open breaker."""
     breaker = make(store, cooldown=0.2)
-    await breaker.record(DEP, UpstreamTimeout())
-    await breaker.record(DEP, asyncio.CancelledError())
-    await breaker.record(DEP, UpstreamBadRequest())
+    await record(store, breaker, DEP, UpstreamTimeout())
+    await record(store, breaker, DEP, asyncio.CancelledError())
+    await record(store, breaker, DEP, UpstreamBadRequest())
     assert [v.failures for v in await breaker.views()] == [1]
-    await breaker.record(DEP, UpstreamUnavailable())
-    await breaker.record(DEP, UpstreamError())
-    assert (await breaker.allow(DEP)).decision == "open"
+    await record(store, breaker, DEP, UpstreamUnavailable())
+    await record(store, breaker, DEP, UpstreamError())
+    assert (await allow(store, breaker, DEP)).verdict == "open"
     await half_open(breaker)
-    assert (await breaker.allow(DEP)).is_probe
-    await breaker.record(DEP, None)
-    assert (await breaker.allow(DEP)).decision == "closed"
+    assert (await allow(store, breaker, DEP)).is_probe
+    await record(store, breaker, DEP, None)
+    assert (await allow(store, breaker, DEP)).verdict == "closed"
 
 
 async def test_cancelled_probe_is_released_for_the_next_caller(store: aredis.Redis) -> None:
     """A probe whose call proved nothing (client left) frees the slot at once, not after probe_timeout."""
     breaker = make(store, cooldown=0.2, probe_timeout=30.0)
-    await trip(breaker)
+    await trip(store, breaker)
     await half_open(breaker)
-    assert (await breaker.allow(DEP)).is_probe
+    assert (await allow(store, breaker, DEP)).is_probe
     assert DEP in await breaker.open_deployments()
-    await breaker.record(DEP, asyncio.CancelledError(), probe=True)
+    await record(store, breaker, DEP, asyncio.CancelledError(), probe=True)
     assert DEP not in await breaker.open_deployments()
-    assert (await breaker.allow(DEP)).is_probe
-    assert not await breaker.release_probe(OTHER)  # nothing claimed there: nothing to release
+    assert (await allow(store, breaker, DEP)).is_probe
+    assert not await record(store, breaker, OTHER, asyncio.CancelledError(), probe=True)  # none claimed there
 
 
 async def test_scripts_reload_after_the_script_cache_is_flushed() -> None:
@@ -245,8 +246,8 @@ async def test_scripts_reload_after_the_script_cache_is_flushed() -> None:
     On fakeredis only: flushing the real server's script cache would disturb other databases' users."""
     store = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
     breaker = make(store)
-    await breaker.record_failure(DEP)
+    await record_failure(store, breaker, DEP)
     await store.script_flush()
-    assert (await breaker.record_failure(DEP)).failures == 2
-    assert (await breaker.allow(DEP)).decision == "closed"
+    assert (await record_failure(store, breaker, DEP)).failures == 2
+    assert (await allow(store, breaker, DEP)).verdict == "closed"
     await store.aclose()

@@ -7,12 +7,14 @@ import asyncio
 import pytest
 import redis.asyncio as aredis
 
+from ingress.admission import sweep_reservations
 from ingress.control import accounts
 from shared import credits, keys
 from shared.credits import Reservation
 from shared.errors import InsufficientQuota, InvalidRequest, NotFound
 from shared.redis_client import async_client
 from shared.settings import Deployment, ModelEntry, Settings
+from tests.store_calls import hold_credit
 
 SETTINGS = Settings()
 MODEL = ModelEntry(
@@ -36,16 +38,13 @@ def test_price_is_exact_micro_usd_rounded_up() -> None:
     assert credits.cost_micros(MODEL, prompt_tokens=100, completion_tokens=50) == 10 + 10
 
 
-def test_worst_case_uses_max_tokens_or_the_default_cap() -> None:
+def test_completion_cap_is_max_tokens_or_the_default_cap() -> None:
     """The completion part of the worst case is the request's max tokens, else the configured cap."""
     body = {"messages": [{"role": "user", "content": "hi"}]}
-    prompt = credits.estimate_prompt_tokens(body)
-    assert prompt > 0
+    assert credits.estimate_prompt_tokens(body) > 0
     default_cap = SETTINGS.credit_default_max_tokens
-    assert credits.worst_case_cost(SETTINGS, MODEL, body) == credits.cost_micros(MODEL, prompt, default_cap)
-    assert credits.worst_case_cost(SETTINGS, MODEL, {**body, "max_tokens": 10}) == credits.cost_micros(
-        MODEL, prompt, 10
-    )
+    assert credits.max_completion_tokens(SETTINGS, MODEL, body) == default_cap
+    assert credits.max_completion_tokens(SETTINGS, MODEL, {**body, "max_tokens": 10}) == 10
     newer = {**body, "max_tokens": 10, "max_completion_tokens": 20}
     assert credits.max_completion_tokens(SETTINGS, MODEL, newer) == 20
 
@@ -78,8 +77,8 @@ async def test_reserve_settle_and_release_arithmetic(store: aredis.Redis) -> Non
     """A hold lowers what is available; settling charges the actual cost and frees the rest; a release
     frees everything; settling twice changes nothing."""
     account_id = await funded_account(store, 1_000)
-    first = await credits.reserve(store, SETTINGS, account_id, 300)
-    second = await credits.reserve(store, SETTINGS, account_id, 200)
+    first = await hold_credit(store, SETTINGS, account_id, 300)
+    second = await hold_credit(store, SETTINGS, account_id, 200)
     balance = await credits.get_balance(store, account_id)
     assert (balance.balance, balance.reserved, balance.available) == (1_000, 500, 500)
 
@@ -99,7 +98,7 @@ async def test_reserve_settle_and_release_arithmetic(store: aredis.Redis) -> Non
 async def test_charge_never_exceeds_the_hold(store: aredis.Redis) -> None:
     """An actual cost above the reserved worst case is charged only up to the hold."""
     account_id = await funded_account(store, 1_000)
-    reservation = await credits.reserve(store, SETTINGS, account_id, 100)
+    reservation = await hold_credit(store, SETTINGS, account_id, 100)
     settled = await credits.settle(store, reservation, 5_000)
     assert settled.charged == 100
     assert (await credits.get_balance(store, account_id)).balance == 900
@@ -109,12 +108,12 @@ async def test_short_credit_is_refused_with_402_and_holds_nothing(store: aredis.
     """A request that may cost more than is available gets insufficient_quota and changes nothing."""
     account_id = await funded_account(store, 50)
     with pytest.raises(InsufficientQuota) as caught:
-        await credits.reserve(store, SETTINGS, account_id, 51)
+        await hold_credit(store, SETTINGS, account_id, 51)
     assert caught.value.status == 402 and caught.value.code == "insufficient_quota"
     balance = await credits.get_balance(store, account_id)
     assert (balance.balance, balance.reserved) == (50, 0)
     with pytest.raises(InsufficientQuota):
-        await credits.reserve(store, SETTINGS, "acct_without_credit", 1)
+        await hold_credit(store, SETTINGS, "acct_without_credit", 1)
 
 
 async def test_200_concurrent_reservations_never_overspend(
@@ -126,7 +125,7 @@ async def test_200_concurrent_reservations_never_overspend(
     wide = aredis.Redis.from_url(redis_url, max_connections=200)  # every call on its own connection
     try:
         results = await asyncio.gather(
-            *(credits.reserve(wide, SETTINGS, account_id, 7) for _ in range(200)), return_exceptions=True
+            *(hold_credit(wide, SETTINGS, account_id, 7) for _ in range(200)), return_exceptions=True
         )
         held = [r for r in results if isinstance(r, Reservation)]
         refused = [r for r in results if isinstance(r, InsufficientQuota)]
@@ -144,8 +143,8 @@ async def test_200_concurrent_reservations_never_overspend(
 async def test_expired_reservations_are_released_by_the_sweep(store: aredis.Redis) -> None:
     """A hold past its deadline is released by the sweep; one still within it is kept."""
     account_id = await funded_account(store, 1_000)
-    stale = await credits.reserve(store, SETTINGS, account_id, 400, ttl=0.05)
-    live = await credits.reserve(store, SETTINGS, account_id, 100)
+    stale = await hold_credit(store, SETTINGS, account_id, 400, ttl=0.05)
+    live = await hold_credit(store, SETTINGS, account_id, 100)
     await asyncio.sleep(0.1)
     assert await credits.sweep_expired(store) == 1
     balance = await credits.get_balance(store, account_id)
@@ -159,7 +158,7 @@ async def test_sweep_works_through_more_than_one_batch(store: aredis.Redis) -> N
     """The sweep keeps going until every expired hold is released, whatever its batch size."""
     account_id = await funded_account(store, 1_000)
     for _ in range(7):
-        await credits.reserve(store, SETTINGS, account_id, 10, ttl=0.01)
+        await hold_credit(store, SETTINGS, account_id, 10, ttl=0.01)
     await asyncio.sleep(0.05)
     assert await credits.sweep_expired(store, batch=3) == 7
     assert (await credits.get_balance(store, account_id)).reserved == 0
@@ -168,10 +167,10 @@ async def test_sweep_works_through_more_than_one_batch(store: aredis.Redis) -> N
 async def test_late_settle_charges_only_what_is_available(store: aredis.Redis) -> None:
     """Settling a swept reservation still charges, but never takes the available credit below zero."""
     account_id = await funded_account(store, 100)
-    stale = await credits.reserve(store, SETTINGS, account_id, 80, ttl=0.01)
+    stale = await hold_credit(store, SETTINGS, account_id, 80, ttl=0.01)
     await asyncio.sleep(0.05)
     await credits.sweep_expired(store)
-    other = await credits.reserve(store, SETTINGS, account_id, 70)
+    other = await hold_credit(store, SETTINGS, account_id, 70)
     late = await credits.settle(store, stale, 60)
     assert (late.outcome, late.charged) == ("late", 30)
     balance = await credits.get_balance(store, account_id)
@@ -182,7 +181,7 @@ async def test_late_settle_charges_only_what_is_available(store: aredis.Redis) -
 async def test_sweep_does_not_touch_settled_reservations(store: aredis.Redis) -> None:
     """A reservation settled before its deadline is gone from the sweep's view and is not released twice."""
     account_id = await funded_account(store, 100)
-    reservation = await credits.reserve(store, SETTINGS, account_id, 50, ttl=0.01)
+    reservation = await hold_credit(store, SETTINGS, account_id, 50, ttl=0.01)
     await credits.settle(store, reservation, 50)
     await asyncio.sleep(0.05)
     assert await credits.sweep_expired(store) == 0
@@ -231,16 +230,16 @@ def test_reservation_survives_the_job_wire() -> None:
     assert Reservation.from_wire(reservation.to_wire()) == reservation
 
 
-async def test_request_helpers_hold_the_worst_case_and_settle_the_tokens_used(
-    store: aredis.Redis,
-) -> None:
+async def test_a_request_holds_its_worst_case_and_settles_the_tokens_used(store: aredis.Redis) -> None:
     """A request holds prompt estimate + max_tokens at the model's prices and settles to its real usage."""
     account_id = await funded_account(store, 1_000_000)
     body = {"messages": [{"role": "user", "content": "hello there"}], "max_tokens": 1_000}
-    reservation = await credits.reserve_for_request(store, SETTINGS, account_id, MODEL, body)
-    assert reservation.amount == credits.worst_case_cost(SETTINGS, MODEL, body) >= 200
-    settled = await credits.settle_usage(store, reservation, MODEL, prompt_tokens=12, completion_tokens=30)
-    assert settled.charged == credits.cost_micros(MODEL, 12, 30) == 2 + 6
+    prompt = credits.estimate_prompt_tokens(body)
+    worst = credits.cost_micros(MODEL, prompt, credits.max_completion_tokens(SETTINGS, MODEL, body))
+    assert worst >= 200
+    reservation = await hold_credit(store, SETTINGS, account_id, worst)
+    settled = await credits.settle(store, reservation, credits.cost_micros(MODEL, 12, 30))
+    assert settled.charged == 2 + 6
     balance = await credits.get_balance(store, account_id)
     assert (balance.balance, balance.reserved) == (1_000_000 - 8, 0)
 
@@ -257,7 +256,7 @@ async def test_balances_of_many_accounts_in_one_call(store: aredis.Redis) -> Non
 async def test_concurrent_releases_of_one_reservation_release_it_once(aredis_client: aredis.Redis) -> None:
     """Ten concurrent settles of one reservation: one settles, nine find it already settled."""
     account_id = await funded_account(aredis_client, 100)
-    reservation = await credits.reserve(aredis_client, SETTINGS, account_id, 60)
+    reservation = await hold_credit(aredis_client, SETTINGS, account_id, 60)
     results = await asyncio.gather(*(credits.settle(aredis_client, reservation, 10) for _ in range(10)))
     assert sorted(r.outcome for r in results) == ["already"] * 9 + ["settled"]
     balance = await credits.get_balance(aredis_client, account_id)
@@ -267,7 +266,7 @@ async def test_concurrent_releases_of_one_reservation_release_it_once(aredis_cli
 async def test_settles_racing_the_sweep_release_every_hold_exactly_once(aredis_client: aredis.Redis) -> None:
     """Expired reservations settled while sweeps run: every hold is released once and the books balance."""
     account_id = await funded_account(aredis_client, 10_000)
-    held = [await credits.reserve(aredis_client, SETTINGS, account_id, 100, ttl=0.01) for _ in range(40)]
+    held = [await hold_credit(aredis_client, SETTINGS, account_id, 100, ttl=0.01) for _ in range(40)]
     await asyncio.sleep(0.05)
     outcomes = await asyncio.gather(
         *(credits.settle(aredis_client, r, 30) for r in held),
@@ -287,21 +286,21 @@ async def test_settles_racing_the_sweep_release_every_hold_exactly_once(aredis_c
 async def test_free_requests_pass_without_credit(store: aredis.Redis) -> None:
     """A request whose worst case costs nothing (a free model) is held even at a zero balance."""
     account, _ = await accounts.create_account(store, SETTINGS)
-    reservation = await credits.reserve(store, SETTINGS, account.id, 0)
+    reservation = await hold_credit(store, SETTINGS, account.id, 0)
     assert (await credits.settle(store, reservation, 0)).outcome == "settled"
     with pytest.raises(ValueError):
-        await credits.reserve(store, SETTINGS, account.id, -1)
+        await hold_credit(store, SETTINGS, account.id, -1)
 
 
 async def test_the_background_sweeper_releases_expired_holds(clean_redis: object, redis_url: str) -> None:
-    """sweep_forever, run as a task on the ingress's (auto-pipelined) client, releases an expired hold
-    within a few seconds, until cancelled.  (On a plain redis-py client a cancel that lands as a command
-    completes can be lost on Python 3.11, and awaiting the task hung the suite.)"""
+    """The ingress's reservation sweep, run as a task on its (auto-pipelined) client, releases an expired
+    hold within a few seconds, until cancelled.  (On a plain redis-py client a cancel that lands as a
+    command completes can be lost on Python 3.11, and awaiting the task would hang.)"""
     client = async_client(redis_url, max_connections=2, auto_pipeline=True)
     try:
         account_id = await funded_account(client, 100)
-        await credits.reserve(client, SETTINGS, account_id, 60, ttl=0.05)
-        sweeper = asyncio.create_task(credits.sweep_forever(client, interval=0.05))
+        await hold_credit(client, SETTINGS, account_id, 60, ttl=0.05)
+        sweeper = asyncio.create_task(sweep_reservations(client, interval=0.05))
         try:
             for _ in range(100):
                 if (await credits.get_balance(client, account_id)).reserved == 0:

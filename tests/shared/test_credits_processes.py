@@ -20,13 +20,19 @@ import asyncio, sys
 import redis.asyncio as aredis
 from shared import credits
 from shared.errors import InsufficientQuota
+from shared.lua import run_together
 from shared.settings import Settings
+
+async def hold(client, account_id, amount):  # as admission holds credit
+    pending = credits.PendingReservation.prepare(Settings(), account_id, amount)
+    [reply] = await run_together(client, [pending.call])
+    return pending.outcome(reply)
 
 async def main(url, account_id, count, amount):
     client = aredis.Redis.from_url(url, max_connections=count + 1)
     await client.rpush("{READY}", 1)
     await client.blpop(["{GO}"], timeout=30)
-    attempts = (credits.reserve(client, Settings(), account_id, amount) for _ in range(count))
+    attempts = (hold(client, account_id, amount) for _ in range(count))
     results = await asyncio.gather(*attempts, return_exceptions=True)
     await client.aclose()
     for result in results:

@@ -9,8 +9,9 @@ from rq.queue import Queue
 
 from shared import keys
 from shared.jobs import JOB_FUNC, CompletionJob, enqueue_commands, rq_enqueue_commands
-from shared.rq_bridge import command_names, replay
+from shared.redis_commands import replay
 from shared.serialization import OrjsonSerializer
+from tests.store_calls import command_names
 
 
 def _job(request_id: str = "req-1") -> CompletionJob:

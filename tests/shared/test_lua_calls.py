@@ -9,8 +9,9 @@ import pytest
 from shared import credits, keys, ratelimit
 from shared.errors import InsufficientQuota
 from shared.lua import run_together
-from shared.rq_bridge import replay
+from shared.redis_commands import replay
 from shared.settings import settings_from_mapping
+from tests.store_calls import hold_credit
 
 SETTINGS = settings_from_mapping({}, env={})
 
@@ -49,7 +50,7 @@ async def test_a_refused_call_does_not_stop_the_others(server: fakeredis.aioredi
 
 async def test_eval_commands_need_no_loaded_script(server: fakeredis.aioredis.FakeRedis) -> None:
     """A call queued as an EVAL command among others in a pipeline runs on a server that never saw it."""
-    reservation = await credits.reserve(server, SETTINGS, "acme", 300)
+    reservation = await hold_credit(server, SETTINGS, "acme", 300)
     await server.script_flush()
     async with server.pipeline(transaction=False) as pipe:
         replay(pipe, [credits.settle_call(reservation, 120).command()])

@@ -11,11 +11,12 @@ import redis.asyncio as aredis
 
 from ingress import api_keys
 from ingress.control import accounts
-from shared import keys, ratelimit
+from shared import keys
 from shared.errors import AuthenticationError, RateLimitExceeded
 from shared.lua import LuaScript
 from shared.ratelimit import RateLimitDecision
 from shared.settings import Settings
+from tests.store_calls import count_request
 
 SETTINGS = Settings()
 
@@ -23,10 +24,7 @@ SETTINGS = Settings()
 async def burst(
     redis: aredis.Redis, account_id: str, count: int, plan: str = "unverified"
 ) -> list[RateLimitDecision]:
-    return [
-        await ratelimit.check_request(redis, SETTINGS, account_id=account_id, key_plan=plan)
-        for _ in range(count)
-    ]
+    return [await count_request(redis, SETTINGS, account_id=account_id, key_plan=plan) for _ in range(count)]
 
 
 async def test_a_burst_admits_exactly_the_limit_with_exact_headers(store: aredis.Redis) -> None:
@@ -52,7 +50,7 @@ async def test_a_burst_admits_exactly_the_limit_with_exact_headers(store: aredis
 async def test_refusal_raises_429_with_every_header(store: aredis.Redis) -> None:
     """A refused decision raises rate_limit_exceeded carrying the X-RateLimit headers and Retry-After."""
     *_, refused = await burst(store, "acct_b", 11)
-    refused_again = await ratelimit.check_request(store, SETTINGS, account_id="acct_b", key_plan="unverified")
+    refused_again = await count_request(store, SETTINGS, account_id="acct_b", key_plan="unverified")
     assert refused_again.retry_after_seconds <= refused.retry_after_seconds
     with pytest.raises(RateLimitExceeded) as caught:
         refused.raise_if_refused()
@@ -84,22 +82,22 @@ async def test_capacity_returns_one_request_per_interval(store: aredis.Redis) ->
 async def test_the_accounts_plan_decides_and_changes_apply_at_once(store: aredis.Redis) -> None:
     """The account's plan sets the limit (not the key's copy); a plan change applies on the next request."""
     account, _ = await accounts.create_account(store, SETTINGS, plan="developer")
-    first = await ratelimit.check_request(store, SETTINGS, account_id=account.id, key_plan="unverified")
+    first = await count_request(store, SETTINGS, account_id=account.id, key_plan="unverified")
     assert (first.plan, first.limit, first.remaining) == ("developer", 60, 59)
     await accounts.update_account(store, SETTINGS, account.id, plan="business")
-    second = await ratelimit.check_request(store, SETTINGS, account_id=account.id, key_plan="unverified")
+    second = await count_request(store, SETTINGS, account_id=account.id, key_plan="unverified")
     assert (second.plan, second.limit) == ("business", 300)
 
 
 async def test_key_plan_applies_without_a_known_account_plan(store: aredis.Redis) -> None:
     """Without an account record, or with a plan the settings no longer define, the key's plan decides;
     an unknown key plan falls back to the default plan."""
-    no_account = await ratelimit.check_request(store, SETTINGS, account_id="legacy", key_plan="business")
+    no_account = await count_request(store, SETTINGS, account_id="legacy", key_plan="business")
     assert (no_account.plan, no_account.limit) == ("business", 300)
     await store.hset(keys.account("retired"), mapping={"id": "retired", "plan": "gone", "status": "active"})
-    retired = await ratelimit.check_request(store, SETTINGS, account_id="retired", key_plan="developer")
+    retired = await count_request(store, SETTINGS, account_id="retired", key_plan="developer")
     assert (retired.plan, retired.limit) == ("developer", 60)
-    unknown = await ratelimit.check_request(store, SETTINGS, account_id="odd", key_plan="nonsense")
+    unknown = await count_request(store, SETTINGS, account_id="odd", key_plan="nonsense")
     assert (unknown.plan, unknown.limit) == ("unverified", 10)
 
 
@@ -108,10 +106,10 @@ async def test_suspended_account_is_refused_in_the_same_round_trip(store: aredis
     account, _ = await accounts.create_account(store, SETTINGS, plan="developer")
     await accounts.update_account(store, SETTINGS, account.id, status="suspended")
     with pytest.raises(AuthenticationError) as caught:
-        await ratelimit.check_request(store, SETTINGS, account_id=account.id, key_plan="developer")
+        await count_request(store, SETTINGS, account_id=account.id, key_plan="developer")
     assert (caught.value.status, caught.value.code) == (401, "account_suspended")
     await accounts.update_account(store, SETTINGS, account.id, status="active")
-    decision = await ratelimit.check_request(store, SETTINGS, account_id=account.id, key_plan="developer")
+    decision = await count_request(store, SETTINGS, account_id=account.id, key_plan="developer")
     assert (decision.allowed, decision.remaining) == (True, 59)
 
 
@@ -122,14 +120,10 @@ async def test_admitted_requests_record_the_keys_last_use(store: aredis.Redis) -
     assert record.last_used == 0.0
     digest = api_keys.digest(secret)
     seconds, _ = await store.time()
-    await ratelimit.check_request(
-        store, SETTINGS, account_id=account.id, key_plan=record.plan, api_key_digest=digest
-    )
+    await count_request(store, SETTINGS, account_id=account.id, key_plan=record.plan, api_key_digest=digest)
     used = await api_keys.lookup(store, digest)
     assert used is not None and math.floor(used.last_used) in (seconds, seconds + 1)
-    await ratelimit.check_request(
-        store, SETTINGS, account_id=account.id, key_plan=record.plan, api_key_digest="0" * 64
-    )
+    await count_request(store, SETTINGS, account_id=account.id, key_plan=record.plan, api_key_digest="0" * 64)
     assert not await store.exists(keys.api_key("0" * 64))
 
 

@@ -7,8 +7,8 @@ import sys
 
 import redis.asyncio as aredis
 
-from shared import ratelimit
 from shared.settings import settings_from_mapping
+from tests.store_calls import count_request
 
 READY, GO = "test:barrier:ready", "test:barrier:go"  # test scaffolding only, never used by AIOrouter
 PLANS = {"plans": {"team": {"requests_per_minute": 12}}}  # one request per 5 s after a burst of 12
@@ -26,10 +26,11 @@ async def main(url, account_id, count):
     client = aredis.Redis.from_url(url, max_connections=count + 1)
     await client.rpush("{READY}", 1)
     await client.blpop(["{GO}"], timeout=30)
-    check = ratelimit.check_request
-    decisions = await asyncio.gather(
-        *(check(client, settings, account_id=account_id, key_plan="team") for _ in range(count))
-    )
+    async def check():  # as admission counts a request
+        call = ratelimit.check_call(settings, account_id=account_id, key_plan="team")
+        return ratelimit.decision_from_reply(await call.run(client))
+
+    decisions = await asyncio.gather(*(check() for _ in range(count)))
     await client.aclose()
     print(sum(d.allowed for d in decisions))
 
@@ -44,7 +45,7 @@ async def test_three_clients_share_one_limit(aredis_client: aredis.Redis, redis_
     try:
         decisions = await asyncio.gather(
             *(
-                ratelimit.check_request(client, settings, account_id="acct_shared", key_plan="team")
+                count_request(client, settings, account_id="acct_shared", key_plan="team")
                 for client in clients
                 for _ in range(10)
             )

@@ -9,6 +9,7 @@ from shared import keys, ratelimit
 from shared.errors import RateLimitExceeded
 from shared.ratelimit import RateLimitDecision
 from shared.settings import settings_from_mapping
+from tests.store_calls import count_request
 
 SETTINGS = settings_from_mapping(
     {
@@ -24,7 +25,15 @@ SETTINGS = settings_from_mapping(
 async def check(
     redis: aredis.Redis, tokens: int, plan: str = "metered", account: str = "acct_t"
 ) -> RateLimitDecision:
-    return await ratelimit.check_request(redis, SETTINGS, account_id=account, key_plan=plan, tokens=tokens)
+    return await count_request(redis, SETTINGS, account_id=account, key_plan=plan, tokens=tokens)
+
+
+async def refund(redis: aredis.Redis, tokens: int, plan: str) -> None:
+    """Give back tokens a request did not use, as settlement does."""
+    interval_us = ratelimit.token_interval_us(SETTINGS, plan)
+    call = ratelimit.refund_call("acct_t", tokens=tokens, interval_us=interval_us)
+    if call is not None:
+        await call.run(redis)
 
 
 async def test_tokens_are_counted_and_refusal_names_the_token_limit(store: aredis.Redis) -> None:
@@ -53,10 +62,10 @@ async def test_unused_tokens_are_given_back(store: aredis.Redis) -> None:
     """Refunding what a request did not use makes room again at once; a full refund clears the limit."""
     await check(store, 900)
     assert not (await check(store, 500)).allowed
-    await ratelimit.refund_tokens(store, SETTINGS, account_id="acct_t", plan="metered", tokens=600)
+    await refund(store, 600, plan="metered")
     after = await check(store, 500)
     assert (after.allowed, after.token_remaining) == (True, 200)
-    await ratelimit.refund_tokens(store, SETTINGS, account_id="acct_t", plan="metered", tokens=10_000)
+    await refund(store, 10_000, plan="metered")
     assert not await store.exists(keys.rate_limit("acct_t", "tokens"))
 
 
@@ -85,4 +94,4 @@ async def test_plans_without_a_token_limit_ignore_tokens(store: aredis.Redis) ->
     assert (decision.allowed, decision.token_limit) == (True, 0)
     assert not any("Tokens" in name for name in decision.headers())
     assert not await store.exists(keys.rate_limit("acct_t", "tokens"))
-    await ratelimit.refund_tokens(store, SETTINGS, account_id="acct_t", plan="developer", tokens=5)
+    await refund(store, 5, plan="developer")

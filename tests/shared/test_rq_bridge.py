@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import redis.asyncio as aredis
 
-from shared.rq_bridge import RECORDING_CLIENT, command_names, recorded, recording_pipeline, replay
+from shared.redis_commands import replay
+from shared.rq_bridge import RECORDING_CLIENT, recorded, recording_pipeline
+from tests.store_calls import command_names
 
 
 def test_recording_client_refuses_io() -> None:

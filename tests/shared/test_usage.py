@@ -9,6 +9,7 @@ import redis.asyncio as aredis
 
 from shared import keys, usage
 from shared.usage import DailyModelUsage, UsageRecord
+from tests.store_calls import record_usage
 
 DAY1 = datetime(2026, 6, 1, 23, 59, tzinfo=UTC).timestamp()
 DAY2 = datetime(2026, 6, 2, 0, 1, tzinfo=UTC).timestamp()
@@ -35,8 +36,8 @@ def make_record(
 async def test_records_come_back_newest_first_per_account_and_overall(store: aredis.Redis) -> None:
     """Each record is readable, intact, from its account's stream and from the operators' stream."""
     first, second = make_record(1), make_record(2, account="acct_v")
-    await usage.record_usage(store, first)
-    await usage.record_usage(store, second)
+    await record_usage(store, first)
+    await record_usage(store, second)
     assert await usage.recent_usage(store, "acct_u") == [first]
     assert await usage.recent_usage(store, "acct_v") == [second]
     assert await usage.recent_usage(store) == [second, first]
@@ -52,7 +53,7 @@ async def test_daily_report_sums_per_day_and_model(store: aredis.Redis) -> None:
         make_record(4, at=DAY2),
         make_record(5, account="acct_other"),
     ):
-        await usage.record_usage(store, record)
+        await record_usage(store, record)
     report = await usage.daily_usage(store, "acct_u", date(2026, 5, 31), date(2026, 6, 3))
     assert report == [
         DailyModelUsage("2026-06-01", "m/a", requests=2, errors=0, prompt_tokens=30, completion_tokens=3,
@@ -77,7 +78,7 @@ async def test_streams_stay_bounded(store: aredis.Redis, monkeypatch: pytest.Mon
     monkeypatch.setattr(keys, "USAGE_RECORDS_MAXLEN", 10)
     monkeypatch.setattr(keys, "USAGE_ALL_RECORDS_MAXLEN", 20)
     for n in range(600):
-        await usage.record_usage(store, make_record(n))
+        await record_usage(store, make_record(n))
     assert await store.xlen(keys.usage_records("acct_u")) < 200
     assert await store.xlen(keys.USAGE_ALL_RECORDS) < 200
     report = await usage.daily_usage(store, "acct_u", date(2026, 6, 1), date(2026, 6, 1))

@@ -1,4 +1,4 @@
-"""The library layer composed as the request path will use it: admit, reserve, settle, record, report."""
+"""The request path's billing, composed as ingress and worker run it: admit, settle and record, report."""
 
 from __future__ import annotations
 
@@ -9,11 +9,16 @@ import pytest
 import redis.asyncio as aredis
 
 from ingress import api_keys
+from ingress.admission import Admission
+from ingress.context import IngressContext
 from ingress.control import accounts
-from shared import credits, ratelimit, usage
-from shared.credits import Reservation
+from shared import credits, usage
 from shared.errors import InsufficientQuota, RateLimitExceeded
+from shared.job_billing import JobBilling
+from shared.jobs import CompletionJob
 from shared.settings import settings_from_mapping
+from tests.store_calls import run_commands
+from workers.settlement import billing_commands
 
 SETTINGS = settings_from_mapping(
     {
@@ -27,57 +32,33 @@ MODEL = SETTINGS.models["aiorouter/echo"]
 
 async def serve_one(
     redis: aredis.Redis, secret: str, body: dict[str, object], used: tuple[int, int]
-) -> Reservation:
-    """What ingress and worker do for one completion, in order."""
+) -> JobBilling:
+    """What ingress and worker do for one completion, in order: admission, then the job's end."""
     record = await api_keys.lookup(redis, api_keys.digest(secret))
     assert record is not None and not record.revoked
-    estimate = credits.estimate_prompt_tokens(body) + credits.max_completion_tokens(SETTINGS, MODEL, body)
-    decision = await ratelimit.check_request(
-        redis,
-        SETTINGS,
+    # Admission reads only the settings and the Redis client of its ingress' context.
+    context = IngressContext(SETTINGS, "flow", redis, hub=None, auth=None, router=None)  # type: ignore[arg-type]
+    admitted = await Admission(context, record, f"Bearer {secret}").admit(MODEL, body)
+    job = CompletionJob(
+        request_id=f"req_{admitted.billing.reservation.id}",
+        reply_to="chan",
+        model=MODEL.id,
+        provider="simulated",
+        upstream_model="echo",
+        stream=False,
+        include_usage=False,
+        body=body,
+        created=int(time.time()),
         account_id=record.account_id,
-        key_plan=record.plan,
-        api_key_digest=api_keys.digest(secret),
-        tokens=estimate,
+        key_id=record.key_id,
+        extra=admitted.job_extra,  # travels in the rq job to the worker
     )
-    decision.raise_if_refused()
-    try:
-        reservation = await credits.reserve_for_request(redis, SETTINGS, record.account_id, MODEL, body)
-    except InsufficientQuota:  # nothing will run: give the estimated tokens back
-        await ratelimit.refund_tokens(
-            redis, SETTINGS, account_id=record.account_id, plan=decision.plan, tokens=estimate
-        )
-        raise
-    job_extra = {"reservation": reservation.to_wire()}  # travels in the rq job to the worker
 
     # --- the worker, when the upstream reports usage ---
-    held = Reservation.from_wire(job_extra["reservation"])  # type: ignore[arg-type]
     prompt_tokens, completion_tokens = used
-    settlement = await credits.settle_usage(redis, held, MODEL, prompt_tokens, completion_tokens)
-    await ratelimit.refund_tokens(
-        redis,
-        SETTINGS,
-        account_id=held.account_id,
-        plan=decision.plan,
-        tokens=estimate - prompt_tokens - completion_tokens,
-    )
-    await usage.record_usage(
-        redis,
-        usage.UsageRecord(
-            request_id=f"req_{reservation.id}",
-            account_id=held.account_id,
-            key_id=record.key_id,
-            model=MODEL.id,
-            provider="simulated",
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            cost_micros=settlement.charged,
-            latency_ms=12,
-            status=usage.OK,
-            at=time.time(),
-        ),
-    )
-    return held
+    token_usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
+    await run_commands(redis, billing_commands(job, error=None, token_usage=token_usage))
+    return admitted.billing
 
 
 async def test_requests_are_admitted_billed_and_reported_until_limits_bite(store: aredis.Redis) -> None:
@@ -94,12 +75,15 @@ async def test_requests_are_admitted_billed_and_reported_until_limits_bite(store
     per_request = credits.cost_micros(MODEL, 20, 30)
     assert (balance.balance, balance.reserved, balance.spent) == (1_000 - 2 * per_request, 0, 2 * per_request)
 
-    with pytest.raises(InsufficientQuota):
-        await serve_one(store, secret, {**body, "max_tokens": 10_000}, used=(0, 0))
+    greedy = {**body, "max_tokens": 10_000}
+    with pytest.raises(InsufficientQuota) as poor:
+        await serve_one(store, secret, greedy, used=(0, 0))
+    estimate = credits.estimate_prompt_tokens(greedy) + credits.max_completion_tokens(SETTINGS, MODEL, greedy)
+    remaining_tokens = int(poor.value.headers["X-RateLimit-Remaining-Tokens"])
+    assert remaining_tokens >= 100_000 - 2 * 50 - estimate  # of the answered ones, only usage counts
     with pytest.raises(RateLimitExceeded) as refused:
         await serve_one(store, secret, body, used=(20, 30))
     assert refused.value.headers["X-RateLimit-Remaining"] == "0"
-    assert int(refused.value.headers["X-RateLimit-Remaining-Tokens"]) >= 100_000 - 2 * 50  # only usage counts
 
     today = datetime.now(UTC).date()
     [row] = await usage.daily_usage(store, account.id, today, today)

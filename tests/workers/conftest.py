@@ -14,7 +14,7 @@ import redis.asyncio as aredis
 
 from shared import events
 from shared.jobs import CompletionJob, enqueue_commands
-from shared.rq_bridge import replay
+from shared.redis_commands import replay
 from shared.settings import ProviderSettings, Settings
 from workers.worker import AsyncWorker
 

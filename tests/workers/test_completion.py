@@ -10,11 +10,11 @@ import orjson
 from shared import events
 from shared.errors import UpstreamUnavailable
 from shared.jobs import CompletionJob
-from shared.rq_bridge import Command
+from shared.redis_commands import Command
 from shared.settings import ProviderSettings
 from tests.openai_spec import chunk_violations, completion_violations
 from tests.workers.factories import WEATHER_TOOL, completion_job
-from workers.completion import Outcome, complete
+from workers.completion import JobEnding, complete
 from workers.providers.base import Delta, ProviderAdapter
 from workers.providers.simulated import SimulatedProvider
 from workers.publisher import FramePublisher
@@ -40,18 +40,18 @@ class ScriptedProvider:
 async def frames_for(
     job: CompletionJob,
     adapter: ProviderAdapter,
-    final: list[Command] | None = None,
+    bookkeeping: list[Command] | None = None,
     redis: fakeredis.FakeAsyncRedis | None = None,
-) -> tuple[Outcome, list[events.Frame]]:
+) -> tuple[JobEnding, list[events.Frame]]:
     redis = redis or fakeredis.FakeAsyncRedis()
     pubsub = redis.pubsub()
     await pubsub.subscribe(job.reply_to)
-    outcome = await complete(
+    ending = await complete(
         job,
         adapter,
         FramePublisher(redis, job.reply_to, job.request_id),
         worker_name="worker-1",
-        final_commands=lambda _: final or [],
+        bookkeeping_commands=lambda _: bookkeeping or [],
     )
     frames: list[events.Frame] = []
     while not frames or not frames[-1].is_final:
@@ -59,7 +59,7 @@ async def frames_for(
         if message is not None:
             frames.append(events.decode(message["data"]))
     await pubsub.aclose()
-    return outcome, frames
+    return ending, frames
 
 
 def sse_chunks(frames: list[events.Frame]) -> list[dict[str, object]]:
@@ -76,12 +76,12 @@ def simulated() -> SimulatedProvider:
 async def test_stream_tool_call_chunks_validate() -> None:
     """A simulated tool call streams as schema-valid chunks ending in one tool_calls finish and usage."""
     job = completion_job("Paris", tools=[WEATHER_TOOL], include_usage=True)
-    outcome, frames = await frames_for(job, simulated())
+    ending, frames = await frames_for(job, simulated())
     chunks = sse_chunks(frames)
     assert all(chunk_violations(c) == [] for c in chunks)
     assert frames[0].meta == {"provider": "simulated", "worker": "worker-1", "upstream_model": "echo"}
-    assert outcome.ok and outcome.meta["finish_reason"] == "tool_calls"
-    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == outcome.meta["usage"]
+    assert ending.ok and ending.meta["finish_reason"] == "tool_calls"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == ending.meta["usage"]
 
 
 async def test_stream_without_include_usage_has_no_usage_chunk() -> None:
@@ -107,11 +107,11 @@ async def test_non_stream_json_schema_body_validates() -> None:
 async def test_error_after_content_sends_chunks_then_error() -> None:
     """An adapter error mid-stream: the content already produced goes out, then one E frame."""
     adapter = ScriptedProvider([Delta(content="partial")], UpstreamUnavailable("gone"))
-    outcome, frames = await frames_for(completion_job(), adapter)
+    ending, frames = await frames_for(completion_job(), adapter)
     assert [f.kind for f in frames][-1] == events.ERROR
     assert b"partial" in b"".join(f.payload for f in frames)
     assert frames[-1].meta["code"] == "upstream_unavailable" and frames[-1].meta["status"] == 503
-    assert outcome.error is not None
+    assert ending.error is not None
 
 
 async def test_stream_ending_without_finish_reason_is_an_error() -> None:
@@ -126,11 +126,11 @@ async def test_adapter_bug_still_ends_with_an_error_frame() -> None:
     assert frames[-1].kind == events.ERROR and frames[-1].meta["status"] == 500
 
 
-async def test_final_commands_ride_with_the_final_frame() -> None:
-    """The commands given for the outcome are executed in the final frame's round trip."""
+async def test_bookkeeping_commands_ride_with_the_final_frame() -> None:
+    """rq's bookkeeping commands for the job's ending are executed in the final frame's round trip."""
     redis = fakeredis.FakeAsyncRedis()
-    final: list[Command] = [(("SET", "bookkeeping-marker", "1"), {})]
-    outcome, frames = await frames_for(completion_job(), simulated(), final, redis)
-    assert outcome.ok and frames[-1].kind == events.DONE
+    bookkeeping: list[Command] = [(("SET", "bookkeeping-marker", "1"), {})]
+    ending, frames = await frames_for(completion_job(), simulated(), bookkeeping, redis)
+    assert ending.ok and frames[-1].kind == events.DONE
     assert await redis.get("bookkeeping-marker") == b"1"
     await redis.aclose()

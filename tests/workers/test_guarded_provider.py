@@ -16,8 +16,8 @@ from shared import events
 from shared.breaker import CircuitBreaker
 from shared.errors import AIORouterError, UpstreamBadRequest, UpstreamError, UpstreamUnavailable
 from shared.jobs import CompletionJob
+from shared.redis_commands import replay
 from shared.routing_state import InflightTracker, load_stats
-from shared.rq_bridge import replay
 from shared.settings import BreakerSettings, Deployment, ProviderSettings, RoutingStatsSettings
 from tests.workers.factories import completion_job
 from workers.completion import complete
@@ -213,15 +213,15 @@ async def test_time_to_first_token_is_written_when_the_job_ends(aredis_client: a
 
 async def test_a_success_s_writes_wait_for_the_final_round_trip(aredis_client: aredis.Redis) -> None:
     """With defer_success_writes a job that ended well leaves in-flight -1, the breaker's success and
-    its TTFT to closing_commands(), once: nothing is written until they are run."""
+    its TTFT to guard_commands(), once: nothing is written until they are run."""
     provider = guard(aredis_client, ScriptedAdapter([None]), defer=True)
     the_job = completion_job(provider="p", upstream_model="m")
     assert "".join([d.content or "" async for d in provider.stream(the_job)]) == "hello world"
     deployment = Deployment("p", "m")
     stats = (await load_stats(aredis_client, [deployment]))[DEPLOYMENT]
     assert stats.inflight == 1 and stats.ttft is None
-    commands = provider.closing_commands(the_job)
-    assert provider.closing_commands(the_job) == []
+    commands = provider.guard_commands(the_job)
+    assert provider.guard_commands(the_job) == []
     async with aredis_client.pipeline(transaction=False) as pipe:
         replay(pipe, commands)
         await pipe.execute()
@@ -241,7 +241,7 @@ async def test_a_failure_s_writes_are_not_deferred(aredis_client: aredis.Redis) 
             pass
     assert (await breaker.views([DEPLOYMENT]))[0].status == "open"
     assert (await load_stats(aredis_client, [Deployment("p", "m")]))[DEPLOYMENT].inflight == 0
-    assert provider.closing_commands(the_job) == []
+    assert provider.guard_commands(the_job) == []
 
 
 async def run_complete(adapter: ScriptedAdapter, stream: bool) -> events.Frame:

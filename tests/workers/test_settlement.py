@@ -14,9 +14,10 @@ from shared import credits, keys, usage
 from shared.errors import UpstreamError
 from shared.job_billing import EXTRA_KEY, JobBilling
 from shared.jobs import CompletionJob
-from shared.rq_bridge import Command, replay
+from shared.redis_commands import Command, replay
 from shared.settings import ModelEntry, settings_from_mapping
-from workers.settlement import closing_commands
+from tests.store_calls import hold_credit
+from workers.settlement import billing_commands
 
 SETTINGS = settings_from_mapping({}, env={})
 MODEL = ModelEntry(id="m/priced", deployments=(), input_price_per_m=2.0, output_price_per_m=4.0)
@@ -29,7 +30,7 @@ async def funded(redis: aredis.Redis) -> None:
 
 
 async def billed_job(redis: aredis.Redis, amount: int, **billing: Any) -> tuple[CompletionJob, JobBilling]:
-    reservation = await credits.reserve(redis, SETTINGS, "acme", amount)
+    reservation = await hold_credit(redis, SETTINGS, "acme", amount)
     job_billing = JobBilling.for_model(reservation, MODEL, admitted_at=time.time() - 0.25, **billing)
     job = CompletionJob(
         request_id="req-1",
@@ -64,7 +65,7 @@ async def test_a_completed_job_is_charged_its_tokens(aredis_client: aredis.Redis
     await funded(aredis_client)
     job, _ = await billed_job(aredis_client, 10_000)
     tokens = {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150}
-    await run(aredis_client, closing_commands(job, error=None, token_usage=tokens))
+    await run(aredis_client, billing_commands(job, error=None, token_usage=tokens))
     balance = await credits.get_balance(aredis_client, "acme")
     assert (balance.spent, balance.reserved, balance.balance) == (400, 0, FUNDS - 400)
     [record] = await records(aredis_client)
@@ -87,7 +88,7 @@ async def test_the_charge_never_exceeds_the_hold_and_lands_once(aredis_client: a
     await funded(aredis_client)
     job, _ = await billed_job(aredis_client, 300)
     tokens = {"prompt_tokens": 1_000, "completion_tokens": 1_000}
-    commands = closing_commands(job, error=None, token_usage=tokens)
+    commands = billing_commands(job, error=None, token_usage=tokens)
     await run(aredis_client, commands)
     await run(aredis_client, commands)
     balance = await credits.get_balance(aredis_client, "acme")
@@ -99,7 +100,7 @@ async def test_a_failed_job_leaves_the_hold_and_records_its_error(aredis_client:
     and its usage record says which error ended it."""
     await funded(aredis_client)
     job, billing = await billed_job(aredis_client, 5_000)
-    await run(aredis_client, closing_commands(job, error=UpstreamError("boom"), token_usage=None))
+    await run(aredis_client, billing_commands(job, error=UpstreamError("boom"), token_usage=None))
     balance = await credits.get_balance(aredis_client, "acme")
     assert (balance.spent, balance.reserved) == (0, 5_000)
     [record] = await records(aredis_client)
@@ -115,7 +116,7 @@ async def test_unused_counted_tokens_are_refunded(aredis_client: aredis.Redis) -
     server_seconds, _ = await aredis_client.time()
     await aredis_client.set(tat_key, str((server_seconds + 10) * 1_000_000))
     tokens = {"prompt_tokens": 100, "completion_tokens": 50}
-    await run(aredis_client, closing_commands(job, error=None, token_usage=tokens))
+    await run(aredis_client, billing_commands(job, error=None, token_usage=tokens))
     refunded = int(await aredis_client.get(tat_key) or 0)
     assert refunded == (server_seconds + 10) * 1_000_000 - 850 * 1_000
 
@@ -125,7 +126,7 @@ async def test_a_job_without_billing_is_only_recorded(aredis_client: aredis.Redi
     await funded(aredis_client)
     job, _ = await billed_job(aredis_client, 100)
     bare = CompletionJob(**{**job.to_wire(), "extra": {}})
-    commands = closing_commands(bare, error=None, token_usage={"prompt_tokens": 5, "completion_tokens": 5})
+    commands = billing_commands(bare, error=None, token_usage={"prompt_tokens": 5, "completion_tokens": 5})
     assert all(args[0] != "EVAL" for args, _ in commands)
     await run(aredis_client, commands)
     assert (await credits.get_balance(aredis_client, "acme")).reserved == 100

@@ -71,9 +71,10 @@ class OpenAICompatibleProvider:
 
 
 class _LazyTimer:
-    """Keeps an ``asyncio.Timeout`` at the call's next deadline without moving it on every line (that
-    cost ~5% of a busy worker's CPU): just before the timer would fire, it moves to the deadline the
-    last :meth:`Deadlines.seen` gives, if that is later; only then does it fire for real."""
+    """Keeps an ``asyncio.Timeout`` at the call's next deadline without moving it on every line (each
+    move reschedules a loop timer, on a path that runs once per streamed line): just before the timer
+    would fire, it moves to the deadline the last :meth:`Deadlines.seen` gives, if that is later; only
+    then does it fire for real."""
 
     _AHEAD = 0.001  # seconds before the timer that the check runs (the loop runs earlier timers first)
 

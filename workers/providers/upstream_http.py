@@ -1,8 +1,9 @@
 """The worker's HTTP/1.1 client for upstream calls: asyncio protocol, httptools parsing, one keep-alive pool
 per provider.
 
-httpx spent a quarter of a busy worker's CPU in its connection pool, anyio's stream layers, its response
-objects and ``aiter_lines``; this client does only what the adapters need.  It ``POST``s a body, sent in
+A general-purpose client (connection pool, stream layers, response objects, line iteration) does far
+more per call than the adapters need, on the path every streamed token takes; this client does only
+what they need.  It ``POST``s a body, sent in
 one write with the head, and reads the status and headers, then either the whole body (by content-length,
 chunked, or until close) or the ``data`` of each server-sent event as it arrives.  ``http`` and ``https``
 base URLs (TLS through asyncio's ``ssl``: SNI, certificate and host name checks, ALPN ``http/1.1``, a
@@ -70,7 +71,7 @@ class EncodedBody(TransportError):
     """The upstream compressed (or otherwise encoded) a body we asked to get as ``identity``."""
 
 
-class Headers(Mapping[str, str]):
+class ResponseHeaders(Mapping[str, str]):
     """Response headers by name, looked up case-insensitively; a repeated header's values joined by ", "."""
 
     __slots__ = ("_by_name",)
@@ -295,7 +296,7 @@ class UpstreamResponse:
         self._head_done = self._complete = self._keep_alive = False
         self._informational = self._until_close = self._paused = False
         self.status = 0
-        self.headers = Headers(self._raw_headers)
+        self.headers = ResponseHeaders(self._raw_headers)
 
     def detach(self) -> None:
         """The call is over: drop the parser, whose callbacks make a cycle that only the GC would free."""

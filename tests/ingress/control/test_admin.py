@@ -18,6 +18,7 @@ from ingress.control import accounts
 from ingress.control.admin import admin_routes
 from shared import credits, keys, usage
 from shared.settings import Settings, settings_from_mapping
+from tests.store_calls import record_usage
 
 ADMIN_TOKEN = "admin-secret-for-tests"
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -348,7 +349,7 @@ async def test_usage_reports_by_day_and_model(admin: httpx.AsyncClient, aredis_c
     account = await new_account(admin)
     today = datetime.now(UTC)
     for n, model in enumerate(("m/a", "m/a", "m/b")):
-        await usage.record_usage(
+        await record_usage(
             aredis_client,
             usage.UsageRecord(
                 request_id=f"req_{n}",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from shared.breaker import CircuitBreaker
 from tests.ingress.conftest import IngressFactory
+from tests.store_calls import record_failure
 
 ADMIN_TOKEN = "breakers-admin-token"
 
@@ -12,7 +13,9 @@ async def test_breakers_lists_every_deployment_with_its_state(ingress_factory: I
     """Closed deployments of the catalog are listed, and one whose breaker tripped shows open, its
     cooldown's end and a trip; an API key is refused."""
     async with ingress_factory(admin_token=ADMIN_TOKEN, breaker={"failure_threshold": 1}) as ingress:
-        await CircuitBreaker(ingress.redis, ingress.settings.breaker).record_failure("simulated/lorem")
+        await record_failure(
+            ingress.redis, CircuitBreaker(ingress.redis, ingress.settings.breaker), "simulated/lorem"
+        )
         response = await ingress.client.get(
             "/admin/breakers", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
         )
