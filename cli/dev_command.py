@@ -1,6 +1,7 @@
 """``aiorouter dev``: the whole system on one machine, for a first-time user.
 
-Picks a Redis (see :mod:`cli.dev_redis`), starts worker processes for the simulated pool(s) and the
+Picks a Redis (see :mod:`cli.dev_redis`) and records it in ``.aiorouter/dev.json`` for the other commands
+(see :mod:`cli.dev_record`), starts worker processes for the simulated pool(s) and the
 ingress as child processes, waits until ``/readyz`` answers 200, creates a dev key and prints how to call
 the API.  Ctrl-C or SIGTERM stops everything; if a child dies, the rest is stopped too.
 """
@@ -16,6 +17,7 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ import redis.asyncio as aredis
 from cli.config_option import add_config_option, settings_from_args
 from cli.dev_banner import DevSystem, banner
 from cli.dev_processes import Child, ChildGroup
+from cli.dev_record import RECORD_PATH, dev_record
 from cli.dev_redis import DevRedis, dev_redis, free_port
 from cli.failures import CommandFailed, redis_failure
 from cli.key_issuing import IssuedKey, issue_key
@@ -67,8 +70,17 @@ def run(args: argparse.Namespace) -> int:
     port = _usable_port(settings.port if args.port is None else args.port)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops us like Ctrl-C does
     try:
-        with dev_redis(settings, os.environ) as redis_server:
+        with ExitStack() as stack:
+            redis_server = stack.enter_context(dev_redis(settings, os.environ))
             print(f"aiorouter dev: Redis is {redis_server.description}", flush=True)
+            record = stack.enter_context(dev_record(redis_server.url, Path.cwd()))
+            if record is None:
+                print(
+                    f"aiorouter dev: cannot write {RECORD_PATH} here; other aiorouter commands will not "
+                    "find this Redis by themselves (set REDIS_URL for them)",
+                    file=sys.stderr,
+                    flush=True,
+                )
             env = {**os.environ, "REDIS_URL": redis_server.url}
             if args.config:
                 env["AIOROUTER_CONFIG"] = str(Path(args.config).resolve())

@@ -13,6 +13,7 @@ import redis.asyncio as aredis
 from cli import main
 from ingress.control import accounts
 from shared import usage
+from tests.cli.stderr_lines import after_redis_line
 
 
 @pytest.fixture
@@ -106,5 +107,5 @@ def test_bad_input_is_one_clear_line(
     assert main(["accounts", "create", "--id", "acme"]) == 0
     capsys.readouterr()
     assert main(argv) == status
-    err = capsys.readouterr().err
+    err = after_redis_line(capsys.readouterr().err)
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
