@@ -28,7 +28,7 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -40,6 +40,7 @@ from starlette.routing import BaseRoute, Route
 
 from ingress import api_keys
 from ingress.control import accounts
+from ingress.control.query_params import date_query, int_query
 from shared import credits, keys, usage
 from shared.breaker import CircuitBreaker
 from shared.errors import AIORouterError, AuthenticationError, InvalidRequest, NotFound, ServiceUnavailable
@@ -124,8 +125,8 @@ class AdminApi:
 
     async def list_accounts(self, request: Request) -> Response:
         redis = _redis(request)
-        offset = _int_query(request, "offset", default=0, low=0, high=10**9)
-        limit = _int_query(request, "limit", default=100, low=1, high=MAX_PAGE)
+        offset = int_query(request, "offset", default=0, low=0, high=10**9)
+        limit = int_query(request, "limit", default=100, low=1, high=MAX_PAGE)
         page = await accounts.list_accounts(redis, offset=offset, limit=limit)
         balances = await credits.get_balances(redis, [a.id for a in page])
         data = [account_json(a, b, self.settings) for a, b in zip(page, balances, strict=True)]
@@ -208,15 +209,15 @@ class AdminApi:
 
     async def get_credit(self, request: Request) -> Response:
         account = await accounts.require_account(_redis(request), _path(request, "account_id"))
-        limit = _int_query(request, "limit", default=100, low=1, high=MAX_PAGE)
+        limit = int_query(request, "limit", default=100, low=1, high=MAX_PAGE)
         balance = await credits.get_balance(_redis(request), account.id)
         entries = await credits.ledger(_redis(request), account.id, count=limit)
         return _json({"credit": balance.to_json(), "ledger": [e.to_json() for e in entries]})
 
     async def daily_usage(self, request: Request) -> Response:
         account = await accounts.require_account(_redis(request), _path(request, "account_id"))
-        end = _date_query(request, "end") or datetime.now(UTC).date()
-        start = _date_query(request, "start") or end - timedelta(days=DEFAULT_REPORT_DAYS - 1)
+        end = date_query(request, "end") or datetime.now(UTC).date()
+        start = date_query(request, "start") or end - timedelta(days=DEFAULT_REPORT_DAYS - 1)
         try:
             usage.days_between(start, end)
         except ValueError as exc:
@@ -236,7 +237,7 @@ class AdminApi:
         account_id = request.path_params.get("account_id")
         if account_id is not None:
             await accounts.require_account(_redis(request), account_id)
-        limit = _int_query(request, "limit", default=100, low=1, high=MAX_PAGE)
+        limit = int_query(request, "limit", default=100, low=1, high=MAX_PAGE)
         records = await usage.recent_usage(_redis(request), account_id, count=limit)
         return _json({"object": "list", "data": [r.to_json() for r in records]})
 
@@ -308,29 +309,6 @@ def _string(body: dict[str, Any], name: str) -> str | None:
     if value is not None and not isinstance(value, str):
         raise InvalidRequest(f"{name!r} must be a string.", param=name)
     return value
-
-
-def _int_query(request: Request, name: str, *, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise InvalidRequest(f"{name!r} must be an integer.", param=name) from exc
-    if not low <= value <= high:
-        raise InvalidRequest(f"{name!r} must be from {low} to {high}.", param=name)
-    return value
-
-
-def _date_query(request: Request, name: str) -> date | None:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return None
-    try:
-        return date.fromisoformat(raw)
-    except ValueError as exc:
-        raise InvalidRequest(f"{name!r} must be a date, YYYY-MM-DD.", param=name) from exc
 
 
 def plan_json(plan: Plan) -> dict[str, Any]:

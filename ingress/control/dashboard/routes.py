@@ -33,6 +33,7 @@ from ingress import api_keys
 from ingress.context import ingress_context
 from ingress.control import accounts
 from ingress.control.admin import account_json
+from ingress.control.query_params import int_query
 from shared import credits, usage
 from shared.errors import AIORouterError, AuthenticationError, InvalidRequest, NotFound, ServiceUnavailable
 
@@ -122,11 +123,9 @@ async def _revoke_key(request: Request, account: accounts.Account) -> Response:
 
 
 async def _usage(request: Request, account: accounts.Account) -> Response:
-    raw = request.query_params.get("days", str(DEFAULT_DAYS))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_DAYS:
-        raise InvalidRequest(f"'days' must be an integer from 1 to {MAX_DAYS}.", param="days")
+    days = int_query(request, "days", default=DEFAULT_DAYS, low=1, high=MAX_DAYS)
     end = datetime.now(UTC).date()
-    start = end - timedelta(days=int(raw) - 1)
+    start = end - timedelta(days=days - 1)
     rows = await usage.daily_usage(_redis(request), account.id, start, end)
     return _json(
         {

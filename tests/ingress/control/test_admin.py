@@ -322,6 +322,15 @@ async def test_credit_is_added_with_a_ledger_entry(admin: httpx.AsyncClient) -> 
         {"amount_usd": True},
         {"amount_usd": [1]},
         {"amount_usd": "0.0000001"},
+        {"amount_usd": "1e999999"},
+        {"amount_usd": "1e2"},
+        {"amount_usd": "1_000"},
+        {"amount_usd": "\u0661\u0662"},
+        {"amount_usd": "NaN"},
+        {"amount_usd": "Infinity"},
+        {"amount_usd": "9" * 40},
+        {"amount_usd": 1e300},
+        {"amount_usd": 10**30},
         {"amount_micros": -1},
         {"amount_micros": 0},
         {"amount_micros": 1.5},
@@ -389,15 +398,36 @@ async def test_usage_reports_by_day_and_model(admin: httpx.AsyncClient, aredis_c
         {"end": "2026-13-01"},
         {"start": "2026-02-01", "end": "2026-01-01"},
         {"start": "2024-01-01", "end": "2026-01-01"},
+        {"end": "0001-01-01"},
+        {"start": "0001-01-01", "end": "0001-01-02"},
+        {"start": "9999-12-31"},
+        {"end": "20260101"},
+        {"end": "2026-W01-1"},
+        {"end": "\u0662\u0660\u0662\u0666-01-01"},
     ],
 )
 async def test_bad_usage_ranges_are_a_400(admin: httpx.AsyncClient, params: dict[str, str]) -> None:
-    """Dates that do not parse, run backwards or span more than a year are refused."""
+    """Dates that do not parse (or not as YYYY-MM-DD in ASCII), lie before 1970, run backwards or span
+    more than a year are refused in the envelope, never a 500 from date arithmetic."""
     account = await new_account(admin)
     assert_error(await admin.get(f"/admin/accounts/{account['id']}/usage", params=params), 400)
 
 
-@pytest.mark.parametrize("limit", ["0", "-1", "abc", "1001"])
+async def test_usage_at_the_edges_of_the_calendar_answers(admin: httpx.AsyncClient) -> None:
+    """The first and the last day a report may name give an empty report, not an overflow."""
+    account = await new_account(admin)
+    url = f"/admin/accounts/{account['id']}/usage"
+    for params in (
+        {"end": "1970-01-01"},
+        {"end": "9999-12-31"},
+        {"start": "9999-12-31", "end": "9999-12-31"},
+    ):
+        response = await admin.get(url, params=params)
+        assert response.status_code == 200, response.text
+        assert response.json()["data"] == []
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "abc", "1001", "\u0661\u0660", "1_0", "9" * 5000])
 async def test_bad_page_sizes_are_a_400(admin: httpx.AsyncClient, limit: str) -> None:
     """Listing limits outside 1..1000 or not integers are refused, with the parameter named."""
     assert_error(await admin.get("/admin/accounts", params={"limit": limit}), 400, param="limit")

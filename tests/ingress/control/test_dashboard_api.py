@@ -84,12 +84,16 @@ async def test_bad_key_creation_is_a_400(ingress: Ingress, content: bytes, param
     assert await api_keys.list_keys(ingress.redis, "acme") == []
 
 
-@pytest.mark.parametrize("days", ["0", "91", "soon"])
+@pytest.mark.parametrize(
+    "days", ["0", "91", "soon", "\u00b2", "\u0661\u0662", "\uff17", "1_0", "9" * 5000, "-0", "7.0"]
+)
 async def test_bad_usage_range_is_a_400(ingress: Ingress, days: str) -> None:
-    """The usage report covers 1 to 90 days; anything else is a 400 naming 'days'."""
+    """The usage report covers 1 to 90 days written in ASCII digits; anything else (superscripts, other
+    scripts' digits, huge numbers) is a 400 naming 'days', never a 500."""
     headers = await sign_in(ingress, "acme")
     response = await ingress.client.get("/dashboard/api/usage", params={"days": days}, headers=headers)
-    assert response.status_code == 400 and response.json()["error"]["param"] == "days"
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "days"
 
 
 async def test_usage_covers_the_requested_days(ingress: Ingress) -> None:
