@@ -32,13 +32,16 @@ from cli.dev_record import RECORD_PATH, dev_record
 from cli.dev_redis import DevRedis, dev_redis, free_port
 from cli.failures import CommandFailed, redis_failure
 from cli.key_issuing import IssuedKey, issue_key
+from ingress import api_keys
 from ingress.control import accounts
+from ingress.control.admin import check_admin_token
 from shared import credits
-from shared.errors import AIORouterError
+from shared.errors import AIORouterError, ConfigError
 from shared.settings import Settings
 
 DEV_ACCOUNT = "dev"
 DEV_PLAN = "developer"
+DEV_KEY_NAME = "aiorouter dev"  # each run revokes the keys of earlier runs, so they never pile up
 DEV_CREDIT_MICROS = 10_000_000  # USD 10 of play money, topped up when below a tenth of it
 _READY_TIMEOUT = 60.0
 _POLL_INTERVAL = 0.25
@@ -64,6 +67,10 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
+    try:
+        check_admin_token(settings)
+    except ConfigError as exc:
+        raise CommandFailed(f"bad settings: {exc.message}") from exc
     pools = _pools(settings, args.pool)
     if args.workers < 1 or args.concurrency < 1:
         raise CommandFailed("--workers and --concurrency must be at least 1", exit_status=2)
@@ -84,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
             env = {**os.environ, "REDIS_URL": redis_server.url}
             if args.config:
                 env["AIOROUTER_CONFIG"] = str(Path(args.config).resolve())
-            admin_token = settings.admin_token or secrets.token_urlsafe(24)
+            admin_token = settings.admin_token or secrets.token_urlsafe(32)
             env["AIOROUTER_ADMIN_TOKEN"] = admin_token
             children = ChildGroup(env)
             try:
@@ -183,8 +190,11 @@ async def _create_dev_key(redis_url: str, settings: Settings) -> tuple[IssuedKey
     client = aredis.Redis.from_url(redis_url)
     try:
         new_account = await accounts.get_account(client, DEV_ACCOUNT) is None
+        for earlier in await api_keys.list_keys(client, DEV_ACCOUNT):  # keys of earlier runs: stale now
+            if earlier.name == DEV_KEY_NAME and not earlier.revoked:
+                await api_keys.revoke_key(client, earlier.key_id)
         plan = DEV_PLAN if new_account and DEV_PLAN in settings.plans else None
-        issued = await issue_key(client, settings, account_id=DEV_ACCOUNT, plan=plan, name="aiorouter dev")
+        issued = await issue_key(client, settings, account_id=DEV_ACCOUNT, plan=plan, name=DEV_KEY_NAME)
         balance = await credits.get_balance(client, DEV_ACCOUNT)
         if balance.available < DEV_CREDIT_MICROS // 10:
             balance, _ = await credits.add_credit(

@@ -1,9 +1,11 @@
 """The admin API under ``/admin/...``: accounts, their API keys, credits and usage, for operators.
 
 Every route needs ``Authorization: Bearer <settings.admin_token>`` (compared in constant time; never an
-API key).  Without a configured admin token every admin route answers 404 ``admin_disabled``.  Errors use
-the shared envelope even in an app without the ingress' exception handlers.  The Redis client is the
-ingress context's (``app.state.ingress.redis``) or, in a bare app, ``app.state.redis``.
+API key; at least 32 characters, or the ingress refuses to start).  Without a configured admin token
+every admin route answers 404 ``admin_disabled``.  Errors use the shared envelope even in an app without
+the ingress' exception handlers.  The Redis client is the ingress context's (``app.state.ingress.redis``)
+or, in a bare app, ``app.state.redis``.  Creating a key obeys the account's caps (see
+:func:`ingress.control.accounts.create_key_for_account`).
 
     GET    /admin/plans
     POST   /admin/accounts                           {"name", "plan", "id"}  -> 201, dashboard token once
@@ -43,17 +45,37 @@ from ingress.control import accounts
 from ingress.control.query_params import date_query, int_query
 from shared import credits, keys, usage
 from shared.breaker import CircuitBreaker
-from shared.errors import AIORouterError, AuthenticationError, InvalidRequest, NotFound, ServiceUnavailable
+from shared.errors import (
+    AIORouterError,
+    AuthenticationError,
+    ConfigError,
+    InvalidRequest,
+    NotFound,
+    ServiceUnavailable,
+)
 from shared.routing_state import catalog_deployment_ids
 from shared.settings import Plan, Settings
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 DEFAULT_REPORT_DAYS = 30
 MAX_PAGE = 1000
+MIN_ADMIN_TOKEN_LENGTH = 32
+
+
+def check_admin_token(settings: Settings) -> None:
+    """Raise :class:`~shared.errors.ConfigError` for an admin token too short to resist guessing."""
+    token = settings.admin_token
+    if token and len(token) < MIN_ADMIN_TOKEN_LENGTH:
+        raise ConfigError(
+            f"admin_token (AIOROUTER_ADMIN_TOKEN) has {len(token)} characters; use at least "
+            f"{MIN_ADMIN_TOKEN_LENGTH} (`python -c 'import secrets; print(secrets.token_urlsafe(32))'`), "
+            "or none to disable the admin API"
+        )
 
 
 def admin_routes(settings: Settings) -> list[BaseRoute]:
-    """The admin routes, to mount in the ingress app."""
+    """The admin routes, to mount in the ingress app; :class:`ConfigError` for a short admin token."""
+    check_admin_token(settings)
     api = AdminApi(settings)
     table: list[tuple[str, Callable[[Request], Awaitable[Response]], str]] = [
         ("/admin/plans", api.list_plans, "GET"),
@@ -165,7 +187,7 @@ class AdminApi:
         await accounts.require_account(_redis(request), account_id)
         body = await _body(request, allowed={"name"}, required=False)
         secret, record = await accounts.create_key_for_account(
-            _redis(request), account_id, name=_string(body, "name") or ""
+            _redis(request), self.settings, account_id, name=_string(body, "name") or ""
         )
         return _json({**record.to_json(), "secret": secret}, status=201)
 

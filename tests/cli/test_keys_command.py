@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import orjson
 import pytest
@@ -150,3 +151,16 @@ def test_bad_account_id_is_a_usage_error(cli_env: redis.Redis, capsys: pytest.Ca
     assert main(["keys", "create", "--account", "has space"]) == 2
     assert "--account" in capsys.readouterr().err
     assert cli_env.dbsize() == 0
+
+
+def test_key_cap_is_one_line(
+    cli_env: redis.Redis, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Over the account's live-key cap `keys create` exits 1 with one line saying why, and creates nothing."""
+    config = tmp_path / "capped.toml"
+    config.write_text("max_keys_per_account = 1\n")
+    _create(capsys, "--account", "acme", "--config", str(config))
+    assert main(["keys", "create", "--account", "acme", "--config", str(config)]) == 1
+    err = after_redis_line(capsys.readouterr().err)
+    assert err.count("\n") == 1 and "revoke one first" in err
+    assert len(cli_env.smembers(keys.account_api_keys("acme"))) == 1

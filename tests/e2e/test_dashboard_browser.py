@@ -27,7 +27,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-ADMIN_TOKEN = "admin-browser-test-token"
+ADMIN_TOKEN = "admin-browser-test-token-0123456789abcdef"
 MODEL = "aiorouter/priced-echo"
 CONFIG = f"""
 worker_heartbeat_interval = 0.5

@@ -14,12 +14,14 @@ import redis.asyncio as aredis
 from starlette.applications import Starlette
 
 from ingress import api_keys
+from ingress.app import create_app
 from ingress.control import accounts
 from ingress.control.admin import admin_routes
 from shared import credits, keys, usage
+from shared.errors import ConfigError
 from shared.settings import Settings, settings_from_mapping
 
-ADMIN_TOKEN = "admin-secret-for-tests"
+ADMIN_TOKEN = "admin-secret-for-tests-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
@@ -82,7 +84,7 @@ async def test_wrong_or_missing_admin_token_is_a_401(
 ) -> None:
     """No token, a wrong token, another scheme, or an API key are all refused with invalid_admin_token."""
     account = await new_account(admin)
-    secret, _ = await accounts.create_key_for_account(aredis_client, account["id"])
+    secret, _ = await accounts.create_key_for_account(aredis_client, Settings(), account["id"])
     for header in ("", "Bearer wrong", f"Basic {ADMIN_TOKEN}", f"Bearer {secret}", f"Bearer {ADMIN_TOKEN}x"):
         response = await admin.get("/admin/accounts", headers={"Authorization": header})
         assert_error(response, 401, "invalid_admin_token")
@@ -286,6 +288,37 @@ async def test_bad_key_creation_is_a_400(admin: httpx.AsyncClient, aredis_client
     assert_error(await admin.post(base, json={"plan": "business"}), 400, param="plan")
     assert_error(await admin.post(base, content=b"{oops"), 400)
     assert await api_keys.list_keys(aredis_client, account["id"]) == []
+
+
+async def test_key_caps_hold_for_the_admin_api(aredis_client: aredis.Redis) -> None:
+    """The operator's key creation obeys the same caps: 400 too_many_keys, then 429 with Retry-After; an
+    operator may still create a key on a suspended account."""
+    settings = settings_from_mapping(
+        {"admin_token": ADMIN_TOKEN, "max_keys_per_account": 1, "key_creations_per_hour": 2}, env={}
+    )
+    async with client_for(admin_app(settings, aredis_client)) as admin:
+        admin.headers.update(AUTH)
+        account = await new_account(admin)
+        await admin.patch(f"/admin/accounts/{account['id']}", json={"status": "suspended"})
+        base = f"/admin/accounts/{account['id']}/keys"
+        first = await admin.post(base, json={"name": "one"})
+        assert first.status_code == 201, first.text
+        assert_error(await admin.post(base, json={}), 400, "too_many_keys")
+        await admin.delete(f"{base}/{first.json()['id']}")
+        second = await admin.post(base, json={})
+        await admin.delete(f"{base}/{second.json()['id']}")
+        fast = await admin.post(base, json={})
+        assert_error(fast, 429, "key_creation_rate_limited")
+        assert int(fast.headers["retry-after"]) >= 1
+
+
+def test_short_admin_token_refuses_to_build_the_app() -> None:
+    """An admin token under 32 characters stops start-up with a ConfigError naming the rule; none is fine."""
+    with pytest.raises(ConfigError) as refused:
+        create_app(settings_from_mapping({"admin_token": "x" * 31}, env={}))
+    assert "at least 32" in refused.value.message and "\n" not in refused.value.message
+    create_app(settings_from_mapping({"admin_token": "x" * 32}, env={}))
+    create_app(settings_from_mapping({}, env={}))
 
 
 # --- credits and usage -------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from shared.breaker import CircuitBreaker
 from tests.ingress.conftest import IngressFactory
 
-ADMIN_TOKEN = "breakers-admin-token"
+ADMIN_TOKEN = "breakers-admin-token-0123456789abcdef"
 
 
 async def test_breakers_lists_every_deployment_with_its_state(ingress_factory: IngressFactory) -> None:
