@@ -15,8 +15,9 @@ import orjson
 import redis
 import redis.asyncio as aredis
 
-from cli.config_option import add_config_option, settings_from_args
+from cli.config_option import add_config_option
 from cli.failures import CommandFailed, redis_failure
+from cli.redis_finding import settings_with_redis
 from shared.breaker import BreakerView, CircuitBreaker
 from shared.errors import ServiceUnavailable
 from shared.routing_state import catalog_deployment_ids
@@ -37,7 +38,7 @@ def register(commands: Any) -> None:
 
 
 def _handle(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args)
+    settings = settings_with_redis(args)
     views = asyncio.run(_views(settings))
     if args.json:
         print(orjson.dumps([view.to_dict() for view in views]).decode())

@@ -1,6 +1,7 @@
 """``aiorouter dev``: the whole system on one machine, for a first-time user.
 
-Picks a Redis (see :mod:`cli.dev_redis`), starts worker processes for the simulated pool(s) and the
+Picks a Redis (see :mod:`cli.dev_redis`) and records it in ``.aiorouter/dev.json`` for the other commands
+(see :mod:`cli.dev_record`), starts worker processes for the simulated pool(s) and the
 ingress as child processes, waits until ``/readyz`` answers 200, creates a dev key and prints how to call
 the API.  Ctrl-C or SIGTERM stops everything; if a child dies, the rest is stopped too.
 """
@@ -16,6 +17,7 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +28,20 @@ import redis.asyncio as aredis
 from cli.config_option import add_config_option, settings_from_args
 from cli.dev_banner import DevSystem, banner
 from cli.dev_processes import Child, ChildGroup
+from cli.dev_record import RECORD_PATH, dev_record
 from cli.dev_redis import DevRedis, dev_redis, free_port
 from cli.failures import CommandFailed, redis_failure
 from cli.key_issuing import IssuedKey, issue_key
+from ingress import api_keys
 from ingress.control import accounts
+from ingress.control.admin import check_admin_token
 from shared import credits
-from shared.errors import AIORouterError
+from shared.errors import AIORouterError, ConfigError
 from shared.settings import Settings
 
 DEV_ACCOUNT = "dev"
 DEV_PLAN = "developer"
+DEV_KEY_NAME = "aiorouter dev"  # each run revokes the keys of earlier runs, so they never pile up
 DEV_CREDIT_MICROS = 10_000_000  # USD 10 of play money, topped up when below a tenth of it
 _READY_TIMEOUT = 60.0
 _POLL_INTERVAL = 0.25
@@ -61,18 +67,31 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
+    try:
+        check_admin_token(settings)
+    except ConfigError as exc:
+        raise CommandFailed(f"bad settings: {exc.message}") from exc
     pools = _pools(settings, args.pool)
     if args.workers < 1 or args.concurrency < 1:
         raise CommandFailed("--workers and --concurrency must be at least 1", exit_status=2)
     port = _usable_port(settings.port if args.port is None else args.port)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops us like Ctrl-C does
     try:
-        with dev_redis(settings, os.environ) as redis_server:
+        with ExitStack() as stack:
+            redis_server = stack.enter_context(dev_redis(settings, os.environ))
             print(f"aiorouter dev: Redis is {redis_server.description}", flush=True)
+            record = stack.enter_context(dev_record(redis_server.url, Path.cwd()))
+            if record is None:
+                print(
+                    f"aiorouter dev: cannot write {RECORD_PATH} here; other aiorouter commands will not "
+                    "find this Redis by themselves (set REDIS_URL for them)",
+                    file=sys.stderr,
+                    flush=True,
+                )
             env = {**os.environ, "REDIS_URL": redis_server.url}
             if args.config:
                 env["AIOROUTER_CONFIG"] = str(Path(args.config).resolve())
-            admin_token = settings.admin_token or secrets.token_urlsafe(24)
+            admin_token = settings.admin_token or secrets.token_urlsafe(32)
             env["AIOROUTER_ADMIN_TOKEN"] = admin_token
             children = ChildGroup(env)
             try:
@@ -171,8 +190,11 @@ async def _create_dev_key(redis_url: str, settings: Settings) -> tuple[IssuedKey
     client = aredis.Redis.from_url(redis_url)
     try:
         new_account = await accounts.get_account(client, DEV_ACCOUNT) is None
+        for earlier in await api_keys.list_keys(client, DEV_ACCOUNT):  # keys of earlier runs: stale now
+            if earlier.name == DEV_KEY_NAME and not earlier.revoked:
+                await api_keys.revoke_key(client, earlier.key_id)
         plan = DEV_PLAN if new_account and DEV_PLAN in settings.plans else None
-        issued = await issue_key(client, settings, account_id=DEV_ACCOUNT, plan=plan, name="aiorouter dev")
+        issued = await issue_key(client, settings, account_id=DEV_ACCOUNT, plan=plan, name=DEV_KEY_NAME)
         balance = await credits.get_balance(client, DEV_ACCOUNT)
         if balance.available < DEV_CREDIT_MICROS // 10:
             balance, _ = await credits.add_credit(

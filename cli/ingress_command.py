@@ -6,6 +6,8 @@ import argparse
 from typing import Any
 
 from cli.config_option import add_config_option, require_tested_libraries, settings_from_args
+from cli.failures import CommandFailed
+from shared.errors import ConfigError
 
 
 def register(commands: Any) -> None:
@@ -26,9 +28,12 @@ def run(args: argparse.Namespace) -> int:
     # Imported on use: `aiorouter keys` should not pay for loading the web stack.
     from ingress import server
 
-    server.run(
-        settings,
-        host=args.host if args.host is not None else settings.host,
-        port=args.port if args.port is not None else settings.port,
-    )
+    try:
+        server.run(
+            settings,
+            host=args.host if args.host is not None else settings.host,
+            port=args.port if args.port is not None else settings.port,
+        )
+    except ConfigError as exc:
+        raise CommandFailed(f"bad settings: {exc.message}") from exc
     return 0

@@ -46,5 +46,5 @@ async def issue_key(
             f"account {account.id} is on plan {account.plan!r}, not {plan!r}; a key takes its account's plan",
             param="plan",
         )
-    secret, record = await accounts.create_key_for_account(redis, account.id, name=name)
+    secret, record = await accounts.create_key_for_account(redis, settings, account.id, name=name)
     return IssuedKey(secret, record, token)

@@ -12,9 +12,10 @@ import orjson
 import redis
 import redis.asyncio as aredis
 
-from cli.config_option import add_config_option, settings_from_args
+from cli.config_option import add_config_option
 from cli.failures import CommandFailed, redis_failure
 from cli.key_issuing import issue_key
+from cli.redis_finding import settings_with_redis
 from ingress import api_keys
 from ingress.control.accounts import ACCOUNT_ID_RE
 from shared.errors import AIORouterError
@@ -60,7 +61,7 @@ def register(commands: Any) -> None:
 def _run(action: Action) -> Callable[[argparse.Namespace], int]:
     def handler(args: argparse.Namespace) -> int:
         _check_arguments(args)
-        settings = settings_from_args(args)
+        settings = settings_with_redis(args)
         if getattr(args, "plan", None) is not None and args.plan not in settings.plans:
             known = ", ".join(settings.plans)
             raise CommandFailed(f"unknown plan {args.plan!r}; the settings define: {known}", exit_status=2)

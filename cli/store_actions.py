@@ -17,8 +17,8 @@ import orjson
 import redis
 import redis.asyncio as aredis
 
-from cli.config_option import settings_from_args
 from cli.failures import CommandFailed, redis_failure
+from cli.redis_finding import settings_with_redis
 from shared.errors import AIORouterError
 from shared.settings import Settings
 
@@ -31,7 +31,7 @@ def store_handler(action: Action) -> Callable[[argparse.Namespace], int]:
     """An argparse handler that runs ``action`` with the settings and a Redis client."""
 
     def handler(args: argparse.Namespace) -> int:
-        settings = settings_from_args(args)
+        settings = settings_with_redis(args)
         return asyncio.run(_with_redis(settings, args, action))
 
     return handler

@@ -69,6 +69,8 @@ def _day(raw: str | None) -> date:
     if raw is None:
         return datetime.now(UTC).date()
     try:
-        return date.fromisoformat(raw)
-    except ValueError:
-        raise CommandFailed(f"--day {raw!r} is not a date (YYYY-MM-DD)", exit_status=2) from None
+        return usage.parse_day(raw)
+    except ValueError as exc:
+        raise CommandFailed(
+            f"--day {raw!r} is not a date (YYYY-MM-DD, from 1970-01-01): {exc}", exit_status=2
+        ) from None

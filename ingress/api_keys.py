@@ -9,20 +9,25 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import re
 import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aredis
 from redis.typing import EncodableT
 
 from shared import keys
+from shared.errors import AuthenticationError, InvalidRequest, RateLimitExceeded
+from shared.lua import LuaScript
 
 KEY_PREFIX = "ak-"
 _BODY = r"[A-Za-z0-9_-]{43}"
 _KEY_RE = re.compile(rf"^(?:aiorouter_)?(?:ak-)?({_BODY})$")
+_CREATE = LuaScript.load("api_key_create")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +77,7 @@ class ApiKeyRecord:
         )
 
 
-def _text(value: bytes | str) -> str:
+def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
@@ -95,10 +100,31 @@ def digest(canonical_key: str) -> str:
     return hashlib.sha256(canonical_key.encode()).hexdigest()
 
 
+@dataclass(frozen=True, slots=True)
+class KeyCaps:
+    """What :func:`create_key` checks atomically before it creates a key on an account."""
+
+    max_live: int = 0  # most unrevoked keys an account may hold; 0 = no cap
+    per_hour: int = 0  # most keys an account may create in a rolling hour; 0 = no cap
+    refuse_suspended: bool = False  # a suspended account may not create keys (self-service callers)
+
+
 async def create_key(
-    redis: aredis.Redis, *, account_id: str, plan: str = "developer", name: str = ""
+    redis: aredis.Redis,
+    *,
+    account_id: str,
+    plan: str = "developer",
+    name: str = "",
+    caps: KeyCaps = KeyCaps(),
 ) -> tuple[str, ApiKeyRecord]:
-    """Create a key; the secret is returned here once and never stored."""
+    """Create a key unless ``caps`` forbid it; the secret is returned here once and never stored.
+
+    Raises :class:`~shared.errors.InvalidRequest` (``too_many_keys``) when the account holds
+    ``caps.max_live`` unrevoked keys, :class:`~shared.errors.RateLimitExceeded`
+    (``key_creation_rate_limited``, with ``Retry-After``) past ``caps.per_hour`` creations in the last hour,
+    and :class:`~shared.errors.AuthenticationError` (``account_suspended``) for a suspended account when
+    ``caps.refuse_suspended``.
+    """
     secret = generate_secret()
     record = ApiKeyRecord(
         key_id="key_" + secrets.token_hex(8),
@@ -108,12 +134,50 @@ async def create_key(
         created_at=time.time(),
     )
     key_digest = digest(secret)
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.hset(keys.api_key(key_digest), mapping=record.to_hash())
-        pipe.hset(keys.API_KEYS_INDEX, record.key_id, key_digest)
-        pipe.sadd(keys.account_api_keys(account_id), record.key_id)
-        await pipe.execute()
+    fields = [item for pair in record.to_hash().items() for item in pair]
+    reply = await _CREATE(
+        redis,
+        [
+            keys.api_key(key_digest),
+            keys.API_KEYS_INDEX,
+            keys.account_api_keys(account_id),
+            keys.key_creations(account_id),
+            keys.account(account_id),
+        ],
+        [
+            record.key_id,
+            key_digest,
+            caps.max_live,
+            caps.per_hour,
+            keys.KEY_CREATION_WINDOW_MS,
+            "1" if caps.refuse_suspended else "0",
+            keys.api_key(""),
+            *fields,
+        ],
+    )
+    _raise_refusal(reply, caps)
     return secret, record
+
+
+def _raise_refusal(reply: list[Any], caps: KeyCaps) -> None:
+    outcome = _text(reply[0])
+    if outcome == "suspended":
+        raise AuthenticationError(
+            "This account is suspended; it cannot create keys.", code="account_suspended"
+        )
+    if outcome == "too_many_keys":
+        raise InvalidRequest(
+            f"This account already has {caps.max_live} active keys, the most it may hold; revoke one first.",
+            code="too_many_keys",
+        )
+    if outcome == "too_fast":
+        retry_after = max(1, math.ceil(int(reply[1]) / 1000))
+        raise RateLimitExceeded(
+            f"This account created {caps.per_hour} keys in the last hour, the most it may; "
+            f"retry in {retry_after} s.",
+            code="key_creation_rate_limited",
+            headers={"Retry-After": str(retry_after)},
+        )
 
 
 async def lookup(redis: aredis.Redis, key_digest: str) -> ApiKeyRecord | None:

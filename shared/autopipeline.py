@@ -31,6 +31,7 @@ caller behind them), ``WATCH`` and pipelines that use it, pub/sub (``pubsub()`` 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import ssl
 from collections import deque
@@ -48,6 +49,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 REPLY_TIMEOUT = 10.0  # seconds Redis may leave a reply outstanding before the connection is dropped
 CONNECT_TIMEOUT = 5.0
+CLOSE_WAIT = 1.0  # seconds aclose() waits for the shared connection to be gone
 
 UNBATCHED = frozenset(
     {
@@ -122,6 +124,7 @@ class _Link(asyncio.Protocol):
         self._watchdog: asyncio.TimerHandle | None = None
         self._transport: asyncio.Transport | None = None
         self._lost: Exception | None = None
+        self.closed: asyncio.Future[None] = loop.create_future()  # done once the connection is gone
 
     @property
     def usable(self) -> bool:
@@ -179,6 +182,8 @@ class _Link(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(self._lost or ConnectionError(f"Connection to Redis lost: {exc or 'closed'}"))
+        if not self.closed.done():
+            self.closed.set_result(None)
 
     # --- internals ----------------------------------------------------------------------------------
 
@@ -284,6 +289,8 @@ class AutoPipelineRedis(aredis.Redis):
             self._connecting.cancel()
         if self._link is not None:
             self._link.close()
+            with contextlib.suppress(TimeoutError):  # a TLS close takes a round trip; never wait long
+                await asyncio.wait_for(asyncio.shield(self._link.closed), CLOSE_WAIT)
             self._link = None
         await super().aclose(close_connection_pool)
 

@@ -26,9 +26,10 @@ an fsync per write), keep RDB snapshots as backups, and never let it evict keys
 from __future__ import annotations
 
 import math
+import re
 import secrets
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Literal
 
 import orjson
@@ -42,6 +43,8 @@ from shared.settings import ModelEntry, Settings
 MICROS_PER_USD = 1_000_000
 MAX_AMOUNT = 1_000_000_000 * MICROS_PER_USD
 """The largest single grant (a billion USD): far inside what Redis integers and Lua numbers hold exactly."""
+_PLAIN_DECIMAL = re.compile(r"(?P<sign>-?)(?=\.?[0-9])(?P<whole>[0-9]*)(?:\.(?P<fraction>[0-9]*))?")
+_MAX_AMOUNT_CHARS = 32  # "1000000000.000000" is 17; trailing zeros are allowed, not unbounded ones
 _RESERVE = LuaScript.load("credit_reserve")
 _SETTLE = LuaScript.load("credit_settle")
 _EXPIRE = LuaScript.load("credit_expire")
@@ -163,16 +166,35 @@ def reservation_ttl(settings: Settings) -> float:
 
 
 def parse_usd(value: Any, *, param: str = "amount_usd") -> int:
-    """A positive USD amount (a JSON number or a decimal string) as micro-USD; 400 otherwise."""
+    """A positive USD amount as micro-USD: a JSON integer, a JSON number written as a plain decimal, or a
+    plain decimal string (ASCII digits, one optional point, at most 6 decimals); 400 otherwise.
+
+    No exponents, digit separators (``1_000``), non-ASCII digits, NaN or Infinity: what the operator
+    typed is what is granted, and nothing is ever computed from an unbounded number.
+    """
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise InvalidRequest('An amount must be a number of USD, e.g. 10 or "12.50".', param=param)
-    try:
-        amount = Decimal(str(value).strip()) * MICROS_PER_USD
-    except InvalidOperation as exc:
-        raise InvalidRequest(f"Cannot read {value!r} as an amount of USD.", param=param) from exc
-    if not amount.is_finite() or amount != amount.to_integral_value():
+    if isinstance(value, int):
+        if abs(value) > MAX_AMOUNT:
+            raise InvalidRequest(f"An amount is at most {usd(MAX_AMOUNT)} USD.", param=param)
+        return check_positive(value * MICROS_PER_USD, param=param)
+    if isinstance(value, float):
+        if not math.isfinite(value) or abs(value) > MAX_AMOUNT / MICROS_PER_USD:
+            raise InvalidRequest(f"An amount is a finite number of USD up to {usd(MAX_AMOUNT)}.", param=param)
+        value = format(Decimal(repr(value)), "f")  # the shortest exact digits, without an exponent
+    text = value.strip()
+    match = _PLAIN_DECIMAL.fullmatch(text) if len(text) <= _MAX_AMOUNT_CHARS else None
+    if match is None:
+        raise InvalidRequest(
+            f"Cannot read {text[:40]!r} as an amount of USD: write a plain decimal such as 12.50.",
+            param=param,
+        )
+    sign, whole, fraction = match.group("sign"), match.group("whole"), (match.group("fraction") or "")
+    fraction = fraction.rstrip("0")
+    if len(fraction) > 6:
         raise InvalidRequest("An amount must be a finite number of USD with at most 6 decimals.", param=param)
-    return check_positive(int(amount), param=param)
+    micros = int(whole or "0") * MICROS_PER_USD + int(fraction.ljust(6, "0"))
+    return check_positive(-micros if sign else micros, param=param)
 
 
 def check_positive(micros: Any, *, param: str = "amount_micros") -> int:

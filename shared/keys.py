@@ -148,6 +148,15 @@ def account_api_keys(account_id: str) -> str:
     return f"{PREFIX}:account:{{{account_id}}}:keys"
 
 
+def key_creations(account_id: str) -> str:
+    """Sorted set: one account's recent API key creations, key id -> ms of Redis TIME; trimmed to the
+    last hour (``KEY_CREATION_WINDOW_MS``) on every creation and expiring with it."""
+    return f"{PREFIX}:account:{{{account_id}}}:keycreations"
+
+
+KEY_CREATION_WINDOW_MS = 3_600_000
+
+
 def rate_limit(account_id: str, limit: str) -> str:
     """String: the GCRA theoretical arrival time (µs of Redis TIME) of one account's ``requests`` or
     ``tokens`` limit; expires when the limit is fully restored."""

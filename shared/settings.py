@@ -161,6 +161,8 @@ class Settings:
     plans: Mapping[str, Plan] = field(default_factory=_default_plans)
     default_plan: str = "unverified"  # the plan of a new account unless one is given
     credit_default_max_tokens: int = 4096  # completion tokens reserved for a request without max_tokens
+    max_keys_per_account: int = 100  # unrevoked API keys one account may hold (0 = no cap)
+    key_creations_per_hour: int = 30  # API keys one account may create in a rolling hour (0 = no cap)
     breaker: BreakerSettings = BreakerSettings()
     routing_stats: RoutingStatsSettings = RoutingStatsSettings()
 
@@ -368,6 +370,8 @@ def _check(settings: Settings) -> None:
             raise ConfigError(f"plan {plan.name!r}: limits must be integers")
         if plan.requests_per_minute <= 0 or plan.tokens_per_minute < 0:
             raise ConfigError(f"plan {plan.name!r}: requests_per_minute must be > 0, tokens_per_minute >= 0")
+    if settings.max_keys_per_account < 0 or settings.key_creations_per_hour < 0:
+        raise ConfigError("max_keys_per_account and key_creations_per_hour must be >= 0 (0 = no cap)")
     if settings.default_plan not in settings.plans:
         raise ConfigError(f"default plan {settings.default_plan!r} is not in plans")
     if settings.default_api_version not in settings.api_versions:

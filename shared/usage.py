@@ -9,6 +9,7 @@ round trip that publishes the job's final frame.  The day hashes expire after
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, date, datetime, timedelta
@@ -24,6 +25,10 @@ OK = "ok"
 error in the daily totals."""
 
 MAX_REPORT_DAYS = 366
+FIRST_DAY = date(1970, 1, 1)
+"""The earliest day a report may name: usage is stamped with Unix time, and a report of N days ending on
+any day from here to ``date.max`` stays inside what ``datetime.date`` can hold."""
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 COUNTERS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost_micros", "latency_ms")
 
 
@@ -119,6 +124,16 @@ async def recent_usage(
     stream = keys.usage_records(account_id) if account_id is not None else keys.USAGE_ALL_RECORDS
     rows = await redis.xrevrange(stream, count=count)
     return [UsageRecord.from_fields(data or {}) for _, data in rows or ()]
+
+
+def parse_day(text: str) -> date:
+    """A UTC day written ``YYYY-MM-DD`` in ASCII digits, from :data:`FIRST_DAY` on; ValueError otherwise."""
+    if not _DAY.fullmatch(text):
+        raise ValueError(f"{text[:40]!r} is not a date written YYYY-MM-DD")
+    day = date.fromisoformat(text)
+    if day < FIRST_DAY:
+        raise ValueError(f"{text} is before {FIRST_DAY.isoformat()}")
+    return day
 
 
 def days_between(start: date, end: date) -> list[date]:

@@ -220,11 +220,22 @@ async def rotate_dashboard_token(redis: aredis.Redis, account_id: str) -> str:
 
 
 async def create_key_for_account(
-    redis: aredis.Redis, account_id: str, *, name: str = ""
+    redis: aredis.Redis, settings: Settings, account_id: str, *, name: str = "", self_service: bool = False
 ) -> tuple[str, api_keys.ApiKeyRecord]:
-    """Create an API key on an existing account (its plan copied onto the key); the secret is shown once."""
+    """Create an API key on an existing account (its plan copied onto the key); the secret is shown once.
+
+    The account's caps (``settings.max_keys_per_account``, ``settings.key_creations_per_hour``) hold for
+    every caller; a ``self_service`` caller (the account's own Dashboard) is refused on a suspended account.
+    """
     account = await require_account(redis, account_id)
-    return await api_keys.create_key(redis, account_id=account.id, plan=account.plan, name=check_name(name))
+    caps = api_keys.KeyCaps(
+        max_live=settings.max_keys_per_account,
+        per_hour=settings.key_creations_per_hour,
+        refuse_suspended=self_service,
+    )
+    return await api_keys.create_key(
+        redis, account_id=account.id, plan=account.plan, name=check_name(name), caps=caps
+    )
 
 
 def _text(value: Any) -> str:

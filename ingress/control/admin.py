@@ -1,9 +1,11 @@
 """The admin API under ``/admin/...``: accounts, their API keys, credits and usage, for operators.
 
 Every route needs ``Authorization: Bearer <settings.admin_token>`` (compared in constant time; never an
-API key).  Without a configured admin token every admin route answers 404 ``admin_disabled``.  Errors use
-the shared envelope even in an app without the ingress' exception handlers.  The Redis client is the
-ingress context's (``app.state.ingress.redis``) or, in a bare app, ``app.state.redis``.
+API key; at least 32 characters, or the ingress refuses to start).  Without a configured admin token
+every admin route answers 404 ``admin_disabled``.  Errors use the shared envelope even in an app without
+the ingress' exception handlers.  The Redis client is the ingress context's (``app.state.ingress.redis``)
+or, in a bare app, ``app.state.redis``.  Creating a key obeys the account's caps (see
+:func:`ingress.control.accounts.create_key_for_account`).
 
     GET    /admin/plans
     POST   /admin/accounts                           {"name", "plan", "id"}  -> 201, dashboard token once
@@ -28,7 +30,7 @@ from __future__ import annotations
 import hmac
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -40,19 +42,40 @@ from starlette.routing import BaseRoute, Route
 
 from ingress import api_keys
 from ingress.control import accounts
+from ingress.control.query_params import date_query, int_query
 from shared import credits, keys, usage
 from shared.breaker import CircuitBreaker
-from shared.errors import AIORouterError, AuthenticationError, InvalidRequest, NotFound, ServiceUnavailable
+from shared.errors import (
+    AIORouterError,
+    AuthenticationError,
+    ConfigError,
+    InvalidRequest,
+    NotFound,
+    ServiceUnavailable,
+)
 from shared.routing_state import catalog_deployment_ids
 from shared.settings import Plan, Settings
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 DEFAULT_REPORT_DAYS = 30
 MAX_PAGE = 1000
+MIN_ADMIN_TOKEN_LENGTH = 32
+
+
+def check_admin_token(settings: Settings) -> None:
+    """Raise :class:`~shared.errors.ConfigError` for an admin token too short to resist guessing."""
+    token = settings.admin_token
+    if token and len(token) < MIN_ADMIN_TOKEN_LENGTH:
+        raise ConfigError(
+            f"admin_token (AIOROUTER_ADMIN_TOKEN) has {len(token)} characters; use at least "
+            f"{MIN_ADMIN_TOKEN_LENGTH} (`python -c 'import secrets; print(secrets.token_urlsafe(32))'`), "
+            "or none to disable the admin API"
+        )
 
 
 def admin_routes(settings: Settings) -> list[BaseRoute]:
-    """The admin routes, to mount in the ingress app."""
+    """The admin routes, to mount in the ingress app; :class:`ConfigError` for a short admin token."""
+    check_admin_token(settings)
     api = AdminApi(settings)
     table: list[tuple[str, Callable[[Request], Awaitable[Response]], str]] = [
         ("/admin/plans", api.list_plans, "GET"),
@@ -124,8 +147,8 @@ class AdminApi:
 
     async def list_accounts(self, request: Request) -> Response:
         redis = _redis(request)
-        offset = _int_query(request, "offset", default=0, low=0, high=10**9)
-        limit = _int_query(request, "limit", default=100, low=1, high=MAX_PAGE)
+        offset = int_query(request, "offset", default=0, low=0, high=10**9)
+        limit = int_query(request, "limit", default=100, low=1, high=MAX_PAGE)
         page = await accounts.list_accounts(redis, offset=offset, limit=limit)
         balances = await credits.get_balances(redis, [a.id for a in page])
         data = [account_json(a, b, self.settings) for a, b in zip(page, balances, strict=True)]
@@ -164,7 +187,7 @@ class AdminApi:
         await accounts.require_account(_redis(request), account_id)
         body = await _body(request, allowed={"name"}, required=False)
         secret, record = await accounts.create_key_for_account(
-            _redis(request), account_id, name=_string(body, "name") or ""
+            _redis(request), self.settings, account_id, name=_string(body, "name") or ""
         )
         return _json({**record.to_json(), "secret": secret}, status=201)
 
@@ -208,15 +231,15 @@ class AdminApi:
 
     async def get_credit(self, request: Request) -> Response:
         account = await accounts.require_account(_redis(request), _path(request, "account_id"))
-        limit = _int_query(request, "limit", default=100, low=1, high=MAX_PAGE)
+        limit = int_query(request, "limit", default=100, low=1, high=MAX_PAGE)
         balance = await credits.get_balance(_redis(request), account.id)
         entries = await credits.ledger(_redis(request), account.id, count=limit)
         return _json({"credit": balance.to_json(), "ledger": [e.to_json() for e in entries]})
 
     async def daily_usage(self, request: Request) -> Response:
         account = await accounts.require_account(_redis(request), _path(request, "account_id"))
-        end = _date_query(request, "end") or datetime.now(UTC).date()
-        start = _date_query(request, "start") or end - timedelta(days=DEFAULT_REPORT_DAYS - 1)
+        end = date_query(request, "end") or datetime.now(UTC).date()
+        start = date_query(request, "start") or end - timedelta(days=DEFAULT_REPORT_DAYS - 1)
         try:
             usage.days_between(start, end)
         except ValueError as exc:
@@ -236,7 +259,7 @@ class AdminApi:
         account_id = request.path_params.get("account_id")
         if account_id is not None:
             await accounts.require_account(_redis(request), account_id)
-        limit = _int_query(request, "limit", default=100, low=1, high=MAX_PAGE)
+        limit = int_query(request, "limit", default=100, low=1, high=MAX_PAGE)
         records = await usage.recent_usage(_redis(request), account_id, count=limit)
         return _json({"object": "list", "data": [r.to_json() for r in records]})
 
@@ -308,29 +331,6 @@ def _string(body: dict[str, Any], name: str) -> str | None:
     if value is not None and not isinstance(value, str):
         raise InvalidRequest(f"{name!r} must be a string.", param=name)
     return value
-
-
-def _int_query(request: Request, name: str, *, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise InvalidRequest(f"{name!r} must be an integer.", param=name) from exc
-    if not low <= value <= high:
-        raise InvalidRequest(f"{name!r} must be from {low} to {high}.", param=name)
-    return value
-
-
-def _date_query(request: Request, name: str) -> date | None:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return None
-    try:
-        return date.fromisoformat(raw)
-    except ValueError as exc:
-        raise InvalidRequest(f"{name!r} must be a date, YYYY-MM-DD.", param=name) from exc
 
 
 def plan_json(plan: Plan) -> dict[str, Any]:

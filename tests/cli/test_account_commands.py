@@ -13,6 +13,7 @@ import redis.asyncio as aredis
 from cli import main
 from ingress.control import accounts
 from shared import usage
+from tests.cli.stderr_lines import after_redis_line
 from tests.store_calls import record_usage
 
 
@@ -95,6 +96,9 @@ async def _record(redis_url: str, record: usage.UsageRecord) -> None:
         (["credits", "add", "nobody", "5"], 1, "No account with id 'nobody'"),
         (["credits", "add", "acme", "-5"], 2, "from 1 to"),
         (["credits", "add", "acme", "lots"], 2, "Cannot read 'lots'"),
+        (["credits", "add", "acme", "1e999999"], 2, "Cannot read '1e999999'"),
+        (["credits", "add", "acme", "1_000"], 2, "Cannot read '1_000'"),
+        (["usage", "--day", "0001-01-01"], 2, "--day '0001-01-01' is not a date"),
         (["credits", "balance", "nobody"], 1, "No account"),
         (["usage", "--day", "yesterday"], 2, "--day 'yesterday' is not a date"),
     ],
@@ -107,5 +111,5 @@ def test_bad_input_is_one_clear_line(
     assert main(["accounts", "create", "--id", "acme"]) == 0
     capsys.readouterr()
     assert main(argv) == status
-    err = capsys.readouterr().err
+    err = after_redis_line(capsys.readouterr().err)
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

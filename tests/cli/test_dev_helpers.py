@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 
 import orjson
 import pytest
+import redis
+import redis.asyncio as aredis
 
 from cli import main
 from cli.dev_banner import DevSystem, banner
-from cli.dev_command import _pools, _usable_port
+from cli.dev_command import DEV_ACCOUNT, _create_dev_key, _pools, _usable_port
 from cli.failures import CommandFailed
+from ingress import api_keys
 from shared.settings import settings_from_mapping
 
 SYSTEM = DevSystem(
@@ -72,3 +76,19 @@ def test_bad_worker_count_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -
     """--workers 0 is refused with exit status 2 before any process starts."""
     assert main(["dev", "--workers", "0", "--port", "0"]) == 2
     assert "at least 1" in capsys.readouterr().err
+
+
+def test_each_dev_run_revokes_the_dev_keys_of_earlier_runs(clean_redis: redis.Redis, redis_url: str) -> None:
+    """Restarting dev on a kept Redis leaves one live dev key, so the account's key cap is never reached."""
+    settings = settings_from_mapping({"max_keys_per_account": 2}, env={})
+    issued = [asyncio.run(_create_dev_key(redis_url, settings))[0] for _ in range(3)]
+    live = [k for k in asyncio.run(_keys(redis_url)) if not k.revoked]
+    assert [k.key_id for k in live] == [issued[-1].record.key_id]
+
+
+async def _keys(redis_url: str) -> list[api_keys.ApiKeyRecord]:
+    client = aredis.Redis.from_url(redis_url)
+    try:
+        return await api_keys.list_keys(client, DEV_ACCOUNT)
+    finally:
+        await client.aclose()

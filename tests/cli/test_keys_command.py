@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import orjson
 import pytest
@@ -13,6 +14,7 @@ from cli import main
 from ingress import api_keys
 from shared import keys
 from shared.settings import load_settings
+from tests.cli.stderr_lines import after_redis_line
 
 
 @pytest.fixture
@@ -68,7 +70,7 @@ def test_plan_must_match_an_existing_account(
     """Asking for another plan than the existing account's is refused: a key takes its account's plan."""
     _create(capsys, "--account", "acme", "--plan", "developer")
     assert main(["keys", "create", "--account", "acme", "--plan", "business"]) == 1
-    err = capsys.readouterr().err
+    err = after_redis_line(capsys.readouterr().err)
     assert "developer" in err and "business" in err and err.count("\n") == 1
 
 
@@ -121,7 +123,7 @@ def test_revoke_marks_the_key_revoked(
 def test_revoke_unknown_key_fails_cleanly(cli_env: redis.Redis, capsys: pytest.CaptureFixture[str]) -> None:
     """Revoking an unknown id exits 1 with one line on stderr naming the id."""
     assert main(["keys", "revoke", "key_doesnotexist"]) == 1
-    err = capsys.readouterr().err
+    err = after_redis_line(capsys.readouterr().err)
     assert err.count("\n") == 1 and "key_doesnotexist" in err and "Traceback" not in err
 
 
@@ -132,14 +134,14 @@ def test_unreachable_redis_is_one_line(
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
     for argv in (["keys", "list"], ["keys", "create"], ["keys", "revoke", "key_x"]):
         assert main(argv) == 1
-        err = capsys.readouterr().err
+        err = after_redis_line(capsys.readouterr().err)
         assert err.count("\n") == 1 and "redis://127.0.0.1:1/0" in err and "Traceback" not in err
 
 
 def test_unknown_plan_is_a_usage_error(cli_env: redis.Redis, capsys: pytest.CaptureFixture[str]) -> None:
     """A plan the settings do not define is refused with exit status 2, naming the known plans."""
     assert main(["keys", "create", "--plan", "platinum"]) == 2
-    err = capsys.readouterr().err
+    err = after_redis_line(capsys.readouterr().err)
     assert "platinum" in err and "developer" in err
     assert cli_env.dbsize() == 0
 
@@ -149,3 +151,16 @@ def test_bad_account_id_is_a_usage_error(cli_env: redis.Redis, capsys: pytest.Ca
     assert main(["keys", "create", "--account", "has space"]) == 2
     assert "--account" in capsys.readouterr().err
     assert cli_env.dbsize() == 0
+
+
+def test_key_cap_is_one_line(
+    cli_env: redis.Redis, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Over the account's live-key cap `keys create` exits 1 with one line saying why, and creates nothing."""
+    config = tmp_path / "capped.toml"
+    config.write_text("max_keys_per_account = 1\n")
+    _create(capsys, "--account", "acme", "--config", str(config))
+    assert main(["keys", "create", "--account", "acme", "--config", str(config)]) == 1
+    err = after_redis_line(capsys.readouterr().err)
+    assert err.count("\n") == 1 and "revoke one first" in err
+    assert len(cli_env.smembers(keys.account_api_keys("acme"))) == 1

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +88,23 @@ def test_bad_input_is_one_line(
     assert main(argv) == status
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and not calls
+
+
+def test_ingress_refuses_a_short_admin_token_in_one_line(tmp_path: Path) -> None:
+    """A real `aiorouter ingress` with a 12-character admin token exits 1 with one line on stderr,
+    before it binds a port; `aiorouter dev` refuses it the same way before starting anything."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIOROUTER_")}
+    env["AIOROUTER_ADMIN_TOKEN"] = "short-secret"
+    for command in (["ingress", "--port", "1"], ["dev", "--port", "0"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "cli", *command],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+        assert done.stderr.startswith(f"aiorouter {command[0]}: bad settings: admin_token")
+        assert "has 12 characters; use at least 32" in done.stderr

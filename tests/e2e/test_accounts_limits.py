@@ -17,7 +17,7 @@ from shared import credits, keys, usage
 from shared.settings import load_settings
 from tests.e2e.running_system import RunningSystem, Service, _start, free_port
 
-ADMIN_TOKEN = "admin-limits-test-token"
+ADMIN_TOKEN = "admin-limits-test-token-0123456789abcdef"
 MODEL = "aiorouter/priced-echo"
 CONFIG = f"""
 worker_heartbeat_interval = 0.5

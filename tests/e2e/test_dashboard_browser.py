@@ -4,6 +4,7 @@ operator sees the accounts and the pools."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +28,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-ADMIN_TOKEN = "admin-browser-test-token"
+ADMIN_TOKEN = "admin-browser-test-token-0123456789abcdef"
 MODEL = "aiorouter/priced-echo"
 CONFIG = f"""
 worker_heartbeat_interval = 0.5
@@ -103,6 +104,10 @@ def test_account_creates_uses_and_revokes_a_key(system: RunningSystem, browser: 
     assert page.text_content("#account-plan") == "unverified"
     assert page.text_content("#account-rate-limit") == "10 requests/min"
     assert page.text_content("#credit-available") == "5.000000 USD"
+    assert page.text_content("#keys td.empty") == "No keys yet — create one above"
+    assert (page.text_content("#usage td.empty") or "").startswith("No usage yet")
+    assert not page.is_visible("#usage-chart")  # no chart of nothing
+    _screenshot(page, "account-empty")
 
     page.fill("#key-name", "from the browser")
     page.click("#create-key")
@@ -123,6 +128,9 @@ def test_account_creates_uses_and_revokes_a_key(system: RunningSystem, browser: 
     assert completion.usage is not None and str(completion.usage.prompt_tokens) in usage_row
     assert page.text_content("#credit-spent") != "0.000000 USD"
     assert page.locator("#usage-chart rect").count() == 14
+    assert page.locator("#keys td.empty").count() == 0 and page.locator("#usage td.empty").count() == 0
+    _assert_chart_axes(page, spent_usd=float((page.text_content("#credit-spent") or "").split()[0]))
+    _screenshot(page, "account-usage")
 
     page.click("#dismiss-key")
     assert page.text_content("#new-key-secret") == ""  # shown once: gone from the page
@@ -149,6 +157,25 @@ def test_operator_sees_accounts_and_pools(system: RunningSystem, browser: Any) -
     context.close()
 
 
+def test_operator_sees_no_accounts_yet(system: RunningSystem, browser: Any) -> None:
+    """With no account at all (the admin API answering an empty list), the operator's table says so."""
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    empty = '{"object": "list", "data": [], "total": 0, "offset": 0, "limit": 1000}'
+    page.route(
+        "**/admin/accounts?*", lambda route: route.fulfill(body=empty, content_type="application/json")
+    )
+    page.goto(f"{system.origin}/dashboard")
+    page.fill("#token", ADMIN_TOKEN)
+    page.click("#sign-in")
+    page.wait_for_selector("#accounts td.empty")
+    assert (page.text_content("#accounts td.empty") or "").startswith("No accounts yet")
+    page.wait_for_selector("#pools tr:has-text('simulated')")
+    _screenshot(page, "operator-empty")
+    context.close()
+
+
 def test_wrong_token_is_refused_with_a_message(system: RunningSystem, browser: Any) -> None:
     """An unknown dashboard token leaves the page on the sign-in form with the server's message."""
     context = browser.new_context()
@@ -161,6 +188,27 @@ def test_wrong_token_is_refused_with_a_message(system: RunningSystem, browser: A
     assert "dashboard token" in (page.text_content("#error") or "")
     assert page.is_visible("#sign-in-form")
     context.close()
+
+
+def _assert_chart_axes(page: Any, *, spent_usd: float) -> None:
+    """Both axes are titled; the x axis names today's date, the y axis has rising USD ticks from 0 to at
+    least the highest bar, and the tallest bar (all of today's spending) reaches the right height."""
+    assert page.text_content("#usage-chart-x-title") == "Day (UTC)"
+    assert page.text_content("#usage-chart-y-title") == "Cost (USD)"
+    x_labels = page.locator("#usage-chart text.tick-x").all_text_contents()
+    assert len(x_labels) == 14 and x_labels[-1] == time.strftime("%m-%d", time.gmtime())
+    ticks = [float(t) for t in page.locator("#usage-chart text.tick-y").all_text_contents()]
+    assert ticks[0] == 0 and ticks == sorted(ticks) and len(ticks) >= 2 and ticks[-1] >= spent_usd > 0
+    bars = page.locator("#usage-chart rect.bar")
+    heights = [float(bars.nth(i).get_attribute("height") or 0) for i in range(bars.count())]
+    assert heights[-1] == max(heights) > 0 and heights[:-1] == [0.0] * 13
+
+
+def _screenshot(page: Any, name: str) -> None:
+    """Save a full-page screenshot under $AIOROUTER_SCREENSHOT_DIR when set, for people to look at."""
+    directory = os.environ.get("AIOROUTER_SCREENSHOT_DIR")
+    if directory:
+        page.screenshot(path=str(Path(directory) / f"dashboard-{name}.png"), full_page=True)
 
 
 def _refused_within(client: openai.OpenAI, *, seconds: float) -> bool:

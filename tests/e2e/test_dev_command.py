@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import openai
+import orjson
 import pytest
 import redis
 
@@ -29,6 +30,7 @@ class DevRun:
     process: subprocess.Popen[str]
     lines: queue.Queue[str]
     output: list[str]
+    workdir: Path
 
     def wait_for(self, text: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -70,18 +72,19 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.fixture
-def dev(clean_redis: redis.Redis, redis_url: str) -> Iterator[DevRun]:
-    """`aiorouter dev --port 0` on the test Redis database, its output collected line by line."""
+def dev(clean_redis: redis.Redis, redis_url: str, tmp_path: Path) -> Iterator[DevRun]:
+    """`aiorouter dev --port 0` on the test Redis database, run in ``tmp_path``, its output collected
+    line by line."""
     process = subprocess.Popen(
         [sys.executable, "-m", "cli", "dev", "--port", "0"],
-        env={**os.environ, "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1"},
-        cwd=REPO,
+        env={**os.environ, "REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)},
+        cwd=tmp_path,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    run = DevRun(process, queue.Queue(), [])
+    run = DevRun(process, queue.Queue(), [], tmp_path)
 
     def pump() -> None:
         assert process.stdout is not None
@@ -153,3 +156,30 @@ def test_dev_stops_everything_when_a_child_dies(dev: DevRun) -> None:
     assert dev.process.wait(STOP_WITHIN) == 1
     dev.wait_for("exited with status", 5)
     assert not [pid for pid in children if _alive(pid)]
+
+
+def test_other_commands_find_the_dev_redis_while_it_runs(dev: DevRun, redis_url: str) -> None:
+    """While dev runs, `aiorouter keys list` in a subdirectory with no REDIS_URL uses dev's Redis (it
+    lists the dev key and says why); once dev stopped, its record is gone."""
+    dev.wait_for("Press Ctrl-C", READY_WITHIN)
+    record = orjson.loads((dev.workdir / ".aiorouter" / "dev.json").read_bytes())
+    assert record["redis_url"] == redis_url and record["pid"] == dev.process.pid
+    below = dev.workdir / "sub"
+    below.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "AIOROUTER_REDIS_URL")}
+    env["PYTHONPATH"] = str(REPO)
+    listed = subprocess.run(
+        [sys.executable, "-m", "cli", "keys", "list"],
+        cwd=below,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert "the running 'aiorouter dev'" in listed.stderr and redis_url in listed.stderr
+    key_id = next(line for line in dev.output if line.strip().startswith("(id ")).split()[1].rstrip(",")
+    assert key_id.startswith("key_") and key_id in listed.stdout
+    dev.process.send_signal(signal.SIGTERM)
+    assert dev.process.wait(STOP_WITHIN) == 0
+    assert not (dev.workdir / ".aiorouter" / "dev.json").exists()

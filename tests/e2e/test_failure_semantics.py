@@ -26,7 +26,7 @@ from shared import keys
 from tests.e2e.running_system import REPO, RunningSystem, SystemLauncher, free_port
 
 HELLO = [{"role": "user", "content": "Hello"}]
-ADMIN_TOKEN = "e2e-admin-token"
+ADMIN_TOKEN = "e2e-admin-token-0123456789abcdef0123"
 FIRST_TOKEN_TIMEOUT = 1.0  # pool a's
 COOLDOWN = 4.0
 THRESHOLD = 3

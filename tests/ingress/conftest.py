@@ -80,7 +80,7 @@ async def create_funded_key(redis: aredis.Redis, settings: Settings) -> tuple[st
     """A key on the account ``acct-test`` (developer plan), which holds 100 USD of credit."""
     await accounts.create_account(redis, settings, account_id="acct-test", plan="developer")
     await credits.add_credit(redis, "acct-test", TEST_CREDIT_MICROS, reason="test fixture")
-    return await accounts.create_key_for_account(redis, "acct-test")
+    return await accounts.create_key_for_account(redis, settings, "acct-test")
 
 
 @pytest.fixture

@@ -85,9 +85,9 @@ async def test_unexpected_exception_is_a_500_envelope(
 
 async def test_admin_api_is_mounted_behind_its_token(ingress_factory: IngressFactory) -> None:
     """The admin routes live in the ingress app, answer with the admin token and refuse API keys."""
-    async with ingress_factory(admin_token="admin-token-for-tests") as ingress:
+    async with ingress_factory(admin_token="admin-token-for-tests-0123456789abcdef") as ingress:
         response = await ingress.client.get(
-            "/admin/plans", headers={"Authorization": "Bearer admin-token-for-tests"}
+            "/admin/plans", headers={"Authorization": "Bearer admin-token-for-tests-0123456789abcdef"}
         )
         assert response.status_code == 200
         assert "api-version" in response.headers

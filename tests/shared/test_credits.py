@@ -59,16 +59,33 @@ def test_prompt_estimate_grows_with_the_prompt() -> None:
 
 @pytest.mark.parametrize(
     ("value", "micros"),
-    [(10, 10_000_000), ("12.50", 12_500_000), (0.000001, 1), ("0.25", 250_000), (1.1, 1_100_000)],
+    [
+        *((10, 10_000_000), ("12.50", 12_500_000), (0.000001, 1), ("0.25", 250_000), (1.1, 1_100_000)),
+        *(
+            (" 7 ", 7_000_000),
+            (".5", 500_000),
+            ("5.", 5_000_000),
+            ("1000000000", 10**15),
+            ("2.500000000", 2_500_000),
+        ),
+    ],
 )
 def test_parse_usd_accepts_positive_amounts(value: object, micros: int) -> None:
     """USD amounts as JSON numbers or decimal strings become exact micro-USD."""
     assert credits.parse_usd(value) == micros
 
 
-@pytest.mark.parametrize("value", [0, -5, "-1", "abc", None, True, [], "1e400", "nan", "0.0000001", {}])
+@pytest.mark.parametrize(
+    "value",
+    [
+        *(0, -5, "-1", "abc", None, True, [], "1e400", "nan", "0.0000001", {}),
+        *("1e999999", "1E2", "1_000", "\u0661\u0662", "\uff11\uff12", "\u00b2", "Infinity", "-inf", "NaN"),
+        *("+5", "0x10", "1.2.3", ".", "", "9" * 40, "1." + "0" * 40, 1e300, float("inf"), 10**30),
+    ],
+)
 def test_parse_usd_refuses_everything_else(value: object) -> None:
-    """Zero, negative, non-numeric, non-finite and sub-micro amounts are a 400."""
+    """Zero, negative, non-numeric, non-finite and sub-micro amounts are a 400, and so is anything but a
+    plain ASCII decimal: exponents, digit separators, other scripts' digits, NaN, Infinity, 40 digits."""
     with pytest.raises(InvalidRequest):
         credits.parse_usd(value)
 

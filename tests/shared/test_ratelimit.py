@@ -116,7 +116,7 @@ async def test_suspended_account_is_refused_in_the_same_round_trip(store: aredis
 async def test_admitted_requests_record_the_keys_last_use(store: aredis.Redis) -> None:
     """An admitted request sets its key's last_used to Redis time; a missing key is not created."""
     account, _ = await accounts.create_account(store, SETTINGS)
-    secret, record = await accounts.create_key_for_account(store, account.id)
+    secret, record = await accounts.create_key_for_account(store, SETTINGS, account.id)
     assert record.last_used == 0.0
     digest = api_keys.digest(secret)
     seconds, _ = await store.time()

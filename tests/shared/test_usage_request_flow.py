@@ -65,7 +65,7 @@ async def test_requests_are_admitted_billed_and_reported_until_limits_bite(store
     """Each completion is charged its real cost and reported; the 4th in a minute gets 429, and once the
     credit cannot cover a worst case the request gets 402 before anything is reserved."""
     account, _ = await accounts.create_account(store, SETTINGS, name="flow")
-    secret, _ = await accounts.create_key_for_account(store, account.id)
+    secret, _ = await accounts.create_key_for_account(store, SETTINGS, account.id)
     await credits.add_credit(store, account.id, 1_000)
     body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 100}
 

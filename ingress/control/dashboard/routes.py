@@ -12,11 +12,15 @@ see that account.  An operator signs in with the admin token instead, and the pa
     POST   /dashboard/api/keys              {"name"} -> 201, the secret shown once
     DELETE /dashboard/api/keys/{key_id}     revoke one of its keys
     GET    /dashboard/api/usage?days=       per day and model, the last ``days`` UTC days (default 14)
+
+Every response carries :data:`SECURITY_HEADERS` (a strict Content-Security-Policy: the page has no inline
+script or style).  Key creation obeys the account's caps (see
+:func:`ingress.control.accounts.create_key_for_account`), and a suspended account cannot create keys.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
@@ -24,15 +28,18 @@ from typing import Any
 import orjson
 import redis.asyncio as aredis
 from redis.exceptions import RedisError
+from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingress import api_keys
 from ingress.context import ingress_context
 from ingress.control import accounts
 from ingress.control.admin import account_json
+from ingress.control.query_params import int_query
 from shared import credits, usage
 from shared.errors import AIORouterError, AuthenticationError, InvalidRequest, NotFound, ServiceUnavailable
 
@@ -40,13 +47,25 @@ AccountEndpoint = Callable[[Request, accounts.Account], Awaitable[Response]]
 DEFAULT_DAYS = 14
 MAX_DAYS = 90
 
+SECURITY_HEADERS: Mapping[str, str] = {
+    # Scripts, styles and calls only from this origin, no inline code, never inside a frame, no plugins.
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+"""Sent with every Dashboard response: the page, its static files and its API."""
+
 
 def dashboard_routes() -> list[BaseRoute]:
     files = resources.files(__package__)
     page = files.joinpath("index.html").read_bytes()
 
     async def index(request: Request) -> Response:
-        return HTMLResponse(page, headers={"Cache-Control": "no-store"})
+        return HTMLResponse(page, headers={"Cache-Control": "no-store", **SECURITY_HEADERS})
 
     table: list[tuple[str, AccountEndpoint, str]] = [
         ("/dashboard/api/account", _account, "GET"),
@@ -58,7 +77,9 @@ def dashboard_routes() -> list[BaseRoute]:
     return [
         Route("/dashboard", index, methods=["GET"]),
         Mount(
-            "/dashboard/static", app=StaticFiles(directory=str(files.joinpath("static"))), name="dashboard"
+            "/dashboard/static",
+            app=_with_security_headers(StaticFiles(directory=str(files.joinpath("static")))),
+            name="dashboard",
         ),
         *(Route(path, _signed_in(endpoint), methods=[method]) for path, endpoint, method in table),
     ]
@@ -106,7 +127,13 @@ async def _create_key(request: Request, account: accounts.Account) -> Response:
     name = body.get("name", "") if isinstance(body, dict) else None
     if not isinstance(name, str):
         raise InvalidRequest("'name' must be a string.", param="name")
-    secret, record = await accounts.create_key_for_account(_redis(request), account.id, name=name.strip())
+    secret, record = await accounts.create_key_for_account(
+        _redis(request),
+        ingress_context(request.app).settings,
+        account.id,
+        name=name.strip(),
+        self_service=True,
+    )
     return _json({**record.to_json(), "secret": secret}, status=201)
 
 
@@ -122,11 +149,9 @@ async def _revoke_key(request: Request, account: accounts.Account) -> Response:
 
 
 async def _usage(request: Request, account: accounts.Account) -> Response:
-    raw = request.query_params.get("days", str(DEFAULT_DAYS))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_DAYS:
-        raise InvalidRequest(f"'days' must be an integer from 1 to {MAX_DAYS}.", param="days")
+    days = int_query(request, "days", default=DEFAULT_DAYS, low=1, high=MAX_DAYS)
     end = datetime.now(UTC).date()
-    start = end - timedelta(days=int(raw) - 1)
+    start = end - timedelta(days=days - 1)
     rows = await usage.daily_usage(_redis(request), account.id, start, end)
     return _json(
         {
@@ -138,6 +163,20 @@ async def _usage(request: Request, account: accounts.Account) -> Response:
     )
 
 
+def _with_security_headers(app: ASGIApp) -> ASGIApp:
+    async def app_with_headers(scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers[name] = value
+            await send(message)
+
+        await app(scope, receive, send_with_headers)
+
+    return app_with_headers
+
+
 def _redis(request: Request) -> aredis.Redis:
     return ingress_context(request.app).redis
 
@@ -147,11 +186,14 @@ def _json(content: Any, *, status: int = 200) -> Response:
         orjson.dumps(content),
         status_code=status,
         media_type="application/json",
-        headers={"Cache-Control": "no-store"},
+        headers={"Cache-Control": "no-store", **SECURITY_HEADERS},
     )
 
 
 def _error(error: AIORouterError) -> Response:
     return Response(
-        error.envelope_bytes(), status_code=error.status, headers=error.headers, media_type="application/json"
+        error.envelope_bytes(),
+        status_code=error.status,
+        headers={**error.headers, "Cache-Control": "no-store", **SECURITY_HEADERS},
+        media_type="application/json",
     )

@@ -84,8 +84,8 @@ async def test_plan_change_is_copied_onto_the_accounts_keys(store: aredis.Redis)
     """Keys carry their account's plan, and follow it when it changes; other accounts' keys do not."""
     account, _ = await accounts.create_account(store, SETTINGS, plan="developer")
     other, _ = await accounts.create_account(store, SETTINGS, plan="developer")
-    secret, record = await accounts.create_key_for_account(store, account.id, name="ci")
-    await accounts.create_key_for_account(store, other.id)
+    secret, record = await accounts.create_key_for_account(store, SETTINGS, account.id, name="ci")
+    await accounts.create_key_for_account(store, SETTINGS, other.id)
     assert (record.plan, record.name, record.account_id) == ("developer", "ci", account.id)
     await accounts.update_account(store, SETTINGS, account.id, plan="business")
     looked_up = await api_keys.lookup(store, api_keys.digest(secret))
@@ -96,11 +96,11 @@ async def test_plan_change_is_copied_onto_the_accounts_keys(store: aredis.Redis)
 async def test_keys_need_an_existing_account_and_list_per_account(store: aredis.Redis) -> None:
     """Creating a key for an unknown account is a 404; listing by account returns only its keys."""
     with pytest.raises(AccountNotFound):
-        await accounts.create_key_for_account(store, "acct_nope")
+        await accounts.create_key_for_account(store, SETTINGS, "acct_nope")
     assert await store.hlen(keys.API_KEYS_INDEX) == 0
     account, _ = await accounts.create_account(store, SETTINGS)
-    _, one = await accounts.create_key_for_account(store, account.id, name="one")
-    _, two = await accounts.create_key_for_account(store, account.id, name="two")
+    _, one = await accounts.create_key_for_account(store, SETTINGS, account.id, name="one")
+    _, two = await accounts.create_key_for_account(store, SETTINGS, account.id, name="two")
     await api_keys.create_key(store, account_id="someone-else")
     assert [k.key_id for k in await api_keys.list_keys(store, account.id)] == [one.key_id, two.key_id]
     assert len(await api_keys.list_keys(store)) == 3
@@ -126,7 +126,7 @@ async def test_ids_with_colons_never_reach_another_accounts_keys(store: aredis.R
     plain, _ = await accounts.create_account(store, SETTINGS, account_id="a")
     tricky, _ = await accounts.create_account(store, SETTINGS, account_id="a:keys")
     await accounts.create_account(store, SETTINGS, account_id="a:ledger")
-    await accounts.create_key_for_account(store, plain.id)
+    await accounts.create_key_for_account(store, SETTINGS, plain.id)
     await credits.add_credit(store, plain.id, 5)
     assert await accounts.get_account(store, "a:keys") == tricky
     assert (await credits.get_balance(store, "a:ledger")).balance == 0

@@ -14,13 +14,15 @@ import redis.asyncio as aredis
 from starlette.applications import Starlette
 
 from ingress import api_keys
+from ingress.app import create_app
 from ingress.control import accounts
 from ingress.control.admin import admin_routes
 from shared import credits, keys, usage
+from shared.errors import ConfigError
 from shared.settings import Settings, settings_from_mapping
 from tests.store_calls import record_usage
 
-ADMIN_TOKEN = "admin-secret-for-tests"
+ADMIN_TOKEN = "admin-secret-for-tests-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
@@ -83,7 +85,7 @@ async def test_wrong_or_missing_admin_token_is_a_401(
 ) -> None:
     """No token, a wrong token, another scheme, or an API key are all refused with invalid_admin_token."""
     account = await new_account(admin)
-    secret, _ = await accounts.create_key_for_account(aredis_client, account["id"])
+    secret, _ = await accounts.create_key_for_account(aredis_client, Settings(), account["id"])
     for header in ("", "Bearer wrong", f"Basic {ADMIN_TOKEN}", f"Bearer {secret}", f"Bearer {ADMIN_TOKEN}x"):
         response = await admin.get("/admin/accounts", headers={"Authorization": header})
         assert_error(response, 401, "invalid_admin_token")
@@ -289,6 +291,37 @@ async def test_bad_key_creation_is_a_400(admin: httpx.AsyncClient, aredis_client
     assert await api_keys.list_keys(aredis_client, account["id"]) == []
 
 
+async def test_key_caps_hold_for_the_admin_api(aredis_client: aredis.Redis) -> None:
+    """The operator's key creation obeys the same caps: 400 too_many_keys, then 429 with Retry-After; an
+    operator may still create a key on a suspended account."""
+    settings = settings_from_mapping(
+        {"admin_token": ADMIN_TOKEN, "max_keys_per_account": 1, "key_creations_per_hour": 2}, env={}
+    )
+    async with client_for(admin_app(settings, aredis_client)) as admin:
+        admin.headers.update(AUTH)
+        account = await new_account(admin)
+        await admin.patch(f"/admin/accounts/{account['id']}", json={"status": "suspended"})
+        base = f"/admin/accounts/{account['id']}/keys"
+        first = await admin.post(base, json={"name": "one"})
+        assert first.status_code == 201, first.text
+        assert_error(await admin.post(base, json={}), 400, "too_many_keys")
+        await admin.delete(f"{base}/{first.json()['id']}")
+        second = await admin.post(base, json={})
+        await admin.delete(f"{base}/{second.json()['id']}")
+        fast = await admin.post(base, json={})
+        assert_error(fast, 429, "key_creation_rate_limited")
+        assert int(fast.headers["retry-after"]) >= 1
+
+
+def test_short_admin_token_refuses_to_build_the_app() -> None:
+    """An admin token under 32 characters stops start-up with a ConfigError naming the rule; none is fine."""
+    with pytest.raises(ConfigError) as refused:
+        create_app(settings_from_mapping({"admin_token": "x" * 31}, env={}))
+    assert "at least 32" in refused.value.message and "\n" not in refused.value.message
+    create_app(settings_from_mapping({"admin_token": "x" * 32}, env={}))
+    create_app(settings_from_mapping({}, env={}))
+
+
 # --- credits and usage -------------------------------------------------------------------------------
 
 
@@ -323,6 +356,15 @@ async def test_credit_is_added_with_a_ledger_entry(admin: httpx.AsyncClient) -> 
         {"amount_usd": True},
         {"amount_usd": [1]},
         {"amount_usd": "0.0000001"},
+        {"amount_usd": "1e999999"},
+        {"amount_usd": "1e2"},
+        {"amount_usd": "1_000"},
+        {"amount_usd": "\u0661\u0662"},
+        {"amount_usd": "NaN"},
+        {"amount_usd": "Infinity"},
+        {"amount_usd": "9" * 40},
+        {"amount_usd": 1e300},
+        {"amount_usd": 10**30},
         {"amount_micros": -1},
         {"amount_micros": 0},
         {"amount_micros": 1.5},
@@ -390,15 +432,36 @@ async def test_usage_reports_by_day_and_model(admin: httpx.AsyncClient, aredis_c
         {"end": "2026-13-01"},
         {"start": "2026-02-01", "end": "2026-01-01"},
         {"start": "2024-01-01", "end": "2026-01-01"},
+        {"end": "0001-01-01"},
+        {"start": "0001-01-01", "end": "0001-01-02"},
+        {"start": "9999-12-31"},
+        {"end": "20260101"},
+        {"end": "2026-W01-1"},
+        {"end": "\u0662\u0660\u0662\u0666-01-01"},
     ],
 )
 async def test_bad_usage_ranges_are_a_400(admin: httpx.AsyncClient, params: dict[str, str]) -> None:
-    """Dates that do not parse, run backwards or span more than a year are refused."""
+    """Dates that do not parse (or not as YYYY-MM-DD in ASCII), lie before 1970, run backwards or span
+    more than a year are refused in the envelope, never a 500 from date arithmetic."""
     account = await new_account(admin)
     assert_error(await admin.get(f"/admin/accounts/{account['id']}/usage", params=params), 400)
 
 
-@pytest.mark.parametrize("limit", ["0", "-1", "abc", "1001"])
+async def test_usage_at_the_edges_of_the_calendar_answers(admin: httpx.AsyncClient) -> None:
+    """The first and the last day a report may name give an empty report, not an overflow."""
+    account = await new_account(admin)
+    url = f"/admin/accounts/{account['id']}/usage"
+    for params in (
+        {"end": "1970-01-01"},
+        {"end": "9999-12-31"},
+        {"start": "9999-12-31", "end": "9999-12-31"},
+    ):
+        response = await admin.get(url, params=params)
+        assert response.status_code == 200, response.text
+        assert response.json()["data"] == []
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "abc", "1001", "\u0661\u0660", "1_0", "9" * 5000])
 async def test_bad_page_sizes_are_a_400(admin: httpx.AsyncClient, limit: str) -> None:
     """Listing limits outside 1..1000 or not integers are refused, with the parameter named."""
     assert_error(await admin.get("/admin/accounts", params={"limit": limit}), 400, param="limit")

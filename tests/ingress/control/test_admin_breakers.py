@@ -6,7 +6,7 @@ from shared.breaker import CircuitBreaker
 from tests.ingress.conftest import IngressFactory
 from tests.store_calls import record_failure
 
-ADMIN_TOKEN = "breakers-admin-token"
+ADMIN_TOKEN = "breakers-admin-token-0123456789abcdef"
 
 
 async def test_breakers_lists_every_deployment_with_its_state(ingress_factory: IngressFactory) -> None:

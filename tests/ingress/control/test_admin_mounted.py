@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tests.ingress.conftest import IngressFactory
 
-ADMIN_TOKEN = "mounted-admin-token"
+ADMIN_TOKEN = "mounted-admin-token-0123456789abcdef"
 
 
 async def test_admin_works_inside_the_ingress_app(ingress_factory: IngressFactory) -> None:

@@ -3,13 +3,15 @@ ever sees its own account, and bad input gets a clear 4xx in the error envelope.
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import pytest
 
 from ingress import api_keys
 from ingress.control import accounts
 from shared import credits
-from tests.ingress.conftest import Ingress
+from tests.ingress.conftest import Ingress, IngressFactory
 
 
 async def sign_in(ingress: Ingress, account_id: str) -> dict[str, str]:
@@ -84,12 +86,16 @@ async def test_bad_key_creation_is_a_400(ingress: Ingress, content: bytes, param
     assert await api_keys.list_keys(ingress.redis, "acme") == []
 
 
-@pytest.mark.parametrize("days", ["0", "91", "soon"])
+@pytest.mark.parametrize(
+    "days", ["0", "91", "soon", "\u00b2", "\u0661\u0662", "\uff17", "1_0", "9" * 5000, "-0", "7.0"]
+)
 async def test_bad_usage_range_is_a_400(ingress: Ingress, days: str) -> None:
-    """The usage report covers 1 to 90 days; anything else is a 400 naming 'days'."""
+    """The usage report covers 1 to 90 days written in ASCII digits; anything else (superscripts, other
+    scripts' digits, huge numbers) is a 400 naming 'days', never a 500."""
     headers = await sign_in(ingress, "acme")
     response = await ingress.client.get("/dashboard/api/usage", params={"days": days}, headers=headers)
-    assert response.status_code == 400 and response.json()["error"]["param"] == "days"
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "days"
 
 
 async def test_usage_covers_the_requested_days(ingress: Ingress) -> None:
@@ -99,3 +105,61 @@ async def test_usage_covers_the_requested_days(ingress: Ingress) -> None:
     body = response.json()
     assert response.status_code == 200 and body["data"] == [] and body["totals_by_model"] == []
     assert body["start"] < body["end"]
+
+
+async def test_every_dashboard_response_carries_the_security_headers(ingress: Ingress) -> None:
+    """The page, its static files, API answers and API errors all forbid framing, sniffing, referrers
+    and any script or style not served by the Dashboard itself."""
+    headers = await sign_in(ingress, "acme")
+    responses = [
+        await ingress.client.get("/dashboard"),
+        await ingress.client.get("/dashboard/static/app.js"),
+        await ingress.client.get("/dashboard/static/style.css"),
+        await ingress.client.get("/dashboard/api/account", headers=headers),
+        await ingress.client.get("/dashboard/api/account"),
+    ]
+    assert [r.status_code for r in responses] == [200, 200, 200, 200, 401]
+    for response in responses:
+        policy = response.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in policy and "script-src 'self'" in policy
+        assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+        assert response.headers["x-frame-options"] == "DENY"
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["referrer-policy"] == "no-referrer"
+
+
+async def test_page_has_no_inline_script_or_style(ingress: Ingress) -> None:
+    """The policy forbids inline code, so the page must not need any."""
+    page = (await ingress.client.get("/dashboard")).text
+    assert "<style" not in page and not re.search(r"\s(style|on[a-z]+)\s*=", page)
+    scripts = page.split("<script")[1:]
+    assert scripts and all(tag.startswith(' src="/dashboard/static/') for tag in scripts)
+
+
+async def test_suspended_account_cannot_create_keys(ingress: Ingress) -> None:
+    """A suspended account's dashboard token gets 401 account_suspended in the envelope and no key."""
+    headers = await sign_in(ingress, "acme")
+    await accounts.update_account(ingress.redis, ingress.settings, "acme", status="suspended")
+    response = await ingress.client.post("/dashboard/api/keys", json={"name": "x"}, headers=headers)
+    assert response.status_code == 401, response.text
+    assert response.json()["error"]["code"] == "account_suspended"
+    assert await api_keys.list_keys(ingress.redis, "acme") == []
+
+
+async def test_key_caps_answer_in_the_envelope(ingress_factory: IngressFactory) -> None:
+    """Over the live-key cap the Dashboard answers 400 too_many_keys; over the hourly cap 429 with
+    Retry-After."""
+    async with ingress_factory(max_keys_per_account=1, key_creations_per_hour=2) as ingress:
+        headers = await sign_in(ingress, "acme")
+        url = "/dashboard/api/keys"
+        first = await ingress.client.post(url, json={"name": "one"}, headers=headers)
+        assert first.status_code == 201
+        full = await ingress.client.post(url, json={"name": "two"}, headers=headers)
+        assert full.status_code == 400 and full.json()["error"]["code"] == "too_many_keys"
+        await ingress.client.delete(f"{url}/{first.json()['id']}", headers=headers)
+        second = await ingress.client.post(url, json={}, headers=headers)
+        assert second.status_code == 201
+        await ingress.client.delete(f"{url}/{second.json()['id']}", headers=headers)
+        fast = await ingress.client.post(url, json={}, headers=headers)
+        assert fast.status_code == 429, fast.text
+        assert fast.json()["error"]["code"] == "key_creation_rate_limited" and fast.headers["retry-after"]

@@ -26,6 +26,21 @@ function showError(error) {
   $("error").hidden = !error;
 }
 
+function emptyRow(columns, text) {
+  const tr = document.createElement("tr");
+  const td = document.createElement("td");
+  td.colSpan = columns;
+  td.className = "empty";
+  td.textContent = text;
+  tr.append(td);
+  return tr;
+}
+
+// The rows of a table body, or one row saying there is nothing yet.
+function fill(tbody, columns, rows, emptyText) {
+  $(tbody).replaceChildren(...(rows.length ? rows : [emptyRow(columns, emptyText)]));
+}
+
 function row(cells) {
   const tr = document.createElement("tr");
   for (const cell of cells) {
@@ -65,7 +80,7 @@ async function loadAccount() {
   $("credit-reserved").textContent = `${usd(account.credit.reserved_micros)} USD`;
   $("credit-spent").textContent = `${usd(account.credit.spent_micros)} USD`;
 
-  $("keys").replaceChildren(...keys.data.map((key) => {
+  fill("keys", 6, keys.data.map((key) => {
     let action = "";
     if (!key.revoked) {
       action = document.createElement("button");
@@ -79,39 +94,93 @@ async function loadAccount() {
     tr.dataset.keyId = key.id;
     if (key.revoked) tr.className = "revoked";
     return tr;
-  }));
+  }), "No keys yet — create one above");
 
-  $("usage").replaceChildren(...usage.data.map((u) => row([
+  fill("usage", 7, usage.data.map((u) => row([
     u.day, u.model, u.requests, u.errors, u.prompt_tokens, u.completion_tokens, usd(u.cost_micros),
-  ])));
+  ])), "No usage yet — requests made with this account's keys show here");
   drawChart(usage);
 }
 
-function drawChart(usage) {
-  const svg = $("usage-chart");
-  const ns = "http://www.w3.org/2000/svg";
+// The usage chart: one bar per UTC day, days on the x axis, cost in USD on the y axis with round ticks.
+const CHART = { width: 720, height: 240, left: 72, right: 12, top: 16, bottom: 48 };
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+function svgElement(name, attributes, text) {
+  const element = document.createElementNS(SVG_NS, name);
+  for (const [key, value] of Object.entries(attributes)) element.setAttribute(key, value);
+  if (text !== undefined) element.textContent = text;
+  return element;
+}
+
+// A round step (1, 2 or 5 times a power of ten, at least one micro-USD) giving about `count` ticks.
+function tickStep(top, count) {
+  const raw = Math.max(top / count, 1e-6);
+  const power = 10 ** Math.floor(Math.log10(raw));
+  return [1, 2, 5, 10].find((m) => m * power >= raw * 0.999999) * power;
+}
+
+function reportDays(usage) {
   const days = [];
   for (let d = new Date(`${usage.start}T00:00:00Z`); d <= new Date(`${usage.end}T00:00:00Z`);
     d.setUTCDate(d.getUTCDate() + 1)) days.push(d.toISOString().slice(0, 10));
+  return days;
+}
+
+function drawChart(usage) {
+  $("usage-chart-box").hidden = usage.data.length === 0;
+  if (usage.data.length === 0) return;
+  const days = reportDays(usage);
   const cost = Object.fromEntries(days.map((day) => [day, 0]));
-  for (const u of usage.data) cost[u.day] += u.cost_micros;
-  const top = Math.max(1, ...Object.values(cost));
-  const width = 700 / days.length;
+  for (const u of usage.data) cost[u.day] += u.cost_micros / 1e6;
+  const highest = Math.max(...Object.values(cost));
+  const step = tickStep(highest, 4);
+  const top = Math.max(step, Math.ceil(highest / step - 1e-9) * step);
+  const decimals = Math.min(6, Math.max(0, Math.ceil(-Math.log10(step) - 1e-9)));
+  const plotWidth = CHART.width - CHART.left - CHART.right;
+  const plotHeight = CHART.height - CHART.top - CHART.bottom;
+  const baseline = CHART.top + plotHeight;
+  const y = (value) => baseline - (value / top) * plotHeight;
+  const slot = plotWidth / days.length;
+  const labelEvery = Math.ceil(days.length / 14);
   const shapes = [];
+
+  for (let tick = 0; tick <= top + step / 2; tick += step) {
+    const at = y(tick);
+    shapes.push(svgElement("line", { class: "grid", x1: CHART.left, x2: CHART.width - CHART.right, y1: at, y2: at }));
+    shapes.push(svgElement("text", { class: "tick-y", x: CHART.left - 6, y: at + 4, "text-anchor": "end" },
+      tick.toFixed(decimals)));
+  }
   days.forEach((day, i) => {
-    const height = Math.round((cost[day] / top) * 140);
-    const bar = document.createElementNS(ns, "rect");
-    Object.entries({ x: i * width + 4, y: 150 - height, width: width - 8, height }).forEach(
-      ([k, v]) => bar.setAttribute(k, v));
-    const title = document.createElementNS(ns, "title");
-    title.textContent = `${day}: ${usd(cost[day])} USD`;
-    bar.append(title);
-    const label = document.createElementNS(ns, "text");
-    label.setAttribute("x", i * width + 4);
-    label.setAttribute("y", 170);
-    label.textContent = day.slice(5);
-    shapes.push(bar, label);
+    const height = baseline - y(cost[day]);
+    const bar = svgElement("rect", {
+      class: "bar", "data-day": day, x: CHART.left + i * slot + slot * 0.15, y: baseline - height,
+      width: slot * 0.7, height,
+    });
+    bar.append(svgElement("title", {}, `${day}: ${cost[day].toFixed(6)} USD`));
+    shapes.push(bar);
+    if (i % labelEvery === 0) {
+      shapes.push(svgElement("text", {
+        class: "tick-x", x: CHART.left + (i + 0.5) * slot, y: baseline + 16, "text-anchor": "middle",
+      }, day.slice(5)));
+    }
   });
+  shapes.push(svgElement("line", { class: "axis", x1: CHART.left, x2: CHART.left, y1: CHART.top, y2: baseline }));
+  shapes.push(svgElement("line", {
+    class: "axis", x1: CHART.left, x2: CHART.width - CHART.right, y1: baseline, y2: baseline,
+  }));
+  shapes.push(svgElement("text", {
+    class: "axis-title", id: "usage-chart-x-title", x: CHART.left + plotWidth / 2, y: CHART.height - 8,
+    "text-anchor": "middle",
+  }, "Day (UTC)"));
+  const middle = CHART.top + plotHeight / 2;
+  shapes.push(svgElement("text", {
+    class: "axis-title", id: "usage-chart-y-title", x: 14, y: middle, "text-anchor": "middle",
+    transform: `rotate(-90 14 ${middle})`,
+  }, "Cost (USD)"));
+  const svg = $("usage-chart");
+  svg.setAttribute("aria-label", `Cost per day in USD from ${usage.start} to ${usage.end}; `
+    + `highest ${highest.toFixed(6)} USD`);
   svg.replaceChildren(...shapes);
 }
 
@@ -137,13 +206,13 @@ async function revokeKey(key) {
 async function loadOperator() {
   const [accounts, pools] = await Promise.all([call("/admin/accounts?limit=1000"), call("/admin/pools")]);
   $("who").textContent = "operator";
-  $("pools").replaceChildren(...pools.data.map((p) => row([
+  fill("pools", 3, pools.data.map((p) => row([
     p.pool, p.queued, p.workers.length ? `${p.workers.length}: ${p.workers.map((w) => w.name).join(", ")}` : "0",
-  ])));
-  $("accounts").replaceChildren(...accounts.data.map((a) => row([
+  ])), "No pools yet");
+  fill("accounts", 8, accounts.data.map((a) => row([
     a.id, a.name, a.plan, rateLimit(a.rate_limit), a.status, a.credit.available_usd,
     usd(a.credit.reserved_micros), usd(a.credit.spent_micros),
-  ])));
+  ])), "No accounts yet — create one with: aiorouter accounts create");
 }
 
 // --- signing in and out ---------------------------------------------------------------------------------
