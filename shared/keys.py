@@ -1,29 +1,173 @@
-"""Every Redis key, channel name and TTL that AIOrouter uses, in one place.
+"""Every Redis key, channel name and TTL that AIOrouter uses, in one place, each with what it is for.
 
 rq owns its own keys (``rq:queue:*``, ``rq:job:*``, registries, workers); the helpers here that name
 them ask rq, so that ``rq info`` and rq-dashboard see exactly what we write.  Nobody else formats a
 Redis key.
+
+Next to each definition, :func:`_key` (on a function) or :func:`_describe` (after a constant) records its
+Redis type, what it is for, which parts write and read it, and its TTL; :func:`described_keys` returns
+them, rq's own keys that our code touches included, and ``docs/keys_table.py`` renders them as the key
+table of ``docs/architecture.md`` (a test fails when that table is stale or a key is not described).
+Recording happens once, at import: the functions themselves are unchanged.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+from rq import command as rq_command
+from rq.executions import ExecutionRegistry
+from rq.intermediate_queue import IntermediateQueue
+from rq.job import Job
 from rq.queue import Queue
+from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
+from rq.results import Result
+from rq.worker.base import BaseWorker
 
 PREFIX = "aior"
+
+# --- what each key is, for the map ----------------------------------------------------------------
+
+KeyType = Literal["list", "set", "sorted set", "hash", "string", "stream", "channel"]
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpec:
+    """One Redis key (or pub/sub channel) as ``docs/architecture.md`` lists it."""
+
+    name: str  # its definition in this module; "" for one of rq's keys we only describe
+    pattern: str  # the key with ``<placeholders>`` for its arguments
+    type: KeyType
+    what: str
+    writer: str  # which parts write it, by module
+    reader: str
+    ttl: str
+
+
+_SPECS: list[KeySpec] = []  # filled at import by _key/_describe below, read through described_keys()
+
+_KeyFunction = TypeVar("_KeyFunction", bound=Callable[..., str])
+
+
+def described_keys() -> tuple[KeySpec, ...]:
+    """Every key and channel described in this module, in the order they are defined."""
+    return tuple(_SPECS)
+
+
+def _key(
+    type_: KeyType, what: str, *, writer: str, reader: str, ttl: str = "none"
+) -> Callable[[_KeyFunction], _KeyFunction]:
+    """Describe the key a function names; the function is returned unchanged."""
+
+    def describe(function: _KeyFunction) -> _KeyFunction:
+        placeholders = [f"<{name}>" for name in inspect.signature(function).parameters]
+        pattern = function(*placeholders)
+        _SPECS.append(KeySpec(function.__name__, pattern, type_, what, writer, reader, ttl))
+        return function
+
+    return describe
+
+
+def _describe(
+    name: str, type_: KeyType, what: str, *, writer: str, reader: str, ttl: str = "none", pattern: str = ""
+) -> None:
+    """Describe the constant ``name`` of this module or, with ``pattern`` and no name, one of rq's keys."""
+    _SPECS.append(KeySpec(name, pattern or globals()[name], type_, what, writer, reader, ttl))
+
 
 # --- rq's keys -----------------------------------------------------------------------------------
 
 
+@_key(
+    "list",
+    "a pool's queue of job ids (rq's queue; the pool is the provider)",
+    writer="ingress: `ingress.job_control` (RPUSH, LREM on withdraw); workers: `workers.worker` (LPUSH back)",
+    reader="workers: `workers.worker` (BLMOVE, LMOVE); ingress: `shared.routing_state`, admin (LLEN)",
+)
 def rq_queue_key(pool: str) -> str:
     """The rq list a pool's jobs wait in."""
     return f"{Queue.redis_queue_namespace_prefix}{pool}"
 
 
 RQ_QUEUES_SET = Queue.redis_queues_keys
+_describe(
+    "RQ_QUEUES_SET",
+    "set",
+    "every rq queue's key",
+    writer="ingress: `shared.jobs` (with each enqueue)",
+    reader="rq's tools (`rq info`, rq-dashboard)",
+)
+_describe(
+    "",
+    "hash",
+    "one job: its completion request, status and times (rq's job record)",
+    pattern=Job.key_for("<job_id>"),
+    writer="ingress: `shared.jobs` (enqueue), `ingress.job_control` (DEL on withdraw); "
+    "workers: `workers.bookkeeping` (started, finished, failed)",
+    reader="workers: `workers.worker` (at start); rq's tools",
+    ttl="none until it ends; then `result_ttl` (finished) or `failure_ttl` (failed)",
+)
+_describe(
+    "",
+    "list",
+    "ids a worker took off the queue and has not started yet (rq's intermediate queue)",
+    pattern=IntermediateQueue.get_intermediate_queue_key(rq_queue_key("<pool>")),
+    writer="workers: `workers.worker` (BLMOVE target), `workers.bookkeeping` (LREM at start)",
+    reader="rq's registry clean-up (fails what a dead worker left there)",
+)
+_describe(
+    "",
+    "sorted set",
+    f"running jobs (rq's started registry; each run's record is under "
+    f"`{ExecutionRegistry.key_template.format('<job_id>')}`)",
+    pattern=StartedJobRegistry.key_template.format("<pool>"),
+    writer="workers: `workers.bookkeeping` (at start, every heartbeat, at the end)",
+    reader="rq's registry clean-up (run by workers); rq's tools",
+    ttl="entries expire twice `worker_dead_after` after the last heartbeat",
+)
+_RESULTS = Result.get_key("<job_id>")  # type: ignore[no-untyped-call]  # rq's is untyped
+_describe(
+    "",
+    "sorted set",
+    f"ended jobs (rq's finished and failed registries; results are under `{_RESULTS}`)",
+    pattern=f"{FinishedJobRegistry.key_template.format('<pool>')}, "
+    f"{FailedJobRegistry.key_template.format('<pool>')}",
+    writer="workers: `workers.bookkeeping` (at the end of each job)",
+    reader="rq's tools",
+    ttl="entries kept `result_ttl` (finished) or `failure_ttl` (failed)",
+)
+_describe(
+    "",
+    "hash",
+    f"one worker process and its state (rq's worker record; `{BaseWorker.redis_workers_keys}` lists them)",
+    pattern=f"{BaseWorker.redis_worker_namespace_prefix}<worker>",
+    writer="workers: rq's `register_birth`/`register_death`, `workers.bookkeeping` (heartbeats)",
+    reader="rq's tools and registry clean-up",
+    ttl="about `worker_dead_after` + 60 s, refreshed every heartbeat",
+)
+_describe(
+    "",
+    "channel",
+    "rq's commands to one worker: stop a job, shut down",
+    pattern=rq_command.PUBSUB_CHANNEL_TEMPLATE % "<worker>",
+    writer="operators: rq's `send_stop_job_command`, `send_shutdown_command`",
+    reader="workers: `workers.stop_requests`",
+    ttl="-",
+)
 
 # --- request/response traffic ---------------------------------------------------------------------
 
 
+@_key(
+    "channel",
+    "one ingress process' replies: the S, C, D, E frames of its requests",
+    writer="workers: `workers.publisher`",
+    reader="ingress: `ingress.reply_hub` (one subscription per process)",
+    ttl="-",
+)
 def reply_channel(ingress_id: str) -> str:
     """The one pub/sub channel an ingress process listens on; workers publish every event of its
     requests there (the request id is inside each frame)."""
@@ -33,8 +177,23 @@ def reply_channel(ingress_id: str) -> str:
 CANCEL_CHANNEL = f"{PREFIX}:cancel"
 """Broadcast channel: ingress publishes a job id there when the client went away; the worker that
 runs it stops the upstream call."""
+_describe(
+    "CANCEL_CHANNEL",
+    "channel",
+    "job ids whose client went away",
+    writer="ingress: `ingress.job_control`",
+    reader="workers: `workers.stop_requests`",
+    ttl="-",
+)
 
 
+@_key(
+    "string",
+    "a cancelled job, so a worker that dequeues it later drops it",
+    writer="ingress: `ingress.job_control`",
+    reader="workers: `workers.worker` (at start)",
+    ttl="600 s (`CANCELLED_MARKER_TTL`)",
+)
 def cancelled_marker(job_id: str) -> str:
     """Set when a job is cancelled, so a worker that dequeues it afterwards drops it at once."""
     return f"{PREFIX}:cancelled:{job_id}"
@@ -45,11 +204,25 @@ CANCELLED_MARKER_TTL = 600
 # --- worker liveness ------------------------------------------------------------------------------
 
 
+@_key(
+    "string",
+    "a worker process is alive; its expiry means the worker is lost",
+    writer="workers: `workers.liveness` (thread), `workers.bookkeeping` (DEL on departure)",
+    reader="ingress: `ingress.watchdog`",
+    ttl="`worker_dead_after`, refreshed every `worker_heartbeat_interval`",
+)
 def worker_alive(worker_name: str) -> str:
     """A key each worker process refreshes every heartbeat; its expiry means the worker is dead."""
     return f"{PREFIX}:alive:{worker_name}"
 
 
+@_key(
+    "sorted set",
+    "a pool's workers by the time of their last heartbeat",
+    writer="workers: `workers.liveness`, `workers.bookkeeping` (ZREM on departure)",
+    reader="ingress: `ingress.health` (`/readyz`), admin (`/admin/pools`)",
+    ttl="none (readers skip members older than `worker_dead_after`)",
+)
 def pool_workers(pool: str) -> str:
     """Sorted set: worker name -> unix time of its last heartbeat, per pool."""
     return f"{PREFIX}:pool:{pool}:workers"
@@ -57,10 +230,24 @@ def pool_workers(pool: str) -> str:
 
 POOLS_SET = f"{PREFIX}:pools"
 """Set of every pool name that has had a worker, for readiness and operator views."""
+_describe(
+    "POOLS_SET",
+    "set",
+    "every pool that has had a worker",
+    writer="workers: `workers.liveness`",
+    reader="ingress: `ingress.health`, admin (`/admin/pools`)",
+)
 
 # --- API keys -------------------------------------------------------------------------------------
 
 
+@_key(
+    "hash",
+    "one API key's record (account, plan, name, revoked, last used), by digest",
+    writer="`ingress.api_keys` (create, revoke; from the CLI, admin API, Dashboard); "
+    "ingress: `shared.ratelimit` (`last_used`)",
+    reader="ingress: `ingress.auth` (cached `key_cache_ttl`); control plane",
+)
 def api_key(digest: str) -> str:
     """Hash: the record of one API key, by the hex SHA-256 digest of its secret."""
     return f"{PREFIX}:apikey:{digest}"
@@ -68,15 +255,35 @@ def api_key(digest: str) -> str:
 
 API_KEYS_INDEX = f"{PREFIX}:apikeys"
 """Hash: key id -> digest, for listing and revoking by id."""
+_describe(
+    "API_KEYS_INDEX",
+    "hash",
+    "key id → digest, to list and revoke keys by id",
+    writer="`ingress.api_keys` (create)",
+    reader="`ingress.api_keys` (list, revoke)",
+)
 
 # --- circuit breaker (shared/breaker.py) ----------------------------------------------------------
 
 
+@_key(
+    "hash",
+    "one deployment's breaker: open until, probe until, trips",
+    writer="workers: `shared.breaker` (via `workers.guarded_provider`)",
+    reader="workers: `shared.breaker`; operators: `aiorouter breakers`, `/admin/breakers`",
+)
 def breaker_state(deployment_id: str) -> str:
     """Hash: one deployment's breaker (``open_until``/``probe_until`` in ms of Redis TIME, ``trips``)."""
     return f"{PREFIX}:breaker:{deployment_id}"
 
 
+@_key(
+    "sorted set",
+    "one deployment's recent failures",
+    writer="workers: `shared.breaker`",
+    reader="workers: `shared.breaker`; operators (breaker views)",
+    ttl="the breaker's `window`, from the last failure",
+)
 def breaker_failures(deployment_id: str) -> str:
     """Sorted set: one deployment's recent failures (member = sequence number, score = ms of Redis TIME)."""
     return f"{PREFIX}:breaker:{deployment_id}:failures"
@@ -85,24 +292,60 @@ def breaker_failures(deployment_id: str) -> str:
 BREAKER_BLOCKED = f"{PREFIX}:breakers:blocked"
 """Sorted set: deployment id -> ms (Redis TIME) until which routing must skip it (cooling down, or its one
 half-open probe is in flight).  The one key the ingress' cheap bulk read looks at."""
+_describe(
+    "BREAKER_BLOCKED",
+    "sorted set",
+    "deployments routing must skip, until when",
+    writer="workers: `shared.breaker`",
+    reader="ingress: `ingress.open_set` (every `open_set_refresh`)",
+    ttl="none (past deadlines are ignored)",
+)
 
 BREAKER_DEPLOYMENTS = f"{PREFIX}:breakers"
 """Set of every deployment id that ever recorded a failure, for the operator view."""
+_describe(
+    "BREAKER_DEPLOYMENTS",
+    "set",
+    "every deployment that ever failed",
+    writer="workers: `shared.breaker`",
+    reader="operators: breaker views",
+)
 
 # --- routing statistics (shared/routing_state.py) -------------------------------------------------
 
 
+@_key(
+    "hash",
+    "worker → jobs it runs on a deployment now",
+    writer="workers: `shared.routing_state` (via `workers.guarded_provider`, leases renewed every heartbeat)",
+    reader="ingress: `shared.routing_state` (`least-busy`)",
+    ttl="`worker_dead_after` (a lease)",
+)
 def inflight_counts(deployment_id: str) -> str:
     """Hash: worker name -> jobs that worker runs on the deployment right now."""
     return f"{PREFIX}:inflight:{deployment_id}"
 
 
+@_key(
+    "sorted set",
+    "until when each worker's in-flight count is trusted",
+    writer="workers: `shared.routing_state`",
+    reader="ingress: `shared.routing_state` (`least-busy`)",
+    ttl="`worker_dead_after` (a lease)",
+)
 def inflight_leases(deployment_id: str) -> str:
     """Sorted set: worker name -> ms (Redis TIME) until which its count in :func:`inflight_counts` is
     trusted; a worker killed with -9 stops refreshing it and its jobs stop counting."""
     return f"{PREFIX}:inflight:{deployment_id}:leases"
 
 
+@_key(
+    "hash",
+    "a deployment's decayed average time to first token",
+    writer="workers: `shared.routing_state` (with a job's final frame)",
+    reader="ingress: `shared.routing_state` (`latency`)",
+    ttl="`routing_stats.latency_ttl`, from the last sample",
+)
 def ttft_stats(deployment_id: str) -> str:
     """Hash: decayed average time to first token of a deployment (``avg_ms``, ``samples``); expires when
     the deployment has been idle for ``RoutingStatsSettings.latency_ttl``."""
@@ -112,12 +355,26 @@ def ttft_stats(deployment_id: str) -> str:
 # --- provider-wide caps (workers/provider_caps.py) ------------------------------------------------
 
 
+@_key(
+    "sorted set",
+    "a provider's upstream calls in flight (`max_concurrency`)",
+    writer="workers: `workers.provider_caps`",
+    reader="workers: `workers.provider_caps`",
+    ttl="`worker_dead_after` (leases renewed every heartbeat)",
+)
 def provider_slots(provider: str) -> str:
     """Sorted set: job id -> ms (Redis TIME) its upstream-call slot is leased until; at most
     ``ProviderSettings.max_concurrency`` live members, across every worker process of the pool."""
     return f"{PREFIX}:provider:{provider}:slots"
 
 
+@_key(
+    "sorted set",
+    "a provider's upstream calls in the last minute (`requests_per_minute`)",
+    writer="workers: `workers.provider_caps`",
+    reader="workers: `workers.provider_caps`",
+    ttl="60 s",
+)
 def provider_calls(provider: str) -> str:
     """Sorted set: job id -> ms (Redis TIME) it was admitted; the last minute's members are the calls
     counted against ``ProviderSettings.requests_per_minute``."""
@@ -129,6 +386,12 @@ def provider_calls(provider: str) -> str:
 # account's key, and Redis Cluster would keep all of one account's keys in one slot.
 
 
+@_key(
+    "hash",
+    "one account: name, plan, status, dashboard token digest",
+    writer="control plane: `ingress.control.accounts`",
+    reader="ingress: `shared.ratelimit` (plan and status, every request); control plane",
+)
 def account(account_id: str) -> str:
     """Hash: one account's record (name, plan, status, dashboard token digest, created_at)."""
     return f"{PREFIX}:account:{{{account_id}}}"
@@ -136,18 +399,44 @@ def account(account_id: str) -> str:
 
 ACCOUNTS_INDEX = f"{PREFIX}:accounts"
 """Sorted set: account id -> unix time of its creation, for listing in order."""
+_describe(
+    "ACCOUNTS_INDEX",
+    "sorted set",
+    "every account, in creation order",
+    writer="control plane: `ingress.control.accounts`",
+    reader="control plane: `ingress.control.accounts`",
+)
 
 
+@_key(
+    "string",
+    "the account a dashboard token signs in as, by digest",
+    writer="control plane: `ingress.control.accounts` (create, rotate)",
+    reader="control plane: `ingress.control.accounts` (Dashboard sign-in)",
+)
 def dashboard_token(digest: str) -> str:
     """String: the account id a dashboard token (by hex SHA-256 digest) signs in as."""
     return f"{PREFIX}:dashtoken:{digest}"
 
 
+@_key(
+    "set",
+    "one account's key ids",
+    writer="`ingress.api_keys` (create)",
+    reader="`ingress.api_keys` (list, plan change)",
+)
 def account_api_keys(account_id: str) -> str:
     """Set: the ids of every API key of one account."""
     return f"{PREFIX}:account:{{{account_id}}}:keys"
 
 
+@_key(
+    "sorted set",
+    "one account's API key creations of the last hour, for the creation-rate cap",
+    writer="`ingress.api_keys` (create, `api_key_create.lua`)",
+    reader="`ingress.api_keys` (create)",
+    ttl="one hour after the last creation",
+)
 def key_creations(account_id: str) -> str:
     """Sorted set: one account's recent API key creations, key id -> ms of Redis TIME; trimmed to the
     last hour (``KEY_CREATION_WINDOW_MS``) on every creation and expiring with it."""
@@ -157,23 +446,52 @@ def key_creations(account_id: str) -> str:
 KEY_CREATION_WINDOW_MS = 3_600_000
 
 
+@_key(
+    "string",
+    "one account's GCRA state for its `requests` or `tokens` limit",
+    writer="ingress: `shared.ratelimit` (admission; refund when a request ends unanswered); "
+    "workers: `shared.ratelimit` (refund of unused tokens, with the final frame)",
+    reader="ingress: `shared.ratelimit`",
+    ttl="until the limit is fully restored (at most a minute)",
+)
 def rate_limit(account_id: str, limit: str) -> str:
     """String: the GCRA theoretical arrival time (µs of Redis TIME) of one account's ``requests`` or
     ``tokens`` limit; expires when the limit is fully restored."""
     return f"{PREFIX}:ratelimit:{{{account_id}}}:{limit}"
 
 
+@_key(
+    "hash",
+    "one account's credit in micro-USD: balance, reserved, spent",
+    writer="ingress: `shared.credits` (reserve, release, sweep); workers: `shared.credits` (settle); "
+    "control plane (add)",
+    reader="ingress: `shared.credits` (reserve); control plane (balances)",
+)
 def credit_balance(account_id: str) -> str:
     """Hash: one account's credit in integer micro-USD: ``balance`` (owned), ``reserved`` (held by open
     reservations), ``spent`` (charged so far)."""
     return f"{PREFIX}:credit:{{{account_id}}}"
 
 
+@_key(
+    "stream",
+    "every credit grant of one account",
+    writer="control plane: `shared.credits` (add)",
+    reader="control plane: `shared.credits` (ledger)",
+    ttl="none (never trimmed)",
+)
 def credit_ledger(account_id: str) -> str:
     """Stream: every credit grant or adjustment of one account (never trimmed)."""
     return f"{PREFIX}:credit:{{{account_id}}}:ledger"
 
 
+@_key(
+    "hash",
+    "one request's credit hold: account, amount, deadline, state",
+    writer="ingress: `shared.credits` (reserve, release, sweep); workers: `shared.credits` (settle)",
+    reader="the same scripts",
+    ttl="none while held; 1 day once settled or expired (`CREDIT_RESERVATION_TOMBSTONE_TTL`)",
+)
 def credit_reservation(reservation_id: str) -> str:
     """Hash: one reservation (account, amount, deadline, state held/settled/expired)."""
     return f"{PREFIX}:reservation:{reservation_id}"
@@ -181,11 +499,26 @@ def credit_reservation(reservation_id: str) -> str:
 
 CREDIT_RESERVATIONS = f"{PREFIX}:credit:reservations"
 """Sorted set: reservation id -> its deadline (ms of Redis TIME); the sweep releases those past it."""
+_describe(
+    "CREDIT_RESERVATIONS",
+    "sorted set",
+    "open holds by deadline",
+    writer="ingress: `shared.credits` (reserve adds; release, sweep remove); workers: `shared.credits` "
+    "(settle removes)",
+    reader="ingress: `ingress.admission` (the reservation sweep)",
+)
 
 CREDIT_RESERVATION_TOMBSTONE_TTL = 86_400
 """Seconds a settled or expired reservation's record stays, so a repeated or late settle is recognised."""
 
 
+@_key(
+    "stream",
+    "one account's recent usage records",
+    writer="workers: `workers.settlement` (with the final frame)",
+    reader="control plane: admin API",
+    ttl="none (trimmed to the last 10,000)",
+)
 def usage_records(account_id: str) -> str:
     """Stream: one account's recent per-request usage records (trimmed to ``USAGE_RECORDS_MAXLEN``)."""
     return f"{PREFIX}:usage:{{{account_id}}}"
@@ -193,11 +526,26 @@ def usage_records(account_id: str) -> str:
 
 USAGE_ALL_RECORDS = f"{PREFIX}:usage"
 """Stream: every account's recent usage records, for operators (trimmed to ``USAGE_ALL_RECORDS_MAXLEN``)."""
+_describe(
+    "USAGE_ALL_RECORDS",
+    "stream",
+    "every account's recent usage records",
+    writer="workers: `workers.settlement` (with the final frame)",
+    reader="control plane: admin API",
+    ttl="none (trimmed to the last 100,000)",
+)
 
 USAGE_RECORDS_MAXLEN = 10_000
 USAGE_ALL_RECORDS_MAXLEN = 100_000
 
 
+@_key(
+    "hash",
+    "one account's per-model totals on one UTC day",
+    writer="workers: `workers.settlement` (with the final frame)",
+    reader="control plane: admin API, Dashboard, `aiorouter usage`",
+    ttl="400 days (`USAGE_DAILY_TTL`)",
+)
 def usage_daily(account_id: str, day: str) -> str:
     """Hash: one account's usage on one UTC day (``YYYY-MM-DD``), fields ``<model>|<counter>``."""
     return f"{PREFIX}:usage:{{{account_id}}}:day:{day}"
