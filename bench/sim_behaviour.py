@@ -12,6 +12,8 @@ Timing (milliseconds, floats allowed, all default 0):
 Content:
   ``tokens=N``    content tokens in the answer (default 16); token ``i`` is the text ``"w{i} "``
   ``tools``       answer with one tool call whose JSON arguments are streamed in several pieces
+  ``all_fields``  every optional field of OpenAI's response and chunk schemas, and unknown ones
+                  (:mod:`bench.sim_full`); so does a request with ``n`` > 1, with ``n`` choices
 
 Failures:
   ``status=S``    answer with HTTP status S and an OpenAI error envelope (after ``latency_ms``)
@@ -31,7 +33,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 DEFAULT_TOKENS = 16
-_FLAGS = frozenset({"hang", "tools", "bad_json"})
+_FLAGS = frozenset({"hang", "tools", "bad_json", "all_fields"})
 _FLOATS = frozenset({"latency_ms", "ttft_ms", "itl_ms", "retry_after"})
 _INTS = frozenset({"tokens", "status", "cut"})
 
@@ -54,6 +56,7 @@ class Behaviour:
     cut: int | None = None
     bad_json: bool = False
     tools: bool = False
+    all_fields: bool = False
 
     @property
     def generation_s(self) -> float:
@@ -89,6 +92,7 @@ def parse_behaviour(model: str) -> Behaviour:
         cut=int(numbers["cut"]) if "cut" in numbers else None,
         bad_json="bad_json" in flags,
         tools="tools" in flags,
+        all_fields="all_fields" in flags,
     )
 
 

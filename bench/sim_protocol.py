@@ -17,6 +17,7 @@ import httptools
 import orjson
 
 from bench.sim_behaviour import BadBehaviour, Behaviour, parse_behaviour
+from bench.sim_full import FullChunkWriter, full_completion_body
 from bench.sim_payloads import (
     DONE_EVENT,
     TOOL_NAME,
@@ -57,13 +58,19 @@ class _Completion:
     include_usage: bool
     prompt_tokens: int
     tool_name: str
-    writer: ChunkWriter | None = None
+    n: int = 1
+    writer: ChunkWriter | FullChunkWriter | None = None
     pieces: list[str] = field(default_factory=list)
     sent: int = 0
 
     @property
     def total(self) -> int:
         return len(self.pieces) if self.behaviour.tools else self.behaviour.tokens
+
+    @property
+    def full(self) -> bool:
+        """Answer with every optional field (:mod:`bench.sim_full`): asked for, or ``n`` choices."""
+        return (self.behaviour.all_fields or self.n > 1) and not self.behaviour.tools
 
 
 class SimProtocol(asyncio.Protocol):
@@ -173,6 +180,7 @@ class SimProtocol(asyncio.Protocol):
             include_usage=isinstance(options, dict) and options.get("include_usage") is True,
             prompt_tokens=count_prompt_tokens(body.get("messages")),
             tool_name=_tool_name(body.get("tools")),
+            n=_choices(body.get("n")),
         )
         begin = self._begin_stream if stream else self._begin_answer
         self._later(behaviour.latency_s, begin, completion)
@@ -191,6 +199,10 @@ class SimProtocol(asyncio.Protocol):
         behaviour = completion.behaviour
         if behaviour.bad_json:
             body = b'{"id":"chatcmpl-broken","object":"chat.completion","choices":[{'
+        elif completion.full:
+            body = full_completion_body(
+                completion.model, behaviour.tokens, completion.prompt_tokens, completion.n
+            )
         else:
             prompt, tool_name = completion.prompt_tokens, completion.tool_name
             body = completion_body(completion.model, behaviour.tokens, prompt, behaviour.tools, tool_name)
@@ -210,12 +222,18 @@ class SimProtocol(asyncio.Protocol):
         if behaviour.status != 200:
             self._answer_error(behaviour)
             return
-        writer = completion.writer = ChunkWriter(completion.model, completion.include_usage)
-        if behaviour.tools:
-            completion.pieces = tool_argument_pieces()
-            first = writer.tool_call_start(completion.tool_name)
+        if completion.full:
+            full = completion.writer = FullChunkWriter(
+                completion.model, completion.include_usage, completion.n, behaviour.tokens
+            )
+            first = full.role()
         else:
-            first = writer.role()
+            writer = completion.writer = ChunkWriter(completion.model, completion.include_usage)
+            if behaviour.tools:
+                completion.pieces = tool_argument_pieces()
+                first = writer.tool_call_start(completion.tool_name)
+            else:
+                first = writer.role()
         self._write(STREAM_HEAD + http_chunk(first))
         self._later(behaviour.ttft_s, self._stream_step, completion)
 
@@ -245,6 +263,8 @@ class SimProtocol(asyncio.Protocol):
     def _piece(self, completion: _Completion) -> bytes:
         writer = completion.writer
         assert writer is not None
+        if isinstance(writer, FullChunkWriter):
+            return writer.content(completion.sent)
         if completion.behaviour.tools:
             return writer.tool_arguments(completion.pieces[completion.sent])
         if completion.behaviour.bad_json and completion.sent == 0:
@@ -311,6 +331,11 @@ def _tool_name(tools: Any) -> str:
     except (TypeError, KeyError, IndexError):
         return TOOL_NAME
     return name if isinstance(name, str) else TOOL_NAME
+
+
+def _choices(n: Any) -> int:
+    """The request's ``n``, within OpenAI's bounds (1 to 128)."""
+    return min(n, 128) if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
 
 
 def _seconds_text(seconds: float) -> bytes:
