@@ -8,8 +8,7 @@ Policy, where OpenAI leaves a choice:
 
 * ``null`` for an optional parameter means "not set", as in OpenAI's schema (all are nullable).
 * Booleans are not numbers: ``"temperature": true`` is ``invalid_type``.
-* ``n`` must be 1: each job streams exactly one choice, so ``n > 1`` is refused with
-  ``unsupported_value`` instead of silently returning fewer choices than asked.
+* ``n`` is 1 to :data:`MAX_CHOICES` (OpenAI's own bound); every choice is reserved and billed.
 * Unknown top-level fields are accepted and passed through unchanged to the upstream (the body the worker
   receives is the client's body), so newer OpenAI parameters keep working without an ingress release.
   The one exception is ``provider`` (routing preferences, :mod:`ingress.provider_preferences`): ours,
@@ -223,15 +222,13 @@ def _string(name: str, value: Any) -> None:
         raise _invalid_type(name, "a string")
 
 
+MAX_CHOICES: Final = 128
+
+
 def _n(name: str, value: Any) -> None:
     _positive_int(name, value)
-    if value > 1:
-        raise InvalidRequest(
-            "Only n=1 is supported: AIOrouter returns one choice per request; "
-            "send parallel requests instead.",
-            param=name,
-            code="unsupported_value",
-        )
+    if value > MAX_CHOICES:
+        raise _invalid_value(name, f"an integer between 1 and {MAX_CHOICES}", value)
 
 
 def _stop(name: str, value: Any) -> None:

@@ -139,9 +139,31 @@ def price_micros(tokens: int, price_per_m: float) -> int:
 
 
 def cost_micros(model: ModelEntry, prompt_tokens: int, completion_tokens: int) -> int:
-    """What a completion costs at the model's catalog prices."""
+    """What a completion costs at the model's catalog prices, with no prompt tokens from a cache (the
+    most it can cost: a model's cached input price is at most its input price)."""
     return price_micros(prompt_tokens, model.input_price_per_m) + price_micros(
         completion_tokens, model.output_price_per_m
+    )
+
+
+def tokens_cost(
+    prompt_tokens: int,
+    completion_tokens: int,
+    cached_tokens: int,
+    *,
+    input_price_per_m: float,
+    output_price_per_m: float,
+    cached_input_price_per_m: float | None,
+) -> int:
+    """Micro-USD of a completion's tokens: the prompt's cached tokens at the cached input price (the input
+    price when the model has none), the rest of the prompt at the input price, the completion (reasoning
+    tokens included, as upstreams count them) at the output price."""
+    cached = min(max(cached_tokens, 0), prompt_tokens)
+    cached_price = input_price_per_m if cached_input_price_per_m is None else cached_input_price_per_m
+    return (
+        price_micros(prompt_tokens - cached, input_price_per_m)
+        + price_micros(cached, cached_price)
+        + price_micros(completion_tokens, output_price_per_m)
     )
 
 
@@ -152,12 +174,17 @@ def estimate_prompt_tokens(body: dict[str, Any]) -> int:
 
 
 def max_completion_tokens(settings: Settings, model: ModelEntry, body: dict[str, Any]) -> int:
-    """The completion tokens a request may produce: its own cap, else the configured default."""
+    """The completion tokens a request may produce: its own cap per choice (else the configured default)
+    times its ``n`` choices, each of which is billed."""
+    per_choice = min(settings.credit_default_max_tokens, model.context_length)
     for name in ("max_completion_tokens", "max_tokens"):
         value = body.get(name)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return min(value, model.context_length)
-    return min(settings.credit_default_max_tokens, model.context_length)
+            per_choice = min(value, model.context_length)
+            break
+    n = body.get("n")
+    choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+    return per_choice * choices
 
 
 def reservation_ttl(settings: Settings) -> float:

@@ -28,6 +28,7 @@ class JobBilling:
     admitted_at: float  # unix seconds
     counted_tokens: int = 0  # tokens the account's token limit counted for the request
     token_interval_us: int = 0  # µs one token weighs in that limit; 0 = the plan limits no tokens
+    cached_input_price_per_m: float | None = None  # None: cached prompt tokens cost the input price
 
     @classmethod
     def for_model(
@@ -46,12 +47,18 @@ class JobBilling:
             admitted_at=admitted_at,
             counted_tokens=counted_tokens if token_interval_us > 0 else 0,
             token_interval_us=token_interval_us,
+            cached_input_price_per_m=model.cached_input_price_per_m,
         )
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> int:
+    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> int:
         """Micro-USD the tokens cost at the prices quoted at admission, never more than was reserved."""
-        cost = credits.price_micros(prompt_tokens, self.input_price_per_m) + credits.price_micros(
-            completion_tokens, self.output_price_per_m
+        cost = credits.tokens_cost(
+            prompt_tokens,
+            completion_tokens,
+            cached_tokens,
+            input_price_per_m=self.input_price_per_m,
+            output_price_per_m=self.output_price_per_m,
+            cached_input_price_per_m=self.cached_input_price_per_m,
         )
         return min(cost, self.reservation.amount)
 
@@ -63,6 +70,7 @@ class JobBilling:
             "admitted_at": self.admitted_at,
             "counted_tokens": self.counted_tokens,
             "token_interval_us": self.token_interval_us,
+            "cached_input_price_per_m": self.cached_input_price_per_m,
         }
 
     @classmethod
@@ -74,6 +82,7 @@ class JobBilling:
             admitted_at=float(data["admitted_at"]),
             counted_tokens=int(data.get("counted_tokens", 0)),
             token_interval_us=int(data.get("token_interval_us", 0)),
+            cached_input_price_per_m=_price_or_none(data.get("cached_input_price_per_m")),
         )
 
     @classmethod
@@ -86,3 +95,7 @@ class JobBilling:
             return cls.from_wire(data)
         except (KeyError, TypeError, ValueError):
             return None
+
+
+def _price_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)

@@ -83,6 +83,7 @@ class ModelEntry:
     context_length: int = 131_072
     input_price_per_m: float = 0.0
     output_price_per_m: float = 0.0
+    cached_input_price_per_m: float | None = None  # prompt tokens read from the upstream's cache; None: input
     strategy: RoutingStrategy = "priority"
 
 
@@ -322,9 +323,15 @@ def _parse_models(raw: Any) -> dict[str, ModelEntry]:
             deployments = tuple(Deployment(**d) for d in spec.pop("deployments", ()))
             if "provider" in spec:  # shorthand: one deployment
                 deployments += (Deployment(spec.pop("provider"), spec.pop("upstream_model", spec["id"])),)
-            models[spec["id"]] = ModelEntry(deployments=deployments, **spec)
+            entry = ModelEntry(deployments=deployments, **spec)
         except (TypeError, KeyError) as exc:
             raise ConfigError(f"model {spec.get('id')!r}: {exc}") from exc
+        cached = entry.cached_input_price_per_m
+        if cached is not None and not 0 <= cached <= entry.input_price_per_m:
+            raise ConfigError(
+                f"model {entry.id!r}: cached_input_price_per_m must be between 0 and its input price"
+            )
+        models[entry.id] = entry
     return models
 
 

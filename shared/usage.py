@@ -29,7 +29,16 @@ FIRST_DAY = date(1970, 1, 1)
 """The earliest day a report may name: usage is stamped with Unix time, and a report of N days ending on
 any day from here to ``date.max`` stays inside what ``datetime.date`` can hold."""
 _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-COUNTERS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost_micros", "latency_ms")
+COUNTERS = (
+    "requests",
+    "errors",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "cost_micros",
+    "latency_ms",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +54,8 @@ class UsageRecord:
     latency_ms: int
     status: str
     at: float  # unix seconds when the request ended
+    cached_tokens: int = 0  # of prompt_tokens, read from the upstream's cache (priced as cached input)
+    reasoning_tokens: int = 0  # of completion_tokens, spent reasoning
 
     @property
     def day(self) -> str:
@@ -79,6 +90,8 @@ class DailyModelUsage:
     errors: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
     cost_micros: int = 0
     latency_ms: int = 0  # summed; divide by requests for the mean
 
@@ -96,6 +109,8 @@ def queue_usage(pipe: redis.client.Pipeline | aredis.client.Pipeline, record: Us
         "errors": 0 if record.status == OK else 1,
         "prompt_tokens": record.prompt_tokens,
         "completion_tokens": record.completion_tokens,
+        "cached_tokens": record.cached_tokens,
+        "reasoning_tokens": record.reasoning_tokens,
         "cost_micros": record.cost_micros,
         "latency_ms": record.latency_ms,
     }

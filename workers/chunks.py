@@ -1,13 +1,21 @@
 """Deltas in, OpenAI-exact response objects out.
 
-:class:`ChunkWriter` makes ``chat.completion.chunk`` objects for a stream: ``role`` only in the first
-delta, a tool call's ``id``/``type``/``function.name`` only in that call's first delta (``index`` on
-every one), exactly one ``finish_reason``, and a final usage chunk with ``choices: []``.
-:class:`MessageAssembler` folds the same deltas into one ``chat.completion`` body.
+:class:`ChunkWriter` makes ``chat.completion.chunk`` objects for a stream: per choice, ``role`` only in
+its first delta, a tool call's ``id``/``type``/``function.name`` only in that call's first delta
+(``index`` on every one) and exactly one ``finish_reason``; then a final usage chunk with
+``choices: []``.  :class:`MessageAssembler` folds the same deltas into one ``chat.completion`` body.
+
+Everything an upstream sent beyond that (a delta's ``reasoning_content``, ``annotations`` or unknown
+fields, a choice's ``logprobs``, a chunk's ``service_tier``...) is relayed unchanged.  The router owns
+only ``id`` (``chatcmpl-<request id>``, the id the caller can quote), ``object``, ``created`` and
+``model`` (the model id the caller asked for, not the upstream's name for it).  Assembling a body
+concatenates what streams in pieces (strings joined, lists extended, objects merged field by field);
+other values keep their last one; ``obfuscation``, which only pads stream chunks, is left out.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -16,9 +24,24 @@ from shared import events
 from shared.jobs import CompletionJob
 from workers.providers.base import Delta, ToolCallDelta, Usage
 
+STREAM_ONLY_FIELDS = frozenset({"obfuscation"})
+
 
 def completion_id(job: CompletionJob) -> str:
     return f"chatcmpl-{job.request_id}"
+
+
+def choice_count(job: CompletionJob) -> int:
+    """How many choices the request asked for (``n``, validated by the ingress)."""
+    n = job.body.get("n")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+
+
+@dataclass(slots=True)
+class _StreamedChoice:
+    role_sent: bool = False
+    calls_started: set[int] = field(default_factory=set)
+    finish_reason: str | None = None
 
 
 class ChunkWriter:
@@ -29,15 +52,31 @@ class ChunkWriter:
             "created": job.created,
             "model": job.model,
         }
-        self._role_sent = False
-        self._calls_started: set[int] = set()
+        self._expected = choice_count(job)
+        self._first = _StreamedChoice()
+        self._choices: dict[int, _StreamedChoice] = {0: self._first}
         self._content_sse: tuple[bytes, bytes] | None = None  # SSE bytes around a content delta's JSON
-        self.finish_reason: str | None = None
+        self._usage_extra: dict[str, Any] | None = None
+
+    @property
+    def finish_reason(self) -> str | None:
+        """The first choice's finish reason (what rq records), once it has one."""
+        return self._first.finish_reason
+
+    @property
+    def finished(self) -> bool:
+        """Every choice the request asked for has its finish reason."""
+        return sum(1 for c in self._choices.values() if c.finish_reason is not None) >= self._expected
 
     def set_fingerprint(self, fingerprint: str | None) -> None:
         if fingerprint and "system_fingerprint" not in self._head:
             self._head["system_fingerprint"] = fingerprint
             self._content_sse = None
+
+    def note_usage(self, delta: Delta) -> None:
+        """Remember the chunk fields that came with the upstream's usage, for the usage chunk."""
+        if delta.chunk_extra:
+            self._usage_extra = delta.chunk_extra
 
     def sse(self, delta: Delta) -> bytes | None:
         """:meth:`chunk` as its ``data: ...`` SSE event, or None.  A delta of content only, after the
@@ -46,10 +85,11 @@ class ChunkWriter:
         content = delta.content
         if (
             content
-            and self._role_sent
+            and self._first.role_sent
             and delta.finish_reason is None
             and not delta.refusal
             and not delta.tool_calls
+            and delta.plain
             and (delta.system_fingerprint is None or "system_fingerprint" in self._head)
         ):
             template = self._content_sse or self._content_template()
@@ -66,31 +106,54 @@ class ChunkWriter:
     def chunk(self, delta: Delta) -> dict[str, Any] | None:
         """The chunk for ``delta``, or None when it adds nothing a client would see."""
         self.set_fingerprint(delta.system_fingerprint)
-        finish_reason = delta.finish_reason if self.finish_reason is None else None
-        if not delta.has_message_part and finish_reason is None:
+        state = self._choices.get(delta.index)
+        if state is None:
+            state = self._choices[delta.index] = _StreamedChoice()
+        finish_reason = delta.finish_reason if state.finish_reason is None else None
+        if not delta.has_message_part and finish_reason is None and delta.logprobs is None:
             return None
         body: dict[str, Any] = {}
-        if not self._role_sent and (delta.has_message_part or finish_reason is not None):
+        if not state.role_sent:
             body["role"] = "assistant"
-            self._role_sent = True
+            state.role_sent = True
         if delta.content:
             body["content"] = delta.content
         if delta.refusal:
             body["refusal"] = delta.refusal
         if delta.tool_calls:
-            body["tool_calls"] = [self._tool_call(call) for call in delta.tool_calls]
+            body["tool_calls"] = [self._tool_call(state, call) for call in delta.tool_calls]
+        if delta.extra:
+            for name, value in delta.extra.items():
+                body.setdefault(name, value)
         if finish_reason is not None:
-            self.finish_reason = finish_reason
-        choice = {"index": 0, "delta": body, "logprobs": None, "finish_reason": finish_reason}
-        return {**self._head, "choices": [choice]}
+            state.finish_reason = finish_reason
+        choice = {
+            "index": delta.index,
+            "delta": body,
+            "logprobs": delta.logprobs,
+            "finish_reason": finish_reason,
+        }
+        if delta.choice_extra:
+            for name, value in delta.choice_extra.items():
+                choice.setdefault(name, value)
+        chunk = {**self._head, "choices": [choice]}
+        if delta.chunk_extra:
+            for name, value in delta.chunk_extra.items():
+                chunk.setdefault(name, value)
+        return chunk
 
     def usage_chunk(self, usage: Usage) -> dict[str, Any]:
-        return {**self._head, "choices": [], "usage": usage.to_dict()}
+        chunk = {**self._head, "choices": [], "usage": usage.to_dict()}
+        if self._usage_extra:
+            for name, value in self._usage_extra.items():
+                chunk.setdefault(name, value)
+        return chunk
 
-    def _tool_call(self, call: ToolCallDelta) -> dict[str, Any]:
-        if call.index in self._calls_started:
+    @staticmethod
+    def _tool_call(state: _StreamedChoice, call: ToolCallDelta) -> dict[str, Any]:
+        if call.index in state.calls_started:
             return {"index": call.index, "function": {"arguments": call.arguments}}
-        self._calls_started.add(call.index)
+        state.calls_started.add(call.index)
         return {
             "index": call.index,
             "id": call.id or f"call_{call.index}",
@@ -103,64 +166,128 @@ _MARK = "\ue000content\ue000"  # a private-use string no serializer escapes
 _MARK_JSON = orjson.dumps(_MARK)
 
 
-class MessageAssembler:
-    """Collects deltas into the single ``chat.completion`` body of a non-stream request."""
-
-    def __init__(self, job: CompletionJob) -> None:
-        self._job = job
-        self._content: list[str] = []
-        self._refusal: list[str] = []
-        self._calls: dict[int, dict[str, Any]] = {}
-        self._fingerprint: str | None = None
-        self.finish_reason: str | None = None
+@dataclass(slots=True)
+class _AssembledChoice:
+    content: list[str] = field(default_factory=list)
+    refusal: list[str] = field(default_factory=list)
+    calls: dict[int, dict[str, Any]] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    logprobs: dict[str, Any] | None = None
+    choice_extra: dict[str, Any] = field(default_factory=dict)
+    finish_reason: str | None = None
 
     def add(self, delta: Delta) -> None:
         if delta.content:
-            self._content.append(delta.content)
+            self.content.append(delta.content)
         if delta.refusal:
-            self._refusal.append(delta.refusal)
+            self.refusal.append(delta.refusal)
         for call in delta.tool_calls:
-            entry = self._calls.setdefault(
+            entry = self.calls.setdefault(
                 call.index,
                 {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": ""}},
             )
             entry["id"] = entry["id"] or call.id
             entry["function"]["name"] = entry["function"]["name"] or call.name
             entry["function"]["arguments"] += call.arguments
+        if delta.extra:
+            merge_into(self.extra, delta.extra)
+        if delta.logprobs is not None:
+            self.logprobs = merge_into(self.logprobs or {}, delta.logprobs)
+        if delta.choice_extra:
+            self.choice_extra.update(delta.choice_extra)
         if delta.finish_reason and self.finish_reason is None:
             self.finish_reason = delta.finish_reason
-        self._fingerprint = self._fingerprint or delta.system_fingerprint
 
-    def body(self, usage: Usage) -> dict[str, Any]:
+    def body(self, index: int) -> dict[str, Any]:
         message: dict[str, Any] = {
             "role": "assistant",
-            "content": "".join(self._content) if self._content or not self._calls else None,
-            "refusal": "".join(self._refusal) if self._refusal else None,
+            "content": "".join(self.content) if self.content or not self.calls else None,
+            "refusal": "".join(self.refusal) if self.refusal else None,
         }
-        if self._calls:
+        if self.calls:
             message["tool_calls"] = [
                 {
                     **call,
-                    "id": call["id"] or f"call_{index}",
+                    "id": call["id"] or f"call_{number}",
                     "function": {**call["function"], "name": call["function"]["name"] or ""},
                 }
-                for index, call in sorted(self._calls.items())
+                for number, call in sorted(self.calls.items())
             ]
+        for name, value in self.extra.items():
+            message.setdefault(name, value)
+        choice = {
+            "index": index,
+            "message": message,
+            "logprobs": self.logprobs,
+            "finish_reason": self.finish_reason or "stop",
+        }
+        for name, value in self.choice_extra.items():
+            choice.setdefault(name, value)
+        return choice
+
+
+class MessageAssembler:
+    """Collects deltas into the single ``chat.completion`` body of a non-stream request."""
+
+    def __init__(self, job: CompletionJob) -> None:
+        self._job = job
+        self._expected = choice_count(job)
+        self._choices: dict[int, _AssembledChoice] = {0: _AssembledChoice()}
+        self._fingerprint: str | None = None
+        self._chunk_extra: dict[str, Any] = {}
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self._choices[0].finish_reason
+
+    @property
+    def finished(self) -> bool:
+        return sum(1 for c in self._choices.values() if c.finish_reason is not None) >= self._expected
+
+    def add(self, delta: Delta) -> None:
+        choice = self._choices.get(delta.index)
+        if choice is None:
+            choice = self._choices[delta.index] = _AssembledChoice()
+        choice.add(delta)
+        self._fingerprint = self._fingerprint or delta.system_fingerprint
+        if delta.chunk_extra:
+            self._chunk_extra.update(
+                (k, v) for k, v in delta.chunk_extra.items() if k not in STREAM_ONLY_FIELDS
+            )
+
+    def body(self, usage: Usage) -> dict[str, Any]:
         response: dict[str, Any] = {
             "id": completion_id(self._job),
             "object": "chat.completion",
             "created": self._job.created,
             "model": self._job.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": message,
-                    "logprobs": None,
-                    "finish_reason": self.finish_reason or "stop",
-                }
-            ],
+            "choices": [choice.body(index) for index, choice in sorted(self._choices.items())],
             "usage": usage.to_dict(),
         }
         if self._fingerprint:
             response["system_fingerprint"] = self._fingerprint
+        for name, value in self._chunk_extra.items():
+            response.setdefault(name, value)
         return response
+
+
+def merge_into(target: dict[str, Any], piece: dict[str, Any]) -> dict[str, Any]:
+    """Fold one streamed piece of an object into ``target``: strings are joined, lists extended, objects
+    merged field by field, null adds nothing, anything else replaces.  Returns ``target``."""
+    for name, value in piece.items():
+        held = target.get(name)
+        if value is None:
+            target.setdefault(name, None)
+        elif held is None:
+            target[name] = (
+                dict(value) if isinstance(value, dict) else list(value) if isinstance(value, list) else value
+            )
+        elif isinstance(held, str) and isinstance(value, str):
+            target[name] = held + value
+        elif isinstance(held, list) and isinstance(value, list):
+            held.extend(value)
+        elif isinstance(held, dict) and isinstance(value, dict):
+            merge_into(held, value)
+        else:
+            target[name] = value
+    return target

@@ -92,12 +92,14 @@ async def _stream(job: CompletionJob, adapter: ProviderAdapter, publisher: Frame
     usage: Usage | None = None
     parts = 0
     async for delta in adapter.stream(job):
-        usage = delta.usage or usage
+        if delta.usage is not None:
+            usage = delta.usage
+            writer.note_usage(delta)
         parts += delta.has_message_part
         sse = writer.sse(delta)
         if sse is not None:
             publisher.send_chunks(sse)
-    if writer.finish_reason is None:
+    if not writer.finished:
         raise UpstreamError("The upstream stream ended without a finish reason.")
     usage = usage or Usage(count_prompt_tokens(job.body), parts)
     tail = (
@@ -114,7 +116,7 @@ async def _collect(job: CompletionJob, adapter: ProviderAdapter) -> JobEnding:
         usage = delta.usage or usage
         parts += delta.has_message_part
         assembler.add(delta)
-    if assembler.finish_reason is None:
+    if not assembler.finished:
         raise UpstreamError("The upstream stream ended without a finish reason.")
     usage = usage or Usage(count_prompt_tokens(job.body), parts)
     body = assembler.body(usage)

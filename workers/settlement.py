@@ -44,8 +44,8 @@ def billing_commands(
     now = time.time() if now is None else now
     status = usage.OK if error is None else error.code or error.type
     billing = JobBilling.of_job(job)
-    prompt, completion = _tokens(token_usage) if status == usage.OK else (0, 0)
-    cost = billing.cost(prompt, completion) if billing is not None and status == usage.OK else 0
+    prompt, completion, cached, reasoning = _tokens(token_usage) if status == usage.OK else (0, 0, 0, 0)
+    cost = billing.cost(prompt, completion, cached) if billing is not None and status == usage.OK else 0
     commands: list[Command] = []
     if billing is not None and status == usage.OK:
         commands.append(credits.settle_call(billing.reservation, cost).command())
@@ -67,6 +67,8 @@ def billing_commands(
             prompt_tokens=prompt,
             completion_tokens=completion,
             cost_micros=cost,
+            cached_tokens=cached,
+            reasoning_tokens=reasoning,
             latency_ms=max(0, round((now - started) * 1000)),
             status=status,
             at=now,
@@ -77,10 +79,18 @@ def billing_commands(
     return commands
 
 
-def _tokens(token_usage: Mapping[str, Any] | None) -> tuple[int, int]:
+def _tokens(token_usage: Mapping[str, Any] | None) -> tuple[int, int, int, int]:
+    """Prompt, completion, cached prompt and reasoning tokens of an OpenAI-shaped usage object."""
     if not token_usage:
-        return 0, 0
-    return _count(token_usage.get("prompt_tokens")), _count(token_usage.get("completion_tokens"))
+        return 0, 0, 0, 0
+    prompt_details = token_usage.get("prompt_tokens_details")
+    completion_details = token_usage.get("completion_tokens_details")
+    return (
+        _count(token_usage.get("prompt_tokens")),
+        _count(token_usage.get("completion_tokens")),
+        _count(prompt_details.get("cached_tokens")) if isinstance(prompt_details, Mapping) else 0,
+        _count(completion_details.get("reasoning_tokens")) if isinstance(completion_details, Mapping) else 0,
+    )
 
 
 def _count(value: Any) -> int:

@@ -204,7 +204,7 @@ INVALID: list[tuple[dict[str, Any], str, str]] = [
         "response_format.json_schema.schema",
         "invalid_type",
     ),
-    (body(n=2), "n", "unsupported_value"),
+    (body(n=129), "n", "invalid_value"),
     (body(n=0), "n", "invalid_value"),
     (body(n=1.0), "n", "invalid_type"),
     (body(seed=1.5), "seed", "invalid_type"),
@@ -236,6 +236,7 @@ def test_invalid_body_names_the_field_and_the_problem(
 VALID: list[dict[str, Any]] = [
     body(),
     body(temperature=0, top_p=1, max_tokens=16, max_completion_tokens=8, seed=-4, user="u", n=1),
+    body(n=3),
     body(temperature=2.0, presence_penalty=-2, frequency_penalty=2, logit_bias={"50256": -100, "-1": 0.5}),
     body(temperature=None, top_p=None, stop=None, n=None, stream=None, tools=None, tool_choice=None),
     body(stop="END"),

@@ -351,3 +351,19 @@ async def test_concurrent_grants_keep_the_ledger_consistent(aredis_client: aredi
     for entry in entries:
         running += entry.amount
         assert entry.balance == running
+
+
+def test_every_choice_is_reserved() -> None:
+    """A request for n choices may produce n times its completion cap, and its hold covers all of them."""
+    assert credits.max_completion_tokens(SETTINGS, MODEL, {"max_tokens": 10}) == 10
+    assert credits.max_completion_tokens(SETTINGS, MODEL, {"max_tokens": 10, "n": 3}) == 30
+    default = credits.max_completion_tokens(SETTINGS, MODEL, {})
+    assert credits.max_completion_tokens(SETTINGS, MODEL, {"n": 2}) == 2 * default
+
+
+def test_cached_tokens_cost_the_cached_price_and_never_more_than_the_prompt() -> None:
+    """Cached prompt tokens take the cached price (the input price when none), at most the whole prompt."""
+    prices = {"input_price_per_m": 2.0, "output_price_per_m": 4.0}
+    assert credits.tokens_cost(100, 50, 80, cached_input_price_per_m=0.5, **prices) == 40 + 40 + 200
+    assert credits.tokens_cost(100, 50, 80, cached_input_price_per_m=None, **prices) == 200 + 200
+    assert credits.tokens_cost(10, 0, 80, cached_input_price_per_m=0.0, **prices) == 0

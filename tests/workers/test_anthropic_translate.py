@@ -272,7 +272,7 @@ def test_stream_of_tool_use_becomes_tool_call_deltas() -> None:
         Delta(tool_calls=(ToolCallDelta(index=0, arguments='ation":"X"}'),)),
         Delta(tool_calls=(ToolCallDelta(index=1, id="toolu_2", name="now"),)),
         Delta(finish_reason="tool_calls"),
-        Delta(usage=Usage(5, 20)),
+        Delta(usage=Usage(5, 20, cached_tokens=2)),
     ]
 
 
@@ -308,8 +308,9 @@ def test_error_events_raise_our_errors(kind: str, error_class: type[Exception]) 
         feed_all([{"type": "error", "error": {"type": kind, "message": "upstream says no"}}])
 
 
-def test_thinking_blocks_are_dropped() -> None:
-    """Extended-thinking blocks and deltas have no OpenAI counterpart and produce nothing."""
+def test_thinking_becomes_reasoning_content() -> None:
+    """Extended thinking streams as the delta's reasoning_content (as DeepSeek's reasoners send it);
+    signature deltas have no OpenAI counterpart and produce nothing."""
     deltas, _ = feed_all(
         [
             {
@@ -329,7 +330,34 @@ def test_thinking_blocks_are_dropped() -> None:
             },
         ]
     )
-    assert deltas == []
+    assert deltas == [Delta(extra={"reasoning_content": "hmm"})]
+
+
+def test_stop_sequence_and_cache_reads_are_mapped() -> None:
+    """The stop sequence that ended the message rides on the finish delta; cache reads are cached tokens,
+    cache writes count as prompt tokens."""
+    deltas, translator = feed_all(
+        [
+            {
+                "type": "message_start",
+                "message": {
+                    "usage": {
+                        "input_tokens": 3,
+                        "cache_read_input_tokens": 50,
+                        "cache_creation_input_tokens": 7,
+                    }
+                },
+            },
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "stop_sequence", "stop_sequence": "END"},
+                "usage": {"output_tokens": 4},
+            },
+        ]
+    )
+    assert deltas == [Delta(finish_reason="stop", choice_extra={"stop_sequence": "END"})]
+    assert translator.usage == Usage(60, 4, 50)
+    assert translator.usage.to_dict()["prompt_tokens_details"] == {"cached_tokens": 50}
 
 
 MESSAGE = {

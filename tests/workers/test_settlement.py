@@ -3,6 +3,7 @@ held), a failed one leaves its hold to the ingress, and every job leaves a usage
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -132,3 +133,44 @@ async def test_a_job_without_billing_is_only_recorded(aredis_client: aredis.Redi
     assert (await credits.get_balance(aredis_client, "acme")).reserved == 100
     [record] = await records(aredis_client)
     assert record.cost_micros == 0 and record.prompt_tokens == 5
+
+
+async def test_cached_prompt_tokens_are_charged_at_the_cached_price(aredis_client: aredis.Redis) -> None:
+    """A model with a cached input price charges the prompt's cached tokens at it, and the record and day
+    totals carry the cached and reasoning tokens."""
+    await funded(aredis_client)
+    reservation = await hold_credit(aredis_client, SETTINGS, "acme", 10_000)
+    cheap_cache = ModelEntry(
+        id="m/priced",
+        deployments=(),
+        input_price_per_m=2.0,
+        output_price_per_m=4.0,
+        cached_input_price_per_m=0.5,
+    )
+    job_billing = JobBilling.for_model(reservation, cheap_cache, admitted_at=time.time())
+    job, _ = await billed_job(aredis_client, 1)  # a job shell; its billing is replaced below
+    job = dataclasses.replace(job, extra={EXTRA_KEY: job_billing.to_wire()})
+    tokens = {
+        "prompt_tokens": 100,
+        "completion_tokens": 50,
+        "total_tokens": 150,
+        "prompt_tokens_details": {"cached_tokens": 80},
+        "completion_tokens_details": {"reasoning_tokens": 30},
+    }
+    await run(aredis_client, billing_commands(job, error=None, token_usage=tokens))
+    # 20 uncached x 2 + 80 cached x 0.5 + 50 x 4 = 40 + 40 + 200 micro-USD
+    record = next(r for r in await records(aredis_client) if r.cached_tokens)
+    assert (record.cost_micros, record.cached_tokens, record.reasoning_tokens) == (280, 80, 30)
+    today = datetime.now(UTC).date()
+    days = await usage.daily_usage(aredis_client, "acme", today, today)
+    assert sum(d.cached_tokens for d in days) == 80 and sum(d.reasoning_tokens for d in days) == 30
+
+
+def test_the_quoted_cached_price_travels_with_the_job() -> None:
+    """JobBilling keeps the cached input price on the wire (None when the model has none)."""
+    reservation = credits.Reservation(id="r-1", account_id="acme", amount=100, deadline_ms=0)
+    model = ModelEntry(id="m", deployments=(), input_price_per_m=1.0, cached_input_price_per_m=0.25)
+    billing = JobBilling.for_model(reservation, model, admitted_at=1.0)
+    assert JobBilling.from_wire(billing.to_wire()).cached_input_price_per_m == 0.25
+    plain = JobBilling.for_model(reservation, MODEL, admitted_at=1.0)
+    assert JobBilling.from_wire(plain.to_wire()).cached_input_price_per_m is None

@@ -57,6 +57,11 @@ def to_anthropic_request(
     default_max_tokens: int = DEFAULT_MAX_TOKENS,
 ) -> dict[str, Any]:
     """The Messages API body for an OpenAI chat completion request ``body``."""
+    n = body.get("n")
+    if isinstance(n, int) and n > 1:  # the Messages API has one answer per request
+        raise InvalidRequest(
+            "This model's provider (Anthropic) returns one choice per request: use n=1.", param="n"
+        )
     system: list[str] = []
     turns: list[dict[str, Any]] = []
     for message in body.get("messages") or ():
@@ -214,14 +219,27 @@ def error_from_anthropic(error: Mapping[str, Any], status: int | None = None) ->
 
 
 def read_usage(usage: Mapping[str, Any], current: Usage) -> Usage:
-    """Anthropic usage (input tokens, cache reads and writes, output tokens so far) over ``current``."""
-    prompt, completion = current.prompt_tokens, current.completion_tokens
+    """Anthropic usage (input tokens, cache reads and writes, output tokens so far) over ``current``.
+    OpenAI's ``prompt_tokens`` counts every prompt token, so cache reads and writes are added to Anthropic's
+    ``input_tokens``; cache reads are the ``cached_tokens`` (priced as cached input); thinking tokens are
+    part of ``output_tokens`` already."""
+    prompt, completion, cached = current.prompt_tokens, current.completion_tokens, current.cached_tokens
     if usage.get("input_tokens") is not None:
-        cached = (usage.get("cache_read_input_tokens") or 0) + (usage.get("cache_creation_input_tokens") or 0)
-        prompt = int(usage["input_tokens"]) + int(cached)
+        cached = int(usage.get("cache_read_input_tokens") or 0)
+        prompt = int(usage["input_tokens"]) + cached + int(usage.get("cache_creation_input_tokens") or 0)
     if usage.get("output_tokens") is not None:
         completion = int(usage["output_tokens"])  # cumulative in every event that carries it
-    return Usage(prompt, completion)
+    return Usage(prompt, completion, cached)
+
+
+REASONING = "reasoning_content"  # where thinking goes: the field OpenAI-compatible reasoners (DeepSeek) use
+
+
+def _finish(stop_reason: Any, stop_sequence: Any) -> Delta:
+    """The finish delta; the stop sequence that ended the message, if one did, rides along as the
+    choice's ``stop_sequence``."""
+    extra = {"stop_sequence": stop_sequence} if isinstance(stop_sequence, str) and stop_sequence else None
+    return Delta(finish_reason=finish_reason(stop_reason), choice_extra=extra)
 
 
 @dataclass(slots=True)
@@ -242,8 +260,8 @@ class StreamTranslator:
             return self._block_delta(int(event.get("index", 0)), event.get("delta") or {})
         elif kind == "message_delta":
             self.usage = read_usage(event.get("usage") or {}, self.usage)
-            reason = (event.get("delta") or {}).get("stop_reason")
-            return [Delta(finish_reason=finish_reason(reason))]
+            delta = event.get("delta") or {}
+            return [_finish(delta.get("stop_reason"), delta.get("stop_sequence"))]
         elif kind == "message_stop":
             self.finished = True
             return [Delta(usage=self.usage)]
@@ -258,6 +276,8 @@ class StreamTranslator:
             return [Delta(tool_calls=(call,))]
         if block.get("type") == "text" and block.get("text"):
             return [Delta(content=block["text"])]
+        if block.get("type") == "thinking" and block.get("thinking"):
+            return [Delta(extra={REASONING: block["thinking"]})]
         return []
 
     def _block_delta(self, index: int, delta: Mapping[str, Any]) -> list[Delta]:
@@ -270,7 +290,9 @@ class StreamTranslator:
         ):
             call = ToolCallDelta(index=self._tool_index[index], arguments=delta["partial_json"])
             return [Delta(tool_calls=(call,))]
-        return []  # thinking and signature deltas have no OpenAI counterpart
+        if delta.get("type") == "thinking_delta" and delta.get("thinking"):
+            return [Delta(extra={REASONING: delta["thinking"]})]
+        return []  # signature deltas have no OpenAI counterpart
 
 
 def message_deltas(message: Mapping[str, Any]) -> list[Delta]:
@@ -280,12 +302,14 @@ def message_deltas(message: Mapping[str, Any]) -> list[Delta]:
     for block in message.get("content") or ():
         if block.get("type") == "text" and block.get("text"):
             deltas.append(Delta(content=block["text"]))
+        elif block.get("type") == "thinking" and block.get("thinking"):
+            deltas.append(Delta(extra={REASONING: block["thinking"]}))
         elif block.get("type") == "tool_use":
             arguments = orjson.dumps(block.get("input") or {}).decode()
             call = ToolCallDelta(index=tools, id=block.get("id"), name=block.get("name"), arguments=arguments)
             deltas.append(Delta(tool_calls=(call,)))
             tools += 1
-    deltas.append(Delta(finish_reason=finish_reason(message.get("stop_reason"))))
+    deltas.append(_finish(message.get("stop_reason"), message.get("stop_sequence")))
     deltas.append(Delta(usage=read_usage(message.get("usage") or {}, Usage(0, 0))))
     return deltas
 

@@ -7,7 +7,7 @@ transport they use (an HTTP client, nothing) stays inside them.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -16,19 +16,59 @@ from shared.jobs import CompletionJob
 
 @dataclass(frozen=True, slots=True)
 class Usage:
+    """Tokens a completion used.  ``cached_tokens`` (of the prompt, read from a cache) and
+    ``reasoning_tokens`` (of the completion) change what the caller pays; ``extra`` is every other
+    field the upstream reported (``prompt_tokens_details``, ``completion_tokens_details``, its own),
+    relayed as is."""
+
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    extra: Mapping[str, Any] | None = None
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
-    def to_dict(self) -> dict[str, int]:
-        return {
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens,
         }
+        if self.extra:
+            out.update((k, v) for k, v in self.extra.items() if k not in out)
+        if self.cached_tokens and "prompt_tokens_details" not in out:
+            out["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
+        if self.reasoning_tokens and "completion_tokens_details" not in out:
+            out["completion_tokens_details"] = {"reasoning_tokens": self.reasoning_tokens}
+        return out
+
+    @classmethod
+    def from_upstream(cls, usage: Mapping[str, Any]) -> Usage:
+        """An OpenAI-shaped usage object (DeepSeek's ``prompt_cache_hit_tokens`` counts as cached)."""
+        prompt_details = usage.get("prompt_tokens_details")
+        completion_details = usage.get("completion_tokens_details")
+        cached = _count(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0
+        reasoning = (
+            _count(completion_details.get("reasoning_tokens")) if isinstance(completion_details, dict) else 0
+        )
+        extra = {k: v for k, v in usage.items() if k not in _USAGE_OWN}
+        return cls(
+            int(usage["prompt_tokens"]),
+            int(usage["completion_tokens"]),
+            cached or _count(usage.get("prompt_cache_hit_tokens")),
+            reasoning,
+            extra or None,
+        )
+
+
+_USAGE_OWN = frozenset({"prompt_tokens", "completion_tokens", "total_tokens"})
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,16 +83,39 @@ class ToolCallDelta:
 
 @dataclass(slots=True)  # not frozen: one is built per upstream chunk, and a frozen init costs twice as much
 class Delta:
+    """A piece of choice ``index``.  Beyond the fields every adapter fills, an adapter whose upstream sends
+    more passes it on untouched: ``extra`` (other fields of the delta: ``reasoning_content``,
+    ``annotations``, ``audio``, future ones), ``logprobs`` (the choice's), ``choice_extra`` (other fields of
+    the choice) and ``chunk_extra`` (other fields of the chunk: ``service_tier``, ``obfuscation``...)."""
+
     content: str | None = None
     refusal: str | None = None
     tool_calls: tuple[ToolCallDelta, ...] = ()
     finish_reason: str | None = None
     usage: Usage | None = None
     system_fingerprint: str | None = None
+    index: int = 0
+    extra: dict[str, Any] | None = None
+    logprobs: dict[str, Any] | None = None
+    choice_extra: dict[str, Any] | None = None
+    chunk_extra: dict[str, Any] | None = None
 
     @property
     def has_message_part(self) -> bool:
-        return bool(self.content) or bool(self.refusal) or bool(self.tool_calls)
+        if self.content or self.refusal or self.tool_calls:
+            return True
+        return self.extra is not None and any(self.extra.values())  # a field that is not null or empty
+
+    @property
+    def plain(self) -> bool:
+        """Only content, refusal, tool calls or a finish reason of choice 0: nothing to relay beside."""
+        return (
+            self.index == 0
+            and self.extra is None
+            and self.logprobs is None
+            and self.choice_extra is None
+            and self.chunk_extra is None
+        )
 
 
 class ProviderAdapter(Protocol):

@@ -137,15 +137,12 @@ def _parse_chunk(name: str, data: bytes) -> list[Delta]:
             raise TypeError("chunk is not an object")
         if chunk.get("error"):
             raise UpstreamError(f"Provider {name!r} failed mid-stream: {message_of(chunk)}")
+        chunk_extra = None if chunk.keys() <= _CHUNK_OWN else _others(chunk, _CHUNK_OWN)
         choices = chunk.get("choices")
-        deltas = (
-            [_choice_delta(choice, chunk) for choice in choices if choice.get("index", 0) == 0]
-            if choices
-            else []
-        )
+        deltas = [_choice_delta(choice, chunk, chunk_extra) for choice in choices] if choices else []
         usage = chunk.get("usage")
         if isinstance(usage, dict):
-            deltas.append(Delta(usage=Usage(int(usage["prompt_tokens"]), int(usage["completion_tokens"]))))
+            deltas.append(Delta(usage=Usage.from_upstream(usage), chunk_extra=chunk_extra))
         return deltas
     except AIORouterError:
         raise
@@ -153,9 +150,28 @@ def _parse_chunk(name: str, data: bytes) -> list[Delta]:
         raise UpstreamError(f"Provider {name!r} sent a malformed chunk.") from exc
 
 
-def _choice_delta(choice: dict[str, Any], chunk: dict[str, Any]) -> Delta:
+# Fields the router writes itself (or reads into a Delta's own fields); every other one is relayed.
+_CHUNK_OWN = frozenset({"id", "object", "created", "model", "choices", "usage", "system_fingerprint"})
+_CHOICE_OWN = frozenset({"index", "delta", "logprobs", "finish_reason"})
+_DELTA_OWN = frozenset({"role", "content", "refusal", "tool_calls"})
+
+
+def _others(fields: dict[str, Any], own: frozenset[str]) -> dict[str, Any] | None:
+    """The fields of an upstream object beyond ``own``, or None (the common case: nothing else)."""
+    if fields.keys() <= own:
+        return None
+    return {k: v for k, v in fields.items() if k not in own}
+
+
+def _choice_delta(choice: dict[str, Any], chunk: dict[str, Any], chunk_extra: dict[str, Any] | None) -> Delta:
     delta = choice.get("delta") or {}
     calls = delta.get("tool_calls")
+    # Nearly every delta is {"content": ...} and every choice has exactly the four fields OpenAI sends:
+    # both are told at a glance, and only anything else pays for the full look at its fields.
+    plain_delta = len(delta) == 1 and "content" in delta
+    plain_choice = (
+        len(choice) == 4 and "delta" in choice and "logprobs" in choice and "finish_reason" in choice
+    )
     return Delta(
         delta.get("content") or None,
         delta.get("refusal") or None,
@@ -163,6 +179,11 @@ def _choice_delta(choice: dict[str, Any], chunk: dict[str, Any]) -> Delta:
         choice.get("finish_reason"),
         None,
         chunk.get("system_fingerprint"),
+        int(choice.get("index") or 0),
+        None if plain_delta else _others(delta, _DELTA_OWN),
+        choice.get("logprobs"),
+        None if plain_choice else _others(choice, _CHOICE_OWN),
+        chunk_extra,
     )
 
 

@@ -3,12 +3,14 @@
 ``upstream_model`` picks the text: ``echo`` repeats the last user message, ``lorem`` writes lorem ipsum.
 Either honours ``max_tokens``/``max_completion_tokens`` (finish ``length``), ``stop`` sequences, tools
 (one call to the named or first tool, arguments built from its JSON schema), ``response_format`` (valid
-JSON content) and streams at :attr:`ProviderSettings.tokens_per_second` (0 = as fast as possible).
+JSON content) and ``n`` (that many identical choices, each billed), and streams at
+:attr:`ProviderSettings.tokens_per_second` (0 = as fast as possible).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import itertools
 import re
@@ -53,14 +55,25 @@ class SimulatedProvider:
         plan = plan_completion(job)
         loop = asyncio.get_running_loop()
         started = loop.time()
+        choices = _choices(job)
         for emitted, piece in enumerate(plan.pieces, start=1):
             await asyncio.sleep(max(0.0, started + emitted * self._interval - loop.time()))
             yield piece
-        yield Delta(finish_reason=plan.finish_reason)
-        yield Delta(usage=Usage(prompt_tokens=plan.prompt_tokens, completion_tokens=len(plan.pieces)))
+            for index in range(1, choices):  # every choice says the same, as a seeded model would
+                yield dataclasses.replace(piece, index=index)
+        for index in range(choices):
+            yield Delta(finish_reason=plan.finish_reason, index=index)
+        yield Delta(
+            usage=Usage(prompt_tokens=plan.prompt_tokens, completion_tokens=len(plan.pieces) * choices)
+        )
 
     async def aclose(self) -> None:
         return None
+
+
+def _choices(job: CompletionJob) -> int:
+    n = job.body.get("n")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
 
 
 def plan_completion(job: CompletionJob) -> _Plan:
