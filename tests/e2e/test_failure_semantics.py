@@ -24,6 +24,7 @@ from bench.sim_stats import Counter
 from bench.upstream import UpstreamThread
 from shared import keys
 from tests.e2e.running_system import REPO, RunningSystem, SystemLauncher, free_port
+from tests.waiting import eventually_sync
 
 HELLO = [{"role": "user", "content": "Hello"}]
 ADMIN_TOKEN = "e2e-admin-token"
@@ -240,10 +241,11 @@ def test_breaker_opens_stops_traffic_and_recovers_after_the_cooldown(
         for _ in range(2):
             assert chat(http, "e2e/flaky").headers["x-provider"] == "b"
         assert revived.stats.total(Counter.REQUESTS) == 0
-        deadline = time.monotonic() + COOLDOWN + QUICKLY
-        while chat(http, "e2e/flaky").headers["x-provider"] != "revived":
-            assert time.monotonic() < deadline, "the breaker never let a probe through"
-            time.sleep(0.2)
+        eventually_sync(  # the breaker lets a probe through after the cooldown
+            lambda: chat(http, "e2e/flaky").headers["x-provider"] == "revived",
+            within=COOLDOWN + QUICKLY,
+            interval=0.2,
+        )
         assert revived.stats.total(Counter.REQUESTS) >= 1
         assert breakers(http)[dep]["status"] == "closed"
         assert breakers(http)[dep]["trips"] == 1
@@ -266,10 +268,7 @@ def test_deep_queue_sheds_load_with_503(http: httpx.Client, system: RunningSyste
 
 
 def wait_for_disconnects(upstream: UpstreamThread, at_least: int) -> None:
-    deadline = time.monotonic() + QUICKLY
-    while upstream.stats.total(Counter.CLIENT_DISCONNECTS) < at_least:
-        assert time.monotonic() < deadline, "the upstream never saw its connection closed"
-        time.sleep(0.05)
+    eventually_sync(lambda: upstream.stats.total(Counter.CLIENT_DISCONNECTS) >= at_least, within=QUICKLY)
 
 
 def test_client_leaving_a_stream_closes_the_upstream_connection(

@@ -10,6 +10,7 @@ from rq.job import Job
 
 from shared import keys
 from tests.ingress.conftest import MESSAGES, MODEL, Ingress, asgi_chat
+from tests.waiting import eventually
 
 STREAM_BODY = {"model": MODEL, "messages": MESSAGES, "stream": True}
 
@@ -20,12 +21,8 @@ async def queued_ids(redis: aredis.Redis) -> list[bytes]:
 
 
 async def wait_until_queued(redis: aredis.Redis) -> bytes:
-    for _ in range(200):
-        ids = await queued_ids(redis)
-        if ids:
-            return ids[0]
-        await asyncio.sleep(0.01)
-    raise AssertionError("the job was never queued")
+    ids = await eventually(lambda: queued_ids(redis))
+    return ids[0]
 
 
 async def test_disconnect_while_queued_withdraws_the_job(ingress: Ingress) -> None:

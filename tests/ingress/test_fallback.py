@@ -18,6 +18,7 @@ from tests.ingress.conftest import MESSAGES, Ingress, IngressFactory
 from tests.ingress.fake_worker import FakeWorker, TakenJob
 from tests.ingress.test_app import assert_error
 from tests.ingress.test_relay import sse_lines
+from tests.waiting import eventually
 
 MODEL = "fb/model"
 BODY = {"model": MODEL, "messages": MESSAGES}
@@ -237,10 +238,6 @@ async def test_client_leaving_during_holdback_withdraws_and_starts_nothing_else(
     request.cancel()
     with pytest.raises(asyncio.CancelledError):
         await request
-    for _ in range(100):
-        if await ingress.redis.exists(keys.cancelled_marker(taken.id)):
-            break
-        await asyncio.sleep(0.02)
-    assert await ingress.redis.exists(keys.cancelled_marker(taken.id))
+    await eventually(lambda: ingress.redis.exists(keys.cancelled_marker(taken.id)))
     assert await ingress.redis.llen(keys.rq_queue_key("b")) == 0
     assert await ingress.redis.exists(Job.key_for(taken.id))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import fakeredis
 import pytest
@@ -22,6 +22,7 @@ from shared.errors import (
     UpstreamUnavailable,
 )
 from shared.settings import BreakerSettings
+from tests.waiting import eventually
 
 DEP = "prov-a/model-x"
 OTHER = "prov-b/model-x"
@@ -36,13 +37,6 @@ def make(store: aredis.Redis, **overrides: float) -> CircuitBreaker:
     }
     values.update(overrides)
     return CircuitBreaker(store, BreakerSettings(**values))  # type: ignore[arg-type]
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        assert time.monotonic() < deadline, "condition not reached within a few seconds"
-        await asyncio.sleep(0.05)
 
 
 async def trip(breaker: CircuitBreaker, dep: str = DEP) -> None:

@@ -19,6 +19,7 @@ from shared.jobs import CompletionJob
 from shared.routing_state import InflightTracker, load_stats
 from shared.rq_bridge import replay
 from shared.settings import BreakerSettings, Deployment, ProviderSettings, RoutingStatsSettings
+from tests.waiting import eventually
 from tests.workers.factories import completion_job
 from workers.completion import complete
 from workers.guarded_provider import GuardedProvider
@@ -181,11 +182,11 @@ async def test_inflight_count_and_time_to_first_token_are_recorded(aredis_client
     provider = guard(aredis_client, adapter)
     task = asyncio.create_task(drain(provider))
     deployment = Deployment("p", "m")
-    for _ in range(100):
-        if (await load_stats(aredis_client, [deployment]))[DEPLOYMENT].inflight == 1:
-            break
-        await asyncio.sleep(0.02)
-    assert (await load_stats(aredis_client, [deployment]))[DEPLOYMENT].inflight == 1
+
+    async def one_inflight() -> bool:
+        return (await load_stats(aredis_client, [deployment]))[DEPLOYMENT].inflight == 1
+
+    await eventually(one_inflight)
     adapter.gate.set()
     assert await task == "hello world"
     stats = (await load_stats(aredis_client, [deployment]))[DEPLOYMENT]

@@ -19,11 +19,11 @@ from shared.errors import ServiceUnavailable
 from shared.jobs import JOB_FUNC
 from shared.serialization import OrjsonSerializer
 from tests.openai_spec import chunk_violations, completion_violations
+from tests.waiting import eventually
 from tests.workers.conftest import (
     REPLY_CHANNEL,
     Replies,
     enqueue,
-    eventually,
     running_worker,
     worker_settings,
 )

@@ -21,11 +21,11 @@ from rq.worker import Worker
 
 from shared import events, keys
 from shared.serialization import OrjsonSerializer
+from tests.waiting import eventually
 from tests.workers.conftest import (
     REPLY_CHANNEL,
     Replies,
     enqueue,
-    eventually,
     running_worker,
     worker_settings,
 )
