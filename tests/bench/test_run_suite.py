@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -19,6 +18,7 @@ from bench.load_record import LoadResult
 from bench.loadgen import LoadSpec, run_load
 from bench.run import main
 from bench.sim_payloads import expected_content
+from tests.waiting import eventually
 
 
 def read_results(out: Path) -> dict[str, Any]:
@@ -104,6 +104,15 @@ def test_serve_mode_runs_the_system_until_told_to_stop(redis_url: str, clean_red
             os.kill(pid, 0)
 
 
+def exited(pid: int) -> bool:
+    """The process ``pid`` has ended (a zombie until its parent reaps it, or gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rpartition(")")[2].split()[0] in ("Z", "X")
+
+
 def test_suite_stops_early_and_keeps_its_runs_when_a_process_dies(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -113,7 +122,7 @@ def test_suite_stops_early_and_keeps_its_runs_when_a_process_dies(
     async def measure_then_kill_the_upstream(spec: LoadSpec) -> LoadResult:
         result = await run_load(spec)
         os.kill(spec.watch["upstream"], signal.SIGKILL)
-        await asyncio.sleep(0.3)
+        await eventually(lambda: exited(spec.watch["upstream"]))
         return result
 
     monkeypatch.setattr(bench.run, "run_load", measure_then_kill_the_upstream)

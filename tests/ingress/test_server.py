@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -27,7 +26,7 @@ from shared.errors import RateLimitExceeded
 from shared.settings import Settings
 from tests.ingress.conftest import MESSAGES, MODEL, create_funded_key, make_settings
 from tests.ingress.fake_worker import FakeWorker
-from tests.waiting import eventually
+from tests.waiting import eventually, eventually_sync
 
 COMPLETIONS = "/v1/chat/completions"
 STREAM_BODY = {"model": MODEL, "messages": MESSAGES, "stream": True}
@@ -169,17 +168,16 @@ def test_run_serves_in_its_own_process(redis_url: str) -> None:
     process = subprocess.Popen(
         [sys.executable, "-c", code], cwd=os.getcwd(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
+
+    def healthz() -> httpx.Response | None:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+        except httpx.TransportError:
+            assert process.poll() is None, process.communicate(timeout=5)[0].decode()
+            return None
+
     try:
-        response = None
-        for _ in range(200):
-            try:
-                response = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                if process.poll() is not None:
-                    break
-                time.sleep(0.05)
-        assert response is not None, process.communicate(timeout=5)[0].decode()
+        response = eventually_sync(healthz, interval=0.05)
         assert response.status_code == 200 and response.headers["api-version"] == "2026-06-01"
         assert "server" not in response.headers
     finally:

@@ -170,7 +170,7 @@ async def test_successful_probe_closes_the_breaker(aredis_client: aredis.Redis) 
     with pytest.raises(UpstreamUnavailable):
         await drain(guard(aredis_client, ScriptedAdapter([UpstreamUnavailable("down")]), breaker, retries=0))
     assert (await breaker.views([DEPLOYMENT]))[0].status == "open"
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # past the cooldown: the passing time is what is tested
     assert await drain(guard(aredis_client, ScriptedAdapter([None]), breaker)) == "hello world"
     assert (await breaker.views([DEPLOYMENT]))[0].status == "closed"
 
@@ -202,7 +202,7 @@ async def test_time_to_first_token_is_written_when_the_job_ends(aredis_client: a
     deltas = provider.stream(completion_job(provider="p", upstream_model="m"))
     first = await anext(deltas)
     assert first.content == "hello "
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # a pause in which a write made at the first content would land
     deployment = Deployment("p", "m")
     assert (await load_stats(aredis_client, [deployment]))[DEPLOYMENT].ttft is None
     async for _ in deltas:

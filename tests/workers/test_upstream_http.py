@@ -209,7 +209,7 @@ async def test_large_body_is_read_past_the_buffer_limit(raw: Any, client_for: An
     big = bytes(range(256)) * 8192  # 2 MiB
     server = await raw(always(answer(200, big)))
     async with client_for(server.base_url).post("chat/completions", b"{}") as response:
-        await asyncio.sleep(0.2)  # let the socket fill what the client buffers
+        await asyncio.sleep(0.2)  # a slow reader: the socket fills what the client buffers meanwhile
         assert await response.read() == big
 
 
@@ -263,7 +263,7 @@ async def test_connection_closed_while_idle_is_replaced(raw: Any, client_for: An
     server = await raw(always(answer(200, b"ok"), 0.01, CLOSE))
     client = client_for(server.base_url)
     assert await body_of(client) == b"ok"
-    await asyncio.sleep(0.1)
+    await eventually(lambda: server.closed == 1)  # the server closed the idle connection
     assert await body_of(client) == b"ok"
     assert server.connections == 2
 
@@ -310,7 +310,7 @@ async def test_idle_connection_past_its_expiry_is_not_reused(
     monkeypatch.setattr(upstream_http, "KEEPALIVE_EXPIRY", 0.05)
     client = client_for(upstream.base_url)
     await events_of(client, sim_body("sim?tokens=1"))
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.1)  # past the keep-alive expiry: the passing time is what is tested
     await events_of(client, sim_body("sim?tokens=1"))
     assert upstream.stats.total(Counter.CONNECTIONS) == 2
 
@@ -370,7 +370,7 @@ async def test_no_connection_free_within_connect_timeout_is_unavailable(
     """With every connection busy past the connect timeout, a call fails as unreachable (ConnectError)."""
     client = client_for(upstream.base_url, max_connections=1, connect_timeout=0.2)
     hung = asyncio.create_task(body_of(client, sim_body("sim?hang")))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: upstream.stats.total(Counter.REQUESTS) == 1)  # the one connection is busy
     with pytest.raises(ConnectError, match="free"):
         await body_of(client, sim_body("sim?tokens=1"))
     hung.cancel()
