@@ -1,12 +1,15 @@
 """Fixtures shared by every test package.
 
-Real-Redis tests use ``AIOROUTER_TEST_REDIS_URL`` (default ``redis://127.0.0.1:6379/15``), a database
-they flush before each test; without a reachable Redis they skip locally and fail under ``CI=true``.
+Real-Redis tests run on a private ``redis-server`` that the session starts on a free port in a temporary
+directory (no persistence) and stops at its end, the way ``aiorouter dev`` does (``cli.dev_redis``); set
+``AIOROUTER_TEST_REDIS_URL`` to use another Redis database instead, which the tests flush.  With neither a
+``redis-server`` on ``PATH`` nor that variable, every real-Redis test fails, saying how to fix it.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import fakeredis
@@ -15,9 +18,15 @@ import redis
 import redis.asyncio as aredis
 
 from bench.upstream import Upstream, start_upstream
+from cli.dev_redis import dev_redis
+from shared.settings import Settings
 
-TEST_REDIS_URL = os.environ.get("AIOROUTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+NO_REDIS = (
+    "the real-Redis tests need a Redis: install redis-server (e.g. `apt-get install redis-server`) so the "
+    "test session can start a private one, or set AIOROUTER_TEST_REDIS_URL to a Redis database the tests "
+    "may flush"
+)
 
 
 def _reachable(url: str) -> bool:
@@ -31,14 +40,21 @@ def _reachable(url: str) -> bool:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> str:
-    """URL of a real, reachable Redis database reserved for tests."""
-    if not _reachable(TEST_REDIS_URL):
-        message = f"no Redis reachable at {TEST_REDIS_URL}"
-        if IN_CI:
-            pytest.fail(message + " (CI=true: real-Redis tests must run)")
-        pytest.skip(message)
-    return TEST_REDIS_URL
+def redis_url() -> Iterator[str]:
+    """URL of a real Redis database reserved for tests: the session's private redis-server, or
+    ``AIOROUTER_TEST_REDIS_URL`` when it is set."""
+    explicit = os.environ.get("AIOROUTER_TEST_REDIS_URL")
+    if explicit:
+        if not _reachable(explicit):
+            pytest.fail(f"AIOROUTER_TEST_REDIS_URL is set but no Redis answers at {explicit}")
+        yield explicit
+        return
+    path = os.environ.get("PATH", os.defpath)
+    if shutil.which("redis-server", path=path) is None:
+        pytest.fail(f"no redis-server on PATH and AIOROUTER_TEST_REDIS_URL is not set: {NO_REDIS}")
+    with dev_redis(Settings(), {"PATH": path}) as private:
+        assert private.source == "redis-server", private.description
+        yield private.url
 
 
 @pytest.fixture
@@ -72,7 +88,7 @@ async def connect_store(request: pytest.FixtureRequest) -> AsyncIterator[Callabl
     """Makes clients of one empty store: the flushed real test database, or one fresh fakeredis server."""
     made: list[aredis.Redis] = []
     if request.param == "redis":
-        request.getfixturevalue("clean_redis")  # flushes the test database (or skips without a Redis)
+        request.getfixturevalue("clean_redis")  # flushes the test database
         url = request.getfixturevalue("redis_url")
 
         def make_client() -> aredis.Redis:

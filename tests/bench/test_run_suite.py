@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -19,6 +18,7 @@ from bench.load_record import LoadResult
 from bench.loadgen import LoadSpec, run_load
 from bench.run import main
 from bench.sim_payloads import expected_content
+from tests.waiting import eventually
 
 
 def read_results(out: Path) -> dict[str, Any]:
@@ -27,10 +27,11 @@ def read_results(out: Path) -> dict[str, Any]:
     return document
 
 
-def test_direct_and_relay_suite_writes_results_and_table(tmp_path: Path) -> None:
+def test_direct_and_relay_suite_writes_results_and_table(tmp_path: Path, redis_url: str) -> None:
     """A subset runs its repeats against the upstream and the relay processes and writes both files."""
     argv = ["--quick", "--targets", "direct,relay", "--only", "nonstream_c16", "--only", "ttft_c1"]
     argv += ["--repeat", "2", "--duration", "0.3", "--name", "test", "--out", str(tmp_path)]
+    argv += ["--redis-url", redis_url]  # the report names the Redis version: never ask the default Redis
     assert main(argv) == 0
     document = read_results(tmp_path)
     assert {(r["scenario"], r["target"], r["repeat"]) for r in document["runs"]} == {
@@ -104,8 +105,17 @@ def test_serve_mode_runs_the_system_until_told_to_stop(redis_url: str, clean_red
             os.kill(pid, 0)
 
 
+def exited(pid: int) -> bool:
+    """The process ``pid`` has ended (a zombie until its parent reaps it, or gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rpartition(")")[2].split()[0] in ("Z", "X")
+
+
 def test_suite_stops_early_and_keeps_its_runs_when_a_process_dies(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_url: str
 ) -> None:
     """A process under test dying ends the suite with status 1, keeping and reporting what was measured."""
     import bench.run
@@ -113,12 +123,13 @@ def test_suite_stops_early_and_keeps_its_runs_when_a_process_dies(
     async def measure_then_kill_the_upstream(spec: LoadSpec) -> LoadResult:
         result = await run_load(spec)
         os.kill(spec.watch["upstream"], signal.SIGKILL)
-        await asyncio.sleep(0.3)
+        await eventually(lambda: exited(spec.watch["upstream"]))
         return result
 
     monkeypatch.setattr(bench.run, "run_load", measure_then_kill_the_upstream)
     argv = ["--quick", "--targets", "direct", "--only", "nonstream_c1", "--only", "nonstream_c16"]
     argv += ["--repeat", "1", "--duration", "0.3", "--name", "test", "--out", str(tmp_path)]
+    argv += ["--redis-url", redis_url]
     assert main(argv) == 1
     document = read_results(tmp_path)
     assert [run["scenario"] for run in document["runs"]] == ["nonstream_c1"]

@@ -12,6 +12,7 @@ import pytest
 
 from bench.sim_payloads import TOOL_ARGUMENTS, expected_content
 from bench.upstream import Upstream
+from tests.waiting import eventually
 
 
 @pytest.fixture
@@ -35,14 +36,6 @@ async def read_events(response: httpx.Response) -> list[str]:
 async def stream_events(client: httpx.AsyncClient, body: dict[str, Any]) -> tuple[httpx.Response, list[str]]:
     async with client.stream("POST", "/chat/completions", json=body) as response:
         return response, await read_events(response)
-
-
-async def eventually(condition: Any) -> None:
-    for _ in range(200):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not met within 2 s")
 
 
 async def test_non_stream_answer_is_a_chat_completion_with_usage(client: httpx.AsyncClient) -> None:

@@ -24,6 +24,7 @@ from bench.sim_stats import Counter
 from bench.upstream import UpstreamThread
 from shared import keys
 from tests.e2e.running_system import REPO, RunningSystem, SystemLauncher, free_port
+from tests.waiting import eventually_sync
 
 HELLO = [{"role": "user", "content": "Hello"}]
 ADMIN_TOKEN = "e2e-admin-token-0123456789abcdef0123"
@@ -199,21 +200,21 @@ def test_stream_failing_after_its_first_token_ends_with_an_error_event(http: htt
 def test_both_down_is_a_fast_503_and_then_an_immediate_one(http: httpx.Client) -> None:
     """Both deployments failing: 503 with Retry-After quickly; once both breakers are open the ingress
     answers "All providers temporarily unavailable" without trying either."""
-    seen_open = False
-    for _ in range(THRESHOLD + 1):
+
+    def all_open_answer() -> httpx.Response | None:
         started = time.monotonic()
         response = chat(http, "e2e/down", stream=True)
         assert time.monotonic() - started < QUICKLY
         assert response.status_code == 503 and int(response.headers["retry-after"]) >= 1
         error = response.json()["error"]
         assert error["type"] == "service_unavailable"
-        if error["code"] == "service_unavailable":
-            assert error["message"] == "All providers temporarily unavailable."
-            assert 1 <= int(response.headers["retry-after"]) <= COOLDOWN + 1
-            seen_open = True
-            break
-        time.sleep(0.5)  # let the ingress' open set catch up with the workers' failures
-    assert seen_open
+        return response if error["code"] == "service_unavailable" else None
+
+    # Each failed request counts against both breakers; once both are open and the ingress' copy of the
+    # open set has caught up, the answer comes without trying either.
+    response = eventually_sync(all_open_answer, within=QUICKLY, interval=0.2)
+    assert response.json()["error"]["message"] == "All providers temporarily unavailable."
+    assert 1 <= int(response.headers["retry-after"]) <= COOLDOWN + 1
 
 
 def test_breaker_opens_stops_traffic_and_recovers_after_the_cooldown(
@@ -236,14 +237,16 @@ def test_breaker_opens_stops_traffic_and_recovers_after_the_cooldown(
     )
     assert {row["deployment"]: row["status"] for row in orjson.loads(cli.stdout)}[dep] == "open"
     with UpstreamThread(port=revived_port) as revived:
-        time.sleep(0.5)  # the ingress' open set refreshes every 0.2 s
+        # Open: neither the ingress (its copy of the open set) nor a revived worker (its own breaker check,
+        # whichever sees it first) sends it a request.
         for _ in range(2):
             assert chat(http, "e2e/flaky").headers["x-provider"] == "b"
         assert revived.stats.total(Counter.REQUESTS) == 0
-        deadline = time.monotonic() + COOLDOWN + QUICKLY
-        while chat(http, "e2e/flaky").headers["x-provider"] != "revived":
-            assert time.monotonic() < deadline, "the breaker never let a probe through"
-            time.sleep(0.2)
+        eventually_sync(  # the breaker lets a probe through after the cooldown
+            lambda: chat(http, "e2e/flaky").headers["x-provider"] == "revived",
+            within=COOLDOWN + QUICKLY,
+            interval=0.2,
+        )
         assert revived.stats.total(Counter.REQUESTS) >= 1
         assert breakers(http)[dep]["status"] == "closed"
         assert breakers(http)[dep]["trips"] == 1
@@ -266,10 +269,7 @@ def test_deep_queue_sheds_load_with_503(http: httpx.Client, system: RunningSyste
 
 
 def wait_for_disconnects(upstream: UpstreamThread, at_least: int) -> None:
-    deadline = time.monotonic() + QUICKLY
-    while upstream.stats.total(Counter.CLIENT_DISCONNECTS) < at_least:
-        assert time.monotonic() < deadline, "the upstream never saw its connection closed"
-        time.sleep(0.05)
+    eventually_sync(lambda: upstream.stats.total(Counter.CLIENT_DISCONNECTS) >= at_least, within=QUICKLY)
 
 
 def test_client_leaving_a_stream_closes_the_upstream_connection(

@@ -13,6 +13,7 @@ from rq.registry import StartedJobRegistry
 
 from shared.serialization import OrjsonSerializer
 from tests.e2e.running_system import RunningSystem, Service, SystemLauncher
+from tests.waiting import eventually_sync
 
 # A slow simulated model (10 tokens/s) so the kill lands mid-stream; a short liveness window.
 CONFIG = """
@@ -89,10 +90,7 @@ def test_non_stream_gets_503_promptly_when_its_worker_dies(launch_fresh_system: 
 
     caller = threading.Thread(target=call)
     caller.start()
-    deadline = time.monotonic() + 15
-    while not _started_jobs(system) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _started_jobs(system), "the worker never started the job"
+    eventually_sync(lambda: _started_jobs(system), within=15)
     killed_at = _kill(_only_worker(system))
     caller.join(30)
     error = outcome.get("error")

@@ -17,6 +17,7 @@ from shared.job_billing import JobBilling
 from tests.ingress.conftest import MESSAGES, MODEL, TEST_CREDIT_MICROS, Ingress, IngressFactory, asgi_chat
 from tests.ingress.test_app import assert_error
 from tests.store_calls import hold_credit
+from tests.waiting import eventually
 
 RATE_LIMIT_HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
 TINY_PLAN = {"plans": {"tiny": {"requests_per_minute": 2}}}
@@ -33,12 +34,11 @@ async def queued(ingress: Ingress) -> int:
 
 
 async def wait_for_balance(ingress: Ingress, reserved: int) -> credits.Balance:
-    for _ in range(200):
+    async def balance_reserving() -> credits.Balance | None:
         balance = await credits.get_balance(ingress.redis, "acct-test")
-        if balance.reserved == reserved:
-            return balance
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"reserved stayed at {balance.reserved}, expected {reserved}")
+        return balance if balance.reserved == reserved else None
+
+    return await eventually(balance_reserving)
 
 
 async def test_completion_carries_rate_limit_headers_and_its_reservation(ingress: Ingress) -> None:
@@ -150,10 +150,7 @@ async def test_client_gone_while_queued_releases_the_hold(ingress: Ingress) -> N
     """A client that leaves before any worker took its job gets the job withdrawn and its hold released."""
     call = asgi_chat(ingress, {"model": MODEL, "messages": MESSAGES})
     running = asyncio.create_task(call.run())
-    for _ in range(200):
-        if await queued(ingress):
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: queued(ingress))
     assert (await credits.get_balance(ingress.redis, "acct-test")).reserved > 0
     call.disconnected.set()
     await asyncio.wait_for(running, 5)

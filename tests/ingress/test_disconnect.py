@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import redis.asyncio as aredis
 from rq.job import Job
 
+from ingress.relay import CompletionRelay
 from shared import keys
 from tests.ingress.conftest import MESSAGES, MODEL, Ingress, asgi_chat
+from tests.waiting import eventually
 
 STREAM_BODY = {"model": MODEL, "messages": MESSAGES, "stream": True}
 
@@ -20,12 +23,8 @@ async def queued_ids(redis: aredis.Redis) -> list[bytes]:
 
 
 async def wait_until_queued(redis: aredis.Redis) -> bytes:
-    for _ in range(200):
-        ids = await queued_ids(redis)
-        if ids:
-            return ids[0]
-        await asyncio.sleep(0.01)
-    raise AssertionError("the job was never queued")
+    ids = await eventually(lambda: queued_ids(redis))
+    return ids[0]
 
 
 async def test_disconnect_while_queued_withdraws_the_job(ingress: Ingress) -> None:
@@ -65,13 +64,25 @@ async def test_disconnect_during_stream_cancels_the_job(ingress: Ingress) -> Non
         await cancels.aclose()  # type: ignore[no-untyped-call]
 
 
-async def test_disconnect_while_waiting_for_json_cancels_the_job(ingress: Ingress) -> None:
+async def test_disconnect_while_waiting_for_json_cancels_the_job(
+    ingress: Ingress, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A non-stream client leaving after the job started also cancels it (http.disconnect is watched)."""
+    started = asyncio.Event()
+    wait_for_start = CompletionRelay.wait_for_start
+
+    async def observed_wait_for_start(relay: CompletionRelay) -> bool:
+        if await wait_for_start(relay):
+            started.set()
+            return True
+        return False
+
+    monkeypatch.setattr(CompletionRelay, "wait_for_start", observed_wait_for_start)
     call = asgi_chat(ingress, {"model": MODEL, "messages": MESSAGES})
     running = asyncio.create_task(call.run())
     taken = await ingress.worker.take()
     await ingress.worker.start(taken)
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(started.wait(), 5)  # the ingress has the S frame: the job started
     call.disconnected.set()
     await asyncio.wait_for(running, 5)
     assert call.sent == []
@@ -96,8 +107,7 @@ async def test_finished_request_leaves_no_task_and_no_registration(ingress: Ingr
     await ingress.worker.start(taken)
     await ingress.worker.done(taken, "ok")
     assert (await request).status_code == 200
-    await asyncio.sleep(0)
-    leftover = {t for t in asyncio.all_tasks() if not t.done()} - before - {asyncio.current_task()}
-    assert leftover == set()
+    this = asyncio.current_task()
+    await eventually(lambda: not {t for t in asyncio.all_tasks() if not t.done()} - before - {this})
     assert list(ingress.app.state.ingress.hub.open_subscriptions()) == []
     assert not await ingress.redis.exists(keys.cancelled_marker(taken.id))

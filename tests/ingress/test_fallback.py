@@ -13,12 +13,13 @@ from rq.job import Job
 
 from shared import events, keys
 from shared.breaker import CircuitBreaker
-from shared.errors import UpstreamBadRequest, UpstreamTimeout, UpstreamUnavailable
+from shared.errors import ServiceUnavailable, UpstreamBadRequest, UpstreamTimeout, UpstreamUnavailable
 from tests.ingress.conftest import MESSAGES, Ingress, IngressFactory
 from tests.ingress.fake_worker import FakeWorker, TakenJob
 from tests.ingress.test_app import assert_error
 from tests.ingress.test_relay import sse_lines
 from tests.store_calls import record_failure
+from tests.waiting import eventually
 
 MODEL = "fb/model"
 BODY = {"model": MODEL, "messages": MESSAGES}
@@ -50,6 +51,20 @@ async def ingress(ingress_factory: IngressFactory) -> AsyncIterator[Ingress]:
 
 def worker_of(ingress: Ingress, pool: str) -> FakeWorker:
     return FakeWorker(ingress.worker.redis, ingress.worker.sync, pool=pool, name=f"fake-{pool}")
+
+
+async def until_routed_to(ingress: Ingress, *pools: str) -> None:
+    """Wait until the ingress' router would try exactly ``pools`` for MODEL (none: it answers 503 at once),
+    its copy of the breakers' open set being refreshed every ``open_set_refresh``."""
+
+    async def routed() -> bool:
+        try:
+            plan = await ingress.app.state.ingress.router.route(MODEL)
+        except ServiceUnavailable:
+            return pools == ()
+        return tuple(deployment.provider for deployment in plan.deployments) == pools
+
+    await eventually(routed)
 
 
 async def fail_retryably(worker: FakeWorker, taken: TakenJob, error: UpstreamUnavailable) -> None:
@@ -137,7 +152,7 @@ async def test_open_breakers_answer_503_at_once(ingress: Ingress) -> None:
     breaker = CircuitBreaker(ingress.redis, ingress.settings.breaker)
     await record_failure(ingress.redis, breaker, "a/echo")
     await record_failure(ingress.redis, breaker, "b/echo")
-    await asyncio.sleep(0.3)  # the open set refreshes every 0.05 s
+    await until_routed_to(ingress)
     response = await asyncio.wait_for(ingress.chat(BODY), 5)
     body = assert_error(response, 503, "service_unavailable", "service_unavailable")
     assert body["error"]["message"] == "All providers temporarily unavailable."
@@ -149,7 +164,7 @@ async def test_open_breakers_answer_503_at_once(ingress: Ingress) -> None:
 async def test_open_breaker_is_skipped(ingress: Ingress) -> None:
     """A deployment whose breaker is open gets no job: the request goes straight to B."""
     await record_failure(ingress.redis, CircuitBreaker(ingress.redis, ingress.settings.breaker), "a/echo")
-    await asyncio.sleep(0.3)
+    await until_routed_to(ingress, "b")
     b = worker_of(ingress, "b")
     request = ingress.chat_task(BODY)
     taken = await b.take()
@@ -238,10 +253,6 @@ async def test_client_leaving_during_holdback_withdraws_and_starts_nothing_else(
     request.cancel()
     with pytest.raises(asyncio.CancelledError):
         await request
-    for _ in range(100):
-        if await ingress.redis.exists(keys.cancelled_marker(taken.id)):
-            break
-        await asyncio.sleep(0.02)
-    assert await ingress.redis.exists(keys.cancelled_marker(taken.id))
+    await eventually(lambda: ingress.redis.exists(keys.cancelled_marker(taken.id)))
     assert await ingress.redis.llen(keys.rq_queue_key("b")) == 0
     assert await ingress.redis.exists(Job.key_for(taken.id))

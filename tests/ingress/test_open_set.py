@@ -4,8 +4,6 @@ when closed, even when the cancel lands while its refresh talks to Redis."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 
 import redis
 import redis.asyncio as aredis
@@ -16,6 +14,7 @@ from ingress.open_set import OpenSetCache
 from shared.breaker import CircuitBreaker
 from shared.settings import BreakerSettings
 from tests.store_calls import record_failure
+from tests.waiting import eventually
 
 
 async def test_close_stops_the_refresh_loop_whenever_it_lands(aredis_client: aredis.Redis) -> None:
@@ -29,13 +28,6 @@ async def test_close_stops_the_refresh_loop_whenever_it_lands(aredis_client: are
         async with asyncio.timeout(5):
             await cache.aclose()
         assert "p/m" in cache.snapshot()
-
-
-async def eventually(check: Callable[[], bool], within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached within a few seconds"
-        await asyncio.sleep(0.05)
 
 
 DEP = "prov-a/model-x"

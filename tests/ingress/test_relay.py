@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from rq.job import Job
 
+from ingress.relay import CompletionRelay
 from shared import events, keys
 from shared.errors import RateLimitExceeded, UpstreamError
-from tests.ingress.conftest import MESSAGES, MODEL, Ingress, IngressFactory
+from tests.ingress.conftest import MESSAGES, MODEL, Ingress, IngressFactory, asgi_chat
 from tests.ingress.test_app import assert_error
+from tests.waiting import eventually
 
 STREAM_BODY = {"model": MODEL, "messages": MESSAGES, "stream": True}
 DECISION = "provider selected automatically by AIOrouter routing (strategy=priority, model=aiorouter/echo)"
@@ -128,12 +131,24 @@ async def test_queue_timeout_with_stream_is_still_an_http_error(ingress_factory:
         assert_error(response, 503, "service_unavailable", "queue_timeout")
 
 
-async def test_job_taken_at_the_timeout_keeps_waiting(ingress_factory: IngressFactory) -> None:
+async def test_job_taken_at_the_timeout_keeps_waiting(
+    ingress_factory: IngressFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """If a worker took the job just before the timeout (LREM removes nothing), the ingress waits for it."""
-    async with ingress_factory(queue_timeout=1.5) as ingress:
+    found_taken = asyncio.Event()
+    withdraw = CompletionRelay.withdraw
+
+    async def observed_withdraw(relay: CompletionRelay) -> bool:
+        withdrawn = await withdraw(relay)
+        if not withdrawn:
+            found_taken.set()
+        return withdrawn
+
+    monkeypatch.setattr(CompletionRelay, "withdraw", observed_withdraw)
+    async with ingress_factory(queue_timeout=1.0) as ingress:
         request = ingress.chat_task()
         taken = await ingress.worker.take()
-        await asyncio.sleep(1.7)  # past the queue timeout (the LREM finds nothing), well inside the second
+        await asyncio.wait_for(found_taken.wait(), 10)  # the queue timeout passed; the LREM found nothing
         await ingress.worker.start(taken)
         await ingress.worker.done(taken, "late but fine")
         response = await request
@@ -155,14 +170,16 @@ async def test_job_taken_but_never_started_ends_with_worker_lost(ingress_factory
 async def test_silent_stream_gets_ping_comments(ingress_factory: IngressFactory) -> None:
     """A stream with no frame for stream_ping_interval gets `: ping` comment lines between chunks."""
     async with ingress_factory(stream_ping_interval=0.1) as ingress:
-        request = ingress.chat_task(STREAM_BODY)
+        call = asgi_chat(ingress, STREAM_BODY)
+        request = asyncio.create_task(call.run())
         taken = await ingress.worker.take()
         await ingress.worker.start(taken)
         await ingress.worker.chunk(taken, "a")
-        await asyncio.sleep(0.5)
+        await eventually(lambda: events.SSE_PING in call.body)  # silence since "a" brings a ping
         await ingress.worker.chunk(taken, "b")
         await ingress.worker.done(taken)
-        text = (await request).text
+        await asyncio.wait_for(request, 10)
+        text = call.body.decode()
         assert ": ping\n\n" in text
         assert text.index('"content":"a"') < text.index(": ping") < text.index('"content":"b"')
         assert text.endswith("data: [DONE]\n\n")
@@ -236,7 +253,7 @@ async def test_zero_ping_interval_disables_pings(ingress_factory: IngressFactory
         request = ingress.chat_task(STREAM_BODY)
         taken = await ingress.worker.take()
         await ingress.worker.start(taken)
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # a silence twice the 0.1 s that brings a ping when pings are on
         await ingress.worker.done(taken)
         text = (await request).text
         assert ": ping" not in text and text.endswith("data: [DONE]\n\n")

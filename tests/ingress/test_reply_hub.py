@@ -12,6 +12,7 @@ from shared import events
 from shared.errors import AIORouterError, WorkerLost
 from tests.ingress.conftest import IngressFactory
 from tests.ingress.test_app import assert_error
+from tests.waiting import eventually
 
 
 def frame(kind: bytes, seq: int, request_id: str = "r1", **meta: object) -> events.Frame:
@@ -106,10 +107,11 @@ async def test_lost_pubsub_connection_fails_open_requests_and_recovers(
         assert killed == 1
         response = await asyncio.wait_for(request, 10)
         assert_error(response, 503, "service_unavailable", "service_unavailable")
-        for _ in range(100):  # the hub re-subscribes on its own
-            if await ingress.redis.pubsub_numsub(channel) == [(channel.encode(), 1)]:
-                break
-            await asyncio.sleep(0.05)
+
+        async def resubscribed() -> bool:  # the hub re-subscribes on its own
+            return await ingress.redis.pubsub_numsub(channel) == [(channel.encode(), 1)]
+
+        await eventually(resubscribed)
         request = ingress.chat_task()
         taken = await ingress.worker.take()
         await ingress.worker.start(taken)

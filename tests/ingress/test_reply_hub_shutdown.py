@@ -4,6 +4,7 @@ error (which the reader otherwise treats as an outage: it reconnects and listens
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -13,12 +14,18 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from ingress.reply_hub import ReplyHub
 
 
-async def read_until_cancelled_then_fail(*args: Any, **kwargs: Any) -> Any:
-    """A pub/sub read that blocks until cancelled, then raises a Redis error instead of the cancel."""
-    try:
-        await asyncio.Event().wait()
-    except asyncio.CancelledError:
-        raise RedisConnectionError("Connection closed by server.") from None
+def read_until_cancelled_then_fail(entered: asyncio.Event) -> Callable[..., Awaitable[Any]]:
+    """A pub/sub read that sets ``entered``, blocks until cancelled, then raises a Redis error instead of
+    the cancel."""
+
+    async def read(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise RedisConnectionError("Connection closed by server.") from None
+
+    return read
 
 
 async def test_stop_ends_when_the_cancel_surfaces_as_a_redis_error(
@@ -28,10 +35,10 @@ async def test_stop_ends_when_the_cancel_surfaces_as_a_redis_error(
     hub = ReplyHub(aredis_client, "shutdown-test")
     await hub.start()
     pubsub = hub._pubsub  # the read redis-py makes is what this test replaces
-    monkeypatch.setattr(pubsub, "parse_response", read_until_cancelled_then_fail)
-    await asyncio.sleep(0.1)  # the reader is blocked in the next read (the patched one)
+    in_patched_read = asyncio.Event()
+    monkeypatch.setattr(pubsub, "parse_response", read_until_cancelled_then_fail(in_patched_read))
     await aredis_client.publish(hub.channel, b"wake the reader so it reads again")
-    await asyncio.sleep(0.1)
+    await asyncio.wait_for(in_patched_read.wait(), 10)
     async with asyncio.timeout(10):
         await hub.stop()
     assert hub._reader is not None and hub._reader.done()

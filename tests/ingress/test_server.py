@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -27,6 +26,7 @@ from shared.errors import RateLimitExceeded
 from shared.settings import Settings
 from tests.ingress.conftest import MESSAGES, MODEL, create_funded_key, make_settings
 from tests.ingress.fake_worker import FakeWorker
+from tests.waiting import eventually, eventually_sync
 
 COMPLETIONS = "/v1/chat/completions"
 STREAM_BODY = {"model": MODEL, "messages": MESSAGES, "stream": True}
@@ -41,11 +41,7 @@ async def serving(settings: Settings) -> AsyncIterator[str]:
     server = uvicorn.Server(uvicorn_config(settings, host="127.0.0.1", port=port))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
-        for _ in range(1000):
-            if server.started:
-                break
-            await asyncio.sleep(0.01)
-        assert server.started, "uvicorn did not start"
+        await eventually(lambda: server.started)
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
@@ -154,11 +150,7 @@ async def test_socket_disconnect_cancels_the_stream_job(
                     break
     job_id = await asyncio.wait_for(started.get(), 5)
     await worker_task
-    for _ in range(100):
-        if await aredis_client.exists(keys.cancelled_marker(job_id)):
-            break
-        await asyncio.sleep(0.05)
-    assert await aredis_client.exists(keys.cancelled_marker(job_id))
+    await eventually(lambda: aredis_client.exists(keys.cancelled_marker(job_id)))
 
 
 def test_run_serves_in_its_own_process(redis_url: str) -> None:
@@ -176,17 +168,16 @@ def test_run_serves_in_its_own_process(redis_url: str) -> None:
     process = subprocess.Popen(
         [sys.executable, "-c", code], cwd=os.getcwd(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
+
+    def healthz() -> httpx.Response | None:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+        except httpx.TransportError:
+            assert process.poll() is None, process.communicate(timeout=5)[0].decode()
+            return None
+
     try:
-        response = None
-        for _ in range(200):
-            try:
-                response = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                if process.poll() is not None:
-                    break
-                time.sleep(0.05)
-        assert response is not None, process.communicate(timeout=5)[0].decode()
+        response = eventually_sync(healthz, interval=0.05)
         assert response.status_code == 200 and response.headers["api-version"] == "2026-06-01"
         assert "server" not in response.headers
     finally:

@@ -14,6 +14,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.autopipeline import AutoPipelineRedis, pack
 from shared.redis_client import async_client
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.redis
 
@@ -127,7 +128,7 @@ async def test_commands_issued_while_a_write_is_unanswered_go_together_next(
     await ours.set("k", b"v")
     writes = _spy_on_writes(ours)
     first = asyncio.ensure_future(ours.get("k"))
-    await asyncio.sleep(0)  # the first GET is written, its reply not read yet
+    await asyncio.sleep(0)  # one loop step: the first GET is queued and its write scheduled, unanswered
     later = [asyncio.ensure_future(ours.exists("k")), asyncio.ensure_future(ours.strlen("k"))]
     assert await first == b"v"
     assert [await f for f in later] == [1, 1]
@@ -195,7 +196,9 @@ async def test_the_next_command_after_a_server_kill_reconnects(
     await ours.set("k", b"v")
     killed = await theirs.client_kill_filter(_type="normal", skipme=True)
     assert killed >= 1
-    await asyncio.sleep(0.05)  # the close reaches the client
+    assert isinstance(ours, AutoPipelineRedis) and ours._link is not None
+    link = ours._link
+    await eventually(lambda: not link.usable)  # the close reached the client
     assert await ours.get("k") == b"v"
 
 
@@ -243,9 +246,13 @@ async def test_blocking_commands_do_not_stall_the_shared_connection(
     pair: tuple[aredis.Redis, aredis.Redis],
 ) -> None:
     """A BLMOVE waiting on an empty list goes through the pool: other commands are answered meanwhile."""
-    ours, _ = pair
+    ours, theirs = pair
     blocked = asyncio.ensure_future(ours.blmove("empty", "target", 1.0, "LEFT", "RIGHT"))
-    await asyncio.sleep(0.05)
+
+    async def blocked_on_the_server() -> bool:
+        return any(client["cmd"] == "blmove" for client in await theirs.client_list())
+
+    await eventually(blocked_on_the_server, interval=0.005)
     async with asyncio.timeout(0.5):
         await ours.set("k", b"v")
     assert not blocked.done()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import fakeredis
 import pytest
@@ -23,6 +23,7 @@ from shared.errors import (
 )
 from shared.settings import BreakerSettings
 from tests.store_calls import allow, record, record_failure, record_success
+from tests.waiting import eventually
 
 DEP = "prov-a/model-x"
 OTHER = "prov-b/model-x"
@@ -37,13 +38,6 @@ def make(store: aredis.Redis, **overrides: float) -> CircuitBreaker:
     }
     values.update(overrides)
     return CircuitBreaker(store, BreakerSettings(**values))  # type: ignore[arg-type]
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        assert time.monotonic() < deadline, "condition not reached within a few seconds"
-        await asyncio.sleep(0.05)
 
 
 async def trip(store: aredis.Redis, breaker: CircuitBreaker, dep: str = DEP) -> None:
@@ -93,7 +87,7 @@ async def test_failures_older_than_the_window_do_not_count(store: aredis.Redis) 
     breaker = make(store, window=0.3)
     await record_failure(store, breaker, DEP)
     await record_failure(store, breaker, DEP)
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.5)  # past the window: the passing time is what is tested
     await record_failure(store, breaker, DEP)
     outcome = await record_failure(store, breaker, DEP)
     assert (outcome.status, outcome.failures) == ("closed", 2)

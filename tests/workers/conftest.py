@@ -16,6 +16,7 @@ from shared import events
 from shared.jobs import CompletionJob, enqueue_commands
 from shared.redis_commands import replay
 from shared.settings import ProviderSettings, Settings
+from tests.waiting import eventually
 from workers.worker import AsyncWorker
 
 REPLY_CHANNEL = f"aior:reply:workers-test-{os.getpid()}"
@@ -45,13 +46,6 @@ async def enqueue(client: aredis.Redis, job: CompletionJob, settings: Settings) 
     async with client.pipeline(transaction=True) as pipe:
         replay(pipe, commands)
         await pipe.execute()
-
-
-async def eventually(condition: Callable[[], bool], within: float = 10) -> None:
-    """Poll a (blocking, quick) condition off the loop until it holds, for at most ``within`` seconds."""
-    async with asyncio.timeout(within):
-        while not await asyncio.to_thread(condition):  # noqa: ASYNC110 - polling Redis state is the point
-            await asyncio.sleep(0.05)
 
 
 class Replies:

@@ -37,7 +37,7 @@ class RawServer:
     connections: int = 0  # accepted so far
     requests: list[Request] = field(default_factory=list)
     closed_by_client: int = 0  # connections the client closed while the server was answering or waiting
-    connections_closed: int = 0  # connections this server has closed its end of
+    closed: int = 0  # connections ended, whoever closed them
     _server: asyncio.Server | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -74,7 +74,7 @@ class RawServer:
         finally:
             self._tasks.discard(task)
             writer.close()
-            self.connections_closed += 1
+            self.closed += 1
 
     async def _play(
         self, steps: Sequence[Step], reader: asyncio.StreamReader, writer: asyncio.StreamWriter

@@ -15,6 +15,7 @@ from bench.anthropic_upstream import AnthropicUpstream, start_anthropic_upstream
 from shared.errors import UpstreamBadRequest, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from shared.jobs import CompletionJob
 from shared.settings import ProviderSettings, Timeouts
+from tests.waiting import eventually
 from tests.workers.factories import completion_job
 from workers.providers import make_adapter
 from workers.providers.anthropic import ANTHROPIC_VERSION, AnthropicProvider
@@ -212,10 +213,7 @@ async def test_hang_hits_first_token_timeout_and_closes_the_connection(upstream:
     finally:
         await adapter.aclose()
     assert time.monotonic() - started < 5
-    for _ in range(100):
-        if upstream.stats.client_closed:
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: upstream.stats.client_closed)
     assert upstream.stats.client_closed == 1
 
 
@@ -223,18 +221,12 @@ async def test_cancelling_the_job_closes_the_upstream_connection(upstream: Anthr
     """Cancelling the consuming task (client went away) closes the upstream connection promptly."""
     adapter = provider_for(upstream.base_url)
     task = asyncio.create_task(collect(adapter, job("claude-hang")))
-    for _ in range(100):
-        if upstream.stats.requests:
-            break
-        await asyncio.sleep(0.02)
+    await eventually(lambda: upstream.stats.requests)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     await adapter.aclose()
-    for _ in range(100):
-        if upstream.stats.client_closed:
-            break
-        await asyncio.sleep(0.02)
+    await eventually(lambda: upstream.stats.client_closed)
     assert upstream.stats.client_closed == 1
 
 

@@ -16,7 +16,8 @@ from shared import events, keys
 from shared.errors import error_from_event
 from shared.settings import ProviderSettings, Settings
 from tests.openai_spec import chunk_violations, completion_violations
-from tests.workers.conftest import REPLY_CHANNEL, Replies, enqueue, eventually
+from tests.waiting import eventually
+from tests.workers.conftest import REPLY_CHANNEL, Replies, enqueue
 from tests.workers.factories import WEATHER_TOOL, completion_job
 from workers.worker import AsyncWorker
 

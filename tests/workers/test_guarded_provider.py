@@ -19,6 +19,7 @@ from shared.jobs import CompletionJob
 from shared.redis_commands import replay
 from shared.routing_state import InflightTracker, load_stats
 from shared.settings import BreakerSettings, Deployment, ProviderSettings, RoutingStatsSettings
+from tests.waiting import eventually
 from tests.workers.factories import completion_job
 from workers.completion import complete
 from workers.guarded_provider import GuardedProvider
@@ -169,7 +170,7 @@ async def test_successful_probe_closes_the_breaker(aredis_client: aredis.Redis) 
     with pytest.raises(UpstreamUnavailable):
         await drain(guard(aredis_client, ScriptedAdapter([UpstreamUnavailable("down")]), breaker, retries=0))
     assert (await breaker.views([DEPLOYMENT]))[0].status == "open"
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # past the cooldown: the passing time is what is tested
     assert await drain(guard(aredis_client, ScriptedAdapter([None]), breaker)) == "hello world"
     assert (await breaker.views([DEPLOYMENT]))[0].status == "closed"
 
@@ -181,11 +182,11 @@ async def test_inflight_count_and_time_to_first_token_are_recorded(aredis_client
     provider = guard(aredis_client, adapter)
     task = asyncio.create_task(drain(provider))
     deployment = Deployment("p", "m")
-    for _ in range(100):
-        if (await load_stats(aredis_client, [deployment]))[DEPLOYMENT].inflight == 1:
-            break
-        await asyncio.sleep(0.02)
-    assert (await load_stats(aredis_client, [deployment]))[DEPLOYMENT].inflight == 1
+
+    async def one_inflight() -> bool:
+        return (await load_stats(aredis_client, [deployment]))[DEPLOYMENT].inflight == 1
+
+    await eventually(one_inflight)
     adapter.gate.set()
     assert await task == "hello world"
     stats = (await load_stats(aredis_client, [deployment]))[DEPLOYMENT]
@@ -201,7 +202,7 @@ async def test_time_to_first_token_is_written_when_the_job_ends(aredis_client: a
     deltas = provider.stream(completion_job(provider="p", upstream_model="m"))
     first = await anext(deltas)
     assert first.content == "hello "
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # a pause in which a write made at the first content would land
     deployment = Deployment("p", "m")
     assert (await load_stats(aredis_client, [deployment]))[DEPLOYMENT].ttft is None
     async for _ in deltas:

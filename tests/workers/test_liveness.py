@@ -71,5 +71,5 @@ async def test_a_stopped_beacon_beats_no_more(clean_redis: redis.Redis, redis_ur
     await beacon.start()
     beacon.stop()
     clean_redis.delete(keys.worker_alive(WORKER))
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # three beat intervals in which a beat would bring the key back
     assert not clean_redis.exists(keys.worker_alive(WORKER))

@@ -16,6 +16,7 @@ from shared.errors import UpstreamBadRequest, UpstreamError, UpstreamTimeout, Up
 from shared.jobs import CompletionJob
 from shared.settings import ProviderSettings, Timeouts
 from tests.openai_spec import chunk_violations, completion_violations
+from tests.waiting import eventually
 from tests.workers.factories import WEATHER_TOOL, completion_job
 from tests.workers.raw_server import CLOSE, Step, chunked, start_raw_server
 from workers.completion import complete
@@ -210,9 +211,7 @@ async def test_cancelling_the_job_closes_the_upstream_connection(upstream: Upstr
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    async with asyncio.timeout(5):
-        while upstream.stats.total(Counter.CLIENT_DISCONNECTS) < 1:  # noqa: ASYNC110 - polling a counter
-            await asyncio.sleep(0.02)
+    await eventually(lambda: upstream.stats.total(Counter.CLIENT_DISCONNECTS) >= 1)
     await provider.aclose()
 
 

@@ -59,7 +59,7 @@ async def test_a_job_over_the_cap_waits_briefly_for_room(
 
     async with first.slot("job-1"):
         waiter = asyncio.create_task(wait_for_slot())
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # a pause in which a waiter that ignored the cap would get in
         assert not admitted.is_set()
     await asyncio.wait_for(waiter, 5)
     assert admitted.is_set()
@@ -87,9 +87,9 @@ async def test_slots_of_a_dead_worker_expire_and_live_ones_are_renewed(
 ) -> None:
     """A slot whose lease is not renewed (its worker died) frees itself; a renewed one stays held."""
     settings = provider(max_concurrency=1)
-    living = ProviderCaps(aredis_client, settings, lease=0.3)
+    living = ProviderCaps(aredis_client, settings, lease=1.0)
     async with living.slot("job-1"):
-        for _ in range(4):
+        for _ in range(8):  # renewed well within each lease, for longer than one lease
             await asyncio.sleep(0.15)
             await living.renew()
         with pytest.raises(UpstreamUnavailable):
@@ -98,7 +98,7 @@ async def test_slots_of_a_dead_worker_expire_and_live_ones_are_renewed(
     dead = ProviderCaps(aredis_client, settings, lease=0.2)
     holder = dead.slot("job-3")
     await holder.__aenter__()  # taken and never released nor renewed: its worker was killed
-    await asyncio.sleep(0.4)
+    await asyncio.sleep(0.4)  # past its lease: the passing time is what is tested
     async with ProviderCaps(other_process, settings, 5.0).slot("job-4"):
         pass
 

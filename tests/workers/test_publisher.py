@@ -10,6 +10,7 @@ import pytest
 
 from shared import events
 from shared.errors import ServiceUnavailable
+from tests.waiting import eventually
 from workers.publisher import FramePublisher
 
 CHANNEL = "aior:reply:test"
@@ -65,8 +66,7 @@ async def test_chunks_while_busy_are_joined_into_one_frame(redis: GatedRedis) ->
     async def action() -> None:
         redis.gate.clear()
         publisher.send_chunks(b"a")
-        await asyncio.sleep(0.01)  # the publish of "a" is now in flight, held at the gate
-        assert redis.in_flight == 1
+        await eventually(lambda: redis.in_flight == 1)  # the publish of "a" is in flight, held at the gate
         publisher.send_chunks(b"b")
         publisher.send_chunks(b"c")
         redis.gate.set()
@@ -86,10 +86,10 @@ async def test_final_frame_takes_pending_chunks(redis: GatedRedis) -> None:
         await publisher.flush()
         redis.gate.clear()
         publisher.send_chunks(b"x")
-        await asyncio.sleep(0.01)
+        await eventually(lambda: redis.in_flight == 1)
         publisher.send_chunks(b"y")
         finishing = asyncio.ensure_future(publisher.finish(events.DONE, {"usage": {}}, events.SSE_DONE))
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # one loop step: finish() starts and waits behind the publish in flight
         redis.gate.set()
         await finishing
 
@@ -108,10 +108,10 @@ async def test_error_frame_follows_pending_chunks(redis: GatedRedis) -> None:
     async def action() -> None:
         redis.gate.clear()
         publisher.send_chunks(b"1")
-        await asyncio.sleep(0.01)
+        await eventually(lambda: redis.in_flight == 1)
         publisher.send_chunks(b"2")
         finishing = asyncio.ensure_future(publisher.finish(events.ERROR, {"status": 503}))
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # one loop step: finish() starts and waits behind the publish in flight
         redis.gate.set()
         await finishing
 
@@ -176,7 +176,7 @@ async def test_abandon_drops_queued_chunks(redis: GatedRedis) -> None:
     async def action() -> None:
         redis.gate.clear()
         publisher.send_chunks(b"sent")
-        await asyncio.sleep(0.01)
+        await eventually(lambda: redis.in_flight == 1)
         publisher.send_chunks(b"dropped")
         publisher.abandon()
         redis.gate.set()

@@ -22,6 +22,7 @@ from bench.upstream import Upstream
 from shared.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from shared.settings import Timeouts
 from tests.conftest import IN_CI
+from tests.waiting import eventually
 from tests.workers.raw_server import CLOSE, RawServer, Step, answer, chunked, start_raw_server
 from workers.providers import upstream_http
 from workers.providers.upstream_call import Deadlines, status_error, upstream_errors
@@ -210,7 +211,7 @@ async def test_large_body_is_read_past_the_buffer_limit(raw: Any, client_for: An
     big = bytes(range(256)) * 8192  # 2 MiB
     server = await raw(always(answer(200, big)))
     async with client_for(server.base_url).post("chat/completions", b"{}") as response:
-        await asyncio.sleep(0.2)  # let the socket fill what the client buffers
+        await asyncio.sleep(0.2)  # a slow reader: the socket fills what the client buffers meanwhile
         assert await response.read() == big
 
 
@@ -254,9 +255,7 @@ async def test_cancelled_streaming_call_closes_its_connection(upstream: Upstream
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    async with asyncio.timeout(2):
-        while upstream.stats.total(Counter.CLIENT_DISCONNECTS) < 1:  # noqa: ASYNC110 - polling a counter
-            await asyncio.sleep(0.01)
+    await eventually(lambda: upstream.stats.total(Counter.CLIENT_DISCONNECTS) >= 1)
     assert (await events_of(client, sim_body("sim?tokens=1")))[-1] == b"[DONE]"
     assert upstream.stats.total(Counter.CONNECTIONS) == 2
 
@@ -266,7 +265,7 @@ async def test_connection_closed_while_idle_is_replaced(raw: Any, client_for: An
     server = await raw(always(answer(200, b"ok"), 0.01, CLOSE))
     client = client_for(server.base_url)
     assert await body_of(client) == b"ok"
-    await asyncio.sleep(0.1)
+    await eventually(lambda: server.closed == 1)  # the server closed the idle connection
     assert await body_of(client) == b"ok"
     assert server.connections == 2
 
@@ -293,7 +292,7 @@ async def test_close_not_yet_seen_by_the_loop_is_found_before_writing(raw: Any, 
     client = client_for(server.base_url)
     assert await body_of(client) == b"ok"
     deadline = time.monotonic() + 5
-    while server.connections_closed < 1:  # the server has closed its end; the loop has not run since
+    while server.closed < 1:  # the server has closed its end; the loop has not run since
         assert time.monotonic() < deadline
         time.sleep(0.01)  # noqa: ASYNC251 - blocking on purpose: the loop must not see the close
     assert await body_of(client) == b"ok"
@@ -345,7 +344,7 @@ async def test_idle_connection_past_its_expiry_is_not_reused(
     monkeypatch.setattr(upstream_http, "KEEPALIVE_EXPIRY", 0.05)
     client = client_for(upstream.base_url)
     await events_of(client, sim_body("sim?tokens=1"))
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.1)  # past the keep-alive expiry: the passing time is what is tested
     await events_of(client, sim_body("sim?tokens=1"))
     assert upstream.stats.total(Counter.CONNECTIONS) == 2
 
@@ -405,7 +404,7 @@ async def test_no_connection_free_within_connect_timeout_is_unavailable(
     """With every connection busy past the connect timeout, a call fails as unreachable (ConnectError)."""
     client = client_for(upstream.base_url, max_connections=1, connect_timeout=0.2)
     hung = asyncio.create_task(body_of(client, sim_body("sim?hang")))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: upstream.stats.total(Counter.REQUESTS) == 1)  # the one connection is busy
     with pytest.raises(ConnectError, match="free"):
         await body_of(client, sim_body("sim?tokens=1"))
     hung.cancel()

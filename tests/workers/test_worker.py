@@ -19,11 +19,11 @@ from shared.errors import ServiceUnavailable
 from shared.jobs import JOB_FUNC
 from shared.serialization import OrjsonSerializer
 from tests.openai_spec import chunk_violations, completion_violations
+from tests.waiting import eventually
 from tests.workers.conftest import (
     REPLY_CHANNEL,
     Replies,
     enqueue,
-    eventually,
     running_worker,
     worker_settings,
 )
@@ -143,7 +143,7 @@ async def test_never_holds_more_jobs_than_slots(
             await enqueue(aredis_client, job, settings)
         await replies.until(lambda f: f.kind == events.START)
         await replies.until(lambda f: f.kind == events.START)
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # a pause in which a worker that prefetched would take more
         assert clean_redis.llen(queue_key) == 3
         assert clean_redis.llen(f"{queue_key}:intermediate") == 0
         assert len(StartedJobRegistry("simulated", connection=clean_redis).get_job_ids()) == 2
@@ -165,7 +165,7 @@ async def test_a_backlog_is_taken_in_queue_order_up_to_the_free_slots(
     async with running_worker(settings, concurrency=8):
         for _ in range(8):
             await replies.until(lambda f: f.kind == events.START)
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # a pause in which a worker that took too many would start a ninth
         started = [f.request_id for f in replies.frames if f.kind == events.START]
         assert started[:8] and set(started) == {job.request_id for job in jobs[:8]}
         assert clean_redis.llen(queue_key) == 12
@@ -232,9 +232,9 @@ async def test_liveness_keys_while_running_and_removed_on_exit(
     """A running worker keeps its alive key, pool entry and pool name fresh; a clean exit removes them."""
     settings = worker_settings(redis_url)
     async with running_worker(settings) as worker:
-        await asyncio.sleep(0.5)
-        ttl_ms = clean_redis.pttl(keys.worker_alive(worker.name))
-        assert 0 < ttl_ms <= 1000
+        alive = keys.worker_alive(worker.name)
+        clean_redis.pexpire(alive, 60_000)  # longer than any beat sets: the next beat shows as a shorter TTL
+        await eventually(lambda: 0 < clean_redis.pttl(alive) <= 1000)
         assert clean_redis.zscore(keys.pool_workers("simulated"), worker.name) is not None
         assert clean_redis.sismember(keys.POOLS_SET, "simulated")
         assert clean_redis.sismember(Worker.redis_workers_keys, worker.key)
