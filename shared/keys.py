@@ -173,8 +173,9 @@ def credit_reservation(reservation_id: str) -> str:
 CREDIT_RESERVATIONS = f"{PREFIX}:credit:reservations"
 """Sorted set: reservation id -> its deadline (ms of Redis TIME); the sweep releases those past it."""
 
-CREDIT_RESERVATION_TOMBSTONE_TTL = 86_400
-"""Seconds a settled or expired reservation's record stays, so a repeated or late settle is recognised."""
+CREDIT_RESERVATION_TOMBSTONE_TTL = 300
+"""Seconds a settled or expired reservation's record stays, so a repeated or late settle is recognised
+(past it, a settle finds no record: outcome ``unknown``, nothing charged)."""
 
 
 def usage_records(account_id: str) -> str:

@@ -150,7 +150,8 @@ class Settings:
     worker_dead_after: float = 4.0  # a worker silent this long is dead; its clients get an error
     job_timeout: int = 900  # rq job timeout (seconds) for one completion
     result_ttl: int = 60  # seconds a finished job's record stays in rq's finished registry
-    failure_ttl: int = 86_400
+    failure_ttl: int = 3_600  # seconds a failed or abandoned job's record stays in rq's failed registry
+    job_record_prompt_bytes: int = 256  # bytes of the prompt a loaded job's record keeps for diagnosis
     admin_token: str = field(default="", repr=False)
     # Accounts and credits
     plans: Mapping[str, Plan] = field(default_factory=_default_plans)

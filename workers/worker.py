@@ -34,7 +34,7 @@ from rq.worker.base import BaseWorker, WorkerStatus
 
 from shared import events, keys
 from shared.errors import AIORouterError, UpstreamTimeout, WorkerLost
-from shared.jobs import CompletionJob
+from shared.jobs import CompletionJob, diagnostic_call, unreadable_call
 from shared.redis_client import async_client
 from shared.rq_bridge import Command, replay
 from shared.serialization import OrjsonSerializer
@@ -305,6 +305,21 @@ class AsyncWorker(BaseWorker):
         if started is None:
             return
         run.started = started
+        body_bytes = len(started.job.data)
+        try:
+            job = CompletionJob.from_wire(started.job.args[0])
+        except (TypeError, KeyError, IndexError, ValueError) as exc:  # not an AIOrouter job: nobody to answer
+            started.job.data = unreadable_call(body_bytes)
+            reason = f"Malformed completion job: {exc!r}"
+            await self._execute(
+                bookkeeping.failure_commands(self, started, reason, stopped=False, idle=self._last_one(run))
+            )
+            return
+        # From here on rq's record of the job keeps a diagnostic copy, not the request: the final
+        # bookkeeping writes it (rq's failure path saves the whole hash), and so does the strip below.
+        started.job.data = diagnostic_call(
+            job, body_bytes=body_bytes, prompt_bytes=self.settings.job_record_prompt_bytes
+        )
         if cancelled or run.stop_reason == "cancelled":
             commands = bookkeeping.failure_commands(
                 self,
@@ -315,14 +330,7 @@ class AsyncWorker(BaseWorker):
             )
             await self._execute(commands)
             return
-        try:
-            job = CompletionJob.from_wire(started.job.args[0])
-        except (TypeError, KeyError, IndexError, ValueError) as exc:  # not an AIOrouter job: nobody to answer
-            reason = f"Malformed completion job: {exc!r}"
-            await self._execute(
-                bookkeeping.failure_commands(self, started, reason, stopped=False, idle=self._last_one(run))
-            )
-            return
+        self._batcher.send(bookkeeping.strip_commands(started.job))
         publisher = FramePublisher(self._redis, job.reply_to, job.request_id, self._batcher)
 
         def final_commands(outcome: Outcome) -> list[Command]:

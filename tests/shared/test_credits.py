@@ -335,3 +335,12 @@ async def test_concurrent_grants_keep_the_ledger_consistent(aredis_client: aredi
     for entry in entries:
         running += entry.amount
         assert entry.balance == running
+
+
+async def test_a_settled_reservations_record_expires_within_minutes(store: aredis.Redis) -> None:
+    """A settled or released reservation leaves its small record for minutes, not a day."""
+    account_id = await funded_account(store, 1_000)
+    reservation = await credits.reserve(store, SETTINGS, account_id, 100)
+    await credits.settle(store, reservation, 10)
+    ttl = await store.ttl(keys.credit_reservation(reservation.id))
+    assert 0 < ttl <= keys.CREDIT_RESERVATION_TOMBSTONE_TTL <= 300
