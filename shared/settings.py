@@ -148,6 +148,7 @@ class Settings:
     # Workers
     worker_heartbeat_interval: float = 1.0
     worker_dead_after: float = 4.0  # a worker silent this long is dead; its clients get an error
+    worker_prefetch: int = 8  # most jobs a worker process holds that it has not started yet
     job_timeout: int = 900  # rq job timeout (seconds) for one completion
     result_ttl: int = 60  # seconds a finished job's record stays in rq's finished registry
     failure_ttl: int = 3_600  # seconds a failed or abandoned job's record stays in rq's failed registry

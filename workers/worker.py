@@ -10,9 +10,13 @@ truth, but does rq's writes with :mod:`workers.bookkeeping` on asyncio Redis:
 Frames and final bookkeeping go through one :class:`~workers.publish_batcher.PublishBatcher`: the jobs
 that publish at the same moment share a pipeline.
 
-A slot is taken before each BLMOVE, so the worker never holds more jobs than it can run.  A heartbeat
-task refreshes rq's worker hash, every running execution and AIOrouter's liveness keys; a thread runs
-rq's registry maintenance (sync code, off the loop), which is what fails the jobs of a worker that died.
+A slot is taken before each BLMOVE, so the worker never holds more jobs than it can run, and it holds at
+most ``worker_prefetch`` jobs it has not started yet: a burst spreads over the pool's workers instead of
+landing on whichever dequeues first, and a worker that dies mid-burst takes few jobs down with it.
+
+A heartbeat task refreshes rq's worker hash, every running execution and AIOrouter's liveness keys; a
+thread runs rq's registry maintenance (sync code, off the loop), which is what fails the jobs of a
+worker that died.
 """
 
 from __future__ import annotations
@@ -52,7 +56,6 @@ from workers.stop_requests import StopRequest
 log = logging.getLogger(__name__)
 
 DEQUEUE_TIMEOUT = 1  # seconds a BLMOVE blocks; bounds how long a shutdown waits for the dequeue loop
-DEQUEUE_BATCH = 32  # at most this many jobs taken by one pipelined round trip after a BLMOVE
 MAINTENANCE_INTERVAL = 30.0  # seconds between runs of rq's registry clean-up
 SHUTDOWN_GRACE = 30.0  # seconds in-flight jobs get to finish after SIGTERM
 _RETRY_PAUSE = 1.0
@@ -104,7 +107,9 @@ class AsyncWorker(BaseWorker):
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._force = asyncio.Event()
-        self._wake = asyncio.Event()  # a slot freed up, or a stop was requested
+        self.prefetch = max(1, settings.worker_prefetch)
+        self._unstarted = 0  # jobs taken whose start (load, mark started) has not completed
+        self._wake = asyncio.Event()  # a slot freed up, a job started, or a stop was requested
         self._maintenance_stop = threading.Event()
 
     # --- rq's interface -----------------------------------------------------------------------------
@@ -201,17 +206,19 @@ class AsyncWorker(BaseWorker):
             self.log.warning("Worker %s: could not register its death", self.name, exc_info=True)
 
     async def _dequeue(self, adapter: GuardedProvider, burst: bool) -> bool:
-        """Take jobs while a slot is free: never more jobs held than ``concurrency``.
+        """Take jobs while a slot is free: never more jobs held than ``concurrency``, never more than
+        ``prefetch`` of them not started yet.
 
         One BLMOVE waits for a job (its own connection); once one came, more of the queued ones are taken
         with LMOVEs pipelined on the jobs' connection, as many as are free slots up to a batch that
-        doubles while the queue keeps them coming: under load a round trip takes many jobs, not one."""
+        doubles (up to ``prefetch``) while the queue keeps them coming: under load a round trip takes
+        several jobs, not one."""
         source = keys.rq_queue_key(self.pool)
         target = IntermediateQueue.get_intermediate_queue_key(source)
         worked = False
         batch = 1
         while not self._stopping:
-            if len(self._runs) >= self.concurrency:
+            if len(self._runs) >= self.concurrency or self._unstarted >= self.prefetch:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
@@ -233,7 +240,7 @@ class AsyncWorker(BaseWorker):
                 break
             worked = True
             self._launch(_job_id(raw), adapter)
-            want = min(self.concurrency - len(self._runs), batch)
+            want = min(self.concurrency - len(self._runs), self.prefetch - self._unstarted, batch)
             if want <= 0:
                 continue
             # Let the job queue its first round trip first: the LMOVEs then ride in the same write instead
@@ -244,7 +251,7 @@ class AsyncWorker(BaseWorker):
             except (RedisError, OSError):  # what it moved, rq's intermediate-queue clean-up fails
                 self.log.warning("Worker %s: dequeue failed; retrying", self.name, exc_info=True)
                 continue
-            batch = min(DEQUEUE_BATCH, batch * 2) if len(more) == want else max(1, len(more))
+            batch = min(self.prefetch, batch * 2) if len(more) == want else max(1, len(more))
             if self._stopping:
                 for extra in reversed(more):
                     await self._requeue(_job_id(extra), source, target)
@@ -262,6 +269,7 @@ class AsyncWorker(BaseWorker):
     def _launch(self, job_id: str, adapter: GuardedProvider) -> None:
         run = _Run(job_id)
         self._runs[run.job_id] = run
+        self._unstarted += 1
         task = asyncio.get_running_loop().create_task(self._run(run, adapter))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -301,7 +309,11 @@ class AsyncWorker(BaseWorker):
             self._wake.set()
 
     async def _execute_job(self, run: _Run, adapter: GuardedProvider) -> None:
-        started, cancelled = await self._start(run.job_id)
+        try:
+            started, cancelled = await self._start(run.job_id)
+        finally:
+            self._unstarted -= 1
+            self._wake.set()
         if started is None:
             return
         run.started = started
