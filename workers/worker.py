@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 
 DEQUEUE_TIMEOUT = 1  # seconds a BLMOVE blocks; bounds how long a shutdown waits for the dequeue loop
 MAINTENANCE_INTERVAL = 30.0  # seconds between runs of rq's registry clean-up
-SHUTDOWN_GRACE = 30.0  # seconds in-flight jobs get to finish after SIGTERM
+FINAL_WRITES_WAIT = 10.0  # seconds jobs stopped at the end of the shutdown grace get for their last writes
 _RETRY_PAUSE = 1.0
 _CONNECTION_WAIT = 20.0  # seconds a job waits for a free Redis connection (redis-py's default)
 
@@ -83,7 +83,7 @@ class AsyncWorker(BaseWorker):
         connection: redis.Redis,
         name: str | None = None,
         maintenance_interval: float = MAINTENANCE_INTERVAL,
-        shutdown_grace: float = SHUTDOWN_GRACE,
+        shutdown_grace: float | None = None,
     ) -> None:
         super().__init__(
             [pool],
@@ -97,7 +97,7 @@ class AsyncWorker(BaseWorker):
         self.settings = settings
         self.pool = pool
         self.concurrency = concurrency
-        self.shutdown_grace = shutdown_grace
+        self.shutdown_grace = settings.worker_shutdown_grace if shutdown_grace is None else shutdown_grace
         self.maintenance_every = maintenance_interval
         self.execution_ttl = max(
             3, math.ceil(2 * settings.worker_dead_after), math.ceil(3 * settings.worker_heartbeat_interval)
@@ -133,7 +133,12 @@ class AsyncWorker(BaseWorker):
             self._force.set()
         self._stopping = True
         self._wake.set()
-        self.log.info("Worker %s: stop requested; %d job(s) in flight", self.name, len(self._runs))
+        self.log.info(
+            "Worker %s: stop requested; %d job(s) in flight get %.0f s to finish",
+            self.name,
+            len(self._runs),
+            self.shutdown_grace,
+        )
 
     # --- the loop -----------------------------------------------------------------------------------
 
@@ -284,7 +289,8 @@ class AsyncWorker(BaseWorker):
             self.log.warning("Worker %s: could not requeue job %r", self.name, job_id, exc_info=True)
 
     async def _drain(self) -> None:
-        """Wait for in-flight jobs: all of them, within the grace period, then stop the rest."""
+        """Wait for in-flight jobs: all of them, within the grace period, then stop the rest (their clients
+        get a ``worker_lost`` error) and give their final writes up to ``FINAL_WRITES_WAIT``."""
         if not self._tasks:
             return
         everything = asyncio.gather(*self._tasks, return_exceptions=True)
@@ -295,7 +301,7 @@ class AsyncWorker(BaseWorker):
         force.cancel()
         for run in list(self._runs.values()):
             self._stop(run, "shutdown")
-        await asyncio.wait([everything], timeout=10)
+        await asyncio.wait([everything], timeout=FINAL_WRITES_WAIT)
 
     # --- one job ------------------------------------------------------------------------------------
 
