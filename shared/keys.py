@@ -21,6 +21,12 @@ def rq_queue_key(pool: str) -> str:
 
 RQ_QUEUES_SET = Queue.redis_queues_keys
 
+# --- the store itself (shared/store_marker.py) ----------------------------------------------------
+
+STORE_MARKER = f"{PREFIX}:store"
+"""String: the random id of this Redis' data, written by the first process to start on it; its loss
+while processes run means Redis lost its data."""
+
 # --- request/response traffic ---------------------------------------------------------------------
 
 

@@ -16,7 +16,8 @@ landing on whichever dequeues first, and a worker that dies mid-burst takes few 
 
 A heartbeat task refreshes rq's worker hash, every running execution and AIOrouter's liveness keys; a
 thread runs rq's registry maintenance (sync code, off the loop), which is what fails the jobs of a
-worker that died.
+worker that died.  A last task reads the store marker (:mod:`shared.store_marker`) and logs once
+if Redis lost its data under the worker.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from shared.redis_client import async_client
 from shared.rq_bridge import Command, replay
 from shared.serialization import OrjsonSerializer
 from shared.settings import Settings
+from shared.store_marker import StoreMarker, watch_store
 from workers import bookkeeping, stop_requests
 from workers.bookkeeping import StartedJob
 from workers.completion import Outcome, complete
@@ -175,6 +177,7 @@ class AsyncWorker(BaseWorker):
         maintenance.start()
         halt = asyncio.Event()
         heartbeats = loop.create_task(self._heartbeats(halt))
+        store = loop.create_task(watch_store(StoreMarker(), self._redis, halt=halt))
         listener = loop.create_task(
             stop_requests.listen(self._redis, self.pubsub_channel_name, self._on_stop_request)
         )
@@ -183,9 +186,9 @@ class AsyncWorker(BaseWorker):
             worked = await self._dequeue(adapter, burst)
             await self._drain()
         finally:
-            halt.set()  # the heartbeat ends between beats: cancelling a pipeline mid-flight would leak it
+            halt.set()  # heartbeat and store watch end between reads: a cancel mid-pipeline would leak it
             listener.cancel()
-            await asyncio.gather(heartbeats, listener, return_exceptions=True)
+            await asyncio.gather(heartbeats, listener, store, return_exceptions=True)
             self._maintenance_stop.set()
             await asyncio.to_thread(maintenance.join, 5)
             await asyncio.to_thread(beacon.stop)
