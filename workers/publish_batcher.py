@@ -11,7 +11,6 @@ which they were submitted; a job's command that Redis rejects fails that job's s
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,8 +18,6 @@ import redis.asyncio as aredis
 from redis.exceptions import RedisError
 
 from shared.rq_bridge import Command, replay
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -50,11 +47,6 @@ class PublishBatcher:
             self._sender = loop.create_task(self._send())
         return submission.done
 
-    def send(self, commands: Sequence[Command]) -> None:
-        """Queue ``commands`` with no frame and no waiting: a write the job does not depend on (a failure is
-        logged)."""
-        self.submit(commands, "", []).add_done_callback(_log_failure)
-
     async def _send(self) -> None:
         try:
             while self._queue:
@@ -83,11 +75,6 @@ class PublishBatcher:
             failed = next((r for r in replies[start:end] if isinstance(r, Exception)), None)
             _settle(submission.done, failed)
             start = end
-
-
-def _log_failure(done: asyncio.Future[None]) -> None:
-    if not done.cancelled() and done.exception() is not None:
-        log.warning("a background write failed: %r", done.exception())
 
 
 def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:

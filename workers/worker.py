@@ -351,8 +351,8 @@ class AsyncWorker(BaseWorker):
             )
             await self._execute(commands)
             return
-        self._batcher.send(bookkeeping.strip_commands(started.job))
         publisher = FramePublisher(self._redis, job.reply_to, job.request_id, self._batcher)
+        publisher.attach(bookkeeping.strip_commands(started.job))  # rides with the S frame
 
         def final_commands(outcome: Outcome) -> list[Command]:
             if outcome.error is None:
