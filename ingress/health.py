@@ -37,7 +37,7 @@ async def readyz(request: Request) -> Response:
         raise ServiceUnavailable(
             "Redis lost its data (restarted without persistence?): the store marker is gone or changed, "
             "so API keys, accounts and balances are missing. Restore Redis from a backup, or restart the "
-            "ingress processes to accept an empty store.",
+            "AIOrouter processes to accept an empty store.",
             code="store_data_lost",
         )
     alive = {pool: count for pool, count in zip(pools, counts, strict=True) if count}

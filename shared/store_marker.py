@@ -54,7 +54,7 @@ class StoreMarker:
             log.error(
                 "Redis lost its data (restart without persistence?): the store marker %s %s, this process "
                 "started on store %s. API keys, accounts and balances are missing: restore Redis from a "
-                "backup, or restart the ingress processes to accept an empty store.",
+                "backup, or restart the AIOrouter processes to accept an empty store.",
                 keys.STORE_MARKER,
                 found,
                 self.store_id,
