@@ -1,7 +1,8 @@
 """The ingress ASGI app: routes, middleware, exception handlers, and the lifespan that opens Redis.
 
 The lifespan opens one Redis client, starts the reply hub (this process' one pub/sub subscription), the
-worker watchdog and the sweep of expired credit reservations, and publishes them to handlers as
+worker watchdog, the sweep of expired credit reservations and the watch over the store marker
+(:mod:`shared.store_marker`), and publishes them to handlers as
 ``app.state.ingress`` (:class:`~ingress.context.IngressContext`).  Nothing lives in module globals.
 """
 
@@ -38,6 +39,7 @@ from ingress.watchdog import WorkerWatchdog
 from shared.breaker import CircuitBreaker
 from shared.redis_client import async_client
 from shared.settings import Settings
+from shared.store_marker import StoreMarker, watch_store
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +83,16 @@ async def _ingress_context(settings: Settings) -> AsyncIterator[IngressContext]:
     redis = _redis_client(settings.redis_url, auto_pipeline=settings.redis_auto_pipeline)
     ingress_id = uuid.uuid4().hex  # random per process: names this process' reply channel
     hub = ReplyHub(redis, ingress_id)
+    store = StoreMarker()
     open_set = OpenSetCache(CircuitBreaker(redis, settings.breaker))  # the breakers routing must skip
     try:
         await hub.start()
         await open_set.start()
+        await store.claim(redis)
         watchdog = WorkerWatchdog(redis, hub, interval=settings.worker_heartbeat_interval)
         watchdog_task = asyncio.create_task(watchdog.run(), name="worker-watchdog")
         sweep_task = asyncio.create_task(sweep_reservations(redis), name="reservation-sweep")
+        store_task = asyncio.create_task(watch_store(store, redis), name="store-watch")
         try:
             yield IngressContext(
                 settings=settings,
@@ -96,9 +101,10 @@ async def _ingress_context(settings: Settings) -> AsyncIterator[IngressContext]:
                 hub=hub,
                 auth=Authenticator(redis, ttl=settings.key_cache_ttl),
                 router=ModelRouter(settings.models, redis=redis, open_set=open_set),
+                store=store,
             )
         finally:
-            await asyncio.gather(stop_task(watchdog_task), stop_task(sweep_task))
+            await asyncio.gather(stop_task(watchdog_task), stop_task(sweep_task), stop_task(store_task))
     finally:
         await open_set.aclose()
         await hub.stop()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis.asyncio as aredis
 from starlette.applications import Starlette
@@ -11,6 +11,7 @@ from ingress.auth import Authenticator
 from ingress.reply_hub import ReplyHub
 from ingress.routing import ModelRouter
 from shared.settings import Settings
+from shared.store_marker import StoreMarker
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +22,7 @@ class IngressContext:
     hub: ReplyHub
     auth: Authenticator
     router: ModelRouter
+    store: StoreMarker = field(default_factory=StoreMarker)  # the store this process started on
 
 
 def ingress_context(app: Starlette) -> IngressContext:

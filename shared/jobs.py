@@ -3,6 +3,11 @@
 One rq job per client request, on the queue of the provider pool that routing chose.  The rq job id is
 the request id; its single argument is :meth:`CompletionJob.to_wire`.  :func:`enqueue_commands` builds the
 job with rq's own code (see :mod:`shared.rq_bridge`) so that it is a genuine rq job.
+
+The whole request body is in the job's record only while the job waits in its queue: once a worker has
+loaded it, the record's call is replaced by :func:`diagnostic_call` (the job without its body, plus the
+body's size, message count and first bytes of its prompt), so what rq keeps in its finished and failed
+registries, or moves there from a dead worker, stays small.
 """
 
 from __future__ import annotations
@@ -49,6 +54,54 @@ class CompletionJob:
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> CompletionJob:
         return cls(**data)
+
+
+def diagnostic_call(job: CompletionJob, *, body_bytes: int, prompt_bytes: int) -> bytes:
+    """The serialized rq call a loaded job's record keeps instead of its request: the job's fields, and in
+    place of the body its size in bytes (of the serialized call), its message count and the first
+    ``prompt_bytes`` bytes (UTF-8) of its messages' text."""
+    messages = job.body.get("messages")
+    brief = {
+        **job.to_wire(),
+        "body": {
+            "stripped": True,
+            "bytes": body_bytes,
+            "messages": len(messages) if isinstance(messages, list) else 0,
+            "prompt_head": prompt_head(messages, prompt_bytes),
+        },
+    }
+    return OrjsonSerializer.dumps((JOB_FUNC, None, (brief,), {}))
+
+
+def unreadable_call(body_bytes: int) -> bytes:
+    """What a loaded job's record keeps when its argument is no completion job: only its size."""
+    return OrjsonSerializer.dumps((JOB_FUNC, None, ({"unreadable": True, "bytes": body_bytes},), {}))
+
+
+def prompt_head(messages: Any, limit: int) -> str:
+    """The first ``limit`` bytes (UTF-8, never a split character) of the text of ``messages``, in order."""
+    if limit <= 0 or not isinstance(messages, list):
+        return ""
+    parts: list[str] = []
+    size = 0
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        texts = [content] if isinstance(content, str) else _part_texts(content)
+        for text in texts:
+            part = text[: limit - size]  # characters: at least as many bytes, so enough text is taken
+            parts.append(part)
+            size += len(part) + 1
+            if size >= limit:
+                break
+        if size >= limit:
+            break
+    return "\n".join(parts).encode()[:limit].decode(errors="ignore")
+
+
+def _part_texts(content: Any) -> list[str]:
+    if not isinstance(content, list):
+        return []
+    return [p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
 
 
 def enqueue_commands(

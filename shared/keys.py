@@ -103,10 +103,11 @@ _describe(
 _describe(
     "",
     "hash",
-    "one job: its completion request, status and times (rq's job record)",
+    "one job: its completion request until a worker loads it, then a diagnostic copy; status and times "
+    "(rq's job record)",
     pattern=Job.key_for("<job_id>"),
     writer="ingress: `shared.jobs` (enqueue), `ingress.job_control` (DEL on withdraw); "
-    "workers: `workers.bookkeeping` (started, finished, failed)",
+    "workers: `workers.bookkeeping` (started, finished, failed), `shared.jobs` (the diagnostic copy)",
     reader="workers: `workers.worker` (at start); rq's tools",
     ttl="none until it ends; then `result_ttl` (finished) or `failure_ttl` (failed)",
 )
@@ -156,6 +157,19 @@ _describe(
     writer="operators: rq's `send_stop_job_command`, `send_shutdown_command`",
     reader="workers: `workers.stop_requests`",
     ttl="-",
+)
+
+# --- the store itself (shared/store_marker.py) ----------------------------------------------------
+
+STORE_MARKER = f"{PREFIX}:store"
+"""String: the random id of this Redis' data, written by the first process to start on it; its loss
+while processes run means Redis lost its data."""
+_describe(
+    "STORE_MARKER",
+    "string",
+    "the random id of this Redis' data; gone or changed while processes run: Redis lost its data",
+    writer="ingress, workers: `shared.store_marker` (the first process to start on an empty Redis)",
+    reader="ingress (readiness, every 5 s), workers (every 5 s): `shared.store_marker`",
 )
 
 # --- request/response traffic ---------------------------------------------------------------------
@@ -490,7 +504,7 @@ def credit_ledger(account_id: str) -> str:
     "one request's credit hold: account, amount, deadline, state",
     writer="ingress: `shared.credits` (reserve, release, sweep); workers: `shared.credits` (settle)",
     reader="the same scripts",
-    ttl="none while held; 1 day once settled or expired (`CREDIT_RESERVATION_TOMBSTONE_TTL`)",
+    ttl="none while held; 5 minutes once settled or expired (`CREDIT_RESERVATION_TOMBSTONE_TTL`)",
 )
 def credit_reservation(reservation_id: str) -> str:
     """Hash: one reservation (account, amount, deadline, state held/settled/expired)."""
@@ -508,8 +522,9 @@ _describe(
     reader="ingress: `ingress.admission` (the reservation sweep)",
 )
 
-CREDIT_RESERVATION_TOMBSTONE_TTL = 86_400
-"""Seconds a settled or expired reservation's record stays, so a repeated or late settle is recognised."""
+CREDIT_RESERVATION_TOMBSTONE_TTL = 300
+"""Seconds a settled or expired reservation's record stays, so a repeated or late settle is recognised
+(past it, a settle finds no record: outcome ``unknown``, nothing charged)."""
 
 
 @_key(

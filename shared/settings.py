@@ -154,9 +154,12 @@ class Settings:
     # Workers
     worker_heartbeat_interval: float = 1.0
     worker_dead_after: float = 4.0  # a worker silent this long is dead; its clients get an error
+    worker_shutdown_grace: float = 30.0  # seconds a worker's running jobs get to finish after SIGTERM
+    worker_prefetch: int = 8  # most jobs a worker process holds that it has not started yet
     job_timeout: int = 900  # rq job timeout (seconds) for one completion
     result_ttl: int = 60  # seconds a finished job's record stays in rq's finished registry
-    failure_ttl: int = 86_400
+    failure_ttl: int = 3_600  # seconds a failed or abandoned job's record stays in rq's failed registry
+    job_record_prompt_bytes: int = 256  # bytes of the prompt a loaded job's record keeps for diagnosis
     admin_token: str = field(default="", repr=False)
     # Accounts and credits
     plans: Mapping[str, Plan] = field(default_factory=_default_plans)
@@ -183,6 +186,7 @@ ENV_OVERRIDES: Mapping[str, str] = {
     "AIOROUTER_KEY_CACHE_TTL": "key_cache_ttl",
     "AIOROUTER_MAX_BODY_BYTES": "max_body_bytes",
     "AIOROUTER_WORKER_DEAD_AFTER": "worker_dead_after",
+    "AIOROUTER_WORKER_SHUTDOWN_GRACE": "worker_shutdown_grace",
     "AIOROUTER_ADMIN_TOKEN": "admin_token",
 }
 

@@ -5,12 +5,15 @@ commands; the worker replays them on its asyncio connection, one round trip per 
 fields, scores and TTLs are therefore rq's, and ``rq info``, rq-dashboard and rq's registry clean-up
 read them as they read a stock worker's.
 
-One difference from a stock worker, on purpose: a finished job's hash is not rewritten whole (rq's
-``Job.save`` re-sends the compressed request body); only the fields that change are set.
+Two differences from a stock worker, on purpose: a finished job's hash is not rewritten whole (rq's
+``Job.save`` re-sends the compressed call); only the fields that change are set.  And once loaded, a job's
+call is replaced by its diagnostic copy (:func:`shared.jobs.diagnostic_call`, :func:`strip_commands`), so
+the request body leaves Redis as soon as a worker holds it.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -70,6 +73,13 @@ def adopt(shell: Job, raw: dict[bytes, bytes]) -> Job:
     job.last_heartbeat = shell.last_heartbeat
     job._status = JobStatus.STARTED
     return job
+
+
+def strip_commands(job: Job) -> list[Command]:
+    """Write ``job``'s current call (its diagnostic copy, set by the worker) over the one in its record."""
+    pipe = recording_pipeline()
+    pipe.hset(job.key, "data", zlib.compress(job.data))
+    return recorded(pipe)
 
 
 def forget_commands(worker: BaseWorker, shell: Job, execution: Execution) -> list[Command]:

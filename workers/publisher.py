@@ -36,6 +36,7 @@ class FramePublisher:
         self._in_flight: asyncio.Task[None] | None = None
         self._failure: ServiceUnavailable | None = None
         self._closing = False  # the final frame is coming: chunks queued from now on ride along with it
+        self._riders: list[Command] = []  # commands that go out with the next publish (see attach)
         self.published = 0  # PUBLISH commands sent, for tests and stats
         self.content_queued = False  # a C frame was queued: the client may have content, no fallback now
 
@@ -43,6 +44,11 @@ class FramePublisher:
         frame = events.encode(kind, self._request_id, self._seq, meta, payload)
         self._seq += 1
         return frame
+
+    def attach(self, commands: Sequence[Command]) -> None:
+        """Send ``commands`` with the next publish (the ``S`` frame's, for a job not started yet), in its
+        round trip: writes the job does not wait for, without a round trip of their own."""
+        self._riders.extend(commands)
 
     def start(self, meta: dict[str, Any]) -> None:
         """Publish the ``S`` frame, the first one, without waiting for it: the job's next round trips
@@ -106,6 +112,8 @@ class FramePublisher:
             self._in_flight = None
 
     async def _publish(self, commands: Sequence[Command], frames: list[bytes]) -> None:
+        if self._riders:
+            commands, self._riders = [*self._riders, *commands], []
         try:
             if self._batcher is not None:
                 await self._batcher.submit(commands, self._channel, frames)

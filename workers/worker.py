@@ -10,9 +10,14 @@ truth, but does rq's writes with :mod:`workers.bookkeeping` on asyncio Redis:
 Frames and final bookkeeping go through one :class:`~workers.publish_batcher.PublishBatcher`: the jobs
 that publish at the same moment share a pipeline.
 
-A slot is taken before each BLMOVE, so the worker never holds more jobs than it can run.  A heartbeat
-task refreshes rq's worker hash, every running execution and AIOrouter's liveness keys; a thread runs
-rq's registry maintenance (sync code, off the loop), which is what fails the jobs of a worker that died.
+A slot is taken before each BLMOVE, so the worker never holds more jobs than it can run, and it holds at
+most ``worker_prefetch`` jobs it has not started yet: a burst spreads over the pool's workers instead of
+landing on whichever dequeues first, and a worker that dies mid-burst takes few jobs down with it.
+
+A heartbeat task refreshes rq's worker hash, every running execution and AIOrouter's liveness keys; a
+thread runs rq's registry maintenance (sync code, off the loop), which is what fails the jobs of a
+worker that died.  A last task reads the store marker (:mod:`shared.store_marker`) and logs once
+if Redis lost its data under the worker.
 """
 
 from __future__ import annotations
@@ -34,11 +39,12 @@ from rq.worker.base import BaseWorker, WorkerStatus
 
 from shared import events, keys
 from shared.errors import AIORouterError, UpstreamTimeout, WorkerLost
-from shared.jobs import CompletionJob
+from shared.jobs import CompletionJob, diagnostic_call, unreadable_call
 from shared.redis_client import async_client
 from shared.redis_commands import Command, replay
 from shared.serialization import OrjsonSerializer
 from shared.settings import Settings
+from shared.store_marker import StoreMarker, watch_store
 from workers import bookkeeping, stop_requests
 from workers.bookkeeping import StartedJob
 from workers.completion import JobEnding, complete
@@ -52,9 +58,8 @@ from workers.stop_requests import StopRequest
 log = logging.getLogger(__name__)
 
 DEQUEUE_TIMEOUT = 1  # seconds a BLMOVE blocks; bounds how long a shutdown waits for the dequeue loop
-DEQUEUE_BATCH = 32  # at most this many jobs taken by one pipelined round trip after a BLMOVE
 MAINTENANCE_INTERVAL = 30.0  # seconds between runs of rq's registry clean-up
-SHUTDOWN_GRACE = 30.0  # seconds in-flight jobs get to finish after SIGTERM
+FINAL_WRITES_WAIT = 10.0  # seconds jobs stopped at the end of the shutdown grace get for their last writes
 _RETRY_PAUSE = 1.0
 _CONNECTION_WAIT = 20.0  # seconds a command that cannot share the auto-pipelined connection waits for one
 
@@ -80,7 +85,7 @@ class AsyncWorker(BaseWorker):
         connection: redis.Redis,
         name: str | None = None,
         maintenance_interval: float = MAINTENANCE_INTERVAL,
-        shutdown_grace: float = SHUTDOWN_GRACE,
+        shutdown_grace: float | None = None,
     ) -> None:
         super().__init__(
             [pool],
@@ -94,7 +99,7 @@ class AsyncWorker(BaseWorker):
         self.settings = settings
         self.pool = pool
         self.concurrency = concurrency
-        self.shutdown_grace = shutdown_grace
+        self.shutdown_grace = settings.worker_shutdown_grace if shutdown_grace is None else shutdown_grace
         self.maintenance_every = maintenance_interval
         self.execution_ttl = max(
             3, math.ceil(2 * settings.worker_dead_after), math.ceil(3 * settings.worker_heartbeat_interval)
@@ -104,7 +109,9 @@ class AsyncWorker(BaseWorker):
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._force = asyncio.Event()
-        self._wake = asyncio.Event()  # a slot freed up, or a stop was requested
+        self.prefetch = max(1, settings.worker_prefetch)
+        self._unstarted = 0  # jobs taken whose start (load, mark started) has not completed
+        self._wake = asyncio.Event()  # a slot freed up, a job started, or a stop was requested
         self._maintenance_stop = threading.Event()
 
     # --- rq's interface -----------------------------------------------------------------------------
@@ -128,7 +135,12 @@ class AsyncWorker(BaseWorker):
             self._force.set()
         self._stopping = True
         self._wake.set()
-        self.log.info("Worker %s: stop requested; %d job(s) in flight", self.name, len(self._runs))
+        self.log.info(
+            "Worker %s: stop requested; %d job(s) in flight get %.0f s to finish",
+            self.name,
+            len(self._runs),
+            self.shutdown_grace,
+        )
 
     # --- the loop -----------------------------------------------------------------------------------
 
@@ -165,6 +177,7 @@ class AsyncWorker(BaseWorker):
         maintenance.start()
         halt = asyncio.Event()
         heartbeats = loop.create_task(self._heartbeats(halt))
+        store = loop.create_task(watch_store(StoreMarker(), self._redis, halt=halt))
         listener = loop.create_task(
             stop_requests.listen(self._redis, self.pubsub_channel_name, self._on_stop_request)
         )
@@ -173,9 +186,9 @@ class AsyncWorker(BaseWorker):
             worked = await self._dequeue(adapter, burst)
             await self._drain()
         finally:
-            halt.set()  # the heartbeat ends between beats: cancelling a pipeline mid-flight would leak it
+            halt.set()  # heartbeat and store watch end between reads: a cancel mid-pipeline would leak it
             listener.cancel()
-            await asyncio.gather(heartbeats, listener, return_exceptions=True)
+            await asyncio.gather(heartbeats, listener, store, return_exceptions=True)
             self._maintenance_stop.set()
             await asyncio.to_thread(maintenance.join, 5)
             await asyncio.to_thread(beacon.stop)
@@ -201,17 +214,19 @@ class AsyncWorker(BaseWorker):
             self.log.warning("Worker %s: could not register its death", self.name, exc_info=True)
 
     async def _dequeue(self, adapter: GuardedProvider, burst: bool) -> bool:
-        """Take jobs while a slot is free: never more jobs held than ``concurrency``.
+        """Take jobs while a slot is free: never more jobs held than ``concurrency``, never more than
+        ``prefetch`` of them not started yet.
 
         One BLMOVE waits for a job (its own connection); once one came, more of the queued ones are taken
         with LMOVEs pipelined on the jobs' connection, as many as are free slots up to a batch that
-        doubles while the queue keeps them coming: under load a round trip takes many jobs, not one."""
+        doubles (up to ``prefetch``) while the queue keeps them coming: under load a round trip takes
+        several jobs, not one."""
         source = keys.rq_queue_key(self.pool)
         target = IntermediateQueue.get_intermediate_queue_key(source)
         worked = False
         batch = 1
         while not self._stopping:
-            if len(self._runs) >= self.concurrency:
+            if len(self._runs) >= self.concurrency or self._unstarted >= self.prefetch:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
@@ -233,7 +248,7 @@ class AsyncWorker(BaseWorker):
                 break
             worked = True
             self._launch(_job_id(raw), adapter)
-            want = min(self.concurrency - len(self._runs), batch)
+            want = min(self.concurrency - len(self._runs), self.prefetch - self._unstarted, batch)
             if want <= 0:
                 continue
             # Let the job queue its first round trip first: the LMOVEs then ride in the same write instead
@@ -244,7 +259,7 @@ class AsyncWorker(BaseWorker):
             except (RedisError, OSError):  # what it moved, rq's intermediate-queue clean-up fails
                 self.log.warning("Worker %s: dequeue failed; retrying", self.name, exc_info=True)
                 continue
-            batch = min(DEQUEUE_BATCH, batch * 2) if len(more) == want else max(1, len(more))
+            batch = min(self.prefetch, batch * 2) if len(more) == want else max(1, len(more))
             if self._stopping:
                 for extra in reversed(more):
                     await self._requeue(_job_id(extra), source, target)
@@ -262,6 +277,7 @@ class AsyncWorker(BaseWorker):
     def _launch(self, job_id: str, adapter: GuardedProvider) -> None:
         run = _Run(job_id)
         self._runs[run.job_id] = run
+        self._unstarted += 1
         task = asyncio.get_running_loop().create_task(self._run(run, adapter))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -276,7 +292,8 @@ class AsyncWorker(BaseWorker):
             self.log.warning("Worker %s: could not requeue job %r", self.name, job_id, exc_info=True)
 
     async def _drain(self) -> None:
-        """Wait for in-flight jobs: all of them, within the grace period, then stop the rest."""
+        """Wait for in-flight jobs: all of them, within the grace period, then stop the rest (their clients
+        get a ``worker_lost`` error) and give their final writes up to ``FINAL_WRITES_WAIT``."""
         if not self._tasks:
             return
         everything = asyncio.gather(*self._tasks, return_exceptions=True)
@@ -287,7 +304,7 @@ class AsyncWorker(BaseWorker):
         force.cancel()
         for run in list(self._runs.values()):
             self._stop(run, "shutdown")
-        await asyncio.wait([everything], timeout=10)
+        await asyncio.wait([everything], timeout=FINAL_WRITES_WAIT)
 
     # --- one job ------------------------------------------------------------------------------------
 
@@ -301,10 +318,29 @@ class AsyncWorker(BaseWorker):
             self._wake.set()
 
     async def _execute_job(self, run: _Run, adapter: GuardedProvider) -> None:
-        started, cancelled = await self._start(run.job_id)
+        try:
+            started, cancelled = await self._start(run.job_id)
+        finally:
+            self._unstarted -= 1
+            self._wake.set()
         if started is None:
             return
         run.started = started
+        body_bytes = len(started.job.data)
+        try:
+            job = CompletionJob.from_wire(started.job.args[0])
+        except (TypeError, KeyError, IndexError, ValueError) as exc:  # not an AIOrouter job: nobody to answer
+            started.job.data = unreadable_call(body_bytes)
+            reason = f"Malformed completion job: {exc!r}"
+            await self._execute(
+                bookkeeping.failure_commands(self, started, reason, stopped=False, idle=self._last_one(run))
+            )
+            return
+        # From here on rq's record of the job keeps a diagnostic copy, not the request: the final
+        # bookkeeping writes it (rq's failure path saves the whole hash), and so does the strip below.
+        started.job.data = diagnostic_call(
+            job, body_bytes=body_bytes, prompt_bytes=self.settings.job_record_prompt_bytes
+        )
         if cancelled or run.stop_reason == "cancelled":
             commands = bookkeeping.failure_commands(
                 self,
@@ -315,15 +351,8 @@ class AsyncWorker(BaseWorker):
             )
             await self._execute(commands)
             return
-        try:
-            job = CompletionJob.from_wire(started.job.args[0])
-        except (TypeError, KeyError, IndexError, ValueError) as exc:  # not an AIOrouter job: nobody to answer
-            reason = f"Malformed completion job: {exc!r}"
-            await self._execute(
-                bookkeeping.failure_commands(self, started, reason, stopped=False, idle=self._last_one(run))
-            )
-            return
         publisher = FramePublisher(self._redis, job.reply_to, job.request_id, self._batcher)
+        publisher.attach(bookkeeping.strip_commands(started.job))  # rides with the S frame
 
         def bookkeeping_commands(ending: JobEnding) -> list[Command]:
             if ending.error is None:

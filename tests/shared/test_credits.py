@@ -367,3 +367,12 @@ def test_cached_tokens_cost_the_cached_price_and_never_more_than_the_prompt() ->
     assert credits.tokens_cost(100, 50, 80, cached_input_price_per_m=0.5, **prices) == 40 + 40 + 200
     assert credits.tokens_cost(100, 50, 80, cached_input_price_per_m=None, **prices) == 200 + 200
     assert credits.tokens_cost(10, 0, 80, cached_input_price_per_m=0.0, **prices) == 0
+
+
+async def test_a_settled_reservations_record_expires_within_minutes(store: aredis.Redis) -> None:
+    """A settled or released reservation leaves its small record for minutes, not a day."""
+    account_id = await funded_account(store, 1_000)
+    reservation = await hold_credit(store, SETTINGS, account_id, 100)
+    await credits.settle(store, reservation, 10)
+    ttl = await store.ttl(keys.credit_reservation(reservation.id))
+    assert 0 < ttl <= keys.CREDIT_RESERVATION_TOMBSTONE_TTL <= 300

@@ -48,3 +48,21 @@ def test_uncommenting_leaves_prose_comments_alone() -> None:
     """Only settings lines are switched on; prose comments stay comments."""
     text = '# The key is read from the env.\n# [providers.x]\n# kind = "openai"\n'
     assert _uncommented(text) == '# The key is read from the env.\n[providers.x]\nkind = "openai"'
+
+
+def _seconds(pattern: str, text: str) -> float:
+    match = re.search(pattern, text)
+    assert match is not None, pattern
+    return float(match.group(1))
+
+
+def test_deploy_manifests_give_workers_their_shutdown_grace_plus_a_margin() -> None:
+    """Kubernetes and Compose wait the worker's shutdown grace plus 15 s before killing it, so streams
+    the grace lets finish are not cut by the orchestrator."""
+    pod = (DEPLOY / "kubernetes" / "worker-simulated-deployment.yaml").read_text()
+    grace = _seconds(r'AIOROUTER_WORKER_SHUTDOWN_GRACE\s+value: "(\d+)"', pod)
+    assert _seconds(r"terminationGracePeriodSeconds: (\d+)", pod) >= grace + 15
+    compose = (DEPLOY / "compose.yaml").read_text()
+    grace = _seconds(r'\n      AIOROUTER_WORKER_SHUTDOWN_GRACE: "(\d+)"', compose)
+    assert _seconds(r"\n    stop_grace_period: (\d+)s", compose) >= grace + 15
+    assert load_settings(env={"AIOROUTER_WORKER_SHUTDOWN_GRACE": "105"}).worker_shutdown_grace == 105.0

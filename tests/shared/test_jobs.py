@@ -8,7 +8,14 @@ from rq.job import Job
 from rq.queue import Queue
 
 from shared import keys
-from shared.jobs import JOB_FUNC, CompletionJob, enqueue_commands, rq_enqueue_commands
+from shared.jobs import (
+    JOB_FUNC,
+    CompletionJob,
+    diagnostic_call,
+    enqueue_commands,
+    prompt_head,
+    rq_enqueue_commands,
+)
 from shared.redis_commands import replay
 from shared.serialization import OrjsonSerializer
 from tests.store_calls import command_names
@@ -38,7 +45,7 @@ def test_wire_round_trip() -> None:
 
 def test_enqueue_commands_only_record() -> None:
     """Building the commands does no I/O and ends by pushing the id onto the pool's queue."""
-    commands = enqueue_commands(_job(), job_timeout=900, result_ttl=60, failure_ttl=86_400)
+    commands = enqueue_commands(_job(), job_timeout=900, result_ttl=60, failure_ttl=3_600)
     names = [name.upper() for name in command_names(commands)]
     assert "HSET" in names and names[-1] in ("RPUSH", "LPUSH")
     assert commands[-1][0][1] == keys.rq_queue_key("simulated")
@@ -48,7 +55,7 @@ async def test_replayed_commands_make_a_real_rq_job(aredis_client: aredis.Redis,
     """Replayed on Redis, the commands leave a job rq reads back: queued, its function, argument, TTLs."""
     job = _job("req-e2e")
     async with aredis_client.pipeline(transaction=True) as pipe:
-        replay(pipe, enqueue_commands(job, job_timeout=900, result_ttl=60, failure_ttl=86_400))
+        replay(pipe, enqueue_commands(job, job_timeout=900, result_ttl=60, failure_ttl=3_600))
         await pipe.execute()
     connection = redis.Redis.from_url(redis_url)
     try:
@@ -58,7 +65,7 @@ async def test_replayed_commands_make_a_real_rq_job(aredis_client: aredis.Redis,
         fetched = Job.fetch("req-e2e", connection=connection, serializer=OrjsonSerializer)
         assert fetched.func_name == JOB_FUNC and fetched.get_status() == "queued"
         assert CompletionJob.from_wire(fetched.args[0]) == job
-        assert (fetched.timeout, fetched.result_ttl, fetched.failure_ttl) == (900, 60, 86_400)
+        assert (fetched.timeout, fetched.result_ttl, fetched.failure_ttl) == (900, 60, 3_600)
         assert "aiorouter/echo" in (fetched.description or "")
     finally:
         connection.close()
@@ -67,8 +74,8 @@ async def test_replayed_commands_make_a_real_rq_job(aredis_client: aredis.Redis,
 def test_enqueue_commands_write_the_hash_rq_writes() -> None:
     """The templated commands carry exactly rq's fields and values (times aside), and rq's other writes."""
     job = _job("req-template")
-    ours = enqueue_commands(job, job_timeout=900, result_ttl=60, failure_ttl=86_400)
-    theirs = rq_enqueue_commands(job, job_timeout=900, result_ttl=60, failure_ttl=86_400)
+    ours = enqueue_commands(job, job_timeout=900, result_ttl=60, failure_ttl=3_600)
+    theirs = rq_enqueue_commands(job, job_timeout=900, result_ttl=60, failure_ttl=3_600)
     times = {"created_at", "enqueued_at"}
 
     def without_times(command: tuple[object, ...]) -> dict[object, object]:
@@ -83,6 +90,34 @@ def test_enqueue_commands_write_the_hash_rq_writes() -> None:
         CompletionJob.from_wire({**job.to_wire(), "provider": "other"}),
         job_timeout=900,
         result_ttl=60,
-        failure_ttl=86_400,
+        failure_ttl=3_600,
     )
     assert other_pool[-1][0] == ("RPUSH", keys.rq_queue_key("other"), "req-template")
+
+
+def test_prompt_head_takes_the_first_bytes_of_every_messages_text() -> None:
+    """The excerpt follows the messages in order (text parts too), never splits a character, and stops
+    at the byte limit however long the prompt."""
+    messages = [
+        {"role": "system", "content": "é" * 3},
+        {"role": "user", "content": [{"type": "text", "text": "abc"}, {"type": "image_url"}]},
+        {"role": "user", "content": "z" * 1_000_000},
+    ]
+    assert prompt_head(messages, 0) == ""
+    assert prompt_head(messages, 5) == "éé"
+    assert prompt_head(messages, 12) == "ééé\nabc\nz"
+    assert len(prompt_head(messages, 256).encode()) == 256
+    assert prompt_head("not a list", 10) == ""
+
+
+def test_diagnostic_call_keeps_the_job_without_its_body() -> None:
+    """The diagnostic copy is a genuine rq call whose argument is the job with its body summarized."""
+    job = _job()
+    func, instance, (wire,), kwargs = OrjsonSerializer.loads(
+        diagnostic_call(job, body_bytes=99, prompt_bytes=3)
+    )
+    assert (func, instance, kwargs) == (JOB_FUNC, None, {})
+    assert wire == {
+        **job.to_wire(),
+        "body": {"stripped": True, "bytes": 99, "messages": 1, "prompt_head": "hi"},
+    }

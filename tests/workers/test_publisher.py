@@ -185,3 +185,19 @@ async def test_abandon_drops_queued_chunks(redis: GatedRedis) -> None:
 
     frames = await frames_of(redis, action, 2)
     assert [(f.request_id, f.payload) for f in frames] == [("req-7", b"sent"), ("marker", b"")]
+
+
+async def test_attached_commands_ride_with_the_start_frame(redis: GatedRedis) -> None:
+    """Commands attached before start() are written in the S frame's round trip, once, before its PUBLISH."""
+    publisher = FramePublisher(redis, CHANNEL, "req-1")
+    publisher.attach([(("SET", "rider", "1"), {})])
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(CHANNEL)
+    publisher.start({"provider": "p"})
+    assert (await next_frame(pubsub)).kind == events.START
+    assert await redis.get("rider") == b"1"
+    await redis.delete("rider")
+    await publisher.finish(events.DONE, {}, b"")
+    assert (await next_frame(pubsub)).kind == events.DONE
+    assert await redis.get("rider") is None
+    await pubsub.aclose()
