@@ -151,3 +151,41 @@ async def test_deterministic() -> None:
     """The same job gives the same deltas twice."""
     job = completion_job("same words", tools=[WEATHER_TOOL])
     assert await run(job) == await run(job)
+
+
+def tool_with(parameters: object) -> dict[str, object]:
+    return {"type": "function", "function": {"name": "f", "parameters": parameters}}
+
+
+UNREADABLE_SCHEMAS = [
+    {"type": "object", "properties": {"n": {"type": "integer", "minimum": "x"}}},
+    {"type": "object", "properties": {"n": {"type": "number", "minimum": "x"}}},
+    {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1e308 * 10}}},
+    {"type": "array", "minItems": "3"},
+    {"type": "array", "minItems": -1},
+    {"type": "object", "properties": ["a", "b"]},
+    {"anyOf": {"type": "string"}},
+    {"enum": "abc"},
+]
+
+
+@pytest.mark.parametrize("schema", UNREADABLE_SCHEMAS)
+async def test_unreadable_tool_schema_is_bad_request(schema: object) -> None:
+    """A tool schema the simulated provider cannot read is the client's 400, never a crash."""
+    with pytest.raises(UpstreamBadRequest) as caught:
+        await run(completion_job("x", tools=[tool_with(schema)]))
+    assert caught.value.status == 400 and "JSON schema" in caught.value.message
+
+
+async def test_unreadable_response_format_schema_is_bad_request() -> None:
+    """The same holds for a json_schema response format."""
+    schema = {"type": "integer", "minimum": "x"}
+    response_format = {"type": "json_schema", "json_schema": {"name": "r", "schema": schema}}
+    with pytest.raises(UpstreamBadRequest):
+        await run(completion_job("x", response_format=response_format))
+
+
+async def test_fractional_minimum_gives_a_valid_integer() -> None:
+    """An integer schema with a fractional minimum gets the next integer up."""
+    deltas = await run(completion_job("x", tools=[tool_with({"type": "integer", "minimum": 1.5})]))
+    assert orjson.loads(arguments_of(deltas)) == 2

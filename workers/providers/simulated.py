@@ -22,6 +22,7 @@ from shared.errors import UpstreamBadRequest
 from shared.jobs import CompletionJob
 from shared.settings import ProviderSettings
 from workers.providers.base import Delta, ToolCallDelta, Usage, count_prompt_tokens, message_text
+from workers.providers.schema_example import example_value
 
 LOREM = (
     "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et "
@@ -33,7 +34,6 @@ LOREM = (
 LOREM_DEFAULT_TOKENS = 40
 MODELS = ("echo", "lorem")
 _TOKEN = re.compile(r"\s*\S{1,8}|\s+$")
-_MAX_SCHEMA_DEPTH = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +80,7 @@ def plan_completion(job: CompletionJob) -> _Plan:
         text = orjson.dumps({"model": job.upstream_model, "text": text}).decode()
     elif response_format.get("type") == "json_schema":
         schema = (response_format.get("json_schema") or {}).get("schema") or {}
-        text = orjson.dumps(example_value(schema, _few_words(text), schema)).decode()
+        text = orjson.dumps(example_value(schema, _few_words(text))).decode()
     finish_reason = "stop"
     text = _cut_at_stop(text, body.get("stop"))
     tokens = _TOKEN.findall(text)
@@ -142,7 +142,7 @@ def _tool_call_pieces(job: CompletionJob, function: dict[str, Any]) -> tuple[Del
     schema = function.get("parameters") or {"type": "object", "properties": {}}
     users = [m for m in job.body.get("messages") or () if isinstance(m, dict) and m.get("role") == "user"]
     hint = _few_words(message_text(users[-1])) if users else "example"
-    arguments = orjson.dumps(example_value(schema, hint or "example", schema)).decode()
+    arguments = orjson.dumps(example_value(schema, hint or "example")).decode()
     call_id = "call_" + hashlib.sha256(job.request_id.encode()).hexdigest()[:24]
     first = Delta(
         tool_calls=(ToolCallDelta(index=0, id=call_id, name=str(function.get("name", "")), arguments=""),)
@@ -153,45 +153,3 @@ def _tool_call_pieces(job: CompletionJob, function: dict[str, Any]) -> tuple[Del
 
 def _slices(text: str, size: int) -> Iterator[str]:
     return (text[i : i + size] for i in range(0, len(text), size))
-
-
-def example_value(schema: Any, text: str, root: Any, depth: int = 0) -> Any:
-    """A value that validates against a (reasonable) JSON schema; strings are filled with ``text``."""
-    if not isinstance(schema, dict) or depth > _MAX_SCHEMA_DEPTH:
-        return text
-    if isinstance(schema.get("$ref"), str):
-        return example_value(_resolve(schema["$ref"], root), text, root, depth + 1)
-    if "const" in schema:
-        return schema["const"]
-    if schema.get("enum"):
-        return schema["enum"][0]
-    for combinator in ("anyOf", "oneOf", "allOf"):
-        if schema.get(combinator):
-            return example_value(schema[combinator][0], text, root, depth + 1)
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "null")
-    if kind == "object" or (kind is None and "properties" in schema):
-        properties = schema.get("properties") or {}
-        return {name: example_value(sub, text, root, depth + 1) for name, sub in properties.items()}
-    if kind == "array":
-        count = max(1, int(schema.get("minItems", 1)))
-        return [example_value(schema.get("items") or {}, text, root, depth + 1) for _ in range(count)]
-    if kind == "integer":
-        return int(schema.get("minimum", 1))
-    if kind == "number":
-        return float(schema.get("minimum", 1.0))
-    if kind == "boolean":
-        return True
-    if kind == "null":
-        return None
-    return text
-
-
-def _resolve(ref: str, root: Any) -> Any:
-    node = root
-    for part in ref.removeprefix("#/").split("/"):
-        if not isinstance(node, dict) or part not in node:
-            return {}
-        node = node[part]
-    return node
