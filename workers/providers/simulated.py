@@ -4,6 +4,10 @@
 Either honours ``max_tokens``/``max_completion_tokens`` (finish ``length``), ``stop`` sequences, tools
 (one call to the named or first tool, arguments built from its JSON schema), ``response_format`` (valid
 JSON content) and streams at :attr:`ProviderSettings.tokens_per_second` (0 = as fast as possible).
+
+The work per request is bounded: an answer has at most :data:`MAX_COMPLETION_TOKENS` tokens (more are cut,
+finish ``length``, whatever ``max_tokens`` asks or the prompt holds), and schema examples have their own
+bounds (:mod:`workers.providers.schema_example`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ LOREM = (
     "deserunt mollit anim id est laborum."
 ).split()
 LOREM_DEFAULT_TOKENS = 40
+MAX_COMPLETION_TOKENS = 131_072  # tokens of one simulated answer, at most
 MODELS = ("echo", "lorem")
 _TOKEN = re.compile(r"\s*\S{1,8}|\s+$")
 
@@ -83,11 +88,12 @@ def plan_completion(job: CompletionJob) -> _Plan:
         text = orjson.dumps(example_value(schema, _few_words(text))).decode()
     finish_reason = "stop"
     text = _cut_at_stop(text, body.get("stop"))
-    tokens = _TOKEN.findall(text)
-    limit = _max_tokens(body)
-    if limit is not None and len(tokens) > limit:
+    asked = _max_tokens(body)
+    limit = MAX_COMPLETION_TOKENS if asked is None else min(asked, MAX_COMPLETION_TOKENS)
+    tokens = [match.group() for match in itertools.islice(_TOKEN.finditer(text), limit + 1)]
+    if len(tokens) > limit:
         tokens, finish_reason = tokens[:limit], "length"
-    elif job.upstream_model == "lorem" and limit is not None and len(tokens) == limit:
+    elif job.upstream_model == "lorem" and asked is not None and len(tokens) == limit:
         finish_reason = "length"
     return _Plan(tuple(Delta(content=t) for t in tokens), finish_reason, prompt_tokens)
 
@@ -97,7 +103,7 @@ def _base_text(job: CompletionJob) -> str:
         users = [m for m in job.body.get("messages") or () if isinstance(m, dict) and m.get("role") == "user"]
         return message_text(users[-1]) if users else ""
     limit = _max_tokens(job.body)
-    length = limit if limit is not None else LOREM_DEFAULT_TOKENS
+    length = min(limit, MAX_COMPLETION_TOKENS) if limit is not None else LOREM_DEFAULT_TOKENS
     return " ".join(itertools.islice(itertools.cycle(LOREM), length))
 
 
