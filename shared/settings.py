@@ -112,6 +112,20 @@ class RoutingStatsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """What one ingress process accepts from a connection before any authentication
+    (see :mod:`ingress.connection_guard`); seconds and bytes."""
+
+    max_header_bytes: int = 64 * 1024  # request line and headers of one request; more is 431
+    max_headers: int = 100  # header fields of one request; more is 431
+    header_timeout: float = 10.0  # to receive a request's line and headers, from its first byte; then 408
+    body_timeout: float = 60.0  # to receive a request's body once its headers are in; then 408
+    keepalive_timeout: int = 5  # an idle keep-alive connection is closed after this
+    max_connections: int = 1000  # open connections of one process; a request on one more is 503
+    log_interval: float = 60.0  # at most one log line per limit in this many seconds
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     """An account plan: its request rate limit and an optional token rate limit (0 = none)."""
 
@@ -158,6 +172,7 @@ class Settings:
     credit_default_max_tokens: int = 4096  # completion tokens reserved for a request without max_tokens
     breaker: BreakerSettings = BreakerSettings()
     routing_stats: RoutingStatsSettings = RoutingStatsSettings()
+    connections: ConnectionLimits = ConnectionLimits()
 
     def provider(self, name: str) -> ProviderSettings:
         return self.providers[name]
@@ -218,6 +233,7 @@ def settings_from_mapping(raw: Mapping[str, Any], env: Mapping[str, str] | None 
     plans = _parse_plans(raw.pop("plans", None))
     breaker = _parse_table(BreakerSettings, raw.pop("breaker", None), "breaker")
     routing_stats = _parse_table(RoutingStatsSettings, raw.pop("routing_stats", None), "routing_stats")
+    connections = _parse_table(ConnectionLimits, raw.pop("connections", None), "connections")
     scalars = {f.name: f for f in fields(Settings)}
     values: dict[str, Any] = {}
     for key, value in raw.items():
@@ -234,6 +250,7 @@ def settings_from_mapping(raw: Mapping[str, Any], env: Mapping[str, str] | None 
         plans=plans,
         breaker=breaker,
         routing_stats=routing_stats,
+        connections=connections,
     )
     coerced = {name: _coerce(getattr(settings, name), value, name) for name, value in values.items()}
     settings = replace(settings, **coerced)
