@@ -88,6 +88,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.limit_concurrency = None  # ours is max_connections, answered in the envelope
         self.timeout_keep_alive = self.limits.keepalive_timeout
         self._awaiting_head = True  # before the current request's headers are complete
+        self._receiving_body = False  # after its headers, before its end
         self._head_bytes = 0  # bytes of the current request fed while awaiting its head
         self._header_count = 0
         self._refusal: AIORouterError | None = None  # a limit a parser callback hit
@@ -117,10 +118,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.timeout_keep_alive_task is not None:
             self.timeout_keep_alive_task.cancel()
             self.timeout_keep_alive_task = None
-        if (
-            self._awaiting_head and self._timer is None
-        ):  # the first byte of a request on a kept-alive connection
-            self._start_timer(self.limits.header_timeout, self._head_timed_out)
         while data and not self._lingering and not self.transport.is_closing():
             if self._awaiting_head:
                 room = self.limits.max_header_bytes - self._head_bytes
@@ -132,6 +129,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             else:
                 piece, data = data, b""
                 self._feed(piece)
+        # A deadline only for what is still incomplete after this read (a whole request in one read,
+        # the common case, arms none): the head from its first byte, the body from the end of the head.
+        if self._timer is None and not self._lingering and not self.transport.is_closing():
+            if self._awaiting_head and self._head_bytes:
+                self._start_timer(self.limits.header_timeout, self._head_timed_out)
+            elif self._receiving_body:
+                self._start_timer(self.limits.body_timeout, self._body_timed_out)
 
     def _feed(self, piece: bytes) -> None:
         try:
@@ -164,13 +168,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        self._stop_timer()
         self._awaiting_head = False
-        self._start_timer(self.limits.body_timeout, self._body_timed_out)
+        self._receiving_body = True
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._stop_timer()
+        self._receiving_body = False
         self._awaiting_head = True
         self._head_bytes = 0
 
