@@ -357,6 +357,9 @@ def _check(settings: Settings) -> None:
             raise ConfigError(f"plan {plan.name!r}: limits must be integers")
         if plan.requests_per_minute <= 0 or plan.tokens_per_minute < 0:
             raise ConfigError(f"plan {plan.name!r}: requests_per_minute must be > 0, tokens_per_minute >= 0")
+    for limit in fields(ConnectionLimits):
+        if not getattr(settings.connections, limit.name) > 0:
+            raise ConfigError(f"connections.{limit.name} must be greater than 0")
     if settings.default_plan not in settings.plans:
         raise ConfigError(f"default plan {settings.default_plan!r} is not in plans")
     if settings.default_api_version not in settings.api_versions:
