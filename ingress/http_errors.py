@@ -27,6 +27,20 @@ class MethodNotAllowed(InvalidRequest):
     default_code = "method_not_allowed"
 
 
+class RequestHeadersTooLarge(InvalidRequest):
+    """431: a request's line and headers are over the size or count bound (connection level only)."""
+
+    status = 431
+    default_code = "request_headers_too_large"
+
+
+class RequestTimeout(InvalidRequest):
+    """408: a request's headers or body did not arrive in time (connection level only)."""
+
+    status = 408
+    default_code = "request_timeout"
+
+
 def error_response(error: AIORouterError) -> Response:
     return Response(
         error.envelope_bytes(), status_code=error.status, headers=error.headers, media_type="application/json"

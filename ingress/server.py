@@ -1,10 +1,12 @@
-"""Run the ingress under uvicorn (uvloop event loop, httptools parser, access log off)."""
+"""Run the ingress under uvicorn (uvloop event loop, httptools parser guarded by
+:mod:`ingress.connection_guard`, access log off)."""
 
 from __future__ import annotations
 
 import uvicorn
 
 from ingress.app import create_app
+from ingress.connection_guard import guarded_protocol
 from shared.settings import Settings
 
 
@@ -14,7 +16,8 @@ def uvicorn_config(settings: Settings, *, host: str, port: int, access_log: bool
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=guarded_protocol(settings.connections),
+        timeout_keep_alive=settings.connections.keepalive_timeout,
         ws="none",
         lifespan="on",
         access_log=access_log,

@@ -9,6 +9,8 @@ Policy, where OpenAI leaves a choice:
 * ``null`` for an optional parameter means "not set", as in OpenAI's schema (all are nullable).
 * Booleans are not numbers: ``"temperature": true`` is ``invalid_type``.
 * ``n`` is 1 to :data:`MAX_CHOICES` (OpenAI's own bound); every choice is reserved and billed.
+* JSON nested deeper than :data:`MAX_JSON_DEPTH` arrays and objects is refused (``invalid_json``): no
+  chat request needs it, and the job serializer refuses much less than the parser accepts.
 * Unknown top-level fields are accepted and passed through unchanged to the upstream (the body the worker
   receives is the client's body), so newer OpenAI parameters keep working without an ingress release.
   The one exception is ``provider`` (routing preferences, :mod:`ingress.provider_preferences`): ours,
@@ -32,6 +34,7 @@ ROLES: Final = frozenset({"system", "developer", "user", "assistant", "tool"})
 TOOL_CHOICE_MODES: Final = frozenset({"none", "auto", "required"})
 RESPONSE_FORMATS: Final = frozenset({"text", "json_object", "json_schema"})
 MAX_STOP_SEQUENCES: Final = 4
+MAX_JSON_DEPTH: Final = 64  # arrays and objects inside each other, the body itself counting as one
 _NAME_RE: Final = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 _INT_KEY_RE: Final = re.compile(r"-?\d+")
 
@@ -63,7 +66,24 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         ) from exc
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
+    # Cheap first: a body with fewer opening brackets than the limit cannot nest that deep.
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and nested_deeper_than(body, MAX_JSON_DEPTH):
+        raise InvalidRequest(
+            f"The JSON body nests arrays and objects more than {MAX_JSON_DEPTH} deep.", code="invalid_json"
+        )
     return body
+
+
+def nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` holds arrays and objects more than ``limit`` levels deep (``value`` is level 1)."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        node, depth = pending.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        pending.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def validate_chat_request(body: dict[str, Any]) -> ChatRequest:

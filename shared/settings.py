@@ -117,6 +117,20 @@ class RoutingStatsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """What one ingress process accepts from a connection before any authentication
+    (see :mod:`ingress.connection_guard`); seconds and bytes."""
+
+    max_header_bytes: int = 64 * 1024  # request line and headers of one request; more is 431
+    max_headers: int = 100  # header fields of one request; more is 431
+    header_timeout: float = 10.0  # to receive a request's line and headers, from its first byte; then 408
+    body_timeout: float = 60.0  # to receive a request's body once its headers are in; then 408
+    keepalive_timeout: int = 5  # an idle keep-alive connection is closed after this
+    max_connections: int = 1000  # open connections of one process; a request on one more is 503
+    log_interval: float = 60.0  # at most one log line per limit in this many seconds
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     """An account plan: its request rate limit and an optional token rate limit (0 = none)."""
 
@@ -169,6 +183,7 @@ class Settings:
     key_creations_per_hour: int = 30  # API keys one account may create in a rolling hour (0 = no cap)
     breaker: BreakerSettings = BreakerSettings()
     routing_stats: RoutingStatsSettings = RoutingStatsSettings()
+    connections: ConnectionLimits = ConnectionLimits()
 
     def provider(self, name: str) -> ProviderSettings:
         return self.providers[name]
@@ -231,6 +246,7 @@ def settings_from_mapping(raw: Mapping[str, Any], env: Mapping[str, str] | None 
     plans = _parse_plans(raw.pop("plans", None))
     breaker = _parse_table(BreakerSettings, raw.pop("breaker", None), "breaker")
     routing_stats = _parse_table(RoutingStatsSettings, raw.pop("routing_stats", None), "routing_stats")
+    connections = _parse_table(ConnectionLimits, raw.pop("connections", None), "connections")
     scalars = {f.name: f for f in fields(Settings)}
     values: dict[str, Any] = {}
     for key, value in raw.items():
@@ -247,6 +263,7 @@ def settings_from_mapping(raw: Mapping[str, Any], env: Mapping[str, str] | None 
         plans=plans,
         breaker=breaker,
         routing_stats=routing_stats,
+        connections=connections,
     )
     coerced = {name: _coerce(getattr(settings, name), value, name) for name, value in values.items()}
     settings = replace(settings, **coerced)
@@ -383,6 +400,9 @@ def _check(settings: Settings) -> None:
             raise ConfigError(f"plan {plan.name!r}: requests_per_minute must be > 0, tokens_per_minute >= 0")
     if settings.max_keys_per_account < 0 or settings.key_creations_per_hour < 0:
         raise ConfigError("max_keys_per_account and key_creations_per_hour must be >= 0 (0 = no cap)")
+    for limit in fields(ConnectionLimits):
+        if not getattr(settings.connections, limit.name) > 0:
+            raise ConfigError(f"connections.{limit.name} must be greater than 0")
     if settings.default_plan not in settings.plans:
         raise ConfigError(f"default plan {settings.default_plan!r} is not in plans")
     if settings.default_api_version not in settings.api_versions:

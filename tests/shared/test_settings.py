@@ -94,6 +94,13 @@ sunset = "2027-01-01"
     assert old.status == "deprecated" and old.sunset == date(2027, 1, 1)
 
 
+def test_connection_limits_table_is_read() -> None:
+    """The [connections] table sets the ingress' connection limits; the others keep their defaults."""
+    settings = settings_from_mapping({"connections": {"header_timeout": 2.5, "max_connections": 50}}, env={})
+    assert (settings.connections.header_timeout, settings.connections.max_connections) == (2.5, 50)
+    assert settings.connections.max_header_bytes == 64 * 1024
+
+
 @pytest.mark.parametrize(
     ("document", "message"),
     [
@@ -108,6 +115,9 @@ sunset = "2027-01-01"
         ({"api_versions": [{"version": "2026-01-01", "sunset": "someday"}]}, "2026-01-01"),
         ({"api_versions": [{"status": "deprecated"}]}, "version"),
         ({"default_api_version": "1999-01-01"}, "1999-01-01"),
+        ({"connections": {"max_header_bytes": 0}}, "connections.max_header_bytes"),
+        ({"connections": {"header_timeout": -1}}, "connections.header_timeout"),
+        ({"connections": {"slowness": 1}}, "connections.slowness"),
     ],
 )
 def test_bad_settings_raise_config_error(document: dict[str, object], message: str) -> None:

@@ -12,7 +12,7 @@ from shared.jobs import CompletionJob
 from shared.settings import ProviderSettings
 from tests.workers.factories import TIME_TOOL, WEATHER_TOOL, completion_job
 from workers.providers.base import Delta
-from workers.providers.simulated import SimulatedProvider
+from workers.providers.simulated import MAX_COMPLETION_TOKENS, SimulatedProvider
 
 
 async def run(job: CompletionJob, tokens_per_second: float = 0.0) -> list[Delta]:
@@ -151,3 +151,112 @@ async def test_deterministic() -> None:
     """The same job gives the same deltas twice."""
     job = completion_job("same words", tools=[WEATHER_TOOL])
     assert await run(job) == await run(job)
+
+
+def tool_with(parameters: object) -> dict[str, object]:
+    return {"type": "function", "function": {"name": "f", "parameters": parameters}}
+
+
+UNREADABLE_SCHEMAS = [
+    {"type": "object", "properties": {"n": {"type": "integer", "minimum": "x"}}},
+    {"type": "object", "properties": {"n": {"type": "number", "minimum": "x"}}},
+    {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1e308 * 10}}},
+    {"type": "array", "minItems": "3"},
+    {"type": "array", "minItems": -1},
+    {"type": "object", "properties": ["a", "b"]},
+    {"anyOf": {"type": "string"}},
+    {"enum": "abc"},
+]
+
+
+@pytest.mark.parametrize("schema", UNREADABLE_SCHEMAS)
+async def test_unreadable_tool_schema_is_bad_request(schema: object) -> None:
+    """A tool schema the simulated provider cannot read is the client's 400, never a crash."""
+    with pytest.raises(UpstreamBadRequest) as caught:
+        await run(completion_job("x", tools=[tool_with(schema)]))
+    assert caught.value.status == 400 and "JSON schema" in caught.value.message
+
+
+async def test_unreadable_response_format_schema_is_bad_request() -> None:
+    """The same holds for a json_schema response format."""
+    schema = {"type": "integer", "minimum": "x"}
+    response_format = {"type": "json_schema", "json_schema": {"name": "r", "schema": schema}}
+    with pytest.raises(UpstreamBadRequest):
+        await run(completion_job("x", response_format=response_format))
+
+
+async def test_fractional_minimum_gives_a_valid_integer() -> None:
+    """An integer schema with a fractional minimum gets the next integer up."""
+    deltas = await run(completion_job("x", tools=[tool_with({"type": "integer", "minimum": 1.5})]))
+    assert orjson.loads(arguments_of(deltas)) == 2
+
+
+def nested_min_items(levels: int, count: int) -> dict[str, object]:
+    """An array schema whose items are arrays ``levels`` deep, each needing ``count`` items."""
+    schema: dict[str, object] = {"type": "string"}
+    for _ in range(levels):
+        schema = {"type": "array", "minItems": count, "items": schema}
+    return schema
+
+
+async def test_nested_min_items_is_refused_before_the_work() -> None:
+    """The issue's ~330-byte request (minItems 100, three deep: 10^6 values) is a 400, not a busy loop."""
+    job = completion_job("x", tools=[tool_with(nested_min_items(3, 100))])
+    assert len(orjson.dumps(job.body)) < 400
+    with pytest.raises(UpstreamBadRequest) as caught:
+        await run(job)
+    assert "example this large" in caught.value.message
+
+
+async def test_huge_min_items_is_refused_at_once() -> None:
+    """One minItems of 10^12 is refused before a single item is built."""
+    with pytest.raises(UpstreamBadRequest):
+        await run(completion_job("x", tools=[tool_with(nested_min_items(1, 10**12))]))
+
+
+async def test_self_referencing_fan_out_is_refused() -> None:
+    """Properties that $ref the root fan out exponentially: refused once the value budget is spent."""
+    schema = {"type": "object", "properties": {name: {"$ref": "#"} for name in "abcdefgh"}}
+    with pytest.raises(UpstreamBadRequest):
+        await run(completion_job("x", tools=[tool_with(schema)]))
+
+
+async def test_large_constants_count_against_the_size_budget() -> None:
+    """A big const repeated through minItems is refused by size, not serialized over and over."""
+    schema = {"type": "array", "minItems": 100, "items": {"const": "x" * 100_000}}
+    with pytest.raises(UpstreamBadRequest):
+        await run(completion_job("x", tools=[tool_with(schema)]))
+
+
+async def test_a_schema_within_the_bounds_still_gets_its_example() -> None:
+    """A large but reasonable schema (100 x 50 items) is answered in full."""
+    deltas = await run(completion_job("x", tools=[tool_with(nested_min_items(2, 50))]))
+    assert len(orjson.loads(arguments_of(deltas))) == 50
+
+
+async def test_lorem_tokens_are_capped() -> None:
+    """max_tokens beyond MAX_COMPLETION_TOKENS gets that many tokens and finish length."""
+    job = completion_job(upstream_model="lorem", max_tokens=MAX_COMPLETION_TOKENS + 5, stream=False)
+    deltas = await run(job)
+    assert len([d for d in deltas if d.content]) == MAX_COMPLETION_TOKENS
+    assert finish_of(deltas) == ["length"]
+
+
+async def test_echo_of_a_huge_prompt_is_capped() -> None:
+    """An echoed prompt longer than MAX_COMPLETION_TOKENS tokens is cut there, finish length."""
+    deltas = await run(completion_job("a " * (MAX_COMPLETION_TOKENS + 10)))
+    assert len([d for d in deltas if d.content]) == MAX_COMPLETION_TOKENS
+    assert finish_of(deltas) == ["length"]
+
+
+async def test_n_choices_share_the_token_bound() -> None:
+    """n identical choices come back, each with its finish reason, and all n together stay within the
+    provider's token bound."""
+    provider = SimulatedProvider(ProviderSettings(name="simulated"))
+    job = completion_job("hello there", upstream_model="lorem", n=4, max_tokens=MAX_COMPLETION_TOKENS)
+    deltas = [d async for d in provider.stream(job)]
+    finishes = sorted((d.index, d.finish_reason) for d in deltas if d.finish_reason)
+    assert finishes == [(i, "length") for i in range(4)]
+    usage = [d.usage for d in deltas if d.usage]
+    assert usage[0] is not None and usage[0].completion_tokens <= MAX_COMPLETION_TOKENS
+    assert sum(1 for d in deltas if d.content) == usage[0].completion_tokens

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from workers.providers.sse import SSEDecoder
+import pytest
+
+from workers.providers.sse import EventTooLarge, SSEDecoder
 
 
 def decode(*pieces: bytes) -> list[bytes]:
@@ -41,3 +43,29 @@ def test_events_split_across_pieces_at_any_byte() -> None:
 def test_crlf_and_cr_line_ends() -> None:
     """CRLF and lone CR end lines too, even when a CRLF is split between two pieces."""
     assert decode(b"data: a\r", b"\n\r\ndata: b\r\rdata: c\r\n\r\n") == [b"a", b"b", b"c"]
+
+
+def test_a_line_longer_than_the_limit_raises_even_in_small_pieces() -> None:
+    """Pieces of one never-ending line are kept unjoined, and the line raises EventTooLarge past the limit."""
+    decoder = SSEDecoder(limit=100)
+    for _ in range(10):
+        assert decoder.feed(b"data: " + b"a" * 4) == []
+    with pytest.raises(EventTooLarge):
+        for _ in range(100):
+            decoder.feed(b"a" * 4)
+
+
+def test_an_event_of_many_data_lines_longer_than_the_limit_raises() -> None:
+    """Many short data lines without the blank line that ends the event raise EventTooLarge too."""
+    decoder = SSEDecoder(limit=100)
+    with pytest.raises(EventTooLarge):
+        decoder.feed(b"data: abcdefgh\n" * 20)
+
+
+def test_a_line_split_across_pieces_within_the_limit_decodes() -> None:
+    """A line fed in many pieces without a line end decodes whole once the end comes."""
+    decoder = SSEDecoder(limit=100)
+    for piece in (b"da", b"ta: he", b"llo", b" world"):
+        assert decoder.feed(piece) == []
+    assert decoder.feed(b"\n\n") == [b"hello world"]
+    assert decoder.feed(b"data: tail") == [] and decoder.end() == [b"tail"]

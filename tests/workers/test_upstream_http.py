@@ -25,8 +25,15 @@ from tests.conftest import IN_CI
 from tests.waiting import eventually
 from tests.workers.raw_server import CLOSE, RawServer, Step, answer, chunked, start_raw_server
 from workers.providers import upstream_http
+from workers.providers.sse import MAX_EVENT_BYTES
 from workers.providers.upstream_call import Deadlines, status_error, upstream_errors
-from workers.providers.upstream_http import ConnectError, ConnectionCut, ConnectTimeout, UpstreamClient
+from workers.providers.upstream_http import (
+    ConnectError,
+    ConnectionCut,
+    ConnectTimeout,
+    ResponseTooLarge,
+    UpstreamClient,
+)
 
 HEADERS = {"content-type": "application/json", "accept": "text/event-stream", "authorization": "Bearer sk-1"}
 
@@ -440,3 +447,35 @@ async def test_https_checks_the_certificate(raw: Any, client_for: Any, tls_files
     assert server.connections == 1
     with pytest.raises(ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
         await body_of(client_for(server.base_url))
+
+
+async def test_body_over_the_bound_is_refused(
+    raw: Any, client_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A whole body longer than MAX_BODY_BYTES raises ResponseTooLarge (a cut) instead of piling up."""
+    monkeypatch.setattr(upstream_http, "MAX_BODY_BYTES", 64 * 1024)
+    server = await raw(always(answer(200, b"x" * (1024 * 1024))))
+    with pytest.raises(ResponseTooLarge):
+        await body_of(client_for(server.base_url))
+
+
+async def test_response_head_over_the_bound_is_refused(raw: Any, client_for: Any) -> None:
+    """A response head longer than MAX_HEAD_BYTES (one 1 MiB header) is refused: UpstreamUnavailable."""
+    head = b"HTTP/1.1 200 OK\r\nx-big: " + b"a" * (1024 * 1024) + b"\r\ncontent-length: 2\r\n\r\nok"
+    client = client_for((await raw(always(head))).base_url)
+    with pytest.raises(ResponseTooLarge):
+        await body_of(client)
+    with pytest.raises(UpstreamUnavailable), upstream_errors("p", deadlines()):
+        await body_of(client)
+
+
+async def test_event_line_over_the_bound_is_refused(raw: Any, client_for: Any) -> None:
+    """A server-sent event line longer than sse.MAX_EVENT_BYTES ends the stream with ResponseTooLarge."""
+    line = b"data: " + b"a" * (MAX_EVENT_BYTES + 1024)
+    server = await raw(always(chunked(b"data: first\n\n", line[: len(line) // 2], line[len(line) // 2 :])))
+    seen: list[bytes] = []
+    with pytest.raises(ResponseTooLarge):
+        async with client_for(server.base_url).post("chat/completions", b"{}") as response:
+            async for data in response.sse_data():
+                seen.append(data)
+    assert seen == [b"first"]

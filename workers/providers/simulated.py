@@ -5,6 +5,10 @@ Either honours ``max_tokens``/``max_completion_tokens`` (finish ``length``), ``s
 (one call to the named or first tool, arguments built from its JSON schema), ``response_format`` (valid
 JSON content) and ``n`` (that many identical choices, each billed), and streams at
 :attr:`ProviderSettings.tokens_per_second` (0 = as fast as possible).
+
+The work per request is bounded: an answer has at most :data:`MAX_COMPLETION_TOKENS` tokens over all its
+choices (more are cut, finish ``length``, whatever ``max_tokens`` asks or the prompt holds), and schema
+examples have their own bounds (:mod:`workers.providers.schema_example`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from shared.errors import UpstreamBadRequest
 from shared.jobs import CompletionJob
 from shared.settings import ProviderSettings
 from workers.providers.base import Delta, ToolCallDelta, Usage, count_prompt_tokens, message_text
+from workers.providers.schema_example import example_value
 
 LOREM = (
     "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et "
@@ -33,9 +38,9 @@ LOREM = (
     "deserunt mollit anim id est laborum."
 ).split()
 LOREM_DEFAULT_TOKENS = 40
+MAX_COMPLETION_TOKENS = 131_072  # tokens of one simulated answer, at most
 MODELS = ("echo", "lorem")
 _TOKEN = re.compile(r"\s*\S{1,8}|\s+$")
-_MAX_SCHEMA_DEPTH = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,14 +98,16 @@ def plan_completion(job: CompletionJob) -> _Plan:
         text = orjson.dumps({"model": job.upstream_model, "text": text}).decode()
     elif response_format.get("type") == "json_schema":
         schema = (response_format.get("json_schema") or {}).get("schema") or {}
-        text = orjson.dumps(example_value(schema, _few_words(text), schema)).decode()
+        text = orjson.dumps(example_value(schema, _few_words(text))).decode()
     finish_reason = "stop"
     text = _cut_at_stop(text, body.get("stop"))
-    tokens = _TOKEN.findall(text)
-    limit = _max_tokens(body)
-    if limit is not None and len(tokens) > limit:
+    asked = _max_tokens(body)
+    per_choice = MAX_COMPLETION_TOKENS // _choices(job)  # the bound holds for all n choices together
+    limit = per_choice if asked is None else min(asked, per_choice)
+    tokens = [match.group() for match in itertools.islice(_TOKEN.finditer(text), limit + 1)]
+    if len(tokens) > limit:
         tokens, finish_reason = tokens[:limit], "length"
-    elif job.upstream_model == "lorem" and limit is not None and len(tokens) == limit:
+    elif job.upstream_model == "lorem" and asked is not None and len(tokens) == limit:
         finish_reason = "length"
     return _Plan(tuple(Delta(content=t) for t in tokens), finish_reason, prompt_tokens)
 
@@ -110,7 +117,7 @@ def _base_text(job: CompletionJob) -> str:
         users = [m for m in job.body.get("messages") or () if isinstance(m, dict) and m.get("role") == "user"]
         return message_text(users[-1]) if users else ""
     limit = _max_tokens(job.body)
-    length = limit if limit is not None else LOREM_DEFAULT_TOKENS
+    length = min(limit, MAX_COMPLETION_TOKENS) if limit is not None else LOREM_DEFAULT_TOKENS
     return " ".join(itertools.islice(itertools.cycle(LOREM), length))
 
 
@@ -155,7 +162,7 @@ def _tool_call_pieces(job: CompletionJob, function: dict[str, Any]) -> tuple[Del
     schema = function.get("parameters") or {"type": "object", "properties": {}}
     users = [m for m in job.body.get("messages") or () if isinstance(m, dict) and m.get("role") == "user"]
     hint = _few_words(message_text(users[-1])) if users else "example"
-    arguments = orjson.dumps(example_value(schema, hint or "example", schema)).decode()
+    arguments = orjson.dumps(example_value(schema, hint or "example")).decode()
     call_id = "call_" + hashlib.sha256(job.request_id.encode()).hexdigest()[:24]
     first = Delta(
         tool_calls=(ToolCallDelta(index=0, id=call_id, name=str(function.get("name", "")), arguments=""),)
@@ -166,45 +173,3 @@ def _tool_call_pieces(job: CompletionJob, function: dict[str, Any]) -> tuple[Del
 
 def _slices(text: str, size: int) -> Iterator[str]:
     return (text[i : i + size] for i in range(0, len(text), size))
-
-
-def example_value(schema: Any, text: str, root: Any, depth: int = 0) -> Any:
-    """A value that validates against a (reasonable) JSON schema; strings are filled with ``text``."""
-    if not isinstance(schema, dict) or depth > _MAX_SCHEMA_DEPTH:
-        return text
-    if isinstance(schema.get("$ref"), str):
-        return example_value(_resolve(schema["$ref"], root), text, root, depth + 1)
-    if "const" in schema:
-        return schema["const"]
-    if schema.get("enum"):
-        return schema["enum"][0]
-    for combinator in ("anyOf", "oneOf", "allOf"):
-        if schema.get(combinator):
-            return example_value(schema[combinator][0], text, root, depth + 1)
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "null")
-    if kind == "object" or (kind is None and "properties" in schema):
-        properties = schema.get("properties") or {}
-        return {name: example_value(sub, text, root, depth + 1) for name, sub in properties.items()}
-    if kind == "array":
-        count = max(1, int(schema.get("minItems", 1)))
-        return [example_value(schema.get("items") or {}, text, root, depth + 1) for _ in range(count)]
-    if kind == "integer":
-        return int(schema.get("minimum", 1))
-    if kind == "number":
-        return float(schema.get("minimum", 1.0))
-    if kind == "boolean":
-        return True
-    if kind == "null":
-        return None
-    return text
-
-
-def _resolve(ref: str, root: Any) -> Any:
-    node = root
-    for part in ref.removeprefix("#/").split("/"):
-        if not isinstance(node, dict) or part not in node:
-            return {}
-        node = node[part]
-    return node

@@ -29,7 +29,10 @@ Errors (:mod:`workers.providers.upstream_call` converts them into ours):
     ├── ConnectError      no connection: refused, unresolvable, TLS handshake failed, or none free in time
     ├── ConnectTimeout    the connect timeout expired
     ├── ConnectionCut     the connection closed, or answered something other than HTTP/1.1, before the
-    │                     response was complete
+    │   │                 response was complete
+    │   └── ResponseTooLarge  the response head, a whole body or one server-sent event exceeds its bound
+    │                     (:data:`MAX_HEAD_BYTES`, :data:`MAX_BODY_BYTES`, ``sse.MAX_EVENT_BYTES``): the
+    │                     connection is closed, so what one response costs stays bounded
     └── EncodedBody       the body came with a content-encoding other than identity
 """
 
@@ -47,10 +50,12 @@ from urllib.parse import urlsplit
 import httptools
 
 from shared.errors import ConfigError
-from workers.providers.sse import SSEDecoder
+from workers.providers.sse import EventTooLarge, SSEDecoder
 
 KEEPALIVE_EXPIRY = 5.0  # seconds an idle connection is kept (httpx's default): servers drop colder ones
 MAX_BUFFERED = 256 * 1024  # body bytes held for a slow reader before the socket stops being read
+MAX_HEAD_BYTES = 64 * 1024  # status line and headers of one response
+MAX_BODY_BYTES = 32 * 1024 * 1024  # a body read whole (a non-streamed answer, an error body)
 USER_AGENT = "aiorouter"
 
 
@@ -65,6 +70,9 @@ class ConnectTimeout(TransportError): ...
 
 
 class ConnectionCut(TransportError): ...
+
+
+class ResponseTooLarge(ConnectionCut): ...
 
 
 class EncodedBody(TransportError):
@@ -291,6 +299,7 @@ class UpstreamResponse:
         self._raw_headers: dict[str, str] = {}
         self._pieces: list[bytes] = []
         self._size = 0
+        self._head_bytes = 0
         self._waiter: asyncio.Future[None] | None = None
         self._error: ConnectionCut | None = None
         self._head_done = self._complete = self._keep_alive = False
@@ -310,8 +319,14 @@ class UpstreamResponse:
     async def read(self) -> bytes:
         """The whole body."""
         body: list[bytes] = []
+        size = 0
         while True:
-            body += self._take()
+            pieces = self._take()
+            body += pieces
+            size += sum(map(len, pieces))
+            if size > MAX_BODY_BYTES:
+                self._connection.close()
+                raise ResponseTooLarge(f"the upstream's body is longer than {MAX_BODY_BYTES} bytes")
             if self._complete:
                 return b"".join(body)
             await self._wait()
@@ -322,7 +337,12 @@ class UpstreamResponse:
         while True:
             pieces = self._take()
             if pieces:
-                for data in decoder.feed(b"".join(pieces)):
+                try:
+                    events = decoder.feed(b"".join(pieces))
+                except EventTooLarge as exc:
+                    self._connection.close()
+                    raise ResponseTooLarge(f"the upstream's stream: {exc}") from None
+                for data in events:
                     yield data
             elif self._complete:
                 for data in decoder.end():
@@ -368,6 +388,13 @@ class UpstreamResponse:
             if not self._complete:
                 self._fail(ConnectionCut(f"the upstream's answer is not HTTP/1.1: {exc}"))
             self._connection.close()
+            return
+        if not self._head_done:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._keep_alive = False
+                self._fail(ResponseTooLarge(f"the upstream's response head is over {MAX_HEAD_BYTES} bytes"))
+                self._connection.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._complete:

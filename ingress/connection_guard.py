@@ -1,0 +1,264 @@
+"""What the ingress accepts from a connection before any authentication, enforced in the process itself.
+
+uvicorn's httptools protocol, subclassed (:func:`guarded_protocol`), so that a client cannot make the
+ingress do unbounded work or hold its connections forever, whatever sits in front of it:
+
+* a request's line and headers are fed to the parser only up to ``max_header_bytes`` (more: 431), and
+  at most ``max_headers`` fields (more: 431) -- a 64 MiB header costs one bounded read, not a parse;
+* its headers must arrive within ``header_timeout`` seconds of its first byte (or of the connection's
+  start), its body within ``body_timeout`` seconds of the headers (else 408, or a silent close if
+  nothing at all arrived); an idle keep-alive connection closes after ``keepalive_timeout``;
+* a request on a connection beyond ``max_connections`` open in this process is answered 503;
+* HTTP the parser refuses is a 400 ``invalid_http_request``.
+
+Every such answer is the JSON error envelope with ``connection: close``; the connection then stops
+being parsed and reads (and drops) at most ``max_header_bytes`` more, for at most :data:`LINGER`
+seconds, so that the client can read the answer before the close.  Each limit hit is counted and
+logged at most once per ``log_interval`` seconds (:class:`LimitLog`), not once per connection.
+
+This reaches into uvicorn's private protocol API (its per-connection attributes and parser callbacks):
+``pyproject.toml`` pins uvicorn's version, and ``tests/ingress/test_connection_guard.py`` fails if the
+parts used here change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+import time
+from typing import Any, ClassVar
+
+import httptools
+from starlette.types import Receive, Scope, Send
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from ingress.http_errors import RequestHeadersTooLarge, RequestTimeout, send_error
+from shared.errors import AIORouterError, InvalidRequest, ServiceUnavailable
+from shared.settings import ConnectionLimits
+
+log = logging.getLogger(__name__)
+
+LINGER = 2.0  # seconds a refused connection stays half-open so that the client reads the answer
+
+
+class LimitLog:
+    """One warning per limit per interval, carrying how many times it was hit since the last one."""
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._last: dict[str, float] = {}
+        self._unreported: dict[str, int] = {}
+
+    def hit(self, limit: str, detail: str) -> None:
+        now = time.monotonic()
+        count = self._unreported.get(limit, 0) + 1
+        last = self._last.get(limit)
+        if last is not None and now - last < self._interval:
+            self._unreported[limit] = count
+            return
+        self._last[limit] = now
+        self._unreported[limit] = 0
+        log.warning("connection limit hit: %s (%s); %d time(s) since the last report", limit, detail, count)
+
+
+def guarded_protocol(limits: ConnectionLimits) -> type[GuardedHttpToolsProtocol]:
+    """The protocol class to give uvicorn (``Config(http=...)``): one per process, sharing one log."""
+    return type(
+        "BoundGuardedHttpToolsProtocol",
+        (GuardedHttpToolsProtocol,),
+        {"limits": limits, "limit_log": LimitLog(limits.log_interval)},
+    )
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    limits: ClassVar[ConnectionLimits]
+    limit_log: ClassVar[LimitLog]
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.limit_concurrency = None  # ours is max_connections, answered in the envelope
+        self.timeout_keep_alive = self.limits.keepalive_timeout
+        self._awaiting_head = True  # before the current request's headers are complete
+        self._receiving_body = False  # after its headers, before its end
+        self._head_bytes = 0  # bytes of the current request fed while awaiting its head
+        self._header_count = 0
+        self._refusal: AIORouterError | None = None  # a limit a parser callback hit
+        self._lingering = False
+        self._dropped = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    # --- connection ------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            self.limit_log.hit("max_connections", f"{len(self.connections)} open")
+            self.app = _too_many_connections
+        self._start_timer(self.limits.header_timeout, self._head_timed_out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            self._dropped += len(data)
+            if self._dropped > self.limits.max_header_bytes:
+                self.transport.close()
+            return
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
+        while data and not self._lingering and not self.transport.is_closing():
+            if self._awaiting_head:
+                room = self.limits.max_header_bytes - self._head_bytes
+                piece, data = data[:room], data[room:]
+                self._head_bytes += len(piece)
+                self._feed(piece)
+                if self._awaiting_head and self._head_bytes >= self.limits.max_header_bytes:
+                    self._refuse_head(RequestHeadersTooLarge(_HEAD_TOO_LARGE), "max_header_bytes")
+            else:
+                piece, data = data, b""
+                self._feed(piece)
+        # A deadline only for what is still incomplete after this read (a whole request in one read,
+        # the common case, arms none): the head from its first byte, the body from the end of the head.
+        if self._timer is None and not self._lingering and not self.transport.is_closing():
+            if self._awaiting_head and self._head_bytes:
+                self._start_timer(self.limits.header_timeout, self._head_timed_out)
+            elif self._receiving_body:
+                self._start_timer(self.limits.body_timeout, self._body_timed_out)
+
+    def _feed(self, piece: bytes) -> None:
+        try:
+            self.parser.feed_data(piece)
+        except httptools.HttpParserUpgrade:
+            pass  # no WebSocket here: the request is served as plain HTTP
+        except httptools.HttpParserError as exc:
+            refusal, self._refusal = self._refusal, None
+            if refusal is not None:
+                self._refuse_head(refusal, "max_headers")
+            else:
+                self._refuse_head(InvalidRequest(_MALFORMED, code="invalid_http_request"), "malformed", exc)
+
+    def send_400_response(self, msg: str) -> None:
+        self._refuse(InvalidRequest(_MALFORMED, code="invalid_http_request"))
+
+    # --- parser callbacks -------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._header_count = 0
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > self.limits.max_headers:
+            self._refusal = RequestHeadersTooLarge(
+                f"A request may carry at most {self.limits.max_headers} header fields."
+            )
+            raise _Refused
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._stop_timer()
+        self._awaiting_head = False
+        self._receiving_body = True
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._stop_timer()
+        self._receiving_body = False
+        self._awaiting_head = True
+        self._head_bytes = 0
+
+    # --- limits -----------------------------------------------------------------------------------
+
+    def _head_timed_out(self) -> None:
+        self._timer = None
+        if self.cycle is not None and not self.cycle.response_complete:
+            return  # a response is under way: the next request's head waits for it (rearmed by data)
+        if self._head_bytes == 0:
+            self.transport.close()  # nothing arrived: no request to answer
+            return
+        self._refuse_head(RequestTimeout(_HEAD_TIMEOUT % self.limits.header_timeout), "header_timeout")
+
+    def _body_timed_out(self) -> None:
+        self._timer = None
+        self.limit_log.hit("body_timeout", _client(self.client))
+        cycle = self.cycle
+        if cycle is None or cycle.response_started:
+            self.transport.close()
+            return
+        cycle.disconnected = True  # the app's next receive is a disconnect; its sends go nowhere
+        cycle.message_event.set()
+        self._refuse(RequestTimeout(_BODY_TIMEOUT % self.limits.body_timeout))
+
+    def _refuse_head(self, error: AIORouterError, limit: str, detail: object = None) -> None:
+        self.limit_log.hit(limit, f"{_client(self.client)}{f': {detail}' if detail else ''}")
+        self._refuse(error)
+
+    def _refuse(self, error: AIORouterError) -> None:
+        """Answer ``error`` on the connection itself, then close it after a bounded linger."""
+        self._stop_timer()
+        if self._lingering or self.transport.is_closing():
+            return
+        self._lingering = True
+        self.transport.write(_raw_response(error, self.server_state.default_headers))
+        self.flow.resume_reading()
+        try:
+            self.transport.write_eof()
+        except (NotImplementedError, AttributeError, RuntimeError):  # TLS cannot half-close
+            self.transport.close()
+            return
+        self._start_timer(LINGER, self.transport.close)
+
+    def _start_timer(self, delay: float, callback: Any) -> None:
+        self._stop_timer()
+        self._timer = self.loop.call_later(delay, callback)
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+class _Refused(Exception):
+    """Raised in a parser callback to stop parsing; the refusal is in ``_refusal``."""
+
+
+_MALFORMED = "The request is not valid HTTP/1.1."
+_HEAD_TOO_LARGE = "The request line and headers are too large."
+_HEAD_TIMEOUT = "The request line and headers did not arrive within %g seconds."
+_BODY_TIMEOUT = "The request body did not arrive within %g seconds."
+
+
+async def _too_many_connections(scope: Scope, receive: Receive, send: Send) -> None:
+    error = ServiceUnavailable(
+        "This server has too many open connections; retry shortly.", code="too_many_connections"
+    )
+    await send_error(send, error, [(b"connection", b"close")])
+
+
+def _raw_response(error: AIORouterError, default_headers: list[tuple[bytes, bytes]]) -> bytes:
+    body = error.envelope_bytes()
+    lines = [f"HTTP/1.1 {error.status} {http.HTTPStatus(error.status).phrase}".encode()]
+    lines += [name + b": " + value for name, value in default_headers]
+    lines += [
+        b"content-type: application/json",
+        b"content-length: %d" % len(body),
+        b"connection: close",
+    ]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def _client(client: tuple[str, int] | None) -> str:
+    return f"client {client[0]}:{client[1]}" if client else "client unknown"

@@ -1,0 +1,227 @@
+"""The connection guard under real uvicorn on a free port, driven by raw sockets: header size and count
+(431), slow heads and bodies (408), idle connections, the per-process connection cap (503), malformed
+HTTP (400) -- each in the JSON envelope -- and one log line per limit, not per connection."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.server import ServerState
+
+from ingress.connection_guard import GuardedHttpToolsProtocol, LimitLog
+from tests.ingress.conftest import make_settings
+from tests.ingress.test_server import serving
+
+pytestmark = pytest.mark.redis
+
+GET_HEALTH = b"GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+ADMIN_TOKEN = "t" * 32
+
+
+@contextlib.asynccontextmanager
+async def guarded(redis_url: str, **limits: Any) -> AsyncIterator[tuple[str, int]]:
+    """An ingress under uvicorn with these ``[connections]`` limits; yields (host, port)."""
+    settings = make_settings(redis_url, connections=limits)
+    async with serving(settings) as url:
+        host, port = url.removeprefix("http://").split(":")
+        yield host, int(port)
+
+
+async def exchange(address: tuple[str, int], *writes: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Write ``writes``, read until the server closes: (status, headers, body)."""
+    reader, writer = await asyncio.open_connection(*address)
+    try:
+        for data in writes:
+            writer.write(data)
+            await writer.drain()
+        return parse(await reader.read())
+    finally:
+        writer.close()
+
+
+def parse(raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    if not head:
+        return 0, {}, b""
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines)
+    return int(status_line.split()[1]), headers, body
+
+
+def assert_envelope(response: tuple[int, dict[str, str], bytes], status: int, code: str) -> None:
+    got_status, headers, body = response
+    assert got_status == status, response
+    assert headers["content-type"] == "application/json" and headers["connection"] == "close"
+    error = orjson.loads(body)["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"]
+    assert (error["type"], error["code"]) == (
+        "invalid_request" if status < 500 else "service_unavailable",
+        code,
+    )
+
+
+async def test_headers_over_the_size_bound_are_431(redis_url: str) -> None:
+    """A head over max_header_bytes is answered 431 in the envelope, and the connection closed."""
+    async with guarded(redis_url, max_header_bytes=8192) as address:
+        big = b"GET /healthz HTTP/1.1\r\nHost: test\r\nX-Big: " + b"a" * 10_000 + b"\r\n\r\n"
+        assert_envelope(await exchange(address, big), 431, "request_headers_too_large")
+        assert (await exchange(address, GET_HEALTH))[0] == 200  # a normal request still passes
+
+
+async def test_too_many_header_fields_are_431(redis_url: str) -> None:
+    """More than max_headers header fields is 431 in the envelope."""
+    async with guarded(redis_url, max_headers=20) as address:
+        many = b"GET /healthz HTTP/1.1\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(21)) + b"\r\n"
+        assert_envelope(await exchange(address, many), 431, "request_headers_too_large")
+        exactly = b"GET /healthz HTTP/1.1\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(20)) + b"\r\n"
+        assert (await exchange(address, exactly))[0] == 200
+
+
+async def test_a_64_mib_header_is_cut_off_early(redis_url: str) -> None:
+    """A client sending a 64 MiB header is disconnected after a small part of it (the default 64 KiB
+    bound plus what the kernel buffers), never parsed whole."""
+    async with guarded(redis_url) as address:
+        _, writer = await asyncio.open_connection(*address)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: test\r\nX-Big: ")
+        sent = 0
+        chunk = b"a" * (1024 * 1024)
+        with contextlib.suppress(ConnectionError):
+            while sent < 64 * 1024 * 1024:
+                writer.write(chunk)
+                await writer.drain()
+                sent += len(chunk)
+        writer.close()
+    assert sent < 16 * 1024 * 1024
+
+
+async def test_a_dribbled_head_is_408_after_the_header_timeout(redis_url: str) -> None:
+    """A slowloris head, one byte at a time, is answered 408 and closed after header_timeout, however
+    long it keeps dribbling."""
+    async with guarded(redis_url, header_timeout=0.5) as address:
+        reader, writer = await asyncio.open_connection(*address)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: test\r\n")
+        answer = b""
+        with contextlib.suppress(ConnectionError):
+            for _ in range(200):  # 20 s of dribbling, 40 times the timeout
+                writer.write(b"X")
+                await writer.drain()
+                with contextlib.suppress(TimeoutError):
+                    answer = await asyncio.wait_for(reader.read(65536), 0.1)
+                if answer:
+                    break
+        response = parse(answer + await reader.read())
+        writer.close()
+    assert_envelope(response, 408, "request_timeout")
+
+
+async def test_a_silent_connection_is_closed_without_an_answer(redis_url: str) -> None:
+    """A connection that never sends a byte is closed after header_timeout, with nothing written."""
+    async with guarded(redis_url, header_timeout=0.3) as address:
+        reader, writer = await asyncio.open_connection(*address)
+        assert await reader.read() == b""
+        writer.close()
+
+
+async def test_a_slow_body_is_408_after_the_body_timeout(redis_url: str) -> None:
+    """A body that stops arriving, on an endpoint waiting for it, is a 408 envelope after body_timeout."""
+    head = (
+        b"POST /admin/accounts HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer %s\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{" % ADMIN_TOKEN.encode()
+    )
+    settings = make_settings(redis_url, connections={"body_timeout": 0.3}, admin_token=ADMIN_TOKEN)
+    async with serving(settings) as url:
+        host, port = url.removeprefix("http://").split(":")
+        assert_envelope(await exchange((host, int(port)), head), 408, "request_timeout")
+
+
+async def test_an_idle_keep_alive_connection_is_closed(redis_url: str) -> None:
+    """After an answer, a kept-alive connection with nothing more is closed after keepalive_timeout."""
+    async with guarded(redis_url, keepalive_timeout=1) as address:
+        reader, writer = await asyncio.open_connection(*address)
+        writer.write(GET_HEALTH.replace(b"Connection: close\r\n", b""))
+        await writer.drain()
+        raw = await reader.read()  # returns only once the server closes the idle connection
+        writer.close()
+    assert raw.startswith(b"HTTP/1.1 200")
+
+
+async def test_requests_beyond_max_connections_are_503(redis_url: str) -> None:
+    """With max_connections open, a request on one more connection is 503 too_many_connections."""
+    async with guarded(redis_url, max_connections=2) as address:
+        held = [await asyncio.open_connection(*address) for _ in range(2)]
+        await asyncio.sleep(0)  # nothing to wait for: the held connections only need to be accepted
+        response = await exchange(address, GET_HEALTH)
+        for _, writer in held:
+            writer.close()
+    assert_envelope(response, 503, "too_many_connections")
+
+
+async def test_malformed_http_is_400_in_the_envelope(redis_url: str) -> None:
+    """What the parser refuses is 400 invalid_http_request in the envelope, not uvicorn's plain text."""
+    async with guarded(redis_url) as address:
+        assert_envelope(await exchange(address, b"NOT HTTP AT ALL\r\n\r\n"), 400, "invalid_http_request")
+        bad_length = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: x\r\n\r\n"
+        assert_envelope(await exchange(address, bad_length), 400, "invalid_http_request")
+
+
+async def test_a_limit_hit_by_many_connections_is_logged_once(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Twenty malformed connections log one line for the limit, and nothing per connection."""
+    caplog.set_level(logging.INFO)
+    async with guarded(redis_url) as address:
+        for _ in range(20):
+            assert (await exchange(address, b"NOT HTTP\r\n\r\n"))[0] == 400
+    guard = [r for r in caplog.records if r.name == "ingress.connection_guard"]
+    assert len(guard) == 1 and "malformed" in guard[0].getMessage()
+    assert not [r for r in caplog.records if "Invalid HTTP request" in r.getMessage()]
+
+
+def test_limit_log_reports_the_count_after_the_interval(caplog: pytest.LogCaptureFixture) -> None:
+    """Within the interval hits are counted silently; the next report carries their number."""
+    caplog.set_level(logging.WARNING)
+    quiet = LimitLog(interval=3600)
+    for _ in range(100):
+        quiet.hit("header_timeout", "x")
+    assert len(caplog.records) == 1
+    eager = LimitLog(interval=0)
+    eager.hit("body_timeout", "x")
+    eager.hit("body_timeout", "x")
+    assert len(caplog.records) == 3 and "1 time(s)" in caplog.records[-1].getMessage()
+
+
+async def _no_app(scope: Any, receive: Any, send: Any) -> None:
+    return None
+
+
+async def test_uvicorn_private_api_used_by_the_guard_is_unchanged() -> None:
+    """The uvicorn internals the guard relies on still exist with the shapes it expects (pinned version)."""
+    protocol = HttpToolsProtocol(Config(app=_no_app, http="httptools"), ServerState(), {})
+    for attribute in (
+        "transport", "flow", "cycle", "parser", "app", "connections", "client", "loop", "server_state",
+        "timeout_keep_alive", "timeout_keep_alive_task", "limit_concurrency",
+    ):  # fmt: skip
+        assert hasattr(protocol, attribute), attribute
+    for method in ("on_message_begin", "on_header", "on_headers_complete", "on_message_complete"):
+        assert next(iter(inspect.signature(getattr(HttpToolsProtocol, method)).parameters)) == "self"
+    assert list(inspect.signature(HttpToolsProtocol.send_400_response).parameters) == ["self", "msg"]
+    assert list(inspect.signature(HttpToolsProtocol.__init__).parameters) == [
+        "self", "config", "server_state", "app_state", "_loop",
+    ]  # fmt: skip
+    cycle_fields = inspect.signature(RequestResponseCycle.__init__).parameters
+    assert "message_event" in cycle_fields
+    source = inspect.getsource(RequestResponseCycle)
+    for used in ("self.disconnected", "self.response_started", "self.response_complete"):
+        assert used in source, used
+    assert "self.limit_concurrency" in inspect.getsource(HttpToolsProtocol.on_headers_complete)
+    assert "default_headers" in inspect.getsource(ServerState)
+    assert issubclass(GuardedHttpToolsProtocol, HttpToolsProtocol)
