@@ -4,13 +4,20 @@ Nothing is sent, not even the headers of a stream, before the first real content
 frame, or ``D``): until then a queue timeout or an error is still a plain HTTP error even for
 ``stream: true``, and a retryable one lets :mod:`ingress.fallback` try the next deployment.  Payload
 bytes go to the client untouched.  A request that ends
-before its final frame (client gone, watchdog, lost frames) abandons its job: withdrawn from the queue
-if no worker has it, else cancelled.
+before its final frame (client gone, watchdog, lost frames, a stalled job) abandons its job: withdrawn
+from the queue if no worker has it, else cancelled.
+
+Every started request ends within a bound whatever its worker, Redis or the upstream do: a stream whose
+job sends no frame for its stall timeout (:meth:`Settings.stall_timeout`: ``stream_stall_timeout``, or
+longer for a provider allowed to stay silent longer; pings do not count) ends with a
+``response_stalled`` error event; a non-stream request, which gets no frame between its start and its
+answer, waits at most ``job_timeout`` plus that long.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from typing import Final
 
@@ -20,10 +27,12 @@ from starlette.types import Send
 from ingress import job_control
 from ingress.reply_hub import ClientGone, Delivery, Subscription
 from shared import events
-from shared.errors import AIORouterError, QueueTimeout, WorkerLost, error_from_event
+from shared.errors import AIORouterError, QueueTimeout, ResponseStalled, WorkerLost, error_from_event
 from shared.events import Frame
 from shared.jobs import CompletionJob
 from shared.settings import Settings
+
+log = logging.getLogger(__name__)
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -108,9 +117,17 @@ class CompletionRelay:
 
     async def first_content(self) -> Frame | None:
         """After the start, the first frame with something for the client (C or D) or the job's E frame;
-        None if the client left first.  Nothing is sent meanwhile, so the request may still fall back."""
+        None if the client left first.  Nothing is sent meanwhile, so the request may still fall back.
+        A job that sends nothing for too long (see the module docstring) raises ``response_stalled``."""
+        budget = self._settings.stall_timeout(self._job.provider)
+        if not self._job.stream:  # no frame between a non-stream job's start and its answer
+            budget += self._settings.job_timeout
         while True:
-            item = await self._queue.get()
+            try:
+                async with asyncio.timeout(budget):
+                    item = await self._queue.get()
+            except TimeoutError:
+                raise self._error(self._stalled(budget)) from None
             if isinstance(item, ClientGone):
                 return None
             if isinstance(item, AIORouterError):
@@ -148,11 +165,15 @@ class CompletionRelay:
 
     async def send_stream(self, send: Send, first: Frame | None = None) -> None:
         """Send the SSE response: C payloads as they come (from ``first``, when already read), then D's;
-        an error ends it with an error event."""
+        an error ends it with an error event, and so does a job silent for its stall timeout.
+
+        The silence is counted on the ping timer: each wait that times out adds its length, each frame
+        resets it, so the deadline costs nothing per chunk."""
         await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *self.headers]})
-        ping_interval = (
-            self._settings.stream_ping_interval if self._settings.stream_ping_interval > 0 else None
-        )
+        stall_after = self._settings.stall_timeout(self._job.provider)
+        ping_interval = self._settings.stream_ping_interval
+        wait = min(ping_interval, stall_after) if ping_interval > 0 else stall_after
+        silence = 0.0  # seconds since the last frame, in whole waits
         queue = self._queue
         while True:
             item: Delivery
@@ -160,13 +181,20 @@ class CompletionRelay:
                 item, first = first, None
             elif queue.empty():
                 try:
-                    async with asyncio.timeout(ping_interval):
+                    async with asyncio.timeout(wait):
                         item = await queue.get()
                 except TimeoutError:
-                    await send({"type": "http.response.body", "body": events.SSE_PING, "more_body": True})
+                    silence += wait
+                    if silence >= stall_after:
+                        await _send_error_event(send, self._stalled(silence))
+                        return
+                    if ping_interval > 0:
+                        await send({"type": "http.response.body", "body": events.SSE_PING, "more_body": True})
                     continue
+                silence = 0.0
             else:
                 item = queue.get_nowait()
+                silence = 0.0
             if isinstance(item, ClientGone):
                 return
             if isinstance(item, AIORouterError):
@@ -190,6 +218,16 @@ class CompletionRelay:
             await job_control.abandon(
                 self._redis, self._job.provider, self._job.request_id, started=self.started
             )
+
+    def _stalled(self, silence: float) -> ResponseStalled:
+        """The error of a started job silent for ``silence`` seconds (logged: an operator should know)."""
+        log.warning(
+            "job %s on %s sent nothing for %.0f s after it started; ending its request (response_stalled)",
+            self._job.request_id,
+            self._job.provider,
+            silence,
+        )
+        return ResponseStalled()
 
     def _final_error(self, frame: Frame) -> AIORouterError:
         if frame.kind == events.ERROR:

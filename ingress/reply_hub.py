@@ -2,7 +2,8 @@
 
 At start-up the hub subscribes to :func:`shared.keys.reply_channel` of this process.  A request
 registers its id *before* its job is enqueued and gets a :class:`Subscription` whose queue receives, in
-order, the request's frames and possibly one :class:`~shared.errors.AIORouterError` (sequence gap,
+order and once each (a worker retries a publish whose reply it lost, so a frame may come twice), the
+request's frames and possibly one :class:`~shared.errors.AIORouterError` (sequence gap,
 lost worker, lost Redis connection) or :data:`CLIENT_GONE`.  Frames for ids nobody waits for are dropped.
 """
 
@@ -57,6 +58,8 @@ class Subscription:
         if self.closed:
             return
         if frame.seq != self.next_seq:
+            if frame.seq < self.next_seq:  # a worker's retried publish of a frame that had landed
+                return
             self.fail(
                 AIORouterError(f"Lost frames of this response (expected #{self.next_seq}, got #{frame.seq}).")
             )

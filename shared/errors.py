@@ -18,6 +18,7 @@ for HTTP error responses and for the final SSE error event of a stream that alre
     ├── ServiceUnavailable            503 service_unavailable
     │   ├── QueueTimeout              503 service_unavailable / queue_timeout
     │   ├── WorkerLost                503 service_unavailable / worker_lost
+    │   ├── ResponseStalled           503 service_unavailable / response_stalled
     │   └── UpstreamUnavailable       503 service_unavailable / upstream_unavailable
     │       └── UpstreamTimeout       503 service_unavailable / upstream_timeout
     ├── UpstreamError                 500 api_error / upstream_error
@@ -139,6 +140,11 @@ class QueueTimeout(ServiceUnavailable):
 class WorkerLost(ServiceUnavailable):
     default_code = "worker_lost"
     default_message = "The worker serving this request stopped responding."
+
+
+class ResponseStalled(ServiceUnavailable):
+    default_code = "response_stalled"
+    default_message = "The response made no progress for too long and was stopped; retry the request."
 
 
 class UpstreamUnavailable(ServiceUnavailable):

@@ -22,6 +22,7 @@ RoutingStrategy = Literal["priority", "weighted", "least-busy", "latency"]
 VersionStatus = Literal["current", "deprecated"]
 
 CURRENT_API_VERSION = "2026-06-01"
+STALL_HEADROOM = 1.25  # a stall deadline is at least this times what a provider may legitimately stay silent
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +145,10 @@ class Settings:
     max_body_bytes: int = 4 * 1024 * 1024
     queue_timeout: float = 10.0  # seconds a job may wait for a worker before 503 queue_timeout
     stream_ping_interval: float = 15.0  # seconds of silence before a `: ping` comment line
+    # Seconds a started request may go without a frame of its job (pings do not count) before it ends
+    # with 503 response_stalled and its job is cancelled; never less than its provider may stay silent
+    # (see `stall_timeout`).
+    stream_stall_timeout: float = 120.0
     key_cache_ttl: float = 2.0  # seconds an authenticated key is trusted without asking Redis
     # Workers
     worker_heartbeat_interval: float = 1.0
@@ -162,6 +167,16 @@ class Settings:
     def provider(self, name: str) -> ProviderSettings:
         return self.providers[name]
 
+    def stall_timeout(self, provider: str) -> float:
+        """Seconds a started job of ``provider`` may send nothing before its request ends: the larger of
+        ``stream_stall_timeout`` and what the provider itself may take silently (its idle timeout, or its
+        first-token timeout on each attempt) times :data:`STALL_HEADROOM`, so a healthy slow upstream,
+        which the worker's own timeouts end with an error first, is never cut."""
+        timeouts = self.providers[provider].timeouts
+        attempts = self.providers[provider].retries + 1
+        allowed = max(timeouts.idle, attempts * (timeouts.connect + timeouts.first_token))
+        return max(self.stream_stall_timeout, allowed * STALL_HEADROOM)
+
 
 # Environment variables that override the file, and the field each one sets.
 ENV_OVERRIDES: Mapping[str, str] = {
@@ -171,6 +186,7 @@ ENV_OVERRIDES: Mapping[str, str] = {
     "AIOROUTER_PORT": "port",
     "AIOROUTER_QUEUE_TIMEOUT": "queue_timeout",
     "AIOROUTER_STREAM_PING_INTERVAL": "stream_ping_interval",
+    "AIOROUTER_STREAM_STALL_TIMEOUT": "stream_stall_timeout",
     "AIOROUTER_KEY_CACHE_TTL": "key_cache_ttl",
     "AIOROUTER_MAX_BODY_BYTES": "max_body_bytes",
     "AIOROUTER_WORKER_DEAD_AFTER": "worker_dead_after",

@@ -81,7 +81,12 @@ async def complete(
         *closing_commands(job),
         *settlement.closing_commands(job, error=outcome.error, token_usage=outcome.meta.get("usage")),
     ]
-    await asyncio.shield(publisher.finish(outcome.kind, outcome.meta, outcome.payload, commands))
+    retry_commands = settlement.charge_commands(
+        job, error=outcome.error, token_usage=outcome.meta.get("usage")
+    )
+    await asyncio.shield(
+        publisher.finish(outcome.kind, outcome.meta, outcome.payload, commands, retry_commands)
+    )
     return outcome
 
 

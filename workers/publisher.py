@@ -6,11 +6,18 @@ in flight, so Redis pub/sub delivers its frames in ``seq`` order.  The final fra
 carry other Redis commands (rq's bookkeeping) in the same round trip, queued before the ``PUBLISH`` so
 that whoever sees the final frame also sees the bookkeeping.  With a :class:`PublishBatcher`, that round
 trip is shared with the other jobs of the worker.
+
+A publish that fails (Redis unreachable, frozen, restarting) is retried, the same frames again, for up to
+:data:`PUBLISH_PATIENCE` seconds: a publish whose reply was lost may have landed, and the ingress drops a
+frame it already has (its ``seq``).  The final frame's retries carry only its ``retry_commands`` (the
+idempotent settlement), never the bookkeeping that would count twice.  Only after that does a publish
+fail for good; the final frame is still attempted then, so the client learns how its job ended.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +28,11 @@ from shared import events
 from shared.errors import ServiceUnavailable
 from shared.rq_bridge import Command, replay
 from workers.publish_batcher import PublishBatcher
+
+log = logging.getLogger(__name__)
+
+PUBLISH_PATIENCE = 60.0  # seconds a failing publish is retried before the job's publishing fails for good
+RETRY_PAUSES = (0.2, 0.5, 1.0, 2.0)  # seconds between retries of one publish; the last one repeats
 
 
 class FramePublisher:
@@ -36,6 +48,8 @@ class FramePublisher:
         self._in_flight: asyncio.Task[None] | None = None
         self._failure: ServiceUnavailable | None = None
         self._closing = False  # the final frame is coming: chunks queued from now on ride along with it
+        self._abandoned = False  # the job was cancelled: nothing more is worth retrying
+        self.patience = PUBLISH_PATIENCE
         self.published = 0  # PUBLISH commands sent, for tests and stats
         self.content_queued = False  # a C frame was queued: the client may have content, no fallback now
 
@@ -61,15 +75,25 @@ class FramePublisher:
             self._in_flight = asyncio.get_running_loop().create_task(self._drain())
 
     async def finish(
-        self, kind: bytes, meta: dict[str, Any], payload: bytes = b"", commands: Sequence[Command] = ()
+        self,
+        kind: bytes,
+        meta: dict[str, Any],
+        payload: bytes = b"",
+        commands: Sequence[Command] = (),
+        retry_commands: Sequence[Command] = (),
     ) -> None:
-        """Publish the final frame after every queued chunk, with ``commands`` in the same round trip.
+        """Publish the final frame after every queued chunk, with ``commands`` in the same round trip
+        (``retry_commands`` instead, when that round trip has to be repeated).
 
         For ``D`` the chunks still queued are prepended to its payload (they are SSE bytes too); before
-        ``E`` they go out as one last ``C`` frame, in the same round trip.
+        ``E`` they go out as one last ``C`` frame, in the same round trip.  A chunk publish that failed
+        for good does not stop it: the ingress sees the gap, or gets the frames it missed here.
         """
         self._closing = True
-        await self.flush()
+        try:
+            await self.flush()
+        except ServiceUnavailable:
+            self._failure = None
         frames: list[bytes] = []
         if self._pending and kind == events.DONE:
             payload = b"".join([*self._pending, payload])
@@ -77,7 +101,7 @@ class FramePublisher:
             frames.append(self._frame(events.CHUNKS, None, b"".join(self._pending)))
         self._pending.clear()
         frames.append(self._frame(kind, meta, payload))
-        await self._publish(commands, frames)
+        await self._publish_patiently(commands, frames, retry_commands, final=True)
 
     async def flush(self) -> None:
         """Wait for the publish in flight (if any) to land; raise if publishing failed."""
@@ -90,20 +114,47 @@ class FramePublisher:
         """Stop publishing (the job was cancelled): drop queued chunks; the publish in flight, if any, lands
         (cancelling it mid-command would cost its Redis connection)."""
         self._pending.clear()
-        self._closing = True
+        self._closing = self._abandoned = True
 
     async def _drain(self, first: bytes | None = None) -> None:
         try:
             if first is not None:
-                await self._publish([], [first])
+                await self._publish_patiently([], [first])
             while self._pending and not self._closing:
                 payload = b"".join(self._pending)
                 self._pending.clear()
-                await self._publish([], [self._frame(events.CHUNKS, None, payload)])
+                await self._publish_patiently([], [self._frame(events.CHUNKS, None, payload)])
         except ServiceUnavailable as exc:
             self._failure = exc
         finally:
             self._in_flight = None
+
+    async def _publish_patiently(
+        self,
+        commands: Sequence[Command],
+        frames: list[bytes],
+        retry_commands: Sequence[Command] = (),
+        *,
+        final: bool = False,
+    ) -> None:
+        """:meth:`_publish`, retried for :attr:`patience` seconds while Redis cannot be reached."""
+        loop = asyncio.get_running_loop()
+        give_up_at: float | None = None
+        attempt = 0
+        while True:
+            try:
+                await self._publish(commands, frames)
+                return
+            except ServiceUnavailable as exc:
+                now = loop.time()
+                if give_up_at is None:
+                    give_up_at = now + self.patience
+                    log.warning("job %s: publishing failed (%s); retrying", self._request_id, exc.__cause__)
+                if now >= give_up_at or (self._abandoned and not final):
+                    raise
+            await asyncio.sleep(RETRY_PAUSES[min(attempt, len(RETRY_PAUSES) - 1)])
+            attempt += 1
+            commands = retry_commands
 
     async def _publish(self, commands: Sequence[Command], frames: list[bytes]) -> None:
         try:

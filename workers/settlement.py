@@ -45,9 +45,8 @@ def closing_commands(
     billing = JobBilling.of_job(job)
     prompt, completion = _tokens(token_usage) if status == usage.OK else (0, 0)
     cost = billing.cost(prompt, completion) if billing is not None and status == usage.OK else 0
-    commands: list[Command] = []
+    commands = charge_commands(job, error=error, token_usage=token_usage)
     if billing is not None and status == usage.OK:
-        commands.append(credits.settle_call(billing.reservation, cost).command())
         refund = ratelimit.refund_call(
             billing.reservation.account_id,
             tokens=billing.counted_tokens - prompt - completion,
@@ -74,6 +73,17 @@ def closing_commands(
         usage.queue_usage(pipe, record)
         commands.extend(recorded(pipe))
     return commands
+
+
+def charge_commands(
+    job: CompletionJob, *, error: AIORouterError | None, token_usage: Mapping[str, Any] | None = None
+) -> list[Command]:
+    """Only the settlement of the job's reservation (none for a failed job): the idempotent part of
+    :func:`closing_commands`, safe to send again when a round trip's fate is unknown."""
+    billing = JobBilling.of_job(job)
+    if billing is None or error is not None:
+        return []
+    return [credits.settle_call(billing.reservation, billing.cost(*_tokens(token_usage))).command()]
 
 
 def _tokens(token_usage: Mapping[str, Any] | None) -> tuple[int, int]:

@@ -7,6 +7,7 @@ from typing import Any
 
 import fakeredis
 import pytest
+from redis import exceptions as redis_exceptions
 
 from shared import events
 from shared.errors import ServiceUnavailable
@@ -160,6 +161,7 @@ async def test_redis_failure_becomes_service_unavailable() -> None:
     server.connected = False
     redis = fakeredis.FakeAsyncRedis(server=server)
     publisher = FramePublisher(redis, CHANNEL, "req-6")
+    publisher.patience = 0.0  # no retries: the failure is for good at once
     publisher.start({})  # in the background: the failure comes from the next call
     with pytest.raises(ServiceUnavailable):
         await publisher.flush()
@@ -185,3 +187,59 @@ async def test_abandon_drops_queued_chunks(redis: GatedRedis) -> None:
 
     frames = await frames_of(redis, action, 2)
     assert [(f.request_id, f.payload) for f in frames] == [("req-7", b"sent"), ("marker", b"")]
+
+
+class FlakyRedis(fakeredis.FakeAsyncRedis):
+    """fakeredis whose first ``failures`` PUBLISH commands fail as a lost connection (after landing, when
+    ``lands``: a reply lost on the way back)."""
+
+    def __init__(self, *args: Any, failures: int, lands: bool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.failures = failures
+        self.lands = lands
+
+    async def publish(self, channel: Any, message: Any, **kwargs: Any) -> Any:
+        if self.failures > 0:
+            self.failures -= 1
+            if self.lands:
+                await super().publish(channel, message, **kwargs)
+            raise redis_exceptions.ConnectionError("lost")
+        return await super().publish(channel, message, **kwargs)
+
+
+@pytest.mark.parametrize("lands", [False, True])
+async def test_a_failed_publish_is_retried_until_redis_answers(lands: bool) -> None:
+    """Publishes that fail (their frame lost, or landed with its reply lost) are retried, the same frames
+    again, so the job's frames all arrive, in order, instead of the job failing."""
+    redis = FlakyRedis(server=fakeredis.FakeServer(), failures=3, lands=lands)
+    publisher = FramePublisher(redis, CHANNEL, "req-8")
+
+    async def action() -> None:
+        publisher.start({})
+        await publisher.flush()
+        publisher.send_chunks(b"a")
+        await publisher.flush()
+        await publisher.finish(events.DONE, {}, b"z")
+
+    frames = await frames_of(redis, action, 3 + (3 if lands else 0))  # the S frame landed 4 times
+    seqs = [f.seq for f in frames]
+    assert sorted(set(seqs)) == [0, 1, 2] and seqs == sorted(seqs)
+    assert frames[-1].kind == events.DONE
+
+
+async def test_the_final_frame_comes_even_after_a_chunk_publish_failed_for_good() -> None:
+    """A chunk publish that failed past its patience does not swallow the final frame: the E frame that
+    tells the client how the job ended is still published once Redis answers."""
+    redis = FlakyRedis(server=fakeredis.FakeServer(), failures=2, lands=False)
+    publisher = FramePublisher(redis, CHANNEL, "req-9")
+    publisher.patience = 0.0
+
+    async def action() -> None:
+        publisher.send_chunks(b"a")
+        with pytest.raises(ServiceUnavailable):
+            await publisher.flush()
+        publisher.patience = 5.0
+        await publisher.finish(events.ERROR, {"message": "lost"}, b"", [], [])
+
+    (frame,) = await frames_of(redis, action, 1)
+    assert frame.kind == events.ERROR and frame.seq == 1
