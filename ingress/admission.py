@@ -114,7 +114,8 @@ class Admission:
         tokens = prompt + credits.max_completion_tokens(settings, model, body)
         cost = credits.cost_micros(model, prompt, tokens - prompt)
         check = self._check_call(tokens)
-        pending = PendingReservation.prepare(settings, self._record.account_id, cost)
+        attempts = len(model.deployments)  # each may wait for a worker before one renews the hold
+        pending = PendingReservation.prepare(settings, self._record.account_id, cost, attempts=attempts)
         try:
             limit_reply, credit_reply = await run_together(self._context.redis, [check, pending.call])
         except RedisError as exc:

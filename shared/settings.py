@@ -161,6 +161,9 @@ class Settings:
     plans: Mapping[str, Plan] = field(default_factory=_default_plans)
     default_plan: str = "unverified"  # the plan of a new account unless one is given
     credit_default_max_tokens: int = 4096  # completion tokens reserved for a request without max_tokens
+    # Seconds a credit hold outlives the last renewal by the worker running its job: how long a hold whose
+    # ingress and worker both died stays locked before the sweep releases it.
+    reservation_lease: float = 60.0
     breaker: BreakerSettings = BreakerSettings()
     routing_stats: RoutingStatsSettings = RoutingStatsSettings()
 

@@ -12,6 +12,10 @@ A publish that fails (Redis unreachable, frozen, restarting) is retried, the sam
 frame it already has (its ``seq``).  The final frame's retries carry only its ``retry_commands`` (the
 idempotent settlement), never the bookkeeping that would count twice.  Only after that does a publish
 fail for good; the final frame is still attempted then, so the client learns how its job ended.
+
+A ``PUBLISH`` answers how many subscribers received the frame: 0 means the ingress that waited for the job
+is gone (killed, or it lost Redis and failed its requests), so the job stops there, with
+:class:`~shared.errors.IngressGone` from the next call, at no extra round trip.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import redis.asyncio as aredis
 from redis.exceptions import RedisError
 
 from shared import events
-from shared.errors import ServiceUnavailable
+from shared.errors import IngressGone, ServiceUnavailable
 from shared.rq_bridge import Command, replay
 from workers.publish_batcher import PublishBatcher
 
@@ -41,7 +45,7 @@ class FramePublisher:
     ) -> None:
         self._redis = redis
         self._batcher = batcher  # the worker's shared pipeline (one round trip for many jobs), if any
-        self._channel = channel
+        self.channel = channel
         self._request_id = request_id
         self._seq = 0
         self._pending: list[bytes] = []
@@ -51,6 +55,7 @@ class FramePublisher:
         self._abandoned = False  # the job was cancelled: nothing more is worth retrying
         self.patience = PUBLISH_PATIENCE
         self.published = 0  # PUBLISH commands sent, for tests and stats
+        self.unheard = False  # a publish reached no subscriber: nobody waits for this job any more
         self.content_queued = False  # a C frame was queued: the client may have content, no fallback now
 
     def _frame(self, kind: bytes, meta: dict[str, Any] | None = None, payload: bytes = b"") -> bytes:
@@ -66,7 +71,8 @@ class FramePublisher:
         self._in_flight = asyncio.get_running_loop().create_task(self._drain(first=frame))
 
     def send_chunks(self, sse: bytes) -> None:
-        """Queue SSE bytes for a ``C`` frame; publishes at once unless a publish is in flight."""
+        """Queue SSE bytes for a ``C`` frame; publishes at once unless a publish is in flight.  Raises what
+        stopped the job's publishing (see :meth:`check`)."""
         if self._failure is not None:
             raise self._failure
         self._pending.append(sse)
@@ -103,6 +109,18 @@ class FramePublisher:
         frames.append(self._frame(kind, meta, payload))
         await self._publish_patiently(commands, frames, retry_commands, final=True)
 
+    def check(self) -> None:
+        """Raise what stops the job's publishing (Redis lost for good, or nobody listening), if anything."""
+        if self._failure is not None:
+            raise self._failure
+
+    def stop_unheard(self) -> None:
+        """Nobody subscribes to the job's reply channel any more (the worker's heartbeat saw it): the job
+        stops with :class:`IngressGone` at its next call."""
+        self.unheard = True
+        if self._failure is None:
+            self._failure = IngressGone()
+
     async def flush(self) -> None:
         """Wait for the publish in flight (if any) to land; raise if publishing failed."""
         if self._in_flight is not None:
@@ -120,10 +138,12 @@ class FramePublisher:
         try:
             if first is not None:
                 await self._publish_patiently([], [first])
-            while self._pending and not self._closing:
+            while self._pending and not self._closing and not self.unheard:
                 payload = b"".join(self._pending)
                 self._pending.clear()
                 await self._publish_patiently([], [self._frame(events.CHUNKS, None, payload)])
+            if self.unheard:
+                self.stop_unheard()
         except ServiceUnavailable as exc:
             self._failure = exc
         finally:
@@ -143,7 +163,8 @@ class FramePublisher:
         attempt = 0
         while True:
             try:
-                await self._publish(commands, frames)
+                if not await self._publish(commands, frames):
+                    self.unheard = True
                 return
             except ServiceUnavailable as exc:
                 now = loop.time()
@@ -156,18 +177,20 @@ class FramePublisher:
             attempt += 1
             commands = retry_commands
 
-    async def _publish(self, commands: Sequence[Command], frames: list[bytes]) -> None:
+    async def _publish(self, commands: Sequence[Command], frames: list[bytes]) -> int:
+        """Run ``commands`` and publish ``frames``; how many subscribers the last frame reached."""
         try:
             if self._batcher is not None:
-                await self._batcher.submit(commands, self._channel, frames)
+                receivers = await self._batcher.submit(commands, self.channel, frames)
             elif not commands and len(frames) == 1:
-                await self._redis.publish(self._channel, frames[0])
+                receivers = await self._redis.publish(self.channel, frames[0])
             else:
                 async with self._redis.pipeline(transaction=False) as pipe:
                     replay(pipe, commands)
                     for frame in frames:
-                        pipe.publish(self._channel, frame)
-                    await pipe.execute()
+                        pipe.publish(self.channel, frame)
+                    receivers = (await pipe.execute())[-1]
         except (RedisError, OSError) as exc:
             raise ServiceUnavailable("Lost the connection to Redis while publishing a reply.") from exc
         self.published += len(frames)
+        return int(receivers)

@@ -8,7 +8,11 @@
 - the usage record (account, key, model, provider, tokens, cost, latency, status, request id) and its
   day's per-model totals (:mod:`shared.usage`), for every job a worker ran, failed or not.
 
-A failed job leaves the reservation alone: the ingress may still fall back to another deployment under
+A job stopped because nobody waits for it any more (:class:`~shared.errors.IngressGone`: its ingress
+died) is charged like a success for what its upstream produced until then (``token_usage``), or released
+when that was nothing: no ingress is left to release it.
+
+Any other failed job leaves the reservation alone: the ingress may still fall back to another deployment under
 the same reservation, and it releases whatever is still held when the request ends without an answer
 (:meth:`ingress.admission.Admitted.close`).  Settling is idempotent, so the first of the two wins.
 
@@ -24,7 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from shared import credits, ratelimit, usage
-from shared.errors import AIORouterError
+from shared.errors import AIORouterError, IngressGone
 from shared.job_billing import JobBilling
 from shared.jobs import CompletionJob
 from shared.rq_bridge import Command, recorded, recording_pipeline
@@ -43,10 +47,11 @@ def closing_commands(
     now = time.time() if now is None else now
     status = usage.OK if error is None else error.code or error.type
     billing = JobBilling.of_job(job)
-    prompt, completion = _tokens(token_usage) if status == usage.OK else (0, 0)
-    cost = billing.cost(prompt, completion) if billing is not None and status == usage.OK else 0
+    charged = _charged(error)
+    prompt, completion = _tokens(token_usage) if charged else (0, 0)
+    cost = billing.cost(prompt, completion) if billing is not None and charged else 0
     commands = charge_commands(job, error=error, token_usage=token_usage)
-    if billing is not None and status == usage.OK:
+    if billing is not None and charged:
         refund = ratelimit.refund_call(
             billing.reservation.account_id,
             tokens=billing.counted_tokens - prompt - completion,
@@ -81,9 +86,14 @@ def charge_commands(
     """Only the settlement of the job's reservation (none for a failed job): the idempotent part of
     :func:`closing_commands`, safe to send again when a round trip's fate is unknown."""
     billing = JobBilling.of_job(job)
-    if billing is None or error is not None:
+    if billing is None or not _charged(error):
         return []
     return [credits.settle_call(billing.reservation, billing.cost(*_tokens(token_usage))).command()]
+
+
+def _charged(error: AIORouterError | None) -> bool:
+    """Whether a job that ended with ``error`` (None: success) settles its reservation itself."""
+    return error is None or isinstance(error, IngressGone)
 
 
 def _tokens(token_usage: Mapping[str, Any] | None) -> tuple[int, int]:

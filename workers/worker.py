@@ -13,6 +13,12 @@ that publish at the same moment share a pipeline.
 A slot is taken before each BLMOVE, so the worker never holds more jobs than it can run.  A heartbeat
 task refreshes rq's worker hash, every running execution and AIOrouter's liveness keys; a thread runs
 rq's registry maintenance (sync code, off the loop), which is what fails the jobs of a worker that died.
+
+The heartbeat also looks after the requests behind the running jobs, in the same round trip: it renews
+their credit holds (a lease, :func:`shared.credits.extend_call`) when half the lease has gone, and asks
+``PUBSUB NUMSUB`` of their reply channels: a job whose ingress has no subscription any more (it died)
+stops at its next delta, charged for what it produced (:mod:`workers.settlement`).  A job publishing
+frames learns the same from its own ``PUBLISH`` replies (:mod:`workers.publisher`).
 """
 
 from __future__ import annotations
@@ -32,8 +38,10 @@ from redis.exceptions import RedisError
 from rq.intermediate_queue import IntermediateQueue
 from rq.worker.base import BaseWorker, WorkerStatus
 
-from shared import events, keys
+from shared import credits, events, keys
+from shared.credits import Reservation
 from shared.errors import AIORouterError, UpstreamTimeout, WorkerLost
+from shared.job_billing import JobBilling
 from shared.jobs import CompletionJob
 from shared.redis_client import async_client
 from shared.rq_bridge import Command, replay
@@ -68,6 +76,9 @@ class _Run:
     task: asyncio.Task[Outcome] | None = None
     stop_reason: str = ""  # "cancelled" (client went away), "shutdown" or "timeout" (rq's job timeout)
     finalized: bool = False
+    publisher: FramePublisher | None = None  # set once the job is running
+    reservation: Reservation | None = None  # the request's credit hold, renewed while the job runs
+    renew_at: float = 0.0  # loop time at which the hold's lease is renewed next
 
 
 class AsyncWorker(BaseWorker):
@@ -324,6 +335,9 @@ class AsyncWorker(BaseWorker):
             )
             return
         publisher = FramePublisher(self._redis, job.reply_to, job.request_id, self._batcher)
+        run.publisher = publisher
+        billing = JobBilling.of_job(job)
+        run.reservation = billing.reservation if billing is not None else None
 
         def final_commands(outcome: Outcome) -> list[Command]:
             if outcome.error is None:
@@ -429,11 +443,42 @@ class AsyncWorker(BaseWorker):
     async def _beat(self) -> None:
         running = [run.started for run in self._runs.values() if run.started is not None]
         commands = bookkeeping.heartbeat_commands(self, running, execution_ttl=self.execution_ttl)
-        replies = await self._execute(commands, self._heartbeat_redis)
+        commands += self._lease_commands()
+        listening = [run for run in self._runs.values() if run.publisher is not None and not run.finalized]
+        channels = sorted({run.publisher.channel for run in listening if run.publisher is not None})
+        async with self._heartbeat_redis.pipeline(transaction=False) as pipe:
+            replay(pipe, commands)
+            if channels:
+                pipe.pubsub_numsub(*channels)
+            replies = await pipe.execute()
         if replies and replies[0] == 1:  # rq's worker hash had expired: HSET created it anew
             await self._execute(bookkeeping.rebirth_commands(self), self._heartbeat_redis)
+        if channels:
+            self._stop_unheard(listening, replies[-1])
         if self._provider is not None:
             await self._provider.renew()
+
+    def _lease_commands(self) -> list[Command]:
+        """Renew the credit holds of running jobs whose lease is half gone."""
+        now = asyncio.get_running_loop().time()
+        lease = self.settings.reservation_lease
+        commands: list[Command] = []
+        for run in self._runs.values():
+            if run.reservation is not None and not run.finalized and run.renew_at <= now:
+                commands.append(credits.extend_call(run.reservation, lease).command())
+                run.renew_at = now + lease / 2
+        return commands
+
+    def _stop_unheard(self, runs: list[_Run], numsub: list[tuple[bytes | str, int]]) -> None:
+        """Stop the jobs whose reply channel has no subscriber left (their ingress is gone)."""
+        subscribers = {_text(channel): int(count) for channel, count in numsub}
+        for run in runs:
+            if run.publisher is not None and subscribers.get(run.publisher.channel, 1) == 0:
+                if not run.publisher.unheard:
+                    self.log.warning(
+                        "Worker %s: job %s has no ingress left; stopping it", self.name, run.job_id
+                    )
+                run.publisher.stop_unheard()
 
     def _on_stop_request(self, request: StopRequest) -> None:
         if request.job_id is None:
@@ -456,6 +501,10 @@ class AsyncWorker(BaseWorker):
 
 def _job_id(raw: Any) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _handle_signals(loop: asyncio.AbstractEventLoop, handler: Callable[[], None]) -> list[signal.Signals]:

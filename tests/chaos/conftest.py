@@ -19,7 +19,7 @@ import pytest
 import redis
 import redis.asyncio as aredis
 
-from shared import credits
+from shared import credits, usage
 from tests.conftest import IN_CI
 from tests.e2e.conftest import pytest_runtest_makereport  # a failing test's report carries the logs
 from tests.e2e.running_system import SystemLauncher
@@ -147,6 +147,19 @@ def balance(server: PrivateRedis, account_id: str) -> credits.Balance:
     return asyncio.run(read())
 
 
+def usage_records(server: PrivateRedis, account_id: str) -> list[usage.UsageRecord]:
+    """The account's usage records, newest first."""
+
+    async def read() -> list[usage.UsageRecord]:
+        client = aredis.Redis.from_url(server.url)
+        try:
+            return await usage.recent_usage(client, account_id)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(read())
+
+
 def wait_until(predicate: object, *, within: float, every: float = 0.2) -> bool:
     """Poll ``predicate`` (a callable) until it is true or ``within`` seconds pass; whether it became true."""
     assert callable(predicate)
@@ -158,4 +171,11 @@ def wait_until(predicate: object, *, within: float, every: float = 0.2) -> bool:
     return bool(predicate())
 
 
-__all__ = ["PrivateRedis", "add_credit", "balance", "pytest_runtest_makereport", "wait_until"]
+__all__ = [
+    "PrivateRedis",
+    "add_credit",
+    "balance",
+    "pytest_runtest_makereport",
+    "usage_records",
+    "wait_until",
+]

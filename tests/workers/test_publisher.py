@@ -10,7 +10,8 @@ import pytest
 from redis import exceptions as redis_exceptions
 
 from shared import events
-from shared.errors import ServiceUnavailable
+from shared.errors import IngressGone, ServiceUnavailable
+from workers.publish_batcher import PublishBatcher
 from workers.publisher import FramePublisher
 
 CHANNEL = "aior:reply:test"
@@ -243,3 +244,21 @@ async def test_the_final_frame_comes_even_after_a_chunk_publish_failed_for_good(
 
     (frame,) = await frames_of(redis, action, 1)
     assert frame.kind == events.ERROR and frame.seq == 1
+
+
+@pytest.mark.parametrize("batched", [False, True])
+async def test_a_publish_nobody_receives_stops_the_job(batched: bool) -> None:
+    """A frame that reached no subscriber (the ingress is gone) makes the job's next call raise
+    IngressGone, with no extra round trip; the final frame still goes out."""
+    redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    publisher = FramePublisher(redis, CHANNEL, "req-10", PublishBatcher(redis) if batched else None)
+    publisher.start({})
+    with pytest.raises(IngressGone):
+        await publisher.flush()
+    assert publisher.unheard
+    with pytest.raises(IngressGone):
+        publisher.send_chunks(b"a")
+    with pytest.raises(IngressGone):
+        publisher.check()
+    await publisher.finish(events.ERROR, IngressGone().to_event())
+    assert publisher.published == 2
