@@ -56,13 +56,13 @@ class Outcome:
 
 @dataclass(slots=True)
 class Progress:
-    """What a job has taken from its upstream so far, so that a job stopped midway can be charged for it."""
+    """What a job has taken from its upstream so far, so that a job stopped midway records it."""
 
     parts: int = 0  # deltas that carried a piece of the message: completion tokens, roughly
     usage: Usage | None = None  # the upstream's own count, once it sent one
 
     def usage_so_far(self, job: CompletionJob) -> dict[str, int] | None:
-        """The usage to charge for a stopped job: None when nothing was produced (the hold is released)."""
+        """The usage of a job stopped midway: None when nothing was produced."""
         if self.usage is not None:
             return self.usage.to_dict()
         if self.parts == 0:
@@ -90,7 +90,7 @@ async def complete(
             if job.stream
             else _collect(job, adapter, publisher, progress)
         )
-    except IngressGone as exc:  # nobody will read it: stop, charging what the upstream produced so far
+    except IngressGone as exc:  # nobody will read it: stop, recording what the upstream produced so far
         log.info("job %s: its ingress is gone; stopped after %d part(s)", job.request_id, progress.parts)
         outcome = Outcome(events.ERROR, {**exc.to_event(), "usage": progress.usage_so_far(job)}, error=exc)
     except AIORouterError as exc:

@@ -9,8 +9,9 @@
   day's per-model totals (:mod:`shared.usage`), for every job a worker ran, failed or not.
 
 A job stopped because nobody waits for it any more (:class:`~shared.errors.IngressGone`: its ingress
-died) is charged like a success for what its upstream produced until then (``token_usage``), or released
-when that was nothing: no ingress is left to release it.
+died, or lost Redis and failed its requests) releases the reservation itself, since its ingress may not
+be there to: nobody received the answer, so nobody pays for it.  Its usage record keeps the tokens the
+upstream produced until then, at no cost.
 
 Any other failed job leaves the reservation alone: the ingress may still fall back to another deployment under
 the same reservation, and it releases whatever is still held when the request ends without an answer
@@ -47,8 +48,8 @@ def closing_commands(
     now = time.time() if now is None else now
     status = usage.OK if error is None else error.code or error.type
     billing = JobBilling.of_job(job)
-    charged = _charged(error)
-    prompt, completion = _tokens(token_usage) if charged else (0, 0)
+    charged = error is None
+    prompt, completion = _tokens(token_usage) if charged or isinstance(error, IngressGone) else (0, 0)
     cost = billing.cost(prompt, completion) if billing is not None and charged else 0
     commands = charge_commands(job, error=error, token_usage=token_usage)
     if billing is not None and charged:
@@ -83,17 +84,17 @@ def closing_commands(
 def charge_commands(
     job: CompletionJob, *, error: AIORouterError | None, token_usage: Mapping[str, Any] | None = None
 ) -> list[Command]:
-    """Only the settlement of the job's reservation (none for a failed job): the idempotent part of
-    :func:`closing_commands`, safe to send again when a round trip's fate is unknown."""
+    """Only the settlement of the job's reservation (its release for a job whose ingress is gone, none
+    for another failed job): the idempotent part of :func:`closing_commands`, safe to send again when a
+    round trip's fate is unknown."""
     billing = JobBilling.of_job(job)
-    if billing is None or not _charged(error):
+    if billing is None:
         return []
-    return [credits.settle_call(billing.reservation, billing.cost(*_tokens(token_usage))).command()]
-
-
-def _charged(error: AIORouterError | None) -> bool:
-    """Whether a job that ended with ``error`` (None: success) settles its reservation itself."""
-    return error is None or isinstance(error, IngressGone)
+    if error is None:
+        return [credits.settle_call(billing.reservation, billing.cost(*_tokens(token_usage))).command()]
+    if isinstance(error, IngressGone):
+        return [credits.settle_call(billing.reservation, 0).command()]
+    return []
 
 
 def _tokens(token_usage: Mapping[str, Any] | None) -> tuple[int, int]:

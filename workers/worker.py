@@ -17,7 +17,7 @@ rq's registry maintenance (sync code, off the loop), which is what fails the job
 The heartbeat also looks after the requests behind the running jobs, in the same round trip: it renews
 their credit holds (a lease, :func:`shared.credits.extend_call`) when half the lease has gone, and asks
 ``PUBSUB NUMSUB`` of their reply channels: a job whose ingress has no subscription any more (it died)
-stops at its next delta, charged for what it produced (:mod:`workers.settlement`).  A job publishing
+stops at its next delta and releases its hold (:mod:`workers.settlement`).  A job publishing
 frames learns the same from its own ``PUBLISH`` replies (:mod:`workers.publisher`).
 """
 

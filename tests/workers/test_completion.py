@@ -153,7 +153,7 @@ class EndlessProvider:
 @pytest.mark.parametrize("stream", [True, False])
 async def test_a_job_nobody_listens_to_stops_with_what_it_produced(stream: bool) -> None:
     """A job whose reply channel has no subscriber (its ingress died) stops within a few deltas instead of
-    running to its end, and its outcome carries the usage produced so far, which settlement charges."""
+    running to its end, and its outcome carries the usage produced so far, for its usage record."""
     redis = fakeredis.FakeAsyncRedis()
     job = completion_job(stream=stream)
     publisher = FramePublisher(redis, job.reply_to, job.request_id)
