@@ -1,7 +1,8 @@
 """The ingress ASGI app: routes, middleware, exception handlers, and the lifespan that opens Redis.
 
 The lifespan opens one Redis client, starts the reply hub (this process' one pub/sub subscription), the
-worker watchdog and the sweep of expired credit reservations, and publishes them to handlers as
+worker watchdog, the sweep of expired credit reservations and the retry of clean-ups a Redis outage
+held up (:mod:`ingress.deferred_cleanup`), and publishes them to handlers as
 ``app.state.ingress`` (:class:`~ingress.context.IngressContext`).  Nothing lives in module globals.
 """
 
@@ -27,6 +28,7 @@ from ingress.completions import ChatCompletionsEndpoint
 from ingress.context import IngressContext
 from ingress.control.admin import admin_routes
 from ingress.control.dashboard.routes import dashboard_routes
+from ingress.deferred_cleanup import DeferredCleanup
 from ingress.health import healthz, readyz
 from ingress.http_errors import EXCEPTION_HANDLERS
 from ingress.middleware import RequestContextMiddleware
@@ -86,6 +88,8 @@ async def _ingress_context(settings: Settings) -> AsyncIterator[IngressContext]:
         watchdog = WorkerWatchdog(redis, hub, interval=settings.worker_heartbeat_interval)
         watchdog_task = asyncio.create_task(watchdog.run(), name="worker-watchdog")
         sweep_task = asyncio.create_task(sweep_reservations(redis), name="reservation-sweep")
+        cleanup = DeferredCleanup(redis)
+        cleanup_task = asyncio.create_task(cleanup.run(), name="deferred-cleanup")
         try:
             yield IngressContext(
                 settings=settings,
@@ -94,9 +98,10 @@ async def _ingress_context(settings: Settings) -> AsyncIterator[IngressContext]:
                 hub=hub,
                 auth=Authenticator(redis, ttl=settings.key_cache_ttl),
                 router=ModelRouter(settings.models, redis=redis, open_set=open_set),
+                cleanup=cleanup,
             )
         finally:
-            await asyncio.gather(stop_task(watchdog_task), stop_task(sweep_task))
+            await asyncio.gather(stop_task(watchdog_task), stop_task(sweep_task), stop_task(cleanup_task))
     finally:
         await open_set.aclose()
         await hub.stop()

@@ -8,6 +8,7 @@ import redis.asyncio as aredis
 from starlette.applications import Starlette
 
 from ingress.auth import Authenticator
+from ingress.deferred_cleanup import DeferredCleanup
 from ingress.reply_hub import ReplyHub
 from ingress.routing import ModelRouter
 from shared.settings import Settings
@@ -21,6 +22,7 @@ class IngressContext:
     hub: ReplyHub
     auth: Authenticator
     router: ModelRouter
+    cleanup: DeferredCleanup  # releases and cancels that wait for Redis to answer again
 
 
 def ingress_context(app: Starlette) -> IngressContext:

@@ -25,6 +25,7 @@ import redis.asyncio as aredis
 from starlette.types import Send
 
 from ingress import job_control
+from ingress.deferred_cleanup import DeferredCleanup
 from ingress.reply_hub import ClientGone, Delivery, Subscription
 from shared import events
 from shared.errors import AIORouterError, QueueTimeout, ResponseStalled, WorkerLost, error_from_event
@@ -54,8 +55,10 @@ class CompletionRelay:
         job: CompletionJob,
         *,
         decision: str,
+        cleanup: DeferredCleanup | None = None,
     ) -> None:
         self._redis = redis
+        self._cleanup = cleanup  # where a cancel Redis refused waits for it to answer again
         self._settings = settings
         self._queue: asyncio.Queue[Delivery] = subscription.queue
         self._job = job
@@ -215,9 +218,11 @@ class CompletionRelay:
         """Withdraw or cancel the job if the request ends before the job did."""
         if self.enqueued and not self.finished:
             self.finished = True
-            await job_control.abandon(
+            abandoned = await job_control.abandon(
                 self._redis, self._job.provider, self._job.request_id, started=self.started
             )
+            if not abandoned and self._cleanup is not None:
+                self._cleanup.cancel_later(self._job.request_id)
 
     def _stalled(self, silence: float) -> ResponseStalled:
         """The error of a started job silent for ``silence`` seconds (logged: an operator should know)."""

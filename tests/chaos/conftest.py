@@ -47,6 +47,7 @@ class PrivateRedis:
 
     port: int
     workdir: Path
+    persistent: bool = False  # append-only file, fsync on every write: a restart keeps every key
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -54,17 +55,8 @@ class PrivateRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        argv = [
-            "redis-server",
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ]
+        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        argv += ["--appendonly", "yes" if self.persistent else "no", "--appendfsync", "always"]
         with (self.workdir / "redis.log").open("ab") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
         deadline = time.monotonic() + REDIS_READY_TIMEOUT
@@ -87,6 +79,13 @@ class PrivateRedis:
         assert self.process is not None
         self.process.send_signal(signal.SIGCONT)
 
+    def kill(self) -> None:
+        """SIGKILL: every connection drops at once (what a crash looks like); :meth:`start` brings it back."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+        self.process = None
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGCONT)
@@ -99,14 +98,18 @@ class PrivateRedis:
 
 
 @pytest.fixture
-def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedis]:
-    """A fresh ``redis-server`` on a free port, killed after the test."""
+def private_redis(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PrivateRedis]:
+    """A fresh ``redis-server`` on a free port, killed after the test; with an append-only file when the
+    test is marked ``persistent_redis``."""
     if shutil.which("redis-server") is None:
         message = "redis-server is not installed"
         if IN_CI:
             pytest.fail(message + " (CI=true: chaos tests must run)")
         pytest.skip(message)
-    server = PrivateRedis(_free_port(), tmp_path_factory.mktemp("redis"))
+    persistent = request.node.get_closest_marker("persistent_redis") is not None
+    server = PrivateRedis(_free_port(), tmp_path_factory.mktemp("redis"), persistent)
     server.start()
     try:
         yield server
