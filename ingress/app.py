@@ -80,7 +80,12 @@ def create_app(settings: Settings) -> Starlette:
 async def _ingress_context(settings: Settings) -> AsyncIterator[IngressContext]:
     redis = _redis_client(settings.redis_url)
     ingress_id = uuid.uuid4().hex  # random per process: names this process' reply channel
-    hub = ReplyHub(redis, ingress_id)
+    hub = ReplyHub(
+        redis,
+        ingress_id,
+        buffer_limit=settings.stream_buffer_bytes,
+        client_stall_timeout=settings.client_stall_timeout,
+    )
     open_set = OpenSetCache(CircuitBreaker(redis, settings.breaker))  # the breakers routing must skip
     try:
         await hub.start()

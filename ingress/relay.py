@@ -60,6 +60,7 @@ class CompletionRelay:
         self._redis = redis
         self._cleanup = cleanup  # where a cancel Redis refused waits for it to answer again
         self._settings = settings
+        self._subscription = subscription
         self._queue: asyncio.Queue[Delivery] = subscription.queue
         self._job = job
         self.enqueued = False
@@ -168,10 +169,29 @@ class CompletionRelay:
 
     async def send_stream(self, send: Send, first: Frame | None = None) -> None:
         """Send the SSE response: C payloads as they come (from ``first``, when already read), then D's;
-        an error ends it with an error event, and so does a job silent for its stall timeout.
+        an error ends it with an error event, and so does a job silent for its stall timeout.  A client
+        too far behind (:meth:`Subscription.interrupt`) ends it at once: the connection is closed and
+        the job cancelled."""
+        subscription = self._subscription
+        task = asyncio.current_task()
+        subscription.relay_task = task
+        try:
+            await self._stream_frames(send, first)
+        except asyncio.CancelledError:
+            if not subscription.too_slow or task is None or task.uncancel() > 0:
+                raise
+            log.warning(
+                "client of request %s reads too slowly (%d bytes waiting); closing its stream",
+                self._job.request_id,
+                subscription.queued_bytes - subscription.taken_bytes,
+            )
+        finally:
+            subscription.relay_task = None
 
-        The silence is counted on the ping timer: each wait that times out adds its length, each frame
-        resets it, so the deadline costs nothing per chunk."""
+    async def _stream_frames(self, send: Send, first: Frame | None) -> None:
+        """The body of :meth:`send_stream`.  The silence is counted on the ping timer: each wait that
+        times out adds its length, each frame resets it, so the deadline costs nothing per chunk."""
+        subscription = self._subscription
         await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *self.headers]})
         stall_after = self._settings.stall_timeout(self._job.provider)
         ping_interval = self._settings.stream_ping_interval
@@ -204,6 +224,7 @@ class CompletionRelay:
                 await _send_error_event(send, item)
                 return
             if item.kind == events.CHUNKS:
+                subscription.taken_bytes += len(item.payload)
                 await send({"type": "http.response.body", "body": item.payload, "more_body": True})
             elif item.kind == events.DONE:
                 self.finished = self.answered = True

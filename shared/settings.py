@@ -149,6 +149,8 @@ class Settings:
     # with 503 response_stalled and its job is cancelled; never less than its provider may stay silent
     # (see `stall_timeout`).
     stream_stall_timeout: float = 120.0
+    stream_buffer_bytes: int = 1024 * 1024  # bytes of a stream that may wait for a client that reads slowly
+    client_stall_timeout: float = 30.0  # seconds a stream's client may take nothing while bytes wait for it
     key_cache_ttl: float = 2.0  # seconds an authenticated key is trusted without asking Redis
     # Workers
     worker_heartbeat_interval: float = 1.0
