@@ -5,8 +5,9 @@ still run, cancels it (:func:`ingress.job_control.cancel`).  During a Redis outa
 alone, the hold would stay locked until the sweep reaches its deadline and the job would run to its end
 unread.  :class:`DeferredCleanup` keeps what failed in memory and retries it every
 :data:`RETRY_EVERY` seconds from one background task, so it is done within a retry of Redis coming back.
-Both are idempotent, so doing one that had landed after all costs nothing.  What a process still holds
-when it dies is left to the workers and the sweep (a hold is a lease, :func:`shared.credits.extend_call`).
+Both are idempotent, so doing one that had landed after all costs nothing.  At most :data:`MAX_PENDING`
+wait, so a long outage cannot grow the backlog without bound.  What a process still holds when it dies
+is left to the workers and the sweep (a hold is a lease, :func:`shared.credits.extend_call`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from shared.job_billing import JobBilling
 log = logging.getLogger(__name__)
 
 RETRY_EVERY: Final = 1.0  # seconds between two attempts while something is pending
+MAX_PENDING: Final = 100_000  # beyond this, a long outage's clean-ups are left to the workers and the sweep
 
 
 async def release_hold(redis: aredis.Redis, billing: JobBilling) -> None:
@@ -57,12 +59,16 @@ class DeferredCleanup:
 
     def release_later(self, billing: JobBilling) -> None:
         log.warning("could not release credit hold %s; will retry when Redis answers", billing.reservation.id)
+        if self.pending >= MAX_PENDING:
+            return
         self._releases[billing.reservation.id] = billing
         self.drained.clear()
         self._pending.set()
 
     def cancel_later(self, job_id: str) -> None:
         log.warning("could not cancel job %s; will retry when Redis answers", job_id)
+        if self.pending >= MAX_PENDING:
+            return
         self._cancels.add(job_id)
         self.drained.clear()
         self._pending.set()
