@@ -361,6 +361,14 @@ def _check(settings: Settings) -> None:
             raise ConfigError(f"plan {plan.name!r}: limits must be integers")
         if plan.requests_per_minute <= 0 or plan.tokens_per_minute < 0:
             raise ConfigError(f"plan {plan.name!r}: requests_per_minute must be > 0, tokens_per_minute >= 0")
+    for name in ("stream_stall_timeout", "stream_buffer_bytes", "client_stall_timeout"):
+        if getattr(settings, name) <= 0:
+            raise ConfigError(f"{name} must be > 0")
+    if settings.reservation_lease < 4 * settings.worker_heartbeat_interval:
+        raise ConfigError(
+            "reservation_lease must be at least 4 x worker_heartbeat_interval: workers renew it from their "
+            "heartbeat once half of it has gone"
+        )
     if settings.default_plan not in settings.plans:
         raise ConfigError(f"default plan {settings.default_plan!r} is not in plans")
     if settings.default_api_version not in settings.api_versions:

@@ -108,6 +108,9 @@ sunset = "2027-01-01"
         ({"api_versions": [{"version": "2026-01-01", "sunset": "someday"}]}, "2026-01-01"),
         ({"api_versions": [{"status": "deprecated"}]}, "version"),
         ({"default_api_version": "1999-01-01"}, "1999-01-01"),
+        ({"stream_buffer_bytes": 0}, "stream_buffer_bytes"),
+        ({"client_stall_timeout": -1}, "client_stall_timeout"),
+        ({"reservation_lease": 2.0, "worker_heartbeat_interval": 1.0}, "reservation_lease"),
     ],
 )
 def test_bad_settings_raise_config_error(document: dict[str, object], message: str) -> None:
