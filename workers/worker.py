@@ -18,7 +18,9 @@ The heartbeat also looks after the requests behind the running jobs, in the same
 their credit holds (a lease, :func:`shared.credits.extend_call`) when half the lease has gone, and asks
 ``PUBSUB NUMSUB`` of their reply channels: a job whose ingress has no subscription any more (it died)
 stops at its next delta and releases its hold (:mod:`workers.settlement`).  A job publishing
-frames learns the same from its own ``PUBLISH`` replies (:mod:`workers.publisher`).
+frames learns the same from its own ``PUBLISH`` replies (:mod:`workers.publisher`).  The worker remembers
+such a channel, and a queued job for it is checked (``PUBSUB NUMSUB``) before it runs: the queued jobs of
+a dead ingress are released without calling the upstream.
 """
 
 from __future__ import annotations
@@ -40,14 +42,14 @@ from rq.worker.base import BaseWorker, WorkerStatus
 
 from shared import credits, events, keys
 from shared.credits import Reservation
-from shared.errors import AIORouterError, UpstreamTimeout, WorkerLost
+from shared.errors import AIORouterError, IngressGone, UpstreamTimeout, WorkerLost
 from shared.job_billing import JobBilling
 from shared.jobs import CompletionJob
 from shared.redis_client import async_client
 from shared.rq_bridge import Command, replay
 from shared.serialization import OrjsonSerializer
 from shared.settings import Settings
-from workers import bookkeeping, stop_requests
+from workers import bookkeeping, settlement, stop_requests
 from workers.bookkeeping import StartedJob
 from workers.completion import Outcome, complete
 from workers.guarded_provider import GuardedProvider, guarded_provider
@@ -65,6 +67,7 @@ MAINTENANCE_INTERVAL = 30.0  # seconds between runs of rq's registry clean-up
 SHUTDOWN_GRACE = 30.0  # seconds in-flight jobs get to finish after SIGTERM
 _RETRY_PAUSE = 1.0
 _CONNECTION_WAIT = 20.0  # seconds a job waits for a free Redis connection (redis-py's default)
+_UNHEARD_CHANNELS_KEPT = 1024  # reply channels remembered as unheard (forgotten all at once beyond)
 
 
 @dataclass(slots=True)
@@ -117,6 +120,8 @@ class AsyncWorker(BaseWorker):
         self._force = asyncio.Event()
         self._wake = asyncio.Event()  # a slot freed up, or a stop was requested
         self._maintenance_stop = threading.Event()
+        # Reply channels a job found without subscriber: a queued job for one is checked before it runs.
+        self._unheard_channels: dict[str, None] = {}
 
     # --- rq's interface -----------------------------------------------------------------------------
 
@@ -334,6 +339,9 @@ class AsyncWorker(BaseWorker):
                 bookkeeping.failure_commands(self, started, reason, stopped=False, idle=self._last_one(run))
             )
             return
+        if job.reply_to in self._unheard_channels and await self._ingress_gone(job.reply_to):
+            await self._drop_unheard(run, started, job)
+            return
         publisher = FramePublisher(self._redis, job.reply_to, job.request_id, self._batcher)
         run.publisher = publisher
         billing = JobBilling.of_job(job)
@@ -371,6 +379,35 @@ class AsyncWorker(BaseWorker):
         finally:
             if timer is not None:
                 timer.cancel()
+            if publisher.unheard:
+                self._note_unheard(job.reply_to)
+
+    async def _ingress_gone(self, channel: str) -> bool:
+        """Whether nobody subscribes to ``channel`` any more (one ``PUBSUB NUMSUB``; asked only for the
+        channel of an ingress already seen gone, so its queued jobs never reach the upstream)."""
+        try:
+            ((_, count),) = await self._redis.pubsub_numsub(channel)
+        except (RedisError, OSError):
+            return False
+        if count:
+            self._unheard_channels.pop(channel, None)
+        return not count
+
+    async def _drop_unheard(self, run: _Run, started: StartedJob, job: CompletionJob) -> None:
+        """Record a job whose ingress is gone as failed without running it, and release its hold."""
+        error = IngressGone()
+        reason = f"IngressGone: {error.message}"
+        await self._execute(
+            [
+                *bookkeeping.failure_commands(self, started, reason, stopped=False, idle=self._last_one(run)),
+                *settlement.closing_commands(job, error=error),
+            ]
+        )
+
+    def _note_unheard(self, channel: str) -> None:
+        if len(self._unheard_channels) >= _UNHEARD_CHANNELS_KEPT:
+            self._unheard_channels.clear()
+        self._unheard_channels[channel] = None
 
     async def _record_stop(self, run: _Run, started: StartedJob, publisher: FramePublisher) -> None:
         if run.stop_reason == "cancelled":
@@ -479,6 +516,7 @@ class AsyncWorker(BaseWorker):
                         "Worker %s: job %s has no ingress left; stopping it", self.name, run.job_id
                     )
                 run.publisher.stop_unheard()
+                self._note_unheard(run.publisher.channel)
 
     def _on_stop_request(self, request: StopRequest) -> None:
         if request.job_id is None:

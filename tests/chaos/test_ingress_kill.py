@@ -78,8 +78,8 @@ def test_jobs_of_a_killed_ingress_stop_and_release_their_holds(
     launch_chaos_system: SystemLauncher, private_redis: PrivateRedis
 ) -> None:
     """kill -9 of the ingress with three jobs running (streams and not) and three queued: within seconds
-    no job runs or waits, no credit stays held or is charged, and the usage records show the upstream
-    produced far less than the full answers."""
+    no job runs or waits, no credit stays held or is charged, the usage records show the upstream
+    produced far less than the full answers, and the queued jobs never called it."""
     system = launch_chaos_system(CONFIG, pools=["slow"], concurrency=SLOTS)
     add_credit(private_redis, "e2e", 100)
     _call_in_threads(system, [number % 2 == 0 for number in range(REQUESTS)])
@@ -99,6 +99,8 @@ def test_jobs_of_a_killed_ingress_stop_and_release_their_holds(
     assert len(records) == REQUESTS and {record.status for record in records} == {"ingress_gone"}
     assert balance(private_redis, "e2e").spent == 0 == sum(record.cost_micros for record in records)
     assert sum(record.completion_tokens for record in records) < REQUESTS * MAX_TOKENS // 4
+    never_ran = [record for record in records if record.completion_tokens == 0]
+    assert len(never_ran) >= REQUESTS - SLOTS, "a queued job of the dead ingress called its upstream"
 
 
 LEASE_CONFIG = CONFIG.replace(
