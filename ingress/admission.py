@@ -9,7 +9,8 @@ credit reservation script (:mod:`shared.credits`) ride in one pipeline.  Refusal
 - the credit: 402 ``insufficient_quota`` when the available balance cannot cover the request's worst
   case (estimated prompt + ``max_tokens``, or ``credit_default_max_tokens``, at the model's prices).
 
-A hold taken by a request refused for another reason is released at once.  Every authenticated request
+A hold taken by a request refused for another reason is released at once (or, while Redis cannot be
+reached, as soon as it can: :mod:`ingress.deferred_cleanup`).  Every authenticated request
 counts once against its account's request limit (a 429 does not count) and every answer to one carries
 ``X-RateLimit-Limit``, ``-Remaining`` and ``-Reset``: a request refused before admission (bad body,
 unknown model) is counted when its error is answered (:meth:`Admission.annotate`, called by the
@@ -36,6 +37,7 @@ from starlette.types import Scope
 from ingress import api_keys
 from ingress.api_keys import ApiKeyRecord
 from ingress.context import IngressContext
+from ingress.deferred_cleanup import release_hold
 from ingress.relay import RawHeaders
 from shared import credits, ratelimit
 from shared.credits import PendingReservation, Reservation
@@ -77,19 +79,12 @@ class Admitted:
         every attempt failed, the client left), and give back the tokens its token limit counted.
 
         Not needed after an answer: its worker settled the reservation in the round trip that published
-        it.  Harmless anyway: a settled reservation stays as it was."""
-        reservation = self.billing.reservation
+        it.  Harmless anyway: a settled reservation stays as it was.  While Redis is unreachable the
+        release waits in the process' :class:`~ingress.deferred_cleanup.DeferredCleanup`."""
         try:
-            settlement = await credits.release(context.redis, reservation)
-            refund = ratelimit.refund_call(
-                reservation.account_id,
-                tokens=self.billing.counted_tokens,
-                interval_us=self.billing.token_interval_us,
-            )
-            if settlement.outcome == "settled" and refund is not None:
-                await refund.run(context.redis)
+            await release_hold(context.redis, self.billing)
         except RedisError:
-            log.warning("could not release reservation %s; the sweep will", reservation.id)
+            context.cleanup.release_later(self.billing)
 
 
 class Admission:
@@ -114,7 +109,8 @@ class Admission:
         tokens = prompt + credits.max_completion_tokens(settings, model, body)
         cost = credits.cost_micros(model, prompt, tokens - prompt)
         check = self._check_call(tokens)
-        pending = PendingReservation.prepare(settings, self._record.account_id, cost)
+        attempts = len(model.deployments)  # each may wait for a worker before one renews the hold
+        pending = PendingReservation.prepare(settings, self._record.account_id, cost, attempts=attempts)
         try:
             limit_reply, credit_reply = await run_together(self._context.redis, [check, pending.call])
         except RedisError as exc:

@@ -1,8 +1,9 @@
 """The ingress ASGI app: routes, middleware, exception handlers, and the lifespan that opens Redis.
 
 The lifespan opens one Redis client, starts the reply hub (this process' one pub/sub subscription), the
-worker watchdog, the sweep of expired credit reservations and the watch over the store marker
-(:mod:`shared.store_marker`), and publishes them to handlers as
+worker watchdog, the sweep of expired credit reservations, the watch over the store marker
+(:mod:`shared.store_marker`) and the retry of clean-ups a Redis outage held up
+(:mod:`ingress.deferred_cleanup`), and publishes them to handlers as
 ``app.state.ingress`` (:class:`~ingress.context.IngressContext`).  Nothing lives in module globals.
 """
 
@@ -28,6 +29,7 @@ from ingress.completions import ChatCompletionsEndpoint
 from ingress.context import IngressContext
 from ingress.control.admin import admin_routes
 from ingress.control.dashboard.routes import dashboard_routes
+from ingress.deferred_cleanup import DeferredCleanup
 from ingress.health import healthz, readyz
 from ingress.http_errors import EXCEPTION_HANDLERS
 from ingress.middleware import RequestContextMiddleware
@@ -82,7 +84,12 @@ def create_app(settings: Settings) -> Starlette:
 async def _ingress_context(settings: Settings) -> AsyncIterator[IngressContext]:
     redis = _redis_client(settings.redis_url, auto_pipeline=settings.redis_auto_pipeline)
     ingress_id = uuid.uuid4().hex  # random per process: names this process' reply channel
-    hub = ReplyHub(redis, ingress_id)
+    hub = ReplyHub(
+        redis,
+        ingress_id,
+        buffer_limit=settings.stream_buffer_bytes,
+        client_stall_timeout=settings.client_stall_timeout,
+    )
     store = StoreMarker()
     open_set = OpenSetCache(CircuitBreaker(redis, settings.breaker))  # the breakers routing must skip
     try:
@@ -93,6 +100,8 @@ async def _ingress_context(settings: Settings) -> AsyncIterator[IngressContext]:
         watchdog_task = asyncio.create_task(watchdog.run(), name="worker-watchdog")
         sweep_task = asyncio.create_task(sweep_reservations(redis), name="reservation-sweep")
         store_task = asyncio.create_task(watch_store(store, redis), name="store-watch")
+        cleanup = DeferredCleanup(redis)
+        cleanup_task = asyncio.create_task(cleanup.run(), name="deferred-cleanup")
         try:
             yield IngressContext(
                 settings=settings,
@@ -102,9 +111,15 @@ async def _ingress_context(settings: Settings) -> AsyncIterator[IngressContext]:
                 auth=Authenticator(redis, ttl=settings.key_cache_ttl),
                 router=ModelRouter(settings.models, redis=redis, open_set=open_set),
                 store=store,
+                cleanup=cleanup,
             )
         finally:
-            await asyncio.gather(stop_task(watchdog_task), stop_task(sweep_task), stop_task(store_task))
+            await asyncio.gather(
+                stop_task(watchdog_task),
+                stop_task(sweep_task),
+                stop_task(store_task),
+                stop_task(cleanup_task),
+            )
     finally:
         await open_set.aclose()
         await hub.stop()

@@ -8,6 +8,7 @@ import redis.asyncio as aredis
 from starlette.applications import Starlette
 
 from ingress.auth import Authenticator
+from ingress.deferred_cleanup import DeferredCleanup
 from ingress.reply_hub import ReplyHub
 from ingress.routing import ModelRouter
 from shared.settings import Settings
@@ -22,6 +23,7 @@ class IngressContext:
     hub: ReplyHub
     auth: Authenticator
     router: ModelRouter
+    cleanup: DeferredCleanup  # releases and cancels that wait for Redis to answer again
     store: StoreMarker = field(default_factory=StoreMarker)  # the store this process started on
 
 

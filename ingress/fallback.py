@@ -114,7 +114,12 @@ class FallbackRun:
             subscription.client_gone()
         decision = automated_decision(self._plan.entry, fallbacks=self.failures)
         relay = self.relay = CompletionRelay(
-            self._context.redis, self._context.settings, subscription, job, decision=decision
+            self._context.redis,
+            self._context.settings,
+            subscription,
+            job,
+            decision=decision,
+            cleanup=self._context.cleanup,
         )
         relay.headers.extend(self._extra_headers)
         try:

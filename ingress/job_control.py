@@ -60,11 +60,14 @@ async def cancel(redis: aredis.Redis, job_id: str) -> None:
         raise ServiceUnavailable("The request queue is unreachable.") from exc
 
 
-async def abandon(redis: aredis.Redis, pool: str, job_id: str, *, started: bool) -> None:
-    """Nobody will read this job's result any more: withdraw it if still queued, else cancel it."""
+async def abandon(redis: aredis.Redis, pool: str, job_id: str, *, started: bool) -> bool:
+    """Nobody will read this job's result any more: withdraw it if still queued, else cancel it; False
+    when Redis could not be reached (the job may run to completion unread unless cancelled later)."""
     try:
         if not started and await withdraw(redis, pool, job_id):
-            return
+            return True
         await cancel(redis, job_id)
     except ServiceUnavailable:
-        log.warning("could not abandon job %s; it may run to completion unread", job_id, exc_info=True)
+        log.warning("could not abandon job %s", job_id, exc_info=True)
+        return False
+    return True

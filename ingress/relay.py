@@ -4,13 +4,20 @@ Nothing is sent, not even the headers of a stream, before the first real content
 frame, or ``D``): until then a queue timeout or an error is still a plain HTTP error even for
 ``stream: true``, and a retryable one lets :mod:`ingress.fallback` try the next deployment.  Payload
 bytes go to the client untouched.  A request that ends
-before its final frame (client gone, watchdog, lost frames) abandons its job: withdrawn from the queue
-if no worker has it, else cancelled.
+before its final frame (client gone, watchdog, lost frames, a stalled job) abandons its job: withdrawn
+from the queue if no worker has it, else cancelled.
+
+Every started request ends within a bound whatever its worker, Redis or the upstream do: a stream whose
+job sends no frame for its stall timeout (:meth:`Settings.stall_timeout`: ``stream_stall_timeout``, or
+longer for a provider allowed to stay silent longer; pings do not count) ends with a
+``response_stalled`` error event; a non-stream request, which gets no frame between its start and its
+answer, waits at most ``job_timeout`` plus that long.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from typing import Final
 
@@ -18,12 +25,15 @@ import redis.asyncio as aredis
 from starlette.types import Send
 
 from ingress import job_control
+from ingress.deferred_cleanup import DeferredCleanup
 from ingress.reply_hub import ClientGone, Delivery, Subscription
 from shared import events
-from shared.errors import AIORouterError, QueueTimeout, WorkerLost, error_from_event
+from shared.errors import AIORouterError, QueueTimeout, ResponseStalled, WorkerLost, error_from_event
 from shared.events import Frame
 from shared.jobs import CompletionJob
 from shared.settings import Settings
+
+log = logging.getLogger(__name__)
 
 RawHeaders = list[tuple[bytes, bytes]]
 """Response headers as ASGI sends them: (lower-case name, value) pairs of bytes."""
@@ -46,9 +56,12 @@ class CompletionRelay:
         job: CompletionJob,
         *,
         decision: str,
+        cleanup: DeferredCleanup | None = None,
     ) -> None:
         self._redis = redis
+        self._cleanup = cleanup  # where a cancel Redis refused waits for it to answer again
         self._settings = settings
+        self._subscription = subscription
         self._queue: asyncio.Queue[Delivery] = subscription.queue
         self._job = job
         self.enqueued = False
@@ -109,9 +122,17 @@ class CompletionRelay:
 
     async def first_content(self) -> Frame | None:
         """After the start, the first frame with something for the client (C or D) or the job's E frame;
-        None if the client left first.  Nothing is sent meanwhile, so the request may still fall back."""
+        None if the client left first.  Nothing is sent meanwhile, so the request may still fall back.
+        A job that sends nothing for too long (see the module docstring) raises ``response_stalled``."""
+        budget = self._settings.stall_timeout(self._job.provider)
+        if not self._job.stream:  # no frame between a non-stream job's start and its answer
+            budget += self._settings.job_timeout
         while True:
-            item = await self._queue.get()
+            try:
+                async with asyncio.timeout(budget):
+                    item = await self._queue.get()
+            except TimeoutError:
+                raise self._error(self._stalled(budget)) from None
             if isinstance(item, ClientGone):
                 return None
             if isinstance(item, AIORouterError):
@@ -149,11 +170,34 @@ class CompletionRelay:
 
     async def send_stream(self, send: Send, first: Frame | None = None) -> None:
         """Send the SSE response: C payloads as they come (from ``first``, when already read), then D's;
-        an error ends it with an error event."""
+        an error ends it with an error event, and so does a job silent for its stall timeout.  A client
+        too far behind (:meth:`Subscription.interrupt`) ends it at once: the connection is closed and
+        the job cancelled."""
+        subscription = self._subscription
+        task = asyncio.current_task()
+        subscription.relay_task = task
+        try:
+            await self._stream_frames(send, first)
+        except asyncio.CancelledError:
+            if not subscription.too_slow or task is None or task.uncancel() > 0:
+                raise
+            log.warning(
+                "client of request %s reads too slowly (%d bytes waiting); closing its stream",
+                self._job.request_id,
+                subscription.queued_bytes - subscription.taken_bytes,
+            )
+        finally:
+            subscription.relay_task = None
+
+    async def _stream_frames(self, send: Send, first: Frame | None) -> None:
+        """The body of :meth:`send_stream`.  The silence is counted on the ping timer: each wait that
+        times out adds its length, each frame resets it, so the deadline costs nothing per chunk."""
+        subscription = self._subscription
         await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *self.headers]})
-        ping_interval = (
-            self._settings.stream_ping_interval if self._settings.stream_ping_interval > 0 else None
-        )
+        stall_after = self._settings.stall_timeout(self._job.provider)
+        ping_interval = self._settings.stream_ping_interval
+        wait = min(ping_interval, stall_after) if ping_interval > 0 else stall_after
+        silence = 0.0  # seconds since the last frame, in whole waits
         queue = self._queue
         while True:
             item: Delivery
@@ -161,19 +205,27 @@ class CompletionRelay:
                 item, first = first, None
             elif queue.empty():
                 try:
-                    async with asyncio.timeout(ping_interval):
+                    async with asyncio.timeout(wait):
                         item = await queue.get()
                 except TimeoutError:
-                    await send({"type": "http.response.body", "body": events.SSE_PING, "more_body": True})
+                    silence += wait
+                    if silence >= stall_after:
+                        await _send_error_event(send, self._stalled(silence))
+                        return
+                    if ping_interval > 0:
+                        await send({"type": "http.response.body", "body": events.SSE_PING, "more_body": True})
                     continue
+                silence = 0.0
             else:
                 item = queue.get_nowait()
+                silence = 0.0
             if isinstance(item, ClientGone):
                 return
             if isinstance(item, AIORouterError):
                 await _send_error_event(send, item)
                 return
             if item.kind == events.CHUNKS:
+                subscription.taken_bytes += len(item.payload)
                 await send({"type": "http.response.body", "body": item.payload, "more_body": True})
             elif item.kind == events.DONE:
                 self.finished = self.answered = True
@@ -188,9 +240,21 @@ class CompletionRelay:
         """Withdraw or cancel the job if the request ends before the job did."""
         if self.enqueued and not self.finished:
             self.finished = True
-            await job_control.abandon(
+            abandoned = await job_control.abandon(
                 self._redis, self._job.provider, self._job.request_id, started=self.started
             )
+            if not abandoned and self._cleanup is not None:
+                self._cleanup.cancel_later(self._job.request_id)
+
+    def _stalled(self, silence: float) -> ResponseStalled:
+        """The error of a started job silent for ``silence`` seconds (logged: an operator should know)."""
+        log.warning(
+            "job %s on %s sent nothing for %.0f s after it started; ending its request (response_stalled)",
+            self._job.request_id,
+            self._job.provider,
+            silence,
+        )
+        return ResponseStalled()
 
     def _final_error(self, frame: Frame) -> AIORouterError:
         if frame.kind == events.ERROR:

@@ -2,8 +2,15 @@
 
 At start-up the hub subscribes to :func:`shared.keys.reply_channel` of this process.  A request
 registers its id *before* its job is enqueued and gets a :class:`Subscription` whose queue receives, in
-order, the request's frames and possibly one :class:`~shared.errors.AIORouterError` (sequence gap,
+order and once each (a worker retries a publish whose reply it lost, so a frame may come twice), the
+request's frames and possibly one :class:`~shared.errors.AIORouterError` (sequence gap,
 lost worker, lost Redis connection) or :data:`CLIENT_GONE`.  Frames for ids nobody waits for are dropped.
+
+A stream's client that does not read makes its relay wait in ``send`` while frames pile up in the queue.
+What waits there is bounded: once more than ``buffer_limit`` bytes of ``C`` payloads wait behind a
+blocked relay, or a reader has taken nothing for ``client_stall_timeout`` while frames wait
+(:meth:`ReplyHub.check_readers`, on the watchdog's timer), the subscription drops what it holds and
+interrupts its relay (:meth:`Subscription.interrupt`), which ends the response and cancels the job.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ import asyncio
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 import redis.asyncio as aredis
 from redis.exceptions import RedisError
@@ -32,6 +39,7 @@ class ClientGone:
 CLIENT_GONE: Final = ClientGone()
 Delivery = Frame | AIORouterError | ClientGone
 
+DEFAULT_BUFFER_LIMIT: Final = 1024 * 1024
 _RECONNECT_PAUSE = 0.5
 _CONNECTION_LOST = "Lost the connection to the queue; retry the request."
 
@@ -39,10 +47,17 @@ _CONNECTION_LOST = "Lost the connection to the queue; retry the request."
 @dataclass(eq=False, slots=True)
 class Subscription:
     request_id: str
+    buffer_limit: int = DEFAULT_BUFFER_LIMIT  # bytes of C payloads that may wait behind a blocked relay
     queue: asyncio.Queue[Delivery] = field(default_factory=asyncio.Queue)
     next_seq: int = 0
     worker: str | None = None  # set by the S frame
     closed: bool = False  # a final frame or an error was queued; nothing more will be
+    queued_bytes: int = 0  # C payload bytes delivered so far
+    taken_bytes: int = 0  # C payload bytes the relay took so far (it adds them)
+    relay_task: asyncio.Task[Any] | None = None  # the relay, while it streams: what an interrupt cancels
+    too_slow: bool = False  # the client fell too far behind: its relay was interrupted
+    taken_seen: int = 0  # ``taken_bytes`` at the reader check before, and for how long it has not moved
+    stalled_for: float = 0.0
 
     def fail(self, error: AIORouterError) -> None:
         """End the request with ``error`` unless it already ended."""
@@ -53,10 +68,25 @@ class Subscription:
     def client_gone(self) -> None:
         self.queue.put_nowait(CLIENT_GONE)
 
+    def interrupt(self) -> None:
+        """The client is too far behind: drop what waits for it and cancel its relay."""
+        self.too_slow = self.closed = True
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        if self.relay_task is not None:
+            self.relay_task.cancel()
+
     def deliver(self, frame: Frame) -> None:
         if self.closed:
             return
+        if frame.kind == events.CHUNKS:
+            self.queued_bytes += len(frame.payload)
+            if self.queued_bytes - self.taken_bytes > self.buffer_limit and self.queue.qsize():
+                self.interrupt()
+                return
         if frame.seq != self.next_seq:
+            if frame.seq < self.next_seq:  # a worker's retried publish of a frame that had landed
+                return
             self.fail(
                 AIORouterError(f"Lost frames of this response (expected #{self.next_seq}, got #{frame.seq}).")
             )
@@ -70,8 +100,17 @@ class Subscription:
 
 
 class ReplyHub:
-    def __init__(self, redis: aredis.Redis, ingress_id: str) -> None:
+    def __init__(
+        self,
+        redis: aredis.Redis,
+        ingress_id: str,
+        *,
+        buffer_limit: int = DEFAULT_BUFFER_LIMIT,
+        client_stall_timeout: float = 30.0,
+    ) -> None:
         self.channel = keys.reply_channel(ingress_id)
+        self._buffer_limit = buffer_limit
+        self._client_stall_timeout = client_stall_timeout
         self._redis = redis
         self._pubsub = redis.pubsub(ignore_subscribe_messages=True)
         self._subscriptions: dict[str, Subscription] = {}
@@ -93,7 +132,7 @@ class ReplyHub:
             log.warning("reply hub could not close its pub/sub connection cleanly: %r", exc)
 
     def register(self, request_id: str) -> Subscription:
-        subscription = Subscription(request_id)
+        subscription = Subscription(request_id, self._buffer_limit)
         self._subscriptions[request_id] = subscription
         return subscription
 
@@ -103,6 +142,22 @@ class ReplyHub:
 
     def open_subscriptions(self) -> Iterator[Subscription]:
         return (s for s in list(self._subscriptions.values()) if not s.closed)
+
+    def check_readers(self, elapsed: float) -> int:
+        """Interrupt the streams whose client took nothing for ``client_stall_timeout`` while frames
+        waited for it; call every ``elapsed`` seconds.  How many were interrupted."""
+        interrupted = 0
+        for subscription in self.open_subscriptions():
+            if subscription.relay_task is None or subscription.queued_bytes == subscription.taken_bytes:
+                subscription.stalled_for = 0.0
+            elif subscription.taken_bytes != subscription.taken_seen:
+                subscription.taken_seen, subscription.stalled_for = subscription.taken_bytes, 0.0
+            else:
+                subscription.stalled_for += elapsed
+                if subscription.stalled_for >= self._client_stall_timeout:
+                    subscription.interrupt()
+                    interrupted += 1
+        return interrupted
 
     def route(self, message: bytes) -> None:
         """Hand one published message to the request it belongs to."""

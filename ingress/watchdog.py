@@ -28,9 +28,11 @@ class WorkerWatchdog:
         self._interval = interval
 
     async def run(self) -> None:
-        """Check forever, once per interval (cancel the task to stop)."""
+        """Check forever, once per interval (cancel the task to stop); the same timer checks that stream
+        clients keep reading (:meth:`ReplyHub.check_readers`)."""
         while True:
             await asyncio.sleep(self._interval)
+            self._hub.check_readers(self._interval)
             try:
                 await self.check_once()
             except RedisError:

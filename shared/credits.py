@@ -10,8 +10,10 @@ Each account's credit hash (:func:`shared.keys.credit_balance`) holds ``balance`
 2. The worker that answers charges the actual cost, never more than was held, and releases the rest
    (:func:`settle_call`, in the round trip that publishes the answer); :func:`release` (failure,
    cancellation) releases it all.  Both are idempotent.
-3. A reservation nobody settles (its process died) is released by :func:`sweep_expired` once its
-   deadline (:func:`reservation_ttl`) has passed.
+3. A reservation nobody settles (its processes died) is released by :func:`sweep_expired` once its
+   deadline has passed.  The deadline is a lease: :func:`reservation_ttl` covers the request's wait for a
+   worker, and the worker running its job renews it (:func:`extend_call`) every heartbeat or so, so a
+   hold outlives its processes by at most ``reservation_lease``.
 
 Every step is one Lua script, so N concurrent requests can never hold or spend more than the balance.
 Credit is added with :func:`add_credit`, which appends a ledger entry in the same script.  A price of
@@ -49,6 +51,7 @@ _RESERVE = LuaScript.load("credit_reserve")
 _SETTLE = LuaScript.load("credit_settle")
 _EXPIRE = LuaScript.load("credit_expire")
 _ADD = LuaScript.load("credit_add")
+_EXTEND = LuaScript.load("credit_extend")
 
 SettleOutcome = Literal["settled", "late", "already", "unknown"]
 
@@ -187,9 +190,11 @@ def max_completion_tokens(settings: Settings, model: ModelEntry, body: dict[str,
     return per_choice * choices
 
 
-def reservation_ttl(settings: Settings) -> float:
-    """Seconds a reservation is held at most: a request may wait in the queue, then run a whole job."""
-    return settings.queue_timeout + settings.job_timeout + 60.0
+def reservation_ttl(settings: Settings, *, attempts: int = 1) -> float:
+    """Seconds a new reservation is held unless renewed: a request's ``attempts`` may each wait twice
+    ``queue_timeout`` for a worker (:meth:`ingress.relay.CompletionRelay.wait_for_start`), then one lease;
+    the worker running the job renews it from there (:func:`extend_call`)."""
+    return 2 * settings.queue_timeout * max(1, attempts) + settings.reservation_lease
 
 
 def parse_usd(value: Any, *, param: str = "amount_usd") -> int:
@@ -303,14 +308,14 @@ class PendingReservation:
 
     @classmethod
     def prepare(
-        cls, settings: Settings, account_id: str, amount: int, *, ttl: float | None = None
+        cls, settings: Settings, account_id: str, amount: int, *, ttl: float | None = None, attempts: int = 1
     ) -> PendingReservation:
         """Hold ``amount`` micro-USD of the account's available credit for ``ttl`` seconds at most
         (default :func:`reservation_ttl`) unless settled first."""
         if amount < 0:
             raise ValueError(f"cannot reserve a negative amount ({amount})")
         reservation_id = "res_" + secrets.token_hex(12)
-        ttl_ms = math.ceil((reservation_ttl(settings) if ttl is None else ttl) * 1000)
+        ttl_ms = math.ceil((reservation_ttl(settings, attempts=attempts) if ttl is None else ttl) * 1000)
         call = ScriptCall(
             _RESERVE,
             [
@@ -351,6 +356,15 @@ def settle_call(reservation: Reservation, actual: int) -> ScriptCall:
             keys.CREDIT_RESERVATIONS,
         ],
         [max(0, actual), reservation.id, keys.CREDIT_RESERVATION_TOMBSTONE_TTL],
+    )
+
+
+def extend_call(reservation: Reservation, lease: float) -> ScriptCall:
+    """Make a held reservation last at least ``lease`` more seconds (a no-op once settled or expired)."""
+    return ScriptCall(
+        _EXTEND,
+        [keys.credit_reservation(reservation.id), keys.CREDIT_RESERVATIONS],
+        [reservation.id, math.ceil(lease * 1000)],
     )
 
 

@@ -18,6 +18,8 @@ for HTTP error responses and for the final SSE error event of a stream that alre
     ├── ServiceUnavailable            503 service_unavailable
     │   ├── QueueTimeout              503 service_unavailable / queue_timeout
     │   ├── WorkerLost                503 service_unavailable / worker_lost
+    │   ├── ResponseStalled           503 service_unavailable / response_stalled
+    │   ├── IngressGone               503 service_unavailable / ingress_gone (worker-side only)
     │   └── UpstreamUnavailable       503 service_unavailable / upstream_unavailable
     │       └── UpstreamTimeout       503 service_unavailable / upstream_timeout
     ├── UpstreamError                 500 api_error / upstream_error
@@ -139,6 +141,19 @@ class QueueTimeout(ServiceUnavailable):
 class WorkerLost(ServiceUnavailable):
     default_code = "worker_lost"
     default_message = "The worker serving this request stopped responding."
+
+
+class ResponseStalled(ServiceUnavailable):
+    default_code = "response_stalled"
+    default_message = "The response made no progress for too long and was stopped; retry the request."
+
+
+class IngressGone(ServiceUnavailable):
+    """A worker's job whose reply channel has no subscriber: the ingress that waited for it is gone.
+    No client ever sees it; it is the status the job's usage record carries."""
+
+    default_code = "ingress_gone"
+    default_message = "Nobody waits for this response any more: its ingress is gone."
 
 
 class UpstreamUnavailable(ServiceUnavailable):

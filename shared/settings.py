@@ -23,6 +23,7 @@ RoutingStrategy = Literal["priority", "weighted", "least-busy", "latency"]
 VersionStatus = Literal["current", "deprecated"]
 
 CURRENT_API_VERSION = "2026-06-01"
+STALL_HEADROOM = 1.25  # a stall deadline is at least this times what a provider may legitimately stay silent
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +165,12 @@ class Settings:
     max_body_bytes: int = 4 * 1024 * 1024
     queue_timeout: float = 10.0  # seconds a job may wait for a worker before 503 queue_timeout
     stream_ping_interval: float = 15.0  # seconds of silence before a `: ping` comment line
+    # Seconds a started request may go without a frame of its job (pings do not count) before it ends
+    # with 503 response_stalled and its job is cancelled; never less than its provider may stay silent
+    # (see `stall_timeout`).
+    stream_stall_timeout: float = 120.0
+    stream_buffer_bytes: int = 1024 * 1024  # bytes of a stream that may wait for a client that reads slowly
+    client_stall_timeout: float = 30.0  # seconds a stream's client may take nothing while bytes wait for it
     key_cache_ttl: float = 2.0  # seconds an authenticated key is trusted without asking Redis
     # Workers
     worker_heartbeat_interval: float = 1.0
@@ -181,12 +188,25 @@ class Settings:
     credit_default_max_tokens: int = 4096  # completion tokens reserved for a request without max_tokens
     max_keys_per_account: int = 100  # unrevoked API keys one account may hold (0 = no cap)
     key_creations_per_hour: int = 30  # API keys one account may create in a rolling hour (0 = no cap)
+    # Seconds a credit hold outlives the last renewal by the worker running its job: how long a hold whose
+    # ingress and worker both died stays locked before the sweep releases it.
+    reservation_lease: float = 60.0
     breaker: BreakerSettings = BreakerSettings()
     routing_stats: RoutingStatsSettings = RoutingStatsSettings()
     connections: ConnectionLimits = ConnectionLimits()
 
     def provider(self, name: str) -> ProviderSettings:
         return self.providers[name]
+
+    def stall_timeout(self, provider: str) -> float:
+        """Seconds a started job of ``provider`` may send nothing before its request ends: the larger of
+        ``stream_stall_timeout`` and what the provider itself may take silently (its idle timeout, or its
+        first-token timeout on each attempt) times :data:`STALL_HEADROOM`, so a healthy slow upstream,
+        which the worker's own timeouts end with an error first, is never cut."""
+        timeouts = self.providers[provider].timeouts
+        attempts = self.providers[provider].retries + 1
+        allowed = max(timeouts.idle, attempts * (timeouts.connect + timeouts.first_token))
+        return max(self.stream_stall_timeout, allowed * STALL_HEADROOM)
 
 
 # Environment variables that override the file, and the field each one sets.
@@ -198,6 +218,7 @@ ENV_OVERRIDES: Mapping[str, str] = {
     "AIOROUTER_PORT": "port",
     "AIOROUTER_QUEUE_TIMEOUT": "queue_timeout",
     "AIOROUTER_STREAM_PING_INTERVAL": "stream_ping_interval",
+    "AIOROUTER_STREAM_STALL_TIMEOUT": "stream_stall_timeout",
     "AIOROUTER_KEY_CACHE_TTL": "key_cache_ttl",
     "AIOROUTER_MAX_BODY_BYTES": "max_body_bytes",
     "AIOROUTER_WORKER_DEAD_AFTER": "worker_dead_after",
@@ -403,6 +424,14 @@ def _check(settings: Settings) -> None:
     for limit in fields(ConnectionLimits):
         if not getattr(settings.connections, limit.name) > 0:
             raise ConfigError(f"connections.{limit.name} must be greater than 0")
+    for name in ("stream_stall_timeout", "stream_buffer_bytes", "client_stall_timeout"):
+        if getattr(settings, name) <= 0:
+            raise ConfigError(f"{name} must be > 0")
+    if settings.reservation_lease < 4 * settings.worker_heartbeat_interval:
+        raise ConfigError(
+            "reservation_lease must be at least 4 x worker_heartbeat_interval: workers renew it from their "
+            "heartbeat once half of it has gone"
+        )
     if settings.default_plan not in settings.plans:
         raise ConfigError(f"default plan {settings.default_plan!r} is not in plans")
     if settings.default_api_version not in settings.api_versions:

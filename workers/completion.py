@@ -16,7 +16,7 @@ from typing import Any
 import redis.asyncio as aredis
 
 from shared import events
-from shared.errors import AIORouterError, UpstreamError, UpstreamUnavailable
+from shared.errors import AIORouterError, IngressGone, UpstreamError, UpstreamUnavailable
 from shared.jobs import CompletionJob
 from shared.redis_commands import Command
 from shared.serialization import dumps
@@ -54,6 +54,22 @@ class JobEnding:
         return cls(events.ERROR, {**error.to_event(), "retryable": retryable}, error=error)
 
 
+@dataclass(slots=True)
+class Progress:
+    """What a job has taken from its upstream so far, so that a job stopped midway records it."""
+
+    parts: int = 0  # deltas that carried a piece of the message: completion tokens, roughly
+    usage: Usage | None = None  # the upstream's own count, once it sent one
+
+    def usage_so_far(self, job: CompletionJob) -> dict[str, Any] | None:
+        """The usage of a job stopped midway: None when nothing was produced."""
+        if self.usage is not None:
+            return self.usage.to_dict()
+        if self.parts == 0:
+            return None
+        return Usage(count_prompt_tokens(job.body), self.parts).to_dict()
+
+
 async def complete(
     job: CompletionJob,
     adapter: ProviderAdapter,
@@ -69,8 +85,16 @@ async def complete(
     time to first token; :meth:`GuardedProvider.guard_commands`) and the request's billing (charge,
     token refund, usage record; :func:`workers.settlement.billing_commands`)."""
     publisher.start({"provider": job.provider, "worker": worker_name, "upstream_model": job.upstream_model})
+    progress = Progress()
     try:
-        ending = await (_stream(job, adapter, publisher) if job.stream else _collect(job, adapter))
+        ending = await (
+            _stream(job, adapter, publisher, progress)
+            if job.stream
+            else _collect(job, adapter, publisher, progress)
+        )
+    except IngressGone as exc:  # nobody will read it: stop, recording what the upstream produced so far
+        log.info("job %s: its ingress is gone; stopped after %d part(s)", job.request_id, progress.parts)
+        ending = JobEnding(events.ERROR, {**exc.to_event(), "usage": progress.usage_so_far(job)}, error=exc)
     except AIORouterError as exc:
         retryable = isinstance(exc, UpstreamUnavailable) and not publisher.content_queued
         ending = JobEnding.failed(exc, retryable=retryable)
@@ -83,42 +107,45 @@ async def complete(
         *guard_commands(job),
         *settlement.billing_commands(job, error=ending.error, token_usage=ending.meta.get("usage")),
     ]
-    await asyncio.shield(publisher.finish(ending.kind, ending.meta, ending.payload, commands))
+    retry_commands = settlement.charge_commands(job, error=ending.error, token_usage=ending.meta.get("usage"))
+    await asyncio.shield(publisher.finish(ending.kind, ending.meta, ending.payload, commands, retry_commands))
     return ending
 
 
-async def _stream(job: CompletionJob, adapter: ProviderAdapter, publisher: FramePublisher) -> JobEnding:
+async def _stream(
+    job: CompletionJob, adapter: ProviderAdapter, publisher: FramePublisher, progress: Progress
+) -> JobEnding:
     writer = ChunkWriter(job)
-    usage: Usage | None = None
-    parts = 0
     async for delta in adapter.stream(job):
         if delta.usage is not None:
-            usage = delta.usage
+            progress.usage = delta.usage
             writer.note_usage(delta)
-        parts += delta.has_message_part
+        progress.parts += delta.has_message_part
         sse = writer.sse(delta)
         if sse is not None:
             publisher.send_chunks(sse)
     if not writer.finished:
         raise UpstreamError("The upstream stream ended without a finish reason.")
-    usage = usage or Usage(count_prompt_tokens(job.body), parts)
+    usage = progress.usage or Usage(count_prompt_tokens(job.body), progress.parts)
     tail = (
         events.sse_data(writer.usage_chunk(usage)) + events.SSE_DONE if job.include_usage else events.SSE_DONE
     )
     return JobEnding(events.DONE, {"usage": usage.to_dict(), "finish_reason": writer.finish_reason}, tail)
 
 
-async def _collect(job: CompletionJob, adapter: ProviderAdapter) -> JobEnding:
+async def _collect(
+    job: CompletionJob, adapter: ProviderAdapter, publisher: FramePublisher, progress: Progress
+) -> JobEnding:
     assembler = MessageAssembler(job)
-    usage: Usage | None = None
-    parts = 0
     async for delta in adapter.stream(job):
-        usage = delta.usage or usage
-        parts += delta.has_message_part
+        publisher.check()  # a non-stream job publishes nothing until its answer: nobody listening stops it
+        if delta.usage is not None:
+            progress.usage = delta.usage
+        progress.parts += delta.has_message_part
         assembler.add(delta)
     if not assembler.finished:
         raise UpstreamError("The upstream stream ended without a finish reason.")
-    usage = usage or Usage(count_prompt_tokens(job.body), parts)
+    usage = progress.usage or Usage(count_prompt_tokens(job.body), progress.parts)
     body = assembler.body(usage)
     return JobEnding(
         events.DONE, {"usage": usage.to_dict(), "finish_reason": assembler.finish_reason}, dumps(body)

@@ -5,7 +5,9 @@ one job at a time, each would be a pipeline of its own to build, send and read b
 work would grow with the number of its streams.  :class:`PublishBatcher` queues what every job submits
 and sends it in one pipeline; what is submitted while that pipeline is on the wire goes out in the next
 one.  Batches go out one after another, so each job's frames keep the order in
-which they were submitted; a job's command that Redis rejects fails that job's submission only.
+which they were submitted; a job's command that Redis rejects fails that job's submission only.  A
+submission's result is the reply of its last ``PUBLISH``: how many subscribers received it (0: nobody
+listens on that channel any more).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ class _Submission:
     commands: Sequence[Command]
     channel: str
     frames: list[bytes]
-    done: asyncio.Future[None]
+    done: asyncio.Future[int]
 
 
 class PublishBatcher:
@@ -37,9 +39,10 @@ class PublishBatcher:
         self._sender: asyncio.Task[None] | None = None
         self.pipelines = 0  # round trips made, for tests and stats
 
-    def submit(self, commands: Sequence[Command], channel: str, frames: list[bytes]) -> asyncio.Future[None]:
-        """Queue ``commands`` then a ``PUBLISH`` of each frame on ``channel``; the future resolves when
-        Redis has run them (or fails with the ``RedisError``/``OSError`` that stopped them)."""
+    def submit(self, commands: Sequence[Command], channel: str, frames: list[bytes]) -> asyncio.Future[int]:
+        """Queue ``commands`` then a ``PUBLISH`` of each frame on ``channel``; the future resolves, to the
+        subscribers the last frame reached, when Redis has run them (or fails with the
+        ``RedisError``/``OSError`` that stopped them)."""
         loop = asyncio.get_running_loop()
         submission = _Submission(commands, channel, frames, loop.create_future())
         self._queue.append(submission)
@@ -65,7 +68,7 @@ class PublishBatcher:
                 replies = await pipe.execute(raise_on_error=False)
         except (RedisError, OSError) as exc:
             for submission in batch:
-                _settle(submission.done, exc)
+                _settle(submission.done, exc, 0)
             return
         finally:
             self.pipelines += 1
@@ -73,14 +76,14 @@ class PublishBatcher:
         for submission in batch:
             end = start + len(submission.commands) + len(submission.frames)
             failed = next((r for r in replies[start:end] if isinstance(r, Exception)), None)
-            _settle(submission.done, failed)
+            _settle(submission.done, failed, replies[end - 1] if submission.frames else 1)
             start = end
 
 
-def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
+def _settle(done: asyncio.Future[int], error: BaseException | None, receivers: int) -> None:
     if done.done():  # its job was cancelled while waiting: what it queued went out all the same
         return
     if error is None:
-        done.set_result(None)
+        done.set_result(receivers)
     else:
         done.set_exception(error)

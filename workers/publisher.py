@@ -6,11 +6,22 @@ in flight, so Redis pub/sub delivers its frames in ``seq`` order.  The final fra
 carry other Redis commands (rq's bookkeeping) in the same round trip, queued before the ``PUBLISH`` so
 that whoever sees the final frame also sees the bookkeeping.  With a :class:`PublishBatcher`, that round
 trip is shared with the other jobs of the worker.
+
+A publish that fails (Redis unreachable, frozen, restarting) is retried, the same frames again, for up to
+:data:`PUBLISH_PATIENCE` seconds: a publish whose reply was lost may have landed, and the ingress drops a
+frame it already has (its ``seq``).  The final frame's retries carry only its ``retry_commands`` (the
+idempotent settlement), never the bookkeeping that would count twice.  Only after that does a publish
+fail for good; the final frame is still attempted then, so the client learns how its job ended.
+
+A ``PUBLISH`` answers how many subscribers received the frame: 0 means the ingress that waited for the job
+is gone (killed, or it lost Redis and failed its requests), so the job stops there, with
+:class:`~shared.errors.IngressGone` from the next call, at no extra round trip.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,9 +29,14 @@ import redis.asyncio as aredis
 from redis.exceptions import RedisError
 
 from shared import events
-from shared.errors import ServiceUnavailable
+from shared.errors import IngressGone, ServiceUnavailable
 from shared.redis_commands import Command, replay
 from workers.publish_batcher import PublishBatcher
+
+log = logging.getLogger(__name__)
+
+PUBLISH_PATIENCE = 60.0  # seconds a failing publish is retried before the job's publishing fails for good
+RETRY_PAUSES = (0.2, 0.5, 1.0, 2.0)  # seconds between retries of one publish; the last one repeats
 
 
 class FramePublisher:
@@ -29,7 +45,7 @@ class FramePublisher:
     ) -> None:
         self._redis = redis
         self._batcher = batcher  # the worker's shared pipeline (one round trip for many jobs), if any
-        self._channel = channel
+        self.channel = channel
         self._request_id = request_id
         self._seq = 0
         self._pending: list[bytes] = []
@@ -37,7 +53,10 @@ class FramePublisher:
         self._failure: ServiceUnavailable | None = None
         self._closing = False  # the final frame is coming: chunks queued from now on ride along with it
         self._riders: list[Command] = []  # commands that go out with the next publish (see attach)
+        self._abandoned = False  # the job was cancelled: nothing more is worth retrying
+        self.patience = PUBLISH_PATIENCE
         self.published = 0  # PUBLISH commands sent, for tests and stats
+        self.unheard = False  # a publish reached no subscriber: nobody waits for this job any more
         self.content_queued = False  # a C frame was queued: the client may have content, no fallback now
 
     def _frame(self, kind: bytes, meta: dict[str, Any] | None = None, payload: bytes = b"") -> bytes:
@@ -58,7 +77,8 @@ class FramePublisher:
         self._in_flight = asyncio.get_running_loop().create_task(self._drain(first=frame))
 
     def send_chunks(self, sse: bytes) -> None:
-        """Queue SSE bytes for a ``C`` frame; publishes at once unless a publish is in flight."""
+        """Queue SSE bytes for a ``C`` frame; publishes at once unless a publish is in flight.  Raises what
+        stopped the job's publishing (see :meth:`check`)."""
         if self._failure is not None:
             raise self._failure
         self._pending.append(sse)
@@ -67,15 +87,25 @@ class FramePublisher:
             self._in_flight = asyncio.get_running_loop().create_task(self._drain())
 
     async def finish(
-        self, kind: bytes, meta: dict[str, Any], payload: bytes = b"", commands: Sequence[Command] = ()
+        self,
+        kind: bytes,
+        meta: dict[str, Any],
+        payload: bytes = b"",
+        commands: Sequence[Command] = (),
+        retry_commands: Sequence[Command] = (),
     ) -> None:
-        """Publish the final frame after every queued chunk, with ``commands`` in the same round trip.
+        """Publish the final frame after every queued chunk, with ``commands`` in the same round trip
+        (``retry_commands`` instead, when that round trip has to be repeated).
 
         For ``D`` the chunks still queued are prepended to its payload (they are SSE bytes too); before
-        ``E`` they go out as one last ``C`` frame, in the same round trip.
+        ``E`` they go out as one last ``C`` frame, in the same round trip.  A chunk publish that failed
+        for good does not stop it: the ingress sees the gap, or gets the frames it missed here.
         """
         self._closing = True
-        await self.flush()
+        try:
+            await self.flush()
+        except ServiceUnavailable:
+            self._failure = None
         frames: list[bytes] = []
         if self._pending and kind == events.DONE:
             payload = b"".join([*self._pending, payload])
@@ -83,7 +113,19 @@ class FramePublisher:
             frames.append(self._frame(events.CHUNKS, None, b"".join(self._pending)))
         self._pending.clear()
         frames.append(self._frame(kind, meta, payload))
-        await self._publish(commands, frames)
+        await self._publish_patiently(commands, frames, retry_commands, final=True)
+
+    def check(self) -> None:
+        """Raise what stops the job's publishing (Redis lost for good, or nobody listening), if anything."""
+        if self._failure is not None:
+            raise self._failure
+
+    def stop_unheard(self) -> None:
+        """Nobody subscribes to the job's reply channel any more (the worker's heartbeat saw it): the job
+        stops with :class:`IngressGone` at its next call."""
+        self.unheard = True
+        if self._failure is None:
+            self._failure = IngressGone()
 
     async def flush(self) -> None:
         """Wait for the publish in flight (if any) to land; raise if publishing failed."""
@@ -96,35 +138,67 @@ class FramePublisher:
         """Stop publishing (the job was cancelled): drop queued chunks; the publish in flight, if any, lands
         (cancelling it mid-command would cost its Redis connection)."""
         self._pending.clear()
-        self._closing = True
+        self._closing = self._abandoned = True
 
     async def _drain(self, first: bytes | None = None) -> None:
         try:
             if first is not None:
-                await self._publish([], [first])
-            while self._pending and not self._closing:
+                await self._publish_patiently([], [first])
+            while self._pending and not self._closing and not self.unheard:
                 payload = b"".join(self._pending)
                 self._pending.clear()
-                await self._publish([], [self._frame(events.CHUNKS, None, payload)])
+                await self._publish_patiently([], [self._frame(events.CHUNKS, None, payload)])
+            if self.unheard:
+                self.stop_unheard()
         except ServiceUnavailable as exc:
             self._failure = exc
         finally:
             self._in_flight = None
 
-    async def _publish(self, commands: Sequence[Command], frames: list[bytes]) -> None:
+    async def _publish_patiently(
+        self,
+        commands: Sequence[Command],
+        frames: list[bytes],
+        retry_commands: Sequence[Command] = (),
+        *,
+        final: bool = False,
+    ) -> None:
+        """:meth:`_publish`, retried for :attr:`patience` seconds while Redis cannot be reached."""
+        loop = asyncio.get_running_loop()
+        give_up_at: float | None = None
+        attempt = 0
+        while True:
+            try:
+                if not await self._publish(commands, frames):
+                    self.unheard = True
+                return
+            except ServiceUnavailable as exc:
+                now = loop.time()
+                if give_up_at is None:
+                    give_up_at = now + self.patience
+                    log.warning("job %s: publishing failed (%s); retrying", self._request_id, exc.__cause__)
+                if now >= give_up_at or (self._abandoned and not final):
+                    raise
+            await asyncio.sleep(RETRY_PAUSES[min(attempt, len(RETRY_PAUSES) - 1)])
+            attempt += 1
+            commands = retry_commands
+
+    async def _publish(self, commands: Sequence[Command], frames: list[bytes]) -> int:
+        """Run ``commands`` and publish ``frames``; how many subscribers the last frame reached."""
         if self._riders:
             commands, self._riders = [*self._riders, *commands], []
         try:
             if self._batcher is not None:
-                await self._batcher.submit(commands, self._channel, frames)
+                receivers = await self._batcher.submit(commands, self.channel, frames)
             elif not commands and len(frames) == 1:
-                await self._redis.publish(self._channel, frames[0])
+                receivers = await self._redis.publish(self.channel, frames[0])
             else:
                 async with self._redis.pipeline(transaction=False) as pipe:
                     replay(pipe, commands)
                     for frame in frames:
-                        pipe.publish(self._channel, frame)
-                    await pipe.execute()
+                        pipe.publish(self.channel, frame)
+                    receivers = (await pipe.execute())[-1]
         except (RedisError, OSError) as exc:
             raise ServiceUnavailable("Lost the connection to Redis while publishing a reply.") from exc
         self.published += len(frames)
+        return int(receivers)

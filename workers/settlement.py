@@ -8,8 +8,13 @@
 - the usage record (account, key, model, provider, tokens, cost, latency, status, request id) and its
   day's per-model totals (:mod:`shared.usage`), for every job a worker ran, failed or not.
 
-A failed job leaves the reservation alone: the ingress may still fall back to another deployment under
-the same reservation, and it releases whatever is still held when the request ends without an answer
+A job stopped because nobody waits for it any more (:class:`~shared.errors.IngressGone`: its ingress
+died, or lost Redis and failed its requests) releases the reservation itself, since its ingress may not
+be there to: nobody received the answer, so nobody pays for it.  Its usage record keeps the tokens the
+upstream produced until then, at no cost.
+
+Any other failed job leaves the reservation alone: the ingress may still fall back to another deployment
+under the same reservation, and it releases whatever is still held when the request ends without an answer
 (:meth:`ingress.admission.Admitted.close`).  Settling is idempotent, so the first of the two wins.
 
 They are plain Redis commands (the scripts as ``EVAL``, which never meets ``NOSCRIPT``), so the worker
@@ -24,7 +29,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from shared import credits, ratelimit, usage
-from shared.errors import AIORouterError
+from shared.errors import AIORouterError, IngressGone
 from shared.job_billing import JobBilling
 from shared.jobs import CompletionJob
 from shared.redis_commands import Command
@@ -44,11 +49,12 @@ def billing_commands(
     now = time.time() if now is None else now
     status = usage.OK if error is None else error.code or error.type
     billing = JobBilling.of_job(job)
-    prompt, completion, cached, reasoning = _tokens(token_usage) if status == usage.OK else (0, 0, 0, 0)
-    cost = billing.cost(prompt, completion, cached) if billing is not None and status == usage.OK else 0
-    commands: list[Command] = []
-    if billing is not None and status == usage.OK:
-        commands.append(credits.settle_call(billing.reservation, cost).command())
+    charged = error is None
+    counted = charged or isinstance(error, IngressGone)
+    prompt, completion, cached, reasoning = _tokens(token_usage) if counted else (0, 0, 0, 0)
+    cost = billing.cost(prompt, completion, cached) if billing is not None and charged else 0
+    commands = charge_commands(job, error=error, token_usage=token_usage)
+    if billing is not None and charged:
         refund = ratelimit.refund_call(
             billing.reservation.account_id,
             tokens=billing.counted_tokens - prompt - completion,
@@ -77,6 +83,23 @@ def billing_commands(
         usage.queue_usage(pipe, record)
         commands.extend(recorded(pipe))
     return commands
+
+
+def charge_commands(
+    job: CompletionJob, *, error: AIORouterError | None, token_usage: Mapping[str, Any] | None = None
+) -> list[Command]:
+    """Only the settlement of the job's reservation (its release for a job whose ingress is gone, none
+    for another failed job): the idempotent part of :func:`billing_commands`, safe to send again when a
+    round trip's fate is unknown."""
+    billing = JobBilling.of_job(job)
+    if billing is None:
+        return []
+    if error is None:
+        prompt, completion, cached, _ = _tokens(token_usage)
+        return [credits.settle_call(billing.reservation, billing.cost(prompt, completion, cached)).command()]
+    if isinstance(error, IngressGone):
+        return [credits.settle_call(billing.reservation, 0).command()]
+    return []
 
 
 def _tokens(token_usage: Mapping[str, Any] | None) -> tuple[int, int, int, int]:

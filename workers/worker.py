@@ -18,6 +18,14 @@ A heartbeat task refreshes rq's worker hash, every running execution and AIOrout
 thread runs rq's registry maintenance (sync code, off the loop), which is what fails the jobs of a
 worker that died.  A last task reads the store marker (:mod:`shared.store_marker`) and logs once
 if Redis lost its data under the worker.
+
+The heartbeat also looks after the requests behind the running jobs, in the same round trip: it renews
+their credit holds (a lease, :func:`shared.credits.extend_call`) when half the lease has gone, and asks
+``PUBSUB NUMSUB`` of their reply channels: a job whose ingress has no subscription any more (it died)
+stops at its next delta and releases its hold (:mod:`workers.settlement`).  A job publishing
+frames learns the same from its own ``PUBLISH`` replies (:mod:`workers.publisher`).  The worker remembers
+such a channel, and a queued job for it is checked (``PUBSUB NUMSUB``) before it runs: the queued jobs of
+a dead ingress are released without calling the upstream.
 """
 
 from __future__ import annotations
@@ -37,15 +45,17 @@ from redis.exceptions import RedisError
 from rq.intermediate_queue import IntermediateQueue
 from rq.worker.base import BaseWorker, WorkerStatus
 
-from shared import events, keys
-from shared.errors import AIORouterError, UpstreamTimeout, WorkerLost
+from shared import credits, events, keys
+from shared.credits import Reservation
+from shared.errors import AIORouterError, IngressGone, UpstreamTimeout, WorkerLost
+from shared.job_billing import JobBilling
 from shared.jobs import CompletionJob, diagnostic_call, unreadable_call
 from shared.redis_client import async_client
 from shared.redis_commands import Command, replay
 from shared.serialization import OrjsonSerializer
 from shared.settings import Settings
 from shared.store_marker import StoreMarker, watch_store
-from workers import bookkeeping, stop_requests
+from workers import bookkeeping, settlement, stop_requests
 from workers.bookkeeping import StartedJob
 from workers.completion import JobEnding, complete
 from workers.guarded_provider import GuardedProvider, guarded_provider
@@ -62,6 +72,7 @@ MAINTENANCE_INTERVAL = 30.0  # seconds between runs of rq's registry clean-up
 FINAL_WRITES_WAIT = 10.0  # seconds jobs stopped at the end of the shutdown grace get for their last writes
 _RETRY_PAUSE = 1.0
 _CONNECTION_WAIT = 20.0  # seconds a command that cannot share the auto-pipelined connection waits for one
+_UNHEARD_CHANNELS_KEPT = 1024  # reply channels remembered as unheard (forgotten all at once beyond)
 
 
 @dataclass(slots=True)
@@ -73,6 +84,9 @@ class _Run:
     task: asyncio.Task[JobEnding] | None = None
     stop_reason: str = ""  # "cancelled" (client went away), "shutdown" or "timeout" (rq's job timeout)
     finalized: bool = False
+    publisher: FramePublisher | None = None  # set once the job is running
+    reservation: Reservation | None = None  # the request's credit hold, renewed while the job runs
+    renew_at: float = 0.0  # loop time at which the hold's lease is renewed next
 
 
 class AsyncWorker(BaseWorker):
@@ -113,6 +127,8 @@ class AsyncWorker(BaseWorker):
         self._unstarted = 0  # jobs taken whose start (load, mark started) has not completed
         self._wake = asyncio.Event()  # a slot freed up, a job started, or a stop was requested
         self._maintenance_stop = threading.Event()
+        # Reply channels a job found without subscriber: a queued job for one is checked before it runs.
+        self._unheard_channels: dict[str, None] = {}
 
     # --- rq's interface -----------------------------------------------------------------------------
 
@@ -351,8 +367,14 @@ class AsyncWorker(BaseWorker):
             )
             await self._execute(commands)
             return
+        if job.reply_to in self._unheard_channels and await self._ingress_gone(job.reply_to):
+            await self._drop_unheard(run, started, job)
+            return
         publisher = FramePublisher(self._redis, job.reply_to, job.request_id, self._batcher)
         publisher.attach(bookkeeping.strip_commands(started.job))  # rides with the S frame
+        run.publisher = publisher
+        billing = JobBilling.of_job(job)
+        run.reservation = billing.reservation if billing is not None else None
 
         def bookkeeping_commands(ending: JobEnding) -> list[Command]:
             if ending.error is None:
@@ -384,6 +406,35 @@ class AsyncWorker(BaseWorker):
         finally:
             if timer is not None:
                 timer.cancel()
+            if publisher.unheard:
+                self._note_unheard(job.reply_to)
+
+    async def _ingress_gone(self, channel: str) -> bool:
+        """Whether nobody subscribes to ``channel`` any more (one ``PUBSUB NUMSUB``; asked only for the
+        channel of an ingress already seen gone, so its queued jobs never reach the upstream)."""
+        try:
+            ((_, count),) = await self._redis.pubsub_numsub(channel)
+        except (RedisError, OSError):
+            return False
+        if count:
+            self._unheard_channels.pop(channel, None)
+        return not count
+
+    async def _drop_unheard(self, run: _Run, started: StartedJob, job: CompletionJob) -> None:
+        """Record a job whose ingress is gone as failed without running it, and release its hold."""
+        error = IngressGone()
+        reason = f"IngressGone: {error.message}"
+        await self._execute(
+            [
+                *bookkeeping.failure_commands(self, started, reason, stopped=False, idle=self._last_one(run)),
+                *settlement.billing_commands(job, error=error),
+            ]
+        )
+
+    def _note_unheard(self, channel: str) -> None:
+        if len(self._unheard_channels) >= _UNHEARD_CHANNELS_KEPT:
+            self._unheard_channels.clear()
+        self._unheard_channels[channel] = None
 
     async def _record_stop(self, run: _Run, started: StartedJob, publisher: FramePublisher) -> None:
         if run.stop_reason == "cancelled":
@@ -456,11 +507,43 @@ class AsyncWorker(BaseWorker):
     async def _beat(self) -> None:
         running = [run.started for run in self._runs.values() if run.started is not None]
         commands = bookkeeping.heartbeat_commands(self, running, execution_ttl=self.execution_ttl)
-        replies = await self._execute(commands, self._heartbeat_redis)
+        commands += self._lease_commands()
+        listening = [run for run in self._runs.values() if run.publisher is not None and not run.finalized]
+        channels = sorted({run.publisher.channel for run in listening if run.publisher is not None})
+        async with self._heartbeat_redis.pipeline(transaction=False) as pipe:
+            replay(pipe, commands)
+            if channels:
+                pipe.pubsub_numsub(*channels)
+            replies = await pipe.execute()
         if replies and replies[0] == 1:  # rq's worker hash had expired: HSET created it anew
             await self._execute(bookkeeping.rebirth_commands(self), self._heartbeat_redis)
+        if channels:
+            self._stop_unheard(listening, replies[-1])
         if self._provider is not None:
             await self._provider.renew()
+
+    def _lease_commands(self) -> list[Command]:
+        """Renew the credit holds of running jobs whose lease is half gone."""
+        now = asyncio.get_running_loop().time()
+        lease = self.settings.reservation_lease
+        commands: list[Command] = []
+        for run in self._runs.values():
+            if run.reservation is not None and not run.finalized and run.renew_at <= now:
+                commands.append(credits.extend_call(run.reservation, lease).command())
+                run.renew_at = now + lease / 2
+        return commands
+
+    def _stop_unheard(self, runs: list[_Run], numsub: list[tuple[bytes | str, int]]) -> None:
+        """Stop the jobs whose reply channel has no subscriber left (their ingress is gone)."""
+        subscribers = {_text(channel): int(count) for channel, count in numsub}
+        for run in runs:
+            if run.publisher is not None and subscribers.get(run.publisher.channel, 1) == 0:
+                if not run.publisher.unheard:
+                    self.log.warning(
+                        "Worker %s: job %s has no ingress left; stopping it", self.name, run.job_id
+                    )
+                run.publisher.stop_unheard()
+                self._note_unheard(run.publisher.channel)
 
     def _on_stop_request(self, request: StopRequest) -> None:
         if request.job_id is None:
@@ -483,6 +566,10 @@ class AsyncWorker(BaseWorker):
 
 def _job_id(raw: Any) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _handle_signals(loop: asyncio.AbstractEventLoop, handler: Callable[[], None]) -> list[signal.Signals]:

@@ -9,7 +9,7 @@ import pytest
 from rq.job import Job
 
 from ingress.relay import CompletionRelay
-from shared import events, keys
+from shared import credits, events, keys
 from shared.errors import RateLimitExceeded, UpstreamError
 from tests.ingress.conftest import MESSAGES, MODEL, Ingress, IngressFactory, asgi_chat
 from tests.ingress.test_app import assert_error
@@ -292,3 +292,78 @@ async def test_provider_header_comes_from_the_start_frame(ingress: Ingress) -> N
     await ingress.worker.start(taken, provider="backup-provider")
     await ingress.worker.done(taken, "ok")
     assert (await request).headers["x-provider"] == "backup-provider"
+
+
+# Provider timeouts below the stall timeouts the next tests use (a stall timeout never cuts what a
+# provider may take silently).
+QUICK_PROVIDER = {
+    "simulated": {
+        "kind": "simulated",
+        "retries": 0,
+        "timeouts": {"connect": 0.1, "idle": 0.1, "first_token": 0.1},
+    }
+}
+
+
+async def test_started_stream_silent_past_the_stall_timeout_ends_with_an_error_event(
+    ingress_factory: IngressFactory,
+) -> None:
+    """A stream whose job goes silent (pings do not count) ends with a response_stalled error event
+    after stream_stall_timeout; its job is cancelled and its credit hold released."""
+    async with ingress_factory(
+        stream_ping_interval=0.1, stream_stall_timeout=0.6, providers=QUICK_PROVIDER
+    ) as ingress:
+        request = ingress.chat_task(STREAM_BODY)
+        taken = await ingress.worker.take()
+        await ingress.worker.start(taken)
+        await ingress.worker.chunk(taken, "a")
+        response = await asyncio.wait_for(request, 10)
+        lines = sse_lines(response.text)
+        assert ": ping" in lines and '"content":"a"' in response.text
+        assert '"code":"response_stalled"' in lines[-1] and "data: [DONE]" not in lines
+        assert await ingress.redis.exists(keys.cancelled_marker(taken.id))
+        assert (await credits.get_balance(ingress.redis, "acct-test")).reserved == 0
+
+
+async def test_started_job_silent_before_its_first_content_gets_503_response_stalled(
+    ingress_factory: IngressFactory,
+) -> None:
+    """A stream started (S frame) whose first content never comes answers 503 response_stalled."""
+    async with ingress_factory(stream_stall_timeout=0.5, providers=QUICK_PROVIDER) as ingress:
+        request = ingress.chat_task(STREAM_BODY)
+        taken = await ingress.worker.take()
+        await ingress.worker.start(taken)
+        response = await asyncio.wait_for(request, 10)
+        assert_error(response, 503, "service_unavailable", "response_stalled")
+        assert await ingress.redis.exists(keys.cancelled_marker(taken.id))
+
+
+async def test_started_non_stream_job_waits_its_job_timeout_plus_the_stall_timeout(
+    ingress_factory: IngressFactory,
+) -> None:
+    """A non-stream job gets no frame until its answer: it may take job_timeout, then stream_stall_timeout
+    more, before its request ends with 503 response_stalled."""
+    async with ingress_factory(job_timeout=1, stream_stall_timeout=0.5, providers=QUICK_PROVIDER) as ingress:
+        request = ingress.chat_task()
+        taken = await ingress.worker.take()
+        await ingress.worker.start(taken)
+        await asyncio.sleep(0.8)  # past the stall timeout, within the job's time
+        assert not request.done()
+        response = await asyncio.wait_for(request, 10)
+        assert_error(response, 503, "service_unavailable", "response_stalled")
+
+
+async def test_a_frame_published_twice_is_delivered_once(ingress: Ingress) -> None:
+    """A worker that retries a publish whose reply it lost may send a frame twice: the client sees it
+    once, and the stream goes on."""
+    request = ingress.chat_task(STREAM_BODY)
+    taken = await ingress.worker.take()
+    await ingress.worker.start(taken)
+    await ingress.worker.chunk(taken, "once")
+    taken.seq -= 1
+    await ingress.worker.chunk(taken, "once")
+    await ingress.worker.chunk(taken, "then")
+    await ingress.worker.done(taken)
+    text = (await request).text
+    assert text.count('"content":"once"') == 1 and '"content":"then"' in text
+    assert text.endswith("data: [DONE]\n\n")

@@ -376,3 +376,27 @@ async def test_a_settled_reservations_record_expires_within_minutes(store: aredi
     await credits.settle(store, reservation, 10)
     ttl = await store.ttl(keys.credit_reservation(reservation.id))
     assert 0 < ttl <= keys.CREDIT_RESERVATION_TOMBSTONE_TTL <= 300
+
+
+async def test_a_renewed_hold_outlives_its_first_deadline_and_lapses_once_renewals_stop(
+    store: aredis.Redis,
+) -> None:
+    """A hold is a lease: renewed (its worker runs the job) it survives the sweep past its first deadline;
+    once renewals stop (ingress and worker died) the sweep releases it; a settled one is never renewed."""
+    account_id = await funded_account(store, 1_000)
+    held = await hold_credit(store, SETTINGS, account_id, 400, ttl=0.2)
+    renewed = await credits.extend_call(held, 0.6).run(store)
+    assert renewed > held.deadline_ms
+    await asyncio.sleep(0.3)  # past the first deadline
+    assert await credits.sweep_expired(store) == 0
+    await asyncio.sleep(0.4)  # past the renewed one
+    assert await credits.sweep_expired(store) == 1
+    assert (await credits.get_balance(store, account_id)).reserved == 0
+    assert await credits.extend_call(held, 60).run(store) == 0
+
+
+def test_a_new_hold_covers_each_attempt_waiting_for_a_worker_then_one_lease() -> None:
+    """Before any worker renews it, a hold lasts as long as each of the request's attempts may wait for a
+    worker (twice queue_timeout), plus one lease: not the whole job's time limit."""
+    settings = Settings(queue_timeout=10.0, reservation_lease=60.0, job_timeout=900)
+    assert credits.reservation_ttl(settings, attempts=2) == 2 * 2 * 10.0 + 60.0

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from shared.errors import ConfigError
-from shared.settings import CURRENT_API_VERSION, load_settings, settings_from_mapping
+from shared.settings import CURRENT_API_VERSION, STALL_HEADROOM, load_settings, settings_from_mapping
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -118,6 +118,9 @@ def test_connection_limits_table_is_read() -> None:
         ({"connections": {"max_header_bytes": 0}}, "connections.max_header_bytes"),
         ({"connections": {"header_timeout": -1}}, "connections.header_timeout"),
         ({"connections": {"slowness": 1}}, "connections.slowness"),
+        ({"stream_buffer_bytes": 0}, "stream_buffer_bytes"),
+        ({"client_stall_timeout": -1}, "client_stall_timeout"),
+        ({"reservation_lease": 2.0, "worker_heartbeat_interval": 1.0}, "reservation_lease"),
     ],
 )
 def test_bad_settings_raise_config_error(document: dict[str, object], message: str) -> None:
@@ -132,3 +135,23 @@ def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
         load_settings(tmp_path / "missing.toml", env={})
     with pytest.raises(ConfigError, match=r"broken\.toml"):
         load_settings(_write(tmp_path, "port = ").rename(tmp_path / "broken.toml"), env={})
+
+
+def test_the_stall_timeout_never_cuts_what_a_provider_may_take_silently() -> None:
+    """A provider's stall timeout is stream_stall_timeout, raised where the provider's idle timeout or its
+    connect plus first-token timeouts on each attempt would exceed it: the ingress never ends a response
+    its worker is still allowed to wait for."""
+    slow = {
+        "kind": "simulated",
+        "retries": 1,
+        "timeouts": {"connect": 5.0, "idle": 20.0, "first_token": 60.0},
+    }
+    quick = {"kind": "simulated", "retries": 0, "timeouts": {"connect": 1.0, "idle": 2.0, "first_token": 1.0}}
+    document = {
+        "stream_stall_timeout": 30.0,
+        "providers": {"slow": slow, "quick": quick},
+        "models": [{"id": "m", "provider": "slow"}],
+    }
+    settings = settings_from_mapping(document, env={})
+    assert settings.stall_timeout("slow") == 2 * (5.0 + 60.0) * STALL_HEADROOM
+    assert settings.stall_timeout("quick") == 30.0

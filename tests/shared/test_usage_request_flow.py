@@ -12,6 +12,7 @@ from ingress import api_keys
 from ingress.admission import Admission
 from ingress.context import IngressContext
 from ingress.control import accounts
+from ingress.deferred_cleanup import DeferredCleanup
 from shared import credits, usage
 from shared.errors import InsufficientQuota, RateLimitExceeded
 from shared.job_billing import JobBilling
@@ -37,7 +38,15 @@ async def serve_one(
     record = await api_keys.lookup(redis, api_keys.digest(secret))
     assert record is not None and not record.revoked
     # Admission reads only the settings and the Redis client of its ingress' context.
-    context = IngressContext(SETTINGS, "flow", redis, hub=None, auth=None, router=None)  # type: ignore[arg-type]
+    context = IngressContext(
+        SETTINGS,
+        "flow",
+        redis,
+        hub=None,
+        auth=None,
+        router=None,
+        cleanup=DeferredCleanup(redis),  # type: ignore[arg-type]
+    )
     admitted = await Admission(context, record, f"Bearer {secret}").admit(MODEL, body)
     job = CompletionJob(
         request_id=f"req_{admitted.billing.reservation.id}",

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 
 import fakeredis
 import orjson
+import pytest
 
 from shared import events
-from shared.errors import UpstreamUnavailable
+from shared.errors import IngressGone, UpstreamUnavailable
 from shared.jobs import CompletionJob
 from shared.redis_commands import Command
 from shared.settings import ProviderSettings
@@ -134,3 +136,27 @@ async def test_bookkeeping_commands_ride_with_the_final_frame() -> None:
     assert ending.ok and frames[-1].kind == events.DONE
     assert await redis.get("bookkeeping-marker") == b"1"
     await redis.aclose()
+
+
+class EndlessProvider:
+    """A provider adapter that yields one word per call, forever."""
+
+    async def stream(self, job: CompletionJob) -> AsyncIterator[Delta]:
+        while True:
+            yield Delta(content="word ")
+            await asyncio.sleep(0)
+
+    async def aclose(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_a_job_nobody_listens_to_stops_with_what_it_produced(stream: bool) -> None:
+    """A job whose reply channel has no subscriber (its ingress died) stops within a few deltas instead of
+    running to its end, and its outcome carries the usage produced so far, for its usage record."""
+    redis = fakeredis.FakeAsyncRedis()
+    job = completion_job(stream=stream)
+    publisher = FramePublisher(redis, job.reply_to, job.request_id)
+    outcome = await asyncio.wait_for(complete(job, EndlessProvider(), publisher, worker_name="w"), 5)
+    assert isinstance(outcome.error, IngressGone)
+    assert outcome.meta["usage"]["completion_tokens"] > 0

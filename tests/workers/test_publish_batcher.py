@@ -79,3 +79,14 @@ async def test_a_rejected_command_fails_only_its_own_job() -> None:
     assert b"good" in await received(pubsub, 2)
     await pubsub.aclose()
     await redis.aclose()
+
+
+async def test_a_submission_resolves_to_the_subscribers_its_last_frame_reached() -> None:
+    """The reply of a submission's last PUBLISH comes back: 0 when nobody subscribes to the channel."""
+    redis = fakeredis.FakeAsyncRedis()
+    batcher = PublishBatcher(redis)
+    assert await batcher.submit([], CHANNEL, [b"unheard"]) == 0
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(CHANNEL)
+    assert await batcher.submit([], CHANNEL, [b"a", b"heard"]) == 1
+    await pubsub.aclose()

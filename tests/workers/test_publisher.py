@@ -7,10 +7,12 @@ from typing import Any
 
 import fakeredis
 import pytest
+from redis import exceptions as redis_exceptions
 
 from shared import events
-from shared.errors import ServiceUnavailable
+from shared.errors import IngressGone, ServiceUnavailable
 from tests.waiting import eventually
+from workers.publish_batcher import PublishBatcher
 from workers.publisher import FramePublisher
 
 CHANNEL = "aior:reply:test"
@@ -160,6 +162,7 @@ async def test_redis_failure_becomes_service_unavailable() -> None:
     server.connected = False
     redis = fakeredis.FakeAsyncRedis(server=server)
     publisher = FramePublisher(redis, CHANNEL, "req-6")
+    publisher.patience = 0.0  # no retries: the failure is for good at once
     publisher.start({})  # in the background: the failure comes from the next call
     with pytest.raises(ServiceUnavailable):
         await publisher.flush()
@@ -201,3 +204,77 @@ async def test_attached_commands_ride_with_the_start_frame(redis: GatedRedis) ->
     assert (await next_frame(pubsub)).kind == events.DONE
     assert await redis.get("rider") is None
     await pubsub.aclose()
+
+
+class FlakyRedis(fakeredis.FakeAsyncRedis):
+    """fakeredis whose first ``failures`` PUBLISH commands fail as a lost connection (after landing, when
+    ``lands``: a reply lost on the way back)."""
+
+    def __init__(self, *args: Any, failures: int, lands: bool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.failures = failures
+        self.lands = lands
+
+    async def publish(self, channel: Any, message: Any, **kwargs: Any) -> Any:
+        if self.failures > 0:
+            self.failures -= 1
+            if self.lands:
+                await super().publish(channel, message, **kwargs)
+            raise redis_exceptions.ConnectionError("lost")
+        return await super().publish(channel, message, **kwargs)
+
+
+@pytest.mark.parametrize("lands", [False, True])
+async def test_a_failed_publish_is_retried_until_redis_answers(lands: bool) -> None:
+    """Publishes that fail (their frame lost, or landed with its reply lost) are retried, the same frames
+    again, so the job's frames all arrive, in order, instead of the job failing."""
+    redis = FlakyRedis(server=fakeredis.FakeServer(), failures=3, lands=lands)
+    publisher = FramePublisher(redis, CHANNEL, "req-8")
+
+    async def action() -> None:
+        publisher.start({})
+        await publisher.flush()
+        publisher.send_chunks(b"a")
+        await publisher.flush()
+        await publisher.finish(events.DONE, {}, b"z")
+
+    frames = await frames_of(redis, action, 3 + (3 if lands else 0))  # the S frame landed 4 times
+    seqs = [f.seq for f in frames]
+    assert sorted(set(seqs)) == [0, 1, 2] and seqs == sorted(seqs)
+    assert frames[-1].kind == events.DONE
+
+
+async def test_the_final_frame_comes_even_after_a_chunk_publish_failed_for_good() -> None:
+    """A chunk publish that failed past its patience does not swallow the final frame: the E frame that
+    tells the client how the job ended is still published once Redis answers."""
+    redis = FlakyRedis(server=fakeredis.FakeServer(), failures=2, lands=False)
+    publisher = FramePublisher(redis, CHANNEL, "req-9")
+    publisher.patience = 0.0
+
+    async def action() -> None:
+        publisher.send_chunks(b"a")
+        with pytest.raises(ServiceUnavailable):
+            await publisher.flush()
+        publisher.patience = 5.0
+        await publisher.finish(events.ERROR, {"message": "lost"}, b"", [], [])
+
+    (frame,) = await frames_of(redis, action, 1)
+    assert frame.kind == events.ERROR and frame.seq == 1
+
+
+@pytest.mark.parametrize("batched", [False, True])
+async def test_a_publish_nobody_receives_stops_the_job(batched: bool) -> None:
+    """A frame that reached no subscriber (the ingress is gone) makes the job's next call raise
+    IngressGone, with no extra round trip; the final frame still goes out."""
+    redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    publisher = FramePublisher(redis, CHANNEL, "req-10", PublishBatcher(redis) if batched else None)
+    publisher.start({})
+    with pytest.raises(IngressGone):
+        await publisher.flush()
+    assert publisher.unheard
+    with pytest.raises(IngressGone):
+        publisher.send_chunks(b"a")
+    with pytest.raises(IngressGone):
+        publisher.check()
+    await publisher.finish(events.ERROR, IngressGone().to_event())
+    assert publisher.published == 2

@@ -12,7 +12,7 @@ import redis.asyncio as aredis
 
 from ingress.control import accounts
 from shared import credits, keys, usage
-from shared.errors import UpstreamError
+from shared.errors import IngressGone, UpstreamError
 from shared.job_billing import EXTRA_KEY, JobBilling
 from shared.jobs import CompletionJob
 from shared.redis_commands import Command, replay
@@ -174,3 +174,16 @@ def test_the_quoted_cached_price_travels_with_the_job() -> None:
     assert JobBilling.from_wire(billing.to_wire()).cached_input_price_per_m == 0.25
     plain = JobBilling.for_model(reservation, MODEL, admitted_at=1.0)
     assert JobBilling.from_wire(plain.to_wire()).cached_input_price_per_m is None
+
+
+async def test_a_job_whose_ingress_is_gone_releases_its_hold(aredis_client: aredis.Redis) -> None:
+    """A job stopped because its ingress is gone releases its hold itself (that ingress may not be there
+    to): nobody received the answer, nobody pays; its usage record keeps the tokens produced, at no cost."""
+    await funded(aredis_client)
+    job, _ = await billed_job(aredis_client, 10_000)
+    tokens = {"prompt_tokens": 100, "completion_tokens": 5}
+    await run(aredis_client, billing_commands(job, error=IngressGone(), token_usage=tokens))
+    balance = await credits.get_balance(aredis_client, "acme")
+    assert (balance.spent, balance.reserved) == (0, 0)
+    [record] = await records(aredis_client)
+    assert (record.status, record.cost_micros, record.completion_tokens) == ("ingress_gone", 0, 5)

@@ -1,0 +1,106 @@
+"""Clean-ups a request could not do while Redis was unreachable, done as soon as Redis answers again.
+
+A request that ends without an answer releases its credit hold (:func:`release_hold`) and, if its job may
+still run, cancels it (:func:`ingress.job_control.cancel`).  During a Redis outage both fail; left
+alone, the hold would stay locked until the sweep reaches its deadline and the job would run to its end
+unread.  :class:`DeferredCleanup` keeps what failed in memory and retries it every
+:data:`RETRY_EVERY` seconds from one background task, so it is done within a retry of Redis coming back.
+Both are idempotent, so doing one that had landed after all costs nothing.  At most :data:`MAX_PENDING`
+wait, so a long outage cannot grow the backlog without bound.  What a process still holds when it dies
+is left to the workers and the sweep (a hold is a lease, :func:`shared.credits.extend_call`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Final
+
+import redis.asyncio as aredis
+from redis.exceptions import RedisError
+
+from ingress import job_control
+from shared import credits, ratelimit
+from shared.errors import ServiceUnavailable
+from shared.job_billing import JobBilling
+
+log = logging.getLogger(__name__)
+
+RETRY_EVERY: Final = 1.0  # seconds between two attempts while something is pending
+MAX_PENDING: Final = 100_000  # beyond this, a long outage's clean-ups are left to the workers and the sweep
+
+
+async def release_hold(redis: aredis.Redis, billing: JobBilling) -> None:
+    """Release a request's credit hold and give back the tokens its token limit counted (once: only when
+    this release is the one that settled the hold).  Raises ``RedisError``."""
+    reservation = billing.reservation
+    settlement = await credits.release(redis, reservation)
+    refund = ratelimit.refund_call(
+        reservation.account_id, tokens=billing.counted_tokens, interval_us=billing.token_interval_us
+    )
+    if settlement.outcome == "settled" and refund is not None:
+        await refund.run(redis)
+
+
+class DeferredCleanup:
+    """One ingress process' backlog of releases and cancels that failed; :meth:`run` works it off."""
+
+    def __init__(self, redis: aredis.Redis, *, retry_every: float = RETRY_EVERY) -> None:
+        self._redis = redis
+        self._retry_every = retry_every
+        self._releases: dict[str, JobBilling] = {}  # by reservation id
+        self._cancels: set[str] = set()  # job ids
+        self._pending = asyncio.Event()
+        self.drained = asyncio.Event()  # set whenever :meth:`run` has nothing left to do
+
+    @property
+    def pending(self) -> int:
+        return len(self._releases) + len(self._cancels)
+
+    def release_later(self, billing: JobBilling) -> None:
+        log.warning("could not release credit hold %s; will retry when Redis answers", billing.reservation.id)
+        if self.pending >= MAX_PENDING:
+            return
+        self._releases[billing.reservation.id] = billing
+        self.drained.clear()
+        self._pending.set()
+
+    def cancel_later(self, job_id: str) -> None:
+        log.warning("could not cancel job %s; will retry when Redis answers", job_id)
+        if self.pending >= MAX_PENDING:
+            return
+        self._cancels.add(job_id)
+        self.drained.clear()
+        self._pending.set()
+
+    async def run(self) -> None:
+        """Retry whatever is pending until it is done, forever (cancel the task to stop)."""
+        while True:
+            await self._pending.wait()
+            await self.flush()
+            if self.pending:
+                await asyncio.sleep(self._retry_every)
+            else:
+                self._pending.clear()
+                self.drained.set()
+
+    async def flush(self) -> int:
+        """Try everything pending once; how many were done."""
+        done = 0
+        for reservation_id, billing in list(self._releases.items()):
+            try:
+                await release_hold(self._redis, billing)
+            except RedisError:
+                return done  # still unreachable: the rest waits for the next attempt
+            del self._releases[reservation_id]
+            done += 1
+        for job_id in list(self._cancels):
+            try:
+                await job_control.cancel(self._redis, job_id)
+            except ServiceUnavailable:
+                return done
+            self._cancels.discard(job_id)
+            done += 1
+        if done:
+            log.info("Redis answers again: did %d deferred release(s) and cancel(s)", done)
+        return done

@@ -1,0 +1,138 @@
+"""The ingress killed with SIGKILL while its jobs run and wait in the queue: the workers stop those jobs
+(nobody is left to read them) and release their holds: nobody received an answer, nobody pays."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import httpx
+import redis
+from rq.registry import StartedJobRegistry
+
+from shared import keys
+from shared.serialization import OrjsonSerializer
+from tests.chaos.conftest import PrivateRedis, add_credit, balance, usage_records, wait_until
+from tests.e2e.running_system import RunningSystem, SystemLauncher, _start, free_port
+
+CONFIG = """
+worker_heartbeat_interval = 0.5
+worker_dead_after = 3.0
+
+[providers.slow]
+kind = "simulated"
+tokens_per_second = 10.0
+
+[[models]]
+id = "chaos/slow"
+input_price_per_m = 1.0
+output_price_per_m = 2.0
+deployments = [{ provider = "slow", upstream_model = "lorem" }]
+"""
+SLOTS = 3  # the worker runs three jobs; the others wait in the queue
+REQUESTS = 6
+MAX_TOKENS = 300  # 30 s per answer at 10 tokens/s: a job that ends within seconds was stopped
+STOPPED_WITHIN = 15.0
+
+
+def _started(system: RunningSystem) -> list[str]:
+    connection = redis.Redis.from_url(system.redis_url)
+    try:
+        registry = StartedJobRegistry("slow", connection=connection, serializer=OrjsonSerializer)
+        return list(registry.get_job_ids())
+    finally:
+        connection.close()
+
+
+def _queued(system: RunningSystem) -> int:
+    connection = redis.Redis.from_url(system.redis_url)
+    try:
+        return int(connection.llen(keys.rq_queue_key("slow")))
+    finally:
+        connection.close()
+
+
+def _request(system: RunningSystem, stream: bool) -> None:
+    """One request that the ingress' death cuts: its outcome does not matter here."""
+    body = {
+        "model": "chaos/slow",
+        "messages": [{"role": "user", "content": "go"}],
+        "max_tokens": MAX_TOKENS,
+        "stream": stream,
+    }
+    headers = {"Authorization": f"Bearer {system.api_key}"}
+    try:
+        with httpx.Client(timeout=60) as client:
+            client.post(f"{system.base_url}/chat/completions", json=body, headers=headers)
+    except httpx.HTTPError:
+        pass
+
+
+def _call_in_threads(system: RunningSystem, streams: list[bool]) -> None:
+    for stream in streams:
+        threading.Thread(target=_request, args=(system, stream), daemon=True).start()
+
+
+def test_jobs_of_a_killed_ingress_stop_and_release_their_holds(
+    launch_chaos_system: SystemLauncher, private_redis: PrivateRedis
+) -> None:
+    """kill -9 of the ingress with three jobs running (streams and not) and three queued: within seconds
+    no job runs or waits, no credit stays held or is charged, the usage records show the upstream
+    produced far less than the full answers, and the queued jobs never called it."""
+    system = launch_chaos_system(CONFIG, pools=["slow"], concurrency=SLOTS)
+    add_credit(private_redis, "e2e", 100)
+    _call_in_threads(system, [number % 2 == 0 for number in range(REQUESTS)])
+    assert wait_until(
+        lambda: len(_started(system)) == SLOTS and _queued(system) == REQUESTS - SLOTS, within=20
+    )
+    (ingress,) = [service for service in system.services if service.label == "ingress"]
+    ingress.process.send_signal(signal.SIGKILL)
+    ingress.process.wait()
+    assert wait_until(lambda: not _started(system) and _queued(system) == 0, within=STOPPED_WITHIN), (
+        f"jobs still running {_started(system)} or queued ({_queued(system)})"
+    )
+    assert wait_until(lambda: balance(private_redis, "e2e").reserved == 0, within=5), balance(
+        private_redis, "e2e"
+    )
+    records = usage_records(private_redis, "e2e")
+    assert len(records) == REQUESTS and {record.status for record in records} == {"ingress_gone"}
+    assert balance(private_redis, "e2e").spent == 0 == sum(record.cost_micros for record in records)
+    assert sum(record.completion_tokens for record in records) < REQUESTS * MAX_TOKENS // 4
+    never_ran = [record for record in records if record.completion_tokens == 0]
+    assert len(never_ran) >= REQUESTS - SLOTS, "a queued job of the dead ingress called its upstream"
+
+
+LEASE_CONFIG = CONFIG.replace(
+    "worker_dead_after = 3.0\n", "worker_dead_after = 3.0\nqueue_timeout = 2.0\nreservation_lease = 3.0\n"
+)
+LEASE = 3.0
+FIRST_HOLD = 2 * 2.0 + LEASE  # seconds a new hold lasts before its worker renews it (one attempt)
+SWEEP_EVERY = 5.0
+RELEASED_WITHIN = LEASE + SWEEP_EVERY + 5.0  # slack for a shared two-core box
+
+
+def test_holds_whose_ingress_and_worker_both_died_are_released_within_a_lease(
+    launch_chaos_system: SystemLauncher, private_redis: PrivateRedis
+) -> None:
+    """While its worker runs the job, a hold outlives its first deadline (the worker renews the lease);
+    with the ingress and the worker both killed, the sweep of a surviving ingress releases it within
+    one lease, not after the whole job's time limit."""
+    system = launch_chaos_system(LEASE_CONFIG, pools=["slow"], concurrency=SLOTS)
+    add_credit(private_redis, "e2e", 100)
+    _call_in_threads(system, [True] * SLOTS)
+    assert wait_until(lambda: len(_started(system)) == SLOTS, within=20)
+    held = balance(private_redis, "e2e").reserved
+    survivor = _start("ingress 2", ["ingress", "--port", str(free_port())], system.env, system.config.parent)
+    system.services.append(survivor)  # its sweep runs all along; it is stopped with the rest
+    time.sleep(FIRST_HOLD + SWEEP_EVERY)
+    assert balance(private_redis, "e2e").reserved == held, "a running job's hold was swept"
+    for service in system.services:
+        if service is not survivor:
+            service.process.send_signal(signal.SIGKILL)
+            service.process.wait()
+    killed_at = time.monotonic()
+    assert wait_until(lambda: balance(private_redis, "e2e").reserved == 0, within=RELEASED_WITHIN), balance(
+        private_redis, "e2e"
+    )
+    assert time.monotonic() - killed_at < RELEASED_WITHIN

@@ -1,0 +1,70 @@
+"""Redis killed and restarted (its data kept) while streams run: the holds and cancels the ingress could
+not do during the outage are done as soon as Redis is back, not when the sweep reaches the holds."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+from rq.registry import StartedJobRegistry
+
+from shared.serialization import OrjsonSerializer
+from tests.chaos.conftest import PrivateRedis, add_credit, balance, wait_until
+from tests.chaos.streams import StreamReader
+from tests.e2e.running_system import RunningSystem, SystemLauncher
+
+CONFIG = """
+worker_heartbeat_interval = 0.5
+worker_dead_after = 30.0
+
+[providers.slow]
+kind = "simulated"
+tokens_per_second = 10.0
+
+[[models]]
+id = "chaos/slow"
+input_price_per_m = 1.0
+output_price_per_m = 2.0
+deployments = [{ provider = "slow", upstream_model = "lorem" }]
+"""
+STREAMS = 3
+DOWN_FOR = 2.0
+# From the restart: reconnecting, one retry of the deferred clean-ups, slack for a shared box.  Without
+# them the holds would wait for their jobs' end (60 s answers) or the sweep (queue waits + lease: 80 s).
+CLEANED_WITHIN = 12.0
+
+
+def _started(system: RunningSystem) -> list[str]:
+    connection = redis.Redis.from_url(system.redis_url)
+    try:
+        registry = StartedJobRegistry("slow", connection=connection, serializer=OrjsonSerializer)
+        return list(registry.get_job_ids())
+    finally:
+        connection.close()
+
+
+@pytest.mark.persistent_redis
+def test_holds_and_cancels_held_up_by_a_redis_outage_are_done_once_it_is_back(
+    launch_chaos_system: SystemLauncher, private_redis: PrivateRedis
+) -> None:
+    """Redis killed under three 60 s streams: each client gets an error; once Redis is back the credit
+    held for them is released and their jobs are cancelled within seconds."""
+    system = launch_chaos_system(CONFIG, pools=["slow"])
+    add_credit(private_redis, "e2e", 100)
+    body = {"model": "chaos/slow", "messages": [{"role": "user", "content": "go"}], "max_tokens": 600}
+    readers = [StreamReader(system, body).start() for _ in range(STREAMS)]
+    for reader in readers:
+        assert reader.record.first_content.wait(20), "a stream never started"
+    private_redis.kill()
+    for reader in readers:
+        assert reader.join(15), f"a stream outlived the loss of Redis: {reader.record}"
+        assert reader.record.ending.startswith("error:"), reader.record
+    time.sleep(DOWN_FOR)
+    private_redis.start()
+    restarted_at = time.monotonic()
+    assert wait_until(lambda: balance(private_redis, "e2e").reserved == 0, within=CLEANED_WITHIN), balance(
+        private_redis, "e2e"
+    )
+    assert wait_until(lambda: not _started(system), within=CLEANED_WITHIN - (time.monotonic() - restarted_at))
+    assert balance(private_redis, "e2e").spent == 0  # nobody got an answer: nobody is charged
