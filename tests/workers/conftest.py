@@ -17,6 +17,8 @@ from shared.jobs import CompletionJob, enqueue_commands
 from shared.redis_commands import replay
 from shared.settings import ProviderSettings, Settings
 from tests.waiting import eventually
+from tests.workers.raw_server import RawServer
+from workers.providers.http_clients import UpstreamHttp
 from workers.worker import AsyncWorker
 
 REPLY_CHANNEL = f"aior:reply:workers-test-{os.getpid()}"
@@ -109,3 +111,21 @@ async def running_worker(
         async with asyncio.timeout(30):
             await task
         connection.close()
+
+
+@pytest.fixture
+async def servers() -> AsyncIterator[list[RawServer]]:
+    """Raw servers (``tests.workers.raw_server``) started by a test, closed after it."""
+    started: list[RawServer] = []
+    yield started
+    for server in started:
+        await server.close()
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[list[UpstreamHttp]]:
+    """Upstream HTTP clients made by a test, closed after it."""
+    made: list[UpstreamHttp] = []
+    yield made
+    for client in made:
+        await client.aclose()

@@ -67,22 +67,6 @@ def server_tls(pems: dict[str, Pem], *, demand_client_cert: bool) -> ssl.SSLCont
     return context
 
 
-@pytest.fixture
-async def servers() -> AsyncIterator[list[RawServer]]:
-    started: list[RawServer] = []
-    yield started
-    for server in started:
-        await server.close()
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[UpstreamHttp]]:
-    made: list[UpstreamHttp] = []
-    yield made
-    for client in made:
-        await client.aclose()
-
-
 def provider(base_url: str, **options: Any) -> ProviderSettings:
     return ProviderSettings(name="up", kind="openai", base_url=base_url, timeouts=FAST, **options)
 

@@ -10,7 +10,7 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -25,6 +25,7 @@ from tests.conftest import IN_CI
 from tests.waiting import eventually
 from tests.workers.raw_server import CLOSE, RawServer, Step, answer, chunked, start_raw_server
 from workers.providers import upstream_http
+from workers.providers.http_clients import UpstreamHttp
 from workers.providers.sse import MAX_EVENT_BYTES
 from workers.providers.upstream_call import Deadlines, status_error, upstream_errors
 from workers.providers.upstream_http import (
@@ -39,25 +40,7 @@ HEADERS = {"content-type": "application/json", "accept": "text/event-stream", "a
 
 
 @pytest.fixture
-async def clients() -> AsyncIterator[list[UpstreamClient]]:
-    """Clients made by a test, closed after it."""
-    made: list[UpstreamClient] = []
-    yield made
-    for client in made:
-        await client.aclose()
-
-
-@pytest.fixture
-async def servers() -> AsyncIterator[list[RawServer]]:
-    """Raw servers started by a test, closed after it."""
-    started: list[RawServer] = []
-    yield started
-    for server in started:
-        await server.close()
-
-
-@pytest.fixture
-def client_for(clients: list[UpstreamClient]) -> Any:
+def client_for(clients: list[UpstreamHttp]) -> Any:
     def make(base_url: str, max_connections: int = 8, connect_timeout: float = 2.0, **options: Any) -> Any:
         client = UpstreamClient(
             base_url, HEADERS, max_connections=max_connections, connect_timeout=connect_timeout, **options
