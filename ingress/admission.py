@@ -126,6 +126,7 @@ class Admission:
             reservation = pending.outcome(credit_reply)
         except InsufficientQuota as exc:
             exc.headers.update(self.decision.headers())
+            await self._refund_quietly(tokens)  # nothing will run: the tokens counted are given back
             raise
         billing = JobBilling.for_model(
             reservation,
@@ -154,6 +155,17 @@ class Admission:
             return
         for name in RATE_LIMIT_HEADERS:
             error.headers.setdefault(name, decision.headers()[name])
+
+    async def _refund_quietly(self, tokens: int) -> None:
+        assert self.decision is not None
+        interval_us = ratelimit.token_interval_us(self._context.settings, self.decision.plan)
+        refund = ratelimit.refund_call(self._record.account_id, tokens=tokens, interval_us=interval_us)
+        if refund is None:
+            return
+        try:
+            await refund.run(self._context.redis)
+        except RedisError:
+            log.warning("could not refund %d counted tokens of a refused request", tokens)
 
     async def _count(self) -> RateLimitDecision:
         try:

@@ -72,7 +72,8 @@ async def serve_one(
 
 async def test_requests_are_admitted_billed_and_reported_until_limits_bite(store: aredis.Redis) -> None:
     """Each completion is charged its real cost and reported; the 4th in a minute gets 429, and once the
-    credit cannot cover a worst case the request gets 402 before anything is reserved."""
+    credit cannot cover a worst case the request gets 402 before anything is reserved, its counted tokens
+    given back."""
     account, _ = await accounts.create_account(store, SETTINGS, name="flow")
     secret, _ = await accounts.create_key_for_account(store, SETTINGS, account.id)
     await credits.add_credit(store, account.id, 1_000)
@@ -93,6 +94,8 @@ async def test_requests_are_admitted_billed_and_reported_until_limits_bite(store
     with pytest.raises(RateLimitExceeded) as refused:
         await serve_one(store, secret, body, used=(20, 30))
     assert refused.value.headers["X-RateLimit-Remaining"] == "0"
+    # the 402's worst case was given back: only the answered requests' usage still counts
+    assert int(refused.value.headers["X-RateLimit-Remaining-Tokens"]) >= 100_000 - 2 * 50 - 1
 
     today = datetime.now(UTC).date()
     [row] = await usage.daily_usage(store, account.id, today, today)
