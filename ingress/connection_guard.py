@@ -8,7 +8,8 @@ ingress do unbounded work or hold its connections forever, whatever sits in fron
 * its headers must arrive within ``header_timeout`` seconds of its first byte (or of the connection's
   start), its body within ``body_timeout`` seconds of the headers (else 408, or a silent close if
   nothing at all arrived); an idle keep-alive connection closes after ``keepalive_timeout``;
-* a request on a connection beyond ``max_connections`` open in this process is answered 503;
+* a request on a connection beyond ``max_connections`` open in this process is answered 503 (by
+  default the open-file limit less what the process needs itself, :func:`connection_bound`);
 * HTTP the parser refuses is a 400 ``invalid_http_request``.
 
 Every such answer is the JSON error envelope with ``connection: close``; the connection then stops
@@ -26,7 +27,9 @@ from __future__ import annotations
 import asyncio
 import http
 import logging
+import resource
 import time
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import httptools
@@ -64,8 +67,24 @@ class LimitLog:
         log.warning("connection limit hit: %s (%s); %d time(s) since the last report", limit, detail, count)
 
 
+OWN_DESCRIPTORS = 512  # what a process needs besides its clients: its Redis pool (256), pub/sub, files
+
+
+def connection_bound(limits: ConnectionLimits, open_files: int | None = None) -> int:
+    """The connections one process admits: ``max_connections``, or with 0 its open-file limit less
+    :data:`OWN_DESCRIPTORS` (at least 64), so clients never take the descriptors Redis needs."""
+    if limits.max_connections > 0:
+        return limits.max_connections
+    if open_files is None:
+        open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if open_files == resource.RLIM_INFINITY:
+            open_files = 1 << 20
+    return max(64, open_files - OWN_DESCRIPTORS)
+
+
 def guarded_protocol(limits: ConnectionLimits) -> type[GuardedHttpToolsProtocol]:
     """The protocol class to give uvicorn (``Config(http=...)``): one per process, sharing one log."""
+    limits = replace(limits, max_connections=connection_bound(limits))
     return type(
         "BoundGuardedHttpToolsProtocol",
         (GuardedHttpToolsProtocol,),

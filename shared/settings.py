@@ -127,7 +127,9 @@ class ConnectionLimits:
     header_timeout: float = 10.0  # to receive a request's line and headers, from its first byte; then 408
     body_timeout: float = 60.0  # to receive a request's body once its headers are in; then 408
     keepalive_timeout: int = 5  # an idle keep-alive connection is closed after this
-    max_connections: int = 1000  # open connections of one process; a request on one more is 503
+    # Open connections of one process; a request on one more is 503.  0: the process' open-file limit
+    # (its soft RLIMIT_NOFILE) less what the process needs besides clients (ingress.connection_guard).
+    max_connections: int = 0
     log_interval: float = 60.0  # at most one log line per limit in this many seconds
 
 
@@ -422,7 +424,8 @@ def _check(settings: Settings) -> None:
     if settings.max_keys_per_account < 0 or settings.key_creations_per_hour < 0:
         raise ConfigError("max_keys_per_account and key_creations_per_hour must be >= 0 (0 = no cap)")
     for limit in fields(ConnectionLimits):
-        if not getattr(settings.connections, limit.name) > 0:
+        value = getattr(settings.connections, limit.name)
+        if not (value > 0 or (limit.name == "max_connections" and value == 0)):
             raise ConfigError(f"connections.{limit.name} must be greater than 0")
     for name in ("stream_stall_timeout", "stream_buffer_bytes", "client_stall_timeout"):
         if getattr(settings, name) <= 0:

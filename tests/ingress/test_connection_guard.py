@@ -17,7 +17,8 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
-from ingress.connection_guard import GuardedHttpToolsProtocol, LimitLog
+from ingress.connection_guard import OWN_DESCRIPTORS, GuardedHttpToolsProtocol, LimitLog, connection_bound
+from shared.settings import ConnectionLimits
 from tests.ingress.conftest import make_settings
 from tests.ingress.test_server import serving
 
@@ -225,3 +226,12 @@ async def test_uvicorn_private_api_used_by_the_guard_is_unchanged() -> None:
     assert "self.limit_concurrency" in inspect.getsource(HttpToolsProtocol.on_headers_complete)
     assert "default_headers" in inspect.getsource(ServerState)
     assert issubclass(GuardedHttpToolsProtocol, HttpToolsProtocol)
+
+
+def test_the_default_connection_bound_follows_the_open_file_limit() -> None:
+    """max_connections = 0 admits the process' open-file limit less what its own connections need;
+    a set value is taken as it is."""
+    assert connection_bound(ConnectionLimits(), open_files=20_000) == 20_000 - OWN_DESCRIPTORS
+    assert connection_bound(ConnectionLimits(), open_files=1024) == 1024 - OWN_DESCRIPTORS
+    assert connection_bound(ConnectionLimits(), open_files=100) == 64
+    assert connection_bound(ConnectionLimits(max_connections=50), open_files=20_000) == 50
