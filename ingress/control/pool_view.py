@@ -32,7 +32,7 @@ async def pool_stats_view(
         for name in names:
             pipe.llen(keys.rq_queue_key(name))
             pipe.zcard(keys.rq_started_registry(name))
-            pipe.zcount(keys.pool_workers(name), since, "+inf")
+            pipe.zrangebyscore(keys.pool_workers(name), since, "+inf", withscores=True)
             for minute in minutes:
                 pipe.hgetall(keys.pool_minute(name, str(minute)))
         replies = iter(await pipe.execute())
@@ -47,7 +47,7 @@ async def pool_stats_view(
                 "configured": name in settings.providers,
                 "queued": int(queued),
                 "running": int(running),
-                "workers": int(workers),
+                "workers": [{"name": _text(worker), "last_heartbeat": beat} for worker, beat in workers],
                 **pool_stats.summarize(counts, now=now),
                 "breakers": [b.to_dict() for b in breakers if b.deployment_id.partition("/")[0] == name],
             }

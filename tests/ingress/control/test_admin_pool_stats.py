@@ -39,7 +39,8 @@ async def test_pool_stats_reads_queue_running_minutes_and_breakers(ingress_facto
         assert body["window_minutes"] == pool_stats.WINDOW_MINUTES
         assert body["ttft_buckets_ms"] == list(pool_stats.TTFT_BUCKETS_MS)
         (row,) = [r for r in body["data"] if r["pool"] == "simulated"]
-        assert row["configured"] and row["queued"] == 2 and row["running"] == 1 and row["workers"] == 1
+        assert row["configured"] and row["queued"] == 2 and row["running"] == 1
+        assert [w["name"] for w in row["workers"]] == ["fake-1"]
         assert row["jobs"] == 5 and row["errors"] == 1 and row["error_rate"] == 0.2
         assert 100 < row["ttft_p50_ms"] <= 250 and 5000 < row["ttft_p99_ms"] <= 10000
         assert row["requests_per_minute"] > 0
