@@ -263,7 +263,7 @@ _describe(
 @_key(
     "hash",
     "a pool's jobs of one minute by outcome: `t<i>` (TTFT bucket i), `ok` (no content), `err`, `gone`",
-    writer="workers: `workers.completion` via `shared.pool_stats` (with each job's final frame)",
+    writer="workers: `workers.completion`, `workers.worker` via `shared.pool_stats` (with each job's end)",
     reader="admin (`/admin/pools/stats`), the operator's Dashboard",
     ttl="15 minutes (`POOL_MINUTE_TTL`)",
 )

@@ -1,14 +1,15 @@
 """Per pool and minute, how its jobs ended and how long their first content took: the operator's live view.
 
-Each job a worker runs to its final frame adds one to one field of its pool's hash for the current minute
+Each job a worker runs adds one to one field of its pool's hash for the current minute
 (:func:`shared.keys.pool_minute`, minute = unix time // 60, expiring after ``POOL_MINUTE_TTL``), with two
-commands (``HINCRBY``, ``EXPIRE``) in the round trip that publishes that frame.  The fields are disjoint
+commands (``HINCRBY``, ``EXPIRE``) in the round trip that writes its end: its final frame
+(:func:`workers.completion.complete`), or rq's record of a job the worker stopped.  The fields are disjoint
 outcomes, so a minute's jobs are the sum of its fields:
 
     t<i>   succeeded; its first content came within bucket i of :data:`TTFT_BUCKETS_MS` (the time from the
            worker starting the job to the first content, queueing excluded); ``t<len>`` is over the last
     ok     succeeded without any content to time
-    err    failed (upstream error, timeout, circuit open, ...)
+    err    failed (upstream error, time limit, circuit open, worker shutdown, ...)
     gone   stopped because nobody waited for the answer any more (not an error of the pool)
 
 :func:`summarize` folds a window of minutes into requests per minute, error rate and TTFT p50/p99, the
