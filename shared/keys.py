@@ -119,16 +119,21 @@ _describe(
     writer="workers: `workers.worker` (BLMOVE target), `workers.bookkeeping` (LREM at start)",
     reader="rq's registry clean-up (fails what a dead worker left there)",
 )
-_describe(
-    "",
+
+
+@_key(
     "sorted set",
     f"running jobs (rq's started registry; each run's record is under "
     f"`{ExecutionRegistry.key_template.format('<job_id>')}`)",
-    pattern=StartedJobRegistry.key_template.format("<pool>"),
     writer="workers: `workers.bookkeeping` (at start, every heartbeat, at the end)",
-    reader="rq's registry clean-up (run by workers); rq's tools",
+    reader="rq's registry clean-up (run by workers); rq's tools; admin (`/admin/pools/stats`, ZCARD)",
     ttl="entries expire twice `worker_dead_after` after the last heartbeat",
 )
+def rq_started_registry(pool: str) -> str:
+    """rq's sorted set of a pool's running jobs (job id -> when its entry expires)."""
+    return str(StartedJobRegistry.key_template.format(pool))
+
+
 _RESULTS = Result.get_key("<job_id>")  # type: ignore[no-untyped-call]  # rq's is untyped
 _describe(
     "",
@@ -251,6 +256,23 @@ _describe(
     writer="workers: `workers.liveness`",
     reader="ingress: `ingress.health`, admin (`/admin/pools`)",
 )
+
+# --- per-pool statistics (shared/pool_stats.py) ----------------------------------------------------
+
+
+@_key(
+    "hash",
+    "a pool's jobs of one minute by outcome: `t<i>` (TTFT bucket i), `ok` (no content), `err`, `gone`",
+    writer="workers: `workers.completion`, `workers.worker` via `shared.pool_stats` (with each job's end)",
+    reader="admin (`/admin/pools/stats`), the operator's Dashboard",
+    ttl="15 minutes (`POOL_MINUTE_TTL`)",
+)
+def pool_minute(pool: str, minute: str) -> str:
+    """Hash: outcome -> jobs of one pool that ended in one minute (``minute``: unix time // 60)."""
+    return f"{PREFIX}:poolstats:{pool}:{minute}"
+
+
+POOL_MINUTE_TTL = 900
 
 # --- API keys -------------------------------------------------------------------------------------
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aredis
 
-from shared import events
+from shared import events, pool_stats
 from shared.errors import AIORouterError, IngressGone, UpstreamError, UpstreamUnavailable
 from shared.jobs import CompletionJob
 from shared.redis_commands import Command
@@ -58,8 +59,14 @@ class JobEnding:
 class Progress:
     """What a job has taken from its upstream so far, so that a job stopped midway records it."""
 
+    started: float = 0.0  # loop time the job started
     parts: int = 0  # deltas that carried a piece of the message: completion tokens, roughly
     usage: Usage | None = None  # the upstream's own count, once it sent one
+    first_part_at: float | None = None  # loop time of the first piece of the message
+
+    def ttft(self) -> float | None:
+        """Seconds from the job's start to the first piece of its message; None before one came."""
+        return None if self.first_part_at is None else self.first_part_at - self.started
 
     def usage_so_far(self, job: CompletionJob) -> dict[str, Any] | None:
         """The usage of a job stopped midway: None when nothing was produced."""
@@ -83,9 +90,10 @@ async def complete(
     bookkeeping of the job (``bookkeeping_commands(ending)``: registries, status, result), the guard's
     writes held back for a job that ended well (``guard_commands(job)``: in-flight count, breaker,
     time to first token; :meth:`GuardedProvider.guard_commands`) and the request's billing (charge,
-    token refund, usage record; :func:`workers.settlement.billing_commands`)."""
+    token refund, usage record; :func:`workers.settlement.billing_commands`), plus the job's count in
+    its pool's minute (:mod:`shared.pool_stats`)."""
     publisher.start({"provider": job.provider, "worker": worker_name, "upstream_model": job.upstream_model})
-    progress = Progress()
+    progress = Progress(started=asyncio.get_running_loop().time())
     try:
         ending = await (
             _stream(job, adapter, publisher, progress)
@@ -106,21 +114,35 @@ async def complete(
         *bookkeeping_commands(ending),
         *guard_commands(job),
         *settlement.billing_commands(job, error=ending.error, token_usage=ending.meta.get("usage")),
+        *_pool_minute_commands(job, ending, progress),
     ]
     retry_commands = settlement.charge_commands(job, error=ending.error, token_usage=ending.meta.get("usage"))
     await asyncio.shield(publisher.finish(ending.kind, ending.meta, ending.payload, commands, retry_commands))
     return ending
 
 
+def _pool_minute_commands(job: CompletionJob, ending: JobEnding, progress: Progress) -> list[Command]:
+    field = pool_stats.outcome_field(
+        failed=ending.error is not None,
+        gone=isinstance(ending.error, IngressGone),
+        ttft_seconds=progress.ttft(),
+    )
+    return pool_stats.record_commands(job.provider, field, now=time.time())
+
+
 async def _stream(
     job: CompletionJob, adapter: ProviderAdapter, publisher: FramePublisher, progress: Progress
 ) -> JobEnding:
     writer = ChunkWriter(job)
+    loop = asyncio.get_running_loop()
     async for delta in adapter.stream(job):
         if delta.usage is not None:
             progress.usage = delta.usage
             writer.note_usage(delta)
-        progress.parts += delta.has_message_part
+        part = delta.has_message_part
+        if part and progress.first_part_at is None:
+            progress.first_part_at = loop.time()
+        progress.parts += part
         sse = writer.sse(delta)
         if sse is not None:
             publisher.send_chunks(sse)
@@ -137,11 +159,15 @@ async def _collect(
     job: CompletionJob, adapter: ProviderAdapter, publisher: FramePublisher, progress: Progress
 ) -> JobEnding:
     assembler = MessageAssembler(job)
+    loop = asyncio.get_running_loop()
     async for delta in adapter.stream(job):
         publisher.check()  # a non-stream job publishes nothing until its answer: nobody listening stops it
         if delta.usage is not None:
             progress.usage = delta.usage
-        progress.parts += delta.has_message_part
+        part = delta.has_message_part
+        if part and progress.first_part_at is None:
+            progress.first_part_at = loop.time()
+        progress.parts += part
         assembler.add(delta)
     if not assembler.finished:
         raise UpstreamError("The upstream stream ended without a finish reason.")

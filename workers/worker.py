@@ -35,6 +35,7 @@ import logging
 import math
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -45,7 +46,7 @@ from redis.exceptions import RedisError
 from rq.intermediate_queue import IntermediateQueue
 from rq.worker.base import BaseWorker, WorkerStatus
 
-from shared import credits, events, keys
+from shared import credits, events, keys, pool_stats
 from shared.credits import Reservation
 from shared.errors import AIORouterError, IngressGone, UpstreamTimeout, WorkerLost
 from shared.job_billing import JobBilling
@@ -428,6 +429,7 @@ class AsyncWorker(BaseWorker):
             [
                 *bookkeeping.failure_commands(self, started, reason, stopped=False, idle=self._last_one(run)),
                 *settlement.billing_commands(job, error=error),
+                *self._pool_minute(pool_stats.GONE),
             ]
         )
 
@@ -441,7 +443,12 @@ class AsyncWorker(BaseWorker):
             publisher.abandon()
             reason = "Cancelled: the client went away."
             await self._execute(
-                bookkeeping.failure_commands(self, started, reason, stopped=True, idle=self._last_one(run))
+                [
+                    *bookkeeping.failure_commands(
+                        self, started, reason, stopped=True, idle=self._last_one(run)
+                    ),
+                    *self._pool_minute(pool_stats.GONE),
+                ]
             )
             return
         error: AIORouterError
@@ -450,10 +457,15 @@ class AsyncWorker(BaseWorker):
         else:
             error = WorkerLost("The worker shut down before the completion finished.")
         reason = f"{type(error).__name__}: {error.message}"
-        commands = bookkeeping.failure_commands(
-            self, started, reason, stopped=False, idle=self._last_one(run)
-        )
+        commands = [
+            *bookkeeping.failure_commands(self, started, reason, stopped=False, idle=self._last_one(run)),
+            *self._pool_minute(pool_stats.ERROR),
+        ]
         await publisher.finish(events.ERROR, error.to_event(), b"", commands)
+
+    def _pool_minute(self, field: str) -> list[Command]:
+        """Count a job this worker stopped in its pool's current minute (:mod:`shared.pool_stats`)."""
+        return pool_stats.record_commands(self.pool, field, now=time.time())
 
     async def _start(self, job_id: str) -> tuple[StartedJob | None, bool]:
         """One round trip: read the job and its cancel marker, and mark it started."""

@@ -22,6 +22,7 @@ or, in a bare app, ``app.state.redis``.  Creating a key obeys the account's caps
     GET    /admin/accounts/{id}/usage/records?limit=
     GET    /admin/usage/records?limit=               every account's latest records
     GET    /admin/pools                              per pool: queued jobs and live workers
+    GET    /admin/pools/stats                        per pool: queue, running, last minutes' figures, breakers
     GET    /admin/breakers                           every deployment's circuit breaker
 """
 
@@ -42,6 +43,7 @@ from starlette.routing import BaseRoute, Route
 
 from ingress import api_keys
 from ingress.control import accounts
+from ingress.control.pool_view import pool_stats_view
 from ingress.control.query_params import date_query, int_query
 from shared import credits, keys, usage
 from shared.breaker import CircuitBreaker
@@ -94,6 +96,7 @@ def admin_routes(settings: Settings) -> list[BaseRoute]:
         ("/admin/accounts/{account_id}/usage/records", api.usage_records, "GET"),
         ("/admin/usage/records", api.usage_records, "GET"),
         ("/admin/pools", api.pools, "GET"),
+        ("/admin/pools/stats", api.pool_stats, "GET"),
         ("/admin/breakers", api.breakers, "GET"),
     ]
     return [Route(path, api.guarded(endpoint), methods=[method]) for path, endpoint, method in table]
@@ -270,6 +273,11 @@ class AdminApi:
         breaker = CircuitBreaker(_redis(request), self.settings.breaker)
         views = await breaker.views(catalog_deployment_ids(self.settings.models))
         return _json({"object": "list", "data": [view.to_dict() for view in views]})
+
+    async def pool_stats(self, request: Request) -> Response:
+        """Per pool: queue depth, running jobs, live workers, the last minutes' throughput, error rate and
+        TTFT percentiles, and its deployments' breakers (:mod:`ingress.control.pool_view`)."""
+        return _json(await pool_stats_view(_redis(request), self.settings))
 
     async def pools(self, request: Request) -> Response:
         """Every configured or seen pool: its queue depth and the workers whose heartbeat is recent."""

@@ -158,6 +158,110 @@ def test_operator_sees_accounts_and_pools(system: RunningSystem, browser: Any) -
     context.close()
 
 
+def test_operator_sees_each_pool_live(system: RunningSystem, browser: Any) -> None:
+    """After a few completions, the pool's row shows a non-zero throughput, no errors, a TTFT p50 and p99,
+    a bar per minute, no queue, and its deployment's breaker closed."""
+    account = "traffic"
+    admin(system, "POST", "/admin/accounts", json={"id": account})
+    admin(system, "POST", f"/admin/accounts/{account}/credits", json={"amount_usd": 5})
+    secret = admin(system, "POST", f"/admin/accounts/{account}/keys", json={"name": "load"})["secret"]
+    client = system.client(api_key=secret)
+    for _ in range(3):
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=5
+        )
+    page = _operator_page(browser, system)
+    pool = "#pools tr[data-pool='simulated']"
+    page.wait_for_function(f"document.querySelector(\"{pool} td:nth-child(5)\")?.textContent !== '0.0'")
+    cells = page.locator(f"{pool} td").all_text_contents()
+    assert cells[1].startswith("1: ") and cells[2] == "0" and cells[3] == "0"  # one worker, nothing waiting
+    assert float(cells[4]) > 0 and cells[6] == "0.0%"
+    assert cells[7].endswith(" ms") or cells[7].endswith(" s")
+    assert cells[8].endswith(" ms") or cells[8].endswith(" s")
+    assert "echo: closed" in cells[9]
+    assert page.locator(f"{pool} svg.spark g").count() == 6  # five whole minutes and the current one
+    _screenshot(page, "operator")
+    page.context.close()
+
+
+def test_operator_changes_plan_credit_and_status(system: RunningSystem, browser: Any) -> None:
+    """Each account action opens a dialog saying what it will do and acts only once confirmed: Cancel
+    changes nothing, a refused amount keeps the dialog open with the server's message, and a confirmed
+    plan change, credit grant, suspension and resumption show in the table and in the admin API; a
+    suspended account's key is refused."""
+    account = "managed"
+    admin(system, "POST", "/admin/accounts", json={"id": account, "name": "Managed Ltd"})
+    admin(system, "POST", f"/admin/accounts/{account}/credits", json={"amount_usd": 1})
+    secret = admin(system, "POST", f"/admin/accounts/{account}/keys", json={"name": "k"})["secret"]
+    page = _operator_page(browser, system)
+    row = f"#accounts tr[data-account-id='{account}']"
+    page.wait_for_selector(row)
+
+    page.click(f"{row} button[data-action='suspend']")
+    page.wait_for_selector("#action-dialog[open]")
+    assert page.text_content("#action-title") == f"Suspend {account}?"
+    page.click("#action-cancel")
+    page.wait_for_selector("#action-dialog", state="hidden")
+    assert admin(system, "GET", f"/admin/accounts/{account}")["status"] == "active"
+
+    page.click(f"{row} button[data-action='plan']")
+    page.wait_for_selector("#action-dialog[open]")
+    assert page.is_disabled("#action-confirm")  # the current plan: nothing to confirm
+    page.select_option("#action-plan", "developer")
+    assert (
+        page.text_content("#action-summary")
+        == f"Move {account} from unverified to developer: 60 requests/min."
+    )
+    page.click("#action-confirm")
+    page.wait_for_selector(f"{row} td:nth-child(3):text-is('developer')")
+    assert admin(system, "GET", f"/admin/accounts/{account}")["plan"] == "developer"
+    assert page.text_content("#operator-notice") == f"{account} is now on plan developer."
+
+    page.click(f"{row} button[data-action='credit']")
+    page.wait_for_selector("#action-dialog[open]")
+    assert page.is_visible("#action-amount") and not page.is_visible("#action-plan")
+    page.fill("#action-amount", "abc")
+    assert page.is_disabled("#action-confirm")
+    page.fill("#action-amount", "2000000000")  # over the largest grant: the server refuses it
+    page.click("#action-confirm")
+    page.wait_for_selector("#action-error:not([hidden])")
+    assert (page.text_content("#action-error") or "").startswith("An amount")
+    assert page.is_visible("#action-dialog")
+    page.fill("#action-amount", "2.5")
+    assert not page.is_visible("#action-error")  # the refusal was about the amount just replaced
+    page.fill("#action-reason", "goodwill")
+    _screenshot(page, "operator-add-credit")
+    assert page.text_content("#action-summary") == f"Grant 2.5 USD to {account}."
+    page.click("#action-confirm")
+    page.wait_for_selector(f"{row} td:nth-child(6):text-is('3.500000')")
+    ledger = admin(system, "GET", f"/admin/accounts/{account}/credits")["ledger"]
+    assert ledger[0]["reason"] == "goodwill"
+
+    page.click(f"{row} button[data-action='suspend']")
+    page.wait_for_selector("#action-dialog[open]")
+    page.click("#action-confirm")
+    page.wait_for_selector(f"{row}.suspended button[data-action='resume']")
+    client = system.client(api_key=secret)
+    eventually_sync(lambda: _refused(client), within=5.0, interval=0.5)  # after the key cache's TTL
+
+    page.click(f"{row} button[data-action='resume']")
+    page.wait_for_selector("#action-dialog[open]")
+    page.click("#action-confirm")
+    page.wait_for_selector(f"{row}:not(.suspended) button[data-action='suspend']")
+    assert admin(system, "GET", f"/admin/accounts/{account}")["status"] == "active"
+    page.context.close()
+
+
+def _operator_page(browser: Any, system: RunningSystem) -> Any:
+    """A new page signed in with the admin token."""
+    page = browser.new_context().new_page()
+    page.set_default_timeout(WAIT_MS)
+    page.goto(f"{system.origin}/dashboard")
+    page.fill("#token", ADMIN_TOKEN)
+    page.click("#sign-in")
+    return page
+
+
 def test_operator_sees_no_accounts_yet(system: RunningSystem, browser: Any) -> None:
     """With no account at all (the admin API answering an empty list), the operator's table says so."""
     context = browser.new_context()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Sequence
 
 import fakeredis
 import orjson
 import pytest
 
-from shared import events
+from shared import events, keys, pool_stats
 from shared.errors import IngressGone, UpstreamUnavailable
 from shared.jobs import CompletionJob
 from shared.redis_commands import Command
@@ -160,3 +161,19 @@ async def test_a_job_nobody_listens_to_stops_with_what_it_produced(stream: bool)
     outcome = await asyncio.wait_for(complete(job, EndlessProvider(), publisher, worker_name="w"), 5)
     assert isinstance(outcome.error, IngressGone)
     assert outcome.meta["usage"]["completion_tokens"] > 0
+
+
+async def test_the_final_round_trip_counts_the_job_in_its_pool_minute() -> None:
+    """A job that succeeds counts in one TTFT bucket of its pool's current minute, one that fails as an
+    error, both written with the final frame."""
+    redis = fakeredis.FakeAsyncRedis()
+    minute = pool_stats.minute_of(time.time())
+    await frames_for(completion_job(), simulated(), redis=redis)
+    await frames_for(completion_job(), ScriptedProvider([], UpstreamUnavailable("down")), redis=redis)
+    counts = [  # the minute may turn while the jobs run
+        pool_stats.MinuteCounts.parse(m, await redis.hgetall(keys.pool_minute("simulated", str(m))))
+        for m in (minute, minute + 1)
+    ]
+    assert sum(c.jobs for c in counts) == 2 and sum(c.errors for c in counts) == 1
+    assert sum(sum(c.buckets) for c in counts) == 1
+    await redis.aclose()

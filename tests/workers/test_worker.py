@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import orjson
 import pytest
@@ -14,7 +15,7 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 from rq.worker import Worker
 
-from shared import events, keys
+from shared import events, keys, pool_stats
 from shared.errors import ServiceUnavailable
 from shared.jobs import JOB_FUNC
 from shared.serialization import OrjsonSerializer
@@ -34,6 +35,22 @@ pytestmark = pytest.mark.redis
 
 def rq_job(client: redis.Redis, job_id: str) -> Job:
     return Job.fetch(job_id, connection=client, serializer=OrjsonSerializer)
+
+
+async def pool_minute_counts(client: aredis.Redis, pool: str = "simulated") -> pool_stats.MinuteCounts:
+    """The pool's counts of this minute and the one before, added up (a test may straddle two)."""
+    minute = pool_stats.minute_of(time.time())
+    parts = [
+        pool_stats.MinuteCounts.parse(m, await client.hgetall(keys.pool_minute(pool, str(m))))
+        for m in (minute - 1, minute)
+    ]
+    return pool_stats.MinuteCounts(
+        minute,
+        tuple(sum(b) for b in zip(*(p.buckets for p in parts), strict=True)),
+        ok=sum(p.ok for p in parts),
+        errors=sum(p.errors for p in parts),
+        gone=sum(p.gone for p in parts),
+    )
 
 
 def sse_objects(payload: bytes) -> list[object]:
@@ -179,7 +196,8 @@ async def test_a_backlog_is_taken_in_queue_order_up_to_the_free_slots(
 async def test_cancel_on_channel_stops_the_job(
     clean_redis: redis.Redis, aredis_client: aredis.Redis, replies: Replies, redis_url: str
 ) -> None:
-    """A job id published on the cancel channel stops that job: no D frame, rq status stopped."""
+    """A job id published on the cancel channel stops that job: no D frame, rq status stopped; it counts
+    in its pool's minute as gone, not as an error."""
     settings = worker_settings(redis_url, tokens_per_second=20)
     slow = completion_job(upstream_model="lorem", max_tokens=200, reply_to=REPLY_CHANNEL)
     after = completion_job("still serving", reply_to=REPLY_CHANNEL)
@@ -194,6 +212,8 @@ async def test_cancel_on_channel_stops_the_job(
     assert not any(f.is_final for f in replies.of(slow.request_id))
     assert slow.request_id in FailedJobRegistry("simulated", connection=clean_redis).get_job_ids()
     assert StartedJobRegistry("simulated", connection=clean_redis).get_job_ids() == []
+    counts = await pool_minute_counts(aredis_client)
+    assert counts.gone == 1 and counts.errors == 0 and counts.jobs == 2
 
 
 async def test_cancelled_marker_skips_job_at_pickup(
@@ -337,13 +357,16 @@ async def test_expired_worker_hash_is_recreated_by_the_heartbeat(
 async def test_job_timeout_ends_the_job_with_an_error(
     clean_redis: redis.Redis, aredis_client: aredis.Redis, replies: Replies, redis_url: str
 ) -> None:
-    """A job running past rq's job timeout is stopped with an upstream_timeout E frame and failed."""
+    """A job running past rq's job timeout is stopped with an upstream_timeout E frame and failed, and
+    counts as an error of its pool's minute."""
     settings = worker_settings(redis_url, tokens_per_second=5, job_timeout=1)
     slow = completion_job(upstream_model="lorem", max_tokens=100, reply_to=REPLY_CHANNEL)
     async with running_worker(settings):
         await enqueue(aredis_client, slow, settings)
         error = await replies.final(slow.request_id)
     assert error.kind == events.ERROR and error.meta["code"] == "upstream_timeout"
+    counts = await pool_minute_counts(aredis_client)
+    assert counts.errors == 1 and counts.jobs == 1
     assert rq_job(clean_redis, slow.request_id).get_status() == JobStatus.FAILED
     assert slow.request_id in FailedJobRegistry("simulated", connection=clean_redis).get_job_ids()
 

@@ -3,7 +3,8 @@
 An account signs in with its dashboard token (``dt-...``, see :mod:`ingress.control.accounts`); the
 page sends it as ``Authorization: Bearer <token>`` to the account-scoped routes below, which only ever
 see that account.  An operator signs in with the admin token instead, and the page calls the admin API
-(:mod:`ingress.control.admin`) for every account, queue depths and live workers.
+(:mod:`ingress.control.admin`): each pool's live figures, every account, and the plan, credit and
+status changes the operator confirms.
 
     GET    /dashboard                       the page
     GET    /dashboard/static/{file}         its script and style sheet

@@ -1,5 +1,6 @@
 // AIOrouter Dashboard: an account (dashboard token dt-...) manages its keys and sees its credit and usage;
-// an operator (admin token) sees every account, queue depths and live workers. No build step, no library.
+// an operator (admin token) sees each pool live and every account, and changes an account's plan, credit or
+// status after a confirmation. No build step, no library.
 "use strict";
 
 const TOKEN_STORAGE = "aiorouter-dashboard-token";
@@ -203,16 +204,188 @@ async function revokeKey(key) {
 
 // --- an operator ----------------------------------------------------------------------------------------
 
+let plans = null; // the configured plans, loaded once per sign-in
+let pending = null; // the account action the dialog is asking to confirm
+
 async function loadOperator() {
-  const [accounts, pools] = await Promise.all([call("/admin/accounts?limit=1000"), call("/admin/pools")]);
+  const [accounts, pools, planList] = await Promise.all([
+    call("/admin/accounts?limit=1000"), call("/admin/pools/stats"), plans ? { data: plans } : call("/admin/plans"),
+  ]);
+  plans = planList.data;
   $("who").textContent = "operator";
-  fill("pools", 3, pools.data.map((p) => row([
-    p.pool, p.queued, p.workers.length ? `${p.workers.length}: ${p.workers.map((w) => w.name).join(", ")}` : "0",
-  ])), "No pools yet");
-  fill("accounts", 8, accounts.data.map((a) => row([
-    a.id, a.name, a.plan, rateLimit(a.rate_limit), a.status, a.credit.available_usd,
-    usd(a.credit.reserved_micros), usd(a.credit.spent_micros),
-  ])), "No accounts yet — create one with: aiorouter accounts create");
+  $("pools-window").textContent = `Requests, errors and time to first token over the last ${pools.window_minutes} `
+    + "minutes and the current one; queued and running jobs now.";
+  fill("pools", 10, pools.data.map(poolRow), "No pools yet");
+  fill("accounts", 9, accounts.data.map((a) => {
+    const tr = row([
+      a.id, a.name, a.plan, rateLimit(a.rate_limit), a.status, a.credit.available_usd,
+      usd(a.credit.reserved_micros), usd(a.credit.spent_micros), accountActions(a),
+    ]);
+    tr.dataset.accountId = a.id;
+    if (a.status === "suspended") tr.className = "suspended";
+    return tr;
+  }), "No accounts yet — create one with: aiorouter accounts create");
+}
+
+function poolRow(p) {
+  const workers = p.workers.length ? `${p.workers.length}: ${p.workers.map((w) => w.name).join(", ")}` : "0";
+  const errorRate = p.error_rate === null ? "—" : `${(p.error_rate * 100).toFixed(1)}%`;
+  const tr = row([
+    p.configured ? p.pool : `${p.pool} (not configured)`, workers, p.queued, p.running,
+    p.requests_per_minute.toFixed(1), sparkline(p.minutes), errorRate, millis(p.ttft_p50_ms),
+    millis(p.ttft_p99_ms), breakerList(p.breakers),
+  ]);
+  tr.dataset.pool = p.pool;
+  if (p.error_rate !== null && p.error_rate >= 0.05) tr.cells[6].className = "bad";
+  return tr;
+}
+
+function millis(ms) {
+  if (ms === null) return "—";
+  return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(ms < 10000 ? 2 : 1)} s`;
+}
+
+// Jobs that ended in each minute of the window, oldest first: a bar each, errors in red on top.
+function sparkline(minutes) {
+  const width = 8 * minutes.length;
+  const height = 22;
+  const highest = Math.max(1, ...minutes.map((m) => m.jobs));
+  const svg = svgElement("svg", { class: "spark", viewBox: `0 0 ${width} ${height}`, width, height });
+  minutes.forEach((m, i) => {
+    const ok = ((m.jobs - m.errors) / highest) * height;
+    const bad = (m.errors / highest) * height;
+    const time = new Date(m.start * 1000).toISOString().slice(11, 16);
+    const bar = svgElement("g", {});
+    bar.append(svgElement("rect", { class: "slot", x: i * 8 + 1, y: height - 1, width: 6, height: 1 }));
+    bar.append(svgElement("rect", { class: "ok", x: i * 8 + 1, y: height - ok, width: 6, height: ok }));
+    bar.append(svgElement("rect", { class: "err", x: i * 8 + 1, y: height - ok - bad, width: 6, height: bad }));
+    bar.append(svgElement("title", {}, `${time} UTC: ${m.jobs} jobs, ${m.errors} errors`));
+    svg.append(bar);
+  });
+  return svg;
+}
+
+function breakerList(breakers) {
+  const list = document.createElement("span");
+  if (!breakers.length) list.textContent = "—";
+  for (const b of breakers) {
+    const badge = document.createElement("span");
+    badge.className = `breaker ${b.status}`;
+    badge.textContent = `${b.deployment.split("/").slice(1).join("/")}: ${b.status}`;
+    badge.title = `${b.deployment}: ${b.status}, ${b.failures} recent failures, ${b.trips} trips`;
+    list.append(badge);
+  }
+  return list;
+}
+
+function accountActions(account) {
+  const cell = document.createElement("span");
+  cell.className = "actions";
+  const actions = [["plan", "Plan…"], ["credit", "Add credit…"],
+    account.status === "suspended" ? ["resume", "Resume…"] : ["suspend", "Suspend…"]];
+  for (const [kind, label] of actions) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = label;
+    button.dataset.action = kind;
+    button.addEventListener("click", () => openAction(kind, account));
+    cell.append(button);
+  }
+  return cell;
+}
+
+// What each action asks, how its summary reads, and the admin API call it makes once confirmed.
+const ACTIONS = {
+  plan: {
+    title: (a) => `Change the plan of ${a.id}`,
+    text: (a) => `Now on ${a.plan} (${rateLimit(a.rate_limit)}). The new plan applies to its keys at once.`,
+    summary: (a) => {
+      const plan = plans.find((p) => p.name === $("action-plan").value);
+      if (!plan || plan.name === a.plan) return "";
+      return `Move ${a.id} from ${a.plan} to ${plan.name}: ${rateLimit(plan)}.`;
+    },
+    request: (a) => [`/admin/accounts/${encodeURIComponent(a.id)}`, "PATCH", { plan: $("action-plan").value }],
+    done: (a) => `${a.id} is now on plan ${$("action-plan").value}.`,
+  },
+  credit: {
+    title: (a) => `Add credit to ${a.id}`,
+    text: (a) => `Available now: ${a.credit.available_usd} USD.`,
+    summary: (a) => {
+      const amount = $("action-amount").value.trim();
+      return /^\d+(\.\d{1,6})?$/.test(amount) && Number(amount) > 0 ? `Grant ${amount} USD to ${a.id}.` : "";
+    },
+    request: (a) => [`/admin/accounts/${encodeURIComponent(a.id)}/credits`, "POST",
+      { amount_usd: $("action-amount").value.trim(), reason: $("action-reason").value.trim() }],
+    done: (a) => `Granted ${$("action-amount").value.trim()} USD to ${a.id}.`,
+  },
+  suspend: {
+    title: (a) => `Suspend ${a.id}?`,
+    text: () => "Requests with its API keys are refused (401 account_suspended) until it is resumed; "
+      + "requests already running finish. Its dashboard still signs in.",
+    summary: (a) => `Suspend ${a.id}.`,
+    request: (a) => [`/admin/accounts/${encodeURIComponent(a.id)}`, "PATCH", { status: "suspended" }],
+    done: (a) => `${a.id} is suspended.`,
+  },
+  resume: {
+    title: (a) => `Resume ${a.id}?`,
+    text: () => "Its API keys work again at once.",
+    summary: (a) => `Resume ${a.id}.`,
+    request: (a) => [`/admin/accounts/${encodeURIComponent(a.id)}`, "PATCH", { status: "active" }],
+    done: (a) => `${a.id} is active again.`,
+  },
+};
+
+function openAction(kind, account) {
+  pending = { action: ACTIONS[kind], account };
+  $("action-dialog").dataset.action = kind;
+  $("action-title").textContent = pending.action.title(account);
+  $("action-text").textContent = pending.action.text(account);
+  $("action-plan-field").hidden = kind !== "plan";
+  $("action-credit-fields").hidden = kind !== "credit";
+  $("action-plan").replaceChildren(...plans.map((p) => {
+    const option = document.createElement("option");
+    option.value = p.name;
+    option.textContent = `${p.name} — ${rateLimit(p)}`;
+    option.selected = p.name === account.plan;
+    return option;
+  }));
+  $("action-amount").value = "";
+  $("action-reason").value = "";
+  updateSummary();
+  $("action-dialog").showModal();
+}
+
+function updateSummary() {
+  if (!pending) return;
+  $("action-error").hidden = true; // the last refusal was about what has just been changed
+  const summary = pending.action.summary(pending.account);
+  $("action-summary").textContent = summary;
+  $("action-confirm").disabled = !summary;
+}
+
+async function confirmAction(event) {
+  event.preventDefault();
+  if (!pending || $("action-confirm").disabled) return;
+  const { action, account } = pending;
+  const [path, method, body] = action.request(account);
+  $("action-confirm").disabled = true;
+  try {
+    await call(path, { method, body: JSON.stringify(body) });
+  } catch (error) {
+    $("action-error").textContent = error.message;
+    $("action-error").hidden = false;
+    $("action-confirm").disabled = false;
+    return;
+  }
+  $("operator-notice").textContent = action.done(account);
+  $("operator-notice").hidden = false;
+  closeAction();
+  await loadOperator();
+}
+
+function closeAction() {
+  pending = null;
+  if ($("action-dialog").open) $("action-dialog").close();
 }
 
 // --- signing in and out ---------------------------------------------------------------------------------
@@ -248,7 +421,11 @@ async function signIn(token) {
 function signOut(error) {
   clearInterval(timer);
   sessionStorage.removeItem(TOKEN_STORAGE);
-  for (const id of ["account-view", "operator-view", "refresh", "sign-out", "new-key"]) $(id).hidden = true;
+  closeAction();
+  plans = null;
+  for (const id of ["account-view", "operator-view", "refresh", "sign-out", "new-key", "operator-notice"]) {
+    $(id).hidden = true;
+  }
   $("sign-in-view").hidden = false;
   $("who").textContent = "";
   showError(error instanceof Error ? error : null);
@@ -274,6 +451,10 @@ document.addEventListener("DOMContentLoaded", () => {
     $("new-key-secret").textContent = "";
     $("copy-key").textContent = "Copy";
   });
+  $("action-form").addEventListener("submit", guarded(confirmAction));
+  $("action-cancel").addEventListener("click", closeAction);
+  $("action-dialog").addEventListener("close", () => { pending = null; });
+  for (const id of ["action-plan", "action-amount"]) $(id).addEventListener("input", updateSummary);
   $("refresh").addEventListener("click", guarded(refresh));
   $("sign-out").addEventListener("click", () => signOut(null));
   const saved = sessionStorage.getItem(TOKEN_STORAGE);
