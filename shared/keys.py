@@ -85,7 +85,8 @@ def _describe(
     "list",
     "a pool's queue of job ids (rq's queue; the pool is the provider)",
     writer="ingress: `ingress.job_control` (RPUSH, LREM on withdraw); workers: `workers.worker` (LPUSH back)",
-    reader="workers: `workers.worker` (BLMOVE, LMOVE); ingress: `shared.routing_state`, admin (LLEN)",
+    reader="workers: `workers.worker` (BLMOVE, LMOVE); ingress: `shared.routing_state`, admin (LLEN); "
+    "KEDA's redis trigger (`deploy/kubernetes/worker-*.yaml`)",
 )
 def rq_queue_key(pool: str) -> str:
     """The rq list a pool's jobs wait in."""
@@ -126,7 +127,7 @@ _describe(
     f"`{ExecutionRegistry.key_template.format('<job_id>')}`)",
     pattern=StartedJobRegistry.key_template.format("<pool>"),
     writer="workers: `workers.bookkeeping` (at start, every heartbeat, at the end)",
-    reader="rq's registry clean-up (run by workers); rq's tools",
+    reader="rq's registry clean-up (run by workers); rq's tools; KEDA's redis trigger (ZCARD)",
     ttl="entries expire twice `worker_dead_after` after the last heartbeat",
 )
 _RESULTS = Result.get_key("<job_id>")  # type: ignore[no-untyped-call]  # rq's is untyped
@@ -234,7 +235,7 @@ def worker_alive(worker_name: str) -> str:
     "sorted set",
     "a pool's workers by the time of their last heartbeat",
     writer="workers: `workers.liveness`, `workers.bookkeeping` (ZREM on departure)",
-    reader="ingress: `ingress.health` (`/readyz`), admin (`/admin/pools`)",
+    reader="ingress: `ingress.health` (`/readyz?verbose`), admin (`/admin/pools`)",
     ttl="none (readers skip members older than `worker_dead_after`)",
 )
 def pool_workers(pool: str) -> str:
