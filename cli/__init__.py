@@ -3,6 +3,7 @@
     aiorouter dev      run the whole system locally (Redis, ingress, a simulated worker pool, a dev key)
     aiorouter ingress  run the HTTP ingress under uvicorn
     aiorouter worker   run one worker process of a provider pool
+    aiorouter worker-health  exit 0 if a worker is live (or ready): an exec probe
     aiorouter keys     create, list and revoke API keys
     aiorouter accounts create, show, list and update accounts (plan, status)
     aiorouter credits  add credit, show balances and ledgers
@@ -29,6 +30,7 @@ from cli import (
     keys_command,
     usage_command,
     worker_command,
+    worker_health_command,
 )
 from cli.failures import CommandFailed
 
@@ -42,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         dev_command,
         ingress_command,
         worker_command,
+        worker_health_command,
         keys_command,
         accounts_command,
         credits_command,

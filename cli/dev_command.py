@@ -2,8 +2,9 @@
 
 Picks a Redis (see :mod:`cli.dev_redis`) and records it in ``.aiorouter/dev.json`` for the other commands
 (see :mod:`cli.dev_record`), starts worker processes for the simulated pool(s) and the
-ingress as child processes, waits until ``/readyz`` answers 200, creates a dev key and prints how to call
-the API.  Ctrl-C or SIGTERM stops everything; if a child dies, the rest is stopped too.
+ingress as child processes, waits until ``/readyz?verbose`` shows a live worker in every pool, creates a
+dev key and prints how to call the API.  Ctrl-C or SIGTERM stops everything; if a child dies, the rest
+is stopped too.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ def _serve(
             )
     children.start("ingress", "ingress", "--host", "127.0.0.1", "--port", str(port))
     base = f"http://127.0.0.1:{port}"
-    _wait_until_ready(children, f"{base}/readyz")
+    _wait_until_ready(children, f"{base}/readyz?verbose", pools)
     issued, balance, dashboard_token = asyncio.run(_create_dev_key(redis_server.url, settings))
     system = DevSystem(
         base_url=f"{base}/v1",
@@ -164,7 +165,8 @@ def _usable_port(port: int) -> int:
     return port
 
 
-def _wait_until_ready(children: ChildGroup, readyz: str) -> None:
+def _wait_until_ready(children: ChildGroup, readyz: str, pools: Sequence[str]) -> None:
+    """Wait until the ingress is ready and every pool has a live worker (its verbose readiness view)."""
     deadline = time.monotonic() + _READY_TIMEOUT
     last = "no answer yet"
     with httpx.Client(timeout=2.0) as client:
@@ -174,7 +176,8 @@ def _wait_until_ready(children: ChildGroup, readyz: str) -> None:
                 raise CommandFailed(f"{dead.label} exited with status {dead.exit_status} during start-up")
             try:
                 response = client.get(readyz)
-                if response.status_code == 200:
+                workers = response.json().get("workers", {}) if response.status_code == 200 else {}
+                if all(workers.get(pool, 0) > 0 for pool in pools):
                     return
                 last = f"{response.status_code} {response.text[:200]}"
             except httpx.HTTPError as exc:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import uuid
+from pathlib import Path
 from typing import Any
 
 from cli.config_option import add_config_option, require_tested_libraries, settings_from_args
@@ -20,6 +23,11 @@ def register(commands: Any) -> None:
         "--concurrency", type=int, help="jobs run at once (default: the provider's `concurrency` setting)"
     )
     parser.add_argument("--name", help="worker name shown by `rq info` (default: generated, unique)")
+    parser.add_argument(
+        "--name-file",
+        metavar="PATH",
+        help="write the worker's name to PATH at start, for `aiorouter worker-health --name-file PATH`",
+    )
     parser.add_argument("--burst", action="store_true", help="exit once the queue is empty")
     add_config_option(parser)
     parser.set_defaults(handler=run)
@@ -39,7 +47,19 @@ def run(args: argparse.Namespace) -> int:
     # Imported on use: `aiorouter keys` should not pay for loading the worker stack.
     from workers import main as worker_main
 
-    worker_main.run_worker(
-        settings, pool=args.pool, concurrency=concurrency, name=args.name, burst=args.burst
-    )
+    name = args.name
+    if args.name_file:
+        name = name or uuid.uuid4().hex  # what rq would generate, known before the worker starts
+        _write_atomically(Path(args.name_file), name)
+    worker_main.run_worker(settings, pool=args.pool, concurrency=concurrency, name=name, burst=args.burst)
     return 0
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` whole, so a probe reading it meanwhile sees the old name or the new one."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    try:
+        partial.write_text(text)
+        partial.replace(path)
+    except OSError as exc:
+        raise CommandFailed(f"cannot write the worker name to {path}: {exc}", exit_status=2) from exc

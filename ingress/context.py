@@ -9,6 +9,7 @@ from starlette.applications import Starlette
 
 from ingress.auth import Authenticator
 from ingress.deferred_cleanup import DeferredCleanup
+from ingress.redis_outage import RedisOutage
 from ingress.reply_hub import ReplyHub
 from ingress.routing import ModelRouter
 from shared.settings import Settings
@@ -25,6 +26,7 @@ class IngressContext:
     router: ModelRouter
     cleanup: DeferredCleanup  # releases and cancels that wait for Redis to answer again
     store: StoreMarker = field(default_factory=StoreMarker)  # the store this process started on
+    redis_outage: RedisOutage = field(default_factory=RedisOutage)  # what /readyz saw of Redis so far
 
 
 def ingress_context(app: Starlette) -> IngressContext:

@@ -85,7 +85,8 @@ def _describe(
     "list",
     "a pool's queue of job ids (rq's queue; the pool is the provider)",
     writer="ingress: `ingress.job_control` (RPUSH, LREM on withdraw); workers: `workers.worker` (LPUSH back)",
-    reader="workers: `workers.worker` (BLMOVE, LMOVE); ingress: `shared.routing_state`, admin (LLEN)",
+    reader="workers: `workers.worker` (BLMOVE, LMOVE); ingress: `shared.routing_state`, admin (LLEN); "
+    "KEDA's redis trigger (`deploy/kubernetes/worker-*.yaml`)",
 )
 def rq_queue_key(pool: str) -> str:
     """The rq list a pool's jobs wait in."""
@@ -126,7 +127,8 @@ _describe(
     f"running jobs (rq's started registry; each run's record is under "
     f"`{ExecutionRegistry.key_template.format('<job_id>')}`)",
     writer="workers: `workers.bookkeeping` (at start, every heartbeat, at the end)",
-    reader="rq's registry clean-up (run by workers); rq's tools; admin (`/admin/pools/stats`, ZCARD)",
+    reader="rq's registry clean-up (run by workers); rq's tools; admin (`/admin/pools/stats`, ZCARD); "
+    "KEDA's redis trigger (ZCARD)",
     ttl="entries expire twice `worker_dead_after` after the last heartbeat",
 )
 def rq_started_registry(pool: str) -> str:
@@ -239,7 +241,7 @@ def worker_alive(worker_name: str) -> str:
     "sorted set",
     "a pool's workers by the time of their last heartbeat",
     writer="workers: `workers.liveness`, `workers.bookkeeping` (ZREM on departure)",
-    reader="ingress: `ingress.health` (`/readyz`), admin (`/admin/pools`)",
+    reader="ingress: `ingress.health` (`/readyz?verbose`), admin (`/admin/pools`)",
     ttl="none (readers skip members older than `worker_dead_after`)",
 )
 def pool_workers(pool: str) -> str:

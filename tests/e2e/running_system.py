@@ -114,7 +114,7 @@ def running_system(
         secret, key_id = asyncio.run(_create_key(redis_url, config))
         system = RunningSystem(port, secret, key_id, redis_url, config, env, services)
         stack.callback(_close_clients, system)
-        _wait_until_ready(system)
+        _wait_until_ready(system, {pool: workers_per_pool for pool in pools})
         yield system
 
 
@@ -132,7 +132,8 @@ def _start(label: str, arguments: list[str], env: dict[str, str], workdir: Path)
     return Service(label, process, log)
 
 
-def _wait_until_ready(system: RunningSystem) -> None:
+def _wait_until_ready(system: RunningSystem, workers: dict[str, int]) -> None:
+    """Wait until the ingress is ready and each pool has its workers alive (the verbose readiness view)."""
     deadline = time.monotonic() + READY_TIMEOUT
     last = "no answer"
     while time.monotonic() < deadline:
@@ -140,8 +141,9 @@ def _wait_until_ready(system: RunningSystem) -> None:
         if dead:
             raise RuntimeError(f"{dead[0].label} exited during start-up\n{system.logs()}")
         try:
-            response = httpx.get(f"{system.origin}/readyz", timeout=2.0)
-            if response.status_code == 200:
+            response = httpx.get(f"{system.origin}/readyz?verbose", timeout=2.0)
+            alive = response.json().get("workers", {}) if response.status_code == 200 else {}
+            if all(alive.get(pool, 0) >= count for pool, count in workers.items()):
                 return
             last = f"{response.status_code} {response.text}"
         except httpx.HTTPError as exc:

@@ -59,9 +59,10 @@ def _seconds(pattern: str, text: str) -> float:
 def test_deploy_manifests_give_workers_their_shutdown_grace_plus_a_margin() -> None:
     """Kubernetes and Compose wait the worker's shutdown grace plus 15 s before killing it, so streams
     the grace lets finish are not cut by the orchestrator."""
-    pod = (DEPLOY / "kubernetes" / "worker-simulated-deployment.yaml").read_text()
-    grace = _seconds(r'AIOROUTER_WORKER_SHUTDOWN_GRACE\s+value: "(\d+)"', pod)
-    assert _seconds(r"terminationGracePeriodSeconds: (\d+)", pod) >= grace + 15
+    for manifest in sorted((DEPLOY / "kubernetes").glob("worker-*.yaml")):
+        pod = manifest.read_text()
+        grace = _seconds(r'AIOROUTER_WORKER_SHUTDOWN_GRACE\s+value: "(\d+)"', pod)
+        assert _seconds(r"terminationGracePeriodSeconds: (\d+)", pod) >= grace + 15
     compose = (DEPLOY / "compose.yaml").read_text()
     grace = _seconds(r'\n      AIOROUTER_WORKER_SHUTDOWN_GRACE: "(\d+)"', compose)
     assert _seconds(r"\n    stop_grace_period: (\d+)s", compose) >= grace + 15
