@@ -132,8 +132,26 @@ class _HiredisSentinelConnection(SentinelManagedConnection, HiredisPackingConnec
     """A connection to the master a Sentinel names, its commands packed by hiredis."""
 
 
-class _BlockingSentinelPool(SentinelConnectionPool, aredis.BlockingConnectionPool):
+class _SentinelPool(SentinelConnectionPool):
+    """A Sentinel-managed pool that closes its connections to the Sentinels with its own."""
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        for sentinel in self.sentinel_manager.sentinels:
+            await sentinel.aclose()
+
+
+class _BlockingSentinelPool(_SentinelPool, aredis.BlockingConnectionPool):
     """A Sentinel-managed pool that makes a caller wait for a free connection instead of raising."""
+
+
+class _SyncSentinelPool(redis.sentinel.SentinelConnectionPool):
+    """The sync :class:`_SentinelPool`."""
+
+    def close(self) -> None:
+        super().close()
+        for sentinel in self.sentinel_manager.sentinels:
+            sentinel.close()
 
 
 def _async_sentinel(target: SentinelURL) -> AsyncSentinel:
@@ -195,7 +213,7 @@ def plain_async_client(url: str, **options: Any) -> aredis.Redis:
     if sentinel is None:
         return aredis.Redis.from_url(url, **options)
     client: aredis.Redis = _async_sentinel(sentinel).master_for(
-        sentinel.service_name, **sentinel.master_options(), **options
+        sentinel.service_name, connection_pool_class=_SentinelPool, **sentinel.master_options(), **options
     )
     return client
 
@@ -210,5 +228,7 @@ def sync_client(url: str, **options: Any) -> redis.Redis:
         sentinel.sentinels,
         sentinel_kwargs={"socket_timeout": SENTINEL_TIMEOUT, "socket_connect_timeout": SENTINEL_TIMEOUT},
     )
-    client: redis.Redis = manager.master_for(sentinel.service_name, **sentinel.master_options(), **options)
+    client: redis.Redis = manager.master_for(
+        sentinel.service_name, connection_pool_class=_SyncSentinelPool, **sentinel.master_options(), **options
+    )
     return client
