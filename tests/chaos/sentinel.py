@@ -56,6 +56,25 @@ class SentinelRedis:
             client.close()
         return int(address[1])
 
+    def wait_replicated(self) -> None:
+        """Return once the replica has every write the master had when called."""
+        master, replica, _ = self.ports
+        offset = int(str(_info(master, "replication")["master_repl_offset"]))
+        self._wait(
+            lambda: int(str(_info(replica, "replication")["master_repl_offset"])) >= offset, "replication"
+        )
+
+    def fail_over(self) -> None:
+        """``SENTINEL FAILOVER``: the replica promoted, the master demoted (its clients disconnected)."""
+        client = redis.Redis(port=self.ports[2], socket_timeout=5)
+        try:
+            client.execute_command("SENTINEL", "FAILOVER", SERVICE)
+        finally:
+            client.close()
+
+    def role(self, port: int) -> str:
+        return str(_info(port, "replication")["role"])
+
     def kill_master(self) -> None:
         """SIGKILL the master: every connection to it drops at once, as in a crash."""
         process = self.processes.pop("master")
