@@ -16,6 +16,7 @@ from shared.redis_client import (
     plain_async_client,
     sync_client,
 )
+from shared.settings import load_settings
 
 
 def test_full_url_parses_to_sentinels_service_db_and_credentials() -> None:
@@ -90,3 +91,12 @@ async def test_every_client_kind_is_sentinel_managed() -> None:
         for client in (piped, pooled, plain):
             await client.aclose()
         synced.close()
+
+
+def test_settings_refuse_a_malformed_sentinel_url() -> None:
+    """A malformed ``redis+sentinel://`` URL in the settings is a ConfigError when they load, not when
+    the first connection is made."""
+    with pytest.raises(ConfigError, match="service_name"):
+        load_settings(None, env={"REDIS_URL": "redis+sentinel://127.0.0.1:26379"})
+    good = load_settings(None, env={"REDIS_URL": "redis+sentinel://127.0.0.1:26379/mymaster"})
+    assert good.redis_url == "redis+sentinel://127.0.0.1:26379/mymaster"
