@@ -13,13 +13,13 @@ from typing import Any
 
 import orjson
 import redis
-import redis.asyncio as aredis
 
 from cli.config_option import add_config_option
 from cli.failures import CommandFailed, redis_failure
 from cli.redis_finding import settings_with_redis
 from shared.breaker import BreakerView, CircuitBreaker
 from shared.errors import ServiceUnavailable
+from shared.redis_client import plain_async_client
 from shared.routing_state import catalog_deployment_ids
 from shared.settings import Settings
 
@@ -48,7 +48,7 @@ def _handle(args: argparse.Namespace) -> int:
 
 
 async def _views(settings: Settings) -> list[BreakerView]:
-    client = aredis.Redis.from_url(settings.redis_url, socket_connect_timeout=_REDIS_CONNECT_TIMEOUT)
+    client = plain_async_client(settings.redis_url, socket_connect_timeout=_REDIS_CONNECT_TIMEOUT)
     try:
         breaker = CircuitBreaker(client, settings.breaker)
         return await breaker.views(catalog_deployment_ids(settings.models))

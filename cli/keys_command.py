@@ -19,6 +19,7 @@ from cli.redis_finding import settings_with_redis
 from ingress import api_keys
 from ingress.control.accounts import ACCOUNT_ID_RE
 from shared.errors import AIORouterError
+from shared.redis_client import plain_async_client
 from shared.settings import Settings
 
 _REDIS_CONNECT_TIMEOUT = 3.0
@@ -71,7 +72,7 @@ def _run(action: Action) -> Callable[[argparse.Namespace], int]:
 
 
 async def _with_redis(settings: Settings, args: argparse.Namespace, action: Action) -> int:
-    client = aredis.Redis.from_url(settings.redis_url, socket_connect_timeout=_REDIS_CONNECT_TIMEOUT)
+    client = plain_async_client(settings.redis_url, socket_connect_timeout=_REDIS_CONNECT_TIMEOUT)
     try:
         return await action(client, settings, args)
     except redis.RedisError as exc:

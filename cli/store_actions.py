@@ -20,6 +20,7 @@ import redis.asyncio as aredis
 from cli.failures import CommandFailed, redis_failure
 from cli.redis_finding import settings_with_redis
 from shared.errors import AIORouterError
+from shared.redis_client import plain_async_client
 from shared.settings import Settings
 
 REDIS_CONNECT_TIMEOUT = 3.0
@@ -38,7 +39,7 @@ def store_handler(action: Action) -> Callable[[argparse.Namespace], int]:
 
 
 async def _with_redis(settings: Settings, args: argparse.Namespace, action: Action) -> int:
-    client = aredis.Redis.from_url(settings.redis_url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT)
+    client = plain_async_client(settings.redis_url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT)
     try:
         return await action(client, settings, args)
     except redis.RedisError as exc:

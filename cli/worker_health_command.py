@@ -25,6 +25,7 @@ import redis
 from cli.config_option import add_config_option, settings_from_args
 from cli.failures import CommandFailed, printable_url
 from shared import keys
+from shared.redis_client import sync_client
 
 REDIS_TIMEOUT = 2.0  # seconds the probe waits for Redis: well under any probe's timeout
 
@@ -51,7 +52,7 @@ def register(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     name = args.name or _name_from(Path(args.name_file))
-    client = redis.Redis.from_url(
+    client = sync_client(
         settings.redis_url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
     )
     try:

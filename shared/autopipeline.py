@@ -21,7 +21,9 @@ returns and raises (``ResponseError``, ``NoScriptError``, ``ConnectionError``, `
 
 A caller cancelled while waiting costs nothing: its reply is read and dropped, the connection stays in
 sync (redis-py has to drop the connection).  A lost connection fails everything waiting on it with
-``ConnectionError``; the next command connects again.  If Redis leaves a reply outstanding for
+``ConnectionError``; the next command connects again (to the master the Sentinels name now, for a
+``redis+sentinel://`` URL; a ``READONLY`` reply, from a master demoted under us, drops the connection
+the same way).  If Redis leaves a reply outstanding for
 ``reply_timeout`` seconds the connection is dropped the same way (``TimeoutError`` to the waiters).
 
 Not batched, so they still use redis-py's connection pool: blocking commands (they would stall every
@@ -43,8 +45,9 @@ import redis.asyncio as aredis
 from redis._parsers.base import BaseParser
 from redis.asyncio.client import Pipeline
 from redis.asyncio.connection import SSLConnection
+from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.client import EMPTY_RESPONSE
-from redis.exceptions import ConnectionError, RedisError, ResponseError, WatchError
+from redis.exceptions import ConnectionError, ReadOnlyError, RedisError, ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 REPLY_TIMEOUT = 10.0  # seconds Redis may leave a reply outstanding before the connection is dropped
@@ -143,6 +146,10 @@ class _Link(asyncio.Protocol):
         if self._watchdog is None:
             self._watchdog = self._loop.call_at(now + self._reply_timeout, self._check_overdue)
         return future
+
+    def drop(self, error: Exception) -> None:
+        """Give the connection up: whatever waits on it fails with ``error``."""
+        self._abort(error)
 
     def close(self) -> None:
         if self._transport is not None:
@@ -247,7 +254,7 @@ class AutoPipelineRedis(aredis.Redis):
         if isinstance(reply, hiredis.ReplyError):
             if EMPTY_RESPONSE in options:
                 return options[EMPTY_RESPONSE]
-            raise _error_of(reply)
+            raise _demoted(link, _error_of(reply))
         return await self._callback(name, _error_free(reply), options)
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Pipeline:
@@ -267,13 +274,16 @@ class AutoPipelineRedis(aredis.Redis):
         packed = [pack(args) for args, _ in commands]
         if transaction:
             replies = await link.submit(b"".join([_MULTI, *packed, _EXEC]), len(packed) + 2)
-            results = _exec_results(replies, commands)
+            try:
+                results = _exec_results(replies, commands)
+            except ReadOnlyError as exc:
+                raise _demoted(link, exc) from exc
         else:
             results = await link.submit(b"".join(packed), len(packed))
         out: list[Any] = []
         for number, (reply, (args, options)) in enumerate(zip(results, commands, strict=True), start=1):
             if isinstance(reply, hiredis.ReplyError):
-                error = _error_of(reply)
+                error = _demoted(link, _error_of(reply))
                 if EMPTY_RESPONSE in options:
                     out.append(options[EMPTY_RESPONSE])
                     continue
@@ -323,12 +333,12 @@ class AutoPipelineRedis(aredis.Redis):
                         lambda: _Link(loop, self.reply_timeout), kwargs["path"]
                     )
                 else:
-                    host = kwargs.get("host", "localhost")
+                    host, port = await self._address(kwargs)
                     tls = _tls_context(self.connection_pool.connection_class, kwargs)
                     _, link = await loop.create_connection(
                         lambda: _Link(loop, self.reply_timeout),
                         host,
-                        int(kwargs.get("port", 6379)),
+                        port,
                         ssl=tls,
                         server_hostname=host if tls is not None and tls.check_hostname else None,
                     )
@@ -339,6 +349,15 @@ class AutoPipelineRedis(aredis.Redis):
             raise ConnectionError(f"Error connecting to Redis: {exc}") from exc
         self._link = link
         return link
+
+    async def _address(self, kwargs: dict[str, Any]) -> tuple[str, int]:
+        """Where to connect: the URL's host, or the master the Sentinels name now (asked on every
+        connect, so that a reconnect after a failover reaches the new master)."""
+        pool = self.connection_pool
+        if isinstance(pool, SentinelConnectionPool):
+            host, port = await pool.get_master_address()  # type: ignore[no-untyped-call]
+            return str(host), int(port)
+        return kwargs.get("host", "localhost"), int(kwargs.get("port", 6379))
 
     @staticmethod
     async def _handshake(link: _Link, kwargs: dict[str, Any]) -> None:
@@ -394,6 +413,17 @@ def _name_of(name: Any) -> str:
 
 def _error_of(reply: hiredis.ReplyError) -> ResponseError:
     error: ResponseError = BaseParser.parse_error(str(reply))  # type: ignore[no-untyped-call]
+    return error
+
+
+def _demoted(link: _Link, error: ResponseError) -> RedisError:
+    """``error``, unless it says the server is a replica now (a failover demoted the master this
+    connection reached): then the connection is dropped, so the next command asks anew where the master
+    is, and the caller gets a ``ConnectionError`` as for any lost connection."""
+    if isinstance(error, ReadOnlyError):
+        lost = ConnectionError("The Redis master became a replica (a failover).")
+        link.drop(lost)
+        return lost
     return error
 
 

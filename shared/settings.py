@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from shared.errors import ConfigError
+from shared.redis_client import parse_sentinel_url
 
 ProviderKind = Literal["simulated", "openai", "anthropic"]
 HttpClientKind = Literal["fast", "httpx"]
@@ -407,6 +408,7 @@ def _parse_plans(raw: Any) -> dict[str, Plan]:
 
 
 def _check(settings: Settings) -> None:
+    parse_sentinel_url(settings.redis_url)  # a malformed redis+sentinel:// URL is refused at start
     if not settings.providers:
         raise ConfigError("no providers configured")
     for model in settings.models.values():

@@ -14,11 +14,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aredis
-
 from shared import events, pool_stats
 from shared.errors import AIORouterError, IngressGone, UpstreamError, UpstreamUnavailable
 from shared.jobs import CompletionJob
+from shared.redis_client import plain_async_client
 from shared.redis_commands import Command
 from shared.serialization import dumps
 from shared.settings import load_settings
@@ -185,7 +184,7 @@ def run_completion(wire: dict[str, Any]) -> dict[str, Any]:
 
 async def _run_standalone(job: CompletionJob) -> dict[str, Any]:
     settings = load_settings()
-    redis = aredis.Redis.from_url(settings.redis_url)
+    redis = plain_async_client(settings.redis_url)
     adapter = make_adapter(settings.provider(job.provider))
     try:
         publisher = FramePublisher(redis, job.reply_to, job.request_id)

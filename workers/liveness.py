@@ -19,10 +19,10 @@ import logging
 import threading
 import time
 
-import redis
 from redis.exceptions import RedisError
 
 from shared import keys
+from shared.redis_client import sync_client
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class LivenessBeacon:
         alive_ttl_ms: int,
         stall_limit: float = STALL_LIMIT,
     ) -> None:
-        self._client = redis.Redis.from_url(redis_url, socket_timeout=max(1.0, interval * 2))
+        self._client = sync_client(redis_url, socket_timeout=max(1.0, interval * 2))
         self._worker_name = worker_name
         self._pool = pool
         self._interval = interval

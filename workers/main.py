@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import logging
 
-import redis
-
+from shared.redis_client import sync_client
 from shared.settings import Settings
 from workers.worker import AsyncWorker
 
@@ -17,7 +16,7 @@ def run_worker(
     until its queue is empty).  Blocks."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    connection = redis.Redis.from_url(settings.redis_url)
+    connection = sync_client(settings.redis_url)
     try:
         worker = AsyncWorker(settings, pool=pool, concurrency=concurrency, connection=connection, name=name)
         worker.work(burst=burst)

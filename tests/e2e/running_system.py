@@ -17,11 +17,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
-import redis.asyncio as aredis
 from openai import OpenAI
 
 from cli.key_issuing import issue_key
+from shared.redis_client import plain_async_client, sync_client
 from shared.settings import load_settings
 
 READY_TIMEOUT = 45.0  # generous: two cores shared by several engineers' test runs
@@ -171,7 +170,7 @@ def _stop_all(services: list[Service]) -> None:
 
 
 def _flush(redis_url: str) -> None:
-    client = redis.Redis.from_url(redis_url)
+    client = sync_client(redis_url)
     try:
         client.flushdb()
     finally:
@@ -179,7 +178,7 @@ def _flush(redis_url: str) -> None:
 
 
 async def _create_key(redis_url: str, config: Path) -> tuple[str, str]:
-    client = aredis.Redis.from_url(redis_url)
+    client = plain_async_client(redis_url)
     try:
         settings = load_settings(config, env={})
         issued = await issue_key(client, settings, account_id="e2e", plan="business", name="e2e")

@@ -115,4 +115,4 @@ async def test_off_switch_gives_plain_redis_py(clean_redis: redis.Redis, redis_u
 def test_unknown_scheme_is_refused_clearly() -> None:
     """A URL scheme the auto-pipelined client cannot speak is a ConfigError naming the schemes."""
     with pytest.raises((ConfigError, ValueError)):
-        async_client("redis+sentinel://127.0.0.1:26379/mymaster", max_connections=1, auto_pipeline=True)
+        async_client("memcached://127.0.0.1:11211/0", max_connections=1, auto_pipeline=True)
