@@ -21,6 +21,11 @@ def register(commands: Any) -> None:
     )
     parser.add_argument("--name", help="worker name shown by `rq info` (default: generated, unique)")
     parser.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus metrics on this port (default: the worker_metrics_port setting; 0: off)",
+    )
     add_config_option(parser)
     parser.set_defaults(handler=run)
 
@@ -39,7 +44,15 @@ def run(args: argparse.Namespace) -> int:
     # Imported on use: `aiorouter keys` should not pay for loading the worker stack.
     from workers import main as worker_main
 
+    metrics_port = args.metrics_port if args.metrics_port is not None else settings.worker_metrics_port
+    if not 0 <= metrics_port < 65536:
+        raise CommandFailed("--metrics-port must be a port number (0: off)", exit_status=2)
     worker_main.run_worker(
-        settings, pool=args.pool, concurrency=concurrency, name=args.name, burst=args.burst
+        settings,
+        pool=args.pool,
+        concurrency=concurrency,
+        name=args.name,
+        burst=args.burst,
+        metrics_port=metrics_port,
     )
     return 0

@@ -32,6 +32,8 @@ from ingress.control.dashboard.routes import dashboard_routes
 from ingress.deferred_cleanup import DeferredCleanup
 from ingress.health import healthz, readyz
 from ingress.http_errors import EXCEPTION_HANDLERS
+from ingress.metrics import IngressMetrics
+from ingress.metrics_route import metrics
 from ingress.middleware import RequestContextMiddleware
 from ingress.open_set import OpenSetCache
 from ingress.reply_hub import ReplyHub
@@ -59,6 +61,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/v1/models/{model_id:path}", catalog.get_model, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),  # disabled (404) unless settings.metrics_token is set
         *admin_routes(settings),  # operators only: disabled (404) unless settings.admin_token is set
         *dashboard_routes(),
     ]
@@ -112,6 +115,7 @@ async def _ingress_context(settings: Settings) -> AsyncIterator[IngressContext]:
                 router=ModelRouter(settings.models, redis=redis, open_set=open_set),
                 store=store,
                 cleanup=cleanup,
+                metrics=IngressMetrics(settings),
             )
         finally:
             await asyncio.gather(

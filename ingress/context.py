@@ -9,6 +9,7 @@ from starlette.applications import Starlette
 
 from ingress.auth import Authenticator
 from ingress.deferred_cleanup import DeferredCleanup
+from ingress.metrics import IngressMetrics
 from ingress.reply_hub import ReplyHub
 from ingress.routing import ModelRouter
 from shared.settings import Settings
@@ -24,6 +25,7 @@ class IngressContext:
     auth: Authenticator
     router: ModelRouter
     cleanup: DeferredCleanup  # releases and cancels that wait for Redis to answer again
+    metrics: IngressMetrics  # the process' Prometheus registry and its request metrics
     store: StoreMarker = field(default_factory=StoreMarker)  # the store this process started on
 
 

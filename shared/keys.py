@@ -119,16 +119,21 @@ _describe(
     writer="workers: `workers.worker` (BLMOVE target), `workers.bookkeeping` (LREM at start)",
     reader="rq's registry clean-up (fails what a dead worker left there)",
 )
-_describe(
-    "",
+
+
+@_key(
     "sorted set",
     f"running jobs (rq's started registry; each run's record is under "
     f"`{ExecutionRegistry.key_template.format('<job_id>')}`)",
-    pattern=StartedJobRegistry.key_template.format("<pool>"),
     writer="workers: `workers.bookkeeping` (at start, every heartbeat, at the end)",
-    reader="rq's registry clean-up (run by workers); rq's tools",
+    reader="rq's registry clean-up (run by workers); rq's tools; ingress: `ingress.metrics` (on scrape)",
     ttl="entries expire twice `worker_dead_after` after the last heartbeat",
 )
+def rq_started_registry(pool: str) -> str:
+    """rq's started registry of a pool: the jobs its workers run now."""
+    return StartedJobRegistry.key_template.format(pool)
+
+
 _RESULTS = Result.get_key("<job_id>")  # type: ignore[no-untyped-call]  # rq's is untyped
 _describe(
     "",
@@ -234,7 +239,7 @@ def worker_alive(worker_name: str) -> str:
     "sorted set",
     "a pool's workers by the time of their last heartbeat",
     writer="workers: `workers.liveness`, `workers.bookkeeping` (ZREM on departure)",
-    reader="ingress: `ingress.health` (`/readyz`), admin (`/admin/pools`)",
+    reader="ingress: `ingress.health` (`/readyz`), admin (`/admin/pools`), `ingress.metrics` (on scrape)",
     ttl="none (readers skip members older than `worker_dead_after`)",
 )
 def pool_workers(pool: str) -> str:

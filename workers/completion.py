@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aredis
@@ -38,6 +39,9 @@ class JobEnding:
     meta: dict[str, Any]
     payload: bytes = b""
     error: AIORouterError | None = None
+    # Milliseconds: ``ttfb_ms`` to the upstream's first delta (absent without one), ``upstream_ms`` the
+    # upstream call to its end; a D frame's meta carries them as ``timing``.
+    timing: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -60,6 +64,7 @@ class Progress:
 
     parts: int = 0  # deltas that carried a piece of the message: completion tokens, roughly
     usage: Usage | None = None  # the upstream's own count, once it sent one
+    first_at: float = 0.0  # time.perf_counter() of the upstream's first delta
 
     def usage_so_far(self, job: CompletionJob) -> dict[str, Any] | None:
         """The usage of a job stopped midway: None when nothing was produced."""
@@ -86,6 +91,7 @@ async def complete(
     token refund, usage record; :func:`workers.settlement.billing_commands`)."""
     publisher.start({"provider": job.provider, "worker": worker_name, "upstream_model": job.upstream_model})
     progress = Progress()
+    began = time.perf_counter()
     try:
         ending = await (
             _stream(job, adapter, publisher, progress)
@@ -101,6 +107,11 @@ async def complete(
     except Exception:  # a bug in an adapter must still end the request with an error frame
         log.exception("job %s: unexpected error", job.request_id)
         ending = JobEnding.failed(UpstreamError("The worker failed while calling the upstream provider."))
+    ending.timing["upstream_ms"] = round((time.perf_counter() - began) * 1000, 1)
+    if progress.first_at:
+        ending.timing["ttfb_ms"] = round((progress.first_at - began) * 1000, 1)
+    if ending.kind == events.DONE:
+        ending.meta["timing"] = ending.timing
     # Shielded: once rq's final bookkeeping is built it must land together with its frame.
     commands = [
         *bookkeeping_commands(ending),
@@ -117,6 +128,8 @@ async def _stream(
 ) -> JobEnding:
     writer = ChunkWriter(job)
     async for delta in adapter.stream(job):
+        if not progress.first_at:
+            progress.first_at = time.perf_counter()
         if delta.usage is not None:
             progress.usage = delta.usage
             writer.note_usage(delta)
@@ -138,6 +151,8 @@ async def _collect(
 ) -> JobEnding:
     assembler = MessageAssembler(job)
     async for delta in adapter.stream(job):
+        if not progress.first_at:
+            progress.first_at = time.perf_counter()
         publisher.check()  # a non-stream job publishes nothing until its answer: nobody listening stops it
         if delta.usage is not None:
             progress.usage = delta.usage

@@ -7,19 +7,31 @@ import logging
 import redis
 
 from shared.settings import Settings
+from workers.metrics import WorkerMetrics
 from workers.worker import AsyncWorker
 
 
 def run_worker(
-    settings: Settings, *, pool: str, concurrency: int, name: str | None = None, burst: bool = False
+    settings: Settings,
+    *,
+    pool: str,
+    concurrency: int,
+    name: str | None = None,
+    burst: bool = False,
+    metrics_port: int = 0,
 ) -> None:
     """Serve ``pool`` with up to ``concurrency`` jobs at once until SIGTERM/SIGINT (or, with ``burst``,
-    until its queue is empty).  Blocks."""
+    until its queue is empty), with its Prometheus metrics on ``metrics_port`` (0: not served).  Blocks."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     connection = redis.Redis.from_url(settings.redis_url)
     try:
-        worker = AsyncWorker(settings, pool=pool, concurrency=concurrency, connection=connection, name=name)
+        metrics = WorkerMetrics(settings, pool)
+        if metrics_port:
+            metrics.serve(metrics_port)
+        worker = AsyncWorker(
+            settings, pool=pool, concurrency=concurrency, connection=connection, name=name, metrics=metrics
+        )
         worker.work(burst=burst)
     finally:
         connection.close()

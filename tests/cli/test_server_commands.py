@@ -60,13 +60,26 @@ def test_worker_takes_concurrency_from_the_provider(
     """Without --concurrency a worker runs the provider's `concurrency` jobs at once."""
     assert main(["worker", "--pool", "fast", "--config", str(_config(tmp_path))]) == 0
     ((name, _, options),) = calls
-    assert name == "worker" and options == {"pool": "fast", "concurrency": 12, "name": None, "burst": False}
+    assert name == "worker" and options == {
+        "pool": "fast",
+        "concurrency": 12,
+        "name": None,
+        "burst": False,
+        "metrics_port": 0,
+    }
 
 
 def test_worker_options(calls: list[tuple[str, Any, dict[str, Any]]]) -> None:
-    """--concurrency, --name and --burst are passed through."""
-    assert main(["worker", "--pool", "simulated", "--concurrency", "3", "--name", "w-1", "--burst"]) == 0
-    assert calls[0][2] == {"pool": "simulated", "concurrency": 3, "name": "w-1", "burst": True}
+    """--concurrency, --name, --burst and --metrics-port are passed through."""
+    argv = ["worker", "--pool", "simulated", "--concurrency", "3", "--name", "w-1", "--burst"]
+    assert main([*argv, "--metrics-port", "9400"]) == 0
+    assert calls[0][2] == {
+        "pool": "simulated",
+        "concurrency": 3,
+        "name": "w-1",
+        "burst": True,
+        "metrics_port": 9400,
+    }
 
 
 @pytest.mark.parametrize(

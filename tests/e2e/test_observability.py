@@ -1,0 +1,59 @@
+"""The real system's observability: after one completion, the ingress' ``/metrics`` and the worker's
+metrics port both show it."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.e2e.running_system import RunningSystem, free_port
+
+TOKEN = "t" * 40
+WORKER_METRICS_PORT = free_port()
+CONFIG = f"""
+worker_heartbeat_interval = 0.5
+worker_dead_after = 3.0
+metrics_token = "{TOKEN}"
+worker_metrics_port = {WORKER_METRICS_PORT}
+
+[providers.simulated]
+kind = "simulated"
+
+[[models]]
+id = "aiorouter/echo"
+deployments = [{{ provider = "simulated", upstream_model = "echo" }}]
+"""
+
+
+@pytest.fixture(scope="module")
+def system(launch_system) -> RunningSystem:  # type: ignore[no-untyped-def]
+    """One ingress and one worker process serving its metrics on a known port."""
+    return launch_system(CONFIG, pools=["simulated"])
+
+
+def complete_once(system: RunningSystem) -> httpx.Response:
+    response = httpx.post(
+        f"{system.origin}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {system.api_key}"},
+        json={"model": "aiorouter/echo", "messages": [{"role": "user", "content": "one two"}]},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    return response
+
+
+def test_ingress_and_worker_metrics_show_a_completion(system: RunningSystem) -> None:
+    """One answered request counts on the ingress' /metrics and as an ok job on the worker's port."""
+    complete_once(system)
+    ingress = httpx.get(f"{system.origin}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+    assert ingress.status_code == 200
+    assert (
+        'aiorouter_requests_total{mode="json",model="aiorouter/echo",provider="simulated",status="200"} 1.0'
+        in ingress.text
+    )
+    assert 'aiorouter_pool_workers_alive{pool="simulated"} 1.0' in ingress.text
+    worker = httpx.get(f"http://127.0.0.1:{WORKER_METRICS_PORT}/metrics", timeout=10)
+    assert worker.status_code == 200
+    assert (
+        'aiorouter_worker_jobs_total{model="aiorouter/echo",outcome="ok",pool="simulated"} 1.0' in worker.text
+    )
