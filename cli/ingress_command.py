@@ -7,6 +7,7 @@ from typing import Any
 
 from cli.config_option import add_config_option, require_tested_libraries, settings_from_args
 from cli.failures import CommandFailed
+from cli.logging_setup import configure_logging
 from shared.errors import ConfigError
 
 
@@ -25,6 +26,7 @@ def register(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     require_tested_libraries("redis", "rq")
+    configure_logging(settings)
     # Imported on use: `aiorouter keys` should not pay for loading the web stack.
     from ingress import server
 
@@ -33,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
             settings,
             host=args.host if args.host is not None else settings.host,
             port=args.port if args.port is not None else settings.port,
+            own_logging=False,
         )
     except ConfigError as exc:
         raise CommandFailed(f"bad settings: {exc.message}") from exc

@@ -7,6 +7,7 @@ from typing import Any
 
 from cli.config_option import add_config_option, require_tested_libraries, settings_from_args
 from cli.failures import CommandFailed
+from cli.logging_setup import configure_logging
 
 
 def register(commands: Any) -> None:
@@ -33,6 +34,7 @@ def register(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     require_tested_libraries("redis", "rq")
+    configure_logging(settings)
     if args.pool not in settings.providers:
         known = ", ".join(sorted(settings.providers))
         raise CommandFailed(f"unknown pool {args.pool!r}; the settings define: {known}", exit_status=2)

@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 from ingress.admission import Admission
 from ingress.context import IngressContext, ingress_context
 from ingress.fallback import FallbackRun
+from ingress.request_log import log_request
 from ingress.request_record import RequestRecord
 from ingress.validation import parse_json_object, validate_chat_request
 from shared.errors import AIORouterError, InvalidRequest, PayloadTooLarge
@@ -44,6 +45,7 @@ class ChatCompletionsEndpoint:
         finally:
             record.ended_at = time.perf_counter()
             context.metrics.record(record)
+            log_request(record)
 
     async def _serve(
         self, context: IngressContext, record: RequestRecord, scope: Scope, receive: Receive, send: Send

@@ -10,7 +10,10 @@ from ingress.connection_guard import guarded_protocol
 from shared.settings import Settings
 
 
-def uvicorn_config(settings: Settings, *, host: str, port: int, access_log: bool = False) -> uvicorn.Config:
+def uvicorn_config(
+    settings: Settings, *, host: str, port: int, access_log: bool = False, own_logging: bool = True
+) -> uvicorn.Config:
+    """``own_logging``: uvicorn configures its loggers; False leaves them to the caller's configuration."""
     return uvicorn.Config(
         create_app(settings),
         host=host,
@@ -22,9 +25,10 @@ def uvicorn_config(settings: Settings, *, host: str, port: int, access_log: bool
         lifespan="on",
         access_log=access_log,
         server_header=False,
+        log_config=uvicorn.config.LOGGING_CONFIG if own_logging else None,
     )
 
 
-def run(settings: Settings, *, host: str, port: int) -> None:
+def run(settings: Settings, *, host: str, port: int, own_logging: bool = True) -> None:
     """Serve until interrupted (blocking)."""
-    uvicorn.Server(uvicorn_config(settings, host=host, port=port)).run()
+    uvicorn.Server(uvicorn_config(settings, host=host, port=port, own_logging=own_logging)).run()

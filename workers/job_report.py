@@ -1,14 +1,23 @@
-"""What a worker reports when one of its jobs ends: its metrics (:mod:`workers.metrics`)."""
+"""What a worker reports when one of its jobs ends: its metrics (:mod:`workers.metrics`) and one
+structured log line (logger ``aiorouter.job``), joined to the ingress' request line by ``request_id``."""
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
+from shared.errors import AIORouterError
 from shared.jobs import CompletionJob
+from shared.routing_state import deployment_id
+from shared.settings import Deployment
 from workers.completion import JobEnding
 from workers.metrics import WorkerMetrics
 
+log = logging.getLogger("aiorouter.job")
+
 
 class JobReporter:
-    """Turns a job's end into metrics; one per worker process."""
+    """Turns a job's end into metrics and a log line; one per worker process."""
 
     def __init__(self, metrics: WorkerMetrics) -> None:
         self.metrics = metrics
@@ -20,14 +29,37 @@ class JobReporter:
         else:
             outcome = "retryable" if ending.meta.get("retryable") else "error"
         usage = ending.meta.get("usage")
-        self.metrics.record(
-            job,
-            outcome,
-            error=ending.error,
-            timing=ending.timing,
-            usage=usage if isinstance(usage, dict) else None,
-        )
+        usage = usage if isinstance(usage, dict) else None
+        self.metrics.record(job, outcome, error=ending.error, timing=ending.timing, usage=usage)
+        _log_job(job, outcome, ending.error, ending.timing, usage)
 
     def stopped(self, job: CompletionJob, reason: str) -> None:
         """A job stopped before its end: ``cancelled``, ``timeout`` or ``shutdown``."""
-        self.metrics.record(job, reason or "cancelled")
+        outcome = reason or "cancelled"
+        self.metrics.record(job, outcome)
+        _log_job(job, outcome, None, {}, None)
+
+
+def _log_job(
+    job: CompletionJob,
+    outcome: str,
+    error: AIORouterError | None,
+    timing: dict[str, float],
+    usage: dict[str, Any] | None,
+) -> None:
+    if not log.isEnabledFor(logging.INFO):
+        return
+    usage = usage or {}
+    fields: dict[str, Any] = {
+        "request_id": job.extra.get("client_request_id"),
+        "job_id": job.request_id,
+        "provider": job.provider,
+        "deployment": deployment_id(Deployment(job.provider, job.upstream_model)),
+        "outcome": outcome,
+        "error": error.code if error is not None else None,
+        "upstream_ttfb_ms": timing.get("ttfb_ms"),
+        "duration_ms": timing.get("upstream_ms"),
+        "prompt_tokens": usage.get("prompt_tokens"),
+        "completion_tokens": usage.get("completion_tokens"),
+    }
+    log.info("job", extra={"fields": fields})

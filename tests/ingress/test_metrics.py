@@ -3,6 +3,9 @@ gauges read from Redis at scrape time, and label values bounded by the configura
 
 from __future__ import annotations
 
+import logging
+
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ingress.metrics import IngressMetrics
@@ -109,3 +112,26 @@ def test_refusals_and_fallbacks_are_counted(ingress: Ingress) -> None:
         metrics.registry.get_sample_value("aiorouter_admission_refusals_total", {"reason": "rate_limit"}) == 1
     )
     assert metrics.registry.get_sample_value("aiorouter_fallbacks_total", {"model": MODEL}) == 2
+
+
+async def test_a_request_logs_one_structured_line(ingress: Ingress, caplog: pytest.LogCaptureFixture) -> None:
+    """A finished request logs one aiorouter.request line with its request id, job id, route, status,
+    mode, times, tokens and fallbacks."""
+    caplog.set_level(logging.INFO, logger="aiorouter.request")
+    request = ingress.chat_task()
+    taken = await ingress.worker.take()
+    await ingress.worker.start(taken)
+    await ingress.worker.done(taken, "hi")
+    response = await request
+    (line,) = [r for r in caplog.records if r.name == "aiorouter.request"]
+    fields = line.fields  # type: ignore[attr-defined]
+    assert fields["request_id"] == response.headers["x-request-id"]
+    assert fields["job_id"] == taken.id
+    assert (fields["model"], fields["provider"], fields["status"], fields["mode"]) == (
+        MODEL,
+        "simulated",
+        200,
+        "json",
+    )
+    assert fields["latency_ms"] >= fields["ttft_ms"] >= fields["queue_wait_ms"] >= 0
+    assert (fields["prompt_tokens"], fields["completion_tokens"], fields["fallbacks"]) == (3, 2, 0)

@@ -3,6 +3,8 @@ gauges, an error's kind, and the metrics port serving them."""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import socket
 import urllib.request
 
@@ -67,3 +69,28 @@ def test_the_metrics_port_serves_the_registry() -> None:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
         text = response.read().decode()
     assert 'aiorouter_worker_jobs_total{model="other",outcome="ok",pool="simulated"} 1.0' in text
+
+
+async def test_a_job_logs_one_structured_line(
+    aredis_client: aredis.Redis, replies: Replies, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A finished job logs one aiorouter.job line with the client's request id (the join to the ingress'
+    line), its job id, deployment, outcome, upstream times and tokens."""
+    caplog.set_level(logging.INFO, logger="aiorouter.job")
+    settings = worker_settings(redis_url)
+    job = dataclasses.replace(
+        completion_job("one two", reply_to=REPLY_CHANNEL), extra={"client_request_id": "req-abc"}
+    )
+    async with running_worker(settings):
+        await enqueue(aredis_client, job, settings)
+        await replies.final(job.request_id)
+        line = await eventually(lambda: [r for r in caplog.records if r.name == "aiorouter.job"])
+    fields = line[0].fields  # type: ignore[attr-defined]
+    assert (fields["request_id"], fields["job_id"], fields["deployment"], fields["outcome"]) == (
+        "req-abc",
+        job.request_id,
+        "simulated/echo",
+        "ok",
+    )
+    assert fields["duration_ms"] >= fields["upstream_ttfb_ms"] >= 0
+    assert fields["completion_tokens"] == 2
