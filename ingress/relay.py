@@ -3,7 +3,9 @@
 Nothing is sent, not even the headers of a stream, before the first real content (the first ``C``
 frame, or ``D``): until then a queue timeout or an error is still a plain HTTP error even for
 ``stream: true``, and a retryable one lets :mod:`ingress.fallback` try the next deployment.  Payload
-bytes go to the client untouched.  A request that ends
+bytes go to the client untouched.  The response headers carry ``Server-Timing``: the queue wait, the
+upstream's time to first byte and, for a JSON body, the total (a stream's headers leave at its first
+content, before the total is known).  A request that ends
 before its final frame (client gone, watchdog, lost frames, a stalled job) abandons its job: withdrawn
 from the queue if no worker has it, else cancelled.
 
@@ -171,6 +173,7 @@ class CompletionRelay:
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(item.payload)).encode()),
                     *self.headers,
+                    (b"server-timing", self.record.server_timing(total=True)),
                 ]
                 await send({"type": "http.response.start", "status": 200, "headers": headers})
                 await send({"type": "http.response.body", "body": item.payload})
@@ -203,7 +206,10 @@ class CompletionRelay:
         """The body of :meth:`send_stream`.  The silence is counted on the ping timer: each wait that
         times out adds its length, each frame resets it, so the deadline costs nothing per chunk."""
         subscription = self._subscription
-        await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *self.headers]})
+        timing = (b"server-timing", self.record.server_timing(total=False))  # the total is not known yet
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *self.headers, timing]}
+        )
         stall_after = self._settings.stall_timeout(self._job.provider)
         ping_interval = self._settings.stream_ping_interval
         wait = min(ping_interval, stall_after) if ping_interval > 0 else stall_after

@@ -71,9 +71,10 @@ class RequestRecord:
             return None
         return max(0.0, ttft - queue - upstream)
 
-    def server_timing(self) -> bytes:
-        """The ``Server-Timing`` value of what is known now: queue wait, upstream time to first byte, and
-        the total so far (milliseconds)."""
+    def server_timing(self, *, total: bool) -> bytes:
+        """The ``Server-Timing`` value of what is known now (milliseconds): the queue wait, the upstream's
+        time to first byte (the worker's measure when its D frame is in, else the start-to-content time
+        the ingress saw) and, with ``total``, the time since the request arrived."""
         parts = []
         queue = self.queue_wait()
         if queue is not None:
@@ -81,5 +82,6 @@ class RequestRecord:
         upstream = self.upstream_ttfb if self.upstream_ttfb is not None else self.upstream_wait()
         if upstream is not None:
             parts.append(f"upstream;dur={upstream * 1000:.1f}")
-        parts.append(f"total;dur={(time.perf_counter() - self.received_at) * 1000:.1f}")
+        if total:
+            parts.append(f"total;dur={(time.perf_counter() - self.received_at) * 1000:.1f}")
         return ", ".join(parts).encode()

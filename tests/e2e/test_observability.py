@@ -46,8 +46,12 @@ def complete_once(system: RunningSystem) -> httpx.Response:
 
 
 def test_ingress_and_worker_metrics_show_a_completion(system: RunningSystem) -> None:
-    """One answered request counts on the ingress' /metrics and as an ok job on the worker's port."""
-    complete_once(system)
+    """One answered request counts on the ingress' /metrics and as an ok job on the worker's port; its
+    response carries Server-Timing."""
+    response = complete_once(system)
+    assert {"queue", "upstream", "total"} <= {
+        part.split(";")[0] for part in response.headers["server-timing"].split(", ")
+    }
     ingress = httpx.get(f"{system.origin}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
     assert ingress.status_code == 200
     assert (
