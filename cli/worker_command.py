@@ -8,6 +8,7 @@ from typing import Any
 from cli.config_option import add_config_option, require_tested_libraries, settings_from_args
 from cli.failures import CommandFailed
 from cli.logging_setup import configure_logging
+from cli.tracing_setup import tracer_provider
 
 
 def register(commands: Any) -> None:
@@ -49,12 +50,23 @@ def run(args: argparse.Namespace) -> int:
     metrics_port = args.metrics_port if args.metrics_port is not None else settings.worker_metrics_port
     if not 0 <= metrics_port < 65536:
         raise CommandFailed("--metrics-port must be a port number (0: off)", exit_status=2)
-    worker_main.run_worker(
-        settings,
-        pool=args.pool,
-        concurrency=concurrency,
-        name=args.name,
-        burst=args.burst,
-        metrics_port=metrics_port,
-    )
+    provider = tracer_provider(settings, f"aiorouter-worker-{args.pool}")
+    tracer = None
+    if provider is not None:
+        from workers.tracing import JobTracer
+
+        tracer = JobTracer(provider.get_tracer("aiorouter.worker"))
+    try:
+        worker_main.run_worker(
+            settings,
+            pool=args.pool,
+            concurrency=concurrency,
+            name=args.name,
+            burst=args.burst,
+            metrics_port=metrics_port,
+            tracer=tracer,
+        )
+    finally:
+        if provider is not None:
+            provider.shutdown()  # sends the spans still batched
     return 0

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import redis.asyncio as aredis
 from redis.exceptions import RedisError
@@ -45,6 +46,9 @@ from shared.redis_client import async_client
 from shared.settings import Settings
 from shared.store_marker import StoreMarker, watch_store
 
+if TYPE_CHECKING:  # imported only when tracing is on: the [otel] extra may not be installed
+    from ingress.tracing import RequestTracer
+
 log = logging.getLogger(__name__)
 
 # Requests share one auto-pipelined connection; the pool behind it serves the reply hub's pub/sub and the
@@ -53,7 +57,8 @@ REDIS_CONNECTIONS = 256
 REDIS_CONNECTION_WAIT = 10.0  # seconds a command waits for a free pool connection before its 503
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, *, tracer: RequestTracer | None = None) -> Starlette:
+    """The app; ``tracer``: OpenTelemetry traces of completions (:mod:`ingress.tracing`), None for none."""
     catalog = CatalogEndpoints(settings.models)
     routes = [
         Route("/v1/chat/completions", ChatCompletionsEndpoint(), methods=["POST"]),
@@ -68,7 +73,7 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with _ingress_context(settings) as context:
+        async with _ingress_context(settings, tracer) as context:
             app.state.ingress = context
             yield
 
@@ -84,7 +89,7 @@ def create_app(settings: Settings) -> Starlette:
 
 
 @contextlib.asynccontextmanager
-async def _ingress_context(settings: Settings) -> AsyncIterator[IngressContext]:
+async def _ingress_context(settings: Settings, tracer: RequestTracer | None) -> AsyncIterator[IngressContext]:
     redis = _redis_client(settings.redis_url, auto_pipeline=settings.redis_auto_pipeline)
     ingress_id = uuid.uuid4().hex  # random per process: names this process' reply channel
     hub = ReplyHub(
@@ -116,6 +121,7 @@ async def _ingress_context(settings: Settings) -> AsyncIterator[IngressContext]:
                 store=store,
                 cleanup=cleanup,
                 metrics=IngressMetrics(settings),
+                tracer=tracer,
             )
         finally:
             await asyncio.gather(

@@ -34,8 +34,9 @@ class ChatCompletionsEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         context = ingress_context(scope["app"])
         record = RequestRecord(request_id=scope.get("state", {}).get("request_id") or "")
+        trace = context.tracer.start(record) if context.tracer is not None else None
         try:
-            await self._serve(context, record, scope, receive, send)
+            await self._serve(context, record, scope, receive, send, trace.traceparent if trace else None)
         except AIORouterError as exc:
             record.failed(exc)
             raise
@@ -46,9 +47,17 @@ class ChatCompletionsEndpoint:
             record.ended_at = time.perf_counter()
             context.metrics.record(record)
             log_request(record)
+            if trace is not None:
+                trace.end(record)
 
     async def _serve(
-        self, context: IngressContext, record: RequestRecord, scope: Scope, receive: Receive, send: Send
+        self,
+        context: IngressContext,
+        record: RequestRecord,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        traceparent: str | None,
     ) -> None:
         headers = _request_headers(scope)
         authorization = headers.get(b"authorization", b"").decode("latin-1") or None
@@ -63,12 +72,15 @@ class ChatCompletionsEndpoint:
         record.model, record.stream = request.model, request.stream
         plan = await context.router.route(request.model, request.preferences)
         admitted = await admission.admit(plan.entry, request.body)
+        record.admitted_at = time.perf_counter()
         state = scope.get("state", {})
         extra = {
             "client_request_id": state.get("request_id"),
             "api_version": state.get("api_version"),
             **admitted.job_extra,
         }
+        if traceparent:
+            extra["traceparent"] = traceparent  # W3C trace context: the worker's spans join this trace
 
         def job_for(deployment: Deployment) -> CompletionJob:
             """A fresh job (its own id) of this request on ``deployment``: one per attempt."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import redis.asyncio as aredis
 from starlette.applications import Starlette
@@ -14,6 +15,9 @@ from ingress.reply_hub import ReplyHub
 from ingress.routing import ModelRouter
 from shared.settings import Settings
 from shared.store_marker import StoreMarker
+
+if TYPE_CHECKING:  # imported only when tracing is on: the [otel] extra may not be installed
+    from ingress.tracing import RequestTracer
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +31,7 @@ class IngressContext:
     cleanup: DeferredCleanup  # releases and cancels that wait for Redis to answer again
     metrics: IngressMetrics  # the process' Prometheus registry and its request metrics
     store: StoreMarker = field(default_factory=StoreMarker)  # the store this process started on
+    tracer: RequestTracer | None = None  # OpenTelemetry traces (otel_enabled); None: off, zero cost
 
 
 def ingress_context(app: Starlette) -> IngressContext:

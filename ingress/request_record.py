@@ -26,6 +26,7 @@ class RequestRecord:
     error_code: str | None = None
     job_id: str = ""  # the last attempt's job id
     fallbacks: int = 0  # deployments that failed before the one that answered (or the last)
+    admitted_at: float = 0.0  # rate limit and credit hold passed
     enqueued_at: float = 0.0  # the last attempt's job was queued
     started_at: float = 0.0  # its S frame arrived: a worker took it
     first_content_at: float = 0.0  # its first C or D frame arrived

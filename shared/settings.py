@@ -189,6 +189,7 @@ class Settings:
     worker_metrics_port: int = 0  # a worker's Prometheus port (`aiorouter worker --metrics-port`); 0 = off
     log_level: str = "INFO"
     log_format: LogFormat = "text"  # "json": one JSON object per line
+    otel_enabled: bool = False  # OpenTelemetry traces by OTLP (needs the [otel] extra)
     # Accounts and credits
     plans: Mapping[str, Plan] = field(default_factory=_default_plans)
     default_plan: str = "unverified"  # the plan of a new account unless one is given
@@ -235,6 +236,7 @@ ENV_OVERRIDES: Mapping[str, str] = {
     "AIOROUTER_WORKER_METRICS_PORT": "worker_metrics_port",
     "AIOROUTER_LOG_LEVEL": "log_level",
     "AIOROUTER_LOG_FORMAT": "log_format",
+    "AIOROUTER_OTEL_ENABLED": "otel_enabled",
 }
 
 DEFAULT_PROVIDERS: tuple[ProviderSettings, ...] = (ProviderSettings(name="simulated", kind="simulated"),)

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import redis.asyncio as aredis
@@ -42,6 +42,7 @@ class JobEnding:
     # Milliseconds: ``ttfb_ms`` to the upstream's first delta (absent without one), ``upstream_ms`` the
     # upstream call to its end; a D frame's meta carries them as ``timing``.
     timing: dict[str, float] = field(default_factory=dict)
+    started_ns: int = 0  # the job's start, epoch nanoseconds (for traces)
 
     @property
     def ok(self) -> bool:
@@ -91,7 +92,7 @@ async def complete(
     token refund, usage record; :func:`workers.settlement.billing_commands`)."""
     publisher.start({"provider": job.provider, "worker": worker_name, "upstream_model": job.upstream_model})
     progress = Progress()
-    began = time.perf_counter()
+    began, began_ns = time.perf_counter(), time.time_ns()
     try:
         ending = await (
             _stream(job, adapter, publisher, progress)
@@ -110,6 +111,7 @@ async def complete(
     ending.timing["upstream_ms"] = round((time.perf_counter() - began) * 1000, 1)
     if progress.first_at:
         ending.timing["ttfb_ms"] = round((progress.first_at - began) * 1000, 1)
+    ending = replace(ending, started_ns=began_ns)
     if ending.kind == events.DONE:
         ending.meta["timing"] = ending.timing
     # Shielded: once rq's final bookkeeping is built it must land together with its frame.

@@ -1,10 +1,11 @@
-"""What a worker reports when one of its jobs ends: its metrics (:mod:`workers.metrics`) and one
-structured log line (logger ``aiorouter.job``), joined to the ingress' request line by ``request_id``."""
+"""What a worker reports when one of its jobs ends: its metrics (:mod:`workers.metrics`), one
+structured log line (logger ``aiorouter.job``), joined to the ingress' request line by ``request_id``,
+and, when tracing is on, its spans (:mod:`workers.tracing`)."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import AIORouterError
 from shared.jobs import CompletionJob
@@ -13,14 +14,18 @@ from shared.settings import Deployment
 from workers.completion import JobEnding
 from workers.metrics import WorkerMetrics
 
+if TYPE_CHECKING:  # imported only when tracing is on: the [otel] extra may not be installed
+    from workers.tracing import JobTracer
+
 log = logging.getLogger("aiorouter.job")
 
 
 class JobReporter:
     """Turns a job's end into metrics and a log line; one per worker process."""
 
-    def __init__(self, metrics: WorkerMetrics) -> None:
+    def __init__(self, metrics: WorkerMetrics, tracer: JobTracer | None = None) -> None:
         self.metrics = metrics
+        self.tracer = tracer  # OpenTelemetry spans (otel_enabled); None: off
 
     def ended(self, job: CompletionJob, ending: JobEnding) -> None:
         """A job that ran to its final frame."""
@@ -32,6 +37,11 @@ class JobReporter:
         usage = usage if isinstance(usage, dict) else None
         self.metrics.record(job, outcome, error=ending.error, timing=ending.timing, usage=usage)
         _log_job(job, outcome, ending.error, ending.timing, usage)
+        if self.tracer is not None:
+            code = ending.error.code if ending.error is not None else None
+            self.tracer.job_ended(
+                job, outcome, started_ns=ending.started_ns, timing=ending.timing, error=code
+            )
 
     def stopped(self, job: CompletionJob, reason: str) -> None:
         """A job stopped before its end: ``cancelled``, ``timeout`` or ``shutdown``."""

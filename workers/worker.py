@@ -102,7 +102,7 @@ class AsyncWorker(BaseWorker):
         name: str | None = None,
         maintenance_interval: float = MAINTENANCE_INTERVAL,
         shutdown_grace: float | None = None,
-        metrics: WorkerMetrics | None = None,
+        reporter: JobReporter | None = None,
     ) -> None:
         super().__init__(
             [pool],
@@ -132,9 +132,8 @@ class AsyncWorker(BaseWorker):
         self._maintenance_stop = threading.Event()
         # Reply channels a job found without subscriber: a queued job for one is checked before it runs.
         self._unheard_channels: dict[str, None] = {}
-        self.metrics = metrics if metrics is not None else WorkerMetrics(settings, pool)
-        self.metrics.watch_slots(lambda: len(self._runs), concurrency)
-        self.reporter = JobReporter(self.metrics)
+        self.reporter = reporter if reporter is not None else JobReporter(WorkerMetrics(settings, pool))
+        self.reporter.metrics.watch_slots(lambda: len(self._runs), concurrency)
 
     # --- rq's interface -----------------------------------------------------------------------------
 

@@ -47,14 +47,19 @@ def test_ingress_defaults_to_the_settings(
     """Without --host/--port the ingress binds what the --config file says."""
     assert main(["ingress", "--config", str(_config(tmp_path))]) == 0
     ((name, settings, options),) = calls
-    assert name == "ingress" and options == {"host": "0.0.0.0", "port": 9001, "own_logging": False}
+    assert name == "ingress" and options == {
+        "host": "0.0.0.0",
+        "port": 9001,
+        "own_logging": False,
+        "tracer": None,
+    }
     assert set(settings.providers) == {"fast"}
 
 
 def test_ingress_options_win(calls: list[tuple[str, Any, dict[str, Any]]], tmp_path: Path) -> None:
     """--host and --port override the settings."""
     assert main(["ingress", "--config", str(_config(tmp_path)), "--host", "127.0.0.1", "--port", "0"]) == 0
-    assert calls[0][2] == {"host": "127.0.0.1", "port": 0, "own_logging": False}
+    assert calls[0][2] == {"host": "127.0.0.1", "port": 0, "own_logging": False, "tracer": None}
 
 
 def test_worker_takes_concurrency_from_the_provider(
@@ -69,6 +74,7 @@ def test_worker_takes_concurrency_from_the_provider(
         "name": None,
         "burst": False,
         "metrics_port": 0,
+        "tracer": None,
     }
 
 
@@ -82,6 +88,7 @@ def test_worker_options(calls: list[tuple[str, Any, dict[str, Any]]]) -> None:
         "name": "w-1",
         "burst": True,
         "metrics_port": 9400,
+        "tracer": None,
     }
 
 

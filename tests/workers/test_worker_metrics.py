@@ -16,6 +16,7 @@ from shared.settings import settings_from_mapping
 from tests.waiting import eventually
 from tests.workers.conftest import REPLY_CHANNEL, Replies, enqueue, running_worker, worker_settings
 from tests.workers.factories import completion_job
+from workers.job_report import JobReporter
 from workers.metrics import WorkerMetrics
 
 pytestmark = pytest.mark.redis
@@ -29,7 +30,7 @@ async def test_a_finished_job_is_recorded_with_its_times_and_tokens(
     settings = worker_settings(redis_url)
     metrics = WorkerMetrics(settings, "simulated")
     job = completion_job("one two three", reply_to=REPLY_CHANNEL)
-    async with running_worker(settings, concurrency=3, metrics=metrics):
+    async with running_worker(settings, concurrency=3, reporter=JobReporter(metrics)):
         await enqueue(aredis_client, job, settings)
         done = await replies.final(job.request_id)
         sample = metrics.registry.get_sample_value
