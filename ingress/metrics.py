@@ -112,15 +112,17 @@ class IngressMetrics:
             "Scrapes whose Redis read of the pool gauges failed.",
             registry=r,
         )
-        self._series: dict[tuple[str, str, str, int], _Series] = {}
+        self._series: dict[tuple[str, str, str, str], _Series] = {}
 
     def _series_of(self, record: RequestRecord) -> _Series:
         """The labelled children one request records into, built once per label combination: the hot
         path then pays one dictionary lookup, not prometheus-client's ``labels()`` each time."""
-        key = (record.model, record.provider, record.mode, record.status)
+        model, status = self.model(record.model), self.status(str(record.status))
+        provider = self.provider(record.provider) if record.provider else "none"
+        key = (model, provider, record.mode, status)  # bounded: a client's made-up model id is "other"
         series = self._series.get(key)
         if series is None:
-            series = self._series[key] = _Series(self, record)
+            series = self._series[key] = _Series(self, *key)
         return series
 
     def record(self, record: RequestRecord) -> None:
@@ -190,11 +192,8 @@ class _Series:
         "ttft",
     )
 
-    def __init__(self, metrics: IngressMetrics, record: RequestRecord) -> None:
-        model = metrics.model(record.model)
-        provider = metrics.provider(record.provider) if record.provider else "none"
-        mode = record.mode
-        self.requests = metrics.requests.labels(model, provider, metrics.status(str(record.status)), mode)
+    def __init__(self, metrics: IngressMetrics, model: str, provider: str, mode: str, status: str) -> None:
+        self.requests = metrics.requests.labels(model, provider, status, mode)
         self.duration = metrics.duration.labels(model, mode)
         self.fallbacks = metrics.fallbacks.labels(model)
         self.queue_wait = metrics.queue_wait.labels(provider)
@@ -203,6 +202,6 @@ class _Series:
         self.tokens_in = metrics.tokens.labels(model, "in")
         self.tokens_out = metrics.tokens.labels(model, "out")
         self.cost = metrics.cost.labels(model)
-        entry = metrics.settings.models.get(record.model)
+        entry = metrics.settings.models.get(model)  # "other" has no prices
         self.input_price = entry.input_price_per_m / 1e6 if entry is not None else 0.0
         self.output_price = entry.output_price_per_m / 1e6 if entry is not None else 0.0

@@ -101,6 +101,21 @@ async def test_an_unknown_model_is_counted_as_other(ingress_factory: IngressFact
     assert not any("no-such-model-123" in str(key) for key in found)
 
 
+def test_made_up_model_ids_share_one_series(ingress: Ingress) -> None:
+    """Requests for many made-up model ids keep one cached series: the cache is bounded like the labels."""
+    metrics = IngressMetrics(ingress.settings)
+    for n in range(50):
+        metrics.record(RequestRecord(model=f"made-up-{n}", status=404))
+    assert len(metrics._series) == 1
+    assert (
+        metrics.registry.get_sample_value(
+            "aiorouter_requests_total",
+            {"model": "other", "provider": "none", "status": "404", "mode": "json"},
+        )
+        == 50
+    )
+
+
 def test_refusals_and_fallbacks_are_counted(ingress: Ingress) -> None:
     """A rate-limit refusal counts under reason="rate_limit"; a request's fallbacks add up by model."""
     metrics = IngressMetrics(ingress.settings)
