@@ -10,6 +10,8 @@ from typing import Any
 
 from cli.config_option import add_config_option, require_tested_libraries, settings_from_args
 from cli.failures import CommandFailed
+from cli.logging_setup import configure_logging
+from cli.tracing_setup import tracer_provider
 
 
 def register(commands: Any) -> None:
@@ -29,6 +31,11 @@ def register(commands: Any) -> None:
         help="write the worker's name to PATH at start, for `aiorouter worker-health --name-file PATH`",
     )
     parser.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus metrics on this port (default: the worker_metrics_port setting; 0: off)",
+    )
     add_config_option(parser)
     parser.set_defaults(handler=run)
 
@@ -36,6 +43,7 @@ def register(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     require_tested_libraries("redis", "rq")
+    configure_logging(settings)
     if args.pool not in settings.providers:
         known = ", ".join(sorted(settings.providers))
         raise CommandFailed(f"unknown pool {args.pool!r}; the settings define: {known}", exit_status=2)
@@ -51,7 +59,28 @@ def run(args: argparse.Namespace) -> int:
     if args.name_file:
         name = name or uuid.uuid4().hex  # what rq would generate, known before the worker starts
         _write_atomically(Path(args.name_file), name)
-    worker_main.run_worker(settings, pool=args.pool, concurrency=concurrency, name=name, burst=args.burst)
+    metrics_port = args.metrics_port if args.metrics_port is not None else settings.worker_metrics_port
+    if not 0 <= metrics_port < 65536:
+        raise CommandFailed("--metrics-port must be a port number (0: off)", exit_status=2)
+    provider = tracer_provider(settings, f"aiorouter-worker-{args.pool}")
+    tracer = None
+    if provider is not None:
+        from workers.tracing import JobTracer
+
+        tracer = JobTracer(provider.get_tracer("aiorouter.worker"))
+    try:
+        worker_main.run_worker(
+            settings,
+            pool=args.pool,
+            concurrency=concurrency,
+            name=name,
+            burst=args.burst,
+            metrics_port=metrics_port,
+            tracer=tracer,
+        )
+    finally:
+        if provider is not None:
+            provider.shutdown()  # sends the spans still batched
     return 0
 
 

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import redis.asyncio as aredis
 from redis.exceptions import RedisError
@@ -32,6 +33,8 @@ from ingress.control.dashboard.routes import dashboard_routes
 from ingress.deferred_cleanup import DeferredCleanup
 from ingress.health import healthz, readyz
 from ingress.http_errors import EXCEPTION_HANDLERS
+from ingress.metrics import IngressMetrics
+from ingress.metrics_route import metrics
 from ingress.middleware import RequestContextMiddleware
 from ingress.open_set import OpenSetCache
 from ingress.reply_hub import ReplyHub
@@ -43,6 +46,9 @@ from shared.redis_client import async_client
 from shared.settings import Settings
 from shared.store_marker import StoreMarker, watch_store
 
+if TYPE_CHECKING:  # imported only when tracing is on: the [otel] extra may not be installed
+    from ingress.tracing import RequestTracer
+
 log = logging.getLogger(__name__)
 
 # Requests share one auto-pipelined connection; the pool behind it serves the reply hub's pub/sub and the
@@ -51,7 +57,8 @@ REDIS_CONNECTIONS = 256
 REDIS_CONNECTION_WAIT = 10.0  # seconds a command waits for a free pool connection before its 503
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings, *, tracer: RequestTracer | None = None) -> Starlette:
+    """The app; ``tracer``: OpenTelemetry traces of completions (:mod:`ingress.tracing`), None for none."""
     catalog = CatalogEndpoints(settings.models)
     routes = [
         Route("/v1/chat/completions", ChatCompletionsEndpoint(), methods=["POST"]),
@@ -59,13 +66,14 @@ def create_app(settings: Settings) -> Starlette:
         Route("/v1/models/{model_id:path}", catalog.get_model, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),  # disabled (404) unless settings.metrics_token is set
         *admin_routes(settings),  # operators only: disabled (404) unless settings.admin_token is set
         *dashboard_routes(),
     ]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with _ingress_context(settings) as context:
+        async with _ingress_context(settings, tracer) as context:
             app.state.ingress = context
             yield
 
@@ -81,7 +89,7 @@ def create_app(settings: Settings) -> Starlette:
 
 
 @contextlib.asynccontextmanager
-async def _ingress_context(settings: Settings) -> AsyncIterator[IngressContext]:
+async def _ingress_context(settings: Settings, tracer: RequestTracer | None) -> AsyncIterator[IngressContext]:
     redis = _redis_client(settings.redis_url, auto_pipeline=settings.redis_auto_pipeline)
     ingress_id = uuid.uuid4().hex  # random per process: names this process' reply channel
     hub = ReplyHub(
@@ -112,6 +120,8 @@ async def _ingress_context(settings: Settings) -> AsyncIterator[IngressContext]:
                 router=ModelRouter(settings.models, redis=redis, open_set=open_set),
                 store=store,
                 cleanup=cleanup,
+                metrics=IngressMetrics(settings),
+                tracer=tracer,
             )
         finally:
             await asyncio.gather(

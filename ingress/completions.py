@@ -17,36 +17,70 @@ import uuid
 from starlette.types import Receive, Scope, Send
 
 from ingress.admission import Admission
-from ingress.context import ingress_context
+from ingress.context import IngressContext, ingress_context
 from ingress.fallback import FallbackRun
+from ingress.request_log import log_request
+from ingress.request_record import RequestRecord
 from ingress.validation import parse_json_object, validate_chat_request
-from shared.errors import InvalidRequest, PayloadTooLarge
+from shared.errors import AIORouterError, InvalidRequest, PayloadTooLarge
 from shared.jobs import CompletionJob
 from shared.settings import Deployment
 
 JSON_MEDIA_TYPE = "application/json"
+CLIENT_CLOSED = 499  # the status recorded for a request whose client left (nginx's convention)
 
 
 class ChatCompletionsEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         context = ingress_context(scope["app"])
+        record = RequestRecord(request_id=scope.get("state", {}).get("request_id") or "")
+        trace = context.tracer.start(record) if context.tracer is not None else None
+        try:
+            await self._serve(context, record, scope, receive, send, trace.traceparent if trace else None)
+        except AIORouterError as exc:
+            record.failed(exc)
+            raise
+        except Exception:
+            record.status = 500
+            raise
+        finally:
+            record.ended_at = time.perf_counter()
+            context.metrics.record(record)
+            log_request(record)
+            if trace is not None:
+                trace.end(record)
+
+    async def _serve(
+        self,
+        context: IngressContext,
+        record: RequestRecord,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        traceparent: str | None,
+    ) -> None:
         headers = _request_headers(scope)
         authorization = headers.get(b"authorization", b"").decode("latin-1") or None
-        record = await context.auth.authenticate(authorization)
-        admission = Admission(context, record, authorization).attach(scope)
+        key = await context.auth.authenticate(authorization)
+        admission = Admission(context, key, authorization).attach(scope)
         _check_content_type(headers.get(b"content-type"))
         raw = await read_body(receive, headers.get(b"content-length"), context.settings.max_body_bytes)
         if raw is None:
+            record.status = CLIENT_CLOSED
             return  # the client left while sending its body
         request = validate_chat_request(parse_json_object(raw))
+        record.model, record.stream = request.model, request.stream
         plan = await context.router.route(request.model, request.preferences)
         admitted = await admission.admit(plan.entry, request.body)
+        record.admitted_at = time.perf_counter()
         state = scope.get("state", {})
         extra = {
             "client_request_id": state.get("request_id"),
             "api_version": state.get("api_version"),
             **admitted.job_extra,
         }
+        if traceparent:
+            extra["traceparent"] = traceparent  # W3C trace context: the worker's spans join this trace
 
         def job_for(deployment: Deployment) -> CompletionJob:
             """A fresh job (its own id) of this request on ``deployment``: one per attempt."""
@@ -60,14 +94,16 @@ class ChatCompletionsEndpoint:
                 include_usage=request.include_usage,
                 body=request.body,
                 created=int(time.time()),
-                account_id=record.account_id,
-                key_id=record.key_id,
+                account_id=key.account_id,
+                key_id=key.key_id,
                 extra=extra,
             )
 
-        run = FallbackRun(context, plan, job_for, extra_headers=admitted.headers)
+        run = FallbackRun(context, plan, job_for, record, extra_headers=admitted.headers)
         try:
             await run.run(receive, send)
+            if run.client_left:
+                record.status = CLIENT_CLOSED
         finally:
             if run.relay is None or not run.relay.answered:  # an answer's worker charged it already
                 await admitted.close(context)  # release what the request still holds

@@ -29,6 +29,7 @@ from starlette.types import Receive, Send
 from ingress.context import IngressContext
 from ingress.relay import CompletionRelay
 from ingress.reply_hub import Subscription
+from ingress.request_record import RequestRecord
 from ingress.routing import RoutePlan, automated_decision, retry_after
 from shared import events
 from shared.errors import AIORouterError, QueueTimeout, ServiceUnavailable
@@ -54,12 +55,14 @@ class FallbackRun:
         context: IngressContext,
         plan: RoutePlan,
         make_job: JobFactory,
+        record: RequestRecord | None = None,
         *,
         extra_headers: Sequence[tuple[bytes, bytes]] = (),
     ) -> None:
         self._context = context
         self._plan = plan
         self._make_job = make_job
+        self._record = record if record is not None else RequestRecord()
         self._extra_headers = list(extra_headers)
         self._subscription: Subscription | None = None
         self.client_left = False
@@ -100,6 +103,7 @@ class FallbackRun:
                 continue
             last_error = error
             self.failures += 1
+            self._record.fallbacks = self.failures
         if last_error is None:
             last_error = ServiceUnavailable(headers=retry_after(1))
         last_error.headers.setdefault("Retry-After", "1")
@@ -109,6 +113,9 @@ class FallbackRun:
         """Run one job; the retryable error that calls for the next deployment, else None (done)."""
         hub = self._context.hub
         self.job = job
+        record = self._record
+        record.provider, record.job_id = job.provider, job.request_id
+        record.enqueued_at = record.started_at = record.first_content_at = 0.0
         subscription = self._subscription = hub.register(job.request_id)
         if self.client_left:  # gone while the previous attempt was being wound up
             subscription.client_gone()
@@ -120,6 +127,7 @@ class FallbackRun:
             job,
             decision=decision,
             cleanup=self._context.cleanup,
+            record=record,
         )
         relay.headers.extend(self._extra_headers)
         try:

@@ -3,7 +3,9 @@
 Nothing is sent, not even the headers of a stream, before the first real content (the first ``C``
 frame, or ``D``): until then a queue timeout or an error is still a plain HTTP error even for
 ``stream: true``, and a retryable one lets :mod:`ingress.fallback` try the next deployment.  Payload
-bytes go to the client untouched.  A request that ends
+bytes go to the client untouched.  The response headers carry ``Server-Timing``: the queue wait, the
+upstream's time to first byte and, for a JSON body, the total (a stream's headers leave at its first
+content, before the total is known).  A request that ends
 before its final frame (client gone, watchdog, lost frames, a stalled job) abandons its job: withdrawn
 from the queue if no worker has it, else cancelled.
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from typing import Final
 
 import redis.asyncio as aredis
@@ -27,6 +30,7 @@ from starlette.types import Send
 from ingress import job_control
 from ingress.deferred_cleanup import DeferredCleanup
 from ingress.reply_hub import ClientGone, Delivery, Subscription
+from ingress.request_record import RequestRecord
 from shared import events
 from shared.errors import AIORouterError, QueueTimeout, ResponseStalled, WorkerLost, error_from_event
 from shared.events import Frame
@@ -57,6 +61,7 @@ class CompletionRelay:
         *,
         decision: str,
         cleanup: DeferredCleanup | None = None,
+        record: RequestRecord | None = None,
     ) -> None:
         self._redis = redis
         self._cleanup = cleanup  # where a cancel Redis refused waits for it to answer again
@@ -64,6 +69,7 @@ class CompletionRelay:
         self._subscription = subscription
         self._queue: asyncio.Queue[Delivery] = subscription.queue
         self._job = job
+        self.record = record if record is not None else RequestRecord()  # times and usage, for metrics
         self.enqueued = False
         self.started = False  # the S frame arrived: a worker owns the job
         self.finished = False  # the job reached a final state that needs no clean-up
@@ -73,6 +79,7 @@ class CompletionRelay:
 
     async def enqueue(self) -> int:
         """Put the job on its queue; the queue's length with it."""
+        self.record.enqueued_at = time.perf_counter()
         depth = await job_control.enqueue_completion(self._redis, self._job, self._settings)
         self.enqueued = True
         return depth
@@ -114,6 +121,7 @@ class CompletionRelay:
             if isinstance(item, AIORouterError):
                 raise self._error(item)
             if item.kind == events.START:
+                self.record.started_at = time.perf_counter()
                 self.started = True
                 provider = str(item.meta.get("provider") or self._job.provider)
                 self.headers.append((b"x-provider", provider.encode()))
@@ -139,6 +147,9 @@ class CompletionRelay:
                 raise self._error(item)
             if item.kind in (events.CHUNKS, events.DONE, events.ERROR):
                 self.finished = item.is_final
+                if item.kind != events.ERROR:
+                    self.record.first_content_at = time.perf_counter()
+                    self._note_done(item)
                 return item
 
     def error_of(self, frame: Frame) -> AIORouterError:
@@ -157,10 +168,12 @@ class CompletionRelay:
                 raise self._error(item)
             if item.kind == events.DONE:
                 self.finished = self.answered = True
+                self._note_done(item)
                 headers = [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(item.payload)).encode()),
                     *self.headers,
+                    (b"server-timing", self.record.server_timing(total=True)),
                 ]
                 await send({"type": "http.response.start", "status": 200, "headers": headers})
                 await send({"type": "http.response.body", "body": item.payload})
@@ -193,7 +206,10 @@ class CompletionRelay:
         """The body of :meth:`send_stream`.  The silence is counted on the ping timer: each wait that
         times out adds its length, each frame resets it, so the deadline costs nothing per chunk."""
         subscription = self._subscription
-        await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *self.headers]})
+        timing = (b"server-timing", self.record.server_timing(total=False))  # the total is not known yet
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *self.headers, timing]}
+        )
         stall_after = self._settings.stall_timeout(self._job.provider)
         ping_interval = self._settings.stream_ping_interval
         wait = min(ping_interval, stall_after) if ping_interval > 0 else stall_after
@@ -229,12 +245,25 @@ class CompletionRelay:
                 await send({"type": "http.response.body", "body": item.payload, "more_body": True})
             elif item.kind == events.DONE:
                 self.finished = self.answered = True
+                self._note_done(item)
                 await send({"type": "http.response.body", "body": item.payload})
                 return
             elif item.kind == events.ERROR:
                 self.finished = True
                 await _send_error_event(send, error_from_event(item.meta))
                 return
+
+    def _note_done(self, frame: Frame) -> None:
+        """Keep what a D frame tells about the request: its usage, the upstream's time to first byte."""
+        if frame.kind != events.DONE:
+            return
+        usage = frame.meta.get("usage")
+        self.record.usage = usage if isinstance(usage, dict) else None
+        timing = frame.meta.get("timing")
+        if isinstance(timing, dict):
+            ttfb, upstream = timing.get("ttfb_ms"), timing.get("upstream_ms")
+            self.record.upstream_ttfb = ttfb / 1000 if isinstance(ttfb, int | float) else None
+            self.record.upstream_total = upstream / 1000 if isinstance(upstream, int | float) else None
 
     async def abandon_if_unfinished(self) -> None:
         """Withdraw or cancel the job if the request ends before the job did."""

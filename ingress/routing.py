@@ -55,6 +55,10 @@ class ModelRouter:
             raise ModelNotFound(f"The model '{model_id}' does not exist.", param="model")
         return entry
 
+    def blocked_deployments(self) -> set[str]:
+        """The deployments whose breaker is open now (the process' copy, no I/O)."""
+        return set(self._open_set.snapshot())
+
     async def route(self, model_id: str, preferences: ProviderPreferences = NO_PREFERENCES) -> RoutePlan:
         """The deployments to try for a request of ``model_id``; 503 at once when every one is open."""
         entry = self.entry(model_id)

@@ -128,7 +128,7 @@ _describe(
     f"`{ExecutionRegistry.key_template.format('<job_id>')}`)",
     writer="workers: `workers.bookkeeping` (at start, every heartbeat, at the end)",
     reader="rq's registry clean-up (run by workers); rq's tools; admin (`/admin/pools/stats`, ZCARD); "
-    "KEDA's redis trigger (ZCARD)",
+    "KEDA's redis trigger (ZCARD); ingress: `ingress.metrics` (on scrape)",
     ttl="entries expire twice `worker_dead_after` after the last heartbeat",
 )
 def rq_started_registry(pool: str) -> str:
@@ -241,7 +241,8 @@ def worker_alive(worker_name: str) -> str:
     "sorted set",
     "a pool's workers by the time of their last heartbeat",
     writer="workers: `workers.liveness`, `workers.bookkeeping` (ZREM on departure)",
-    reader="ingress: `ingress.health` (`/readyz?verbose`), admin (`/admin/pools`)",
+    reader="ingress: `ingress.health` (`/readyz?verbose`), admin (`/admin/pools`), "
+    "`ingress.metrics` (on scrape)",
     ttl="none (readers skip members older than `worker_dead_after`)",
 )
 def pool_workers(pool: str) -> str:

@@ -22,6 +22,8 @@ ProviderKind = Literal["simulated", "openai", "anthropic"]
 HttpClientKind = Literal["fast", "httpx"]
 RoutingStrategy = Literal["priority", "weighted", "least-busy", "latency"]
 VersionStatus = Literal["current", "deprecated"]
+LogFormat = Literal["json", "text"]
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 CURRENT_API_VERSION = "2026-06-01"
 STALL_HEADROOM = 1.25  # a stall deadline is at least this times what a provider may legitimately stay silent
@@ -185,6 +187,12 @@ class Settings:
     failure_ttl: int = 3_600  # seconds a failed or abandoned job's record stays in rq's failed registry
     job_record_prompt_bytes: int = 256  # bytes of the prompt a loaded job's record keeps for diagnosis
     admin_token: str = field(default="", repr=False)
+    # Observability (docs/observability.md)
+    metrics_token: str = field(default="", repr=False)  # bearer token of the ingress' GET /metrics; "" = off
+    worker_metrics_port: int = 0  # a worker's Prometheus port (`aiorouter worker --metrics-port`); 0 = off
+    log_level: str = "INFO"
+    log_format: LogFormat = "text"  # "json": one JSON object per line
+    otel_enabled: bool = False  # OpenTelemetry traces by OTLP (needs the [otel] extra)
     # Accounts and credits
     plans: Mapping[str, Plan] = field(default_factory=_default_plans)
     default_plan: str = "unverified"  # the plan of a new account unless one is given
@@ -227,6 +235,11 @@ ENV_OVERRIDES: Mapping[str, str] = {
     "AIOROUTER_WORKER_DEAD_AFTER": "worker_dead_after",
     "AIOROUTER_WORKER_SHUTDOWN_GRACE": "worker_shutdown_grace",
     "AIOROUTER_ADMIN_TOKEN": "admin_token",
+    "AIOROUTER_METRICS_TOKEN": "metrics_token",
+    "AIOROUTER_WORKER_METRICS_PORT": "worker_metrics_port",
+    "AIOROUTER_LOG_LEVEL": "log_level",
+    "AIOROUTER_LOG_FORMAT": "log_format",
+    "AIOROUTER_OTEL_ENABLED": "otel_enabled",
 }
 
 DEFAULT_PROVIDERS: tuple[ProviderSettings, ...] = (ProviderSettings(name="simulated", kind="simulated"),)
@@ -437,6 +450,12 @@ def _check(settings: Settings) -> None:
             "reservation_lease must be at least 4 x worker_heartbeat_interval: workers renew it from their "
             "heartbeat once half of it has gone"
         )
+    if settings.log_format not in ("json", "text"):
+        raise ConfigError(f"log_format must be json or text, not {settings.log_format!r}")
+    if settings.log_level.upper() not in LOG_LEVELS:
+        raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, not {settings.log_level!r}")
+    if not 0 <= settings.worker_metrics_port < 65536:
+        raise ConfigError("worker_metrics_port must be a port number (0 = off)")
     if settings.default_plan not in settings.plans:
         raise ConfigError(f"default plan {settings.default_plan!r} is not in plans")
     if settings.default_api_version not in settings.api_versions:

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from shared import events, pool_stats
@@ -38,6 +38,10 @@ class JobEnding:
     meta: dict[str, Any]
     payload: bytes = b""
     error: AIORouterError | None = None
+    # Milliseconds: ``ttfb_ms`` to the upstream's first delta (absent without one), ``upstream_ms`` the
+    # upstream call to its end; a D frame's meta carries them as ``timing``.
+    timing: dict[str, float] = field(default_factory=dict)
+    started_ns: int = 0  # the job's start, epoch nanoseconds (for traces)
 
     @property
     def ok(self) -> bool:
@@ -67,6 +71,8 @@ class Progress:
         """Seconds from the job's start to the first piece of its message; None before one came."""
         return None if self.first_part_at is None else self.first_part_at - self.started
 
+    first_at: float = 0.0  # time.perf_counter() of the upstream's first delta
+
     def usage_so_far(self, job: CompletionJob) -> dict[str, Any] | None:
         """The usage of a job stopped midway: None when nothing was produced."""
         if self.usage is not None:
@@ -93,6 +99,7 @@ async def complete(
     its pool's minute (:mod:`shared.pool_stats`)."""
     publisher.start({"provider": job.provider, "worker": worker_name, "upstream_model": job.upstream_model})
     progress = Progress(started=asyncio.get_running_loop().time())
+    began, began_ns = time.perf_counter(), time.time_ns()
     try:
         ending = await (
             _stream(job, adapter, publisher, progress)
@@ -108,6 +115,12 @@ async def complete(
     except Exception:  # a bug in an adapter must still end the request with an error frame
         log.exception("job %s: unexpected error", job.request_id)
         ending = JobEnding.failed(UpstreamError("The worker failed while calling the upstream provider."))
+    ending.timing["upstream_ms"] = round((time.perf_counter() - began) * 1000, 1)
+    if progress.first_at:
+        ending.timing["ttfb_ms"] = round((progress.first_at - began) * 1000, 1)
+    ending = replace(ending, started_ns=began_ns)
+    if ending.kind == events.DONE:
+        ending.meta["timing"] = ending.timing
     # Shielded: once rq's final bookkeeping is built it must land together with its frame.
     commands = [
         *bookkeeping_commands(ending),
@@ -135,6 +148,8 @@ async def _stream(
     writer = ChunkWriter(job)
     loop = asyncio.get_running_loop()
     async for delta in adapter.stream(job):
+        if not progress.first_at:
+            progress.first_at = time.perf_counter()
         if delta.usage is not None:
             progress.usage = delta.usage
             writer.note_usage(delta)
@@ -160,6 +175,8 @@ async def _collect(
     assembler = MessageAssembler(job)
     loop = asyncio.get_running_loop()
     async for delta in adapter.stream(job):
+        if not progress.first_at:
+            progress.first_at = time.perf_counter()
         publisher.check()  # a non-stream job publishes nothing until its answer: nobody listening stops it
         if delta.usage is not None:
             progress.usage = delta.usage

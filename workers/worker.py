@@ -60,7 +60,9 @@ from workers import bookkeeping, settlement, stop_requests
 from workers.bookkeeping import StartedJob
 from workers.completion import JobEnding, complete
 from workers.guarded_provider import GuardedProvider, guarded_provider
+from workers.job_report import JobReporter
 from workers.liveness import LivenessBeacon
+from workers.metrics import WorkerMetrics
 from workers.providers import make_adapter
 from workers.publish_batcher import PublishBatcher
 from workers.publisher import FramePublisher
@@ -101,6 +103,7 @@ class AsyncWorker(BaseWorker):
         name: str | None = None,
         maintenance_interval: float = MAINTENANCE_INTERVAL,
         shutdown_grace: float | None = None,
+        reporter: JobReporter | None = None,
     ) -> None:
         super().__init__(
             [pool],
@@ -130,6 +133,8 @@ class AsyncWorker(BaseWorker):
         self._maintenance_stop = threading.Event()
         # Reply channels a job found without subscriber: a queued job for one is checked before it runs.
         self._unheard_channels: dict[str, None] = {}
+        self.reporter = reporter if reporter is not None else JobReporter(WorkerMetrics(settings, pool))
+        self.reporter.metrics.watch_slots(lambda: len(self._runs), concurrency)
 
     # --- rq's interface -----------------------------------------------------------------------------
 
@@ -399,11 +404,14 @@ class AsyncWorker(BaseWorker):
         limit = started.job.timeout
         timer = loop.call_later(limit, self._stop, run, "timeout") if limit and limit > 0 else None
         try:
-            await run.task
+            ending = await run.task
         except asyncio.CancelledError:
             if run.finalized:
                 return
             await self._record_stop(run, started, publisher)
+            self.reporter.stopped(job, run.stop_reason)
+        else:
+            self.reporter.ended(job, ending)
         finally:
             if timer is not None:
                 timer.cancel()

@@ -10,15 +10,18 @@ from typing import Any
 
 import pytest
 
-from cli import main
+from cli import ingress_command, main, worker_command
 from ingress import server
 from workers import main as worker_main
 
 
 @pytest.fixture
 def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any, dict[str, Any]]]:
-    """Replace both entry points with recorders; a clean environment for settings."""
+    """Replace both entry points with recorders (and leave the test process' logging alone); a clean
+    environment for settings."""
     recorded: list[tuple[str, Any, dict[str, Any]]] = []
+    monkeypatch.setattr(ingress_command, "configure_logging", lambda settings: None)
+    monkeypatch.setattr(worker_command, "configure_logging", lambda settings: None)
     monkeypatch.setattr(server, "run", lambda settings, **kw: recorded.append(("ingress", settings, kw)))
     monkeypatch.setattr(
         worker_main, "run_worker", lambda settings, **kw: recorded.append(("worker", settings, kw))
@@ -44,14 +47,19 @@ def test_ingress_defaults_to_the_settings(
     """Without --host/--port the ingress binds what the --config file says."""
     assert main(["ingress", "--config", str(_config(tmp_path))]) == 0
     ((name, settings, options),) = calls
-    assert name == "ingress" and options == {"host": "0.0.0.0", "port": 9001}
+    assert name == "ingress" and options == {
+        "host": "0.0.0.0",
+        "port": 9001,
+        "own_logging": False,
+        "tracer": None,
+    }
     assert set(settings.providers) == {"fast"}
 
 
 def test_ingress_options_win(calls: list[tuple[str, Any, dict[str, Any]]], tmp_path: Path) -> None:
     """--host and --port override the settings."""
     assert main(["ingress", "--config", str(_config(tmp_path)), "--host", "127.0.0.1", "--port", "0"]) == 0
-    assert calls[0][2] == {"host": "127.0.0.1", "port": 0}
+    assert calls[0][2] == {"host": "127.0.0.1", "port": 0, "own_logging": False, "tracer": None}
 
 
 def test_worker_takes_concurrency_from_the_provider(
@@ -60,13 +68,28 @@ def test_worker_takes_concurrency_from_the_provider(
     """Without --concurrency a worker runs the provider's `concurrency` jobs at once."""
     assert main(["worker", "--pool", "fast", "--config", str(_config(tmp_path))]) == 0
     ((name, _, options),) = calls
-    assert name == "worker" and options == {"pool": "fast", "concurrency": 12, "name": None, "burst": False}
+    assert name == "worker" and options == {
+        "pool": "fast",
+        "concurrency": 12,
+        "name": None,
+        "burst": False,
+        "metrics_port": 0,
+        "tracer": None,
+    }
 
 
 def test_worker_options(calls: list[tuple[str, Any, dict[str, Any]]]) -> None:
-    """--concurrency, --name and --burst are passed through."""
-    assert main(["worker", "--pool", "simulated", "--concurrency", "3", "--name", "w-1", "--burst"]) == 0
-    assert calls[0][2] == {"pool": "simulated", "concurrency": 3, "name": "w-1", "burst": True}
+    """--concurrency, --name, --burst and --metrics-port are passed through."""
+    argv = ["worker", "--pool", "simulated", "--concurrency", "3", "--name", "w-1", "--burst"]
+    assert main([*argv, "--metrics-port", "9400"]) == 0
+    assert calls[0][2] == {
+        "pool": "simulated",
+        "concurrency": 3,
+        "name": "w-1",
+        "burst": True,
+        "metrics_port": 9400,
+        "tracer": None,
+    }
 
 
 @pytest.mark.parametrize(

@@ -85,12 +85,13 @@ async def create_funded_key(redis: aredis.Redis, settings: Settings) -> tuple[st
 
 @pytest.fixture
 def ingress_factory(redis_url: str, aredis_client: aredis.Redis, clean_redis: redis.Redis) -> IngressFactory:
-    """Start the app in-process with settings overrides: ``async with ingress_factory(queue_timeout=1)``."""
+    """Start the app in-process with settings overrides: ``async with ingress_factory(queue_timeout=1)``
+    (and ``tracer=``, an :class:`ingress.tracing.RequestTracer`)."""
 
     @contextlib.asynccontextmanager
-    async def start(**overrides: Any) -> AsyncIterator[Ingress]:
+    async def start(tracer: Any = None, **overrides: Any) -> AsyncIterator[Ingress]:
         settings = make_settings(redis_url, **overrides)
-        app = create_app(settings)
+        app = create_app(settings, tracer=tracer)
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://ingress.test") as client:

@@ -87,13 +87,16 @@ class FakeWorker:
     async def chunk(self, taken: TakenJob, text: str) -> None:
         await self.publish(taken, events.CHUNKS, payload=events.sse_data(chunk_object(taken.job, text)))
 
-    async def done(self, taken: TakenJob, text: str = "") -> None:
+    async def done(self, taken: TakenJob, text: str = "", timing: dict[str, float] | None = None) -> None:
         usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
         if taken.job.stream:
             payload = events.sse_data(chunk_object(taken.job, "", finish_reason="stop")) + events.SSE_DONE
         else:
             payload = orjson.dumps(completion_object(taken.job, text, usage))
-        await self.publish(taken, events.DONE, {"usage": usage, "finish_reason": "stop"}, payload)
+        meta: dict[str, Any] = {"usage": usage, "finish_reason": "stop"}
+        if timing is not None:
+            meta["timing"] = timing
+        await self.publish(taken, events.DONE, meta, payload)
 
     async def error(self, taken: TakenJob, error: AIORouterError) -> None:
         await self.publish(taken, events.ERROR, error.to_event())

@@ -13,6 +13,7 @@ from ingress.admission import Admission
 from ingress.context import IngressContext
 from ingress.control import accounts
 from ingress.deferred_cleanup import DeferredCleanup
+from ingress.metrics import IngressMetrics
 from shared import credits, usage
 from shared.errors import InsufficientQuota, RateLimitExceeded
 from shared.job_billing import JobBilling
@@ -46,6 +47,7 @@ async def serve_one(
         auth=None,
         router=None,
         cleanup=DeferredCleanup(redis),  # type: ignore[arg-type]
+        metrics=IngressMetrics(SETTINGS),
     )
     admitted = await Admission(context, record, f"Bearer {secret}").admit(MODEL, body)
     job = CompletionJob(

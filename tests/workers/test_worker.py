@@ -87,7 +87,14 @@ async def test_stream_job_publishes_start_chunks_done(
         == "one two three"
     )
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 3
-    assert done.meta == {"usage": chunks[-1]["usage"], "finish_reason": "stop"}
+    assert done.meta == {
+        "usage": chunks[-1]["usage"],
+        "finish_reason": "stop",
+        "timing": {
+            "ttfb_ms": done.meta["timing"]["ttfb_ms"],
+            "upstream_ms": done.meta["timing"]["upstream_ms"],
+        },
+    }
 
     record = rq_job(clean_redis, job.request_id)
     assert record.get_status() == JobStatus.FINISHED

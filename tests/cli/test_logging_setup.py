@@ -1,0 +1,68 @@
+"""Logging of the server processes: JSON or text lines with a record's structured fields, the level of
+the settings, and rq's "cleaning registries" line kept out of INFO."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator
+
+import orjson
+import pytest
+
+from cli.logging_setup import configure_logging
+from shared.settings import settings_from_mapping
+
+
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    """Put the root logger and rq's worker logger back as they were."""
+    root, rq_worker = logging.getLogger(), logging.getLogger("rq.worker")
+    handlers, level, filters = list(root.handlers), root.level, list(rq_worker.filters)
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    rq_worker.filters[:] = filters
+
+
+def configured(stream: io.StringIO, **settings: str) -> None:
+    configure_logging(settings_from_mapping(settings, env={}), stream=stream)
+
+
+@pytest.mark.usefixtures("restored_logging")
+def test_json_lines_carry_the_structured_fields() -> None:
+    """With log_format = "json" a record is one JSON object with its fields at the top level."""
+    out = io.StringIO()
+    configured(out, log_format="json")
+    logging.getLogger("aiorouter.request").info(
+        "request", extra={"fields": {"request_id": "r1", "status": 200}}
+    )
+    line = orjson.loads(out.getvalue().splitlines()[-1])
+    assert line["msg"] == "request" and line["logger"] == "aiorouter.request" and line["level"] == "INFO"
+    assert line["request_id"] == "r1" and line["status"] == 200
+
+
+@pytest.mark.usefixtures("restored_logging")
+def test_text_lines_append_the_fields_and_the_level_filters() -> None:
+    """With log_format = "text" the fields follow as key=value; below log_level nothing is written."""
+    out = io.StringIO()
+    configured(out, log_format="text", log_level="WARNING")
+    logger = logging.getLogger("aiorouter.job")
+    logger.info("job", extra={"fields": {"job_id": "j1"}})
+    logger.warning("job", extra={"fields": {"job_id": "j2", "error": None}})
+    assert out.getvalue().count("\n") == 1
+    assert out.getvalue().rstrip().endswith("aiorouter.job: job job_id=j2")
+
+
+@pytest.mark.usefixtures("restored_logging")
+def test_rq_registry_cleaning_lines_are_gone_at_info() -> None:
+    """rq's "cleaning registries" INFO line is dropped at the default level, kept under DEBUG."""
+    out = io.StringIO()
+    configured(out)
+    rq_log = logging.getLogger("rq.worker")
+    rq_log.info("Worker %s: cleaning registries for queue: %s", "w1", "simulated")
+    rq_log.info("Worker %s: serving pool %s", "w1", "simulated")
+    assert "cleaning registries" not in out.getvalue() and "serving pool" in out.getvalue()
+    configured(out, log_level="DEBUG")
+    rq_log.info("Worker %s: cleaning registries for queue: %s", "w1", "simulated")
+    assert "cleaning registries" in out.getvalue()
