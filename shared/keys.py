@@ -195,3 +195,68 @@ def usage_daily(account_id: str, day: str) -> str:
 
 
 USAGE_DAILY_TTL = 400 * 86_400
+
+# --- files and batches (ingress/batches/) ----------------------------------------------------------
+# A file's or batch's record is keyed by its id alone; the account it belongs to is a field of the record,
+# checked on every read.  Per-batch keys put the batch id in braces: a batch's keys share one cluster slot.
+
+
+def batch_lane(pool: str) -> str:
+    """The name of a pool's second, lower-priority rq queue: batch lines wait there (its rq list is
+    :func:`rq_queue_key` of this name)."""
+    return f"{pool}:batch"
+
+
+def file_record(file_id: str) -> str:
+    """Hash: one file's record (account, filename, purpose, bytes, times, storage key)."""
+    return f"{PREFIX}:file:{file_id}"
+
+
+def account_files(account_id: str) -> str:
+    """Sorted set: file id -> ms of its creation, one account's files for listing."""
+    return f"{PREFIX}:account:{{{account_id}}}:files"
+
+
+FILES_EXPIRY = f"{PREFIX}:files:expiry"
+"""Sorted set: file id -> unix seconds it expires at; the batch driver deletes the files past it."""
+
+
+def batch_record(batch_id: str) -> str:
+    """Hash: one batch's record (the Batch object's fields, its counts, and the driver's cursor)."""
+    return f"{PREFIX}:batch:{{{batch_id}}}"
+
+
+def account_batches(account_id: str) -> str:
+    """Sorted set: batch id -> ms of its creation, one account's batches for listing."""
+    return f"{PREFIX}:account:{{{account_id}}}:batches"
+
+
+BATCHES_ACTIVE = f"{PREFIX}:batches:active"
+"""Sorted set: batch id -> ms of its creation, every batch the driver has still work on."""
+
+
+def batch_inflight(batch_id: str) -> str:
+    """Hash: line number -> the attempt (job id, pool, attempt, reservation) of each line in its lane."""
+    return f"{PREFIX}:batch:{{{batch_id}}}:inflight"
+
+
+def batch_results(batch_id: str) -> str:
+    """Hash: line number -> its result line (``O``/``E`` then JSON), until the driver writes it to storage."""
+    return f"{PREFIX}:batch:{{{batch_id}}}:results"
+
+
+def batch_done(batch_id: str) -> str:
+    """Bitmap: bit N set once line N's result was written to storage; a late duplicate result is dropped."""
+    return f"{PREFIX}:batch:{{{batch_id}}}:done"
+
+
+def batch_queued_lines(account_id: str) -> str:
+    """String: lines of one account's unfinished batches, held against its plan's ``batch_queued_lines``."""
+    return f"{PREFIX}:account:{{{account_id}}}:batch_lines"
+
+
+BATCH_DRIVER_LEASE = f"{PREFIX}:batches:driver"
+"""String: the name of the batch driver process that drives every batch, for ``driver_lease`` seconds."""
+
+BATCH_RECORD_TTL = 400 * 86_400
+"""Seconds a finished batch's record stays (its per-line keys are deleted when it finishes)."""
