@@ -213,7 +213,7 @@ def file_record(file_id: str) -> str:
 
 
 def account_files(account_id: str) -> str:
-    """Sorted set: file id -> ms of its creation, one account's files for listing."""
+    """Sorted set: file id -> µs of its creation, one account's files for listing."""
     return f"{PREFIX}:account:{{{account_id}}}:files"
 
 
@@ -227,12 +227,12 @@ def batch_record(batch_id: str) -> str:
 
 
 def account_batches(account_id: str) -> str:
-    """Sorted set: batch id -> ms of its creation, one account's batches for listing."""
+    """Sorted set: batch id -> µs of its creation, one account's batches for listing."""
     return f"{PREFIX}:account:{{{account_id}}}:batches"
 
 
 BATCHES_ACTIVE = f"{PREFIX}:batches:active"
-"""Sorted set: batch id -> ms of its creation, every batch the driver has still work on."""
+"""Sorted set: batch id -> µs of its creation, every batch the driver has still work on."""
 
 
 def batch_inflight(batch_id: str) -> str:
