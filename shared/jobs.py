@@ -51,15 +51,16 @@ class CompletionJob:
 
 
 def enqueue_commands(
-    job: CompletionJob, *, job_timeout: int, result_ttl: int, failure_ttl: int
+    job: CompletionJob, *, job_timeout: int, result_ttl: int, failure_ttl: int, queue: str | None = None
 ) -> list[Command]:
-    """The Redis commands that put ``job`` on its pool's rq queue, as ``Queue.enqueue`` would.
+    """The Redis commands that put ``job`` on its pool's rq queue (or on ``queue``, e.g. the pool's batch
+    lane), as ``Queue.enqueue`` would.
 
     rq's own code builds the job hash once per pool and settings (:func:`_rq_template`); each request
     fills in its id, times, description and compressed call (~15 µs instead of rq's ~80 µs).  The hash
     is written once: rq's separate ``HSET status`` before it is dropped, the hash carries the status.
     """
-    template = _rq_template(job.provider, job_timeout, result_ttl, failure_ttl)
+    template = _rq_template(queue or job.provider, job_timeout, result_ttl, failure_ttl)
     stamp = utcformat(now())
     call = OrjsonSerializer.dumps((JOB_FUNC, None, (job.to_wire(),), {}))
     fields_ = {

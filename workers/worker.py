@@ -40,6 +40,7 @@ from shared.rq_bridge import Command, replay
 from shared.serialization import OrjsonSerializer
 from shared.settings import Settings
 from workers import bookkeeping, stop_requests
+from workers.batch_lane import BatchLane
 from workers.bookkeeping import StartedJob
 from workers.completion import Outcome, complete
 from workers.guarded_provider import GuardedProvider, guarded_provider
@@ -64,6 +65,7 @@ class _Run:
     """One job this process holds, from BLMOVE to its last write."""
 
     job_id: str
+    origin: str  # the rq queue it came from: the pool's, or the pool's batch lane
     started: StartedJob | None = None
     task: asyncio.Task[Outcome] | None = None
     stop_reason: str = ""  # "cancelled" (client went away), "shutdown" or "timeout" (rq's job timeout)
@@ -83,7 +85,7 @@ class AsyncWorker(BaseWorker):
         shutdown_grace: float = SHUTDOWN_GRACE,
     ) -> None:
         super().__init__(
-            [pool],
+            [pool, keys.batch_lane(pool)],  # rq's registry clean-up then covers the batch lane too
             name=name,
             connection=connection,
             serializer=OrjsonSerializer,
@@ -168,11 +170,16 @@ class AsyncWorker(BaseWorker):
         listener = loop.create_task(
             stop_requests.listen(self._redis, self.pubsub_channel_name, self._on_stop_request)
         )
+        lane = self._batch_lane(adapter)
+        lane_task = loop.create_task(lane.run())
         worked = False
         try:
             worked = await self._dequeue(adapter, burst)
+            lane.stop()
+            await lane_task
             await self._drain()
         finally:
+            lane.stop()
             halt.set()  # the heartbeat ends between beats: cancelling a pipeline mid-flight would leak it
             listener.cancel()
             await asyncio.gather(heartbeats, listener, return_exceptions=True)
@@ -259,8 +266,19 @@ class AsyncWorker(BaseWorker):
                 pipe.lmove(source, target, "LEFT", "RIGHT")
             return [raw for raw in await pipe.execute() if raw is not None]
 
-    def _launch(self, job_id: str, adapter: GuardedProvider) -> None:
-        run = _Run(job_id)
+    def _batch_lane(self, adapter: GuardedProvider) -> BatchLane:
+        """The lane that fills the slots interactive jobs leave free with batch lines."""
+        return BatchLane(
+            self._redis,
+            pool=self.pool,
+            concurrency=self.concurrency,
+            interactive_reserve=self.settings.batches.interactive_reserve,
+            running=lambda: len(self._runs),
+            launch=lambda job_id, origin: self._launch(job_id, adapter, origin),
+        )
+
+    def _launch(self, job_id: str, adapter: GuardedProvider, origin: str = "") -> None:
+        run = _Run(job_id, origin or self.pool)
         self._runs[run.job_id] = run
         task = asyncio.get_running_loop().create_task(self._run(run, adapter))
         self._tasks.add(task)
@@ -301,7 +319,7 @@ class AsyncWorker(BaseWorker):
             self._wake.set()
 
     async def _execute_job(self, run: _Run, adapter: GuardedProvider) -> None:
-        started, cancelled = await self._start(run.job_id)
+        started, cancelled = await self._start(run.job_id, run.origin)
         if started is None:
             return
         run.started = started
@@ -377,9 +395,9 @@ class AsyncWorker(BaseWorker):
         )
         await publisher.finish(events.ERROR, error.to_event(), b"", commands)
 
-    async def _start(self, job_id: str) -> tuple[StartedJob | None, bool]:
+    async def _start(self, job_id: str, origin: str) -> tuple[StartedJob | None, bool]:
         """One round trip: read the job and its cancel marker, and mark it started."""
-        shell = bookkeeping.job_shell(job_id, self.pool)
+        shell = bookkeeping.job_shell(job_id, origin)
         execution, commands = bookkeeping.start_commands(self, shell, self.execution_ttl)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(shell.key)
