@@ -260,3 +260,7 @@ BATCH_DRIVER_LEASE = f"{PREFIX}:batches:driver"
 
 BATCH_RECORD_TTL = 400 * 86_400
 """Seconds a finished batch's record stays (its per-line keys are deleted when it finishes)."""
+
+BATCH_REPLY_CHANNEL = f"{PREFIX}:reply:batches"
+"""The reply channel of batch lines' jobs: nobody listens (results go to :func:`batch_results`), so their
+frames cost one PUBLISH each and are dropped."""
