@@ -27,7 +27,7 @@ from ingress.batches.batch_run import LOST_CHECK_INTERVAL, BatchRun
 from ingress.batches.dispatch import PlannedLine, dispatch
 from ingress.batches.finalize import cleanup, finalize
 from ingress.batches.input_lines import BatchLine
-from ingress.batches.lost_lines import lost_attempts
+from ingress.batches.lost_lines import lost_attempts, stuck_after
 from ingress.batches.storage import FileStorage
 from ingress.batches.validate_batch import account_plan, validate_batch
 from ingress.batches.wind_down import wind_down
@@ -134,7 +134,12 @@ class BatchDriver:
         if time.monotonic() - run.last_lost_check < LOST_CHECK_INTERVAL:
             return
         run.last_lost_check = time.monotonic()
-        lost = await lost_attempts(self.redis, run.id, list(run.inflight.values()))
+        lost = await lost_attempts(
+            self.redis,
+            run.id,
+            list(run.inflight.values()),
+            stuck_after=stuck_after(self.settings.worker_dead_after),
+        )
         failed: list[tuple[LineRef, str, str]] = []
         for attempt in lost:
             del run.inflight[attempt.index]

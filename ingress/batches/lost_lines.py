@@ -5,8 +5,8 @@ A line's job is lost when, with no result recorded for the line:
 - its rq record is gone, or says ``failed``/``stopped``/``canceled`` (a retryable upstream failure, a
   time-out, or rq's clean-up of a dead worker's job);
 - it is ``started`` by a worker whose liveness key expired (killed with -9);
-- it is still ``queued`` but no longer in the lane after :data:`STUCK_AFTER` seconds (taken by a worker
-  that died before starting it).
+- it is still ``queued`` but no longer in the lane after ``stuck_after`` seconds (taken by a worker that
+  died before starting it; :func:`stuck_after` is a few times the time a dead worker takes to be seen).
 
 The result is read after the job's status: a worker records a line's result before its job's final
 status, in the same round trip, so an ended job without a result has none coming.
@@ -24,11 +24,16 @@ from rq.job import Job
 from ingress.batches.attempts import Attempt
 from shared import keys
 
-STUCK_AFTER: Final = 30.0
 _ENDED: Final = frozenset({b"failed", b"stopped", b"canceled"})
 
 
-async def lost_attempts(redis: aredis.Redis, batch_id: str, attempts: Sequence[Attempt]) -> list[Attempt]:
+def stuck_after(worker_dead_after: float) -> float:
+    return max(5.0, 3 * worker_dead_after)
+
+
+async def lost_attempts(
+    redis: aredis.Redis, batch_id: str, attempts: Sequence[Attempt], *, stuck_after: float
+) -> list[Attempt]:
     if not attempts:
         return []
     async with redis.pipeline(transaction=False) as pipe:
@@ -42,7 +47,7 @@ async def lost_attempts(redis: aredis.Redis, batch_id: str, attempts: Sequence[A
             suspects.append((attempt, ""))
         elif status == b"started" and worker:
             suspects.append((attempt, worker.decode()))
-        elif status == b"queued" and now - attempt.dispatched_at > STUCK_AFTER:
+        elif status == b"queued" and now - attempt.dispatched_at > stuck_after:
             suspects.append((attempt, "lane"))
     if not suspects:
         return []
