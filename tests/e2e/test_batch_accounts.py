@@ -28,7 +28,7 @@ lines_in_flight = 4
 
 [plans.tiny]
 requests_per_minute = 2
-batch_queued_lines = 30
+batch_queued_lines = 500
 batch_price_factor = 0.5
 
 [providers.simulated]
@@ -123,6 +123,28 @@ def test_out_of_credit_fails_the_rest_with_insufficient_quota(system: RunningSys
 def test_the_plan_bounds_lines_queued_in_batches(system: RunningSystem) -> None:
     """A batch of more lines than the plan's batch_queued_lines fails before anything runs."""
     key, _ = _account(system, "big", 10_000_000)
-    done, outputs, _ = _run(system, key, batch_file(40, model=MODEL))
+    done, outputs, _ = _run(system, key, batch_file(501, model=MODEL))
     assert done.status == "failed" and outputs == []
     assert [e.code for e in done.errors.data] == ["queued_lines_limit_exceeded"]  # type: ignore[attr-defined]
+
+
+def test_a_small_batch_is_not_stuck_behind_a_large_one(system: RunningSystem) -> None:
+    """With 4 lines in flight per pool, one account's 20-line batch created after another account's
+    200-line batch finishes while most of the large one is still to run: the lane's room is dealt
+    round-robin across accounts, not first come first served."""
+    big_key, _ = _account(system, "big-batcher", 100_000_000)
+    small_key, _ = _account(system, "small-batcher", 100_000_000)
+    big_client, small_client = system.client(api_key=big_key), system.client(api_key=small_key)
+    big_file = big_client.files.create(file=("big.jsonl", batch_file(200, model=MODEL)), purpose="batch")
+    small_file = small_client.files.create(file=("small.jsonl", batch_file(20, model=MODEL)), purpose="batch")
+    big = big_client.batches.create(
+        input_file_id=big_file.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    small = small_client.batches.create(
+        input_file_id=small_file.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    done = wait_final(small_client, small.id)
+    assert done.status == "completed"
+    progress = big_client.batches.retrieve(big.id)
+    assert progress.request_counts is not None and progress.request_counts.completed < 100, progress
+    assert wait_final(big_client, big.id).status == "completed"
