@@ -129,7 +129,7 @@ class BatchSettings:
     completion_window: int = 86_400  # seconds the only completion window, "24h", lasts
     lines_in_flight: int = 512  # batch lines queued or running at once per pool, across every batch
     max_attempts: int = 3  # runs of one line (worker lost, upstream unavailable) before it fails
-    interactive_reserve: float = 0.25  # share of each worker's slots batch lines never take
+    interactive_reserve: float = 0.1  # share of each worker's slots batch lines never take
     driver_lease: float = 5.0  # seconds a dead batch driver's lease blocks its successor
     poll_interval: float = 0.2  # seconds between two rounds of the batch driver
 

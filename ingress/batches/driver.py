@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 LEASE = LuaScript.load("batch_driver_lease")
 FILE_SWEEP_INTERVAL = 60.0
+BUSY_PAUSE = 0.01  # seconds between two rounds while lines move
 
 
 class BatchDriver:
@@ -68,16 +69,17 @@ class BatchDriver:
         """Drive batches until ``stop`` is set."""
         bounds = self.settings.batches
         while not stop.is_set():
+            busy = False
             try:
                 if await self.hold_lease():
-                    await self.round()
+                    busy = await self.round()
                 else:
                     self.runs.clear()  # another driver works: forget, reload from Redis when back
             except (RedisError, OSError, AIORouterError):
                 log.warning("batch driver round failed; reloading its state", exc_info=True)
                 self.runs.clear()
-            try:
-                await asyncio.wait_for(stop.wait(), bounds.poll_interval)
+            try:  # a round that moved lines is followed at once by the next: the lanes drain fast
+                await asyncio.wait_for(stop.wait(), BUSY_PAUSE if busy else bounds.poll_interval)
             except TimeoutError:
                 pass
 
@@ -85,15 +87,17 @@ class BatchDriver:
         lease_ms = int(self.settings.batches.driver_lease * 1000)
         return bool(await LEASE(self.redis, [keys.BATCH_DRIVER_LEASE], [self.name, lease_ms]))
 
-    async def round(self) -> None:
+    async def round(self) -> bool:
+        """One round over every active batch; whether it moved any line."""
         await self._load()
+        moved = 0
         for run in list(self.runs.values()):
-            await run.collect(self.redis, self.storage)
+            moved += await run.collect(self.redis, self.storage)
             await self._recover_lost(run)
         for run in list(self.runs.values()):
             if run.ending:
                 await wind_down(self.redis, run, self.storage, self.settings.models)
-        await self._feed([run for run in self.runs.values() if not run.ending])
+        moved += await self._feed([run for run in self.runs.values() if not run.ending])
         for run in list(self.runs.values()):
             if run.cursor >= run.total and not run.inflight and not run.retries:
                 await run.collect(self.redis, self.storage)
@@ -103,6 +107,7 @@ class BatchDriver:
         if time.monotonic() - self._last_sweep > FILE_SWEEP_INTERVAL:
             self._last_sweep = time.monotonic()
             await files.sweep_expired(self.redis, self.storage)
+        return moved > 0
 
     async def _load(self) -> None:
         found = await self.redis.zrange(keys.BATCHES_ACTIVE, 0, -1)
@@ -155,7 +160,7 @@ class BatchDriver:
         if failed:
             await run.fail_lines(self.redis, failed)
 
-    async def _feed(self, runs: list[BatchRun]) -> None:
+    async def _feed(self, runs: list[BatchRun]) -> int:
         """Deal each pool's free room round-robin across accounts, then their batches, then dispatch."""
         room: dict[str, int] = {}
         for run in self.runs.values():
@@ -168,7 +173,7 @@ class BatchDriver:
                 by_account.setdefault(run.account_id, deque()).append(run)
         accounts = sorted(by_account)
         if not accounts:
-            return
+            return 0
         self._turn = (self._turn + 1) % len(accounts)
         accounts = accounts[self._turn :] + accounts[: self._turn]
         planned: list[PlannedLine] = []
@@ -192,6 +197,7 @@ class BatchDriver:
                     progress = True
                     break
         await dispatch(self.redis, self.settings, planned, self.price_factors)
+        return len(planned)
 
     async def _next(self, run: BatchRun, room: dict[str, int], window: int) -> PlannedLine | None:
         """The run's next line to dispatch, if its pool has room (None: nothing more from this run now)."""
