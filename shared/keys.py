@@ -8,6 +8,7 @@ Redis key.
 from __future__ import annotations
 
 from rq.queue import Queue
+from rq.registry import StartedJobRegistry
 
 PREFIX = "aior"
 
@@ -20,6 +21,12 @@ def rq_queue_key(pool: str) -> str:
 
 
 RQ_QUEUES_SET = Queue.redis_queues_keys
+
+
+def rq_started_registry_key(queue: str) -> str:
+    """The sorted set of a queue's jobs a worker is running now (rq's started registry)."""
+    return StartedJobRegistry.key_template.format(queue)
+
 
 # --- request/response traffic ---------------------------------------------------------------------
 
