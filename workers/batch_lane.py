@@ -28,6 +28,15 @@ FULL_PAUSE = 0.01  # seconds between two looks for a free slot while the lane is
 IDLE_PAUSE = 0.25  # seconds between two looks at an empty lane (or one held back by interactive jobs)
 
 
+def lane_limit(concurrency: int, interactive_reserve: float) -> int:
+    """Batch lines a worker runs at most: its slots less the reserve, which keeps at least one slot for
+    interactive jobs; a one-slot worker still runs one line at a time (only while none is queued)."""
+    if concurrency <= 1:
+        return concurrency
+    limit = math.floor(concurrency * (1 - interactive_reserve))
+    return max(1, min(limit, concurrency - 1) if interactive_reserve > 0 else limit)
+
+
 class BatchLane:
     def __init__(
         self,
@@ -46,9 +55,7 @@ class BatchLane:
             keys.rq_queue_key(self._queue),
             IntermediateQueue.get_intermediate_queue_key(keys.rq_queue_key(self._queue)),
         ]
-        self.limit = max(0, math.floor(concurrency * (1 - interactive_reserve)))
-        if concurrency > 1 and interactive_reserve > 0:
-            self.limit = min(self.limit, concurrency - 1)
+        self.limit = lane_limit(concurrency, interactive_reserve)
         self._running = running
         self._launch = launch
         self._stop = asyncio.Event()

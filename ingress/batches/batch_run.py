@@ -24,6 +24,8 @@ from shared.batch_lines import LineRef
 from shared.settings import ModelEntry
 
 LOST_CHECK_INTERVAL = 1.0  # seconds between two looks for lost lines of one batch
+PART_EVERY = 1.0  # seconds between two storage parts of one batch, unless PART_LINES results wait
+PART_LINES = 256
 
 
 def part_key(batch_id: str, number: int) -> str:
@@ -45,6 +47,8 @@ class BatchRun:
     reader: AsyncIterator[tuple[int, bytes]] | None = None
     read: int = 0  # lines the reader has yielded
     last_lost_check: float = 0.0
+    last_part: float = 0.0
+    finished: set[int] = field(default_factory=set)  # lines with a result not yet moved to storage
 
     @property
     def id(self) -> str:
@@ -113,11 +117,23 @@ class BatchRun:
         self.held = None
         self.cursor += 1
 
-    async def collect(self, redis: aredis.Redis, storage: FileStorage) -> int:
-        """Move the recorded results into the next storage part; how many lines it took."""
+    def in_flight(self) -> list[Attempt]:
+        """The lines still in their lane or running (not those whose result waits to be collected)."""
+        return [a for i, a in self.inflight.items() if i not in self.finished]
+
+    async def collect(self, redis: aredis.Redis, storage: FileStorage, *, force: bool = False) -> int:
+        """Move the recorded results into the next storage part, once enough of them wait (or ``force``);
+        how many lines finished since the last look."""
+        waiting = {int(raw) for raw in await redis.hkeys(keys.batch_results(self.id))}
+        new = len(waiting - self.finished)
+        self.finished = waiting
+        due = time.monotonic() - self.last_part >= PART_EVERY or len(waiting) >= PART_LINES
+        if not waiting or not (force or due):
+            return new
+        self.last_part = time.monotonic()
         results = await redis.hgetall(keys.batch_results(self.id))
         if not results:
-            return 0
+            return new
         lines = sorted((int(k), _bytes(v)) for k, v in results.items())
         content = b"".join(
             kind_line[:1] + str(index).encode() + b" " + kind_line[1:] + b"\n" for index, kind_line in lines
@@ -142,12 +158,13 @@ class BatchRun:
             self.inflight.pop(index, None)
         finished = {index for index, _ in lines}
         self.retries = [a for a in self.retries if a.index not in finished]
+        self.finished -= finished
         fields = dict(self.record.fields)
         fields["parts"] = str(part + 1)
         fields["completed"] = str(self.record.number("completed") + completed)
         fields["failed"] = str(self.record.number("failed") + len(lines) - completed)
         self.record = BatchRecord(fields)
-        return len(lines)
+        return max(new, len(lines))
 
     async def fail_lines(
         self, redis: aredis.Redis, refs: list[tuple[LineRef, str, str]], cursor: int | None = None

@@ -114,7 +114,7 @@ async def dispatch(
             enqueue_commands(
                 job,
                 job_timeout=settings.job_timeout,
-                result_ttl=settings.result_ttl,
+                result_ttl=0,  # the line's result is kept by the batch: the job's own goes at once
                 failure_ttl=settings.failure_ttl,
                 queue=keys.batch_lane(line.deployment.provider),
             )

@@ -20,7 +20,6 @@ import uuid
 from collections import deque
 
 import redis.asyncio as aredis
-from redis.exceptions import RedisError
 
 from ingress.batches import files, records
 from ingress.batches.batch_run import LOST_CHECK_INTERVAL, BatchRun
@@ -35,7 +34,7 @@ from ingress.provider_preferences import NO_PREFERENCES
 from ingress.routing import ModelRouter
 from shared import credits, keys
 from shared.batch_lines import LineRef
-from shared.errors import AIORouterError, ServiceUnavailable
+from shared.errors import ServiceUnavailable
 from shared.lua import LuaScript
 from shared.settings import Deployment, Settings
 
@@ -75,8 +74,8 @@ class BatchDriver:
                     busy = await self.round()
                 else:
                     self.runs.clear()  # another driver works: forget, reload from Redis when back
-            except (RedisError, OSError, AIORouterError):
-                log.warning("batch driver round failed; reloading its state", exc_info=True)
+            except Exception:  # never stop driving: forget what this process knew, reload it from Redis
+                log.exception("batch driver round failed; reloading its state")
                 self.runs.clear()
             try:  # a round that moved lines is followed at once by the next: the lanes drain fast
                 await asyncio.wait_for(stop.wait(), BUSY_PAUSE if busy else bounds.poll_interval)
@@ -99,9 +98,9 @@ class BatchDriver:
                 await wind_down(self.redis, run, self.storage, self.settings.models)
         moved += await self._feed([run for run in self.runs.values() if not run.ending])
         for run in list(self.runs.values()):
-            if run.cursor >= run.total and not run.inflight and not run.retries:
-                await run.collect(self.redis, self.storage)
-                if await self.redis.hlen(keys.batch_results(run.id)) == 0:
+            if run.cursor >= run.total and not run.in_flight() and not run.retries:
+                await run.collect(self.redis, self.storage, force=True)
+                if not run.inflight and await self.redis.hlen(keys.batch_results(run.id)) == 0:
                     await finalize(self.redis, self.storage, run.record, run.ending, self.settings.batches)
                     del self.runs[run.id]
         if time.monotonic() - self._last_sweep > FILE_SWEEP_INTERVAL:
@@ -142,7 +141,7 @@ class BatchDriver:
         lost = await lost_attempts(
             self.redis,
             run.id,
-            list(run.inflight.values()),
+            run.in_flight(),
             stuck_after=stuck_after(self.settings.worker_dead_after),
         )
         failed: list[tuple[LineRef, str, str]] = []
@@ -164,7 +163,7 @@ class BatchDriver:
         """Deal each pool's free room round-robin across accounts, then their batches, then dispatch."""
         room: dict[str, int] = {}
         for run in self.runs.values():
-            for attempt in run.inflight.values():
+            for attempt in run.in_flight():
                 room[attempt.pool] = room.get(attempt.pool, 0) - 1
         window = self.settings.batches.lines_in_flight
         by_account: dict[str, deque[BatchRun]] = {}

@@ -89,3 +89,14 @@ async def test_results_go_to_the_output_or_error_file_once(aredis_client: aredis
     error = orjson.loads(results[b"1"][1:])
     assert results[b"1"][:1] == b"E" and error["response"]["status_code"] == 400
     assert error["response"]["body"]["error"]["code"] == "upstream_bad_request"
+
+
+def test_lane_limit_keeps_a_slot_for_interactive_jobs() -> None:
+    """The lane never takes every slot of a multi-slot worker; a one-slot worker still runs lines."""
+    from workers.batch_lane import lane_limit
+
+    assert lane_limit(64, 0.1) == 57
+    assert lane_limit(4, 0.1) == 3
+    assert lane_limit(2, 0.5) == 1
+    assert lane_limit(1, 0.1) == 1
+    assert lane_limit(8, 0.0) == 8
