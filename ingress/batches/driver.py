@@ -205,7 +205,7 @@ class BatchDriver:
             entry = self.settings.models.get(attempt.model)
             if entry is None:
                 return None
-            deployment = await self._route(entry.id)
+            deployment = await self._route(entry.id, avoid=attempt.pool)
             if deployment is None or window + room.get(deployment.provider, 0) <= 0:
                 return None
             run.retries.pop(0)
@@ -235,11 +235,14 @@ class BatchDriver:
         entry = self.settings.models[item.request.model]
         return PlannedLine(run, item.index, item.custom_id, entry, deployment, item.request.body, 1, True)
 
-    async def _route(self, model: str, line: BatchLine | None = None) -> Deployment | None:
+    async def _route(self, model: str, line: BatchLine | None = None, avoid: str = "") -> Deployment | None:
+        """The deployment a line runs on: routing's first choice, or for a line run again, the first one
+        on another pool than its last attempt's (as an interactive request falls back)."""
         try:
             plan = await self.router.route(
                 model, line.request.preferences if line is not None else NO_PREFERENCES
             )
         except ServiceUnavailable:
             return None  # every deployment's breaker is open: the line waits
-        return plan.deployments[0]
+        others = [d for d in plan.deployments if d.provider != avoid]
+        return (others or list(plan.deployments))[0]

@@ -12,7 +12,7 @@ import orjson
 import pytest
 from openai import OpenAI
 
-from tests.e2e.running_system import RunningSystem, SystemLauncher
+from tests.e2e.running_system import RunningSystem, SystemLauncher, free_port
 
 CONFIG = """
 worker_heartbeat_interval = 0.5
@@ -34,6 +34,19 @@ deployments = [{{ provider = "simulated", upstream_model = "echo" }}]
 [providers.slow]
 kind = "simulated"
 tokens_per_second = 20.0
+
+[providers.down]   # nothing listens there: every call fails before any content, so the line runs again
+kind = "openai"
+base_url = "http://127.0.0.1:{closed_port}/v1"
+api_key = "sk-none"
+retries = 0
+
+[[models]]
+id = "e2e/fallback"
+deployments = [
+    {{ provider = "down", upstream_model = "echo" }},
+    {{ provider = "simulated", upstream_model = "echo" }},
+]
 
 [[models]]
 id = "e2e/slow"
@@ -83,7 +96,8 @@ def system(
     launch_system: SystemLauncher, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningSystem]:
     files = tmp_path_factory.mktemp("files")
-    yield launch_system(CONFIG.format(files=files), pools=["simulated", "slow"], batch_driver=True)
+    config = CONFIG.format(files=files, closed_port=free_port())
+    yield launch_system(config, pools=["simulated", "slow", "down"], batch_driver=True)
 
 
 def test_a_batch_runs_and_every_line_comes_back_once(system: RunningSystem, tmp_path: Path) -> None:
@@ -223,3 +237,18 @@ def test_another_account_sees_nothing(system: RunningSystem) -> None:
         theirs.batches.cancel(batch.id)
     assert theirs.files.list().data == [] and theirs.batches.list().data == []
     wait_final(mine, batch.id)
+
+
+def test_a_line_whose_deployment_is_down_runs_again_on_the_next(system: RunningSystem) -> None:
+    """A line routed first to a deployment nobody answers runs again on the model's next deployment, as
+    an interactive request falls back, even while that deployment's breaker is still closed."""
+    client = system.client()
+    uploaded = client.files.create(
+        file=("fallback.jsonl", batch_file(1, model="e2e/fallback")), purpose="batch"
+    )
+    batch = client.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    done = wait_final(client, batch.id)
+    assert done.status == "completed" and done.request_counts is not None
+    assert (done.request_counts.completed, done.request_counts.failed) == (1, 0)
