@@ -52,7 +52,6 @@ class FileRecord:
             "filename": self.filename,
             "purpose": self.purpose,
             "status": "processed",
-            "status_details": None,
         }
 
     def to_hash(self) -> dict[EncodableT, EncodableT]:

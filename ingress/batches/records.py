@@ -61,10 +61,11 @@ class BatchRecord:
         return int(self.fields.get(name) or 0)
 
     def to_json(self) -> dict[str, Any]:
-        """The OpenAI ``Batch`` object."""
+        """The OpenAI ``Batch`` object; optional fields without a value are left out (the spec does not
+        let them be null), but for ``metadata``, which may be."""
         f = self.fields
         errors = orjson.loads(f["errors"]) if f.get("errors") else None
-        return {
+        batch = {
             "id": f["id"],
             "object": "batch",
             "endpoint": f["endpoint"],
@@ -83,8 +84,9 @@ class BatchRecord:
                 "completed": self.number("completed"),
                 "failed": self.number("failed"),
             },
-            "metadata": orjson.loads(f["metadata"]) if f.get("metadata") else None,
         }
+        present = {name: value for name, value in batch.items() if value is not None}
+        return {**present, "metadata": orjson.loads(f["metadata"]) if f.get("metadata") else None}
 
 
 def new_batch_id() -> str:
