@@ -66,6 +66,25 @@ class BatchDriver:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Drive batches until ``stop`` is set."""
+        renewal = asyncio.create_task(self._renew_lease(stop))
+        try:
+            await self._drive(stop)
+        finally:
+            renewal.cancel()
+            await asyncio.gather(renewal, return_exceptions=True)
+
+    async def _renew_lease(self, stop: asyncio.Event) -> None:
+        """Keep the lease alive during a long round (validating a large file), between the rounds' own
+        renewals; a renewal that finds another holder changes nothing (the next round sees it)."""
+        every = self.settings.batches.driver_lease / 3
+        while not stop.is_set():
+            await asyncio.sleep(every)
+            try:
+                await self.hold_lease()
+            except Exception:  # the next round retries, and reports
+                log.debug("batch driver lease renewal failed", exc_info=True)
+
+    async def _drive(self, stop: asyncio.Event) -> None:
         bounds = self.settings.batches
         while not stop.is_set():
             busy = False
