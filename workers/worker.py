@@ -180,6 +180,7 @@ class AsyncWorker(BaseWorker):
             await self._drain()
         finally:
             lane.stop()
+            await asyncio.gather(lane_task, return_exceptions=True)
             halt.set()  # the heartbeat ends between beats: cancelling a pipeline mid-flight would leak it
             listener.cancel()
             await asyncio.gather(heartbeats, listener, return_exceptions=True)
