@@ -3,6 +3,7 @@
     aiorouter dev      run the whole system locally (Redis, ingress, a simulated worker pool, a dev key)
     aiorouter ingress  run the HTTP ingress under uvicorn
     aiorouter worker   run one worker process of a provider pool
+    aiorouter batches  run the batch driver (the Batch API's lines, fed into each pool's batch lane)
     aiorouter keys     create, list and revoke API keys
     aiorouter accounts create, show, list and update accounts (plan, status)
     aiorouter credits  add credit, show balances and ledgers
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 
 from cli import (
     accounts_command,
+    batches_command,
     breakers_command,
     credits_command,
     dev_command,
@@ -42,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         dev_command,
         ingress_command,
         worker_command,
+        batches_command,
         keys_command,
         accounts_command,
         credits_command,

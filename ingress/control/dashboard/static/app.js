@@ -1,5 +1,5 @@
-// AIOrouter Dashboard: an account (dashboard token dt-...) manages its keys and sees its credit and usage;
-// an operator (admin token) sees every account, queue depths and live workers. No build step, no library.
+// AIOrouter Dashboard: an account (dashboard token dt-...) manages its keys and sees its credit, usage and
+// batches; an operator (admin token) sees every account, queue depths, batch lanes and live workers. No build step, no library.
 "use strict";
 
 const TOKEN_STORAGE = "aiorouter-dashboard-token";
@@ -68,8 +68,9 @@ function rateLimit(limit) {
 // --- an account -----------------------------------------------------------------------------------------
 
 async function loadAccount() {
-  const [account, keys, usage] = await Promise.all([
+  const [account, keys, usage, batches] = await Promise.all([
     call("/dashboard/api/account"), call("/dashboard/api/keys"), call("/dashboard/api/usage"),
+    call("/dashboard/api/batches"),
   ]);
   $("who").textContent = account.name ? `${account.name} (${account.id})` : account.id;
   $("account-id").textContent = account.id;
@@ -100,6 +101,33 @@ async function loadAccount() {
     u.day, u.model, u.requests, u.errors, u.prompt_tokens, u.completion_tokens, usd(u.cost_micros),
   ])), "No usage yet — requests made with this account's keys show here");
   drawChart(usage);
+
+  fill("batches", 5, batches.data.map((b) => {
+    const counts = b.request_counts;
+    const files = document.createElement("span");
+    for (const [label, fileId] of [["output", b.output_file_id], ["errors", b.error_file_id]]) {
+      if (!fileId) continue;
+      const button = document.createElement("button");
+      button.textContent = label;
+      button.className = "download";
+      button.addEventListener("click", guarded(() => download(fileId, `${b.id}_${label}.jsonl`)));
+      files.append(button);
+    }
+    return row([b.id, b.status, utc(b.created_at), `${counts.completed} / ${counts.failed} / ${counts.total}`, files]);
+  }), "No batches yet — create one with the Batch API (/v1/batches)");
+}
+
+async function download(fileId, name) {
+  const token = sessionStorage.getItem(TOKEN_STORAGE);
+  const response = await fetch(`/dashboard/api/files/${fileId}/content`, {
+    headers: { "Authorization": `Bearer ${token}` },
+  });
+  if (!response.ok) throw new Error(`download failed: HTTP ${response.status}`);
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(await response.blob());
+  link.download = name;
+  link.click();
+  URL.revokeObjectURL(link.href);
 }
 
 // The usage chart: one bar per UTC day, days on the x axis, cost in USD on the y axis with round ticks.
@@ -206,8 +234,9 @@ async function revokeKey(key) {
 async function loadOperator() {
   const [accounts, pools] = await Promise.all([call("/admin/accounts?limit=1000"), call("/admin/pools")]);
   $("who").textContent = "operator";
-  fill("pools", 3, pools.data.map((p) => row([
-    p.pool, p.queued, p.workers.length ? `${p.workers.length}: ${p.workers.map((w) => w.name).join(", ")}` : "0",
+  fill("pools", 4, pools.data.map((p) => row([
+    p.pool, p.queued, `${p.batch_lane.queued} queued, ${p.batch_lane.running} running`,
+    p.workers.length ? `${p.workers.length}: ${p.workers.map((w) => w.name).join(", ")}` : "0",
   ])), "No pools yet");
   fill("accounts", 8, accounts.data.map((a) => row([
     a.id, a.name, a.plan, rateLimit(a.rate_limit), a.status, a.credit.available_usd,
