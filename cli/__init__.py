@@ -4,6 +4,7 @@
     aiorouter ingress  run the HTTP ingress under uvicorn
     aiorouter worker   run one worker process of a provider pool
     aiorouter worker-health  exit 0 if a worker is live (or ready): an exec probe
+    aiorouter batches  run the batch driver (the Batch API's lines, fed into each pool's batch lane)
     aiorouter keys     create, list and revoke API keys
     aiorouter accounts create, show, list and update accounts (plan, status)
     aiorouter credits  add credit, show balances and ledgers
@@ -23,6 +24,7 @@ from collections.abc import Sequence
 
 from cli import (
     accounts_command,
+    batches_command,
     breakers_command,
     credits_command,
     dev_command,
@@ -45,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         ingress_command,
         worker_command,
         worker_health_command,
+        batches_command,
         keys_command,
         accounts_command,
         credits_command,

@@ -13,9 +13,11 @@ import argparse
 import asyncio
 import os
 import secrets
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -38,7 +40,7 @@ from ingress.control import accounts
 from ingress.control.admin import check_admin_token
 from shared import credits
 from shared.errors import AIORouterError, ConfigError
-from shared.settings import Settings
+from shared.settings import BatchSettings, Settings
 
 DEV_ACCOUNT = "dev"
 DEV_PLAN = "developer"
@@ -94,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
                 env["AIOROUTER_CONFIG"] = str(Path(args.config).resolve())
             admin_token = settings.admin_token or secrets.token_urlsafe(32)
             env["AIOROUTER_ADMIN_TOKEN"] = admin_token
+            files_dir = _private_files_dir(settings, env)
             children = ChildGroup(env)
             try:
                 return _serve(children, settings, args, pools, port, redis_server, admin_token)
@@ -101,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
                 _ignore_interrupts()
                 print("aiorouter dev: stopping", file=sys.stderr, flush=True)
                 children.stop()
+                if files_dir is not None:
+                    shutil.rmtree(files_dir, ignore_errors=True)
     except KeyboardInterrupt:
         return 0
 
@@ -120,6 +125,7 @@ def _serve(
                 f"worker ({pool})", "worker", "--pool", pool, "--concurrency", str(args.concurrency)
             )
     children.start("ingress", "ingress", "--host", "127.0.0.1", "--port", str(port))
+    children.start("batch driver", "batches")
     base = f"http://127.0.0.1:{port}"
     _wait_until_ready(children, f"{base}/readyz?verbose", pools)
     issued, balance, dashboard_token = asyncio.run(_create_dev_key(redis_server.url, settings))
@@ -142,6 +148,19 @@ def _serve(
     dead = _wait_for_a_death(children)
     print(f"aiorouter dev: {dead.label} exited with status {dead.exit_status}", file=sys.stderr, flush=True)
     return 1
+
+
+def _private_files_dir(settings: Settings, env: dict[str, str]) -> str | None:
+    """Batch API files go to a private temporary directory (removed on exit) unless the settings or the
+    environment name one; None when they do."""
+    named = (
+        env.get("AIOROUTER_BATCH_STORAGE_DIR") or settings.batches.storage_dir != BatchSettings().storage_dir
+    )
+    if settings.batches.storage != "local" or named:
+        return None
+    directory = tempfile.mkdtemp(prefix="aiorouter-dev-files-")
+    env["AIOROUTER_BATCH_STORAGE_DIR"] = directory
+    return directory
 
 
 def _pools(settings: Settings, requested: list[str] | None) -> list[str]:

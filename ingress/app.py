@@ -25,6 +25,9 @@ from starlette.routing import Route
 from ingress.admission import sweep_reservations
 from ingress.auth import Authenticator
 from ingress.background import STOP_GRACE, stop_task
+from ingress.batches.routes import batch_routes
+from ingress.batches.services import BatchServices
+from ingress.batches.storage import open_storage
 from ingress.catalog import CatalogEndpoints
 from ingress.completions import ChatCompletionsEndpoint
 from ingress.context import IngressContext
@@ -69,13 +72,19 @@ def create_app(settings: Settings, *, tracer: RequestTracer | None = None) -> St
         Route("/metrics", metrics, methods=["GET"]),  # disabled (404) unless settings.metrics_token is set
         *admin_routes(settings),  # operators only: disabled (404) unless settings.admin_token is set
         *dashboard_routes(),
+        *batch_routes(),
     ]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with _ingress_context(settings, tracer) as context:
             app.state.ingress = context
-            yield
+            storage = open_storage(settings.batches)
+            app.state.batches = BatchServices(settings, context.redis, context.auth, storage)
+            try:
+                yield
+            finally:
+                await storage.aclose()
 
     versions = VersionRegistry(settings.api_versions, settings.default_api_version)
     app = Starlette(

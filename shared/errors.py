@@ -20,8 +20,9 @@ for HTTP error responses and for the final SSE error event of a stream that alre
     │   ├── WorkerLost                503 service_unavailable / worker_lost
     │   ├── ResponseStalled           503 service_unavailable / response_stalled
     │   ├── IngressGone               503 service_unavailable / ingress_gone (worker-side only)
-    │   └── UpstreamUnavailable       503 service_unavailable / upstream_unavailable
-    │       └── UpstreamTimeout       503 service_unavailable / upstream_timeout
+    │   ├── UpstreamUnavailable       503 service_unavailable / upstream_unavailable
+    │   │   └── UpstreamTimeout       503 service_unavailable / upstream_timeout
+    │   └── StorageUnavailable        503 service_unavailable / storage_unavailable
     ├── UpstreamError                 500 api_error / upstream_error
     └── ConfigError                   500 api_error / config_error (start-up only)
 
@@ -163,6 +164,11 @@ class UpstreamUnavailable(ServiceUnavailable):
 class UpstreamTimeout(UpstreamUnavailable):
     default_code = "upstream_timeout"
     default_message = "The upstream provider timed out."
+
+
+class StorageUnavailable(ServiceUnavailable):
+    default_code = "storage_unavailable"
+    default_message = "The file store is unreachable; retry shortly."
 
 
 class UpstreamError(AIORouterError):

@@ -105,16 +105,17 @@ def _part_texts(content: Any) -> list[str]:
 
 
 def enqueue_commands(
-    job: CompletionJob, *, job_timeout: int, result_ttl: int, failure_ttl: int
+    job: CompletionJob, *, job_timeout: int, result_ttl: int, failure_ttl: int, queue: str | None = None
 ) -> list[Command]:
-    """The Redis commands that put ``job`` on its pool's rq queue, as ``Queue.enqueue`` would.
+    """The Redis commands that put ``job`` on its pool's rq queue (or on ``queue``, e.g. the pool's batch
+    lane), as ``Queue.enqueue`` would.
 
     rq's own code builds the job hash once per pool and settings (:func:`_rq_template`), so the fields
     that never change between requests are not rebuilt on the hot path; each request fills in only its
     id, times, description and compressed call.  The hash is written once: rq's separate ``HSET status``
     before it is dropped, the hash carries the status.
     """
-    template = _rq_template(job.provider, job_timeout, result_ttl, failure_ttl)
+    template = _rq_template(queue or job.provider, job_timeout, result_ttl, failure_ttl)
     stamp = utcformat(now())
     call = OrjsonSerializer.dumps((JOB_FUNC, None, (job.to_wire(),), {}))
     fields_ = {

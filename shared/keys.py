@@ -127,13 +127,14 @@ _describe(
     f"running jobs (rq's started registry; each run's record is under "
     f"`{ExecutionRegistry.key_template.format('<job_id>')}`)",
     writer="workers: `workers.bookkeeping` (at start, every heartbeat, at the end)",
-    reader="rq's registry clean-up (run by workers); rq's tools; admin (`/admin/pools/stats`, ZCARD); "
-    "KEDA's redis trigger (ZCARD); ingress: `ingress.metrics` (on scrape)",
+    reader="rq's registry clean-up (run by workers); rq's tools; admin (`/admin/pools/stats`, "
+    "`/admin/pools`: ZCARD, batch lanes too); KEDA's redis trigger (ZCARD); ingress: `ingress.metrics`",
     ttl="entries expire twice `worker_dead_after` after the last heartbeat",
 )
-def rq_started_registry(pool: str) -> str:
-    """rq's sorted set of a pool's running jobs (job id -> when its entry expires)."""
-    return str(StartedJobRegistry.key_template.format(pool))
+def rq_started_registry(queue: str) -> str:
+    """rq's sorted set of the jobs of one rq queue (a pool's, or its batch lane's) a worker runs now
+    (job id -> when its entry expires)."""
+    return str(StartedJobRegistry.key_template.format(queue))
 
 
 _RESULTS = Result.get_key("<job_id>")  # type: ignore[no-untyped-call]  # rq's is untyped
@@ -178,6 +179,7 @@ _describe(
     writer="ingress, workers: `shared.store_marker` (the first process to start on an empty Redis)",
     reader="ingress (readiness, every 5 s), workers (every 5 s): `shared.store_marker`",
 )
+
 
 # --- request/response traffic ---------------------------------------------------------------------
 
@@ -592,3 +594,166 @@ def usage_daily(account_id: str, day: str) -> str:
 
 
 USAGE_DAILY_TTL = 400 * 86_400
+
+# --- files and batches (ingress/batches/) ----------------------------------------------------------
+# A file's or batch's record is keyed by its id alone; the account it belongs to is a field of the record,
+# checked on every read.  Per-batch keys put the batch id in braces: a batch's keys share one cluster slot.
+
+
+@_key(
+    "list",
+    "the name of a pool's batch lane, its second rq queue (the list is `rq:queue:<pool>:batch`, with rq's "
+    "intermediate queue and registries under that name)",
+    writer="batch driver: `ingress.batches.dispatch` (enqueue), `ingress.batches.wind_down` (LREM)",
+    reader="workers: `workers.batch_lane` (`batch_lane_take.lua`); admin API; `ingress.batches.lost_lines`",
+)
+def batch_lane(pool: str) -> str:
+    """The name of a pool's second, lower-priority rq queue: batch lines wait there (its rq list is
+    :func:`rq_queue_key` of this name)."""
+    return f"{pool}:batch"
+
+
+@_key(
+    "hash",
+    "one uploaded or output file's record (account, filename, purpose, bytes, times, storage key)",
+    writer="ingress: `ingress.batches.files` (upload); batch driver: `ingress.batches.files` (output files, "
+    "expiry sweep)",
+    reader="ingress: `ingress.batches.files`; batch driver",
+    ttl="none; deleted by the driver's sweep once `batches.file_ttl` has passed",
+)
+def file_record(file_id: str) -> str:
+    """Hash: one file's record (account, filename, purpose, bytes, times, storage key)."""
+    return f"{PREFIX}:file:{file_id}"
+
+
+@_key(
+    "sorted set",
+    "file id -> µs of its creation: one account's files, for listing",
+    writer="ingress, batch driver: `ingress.batches.files`",
+    reader="ingress: `ingress.batches.files_api`",
+)
+def account_files(account_id: str) -> str:
+    """Sorted set: file id -> µs of its creation, one account's files for listing."""
+    return f"{PREFIX}:account:{{{account_id}}}:files"
+
+
+FILES_EXPIRY = f"{PREFIX}:files:expiry"
+"""Sorted set: file id -> unix seconds it expires at; the batch driver deletes the files past it."""
+_describe(
+    "FILES_EXPIRY",
+    "sorted set",
+    "file id -> unix seconds it expires at",
+    writer="ingress, batch driver: `ingress.batches.files`",
+    reader="batch driver: `ingress.batches.files` (the expiry sweep)",
+)
+
+
+@_key(
+    "hash",
+    "one batch's record: the Batch object's fields, its counts, and the driver's cursor",
+    writer="ingress: `ingress.batches.records` (create, cancel); batch driver: `ingress.batches` "
+    "(`batch_transition.lua`, dispatch, finalize)",
+    reader="ingress: `ingress.batches.batches_api`, Dashboard; batch driver",
+    ttl="none while the batch runs; `BATCH_RECORD_TTL` (400 days) once it ends",
+)
+def batch_record(batch_id: str) -> str:
+    """Hash: one batch's record (the Batch object's fields, its counts, and the driver's cursor)."""
+    return f"{PREFIX}:batch:{{{batch_id}}}"
+
+
+@_key(
+    "sorted set",
+    "batch id -> µs of its creation: one account's batches, for listing",
+    writer="ingress: `ingress.batches.records`",
+    reader="ingress: `ingress.batches.batches_api`, `ingress.batches.dashboard_api`",
+)
+def account_batches(account_id: str) -> str:
+    """Sorted set: batch id -> µs of its creation, one account's batches for listing."""
+    return f"{PREFIX}:account:{{{account_id}}}:batches"
+
+
+BATCHES_ACTIVE = f"{PREFIX}:batches:active"
+"""Sorted set: batch id -> µs of its creation, every batch the driver has still work on."""
+_describe(
+    "BATCHES_ACTIVE",
+    "sorted set",
+    "batch id -> µs of its creation: every batch the driver still has work on",
+    writer="ingress: `ingress.batches.records` (create); batch driver: `ingress.batches.finalize` (ZREM)",
+    reader="batch driver: `ingress.batches.driver`",
+)
+
+
+@_key(
+    "hash",
+    "line number -> the attempt (job id, pool, attempt, credit hold) of each of a batch's lines in a lane",
+    writer="batch driver: `ingress.batches.dispatch`, `ingress.batches.batch_run`",
+    reader="batch driver: `ingress.batches.batch_run`, `ingress.batches.lost_lines`",
+    ttl="none; deleted when the batch ends",
+)
+def batch_inflight(batch_id: str) -> str:
+    """Hash: line number -> the attempt (job id, pool, attempt, reservation) of each line in its lane."""
+    return f"{PREFIX}:batch:{{{batch_id}}}:inflight"
+
+
+@_key(
+    "hash",
+    "line number -> its result line (`O`/`E` then JSON), until the driver writes it to storage",
+    writer="workers: `workers.batch_results` (`batch_result.lua`, with the final frame); batch driver "
+    "(lines that failed without a job)",
+    reader="batch driver: `ingress.batches.driver`, `ingress.batches.batch_run`",
+    ttl="none; deleted when the batch ends",
+)
+def batch_results(batch_id: str) -> str:
+    """Hash: line number -> its result line (``O``/``E`` then JSON), until the driver writes it to storage."""
+    return f"{PREFIX}:batch:{{{batch_id}}}:results"
+
+
+@_key(
+    "string",
+    "bitmap: bit N set once line N's result was written to storage (a late duplicate is dropped)",
+    writer="batch driver: `ingress.batches.batch_run`",
+    reader="workers, batch driver: `batch_result.lua`",
+    ttl="none; deleted when the batch ends",
+)
+def batch_done(batch_id: str) -> str:
+    """Bitmap: bit N set once line N's result was written to storage; a late duplicate result is dropped."""
+    return f"{PREFIX}:batch:{{{batch_id}}}:done"
+
+
+@_key(
+    "string",
+    "lines of one account's unfinished batches, held against its plan's `batch_queued_lines`",
+    writer="batch driver: `ingress.batches.validate_batch` (`batch_admit_lines.lua`), "
+    "`ingress.batches.finalize` (`batch_release_lines.lua`)",
+    reader="the same scripts",
+)
+def batch_queued_lines(account_id: str) -> str:
+    """String: lines of one account's unfinished batches, held against its plan's ``batch_queued_lines``."""
+    return f"{PREFIX}:account:{{{account_id}}}:batch_lines"
+
+
+BATCH_DRIVER_LEASE = f"{PREFIX}:batches:driver"
+"""String: the name of the batch driver process that drives every batch, for ``driver_lease`` seconds."""
+_describe(
+    "BATCH_DRIVER_LEASE",
+    "string",
+    "the name of the one batch driver process that drives every batch",
+    writer="batch driver: `ingress.batches.driver` (`batch_driver_lease.lua`)",
+    reader="batch driver",
+    ttl="`batches.driver_lease`, renewed every round",
+)
+
+BATCH_RECORD_TTL = 400 * 86_400
+"""Seconds a finished batch's record stays (its per-line keys are deleted when it finishes)."""
+
+BATCH_REPLY_CHANNEL = f"{PREFIX}:reply:batches"
+"""The reply channel of batch lines' jobs: nobody listens (results go to :func:`batch_results`), so their
+frames cost one PUBLISH each and are dropped."""
+_describe(
+    "BATCH_REPLY_CHANNEL",
+    "channel",
+    "the reply channel of every batch line's job: nobody subscribes (results go to `batch_results`)",
+    writer="workers: `workers.publisher`",
+    reader="nobody",
+    ttl="-",
+)

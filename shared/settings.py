@@ -24,6 +24,7 @@ RoutingStrategy = Literal["priority", "weighted", "least-busy", "latency"]
 VersionStatus = Literal["current", "deprecated"]
 LogFormat = Literal["json", "text"]
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+StorageBackend = Literal["local", "s3"]
 
 CURRENT_API_VERSION = "2026-06-01"
 STALL_HEADROOM = 1.25  # a stall deadline is at least this times what a provider may legitimately stay silent
@@ -137,12 +138,37 @@ class ConnectionLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchSettings:
+    """Files and the Batch API (``[batches]``; see docs/batch.md): where files live, their bounds, and how
+    the batch driver feeds batch lines into each pool's batch lane."""
+
+    storage: StorageBackend = "local"
+    storage_dir: str = "aiorouter-files"  # the local backend's directory (relative to the working directory)
+    s3_bucket: str = ""
+    s3_prefix: str = "aiorouter/"
+    s3_endpoint_url: str = ""  # empty: AWS; set for MinIO, R2 and other S3-compatible stores
+    s3_region: str = ""
+    file_ttl: int = 30 * 86_400  # seconds an uploaded or output file lives
+    max_file_bytes: int = 200 * 1024 * 1024
+    max_lines: int = 50_000
+    completion_window: int = 86_400  # seconds the only completion window, "24h", lasts
+    lines_in_flight: int = 512  # batch lines queued or running at once per pool, across every batch
+    max_attempts: int = 3  # runs of one line (worker lost, upstream unavailable) before it fails
+    interactive_reserve: float = 0.1  # share of each worker's slots batch lines never take
+    driver_lease: float = 5.0  # seconds a dead batch driver's lease blocks its successor
+    poll_interval: float = 0.2  # seconds between two rounds of the batch driver
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
-    """An account plan: its request rate limit and an optional token rate limit (0 = none)."""
+    """An account plan: its request rate limit and an optional token rate limit (0 = none), and what its
+    batches may hold and pay."""
 
     name: str
     requests_per_minute: int
     tokens_per_minute: int = 0
+    batch_queued_lines: int = 200_000  # lines of the account's unfinished batches, at most
+    batch_price_factor: float = 0.5  # batch lines cost this share of the model's prices
 
 
 DEFAULT_PLANS: tuple[Plan, ...] = (
@@ -205,6 +231,7 @@ class Settings:
     breaker: BreakerSettings = BreakerSettings()
     routing_stats: RoutingStatsSettings = RoutingStatsSettings()
     connections: ConnectionLimits = ConnectionLimits()
+    batches: BatchSettings = BatchSettings()
 
     def provider(self, name: str) -> ProviderSettings:
         return self.providers[name]
@@ -240,6 +267,11 @@ ENV_OVERRIDES: Mapping[str, str] = {
     "AIOROUTER_LOG_LEVEL": "log_level",
     "AIOROUTER_LOG_FORMAT": "log_format",
     "AIOROUTER_OTEL_ENABLED": "otel_enabled",
+}
+
+# Environment variables that override one setting of the ``[batches]`` table.
+BATCH_ENV_OVERRIDES: Mapping[str, str] = {
+    "AIOROUTER_BATCH_STORAGE_DIR": "storage_dir",
 }
 
 DEFAULT_PROVIDERS: tuple[ProviderSettings, ...] = (ProviderSettings(name="simulated", kind="simulated"),)
@@ -284,6 +316,11 @@ def settings_from_mapping(raw: Mapping[str, Any], env: Mapping[str, str] | None 
     breaker = _parse_table(BreakerSettings, raw.pop("breaker", None), "breaker")
     routing_stats = _parse_table(RoutingStatsSettings, raw.pop("routing_stats", None), "routing_stats")
     connections = _parse_table(ConnectionLimits, raw.pop("connections", None), "connections")
+    batch_table = dict(raw.pop("batches", None) or {})
+    for var, name in BATCH_ENV_OVERRIDES.items():
+        if env and env.get(var):
+            batch_table[name] = env[var]
+    batches = _parse_table(BatchSettings, batch_table, "batches")
     scalars = {f.name: f for f in fields(Settings)}
     values: dict[str, Any] = {}
     for key, value in raw.items():
@@ -301,6 +338,7 @@ def settings_from_mapping(raw: Mapping[str, Any], env: Mapping[str, str] | None 
         breaker=breaker,
         routing_stats=routing_stats,
         connections=connections,
+        batches=batches,
     )
     coerced = {name: _coerce(getattr(settings, name), value, name) for name, value in values.items()}
     settings = replace(settings, **coerced)
@@ -456,7 +494,25 @@ def _check(settings: Settings) -> None:
         raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, not {settings.log_level!r}")
     if not 0 <= settings.worker_metrics_port < 65536:
         raise ConfigError("worker_metrics_port must be a port number (0 = off)")
+    for plan in settings.plans.values():
+        if plan.batch_queued_lines < 0 or not 0 <= plan.batch_price_factor <= 1:
+            raise ConfigError(
+                f"plan {plan.name!r}: batch_queued_lines must be >= 0, batch_price_factor within [0, 1]"
+            )
+    _check_batches(settings.batches)
     if settings.default_plan not in settings.plans:
         raise ConfigError(f"default plan {settings.default_plan!r} is not in plans")
     if settings.default_api_version not in settings.api_versions:
         raise ConfigError(f"default API version {settings.default_api_version!r} is not in api_versions")
+
+
+def _check_batches(batches: BatchSettings) -> None:
+    if batches.storage not in ("local", "s3"):
+        raise ConfigError(f"batches.storage must be 'local' or 's3' (got {batches.storage!r})")
+    if batches.storage == "s3" and not batches.s3_bucket:
+        raise ConfigError("batches.storage = 's3' needs batches.s3_bucket")
+    counts = (batches.file_ttl, batches.max_file_bytes, batches.max_lines, batches.lines_in_flight)
+    if min(counts) < 1 or batches.max_attempts < 1 or batches.completion_window < 1:
+        raise ConfigError("batches: sizes, counts and durations must be positive")
+    if not 0 <= batches.interactive_reserve < 1:
+        raise ConfigError("batches.interactive_reserve must be within [0, 1)")

@@ -29,7 +29,10 @@ _TYPES: dict[str, tuple[type, ...]] = {
 
 @cache
 def _schemas(fragment: str) -> dict[str, Any]:
-    schemas: dict[str, Any] = json.loads((SPEC_DIR / fragment).read_text())["components"]["schemas"]
+    document = json.loads((SPEC_DIR / fragment).read_text())
+    schemas: dict[str, Any] = (
+        document["components"]["schemas"] if "components" in document else document["schemas"]
+    )
     return schemas
 
 

@@ -21,7 +21,7 @@ from shared.redis_client import plain_async_client
 from shared.redis_commands import Command
 from shared.serialization import dumps
 from shared.settings import load_settings
-from workers import settlement
+from workers import batch_results, settlement
 from workers.chunks import ChunkWriter, MessageAssembler
 from workers.providers import make_adapter
 from workers.providers.base import ProviderAdapter, Usage, count_prompt_tokens
@@ -123,6 +123,8 @@ async def complete(
         ending.meta["timing"] = ending.timing
     # Shielded: once rq's final bookkeeping is built it must land together with its frame.
     commands = [
+        # A batch line's result goes first: whoever sees the job ended also sees its result.
+        *batch_results.result_commands(job, error=ending.error, payload=ending.payload, meta=ending.meta),
         *bookkeeping_commands(ending),
         *guard_commands(job),
         *settlement.billing_commands(job, error=ending.error, token_usage=ending.meta.get("usage")),

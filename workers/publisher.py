@@ -15,7 +15,8 @@ fail for good; the final frame is still attempted then, so the client learns how
 
 A ``PUBLISH`` answers how many subscribers received the frame: 0 means the ingress that waited for the job
 is gone (killed, or it lost Redis and failed its requests), so the job stops there, with
-:class:`~shared.errors.IngressGone` from the next call, at no extra round trip.
+:class:`~shared.errors.IngressGone` from the next call, at no extra round trip.  A publisher made with
+``listened=False`` (a batch line's: its results go to the batch, nobody subscribes) ignores that count.
 """
 
 from __future__ import annotations
@@ -41,9 +42,18 @@ RETRY_PAUSES = (0.2, 0.5, 1.0, 2.0)  # seconds between retries of one publish; t
 
 class FramePublisher:
     def __init__(
-        self, redis: aredis.Redis, channel: str, request_id: str, batcher: PublishBatcher | None = None
+        self,
+        redis: aredis.Redis,
+        channel: str,
+        request_id: str,
+        batcher: PublishBatcher | None = None,
+        *,
+        listened: bool = True,
     ) -> None:
         self._redis = redis
+        # False for a channel nobody subscribes to by design (a batch line's): a publish reaching nobody
+        # then says nothing about the job's requester.
+        self.listened = listened
         self._batcher = batcher  # the worker's shared pipeline (one round trip for many jobs), if any
         self.channel = channel
         self._request_id = request_id
@@ -169,7 +179,7 @@ class FramePublisher:
         attempt = 0
         while True:
             try:
-                if not await self._publish(commands, frames):
+                if not await self._publish(commands, frames) and self.listened:
                     self.unheard = True
                 return
             except ServiceUnavailable as exc:

@@ -57,6 +57,7 @@ from shared.serialization import OrjsonSerializer
 from shared.settings import Settings
 from shared.store_marker import StoreMarker, watch_store
 from workers import bookkeeping, settlement, stop_requests
+from workers.batch_lane import BatchLane
 from workers.bookkeeping import StartedJob
 from workers.completion import JobEnding, complete
 from workers.guarded_provider import GuardedProvider, guarded_provider
@@ -83,6 +84,7 @@ class _Run:
     """One job this process holds, from BLMOVE to its last write."""
 
     job_id: str
+    origin: str  # the rq queue it came from: the pool's, or the pool's batch lane
     started: StartedJob | None = None
     task: asyncio.Task[JobEnding] | None = None
     stop_reason: str = ""  # "cancelled" (client went away), "shutdown" or "timeout" (rq's job timeout)
@@ -106,7 +108,7 @@ class AsyncWorker(BaseWorker):
         reporter: JobReporter | None = None,
     ) -> None:
         super().__init__(
-            [pool],
+            [pool, keys.batch_lane(pool)],  # rq's registry clean-up then covers the batch lane too
             name=name,
             connection=connection,
             serializer=OrjsonSerializer,
@@ -203,11 +205,17 @@ class AsyncWorker(BaseWorker):
         listener = loop.create_task(
             stop_requests.listen(self._redis, self.pubsub_channel_name, self._on_stop_request)
         )
+        lane = self._batch_lane(adapter)
+        lane_task = loop.create_task(lane.run())
         worked = False
         try:
             worked = await self._dequeue(adapter, burst)
+            lane.stop()
+            await lane_task
             await self._drain()
         finally:
+            lane.stop()
+            await asyncio.gather(lane_task, return_exceptions=True)
             halt.set()  # heartbeat and store watch end between reads: a cancel mid-pipeline would leak it
             listener.cancel()
             await asyncio.gather(heartbeats, listener, store, return_exceptions=True)
@@ -296,8 +304,20 @@ class AsyncWorker(BaseWorker):
                 pipe.lmove(source, target, "LEFT", "RIGHT")
             return [raw for raw in await pipe.execute() if raw is not None]
 
-    def _launch(self, job_id: str, adapter: GuardedProvider) -> None:
-        run = _Run(job_id)
+    def _batch_lane(self, adapter: GuardedProvider) -> BatchLane:
+        """The lane that fills the slots interactive jobs leave free with batch lines."""
+        return BatchLane(
+            self._redis,
+            pool=self.pool,
+            concurrency=self.concurrency,
+            interactive_reserve=self.settings.batches.interactive_reserve,
+            running=lambda: len(self._runs),
+            unstarted_room=lambda: self.prefetch - self._unstarted,
+            launch=lambda job_id, origin: self._launch(job_id, adapter, origin),
+        )
+
+    def _launch(self, job_id: str, adapter: GuardedProvider, origin: str = "") -> None:
+        run = _Run(job_id, origin or self.pool)
         self._runs[run.job_id] = run
         self._unstarted += 1
         task = asyncio.get_running_loop().create_task(self._run(run, adapter))
@@ -341,7 +361,7 @@ class AsyncWorker(BaseWorker):
 
     async def _execute_job(self, run: _Run, adapter: GuardedProvider) -> None:
         try:
-            started, cancelled = await self._start(run.job_id)
+            started, cancelled = await self._start(run.job_id, run.origin)
         finally:
             self._unstarted -= 1
             self._wake.set()
@@ -376,7 +396,10 @@ class AsyncWorker(BaseWorker):
         if job.reply_to in self._unheard_channels and await self._ingress_gone(job.reply_to):
             await self._drop_unheard(run, started, job)
             return
-        publisher = FramePublisher(self._redis, job.reply_to, job.request_id, self._batcher)
+        listened = job.reply_to != keys.BATCH_REPLY_CHANNEL  # a batch line's frames have no reader
+        publisher = FramePublisher(
+            self._redis, job.reply_to, job.request_id, self._batcher, listened=listened
+        )
         publisher.attach(bookkeeping.strip_commands(started.job))  # rides with the S frame
         run.publisher = publisher
         billing = JobBilling.of_job(job)
@@ -475,9 +498,9 @@ class AsyncWorker(BaseWorker):
         """Count a job this worker stopped in its pool's current minute (:mod:`shared.pool_stats`)."""
         return pool_stats.record_commands(self.pool, field, now=time.time())
 
-    async def _start(self, job_id: str) -> tuple[StartedJob | None, bool]:
+    async def _start(self, job_id: str, origin: str) -> tuple[StartedJob | None, bool]:
         """One round trip: read the job and its cancel marker, and mark it started."""
-        shell = bookkeeping.job_shell(job_id, self.pool)
+        shell = bookkeeping.job_shell(job_id, origin)
         execution, commands = bookkeeping.start_commands(self, shell, self.execution_ttl)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(shell.key)
@@ -528,7 +551,11 @@ class AsyncWorker(BaseWorker):
         running = [run.started for run in self._runs.values() if run.started is not None]
         commands = bookkeeping.heartbeat_commands(self, running, execution_ttl=self.execution_ttl)
         commands += self._lease_commands()
-        listening = [run for run in self._runs.values() if run.publisher is not None and not run.finalized]
+        listening = [
+            run
+            for run in self._runs.values()
+            if run.publisher is not None and run.publisher.listened and not run.finalized
+        ]
         channels = sorted({run.publisher.channel for run in listening if run.publisher is not None})
         async with self._heartbeat_redis.pipeline(transaction=False) as pipe:
             replay(pipe, commands)

@@ -21,7 +21,7 @@ or, in a bare app, ``app.state.redis``.  Creating a key obeys the account's caps
     GET    /admin/accounts/{id}/usage?start=&end=    per day and model (YYYY-MM-DD, UTC; default 30 days)
     GET    /admin/accounts/{id}/usage/records?limit=
     GET    /admin/usage/records?limit=               every account's latest records
-    GET    /admin/pools                              per pool: queued jobs and live workers
+    GET    /admin/pools                              per pool: queued jobs, batch lane, live workers
     GET    /admin/pools/stats                        per pool: queue, running, last minutes' figures, breakers
     GET    /admin/breakers                           every deployment's circuit breaker
 """
@@ -280,7 +280,8 @@ class AdminApi:
         return _json(await pool_stats_view(_redis(request), self.settings))
 
     async def pools(self, request: Request) -> Response:
-        """Every configured or seen pool: its queue depth and the workers whose heartbeat is recent."""
+        """Every configured or seen pool: its queue depth, its batch lane (lines queued and running) and
+        the workers whose heartbeat is recent."""
         redis = _redis(request)
         seen = {_text(p) for p in await redis.smembers(keys.POOLS_SET)}
         names = sorted(seen | set(self.settings.providers))
@@ -289,6 +290,8 @@ class AdminApi:
             for name in names:
                 pipe.llen(keys.rq_queue_key(name))
                 pipe.zrangebyscore(keys.pool_workers(name), since, "+inf", withscores=True)
+                pipe.llen(keys.rq_queue_key(keys.batch_lane(name)))
+                pipe.zcard(keys.rq_started_registry(keys.batch_lane(name)))
             replies = await pipe.execute()
         data = [
             {
@@ -296,8 +299,11 @@ class AdminApi:
                 "configured": name in self.settings.providers,
                 "queued": int(queued),
                 "workers": [{"name": _text(worker), "last_heartbeat": beat} for worker, beat in workers],
+                "batch_lane": {"queued": int(lane_queued), "running": int(lane_running)},
             }
-            for name, queued, workers in zip(names, replies[::2], replies[1::2], strict=True)
+            for name, queued, workers, lane_queued, lane_running in zip(
+                names, replies[::4], replies[1::4], replies[2::4], replies[3::4], strict=True
+            )
         ]
         return _json({"object": "list", "data": data})
 

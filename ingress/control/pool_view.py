@@ -1,4 +1,5 @@
-"""The operator's live view of each pool: queue, running jobs, workers, the last minutes' figures, breakers.
+"""The operator's live view of each pool: queue, running jobs, workers, its batch lane, the last minutes'
+figures, breakers.
 
 Everything comes from Redis: the queue's length, rq's started registry, the workers' heartbeats and the
 per-minute counts the workers write with each job's final frame (:mod:`shared.pool_stats`), in one
@@ -33,6 +34,8 @@ async def pool_stats_view(
             pipe.llen(keys.rq_queue_key(name))
             pipe.zcard(keys.rq_started_registry(name))
             pipe.zrangebyscore(keys.pool_workers(name), since, "+inf", withscores=True)
+            pipe.llen(keys.rq_queue_key(keys.batch_lane(name)))
+            pipe.zcard(keys.rq_started_registry(keys.batch_lane(name)))
             for minute in minutes:
                 pipe.hgetall(keys.pool_minute(name, str(minute)))
         replies = iter(await pipe.execute())
@@ -40,6 +43,7 @@ async def pool_stats_view(
     data = []
     for name in names:
         queued, running, workers = next(replies), next(replies), next(replies)
+        lane_queued, lane_running = next(replies), next(replies)
         counts = [pool_stats.MinuteCounts.parse(minute, next(replies)) for minute in minutes]
         data.append(
             {
@@ -48,6 +52,7 @@ async def pool_stats_view(
                 "queued": int(queued),
                 "running": int(running),
                 "workers": [{"name": _text(worker), "last_heartbeat": beat} for worker, beat in workers],
+                "batch_lane": {"queued": int(lane_queued), "running": int(lane_running)},
                 **pool_stats.summarize(counts, now=now),
                 "breakers": [b.to_dict() for b in breakers if b.deployment_id.partition("/")[0] == name],
             }

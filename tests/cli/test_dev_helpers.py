@@ -92,3 +92,26 @@ async def _keys(redis_url: str) -> list[api_keys.ApiKeyRecord]:
         return await api_keys.list_keys(client, DEV_ACCOUNT)
     finally:
         await client.aclose()
+
+
+def test_dev_keeps_batch_files_in_a_private_directory_unless_one_is_named() -> None:
+    """aiorouter dev points the local file store at a fresh temporary directory, but leaves a directory
+    named by the settings or the environment alone."""
+    import os
+    import shutil
+
+    from cli.dev_command import _private_files_dir
+    from shared.settings import settings_from_mapping
+
+    env: dict[str, str] = {}
+    directory = _private_files_dir(settings_from_mapping({}, env={}), env)
+    try:
+        assert directory is not None and os.path.isdir(directory)
+        assert env["AIOROUTER_BATCH_STORAGE_DIR"] == directory
+    finally:
+        shutil.rmtree(directory or "", ignore_errors=True)
+    named = settings_from_mapping({"batches": {"storage_dir": "/srv/files"}}, env={})
+    assert _private_files_dir(named, {}) is None
+    assert (
+        _private_files_dir(settings_from_mapping({}, env={}), {"AIOROUTER_BATCH_STORAGE_DIR": "/x"}) is None
+    )

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -92,6 +93,7 @@ def running_system(
     pools: Sequence[str],
     workers_per_pool: int = 1,
     concurrency: int = 16,
+    batch_driver: bool = False,
 ) -> Iterator[RunningSystem]:
     """Flush the test database, start workers and the ingress, wait for /readyz, create a key."""
     _flush(redis_url)
@@ -110,6 +112,8 @@ def running_system(
         services.append(
             _start("ingress", ["ingress", "--host", "127.0.0.1", "--port", str(port)], env, workdir)
         )
+        if batch_driver:
+            services.append(_start("batch driver", ["batches"], env, workdir))
         secret, key_id = asyncio.run(_create_key(redis_url, config))
         system = RunningSystem(port, secret, key_id, redis_url, config, env, services)
         stack.callback(_close_clients, system)
@@ -196,7 +200,7 @@ class SystemLauncher:
         self._stack = stack
         self.systems: list[RunningSystem] = []
 
-    def __call__(self, config_toml: str, pools: Sequence[str], **options: int) -> RunningSystem:
+    def __call__(self, config_toml: str, pools: Sequence[str], **options: Any) -> RunningSystem:
         workdir: Path = self._tmp.mktemp("system")
         system = self._stack.enter_context(
             running_system(

@@ -172,13 +172,14 @@ def test_operator_sees_each_pool_live(system: RunningSystem, browser: Any) -> No
         )
     page = _operator_page(browser, system)
     pool = "#pools tr[data-pool='simulated']"
-    page.wait_for_function(f"document.querySelector(\"{pool} td:nth-child(5)\")?.textContent !== '0.0'")
+    page.wait_for_function(f"document.querySelector(\"{pool} td:nth-child(6)\")?.textContent !== '0.0'")
     cells = page.locator(f"{pool} td").all_text_contents()
     assert cells[1].startswith("1: ") and cells[2] == "0" and cells[3] == "0"  # one worker, nothing waiting
-    assert float(cells[4]) > 0 and cells[6] == "0.0%"
-    assert cells[7].endswith(" ms") or cells[7].endswith(" s")
+    assert cells[4] == "0 queued, 0 running"  # its batch lane
+    assert float(cells[5]) > 0 and cells[7] == "0.0%"
     assert cells[8].endswith(" ms") or cells[8].endswith(" s")
-    assert "echo: closed" in cells[9]
+    assert cells[9].endswith(" ms") or cells[9].endswith(" s")
+    assert "echo: closed" in cells[10]
     assert page.locator(f"{pool} svg.spark g").count() == 6  # five whole minutes and the current one
     _screenshot(page, "operator")
     page.context.close()

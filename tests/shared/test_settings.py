@@ -155,3 +155,27 @@ def test_the_stall_timeout_never_cuts_what_a_provider_may_take_silently() -> Non
     settings = settings_from_mapping(document, env={})
     assert settings.stall_timeout("slow") == 2 * (5.0 + 60.0) * STALL_HEADROOM
     assert settings.stall_timeout("quick") == 30.0
+
+
+def test_batch_settings_come_from_their_table_and_the_storage_dir_from_the_environment() -> None:
+    """[batches] sets the Batch API's bounds; AIOROUTER_BATCH_STORAGE_DIR overrides the local directory."""
+    from shared.settings import settings_from_mapping as build
+
+    plans = {"developer": {"batch_price_factor": 1}}
+    raw = {"batches": {"max_lines": 10, "lines_in_flight": 4}, "plans": plans}
+    settings = build(raw, env={"AIOROUTER_BATCH_STORAGE_DIR": "/tmp/x"})
+    assert (settings.batches.max_lines, settings.batches.lines_in_flight) == (10, 4)
+    assert settings.batches.storage_dir == "/tmp/x"
+    assert settings.plans["developer"].batch_price_factor == 1
+    assert settings.plans["business"].batch_price_factor == 0.5
+
+
+def test_s3_storage_needs_a_bucket() -> None:
+    """Choosing the S3 backend without a bucket is a configuration error at start-up."""
+    import pytest
+
+    from shared.errors import ConfigError
+    from shared.settings import settings_from_mapping as build
+
+    with pytest.raises(ConfigError):
+        build({"batches": {"storage": "s3"}}, env={})

@@ -278,3 +278,17 @@ async def test_a_publish_nobody_receives_stops_the_job(batched: bool) -> None:
         publisher.check()
     await publisher.finish(events.ERROR, IngressGone().to_event())
     assert publisher.published == 2
+
+
+async def test_a_channel_nobody_is_meant_to_hear_does_not_stop_the_job() -> None:
+    """A batch line's publisher (listened=False) keeps going when its frames reach no subscriber: its
+    results go to the batch, so an empty channel says nothing about who waits for it."""
+    redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    publisher = FramePublisher(redis, CHANNEL, "req-11", listened=False)
+    publisher.start({})
+    await publisher.flush()
+    publisher.send_chunks(b"a")
+    await publisher.flush()
+    publisher.check()
+    await publisher.finish(events.DONE, {})
+    assert not publisher.unheard and publisher.published == 3

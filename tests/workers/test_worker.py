@@ -72,7 +72,7 @@ async def test_stream_job_publishes_start_chunks_done(
         workers = Worker.all(connection=clean_redis)
         assert [w.name for w in workers] == [worker.name]
         assert workers[0].successful_job_count == 1
-        assert workers[0].queue_names() == ["simulated"]
+        assert workers[0].queue_names() == ["simulated", "simulated:batch"]  # the pool and its batch lane
     assert done.kind == events.DONE
     assert [f.seq for f in frames] == list(range(len(frames)))
     assert frames[0].kind == events.START

@@ -13,6 +13,8 @@ status changes the operator confirms.
     POST   /dashboard/api/keys              {"name"} -> 201, the secret shown once
     DELETE /dashboard/api/keys/{key_id}     revoke one of its keys
     GET    /dashboard/api/usage?days=       per day and model, the last ``days`` UTC days (default 14)
+    GET    /dashboard/api/batches           its latest batches (status, counts, result files)
+    GET    /dashboard/api/files/{id}/content  one of its files, as a download
 
 Every response carries :data:`SECURITY_HEADERS` (a strict Content-Security-Policy: the page has no inline
 script or style).  Key creation obeys the account's caps (see
@@ -37,6 +39,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingress import api_keys
+from ingress.batches import dashboard_api
 from ingress.context import ingress_context
 from ingress.control import accounts
 from ingress.control.admin import account_json
@@ -74,6 +77,8 @@ def dashboard_routes() -> list[BaseRoute]:
         ("/dashboard/api/keys", _create_key, "POST"),
         ("/dashboard/api/keys/{key_id}", _revoke_key, "DELETE"),
         ("/dashboard/api/usage", _usage, "GET"),
+        ("/dashboard/api/batches", dashboard_api.account_batches, "GET"),
+        ("/dashboard/api/files/{file_id}/content", dashboard_api.account_file_content, "GET"),
     ]
     return [
         Route("/dashboard", index, methods=["GET"]),

@@ -496,3 +496,11 @@ async def test_pools_show_queue_depth_and_live_workers(
         False,
         [],
     )
+
+
+async def test_pools_show_their_batch_lane(admin: httpx.AsyncClient, aredis_client: aredis.Redis) -> None:
+    """Each pool shows its batch lane: lines queued in it and lines workers are running."""
+    await aredis_client.rpush(keys.rq_queue_key(keys.batch_lane("simulated")), "line-1", "line-2", "line-3")
+    await aredis_client.zadd(keys.rq_started_registry(keys.batch_lane("simulated")), {"line-0": 1})
+    pools = {p["pool"]: p for p in (await admin.get("/admin/pools")).json()["data"]}
+    assert pools["simulated"]["batch_lane"] == {"queued": 3, "running": 1}

@@ -163,3 +163,38 @@ async def test_key_caps_answer_in_the_envelope(ingress_factory: IngressFactory) 
         fast = await ingress.client.post(url, json={}, headers=headers)
         assert fast.status_code == 429, fast.text
         assert fast.json()["error"]["code"] == "key_creation_rate_limited" and fast.headers["retry-after"]
+
+
+async def test_account_sees_its_batches_and_downloads_their_files(
+    ingress_factory: object, tmp_path: object
+) -> None:
+    """The batches route lists only the signed-in account's batches; the file route downloads only its
+    own files (another account's is 404)."""
+    from pathlib import Path
+
+    from ingress.batches import files, records
+    from ingress.batches.storage import LocalStorage
+
+    assert isinstance(tmp_path, Path)
+    async with ingress_factory(batches={"storage_dir": str(tmp_path)}) as running:  # type: ignore[operator]
+        headers = await sign_in(running, "acme")
+        other = await sign_in(running, "rival")
+
+        async def content() -> object:
+            yield b'{"custom_id": "a"}\n'
+
+        stored = await files.store_file(
+            running.redis, LocalStorage(tmp_path), account_id="acme", filename="out.jsonl",
+            purpose="batch_output", chunks=content(), ttl=60,
+        )  # fmt: skip
+        batch = await records.create_batch(
+            running.redis, account_id="acme", input_file_id=stored.id, endpoint="/v1/chat/completions",
+            completion_window="24h", window_seconds=60, metadata=None,
+        )  # fmt: skip
+        listed = (await running.client.get("/dashboard/api/batches", headers=headers)).json()["data"]
+        assert [b["id"] for b in listed] == [batch.id] and listed[0]["status"] == "validating"
+        assert (await running.client.get("/dashboard/api/batches", headers=other)).json()["data"] == []
+        path = f"/dashboard/api/files/{stored.id}/content"
+        downloaded = await running.client.get(path, headers=headers)
+        assert downloaded.content == b'{"custom_id": "a"}\n'
+        assert (await running.client.get(path, headers=other)).status_code == 404

@@ -1,6 +1,6 @@
-// AIOrouter Dashboard: an account (dashboard token dt-...) manages its keys and sees its credit and usage;
-// an operator (admin token) sees each pool live and every account, and changes an account's plan, credit or
-// status after a confirmation. No build step, no library.
+// AIOrouter Dashboard: an account (dashboard token dt-...) manages its keys and sees its credit, usage and
+// batches; an operator (admin token) sees each pool live (its batch lane too) and every account, and
+// changes an account's plan, credit or status after a confirmation. No build step, no library.
 "use strict";
 
 const TOKEN_STORAGE = "aiorouter-dashboard-token";
@@ -69,8 +69,9 @@ function rateLimit(limit) {
 // --- an account -----------------------------------------------------------------------------------------
 
 async function loadAccount() {
-  const [account, keys, usage] = await Promise.all([
+  const [account, keys, usage, batches] = await Promise.all([
     call("/dashboard/api/account"), call("/dashboard/api/keys"), call("/dashboard/api/usage"),
+    call("/dashboard/api/batches"),
   ]);
   $("who").textContent = account.name ? `${account.name} (${account.id})` : account.id;
   $("account-id").textContent = account.id;
@@ -101,6 +102,33 @@ async function loadAccount() {
     u.day, u.model, u.requests, u.errors, u.prompt_tokens, u.completion_tokens, usd(u.cost_micros),
   ])), "No usage yet — requests made with this account's keys show here");
   drawChart(usage);
+
+  fill("batches", 5, batches.data.map((b) => {
+    const counts = b.request_counts;
+    const files = document.createElement("span");
+    for (const [label, fileId] of [["output", b.output_file_id], ["errors", b.error_file_id]]) {
+      if (!fileId) continue;
+      const button = document.createElement("button");
+      button.textContent = label;
+      button.className = "download";
+      button.addEventListener("click", guarded(() => download(fileId, `${b.id}_${label}.jsonl`)));
+      files.append(button);
+    }
+    return row([b.id, b.status, utc(b.created_at), `${counts.completed} / ${counts.failed} / ${counts.total}`, files]);
+  }), "No batches yet — create one with the Batch API (/v1/batches)");
+}
+
+async function download(fileId, name) {
+  const token = sessionStorage.getItem(TOKEN_STORAGE);
+  const response = await fetch(`/dashboard/api/files/${fileId}/content`, {
+    headers: { "Authorization": `Bearer ${token}` },
+  });
+  if (!response.ok) throw new Error(`download failed: HTTP ${response.status}`);
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(await response.blob());
+  link.download = name;
+  link.click();
+  URL.revokeObjectURL(link.href);
 }
 
 // The usage chart: one bar per UTC day, days on the x axis, cost in USD on the y axis with round ticks.
@@ -215,7 +243,7 @@ async function loadOperator() {
   $("who").textContent = "operator";
   $("pools-window").textContent = `Requests, errors and time to first token over the last ${pools.window_minutes} `
     + "minutes and the current one; queued and running jobs now.";
-  fill("pools", 10, pools.data.map(poolRow), "No pools yet");
+  fill("pools", 11, pools.data.map(poolRow), "No pools yet");
   fill("accounts", 9, accounts.data.map((a) => {
     const tr = row([
       a.id, a.name, a.plan, rateLimit(a.rate_limit), a.status, a.credit.available_usd,
@@ -232,11 +260,11 @@ function poolRow(p) {
   const errorRate = p.error_rate === null ? "—" : `${(p.error_rate * 100).toFixed(1)}%`;
   const tr = row([
     p.configured ? p.pool : `${p.pool} (not configured)`, workers, p.queued, p.running,
-    p.requests_per_minute.toFixed(1), sparkline(p.minutes), errorRate, millis(p.ttft_p50_ms),
+    `${p.batch_lane.queued} queued, ${p.batch_lane.running} running`, p.requests_per_minute.toFixed(1), sparkline(p.minutes), errorRate, millis(p.ttft_p50_ms),
     millis(p.ttft_p99_ms), breakerList(p.breakers),
   ]);
   tr.dataset.pool = p.pool;
-  if (p.error_rate !== null && p.error_rate >= 0.05) tr.cells[6].className = "bad";
+  if (p.error_rate !== null && p.error_rate >= 0.05) tr.cells[7].className = "bad";
   return tr;
 }
 

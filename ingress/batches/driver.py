@@ -1,0 +1,267 @@
+"""The batch driver: the one process (``aiorouter batches``) that moves every batch along.
+
+Each round (``BatchSettings.poll_interval``) it validates new batches, collects the results workers
+recorded, runs lost lines again, feeds lines into each pool's batch lane and finalizes finished batches.
+Feeding is bounded and fair: at most ``lines_in_flight`` lines per pool are queued or running, and the
+free room is dealt one line at a time round-robin across accounts, then across each account's batches,
+so a 100-line batch never waits behind a 50,000-line one.
+
+Only the holder of a lease (:data:`shared.keys.BATCH_DRIVER_LEASE`) drives: several may run for
+availability, one works; a killed holder's lease expires after ``driver_lease`` seconds.  Everything the
+driver knows is in Redis and storage, so a new holder picks up where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import deque
+
+import redis.asyncio as aredis
+
+from ingress.batches import files, records
+from ingress.batches.batch_run import LOST_CHECK_INTERVAL, BatchRun
+from ingress.batches.dispatch import PlannedLine, dispatch
+from ingress.batches.finalize import cleanup, finalize
+from ingress.batches.input_lines import BatchLine
+from ingress.batches.lost_lines import lost_attempts, stuck_after
+from ingress.batches.storage import FileStorage
+from ingress.batches.validate_batch import account_plan, validate_batch
+from ingress.batches.wind_down import wind_down
+from ingress.provider_preferences import NO_PREFERENCES
+from ingress.routing import ModelRouter
+from shared import credits, keys
+from shared.batch_lines import LineRef
+from shared.errors import ServiceUnavailable
+from shared.lua import LuaScript
+from shared.settings import Deployment, Settings
+
+log = logging.getLogger(__name__)
+
+LEASE = LuaScript.load("batch_driver_lease")
+FILE_SWEEP_INTERVAL = 60.0
+BUSY_PAUSE = 0.01  # seconds between two rounds while lines move
+
+
+class BatchDriver:
+    def __init__(
+        self,
+        settings: Settings,
+        redis: aredis.Redis,
+        storage: FileStorage,
+        router: ModelRouter,
+        name: str = "",
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.storage = storage
+        self.router = router
+        self.name = name or f"batches-{uuid.uuid4().hex[:12]}"
+        self.runs: dict[str, BatchRun] = {}
+        self.price_factors: dict[str, float] = {}
+        self._turn = 0
+        self._last_sweep = 0.0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Drive batches until ``stop`` is set."""
+        renewal = asyncio.create_task(self._renew_lease(stop))
+        try:
+            await self._drive(stop)
+        finally:
+            renewal.cancel()
+            await asyncio.gather(renewal, return_exceptions=True)
+
+    async def _renew_lease(self, stop: asyncio.Event) -> None:
+        """Keep the lease alive during a long round (validating a large file), between the rounds' own
+        renewals; a renewal that finds another holder changes nothing (the next round sees it)."""
+        every = self.settings.batches.driver_lease / 3
+        while not stop.is_set():
+            await asyncio.sleep(every)
+            try:
+                await self.hold_lease()
+            except Exception:  # the next round retries, and reports
+                log.debug("batch driver lease renewal failed", exc_info=True)
+
+    async def _drive(self, stop: asyncio.Event) -> None:
+        bounds = self.settings.batches
+        while not stop.is_set():
+            busy = False
+            try:
+                if await self.hold_lease():
+                    busy = await self.round()
+                else:
+                    self.runs.clear()  # another driver works: forget, reload from Redis when back
+            except Exception:  # never stop driving: forget what this process knew, reload it from Redis
+                log.exception("batch driver round failed; reloading its state")
+                self.runs.clear()
+            try:  # a round that moved lines is followed at once by the next: the lanes drain fast
+                await asyncio.wait_for(stop.wait(), BUSY_PAUSE if busy else bounds.poll_interval)
+            except TimeoutError:
+                pass
+
+    async def hold_lease(self) -> bool:
+        lease_ms = int(self.settings.batches.driver_lease * 1000)
+        return bool(await LEASE(self.redis, [keys.BATCH_DRIVER_LEASE], [self.name, lease_ms]))
+
+    async def round(self) -> bool:
+        """One round over every active batch; whether it moved any line."""
+        await self._load()
+        moved = 0
+        for run in list(self.runs.values()):
+            moved += await run.collect(self.redis, self.storage)
+            await self._recover_lost(run)
+        for run in list(self.runs.values()):
+            if run.ending:
+                await wind_down(self.redis, run, self.storage, self.settings.models)
+        moved += await self._feed([run for run in self.runs.values() if not run.ending])
+        for run in list(self.runs.values()):
+            if run.cursor >= run.total and not run.in_flight() and not run.retries:
+                await run.collect(self.redis, self.storage, force=True)
+                if not run.inflight and await self.redis.hlen(keys.batch_results(run.id)) == 0:
+                    await finalize(self.redis, self.storage, run.record, run.ending, self.settings.batches)
+                    del self.runs[run.id]
+        if time.monotonic() - self._last_sweep > FILE_SWEEP_INTERVAL:
+            self._last_sweep = time.monotonic()
+            await files.sweep_expired(self.redis, self.storage)
+        return moved > 0
+
+    async def _load(self) -> None:
+        found = await self.redis.zrange(keys.BATCHES_ACTIVE, 0, -1)
+        ids = [raw.decode() if isinstance(raw, bytes) else str(raw) for raw in found]
+        loaded = await records.load_batches(self.redis, ids)
+        for batch_id, record in zip(ids, loaded, strict=True):
+            if record is None:
+                await self.redis.zrem(keys.BATCHES_ACTIVE, batch_id)
+                self.runs.pop(batch_id, None)
+            elif record.status == "validating":
+                await validate_batch(self.redis, self.storage, self.settings, record)
+            elif record.status in records.FINAL:
+                await cleanup(self.redis, self.storage, record)
+                self.runs.pop(batch_id, None)
+            elif batch_id in self.runs:
+                self.runs[batch_id].record = record
+            else:
+                (input_file,) = await files.load_files(self.redis, [record.fields["input_file_id"]])
+                key = (
+                    input_file.storage_key
+                    if input_file is not None
+                    else f"files/{record.fields['input_file_id']}"
+                )
+                self.runs[batch_id] = await BatchRun.load(self.redis, record, key)
+                plan = await account_plan(self.redis, self.settings, record.account_id)
+                self.price_factors[record.account_id] = plan.batch_price_factor
+
+    async def _recover_lost(self, run: BatchRun) -> None:
+        if time.monotonic() - run.last_lost_check < LOST_CHECK_INTERVAL:
+            return
+        run.last_lost_check = time.monotonic()
+        lost = await lost_attempts(
+            self.redis,
+            run.id,
+            run.in_flight(),
+            stuck_after=stuck_after(self.settings.worker_dead_after),
+        )
+        failed: list[tuple[LineRef, str, str]] = []
+        for attempt in lost:
+            del run.inflight[attempt.index]
+            await credits.release(self.redis, attempt.reservation)
+            if attempt.attempt < self.settings.batches.max_attempts and not run.ending:
+                run.retries.append(attempt)
+            else:
+                ref = LineRef(run.id, attempt.index, attempt.custom_id)
+                message = (
+                    f"The line failed on each of its {attempt.attempt} attempt(s): no deployment answered."
+                )
+                failed.append((ref, "line_failed", message))
+        if failed:
+            await run.fail_lines(self.redis, failed)
+
+    async def _feed(self, runs: list[BatchRun]) -> int:
+        """Deal each pool's free room round-robin across accounts, then their batches, then dispatch."""
+        room: dict[str, int] = {}
+        for run in self.runs.values():
+            for attempt in run.in_flight():
+                room[attempt.pool] = room.get(attempt.pool, 0) - 1
+        window = self.settings.batches.lines_in_flight
+        by_account: dict[str, deque[BatchRun]] = {}
+        for run in runs:
+            if run.retries or run.cursor < run.total:
+                by_account.setdefault(run.account_id, deque()).append(run)
+        accounts = sorted(by_account)
+        if not accounts:
+            return 0
+        self._turn = (self._turn + 1) % len(accounts)
+        accounts = accounts[self._turn :] + accounts[: self._turn]
+        planned: list[PlannedLine] = []
+        blocked: set[str] = set()
+        progress = True
+        while progress:
+            progress = False
+            for account in accounts:
+                queue = by_account[account]
+                for _ in range(len(queue)):
+                    run = queue[0]
+                    queue.rotate(-1)
+                    if run.id in blocked:
+                        continue
+                    line = await self._next(run, room, window)
+                    if line is None:
+                        blocked.add(run.id)
+                        continue
+                    planned.append(line)
+                    room[line.deployment.provider] = room.get(line.deployment.provider, 0) - 1
+                    progress = True
+                    break
+        await dispatch(self.redis, self.settings, planned, self.price_factors)
+        return len(planned)
+
+    async def _next(self, run: BatchRun, room: dict[str, int], window: int) -> PlannedLine | None:
+        """The run's next line to dispatch, if its pool has room (None: nothing more from this run now)."""
+        if run.retries:
+            attempt = run.retries[0]
+            entry = self.settings.models.get(attempt.model)
+            if entry is None:
+                return None
+            deployment = await self._route(entry.id, avoid=attempt.pool)
+            if deployment is None or window + room.get(deployment.provider, 0) <= 0:
+                return None
+            run.retries.pop(0)
+            return PlannedLine(
+                run,
+                attempt.index,
+                attempt.custom_id,
+                entry,
+                deployment,
+                attempt.body,
+                attempt.attempt + 1,
+                False,
+            )
+        while True:
+            item = await run.next_line(self.storage, dict(self.settings.models))
+            if item is None:
+                return None
+            if isinstance(item, BatchLine):
+                break
+            ref = LineRef(run.id, run.cursor, "")
+            run.consume()
+            await run.fail_lines(self.redis, [(ref, item.code, item.message)], cursor=run.cursor)
+        deployment = await self._route(item.request.model, item)
+        if deployment is None or window + room.get(deployment.provider, 0) <= 0:
+            return None
+        run.consume()
+        entry = self.settings.models[item.request.model]
+        return PlannedLine(run, item.index, item.custom_id, entry, deployment, item.request.body, 1, True)
+
+    async def _route(self, model: str, line: BatchLine | None = None, avoid: str = "") -> Deployment | None:
+        """The deployment a line runs on: routing's first choice, or for a line run again, the first one
+        on another pool than its last attempt's (as an interactive request falls back)."""
+        try:
+            plan = await self.router.route(
+                model, line.request.preferences if line is not None else NO_PREFERENCES
+            )
+        except ServiceUnavailable:
+            return None  # every deployment's breaker is open: the line waits
+        others = [d for d in plan.deployments if d.provider != avoid]
+        return (others or list(plan.deployments))[0]

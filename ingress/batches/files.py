@@ -1,0 +1,175 @@
+"""File records: what ``/v1/files`` shows of an uploaded or output file, kept in Redis while the
+content sits in :mod:`ingress.batches.storage`.
+
+A record belongs to one account; :func:`get_file` answers 404 for another account's file exactly as for
+one that does not exist.  Files expire ``BatchSettings.file_ttl`` after their creation: the record
+carries ``expires_at``, reads treat an expired file as gone, and the batch driver's sweep
+(:func:`sweep_expired`) deletes the content and the record.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncIterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import redis.asyncio as aredis
+from redis.exceptions import RedisError
+from redis.typing import EncodableT
+
+from ingress.batches.storage import FileStorage
+from shared import keys
+from shared.errors import NotFound, ServiceUnavailable
+
+PURPOSES: Final = frozenset({"assistants", "batch", "fine-tune", "vision", "user_data", "evals"})
+BATCH_OUTPUT: Final = "batch_output"
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    id: str
+    account_id: str
+    filename: str
+    purpose: str
+    size: int
+    created_at: int
+    expires_at: int
+
+    @property
+    def storage_key(self) -> str:
+        return f"files/{self.id}"
+
+    def to_json(self) -> dict[str, Any]:
+        """The OpenAI ``File`` object."""
+        return {
+            "id": self.id,
+            "object": "file",
+            "bytes": self.size,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "filename": self.filename,
+            "purpose": self.purpose,
+            "status": "processed",
+        }
+
+    def to_hash(self) -> dict[EncodableT, EncodableT]:
+        return {
+            "id": self.id,
+            "account_id": self.account_id,
+            "filename": self.filename,
+            "purpose": self.purpose,
+            "bytes": self.size,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+        }
+
+    @classmethod
+    def from_hash(cls, raw: Mapping[Any, Any]) -> FileRecord:
+        text = {_text(k): _text(v) for k, v in raw.items()}
+        return cls(
+            id=text["id"],
+            account_id=text["account_id"],
+            filename=text.get("filename", ""),
+            purpose=text.get("purpose", ""),
+            size=int(text.get("bytes", "0")),
+            created_at=int(text.get("created_at", "0")),
+            expires_at=int(text.get("expires_at", "0")),
+        )
+
+
+def new_file_id() -> str:
+    return "file-" + secrets.token_hex(12)
+
+
+def not_found(file_id: str) -> NotFound:
+    return NotFound(f"No such File object: {file_id}", param="file_id")
+
+
+async def store_file(
+    redis: aredis.Redis,
+    storage: FileStorage,
+    *,
+    account_id: str,
+    filename: str,
+    purpose: str,
+    chunks: AsyncIterable[bytes],
+    ttl: int,
+    file_id: str | None = None,
+) -> FileRecord:
+    """Write the content, then its record: a record never points at content that is not there."""
+    file_id = file_id or new_file_id()
+    size = await storage.put(f"files/{file_id}", chunks)
+    now = int(time.time())
+    record = FileRecord(file_id, account_id, filename, purpose, size, now, now + ttl)
+    await save_record(redis, record)
+    return record
+
+
+async def save_record(redis: aredis.Redis, record: FileRecord) -> None:
+    try:
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keys.file_record(record.id), mapping=record.to_hash())
+            pipe.zadd(keys.account_files(record.account_id), {record.id: time.time_ns() // 1000})
+            pipe.zadd(keys.FILES_EXPIRY, {record.id: record.expires_at})
+            await pipe.execute()
+    except RedisError as exc:
+        raise _unreachable() from exc
+
+
+async def load_files(redis: aredis.Redis, file_ids: list[str]) -> list[FileRecord | None]:
+    """Records by id; None for one that is missing or expired."""
+    try:
+        async with redis.pipeline(transaction=False) as pipe:
+            for file_id in file_ids:
+                pipe.hgetall(keys.file_record(file_id))
+            raws = await pipe.execute()
+    except RedisError as exc:
+        raise _unreachable() from exc
+    now = time.time()
+    records = [FileRecord.from_hash(raw) if raw else None for raw in raws]
+    return [r if r is not None and r.expires_at > now else None for r in records]
+
+
+async def get_file(redis: aredis.Redis, file_id: str, account_id: str) -> FileRecord:
+    """The account's file, or 404 (whether it never existed, expired, or is another account's)."""
+    (record,) = await load_files(redis, [file_id])
+    if record is None or record.account_id != account_id:
+        raise not_found(file_id)
+    return record
+
+
+async def delete_file(redis: aredis.Redis, storage: FileStorage, record: FileRecord) -> None:
+    """Drop the record first (the file is gone for clients at once), then the content."""
+    try:
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.delete(keys.file_record(record.id))
+            pipe.zrem(keys.account_files(record.account_id), record.id)
+            pipe.zrem(keys.FILES_EXPIRY, record.id)
+            await pipe.execute()
+    except RedisError as exc:
+        raise _unreachable() from exc
+    await storage.delete(record.storage_key)
+
+
+async def sweep_expired(redis: aredis.Redis, storage: FileStorage, *, now: float | None = None) -> int:
+    """Delete every file past its expiry (content and record); how many."""
+    now = time.time() if now is None else now
+    found = await redis.zrangebyscore(keys.FILES_EXPIRY, 0, now, start=0, num=500)
+    expired = [raw.decode() if isinstance(raw, bytes) else str(raw) for raw in found]
+    for file_id in expired:
+        raw = await redis.hgetall(keys.file_record(file_id))
+        if raw:
+            await delete_file(redis, storage, FileRecord.from_hash(raw))
+        else:
+            await redis.zrem(keys.FILES_EXPIRY, file_id)
+    return len(expired)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _unreachable() -> ServiceUnavailable:
+    return ServiceUnavailable("The file store's index is unreachable; retry shortly.")

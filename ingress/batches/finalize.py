@@ -1,0 +1,138 @@
+"""Finishing a batch: its result parts become the output and error files, then the batch ends.
+
+The two files' ids are fixed in the record before anything is written, so a driver that dies half-way
+writes the same files again.  Each line appears once: the parts hold each line's first result only (see
+:mod:`shared.batch_lines`), and lines are still de-duplicated by number here.  The final status comes
+last; then the batch's per-line keys, its parts and its hold on the account's queued lines go.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import redis.asyncio as aredis
+
+from ingress.batches import files, records
+from ingress.batches.batch_run import part_key
+from ingress.batches.records import BatchRecord
+from ingress.batches.storage import FileStorage
+from shared import batch_lines, keys
+from shared.lua import LuaScript
+from shared.settings import BatchSettings
+
+RELEASE_LINES = LuaScript.load("batch_release_lines")
+
+# The status a batch ends in, by why its remaining lines failed ("" = they all ran).
+_FINAL_STATUS = {"": "completed", "batch_expired": "expired", "batch_cancelled": "cancelled"}
+
+
+async def finalize(
+    redis: aredis.Redis, storage: FileStorage, record: BatchRecord, ending: str, bounds: BatchSettings
+) -> None:
+    batch_id = record.id
+    ending = await _fix_ending(redis, batch_id, ending)
+    if record.status == "in_progress":
+        await records.transition(
+            redis, batch_id, ("in_progress",), "finalizing", finalizing_at=int(time.time())
+        )
+    ids = await _file_ids(redis, batch_id)
+    parts = record.number("parts")
+    output, errors = await _write(redis, storage, record, ids, parts, bounds)
+    status = _FINAL_STATUS.get(ending, "completed")
+    now = int(time.time())
+    fields: dict[str, str | int] = {f"{status}_at": now}
+    fields["output_file_id"] = ids[0] if output else ""
+    fields["error_file_id"] = ids[1] if errors else ""
+    await records.transition(redis, batch_id, ("finalizing", "cancelling"), status, **fields)
+    await cleanup(redis, storage, record)
+
+
+async def cleanup(redis: aredis.Redis, storage: FileStorage, record: BatchRecord) -> None:
+    """Drop a finished batch's working state (idempotent: a driver may repeat it after a crash)."""
+    for number in range(record.number("parts")):
+        await storage.delete(part_key(record.id, number))
+    await RELEASE_LINES(redis, [keys.batch_queued_lines(record.account_id), keys.batch_record(record.id)], [])
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.delete(keys.batch_inflight(record.id), keys.batch_results(record.id), keys.batch_done(record.id))
+        pipe.expire(keys.batch_record(record.id), keys.BATCH_RECORD_TTL)
+        pipe.zrem(keys.BATCHES_ACTIVE, record.id)
+        await pipe.execute()
+
+
+async def _fix_ending(redis: aredis.Redis, batch_id: str, ending: str) -> str:
+    """The ending seen when the batch first started finalizing (a later driver must not see it expire)."""
+    record = keys.batch_record(batch_id)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hsetnx(record, "final_ending", ending or "none")
+        pipe.hget(record, "final_ending")
+        _, fixed = await pipe.execute()
+    text = fixed.decode()
+    return "" if text == "none" else text
+
+
+async def _file_ids(redis: aredis.Redis, batch_id: str) -> tuple[str, str]:
+    record = keys.batch_record(batch_id)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hsetnx(record, "pending_output_file_id", files.new_file_id())
+        pipe.hsetnx(record, "pending_error_file_id", files.new_file_id())
+        pipe.hmget(record, "pending_output_file_id", "pending_error_file_id")
+        *_, (output, error) = await pipe.execute()
+    return output.decode(), error.decode()
+
+
+async def _write(
+    redis: aredis.Redis,
+    storage: FileStorage,
+    record: BatchRecord,
+    ids: tuple[str, str],
+    parts: int,
+    bounds: BatchSettings,
+) -> tuple[int, int]:
+    """Write the output and error files (each only if it has lines); their line counts."""
+    counts = []
+    seen: set[int] = set()
+    for kind, file_id, suffix in (
+        (batch_lines.OUTPUT, ids[0], "output"),
+        (batch_lines.ERROR, ids[1], "error"),
+    ):
+        lines = _lines_of(storage, record.id, parts, kind, seen)
+        count = 0
+
+        async def counted(source: AsyncIterator[bytes] = lines) -> AsyncIterator[bytes]:
+            nonlocal count
+            async for line in source:
+                count += 1
+                yield line
+
+        stored = await files.store_file(
+            redis,
+            storage,
+            account_id=record.account_id,
+            filename=f"{record.id}_{suffix}.jsonl",
+            purpose=files.BATCH_OUTPUT,
+            chunks=counted(),
+            ttl=bounds.file_ttl,
+            file_id=file_id,
+        )
+        if count == 0:
+            await files.delete_file(redis, storage, stored)
+        counts.append(count)
+    return counts[0], counts[1]
+
+
+async def _lines_of(
+    storage: FileStorage, batch_id: str, parts: int, kind: bytes, seen: set[int]
+) -> AsyncIterator[bytes]:
+    """The result lines of one kind from every part, each line number once (``seen`` spans both kinds)."""
+    for number in range(parts):
+        content = await storage.get(part_key(batch_id, number))
+        for row in content.split(b"\n"):
+            if not row or row[:1] != kind:
+                continue
+            index_text, _, line = row[1:].partition(b" ")
+            index = int(index_text)
+            if index in seen:
+                continue
+            seen.add(index)
+            yield line + b"\n"

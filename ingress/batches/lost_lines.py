@@ -1,0 +1,75 @@
+"""Which of a batch's lines in flight got lost: their job ended without a result, or its worker died.
+
+A line's job is lost when, with no result recorded for the line:
+
+- its rq record is gone, or says ``failed``/``stopped``/``canceled`` (a retryable upstream failure, a
+  time-out, or rq's clean-up of a dead worker's job);
+- it is ``started`` by a worker whose liveness key expired (killed with -9);
+- it is still ``queued`` but no longer in the lane after ``stuck_after`` seconds (taken by a worker that
+  died before starting it; :func:`stuck_after` is a few times the time a dead worker takes to be seen).
+
+The result is read after the job's status: a worker records a line's result before its job's final
+status, in the same round trip, so an ended job without a result has none coming.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Final
+
+import redis.asyncio as aredis
+from rq.job import Job
+
+from ingress.batches.attempts import Attempt
+from shared import keys
+
+_ENDED: Final = frozenset({b"failed", b"stopped", b"canceled"})
+
+
+def stuck_after(worker_dead_after: float) -> float:
+    return max(5.0, 3 * worker_dead_after)
+
+
+async def lost_attempts(
+    redis: aredis.Redis, batch_id: str, attempts: Sequence[Attempt], *, stuck_after: float
+) -> list[Attempt]:
+    if not attempts:
+        return []
+    async with redis.pipeline(transaction=False) as pipe:
+        for attempt in attempts:
+            pipe.hmget(Job.key_for(attempt.job_id), "status", "worker_name")
+        states = await pipe.execute()
+    now = time.time()
+    suspects: list[tuple[Attempt, str]] = []  # (attempt, what to check next: "" / worker name / "lane")
+    for attempt, (status, worker) in zip(attempts, states, strict=True):
+        if status is None or status in _ENDED:
+            suspects.append((attempt, ""))
+        elif status == b"started" and worker:
+            suspects.append((attempt, worker.decode()))
+        elif status == b"queued" and now - attempt.dispatched_at > stuck_after:
+            suspects.append((attempt, "lane"))
+    if not suspects:
+        return []
+    async with redis.pipeline(transaction=False) as pipe:
+        for attempt, check in suspects:
+            if check == "lane":
+                pipe.lpos(keys.rq_queue_key(keys.batch_lane(attempt.pool)), attempt.job_id)
+            elif check:
+                pipe.exists(keys.worker_alive(check))
+            else:
+                pipe.exists("")  # a placeholder reply: nothing more to check
+            pipe.hexists(keys.batch_results(batch_id), str(attempt.index))
+            pipe.getbit(keys.batch_done(batch_id), attempt.index)
+        replies = await pipe.execute()
+    lost = []
+    for number, (attempt, check) in enumerate(suspects):
+        alive, has_result, done = replies[3 * number : 3 * number + 3]
+        if has_result or done:
+            continue
+        if check == "lane" and alive is not None:
+            continue  # still waiting in the lane
+        if check and check != "lane" and alive:
+            continue  # its worker is still running it
+        lost.append(attempt)
+    return lost

@@ -1,0 +1,69 @@
+"""Ending a batch early (cancelled, expired, out of credit): its remaining lines fail instead of running.
+
+Lines never dispatched are recorded as errors (``batch_cancelled``, ``batch_expired`` or
+``insufficient_quota``), :data:`CHUNK` per round so that one 50,000-line batch does not stall the driver.
+When cancelled or expired, lines still waiting in their lane are taken back and fail the same way; lines a
+worker already started run to their end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+import redis.asyncio as aredis
+from rq.job import Job
+
+from ingress.batches.batch_run import BatchRun
+from ingress.batches.input_lines import BatchLine
+from ingress.batches.storage import FileStorage
+from shared import credits, keys
+from shared.batch_lines import LineRef
+from shared.settings import ModelEntry
+
+CHUNK: Final = 1000
+MESSAGES: Final = {
+    "batch_cancelled": "The batch was cancelled before this line ran.",
+    "batch_expired": "The batch's completion window passed before this line ran.",
+    "insufficient_quota": "The account ran out of credit before this line could run.",
+}
+
+
+async def wind_down(
+    redis: aredis.Redis, run: BatchRun, storage: FileStorage, models: Mapping[str, ModelEntry]
+) -> None:
+    code = run.ending
+    message = MESSAGES.get(code, "This line did not run.")
+    failed: list[tuple[LineRef, str, str]] = []
+    for attempt in run.retries:
+        failed.append((LineRef(run.id, attempt.index, attempt.custom_id), code, message))
+    run.retries = []
+    while len(failed) < CHUNK:
+        item = await run.next_line(storage, dict(models))
+        if item is None:
+            break
+        custom_id = item.custom_id if isinstance(item, BatchLine) else ""
+        failed.append((LineRef(run.id, run.cursor, custom_id), code, message))
+        run.consume()
+    if code in ("batch_cancelled", "batch_expired"):
+        failed.extend(await _withdraw_queued(redis, run, code, message))
+    if failed:
+        await run.fail_lines(redis, failed, cursor=run.cursor)
+
+
+async def _withdraw_queued(
+    redis: aredis.Redis, run: BatchRun, code: str, message: str
+) -> list[tuple[LineRef, str, str]]:
+    attempts = list(run.inflight.values())
+    if not attempts:
+        return []
+    async with redis.pipeline(transaction=False) as pipe:
+        for attempt in attempts:
+            pipe.lrem(keys.rq_queue_key(keys.batch_lane(attempt.pool)), 1, attempt.job_id)
+        removed = await pipe.execute()
+    withdrawn = [attempt for attempt, count in zip(attempts, removed, strict=True) if count]
+    for attempt in withdrawn:
+        del run.inflight[attempt.index]
+        await credits.release(redis, attempt.reservation)
+        await redis.delete(Job.key_for(attempt.job_id))
+    return [(LineRef(run.id, a.index, a.custom_id), code, message) for a in withdrawn]

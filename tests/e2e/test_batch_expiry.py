@@ -1,0 +1,47 @@
+"""A batch whose completion window passes ends expired: lines that ran are in the output file, the rest
+are batch_expired errors, every custom_id once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.e2e.running_system import SystemLauncher
+from tests.e2e.test_batches import batch_file, jsonl, wait_final
+
+CONFIG = """
+worker_heartbeat_interval = 0.5
+worker_dead_after = 2.0
+
+[batches]
+storage_dir = "{files}"
+poll_interval = 0.05
+lines_in_flight = 2
+completion_window = 3
+
+[providers.slow]
+kind = "simulated"
+tokens_per_second = 20.0
+
+[[models]]
+id = "e2e/slow"
+deployments = [{{ provider = "slow", upstream_model = "lorem" }}]
+"""
+
+
+def test_lines_not_run_in_the_window_expire(launch_fresh_system: SystemLauncher, tmp_path: Path) -> None:
+    """40 one-second lines, two at a time, in a 3-second window: expired, with batch_expired errors."""
+    system = launch_fresh_system(CONFIG.format(files=tmp_path / "files"), pools=["slow"], batch_driver=True)
+    client = system.client()
+    uploaded = client.files.create(
+        file=("in.jsonl", batch_file(40, model="e2e/slow", max_tokens=20)), purpose="batch"
+    )
+    batch = client.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    done = wait_final(client, batch.id)
+    assert done.status == "expired" and done.expired_at is not None
+    outputs, errors = jsonl(client, done.output_file_id), jsonl(client, done.error_file_id)
+    assert sorted(str(line["custom_id"]) for line in outputs + errors) == sorted(
+        f"req-{n}" for n in range(40)
+    )
+    assert errors and all(e["error"]["code"] == "batch_expired" for e in errors)  # type: ignore[index]

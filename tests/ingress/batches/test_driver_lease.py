@@ -1,0 +1,31 @@
+"""One batch driver works at a time: the lease goes to one, and to another only once it lapses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis.asyncio as aredis
+
+from ingress.batches.driver import BatchDriver
+from shared import keys
+from shared.settings import settings_from_mapping
+
+pytestmark = pytest.mark.redis
+
+
+def _driver(client: aredis.Redis, name: str) -> BatchDriver:
+    settings = settings_from_mapping({"batches": {"driver_lease": 30}}, env={})
+    unused: Any = None  # holding the lease needs neither storage nor routing
+    return BatchDriver(settings, client, unused, unused, name)
+
+
+async def test_the_lease_goes_to_one_driver_until_it_lapses(aredis_client: aredis.Redis) -> None:
+    """The first driver holds the lease and keeps it; a second gets it only after the first's lapses."""
+    first, second = _driver(aredis_client, "first"), _driver(aredis_client, "second")
+    assert await first.hold_lease() is True
+    assert await second.hold_lease() is False
+    assert await first.hold_lease() is True  # renewing
+    await aredis_client.delete(keys.BATCH_DRIVER_LEASE)  # what its expiry does when the first dies
+    assert await second.hold_lease() is True
+    assert await first.hold_lease() is False

@@ -1,0 +1,99 @@
+"""/v1/files through the in-process app: upload, list, retrieve, download, delete, per account."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.ingress.conftest import Ingress
+
+JSONL = b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {}}\n'
+
+
+def _auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def _upload(ingress: Ingress, data: bytes = JSONL, purpose: str = "batch") -> httpx.Response:
+    return await ingress.client.post(
+        "/v1/files",
+        headers=_auth(ingress.api_key),
+        files={"file": ("input.jsonl", data, "application/jsonl")},
+        data={"purpose": purpose},
+    )
+
+
+async def test_upload_returns_a_file_object_and_the_content_reads_back(files_ingress: Ingress) -> None:
+    """An uploaded file is an OpenAI File object, and its content downloads byte for byte."""
+    response = await _upload(files_ingress)
+    assert response.status_code == 200, response.text
+    created = response.json()
+    assert created["id"].startswith("file-") and created["object"] == "file"
+    assert (created["bytes"], created["filename"], created["purpose"]) == (len(JSONL), "input.jsonl", "batch")
+    assert created["expires_at"] - created["created_at"] == files_ingress.settings.batches.file_ttl
+    content = await files_ingress.client.get(
+        f"/v1/files/{created['id']}/content", headers=_auth(files_ingress.api_key)
+    )
+    assert content.content == JSONL
+    fetched = await files_ingress.client.get(
+        f"/v1/files/{created['id']}", headers=_auth(files_ingress.api_key)
+    )
+    assert fetched.json() == created
+
+
+async def test_list_pages_newest_first_and_filters_by_purpose(files_ingress: Ingress) -> None:
+    """Listing pages with after/limit and keeps only the purpose asked for."""
+    ids = [(await _upload(files_ingress)).json()["id"] for _ in range(3)]
+    other = (await _upload(files_ingress, purpose="user_data")).json()["id"]
+    headers = _auth(files_ingress.api_key)
+    first = (await files_ingress.client.get("/v1/files?purpose=batch&limit=2", headers=headers)).json()
+    assert first["has_more"] is True and len(first["data"]) == 2
+    rest = (
+        await files_ingress.client.get(
+            f"/v1/files?purpose=batch&limit=2&after={first['last_id']}", headers=headers
+        )
+    ).json()
+    listed = [f["id"] for f in first["data"] + rest["data"]]
+    assert sorted(listed) == sorted(ids) and other not in listed and rest["has_more"] is False
+
+
+async def test_another_account_gets_404(files_ingress: Ingress, other_key: str) -> None:
+    """A second account can neither see, download, list nor delete the first account's file."""
+    file_id = (await _upload(files_ingress)).json()["id"]
+    client = files_ingress.client
+    for method, path in (("GET", ""), ("GET", "/content"), ("DELETE", "")):
+        response = await client.request(method, f"/v1/files/{file_id}{path}", headers=_auth(other_key))
+        assert response.status_code == 404
+        assert response.json()["error"]["type"] == "invalid_request"
+    assert (await client.get("/v1/files", headers=_auth(other_key))).json()["data"] == []
+
+
+async def test_delete_removes_the_file(files_ingress: Ingress) -> None:
+    """A deleted file answers 404 afterwards."""
+    file_id = (await _upload(files_ingress)).json()["id"]
+    headers = _auth(files_ingress.api_key)
+    deleted = await files_ingress.client.delete(f"/v1/files/{file_id}", headers=headers)
+    assert deleted.json() == {"id": file_id, "object": "file", "deleted": True}
+    assert (
+        await files_ingress.client.get(f"/v1/files/{file_id}/content", headers=headers)
+    ).status_code == 404
+
+
+async def test_a_file_over_the_size_cap_is_413(files_ingress: Ingress) -> None:
+    """A file larger than batches.max_file_bytes is refused with 413, in the OpenAI error envelope."""
+    response = await _upload(files_ingress, data=b"x" * 100_000)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+
+
+async def test_upload_needs_a_key_a_file_and_a_purpose(files_ingress: Ingress) -> None:
+    """No key is 401; a missing file or an unknown purpose is 400."""
+    no_key = await files_ingress.client.post(
+        "/v1/files", files={"file": ("a", b"x")}, data={"purpose": "batch"}
+    )
+    assert no_key.status_code == 401
+    bad_purpose = await _upload(files_ingress, purpose="nonsense")
+    assert bad_purpose.status_code == 400 and bad_purpose.json()["error"]["param"] == "purpose"
+    no_file = await files_ingress.client.post(
+        "/v1/files", headers=_auth(files_ingress.api_key), data={"purpose": "batch"}
+    )
+    assert no_file.status_code == 400

@@ -1,0 +1,72 @@
+"""Validation of a batch's input file, line by line, before anything runs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import orjson
+
+from ingress.batches.input_lines import validate_file
+from ingress.batches.storage import LocalStorage
+from shared.settings import BatchSettings, settings_from_mapping
+
+MODELS = settings_from_mapping({}, env={}).models
+
+
+def _line(custom_id: str, **body: object) -> bytes:
+    request = {"model": "aiorouter/echo", "messages": [{"role": "user", "content": "hi"}], **body}
+    return orjson.dumps(
+        {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": request}
+    )
+
+
+async def _validate(
+    tmp_path: Path, content: bytes, **bounds: int
+) -> tuple[int, str, list[tuple[int | None, str, str | None]]]:
+    storage = LocalStorage(tmp_path)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield content
+
+    await storage.put("input", chunks())
+    result = await validate_file(
+        storage,
+        "input",
+        size=len(content),
+        endpoint="/v1/chat/completions",
+        models=MODELS,
+        bounds=BatchSettings(**bounds),
+    )
+    return result.total, result.model, [(e.line, e.code, e.param) for e in result.errors]
+
+
+async def test_a_good_file_counts_its_lines_and_its_one_model(tmp_path: Path) -> None:
+    """Blank lines are skipped; a file of valid lines has no errors and reports its single model."""
+    total, model, errors = await _validate(tmp_path, _line("a") + b"\n\n" + _line("b") + b"\n")
+    assert (total, model, errors) == (2, "aiorouter/echo", [])
+
+
+async def test_each_bad_line_is_named(tmp_path: Path) -> None:
+    """A body failing the interactive validation, a streaming line, a missing custom_id: each line named."""
+    content = b"\n".join([_line("a", temperature=5), _line("b", stream=True), b'{"method": "POST"}'])
+    _, _, errors = await _validate(tmp_path, content)
+    assert errors == [
+        (1, "invalid_value", "body.temperature"),
+        (2, "invalid_value", "body.stream"),
+        (3, "missing_required_parameter", "custom_id"),
+    ]
+
+
+async def test_too_many_lines_or_bytes_fail_the_file(tmp_path: Path) -> None:
+    """More lines than max_lines, or more bytes than max_file_bytes, is an error of the whole file."""
+    content = b"\n".join(_line(str(n)) for n in range(5))
+    _, _, errors = await _validate(tmp_path, content, max_lines=3)
+    assert errors == [(4, "too_many_lines", None)]
+    _, _, errors = await _validate(tmp_path, content, max_file_bytes=100)
+    assert errors == [(None, "file_too_large", None)]
+
+
+async def test_an_empty_file_fails(tmp_path: Path) -> None:
+    """A file with no lines is an error: there is nothing to run."""
+    assert (await _validate(tmp_path, b"\n"))[2] == [(None, "empty_file", None)]

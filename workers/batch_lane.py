@@ -1,0 +1,112 @@
+"""A worker's batch lane: batch lines fill the slots interactive traffic leaves free.
+
+The worker's own dequeue loop serves the pool's interactive queue and always has a slot for it: this
+lane never holds more than ``(1 - interactive_reserve)`` of the worker's slots, counting interactive
+jobs too, takes lines (one script, :data:`TAKE`) only while no interactive job is queued, and never
+holds more taken-but-unstarted jobs than the worker's ``worker_prefetch`` allows.  Taken jobs
+go through rq's intermediate queue of the lane and are then run exactly like interactive ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Callable
+
+import redis.asyncio as aredis
+from redis.exceptions import RedisError
+from rq.intermediate_queue import IntermediateQueue
+
+from shared import keys
+from shared.lua import LuaScript
+
+log = logging.getLogger(__name__)
+
+TAKE = LuaScript.load("batch_lane_take")
+TAKE_AT_ONCE = 32  # lines taken by one script call at most
+FULL_PAUSE = 0.01  # seconds between two looks for a free slot while the lane is full
+IDLE_PAUSE = 0.25  # seconds between two looks at an empty lane (or one held back by interactive jobs)
+
+
+def lane_limit(concurrency: int, interactive_reserve: float) -> int:
+    """Batch lines a worker runs at most: its slots less the reserve, which keeps at least one slot for
+    interactive jobs; a one-slot worker still runs one line at a time (only while none is queued)."""
+    if concurrency <= 1:
+        return concurrency
+    limit = math.floor(concurrency * (1 - interactive_reserve))
+    return max(1, min(limit, concurrency - 1) if interactive_reserve > 0 else limit)
+
+
+class BatchLane:
+    def __init__(
+        self,
+        redis: aredis.Redis,
+        *,
+        pool: str,
+        concurrency: int,
+        interactive_reserve: float,
+        running: Callable[[], int],
+        launch: Callable[[str, str], None],
+        unstarted_room: Callable[[], int] = lambda: TAKE_AT_ONCE,
+    ) -> None:
+        self._redis = redis
+        self._queue = keys.batch_lane(pool)
+        self._keys = [
+            keys.rq_queue_key(pool),
+            keys.rq_queue_key(self._queue),
+            IntermediateQueue.get_intermediate_queue_key(keys.rq_queue_key(self._queue)),
+        ]
+        self.limit = lane_limit(concurrency, interactive_reserve)
+        self._running = running
+        self._unstarted_room = unstarted_room
+        self._launch = launch
+        self._stop = asyncio.Event()
+
+    @property
+    def queue(self) -> str:
+        return self._queue
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Take and launch batch lines until :meth:`stop`."""
+        while not self._stop.is_set():
+            room = min(self.limit - self._running(), self._unstarted_room(), TAKE_AT_ONCE)
+            if room <= 0:
+                await self._pause(FULL_PAUSE)
+                continue
+            try:
+                taken = await TAKE(self._redis, self._keys, [room])
+            except (RedisError, OSError):
+                log.warning("batch lane %s: taking lines failed; retrying", self._queue, exc_info=True)
+                await self._pause(IDLE_PAUSE)
+                continue
+            job_ids = [raw.decode() if isinstance(raw, bytes) else str(raw) for raw in taken]
+            if self._stop.is_set():
+                await self._put_back(job_ids)
+                return
+            for job_id in job_ids:
+                self._launch(job_id, self._queue)
+            if not taken:
+                await self._pause(IDLE_PAUSE)
+
+    async def _pause(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stop.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    async def _put_back(self, taken: list[str]) -> None:
+        """Return lines taken while stopping to the head of the lane, in their order."""
+        if not taken:
+            return
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for raw in reversed(taken):
+                    pipe.lrem(self._keys[2], 1, raw)
+                    pipe.lpush(self._keys[1], raw)
+                await pipe.execute()
+        except (RedisError, OSError):  # rq's intermediate-queue clean-up fails them; the driver reruns them
+            log.warning("batch lane %s: could not put back %d line(s)", self._queue, len(taken))
