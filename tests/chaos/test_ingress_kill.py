@@ -9,10 +9,8 @@ import time
 
 import httpx
 import redis
-from rq.registry import StartedJobRegistry
 
 from shared import keys
-from shared.serialization import OrjsonSerializer
 from tests.chaos.conftest import PrivateRedis, add_credit, balance, usage_records, wait_until
 from tests.e2e.running_system import RunningSystem, SystemLauncher, _start, free_port
 
@@ -34,15 +32,6 @@ SLOTS = 3  # the worker runs three jobs; the others wait in the queue
 REQUESTS = 6
 MAX_TOKENS = 300  # 30 s per answer at 10 tokens/s: a job that ends within seconds was stopped
 STOPPED_WITHIN = 15.0
-
-
-def _started(system: RunningSystem) -> list[str]:
-    connection = redis.Redis.from_url(system.redis_url)
-    try:
-        registry = StartedJobRegistry("slow", connection=connection, serializer=OrjsonSerializer)
-        return list(registry.get_job_ids())
-    finally:
-        connection.close()
 
 
 def _queued(system: RunningSystem) -> int:
@@ -84,14 +73,14 @@ def test_jobs_of_a_killed_ingress_stop_and_release_their_holds(
     add_credit(private_redis, "e2e", 100)
     _call_in_threads(system, [number % 2 == 0 for number in range(REQUESTS)])
     assert wait_until(
-        lambda: len(_started(system)) == SLOTS and _queued(system) == REQUESTS - SLOTS, within=20
+        lambda: len(system.started_jobs("slow")) == SLOTS and _queued(system) == REQUESTS - SLOTS, within=20
     )
     (ingress,) = [service for service in system.services if service.label == "ingress"]
     ingress.process.send_signal(signal.SIGKILL)
     ingress.process.wait()
-    assert wait_until(lambda: not _started(system) and _queued(system) == 0, within=STOPPED_WITHIN), (
-        f"jobs still running {_started(system)} or queued ({_queued(system)})"
-    )
+    assert wait_until(
+        lambda: not system.started_jobs("slow") and _queued(system) == 0, within=STOPPED_WITHIN
+    ), f"jobs still running {system.started_jobs('slow')} or queued ({_queued(system)})"
     assert wait_until(lambda: balance(private_redis, "e2e").reserved == 0, within=5), balance(
         private_redis, "e2e"
     )
@@ -121,7 +110,7 @@ def test_holds_whose_ingress_and_worker_both_died_are_released_within_a_lease(
     system = launch_chaos_system(LEASE_CONFIG, pools=["slow"], concurrency=SLOTS)
     add_credit(private_redis, "e2e", 100)
     _call_in_threads(system, [True] * SLOTS)
-    assert wait_until(lambda: len(_started(system)) == SLOTS, within=20)
+    assert wait_until(lambda: len(system.started_jobs("slow")) == SLOTS, within=20)
     held = balance(private_redis, "e2e").reserved
     survivor = _start("ingress 2", ["ingress", "--port", str(free_port())], system.env, system.config.parent)
     system.services.append(survivor)  # its sweep runs all along; it is stopped with the rest

@@ -6,13 +6,10 @@ from __future__ import annotations
 import time
 
 import pytest
-import redis
-from rq.registry import StartedJobRegistry
 
-from shared.serialization import OrjsonSerializer
 from tests.chaos.conftest import PrivateRedis, add_credit, balance, wait_until
 from tests.chaos.streams import StreamReader
-from tests.e2e.running_system import RunningSystem, SystemLauncher
+from tests.e2e.running_system import SystemLauncher
 
 CONFIG = """
 worker_heartbeat_interval = 0.5
@@ -33,15 +30,6 @@ DOWN_FOR = 2.0
 # From the restart: reconnecting, one retry of the deferred clean-ups, slack for a shared box.  Without
 # them the holds would wait for their jobs' end (60 s answers) or the sweep (queue waits + lease: 80 s).
 CLEANED_WITHIN = 12.0
-
-
-def _started(system: RunningSystem) -> list[str]:
-    connection = redis.Redis.from_url(system.redis_url)
-    try:
-        registry = StartedJobRegistry("slow", connection=connection, serializer=OrjsonSerializer)
-        return list(registry.get_job_ids())
-    finally:
-        connection.close()
 
 
 @pytest.mark.persistent_redis
@@ -66,5 +54,7 @@ def test_holds_and_cancels_held_up_by_a_redis_outage_are_done_once_it_is_back(
     assert wait_until(lambda: balance(private_redis, "e2e").reserved == 0, within=CLEANED_WITHIN), balance(
         private_redis, "e2e"
     )
-    assert wait_until(lambda: not _started(system), within=CLEANED_WITHIN - (time.monotonic() - restarted_at))
+    assert wait_until(
+        lambda: not system.started_jobs("slow"), within=CLEANED_WITHIN - (time.monotonic() - restarted_at)
+    )
     assert balance(private_redis, "e2e").spent == 0  # nobody got an answer: nobody is charged

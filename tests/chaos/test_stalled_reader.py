@@ -7,10 +7,7 @@ import socket
 from pathlib import Path
 
 import orjson
-import redis
-from rq.registry import StartedJobRegistry
 
-from shared.serialization import OrjsonSerializer
 from tests.chaos.conftest import PrivateRedis, usage_records, wait_until
 from tests.e2e.running_system import RunningSystem, SystemLauncher
 
@@ -41,15 +38,6 @@ def _rss(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS")
-
-
-def _started(system: RunningSystem) -> list[str]:
-    connection = redis.Redis.from_url(system.redis_url)
-    try:
-        registry = StartedJobRegistry("fast", connection=connection, serializer=OrjsonSerializer)
-        return list(registry.get_job_ids())
-    finally:
-        connection.close()
 
 
 def _send_request_and_never_read(system: RunningSystem) -> socket.socket:
@@ -95,12 +83,12 @@ def test_clients_that_never_read_are_cut_off_with_bounded_memory(
     baseline = peak = _rss(ingress.process.pid)
     sockets = [_send_request_and_never_read(system) for _ in range(CLIENTS)]
     try:
-        assert wait_until(lambda: bool(_started(system)), within=10), "no job started"
+        assert wait_until(lambda: bool(system.started_jobs("fast")), within=10), "no job started"
 
         def stopped() -> bool:
             nonlocal peak
             peak = max(peak, _rss(ingress.process.pid))
-            return not _started(system)
+            return not system.started_jobs("fast")
 
         assert wait_until(stopped, within=STOPPED_WITHIN), "the jobs of clients that never read still run"
         assert peak - baseline < RSS_GROWTH_LIMIT, f"ingress RSS grew by {(peak - baseline) >> 20} MiB"

@@ -19,9 +19,11 @@ from typing import Any
 import httpx
 import pytest
 from openai import OpenAI
+from rq.registry import StartedJobRegistry
 
 from cli.key_issuing import issue_key
 from shared.redis_client import plain_async_client, sync_client
+from shared.serialization import OrjsonSerializer
 from shared.settings import load_settings
 
 READY_TIMEOUT = 45.0  # generous: two cores shared by several engineers' test runs
@@ -55,6 +57,15 @@ class RunningSystem:
     @property
     def origin(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def started_jobs(self, pool: str) -> list[str]:
+        """Ids in rq's started registry of ``pool``: the jobs its workers run now."""
+        connection = sync_client(self.redis_url)
+        try:
+            registry = StartedJobRegistry(pool, connection=connection, serializer=OrjsonSerializer)
+            return list(registry.get_job_ids())
+        finally:
+            connection.close()
 
     @property
     def base_url(self) -> str:

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import httpx
-import redis
-from rq.registry import StartedJobRegistry
 
-from shared.serialization import OrjsonSerializer
-from tests.e2e.running_system import RunningSystem, SystemLauncher
+from tests.e2e.running_system import SystemLauncher
 from tests.waiting import eventually_sync
 
 # 10 tokens/s: a 400-token answer would take 40 s, so a job that ends within seconds was cancelled.
@@ -26,15 +23,6 @@ deployments = [{ provider = "slow", upstream_model = "lorem" }]
 CANCELLED_WITHIN = 10.0
 
 
-def _started_jobs(system: RunningSystem) -> list[str]:
-    connection = redis.Redis.from_url(system.redis_url)
-    try:
-        registry = StartedJobRegistry("slow", connection=connection, serializer=OrjsonSerializer)
-        return list(registry.get_job_ids())
-    finally:
-        connection.close()
-
-
 def test_disconnect_mid_stream_stops_the_job(launch_system: SystemLauncher) -> None:
     """Closing the connection mid-stream removes the job from rq's started registry within seconds."""
     system = launch_system(CONFIG, pools=["slow"])
@@ -49,8 +37,10 @@ def test_disconnect_mid_stream_stops_the_job(launch_system: SystemLauncher) -> N
         assert response.status_code == 200
         lines = response.iter_lines()
         assert next(line for line in lines if line.startswith("data: {"))
-        assert _started_jobs(system), "the job should be running while we read"
-    eventually_sync(lambda: not _started_jobs(system), within=CANCELLED_WITHIN)  # the worker stops the job
+        assert system.started_jobs("slow"), "the job should be running while we read"
+    eventually_sync(
+        lambda: not system.started_jobs("slow"), within=CANCELLED_WITHIN
+    )  # the worker stops the job
     completion = system.client(timeout=30).chat.completions.create(
         model="e2e/slow-lorem", messages=[{"role": "user", "content": "go"}], max_tokens=3
     )

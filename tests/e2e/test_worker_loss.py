@@ -8,10 +8,7 @@ import time
 
 import openai
 import pytest
-import redis
-from rq.registry import StartedJobRegistry
 
-from shared.serialization import OrjsonSerializer
 from tests.e2e.running_system import RunningSystem, Service, SystemLauncher
 from tests.waiting import eventually_sync
 
@@ -36,17 +33,6 @@ PROMPT_ERROR_WITHIN = 10.0  # seconds from the kill to the client's error: liven
 def _only_worker(system: RunningSystem) -> Service:
     (worker,) = system.workers("slow")
     return worker
-
-
-def _started_jobs(system: RunningSystem) -> list[str]:
-    """Ids in rq's started registry of the pool: the jobs a worker is running now."""
-    connection = redis.Redis.from_url(system.redis_url)
-    try:
-        return list(
-            StartedJobRegistry("slow", connection=connection, serializer=OrjsonSerializer).get_job_ids()
-        )
-    finally:
-        connection.close()
 
 
 def _kill(worker: Service) -> float:
@@ -90,7 +76,7 @@ def test_non_stream_gets_503_promptly_when_its_worker_dies(launch_fresh_system: 
 
     caller = threading.Thread(target=call)
     caller.start()
-    eventually_sync(lambda: _started_jobs(system), within=15)
+    eventually_sync(lambda: system.started_jobs("slow"), within=15)
     killed_at = _kill(_only_worker(system))
     caller.join(30)
     error = outcome.get("error")
