@@ -52,6 +52,7 @@ class Exchange:
         "finished_at",
         "first_chunk_at",
         "future",
+        "server_timing",
         "started_at",
         "status",
         "verifier",
@@ -78,6 +79,7 @@ class Exchange:
         self.first_chunk_at = 0.0
         self.finished_at = 0.0
         self.status = 0
+        self.server_timing = b""  # the response's Server-Timing header, if it had one
         self.error: str | None = None
         self.error_detail = ""
 
@@ -180,6 +182,10 @@ class Connection(asyncio.Protocol):
             exchange.fail(kind)
 
     # httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._exchange is not None and name.lower() == b"server-timing":
+            self._exchange.server_timing = value
+
     def on_headers_complete(self) -> None:
         if self._exchange is not None:
             self._exchange.on_status(self._parser.get_status_code())

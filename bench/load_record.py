@@ -27,6 +27,29 @@ def percentiles(samples: list[float]) -> dict[str, float] | None:
     return {name: round(value * 1000.0, 3) for name, value in summary.items()}
 
 
+def parse_server_timing(value: bytes) -> list[tuple[str, float]]:
+    """The ``(name, milliseconds)`` entries of a ``Server-Timing`` header value (entries without a
+    duration are left out)."""
+    entries = []
+    for entry in value.decode("latin-1").split(","):
+        name, _, params = entry.strip().partition(";")
+        for param in params.split(";"):
+            key, _, number = param.strip().partition("=")
+            if key == "dur" and name:
+                try:
+                    entries.append((name, float(number)))
+                except ValueError:
+                    pass
+    return entries
+
+
+def median(samples: list[float]) -> float:
+    ordered = sorted(samples)
+    middle = len(ordered) // 2
+    value = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+    return round(value, 3)
+
+
 @dataclass(frozen=True, slots=True)
 class LoadResult:
     """The summary of one load run (latencies in milliseconds)."""
@@ -46,6 +69,7 @@ class LoadResult:
     chunks_per_s: float
     latency_ms: dict[str, float] | None
     ttft_ms: dict[str, float] | None
+    server_timing_ms: dict[str, float]  # median of each Server-Timing entry over the answered requests
     peak_in_flight: int  # most requests open at once (whole run, warm-up included)
     peak_streaming: int  # most streams receiving content at once
     processes: dict[str, Any]
@@ -64,6 +88,8 @@ class LoadResult:
         ]
         if self.ttft_ms is not None:
             lines.append(f"  ttft ms:    {self.ttft_ms}")
+        if self.server_timing_ms:
+            lines.append(f"  server-timing ms (medians): {self.server_timing_ms}")
         for name, usage in self.processes.items():
             lines.append(
                 f"  {name}: cpu {usage['cpu_s']:.2f} s ({usage['cpu_percent']:.0f}%), "
@@ -83,6 +109,7 @@ class Recorder:
         self._end = window_end
         self._latencies: list[float] = []
         self._ttfts: list[float] = []
+        self._server_timing: dict[str, list[float]] = {}
         self._errors: Counter[str] = Counter()
         self._error_samples: dict[str, str] = {}
         self._chunks = 0
@@ -103,6 +130,9 @@ class Recorder:
             self._error_samples.setdefault(exchange.error, exchange.error_detail)
             return
         self._latencies.append(exchange.finished_at - exchange.started_at)
+        if exchange.server_timing:
+            for name, ms in parse_server_timing(exchange.server_timing):
+                self._server_timing.setdefault(name, []).append(ms)
         if exchange.verifier is not None:
             self._ttfts.append(exchange.first_chunk_at - exchange.started_at)
 
@@ -134,6 +164,7 @@ class Recorder:
             chunks_per_s=round(self._chunks / duration, 1),
             latency_ms=percentiles(self._latencies),
             ttft_ms=percentiles(self._ttfts) if spec.stream else None,
+            server_timing_ms={name: median(samples) for name, samples in self._server_timing.items()},
             peak_in_flight=in_flight.peak_open,
             peak_streaming=in_flight.peak_streaming,
             processes=processes,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from bench.report import COLUMNS, show
+from bench.report import COLUMNS, SERVER_TIMING_ORDER, show
 from bench.targets import RelayComparison, TargetCheck
 
 _MET = {True: "yes", False: "**no**", None: "not measured"}
@@ -19,6 +19,7 @@ def render(
     rows: Sequence[dict[str, Any]],
     checks: Sequence[TargetCheck],
     comparisons: Sequence[RelayComparison] = (),
+    breakdown: Sequence[dict[str, Any]] = (),
 ) -> str:
     lines = [
         f"# AIOrouter benchmark, {machine['date']}",
@@ -39,6 +40,7 @@ def render(
     ]
     lines += [f"| {c.name} | {c.goal} | {c.measured} | {_MET[c.met]} | {c.relay} |" for c in checks]
     lines += _relay_section(comparisons)
+    lines += _breakdown_section(breakdown)
     lines += [
         "",
         "## Every scenario",
@@ -85,6 +87,32 @@ def _relay_section(comparisons: Sequence[RelayComparison]) -> list[str]:
         "| --- | ---: | ---: | ---: |",
     ]
     lines += [f"| {c.name} | {c.aiorouter} | {c.relay} | {c.ratio} |" for c in comparisons]
+    return lines
+
+
+def _breakdown_section(breakdown: Sequence[dict[str, Any]]) -> list[str]:
+    if not breakdown:
+        return []
+    names = [n for n in SERVER_TIMING_ORDER if any(n in row["entries"] for row in breakdown)]
+    lines = [
+        "",
+        "## Where the time goes (AIOrouter, medians)",
+        "",
+        "Each request's `Server-Timing` entries ([observability](../../docs/observability.md#server-timing)),"
+        " median per run, median over the repeats; `client p50` is the load generator's own p50 latency"
+        " (time to first token for a stream). For a JSON answer `total` less the entries before it is the"
+        " breaker and in-flight check, the final frame's way through Redis and the ingress' reply;"
+        " `client p50` less `total` is the HTTP exchange on both ends. A stream's headers leave at its first"
+        " content: `upstream` there is the start-to-first-content time the ingress saw.",
+        "",
+        "| scenario | client p50 | " + " | ".join(names) + " |",
+        "| --- | ---: | " + " | ".join("---:" for _ in names) + " |",
+    ]
+    for row in breakdown:
+        client = row["client_p50_ms"]
+        cells = [f"{row['entries'][n]:.2f}" if n in row["entries"] else "-" for n in names]
+        shown = f"{client:.2f}" if client is not None else "-"
+        lines.append(f"| {row['title']} | {shown} | " + " | ".join(cells) + " |")
     return lines
 
 

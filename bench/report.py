@@ -119,3 +119,32 @@ def _median_cpu(results: Sequence[dict[str, Any]]) -> dict[str, float]:
         for name, usage in result["processes"].items():
             percents[name].append(usage["cpu_percent"])
     return {name: statistics.median(percents[name]) for name in sorted(percents)}
+
+
+SERVER_TIMING_ORDER = ("admit", "enqueue", "pickup", "prep", "upstream", "upstream-total", "total")
+"""The ``Server-Timing`` entries AIOrouter sends, in the order a request spends them."""
+BREAKDOWN_SCENARIOS = ("nonstream_c1", "open100_lat50", "ttft_c1")
+
+
+def time_breakdown(runs: Sequence[Run]) -> list[dict[str, Any]]:
+    """Per scenario of :data:`BREAKDOWN_SCENARIOS` that AIOrouter ran: the median over repeats of each
+    ``Server-Timing`` entry's per-run median, beside the client's own p50 (latency, or time to first
+    token for a stream)."""
+    rows = []
+    for scenario in BREAKDOWN_SCENARIOS:
+        repeats = [r for r in runs if r["scenario"] == scenario and r["target"] == "aiorouter"]
+        timed = [r["result"].get("server_timing_ms") or {} for r in repeats]
+        if not any(timed):
+            continue
+        client_key = "ttft_ms" if repeats[0]["result"]["stream"] else "latency_ms"
+        client = [r["result"][client_key]["p50"] for r in repeats if r["result"].get(client_key)]
+        entries = {
+            name: statistics.median(values)
+            for name in SERVER_TIMING_ORDER
+            if (values := [t[name] for t in timed if name in t])
+        }
+        row = {"scenario": scenario, "title": repeats[0]["title"], "stream": repeats[0]["result"]["stream"]}
+        rows.append(
+            row | {"client_p50_ms": statistics.median(client) if client else None, "entries": entries}
+        )
+    return rows

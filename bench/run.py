@@ -31,7 +31,7 @@ from bench.loadgen import LoadSpec, run_load
 from bench.markdown_table import render
 from bench.proc_stats import rss_bytes, wait_until_idle
 from bench.processes import ProcessDied, RelayProcess, RouterProcesses, UpstreamProcess
-from bench.report import Run, describe_machine, summarize
+from bench.report import Run, describe_machine, summarize, time_breakdown
 from bench.scenarios import (
     AIOROUTER,
     FULL,
@@ -279,6 +279,7 @@ def _write_results(args: argparse.Namespace, timing: Timing, runs: list[Run], ab
     rows = summarize(runs)
     checks = check_targets(runs)
     comparisons = compare_with_relay(runs)
+    breakdown = time_breakdown(runs)
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d-%H%M")
     document = {
@@ -286,12 +287,13 @@ def _write_results(args: argparse.Namespace, timing: Timing, runs: list[Run], ab
         "config": config,
         "targets": [asdict(c) for c in checks],
         "relay_comparison": [asdict(c) for c in comparisons],
+        "time_breakdown": breakdown,
         "summary": rows,
         "runs": runs,
     }
     json_path = args.out / f"{stamp}-{args.name}.json"
     json_path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
-    markdown = render(machine, config, rows, checks, comparisons)
+    markdown = render(machine, config, rows, checks, comparisons, breakdown)
     (args.out / "latest.md").write_text(markdown)
     print(f"\nwrote {json_path} and {args.out / 'latest.md'}\n\n{markdown}")
 

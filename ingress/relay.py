@@ -123,6 +123,8 @@ class CompletionRelay:
             if item.kind == events.START:
                 self.record.started_at = time.perf_counter()
                 self.started = True
+                prep = item.meta.get("prep_ms")
+                self.record.worker_prep = prep / 1000 if isinstance(prep, int | float) else None
                 provider = str(item.meta.get("provider") or self._job.provider)
                 self.headers.append((b"x-provider", provider.encode()))
                 return True

@@ -31,6 +31,7 @@ class RequestRecord:
     started_at: float = 0.0  # its S frame arrived: a worker took it
     first_content_at: float = 0.0  # its first C or D frame arrived
     ended_at: float = 0.0
+    worker_prep: float | None = None  # seconds from the worker taking the job to its S frame (its meta)
     upstream_ttfb: float | None = None  # seconds to the upstream's first content, as the worker measured it
     upstream_total: float | None = None  # seconds the worker spent on the upstream call (the D frame's meta)
     usage: dict[str, Any] | None = None  # the D frame's usage
@@ -73,16 +74,29 @@ class RequestRecord:
         return max(0.0, ttft - queue - upstream)
 
     def server_timing(self, *, total: bool) -> bytes:
-        """The ``Server-Timing`` value of what is known now (milliseconds): the queue wait, the upstream's
-        time to first byte (the worker's measure when its D frame is in, else the start-to-content time
-        the ingress saw) and, with ``total``, the time since the request arrived."""
+        """The ``Server-Timing`` value of what is known now, in milliseconds, in the order a request
+        spends them: ``admit`` (arrival to admitted: authentication, body, validation, routing, the rate
+        limit and credit hold), ``enqueue`` (admitted to the job queued), ``pickup`` (queued to a worker
+        taking it, with the S frame's way back), ``prep`` (the worker's own time from taking the job to
+        its start), ``upstream`` (the upstream's time to first byte: the worker's measure when its D frame
+        is in, else the start-to-content time the ingress saw), ``upstream-total`` (the worker's whole
+        upstream call, once known) and, with ``total``, the time since the request arrived."""
         parts = []
+        if self.admitted_at:
+            parts.append(f"admit;dur={(self.admitted_at - self.received_at) * 1000:.2f}")
+            if self.enqueued_at:
+                parts.append(f"enqueue;dur={(self.enqueued_at - self.admitted_at) * 1000:.2f}")
         queue = self.queue_wait()
         if queue is not None:
-            parts.append(f"queue;dur={queue * 1000:.1f}")
+            prep = self.worker_prep or 0.0
+            parts.append(f"pickup;dur={max(0.0, queue - prep) * 1000:.2f}")
+            if self.worker_prep is not None:
+                parts.append(f"prep;dur={prep * 1000:.2f}")
         upstream = self.upstream_ttfb if self.upstream_ttfb is not None else self.upstream_wait()
         if upstream is not None:
-            parts.append(f"upstream;dur={upstream * 1000:.1f}")
+            parts.append(f"upstream;dur={upstream * 1000:.2f}")
+        if self.upstream_total is not None:
+            parts.append(f"upstream-total;dur={self.upstream_total * 1000:.2f}")
         if total:
-            parts.append(f"total;dur={(time.perf_counter() - self.received_at) * 1000:.1f}")
+            parts.append(f"total;dur={(time.perf_counter() - self.received_at) * 1000:.2f}")
         return ", ".join(parts).encode()

@@ -8,7 +8,8 @@ the job there.  A frame is::
 
 Kinds, in the order a job emits them:
 
-``S`` start   meta ``{"provider", "worker", "upstream_model"}``; payload empty.  The job left the queue.
+``S`` start   meta ``{"provider", "worker", "upstream_model", "prep_ms"}``; payload empty.  The job left the
+              queue (``prep_ms``: the worker's time from taking it to this frame).
 ``C`` chunks  meta empty; payload is ready-to-write SSE bytes (one or more ``data: {...}\\n\\n`` lines,
               coalesced).  Only for ``stream: true`` requests.
 ``D`` done    meta ``{"usage": {...}, "finish_reason": ...}``; payload is, for a stream, the last SSE bytes

@@ -88,6 +88,7 @@ async def complete(
     publisher: FramePublisher,
     *,
     worker_name: str,
+    taken_at: float | None = None,
     bookkeeping_commands: Callable[[JobEnding], Sequence[Command]] = lambda ending: (),
     guard_commands: Callable[[CompletionJob], Sequence[Command]] = lambda job: (),
 ) -> JobEnding:
@@ -97,7 +98,14 @@ async def complete(
     time to first token; :meth:`GuardedProvider.guard_commands`) and the request's billing (charge,
     token refund, usage record; :func:`workers.settlement.billing_commands`), plus the job's count in
     its pool's minute (:mod:`shared.pool_stats`)."""
-    publisher.start({"provider": job.provider, "worker": worker_name, "upstream_model": job.upstream_model})
+    start_meta: dict[str, Any] = {
+        "provider": job.provider,
+        "worker": worker_name,
+        "upstream_model": job.upstream_model,
+    }
+    if taken_at is not None:  # the worker's pick-up: job taken off its queue to this frame
+        start_meta["prep_ms"] = round((time.perf_counter() - taken_at) * 1000, 2)
+    publisher.start(start_meta)
     progress = Progress(started=asyncio.get_running_loop().time())
     began, began_ns = time.perf_counter(), time.time_ns()
     try:

@@ -37,7 +37,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -85,6 +85,7 @@ class _Run:
 
     job_id: str
     origin: str  # the rq queue it came from: the pool's, or the pool's batch lane
+    taken_at: float = field(default_factory=time.perf_counter)  # when this process took it off its queue
     started: StartedJob | None = None
     task: asyncio.Task[JobEnding] | None = None
     stop_reason: str = ""  # "cancelled" (client went away), "shutdown" or "timeout" (rq's job timeout)
@@ -420,6 +421,7 @@ class AsyncWorker(BaseWorker):
                 adapter,
                 publisher,
                 worker_name=self.name,
+                taken_at=run.taken_at,
                 bookkeeping_commands=bookkeeping_commands,
                 guard_commands=adapter.guard_commands,
             )

@@ -49,7 +49,7 @@ def test_ingress_and_worker_metrics_show_a_completion(system: RunningSystem) -> 
     """One answered request counts on the ingress' /metrics and as an ok job on the worker's port; its
     response carries Server-Timing."""
     response = complete_once(system)
-    assert {"queue", "upstream", "total"} <= {
+    assert {"admit", "enqueue", "pickup", "prep", "upstream", "upstream-total", "total"} == {
         part.split(";")[0] for part in response.headers["server-timing"].split(", ")
     }
     ingress = httpx.get(f"{system.origin}/metrics", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)

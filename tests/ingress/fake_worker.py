@@ -80,8 +80,14 @@ class FakeWorker:
         taken.seq += 1
         await self.redis.publish(taken.job.reply_to, frame)
 
-    async def start(self, taken: TakenJob, provider: str = "simulated") -> None:
-        meta = {"provider": provider, "worker": self.name, "upstream_model": taken.job.upstream_model}
+    async def start(self, taken: TakenJob, provider: str = "simulated", prep_ms: float | None = None) -> None:
+        meta: dict[str, Any] = {
+            "provider": provider,
+            "worker": self.name,
+            "upstream_model": taken.job.upstream_model,
+        }
+        if prep_ms is not None:
+            meta["prep_ms"] = prep_ms
         await self.publish(taken, events.START, meta)
 
     async def chunk(self, taken: TakenJob, text: str) -> None:
