@@ -3,7 +3,8 @@ same-deployment retries; it also writes the routing statistics the ingress reads
 
 Per job, around the wrapped adapter's stream:
 
-    provider caps slot  →  breaker.allow_call(deployment) + in-flight +1 (one round trip)  →  attempts
+    provider caps slot  →  breaker.allow_call(deployment) + in-flight +1 (one round trip, or none: see
+    below)  →  attempts
     →  in-flight -1 + breaker.record_call(outcome, probe) + TTFT sample (one round trip; after a success,
        with ``defer_success_writes``, in the job's final round trip instead)  →  slot released
 
@@ -15,20 +16,30 @@ jittered exponential backoff, or after the upstream's ``Retry-After`` when it is
 ``max_retry_after`` (a longer one is not waited for: the job fails and the ingress falls back).  The time
 to the first content delta of each job feeds the ``latency`` strategy (written with the job's last
 round trip, so nothing waits for it mid-stream).  The job is one breaker sample.
+
+The worker reads the set of deployments whose breaker is not closed (open or half-open: the members of
+:data:`shared.keys.BREAKER_BLOCKED`) in each job's start round trip and hands it over with
+:meth:`GuardedProvider.note_broken`.  While that view is at most :data:`BROKEN_VIEW_FRESH` old and does
+not name the job's deployment, the breaker is closed for it, as the allow script would answer: the job
+calls its upstream at once and its in-flight +1 goes out without being waited for (increments, healed by
+the heartbeat's renewal if one is lost).  Any other deployment (open, half-open: the probe is claimed
+atomically) takes the round trip, and so does every job after this process saw a failure, until the
+next view.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
 import redis.asyncio as aredis
 from redis.exceptions import RedisError
 
-from shared.breaker import CircuitBreaker, decision_of
+from shared.breaker import BreakerDecision, CircuitBreaker, decision_of
 from shared.errors import AIORouterError, ServiceUnavailable, UpstreamUnavailable
 from shared.jobs import CompletionJob
 from shared.lua import ScriptCall, run_together
@@ -39,6 +50,10 @@ from workers.provider_caps import ProviderCaps
 from workers.providers.base import Delta, ProviderAdapter
 
 log = logging.getLogger(__name__)
+
+BROKEN_VIEW_FRESH = 0.1
+"""Seconds the view of broken deployments read by a job's start round trip stands in for the breaker."""
+_CLOSED = BreakerDecision("closed")
 
 
 class GuardedProvider:
@@ -67,6 +82,29 @@ class GuardedProvider:
         self._rand = rand
         self._defer_success_writes = defer_success_writes
         self._deferred: dict[str, list[ScriptCall]] = {}  # by job id, until guard_commands() takes them
+        self._broken: frozenset[str] = frozenset()  # deployments whose breaker is not closed (note_broken)
+        self._broken_seen_at = -math.inf  # loop time of that view; -inf: none to trust
+        self._counting: set[asyncio.Future[Any]] = set()  # in-flight +1 writes not waited for
+
+    def note_broken(self, deployments: Iterable[bytes | str]) -> None:
+        """The deployments whose breaker is not closed, as Redis listed them just now."""
+        self._broken = frozenset(d.decode() if isinstance(d, bytes) else d for d in deployments)
+        self._broken_seen_at = asyncio.get_running_loop().time()
+
+    def _known_closed(self, dep: str) -> bool:
+        fresh = asyncio.get_running_loop().time() - self._broken_seen_at <= BROKEN_VIEW_FRESH
+        return fresh and dep not in self._broken
+
+    def _count_started(self, dep: str) -> None:
+        """In-flight +1 for ``dep``, written without waiting for it."""
+        write = asyncio.ensure_future(self._inflight.started_call(dep).run(self._redis))
+        self._counting.add(write)
+        write.add_done_callback(self._counted)
+
+    def _counted(self, write: asyncio.Future[Any]) -> None:
+        self._counting.discard(write)
+        if not write.cancelled() and write.exception() is not None:
+            log.warning("in-flight count not written (the heartbeat renews it): %r", write.exception())
 
     async def aclose(self) -> None:
         await self._adapter.aclose()
@@ -82,9 +120,13 @@ class GuardedProvider:
     async def stream(self, job: CompletionJob) -> AsyncIterator[Delta]:
         dep = deployment_id(Deployment(job.provider, job.upstream_model))
         async with self._caps.slot(job.request_id):
-            # One round trip: the breaker's decision and the in-flight count (taken back if refused).
-            reply, _ = await self._together([self._breaker.allow_call(dep), self._inflight.started_call(dep)])
-            decision = decision_of(reply)
+            if self._known_closed(dep):
+                decision = _CLOSED
+                self._count_started(dep)
+            else:  # one round trip: the breaker's decision and the in-flight count (taken back if refused)
+                calls = [self._breaker.allow_call(dep), self._inflight.started_call(dep)]
+                reply, _ = await self._together(calls)
+                decision = decision_of(reply)
             if not decision.allowed:
                 await asyncio.shield(self._finish(dep, None, probe=False, record=False))
                 raise UpstreamUnavailable(
@@ -156,6 +198,8 @@ class GuardedProvider:
     ) -> None:
         """In-flight -1 and, when ``record``, the breaker's sample and the time to first token: one
         round trip."""
+        if isinstance(error, Exception):  # a failure may trip the breaker: ask it again until the next view
+            self._broken_seen_at = -math.inf
         calls = self._finish_calls(dep, error, probe, ttft, record=record)
         try:
             await self._together(calls)

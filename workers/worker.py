@@ -362,12 +362,13 @@ class AsyncWorker(BaseWorker):
 
     async def _execute_job(self, run: _Run, adapter: GuardedProvider) -> None:
         try:
-            started, cancelled = await self._start(run.job_id, run.origin)
+            started, cancelled, broken = await self._start(run.job_id, run.origin)
         finally:
             self._unstarted -= 1
             self._wake.set()
         if started is None:
             return
+        adapter.note_broken(broken)
         run.started = started
         body_bytes = len(started.job.data)
         try:
@@ -500,22 +501,24 @@ class AsyncWorker(BaseWorker):
         """Count a job this worker stopped in its pool's current minute (:mod:`shared.pool_stats`)."""
         return pool_stats.record_commands(self.pool, field, now=time.time())
 
-    async def _start(self, job_id: str, origin: str) -> tuple[StartedJob | None, bool]:
-        """One round trip: read the job and its cancel marker, and mark it started."""
+    async def _start(self, job_id: str, origin: str) -> tuple[StartedJob | None, bool, list[Any]]:
+        """One round trip: read the job, its cancel marker and the deployments whose breaker is not
+        closed (so the guard needs no round trip of its own for a closed one), and mark it started."""
         shell = bookkeeping.job_shell(job_id, origin)
         execution, commands = bookkeeping.start_commands(self, shell, self.execution_ttl)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(shell.key)
             pipe.exists(keys.cancelled_marker(job_id))
+            pipe.zrange(keys.BREAKER_BLOCKED, 0, -1)
             replay(pipe, commands)
-            raw, cancelled, *_ = await pipe.execute()
+            raw, cancelled, broken, *_ = await pipe.execute()
         if not raw:
             self.log.warning("Worker %s: job %s vanished before it started", self.name, job_id)
             await self._execute(bookkeeping.forget_commands(self, shell, execution))
-            return None, False
+            return None, False, broken
         job = bookkeeping.adopt(shell, raw)
         execution._job = job
-        return StartedJob(job, execution), bool(cancelled)
+        return StartedJob(job, execution), bool(cancelled), broken
 
     def _stop(self, run: _Run, reason: str) -> None:
         if run.stop_reason:

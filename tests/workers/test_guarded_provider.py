@@ -12,15 +12,17 @@ import fakeredis
 import pytest
 import redis.asyncio as aredis
 
-from shared import events
+from shared import events, keys
 from shared.breaker import CircuitBreaker
 from shared.errors import AIORouterError, UpstreamBadRequest, UpstreamError, UpstreamUnavailable
 from shared.jobs import CompletionJob
+from shared.lua import ScriptCall
 from shared.redis_commands import replay
 from shared.routing_state import InflightTracker, load_stats
 from shared.settings import BreakerSettings, Deployment, ProviderSettings, RoutingStatsSettings
 from tests.waiting import eventually
 from tests.workers.factories import completion_job
+from workers import guarded_provider
 from workers.completion import complete
 from workers.guarded_provider import GuardedProvider
 from workers.provider_caps import ProviderCaps
@@ -280,3 +282,86 @@ async def test_bad_request_is_not_retryable() -> None:
     """An upstream 400 ends with a non-retryable E frame carrying status 400."""
     frame = await run_complete(ScriptedAdapter([UpstreamBadRequest("too long")]), False)
     assert frame.meta["retryable"] is False and frame.meta["status"] == 400
+
+
+class CountingBreaker(CircuitBreaker):
+    """A breaker that counts the allow round trips the guard asks of it."""
+
+    allows = 0
+
+    def allow_call(self, deployment_id: str) -> ScriptCall:
+        self.allows += 1
+        return super().allow_call(deployment_id)
+
+
+async def broken_now(redis: aredis.Redis) -> list[Any]:
+    """What a worker's start round trip reads: the deployments whose breaker is not closed."""
+    return list(await redis.zrange(keys.BREAKER_BLOCKED, 0, -1))
+
+
+async def test_a_fresh_view_without_the_deployment_skips_the_breaker_round_trip(
+    aredis_client: aredis.Redis,
+) -> None:
+    """A closed deployment (absent from the view the job's start round trip read) is called at once: no
+    allow script, yet the job counts as in flight while it runs and not afterwards."""
+    breaker = CountingBreaker(aredis_client, BreakerSettings())
+    adapter = ScriptedAdapter([None])
+    adapter.gate.clear()
+    provider = guard(aredis_client, adapter, breaker)
+    provider.note_broken(await broken_now(aredis_client))
+    task = asyncio.create_task(drain(provider))
+    deployment = Deployment("p", "m")
+
+    async def one_inflight() -> bool:
+        return (await load_stats(aredis_client, [deployment]))[DEPLOYMENT].inflight == 1
+
+    await eventually(one_inflight)
+    adapter.gate.set()
+    assert await task == "hello world"
+    assert breaker.allows == 0
+    assert (await load_stats(aredis_client, [deployment]))[DEPLOYMENT].inflight == 0
+
+
+async def test_a_view_naming_the_deployment_asks_the_breaker(aredis_client: aredis.Redis) -> None:
+    """An open breaker is in the view: the job takes the allow round trip and is refused with
+    circuit_open before any upstream call."""
+    breaker = CountingBreaker(aredis_client, BreakerSettings(failure_threshold=1, cooldown=30))
+    tripping = ScriptedAdapter([UpstreamUnavailable("down")])
+    with pytest.raises(UpstreamUnavailable):
+        await drain(guard(aredis_client, tripping, breaker, retries=0))
+    provider = guard(aredis_client, adapter := ScriptedAdapter([None]), breaker)
+    provider.note_broken(await broken_now(aredis_client))
+    with pytest.raises(UpstreamUnavailable) as caught:
+        await drain(provider)
+    assert caught.value.code == "circuit_open" and adapter.attempts == 0
+    assert breaker.allows == 2
+
+
+async def test_a_stale_view_is_not_trusted(
+    aredis_client: aredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A view older than BROKEN_VIEW_FRESH stands for nothing: an open breaker it does not name still
+    refuses the job."""
+    breaker = CircuitBreaker(aredis_client, BreakerSettings(failure_threshold=1, cooldown=30))
+    provider = guard(aredis_client, adapter := ScriptedAdapter([None]), breaker)
+    provider.note_broken([])  # read before the breaker opened
+    with pytest.raises(UpstreamUnavailable):
+        await drain(guard(aredis_client, ScriptedAdapter([UpstreamUnavailable("down")]), breaker, retries=0))
+    monkeypatch.setattr(guarded_provider, "BROKEN_VIEW_FRESH", -1.0)
+    with pytest.raises(UpstreamUnavailable) as caught:
+        await drain(provider)
+    assert caught.value.code == "circuit_open" and adapter.attempts == 0
+
+
+async def test_after_a_failure_the_view_is_asked_again(aredis_client: aredis.Redis) -> None:
+    """A failure in this process may have tripped the breaker: the next job asks it, even with a view
+    that was fresh and empty, and is refused."""
+    breaker = CircuitBreaker(aredis_client, BreakerSettings(failure_threshold=1, cooldown=30))
+    adapter = ScriptedAdapter([UpstreamUnavailable("down"), None])
+    provider = guard(aredis_client, adapter, breaker, retries=0)
+    provider.note_broken([])
+    with pytest.raises(UpstreamUnavailable):
+        await drain(provider)  # trips the breaker
+    with pytest.raises(UpstreamUnavailable) as caught:
+        await drain(provider)
+    assert caught.value.code == "circuit_open" and adapter.attempts == 1
