@@ -46,6 +46,7 @@ from ingress.versions import VersionRegistry
 from ingress.watchdog import WorkerWatchdog
 from shared.breaker import CircuitBreaker
 from shared.redis_client import async_client
+from shared.rq_bridge import memoize_serializer_lookup
 from shared.settings import Settings
 from shared.store_marker import StoreMarker, watch_store
 
@@ -62,6 +63,7 @@ REDIS_CONNECTION_WAIT = 10.0  # seconds a command waits for a free pool connecti
 
 def create_app(settings: Settings, *, tracer: RequestTracer | None = None) -> Starlette:
     """The app; ``tracer``: OpenTelemetry traces of completions (:mod:`ingress.tracing`), None for none."""
+    memoize_serializer_lookup()  # each enqueue builds rq objects
     catalog = CatalogEndpoints(settings.models)
     routes = [
         Route("/v1/chat/completions", ChatCompletionsEndpoint(), methods=["POST"]),

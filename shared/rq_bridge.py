@@ -9,6 +9,7 @@ registry clean-up keep telling the truth.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import redis
@@ -35,3 +36,35 @@ def recording_pipeline() -> Pipeline:
 def recorded(pipeline: Pipeline) -> list[Command]:
     """The commands rq queued on a recording pipeline."""
     return [(tuple(args), dict(options)) for args, options in pipeline.command_stack]
+
+
+_RQ_MODULES_RESOLVING_SERIALIZERS = ("rq.job", "rq.queue", "rq.registry", "rq.results")
+
+
+def memoize_serializer_lookup() -> None:
+    """Let rq look up each serializer once, not once per ``Job``, registry, ``Result`` or ``Queue``.
+
+    rq's ``resolve_serializer`` checks its argument against a runtime ``Protocol`` with ``isinstance``,
+    which walks the protocol's members on every call: on a worker's job path (a dozen rq objects per job)
+    it was a tenth of the CPU spent starting a job.  The answer depends only on the argument, so a
+    memoized copy (unhashable arguments go to rq's own) answers the same, once.  rq's modules bind the
+    function at import; each name is replaced where rq uses it (``tests/shared/test_private_apis.py``
+    checks they are still there).  Idempotent; called at start-up by the ingress and the worker."""
+    import importlib
+
+    from rq import serializers
+
+    original = getattr(serializers.resolve_serializer, "__wrapped__", serializers.resolve_serializer)
+    cached = functools.lru_cache(maxsize=32)(original)
+
+    @functools.wraps(original)
+    def resolve(serializer: Any = None) -> Any:
+        try:
+            return cached(serializer)
+        except TypeError:  # unhashable: rq's own lookup
+            return original(serializer)
+
+    for name in _RQ_MODULES_RESOLVING_SERIALIZERS:
+        module = importlib.import_module(name)
+        if getattr(module.resolve_serializer, "__wrapped__", None) is not original:
+            setattr(module, "resolve_serializer", resolve)  # noqa: B010  (a module's attribute, by name)

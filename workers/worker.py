@@ -53,6 +53,7 @@ from shared.job_billing import JobBilling
 from shared.jobs import CompletionJob, diagnostic_call, unreadable_call
 from shared.redis_client import async_client
 from shared.redis_commands import Command, replay
+from shared.rq_bridge import memoize_serializer_lookup
 from shared.serialization import OrjsonSerializer
 from shared.settings import Settings
 from shared.store_marker import StoreMarker, watch_store
@@ -108,6 +109,7 @@ class AsyncWorker(BaseWorker):
         shutdown_grace: float | None = None,
         reporter: JobReporter | None = None,
     ) -> None:
+        memoize_serializer_lookup()  # every job builds a dozen rq objects
         super().__init__(
             [pool, keys.batch_lane(pool)],  # rq's registry clean-up then covers the batch lane too
             name=name,

@@ -3,7 +3,10 @@ release that changes one fails here instead of returning wrong data in productio
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import json
+import types
 from typing import Any
 
 import pytest
@@ -22,6 +25,8 @@ from rq.queue import Queue
 from rq.results import Result
 from rq.worker.base import BaseWorker
 
+from shared.rq_bridge import _RQ_MODULES_RESOLVING_SERIALIZERS, memoize_serializer_lookup
+from shared.serialization import OrjsonSerializer
 from shared.tested_versions import TESTED_MAJORS, require_tested, untested
 
 
@@ -153,3 +158,34 @@ def test_rq_result_types_and_queue_keys() -> None:
     assert Queue.redis_queue_namespace_prefix == "rq:queue:"
     assert Queue.redis_queues_keys == "rq:queues"
     assert IntermediateQueue.get_intermediate_queue_key("rq:queue:p") == "rq:queue:p:intermediate"
+
+
+@pytest.mark.parametrize("module_name", _RQ_MODULES_RESOLVING_SERIALIZERS)
+def test_rq_modules_bind_resolve_serializer_where_we_memoize_it(module_name: str) -> None:
+    """Each rq module shared/rq_bridge.py patches binds ``resolve_serializer`` at import and calls it by
+    that name (so the memoized copy is the one its objects use)."""
+    module = importlib.import_module(module_name)
+    assert callable(module.resolve_serializer)
+    assert "resolve_serializer(" in inspect.getsource(module)
+
+
+def test_memoized_serializer_lookup_answers_as_rqs_own() -> None:
+    """After memoize_serializer_lookup, rq resolves every kind of argument exactly as before: None, a
+    class, an alias string, an unhashable object, and refuses what is no serializer."""
+    from rq import job as rq_job
+    from rq import serializers
+
+    original = serializers.resolve_serializer
+    memoize_serializer_lookup()
+    memoize_serializer_lookup()  # idempotent: still one wrapper around rq's function
+    resolve = rq_job.resolve_serializer
+    assert resolve is not original and getattr(resolve, "__wrapped__", None) is original
+    assert resolve(None) is original(None) is serializers.DefaultSerializer
+    assert resolve(OrjsonSerializer) is OrjsonSerializer
+    assert resolve("rq.serializers.JSONSerializer") is original("rq.serializers.JSONSerializer")
+    unhashable = types.SimpleNamespace(dumps=json.dumps, loads=json.loads)
+    unhashable.__hash__ = None  # type: ignore[assignment]
+    assert resolve(unhashable) is unhashable
+    with pytest.raises(NotImplementedError):
+        resolve(object())
+    assert Job("j2", connection=redis.Redis(), serializer=OrjsonSerializer).serializer is OrjsonSerializer
