@@ -155,6 +155,12 @@ class BatchSettings:
     lines_in_flight: int = 512  # batch lines queued or running at once per pool, across every batch
     max_attempts: int = 3  # runs of one line (worker lost, upstream unavailable) before it fails
     interactive_reserve: float = 0.1  # share of each worker's slots batch lines never take
+    # While interactive jobs run on a worker (or ran within `interactive_grace` seconds), its lane halves
+    # the lines it holds whenever the worker's recent peak loop lag passes `yield_lag` seconds and adds one
+    # when it does not, down to `yield_floor` lines (workers.lane_throttle); 0 s: the lane never yields.
+    yield_lag: float = 0.004
+    yield_floor: int = 1
+    interactive_grace: float = 2.0
     driver_lease: float = 5.0  # seconds a dead batch driver's lease blocks its successor
     poll_interval: float = 0.2  # seconds between two rounds of the batch driver
 
@@ -516,3 +522,5 @@ def _check_batches(batches: BatchSettings) -> None:
         raise ConfigError("batches: sizes, counts and durations must be positive")
     if not 0 <= batches.interactive_reserve < 1:
         raise ConfigError("batches.interactive_reserve must be within [0, 1)")
+    if batches.yield_lag < 0 or batches.yield_floor < 0 or batches.interactive_grace < 0:
+        raise ConfigError("batches: yield_lag, yield_floor and interactive_grace must be >= 0")
