@@ -48,7 +48,7 @@ class ProviderSettings:
     kind: ProviderKind = "simulated"
     base_url: str = ""
     api_key: str = field(default="", repr=False)
-    concurrency: int = 256
+    concurrency: int = 4096  # jobs one worker process holds at most; it takes fewer while its loop lags
     queue_limit: int = 10_000
     requests_per_minute: int = 0  # upstream calls started per minute, across all worker processes (0 = none)
     max_concurrency: int = 0  # upstream calls in flight across every worker process (0 = no cap)
@@ -214,6 +214,9 @@ class Settings:
     worker_dead_after: float = 4.0  # a worker silent this long is dead; its clients get an error
     worker_shutdown_grace: float = 30.0  # seconds a worker's running jobs get to finish after SIGTERM
     worker_prefetch: int = 8  # most jobs a worker process holds that it has not started yet
+    # A worker takes no new job while its event loop lags this many seconds behind (smoothed), and takes
+    # them again below half of it (workers.loop_load); 0: never stops for its loop.
+    worker_saturated_lag: float = 0.25
     job_timeout: int = 900  # rq job timeout (seconds) for one completion
     result_ttl: int = 60  # seconds a finished job's record stays in rq's finished registry
     failure_ttl: int = 3_600  # seconds a failed or abandoned job's record stays in rq's failed registry
@@ -498,6 +501,8 @@ def _check(settings: Settings) -> None:
         raise ConfigError(f"log_format must be json or text, not {settings.log_format!r}")
     if settings.log_level.upper() not in LOG_LEVELS:
         raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, not {settings.log_level!r}")
+    if settings.worker_saturated_lag < 0:
+        raise ConfigError("worker_saturated_lag must be >= 0 (0 = off)")
     if not 0 <= settings.worker_metrics_port < 65536:
         raise ConfigError("worker_metrics_port must be a port number (0 = off)")
     for plan in settings.plans.values():

@@ -64,7 +64,7 @@ from workers.guarded_provider import GuardedProvider, guarded_provider
 from workers.job_report import JobReporter
 from workers.lane_throttle import LaneThrottle
 from workers.liveness import LivenessBeacon
-from workers.loop_load import LoopLag
+from workers.loop_load import LoopGuard, LoopLag
 from workers.metrics import WorkerMetrics
 from workers.providers import make_adapter
 from workers.publish_batcher import PublishBatcher
@@ -136,6 +136,7 @@ class AsyncWorker(BaseWorker):
         self._wake = asyncio.Event()  # a slot freed up, a job started, or a stop was requested
         self.loop_lag = LoopLag()  # sampled from run() on: how late the loop runs ready callbacks
         self.batch_lane: BatchLane | None = None  # set in run()
+        self.loop_guard = LoopGuard(settings.worker_saturated_lag)
         self._maintenance_stop = threading.Event()
         # Reply channels a job found without subscriber: a queued job for one is checked before it runs.
         self._unheard_channels: dict[str, None] = {}
@@ -251,8 +252,9 @@ class AsyncWorker(BaseWorker):
             self.log.warning("Worker %s: could not register its death", self.name, exc_info=True)
 
     async def _dequeue(self, adapter: GuardedProvider, burst: bool) -> bool:
-        """Take jobs while a slot is free: never more jobs held than ``concurrency``, never more than
-        ``prefetch`` of them not started yet.
+        """Take jobs while a slot is free and the loop keeps up: never more jobs held than
+        ``concurrency``, never more than ``prefetch`` of them not started yet, none while the loop guard
+        finds the loop saturated (:mod:`workers.loop_load`).
 
         One BLMOVE waits for a job (its own connection); once one came, more of the queued ones are taken
         with LMOVEs pipelined on the jobs' connection, as many as are free slots up to a batch that
@@ -266,6 +268,9 @@ class AsyncWorker(BaseWorker):
             if len(self._runs) >= self.concurrency or self._unstarted >= self.prefetch:
                 self._wake.clear()
                 await self._wake.wait()
+                continue
+            if not self.loop_guard.admits(self.loop_lag.lag):
+                await asyncio.sleep(self.loop_lag.tick)  # the lag is sampled once a tick
                 continue
             try:
                 if burst:
@@ -283,6 +288,9 @@ class AsyncWorker(BaseWorker):
             if self._stopping:  # taken while a stop was requested: put it back at the head of the queue
                 await self._requeue(_job_id(raw), source, target)
                 break
+            if not self.loop_guard.admits(self.loop_lag.lag):  # saturated while BLMOVE waited: give it back
+                await self._requeue(_job_id(raw), source, target)
+                continue
             worked = True
             self._launch(_job_id(raw), adapter)
             want = min(self.concurrency - len(self._runs), self.prefetch - self._unstarted, batch)
@@ -331,6 +339,7 @@ class AsyncWorker(BaseWorker):
             launch=lambda job_id, origin: self._launch(job_id, adapter, origin),
             throttle=throttle,
             lag=lambda: self.loop_lag.peak,
+            admits=lambda: self.loop_guard.admits(self.loop_lag.lag),
         )
 
     def _launch(self, job_id: str, adapter: GuardedProvider, origin: str = "") -> asyncio.Task[None]:
