@@ -48,7 +48,7 @@ class ProviderSettings:
     kind: ProviderKind = "simulated"
     base_url: str = ""
     api_key: str = field(default="", repr=False)
-    concurrency: int = 256
+    concurrency: int = 4096  # jobs one worker process holds at most; it takes fewer while its loop lags
     queue_limit: int = 10_000
     requests_per_minute: int = 0  # upstream calls started per minute, across all worker processes (0 = none)
     max_concurrency: int = 0  # upstream calls in flight across every worker process (0 = no cap)
@@ -155,6 +155,12 @@ class BatchSettings:
     lines_in_flight: int = 512  # batch lines queued or running at once per pool, across every batch
     max_attempts: int = 3  # runs of one line (worker lost, upstream unavailable) before it fails
     interactive_reserve: float = 0.1  # share of each worker's slots batch lines never take
+    # While interactive jobs run on a worker (or ran within `interactive_grace` seconds), its lane halves
+    # the lines it holds whenever the worker's recent peak loop lag passes `yield_lag` seconds and adds one
+    # when it does not, down to `yield_floor` lines (workers.lane_throttle); 0 s: the lane never yields.
+    yield_lag: float = 0.004
+    yield_floor: int = 1
+    interactive_grace: float = 2.0
     driver_lease: float = 5.0  # seconds a dead batch driver's lease blocks its successor
     poll_interval: float = 0.2  # seconds between two rounds of the batch driver
 
@@ -208,6 +214,9 @@ class Settings:
     worker_dead_after: float = 4.0  # a worker silent this long is dead; its clients get an error
     worker_shutdown_grace: float = 30.0  # seconds a worker's running jobs get to finish after SIGTERM
     worker_prefetch: int = 8  # most jobs a worker process holds that it has not started yet
+    # A worker takes no new job while its event loop lags this many seconds behind (smoothed), and takes
+    # them again below half of it (workers.loop_load); 0: never stops for its loop.
+    worker_saturated_lag: float = 0.25
     job_timeout: int = 900  # rq job timeout (seconds) for one completion
     result_ttl: int = 60  # seconds a finished job's record stays in rq's finished registry
     failure_ttl: int = 3_600  # seconds a failed or abandoned job's record stays in rq's failed registry
@@ -492,6 +501,8 @@ def _check(settings: Settings) -> None:
         raise ConfigError(f"log_format must be json or text, not {settings.log_format!r}")
     if settings.log_level.upper() not in LOG_LEVELS:
         raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, not {settings.log_level!r}")
+    if settings.worker_saturated_lag < 0:
+        raise ConfigError("worker_saturated_lag must be >= 0 (0 = off)")
     if not 0 <= settings.worker_metrics_port < 65536:
         raise ConfigError("worker_metrics_port must be a port number (0 = off)")
     for plan in settings.plans.values():
@@ -516,3 +527,5 @@ def _check_batches(batches: BatchSettings) -> None:
         raise ConfigError("batches: sizes, counts and durations must be positive")
     if not 0 <= batches.interactive_reserve < 1:
         raise ConfigError("batches.interactive_reserve must be within [0, 1)")
+    if batches.yield_lag < 0 or batches.yield_floor < 0 or batches.interactive_grace < 0:
+        raise ConfigError("batches: yield_lag, yield_floor and interactive_grace must be >= 0")

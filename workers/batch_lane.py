@@ -5,6 +5,10 @@ lane never holds more than ``(1 - interactive_reserve)`` of the worker's slots, 
 jobs too, takes lines (one script, :data:`TAKE`) only while no interactive job is queued, and never
 holds more taken-but-unstarted jobs than the worker's ``worker_prefetch`` allows.  Taken jobs
 go through rq's intermediate queue of the lane and are then run exactly like interactive ones.
+
+Interactive jobs share the worker's event loop with the lines it runs, so the lane also yields the loop:
+while interactive jobs are about, :class:`~workers.lane_throttle.LaneThrottle` shrinks the lines it may
+hold as the loop's lag grows, and no line is taken while the worker's loop guard refuses new jobs.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Callable
+from typing import Any
 
 import redis.asyncio as aredis
 from redis.exceptions import RedisError
@@ -20,6 +25,7 @@ from rq.intermediate_queue import IntermediateQueue
 
 from shared import keys
 from shared.lua import LuaScript
+from workers.lane_throttle import LaneThrottle
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +53,16 @@ class BatchLane:
         concurrency: int,
         interactive_reserve: float,
         running: Callable[[], int],
-        launch: Callable[[str, str], None],
+        launch: Callable[[str, str], asyncio.Future[Any]],
         unstarted_room: Callable[[], int] = lambda: TAKE_AT_ONCE,
+        throttle: LaneThrottle | None = None,
+        lag: Callable[[], float] = lambda: 0.0,
+        admits: Callable[[], bool] = lambda: True,
     ) -> None:
+        """``running`` counts the worker's jobs (interactive and batch); ``launch`` starts one taken line
+        and returns what ends when it ends; ``lag`` is the loop's lag and ``admits`` the worker's loop
+        guard (:mod:`workers.loop_load`); ``throttle`` (by default one that never yields) bounds the lines
+        held while interactive jobs run."""
         self._redis = redis
         self._queue = keys.batch_lane(pool)
         self._keys = [
@@ -58,6 +71,10 @@ class BatchLane:
             IntermediateQueue.get_intermediate_queue_key(keys.rq_queue_key(self._queue)),
         ]
         self.limit = lane_limit(concurrency, interactive_reserve)
+        self.throttle = throttle or LaneThrottle(self.limit, yield_lag=0, floor=0, interactive_grace=0)
+        self.in_flight = 0  # lines launched by this lane that have not ended
+        self._lag = lag
+        self._admits = admits
         self._running = running
         self._unstarted_room = unstarted_room
         self._launch = launch
@@ -72,9 +89,13 @@ class BatchLane:
 
     async def run(self) -> None:
         """Take and launch batch lines until :meth:`stop`."""
+        loop = asyncio.get_running_loop()
         while not self._stop.is_set():
-            room = min(self.limit - self._running(), self._unstarted_room(), TAKE_AT_ONCE)
-            if room <= 0:
+            running = self._running()
+            interactive = running > self.in_flight
+            held = self.throttle.update(loop.time(), lag=self._lag(), interactive=interactive)
+            room = min(self.limit - running, held - self.in_flight, self._unstarted_room(), TAKE_AT_ONCE)
+            if room <= 0 or not self._admits():
                 await self._pause(FULL_PAUSE)
                 continue
             try:
@@ -88,9 +109,13 @@ class BatchLane:
                 await self._put_back(job_ids)
                 return
             for job_id in job_ids:
-                self._launch(job_id, self._queue)
+                self.in_flight += 1
+                self._launch(job_id, self._queue).add_done_callback(self._ended)
             if not taken:
                 await self._pause(IDLE_PAUSE)
+
+    def _ended(self, _: asyncio.Future[Any]) -> None:
+        self.in_flight -= 1
 
     async def _pause(self, seconds: float) -> None:
         try:

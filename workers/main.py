@@ -9,6 +9,7 @@ from shared.redis_client import sync_client
 from shared.settings import Settings
 from workers.job_report import JobReporter
 from workers.metrics import WorkerMetrics
+from workers.open_files import slots_within_open_files
 from workers.worker import AsyncWorker
 
 if TYPE_CHECKING:  # imported only when tracing is on: the [otel] extra may not be installed
@@ -30,6 +31,7 @@ def run_worker(
     ``tracer``, OpenTelemetry spans of its traced jobs.  Blocks."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    concurrency = slots_within_open_files(concurrency)
     connection = sync_client(settings.redis_url)
     try:
         metrics = WorkerMetrics(settings, pool)

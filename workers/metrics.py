@@ -78,6 +78,12 @@ class WorkerMetrics:
         self.concurrency = Gauge(
             "aiorouter_worker_concurrency", "Jobs this worker runs at most at once.", ["pool"], registry=r
         )
+        self.loop_lag = Gauge(
+            "aiorouter_worker_loop_lag_seconds",
+            "How late this worker's event loop runs a ready callback (smoothed).",
+            ["pool"],
+            registry=r,
+        )
         self._children: dict[tuple[Any, ...], Any] = {}
 
     def watch_slots(self, running: Callable[[], int], concurrency: int) -> None:
@@ -85,6 +91,10 @@ class WorkerMetrics:
         self.concurrency.labels(self.pool).set(concurrency)
         self.running.labels(self.pool).set_function(running)
         self.free.labels(self.pool).set_function(lambda: max(0, concurrency - running()))
+
+    def watch_loop_lag(self, lag: Callable[[], float]) -> None:
+        """Read the loop's lag from ``lag`` at each scrape."""
+        self.loop_lag.labels(self.pool).set_function(lag)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)

@@ -58,12 +58,14 @@ from shared.serialization import OrjsonSerializer
 from shared.settings import Settings
 from shared.store_marker import StoreMarker, watch_store
 from workers import bookkeeping, settlement, stop_requests
-from workers.batch_lane import BatchLane
+from workers.batch_lane import BatchLane, lane_limit
 from workers.bookkeeping import StartedJob
 from workers.completion import JobEnding, complete
 from workers.guarded_provider import GuardedProvider, guarded_provider
 from workers.job_report import JobReporter
+from workers.lane_throttle import LaneThrottle
 from workers.liveness import LivenessBeacon
+from workers.loop_load import LoopGuard, LoopLag
 from workers.metrics import WorkerMetrics
 from workers.providers import make_adapter
 from workers.publish_batcher import PublishBatcher
@@ -135,11 +137,15 @@ class AsyncWorker(BaseWorker):
         self.prefetch = max(1, settings.worker_prefetch)
         self._unstarted = 0  # jobs taken whose start (load, mark started) has not completed
         self._wake = asyncio.Event()  # a slot freed up, a job started, or a stop was requested
+        self.loop_lag = LoopLag()  # sampled from run() on: how late the loop runs ready callbacks
+        self.batch_lane: BatchLane | None = None  # set in run()
+        self.loop_guard = LoopGuard(settings.worker_saturated_lag)
         self._maintenance_stop = threading.Event()
         # Reply channels a job found without subscriber: a queued job for one is checked before it runs.
         self._unheard_channels: dict[str, None] = {}
         self.reporter = reporter if reporter is not None else JobReporter(WorkerMetrics(settings, pool))
         self.reporter.metrics.watch_slots(lambda: len(self._runs), concurrency)
+        self.reporter.metrics.watch_loop_lag(lambda: self.loop_lag.lag)
 
     # --- rq's interface -----------------------------------------------------------------------------
 
@@ -208,8 +214,9 @@ class AsyncWorker(BaseWorker):
         listener = loop.create_task(
             stop_requests.listen(self._redis, self.pubsub_channel_name, self._on_stop_request)
         )
-        lane = self._batch_lane(adapter)
+        lane = self.batch_lane = self._batch_lane(adapter)
         lane_task = loop.create_task(lane.run())
+        self.loop_lag.start()
         worked = False
         try:
             worked = await self._dequeue(adapter, burst)
@@ -217,6 +224,7 @@ class AsyncWorker(BaseWorker):
             await lane_task
             await self._drain()
         finally:
+            self.loop_lag.stop()
             lane.stop()
             await asyncio.gather(lane_task, return_exceptions=True)
             halt.set()  # heartbeat and store watch end between reads: a cancel mid-pipeline would leak it
@@ -247,8 +255,9 @@ class AsyncWorker(BaseWorker):
             self.log.warning("Worker %s: could not register its death", self.name, exc_info=True)
 
     async def _dequeue(self, adapter: GuardedProvider, burst: bool) -> bool:
-        """Take jobs while a slot is free: never more jobs held than ``concurrency``, never more than
-        ``prefetch`` of them not started yet.
+        """Take jobs while a slot is free and the loop keeps up: never more jobs held than
+        ``concurrency``, never more than ``prefetch`` of them not started yet, none while the loop guard
+        finds the loop saturated (:mod:`workers.loop_load`).
 
         One BLMOVE waits for a job (its own connection); once one came, more of the queued ones are taken
         with LMOVEs pipelined on the jobs' connection, as many as are free slots up to a batch that
@@ -262,6 +271,9 @@ class AsyncWorker(BaseWorker):
             if len(self._runs) >= self.concurrency or self._unstarted >= self.prefetch:
                 self._wake.clear()
                 await self._wake.wait()
+                continue
+            if not self.loop_guard.admits(self.loop_lag.lag):
+                await asyncio.sleep(self.loop_lag.tick)  # the lag is sampled once a tick
                 continue
             try:
                 if burst:
@@ -279,6 +291,9 @@ class AsyncWorker(BaseWorker):
             if self._stopping:  # taken while a stop was requested: put it back at the head of the queue
                 await self._requeue(_job_id(raw), source, target)
                 break
+            if not self.loop_guard.admits(self.loop_lag.lag):  # saturated while BLMOVE waited: give it back
+                await self._requeue(_job_id(raw), source, target)
+                continue
             worked = True
             self._launch(_job_id(raw), adapter)
             want = min(self.concurrency - len(self._runs), self.prefetch - self._unstarted, batch)
@@ -308,24 +323,36 @@ class AsyncWorker(BaseWorker):
             return [raw for raw in await pipe.execute() if raw is not None]
 
     def _batch_lane(self, adapter: GuardedProvider) -> BatchLane:
-        """The lane that fills the slots interactive jobs leave free with batch lines."""
+        """The lane that fills the slots interactive jobs leave free with batch lines, and yields the
+        loop to interactive jobs."""
+        batches = self.settings.batches
+        throttle = LaneThrottle(
+            lane_limit(self.concurrency, batches.interactive_reserve),
+            yield_lag=batches.yield_lag,
+            floor=batches.yield_floor,
+            interactive_grace=batches.interactive_grace,
+        )
         return BatchLane(
             self._redis,
             pool=self.pool,
             concurrency=self.concurrency,
-            interactive_reserve=self.settings.batches.interactive_reserve,
+            interactive_reserve=batches.interactive_reserve,
             running=lambda: len(self._runs),
             unstarted_room=lambda: self.prefetch - self._unstarted,
             launch=lambda job_id, origin: self._launch(job_id, adapter, origin),
+            throttle=throttle,
+            lag=lambda: self.loop_lag.peak,
+            admits=lambda: self.loop_guard.admits(self.loop_lag.lag),
         )
 
-    def _launch(self, job_id: str, adapter: GuardedProvider, origin: str = "") -> None:
+    def _launch(self, job_id: str, adapter: GuardedProvider, origin: str = "") -> asyncio.Task[None]:
         run = _Run(job_id, origin or self.pool)
         self._runs[run.job_id] = run
         self._unstarted += 1
         task = asyncio.get_running_loop().create_task(self._run(run, adapter))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _requeue(self, job_id: str, source: str, target: str) -> None:
         try:

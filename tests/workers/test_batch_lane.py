@@ -28,13 +28,19 @@ async def _lane_taking(
     client: aredis.Redis, *, running: int, concurrency: int = 8, prefetch: int = 32
 ) -> list[str]:
     launched: list[str] = []
+    loop = asyncio.get_running_loop()
+
+    def launch(job_id: str, origin: str) -> asyncio.Future[None]:
+        launched.append(job_id)
+        return loop.create_future()  # never ends
+
     lane = BatchLane(
         client,
         pool="sim",
         concurrency=concurrency,
         interactive_reserve=0.25,
         running=lambda: running + len(launched),
-        launch=lambda job_id, origin: launched.append(job_id),
+        launch=launch,
         unstarted_room=lambda: prefetch - len(launched),  # nothing launched here ever starts
     )
     task = asyncio.create_task(lane.run())
