@@ -9,11 +9,13 @@ the Python around them per round trip, for every request in flight.  :class:`Aut
                  ├──►  one write at a time  ──►  Redis
     coroutines ──┘  ◄──  replies parsed by hiredis, handed back in order (Redis answers in order)
 
-What is issued in one pass of the event loop leaves in one write; what is issued while a write still
-awaits its replies waits for them and then leaves together, in the next.  A ``send`` costs the kernel's
-TCP work of both ends whatever it carries, so under load the writes, not the commands, are what cost:
-holding a batch while one is on the wire makes each write carry more of them, at the price of at most
-one round trip of delay.
+What is issued in one pass of the event loop leaves in one write, at the end of that pass; at most
+:data:`WRITES_IN_FLIGHT` writes await their replies at once, and what is issued while that many do waits
+for the oldest one's replies and then leaves together, in the next.  A ``send`` costs the kernel's TCP
+work of both ends whatever it carries, so under load the writes, not the commands, are what cost: holding
+a batch while writes are on the wire makes each write carry more of them.  Two in flight, not one: a
+command issued while a single write awaits its replies (at low load, two requests' commands a moment
+apart) leaves at once instead of waiting a whole round trip.
 
 A pipeline's commands stay together on the wire, so ``MULTI``…``EXEC`` blocks never interleave.  Replies
 go through redis-py's own response callbacks and error classes, so callers see exactly what redis-py
@@ -50,6 +52,7 @@ from redis.client import EMPTY_RESPONSE
 from redis.exceptions import ConnectionError, ReadOnlyError, RedisError, ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+WRITES_IN_FLIGHT = 2  # writes awaiting their replies at once on the shared connection, at most
 REPLY_TIMEOUT = 10.0  # seconds Redis may leave a reply outstanding before the connection is dropped
 CONNECT_TIMEOUT = 5.0
 CLOSE_WAIT = 1.0  # seconds aclose() waits for the shared connection to be gone
@@ -123,7 +126,7 @@ class _Link(asyncio.Protocol):
         self._waiting: deque[_Waiter] = deque()
         self._out: list[bytes] = []
         self._flush_handle: asyncio.Handle | None = None
-        self._unanswered = 0  # waiters of the last write still short of replies: hold writes till then
+        self._writes: deque[int] = deque()  # per write in flight, its waiters still short of replies
         self._watchdog: asyncio.TimerHandle | None = None
         self._transport: asyncio.Transport | None = None
         self._lost: Exception | None = None
@@ -141,7 +144,7 @@ class _Link(asyncio.Protocol):
         now = self._loop.time()
         self._waiting.append(_Waiter(future, count, now))
         self._out.append(data)
-        if self._flush_handle is None and not self._unanswered:
+        if self._flush_handle is None and len(self._writes) < WRITES_IN_FLIGHT:
             self._flush_handle = self._loop.call_soon(self._flush)
         if self._watchdog is None:
             self._watchdog = self._loop.call_at(now + self._reply_timeout, self._check_overdue)
@@ -181,11 +184,14 @@ class _Link(asyncio.Protocol):
                 waiting.popleft()
                 if not waiter.future.done():  # its caller may have been cancelled: drop the replies
                     waiter.future.set_result(waiter.replies)
-                self._unanswered -= 1
-                if not self._unanswered and self._out and self._flush_handle is None:
-                    # The last write is answered: what queued meanwhile goes next, after the callers
-                    # woken just now have queued theirs (their callbacks run first in the next pass).
-                    self._flush_handle = self._loop.call_soon(self._flush)
+                writes = self._writes
+                writes[0] -= 1
+                if not writes[0]:
+                    writes.popleft()
+                    if self._out and self._flush_handle is None:
+                        # A write is answered: what queued meanwhile goes next, after the callers woken
+                        # just now have queued theirs (their callbacks run first in the next pass).
+                        self._flush_handle = self._loop.call_soon(self._flush)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(self._lost or ConnectionError(f"Connection to Redis lost: {exc or 'closed'}"))
@@ -199,7 +205,7 @@ class _Link(asyncio.Protocol):
         if self._out and self.usable:
             assert self._transport is not None
             data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
-            self._unanswered = len(self._out)
+            self._writes.append(len(self._out))
             self._out.clear()
             self._transport.write(data)
 
@@ -222,6 +228,7 @@ class _Link(asyncio.Protocol):
     def _fail(self, error: Exception) -> None:
         self._lost = self._lost or error
         self._out.clear()
+        self._writes.clear()
         for handle in (self._flush_handle, self._watchdog):
             if handle is not None:
                 handle.cancel()

@@ -120,19 +120,64 @@ async def test_commands_of_one_loop_pass_leave_in_one_write(pair: tuple[aredis.R
     assert writes == [pack(("GET", "k")) * 200]
 
 
-async def test_commands_issued_while_a_write_is_unanswered_go_together_next(
-    pair: tuple[aredis.Redis, aredis.Redis],
-) -> None:
-    """A command waiting for its reply holds back the next ones, which then leave in one write."""
-    ours, _ = pair
-    await ours.set("k", b"v")
-    writes = _spy_on_writes(ours)
-    first = asyncio.ensure_future(ours.get("k"))
-    await asyncio.sleep(0)  # one loop step: the first GET is queued and its write scheduled, unanswered
-    later = [asyncio.ensure_future(ours.exists("k")), asyncio.ensure_future(ours.strlen("k"))]
-    assert await first == b"v"
-    assert [await f for f in later] == [1, 1]
-    assert writes == [pack(("GET", "k")), pack(("EXISTS", "k")) + pack(("STRLEN", "k"))]
+async def test_two_writes_fly_at_once_and_later_commands_wait_for_the_oldest_reply() -> None:
+    """A command issued while one write awaits its replies leaves at once (no round trip of delay at low
+    load); while WRITES_IN_FLIGHT writes await theirs, the next commands wait, and leave in one write when
+    the oldest is answered.  Driven by a server that answers only when told."""
+    received = bytearray()
+    answer = asyncio.Queue[bytes]()
+    writers: list[asyncio.StreamWriter] = []
+
+    async def scripted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        await reader.read(1 << 16)  # the HELLO
+        writer.write(b"%0\r\n")
+        await writer.drain()
+
+        async def answers() -> None:
+            while True:
+                writer.write(await answer.get())
+                await writer.drain()
+
+        answering = asyncio.create_task(answers())
+        try:
+            while data := await reader.read(1 << 16):
+                received.extend(data)
+        finally:
+            answering.cancel()
+
+    server = await asyncio.start_server(scripted, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = async_client(f"redis://127.0.0.1:{port}/0", max_connections=1, auto_pipeline=True)
+    assert isinstance(client, AutoPipelineRedis)
+    ping = pack(("PING",))
+
+    def pings() -> int:
+        return bytes(received).count(ping)
+
+    try:
+        first = asyncio.ensure_future(client.ping())
+        await eventually(lambda: pings() == 1)
+        writes = _spy_on_writes(client)
+        second = asyncio.ensure_future(client.ping())
+        await eventually(lambda: pings() == 2)  # left at once, beside the unanswered first
+        held = [asyncio.ensure_future(client.ping()) for _ in range(2)]
+        link = client._link
+        assert link is not None
+        await eventually(lambda: len(link._out) == 2)  # two writes in flight: these wait
+        assert pings() == 2 and len(writes) == 1
+        answer.put_nowait(b"+PONG\r\n")  # the oldest write is answered: the held ones go, together
+        assert await first is True
+        await eventually(lambda: pings() == 4)
+        assert writes == [ping, ping + ping]
+        answer.put_nowait(b"+PONG\r\n" * 3)
+        assert [await f for f in (second, *held)] == [True, True, True]
+    finally:
+        await client.aclose()
+        for writer in writers:
+            writer.close()
+        server.close()
+        await server.wait_closed()
 
 
 class _WriteSpy:
