@@ -213,7 +213,7 @@ class Settings:
     worker_heartbeat_interval: float = 1.0
     worker_dead_after: float = 4.0  # a worker silent this long is dead; its clients get an error
     worker_shutdown_grace: float = 30.0  # seconds a worker's running jobs get to finish after SIGTERM
-    worker_prefetch: int = 8  # most jobs a worker process holds that it has not started yet
+    worker_prefetch: int = 64  # most jobs a worker process holds that it has not started yet
     # A worker takes no new job while its event loop lags this many seconds behind (smoothed), and takes
     # them again below half of it (workers.loop_load); 0: never stops for its loop.
     worker_saturated_lag: float = 0.25
