@@ -1,7 +1,11 @@
 """Admission of an authenticated request: its account's rate limit and, for a completion, its credit.
 
 A completion is admitted in one Redis round trip: the rate-limit script (:mod:`shared.ratelimit`) and the
-credit reservation script (:mod:`shared.credits`) ride in one pipeline.  Refusals, in this order:
+credit reservation script (:mod:`shared.credits`) ride in one pipeline, or, when the caller hands over
+its first attempt's job (``enqueue_for``), in one atomic script with the job's enqueue
+(``shared/lua/admit_enqueue.lua``): the credit is held only if the rate limit admits, and the job goes on
+its queue only if both do and the plan that decided is the one the job's billing was built for (the API
+key's; else the caller enqueues it with the right billing).  Refusals, in this order:
 
 - a suspended account: 401 ``account_suspended`` (the API reference lists no 403; the key is valid but
   its account may not call the API, like a revoked key);
@@ -27,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -43,8 +48,9 @@ from shared import credits, ratelimit
 from shared.credits import PendingReservation, Reservation
 from shared.errors import AIORouterError, InsufficientQuota, ServiceUnavailable
 from shared.job_billing import EXTRA_KEY, JobBilling
-from shared.lua import ScriptCall, run_together
+from shared.lua import LuaScript, ScriptCall, run_together
 from shared.ratelimit import RateLimitDecision
+from shared.redis_commands import Command
 from shared.settings import ModelEntry
 
 log = logging.getLogger(__name__)
@@ -58,12 +64,16 @@ SWEEP_INTERVAL: Final = 5.0
 RATE_LIMIT_HEADERS: Final = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
 
 
+ADMIT_ENQUEUE: Final = LuaScript.compose("admit_enqueue", "ratelimit", "credit_reserve")
+
+
 @dataclass(frozen=True, slots=True)
 class Admitted:
     """An admitted completion: its rate-limit decision and the credit it holds."""
 
     decision: RateLimitDecision
     billing: JobBilling
+    queue_depth: int | None = None  # the first job's queue length with it, when admission enqueued it
 
     @property
     def headers(self) -> RawHeaders:
@@ -102,8 +112,17 @@ class Admission:
         scope.setdefault("state", {})[STATE_KEY] = self
         return self
 
-    async def admit(self, model: ModelEntry, body: dict[str, Any]) -> Admitted:
-        """Count the request and hold its worst-case cost, in one round trip; raise 401/429/402."""
+    async def admit(
+        self,
+        model: ModelEntry,
+        body: dict[str, Any],
+        enqueue_for: Callable[[JobBilling], Sequence[Command]] | None = None,
+    ) -> Admitted:
+        """Count the request and hold its worst-case cost, in one round trip; raise 401/429/402.
+
+        With ``enqueue_for`` (the enqueue commands of the first attempt's job, given the billing it
+        carries), the job goes on its queue in that same round trip when the request is admitted under
+        the API key's plan: :attr:`Admitted.queue_depth` then says so."""
         settings = self._context.settings
         prompt = credits.estimate_prompt_tokens(body)
         tokens = prompt + credits.max_completion_tokens(settings, model, body)
@@ -111,15 +130,23 @@ class Admission:
         check = self._check_call(tokens)
         attempts = len(model.deployments)  # each may wait for a worker before one renews the hold
         pending = PendingReservation.prepare(settings, self._record.account_id, cost, attempts=attempts)
+        assumed: JobBilling | None = None
         try:
-            limit_reply, credit_reply = await run_together(self._context.redis, [check, pending.call])
+            if enqueue_for is None:
+                limit_reply, credit_reply = await run_together(self._context.redis, [check, pending.call])
+                depth_reply = None
+            else:
+                interval_us = ratelimit.token_interval_us(settings, self._record.plan)
+                assumed = self._billing(pending.expected(), model, tokens, interval_us)
+                call = _admit_enqueue_call(check, pending.call, interval_us, enqueue_for(assumed))
+                [(limit_reply, credit_reply, depth_reply)] = await run_together(self._context.redis, [call])
         except RedisError as exc:
             raise _store_unreachable() from exc
         try:
             self.decision = ratelimit.decision_from_reply(limit_reply)
             self.decision.raise_if_refused()  # a 429 says when to retry: it goes before a 402
         except AIORouterError:
-            if credit_reply[0]:
+            if credit_reply and credit_reply[0]:
                 await _release_quietly(self._context, pending.outcome(credit_reply))
             raise
         try:
@@ -128,14 +155,16 @@ class Admission:
             exc.headers.update(self.decision.headers())
             await self._refund_quietly(tokens)  # nothing will run: the tokens counted are given back
             raise
-        billing = JobBilling.for_model(
-            reservation,
-            model,
-            admitted_at=time.time(),
-            counted_tokens=tokens,
-            token_interval_us=ratelimit.token_interval_us(settings, self.decision.plan),
+        if assumed is not None and depth_reply is not None:  # enqueued, with the billing assumed
+            return Admitted(self.decision, assumed, queue_depth=int(depth_reply))
+        interval_us = ratelimit.token_interval_us(settings, self.decision.plan)
+        return Admitted(self.decision, self._billing(reservation, model, tokens, interval_us))
+
+    @staticmethod
+    def _billing(reservation: Reservation, model: ModelEntry, tokens: int, interval_us: int) -> JobBilling:
+        return JobBilling.for_model(
+            reservation, model, admitted_at=time.time(), counted_tokens=tokens, token_interval_us=interval_us
         )
-        return Admitted(self.decision, billing)
 
     async def count(self) -> dict[str, str]:
         """Count a request that holds no credit (e.g. ``/v1/models``); its ``X-RateLimit-*`` headers, or
@@ -194,6 +223,20 @@ async def _release_quietly(context: IngressContext, reservation: Reservation) ->
 
 def _store_unreachable() -> ServiceUnavailable:
     return ServiceUnavailable("The account store is unreachable; retry shortly.")
+
+
+def _admit_enqueue_call(
+    check: ScriptCall, reserve: ScriptCall, interval_us: int, enqueue: Sequence[Command]
+) -> ScriptCall:
+    """:data:`ADMIT_ENQUEUE` with the rate limit's and the credit hold's keys and arguments, and the
+    enqueue commands flattened (each: its argument count, then the command)."""
+    commands: list[Any] = []
+    for command, _ in enqueue:
+        commands += [len(command), *command]
+    counts = [len(check.keys), len(check.args), len(reserve.args), interval_us]
+    return ScriptCall(
+        ADMIT_ENQUEUE, [*check.keys, *reserve.keys], [*counts, *check.args, *reserve.args, *commands]
+    )
 
 
 def admission_of(scope: Scope) -> Admission | None:

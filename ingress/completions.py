@@ -3,27 +3,31 @@
 Order of checks: API key (401), ``Content-Type`` (400 ``unsupported_content_type``: the API reference
 lists no 415, so a non-JSON body is a malformed request), body size (413), JSON, validation (400), model
 (404), routing (503 at once when every deployment's breaker is open; :mod:`ingress.routing`), then
-admission: rate limit and credit (401 suspended, 429, 402; :mod:`ingress.admission`).  Then one rq job
-per attempt is enqueued, falling back along the route until a deployment serves the request
-(:mod:`ingress.fallback`), and its frames relayed (:mod:`ingress.relay`).  The ``API-Version`` and
-``X-Request-Id`` headers come from :mod:`ingress.middleware`.
+admission: rate limit and credit (401 suspended, 429, 402; :mod:`ingress.admission`), in the same round
+trip as the first attempt's enqueue.  One rq job per attempt, falling back along the route until a
+deployment serves the request (:mod:`ingress.fallback`), and its frames relayed (:mod:`ingress.relay`).
+The ``API-Version`` and ``X-Request-Id`` headers come from :mod:`ingress.middleware`.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import replace
 
 from starlette.types import Receive, Scope, Send
 
 from ingress.admission import Admission
 from ingress.context import IngressContext, ingress_context
-from ingress.fallback import FallbackRun
+from ingress.fallback import EnqueuedAttempt, FallbackRun, first_deployment
+from ingress.job_control import completion_enqueue_commands
 from ingress.request_log import log_request
 from ingress.request_record import RequestRecord
 from ingress.validation import parse_json_object, validate_chat_request
 from shared.errors import AIORouterError, InvalidRequest, PayloadTooLarge
+from shared.job_billing import EXTRA_KEY, JobBilling
 from shared.jobs import CompletionJob
+from shared.redis_commands import Command
 from shared.settings import Deployment
 
 JSON_MEDIA_TYPE = "application/json"
@@ -71,18 +75,12 @@ class ChatCompletionsEndpoint:
         request = validate_chat_request(parse_json_object(raw))
         record.model, record.stream = request.model, request.stream
         plan = await context.router.route(request.model, request.preferences)
-        admitted = await admission.admit(plan.entry, request.body)
-        record.admitted_at = time.perf_counter()
         state = scope.get("state", {})
-        extra = {
-            "client_request_id": state.get("request_id"),
-            "api_version": state.get("api_version"),
-            **admitted.job_extra,
-        }
+        extra = {"client_request_id": state.get("request_id"), "api_version": state.get("api_version")}
         if traceparent:
             extra["traceparent"] = traceparent  # W3C trace context: the worker's spans join this trace
 
-        def job_for(deployment: Deployment) -> CompletionJob:
+        def job_for(deployment: Deployment, billing: JobBilling) -> CompletionJob:
             """A fresh job (its own id) of this request on ``deployment``: one per attempt."""
             return CompletionJob(
                 request_id=uuid.uuid4().hex,
@@ -96,10 +94,42 @@ class ChatCompletionsEndpoint:
                 created=int(time.time()),
                 account_id=key.account_id,
                 key_id=key.key_id,
-                extra=extra,
+                extra={**extra, EXTRA_KEY: billing.to_wire()},
             )
 
-        run = FallbackRun(context, plan, job_for, record, extra_headers=admitted.headers)
+        first = first_deployment(context, plan)
+        prepared: list[EnqueuedAttempt] = []
+
+        def enqueue_first(billing: JobBilling) -> list[Command]:
+            """The first attempt's job, enqueued by the admission's round trip: registered for its frames
+            before it can be on a queue."""
+            assert first is not None
+            job = job_for(first, billing)
+            prepared.append(EnqueuedAttempt(first, job, context.hub.register(job.request_id), 0))
+            return completion_enqueue_commands(job, context.settings)
+
+        try:
+            admitted = await admission.admit(plan.entry, request.body, enqueue_first if first else None)
+        except BaseException:
+            for attempt in prepared:
+                context.hub.unregister(attempt.subscription)
+            raise
+        record.admitted_at = time.perf_counter()
+        enqueued = None
+        for attempt in prepared:
+            if admitted.queue_depth is None:  # admitted under another plan than the key's: not enqueued
+                context.hub.unregister(attempt.subscription)
+            else:
+                enqueued = replace(attempt, queue_depth=admitted.queue_depth)
+
+        run = FallbackRun(
+            context,
+            plan,
+            lambda deployment: job_for(deployment, admitted.billing),
+            record,
+            extra_headers=admitted.headers,
+            enqueued=enqueued,
+        )
         try:
             await run.run(receive, send)
             if run.client_left:

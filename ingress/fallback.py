@@ -5,8 +5,10 @@ For each deployment of the :class:`~ingress.routing.RoutePlan`, best first:
 1. skip it when its pool's queue already holds ``ProviderSettings.queue_limit`` jobs (load shedding): known
    from routing's statistics where the strategy read them, else from the enqueue itself (the queue's
    length after the push: a job that found the queue full is taken back at once);
-2. enqueue a fresh job on its pool (a new job id per attempt) and wait for the start, then for the first
-   real content, sending nothing to the client meanwhile (not even a stream's headers);
+2. enqueue a fresh job on its pool (a new job id per attempt; the first attempt's job usually went on its
+   queue in the admission's round trip already: an :class:`EnqueuedAttempt`) and wait for the start,
+   then for the first real content, sending nothing to the client meanwhile (not even a stream's
+   headers);
 3. content (a ``C`` or ``D`` frame) commits the request to this deployment: the client gets its response
    with its ``X-Provider``, and a later failure ends the stream with an error event, never another
    provider's output;
@@ -23,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from starlette.types import Receive, Send
 
@@ -38,6 +41,22 @@ from shared.routing_state import deployment_id
 from shared.settings import Deployment
 
 JobFactory = Callable[[Deployment], CompletionJob]
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueuedAttempt:
+    """The first attempt's job, put on its queue by the admission's round trip
+    (:meth:`ingress.admission.Admission.admit`), with the subscription registered before it was."""
+
+    deployment: Deployment
+    job: CompletionJob
+    subscription: Subscription
+    queue_depth: int  # the queue's length with the job
+
+
+def first_deployment(context: IngressContext, plan: RoutePlan) -> Deployment | None:
+    """The deployment the first attempt goes to: the plan's first whose queue is not known to be full."""
+    return next((d for d in plan.deployments if not _queue_full(context, plan, d, failures=0)), None)
 
 
 class QueueFull(ServiceUnavailable):
@@ -58,6 +77,7 @@ class FallbackRun:
         record: RequestRecord | None = None,
         *,
         extra_headers: Sequence[tuple[bytes, bytes]] = (),
+        enqueued: EnqueuedAttempt | None = None,
     ) -> None:
         self._context = context
         self._plan = plan
@@ -65,6 +85,7 @@ class FallbackRun:
         self._record = record if record is not None else RequestRecord()
         self._extra_headers = list(extra_headers)
         self._subscription: Subscription | None = None
+        self._enqueued = enqueued  # the first attempt, already on its queue
         self.client_left = False
         self.failures = 0  # deployments that failed before content (the fallbacks taken)
         self.relay: CompletionRelay | None = None  # the attempt in progress, or the last one
@@ -92,10 +113,15 @@ class FallbackRun:
         for deployment in self._plan.deployments:
             if self.client_left:
                 return
-            if self._queue_full(deployment):
+            if _queue_full(self._context, self._plan, deployment, self.failures):
                 last_error = last_error or QueueFull(headers=retry_after(1))
                 continue
-            error = await self._attempt(self._make_job(deployment), send)
+            ahead, self._enqueued = self._enqueued, None
+            if ahead is not None:
+                assert ahead.deployment == deployment, "the admission enqueued another deployment's job"
+                error = await self._attempt(ahead.job, send, ahead)
+            else:
+                error = await self._attempt(self._make_job(deployment), send)
             if error is None:
                 return
             if isinstance(error, QueueFull):  # shed, not failed: no fallback counted
@@ -109,14 +135,17 @@ class FallbackRun:
         last_error.headers.setdefault("Retry-After", "1")
         raise last_error
 
-    async def _attempt(self, job: CompletionJob, send: Send) -> AIORouterError | None:
-        """Run one job; the retryable error that calls for the next deployment, else None (done)."""
+    async def _attempt(
+        self, job: CompletionJob, send: Send, ahead: EnqueuedAttempt | None = None
+    ) -> AIORouterError | None:
+        """Run one job (``ahead``: already on its queue); the retryable error that calls for the next
+        deployment, else None (done)."""
         hub = self._context.hub
         self.job = job
         record = self._record
         record.provider, record.job_id = job.provider, job.request_id
         record.enqueued_at = record.started_at = record.first_content_at = 0.0
-        subscription = self._subscription = hub.register(job.request_id)
+        subscription = self._subscription = ahead.subscription if ahead else hub.register(job.request_id)
         if self.client_left:  # gone while the previous attempt was being wound up
             subscription.client_gone()
         decision = automated_decision(self._plan.entry, fallbacks=self.failures)
@@ -131,7 +160,7 @@ class FallbackRun:
         )
         relay.headers.extend(self._extra_headers)
         try:
-            depth = await relay.enqueue()
+            depth = relay.enqueued_ahead(ahead.queue_depth) if ahead else await relay.enqueue()
             limit = self._context.settings.provider(job.provider).queue_limit
             if 0 < limit < depth and await relay.withdraw():  # it found the queue full: shed it
                 return QueueFull(headers=retry_after(1))
@@ -160,13 +189,14 @@ class FallbackRun:
             hub.unregister(subscription)
             await relay.abandon_if_unfinished()
 
-    def _queue_full(self, deployment: Deployment) -> bool:
-        """Whether routing's statistics (read for least-busy and latency, at no extra round trip) show the
-        deployment's queue at its ``queue_limit``.  Without them the enqueue itself tells: the queue's
-        length after the push, and a job that found the queue full is taken back (:meth:`_attempt`)."""
-        limit = self._context.settings.provider(deployment.provider).queue_limit
-        stats = self._plan.stats.get(deployment_id(deployment)) if self._plan.stats else None
-        return limit > 0 and stats is not None and self.failures == 0 and stats.queue_depth >= limit
+
+def _queue_full(context: IngressContext, plan: RoutePlan, deployment: Deployment, failures: int) -> bool:
+    """Whether routing's statistics (read for least-busy and latency, at no extra round trip) show the
+    deployment's queue at its ``queue_limit``.  Without them the enqueue itself tells: the queue's length
+    after the push, and a job that found the queue full is taken back (:meth:`FallbackRun._attempt`)."""
+    limit = context.settings.provider(deployment.provider).queue_limit
+    stats = plan.stats.get(deployment_id(deployment)) if plan.stats else None
+    return limit > 0 and stats is not None and failures == 0 and stats.queue_depth >= limit
 
 
 async def _watch_disconnect(receive: Receive, run: FallbackRun) -> None:

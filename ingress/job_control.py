@@ -14,21 +14,27 @@ from rq.job import Job
 from shared import keys
 from shared.errors import ServiceUnavailable
 from shared.jobs import CompletionJob, enqueue_commands
-from shared.redis_commands import replay
+from shared.redis_commands import Command, replay
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-async def enqueue_completion(redis: aredis.Redis, job: CompletionJob, settings: Settings) -> int:
-    """Put ``job`` on its pool's rq queue, in one round trip; the queue's length with it (the reply of
-    the ``RPUSH``, the last command), which tells whether the queue was already full."""
-    commands = enqueue_commands(
+def completion_enqueue_commands(job: CompletionJob, settings: Settings) -> list[Command]:
+    """The commands that put ``job`` on its pool's rq queue; the last one, the ``RPUSH``, answers the
+    queue's length with it."""
+    return enqueue_commands(
         job,
         job_timeout=settings.job_timeout,
         result_ttl=settings.result_ttl,
         failure_ttl=settings.failure_ttl,
     )
+
+
+async def enqueue_completion(redis: aredis.Redis, job: CompletionJob, settings: Settings) -> int:
+    """Put ``job`` on its pool's rq queue, in one round trip; the queue's length with it (the reply of
+    the ``RPUSH``, the last command), which tells whether the queue was already full."""
+    commands = completion_enqueue_commands(job, settings)
     try:
         async with redis.pipeline(transaction=True) as pipe:
             replay(pipe, commands)

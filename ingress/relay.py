@@ -84,6 +84,12 @@ class CompletionRelay:
         self.enqueued = True
         return depth
 
+    def enqueued_ahead(self, depth: int) -> int:
+        """The job went on its queue in the admission's round trip; ``depth``, the queue's length then."""
+        self.record.enqueued_at = time.perf_counter()
+        self.enqueued = True
+        return depth
+
     async def withdraw(self) -> bool:
         """Take the job back off its queue before any worker has it; False if one took it already."""
         if await job_control.withdraw(self._redis, self._job.provider, self._job.request_id):

@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
@@ -305,6 +306,15 @@ class PendingReservation:
     account_id: str
     amount: int
     call: ScriptCall
+    ttl_ms: int = 0  # how long the hold lasts unless settled first
+
+    def expected(self) -> Reservation:
+        """The reservation as it will be once held, before Redis answered: its deadline the local
+        clock's estimate (Redis's own clock decides when the sweep may release it)."""
+        deadline_ms = int(time.time() * 1000) + self.ttl_ms
+        return Reservation(
+            id=self.id, account_id=self.account_id, amount=self.amount, deadline_ms=deadline_ms
+        )
 
     @classmethod
     def prepare(
@@ -325,7 +335,7 @@ class PendingReservation:
             ],
             [amount, ttl_ms, reservation_id, account_id],
         )
-        return cls(reservation_id, account_id, amount, call)
+        return cls(reservation_id, account_id, amount, call, ttl_ms)
 
     def outcome(self, reply: Any) -> Reservation:
         """The reservation held, or 402 ``insufficient_quota``."""

@@ -84,7 +84,8 @@ def _describe(
 @_key(
     "list",
     "a pool's queue of job ids (rq's queue; the pool is the provider)",
-    writer="ingress: `ingress.job_control` (RPUSH, LREM on withdraw); workers: `workers.worker` (LPUSH back)",
+    writer="ingress: `ingress.admission` (RPUSH, in `admit_enqueue.lua`), `ingress.job_control` (RPUSH, "
+    "LREM on withdraw); workers: `workers.worker` (LPUSH back)",
     reader="workers: `workers.worker` (BLMOVE, LMOVE); ingress: `shared.routing_state`, admin (LLEN); "
     "KEDA's redis trigger (`deploy/kubernetes/worker-*.yaml`)",
 )

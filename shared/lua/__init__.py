@@ -36,6 +36,15 @@ class LuaScript:
         source = resources.files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
         return cls(name=name, source=source, sha=hashlib.sha1(source.encode()).hexdigest())
 
+    @classmethod
+    def compose(cls, name: str, *parts: str) -> LuaScript:
+        """The script ``shared/lua/<name>.lua`` with each of ``parts`` (other scripts' names) before it
+        as a local function of that name taking ``(KEYS, ARGV)``: one atomic script that runs several,
+        each exactly as when called alone, on the keys and arguments the glue hands it."""
+        functions = [f"local function {part}(KEYS, ARGV)\n{cls.load(part).source}\nend\n" for part in parts]
+        source = "".join(functions) + cls.load(name).source
+        return cls(name=name, source=source, sha=hashlib.sha1(source.encode()).hexdigest())
+
     async def __call__(self, redis: aredis.Redis, keys: list[str], args: list[Any]) -> Any:
         try:
             return await redis.evalsha(self.sha, len(keys), *keys, *args)
