@@ -173,11 +173,18 @@ async def test_two_writes_fly_at_once_and_later_commands_wait_for_the_oldest_rep
         answer.put_nowait(b"+PONG\r\n" * 3)
         assert [await f for f in (second, *held)] == [True, True, True]
     finally:
-        await client.aclose()
-        for writer in writers:
-            writer.close()
-        server.close()
-        await server.wait_closed()
+        await close_all(client, writers, server)
+
+
+async def close_all(
+    client: aredis.Redis, writers: list[asyncio.StreamWriter], server: asyncio.Server
+) -> None:
+    """Close a test's client, the connections its fake server accepted, and the server."""
+    await client.aclose()
+    for writer in writers:
+        writer.close()
+    server.close()
+    await server.wait_closed()
 
 
 class _WriteSpy:
@@ -270,11 +277,7 @@ async def test_an_unanswered_command_times_out_and_drops_the_connection() -> Non
             async with asyncio.timeout(3):
                 await client.get("k")
     finally:
-        await client.aclose()
-        for writer in writers:
-            writer.close()
-        server.close()
-        await server.wait_closed()
+        await close_all(client, writers, server)
 
 
 async def test_refused_connection_is_a_connection_error() -> None:

@@ -183,16 +183,16 @@ async def test_inflight_count_and_time_to_first_token_are_recorded(aredis_client
     adapter.gate.clear()
     provider = guard(aredis_client, adapter)
     task = asyncio.create_task(drain(provider))
-    deployment = Deployment("p", "m")
-
-    async def one_inflight() -> bool:
-        return (await load_stats(aredis_client, [deployment]))[DEPLOYMENT].inflight == 1
-
-    await eventually(one_inflight)
+    await eventually(lambda: inflight_is(aredis_client, 1))
     adapter.gate.set()
     assert await task == "hello world"
-    stats = (await load_stats(aredis_client, [deployment]))[DEPLOYMENT]
+    stats = (await load_stats(aredis_client, [Deployment("p", "m")]))[DEPLOYMENT]
     assert stats.inflight == 0 and stats.ttft is not None
+
+
+async def inflight_is(redis: aredis.Redis, count: int) -> bool:
+    """Whether routing's statistics count ``count`` jobs in flight on the test deployment."""
+    return (await load_stats(redis, [Deployment("p", "m")]))[DEPLOYMENT].inflight == count
 
 
 async def test_time_to_first_token_is_written_when_the_job_ends(aredis_client: aredis.Redis) -> None:
@@ -310,16 +310,11 @@ async def test_a_fresh_view_without_the_deployment_skips_the_breaker_round_trip(
     provider = guard(aredis_client, adapter, breaker)
     provider.note_broken(await broken_now(aredis_client))
     task = asyncio.create_task(drain(provider))
-    deployment = Deployment("p", "m")
-
-    async def one_inflight() -> bool:
-        return (await load_stats(aredis_client, [deployment]))[DEPLOYMENT].inflight == 1
-
-    await eventually(one_inflight)
+    await eventually(lambda: inflight_is(aredis_client, 1))
     adapter.gate.set()
     assert await task == "hello world"
     assert breaker.allows == 0
-    assert (await load_stats(aredis_client, [deployment]))[DEPLOYMENT].inflight == 0
+    assert await inflight_is(aredis_client, 0)
 
 
 async def test_a_view_naming_the_deployment_asks_the_breaker(aredis_client: aredis.Redis) -> None:
