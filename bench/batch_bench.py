@@ -334,8 +334,10 @@ async def _measure(
         "interactive_latency_with_batch_ms": with_batch,
         "p50_change": _change(without, with_batch, "p50"),
         "p99_change": _change(without, with_batch, "p99"),
-        "redis_used_memory_peak_mib": max(run["redis_used_memory_peak_mib"] for run in mixed),
-        "redis_used_memory_baseline_mib": min(run["redis_used_memory_baseline_mib"] for run in mixed),
+        "redis_peak_over_baseline_mib": max(  # each batch's peak over Redis' memory when it started
+            run["redis_used_memory_peak_mib"] - run["redis_used_memory_baseline_mib"]
+            for run in (solo, *mixed)
+        ),
         "windows_alone": [_window(result) | {"disturbed": _disturbed(result)} for result in alone],
         "windows_with_batch": [_window(result) | {"disturbed": _disturbed(result)} for result in beside],
         "batch_alone": solo,
