@@ -2,10 +2,6 @@
 
 Each round (``BatchSettings.poll_interval``) it validates new batches, collects the results workers
 recorded, runs lost lines again, feeds lines into each pool's batch lane and finalizes finished batches.
-The window is what lets the rounds be this far apart: a lane holds lines for a whole interval, so the
-next round follows at once (:data:`BUSY_PAUSE`) only when one refilled at least half of a pool's window
-(the lane drains faster than the rounds refill it).  Rounds are Redis round trips and CPU on the
-machines interactive requests use, and a round per finished line would cost them their tail latency.
 Feeding is bounded and fair: at most ``lines_in_flight`` lines per pool are queued or running, and the
 free room is dealt one line at a time round-robin across accounts, then across each account's batches,
 so a 100-line batch never waits behind a 50,000-line one.
@@ -46,12 +42,7 @@ log = logging.getLogger(__name__)
 
 LEASE = LuaScript.load("batch_driver_lease")
 FILE_SWEEP_INTERVAL = 60.0
-BUSY_PAUSE = 0.01  # seconds before the next round when a lane ran low (see pause_after)
-
-
-def pause_after(fed: dict[str, int], window: int, poll_interval: float) -> float:
-    """Seconds until the next round, given the lines a round ``fed`` into each pool's lane."""
-    return BUSY_PAUSE if any(2 * lines >= window for lines in fed.values()) else poll_interval
+BUSY_PAUSE = 0.01  # seconds between two rounds while lines move
 
 
 class BatchDriver:
@@ -96,18 +87,17 @@ class BatchDriver:
     async def _drive(self, stop: asyncio.Event) -> None:
         bounds = self.settings.batches
         while not stop.is_set():
-            pause = bounds.poll_interval
+            busy = False
             try:
                 if await self.hold_lease():
-                    fed = await self.round()
-                    pause = pause_after(fed, bounds.lines_in_flight, bounds.poll_interval)
+                    busy = await self.round()
                 else:
                     self.runs.clear()  # another driver works: forget, reload from Redis when back
             except Exception:  # never stop driving: forget what this process knew, reload it from Redis
                 log.exception("batch driver round failed; reloading its state")
                 self.runs.clear()
-            try:
-                await asyncio.wait_for(stop.wait(), pause)
+            try:  # a round that moved lines is followed at once by the next: the lanes drain fast
+                await asyncio.wait_for(stop.wait(), BUSY_PAUSE if busy else bounds.poll_interval)
             except TimeoutError:
                 pass
 
@@ -115,16 +105,17 @@ class BatchDriver:
         lease_ms = int(self.settings.batches.driver_lease * 1000)
         return bool(await LEASE(self.redis, [keys.BATCH_DRIVER_LEASE], [self.name, lease_ms]))
 
-    async def round(self) -> dict[str, int]:
-        """One round over every active batch; the lines it fed into each pool's lane."""
+    async def round(self) -> bool:
+        """One round over every active batch; whether it moved any line."""
         await self._load()
+        moved = 0
         for run in list(self.runs.values()):
-            await run.collect(self.redis, self.storage)
+            moved += await run.collect(self.redis, self.storage)
             await self._recover_lost(run)
         for run in list(self.runs.values()):
             if run.ending:
                 await wind_down(self.redis, run, self.storage, self.settings.models)
-        fed = await self._feed([run for run in self.runs.values() if not run.ending])
+        moved += await self._feed([run for run in self.runs.values() if not run.ending])
         for run in list(self.runs.values()):
             if run.cursor >= run.total and not run.in_flight() and not run.retries:
                 await run.collect(self.redis, self.storage, force=True)
@@ -134,7 +125,7 @@ class BatchDriver:
         if time.monotonic() - self._last_sweep > FILE_SWEEP_INTERVAL:
             self._last_sweep = time.monotonic()
             await files.sweep_expired(self.redis, self.storage)
-        return fed
+        return moved > 0
 
     async def _load(self) -> None:
         found = await self.redis.zrange(keys.BATCHES_ACTIVE, 0, -1)
@@ -187,9 +178,8 @@ class BatchDriver:
         if failed:
             await run.fail_lines(self.redis, failed)
 
-    async def _feed(self, runs: list[BatchRun]) -> dict[str, int]:
-        """Deal each pool's free room round-robin across accounts, then their batches, then dispatch;
-        the lines dispatched per pool."""
+    async def _feed(self, runs: list[BatchRun]) -> int:
+        """Deal each pool's free room round-robin across accounts, then their batches, then dispatch."""
         room: dict[str, int] = {}
         for run in self.runs.values():
             for attempt in run.in_flight():
@@ -201,7 +191,7 @@ class BatchDriver:
                 by_account.setdefault(run.account_id, deque()).append(run)
         accounts = sorted(by_account)
         if not accounts:
-            return {}
+            return 0
         self._turn = (self._turn + 1) % len(accounts)
         accounts = accounts[self._turn :] + accounts[: self._turn]
         planned: list[PlannedLine] = []
@@ -225,10 +215,7 @@ class BatchDriver:
                     progress = True
                     break
         await dispatch(self.redis, self.settings, planned, self.price_factors)
-        fed: dict[str, int] = {}
-        for line in planned:
-            fed[line.deployment.provider] = fed.get(line.deployment.provider, 0) + 1
-        return fed
+        return len(planned)
 
     async def _next(self, run: BatchRun, room: dict[str, int], window: int) -> PlannedLine | None:
         """The run's next line to dispatch, if its pool has room (None: nothing more from this run now)."""
