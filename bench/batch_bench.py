@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import os
 import signal
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass
@@ -334,6 +335,8 @@ async def _measure(
         "interactive_latency_with_batch_ms": with_batch,
         "p50_change": _change(without, with_batch, "p50"),
         "p99_change": _change(without, with_batch, "p99"),
+        # the same from the median of the counted windows' own p99s: one slow window cannot carry it
+        "p99_change_window_median": _change(_median_p99(alone), _median_p99(beside), "p99"),
         "redis_peak_over_baseline_mib": max(  # each batch's peak over Redis' memory when it started
             run["redis_used_memory_peak_mib"] - run["redis_used_memory_baseline_mib"]
             for run in (solo, *mixed)
@@ -354,6 +357,12 @@ def _pooled(results: list[Any]) -> dict[str, float] | None:
     """Percentiles over every request of the undisturbed windows together (of all, if every one was)."""
     counted = [result for result in results if not _disturbed(result)] or results
     return percentiles([sample for result in counted for sample in result.latency_samples_s])
+
+
+def _median_p99(results: list[Any]) -> dict[str, float] | None:
+    counted = [result for result in results if not _disturbed(result)] or results
+    values = [result.latency_ms["p99"] for result in counted if result.latency_ms]
+    return {"p99": statistics.median(values)} if values else None
 
 
 def _change(without: dict[str, float] | None, with_batch: dict[str, float] | None, name: str) -> float | None:
