@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bench.http_client import Exchange, InFlight
@@ -73,9 +73,12 @@ class LoadResult:
     peak_in_flight: int  # most requests open at once (whole run, warm-up included)
     peak_streaming: int  # most streams receiving content at once
     processes: dict[str, Any]
+    latency_samples_s: list[float] = field(default_factory=list, repr=False)  # every answered request's
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        summary = asdict(self)
+        del summary["latency_samples_s"]
+        return summary
 
     def summary(self) -> str:
         load = f"{self.clients} clients" if self.mode == "closed" else f"{self.rate:g} req/s offered"
@@ -168,4 +171,5 @@ class Recorder:
             peak_in_flight=in_flight.peak_open,
             peak_streaming=in_flight.peak_streaming,
             processes=processes,
+            latency_samples_s=list(self._latencies),
         )
