@@ -301,6 +301,20 @@ class AutoPipelineRedis(aredis.Redis):
                 out.append(await self._callback(args[0], _error_free(reply), dict(options)))
         return out
 
+    async def execute_raw(self, commands: Sequence[tuple[tuple[Any, ...], Mapping[str, Any]]]) -> list[Any]:
+        """Run ``commands`` in one go on the shared connection; their replies as Redis sent them (hiredis'
+        types, RESP3 maps as dicts, without redis-py's response callbacks or pipeline object: a couple
+        of microseconds less per command), a command's error as its ``ResponseError`` in its place.
+        For callers that read the replies themselves (:func:`shared.redis_commands.run_commands`)."""
+        link = self._link
+        if link is None or not link.usable:
+            link = await self._connect()
+        replies = await link.submit(b"".join([pack(args) for args, _ in commands]), len(commands))
+        return [
+            _demoted(link, _error_of(reply)) if isinstance(reply, hiredis.ReplyError) else _error_free(reply)
+            for reply in replies
+        ]
+
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
         if self._connecting is not None:
             self._connecting.cancel()

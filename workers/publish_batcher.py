@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import redis.asyncio as aredis
 from redis.exceptions import RedisError
 
-from shared.redis_commands import Command, replay
+from shared.redis_commands import Command, run_commands
 
 
 @dataclass(slots=True)
@@ -59,13 +59,12 @@ class PublishBatcher:
             self._sender = None
 
     async def _send_batch(self, batch: list[_Submission]) -> None:
+        commands: list[Command] = []
+        for submission in batch:
+            commands.extend(submission.commands)
+            commands.extend((("PUBLISH", submission.channel, frame), {}) for frame in submission.frames)
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for submission in batch:
-                    replay(pipe, submission.commands)
-                    for frame in submission.frames:
-                        pipe.publish(submission.channel, frame)
-                replies = await pipe.execute(raise_on_error=False)
+            replies = await run_commands(self._redis, commands, raise_on_error=False)
         except (RedisError, OSError) as exc:
             for submission in batch:
                 _settle(submission.done, exc, 0)

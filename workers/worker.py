@@ -52,7 +52,7 @@ from shared.errors import AIORouterError, IngressGone, UpstreamTimeout, WorkerLo
 from shared.job_billing import JobBilling
 from shared.jobs import CompletionJob, diagnostic_call, unreadable_call
 from shared.redis_client import async_client
-from shared.redis_commands import Command, replay
+from shared.redis_commands import Command, replay, run_commands
 from shared.rq_bridge import memoize_serializer_lookup
 from shared.serialization import OrjsonSerializer
 from shared.settings import Settings
@@ -535,12 +535,12 @@ class AsyncWorker(BaseWorker):
         closed (so the guard needs no round trip of its own for a closed one), and mark it started."""
         shell = bookkeeping.job_shell(job_id, origin)
         execution, commands = bookkeeping.start_commands(self, shell, self.execution_ttl)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(shell.key)
-            pipe.exists(keys.cancelled_marker(job_id))
-            pipe.zrange(keys.BREAKER_BLOCKED, 0, -1)
-            replay(pipe, commands)
-            raw, cancelled, broken, *_ = await pipe.execute()
+        reads: list[Command] = [
+            (("HGETALL", shell.key), {}),
+            (("EXISTS", keys.cancelled_marker(job_id)), {}),
+            (("ZRANGE", keys.BREAKER_BLOCKED, 0, -1), {}),
+        ]
+        raw, cancelled, broken, *_ = await run_commands(self._redis, [*reads, *commands])
         if not raw:
             self.log.warning("Worker %s: job %s vanished before it started", self.name, job_id)
             await self._execute(bookkeeping.forget_commands(self, shell, execution))
@@ -563,9 +563,7 @@ class AsyncWorker(BaseWorker):
         return all(other.finalized for other in self._runs.values())
 
     async def _execute(self, commands: list[Command], client: aredis.Redis | None = None) -> list[object]:
-        async with (client or self._redis).pipeline(transaction=False) as pipe:
-            replay(pipe, commands)
-            return list(await pipe.execute())
+        return await run_commands(client or self._redis, commands)
 
     # --- background duties --------------------------------------------------------------------------
 

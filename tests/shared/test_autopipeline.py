@@ -14,6 +14,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.autopipeline import AutoPipelineRedis, pack
 from shared.redis_client import async_client
+from shared.redis_commands import Command, run_commands
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.redis
@@ -329,3 +330,28 @@ async def test_the_database_of_the_url_is_selected(clean_redis: redis.Redis, red
     finally:
         await client.aclose()
     assert clean_redis.get("selected") == b"yes"
+
+
+async def test_run_commands_reads_the_same_shapes_on_either_client(
+    pair: tuple[aredis.Redis, aredis.Redis],
+) -> None:
+    """run_commands answers the replies the worker reads (a hash as a dict, a count, a list) alike on the
+    auto-pipelined connection (raw, without redis-py's callbacks) and on a plain client; a refused command
+    stands in its place, or raises."""
+    ours, theirs = pair
+    await theirs.hset("h", mapping={"a": "1"})
+    await theirs.set("s", "v")
+    commands: list[Command] = [
+        (("HGETALL", "h"), {}),
+        (("EXISTS", "h"), {}),
+        (("ZRANGE", "missing", 0, -1), {}),
+        (("HGET", "s", "f"), {}),  # WRONGTYPE
+        (("PUBLISH", "nobody", b"x"), {}),
+    ]
+    for client in (ours, theirs):
+        replies = await run_commands(client, commands, raise_on_error=False)
+        assert replies[:3] == [{b"a": b"1"}, 1, []]
+        assert isinstance(replies[3], ResponseError) and "WRONGTYPE" in str(replies[3])
+        assert replies[4] == 0
+        with pytest.raises(ResponseError, match="WRONGTYPE"):
+            await run_commands(client, commands)
