@@ -1,4 +1,5 @@
-"""docs/benchmark.md shows the latest committed benchmark run, not an older or hand-edited copy."""
+"""docs/benchmark.md and README.md show the latest committed benchmark run, not an older or hand-edited
+copy: the benchmark page its machine line and targets, the README its comparison with the relay."""
 
 from __future__ import annotations
 
@@ -11,12 +12,22 @@ END = "<!-- end of the copy -->"
 
 def latest_targets(text: str) -> list[str]:
     """The machine line and the "Targets" table of a ``bench/results/latest.md``."""
+    machine = next(line for line in text.splitlines() if line.startswith("Machine:"))
+    return [machine, *table_after(text, "## Targets")]
+
+
+def latest_relay_comparison(text: str) -> list[str]:
+    """The machine line and the table "Against the pass-through relay" of a ``bench/results/latest.md``."""
+    machine = next(line for line in text.splitlines() if line.startswith("Machine:"))
+    return [machine, *table_after(text, "## Against the pass-through relay")]
+
+
+def table_after(text: str, heading: str) -> list[str]:
     lines = text.splitlines()
-    machine = next(line for line in lines if line.startswith("Machine:"))
-    start = lines.index(next(line for line in lines if line.startswith("## Targets")))
+    start = lines.index(next(line for line in lines if line.startswith(heading)))
     table_start = next(i for i in range(start, len(lines)) if lines[i].startswith("|"))
     table_end = next((i for i in range(table_start, len(lines)) if not lines[i].startswith("|")), len(lines))
-    return [machine, *lines[table_start:table_end]]
+    return lines[table_start:table_end]
 
 
 def documented_copy(text: str) -> list[str]:
@@ -31,6 +42,12 @@ def test_benchmark_doc_shows_the_latest_targets_table() -> None:
     """docs/benchmark.md's machine line and targets table are exactly bench/results/latest.md's."""
     latest = latest_targets((ROOT / "bench/results/latest.md").read_text())
     assert documented_copy((ROOT / "docs/benchmark.md").read_text()) == latest
+
+
+def test_readme_shows_the_latest_comparison_with_the_relay() -> None:
+    """README.md's machine line and relay comparison are exactly bench/results/latest.md's."""
+    latest = latest_relay_comparison((ROOT / "bench/results/latest.md").read_text())
+    assert documented_copy((ROOT / "README.md").read_text()) == latest
 
 
 def test_a_stale_copy_is_told_apart() -> None:
