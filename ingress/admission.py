@@ -47,7 +47,7 @@ from ingress.relay import RawHeaders
 from shared import credits, ratelimit
 from shared.credits import PendingReservation, Reservation
 from shared.errors import AIORouterError, InsufficientQuota, ServiceUnavailable
-from shared.job_billing import EXTRA_KEY, JobBilling
+from shared.job_billing import JobBilling
 from shared.lua import LuaScript, ScriptCall, run_together
 from shared.ratelimit import RateLimitDecision
 from shared.redis_commands import Command
@@ -79,10 +79,6 @@ class Admitted:
     def headers(self) -> RawHeaders:
         """The ``X-RateLimit-*`` headers of the response, as raw ASGI headers."""
         return [(name.lower().encode(), value.encode()) for name, value in self.decision.headers().items()]
-
-    @property
-    def job_extra(self) -> dict[str, Any]:
-        return {EXTRA_KEY: self.billing.to_wire()}
 
     async def close(self, context: IngressContext) -> None:
         """Release what a request that ended without an answer still holds (no worker took the job,

@@ -16,7 +16,7 @@ from ingress.deferred_cleanup import DeferredCleanup
 from ingress.metrics import IngressMetrics
 from shared import credits, usage
 from shared.errors import InsufficientQuota, RateLimitExceeded
-from shared.job_billing import JobBilling
+from shared.job_billing import EXTRA_KEY, JobBilling
 from shared.jobs import CompletionJob
 from shared.settings import settings_from_mapping
 from tests.store_calls import run_commands
@@ -62,7 +62,7 @@ async def serve_one(
         created=int(time.time()),
         account_id=record.account_id,
         key_id=record.key_id,
-        extra=admitted.job_extra,  # travels in the rq job to the worker
+        extra={EXTRA_KEY: admitted.billing.to_wire()},  # travels in the rq job to the worker
     )
 
     # --- the worker, when the upstream reports usage ---
