@@ -13,6 +13,8 @@ from typing import Any
 
 import redis
 
+from bench.scenarios import AIOROUTER
+
 Run = dict[str, Any]
 Metric = Callable[[dict[str, Any]], float | None]
 
@@ -132,7 +134,7 @@ def time_breakdown(runs: Sequence[Run]) -> list[dict[str, Any]]:
     token for a stream)."""
     rows = []
     for scenario in BREAKDOWN_SCENARIOS:
-        repeats = [r for r in runs if r["scenario"] == scenario and r["target"] == "aiorouter"]
+        repeats = [r for r in runs if r["scenario"] == scenario and r["target"] == AIOROUTER]
         timed = [r["result"].get("server_timing_ms") or {} for r in repeats]
         if not any(timed):
             continue
