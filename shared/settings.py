@@ -163,6 +163,7 @@ class BatchSettings:
     interactive_grace: float = 2.0
     driver_lease: float = 5.0  # seconds a dead batch driver's lease blocks its successor
     poll_interval: float = 0.2  # seconds between two rounds of the batch driver
+    driver_nice: int = 10  # the batch driver's CPU niceness increment: interactive processes run first
 
 
 @dataclass(frozen=True, slots=True)
@@ -527,5 +528,7 @@ def _check_batches(batches: BatchSettings) -> None:
         raise ConfigError("batches: sizes, counts and durations must be positive")
     if not 0 <= batches.interactive_reserve < 1:
         raise ConfigError("batches.interactive_reserve must be within [0, 1)")
+    if not 0 <= batches.driver_nice <= 19:
+        raise ConfigError("batches.driver_nice must be within [0, 19]")
     if batches.yield_lag < 0 or batches.yield_floor < 0 or batches.interactive_grace < 0:
         raise ConfigError("batches: yield_lag, yield_floor and interactive_grace must be >= 0")

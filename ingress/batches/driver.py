@@ -36,13 +36,21 @@ from shared import credits, keys
 from shared.batch_lines import LineRef
 from shared.errors import ServiceUnavailable
 from shared.lua import LuaScript
-from shared.settings import Deployment, Settings
+from shared.settings import BatchSettings, Deployment, Settings
 
 log = logging.getLogger(__name__)
 
 LEASE = LuaScript.load("batch_driver_lease")
 FILE_SWEEP_INTERVAL = 60.0
-BUSY_PAUSE = 0.01  # seconds between two rounds while lines move
+BUSY_PAUSE = 0.01  # seconds between two rounds while lines move fast
+BUSY_SHARE = 4  # a round moving 1/BUSY_SHARE of `lines_in_flight` or more is one of lines moving fast
+
+
+def pause_after(moved: int, bounds: BatchSettings) -> float:
+    """Seconds to wait after a round that moved ``moved`` lines: a round that moved a quarter of the
+    window or more is followed almost at once (the lanes drain fast and want feeding); a trickle of lines
+    (lanes yielding to interactive traffic) or none waits ``poll_interval``, so the driver never spins."""
+    return BUSY_PAUSE if moved >= max(1, bounds.lines_in_flight // BUSY_SHARE) else bounds.poll_interval
 
 
 class BatchDriver:
@@ -87,17 +95,17 @@ class BatchDriver:
     async def _drive(self, stop: asyncio.Event) -> None:
         bounds = self.settings.batches
         while not stop.is_set():
-            busy = False
+            moved = 0
             try:
                 if await self.hold_lease():
-                    busy = await self.round()
+                    moved = await self.round()
                 else:
                     self.runs.clear()  # another driver works: forget, reload from Redis when back
             except Exception:  # never stop driving: forget what this process knew, reload it from Redis
                 log.exception("batch driver round failed; reloading its state")
                 self.runs.clear()
-            try:  # a round that moved lines is followed at once by the next: the lanes drain fast
-                await asyncio.wait_for(stop.wait(), BUSY_PAUSE if busy else bounds.poll_interval)
+            try:
+                await asyncio.wait_for(stop.wait(), pause_after(moved, bounds))
             except TimeoutError:
                 pass
 
@@ -105,8 +113,8 @@ class BatchDriver:
         lease_ms = int(self.settings.batches.driver_lease * 1000)
         return bool(await LEASE(self.redis, [keys.BATCH_DRIVER_LEASE], [self.name, lease_ms]))
 
-    async def round(self) -> bool:
-        """One round over every active batch; whether it moved any line."""
+    async def round(self) -> int:
+        """One round over every active batch; how many lines it moved (results collected, lines fed)."""
         await self._load()
         moved = 0
         for run in list(self.runs.values()):
@@ -125,7 +133,7 @@ class BatchDriver:
         if time.monotonic() - self._last_sweep > FILE_SWEEP_INTERVAL:
             self._last_sweep = time.monotonic()
             await files.sweep_expired(self.redis, self.storage)
-        return moved > 0
+        return moved
 
     async def _load(self) -> None:
         found = await self.redis.zrange(keys.BATCHES_ACTIVE, 0, -1)

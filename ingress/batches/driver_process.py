@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 
 from ingress.batches.driver import BatchDriver
@@ -20,6 +21,10 @@ log = logging.getLogger(__name__)
 
 def run_driver(settings: Settings, *, name: str = "") -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if (
+        settings.batches.driver_nice
+    ):  # the driver's work is batch work: the kernel runs interactive work first
+        os.nice(settings.batches.driver_nice)
     asyncio.run(_drive(settings, name))
 
 

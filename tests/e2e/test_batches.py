@@ -3,6 +3,7 @@ as processes on a real Redis, files in a local directory."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -252,3 +253,15 @@ def test_a_line_whose_deployment_is_down_runs_again_on_the_next(system: RunningS
     done = wait_final(client, batch.id)
     assert done.status == "completed" and done.request_counts is not None
     assert (done.request_counts.completed, done.request_counts.failed) == (1, 0)
+
+
+def test_the_batch_driver_runs_at_a_lower_cpu_priority_than_the_interactive_processes(
+    system: RunningSystem,
+) -> None:
+    """The driver adds `driver_nice` (10) to its niceness at start; the ingress and workers keep theirs, so
+    on a shared machine the kernel gives interactive work the CPU first."""
+    by_label = {service.label: service.process.pid for service in system.services}
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, by_label["batch driver"]) == min(19, own + 10)
+    assert os.getpriority(os.PRIO_PROCESS, by_label["ingress"]) == own
+    assert os.getpriority(os.PRIO_PROCESS, by_label["worker simulated #1"]) == own

@@ -179,3 +179,16 @@ def test_s3_storage_needs_a_bucket() -> None:
 
     with pytest.raises(ConfigError):
         build({"batches": {"storage": "s3"}}, env={})
+
+
+def test_the_batch_drivers_niceness_must_be_one_the_kernel_accepts() -> None:
+    """driver_nice outside 0..19 is refused at start-up rather than failing in os.nice later."""
+    import pytest
+
+    from shared.errors import ConfigError
+    from shared.settings import settings_from_mapping as build
+
+    assert build({"batches": {"driver_nice": 19}}, env={}).batches.driver_nice == 19
+    for wrong in (-1, 20):
+        with pytest.raises(ConfigError):
+            build({"batches": {"driver_nice": wrong}}, env={})

@@ -29,3 +29,18 @@ async def test_the_lease_goes_to_one_driver_until_it_lapses(aredis_client: aredi
     await aredis_client.delete(keys.BATCH_DRIVER_LEASE)  # what its expiry does when the first dies
     assert await second.hold_lease() is True
     assert await first.hold_lease() is False
+
+
+def test_the_driver_hurries_only_while_lines_move_fast() -> None:
+    """A round that moved a quarter of the window is followed at once; a trickle (a lane yielding to
+    interactive traffic) or nothing waits the poll interval, so the driver does not spin beside it."""
+    from ingress.batches.driver import BUSY_PAUSE, pause_after
+
+    bounds = settings_from_mapping(
+        {"batches": {"lines_in_flight": 128, "poll_interval": 0.2}}, env={}
+    ).batches
+    assert pause_after(0, bounds) == 0.2
+    assert pause_after(31, bounds) == 0.2
+    assert pause_after(32, bounds) == BUSY_PAUSE
+    tiny = settings_from_mapping({"batches": {"lines_in_flight": 2}}, env={}).batches
+    assert pause_after(1, tiny) == BUSY_PAUSE
