@@ -7,8 +7,10 @@ holds more taken-but-unstarted jobs than the worker's ``worker_prefetch`` allows
 go through rq's intermediate queue of the lane and are then run exactly like interactive ones.
 
 Interactive jobs share the worker's event loop with the lines it runs, so the lane also yields the loop:
-while interactive jobs are about, :class:`~workers.lane_throttle.LaneThrottle` shrinks the lines it may
-hold as the loop's lag grows, and no line is taken while the worker's loop guard refuses new jobs.
+while interactive jobs are about, lines start one at a time :data:`TRICKLE_PAUSE` apart (a burst of
+starts is a stall, and lines started together end together, stalling the loop again),
+:class:`~workers.lane_throttle.LaneThrottle` shrinks the lines it may hold as the loop's lag grows, and
+no line is taken while the worker's loop guard refuses new jobs.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 TAKE = LuaScript.load("batch_lane_take")
 TAKE_AT_ONCE = 32  # lines taken by one script call at most
 FULL_PAUSE = 0.01  # seconds between two looks for a free slot while the lane is full
+TRICKLE_PAUSE = 0.01  # seconds between two lines started while the lane yields to interactive jobs
 IDLE_PAUSE = 0.25  # seconds between two looks at an empty lane (or one held back by interactive jobs)
 
 
@@ -94,7 +97,9 @@ class BatchLane:
             running = self._running()
             interactive = running > self.in_flight
             held = self.throttle.update(loop.time(), lag=self._lag(), interactive=interactive)
-            room = min(self.limit - running, held - self.in_flight, self._unstarted_room(), TAKE_AT_ONCE)
+            yielding = self.throttle.yielding
+            at_once = 1 if yielding else TAKE_AT_ONCE  # beside interactive jobs, lines start one by one
+            room = min(self.limit - running, held - self.in_flight, self._unstarted_room(), at_once)
             if room <= 0 or not self._admits():
                 await self._pause(FULL_PAUSE)
                 continue
@@ -113,6 +118,8 @@ class BatchLane:
                 self._launch(job_id, self._queue).add_done_callback(self._ended)
             if not taken:
                 await self._pause(IDLE_PAUSE)
+            elif yielding:
+                await self._pause(TRICKLE_PAUSE)
 
     def _ended(self, _: asyncio.Future[Any]) -> None:
         self.in_flight -= 1

@@ -24,11 +24,17 @@ class LaneThrottle:
         self._limit = float(full)
         self._interactive_at: float | None = None
         self._next_step = 0.0
+        self._yielding = False
 
     @property
     def limit(self) -> int:
         """Batch lines the lane may hold now."""
         return int(self._limit)
+
+    @property
+    def yielding(self) -> bool:
+        """Whether the last :meth:`update` found interactive jobs about (the lane yields to them)."""
+        return self._yielding
 
     def update(self, now: float, *, lag: float, interactive: bool) -> int:
         """Adjust the limit at loop time ``now``, given the loop's lag and whether interactive jobs are
@@ -36,7 +42,8 @@ class LaneThrottle:
         if interactive:
             self._interactive_at = now
         calm = self._interactive_at is None or now - self._interactive_at > self.interactive_grace
-        if calm or self.yield_lag <= 0:
+        self._yielding = not calm and self.yield_lag > 0
+        if not self._yielding:
             self._limit = float(self.full)
             return self.full
         if now < self._next_step:

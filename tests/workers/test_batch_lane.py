@@ -15,6 +15,7 @@ from shared.batch_lines import LineRef
 from shared.errors import UpstreamBadRequest, UpstreamUnavailable
 from shared.jobs import CompletionJob
 from shared.redis_commands import replay
+from tests.waiting import eventually
 from workers.batch_lane import BatchLane
 from workers.batch_results import result_commands
 
@@ -76,6 +77,59 @@ async def test_lane_yields_to_a_queued_interactive_job(aredis_client: aredis.Red
     await aredis_client.rpush(INTERACTIVE, "chat-1")
     assert await _lane_taking(aredis_client, running=0) == []
     assert await aredis_client.llen(LANE) == 1
+
+
+async def _takes(
+    client: aredis.Redis, monkeypatch: pytest.MonkeyPatch, *, interactive: int, lines: int
+) -> list[int]:
+    """How many lines each of the lane's takes asked for, until it launched ``lines`` lines, with
+    ``interactive`` interactive jobs running on the worker."""
+    from workers import batch_lane
+    from workers.lane_throttle import LaneThrottle
+
+    asked: list[int] = []
+    take = batch_lane.TAKE
+
+    async def counting(redis: aredis.Redis, keys_: list[str], args: list[int]) -> object:
+        asked.append(args[0])
+        return await take(redis, keys_, args)
+
+    monkeypatch.setattr(batch_lane, "TAKE", counting)
+    launched: list[str] = []
+    loop = asyncio.get_running_loop()
+
+    def launch(job_id: str, origin: str) -> asyncio.Future[None]:
+        launched.append(job_id)
+        return loop.create_future()
+
+    lane = BatchLane(
+        client,
+        pool="sim",
+        concurrency=64,
+        interactive_reserve=0.1,
+        running=lambda: interactive + len(launched),
+        launch=launch,
+        unstarted_room=lambda: 64,
+        # the loop never lags here: the limit stays full, only the pace of taking changes
+        throttle=LaneThrottle(57, yield_lag=1.0, floor=1, interactive_grace=60.0),
+    )
+    task = asyncio.create_task(lane.run())
+    await eventually(lambda: len(launched) >= lines)
+    lane.stop()
+    await task
+    return [count for count in asked if count]
+
+
+async def test_beside_interactive_jobs_lines_start_one_at_a_time(
+    aredis_client: aredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While interactive jobs run, each take asks for one line (paced apart), so a window's worth of lines
+    never starts in one burst of the loop; with none running, one take asks for many."""
+    await aredis_client.rpush(LANE, *[f"job-{n}" for n in range(40)])
+    assert set(await _takes(aredis_client, monkeypatch, interactive=1, lines=5)) == {1}
+    await aredis_client.delete(LANE)
+    await aredis_client.rpush(LANE, *[f"job-{n}" for n in range(40)])
+    assert (await _takes(aredis_client, monkeypatch, interactive=0, lines=32))[0] == 32
 
 
 def _job(line: int) -> CompletionJob:

@@ -53,3 +53,19 @@ def test_a_zero_floor_stops_new_lines_and_a_zero_threshold_never_yields() -> Non
     assert [stopping.update(n * STEP, lag=LAGGING, interactive=True) for n in range(3)] == [1, 0, 0]
     off = LaneThrottle(8, yield_lag=0, floor=1, interactive_grace=2.0)
     assert off.update(0.0, lag=LAGGING, interactive=True) == 8
+
+
+def test_the_throttle_says_when_the_lane_yields() -> None:
+    """`yielding` is true from an interactive job until the grace has passed, and never with yield_lag 0."""
+    throttle = _throttle(grace=2.0)
+    throttle.update(0.0, lag=CALM, interactive=False)
+    assert not throttle.yielding
+    throttle.update(0.5, lag=CALM, interactive=True)
+    assert throttle.yielding
+    throttle.update(2.5, lag=CALM, interactive=False)
+    assert throttle.yielding
+    throttle.update(2.6, lag=CALM, interactive=False)
+    assert not throttle.yielding
+    off = LaneThrottle(8, yield_lag=0, floor=1, interactive_grace=2.0)
+    off.update(0.0, lag=LAGGING, interactive=True)
+    assert not off.yielding
