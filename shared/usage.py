@@ -65,7 +65,7 @@ class UsageRecord:
         return asdict(self)
 
     def to_fields(self) -> dict[str, str]:
-        return {name: str(value) for name, value in asdict(self).items()}
+        return {name: str(getattr(self, name)) for name in _RECORD_FIELDS}  # scalars: no asdict's deep copy
 
     @classmethod
     def from_fields(cls, data: Mapping[Any, Any]) -> UsageRecord:
@@ -80,6 +80,9 @@ class UsageRecord:
             else:
                 values[spec.name] = raw
         return cls(**values)
+
+
+_RECORD_FIELDS = tuple(spec.name for spec in fields(UsageRecord))
 
 
 @dataclass(frozen=True, slots=True)

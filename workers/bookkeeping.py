@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from rq.executions import Execution
+from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job, JobStatus
 from rq.results import Result
 from rq.utils import now, utcformat
@@ -41,13 +42,6 @@ class StartedJob:
     execution: Execution
 
 
-def job_shell(job_id: str, pool: str) -> Job:
-    """An rq job that records, before its hash has been read."""
-    job = Job(job_id, connection=RECORDING_CLIENT, serializer=OrjsonSerializer)
-    job.origin = pool
-    return job
-
-
 def start_commands(worker: BaseWorker, job: Job, heartbeat_ttl: int) -> tuple[Execution, list[Command]]:
     """Mark ``job`` started, as ``Worker.prepare_execution`` + ``prepare_job_execution`` do."""
     pipe = recording_pipeline()
@@ -60,28 +54,28 @@ def start_commands(worker: BaseWorker, job: Job, heartbeat_ttl: int) -> tuple[Ex
 
 
 def job_queue_intermediate_key(job: Job) -> str:
-    from rq.intermediate_queue import IntermediateQueue
+    return intermediate_key(job.origin)
 
-    return IntermediateQueue.get_intermediate_queue_key(keys.rq_queue_key(job.origin))
+
+def intermediate_key(queue: str) -> str:
+    """The intermediate queue of rq queue ``queue``: where BLMOVE puts the jobs a worker takes."""
+    return IntermediateQueue.get_intermediate_queue_key(keys.rq_queue_key(queue))
 
 
 _DATES = (b"created_at", b"enqueued_at")
 """The times a queued job's hash holds, parsed here rather than by rq's ``strptime`` (its slowest part)."""
 
 
-def adopt(shell: Job, raw: dict[bytes, bytes]) -> Job:
-    """The loaded job, carrying the started fields the shell just recorded."""
-    job = Job(shell.id, connection=RECORDING_CLIENT, serializer=OrjsonSerializer)
+def adopt(job_id: str, raw: dict[bytes, bytes]) -> Job:
+    """The job whose hash HGETALL read as ``raw``, as rq's ``Job.fetch`` would load it (it records, and
+    :func:`start_commands` marks it started)."""
+    job = Job(job_id, connection=RECORDING_CLIENT, serializer=OrjsonSerializer)
     dates = {name: raw[name] for name in _DATES if raw.get(name)}
     job.restore({name: value for name, value in raw.items() if name not in dates} if dates else raw)
     if b"created_at" in dates:
         job.created_at = parse_time(dates[b"created_at"])
     if b"enqueued_at" in dates:
         job.enqueued_at = parse_time(dates[b"enqueued_at"])
-    job.worker_name = shell.worker_name
-    job.started_at = shell.started_at
-    job.last_heartbeat = shell.last_heartbeat
-    job._status = JobStatus.STARTED
     return job
 
 
@@ -98,12 +92,10 @@ def strip_commands(job: Job) -> list[Command]:
     return recorded(pipe)
 
 
-def forget_commands(worker: BaseWorker, shell: Job, execution: Execution) -> list[Command]:
-    """Undo :func:`start_commands` for a job whose hash turned out not to exist."""
-    pipe = recording_pipeline()
-    execution.delete(shell, pipe)
-    pipe.delete(shell.key)
-    return recorded(pipe)
+def forget_commands(job_id: str, queue: str) -> list[Command]:
+    """Drop a job whose hash turned out not to exist from the intermediate queue of ``queue`` (nothing
+    else of it was written: :func:`start_commands` comes after the load)."""
+    return [(("LREM", intermediate_key(queue), 1, job_id), {})]
 
 
 def success_commands(worker: BaseWorker, started: StartedJob, result: Any, *, idle: bool) -> list[Command]:

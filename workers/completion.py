@@ -130,15 +130,17 @@ async def complete(
     if ending.kind == events.DONE:
         ending.meta["timing"] = ending.timing
     # Shielded: once rq's final bookkeeping is built it must land together with its frame.
+    billing, retry_commands = settlement.final_commands(
+        job, error=ending.error, token_usage=ending.meta.get("usage")
+    )
     commands = [
         # A batch line's result goes first: whoever sees the job ended also sees its result.
         *batch_results.result_commands(job, error=ending.error, payload=ending.payload, meta=ending.meta),
         *bookkeeping_commands(ending),
         *guard_commands(job),
-        *settlement.billing_commands(job, error=ending.error, token_usage=ending.meta.get("usage")),
+        *billing,
         *_pool_minute_commands(job, ending, progress),
     ]
-    retry_commands = settlement.charge_commands(job, error=ending.error, token_usage=ending.meta.get("usage"))
     await asyncio.shield(publisher.finish(ending.kind, ending.meta, ending.payload, commands, retry_commands))
     return ending
 

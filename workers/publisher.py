@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aredis
@@ -63,6 +63,7 @@ class FramePublisher:
         self._failure: ServiceUnavailable | None = None
         self._closing = False  # the final frame is coming: chunks queued from now on ride along with it
         self._riders: list[Command] = []  # commands that go out with the next publish (see attach)
+        self._later: list[Callable[[], Sequence[Command]]] = []  # riders built at that publish (attach_later)
         self._abandoned = False  # the job was cancelled: nothing more is worth retrying
         self.patience = PUBLISH_PATIENCE
         self.published = 0  # PUBLISH commands sent, for tests and stats
@@ -76,8 +77,15 @@ class FramePublisher:
 
     def attach(self, commands: Sequence[Command]) -> None:
         """Send ``commands`` with the next publish (the ``S`` frame's, for a job not started yet), in its
-        round trip: writes the job does not wait for, without a round trip of their own."""
+        round trip: writes the job does not wait for, without a round trip of their own.  They must be
+        idempotent: a publish that failed takes them again when it is retried."""
         self._riders.extend(commands)
+
+    def attach_later(self, build: Callable[[], Sequence[Command]]) -> None:
+        """Like :meth:`attach`, with commands that ``build()`` makes when the next publish is sent: the
+        ``S`` frame's goes out from its own task, once the job has sent its upstream request, so building
+        them costs the job no time before that request."""
+        self._later.append(build)
 
     def start(self, meta: dict[str, Any]) -> None:
         """Publish the ``S`` frame, the first one, without waiting for it: the job's next round trips
@@ -195,8 +203,13 @@ class FramePublisher:
 
     async def _publish(self, commands: Sequence[Command], frames: list[bytes]) -> int:
         """Run ``commands`` and publish ``frames``; how many subscribers the last frame reached."""
-        if self._riders:
-            commands, self._riders = [*self._riders, *commands], []
+        if self._later:
+            later, self._later = self._later, []
+            for build in later:
+                self._riders.extend(build())
+        riders, self._riders = self._riders, []
+        if riders:
+            commands = [*riders, *commands]
         try:
             if self._batcher is not None:
                 receivers = await self._batcher.submit(commands, self.channel, frames)
@@ -209,6 +222,7 @@ class FramePublisher:
                         pipe.publish(self.channel, frame)
                     receivers = (await pipe.execute())[-1]
         except (RedisError, OSError) as exc:
+            self._riders = [*riders, *self._riders]  # they may not have landed: the retry takes them again
             raise ServiceUnavailable("Lost the connection to Redis while publishing a reply.") from exc
         self.published += len(frames)
         return int(receivers)

@@ -46,6 +46,19 @@ def billing_commands(
 ) -> list[Command]:
     """The commands that charge a completed ``job`` (``error`` None) and record its usage, whose status is
     :data:`shared.usage.OK` or the error's code."""
+    commands, _ = final_commands(job, error=error, token_usage=token_usage, provider=provider, now=now)
+    return commands
+
+
+def final_commands(
+    job: CompletionJob,
+    *,
+    error: AIORouterError | None,
+    token_usage: Mapping[str, Any] | None = None,
+    provider: str | None = None,
+    now: float | None = None,
+) -> tuple[list[Command], list[Command]]:
+    """:func:`billing_commands` and :func:`charge_commands` of one job at once (its billing read once)."""
     now = time.time() if now is None else now
     status = usage.OK if error is None else error.code or error.type
     billing = JobBilling.of_job(job)
@@ -53,7 +66,8 @@ def billing_commands(
     counted = charged or isinstance(error, IngressGone)
     prompt, completion, cached, reasoning = _tokens(token_usage) if counted else (0, 0, 0, 0)
     cost = billing.cost(prompt, completion, cached) if billing is not None and charged else 0
-    commands = charge_commands(job, error=error, token_usage=token_usage)
+    charge = _charge_commands(billing, error, cost)
+    commands = list(charge)
     if billing is not None and charged:
         refund = ratelimit.refund_call(
             billing.reservation.account_id,
@@ -82,7 +96,7 @@ def billing_commands(
         pipe = recording_pipeline()
         usage.queue_usage(pipe, record)
         commands.extend(recorded(pipe))
-    return commands
+    return commands, charge
 
 
 def charge_commands(
@@ -92,11 +106,17 @@ def charge_commands(
     for another failed job): the idempotent part of :func:`billing_commands`, safe to send again when a
     round trip's fate is unknown."""
     billing = JobBilling.of_job(job)
+    if billing is None or error is not None:
+        return _charge_commands(billing, error, 0)
+    prompt, completion, cached, _ = _tokens(token_usage)
+    return _charge_commands(billing, error, billing.cost(prompt, completion, cached))
+
+
+def _charge_commands(billing: JobBilling | None, error: AIORouterError | None, cost: int) -> list[Command]:
     if billing is None:
         return []
     if error is None:
-        prompt, completion, cached, _ = _tokens(token_usage)
-        return [credits.settle_call(billing.reservation, billing.cost(prompt, completion, cached)).command()]
+        return [credits.settle_call(billing.reservation, cost).command()]
     if isinstance(error, IngressGone):
         return [credits.settle_call(billing.reservation, 0).command()]
     return []

@@ -4,8 +4,9 @@ It stays on rq's data model (worker registration and heartbeats, BLMOVE through 
 started/finished/failed registries, executions, job counts), so ``rq info`` and rq-dashboard tell the
 truth, but does rq's writes with :mod:`workers.bookkeeping` on asyncio Redis:
 
-    BLMOVE (its own connection)  →  one pipeline: load the job, check its cancel marker, mark it started
-    →  S, C… frames  →  one pipeline: rq's finished/failed bookkeeping, then the D/E frame
+    BLMOVE (its own connection)  →  one pipeline: load the job, check its cancel marker
+    →  S frame, with the job marked started (built once the upstream request is sent)  →  C… frames
+    →  one pipeline: rq's finished/failed bookkeeping, then the D/E frame
 
 Frames and final bookkeeping go through one :class:`~workers.publish_batcher.PublishBatcher`: the jobs
 that publish at the same moment share a pipeline.
@@ -44,6 +45,7 @@ import redis
 import redis.asyncio as aredis
 from redis.exceptions import RedisError
 from rq.intermediate_queue import IntermediateQueue
+from rq.job import Job
 from rq.worker.base import BaseWorker, WorkerStatus
 
 from shared import credits, events, keys, pool_stats
@@ -391,30 +393,47 @@ class AsyncWorker(BaseWorker):
 
     async def _execute_job(self, run: _Run, adapter: GuardedProvider) -> None:
         try:
-            started, cancelled, broken = await self._start(run.job_id, run.origin)
+            record, cancelled, broken = await self._start(run.job_id, run.origin)
         finally:
             self._unstarted -= 1
             self._wake.set()
-        if started is None:
+        if record is None:
             return
         adapter.note_broken(broken)
-        run.started = started
-        body_bytes = len(started.job.data)
+        body_bytes = len(record.data)
         try:
-            job = CompletionJob.from_wire(started.job.args[0])
+            job = CompletionJob.from_wire(record.args[0])
         except (TypeError, KeyError, IndexError, ValueError) as exc:  # not an AIOrouter job: nobody to answer
-            started.job.data = unreadable_call(body_bytes)
+            record.data = unreadable_call(body_bytes)
+            started, start = self._mark_started(run, record)
             reason = f"Malformed completion job: {exc!r}"
-            await self._execute(
-                bookkeeping.failure_commands(self, started, reason, stopped=False, idle=self._last_one(run))
-            )
+            idle = self._last_one(run)
+            failure = bookkeeping.failure_commands(self, started, reason, stopped=False, idle=idle)
+            await self._execute([*start, *failure])
             return
-        # From here on rq's record of the job keeps a diagnostic copy, not the request: the final
-        # bookkeeping writes it (rq's failure path saves the whole hash), and so does the strip below.
-        started.job.data = diagnostic_call(
-            job, body_bytes=body_bytes, prompt_bytes=self.settings.job_record_prompt_bytes
-        )
+        unsent: list[list[Command]] = []  # the start's commands, built and not yet handed to a write
+
+        def start_job() -> StartedJob:
+            """Mark the job started, once: its commands wait in ``unsent`` for the job's first write.
+            From here on rq's record of the job keeps a diagnostic copy, not the request: the final
+            bookkeeping writes it (rq's failure path saves the whole hash), and so does the strip."""
+            if run.started is None:
+                record.data = diagnostic_call(
+                    job, body_bytes=body_bytes, prompt_bytes=self.settings.job_record_prompt_bytes
+                )
+                _, start = self._mark_started(run, record)
+                billing = JobBilling.of_job(job)  # the heartbeat renews its hold from now on
+                run.reservation = billing.reservation if billing is not None else None
+                unsent.append([*start, *bookkeeping.strip_commands(record)])
+            assert run.started is not None
+            return run.started
+
+        def start_commands() -> list[Command]:
+            start_job()
+            return unsent.pop() if unsent else []
+
         if cancelled or run.stop_reason == "cancelled":
+            started = start_job()
             commands = bookkeeping.failure_commands(
                 self,
                 started,
@@ -422,21 +441,23 @@ class AsyncWorker(BaseWorker):
                 stopped=True,
                 idle=self._last_one(run),
             )
-            await self._execute(commands)
+            await self._execute([*start_commands(), *commands])
             return
         if job.reply_to in self._unheard_channels and await self._ingress_gone(job.reply_to):
-            await self._drop_unheard(run, started, job)
+            started = start_job()
+            await self._drop_unheard(run, started, job, start_commands())
             return
         listened = job.reply_to != keys.BATCH_REPLY_CHANNEL  # a batch line's frames have no reader
         publisher = FramePublisher(
             self._redis, job.reply_to, job.request_id, self._batcher, listened=listened
         )
-        publisher.attach(bookkeeping.strip_commands(started.job))  # rides with the S frame
+        # The start rides with the S frame, built once the upstream request is on its way (attach_later):
+        # whoever sees the S frame sees the job started.
+        publisher.attach_later(start_commands)
         run.publisher = publisher
-        billing = JobBilling.of_job(job)
-        run.reservation = billing.reservation if billing is not None else None
 
         def bookkeeping_commands(ending: JobEnding) -> list[Command]:
+            started = start_job()  # built already, unless the job ended before its S frame went out
             if ending.error is None:
                 return bookkeeping.success_commands(self, started, ending.summary(), idle=self._last_one(run))
             reason = f"{type(ending.error).__name__}: {ending.error.message}"
@@ -456,14 +477,14 @@ class AsyncWorker(BaseWorker):
                 guard_commands=adapter.guard_commands,
             )
         )
-        limit = started.job.timeout
+        limit = record.timeout
         timer = loop.call_later(limit, self._stop, run, "timeout") if limit and limit > 0 else None
         try:
             ending = await run.task
         except asyncio.CancelledError:
             if run.finalized:
                 return
-            await self._record_stop(run, started, publisher)
+            await self._record_stop(run, start_job(), publisher, start_commands)
             self.reporter.stopped(job, run.stop_reason)
         else:
             self.reporter.ended(job, ending)
@@ -484,12 +505,16 @@ class AsyncWorker(BaseWorker):
             self._unheard_channels.pop(channel, None)
         return not count
 
-    async def _drop_unheard(self, run: _Run, started: StartedJob, job: CompletionJob) -> None:
-        """Record a job whose ingress is gone as failed without running it, and release its hold."""
+    async def _drop_unheard(
+        self, run: _Run, started: StartedJob, job: CompletionJob, start: list[Command]
+    ) -> None:
+        """Record a job whose ingress is gone as failed without running it (``start`` marks it started
+        first), and release its hold."""
         error = IngressGone()
         reason = f"IngressGone: {error.message}"
         await self._execute(
             [
+                *start,
                 *bookkeeping.failure_commands(self, started, reason, stopped=False, idle=self._last_one(run)),
                 *settlement.billing_commands(job, error=error),
                 *self._pool_minute(pool_stats.GONE),
@@ -501,12 +526,23 @@ class AsyncWorker(BaseWorker):
             self._unheard_channels.clear()
         self._unheard_channels[channel] = None
 
-    async def _record_stop(self, run: _Run, started: StartedJob, publisher: FramePublisher) -> None:
+    async def _record_stop(
+        self,
+        run: _Run,
+        started: StartedJob,
+        publisher: FramePublisher,
+        start: Callable[[], list[Command]],
+    ) -> None:
+        """Record a job stopped mid-run; ``start()`` gives the job's start if no S frame carried it yet (the
+        job was stopped before it ran), for the failure's write."""
         if run.stop_reason == "cancelled":
             publisher.abandon()
+            # The S frame's write carries the job's start: the failure must land after it.
+            await asyncio.gather(publisher.flush(), return_exceptions=True)
             reason = "Cancelled: the client went away."
             await self._execute(
                 [
+                    *start(),
                     *bookkeeping.failure_commands(
                         self, started, reason, stopped=True, idle=self._last_one(run)
                     ),
@@ -530,24 +566,28 @@ class AsyncWorker(BaseWorker):
         """Count a job this worker stopped in its pool's current minute (:mod:`shared.pool_stats`)."""
         return pool_stats.record_commands(self.pool, field, now=time.time())
 
-    async def _start(self, job_id: str, origin: str) -> tuple[StartedJob | None, bool, list[Any]]:
+    async def _start(self, job_id: str, origin: str) -> tuple[Job | None, bool, list[Any]]:
         """One round trip: read the job, its cancel marker and the deployments whose breaker is not
-        closed (so the guard needs no round trip of its own for a closed one), and mark it started."""
-        shell = bookkeeping.job_shell(job_id, origin)
-        execution, commands = bookkeeping.start_commands(self, shell, self.execution_ttl)
+        closed (so the guard needs no round trip of its own for a closed one).  Marking it started
+        (:meth:`_mark_started`) rides with the job's first write."""
         reads: list[Command] = [
-            (("HGETALL", shell.key), {}),
+            (("HGETALL", Job.key_for(job_id)), {}),
             (("EXISTS", keys.cancelled_marker(job_id)), {}),
             (("ZRANGE", keys.BREAKER_BLOCKED, 0, -1), {}),
         ]
-        raw, cancelled, broken, *_ = await run_commands(self._redis, [*reads, *commands])
+        raw, cancelled, broken = await run_commands(self._redis, reads)
         if not raw:
             self.log.warning("Worker %s: job %s vanished before it started", self.name, job_id)
-            await self._execute(bookkeeping.forget_commands(self, shell, execution))
+            await self._execute(bookkeeping.forget_commands(job_id, origin))
             return None, False, broken
-        job = bookkeeping.adopt(shell, raw)
-        execution._job = job
-        return StartedJob(job, execution), bool(cancelled), broken
+        return bookkeeping.adopt(job_id, raw), bool(cancelled), broken
+
+    def _mark_started(self, run: _Run, record: Job) -> tuple[StartedJob, list[Command]]:
+        """The job's start (its execution, status, registries, the worker busy), as commands; from here on
+        the heartbeat renews its execution."""
+        execution, commands = bookkeeping.start_commands(self, record, self.execution_ttl)
+        run.started = StartedJob(record, execution)
+        return run.started, commands
 
     def _stop(self, run: _Run, reason: str) -> None:
         if run.stop_reason:

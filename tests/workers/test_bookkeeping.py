@@ -32,8 +32,7 @@ def _bytes(value: Any) -> bytes:
 def test_adopt_reads_a_job_as_rq_does() -> None:
     """Times, origin, timeout, TTLs, description and the call are rq's own reading of the hash."""
     raw = queued_hash()
-    shell = bookkeeping.job_shell("job-1", "simulated")
-    adopted = bookkeeping.adopt(shell, dict(raw))
+    adopted = bookkeeping.adopt("job-1", dict(raw))
     reference = Job("job-1", connection=RECORDING_CLIENT, serializer=OrjsonSerializer)
     reference.restore(dict(raw))
     for field in (

@@ -206,6 +206,26 @@ async def test_attached_commands_ride_with_the_start_frame(redis: GatedRedis) ->
     await pubsub.aclose()
 
 
+async def test_riders_attached_later_are_built_when_the_start_frame_goes_out(redis: GatedRedis) -> None:
+    """attach_later's commands are built when the S frame is sent, from its own task (not in start(), so
+    the job's next step runs first), and land before its PUBLISH."""
+    built: list[str] = []
+
+    def rider() -> list[Any]:
+        built.append("rider")
+        return [(("SET", "rider", "later"), {})]
+
+    publisher = FramePublisher(redis, CHANNEL, "req-1")
+    publisher.attach_later(rider)
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(CHANNEL)
+    publisher.start({"provider": "p"})
+    assert built == []
+    assert (await next_frame(pubsub)).kind == events.START
+    assert built == ["rider"] and await redis.get("rider") == b"later"
+    await pubsub.aclose()
+
+
 class FlakyRedis(fakeredis.FakeAsyncRedis):
     """fakeredis whose first ``failures`` PUBLISH commands fail as a lost connection (after landing, when
     ``lands``: a reply lost on the way back)."""
