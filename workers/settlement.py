@@ -58,7 +58,9 @@ def final_commands(
     provider: str | None = None,
     now: float | None = None,
 ) -> tuple[list[Command], list[Command]]:
-    """:func:`billing_commands` and :func:`charge_commands` of one job at once (its billing read once)."""
+    """:func:`billing_commands`, and apart from them only the settlement of the job's reservation (its
+    release for a job whose ingress is gone, none for another failed job): the idempotent part, safe to
+    send again when a round trip's fate is unknown; the job's billing is read once for both."""
     now = time.time() if now is None else now
     status = usage.OK if error is None else error.code or error.type
     billing = JobBilling.of_job(job)
@@ -97,19 +99,6 @@ def final_commands(
         usage.queue_usage(pipe, record)
         commands.extend(recorded(pipe))
     return commands, charge
-
-
-def charge_commands(
-    job: CompletionJob, *, error: AIORouterError | None, token_usage: Mapping[str, Any] | None = None
-) -> list[Command]:
-    """Only the settlement of the job's reservation (its release for a job whose ingress is gone, none
-    for another failed job): the idempotent part of :func:`billing_commands`, safe to send again when a
-    round trip's fate is unknown."""
-    billing = JobBilling.of_job(job)
-    if billing is None or error is not None:
-        return _charge_commands(billing, error, 0)
-    prompt, completion, cached, _ = _tokens(token_usage)
-    return _charge_commands(billing, error, billing.cost(prompt, completion, cached))
 
 
 def _charge_commands(billing: JobBilling | None, error: AIORouterError | None, cost: int) -> list[Command]:
