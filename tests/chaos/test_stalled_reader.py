@@ -61,7 +61,10 @@ def _send_request_and_never_read(system: RunningSystem) -> socket.socket:
 
 
 def _closed_by_the_server(sock: socket.socket, within: float) -> bool:
-    """Read what the kernel holds for the socket; whether the server's close (EOF or a reset) follows."""
+    """Read what the kernel holds for the socket; whether the server's close (EOF or a reset) follows.
+    The receive window grows first: what the server's kernel still holds for a 4 KiB window (up to its
+    send buffer, megabytes) would drain one delayed ACK per window, for minutes on a loaded machine."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
     sock.settimeout(within)
     try:
         while sock.recv(1 << 16):
