@@ -171,7 +171,10 @@ async def _stream(
         progress.parts += part
         sse = writer.sse(delta)
         if sse is not None:
+            first = not publisher.content_queued
             publisher.send_chunks(sse)
+            if first:  # the first content leaves before the rest of a burst is parsed
+                await publisher.let_out()
     if not writer.finished:
         raise UpstreamError("The upstream stream ended without a finish reason.")
     usage = progress.usage or Usage(count_prompt_tokens(job.body), progress.parts)

@@ -1,11 +1,15 @@
 """Per-job frame publisher that coalesces chunks and keeps frames in order.
 
 A chunk that arrives while no publish of its job is in flight goes out at once; chunks arriving while one
-is in flight are joined into the next single ``C`` frame.  There is never more than one publish of a job
-in flight, so Redis pub/sub delivers its frames in ``seq`` order.  The final frame (``D`` or ``E``) can
-carry other Redis commands (rq's bookkeeping) in the same round trip, queued before the ``PUBLISH`` so
-that whoever sees the final frame also sees the bookkeeping.  With a :class:`PublishBatcher`, that round
-trip is shared with the other jobs of the worker.
+is in flight are joined into the next single ``C`` frame.  "At once" takes a few passes of the event loop
+(the publish is a task, the shared pipeline's sender another, the connection writes at the end of a
+pass), and a publish in flight needs its reply read first: a job that reads an upstream's burst without
+pausing would parse the whole burst before its first chunk goes out, so :meth:`FramePublisher.let_out`
+gives the loop those passes (a stream's first content waits for no more).  There is never more than one
+publish of a job in flight, so Redis pub/sub delivers its frames in ``seq`` order.  The final frame
+(``D`` or ``E``) can carry other Redis commands (rq's bookkeeping) in the same round trip, queued before
+the ``PUBLISH`` so that whoever sees the final frame also sees the bookkeeping.  With a
+:class:`PublishBatcher`, that round trip is shared with the other jobs of the worker.
 
 A publish that fails (Redis unreachable, frozen, restarting) is retried, the same frames again, for up to
 :data:`PUBLISH_PATIENCE` seconds: a publish whose reply was lost may have landed, and the ingress drops a
@@ -38,6 +42,10 @@ log = logging.getLogger(__name__)
 
 PUBLISH_PATIENCE = 60.0  # seconds a failing publish is retried before the job's publishing fails for good
 RETRY_PAUSES = (0.2, 0.5, 1.0, 2.0)  # seconds between retries of one publish; the last one repeats
+# Loop passes from a publish taking the queued chunks to Redis' socket: the shared pipeline's sender runs
+# (PublishBatcher), then the auto-pipelined connection writes what that pass queued.
+PASSES_TO_THE_WIRE = 2
+LET_OUT_PASSES = 8  # passes let_out waits at most for a publish to take the queued chunks
 
 
 class FramePublisher:
@@ -103,6 +111,20 @@ class FramePublisher:
         self.content_queued = True
         if self._in_flight is None:
             self._in_flight = asyncio.get_running_loop().create_task(self._drain())
+
+    async def let_out(self) -> None:
+        """Give the event loop the passes that the chunks queued so far need to reach Redis' socket
+        before the job takes its next delta: up to :data:`LET_OUT_PASSES` for a publish to take them
+        (at once when none is in flight; after the reply of the one in flight, such as the S frame's,
+        when that reply has come), then :data:`PASSES_TO_THE_WIRE`.  An upstream that sends many chunks
+        in one read would otherwise have all of them parsed first."""
+        passes = 0
+        while self._pending and passes < LET_OUT_PASSES:
+            await asyncio.sleep(0)
+            passes += 1
+        if not self._pending:
+            for _ in range(PASSES_TO_THE_WIRE):
+                await asyncio.sleep(0)
 
     async def finish(
         self,
