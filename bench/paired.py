@@ -24,13 +24,11 @@ import random
 import statistics
 from dataclasses import dataclass, field
 from time import perf_counter
-from urllib.parse import urlsplit
 
 import orjson
 
-from bench.http_client import Connection, Exchange, InFlight, build_request, connect
-from bench.loadgen import LoadSpec
-from bench.sim_payloads import expected_content
+from bench.http_client import Connection, Exchange, InFlight, connect
+from bench.loadgen import LoadRun, LoadSpec
 
 WARMUP_PAIRS = 20
 TIMEOUT_S = 30.0
@@ -45,22 +43,12 @@ class Side:
     connection: Connection | None = None
     samples: list[tuple[float, float]] = field(default_factory=list)
 
-    @property
-    def request(self) -> bytes:
-        url = urlsplit(self.spec.base_url)
-        path = url.path.rstrip("/") + "/chat/completions"
-        return build_request(
-            url.hostname or "127.0.0.1", url.port or 80, path, self.spec.request_body(), self.spec.api_key
-        )
-
-    async def one(self, request: bytes, in_flight: InFlight) -> tuple[float, float]:
+    async def one(self, run: LoadRun, in_flight: InFlight) -> tuple[float, float]:
+        """One checked request of ``run`` (the load generator's request and expected answer)."""
         if self.connection is None or not self.connection.usable:
-            url = urlsplit(self.spec.base_url)
-            self.connection = await connect(url.hostname or "127.0.0.1", url.port or 80)
-        loop = asyncio.get_running_loop()
-        expected = expected_content(self.spec.expected_tokens)
-        exchange = Exchange(loop, self.spec.stream, expected, perf_counter(), in_flight)
-        self.connection.send(request, exchange, TIMEOUT_S)
+            self.connection = await connect(run.host, run.port)
+        exchange = Exchange(run.loop, self.spec.stream, run.expected, perf_counter(), in_flight)
+        self.connection.send(run.request, exchange, TIMEOUT_S)
         await exchange.future
         if exchange.error is not None:
             raise RuntimeError(f"stack {self.name}: {exchange.error} {exchange.error_detail}".rstrip())
@@ -76,7 +64,7 @@ def _p(values: list[float], q: int) -> float:
 
 async def compare(a: Side, b: Side, pairs: int, gap: float, seed: int = 0) -> dict[str, object]:
     """Run ``pairs`` pairs (after a warm-up) and summarise them."""
-    requests = {a.name: a.request, b.name: b.request}
+    runs = {a.name: LoadRun(a.spec), b.name: LoadRun(b.spec)}
     in_flight = InFlight()
     order = random.Random(seed)
     for counted in (False, True):
@@ -84,7 +72,7 @@ async def compare(a: Side, b: Side, pairs: int, gap: float, seed: int = 0) -> di
             sides = [a, b]
             order.shuffle(sides)
             for side in sides:
-                sample = await side.one(requests[side.name], in_flight)
+                sample = await side.one(runs[side.name], in_flight)
                 if counted:
                     side.samples.append(sample)
                 if gap:
