@@ -5,24 +5,28 @@ commands; the worker replays them on its asyncio connection, one round trip per 
 fields, scores and TTLs are therefore rq's, and ``rq info``, rq-dashboard and rq's registry clean-up
 read them as they read a stock worker's.
 
-Two differences from a stock worker, on purpose: a finished job's hash is not rewritten whole (rq's
+Three differences from a stock worker, on purpose: a finished job's hash is not rewritten whole (rq's
 ``Job.save`` re-sends the compressed call); only the fields that change are set.  And once loaded, a job's
 call is replaced by its diagnostic copy (:func:`shared.jobs.diagnostic_call`, :func:`strip_commands`), so
-the request body leaves Redis as soon as a worker holds it.
+the request body leaves Redis as soon as a worker holds it.  And an execution's heartbeat
+(:func:`execution_beat_commands`) is built here, not by rq's ``Execution.heartbeat``, which builds two
+registry objects per running job on every beat; its commands are rq's (``tests/workers/test_bookkeeping.py``
+compares them).
 """
 
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from rq.executions import Execution
+from rq.executions import Execution, ExecutionRegistry
 from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
 from rq.results import Result
-from rq.utils import now, utcformat
+from rq.utils import current_timestamp, now, utcformat
 from rq.worker.base import WorkerStatus
 
 from shared import keys
@@ -36,10 +40,19 @@ if TYPE_CHECKING:
 
 @dataclass(slots=True)
 class StartedJob:
-    """A job this worker marked started: its rq record and the execution it runs under."""
+    """A job this worker marked started: its rq record, the execution it runs under, and the keys its
+    execution's heartbeat renews."""
 
     job: Job
     execution: Execution
+    execution_key: str = field(init=False)
+    started_registry_key: str = field(init=False)  # rq's StartedJobRegistry of the job's queue
+    executions_key: str = field(init=False)  # rq's ExecutionRegistry of the job
+
+    def __post_init__(self) -> None:
+        self.execution_key = self.execution.key
+        self.started_registry_key = StartedJobRegistry.key_template.format(self.job.origin)
+        self.executions_key = ExecutionRegistry.key_template.format(self.job.id)
 
 
 def start_commands(worker: BaseWorker, job: Job, heartbeat_ttl: int) -> tuple[Execution, list[Command]]:
@@ -158,15 +171,34 @@ def _worked(worker: BaseWorker, job: Job, pipe: Any, *, idle: bool) -> None:
         worker.set_state(WorkerStatus.IDLE, pipeline=pipe)
 
 
-def heartbeat_commands(worker: BaseWorker, running: list[StartedJob], *, execution_ttl: int) -> list[Command]:
+def heartbeat_commands(worker: BaseWorker, due: list[StartedJob], *, execution_ttl: int) -> list[Command]:
     """One heartbeat of rq's records: the worker hash first (its HSET reply tells whether the hash had
-    expired), then every running execution.  AIOrouter's liveness keys are the thread's
+    expired), then the executions in ``due``.  AIOrouter's liveness keys are the thread's
     (:mod:`workers.liveness`)."""
     pipe = recording_pipeline()
     worker.heartbeat(pipeline=pipe)
-    for started in running:
-        started.execution.heartbeat(started.job.started_job_registry, execution_ttl, pipeline=pipe)
-    return recorded(pipe)
+    return recorded(pipe) + execution_beat_commands(due, execution_ttl=execution_ttl)
+
+
+def execution_beat_commands(due: list[StartedJob], *, execution_ttl: int) -> list[Command]:
+    """What rq's ``Execution.heartbeat(job.started_job_registry, execution_ttl, pipeline)`` queues for each
+    of ``due``: the execution's ``last_heartbeat`` and TTL, its score in the queue's started registry and in
+    the job's execution registry (``XX``: an execution rq has already dropped stays dropped)."""
+    stamp = now()
+    last_heartbeat = stamp.timestamp()
+    score = current_timestamp() + execution_ttl
+    commands: list[Command] = []
+    for started in due:
+        execution = started.execution
+        execution.last_heartbeat = stamp
+        commands += [
+            (("HSET", started.execution_key, "last_heartbeat", last_heartbeat), {}),
+            (("EXPIRE", started.execution_key, execution_ttl), {}),
+            (("ZADD", started.started_registry_key, b"XX", score, execution.composite_key), {}),
+            (("ZADD", started.executions_key, b"XX", score + 60, execution.id), {}),
+            (("EXPIRE", started.executions_key, execution_ttl + 60), {}),
+        ]
+    return commands
 
 
 def rebirth_commands(worker: BaseWorker) -> list[Command]:

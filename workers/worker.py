@@ -98,6 +98,7 @@ class _Run:
     publisher: FramePublisher | None = None  # set once the job is running
     reservation: Reservation | None = None  # the request's credit hold, renewed while the job runs
     renew_at: float = 0.0  # loop time at which the hold's lease is renewed next
+    beat_at: float = 0.0  # loop time at which the heartbeat renews the job's rq execution next
 
 
 class AsyncWorker(BaseWorker):
@@ -130,6 +131,14 @@ class AsyncWorker(BaseWorker):
         self.maintenance_every = maintenance_interval
         self.execution_ttl = max(
             3, math.ceil(2 * settings.worker_dead_after), math.ceil(3 * settings.worker_heartbeat_interval)
+        )
+        # An execution is renewed once this much of its TTL has gone: its score in rq's started registry
+        # stays at least ``worker_dead_after`` ahead while the heartbeats run on time (a heartbeat late by
+        # more than that is a worker taken for dead anyway), and a beat renews a fraction of the running
+        # jobs, not all of them.
+        self.execution_renew_every = max(
+            settings.worker_heartbeat_interval,
+            self.execution_ttl - settings.worker_dead_after - settings.worker_heartbeat_interval,
         )
         self._runs: dict[str, _Run] = {}
         self._provider: GuardedProvider | None = None  # set in run(): its leases renew on each heartbeat
@@ -587,6 +596,7 @@ class AsyncWorker(BaseWorker):
         the heartbeat renews its execution."""
         execution, commands = bookkeeping.start_commands(self, record, self.execution_ttl)
         run.started = StartedJob(record, execution)
+        run.beat_at = asyncio.get_running_loop().time() + self.execution_renew_every
         return run.started, commands
 
     def _stop(self, run: _Run, reason: str) -> None:
@@ -620,8 +630,8 @@ class AsyncWorker(BaseWorker):
                 self.log.warning("Worker %s: heartbeat failed", self.name, exc_info=True)
 
     async def _beat(self) -> None:
-        running = [run.started for run in self._runs.values() if run.started is not None]
-        commands = bookkeeping.heartbeat_commands(self, running, execution_ttl=self.execution_ttl)
+        due = self._due_executions()
+        commands = bookkeeping.heartbeat_commands(self, due, execution_ttl=self.execution_ttl)
         commands += self._lease_commands()
         listening = [
             run
@@ -640,6 +650,16 @@ class AsyncWorker(BaseWorker):
             self._stop_unheard(listening, replies[-1])
         if self._provider is not None:
             await self._provider.renew()
+
+    def _due_executions(self) -> list[StartedJob]:
+        """The running jobs whose rq execution this beat renews (a third of the TTL gone, with defaults)."""
+        now = asyncio.get_running_loop().time()
+        due: list[StartedJob] = []
+        for run in self._runs.values():
+            if run.started is not None and run.beat_at <= now:
+                due.append(run.started)
+                run.beat_at = now + self.execution_renew_every
+        return due
 
     def _lease_commands(self) -> list[Command]:
         """Renew the credit holds of running jobs whose lease is half gone."""

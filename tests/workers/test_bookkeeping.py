@@ -1,17 +1,20 @@
-"""rq's record of a job as the worker loads it: :func:`workers.bookkeeping.adopt` parses a queued job's
-times itself (rq's ``strptime`` is the slowest part of loading one) and must read every field exactly as
-rq's own ``Job.restore`` does."""
+"""rq's records as the worker writes them without rq's slow paths: :func:`workers.bookkeeping.adopt`
+parses a queued job's times itself (rq's ``strptime`` is the slowest part of loading one) and must read
+every field exactly as rq's own ``Job.restore`` does; the execution heartbeat is built directly and must
+queue exactly what rq's ``Execution.heartbeat`` queues."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from rq.executions import Execution
 from rq.job import Job
 from rq.utils import utcparse
 
 from shared.jobs import enqueue_commands
-from shared.rq_bridge import RECORDING_CLIENT
+from shared.rq_bridge import RECORDING_CLIENT, recorded, recording_pipeline
 from shared.serialization import OrjsonSerializer
 from tests.workers.factories import completion_job
 from workers import bookkeeping
@@ -54,3 +57,27 @@ def test_parse_time_matches_rqs_utcparse(stamp: str) -> None:
     """Both timestamp forms rq writes parse to the same aware UTC datetime as rq's ``utcparse``."""
     parsed = bookkeeping.parse_time(stamp.encode())
     assert parsed == utcparse(stamp) and parsed.utcoffset() == utcparse(stamp).utcoffset()
+
+
+def test_execution_beat_is_rqs_execution_heartbeat(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The heartbeat the worker builds for a running job queues exactly what rq's
+    ``Execution.heartbeat`` queues for it (same clock), so rq's registries read it as rq's own."""
+    import rq.executions
+    import rq.registry
+
+    clock = datetime(2026, 12, 6, 21, 30, 15, 123456, tzinfo=UTC)
+    for module in (rq.executions, bookkeeping):
+        monkeypatch.setattr(module, "now", lambda: clock)
+    for module in (rq.registry, rq.executions, bookkeeping):
+        if hasattr(module, "current_timestamp"):
+            monkeypatch.setattr(module, "current_timestamp", lambda: int(clock.timestamp()))
+    job = bookkeeping.adopt("job-1", queued_hash())
+    execution = Execution(id="exec-1", job_id=job.id, connection=RECORDING_CLIENT)
+    started = bookkeeping.StartedJob(job, execution)
+
+    pipe = recording_pipeline()
+    execution.heartbeat(job.started_job_registry, 8, pipeline=pipe)
+    reference = recorded(pipe)
+
+    assert bookkeeping.execution_beat_commands([started], execution_ttl=8) == reference
+    assert execution.last_heartbeat == clock

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import orjson
 import pytest
@@ -399,3 +400,40 @@ async def test_a_failing_heartbeat_does_not_end_the_heartbeats(
         clean_redis.delete(keys.worker_alive(worker.name))
         await eventually(lambda: clean_redis.exists(keys.worker_alive(worker.name)) == 1, within=5)
     assert calls >= 2
+
+
+async def test_a_beat_renews_only_the_executions_due(
+    clean_redis: redis.Redis,
+    aredis_client: aredis.Redis,
+    replies: Replies,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A running job's rq execution is renewed once ``execution_renew_every`` has passed, not on every
+    beat (with thousands of running streams, renewing all of them each beat took a tenth of the loop),
+    and still before its TTL runs out: rq's registry keeps a job that outlives several TTLs."""
+    from workers import bookkeeping
+
+    beats: list[list[str]] = []
+    build = bookkeeping.heartbeat_commands
+
+    def spy(worker: object, due: list[bookkeeping.StartedJob], *, execution_ttl: int) -> Any:
+        beats.append([started.job.id for started in due])
+        return build(worker, due, execution_ttl=execution_ttl)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bookkeeping, "heartbeat_commands", spy)
+    settings = worker_settings(redis_url, tokens_per_second=4)
+    job = completion_job(upstream_model="lorem", max_tokens=24, reply_to=REPLY_CHANNEL)
+    async with running_worker(settings, maintenance_interval=0.5) as worker:
+        assert worker.settings.worker_heartbeat_interval < worker.execution_renew_every < worker.execution_ttl
+        await enqueue(aredis_client, job, settings)
+        done = await replies.final(job.request_id, within=30)
+    assert done.kind == events.DONE
+    assert rq_job(clean_redis, job.request_id).get_status() == JobStatus.FINISHED
+    renewals = sum(job.request_id in due for due in beats)
+    first, last = (
+        next(i for i, due in enumerate(beats) if job.request_id in due),
+        max(i for i, due in enumerate(beats) if job.request_id in due),
+    )
+    assert renewals >= 2  # the job ran for more than twice the renewal interval
+    assert renewals < (last - first + 1) / 3  # the beats in between left it alone
