@@ -127,10 +127,13 @@ _describe(
     "sorted set",
     f"running jobs (rq's started registry; each run's record is under "
     f"`{ExecutionRegistry.key_template.format('<job_id>')}`)",
-    writer="workers: `workers.bookkeeping` (at start, every heartbeat, at the end)",
+    writer="workers: `workers.bookkeeping` (at start, from the heartbeat, at the end)",
     reader="rq's registry clean-up (run by workers); rq's tools; admin (`/admin/pools/stats`, "
     "`/admin/pools`: ZCARD, batch lanes too); KEDA's redis trigger (ZCARD); ingress: `ingress.metrics`",
-    ttl="entries expire twice `worker_dead_after` after the last heartbeat",
+    ttl=(
+        "entries expire twice `worker_dead_after` after their last renewal, which comes at least "
+        "`worker_dead_after` before that"
+    ),
 )
 def rq_started_registry(queue: str) -> str:
     """rq's sorted set of the jobs of one rq queue (a pool's, or its batch lane's) a worker runs now
