@@ -160,15 +160,21 @@ class ReplyHub:
         return interrupted
 
     def route(self, message: bytes) -> None:
-        """Hand one published message to the request it belongs to."""
+        """Hand each frame of one published message (a frame, or a bundle) to the request it belongs to."""
         try:
-            frame = events.decode(message)
+            frames = events.frames_of(message)
         except FrameError:
             log.warning("dropping a malformed message on %s: %r", self.channel, message[:80])
             return
-        subscription = self._subscriptions.get(frame.request_id)
-        if subscription is not None:
-            subscription.deliver(frame)
+        for data in frames:
+            try:
+                frame = events.decode(data)
+            except FrameError:
+                log.warning("dropping a malformed frame on %s: %r", self.channel, data[:80])
+                continue
+            subscription = self._subscriptions.get(frame.request_id)
+            if subscription is not None:
+                subscription.deliver(frame)
 
     async def _read_forever(self) -> None:
         while not self._stopping:

@@ -20,10 +20,21 @@ Kinds, in the order a job emits them:
 ``seq`` counts a request's frames from 0; a worker never has two publishes of one request in flight,
 so pub/sub keeps them in order and a gap means lost data.  Payload bytes pass through the ingress
 untouched: chunk JSON is serialized once, in the worker.
+
+A message is one frame, or a bundle of frames (of any requests on that channel, in the order they were
+published)::
+
+    B (<length of the frame: 4 bytes, big-endian><frame>)...
+
+A worker bundles what it publishes on one channel in one round trip (:class:`workers.publish_batcher.
+PublishBatcher`): one ``PUBLISH`` for Redis to run and fan out, one message for the ingress to read,
+instead of one per frame.  It bundles only on channels whose name says their reader takes bundles
+(:func:`shared.keys.takes_bundles`), so an ingress that predates bundles still gets single frames.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -35,6 +46,8 @@ DONE: Final = b"D"
 ERROR: Final = b"E"
 FINAL_KINDS: Final = (DONE, ERROR)
 KINDS: Final = (START, CHUNKS, DONE, ERROR)
+BUNDLE: Final = b"B"  # a message of several frames
+_LENGTH_BYTES: Final = 4
 
 
 class FrameError(ValueError):
@@ -76,6 +89,31 @@ def decode(message: bytes) -> Frame:
         )
     except (ValueError, orjson.JSONDecodeError) as exc:
         raise FrameError(f"malformed frame: {message[:80]!r}") from exc
+
+
+def bundle(frames: Sequence[bytes]) -> bytes:
+    """One message carrying ``frames``, in order."""
+    parts = [BUNDLE]
+    for frame in frames:
+        parts.append(len(frame).to_bytes(_LENGTH_BYTES, "big"))
+        parts.append(frame)
+    return b"".join(parts)
+
+
+def frames_of(message: bytes) -> list[bytes]:
+    """The frames a published message carries: a bundle's, in order, or the message itself."""
+    if message[:1] != BUNDLE:
+        return [message]
+    frames = []
+    at, end = 1, len(message)
+    while at < end:
+        length = int.from_bytes(message[at : at + _LENGTH_BYTES], "big")
+        at += _LENGTH_BYTES
+        if at + length > end:
+            raise FrameError(f"truncated bundle: {message[:80]!r}")
+        frames.append(message[at : at + length])
+        at += length
+    return frames
 
 
 def sse_data(obj: Any) -> bytes:

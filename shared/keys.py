@@ -187,6 +187,8 @@ _describe(
 
 # --- request/response traffic ---------------------------------------------------------------------
 
+_BUNDLED_REPLIES = f"{PREFIX}:replies:"  # reply channels whose reader takes bundles (takes_bundles)
+
 
 @_key(
     "channel",
@@ -197,8 +199,15 @@ _describe(
 )
 def reply_channel(ingress_id: str) -> str:
     """The one pub/sub channel an ingress process listens on; workers publish every event of its
-    requests there (the request id is inside each frame)."""
-    return f"{PREFIX}:reply:{ingress_id}"
+    requests there (the request id is inside each frame), bundled (:func:`takes_bundles`)."""
+    return f"{_BUNDLED_REPLIES}{ingress_id}"
+
+
+def takes_bundles(channel: str) -> bool:
+    """Whether the reader of reply channel ``channel`` takes bundles of frames (:mod:`shared.events`):
+    an ingress' channel does; one named ``aior:reply:...`` (an ingress that predates bundles, a batch
+    line's) gets one frame per message."""
+    return channel.startswith(_BUNDLED_REPLIES)
 
 
 CANCEL_CHANNEL = f"{PREFIX}:cancel"
@@ -750,9 +759,9 @@ _describe(
 BATCH_RECORD_TTL = 400 * 86_400
 """Seconds a finished batch's record stays (its per-line keys are deleted when it finishes)."""
 
-BATCH_REPLY_CHANNEL = f"{PREFIX}:reply:batches"
+BATCH_REPLY_CHANNEL = f"{_BUNDLED_REPLIES}batches"
 """The reply channel of batch lines' jobs: nobody listens (results go to :func:`batch_results`), so their
-frames cost one PUBLISH each and are dropped."""
+frames cost a PUBLISH per worker round trip (bundled) and are dropped."""
 _describe(
     "BATCH_REPLY_CHANNEL",
     "channel",

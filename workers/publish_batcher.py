@@ -4,10 +4,14 @@ Every job of a worker publishes its own frames (``S``, ``C``…, ``D``/``E`` wit
 one job at a time, each would be a pipeline of its own to build, send and read back, so a worker's Redis
 work would grow with the number of its streams.  :class:`PublishBatcher` queues what every job submits
 and sends it in one pipeline; what is submitted while that pipeline is on the wire goes out in the next
-one.  Batches go out one after another, so each job's frames keep the order in
-which they were submitted; a job's command that Redis rejects fails that job's submission only.  A
-submission's result is the reply of its last ``PUBLISH``: how many subscribers received it (0: nobody
-listens on that channel any more).
+one.  In a pipeline, the submissions' commands come first, then one ``PUBLISH`` per channel with every
+frame for it (a bundle, :mod:`shared.events`; one ``PUBLISH`` per frame on a channel that does not take
+bundles): Redis fans out and the ingress reads one message per round trip, not one per frame.  Batches go
+out one after another, and a bundle keeps the submission order, so each job's frames keep the order in
+which they were submitted, and a job's commands run before its frames are published.  A job's command
+that Redis rejects fails that job's submission only.  A submission's result is the reply of the
+``PUBLISH`` that carried its last frame: how many subscribers received it (0: nobody listens on that
+channel any more).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 import redis.asyncio as aredis
 from redis.exceptions import RedisError
 
+from shared import events, keys
 from shared.redis_commands import Command, run_commands
 
 
@@ -60,9 +65,18 @@ class PublishBatcher:
 
     async def _send_batch(self, batch: list[_Submission]) -> None:
         commands: list[Command] = []
+        frames: dict[str, list[bytes]] = {}  # per channel, in submission order
         for submission in batch:
             commands.extend(submission.commands)
-            commands.extend((("PUBLISH", submission.channel, frame), {}) for frame in submission.frames)
+            if submission.frames:
+                frames.setdefault(submission.channel, []).extend(submission.frames)
+        published: dict[str, int] = {}  # channel -> index of the PUBLISH carrying its last frame
+        for channel, sent in frames.items():
+            if len(sent) > 1 and keys.takes_bundles(channel):
+                commands.append((("PUBLISH", channel, events.bundle(sent)), {}))
+            else:
+                commands.extend((("PUBLISH", channel, frame), {}) for frame in sent)
+            published[channel] = len(commands) - 1
         try:
             replies = await run_commands(self._redis, commands, raise_on_error=False)
         except (RedisError, OSError) as exc:
@@ -73,9 +87,12 @@ class PublishBatcher:
             self.pipelines += 1
         start = 0
         for submission in batch:
-            end = start + len(submission.commands) + len(submission.frames)
-            failed = next((r for r in replies[start:end] if isinstance(r, Exception)), None)
-            _settle(submission.done, failed, replies[end - 1] if submission.frames else 1)
+            end = start + len(submission.commands)
+            own = replies[start:end]
+            if submission.frames:
+                own.append(replies[published[submission.channel]])
+            failed = next((r for r in own if isinstance(r, Exception)), None)
+            _settle(submission.done, failed, own[-1] if submission.frames else 1)
             start = end
 
 

@@ -78,6 +78,27 @@ async def test_route_ignores_strangers_and_garbage(aredis_client: aredis.Redis) 
     assert drain(mine) == []
 
 
+async def test_route_hands_out_each_frame_of_a_bundle(aredis_client: aredis.Redis) -> None:
+    """A bundle's frames reach their requests in the bundle's order; a malformed frame inside is dropped
+    alone, and a malformed bundle is dropped whole."""
+    hub = ReplyHub(aredis_client, "test-ingress")
+    one, two = hub.register("one"), hub.register("two")
+    hub.route(
+        events.bundle(
+            [
+                events.encode(events.START, "one", 0),
+                events.encode(events.START, "two", 0),
+                b"not a frame",
+                events.encode(events.CHUNKS, "one", 1, None, b"data: {}\n\n"),
+                events.encode(events.DONE, "two", 1),
+            ]
+        )
+    )
+    hub.route(events.bundle([events.encode(events.CHUNKS, "two", 2)])[:-3])
+    assert [(f.kind, f.seq) for f in drain(one) if isinstance(f, events.Frame)] == [(b"S", 0), (b"C", 1)]
+    assert [(f.kind, f.seq) for f in drain(two) if isinstance(f, events.Frame)] == [(b"S", 0), (b"D", 1)]
+
+
 async def test_hub_receives_published_frames(aredis_client: aredis.Redis) -> None:
     """After start(), frames published on the hub's channel reach the registered subscription."""
     hub = ReplyHub(aredis_client, "test-ingress")

@@ -46,3 +46,24 @@ def test_sse_helpers() -> None:
     assert events.sse_data({"a": [1, 2]}) == b'data: {"a":[1,2]}\n\n'
     assert events.SSE_DONE == b"data: [DONE]\n\n"
     assert events.SSE_PING.startswith(b":") and events.SSE_PING.endswith(b"\n\n")
+
+
+def test_a_bundle_carries_its_frames_in_order() -> None:
+    """A bundle gives back each frame, in order, payload newlines and empty frames included; a plain frame
+    is a message of one frame."""
+    frames = [
+        events.encode(events.START, "a", 0, {"worker": "w"}),
+        events.encode(events.CHUNKS, "b", 3, None, b"data: {}\n\n" * 3),
+        b"",
+        events.encode(events.DONE, "a", 1, {"usage": {}}, b"B" * 70_000),  # longer than 16 bits
+    ]
+    assert events.frames_of(events.bundle(frames)) == frames
+    assert events.frames_of(frames[0]) == [frames[0]]
+
+
+@pytest.mark.parametrize("cut", [2, 5, 9])
+def test_a_truncated_bundle_raises_frame_error(cut: int) -> None:
+    """A bundle cut short is a FrameError, not a shorter list of frames."""
+    message = events.bundle([b"Sa\n0\n\n", b"Cb\n1\n\nxyz"])
+    with pytest.raises(events.FrameError):
+        events.frames_of(message[:-cut])

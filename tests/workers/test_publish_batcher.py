@@ -8,6 +8,7 @@ import fakeredis
 import pytest
 from redis.exceptions import ResponseError
 
+from shared import events, keys
 from workers.publish_batcher import PublishBatcher
 
 CHANNEL = "aior:reply:batch"
@@ -90,3 +91,63 @@ async def test_a_submission_resolves_to_the_subscribers_its_last_frame_reached()
     await pubsub.subscribe(CHANNEL)
     assert await batcher.submit([], CHANNEL, [b"a", b"heard"]) == 1
     await pubsub.aclose()
+
+
+async def test_frames_for_a_bundling_channel_go_out_as_one_message() -> None:
+    """On a channel that takes bundles, the frames of every job in a round trip are one PUBLISH: one
+    message, with each job's frames in order, after the jobs' commands ran; each job learns how many
+    subscribers the bundle reached."""
+    channel = keys.reply_channel("bundles-test")
+    redis = fakeredis.FakeAsyncRedis()
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(channel)
+    batcher = PublishBatcher(redis)
+    waits = [
+        batcher.submit(
+            [(("SET", f"job:{job}", "done"), {})], channel, [f"{job}:{i}".encode() for i in range(3)]
+        )
+        for job in range(4)
+    ]
+    assert await asyncio.gather(*waits) == [1, 1, 1, 1]
+    assert batcher.pipelines == 1
+    (message,) = await received(pubsub, 1)
+    assert events.frames_of(message) == [f"{job}:{i}".encode() for job in range(4) for i in range(3)]
+    assert await redis.get("job:3") == b"done"
+    await pubsub.aclose()
+    await redis.aclose()
+
+
+async def test_a_channel_without_bundles_and_a_lone_frame_get_plain_frames() -> None:
+    """A channel named for an ingress that predates bundles gets one PUBLISH per frame; a bundling
+    channel with one frame in the round trip gets the frame itself."""
+    bundling = keys.reply_channel("bundles-test")
+    redis = fakeredis.FakeAsyncRedis()
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(CHANNEL, bundling)
+    batcher = PublishBatcher(redis)
+    await asyncio.gather(
+        batcher.submit([], CHANNEL, [b"Sa\n0\n\n", b"Ca\n1\n\n"]),
+        batcher.submit([], bundling, [b"Sb\n0\n\n"]),
+    )
+    assert sorted(await received(pubsub, 3)) == [b"Ca\n1\n\n", b"Sa\n0\n\n", b"Sb\n0\n\n"]
+    await pubsub.aclose()
+    await redis.aclose()
+
+
+async def test_a_rejected_command_fails_only_its_own_job_in_a_bundle() -> None:
+    """A job whose command Redis refuses fails alone; the bundle, its frames included, still goes out."""
+    channel = keys.reply_channel("bundles-test")
+    redis = fakeredis.FakeAsyncRedis()
+    await redis.set("text", "not a number")
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(channel)
+    batcher = PublishBatcher(redis)
+    bad = batcher.submit([(("INCR", "text"), {})], channel, [b"bad"])
+    good = batcher.submit([], channel, [b"good"])
+    assert await good == 1
+    with pytest.raises(ResponseError):
+        await bad
+    (message,) = await received(pubsub, 1)
+    assert events.frames_of(message) == [b"bad", b"good"]
+    await pubsub.aclose()
+    await redis.aclose()
