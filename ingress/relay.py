@@ -29,7 +29,7 @@ from starlette.types import Send
 
 from ingress import job_control
 from ingress.deferred_cleanup import DeferredCleanup
-from ingress.reply_hub import ClientGone, Delivery, Subscription
+from ingress.reply_hub import SILENCE, ClientGone, Delivery, Silence, Subscription
 from ingress.request_record import RequestRecord
 from shared import events
 from shared.errors import AIORouterError, QueueTimeout, ResponseStalled, WorkerLost, error_from_event
@@ -111,6 +111,8 @@ class CompletionRelay:
             try:
                 async with asyncio.timeout_at(deadline):
                     item = await self._queue.get()
+                if isinstance(item, Silence):
+                    continue
             except TimeoutError:
                 if withdraw_tried:
                     raise self._error(
@@ -147,6 +149,8 @@ class CompletionRelay:
             try:
                 async with asyncio.timeout(budget):
                     item = await self._queue.get()
+                if isinstance(item, Silence):
+                    continue
             except TimeoutError:
                 raise self._error(self._stalled(budget)) from None
             if isinstance(item, ClientGone):
@@ -170,6 +174,8 @@ class CompletionRelay:
         while True:
             item = first if first is not None else await self._queue.get()
             first = None
+            if isinstance(item, Silence):
+                continue
             if isinstance(item, ClientGone):
                 return
             if isinstance(item, AIORouterError):
@@ -211,8 +217,8 @@ class CompletionRelay:
             subscription.relay_task = None
 
     async def _stream_frames(self, send: Send, first: Frame | None) -> None:
-        """The body of :meth:`send_stream`.  The silence is counted on the ping timer: each wait that
-        times out adds its length, each frame resets it, so the deadline costs nothing per chunk."""
+        """The body of :meth:`send_stream`.  The silence is counted by a :class:`SilenceTimer`, in whole
+        waits from the last frame's arrival, so the deadline costs nothing per chunk."""
         subscription = self._subscription
         timing = (b"server-timing", self.record.server_timing(total=False))  # the total is not known yet
         await send(
@@ -221,45 +227,42 @@ class CompletionRelay:
         stall_after = self._settings.stall_timeout(self._job.provider)
         ping_interval = self._settings.stream_ping_interval
         wait = min(ping_interval, stall_after) if ping_interval > 0 else stall_after
-        silence = 0.0  # seconds since the last frame, in whole waits
         queue = self._queue
-        while True:
-            item: Delivery
-            if first is not None:
-                item, first = first, None
-            elif queue.empty():
-                try:
-                    async with asyncio.timeout(wait):
-                        item = await queue.get()
-                except TimeoutError:
-                    silence += wait
+        timer = SilenceTimer(subscription, wait)
+        try:
+            while True:
+                item: Delivery
+                if first is not None:
+                    item, first = first, None
+                else:
+                    item = queue.get_nowait() if not queue.empty() else await queue.get()
+                if isinstance(item, Silence):
+                    silence = timer.take()
                     if silence >= stall_after:
                         await _send_error_event(send, self._stalled(silence))
                         return
                     if ping_interval > 0:
                         await send({"type": "http.response.body", "body": events.SSE_PING, "more_body": True})
                     continue
-                silence = 0.0
-            else:
-                item = queue.get_nowait()
-                silence = 0.0
-            if isinstance(item, ClientGone):
-                return
-            if isinstance(item, AIORouterError):
-                await _send_error_event(send, item)
-                return
-            if item.kind == events.CHUNKS:
-                subscription.taken_bytes += len(item.payload)
-                await send({"type": "http.response.body", "body": item.payload, "more_body": True})
-            elif item.kind == events.DONE:
-                self.finished = self.answered = True
-                self._note_done(item)
-                await send({"type": "http.response.body", "body": item.payload})
-                return
-            elif item.kind == events.ERROR:
-                self.finished = True
-                await _send_error_event(send, error_from_event(item.meta))
-                return
+                if isinstance(item, ClientGone):
+                    return
+                if isinstance(item, AIORouterError):
+                    await _send_error_event(send, item)
+                    return
+                if item.kind == events.CHUNKS:
+                    subscription.taken_bytes += len(item.payload)
+                    await send({"type": "http.response.body", "body": item.payload, "more_body": True})
+                elif item.kind == events.DONE:
+                    self.finished = self.answered = True
+                    self._note_done(item)
+                    await send({"type": "http.response.body", "body": item.payload})
+                    return
+                elif item.kind == events.ERROR:
+                    self.finished = True
+                    await _send_error_event(send, error_from_event(item.meta))
+                    return
+        finally:
+            timer.cancel()
 
     def _note_done(self, frame: Frame) -> None:
         """Keep what a D frame tells about the request: its usage, the upstream's time to first byte."""
@@ -304,6 +307,48 @@ class CompletionRelay:
         for name, value in self.headers:
             error.headers.setdefault(name.decode(), value.decode())
         return error
+
+
+class SilenceTimer:
+    """Tells a stream's relay when its job has been silent for one more ``wait``: one loop timer per
+    ``wait`` seconds, nothing per frame.
+
+    Silence is counted from the arrival of the job's last frame (:attr:`Subscription.heard_at`, set by
+    the reply hub), in whole waits: a frame resets the count.  At each wait of silence the timer queues
+    :data:`~ingress.reply_hub.SILENCE` for the relay (once until the relay takes it: a relay blocked on a
+    slow client does not find a pile of them), and the relay reads the silence so far with :meth:`take`."""
+
+    def __init__(self, subscription: Subscription, wait: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._subscription = subscription
+        self._wait = wait
+        self._waits = 0  # whole waits of silence since the last frame arrived
+        self._counted_from = self._loop.time()
+        self._posted = False  # a SILENCE is queued that the relay has not taken yet
+        self._handle: asyncio.TimerHandle | None = self._loop.call_at(self._counted_from + wait, self._check)
+
+    def take(self) -> float:
+        """The relay took the queued SILENCE: the seconds of silence so far (whole waits)."""
+        self._posted = False
+        return self._waits * self._wait
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _check(self) -> None:
+        heard_at = self._subscription.heard_at
+        if heard_at > self._counted_from:
+            self._counted_from, self._waits = heard_at, 0
+        due = self._counted_from + self._wait * (self._waits + 1)
+        if self._loop.time() >= due:
+            self._waits += 1
+            if not self._posted:
+                self._posted = True
+                self._subscription.queue.put_nowait(SILENCE)
+            due += self._wait
+        self._handle = self._loop.call_at(due, self._check)
 
 
 async def _send_error_event(send: Send, error: AIORouterError) -> None:

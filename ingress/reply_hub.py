@@ -37,7 +37,15 @@ class ClientGone:
 
 
 CLIENT_GONE: Final = ClientGone()
-Delivery = Frame | AIORouterError | ClientGone
+
+
+class Silence:
+    """Queued by a stream's relay for itself (:class:`ingress.relay.SilenceTimer`): no frame came for one
+    wait, time for a ping or, after long enough, the stall error."""
+
+
+SILENCE: Final = Silence()
+Delivery = Frame | AIORouterError | ClientGone | Silence
 
 DEFAULT_BUFFER_LIMIT: Final = 1024 * 1024
 _RECONNECT_PAUSE = 0.5
@@ -56,6 +64,7 @@ class Subscription:
     taken_bytes: int = 0  # C payload bytes the relay took so far (it adds them)
     relay_task: asyncio.Task[Any] | None = None  # the relay, while it streams: what an interrupt cancels
     too_slow: bool = False  # the client fell too far behind: its relay was interrupted
+    heard_at: float = 0.0  # loop time at which the hub last delivered a frame (ingress.relay.SilenceTimer)
     taken_seen: int = 0  # ``taken_bytes`` at the reader check before, and for how long it has not moved
     stalled_for: float = 0.0
 
@@ -166,6 +175,7 @@ class ReplyHub:
         except FrameError:
             log.warning("dropping a malformed message on %s: %r", self.channel, message[:80])
             return
+        now = asyncio.get_running_loop().time()
         for data in frames:
             try:
                 frame = events.decode(data)
@@ -174,6 +184,7 @@ class ReplyHub:
                 continue
             subscription = self._subscriptions.get(frame.request_id)
             if subscription is not None:
+                subscription.heard_at = now
                 subscription.deliver(frame)
 
     async def _read_forever(self) -> None:

@@ -1,0 +1,58 @@
+"""The stream relay's silence timer: counts whole waits from the last frame's arrival, tells the relay
+through its queue, at no cost per frame."""
+
+from __future__ import annotations
+
+import asyncio
+
+from ingress.relay import SilenceTimer
+from ingress.reply_hub import SILENCE, Subscription
+
+WAIT = 0.05
+
+
+async def test_each_wait_of_silence_is_told_once_until_taken() -> None:
+    """With no frame, the relay finds SILENCE after one wait; the count grows while it does not take it,
+    but only one SILENCE is queued; taking it gives the whole waits so far."""
+    subscription = Subscription("r")
+    timer = SilenceTimer(subscription, WAIT)
+    try:
+        async with asyncio.timeout(5):
+            assert await subscription.queue.get() is SILENCE
+        assert timer.take() == WAIT
+        async with asyncio.timeout(5):
+            assert await subscription.queue.get() is SILENCE  # the next wait of silence
+        await asyncio.sleep(3 * WAIT)  # the relay is busy elsewhere for a few waits
+        assert subscription.queue.empty()  # nothing more piled up meanwhile
+        assert timer.take() >= 4 * WAIT
+    finally:
+        timer.cancel()
+
+
+async def test_a_frame_arriving_starts_the_count_again() -> None:
+    """A frame's arrival (the hub sets heard_at) resets the count: the next SILENCE comes one wait after
+    that frame and says one wait, however long the relay took to notice."""
+    subscription = Subscription("r")
+    timer = SilenceTimer(subscription, WAIT)
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(5):
+            assert await subscription.queue.get() is SILENCE
+        subscription.heard_at = loop.time()
+        timer.take()
+        heard = loop.time()
+        async with asyncio.timeout(5):
+            assert await subscription.queue.get() is SILENCE
+        assert loop.time() - heard >= WAIT - 0.002  # loop time has millisecond resolution under uvloop
+        assert timer.take() == WAIT
+    finally:
+        timer.cancel()
+
+
+async def test_cancel_stops_the_timer() -> None:
+    """After cancel nothing more is queued."""
+    subscription = Subscription("r")
+    timer = SilenceTimer(subscription, WAIT)
+    timer.cancel()
+    await asyncio.sleep(3 * WAIT)
+    assert subscription.queue.empty()
