@@ -7,6 +7,7 @@ import argparse
 from typing import Any
 
 from cli.config_option import add_config_option, require_tested_libraries, settings_from_args
+from cli.gc_tuning import tune_collector
 
 
 def register(commands: Any) -> None:
@@ -25,5 +26,6 @@ def run(args: argparse.Namespace) -> int:
     require_tested_libraries("redis", "rq")
     from ingress.batches.driver_process import run_driver  # imported on use, like the other servers
 
+    tune_collector(settings.gc_young_threshold)
     run_driver(settings, name=args.name or "")
     return 0

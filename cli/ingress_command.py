@@ -7,6 +7,7 @@ from typing import Any
 
 from cli.config_option import add_config_option, require_tested_libraries, settings_from_args
 from cli.failures import CommandFailed
+from cli.gc_tuning import tune_collector
 from cli.logging_setup import configure_logging
 from cli.tracing_setup import tracer_provider
 from shared.errors import ConfigError
@@ -37,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
         from ingress.tracing import RequestTracer
 
         tracer = RequestTracer(provider.get_tracer("aiorouter.ingress"))
+    tune_collector(settings.gc_young_threshold)
     try:
         server.run(
             settings,

@@ -10,6 +10,7 @@ from typing import Any
 
 from cli.config_option import add_config_option, require_tested_libraries, settings_from_args
 from cli.failures import CommandFailed
+from cli.gc_tuning import tune_collector
 from cli.logging_setup import configure_logging
 from cli.tracing_setup import tracer_provider
 
@@ -68,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         from workers.tracing import JobTracer
 
         tracer = JobTracer(provider.get_tracer("aiorouter.worker"))
+    tune_collector(settings.gc_young_threshold)
     try:
         worker_main.run_worker(
             settings,

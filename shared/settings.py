@@ -218,6 +218,9 @@ class Settings:
     # A worker takes no new job while its event loop lags this many seconds behind (smoothed), and takes
     # them again below half of it (workers.loop_load); 0: never stops for its loop.
     worker_saturated_lag: float = 0.25
+    # Net container allocations between two collections of the youngest GC generation in the server
+    # processes, which also freeze what start-up created (cli.gc_tuning); 0: Python's defaults.
+    gc_young_threshold: int = 10_000
     job_timeout: int = 900  # rq job timeout (seconds) for one completion
     result_ttl: int = 60  # seconds a finished job's record stays in rq's finished registry
     failure_ttl: int = 3_600  # seconds a failed or abandoned job's record stays in rq's failed registry
@@ -266,6 +269,7 @@ ENV_OVERRIDES: Mapping[str, str] = {
     "AIOROUTER_PORT": "port",
     "AIOROUTER_QUEUE_TIMEOUT": "queue_timeout",
     "AIOROUTER_STREAM_PING_INTERVAL": "stream_ping_interval",
+    "AIOROUTER_GC_YOUNG_THRESHOLD": "gc_young_threshold",
     "AIOROUTER_STREAM_STALL_TIMEOUT": "stream_stall_timeout",
     "AIOROUTER_KEY_CACHE_TTL": "key_cache_ttl",
     "AIOROUTER_MAX_BODY_BYTES": "max_body_bytes",
@@ -504,6 +508,8 @@ def _check(settings: Settings) -> None:
         raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, not {settings.log_level!r}")
     if settings.worker_saturated_lag < 0:
         raise ConfigError("worker_saturated_lag must be >= 0 (0 = off)")
+    if settings.gc_young_threshold < 0:
+        raise ConfigError("gc_young_threshold must be >= 0 (0 = Python's default)")
     if not 0 <= settings.worker_metrics_port < 65536:
         raise ConfigError("worker_metrics_port must be a port number (0 = off)")
     for plan in settings.plans.values():

@@ -22,6 +22,10 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any, dict[str, Any
     recorded: list[tuple[str, Any, dict[str, Any]]] = []
     monkeypatch.setattr(ingress_command, "configure_logging", lambda settings: None)
     monkeypatch.setattr(worker_command, "configure_logging", lambda settings: None)
+    for command in (ingress_command, worker_command):  # the test process keeps its own collector
+        monkeypatch.setattr(
+            command, "tune_collector", lambda threshold: recorded.append(("gc", threshold, {}))
+        )
     monkeypatch.setattr(server, "run", lambda settings, **kw: recorded.append(("ingress", settings, kw)))
     monkeypatch.setattr(
         worker_main, "run_worker", lambda settings, **kw: recorded.append(("worker", settings, kw))
@@ -46,7 +50,8 @@ def test_ingress_defaults_to_the_settings(
 ) -> None:
     """Without --host/--port the ingress binds what the --config file says."""
     assert main(["ingress", "--config", str(_config(tmp_path))]) == 0
-    ((name, settings, options),) = calls
+    gc_call, (name, settings, options) = calls
+    assert gc_call == ("gc", settings.gc_young_threshold, {})  # before serving
     assert name == "ingress" and options == {
         "host": "0.0.0.0",
         "port": 9001,
@@ -59,7 +64,7 @@ def test_ingress_defaults_to_the_settings(
 def test_ingress_options_win(calls: list[tuple[str, Any, dict[str, Any]]], tmp_path: Path) -> None:
     """--host and --port override the settings."""
     assert main(["ingress", "--config", str(_config(tmp_path)), "--host", "127.0.0.1", "--port", "0"]) == 0
-    assert calls[0][2] == {"host": "127.0.0.1", "port": 0, "own_logging": False, "tracer": None}
+    assert calls[1][2] == {"host": "127.0.0.1", "port": 0, "own_logging": False, "tracer": None}
 
 
 def test_worker_takes_concurrency_from_the_provider(
@@ -67,7 +72,8 @@ def test_worker_takes_concurrency_from_the_provider(
 ) -> None:
     """Without --concurrency a worker runs the provider's `concurrency` jobs at once."""
     assert main(["worker", "--pool", "fast", "--config", str(_config(tmp_path))]) == 0
-    ((name, _, options),) = calls
+    gc_call, (name, settings, options) = calls
+    assert gc_call == ("gc", settings.gc_young_threshold, {})  # before the worker starts
     assert name == "worker" and options == {
         "pool": "fast",
         "concurrency": 12,
@@ -82,7 +88,7 @@ def test_worker_options(calls: list[tuple[str, Any, dict[str, Any]]]) -> None:
     """--concurrency, --name, --burst and --metrics-port are passed through."""
     argv = ["worker", "--pool", "simulated", "--concurrency", "3", "--name", "w-1", "--burst"]
     assert main([*argv, "--metrics-port", "9400"]) == 0
-    assert calls[0][2] == {
+    assert calls[1][2] == {
         "pool": "simulated",
         "concurrency": 3,
         "name": "w-1",
