@@ -328,9 +328,16 @@ class SilenceTimer:
         self._handle: asyncio.TimerHandle | None = self._loop.call_at(self._counted_from + wait, self._check)
 
     def take(self) -> float:
-        """The relay took the queued SILENCE: the seconds of silence so far (whole waits)."""
+        """The relay took the queued SILENCE: the seconds of silence so far (whole waits; none if a frame
+        arrived since the count was last looked at)."""
         self._posted = False
+        self._restart_if_heard()
         return self._waits * self._wait
+
+    def _restart_if_heard(self) -> None:
+        heard_at = self._subscription.heard_at
+        if heard_at > self._counted_from:
+            self._counted_from, self._waits = heard_at, 0
 
     def cancel(self) -> None:
         if self._handle is not None:
@@ -338,9 +345,7 @@ class SilenceTimer:
             self._handle = None
 
     def _check(self) -> None:
-        heard_at = self._subscription.heard_at
-        if heard_at > self._counted_from:
-            self._counted_from, self._waits = heard_at, 0
+        self._restart_if_heard()
         due = self._counted_from + self._wait * (self._waits + 1)
         if self._loop.time() >= due:
             self._waits += 1

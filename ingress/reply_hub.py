@@ -90,7 +90,8 @@ class Subscription:
             return
         if frame.kind == events.CHUNKS:
             self.queued_bytes += len(frame.payload)
-            if self.queued_bytes - self.taken_bytes > self.buffer_limit and self.queue.qsize():
+            waiting = self.queued_bytes - self.taken_bytes  # C bytes not taken yet, this frame's included
+            if waiting > self.buffer_limit and waiting > len(frame.payload):  # and not this frame alone
                 self.interrupt()
                 return
         if frame.seq != self.next_seq:

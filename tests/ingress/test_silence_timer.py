@@ -7,6 +7,7 @@ import asyncio
 
 from ingress.relay import SilenceTimer
 from ingress.reply_hub import SILENCE, Subscription
+from shared import events
 
 WAIT = 0.05
 
@@ -56,3 +57,31 @@ async def test_cancel_stops_the_timer() -> None:
     timer.cancel()
     await asyncio.sleep(3 * WAIT)
     assert subscription.queue.empty()
+
+
+async def test_a_frame_that_came_while_the_relay_was_busy_resets_what_it_is_told() -> None:
+    """The relay, blocked on a slow client while its job was silent, takes a SILENCE queued long ago
+    after a frame arrived: it is told no silence, not the count from before that frame."""
+    subscription = Subscription("r")
+    timer = SilenceTimer(subscription, WAIT)
+    try:
+        async with asyncio.timeout(5):
+            assert await subscription.queue.get() is SILENCE
+        timer.take()
+        async with asyncio.timeout(5):
+            assert await subscription.queue.get() is SILENCE  # the relay holds it while "busy"...
+        subscription.heard_at = asyncio.get_running_loop().time()  # ...and a frame arrives meanwhile
+        assert timer.take() == 0
+    finally:
+        timer.cancel()
+
+
+def test_one_chunk_over_the_buffer_passes_when_nothing_else_waits() -> None:
+    """A single C frame larger than the buffer limit is delivered when no other C bytes wait untaken,
+    even with the relay's own SILENCE queued; a second one while the first waits interrupts."""
+    subscription = Subscription("r", buffer_limit=10)
+    subscription.queue.put_nowait(SILENCE)
+    subscription.deliver(events.decode(events.encode(events.CHUNKS, "r", 0, None, b"x" * 20)))
+    assert not subscription.too_slow
+    subscription.deliver(events.decode(events.encode(events.CHUNKS, "r", 1, None, b"y")))
+    assert subscription.too_slow
