@@ -204,10 +204,10 @@ def reply_channel(ingress_id: str) -> str:
 
 
 def takes_bundles(channel: str) -> bool:
-    """Whether the reader of reply channel ``channel`` takes bundles of frames (:mod:`shared.events`):
-    an ingress' channel does; one named ``aior:reply:...`` (an ingress that predates bundles, a batch
-    line's) gets one frame per message."""
-    return channel.startswith(_BUNDLED_REPLIES)
+    """Whether workers may bundle frames (:mod:`shared.events`) on reply channel ``channel``: an ingress'
+    channel (``aior:replies:...``), and the batch lines' (nobody reads it).  A channel named
+    ``aior:reply:<ingress>`` belongs to an ingress that predates bundles: one frame per message."""
+    return channel.startswith(_BUNDLED_REPLIES) or channel == BATCH_REPLY_CHANNEL
 
 
 CANCEL_CHANNEL = f"{PREFIX}:cancel"
@@ -759,7 +759,7 @@ _describe(
 BATCH_RECORD_TTL = 400 * 86_400
 """Seconds a finished batch's record stays (its per-line keys are deleted when it finishes)."""
 
-BATCH_REPLY_CHANNEL = f"{_BUNDLED_REPLIES}batches"
+BATCH_REPLY_CHANNEL = f"{PREFIX}:reply:batches"
 """The reply channel of batch lines' jobs: nobody listens (results go to :func:`batch_results`), so their
 frames cost a PUBLISH per worker round trip (bundled) and are dropped."""
 _describe(

@@ -9,9 +9,9 @@ frame for it (a bundle, :mod:`shared.events`; one ``PUBLISH`` per frame on a cha
 bundles): Redis fans out and the ingress reads one message per round trip, not one per frame.  Batches go
 out one after another, and a bundle keeps the submission order, so each job's frames keep the order in
 which they were submitted, and a job's commands run before its frames are published.  A job's command
-that Redis rejects fails that job's submission only.  A submission's result is the reply of the
-``PUBLISH`` that carried its last frame: how many subscribers received it (0: nobody listens on that
-channel any more).
+that Redis rejects (or a ``PUBLISH`` of its frames) fails that job's submission only.  A submission's
+result is the reply of the ``PUBLISH`` that carried its last frame: how many subscribers received it (0:
+nobody listens on that channel any more).
 """
 
 from __future__ import annotations
@@ -65,18 +65,22 @@ class PublishBatcher:
 
     async def _send_batch(self, batch: list[_Submission]) -> None:
         commands: list[Command] = []
-        frames: dict[str, list[bytes]] = {}  # per channel, in submission order
-        for submission in batch:
+        by_channel: dict[str, list[int]] = {}  # channel -> the submissions with frames for it, in order
+        for index, submission in enumerate(batch):
             commands.extend(submission.commands)
             if submission.frames:
-                frames.setdefault(submission.channel, []).extend(submission.frames)
-        published: dict[str, int] = {}  # channel -> index of the PUBLISH carrying its last frame
-        for channel, sent in frames.items():
-            if len(sent) > 1 and keys.takes_bundles(channel):
-                commands.append((("PUBLISH", channel, events.bundle(sent)), {}))
-            else:
-                commands.extend((("PUBLISH", channel, frame), {}) for frame in sent)
-            published[channel] = len(commands) - 1
+                by_channel.setdefault(submission.channel, []).append(index)
+        publishes: dict[int, tuple[int, int]] = {}  # submission -> the PUBLISHes carrying its frames
+        for channel, indexes in by_channel.items():
+            if keys.takes_bundles(channel) and sum(len(batch[i].frames) for i in indexes) > 1:
+                frames = [frame for i in indexes for frame in batch[i].frames]
+                commands.append((("PUBLISH", channel, events.bundle(frames)), {}))
+                publishes.update((i, (len(commands) - 1, len(commands))) for i in indexes)
+                continue
+            for i in indexes:
+                start = len(commands)
+                commands.extend((("PUBLISH", channel, frame), {}) for frame in batch[i].frames)
+                publishes[i] = (start, len(commands))
         try:
             replies = await run_commands(self._redis, commands, raise_on_error=False)
         except (RedisError, OSError) as exc:
@@ -86,11 +90,12 @@ class PublishBatcher:
         finally:
             self.pipelines += 1
         start = 0
-        for submission in batch:
+        for index, submission in enumerate(batch):
             end = start + len(submission.commands)
             own = replies[start:end]
-            if submission.frames:
-                own.append(replies[published[submission.channel]])
+            if index in publishes:
+                first, last = publishes[index]
+                own += replies[first:last]
             failed = next((r for r in own if isinstance(r, Exception)), None)
             _settle(submission.done, failed, own[-1] if submission.frames else 1)
             start = end

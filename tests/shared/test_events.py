@@ -67,3 +67,12 @@ def test_a_truncated_bundle_raises_frame_error(cut: int) -> None:
     message = events.bundle([b"Sa\n0\n\n", b"Cb\n1\n\nxyz"])
     with pytest.raises(events.FrameError):
         events.frames_of(message[:-cut])
+
+
+def test_which_reply_channels_take_bundles() -> None:
+    """An ingress' reply channel and the batch lines' take bundles; an older ingress' does not."""
+    from shared import keys
+
+    assert keys.takes_bundles(keys.reply_channel("i-1"))
+    assert keys.takes_bundles(keys.BATCH_REPLY_CHANNEL)
+    assert not keys.takes_bundles("aior:reply:i-1")
