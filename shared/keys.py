@@ -131,8 +131,8 @@ _describe(
     reader="rq's registry clean-up (run by workers); rq's tools; admin (`/admin/pools/stats`, "
     "`/admin/pools`: ZCARD, batch lanes too); KEDA's redis trigger (ZCARD); ingress: `ingress.metrics`",
     ttl=(
-        "entries expire twice `worker_dead_after` after their last renewal, which comes at least "
-        "`worker_dead_after` before that"
+        "entries expire twice `worker_dead_after` (at least three heartbeats) plus two heartbeat "
+        "intervals after their last renewal, every three heartbeats"
     ),
 )
 def rq_started_registry(queue: str) -> str:

@@ -78,6 +78,7 @@ log = logging.getLogger(__name__)
 
 DEQUEUE_TIMEOUT = 1  # seconds a BLMOVE blocks; bounds how long a shutdown waits for the dequeue loop
 MAINTENANCE_INTERVAL = 30.0  # seconds between runs of rq's registry clean-up
+RENEWAL_BEATS = 3  # heartbeats between two renewals of a running job's rq execution
 FINAL_WRITES_WAIT = 10.0  # seconds jobs stopped at the end of the shutdown grace get for their last writes
 _RETRY_PAUSE = 1.0
 _CONNECTION_WAIT = 20.0  # seconds a command that cannot share the auto-pipelined connection waits for one
@@ -129,17 +130,14 @@ class AsyncWorker(BaseWorker):
         self.concurrency = concurrency
         self.shutdown_grace = settings.worker_shutdown_grace if shutdown_grace is None else shutdown_grace
         self.maintenance_every = maintenance_interval
-        self.execution_ttl = max(
-            3, math.ceil(2 * settings.worker_dead_after), math.ceil(3 * settings.worker_heartbeat_interval)
-        )
-        # An execution is renewed once this much of its TTL has gone: its score in rq's started registry
-        # stays at least ``worker_dead_after`` ahead while the heartbeats run on time (a heartbeat late by
-        # more than that is a worker taken for dead anyway), and a beat renews a fraction of the running
-        # jobs, not all of them.
-        self.execution_renew_every = max(
-            settings.worker_heartbeat_interval,
-            self.execution_ttl - settings.worker_dead_after - settings.worker_heartbeat_interval,
-        )
+        # A running job's rq execution is renewed every RENEWAL_BEATS heartbeats, not at each (a beat then
+        # renews a fraction of thousands of streams), and lives that much longer: its score in rq's
+        # started registry keeps the margin a renewal at every beat would give (twice worker_dead_after,
+        # at least three beats), which is how long the loop may stall before rq's clean-up fails it.
+        heartbeat = settings.worker_heartbeat_interval
+        self.execution_renew_every = RENEWAL_BEATS * heartbeat
+        self.execution_ttl = max(3, math.ceil(2 * settings.worker_dead_after), math.ceil(3 * heartbeat))
+        self.execution_ttl += math.ceil(self.execution_renew_every - heartbeat)
         self._runs: dict[str, _Run] = {}
         self._provider: GuardedProvider | None = None  # set in run(): its leases renew on each heartbeat
         self._tasks: set[asyncio.Task[None]] = set()
@@ -630,9 +628,16 @@ class AsyncWorker(BaseWorker):
                 self.log.warning("Worker %s: heartbeat failed", self.name, exc_info=True)
 
     async def _beat(self) -> None:
-        due = self._due_executions()
-        commands = bookkeeping.heartbeat_commands(self, due, execution_ttl=self.execution_ttl)
-        commands += self._lease_commands()
+        now = asyncio.get_running_loop().time()
+        due = [run for run in self._runs.values() if run.started is not None and run.beat_at <= now]
+        running = [run.started for run in due if run.started is not None]
+        commands = bookkeeping.heartbeat_commands(self, running, execution_ttl=self.execution_ttl)
+        leases = self._due_leases(now)
+        commands += [
+            credits.extend_call(run.reservation, self.settings.reservation_lease).command()
+            for run in leases
+            if run.reservation is not None
+        ]
         listening = [
             run
             for run in self._runs.values()
@@ -644,6 +649,10 @@ class AsyncWorker(BaseWorker):
             if channels:
                 pipe.pubsub_numsub(*channels)
             replies = await pipe.execute()
+        for run in due:  # only now: a beat that failed leaves them due for the next one
+            run.beat_at = now + self.execution_renew_every
+        for run in leases:
+            run.renew_at = now + self.settings.reservation_lease / 2
         if replies and replies[0] == 1:  # rq's worker hash had expired: HSET created it anew
             await self._execute(bookkeeping.rebirth_commands(self), self._heartbeat_redis)
         if channels:
@@ -651,26 +660,13 @@ class AsyncWorker(BaseWorker):
         if self._provider is not None:
             await self._provider.renew()
 
-    def _due_executions(self) -> list[StartedJob]:
-        """The running jobs whose rq execution this beat renews (a third of the TTL gone, with defaults)."""
-        now = asyncio.get_running_loop().time()
-        due: list[StartedJob] = []
-        for run in self._runs.values():
-            if run.started is not None and run.beat_at <= now:
-                due.append(run.started)
-                run.beat_at = now + self.execution_renew_every
-        return due
-
-    def _lease_commands(self) -> list[Command]:
-        """Renew the credit holds of running jobs whose lease is half gone."""
-        now = asyncio.get_running_loop().time()
-        lease = self.settings.reservation_lease
-        commands: list[Command] = []
-        for run in self._runs.values():
-            if run.reservation is not None and not run.finalized and run.renew_at <= now:
-                commands.append(credits.extend_call(run.reservation, lease).command())
-                run.renew_at = now + lease / 2
-        return commands
+    def _due_leases(self, now: float) -> list[_Run]:
+        """The running jobs whose credit hold this beat renews: half its lease gone."""
+        return [
+            run
+            for run in self._runs.values()
+            if run.reservation is not None and not run.finalized and run.renew_at <= now
+        ]
 
     def _stop_unheard(self, runs: list[_Run], numsub: list[tuple[bytes | str, int]]) -> None:
         """Stop the jobs whose reply channel has no subscriber left (their ingress is gone)."""
