@@ -86,8 +86,8 @@ def _describe(
     "a pool's queue of job ids (rq's queue; the pool is the provider)",
     writer="ingress: `ingress.admission` (RPUSH, in `admit_enqueue.lua`), `ingress.job_control` (RPUSH, "
     "LREM on withdraw); workers: `workers.worker` (LPUSH back)",
-    reader="workers: `workers.worker` (BLMOVE, LMOVE); ingress: `shared.routing_state`, admin (LLEN); "
-    "KEDA's redis trigger (`deploy/kubernetes/worker-*.yaml`)",
+    reader="workers: `workers.dequeue` (BLMOVE, LMOVE), `workers.worker` (LMOVE); ingress: "
+    "`shared.routing_state`, admin (LLEN); KEDA's redis trigger (`deploy/kubernetes/worker-*.yaml`)",
 )
 def rq_queue_key(pool: str) -> str:
     """The rq list a pool's jobs wait in."""
@@ -110,7 +110,8 @@ _describe(
     pattern=Job.key_for("<job_id>"),
     writer="ingress: `shared.jobs` (enqueue), `ingress.job_control` (DEL on withdraw); "
     "workers: `workers.bookkeeping` (started, finished, failed), `shared.jobs` (the diagnostic copy)",
-    reader="workers: `workers.worker` (at start); rq's tools",
+    reader="workers: `workers.dequeue` (in the move's round trip, `job_take_read.lua`), `workers.worker` "
+    "(at start); rq's tools",
     ttl="none until it ends; then `result_ttl` (finished) or `failure_ttl` (failed)",
 )
 _describe(
@@ -118,8 +119,9 @@ _describe(
     "list",
     "ids a worker took off the queue and has not started yet (rq's intermediate queue)",
     pattern=IntermediateQueue.get_intermediate_queue_key(rq_queue_key("<pool>")),
-    writer="workers: `workers.worker` (BLMOVE target), `workers.bookkeeping` (LREM at start)",
-    reader="rq's registry clean-up (fails what a dead worker left there)",
+    writer="workers: `workers.dequeue` (BLMOVE target), `workers.bookkeeping` (LREM at start)",
+    reader="rq's registry clean-up (fails what a dead worker left there); workers: `workers.dequeue` "
+    "(its tail, in `job_take_read.lua`)",
 )
 
 
@@ -223,16 +225,24 @@ _describe(
 )
 
 
+_CANCELLED_MARKER_PREFIX = f"{PREFIX}:cancelled:"
+
+
 @_key(
     "string",
     "a cancelled job, so a worker that dequeues it later drops it",
     writer="ingress: `ingress.job_control`",
-    reader="workers: `workers.worker` (at start)",
+    reader="workers: `workers.dequeue` (in the move's round trip), `workers.worker` (at start)",
     ttl="600 s (`CANCELLED_MARKER_TTL`)",
 )
 def cancelled_marker(job_id: str) -> str:
     """Set when a job is cancelled, so a worker that dequeues it afterwards drops it at once."""
-    return f"{PREFIX}:cancelled:{job_id}"
+    return f"{_CANCELLED_MARKER_PREFIX}{job_id}"
+
+
+def job_read_prefixes() -> tuple[str, str]:
+    """What a script that finds a job by its id prefixes the id with: rq's job hash, the cancel marker."""
+    return Job.redis_job_namespace_prefix, _CANCELLED_MARKER_PREFIX
 
 
 CANCELLED_MARKER_TTL = 600
@@ -351,7 +361,8 @@ _describe(
     "sorted set",
     "deployments routing must skip, until when",
     writer="workers: `shared.breaker`",
-    reader="ingress: `ingress.open_set` (every `open_set_refresh`)",
+    reader="ingress: `ingress.open_set` (every `open_set_refresh`); workers: `workers.dequeue`, "
+    "`workers.worker` (with each job's start reads)",
     ttl="none (past deadlines are ignored)",
 )
 

@@ -4,7 +4,7 @@ It stays on rq's data model (worker registration and heartbeats, BLMOVE through 
 started/finished/failed registries, executions, job counts), so ``rq info`` and rq-dashboard tell the
 truth, but does rq's writes with :mod:`workers.bookkeeping` on asyncio Redis:
 
-    BLMOVE (its own connection)  →  one pipeline: load the job, check its cancel marker
+    BLMOVE, with the job's read (hash, cancel marker) behind it: one round trip (:mod:`workers.dequeue`)
     →  S frame, with the job marked started (built once the upstream request is sent)  →  C… frames
     →  one pipeline: rq's finished/failed bookkeeping, then the D/E frame
 
@@ -59,10 +59,11 @@ from shared.rq_bridge import memoize_serializer_lookup
 from shared.serialization import OrjsonSerializer
 from shared.settings import Settings
 from shared.store_marker import StoreMarker, watch_store
-from workers import bookkeeping, settlement, stop_requests
+from workers import bookkeeping, dequeue, settlement, stop_requests
 from workers.batch_lane import BatchLane, lane_limit
 from workers.bookkeeping import StartedJob
 from workers.completion import JobEnding, complete
+from workers.dequeue import StartReads
 from workers.guarded_provider import GuardedProvider, guarded_provider
 from workers.job_report import JobReporter
 from workers.lane_throttle import LaneThrottle
@@ -91,6 +92,7 @@ class _Run:
 
     job_id: str
     origin: str  # the rq queue it came from: the pool's, or the pool's batch lane
+    reads: StartReads | None = None  # what its start reads, when they came with the move (workers.dequeue)
     taken_at: float = field(default_factory=time.perf_counter)  # when this process took it off its queue
     started: StartedJob | None = None
     task: asyncio.Task[JobEnding] | None = None
@@ -194,8 +196,13 @@ class AsyncWorker(BaseWorker):
         # Heartbeats get a connection of their own, so that a beat never queues behind the jobs' writes on
         # the shared one: a late beat makes the ingress take a busy worker for dead.
         self._heartbeat_redis = _client(self.settings, max_connections=1)
+        # The dequeue loop's moves block: they get a connection of their own (auto-pipelined, for its cheap
+        # round trips; nothing else shares it).
         self._blocking = async_client(
-            self.settings.redis_url, max_connections=1, socket_timeout=DEQUEUE_TIMEOUT + 10
+            self.settings.redis_url,
+            max_connections=1,
+            auto_pipeline=self.settings.redis_auto_pipeline,
+            socket_timeout=DEQUEUE_TIMEOUT + 10,
         )
         adapter = self._provider = guarded_provider(
             make_adapter(self.settings.provider(self.pool)),
@@ -206,6 +213,7 @@ class AsyncWorker(BaseWorker):
             defer_success_writes=True,  # complete() sends them with the final frame: guard_commands
         )
         await asyncio.to_thread(self._register_birth)
+        await dequeue.load_script(self._blocking)
         beacon = LivenessBeacon(
             self.settings.redis_url,
             worker_name=self.name,
@@ -285,51 +293,46 @@ class AsyncWorker(BaseWorker):
                 await asyncio.sleep(self.loop_lag.tick)  # the lag is sampled once a tick
                 continue
             try:
-                if burst:
-                    raw = await self._blocking.lmove(source, target, "LEFT", "RIGHT")
-                else:
-                    raw = await self._blocking.blmove(source, target, DEQUEUE_TIMEOUT, "LEFT", "RIGHT")
+                taken = await dequeue.take(
+                    self._blocking, source, target, block=None if burst else DEQUEUE_TIMEOUT
+                )
             except (RedisError, OSError):
                 self.log.warning("Worker %s: dequeue failed; retrying", self.name, exc_info=True)
                 await asyncio.sleep(_RETRY_PAUSE)
                 continue
-            if raw is None:
+            if not taken.jobs:
                 if burst:
                     break
                 continue
+            [job] = taken.jobs
             if self._stopping:  # taken while a stop was requested: put it back at the head of the queue
-                await self._requeue(_job_id(raw), source, target)
+                await self._requeue(job.job_id, source, target)
                 break
             if not self.loop_guard.admits(self.loop_lag.lag):  # saturated while BLMOVE waited: give it back
-                await self._requeue(_job_id(raw), source, target)
+                await self._requeue(job.job_id, source, target)
                 continue
             worked = True
-            self._launch(_job_id(raw), adapter)
+            self._launch(job.job_id, adapter, reads=job.reads)
             want = min(self.concurrency - len(self._runs), self.prefetch - self._unstarted, batch)
+            if taken.queued is not None:
+                want = min(want, taken.queued)  # an empty queue: straight back to waiting on it
             if want <= 0:
                 continue
-            # Let the job queue its first round trip first: the LMOVEs then ride in the same write instead
-            # of holding that round trip back behind theirs (one write on the wire at a time).
+            # Let the job take its first step before the moves are built.
             await asyncio.sleep(0)
             try:
-                more = await self._take_more(source, target, want)
+                more = (await dequeue.take(self._blocking, source, target, block=None, count=want)).jobs
             except (RedisError, OSError):  # what it moved, rq's intermediate-queue clean-up fails
                 self.log.warning("Worker %s: dequeue failed; retrying", self.name, exc_info=True)
                 continue
             batch = min(self.prefetch, batch * 2) if len(more) == want else max(1, len(more))
             if self._stopping:
                 for extra in reversed(more):
-                    await self._requeue(_job_id(extra), source, target)
+                    await self._requeue(extra.job_id, source, target)
                 break
             for extra in more:
-                self._launch(_job_id(extra), adapter)
+                self._launch(extra.job_id, adapter, reads=extra.reads)
         return worked
-
-    async def _take_more(self, source: str, target: str, count: int) -> list[Any]:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for _ in range(count):
-                pipe.lmove(source, target, "LEFT", "RIGHT")
-            return [raw for raw in await pipe.execute() if raw is not None]
 
     def _batch_lane(self, adapter: GuardedProvider) -> BatchLane:
         """The lane that fills the slots interactive jobs leave free with batch lines, and yields the
@@ -354,8 +357,10 @@ class AsyncWorker(BaseWorker):
             admits=lambda: self.loop_guard.admits(self.loop_lag.lag),
         )
 
-    def _launch(self, job_id: str, adapter: GuardedProvider, origin: str = "") -> asyncio.Task[None]:
-        run = _Run(job_id, origin or self.pool)
+    def _launch(
+        self, job_id: str, adapter: GuardedProvider, origin: str = "", reads: StartReads | None = None
+    ) -> asyncio.Task[None]:
+        run = _Run(job_id, origin or self.pool, reads)
         self._runs[run.job_id] = run
         self._unstarted += 1
         task = asyncio.get_running_loop().create_task(self._run(run, adapter))
@@ -400,7 +405,8 @@ class AsyncWorker(BaseWorker):
 
     async def _execute_job(self, run: _Run, adapter: GuardedProvider) -> None:
         try:
-            record, cancelled, broken = await self._start(run.job_id, run.origin)
+            record, cancelled, broken = await self._start(run.job_id, run.origin, run.reads)
+            run.reads = None  # the job's request: not kept while it runs
         finally:
             self._unstarted -= 1
             self._wake.set()
@@ -573,21 +579,20 @@ class AsyncWorker(BaseWorker):
         """Count a job this worker stopped in its pool's current minute (:mod:`shared.pool_stats`)."""
         return pool_stats.record_commands(self.pool, field, now=time.time())
 
-    async def _start(self, job_id: str, origin: str) -> tuple[Job | None, bool, list[Any]]:
-        """One round trip: read the job, its cancel marker and the deployments whose breaker is not
-        closed (so the guard needs no round trip of its own for a closed one).  Marking it started
-        (:meth:`_mark_started`) rides with the job's first write."""
-        reads: list[Command] = [
-            (("HGETALL", Job.key_for(job_id)), {}),
-            (("EXISTS", keys.cancelled_marker(job_id)), {}),
-            (("ZRANGE", keys.BREAKER_BLOCKED, 0, -1), {}),
-        ]
-        raw, cancelled, broken = await run_commands(self._redis, reads)
-        if not raw:
+    async def _start(
+        self, job_id: str, origin: str, reads: StartReads | None = None
+    ) -> tuple[Job | None, bool, list[Any]]:
+        """The job, whether it was cancelled, and the deployments whose breaker is not closed (so the
+        guard needs no round trip of its own for a closed one): from ``reads`` when they came with the
+        move, else read in one round trip.  Marking it started (:meth:`_mark_started`) rides with the
+        job's first write."""
+        if reads is None:
+            reads = dequeue.start_reads(await run_commands(self._redis, dequeue.start_read_commands(job_id)))
+        if not reads.job_hash:
             self.log.warning("Worker %s: job %s vanished before it started", self.name, job_id)
             await self._execute(bookkeeping.forget_commands(job_id, origin))
-            return None, False, broken
-        return bookkeeping.adopt(job_id, raw), bool(cancelled), broken
+            return None, False, reads.broken
+        return bookkeeping.adopt(job_id, reads.job_hash), reads.cancelled, reads.broken
 
     def _mark_started(self, run: _Run, record: Job) -> tuple[StartedJob, list[Command]]:
         """The job's start (its execution, status, registries, the worker busy), as commands; from here on
@@ -697,10 +702,6 @@ class AsyncWorker(BaseWorker):
             except Exception:  # keep maintaining: a bad job record must not stop the clean-up for good
                 self.log.warning("Worker %s: registry maintenance failed", self.name, exc_info=True)
             self._maintenance_stop.wait(self.maintenance_every)
-
-
-def _job_id(raw: Any) -> str:
-    return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
 def _text(value: bytes | str) -> str:

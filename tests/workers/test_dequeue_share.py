@@ -50,9 +50,9 @@ async def test_a_worker_that_cannot_start_jobs_holds_at_most_its_prefetch(
     async with running_worker(settings, concurrency=64) as stuck:
         start = stuck._start
 
-        async def start_when_released(job_id: str, origin: str) -> Any:
+        async def start_when_released(job_id: str, origin: str, reads: Any = None) -> Any:
             await gate.wait()
-            return await start(job_id, origin)
+            return await start(job_id, origin, reads)
 
         stuck._start = start_when_released  # type: ignore[method-assign]
         await enqueue_burst(aredis_client, jobs, settings)

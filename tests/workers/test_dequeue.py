@@ -1,0 +1,128 @@
+"""Taking a job off the queue reads what starts it in the same round trip (``workers.dequeue``)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import redis
+import redis.asyncio as aredis
+from rq.intermediate_queue import IntermediateQueue
+
+from shared import keys
+from shared.jobs import CompletionJob
+from shared.redis_client import async_client
+from shared.settings import Settings
+from tests.waiting import eventually
+from tests.workers.conftest import enqueue
+from tests.workers.factories import completion_job
+from workers import bookkeeping, dequeue
+from workers.dequeue import Dequeued, StartReads, Taken
+
+pytestmark = pytest.mark.redis
+
+SOURCE = keys.rq_queue_key("simulated")
+TARGET = IntermediateQueue.get_intermediate_queue_key(SOURCE)
+
+
+@pytest.fixture(params=["auto-pipelined", "plain"])
+async def mover(
+    request: pytest.FixtureRequest, clean_redis: redis.Redis, redis_url: str
+) -> AsyncIterator[aredis.Redis]:
+    """The dequeue loop's own client: auto-pipelined (the default), or plain redis-py
+    (``redis_auto_pipeline = false``)."""
+    client = async_client(redis_url, max_connections=1, auto_pipeline=request.param == "auto-pipelined")
+    yield client
+    await client.aclose()
+
+
+async def test_the_move_brings_the_jobs_hash_cancel_marker_and_breakers(
+    mover: aredis.Redis, aredis_client: aredis.Redis, clean_redis: redis.Redis
+) -> None:
+    """One round trip moves the job to the intermediate list and reads what ``start_read_commands`` would
+    read on their own, reply for reply, and how many jobs are left in the queue."""
+    await dequeue.load_script(mover)
+    job, other = completion_job("hello"), completion_job("next")
+    await enqueue(aredis_client, job, Settings())
+    await enqueue(aredis_client, other, Settings())
+    clean_redis.set(keys.cancelled_marker(job.request_id), 1)
+    clean_redis.zadd(keys.BREAKER_BLOCKED, {"sim/a": 1})
+    taken = await dequeue.take(mover, SOURCE, TARGET, block=1)
+    [one] = taken.jobs
+    assert one.job_id == job.request_id and taken.queued == 1
+    assert clean_redis.lrange(TARGET, 0, -1) == [job.request_id.encode()]
+    async with aredis_client.pipeline(transaction=False) as pipe:
+        for command, _ in dequeue.start_read_commands(job.request_id):
+            pipe.execute_command(*command)
+        alone = dequeue.start_reads(await pipe.execute())
+    assert one.reads == alone
+    assert one.reads.cancelled and one.reads.broken == [b"sim/a"]
+    assert one.reads.job_hash[b"status"] == b"queued"
+
+
+async def test_a_blocked_move_is_read_when_the_job_arrives(
+    mover: aredis.Redis, aredis_client: aredis.Redis, clean_redis: redis.Redis
+) -> None:
+    """The read waits behind the BLMOVE: it reads the job pushed while the move blocked, not the empty
+    list it would have found when the two were sent."""
+    await dequeue.load_script(mover)
+    waiting = asyncio.create_task(dequeue.take(mover, SOURCE, TARGET, block=5))
+    job = completion_job("late")
+    await eventually(lambda: any(c.get("cmd") == "blmove" for c in clean_redis.client_list()))
+    await enqueue(aredis_client, job, Settings())
+    [taken] = (await asyncio.wait_for(waiting, 5)).jobs
+    assert taken.reads is not None
+    assert taken.job_id == job.request_id and taken.reads.job_hash[b"status"] == b"queued"
+
+
+async def test_an_empty_queue_gives_nothing(mover: aredis.Redis, clean_redis: redis.Redis) -> None:
+    """Without a job the move gives no job, whether it waited (BLMOVE) or not (LMOVE), even with an id
+    left on the intermediate list from before."""
+    await dequeue.load_script(mover)
+    clean_redis.rpush(TARGET, "left-over")
+    assert await dequeue.take(mover, SOURCE, TARGET, block=None) == Dequeued([], 0)
+    assert await dequeue.take(mover, SOURCE, TARGET, block=1, count=3) == Dequeued([], 0)
+
+
+async def test_a_server_without_the_script_still_gives_the_job_and_learns_it(
+    mover: aredis.Redis, aredis_client: aredis.Redis
+) -> None:
+    """After SCRIPT FLUSH (a restarted Redis) the move still takes the job, without its reads (the worker
+    reads them itself), and loads the script: the next move brings them again."""
+    settings = Settings()
+    first, second = completion_job("one"), completion_job("two")
+    await enqueue(aredis_client, first, settings)
+    await enqueue(aredis_client, second, settings)
+    await aredis_client.script_flush()
+    taken = await dequeue.take(mover, SOURCE, TARGET, block=None)
+    assert taken == Dequeued([Taken(first.request_id, None)], None)
+    [again] = (await dequeue.take(mover, SOURCE, TARGET, block=None)).jobs
+    assert again.job_id == second.request_id and again.reads is not None
+
+
+async def test_a_batch_of_moves_reads_each_job(mover: aredis.Redis, aredis_client: aredis.Redis) -> None:
+    """Several moves in one round trip each bring their own job's reads, in queue order, and stop at the
+    end of the queue."""
+    await dequeue.load_script(mover)
+    settings = Settings()
+    jobs = [completion_job(f"job {n}") for n in range(3)]
+    for job in jobs:
+        await enqueue(aredis_client, job, settings)
+    taken = await dequeue.take(mover, SOURCE, TARGET, block=1, count=5)
+    assert [t.job_id for t in taken.jobs] == [job.request_id for job in jobs] and taken.queued == 0
+    for job, one in zip(jobs, taken.jobs, strict=True):
+        assert one.reads is not None
+        assert CompletionJob.from_wire(bookkeeping.adopt(one.job_id, one.reads.job_hash).args[0]) == job
+
+
+def test_a_read_of_another_job_is_dropped() -> None:
+    """Another worker's move landed between the move and the read: the read is of its job, so it is not
+    used (the worker reads its own job instead)."""
+    read = [b"other", [b"status", b"queued"], 0, [], 0]
+    assert dequeue.taken(b"mine", read) == Taken("mine", None)
+    assert dequeue.taken(b"mine", [b"mine", [b"status", b"queued"], 1, [b"d"], 2]) == Taken(
+        "mine", StartReads({b"status": b"queued"}, True, [b"d"])
+    )
+    assert dequeue.taken(b"mine", [None, [], 0, [], 0]) == Taken("mine", None)
+    assert dequeue.taken(None, read) is None
