@@ -1,30 +1,32 @@
-"""rq's bookkeeping for the jobs of an :class:`~workers.worker.AsyncWorker`, recorded with rq's own code.
+"""rq's bookkeeping for the jobs of an :class:`~workers.worker.AsyncWorker`, as rq's own code writes it.
 
-Each function calls rq's methods on a recording pipeline (:mod:`shared.rq_bridge`) and returns the
-commands; the worker replays them on its asyncio connection, one round trip per transition.  Keys,
-fields, scores and TTLs are therefore rq's, and ``rq info``, rq-dashboard and rq's registry clean-up
-read them as they read a stock worker's.
+Each function returns the commands of one transition; the worker replays them on its asyncio connection,
+one round trip per transition.  Keys, fields, scores and TTLs are rq's, and ``rq info``, rq-dashboard and
+rq's registry clean-up read them as they read a stock worker's.  The rare transitions call rq's methods on
+a recording pipeline (:mod:`shared.rq_bridge`); the ones every job makes (start, success, the execution's
+heartbeat) are built from the keys, because rq's objects (a registry, an execution, a result per call,
+and its clock read through ``strftime``) cost several times the commands they queue:
+``tests/workers/test_bookkeeping.py`` compares each with rq's own, command for command, on a frozen clock.
 
-Three differences from a stock worker, on purpose: a finished job's hash is not rewritten whole (rq's
+Two differences from a stock worker, on purpose: a finished job's hash is not rewritten whole (rq's
 ``Job.save`` re-sends the compressed call); only the fields that change are set.  And once loaded, a job's
 call is replaced by its diagnostic copy (:func:`shared.jobs.diagnostic_call`, :func:`strip_commands`), so
-the request body leaves Redis as soon as a worker holds it.  And an execution's heartbeat
-(:func:`execution_beat_commands`) is built here, not by rq's ``Execution.heartbeat``, which builds two
-registry objects per running job on every beat; its commands are rq's (``tests/workers/test_bookkeeping.py``
-compares them).
+the request body leaves Redis as soon as a worker holds it.
 """
 
 from __future__ import annotations
 
 import zlib
+from base64 import b64encode
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from uuid import uuid4
 
-from rq.executions import Execution, ExecutionRegistry
+from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE, Execution, ExecutionRegistry
 from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job, JobStatus
-from rq.registry import StartedJobRegistry
+from rq.registry import FinishedJobRegistry, StartedJobRegistry
 from rq.results import Result
 from rq.utils import current_timestamp, now, utcformat
 from rq.worker.base import WorkerStatus
@@ -56,14 +58,65 @@ class StartedJob:
 
 
 def start_commands(worker: BaseWorker, job: Job, heartbeat_ttl: int) -> tuple[Execution, list[Command]]:
-    """Mark ``job`` started, as ``Worker.prepare_execution`` + ``prepare_job_execution`` do."""
-    pipe = recording_pipeline()
-    job.prepare_for_execution(worker.name, pipeline=pipe)
-    pipe.persist(job.key)
-    pipe.lrem(job_queue_intermediate_key(job), 1, job.id)
-    execution = Execution.create(job, heartbeat_ttl, pipeline=pipe, worker_name=worker.name)
-    worker.set_state(WorkerStatus.BUSY, pipeline=pipe)
-    return execution, recorded(pipe)
+    """Mark ``job`` started: what ``Worker.prepare_execution`` + ``prepare_job_execution`` queue (rq's
+    ``Job.prepare_for_execution``, ``Execution.create``, ``Worker.set_state``), built from the keys
+    rather than through rq's registry objects (``tests/workers/test_bookkeeping.py`` compares them)."""
+    execution = Execution(uuid4().hex, job.id, RECORDING_CLIENT, worker_name=worker.name)
+    execution._job = job
+    stamp = execution.created_at
+    job.worker_name, job.last_heartbeat, job.started_at = worker.name, stamp, stamp
+    job._status = JobStatus.STARTED
+    worker._state = WorkerStatus.BUSY
+    started, moment = utcformat(stamp), stamp.timestamp()
+    score = int(moment) + heartbeat_ttl  # rq's current_timestamp() + ttl, at the same instant
+    composite = execution.composite_key
+    executions = ExecutionRegistry.key_template.format(job.id)
+    worker_executions = WORKER_EXECUTIONS_KEY_TEMPLATE.format(worker.name)
+    status = JobStatus.STARTED
+    commands: list[Command] = [
+        (
+            (
+                "HSET",
+                job.key,
+                "last_heartbeat",
+                started,
+                "status",
+                status,
+                "started_at",
+                started,
+                "worker_name",
+                worker.name,
+            ),
+            {},
+        ),
+        (("PERSIST", job.key), {}),
+        (("LREM", job_queue_intermediate_key(job), 1, job.id), {}),
+        (
+            (
+                "HSET",
+                execution.key,
+                "id",
+                execution.id,
+                "job_id",
+                job.id,
+                "created_at",
+                moment,
+                "last_heartbeat",
+                moment,
+                "worker_name",
+                worker.name,
+            ),
+            {},
+        ),
+        (("EXPIRE", execution.key, heartbeat_ttl), {}),
+        (("ZADD", executions, score + 60, execution.id), {}),
+        (("EXPIRE", executions, heartbeat_ttl + 60), {}),
+        (("ZADD", StartedJobRegistry.key_template.format(job.origin), score, composite), {}),
+        (("SADD", worker_executions, composite), {}),
+        (("EXPIRE", worker_executions, heartbeat_ttl + 60), {}),
+        (("HSET", worker.key, "state", WorkerStatus.BUSY), {}),
+    ]
+    return execution, commands
 
 
 def job_queue_intermediate_key(job: Job) -> str:
@@ -112,12 +165,61 @@ def forget_commands(job_id: str, queue: str) -> list[Command]:
 
 
 def success_commands(worker: BaseWorker, started: StartedJob, result: Any, *, idle: bool) -> list[Command]:
-    """Record a finished job, as ``Worker.handle_job_success`` does."""
+    """Record a finished job: what ``Worker.handle_job_success`` queues, built from the keys rather than
+    through rq's registry and result objects (``tests/workers/test_bookkeeping.py`` compares them); a
+    job whose result TTL is 0 (deleted at once) or negative (kept for ever) goes through rq's own code."""
+    job, execution = started.job, started.execution
+    result_ttl = job.get_result_ttl(worker.default_result_ttl)
+    if result_ttl <= 0:
+        return _success_commands_by_rq(worker, started, result, result_ttl, idle=idle)
+    ended = job.ended_at = now()
+    job._result = result
+    job._status = JobStatus.FINISHED
+    results = Result.get_key(job.id)  # type: ignore[no-untyped-call]  # rq's is untyped
+    fields: list[Any] = ["type", Result.Type.SUCCESSFUL.value, "worker_name", worker.name]
+    if result is not None:
+        fields += ["return_value", b64encode(job.serializer.dumps(result)).decode()]
+    fields += ["execution_id", execution.id]
+    fields += [
+        "execution_started_at",
+        execution.created_at.timestamp(),
+        "execution_ended_at",
+        ended.timestamp(),
+    ]
+    finished_at = int(ended.timestamp()) + result_ttl  # rq's current_timestamp() + ttl, at the same instant
+    commands: list[Command] = [
+        (("HSET", job.key, "status", JobStatus.FINISHED), {}),
+        (("HSET", job.key, "ended_at", utcformat(ended)), {}),
+        (("XADD", results, b"MAXLEN", b"~", "10", "*", *fields), {}),
+        (("EXPIRE", results, result_ttl), {}),
+        (("ZADD", FinishedJobRegistry.key_template.format(job.origin), finished_at, job.id), {}),
+        (("EXPIRE", job.key, result_ttl), {}),
+        (("EXPIRE", job.dependents_key, result_ttl), {}),
+        (("EXPIRE", job.dependencies_key, result_ttl), {}),
+        (("DEL", started.execution_key), {}),
+        (("ZREM", started.started_registry_key, execution.composite_key), {}),
+        (("ZREM", started.executions_key, execution.id), {}),
+    ]
+    if execution.worker_name:
+        commands.append((("SREM", execution.worker_executions_key, execution.composite_key), {}))
+    commands.append((("HINCRBY", worker.key, "successful_job_count", 1), {}))
+    if job.started_at:
+        working = (ended - job.started_at).total_seconds()
+        commands.append((("HINCRBYFLOAT", worker.key, "total_working_time", working), {}))
+    if idle:
+        worker._state = WorkerStatus.IDLE
+        commands.append((("HSET", worker.key, "state", WorkerStatus.IDLE), {}))
+    return commands
+
+
+def _success_commands_by_rq(
+    worker: BaseWorker, started: StartedJob, result: Any, result_ttl: int, *, idle: bool
+) -> list[Command]:
+    """What ``Worker.handle_job_success`` queues, through rq's own objects."""
     job, execution = started.job, started.execution
     pipe = recording_pipeline()
     job.ended_at = now()
     job._result = result
-    result_ttl = job.get_result_ttl(worker.default_result_ttl)
     job.set_status(JobStatus.FINISHED, pipeline=pipe)
     pipe.hset(job.key, "ended_at", utcformat(job.ended_at))
     Result.create(

@@ -5,19 +5,25 @@ queue exactly what rq's ``Execution.heartbeat`` queues."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import redis
 from rq.executions import Execution
 from rq.job import Job
+from rq.results import Result
 from rq.utils import utcparse
+from rq.worker.base import WorkerStatus
 
 from shared.jobs import enqueue_commands
 from shared.rq_bridge import RECORDING_CLIENT, recorded, recording_pipeline
 from shared.serialization import OrjsonSerializer
+from tests.workers.conftest import worker_settings
 from tests.workers.factories import completion_job
 from workers import bookkeeping
+from workers.worker import AsyncWorker
 
 
 def queued_hash() -> dict[bytes, bytes]:
@@ -81,3 +87,91 @@ def test_execution_beat_is_rqs_execution_heartbeat(monkeypatch: pytest.MonkeyPat
 
     assert bookkeeping.execution_beat_commands([started], execution_ttl=8) == reference
     assert execution.last_heartbeat == clock
+
+
+CLOCK = datetime(2026, 12, 6, 21, 30, 15, 123456, tzinfo=UTC)
+
+
+@pytest.fixture
+def frozen(monkeypatch: pytest.MonkeyPatch) -> None:
+    """rq's clock and execution ids, and ours, stopped: two builds of the same records are comparable."""
+    import rq.executions
+    import rq.job
+    import rq.registry
+
+    for module in (rq.job, rq.executions, bookkeeping):
+        monkeypatch.setattr(module, "now", lambda: CLOCK)
+    for module in (rq.registry, rq.executions):
+        monkeypatch.setattr(module, "current_timestamp", lambda: int(CLOCK.timestamp()))
+    for module in (rq.executions, bookkeeping):
+        monkeypatch.setattr(module, "uuid4", lambda: uuid.UUID(int=7))
+
+
+@pytest.fixture
+def worker(redis_url: str) -> AsyncWorker:
+    """A worker whose bookkeeping is recorded, never sent (rq's constructor names its connection)."""
+    return AsyncWorker(
+        worker_settings(redis_url),
+        pool="simulated",
+        concurrency=4,
+        connection=redis.Redis.from_url(redis_url),
+    )
+
+
+def rqs_start(worker: Any, job: Job, ttl: int) -> tuple[Execution, list[Any]]:
+    """What rq's ``Worker.prepare_execution`` + ``prepare_job_execution`` queue, through rq's objects."""
+    pipe = recording_pipeline()
+    job.prepare_for_execution(worker.name, pipeline=pipe)
+    pipe.persist(job.key)
+    pipe.lrem(bookkeeping.job_queue_intermediate_key(job), 1, job.id)
+    execution = Execution.create(job, ttl, pipeline=pipe, worker_name=worker.name)
+    worker.set_state(WorkerStatus.BUSY, pipeline=pipe)
+    return execution, recorded(pipe)
+
+
+@pytest.mark.redis
+@pytest.mark.usefixtures("frozen")
+def test_start_is_rqs_prepare_execution(worker: AsyncWorker) -> None:
+    """The start the worker builds queues exactly what rq's own start queues, and leaves the job and its
+    execution as rq's leaves them."""
+    ours, reference = bookkeeping.adopt("job-1", queued_hash()), bookkeeping.adopt("job-1", queued_hash())
+    execution, commands = bookkeeping.start_commands(worker, ours, 10)
+    rq_execution, rq_commands = rqs_start(worker, reference, 10)
+    assert commands == rq_commands
+    assert execution.serialize() == rq_execution.serialize() and execution.key == rq_execution.key
+    for field in ("worker_name", "last_heartbeat", "started_at", "_status"):
+        assert getattr(ours, field) == getattr(reference, field), field
+
+
+@pytest.mark.redis
+@pytest.mark.usefixtures("frozen")
+@pytest.mark.parametrize("idle", [True, False])
+@pytest.mark.parametrize("result", [{"finish_reason": "stop"}, None])
+def test_success_is_rqs_handle_job_success(worker: AsyncWorker, idle: bool, result: Any) -> None:
+    """A finished job's records, built from the keys, are exactly what rq's objects queue (result,
+    registries, executions, the worker's counts and state), idle or not, with or without a result."""
+    job = bookkeeping.adopt("job-1", queued_hash())
+    execution, _ = bookkeeping.start_commands(worker, job, 10)
+    started = bookkeeping.StartedJob(job, execution)
+    ttl = job.get_result_ttl(worker.default_result_ttl)
+    assert ttl > 0
+    reference = bookkeeping._success_commands_by_rq(worker, started, result, ttl, idle=idle)
+    assert bookkeeping.success_commands(worker, started, result, idle=idle) == reference
+
+
+@pytest.mark.redis
+@pytest.mark.usefixtures("frozen")
+@pytest.mark.parametrize("result_ttl", [0, -1])
+def test_a_result_kept_for_ever_or_not_at_all_goes_through_rq(worker: AsyncWorker, result_ttl: int) -> None:
+    """A result TTL of 0 (deleted at once) or -1 (kept) is rq's own path: the job's hash deleted, or no
+    expiry set."""
+    job = bookkeeping.adopt("job-1", queued_hash())
+    job.result_ttl = result_ttl
+    execution, _ = bookkeeping.start_commands(worker, job, 10)
+    commands = bookkeeping.success_commands(worker, bookkeeping.StartedJob(job, execution), {}, idle=False)
+    names = [command[0] for command, _ in commands]
+    if result_ttl == 0:
+        assert ("DEL", job.key, Result.get_key(job.id)) in [command for command, _ in commands]
+    else:
+        assert ("PERSIST", Result.get_key(job.id)) in [command for command, _ in commands]
+        assert "EXPIRE" not in names
