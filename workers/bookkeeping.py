@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
+from rq.defaults import UNSERIALIZABLE_RETURN_VALUE_PAYLOAD
 from rq.executions import WORKER_EXECUTIONS_KEY_TEMPLATE, Execution, ExecutionRegistry
 from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job, JobStatus
@@ -178,7 +179,11 @@ def success_commands(worker: BaseWorker, started: StartedJob, result: Any, *, id
     results = Result.get_key(job.id)  # type: ignore[no-untyped-call]  # rq's is untyped
     fields: list[Any] = ["type", Result.Type.SUCCESSFUL.value, "worker_name", worker.name]
     if result is not None:
-        fields += ["return_value", b64encode(job.serializer.dumps(result)).decode()]
+        try:
+            serialized = job.serializer.dumps(result)
+        except Exception:  # as rq's Result.serialize: a placeholder, never a lost job
+            serialized = job.serializer.dumps(UNSERIALIZABLE_RETURN_VALUE_PAYLOAD)
+        fields += ["return_value", b64encode(serialized).decode()]
     fields += ["execution_id", execution.id]
     fields += [
         "execution_started_at",

@@ -3,14 +3,18 @@
 rq's data model keeps ids in the queue and each job in its own hash, so a stock worker needs two round
 trips before it can start a job: the move (``BLMOVE`` from the queue to rq's intermediate list) and the
 read of the job.  Here the read rides behind the move, pipelined on the same connection: a script
-(``shared/lua/job_take_read.lua``) that Redis runs as soon as the move is served, however long it
-blocked, and that reads the job at the intermediate list's tail: the job's hash, its cancel marker and
-the deployments whose breaker is not closed (:class:`StartReads`).  On an idle pool that takes one
-wake-up of Redis and one of the worker off the path of every request.
+(``shared/lua/job_take_read.lua``) that Redis runs once the move is served (however long it blocked),
+which reads the job at the intermediate list's tail: the job's hash, its cancel marker and the
+deployments whose breaker is not closed (:class:`StartReads`), and the queue's length.  On an idle pool
+that takes one wake-up of Redis and one of the worker off the path of every request.
 
-Another worker's move can land on the intermediate list between the two commands; the script returns
-the id it read, and a read for another job is dropped (:attr:`Taken.reads` is None): the worker then
-reads its job itself (:func:`start_reads`), as it does for the jobs it takes in a batch.
+Redis may run other clients' commands between the two (a served BLMOVE's client is resumed at the end
+of the pass), so another worker's move can land on the intermediate list first; the script returns the
+id it read, and a read of another job is dropped (:attr:`Taken.reads` is None): the worker then reads
+its job itself (:func:`start_reads`).  Everything the script returns is looked up by that id, so a
+mismatch costs one round trip, never a wrong job.  A move that took nothing (a BLMOVE that timed out,
+about once a second on an idle worker) still has its script read the list's tail, usually empty
+between jobs; what it read is dropped.
 """
 
 from __future__ import annotations

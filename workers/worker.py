@@ -84,6 +84,7 @@ FINAL_WRITES_WAIT = 10.0  # seconds jobs stopped at the end of the shutdown grac
 _RETRY_PAUSE = 1.0
 _CONNECTION_WAIT = 20.0  # seconds a command that cannot share the auto-pipelined connection waits for one
 _UNHEARD_CHANNELS_KEPT = 1024  # reply channels remembered as unheard (forgotten all at once beyond)
+_EARLY_CANCELS_KEPT = 256  # cancels of jobs not running here remembered, the oldest forgotten beyond
 
 
 @dataclass(slots=True)
@@ -154,6 +155,7 @@ class AsyncWorker(BaseWorker):
         self._maintenance_stop = threading.Event()
         # Reply channels a job found without subscriber: a queued job for one is checked before it runs.
         self._unheard_channels: dict[str, None] = {}
+        self._early_cancels: dict[str, None] = {}  # cancels of jobs not running here (yet): _on_stop_request
         self.reporter = reporter if reporter is not None else JobReporter(WorkerMetrics(settings, pool))
         self.reporter.metrics.watch_slots(lambda: len(self._runs), concurrency)
         self.reporter.metrics.watch_loop_lag(lambda: self.loop_lag.lag)
@@ -276,10 +278,12 @@ class AsyncWorker(BaseWorker):
         ``concurrency``, never more than ``prefetch`` of them not started yet, none while the loop guard
         finds the loop saturated (:mod:`workers.loop_load`).
 
-        One BLMOVE waits for a job (its own connection); once one came, more of the queued ones are taken
-        with LMOVEs pipelined on the jobs' connection, as many as are free slots up to a batch that
-        doubles (up to ``prefetch``) while the queue keeps them coming: under load a round trip takes
-        several jobs, not one."""
+        One BLMOVE waits for a job (on this loop's own connection, each move with its job's reads:
+        :mod:`workers.dequeue`); once one came and more are queued, they are taken with LMOVEs pipelined
+        on that connection, as many as are free slots and queued jobs, up to a batch that doubles (up to
+        ``prefetch``) while the queue keeps them coming and starts over at one when it runs dry: under
+        load a round trip takes several jobs, not one, and a burst after a lull spreads over the
+        pool's workers."""
         source = keys.rq_queue_key(self.pool)
         target = IntermediateQueue.get_intermediate_queue_key(source)
         worked = False
@@ -314,9 +318,12 @@ class AsyncWorker(BaseWorker):
             worked = True
             self._launch(job.job_id, adapter, reads=job.reads)
             want = min(self.concurrency - len(self._runs), self.prefetch - self._unstarted, batch)
-            if taken.queued is not None:
-                want = min(want, taken.queued)  # an empty queue: straight back to waiting on it
+            short = taken.queued is not None and taken.queued < want  # fewer queued than the batch
+            if short:
+                want = taken.queued or 0
             if want <= 0:
+                if taken.queued == 0:
+                    batch = 1  # the queue ran dry: the next burst starts small again
                 continue
             # Let the job take its first step before the moves are built.
             await asyncio.sleep(0)
@@ -325,7 +332,7 @@ class AsyncWorker(BaseWorker):
             except (RedisError, OSError):  # what it moved, rq's intermediate-queue clean-up fails
                 self.log.warning("Worker %s: dequeue failed; retrying", self.name, exc_info=True)
                 continue
-            batch = min(self.prefetch, batch * 2) if len(more) == want else max(1, len(more))
+            batch = next_batch(batch, wanted=want, moved=len(more), short=short, prefetch=self.prefetch)
             if self._stopping:
                 for extra in reversed(more):
                     await self._requeue(extra.job_id, source, target)
@@ -361,6 +368,9 @@ class AsyncWorker(BaseWorker):
         self, job_id: str, adapter: GuardedProvider, origin: str = "", reads: StartReads | None = None
     ) -> asyncio.Task[None]:
         run = _Run(job_id, origin or self.pool, reads)
+        if job_id in self._early_cancels:  # cancelled between its move's reads and now
+            del self._early_cancels[job_id]
+            run.stop_reason = "cancelled"
         self._runs[run.job_id] = run
         self._unstarted += 1
         task = asyncio.get_running_loop().create_task(self._run(run, adapter))
@@ -693,6 +703,12 @@ class AsyncWorker(BaseWorker):
         if run is not None:
             self.log.info("Worker %s: cancelling job %s", self.name, request.job_id)
             self._stop(run, "cancelled")
+            return
+        # A job this worker may have taken already, its cancel marker read with the move, but not
+        # launched yet (the move's reply and this cancel arrived in the same pass): _launch checks here.
+        if len(self._early_cancels) >= _EARLY_CANCELS_KEPT:
+            self._early_cancels.pop(next(iter(self._early_cancels)))
+        self._early_cancels[request.job_id] = None
 
     def _maintain(self) -> None:
         """rq's registry maintenance, in a thread: it is sync and may be slow, the loop must not wait."""
@@ -706,6 +722,15 @@ class AsyncWorker(BaseWorker):
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def next_batch(batch: int, *, wanted: int, moved: int, short: bool, prefetch: int) -> int:
+    """The dequeue loop's next batch of moves after one that ``wanted`` jobs and ``moved`` that many:
+    twice as many (up to ``prefetch``) while the queue keeps up with the batch, else what it held (at
+    least one), so that the batch follows the queue back down when it runs short."""
+    if moved == wanted and not short:
+        return min(prefetch, batch * 2)
+    return max(1, moved)
 
 
 def _handle_signals(loop: asyncio.AbstractEventLoop, handler: Callable[[], None]) -> list[signal.Signals]:

@@ -1,8 +1,8 @@
 -- What a worker reads to start the job it has just moved to the tail of its queue's intermediate list,
 -- in the round trip of that move: pipelined right behind the worker's BLMOVE (or LMOVE) on the same
--- connection, Redis runs it as soon as the move is served, however long the move blocked.  Another
--- worker's move may land between the two: the caller compares the id returned with its move's reply,
--- and on a mismatch reads its job itself.
+-- connection, Redis runs it once the move is served, however long the move blocked.  Other clients'
+-- commands may run between the two (another worker's move too): the caller compares the id returned
+-- with its move's reply, and on a mismatch reads its job itself.
 --
 -- KEYS[1] the intermediate list, KEYS[2] the deployments whose breaker is not closed, KEYS[3] the queue
 -- ARGV[1] rq's job hash key prefix, ARGV[2] the cancel marker key prefix

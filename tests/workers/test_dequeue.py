@@ -11,6 +11,7 @@ import redis.asyncio as aredis
 from rq.intermediate_queue import IntermediateQueue
 
 from shared import keys
+from shared.autopipeline import REPLY_TIMEOUT
 from shared.jobs import CompletionJob
 from shared.redis_client import async_client
 from shared.settings import Settings
@@ -19,6 +20,7 @@ from tests.workers.conftest import enqueue
 from tests.workers.factories import completion_job
 from workers import bookkeeping, dequeue
 from workers.dequeue import Dequeued, StartReads, Taken
+from workers.worker import DEQUEUE_TIMEOUT, next_batch
 
 pytestmark = pytest.mark.redis
 
@@ -126,3 +128,21 @@ def test_a_read_of_another_job_is_dropped() -> None:
     )
     assert dequeue.taken(b"mine", [None, [], 0, [], 0]) == Taken("mine", None)
     assert dequeue.taken(None, read) is None
+
+
+def test_a_blocked_move_ends_well_before_its_connection_gives_up_on_it() -> None:
+    """The dequeue loop's connection drops a reply outstanding for ``REPLY_TIMEOUT``: a BLMOVE blocks
+    for ``DEQUEUE_TIMEOUT`` at most, well within it, so an idle pool never looks like a frozen Redis."""
+    assert DEQUEUE_TIMEOUT * 3 <= REPLY_TIMEOUT
+
+
+def test_the_batch_of_moves_follows_the_queue_up_and_down() -> None:
+    """The batch doubles while the queue keeps more than it (up to the prefetch), and falls back to what
+    the queue held when it ran short: after a lull a worker takes a burst one job at a time at first,
+    leaving the rest to the pool's other workers."""
+    assert next_batch(1, wanted=1, moved=1, short=False, prefetch=64) == 2
+    assert next_batch(32, wanted=32, moved=32, short=False, prefetch=64) == 64
+    assert next_batch(64, wanted=64, moved=64, short=False, prefetch=64) == 64
+    assert next_batch(64, wanted=3, moved=3, short=True, prefetch=64) == 3  # the queue held 3: not doubled
+    assert next_batch(8, wanted=8, moved=2, short=False, prefetch=64) == 2  # another worker took the rest
+    assert next_batch(8, wanted=8, moved=0, short=False, prefetch=64) == 1

@@ -244,6 +244,26 @@ async def test_cancelled_marker_skips_job_at_pickup(
     assert dropped.request_id in FailedJobRegistry("simulated", connection=clean_redis).get_job_ids()
 
 
+async def test_a_cancel_heard_before_the_job_is_taken_stops_it_at_pickup(
+    clean_redis: redis.Redis, aredis_client: aredis.Redis, replies: Replies, redis_url: str
+) -> None:
+    """A cancel that reaches the worker before the job it names is launched there (its move's reads,
+    marker included, may have been made just before the cancel) stops the job at pickup: no S frame, rq
+    status stopped.  Here the marker is never set, so only the cancel heard early can stop it."""
+    settings = worker_settings(redis_url)
+    dropped = completion_job("never", reply_to=REPLY_CHANNEL)
+    served = completion_job("served", reply_to=REPLY_CHANNEL)
+    async with running_worker(settings, concurrency=1) as worker:
+        await aredis_client.publish(keys.CANCEL_CHANNEL, dropped.request_id)
+        await eventually(lambda: dropped.request_id in worker._early_cancels)
+        await enqueue(aredis_client, dropped, settings)
+        await enqueue(aredis_client, served, settings)
+        await replies.final(served.request_id)
+        assert dropped.request_id not in worker._early_cancels
+    assert replies.of(dropped.request_id) == []
+    assert rq_job(clean_redis, dropped.request_id).get_status() == JobStatus.STOPPED
+
+
 async def test_rq_stop_job_command_stops_the_job(
     clean_redis: redis.Redis, aredis_client: aredis.Redis, replies: Replies, redis_url: str
 ) -> None:
