@@ -29,6 +29,11 @@ from workers.publisher import FramePublisher
 
 log = logging.getLogger(__name__)
 
+START_HOLD = 0.005
+"""Seconds a job's ``S`` frame waits for its first content (or its final frame) to go out with: an upstream
+that answers at once costs one round trip through Redis, not two, and a stream's first content does not
+wait behind the start's reply.  Short, so that a slow upstream's start is still reported at once."""
+
 
 @dataclass(frozen=True, slots=True)
 class JobEnding:
@@ -105,7 +110,7 @@ async def complete(
     }
     if taken_at is not None:  # the worker's pick-up: job taken off its queue to this frame
         start_meta["prep_ms"] = round((time.perf_counter() - taken_at) * 1000, 2)
-    publisher.start(start_meta)
+    publisher.start(start_meta, hold=START_HOLD)
     progress = Progress(started=asyncio.get_running_loop().time())
     began, began_ns = time.perf_counter(), time.time_ns()
     try:

@@ -77,6 +77,8 @@ class FramePublisher:
         self.published = 0  # PUBLISH commands sent, for tests and stats
         self.unheard = False  # a publish reached no subscriber: nobody waits for this job any more
         self.content_queued = False  # a C frame was queued: the client may have content, no fallback now
+        self._held: bytes | None = None  # the S frame, while it waits for content to go out with (start)
+        self._hold_timer: asyncio.TimerHandle | None = None
 
     def _frame(self, kind: bytes, meta: dict[str, Any] | None = None, payload: bytes = b"") -> bytes:
         frame = events.encode(kind, self._request_id, self._seq, meta, payload)
@@ -95,22 +97,58 @@ class FramePublisher:
         them costs the job no time before that request."""
         self._later.append(build)
 
-    def start(self, meta: dict[str, Any]) -> None:
+    def start(self, meta: dict[str, Any], *, hold: float = 0.0) -> None:
         """Publish the ``S`` frame, the first one, without waiting for it: the job's next round trips
         (the breaker's decision, the upstream call) overlap it; chunks queue behind it.  A failure
-        surfaces from the next call (:meth:`send_chunks`, :meth:`flush`, :meth:`finish`)."""
+        surfaces from the next call (:meth:`send_chunks`, :meth:`flush`, :meth:`finish`).
+
+        With ``hold`` (seconds), the frame waits that long for the job's first content or its final
+        frame and goes out in the same publish: one round trip instead of two when the upstream answers
+        at once, and a stream's first content no longer waits behind the start's reply."""
         frame = self._frame(events.START, meta)
-        self._in_flight = asyncio.get_running_loop().create_task(self._drain(first=frame))
+        if hold <= 0:
+            self._in_flight = asyncio.get_running_loop().create_task(self._drain(first=frame))
+            return
+        self._held = frame
+        loop = asyncio.get_running_loop()
+        self._hold_timer = loop.call_later(hold, self._release)
+        loop.call_soon(self._build_riders)  # while the job waits for its upstream, not once content came
 
     def send_chunks(self, sse: bytes) -> None:
-        """Queue SSE bytes for a ``C`` frame; publishes at once unless a publish is in flight.  Raises what
-        stopped the job's publishing (see :meth:`check`)."""
+        """Queue SSE bytes for a ``C`` frame; publishes at once unless a publish is in flight (with the
+        held ``S`` frame, if any).  Raises what stopped the job's publishing (see :meth:`check`)."""
         if self._failure is not None:
             raise self._failure
         self._pending.append(sse)
         self.content_queued = True
-        if self._in_flight is None:
+        if self._held is not None:
+            self._release()
+        elif self._in_flight is None:
             self._in_flight = asyncio.get_running_loop().create_task(self._drain())
+
+    def _build_riders(self) -> None:
+        """Build the riders :meth:`attach_later` left for the next publish now; one that fails is left
+        to that publish, which reports its error as before."""
+        while self._later:
+            try:
+                commands = self._later[0]()
+            except Exception:  # raised again, and handled, by the publish
+                return
+            del self._later[0]
+            self._riders.extend(commands)
+
+    def _release(self) -> None:
+        """Publish the held ``S`` frame now, with the chunks queued by then."""
+        frame = self._take_held()
+        if frame is not None:
+            self._in_flight = asyncio.get_running_loop().create_task(self._drain(first=frame))
+
+    def _take_held(self) -> bytes | None:
+        frame, self._held = self._held, None
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+        return frame
 
     async def let_out(self) -> None:
         """Give the event loop the passes that the chunks queued so far need to reach Redis' socket
@@ -142,11 +180,12 @@ class FramePublisher:
         for good does not stop it: the ingress sees the gap, or gets the frames it missed here.
         """
         self._closing = True
+        held = self._take_held()  # the S frame still held goes out first, in the final frame's publish
         try:
             await self.flush()
         except ServiceUnavailable:
             self._failure = None
-        frames: list[bytes] = []
+        frames: list[bytes] = [held] if held is not None else []
         if self._pending and kind == events.DONE:
             payload = b"".join([*self._pending, payload])
         elif self._pending:
@@ -178,12 +217,17 @@ class FramePublisher:
         """Stop publishing (the job was cancelled): drop queued chunks; the publish in flight, if any, lands
         (cancelling it mid-command would cost its Redis connection)."""
         self._pending.clear()
+        self._take_held()  # a job stopped before its start went out: its failure records the start
         self._closing = self._abandoned = True
 
     async def _drain(self, first: bytes | None = None) -> None:
         try:
             if first is not None:
-                await self._publish_patiently([], [first])
+                frames = [first]
+                if self._pending and not self._closing:  # chunks that came while the S frame was held
+                    frames.append(self._frame(events.CHUNKS, None, b"".join(self._pending)))
+                    self._pending.clear()
+                await self._publish_patiently([], frames)
             while self._pending and not self._closing and not self.unheard:
                 payload = b"".join(self._pending)
                 self._pending.clear()

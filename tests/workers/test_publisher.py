@@ -312,3 +312,67 @@ async def test_a_channel_nobody_is_meant_to_hear_does_not_stop_the_job() -> None
     publisher.check()
     await publisher.finish(events.DONE, {})
     assert not publisher.unheard and publisher.published == 3
+
+
+async def test_a_held_start_goes_out_with_the_first_chunk(redis: GatedRedis) -> None:
+    """A start held for content (``hold``) and the first chunk that comes meanwhile share one round trip,
+    S before C."""
+    batcher = PublishBatcher(redis)
+    publisher = FramePublisher(redis, CHANNEL, "req-1", batcher)
+
+    async def action() -> None:
+        publisher.start({"provider": "p"}, hold=30)
+        await asyncio.sleep(0)
+        assert batcher.pipelines == 0
+        publisher.send_chunks(b"a")
+        await publisher.flush()
+
+    frames = await frames_of(redis, action, 2)
+    assert [(f.kind, f.seq, f.payload) for f in frames] == [(b"S", 0, b""), (b"C", 1, b"a")]
+    assert batcher.pipelines == 1
+
+
+async def test_a_held_start_goes_out_alone_when_no_content_comes(redis: GatedRedis) -> None:
+    """Without content within the hold, the start goes out on its own (a slow upstream's start is still
+    reported), and the chunks that come later in a publish of their own."""
+    batcher = PublishBatcher(redis)
+    publisher = FramePublisher(redis, CHANNEL, "req-1", batcher)
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(CHANNEL)
+    publisher.start({"provider": "p"}, hold=0.01)
+    assert (await next_frame(pubsub)).kind == events.START
+    assert batcher.pipelines == 1
+    publisher.send_chunks(b"a")
+    assert (await next_frame(pubsub)).payload == b"a"
+    assert batcher.pipelines == 2
+    await pubsub.aclose()
+
+
+async def test_a_final_frame_within_the_hold_carries_the_start_and_its_riders(redis: GatedRedis) -> None:
+    """A job that ends within the hold publishes S and D in one round trip, the start's riders (built
+    then) before the final frame's commands."""
+    batcher = PublishBatcher(redis)
+    publisher = FramePublisher(redis, CHANNEL, "req-1", batcher)
+    publisher.attach_later(lambda: [(("RPUSH", "order", "start"), {})])
+
+    async def action() -> None:
+        publisher.start({"provider": "p"}, hold=30)
+        await publisher.finish(events.DONE, {}, b"done", [(("RPUSH", "order", "final"), {})])
+
+    frames = await frames_of(redis, action, 2)
+    assert [(f.kind, f.seq) for f in frames] == [(b"S", 0), (b"D", 1)]
+    assert batcher.pipelines == 1
+    assert await redis.lrange("order", 0, -1) == [b"start", b"final"]
+
+
+async def test_an_abandoned_job_drops_its_held_start(redis: GatedRedis) -> None:
+    """A job stopped during the hold publishes nothing: its timer is cancelled (the worker records the
+    start with the job's failure instead)."""
+    publisher = FramePublisher(redis, CHANNEL, "req-1")
+    publisher.start({"provider": "p"}, hold=30)
+    timer = publisher._hold_timer
+    assert timer is not None
+    publisher.abandon()
+    assert timer.cancelled()
+    await publisher.flush()
+    assert publisher.published == 0
