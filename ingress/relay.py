@@ -129,7 +129,9 @@ class CompletionRelay:
             if isinstance(item, AIORouterError):
                 raise self._error(item)
             if item.kind == events.START:
-                self.record.started_at = time.perf_counter()
+                held = item.meta.get("held_ms")  # the worker held it for content: it started that much sooner
+                held_s = held / 1000 if isinstance(held, int | float) and held > 0 else 0.0
+                self.record.started_at = time.perf_counter() - held_s
                 self.started = True
                 prep = item.meta.get("prep_ms")
                 self.record.worker_prep = prep / 1000 if isinstance(prep, int | float) else None

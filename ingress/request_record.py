@@ -28,7 +28,7 @@ class RequestRecord:
     fallbacks: int = 0  # deployments that failed before the one that answered (or the last)
     admitted_at: float = 0.0  # rate limit and credit hold passed
     enqueued_at: float = 0.0  # the last attempt's job was queued
-    started_at: float = 0.0  # its S frame arrived: a worker took it
+    started_at: float = 0.0  # a worker took it: its S frame's arrival, less the time the worker held it
     first_content_at: float = 0.0  # its first C or D frame arrived
     ended_at: float = 0.0
     worker_prep: float | None = None  # seconds from the worker taking the job to its S frame (its meta)

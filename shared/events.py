@@ -8,8 +8,9 @@ the job there.  A frame is::
 
 Kinds, in the order a job emits them:
 
-``S`` start   meta ``{"provider", "worker", "upstream_model", "prep_ms"}``; payload empty.  The job left the
-              queue (``prep_ms``: the worker's time from taking it to this frame).
+``S`` start   meta ``{"provider", "worker", "upstream_model", "prep_ms", "held_ms"}``; payload empty.  The job
+              left the queue (``prep_ms``: the worker's time from taking it to calling the upstream;
+              ``held_ms``: how long the frame then waited for content to travel with, if it did).
 ``C`` chunks  meta empty; payload is ready-to-write SSE bytes (one or more ``data: {...}\\n\\n`` lines,
               coalesced).  Only for ``stream: true`` requests.
 ``D`` done    meta ``{"usage": {...}, "finish_reason": ...}``; payload is, for a stream, the last SSE bytes

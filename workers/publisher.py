@@ -77,7 +77,8 @@ class FramePublisher:
         self.published = 0  # PUBLISH commands sent, for tests and stats
         self.unheard = False  # a publish reached no subscriber: nobody waits for this job any more
         self.content_queued = False  # a C frame was queued: the client may have content, no fallback now
-        self._held: bytes | None = None  # the S frame, while it waits for content to go out with (start)
+        self._held: dict[str, Any] | None = None  # the S frame's meta, while it waits for content (start)
+        self._held_since = 0.0
         self._hold_timer: asyncio.TimerHandle | None = None
 
     def _frame(self, kind: bytes, meta: dict[str, Any] | None = None, payload: bytes = b"") -> bytes:
@@ -104,13 +105,13 @@ class FramePublisher:
 
         With ``hold`` (seconds), the frame waits that long for the job's first content or its final
         frame and goes out in the same publish: one round trip instead of two when the upstream answers
-        at once, and a stream's first content no longer waits behind the start's reply."""
-        frame = self._frame(events.START, meta)
-        if hold <= 0:
-            self._in_flight = asyncio.get_running_loop().create_task(self._drain(first=frame))
-            return
-        self._held = frame
+        at once, and a stream's first content no longer waits behind the start's reply.  Its meta then
+        says how long it waited (``held_ms``), which the ingress takes off its queue wait."""
         loop = asyncio.get_running_loop()
+        if hold <= 0:
+            self._in_flight = loop.create_task(self._drain(first=self._frame(events.START, meta)))
+            return
+        self._held, self._held_since = meta, loop.time()
         self._hold_timer = loop.call_later(hold, self._release)
         loop.call_soon(self._build_riders)  # while the job waits for its upstream, not once content came
 
@@ -144,11 +145,15 @@ class FramePublisher:
             self._in_flight = asyncio.get_running_loop().create_task(self._drain(first=frame))
 
     def _take_held(self) -> bytes | None:
-        frame, self._held = self._held, None
+        """The held ``S`` frame, built now: its meta says how long it was held (``held_ms``)."""
+        meta, self._held = self._held, None
         if self._hold_timer is not None:
             self._hold_timer.cancel()
             self._hold_timer = None
-        return frame
+        if meta is None:
+            return None
+        held = asyncio.get_running_loop().time() - self._held_since
+        return self._frame(events.START, {**meta, "held_ms": round(held * 1000, 2)})
 
     async def let_out(self) -> None:
         """Give the event loop the passes that the chunks queued so far need to reach Redis' socket

@@ -80,7 +80,13 @@ class FakeWorker:
         taken.seq += 1
         await self.redis.publish(taken.job.reply_to, frame)
 
-    async def start(self, taken: TakenJob, provider: str = "simulated", prep_ms: float | None = None) -> None:
+    async def start(
+        self,
+        taken: TakenJob,
+        provider: str = "simulated",
+        prep_ms: float | None = None,
+        held_ms: float | None = None,
+    ) -> None:
         meta: dict[str, Any] = {
             "provider": provider,
             "worker": self.name,
@@ -88,6 +94,8 @@ class FakeWorker:
         }
         if prep_ms is not None:
             meta["prep_ms"] = prep_ms
+        if held_ms is not None:
+            meta["held_ms"] = held_ms
         await self.publish(taken, events.START, meta)
 
     async def chunk(self, taken: TakenJob, text: str) -> None:

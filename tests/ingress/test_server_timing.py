@@ -59,3 +59,16 @@ async def test_a_stream_times_the_steps_to_its_first_content_in_its_headers(ingr
     found = timings(response.headers["server-timing"])
     assert list(found) == ["admit", "enqueue", "pickup", "upstream"]
     assert min(found.values()) >= 0
+
+
+async def test_a_start_the_worker_held_for_content_counts_as_upstream_time(ingress: Ingress) -> None:
+    """An S frame the worker held back to travel with the first content (its ``held_ms``) started the
+    job that much earlier: the hold counts in the upstream's time to first byte, not in the pick-up."""
+    request = ingress.chat_task(STREAM_BODY)
+    taken = await ingress.worker.take()
+    await ingress.worker.start(taken, held_ms=40.0)
+    await ingress.worker.chunk(taken, "hi")
+    await ingress.worker.done(taken)
+    response = await request
+    found = timings(response.headers["server-timing"])
+    assert found["upstream"] >= 40.0 and found["pickup"] < 40.0

@@ -82,7 +82,10 @@ async def test_stream_tool_call_chunks_validate() -> None:
     ending, frames = await frames_for(job, simulated())
     chunks = sse_chunks(frames)
     assert all(chunk_violations(c) == [] for c in chunks)
-    assert frames[0].meta == {"provider": "simulated", "worker": "worker-1", "upstream_model": "echo"}
+    start = {**frames[0].meta}
+    assert start.pop("held_ms") >= 0  # it waited for the first content, and went out with it
+    assert start == {"provider": "simulated", "worker": "worker-1", "upstream_model": "echo"}
+    assert frames[1].kind == events.CHUNKS
     assert ending.ok and ending.meta["finish_reason"] == "tool_calls"
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == ending.meta["usage"]
 

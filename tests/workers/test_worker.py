@@ -78,9 +78,11 @@ async def test_stream_job_publishes_start_chunks_done(
     assert done.kind == events.DONE
     assert [f.seq for f in frames] == list(range(len(frames)))
     assert frames[0].kind == events.START
-    prep_ms = frames[0].meta.pop("prep_ms")  # the worker's time from taking the job to this frame
+    prep_ms = frames[0].meta.pop("prep_ms")  # the worker's time from taking the job to calling the upstream
+    held_ms = frames[0].meta.pop("held_ms")  # then how long the S frame waited for the first content
     assert frames[0].meta == {"provider": "simulated", "worker": worker.name, "upstream_model": "echo"}
     assert isinstance(prep_ms, float) and prep_ms >= 0
+    assert isinstance(held_ms, int | float) and held_ms >= 0
     assert {f.kind for f in frames[1:-1]} <= {events.CHUNKS}
     objects = sse_objects(b"".join(f.payload for f in frames[1:]))
     assert objects[-1] == "[DONE]"
