@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from time import perf_counter
@@ -55,8 +56,13 @@ class LoadSpec:
 
     @property
     def expected_tokens(self) -> int:
+        """``tokens`` if given, else what the model names: a simulated upstream's ``sim?tokens=50``, or
+        the benchmark catalog's id for it, ``bench/sim-tokens-50`` (:func:`bench.scenarios.model_id`)."""
         if self.tokens is not None:
             return self.tokens
+        catalog = _CATALOG_TOKENS.search(self.model) if self.model.startswith("bench/sim") else None
+        if catalog is not None:
+            return int(catalog.group(1))
         try:
             return parse_behaviour(self.model).tokens
         except BadBehaviour:
@@ -72,6 +78,9 @@ class LoadSpec:
             if self.include_usage:
                 body["stream_options"] = {"include_usage": True}
         return orjson.dumps(body)
+
+
+_CATALOG_TOKENS = re.compile(r"-tokens-(\d+)(?:-|$)")
 
 
 class LoadRun:

@@ -7,6 +7,7 @@ import os
 import pytest
 
 from bench.loadgen import LoadSpec, run_load
+from bench.sim_behaviour import DEFAULT_TOKENS
 from bench.upstream import Upstream, start_upstream
 
 
@@ -114,3 +115,14 @@ async def test_peaks_show_how_many_streams_ran_at_once(upstream: Upstream) -> No
     )
     result = await run_load(spec)
     assert (result.ok, result.peak_in_flight, result.peak_streaming) == (20, 20, 20)
+
+
+def test_the_expected_answer_follows_the_model_the_router_knows() -> None:
+    """A benchmark catalog id (``bench/sim-tokens-50``, what AIOrouter serves) expects the tokens of the
+    behaviour it names, as the simulated upstream's own name does; ``--tokens`` overrides both."""
+    url = "http://127.0.0.1:1/v1"
+    assert LoadSpec(url, model="bench/sim-tokens-50").expected_tokens == 50
+    assert LoadSpec(url, model="bench/sim-tokens-600-itl_ms-50").expected_tokens == 600
+    assert LoadSpec(url, model="sim?tokens=50").expected_tokens == 50
+    assert LoadSpec(url, model="bench/sim").expected_tokens == DEFAULT_TOKENS
+    assert LoadSpec(url, model="bench/sim-tokens-50", tokens=7).expected_tokens == 7
