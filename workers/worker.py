@@ -5,7 +5,8 @@ started/finished/failed registries, executions, job counts), so ``rq info`` and 
 truth, but does rq's writes with :mod:`workers.bookkeeping` on asyncio Redis:
 
     BLMOVE, with the job's read (hash, cancel marker) behind it: one round trip (:mod:`workers.dequeue`)
-    →  S frame, with the job marked started (built once the upstream request is sent)  →  C… frames
+    →  S frame, with the job marked started (built once the upstream request is sent; the frame waits
+       up to ``START_HOLD`` for the first content, to share its publish)  →  C… frames
     →  one pipeline: rq's finished/failed bookkeeping, then the D/E frame
 
 Frames and final bookkeeping go through one :class:`~workers.publish_batcher.PublishBatcher`: the jobs
