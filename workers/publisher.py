@@ -146,14 +146,19 @@ class FramePublisher:
 
     def _take_held(self) -> bytes | None:
         """The held ``S`` frame, built now: its meta says how long it was held (``held_ms``)."""
-        meta, self._held = self._held, None
-        if self._hold_timer is not None:
-            self._hold_timer.cancel()
-            self._hold_timer = None
+        meta = self._drop_held()
         if meta is None:
             return None
         held = asyncio.get_running_loop().time() - self._held_since
         return self._frame(events.START, {**meta, "held_ms": round(held * 1000, 2)})
+
+    def _drop_held(self) -> dict[str, Any] | None:
+        """End the hold: the held ``S`` frame's meta, if one was held."""
+        meta, self._held = self._held, None
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
+        return meta
 
     async def let_out(self) -> None:
         """Give the event loop the passes that the chunks queued so far need to reach Redis' socket
@@ -222,7 +227,7 @@ class FramePublisher:
         """Stop publishing (the job was cancelled): drop queued chunks; the publish in flight, if any, lands
         (cancelling it mid-command would cost its Redis connection)."""
         self._pending.clear()
-        self._take_held()  # a job stopped before its start went out: its failure records the start
+        self._drop_held()  # a job stopped before its start went out: its failure records the start
         self._closing = self._abandoned = True
 
     async def _drain(self, first: bytes | None = None) -> None:
