@@ -86,8 +86,8 @@ def _describe(
     "a pool's queue of job ids (rq's queue; the pool is the provider)",
     writer="ingress: `ingress.admission` (RPUSH, in `admit_enqueue.lua`), `ingress.job_control` (RPUSH, "
     "LREM on withdraw); workers: `workers.worker` (LPUSH back)",
-    reader="workers: `workers.dequeue` (BLMOVE, LMOVE), `workers.worker` (LMOVE); ingress: "
-    "`shared.routing_state`, admin (LLEN); KEDA's redis trigger (`deploy/kubernetes/worker-*.yaml`)",
+    reader="workers: `workers.dequeue` (BLMOVE, LMOVE); ingress: `shared.routing_state`, admin (LLEN); "
+    "KEDA's redis trigger (`deploy/kubernetes/worker-*.yaml`)",
 )
 def rq_queue_key(pool: str) -> str:
     """The rq list a pool's jobs wait in."""
