@@ -13,7 +13,6 @@ registries, or moves there from a dead worker, stays small.
 from __future__ import annotations
 
 import functools
-import zlib
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -24,7 +23,7 @@ from rq.utils import now, utcformat
 from shared.keys import RQ_QUEUES_SET
 from shared.redis_commands import Command
 from shared.rq_bridge import RECORDING_CLIENT, recorded, recording_pipeline
-from shared.serialization import OrjsonSerializer
+from shared.serialization import OrjsonSerializer, stored_call
 
 JOB_FUNC = "workers.completion.run_completion"
 """What rq shows as the job's function; the AIOrouter worker executes it on its event loop."""
@@ -121,7 +120,7 @@ def enqueue_commands(
     fields_ = {
         **template.fields,
         "created_at": stamp,
-        "data": zlib.compress(call),
+        "data": stored_call(call),
         "description": _description(job),
         "enqueued_at": stamp,
     }

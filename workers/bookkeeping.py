@@ -16,7 +16,6 @@ the request body leaves Redis as soon as a worker holds it.
 
 from __future__ import annotations
 
-import zlib
 from base64 import b64encode
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,7 +34,7 @@ from rq.worker.base import WorkerStatus
 from shared import keys
 from shared.redis_commands import Command
 from shared.rq_bridge import RECORDING_CLIENT, recorded, recording_pipeline
-from shared.serialization import OrjsonSerializer
+from shared.serialization import OrjsonSerializer, stored_call
 
 if TYPE_CHECKING:
     from rq.worker.base import BaseWorker
@@ -155,7 +154,7 @@ def parse_time(value: bytes) -> datetime:
 def strip_commands(job: Job) -> list[Command]:
     """Write ``job``'s current call (its diagnostic copy, set by the worker) over the one in its record."""
     pipe = recording_pipeline()
-    pipe.hset(job.key, "data", zlib.compress(job.data))
+    pipe.hset(job.key, "data", stored_call(job.data))
     return recorded(pipe)
 
 

@@ -18,7 +18,7 @@ from tests.workers.factories import completion_job
 pytestmark = pytest.mark.redis
 
 BIG_PROMPT = secrets.token_urlsafe(75_000)  # 100 KB that compress to ~75 KB: what a queued record holds
-RECORD_BOUND = 2_048  # bytes of Redis memory a loaded job's hash takes, beyond its prompt excerpt
+RECORD_BOUND = 2_304  # bytes of Redis memory a loaded job's hash takes, beyond its prompt excerpt
 
 
 def stored_call(client: redis.Redis, job_id: str) -> dict[str, object]:
