@@ -15,7 +15,7 @@ local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 if tonumber(record[3]) > now then
   return 0
 end
-redis.call('HINCRBY', KEYS[1], 'reserved', '-' .. record[2])
+redis.call('HINCRBY', KEYS[1], 'reserved', string.format('%d', -tonumber(record[2])))  -- never '-0'
 redis.call('HSET', KEYS[2], 'state', 'expired')
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 redis.call('ZREM', KEYS[3], ARGV[1])

@@ -171,6 +171,19 @@ async def test_expired_reservations_are_released_by_the_sweep(store: aredis.Redi
     assert stale.deadline_ms < live.deadline_ms
 
 
+async def test_an_expired_hold_of_nothing_is_released_and_the_sweep_goes_on(store: aredis.Redis) -> None:
+    """A hold of 0 (a free plan or model) past its deadline is released like any other (Redis refuses
+    ``HINCRBY`` by ``-0``: the sweep would fail on it at every pass, and release nothing after it)."""
+    account_id = await funded_account(store, 1_000)
+    await hold_credit(store, SETTINGS, account_id, 0, ttl=0.01)
+    await hold_credit(store, SETTINGS, account_id, 300, ttl=0.02)
+    await asyncio.sleep(0.05)
+    assert await credits.sweep_expired(store) == 2
+    balance = await credits.get_balance(store, account_id)
+    assert (balance.balance, balance.reserved) == (1_000, 0)
+    assert await store.zcard(keys.CREDIT_RESERVATIONS) == 0
+
+
 async def test_sweep_works_through_more_than_one_batch(store: aredis.Redis) -> None:
     """The sweep keeps going until every expired hold is released, whatever its batch size."""
     account_id = await funded_account(store, 1_000)
