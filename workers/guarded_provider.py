@@ -21,8 +21,9 @@ The worker reads the set of deployments whose breaker is not closed (open or hal
 :data:`shared.keys.BREAKER_BLOCKED`) in each job's start round trip and hands it over with
 :meth:`GuardedProvider.note_broken`.  While that view is at most :data:`BROKEN_VIEW_FRESH` old and does
 not name the job's deployment, the breaker is closed for it, as the allow script would answer: the job
-calls its upstream at once and its in-flight +1 goes out without being waited for (increments, healed by
-the heartbeat's renewal if one is lost).  Any other deployment (open, half-open: the probe is claimed
+calls its upstream at once and its in-flight +1 goes out :data:`COUNT_AFTER` later, without being waited
+for (increments, healed by the heartbeat's renewal if one is lost); a job that ends sooner writes neither
+its +1 nor its -1.  Any other deployment (open, half-open: the probe is claimed
 atomically) takes the round trip, and so does every job after this process saw a failure, until the
 next view.
 """
@@ -53,6 +54,10 @@ log = logging.getLogger(__name__)
 
 BROKEN_VIEW_FRESH = 0.1
 """Seconds the view of broken deployments read by a job's start round trip stands in for the breaker."""
+COUNT_AFTER = 0.005
+"""Seconds a job on a known-closed deployment runs before its in-flight +1 is written: a job that ends
+sooner is never counted in Redis (by the time anyone read the count it would be gone), and costs no write
+of its own on its way to the first token."""
 _CLOSED = BreakerDecision("closed")
 
 
@@ -85,6 +90,7 @@ class GuardedProvider:
         self._broken: frozenset[str] = frozenset()  # deployments whose breaker is not closed (note_broken)
         self._broken_seen_at = -math.inf  # loop time of that view; -inf: none to trust
         self._counting: set[asyncio.Future[Any]] = set()  # in-flight +1 writes not waited for
+        self._uncounted: dict[str, asyncio.TimerHandle] = {}  # by job id: its +1, not written yet
 
     def note_broken(self, deployments: Iterable[bytes | str]) -> None:
         """The deployments whose breaker is not closed, as Redis listed them just now."""
@@ -95,11 +101,25 @@ class GuardedProvider:
         fresh = asyncio.get_running_loop().time() - self._broken_seen_at <= BROKEN_VIEW_FRESH
         return fresh and dep not in self._broken
 
-    def _count_started(self, dep: str) -> None:
-        """In-flight +1 for ``dep``, written without waiting for it."""
-        write = asyncio.ensure_future(self._inflight.started_call(dep).run(self._redis))
+    def _count_started(self, dep: str, job_id: str) -> None:
+        """In-flight +1 for ``dep``, written :data:`COUNT_AFTER` from now without waiting for it."""
+        call = self._inflight.started_call(dep)
+        loop = asyncio.get_running_loop()
+        self._uncounted[job_id] = loop.call_later(COUNT_AFTER, self._write_count, job_id, call)
+
+    def _write_count(self, job_id: str, call: ScriptCall) -> None:
+        del self._uncounted[job_id]
+        write = asyncio.ensure_future(call.run(self._redis))
         self._counting.add(write)
         write.add_done_callback(self._counted)
+
+    def _uncount(self, job_id: str) -> bool:
+        """Whether the job's +1 was written; one not written yet never will be."""
+        pending = self._uncounted.pop(job_id, None)
+        if pending is None:
+            return True
+        pending.cancel()
+        return False
 
     def _counted(self, write: asyncio.Future[Any]) -> None:
         self._counting.discard(write)
@@ -122,7 +142,7 @@ class GuardedProvider:
         async with self._caps.slot(job.request_id):
             if self._known_closed(dep):
                 decision = _CLOSED
-                self._count_started(dep)
+                self._count_started(dep, job.request_id)
             else:  # one round trip: the breaker's decision and the in-flight count (taken back if refused)
                 calls = [self._breaker.allow_call(dep), self._inflight.started_call(dep)]
                 reply, _ = await self._together(calls)
@@ -143,10 +163,14 @@ class GuardedProvider:
                 error = exc
                 raise
             finally:
+                counted = self._uncount(job.request_id)
                 if error is None and self._defer_success_writes:  # complete()'s final round trip takes them
-                    self._deferred[job.request_id] = self._finish_calls(dep, None, decision.is_probe, ttft)
+                    self._deferred[job.request_id] = self._finish_calls(
+                        dep, None, decision.is_probe, ttft, counted=counted
+                    )
                 else:
-                    await asyncio.shield(self._finish(dep, error, probe=decision.is_probe, ttft=ttft))
+                    finish = self._finish(dep, error, probe=decision.is_probe, ttft=ttft, counted=counted)
+                    await asyncio.shield(finish)
 
     def guard_commands(self, job: CompletionJob) -> list[Command]:
         """The writes of a job that ended well (in-flight -1, the breaker's success, the TTFT sample),
@@ -195,12 +219,13 @@ class GuardedProvider:
         probe: bool,
         record: bool = True,
         ttft: Sequence[float] = (),
+        counted: bool = True,
     ) -> None:
-        """In-flight -1 and, when ``record``, the breaker's sample and the time to first token: one
-        round trip."""
+        """In-flight -1 (when its +1 was ``counted``) and, when ``record``, the breaker's sample and the
+        time to first token: one round trip."""
         if isinstance(error, Exception):  # a failure may trip the breaker: ask it again until the next view
             self._broken_seen_at = -math.inf
-        calls = self._finish_calls(dep, error, probe, ttft, record=record)
+        calls = self._finish_calls(dep, error, probe, ttft, record=record, counted=counted)
         try:
             await self._together(calls)
         except ServiceUnavailable:
@@ -214,10 +239,11 @@ class GuardedProvider:
         ttft: Sequence[float],
         *,
         record: bool = True,
+        counted: bool = True,
     ) -> list[ScriptCall]:
         calls: list[ScriptCall] = []
-        finished = self._inflight.finished_call(dep)
-        if finished is not None:  # None: the job never counted as in flight here
+        finished = self._inflight.finished_call(dep)  # the local count, whether or not Redis had the +1
+        if finished is not None and counted:  # None: the job never counted as in flight here
             calls.append(finished)
         sample = self._breaker.record_call(dep, error, probe=probe) if record else None
         if sample is not None:  # None: the outcome says nothing of the deployment (a cancel)

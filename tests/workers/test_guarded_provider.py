@@ -16,7 +16,7 @@ from shared import events, keys
 from shared.breaker import CircuitBreaker
 from shared.errors import AIORouterError, UpstreamBadRequest, UpstreamError, UpstreamUnavailable
 from shared.jobs import CompletionJob
-from shared.lua import ScriptCall
+from shared.lua import LuaScript, ScriptCall
 from shared.redis_commands import replay
 from shared.routing_state import InflightTracker, load_stats
 from shared.settings import BreakerSettings, Deployment, ProviderSettings, RoutingStatsSettings
@@ -315,6 +315,24 @@ async def test_a_fresh_view_without_the_deployment_skips_the_breaker_round_trip(
     assert await task == "hello world"
     assert breaker.allows == 0
     assert await inflight_is(aredis_client, 0)
+
+
+async def test_a_job_that_ends_before_its_count_is_due_writes_neither_plus_nor_minus_one(
+    aredis_client: aredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a closed deployment the in-flight +1 waits ``COUNT_AFTER``: a job that ended sooner has no +1
+    written and leaves no -1 to write (its final round trip carries the breaker's success and its TTFT
+    only), and Redis never counted it."""
+    monkeypatch.setattr(guarded_provider, "COUNT_AFTER", 60.0)
+    provider = guard(aredis_client, ScriptedAdapter([None]), defer=True)
+    provider.note_broken(await broken_now(aredis_client))
+    the_job = job()
+    assert "".join([d.content or "" async for d in provider.stream(the_job)]) == "hello world"
+    assert await inflight_is(aredis_client, 0)
+    scripts = [args[1] for args, _ in provider.guard_commands(the_job)]
+    assert len(scripts) == 2 and LuaScript.load("routing_inflight").source not in scripts
+    await asyncio.sleep(0.05)
+    assert not await aredis_client.exists(keys.inflight_counts(DEPLOYMENT))
 
 
 async def test_a_view_naming_the_deployment_asks_the_breaker(aredis_client: aredis.Redis) -> None:
