@@ -178,6 +178,10 @@ class Plan:
     batch_price_factor: float = 0.5  # batch lines cost this share of the model's prices
 
 
+MAX_PLAN_LIMIT = 60_000_000
+"""The highest per-minute limit a plan may set: the rate limit spaces requests and tokens in whole
+microseconds of Redis time (``shared.ratelimit.PERIOD_US`` per minute), so a higher one could not be kept."""
+
 DEFAULT_PLANS: tuple[Plan, ...] = (
     Plan("unverified", requests_per_minute=10),
     Plan("developer", requests_per_minute=60),
@@ -488,6 +492,11 @@ def _check(settings: Settings) -> None:
             raise ConfigError(f"plan {plan.name!r}: limits must be integers")
         if plan.requests_per_minute <= 0 or plan.tokens_per_minute < 0:
             raise ConfigError(f"plan {plan.name!r}: requests_per_minute must be > 0, tokens_per_minute >= 0")
+        if max(limits) > MAX_PLAN_LIMIT:
+            raise ConfigError(
+                f"plan {plan.name!r}: limits above {MAX_PLAN_LIMIT:,} per minute (one per microsecond) "
+                "cannot be kept; use tokens_per_minute = 0 for no token limit"
+            )
     if settings.max_keys_per_account < 0 or settings.key_creations_per_hour < 0:
         raise ConfigError("max_keys_per_account and key_creations_per_hour must be >= 0 (0 = no cap)")
     for limit in fields(ConnectionLimits):

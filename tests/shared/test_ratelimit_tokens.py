@@ -8,7 +8,7 @@ import redis.asyncio as aredis
 from shared import keys, ratelimit
 from shared.errors import RateLimitExceeded
 from shared.ratelimit import RateLimitDecision
-from shared.settings import settings_from_mapping
+from shared.settings import MAX_PLAN_LIMIT, settings_from_mapping
 from tests.store_calls import count_request
 
 SETTINGS = settings_from_mapping(
@@ -95,3 +95,14 @@ async def test_plans_without_a_token_limit_ignore_tokens(store: aredis.Redis) ->
     assert not any("Tokens" in name for name in decision.headers())
     assert not await store.exists(keys.rate_limit("acct_t", "tokens"))
     await refund(store, 5, plan="developer")
+
+
+async def test_a_plan_at_the_highest_limit_admits_and_counts(store: aredis.Redis) -> None:
+    """At one request and one token per microsecond a plan still works: admitted and counted (its
+    limit state expires after a whole number of milliseconds, never 0, which Redis refuses)."""
+    settings = settings_from_mapping(
+        {"plans": {"top": {"requests_per_minute": MAX_PLAN_LIMIT, "tokens_per_minute": MAX_PLAN_LIMIT}}},
+        env={},
+    )
+    decision = await count_request(store, settings, account_id="acct_top", key_plan="top", tokens=10)
+    assert decision.allowed and (decision.limit, decision.remaining) == (MAX_PLAN_LIMIT, MAX_PLAN_LIMIT - 1)

@@ -8,8 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from shared import ratelimit
 from shared.errors import ConfigError
-from shared.settings import CURRENT_API_VERSION, STALL_HEADROOM, load_settings, settings_from_mapping
+from shared.settings import (
+    CURRENT_API_VERSION,
+    MAX_PLAN_LIMIT,
+    STALL_HEADROOM,
+    load_settings,
+    settings_from_mapping,
+)
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -94,6 +101,15 @@ sunset = "2027-01-01"
     assert old.status == "deprecated" and old.sunset == date(2027, 1, 1)
 
 
+def test_the_plan_limit_bound_is_the_rate_limits_period() -> None:
+    """The bound plans are checked against is the rate limit's minute in microseconds, and a plan at
+    it loads (its token limit is then one token per microsecond)."""
+    assert MAX_PLAN_LIMIT == ratelimit.PERIOD_US
+    big = {"requests_per_minute": MAX_PLAN_LIMIT, "tokens_per_minute": MAX_PLAN_LIMIT}
+    settings = settings_from_mapping({"plans": {"big": big}}, env={})
+    assert settings.plans["big"].tokens_per_minute == MAX_PLAN_LIMIT
+
+
 def test_connection_limits_table_is_read() -> None:
     """The [connections] table sets the ingress' connection limits; the others keep their defaults."""
     settings = settings_from_mapping({"connections": {"header_timeout": 2.5, "max_connections": 50}}, env={})
@@ -121,6 +137,8 @@ def test_connection_limits_table_is_read() -> None:
         ({"stream_buffer_bytes": 0}, "stream_buffer_bytes"),
         ({"client_stall_timeout": -1}, "client_stall_timeout"),
         ({"reservation_lease": 2.0, "worker_heartbeat_interval": 1.0}, "reservation_lease"),
+        ({"plans": {"big": {"requests_per_minute": 10, "tokens_per_minute": 60_000_001}}}, "big.*per minute"),
+        ({"plans": {"big": {"requests_per_minute": 60_000_001}}}, "big.*tokens_per_minute = 0"),
     ],
 )
 def test_bad_settings_raise_config_error(document: dict[str, object], message: str) -> None:
