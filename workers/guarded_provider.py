@@ -21,11 +21,12 @@ The worker reads the set of deployments whose breaker is not closed (open or hal
 :data:`shared.keys.BREAKER_BLOCKED`) in each job's start round trip and hands it over with
 :meth:`GuardedProvider.note_broken`.  While that view is at most :data:`BROKEN_VIEW_FRESH` old and does
 not name the job's deployment, the breaker is closed for it, as the allow script would answer: the job
-calls its upstream at once and its in-flight +1 goes out :data:`COUNT_AFTER` later, without being waited
-for (increments, healed by the heartbeat's renewal if one is lost); a job that ends sooner writes neither
-its +1 nor its -1.  Any other deployment (open, half-open: the probe is claimed
-atomically) takes the round trip, and so does every job after this process saw a failure, until the
-next view.
+calls its upstream at once, and it counts as in flight (here and, without waiting for the write, in
+Redis) from :data:`COUNT_AFTER` on; a job that ends sooner is never counted, and writes neither a +1 nor a
+-1.  The writes are increments: a lost one is healed by the heartbeat's renewal of this process' counts,
+or expires with its lease once the process has no job left on the deployment.  Any other deployment
+(open, half-open: the probe is claimed atomically) takes the round trip, and so does every job after
+this process saw a failure, until the next view.
 """
 
 from __future__ import annotations
@@ -102,19 +103,21 @@ class GuardedProvider:
         return fresh and dep not in self._broken
 
     def _count_started(self, dep: str, job_id: str) -> None:
-        """In-flight +1 for ``dep``, written :data:`COUNT_AFTER` from now without waiting for it."""
-        call = self._inflight.started_call(dep)
+        """In-flight +1 for ``dep``, counted (here and in Redis) :data:`COUNT_AFTER` from now, without
+        waiting for the write."""
         loop = asyncio.get_running_loop()
-        self._uncounted[job_id] = loop.call_later(COUNT_AFTER, self._write_count, job_id, call)
+        self._uncounted[job_id] = loop.call_later(COUNT_AFTER, self._write_count, job_id, dep)
 
-    def _write_count(self, job_id: str, call: ScriptCall) -> None:
+    def _write_count(self, job_id: str, dep: str) -> None:
         del self._uncounted[job_id]
-        write = asyncio.ensure_future(call.run(self._redis))
+        # Counted locally only now: the heartbeat's renewal re-asserts the local counts, and must not
+        # write a +1 that the job's end will not take back.
+        write = asyncio.ensure_future(self._inflight.started_call(dep).run(self._redis))
         self._counting.add(write)
         write.add_done_callback(self._counted)
 
     def _uncount(self, job_id: str) -> bool:
-        """Whether the job's +1 was written; one not written yet never will be."""
+        """Whether the job was counted in flight; one not counted yet never will be."""
         pending = self._uncounted.pop(job_id, None)
         if pending is None:
             return True
@@ -221,7 +224,7 @@ class GuardedProvider:
         ttft: Sequence[float] = (),
         counted: bool = True,
     ) -> None:
-        """In-flight -1 (when its +1 was ``counted``) and, when ``record``, the breaker's sample and the
+        """In-flight -1 (when the job was ``counted``) and, when ``record``, the breaker's sample and the
         time to first token: one round trip."""
         if isinstance(error, Exception):  # a failure may trip the breaker: ask it again until the next view
             self._broken_seen_at = -math.inf
@@ -242,8 +245,8 @@ class GuardedProvider:
         counted: bool = True,
     ) -> list[ScriptCall]:
         calls: list[ScriptCall] = []
-        finished = self._inflight.finished_call(dep)  # the local count, whether or not Redis had the +1
-        if finished is not None and counted:  # None: the job never counted as in flight here
+        finished = self._inflight.finished_call(dep) if counted else None
+        if finished is not None:  # None: the job never counted as in flight here
             calls.append(finished)
         sample = self._breaker.record_call(dep, error, probe=probe) if record else None
         if sample is not None:  # None: the outcome says nothing of the deployment (a cancel)

@@ -320,19 +320,69 @@ async def test_a_fresh_view_without_the_deployment_skips_the_breaker_round_trip(
 async def test_a_job_that_ends_before_its_count_is_due_writes_neither_plus_nor_minus_one(
     aredis_client: aredis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """On a closed deployment the in-flight +1 waits ``COUNT_AFTER``: a job that ended sooner has no +1
-    written and leaves no -1 to write (its final round trip carries the breaker's success and its TTFT
-    only), and Redis never counted it."""
+    """On a closed deployment a job counts as in flight only from ``COUNT_AFTER`` on: one that ends
+    sooner leaves no -1 to write (its final round trip carries the breaker's success and its TTFT only),
+    and neither the heartbeat's renewal while it runs nor anything after it ever counts it in Redis."""
     monkeypatch.setattr(guarded_provider, "COUNT_AFTER", 60.0)
-    provider = guard(aredis_client, ScriptedAdapter([None]), defer=True)
+    adapter = ScriptedAdapter([None])
+    adapter.gate.clear()
+    provider = guard(aredis_client, adapter, defer=True)
     provider.note_broken(await broken_now(aredis_client))
     the_job = job()
-    assert "".join([d.content or "" async for d in provider.stream(the_job)]) == "hello world"
+    task = asyncio.create_task(drain_job(provider, the_job))
+    await wait_for_attempt(adapter)
+    await provider.renew()  # a heartbeat while the job runs, before it is counted
     assert await inflight_is(aredis_client, 0)
+    adapter.gate.set()
+    assert await task == "hello world"
     scripts = [args[1] for args, _ in provider.guard_commands(the_job)]
     assert len(scripts) == 2 and LuaScript.load("routing_inflight").source not in scripts
-    await asyncio.sleep(0.05)
+    await provider.renew()
     assert not await aredis_client.exists(keys.inflight_counts(DEPLOYMENT))
+
+
+async def test_a_failed_job_that_ends_before_its_count_is_due_is_never_counted(
+    aredis_client: aredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same for a job that fails at once (its breaker sample is written at the end, without a -1):
+    nothing counts it, then or after a renewal."""
+    monkeypatch.setattr(guarded_provider, "COUNT_AFTER", 60.0)
+    provider = guard(aredis_client, ScriptedAdapter([UpstreamBadRequest("no")]), retries=0)
+    provider.note_broken(await broken_now(aredis_client))
+    with pytest.raises(UpstreamBadRequest):
+        await drain(provider)
+    await provider.renew()
+    assert not await aredis_client.exists(keys.inflight_counts(DEPLOYMENT))
+
+
+async def test_a_job_past_its_count_delay_is_counted_once_and_taken_back(
+    aredis_client: aredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job still running after ``COUNT_AFTER`` counts one in flight, also through a renewal, and none
+    once it ended."""
+    monkeypatch.setattr(guarded_provider, "COUNT_AFTER", 0.01)
+    adapter = ScriptedAdapter([None])
+    adapter.gate.clear()
+    provider = guard(aredis_client, adapter)
+    provider.note_broken(await broken_now(aredis_client))
+    task = asyncio.create_task(drain(provider))
+    await eventually(lambda: inflight_is(aredis_client, 1))
+    await provider.renew()
+    assert await inflight_is(aredis_client, 1)
+    adapter.gate.set()
+    assert await task == "hello world"
+    assert await inflight_is(aredis_client, 0)
+    await provider.renew()
+    assert await inflight_is(aredis_client, 0)
+
+
+async def drain_job(provider: GuardedProvider, the_job: CompletionJob) -> str:
+    return "".join([d.content or "" async for d in provider.stream(the_job)])
+
+
+async def wait_for_attempt(adapter: ScriptedAdapter) -> None:
+    """Until the guard has called the adapter (the job is past its breaker decision and counting)."""
+    await eventually(lambda: adapter.attempts > 0)
 
 
 async def test_a_view_naming_the_deployment_asks_the_breaker(aredis_client: aredis.Redis) -> None:
