@@ -7,6 +7,7 @@ Sources, later ones winning: built-in defaults, an optional TOML file (``AIOROUT
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -533,6 +534,10 @@ def _check(settings: Settings) -> None:
         raise ConfigError(f"default API version {settings.default_api_version!r} is not in api_versions")
 
 
+MIN_DRIVER_LEASE = 0.003
+"""Seconds: the shortest batch-driver lease (three whole milliseconds, renewed every millisecond)."""
+
+
 def _check_batches(batches: BatchSettings) -> None:
     if batches.storage not in ("local", "s3"):
         raise ConfigError(f"batches.storage must be 'local' or 's3' (got {batches.storage!r})")
@@ -547,3 +552,9 @@ def _check_batches(batches: BatchSettings) -> None:
         raise ConfigError("batches.driver_nice must be within [0, 19]")
     if batches.yield_lag < 0 or batches.yield_floor < 0 or batches.interactive_grace < 0:
         raise ConfigError("batches: yield_lag, yield_floor and interactive_grace must be >= 0")
+    # The lease is kept in whole milliseconds and renewed every third of it; the driver sleeps between
+    # rounds: neither may be 0 (or NaN, or infinite), or the driver spins on Redis.
+    if not MIN_DRIVER_LEASE <= batches.driver_lease < math.inf:
+        raise ConfigError(f"batches.driver_lease must be at least {MIN_DRIVER_LEASE} s (and finite)")
+    if not 0 < batches.poll_interval < math.inf:
+        raise ConfigError("batches.poll_interval must be > 0 (and finite)")

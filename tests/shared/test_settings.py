@@ -139,6 +139,11 @@ def test_connection_limits_table_is_read() -> None:
         ({"reservation_lease": 2.0, "worker_heartbeat_interval": 1.0}, "reservation_lease"),
         ({"plans": {"big": {"requests_per_minute": 10, "tokens_per_minute": 60_000_001}}}, "big.*per minute"),
         ({"plans": {"big": {"requests_per_minute": 60_000_001}}}, "big.*tokens_per_minute = 0"),
+        ({"batches": {"driver_lease": 0}}, "driver_lease"),
+        ({"batches": {"driver_lease": 0.002}}, "driver_lease"),
+        ({"batches": {"driver_lease": float("nan")}}, "driver_lease"),
+        ({"batches": {"driver_lease": float("inf")}}, "driver_lease"),
+        ({"batches": {"poll_interval": 0}}, "poll_interval"),
     ],
 )
 def test_bad_settings_raise_config_error(document: dict[str, object], message: str) -> None:
