@@ -143,6 +143,7 @@ async def create_key(
             keys.account_api_keys(account_id),
             keys.key_creations(account_id),
             keys.account(account_id),
+            keys.account_live_api_keys(account_id),
         ],
         [
             record.key_id,
@@ -151,7 +152,6 @@ async def create_key(
             caps.per_hour,
             keys.KEY_CREATION_WINDOW_MS,
             "1" if caps.refuse_suspended else "0",
-            keys.api_key(""),
             *fields,
         ],
     )
@@ -204,11 +204,17 @@ async def list_keys(redis: aredis.Redis, account_id: str | None = None) -> list[
 
 
 async def revoke_key(redis: aredis.Redis, key_id: str) -> bool:
-    """Mark a key revoked; False if no such key.  Ingress caches stop trusting it within their TTL."""
+    """Mark a key revoked (it stays in its account's list) and take it off the account's live keys;
+    False if no such key.  Ingress caches stop trusting it within their TTL."""
     key_digest = await redis.hget(keys.API_KEYS_INDEX, key_id)
     if key_digest is None:
         return False
-    await redis.hset(keys.api_key(_text(key_digest)), "revoked", "1")
+    record = await lookup(redis, _text(key_digest))
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hset(keys.api_key(_text(key_digest)), "revoked", "1")
+        if record is not None:
+            pipe.srem(keys.account_live_api_keys(record.account_id), key_id)
+        await pipe.execute()
     return True
 
 

@@ -496,6 +496,18 @@ def account_api_keys(account_id: str) -> str:
 
 
 @_key(
+    "set",
+    "one account's unrevoked key ids, for the live-key cap",
+    writer="`ingress.api_keys` (create, `api_key_create.lua`; revoke)",
+    reader="`ingress.api_keys` (create, `api_key_create.lua`)",
+)
+def account_live_api_keys(account_id: str) -> str:
+    """Set: the ids of one account's API keys not revoked, counted (``SCARD``) by the live-key cap, so
+    that a creation costs the same however many revoked keys the account keeps."""
+    return f"{PREFIX}:account:{{{account_id}}}:livekeys"
+
+
+@_key(
     "sorted set",
     "one account's API key creations of the last hour, for the creation-rate cap",
     writer="`ingress.api_keys` (create, `api_key_create.lua`)",

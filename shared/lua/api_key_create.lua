@@ -2,10 +2,11 @@
 -- (for a self-service caller) a suspended account.
 --
 -- KEYS[1] the new key's hash, KEYS[2] the key id -> digest index, KEYS[3] the account's set of key ids,
--- KEYS[4] the account's creation log (sorted set, ms), KEYS[5] the account's record
+-- KEYS[4] the account's creation log (sorted set, ms), KEYS[5] the account's record, KEYS[6] the account's
+-- set of unrevoked key ids (counted in O(1): revoked keys, kept for the account's list, cost nothing here)
 -- ARGV[1] key id, ARGV[2] digest, ARGV[3] most live keys (0 = no cap), ARGV[4] most creations per
 -- window (0 = no cap), ARGV[5] window (ms), ARGV[6] '1' to refuse a suspended account,
--- ARGV[7] the key-hash prefix (a digest appended names a key's hash), ARGV[8..] the record's field/value pairs
+-- ARGV[7..] the record's field/value pairs
 -- Returns {'ok'}, {'suspended'}, {'too_many_keys', live} or {'too_fast', ms until one more is allowed}.
 
 if ARGV[6] == '1' and redis.call('HGET', KEYS[5], 'status') == 'suspended' then
@@ -14,15 +15,9 @@ end
 
 local max_live = tonumber(ARGV[3])
 if max_live > 0 then
-  local live = 0
-  for _, key_id in ipairs(redis.call('SMEMBERS', KEYS[3])) do
-    local digest = redis.call('HGET', KEYS[2], key_id)
-    if digest and redis.call('HGET', ARGV[7] .. digest, 'revoked') ~= '1' then
-      live = live + 1
-      if live >= max_live then
-        return {'too_many_keys', live}
-      end
-    end
+  local live = redis.call('SCARD', KEYS[6])
+  if live >= max_live then
+    return {'too_many_keys', live}
   end
 end
 
@@ -41,10 +36,11 @@ if per_window > 0 then
 end
 
 local fields = {}
-for i = 8, #ARGV do
+for i = 7, #ARGV do
   fields[#fields + 1] = ARGV[i]
 end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('SADD', KEYS[6], ARGV[1])
 return {'ok'}

@@ -86,3 +86,26 @@ async def test_concurrent_creations_never_exceed_the_cap(
     refused = [r for r in results if isinstance(r, InvalidRequest) and r.code == "too_many_keys"]
     assert (len(created), len(refused)) == (5, 15)
     assert len(await api_keys.list_keys(clients[0], "acme")) == 5
+
+
+async def test_revoked_keys_stay_listed_and_cost_a_creation_nothing(store: aredis.Redis) -> None:
+    """An account that revoked many keys still lists them all, revoked, and counts only the live ones;
+    a creation reads the live ones' count, not every key the account ever had (the script touches no
+    other key's record: a record it would read is gone here, and the cap still holds exactly)."""
+    settings = capped(max_live=2)
+    await accounts.create_account(store, settings, account_id="acme")
+    revoked = []
+    for _ in range(20):
+        _, record = await accounts.create_key_for_account(store, settings, "acme")
+        await api_keys.revoke_key(store, record.key_id)
+        revoked.append(record.key_id)
+    listed = await api_keys.list_keys(store, "acme")
+    assert {r.key_id for r in listed} == set(revoked) and all(r.revoked for r in listed)
+    assert await store.scard(keys.account_live_api_keys("acme")) == 0
+    for key_id in revoked:  # the records of revoked keys: a creation must not need them
+        key_digest = await store.hget(keys.API_KEYS_INDEX, key_id)
+        await store.delete(keys.api_key(key_digest.decode()))
+    await accounts.create_key_for_account(store, settings, "acme")
+    await accounts.create_key_for_account(store, settings, "acme")
+    with pytest.raises(InvalidRequest):
+        await accounts.create_key_for_account(store, settings, "acme")
