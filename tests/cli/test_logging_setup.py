@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from cli.logging_setup import configure_logging
+from cli.logging_setup import TEXT_FORMAT, TextFormatter, configure_logging
 from shared.settings import settings_from_mapping
 
 
@@ -66,3 +66,13 @@ def test_rq_registry_cleaning_lines_are_gone_at_info() -> None:
     configured(out, log_level="DEBUG")
     rq_log.info("Worker %s: cleaning registries for queue: %s", "w1", "simulated")
     assert "cleaning registries" in out.getvalue()
+
+
+def test_text_lines_keep_loggings_own_time_format() -> None:
+    """The text line's time, formatted down to the second once per second, is what logging's default
+    formatter writes, across second boundaries and in any order."""
+    ours, reference = TextFormatter(), logging.Formatter(TEXT_FORMAT)
+    for created in (1_796_610_000.999, 1_796_610_001.0, 1_796_610_001.5, 1_796_609_999.25, 1_796_610_001.75):
+        record = logging.LogRecord("aiorouter.request", logging.INFO, __file__, 1, "request", None, None)
+        record.created, record.msecs = created, int((created - int(created)) * 1000)
+        assert ours.format(record) == reference.format(record)
