@@ -66,12 +66,17 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         ) from exc
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_type")
-    # Cheap first: a body with fewer opening brackets than the limit cannot nest that deep.
-    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and nested_deeper_than(body, MAX_JSON_DEPTH):
+    if nests_too_deep(raw, body):
         raise InvalidRequest(
             f"The JSON body nests arrays and objects more than {MAX_JSON_DEPTH} deep.", code="invalid_json"
         )
     return body
+
+
+def nests_too_deep(raw: bytes, value: Any) -> bool:
+    """Whether ``value``, parsed from ``raw``, nests arrays and objects more than :data:`MAX_JSON_DEPTH`
+    deep (cheap first: text with fewer opening brackets than the limit cannot)."""
+    return raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and nested_deeper_than(value, MAX_JSON_DEPTH)
 
 
 def nested_deeper_than(value: Any, limit: int) -> bool:

@@ -5,7 +5,8 @@ Each line holds its worst-case cost, as an interactive request does, at its plan
 The holds of a round's lines are made in one round trip; then one transaction enqueues their jobs on
 the lanes, records them in flight and moves each batch's cursor, so a driver killed at any moment
 leaves every line either dispatched and recorded, or neither.  A line whose hold is refused fails with
-``insufficient_quota``, and so do the rest of its batch's lines.
+``insufficient_quota``, and so do the rest of its batch's lines; a line whose job cannot be written
+(its body refused by the serializer) fails alone, its hold released, and the round goes on.
 """
 
 from __future__ import annotations
@@ -72,9 +73,10 @@ async def dispatch(
     ]
     replies = await run_together(redis, [p.call for p in pending])
     refused: list[PlannedLine] = []
+    unsendable: list[tuple[PlannedLine, str]] = []  # lines whose job could not be written, and why
     broke: set[str] = set()  # batches out of credit: none of their later lines run
     commands = []
-    attempts: list[tuple[PlannedLine, Attempt]] = []
+    attempts: list[tuple[PlannedLine, Attempt, bytes]] = []
     now = time.time()
     for line, hold, reply in zip(planned, pending, replies, strict=True):
         try:
@@ -115,15 +117,6 @@ async def dispatch(
                 LINE_KEY: LineRef(line.run.id, line.index, line.custom_id).to_wire(),
             },
         )
-        commands.extend(
-            enqueue_commands(
-                job,
-                job_timeout=settings.job_timeout,
-                result_ttl=0,  # the line's result is kept by the batch: the job's own goes at once
-                failure_ttl=settings.failure_ttl,
-                queue=keys.batch_lane(line.deployment.provider),
-            )
-        )
         attempt = Attempt(
             index=line.index,
             custom_id=line.custom_id,
@@ -135,19 +128,37 @@ async def dispatch(
             body=dict(line.body),
             dispatched_at=now,
         )
-        attempts.append((line, attempt))
+        try:
+            line_commands = enqueue_commands(
+                job,
+                job_timeout=settings.job_timeout,
+                result_ttl=0,  # the line's result is kept by the batch: the job's own goes at once
+                failure_ttl=settings.failure_ttl,
+                queue=keys.batch_lane(line.deployment.provider),
+            )
+            wire = attempt.to_wire()
+        except (TypeError, ValueError) as exc:  # orjson refused the body: this line fails, not the round
+            await credits.release(redis, reservation)
+            unsendable.append((line, f"This line's request could not be queued: {exc}."))
+            continue
+        commands.extend(line_commands)
+        attempts.append((line, attempt, wire))
     cursors: dict[str, int] = {}
     for line in planned:
         if line.fresh:
             cursors[line.run.id] = max(cursors.get(line.run.id, 0), line.index + 1)
     async with redis.pipeline(transaction=True) as pipe:
         replay(pipe, commands)
-        for line, attempt in attempts:
-            pipe.hset(keys.batch_inflight(line.run.id), str(attempt.index), attempt.to_wire())
+        for line, attempt, wire in attempts:
+            pipe.hset(keys.batch_inflight(line.run.id), str(attempt.index), wire)
         for line in refused:
             ref = LineRef(line.run.id, line.index, line.custom_id)
             message = "The account ran out of credit before this line could run."
             error = batch_lines.error_line(ref, "insufficient_quota", message)
+            pipe.execute_command(*batch_lines.record_call(ref, batch_lines.ERROR, error).command()[0])
+        for line, message in unsendable:
+            ref = LineRef(line.run.id, line.index, line.custom_id)
+            error = batch_lines.error_line(ref, "invalid_request", message)
             pipe.execute_command(*batch_lines.record_call(ref, batch_lines.ERROR, error).command()[0])
         for batch_id, cursor in cursors.items():
             pipe.hset(keys.batch_record(batch_id), "cursor", cursor)
@@ -155,6 +166,6 @@ async def dispatch(
             for batch_id in broke:
                 pipe.hset(keys.batch_record(batch_id), "ending", "insufficient_quota")
         await pipe.execute()
-    for line, attempt in attempts:
+    for line, attempt, _ in attempts:
         line.run.inflight[attempt.index] = attempt
     return refused

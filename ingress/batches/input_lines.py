@@ -16,7 +16,7 @@ from typing import Any, Final
 import orjson
 
 from ingress.batches.storage import FileStorage
-from ingress.validation import ChatRequest, validate_chat_request
+from ingress.validation import MAX_JSON_DEPTH, ChatRequest, nests_too_deep, validate_chat_request
 from shared.errors import InvalidRequest
 from shared.settings import BatchSettings, ModelEntry
 
@@ -69,6 +69,9 @@ def parse_line(
         raise LineError("invalid_json_line", "This line is not valid JSON.", line=number) from None
     if not isinstance(data, dict):
         raise LineError("invalid_json_line", "This line is not a JSON object.", line=number)
+    if nests_too_deep(raw, data):
+        message = f"This line nests arrays and objects more than {MAX_JSON_DEPTH} deep."
+        raise LineError("invalid_json_line", message, line=number)
     custom_id = data.get("custom_id")
     if not isinstance(custom_id, str) or not custom_id:
         raise LineError(

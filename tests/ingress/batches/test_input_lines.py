@@ -70,3 +70,11 @@ async def test_too_many_lines_or_bytes_fail_the_file(tmp_path: Path) -> None:
 async def test_an_empty_file_fails(tmp_path: Path) -> None:
     """A file with no lines is an error: there is nothing to run."""
     assert (await _validate(tmp_path, b"\n"))[2] == [(None, "empty_file", None)]
+
+
+async def test_a_line_nested_deeper_than_a_request_may_be_is_named(tmp_path: Path) -> None:
+    """A line whose body nests past the interactive depth limit (a job could not even be written for
+    it) is an invalid_json_line, like a chat request's body would be refused."""
+    deep = _line("b").replace(b'"messages"', b'"extra":' + b"[" * 300 + b"]" * 300 + b',"messages"')
+    _, _, errors = await _validate(tmp_path, _line("a") + b"\n" + deep)
+    assert errors == [(2, "invalid_json_line", None)]
