@@ -21,16 +21,16 @@ from ingress.admission import Admission
 from ingress.context import IngressContext, ingress_context
 from ingress.fallback import EnqueuedAttempt, FallbackRun, first_deployment
 from ingress.job_control import completion_enqueue_commands
+from ingress.request_body import check_json_content_type, read_body
 from ingress.request_log import log_request
 from ingress.request_record import RequestRecord
 from ingress.validation import parse_json_object, validate_chat_request
-from shared.errors import AIORouterError, InvalidRequest, PayloadTooLarge
+from shared.errors import AIORouterError
 from shared.job_billing import EXTRA_KEY, JobBilling
 from shared.jobs import CompletionJob
 from shared.redis_commands import Command
 from shared.settings import Deployment
 
-JSON_MEDIA_TYPE = "application/json"
 CLIENT_CLOSED = 499  # the status recorded for a request whose client left (nginx's convention)
 
 
@@ -67,7 +67,7 @@ class ChatCompletionsEndpoint:
         authorization = headers.get(b"authorization", b"").decode("latin-1") or None
         key = await context.auth.authenticate(authorization)
         admission = Admission(context, key, authorization).attach(scope)
-        _check_content_type(headers.get(b"content-type"))
+        check_json_content_type(headers.get(b"content-type"))
         raw = await read_body(receive, headers.get(b"content-length"), context.settings.max_body_bytes)
         if raw is None:
             record.status = CLIENT_CLOSED
@@ -137,43 +137,6 @@ class ChatCompletionsEndpoint:
         finally:
             if run.relay is None or not run.relay.answered:  # an answer's worker charged it already
                 await admitted.close(context)  # release what the request still holds
-
-
-async def read_body(receive: Receive, content_length: bytes | None, limit: int) -> bytes | None:
-    """The request body, at most ``limit`` bytes (413 beyond); None if the client disconnected."""
-    if content_length is not None:
-        try:
-            declared = int(content_length)
-        except ValueError:
-            raise InvalidRequest("Invalid Content-Length header.", code="invalid_value") from None
-        if declared > limit:
-            raise _too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-def _too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(f"The request body exceeds the limit of {limit} bytes.")
-
-
-def _check_content_type(value: bytes | None) -> None:
-    media_type = (value or b"").split(b";", 1)[0].strip().decode("latin-1").lower()
-    if media_type != JSON_MEDIA_TYPE:
-        shown = media_type or "none"
-        raise InvalidRequest(
-            f"Content-Type must be application/json (got {shown}).", code="unsupported_content_type"
-        )
 
 
 def _request_headers(scope: Scope) -> dict[bytes, bytes]:

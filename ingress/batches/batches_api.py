@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from ingress.batches import files, records
 from ingress.batches.listing import list_object, page, parse_limit
 from ingress.batches.services import services
+from ingress.request_body import check_json_content_type, request_body
 from ingress.validation import parse_json_object
 from shared import keys
 from shared.errors import InvalidRequest, NotFound
@@ -27,7 +28,8 @@ MAX_METADATA_KEYS: Final = 16
 async def create_batch(request: Request) -> Response:
     batch = services(request)
     record = await batch.authenticate(request)
-    body = parse_json_object(await request.body())
+    check_json_content_type(request.headers.get("content-type"))
+    body = parse_json_object(await request_body(request, batch.settings.max_body_bytes))
     input_file_id = _string(body, "input_file_id")
     endpoint = _string(body, "endpoint")
     if endpoint not in ENDPOINTS:

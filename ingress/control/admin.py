@@ -45,6 +45,7 @@ from ingress import api_keys
 from ingress.control import accounts
 from ingress.control.pool_view import pool_stats_view
 from ingress.control.query_params import date_query, int_query
+from ingress.request_body import CONTROL_BODY_LIMIT, request_body
 from shared import credits, keys, usage
 from shared.breaker import CircuitBreaker
 from shared.errors import (
@@ -323,7 +324,7 @@ def _path(request: Request, name: str) -> str:
 
 
 async def _body(request: Request, *, allowed: set[str], required: bool = True) -> dict[str, Any]:
-    raw = await request.body()
+    raw = await request_body(request, CONTROL_BODY_LIMIT)
     if not raw.strip() and not required:
         return {}
     try:

@@ -44,6 +44,7 @@ from ingress.context import ingress_context
 from ingress.control import accounts
 from ingress.control.admin import account_json
 from ingress.control.query_params import int_query
+from ingress.request_body import CONTROL_BODY_LIMIT, request_body
 from shared import credits, usage
 from shared.errors import AIORouterError, AuthenticationError, InvalidRequest, NotFound, ServiceUnavailable
 
@@ -127,7 +128,7 @@ async def _list_keys(request: Request, account: accounts.Account) -> Response:
 
 async def _create_key(request: Request, account: accounts.Account) -> Response:
     try:
-        body = orjson.loads(await request.body() or b"{}")
+        body = orjson.loads(await request_body(request, CONTROL_BODY_LIMIT) or b"{}")
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest("The request body is not valid JSON.") from exc
     name = body.get("name", "") if isinstance(body, dict) else None

@@ -85,3 +85,23 @@ async def test_another_account_cannot_see_or_cancel(files_ingress: Ingress, othe
     assert (await client.get(f"/v1/batches/{batch_id}", headers=_auth(other_key))).status_code == 404
     assert (await client.post(f"/v1/batches/{batch_id}/cancel", headers=_auth(other_key))).status_code == 404
     assert (await client.get("/v1/batches", headers=_auth(other_key))).json()["data"] == []
+
+
+async def test_create_refuses_an_oversized_or_non_json_body(files_ingress: Ingress) -> None:
+    """A batch-creation body past ``max_body_bytes`` is a 413 (whether or not its length is declared:
+    the ingress never holds more than the limit), and one not declared JSON a 400, as for chat."""
+    limit = files_ingress.settings.max_body_bytes
+    padded = b'{"endpoint": "/v1/chat/completions", "pad": "' + b"a" * limit + b'"}'
+    headers = {**_auth(files_ingress.api_key), "Content-Type": "application/json"}
+    declared = await files_ingress.client.post("/v1/batches", headers=headers, content=padded)
+    assert declared.status_code == 413 and declared.json()["error"]["code"] == "payload_too_large"
+
+    async def undeclared_chunks() -> Any:
+        for start in range(0, len(padded), 65_536):
+            yield padded[start : start + 65_536]
+
+    streamed = await files_ingress.client.post("/v1/batches", headers=headers, content=undeclared_chunks())
+    assert streamed.status_code == 413 and streamed.json()["error"]["code"] == "payload_too_large"
+    text = {**_auth(files_ingress.api_key), "Content-Type": "text/plain"}
+    plain = await files_ingress.client.post("/v1/batches", headers=text, content=b"{}")
+    assert plain.status_code == 400 and plain.json()["error"]["code"] == "unsupported_content_type"

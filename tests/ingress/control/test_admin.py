@@ -17,6 +17,7 @@ from ingress import api_keys
 from ingress.app import create_app
 from ingress.control import accounts
 from ingress.control.admin import admin_routes
+from ingress.request_body import CONTROL_BODY_LIMIT
 from shared import credits, keys, usage
 from shared.errors import ConfigError
 from shared.settings import Settings, settings_from_mapping
@@ -182,6 +183,12 @@ async def test_bad_account_creation_is_a_400(
     """Unknown plans, wrong types, bad ids, long names and unknown fields are refused, creating nothing."""
     assert_error(await admin.post("/admin/accounts", json=body), 400, param=param)
     assert await accounts.count_accounts(aredis_client) == 0
+
+
+async def test_an_oversized_body_is_a_413(admin: httpx.AsyncClient) -> None:
+    """A body past the control plane's limit is refused before it is held whole."""
+    raw = b'{"name": "' + b"x" * CONTROL_BODY_LIMIT + b'"}'
+    assert_error(await admin.post("/admin/accounts", content=raw), 413)
 
 
 @pytest.mark.parametrize("raw", [b"{not json", b"", b"[1, 2]", b'"text"', b"null"])

@@ -10,6 +10,7 @@ import pytest
 
 from ingress import api_keys
 from ingress.control import accounts
+from ingress.request_body import CONTROL_BODY_LIMIT
 from shared import credits
 from tests.ingress.conftest import Ingress, IngressFactory
 
@@ -72,6 +73,15 @@ async def test_another_accounts_key_cannot_be_revoked(ingress: Ingress) -> None:
     response = await ingress.client.delete(f"/dashboard/api/keys/{key_id}", headers=mine)
     assert response.status_code == 404 and response.json()["error"]["code"] == "key_not_found"
     assert (await ingress.client.get("/dashboard/api/keys", headers=mine)).json()["data"] == []
+
+
+async def test_an_oversized_key_creation_body_is_a_413(ingress: Ingress) -> None:
+    """A body past the control plane's limit is refused before it is held whole, and creates nothing."""
+    headers = await sign_in(ingress, "acme")
+    content = b'{"name": "' + b"x" * CONTROL_BODY_LIMIT + b'"}'
+    response = await ingress.client.post("/dashboard/api/keys", content=content, headers=headers)
+    assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
+    assert await api_keys.list_keys(ingress.redis, "acme") == []
 
 
 @pytest.mark.parametrize(
