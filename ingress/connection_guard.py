@@ -10,7 +10,9 @@ ingress do unbounded work or hold its connections forever, whatever sits in fron
   nothing at all arrived); an idle keep-alive connection closes after ``keepalive_timeout``;
 * a request on a connection beyond ``max_connections`` open in this process is answered 503 (by
   default the open-file limit less what the process needs itself, :func:`connection_bound`);
-* HTTP the parser refuses is a 400 ``invalid_http_request``.
+* HTTP the parser refuses is a 400 ``invalid_http_request``;
+* a client that leaves with pipelined requests outstanding leaves them all: the one running sees the
+  disconnect (uvicorn itself tells only the newest one), and the queued ones never start.
 
 Every such answer is the JSON error envelope with ``connection: close``; the connection then stops
 being parsed and reads (and drops) at most ``max_header_bytes`` more, for at most :data:`LINGER`
@@ -34,8 +36,9 @@ from typing import Any, ClassVar
 
 import httptools
 from starlette.types import Receive, Scope, Send
+from uvicorn._types import ASGI3Application
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
 from ingress.http_errors import RequestHeadersTooLarge, RequestTimeout, send_error
@@ -114,6 +117,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._lingering = False
         self._dropped = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._running: RequestResponseCycle | None = None  # the request whose app runs (pipelining)
 
     # --- connection ------------------------------------------------------------------------------
 
@@ -126,7 +130,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_timer()
+        running = self._running
         super().connection_lost(exc)
+        # uvicorn marks only the newest request of the connection gone; with pipelined requests that is
+        # one still queued, and the one running would write to the closed transport (a RuntimeError, a
+        # 500 and a traceback for a client that merely left). Mark the running one gone too: its app
+        # then reads a disconnect, and its sends are dropped.
+        if running is not None and not running.response_complete:
+            running.disconnected = True
+            running.message_event.set()
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        self._running = cycle
+        super()._start_asgi_task(cycle, app)
 
     def data_received(self, data: bytes) -> None:
         if self._lingering:

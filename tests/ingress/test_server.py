@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import openai
+import orjson
 import pytest
 import redis
 import redis.asyncio as aredis
@@ -151,6 +153,50 @@ async def test_socket_disconnect_cancels_the_stream_job(
     job_id = await asyncio.wait_for(started.get(), 5)
     await worker_task
     await eventually(lambda: aredis_client.exists(keys.cancelled_marker(job_id)))
+
+
+@pytest.fixture
+def errors_logged() -> Iterator[list[logging.LogRecord]]:
+    """ERROR records of the ingress and of uvicorn, caught on their own loggers (the app's logging set-up
+    replaces the root logger's handlers)."""
+    caught: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = caught.append  # type: ignore[method-assign]
+    loggers = [logging.getLogger("ingress"), logging.getLogger("uvicorn.error")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    yield caught
+    for logger in loggers:
+        logger.removeHandler(handler)
+
+
+async def test_a_client_gone_with_pipelined_requests_leaves_the_running_one_cleanly(
+    live: tuple[str, str, FakeWorker], aredis_client: aredis.Redis, errors_logged: list[logging.LogRecord]
+) -> None:
+    """Three requests pipelined on one connection; the client reads the first answer and leaves while
+    the second runs: that one sees the disconnect (its job is cancelled), never a write to the closed
+    socket (a RuntimeError, a 500 and a traceback), and the third never starts (nothing left queued)."""
+    url, key, worker = live
+    host, port = url.removeprefix("http://").split(":")
+    body = orjson.dumps({"model": MODEL, "messages": MESSAGES})
+    request = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(request * 3)
+    first = await worker.take()
+    await worker.start(first)
+    await worker.done(first, "one")
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+    second = await worker.take()
+    await worker.start(second)
+    writer.close()
+    await eventually(lambda: aredis_client.exists(keys.cancelled_marker(second.id)), within=2)
+    await worker.done(second, "two")  # the answer comes anyway: nothing may try to write it
+    await asyncio.sleep(0.2)
+    assert not errors_logged
+    assert await aredis_client.llen(keys.rq_queue_key(first.job.provider)) == 0
 
 
 def test_run_serves_in_its_own_process(redis_url: str) -> None:
