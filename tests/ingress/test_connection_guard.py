@@ -215,6 +215,9 @@ async def test_uvicorn_private_api_used_by_the_guard_is_unchanged() -> None:
     for method in ("on_message_begin", "on_header", "on_headers_complete", "on_message_complete"):
         assert next(iter(inspect.signature(getattr(HttpToolsProtocol, method)).parameters)) == "self"
     assert list(inspect.signature(HttpToolsProtocol.send_400_response).parameters) == ["self", "msg"]
+    assert list(inspect.signature(HttpToolsProtocol._start_asgi_task).parameters) == ["self", "cycle", "app"]
+    assert "self._start_asgi_task(" in inspect.getsource(HttpToolsProtocol.on_headers_complete)
+    assert "self._start_asgi_task(" in inspect.getsource(HttpToolsProtocol.on_response_complete)
     assert list(inspect.signature(HttpToolsProtocol.__init__).parameters) == [
         "self", "config", "server_state", "app_state", "_loop",
     ]  # fmt: skip
