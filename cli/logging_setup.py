@@ -5,6 +5,13 @@
 fields a record carries in ``extra={"fields": {...}}`` (the per-request and per-job lines of
 :mod:`ingress.request_log` and :mod:`workers.job_report`) at the top level.  ``text`` writes the classic
 line with those fields appended as ``key=value``.
+
+Fields carry what clients and upstreams sent (a model name, an error message), so a record stays one
+line of bounded size whatever they hold: a field's text is cut at :data:`FIELD_LIMIT` characters, a
+message at :data:`MESSAGE_LIMIT`; in ``text`` a field with spaces, quotes or unprintable characters is
+quoted with those escaped, and unprintable characters of a message are escaped (a newline in a model
+name cannot start a forged line).  JSON escapes them by itself, and the line separators U+2028 and
+U+2029 are escaped too.
 """
 
 from __future__ import annotations
@@ -20,6 +27,24 @@ import orjson
 from shared.settings import Settings
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+FIELD_LIMIT = 256
+MESSAGE_LIMIT = 8192
+
+
+def _bounded(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _escaped(text: str) -> str:
+    """``text`` with its unprintable characters (newlines, NUL, U+2028, ...) written as escapes."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def _field_text(value: Any) -> str:
+    text = _bounded(value if isinstance(value, str) else str(value), FIELD_LIMIT)
+    if text.isprintable() and " " not in text and '"' not in text and text:
+        return text
+    return '"' + _escaped(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'
 
 
 class JsonFormatter(logging.Formatter):
@@ -30,14 +55,20 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": _bounded(record.getMessage(), MESSAGE_LIMIT),
         }
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
-            line.update(fields)
+            line.update(
+                (key, _bounded(value, FIELD_LIMIT) if isinstance(value, str) else value)
+                for key, value in fields.items()
+            )
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(line, default=str).decode()
+        text = orjson.dumps(line, default=str).decode()
+        if "\u2028" in text or "\u2029" in text:  # valid in JSON, yet line ends to many readers
+            text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+        return text
 
 
 class TextFormatter(logging.Formatter):
@@ -59,11 +90,18 @@ class TextFormatter(logging.Formatter):
             self._second = (second, text)
         return f"{text},{int(record.msecs):03d}"  # logging's default_msec_format, "%s,%03d"
 
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        message = _bounded(record.message, MESSAGE_LIMIT)
+        record.message = message if message.isprintable() else _escaped(message)
+        return super().formatMessage(record)
+
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict) and fields:
-            text += " " + " ".join(f"{key}={value}" for key, value in fields.items() if value is not None)
+            text += " " + " ".join(
+                f"{key}={_field_text(value)}" for key, value in fields.items() if value is not None
+            )
         return text
 
 

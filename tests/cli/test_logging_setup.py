@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from cli.logging_setup import TEXT_FORMAT, TextFormatter, configure_logging
+from cli.logging_setup import FIELD_LIMIT, MESSAGE_LIMIT, TEXT_FORMAT, TextFormatter, configure_logging
 from shared.settings import settings_from_mapping
 
 
@@ -76,3 +76,28 @@ def test_text_lines_keep_loggings_own_time_format() -> None:
         record = logging.LogRecord("aiorouter.request", logging.INFO, __file__, 1, "request", None, None)
         record.created, record.msecs = created, int((created - int(created)) * 1000)
         assert ours.format(record) == reference.format(record)
+
+
+@pytest.mark.usefixtures("restored_logging")
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_hostile_field_or_message_stays_one_bounded_line(log_format: str) -> None:
+    """A client's model name with a newline cannot forge a second line, nor can a message with one; a
+    megabyte field is cut to FIELD_LIMIT characters, a message to MESSAGE_LIMIT."""
+    out = io.StringIO()
+    configured(out, log_format=log_format)
+    logger = logging.getLogger("aiorouter.request")
+    forged = "x\n2026-01-01 00:00:00,000 ERROR fake: injected"
+    logger.info("request", extra={"fields": {"model": forged, "key": "k" * 1_000_000, "status": 404}})
+    logger.warning("upstream said %s", "line one\r\nline two\u2028three\x00")
+    logger.info("m" * 100_000)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3
+    assert all(len(line) < MESSAGE_LIMIT + 2 * FIELD_LIMIT + 200 for line in lines)
+    if log_format == "text":
+        assert 'model="x\\n2026-01-01 00:00:00,000 ERROR fake: injected"' in lines[0]
+        assert "k" * FIELD_LIMIT + "..." in lines[0] and "status=404" in lines[0]
+        assert lines[1].endswith("upstream said line one\\r\\nline two\\u2028three\\x00")
+    else:
+        record = orjson.loads(lines[0])
+        assert record["model"] == forged and record["key"] == "k" * FIELD_LIMIT + "..."
+        assert orjson.loads(lines[1])["msg"] == "upstream said line one\r\nline two\u2028three\x00"
