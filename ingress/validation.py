@@ -145,6 +145,13 @@ def _message(path: str, message: Any) -> None:
         tool_calls = message.get("tool_calls")
         if tool_calls is not None:
             _tool_calls(f"{path}.tool_calls", tool_calls)
+        function_call = message.get("function_call")
+        if function_call is not None:  # the deprecated single call: an object with a name and arguments
+            if not isinstance(function_call, dict):
+                raise _invalid_type(f"{path}.function_call", "an object")
+            for key in ("name", "arguments"):
+                if not isinstance(_required(function_call, key, f"{path}.function_call"), str):
+                    raise _invalid_type(f"{path}.function_call.{key}", "a string")
         if content is None:
             if not tool_calls and message.get("function_call") is None:
                 raise _missing(f"{path}.content", "an assistant message needs 'content' or 'tool_calls'")

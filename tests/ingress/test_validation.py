@@ -61,6 +61,16 @@ INVALID: list[tuple[dict[str, Any], str, str]] = [
     ),
     (body(messages=[{"role": "assistant"}]), "messages[0].content", MISSING),
     (
+        body(messages=[{"role": "assistant", "content": None, "function_call": "x"}]),
+        "messages[0].function_call",
+        "invalid_type",
+    ),
+    (
+        body(messages=[{"role": "assistant", "content": None, "function_call": {"name": "f"}}]),
+        "messages[0].function_call.arguments",
+        MISSING,
+    ),
+    (
         body(messages=[{"role": "assistant", "content": None, "tool_calls": "x"}]),
         "messages[0].tool_calls",
         "invalid_type",
@@ -275,6 +285,7 @@ VALID: list[dict[str, Any]] = [
             {"role": "tool", "tool_call_id": "call_1", "content": "42"},
             {"role": "assistant", "content": [{"type": "refusal", "refusal": "no"}]},
             {"role": "assistant", "content": "", "name": "bot"},
+            {"role": "assistant", "content": None, "function_call": {"name": "f", "arguments": "{}"}},
         ]
     ),
     body(metadata={"a": "b"}, reasoning_effort="low", some_future_field=[1, 2]),
