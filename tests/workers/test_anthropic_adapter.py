@@ -17,6 +17,7 @@ from shared.jobs import CompletionJob
 from shared.settings import ProviderSettings, Timeouts
 from tests.waiting import eventually
 from tests.workers.factories import completion_job
+from tests.workers.raw_server import chunked, start_raw_server
 from workers.providers import make_adapter
 from workers.providers.anthropic import ANTHROPIC_VERSION, AnthropicProvider
 from workers.providers.anthropic_translate import message_to_completion
@@ -262,3 +263,30 @@ async def test_stall_after_first_token_hits_idle_timeout() -> None:
         await adapter.aclose()
         await slow.close()
     assert len([d for d in seen if d.content]) <= 1
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        b'{"type": "content_block_delta", "index": "abc", "delta": {"type": "text_delta", "text": "x"}}',
+        b'{"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": 5}}',
+        b'{"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 1e23}}',
+        b'{"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": -1}}',
+        b'{"type": "error", "error": "overloaded"}',
+    ],
+    ids=["string-index", "int-text", "huge-usage", "negative-usage", "string-error"],
+)
+async def test_an_event_with_a_field_of_the_wrong_kind_is_malformed(event: bytes) -> None:
+    """An event whose fields are not what Anthropic sends (an index that is no number, text that is no
+    string, token counts out of range, an error that is no object) is a clean upstream error naming a
+    malformed event, never a traceback nor a value relayed as it is."""
+    start = b'{"type": "message_start", "message": {"usage": {"input_tokens": 1}}}'
+    steps = [chunked(*(b"event: x\ndata: " + e + b"\n\n" for e in (start, event)))]
+    server = await start_raw_server(lambda connection, request: steps)
+    adapter = provider_for(server.base_url)
+    try:
+        with pytest.raises(UpstreamError, match="malformed event"):
+            await collect(adapter, job("claude-sim"))
+    finally:
+        await adapter.aclose()
+        await server.close()

@@ -270,6 +270,37 @@ async def test_broken_answers_become_our_errors(steps: list[Step], error_class: 
     assert type(caught.value) is error_class
 
 
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        b'{"choices": [], "usage": {"prompt_tokens": 1e23, "completion_tokens": 1}}',
+        b'{"choices": [], "usage": {"prompt_tokens": -5, "completion_tokens": 1}}',
+        b'{"choices": [], "usage": {"prompt_tokens": "7", "completion_tokens": 1}}',
+        b'{"choices": [], "usage": {"prompt_tokens": 18446744073709551616, "completion_tokens": 1}}',
+        b'{"choices": [{"index": 0, "delta": {"content": 5}}]}',
+        b'{"choices": [{"index": 0, "delta": {"content": {"text": "x"}}}]}',
+        b'{"choices": [{"index": 0, "delta": {"refusal": true}}]}',
+        b'{"choices": [{"index": 0, "delta": {}, "finish_reason": 5}]}',
+        b'{"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": 1}}]}}]}',
+    ],
+    ids=["huge-usage", "negative-usage", "string-usage", "2^64-usage", "int-content", "object-content",
+         "bool-refusal", "int-finish", "object-arguments"],
+)  # fmt: skip
+async def test_a_chunk_with_a_field_of_the_wrong_kind_is_malformed(chunk: bytes) -> None:
+    """Token counts that are not whole numbers within range (negative, 1e23, past 64 bits) and text
+    fields that are not strings are a malformed chunk (an upstream error), never relayed as they are
+    nor left to break the job's bookkeeping later."""
+    event = b"data: " + chunk + b"\n\n"
+    server = await start_raw_server(lambda connection, request: [chunked(CONTENT_EVENT, event, DONE)])
+    provider = provider_for(server.base_url)
+    try:
+        with pytest.raises(UpstreamError) as caught:
+            await collect(provider, sim_job("raw"))
+    finally:
+        await server.close()
+    assert type(caught.value) is UpstreamError and "malformed" in caught.value.message
+
+
 async def test_connection_close_answer_still_completes() -> None:
     """A stream answered with ``connection: close`` ends normally; the next job opens a new connection."""
     server = await start_raw_server(

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from shared.errors import (
+    AIORouterError,
     UpstreamError,
     UpstreamUnavailable,
 )
@@ -91,7 +92,14 @@ class AnthropicProvider:
     ) -> AsyncIterator[Delta]:
         translator = StreamTranslator()
         async for data in response.sse_data():
-            for delta in translator.feed(_parse_event(self._name, data)):
+            event = _parse_event(self._name, data)
+            try:
+                deltas = translator.feed(event)
+            except AIORouterError:
+                raise
+            except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+                raise UpstreamError(f"Provider {self._name!r} sent a malformed event.") from exc
+            for delta in deltas:
                 clock.first_token_seen = clock.first_token_seen or delta.has_message_part
                 yield delta
             if translator.finished:

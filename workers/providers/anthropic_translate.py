@@ -26,7 +26,7 @@ from shared.errors import (
     UpstreamError,
     UpstreamUnavailable,
 )
-from workers.providers.base import Delta, ToolCallDelta, Usage
+from workers.providers.base import Delta, ToolCallDelta, Usage, text_or_none, token_count
 
 DEFAULT_MAX_TOKENS = 4096
 JSON_INSTRUCTION = "Respond only with a single valid JSON object, without any text before or after it."
@@ -225,10 +225,11 @@ def read_usage(usage: Mapping[str, Any], current: Usage) -> Usage:
     part of ``output_tokens`` already."""
     prompt, completion, cached = current.prompt_tokens, current.completion_tokens, current.cached_tokens
     if usage.get("input_tokens") is not None:
-        cached = int(usage.get("cache_read_input_tokens") or 0)
-        prompt = int(usage["input_tokens"]) + cached + int(usage.get("cache_creation_input_tokens") or 0)
+        cached = token_count(usage.get("cache_read_input_tokens") or 0)
+        created = token_count(usage.get("cache_creation_input_tokens") or 0)
+        prompt = token_count(token_count(usage["input_tokens"]) + cached + created)
     if usage.get("output_tokens") is not None:
-        completion = int(usage["output_tokens"])  # cumulative in every event that carries it
+        completion = token_count(usage["output_tokens"])  # cumulative in every event that carries it
     return Usage(prompt, completion, cached)
 
 
@@ -272,26 +273,28 @@ class StreamTranslator:
     def _block_start(self, index: int, block: Mapping[str, Any]) -> list[Delta]:
         if block.get("type") == "tool_use":
             tool_index = self._tool_index[index] = len(self._tool_index)
-            call = ToolCallDelta(index=tool_index, id=block.get("id"), name=block.get("name"))
+            call = ToolCallDelta(
+                index=tool_index, id=text_or_none(block.get("id")), name=text_or_none(block.get("name"))
+            )
             return [Delta(tool_calls=(call,))]
         if block.get("type") == "text" and block.get("text"):
-            return [Delta(content=block["text"])]
+            return [Delta(content=text_or_none(block["text"]))]
         if block.get("type") == "thinking" and block.get("thinking"):
-            return [Delta(extra={REASONING: block["thinking"]})]
+            return [Delta(extra={REASONING: text_or_none(block["thinking"])})]
         return []
 
     def _block_delta(self, index: int, delta: Mapping[str, Any]) -> list[Delta]:
         if delta.get("type") == "text_delta" and delta.get("text"):
-            return [Delta(content=delta["text"])]
+            return [Delta(content=text_or_none(delta["text"]))]
         if (
             delta.get("type") == "input_json_delta"
             and delta.get("partial_json")
             and index in self._tool_index
         ):
-            call = ToolCallDelta(index=self._tool_index[index], arguments=delta["partial_json"])
-            return [Delta(tool_calls=(call,))]
+            arguments = text_or_none(delta["partial_json"]) or ""
+            return [Delta(tool_calls=(ToolCallDelta(index=self._tool_index[index], arguments=arguments),))]
         if delta.get("type") == "thinking_delta" and delta.get("thinking"):
-            return [Delta(extra={REASONING: delta["thinking"]})]
+            return [Delta(extra={REASONING: text_or_none(delta["thinking"])})]
         return []  # signature deltas have no OpenAI counterpart
 
 

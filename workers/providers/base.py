@@ -56,8 +56,8 @@ class Usage:
         )
         extra = {k: v for k, v in usage.items() if k not in _USAGE_OWN}
         return cls(
-            int(usage["prompt_tokens"]),
-            int(usage["completion_tokens"]),
+            token_count(usage["prompt_tokens"]),
+            token_count(usage["completion_tokens"]),
             cached or _count(usage.get("prompt_cache_hit_tokens")),
             reasoning,
             extra or None,
@@ -67,8 +67,34 @@ class Usage:
 _USAGE_OWN = frozenset({"prompt_tokens", "completion_tokens", "total_tokens"})
 
 
+MAX_TOKEN_COUNT = 2**31 - 1
+"""The largest token count an upstream may report: more than any request holds, far from what metrics,
+billing and Redis counters can take."""
+
+
+def token_count(value: Any) -> int:
+    """A token count an upstream reported: a whole number from 0 to :data:`MAX_TOKEN_COUNT`, or
+    ``ValueError``/``TypeError`` (the adapters' "malformed" errors) for anything else."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"token count {value!r} is not a number")
+    if not 0 <= value <= MAX_TOKEN_COUNT or value != int(value):  # NaN fails the range test
+        raise ValueError(f"token count {value!r} is out of range")
+    return int(value)
+
+
 def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+    """An optional detail count (cached, reasoning tokens): 0 unless a whole number within range."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_TOKEN_COUNT:
+        return value
+    return 0
+
+
+def text_or_none(value: Any) -> str | None:
+    """An upstream's text field (content, refusal, a finish reason, a tool call's name or arguments):
+    a string or absent; anything else is malformed (``TypeError``)."""
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"expected a string, got {type(value).__name__}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from shared.errors import (
 )
 from shared.jobs import CompletionJob
 from shared.settings import ProviderSettings
-from workers.providers.base import Delta, ToolCallDelta, Usage
+from workers.providers.base import Delta, ToolCallDelta, Usage, text_or_none
 from workers.providers.http_clients import UpstreamReply, make_http_client
 from workers.providers.upstream_call import Deadlines, cut_error, message_of, status_error, upstream_errors
 
@@ -146,7 +146,7 @@ def _parse_chunk(name: str, data: bytes) -> list[Delta]:
         return deltas
     except AIORouterError:
         raise
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
         raise UpstreamError(f"Provider {name!r} sent a malformed chunk.") from exc
 
 
@@ -173,10 +173,10 @@ def _choice_delta(choice: dict[str, Any], chunk: dict[str, Any], chunk_extra: di
         len(choice) == 4 and "delta" in choice and "logprobs" in choice and "finish_reason" in choice
     )
     return Delta(
-        delta.get("content") or None,
-        delta.get("refusal") or None,
+        text_or_none(delta.get("content")) or None,
+        text_or_none(delta.get("refusal")) or None,
         _tool_call_deltas(calls) if calls else (),
-        choice.get("finish_reason"),
+        text_or_none(choice.get("finish_reason")),
         None,
         chunk.get("system_fingerprint"),
         int(choice.get("index") or 0),
@@ -191,9 +191,9 @@ def _tool_call_deltas(calls: list[dict[str, Any]]) -> tuple[ToolCallDelta, ...]:
     return tuple(
         ToolCallDelta(
             index=int(call.get("index", 0)),
-            id=call.get("id"),
-            name=(call.get("function") or {}).get("name"),
-            arguments=(call.get("function") or {}).get("arguments") or "",
+            id=text_or_none(call.get("id")),
+            name=text_or_none((call.get("function") or {}).get("name")),
+            arguments=text_or_none((call.get("function") or {}).get("arguments")) or "",
         )
         for call in calls
     )
