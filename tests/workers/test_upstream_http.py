@@ -215,6 +215,19 @@ async def test_garbage_answer_is_a_cut_before_content(raw: Any, client_for: Any)
         await body_of(client)
 
 
+async def test_a_switching_protocols_answer_is_a_cut_before_content(
+    raw: Any, client_for: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 101 (the upstream wants another protocol) is a cut connection like any answer that is not an
+    HTTP/1.1 response, not an exception escaping the connection's protocol (asyncio's "Fatal error on
+    transport")."""
+    upgrade = b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n"
+    server = await raw(always(upgrade, 1.0))
+    with pytest.raises(UpstreamUnavailable), upstream_errors("p", deadlines()):
+        await body_of(client_for(server.base_url))
+    assert not [r for r in caplog.records if "Fatal error" in r.getMessage()]
+
+
 async def test_connection_closed_mid_body_is_a_cut(raw: Any, client_for: Any) -> None:
     """A body cut short (content-length, or a chunked stream after one event) raises ConnectionCut."""
     short = await raw(always(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello", CLOSE))

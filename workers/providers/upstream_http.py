@@ -383,10 +383,10 @@ class UpstreamResponse:
     def feed(self, data: bytes) -> None:
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:  # the latter: a 101
             self._keep_alive = False
             if not self._complete:
-                self._fail(ConnectionCut(f"the upstream's answer is not HTTP/1.1: {exc}"))
+                self._fail(ConnectionCut(f"the upstream's answer is not HTTP/1.1: {exc!r}"))
             self._connection.close()
             return
         if not self._head_done:
