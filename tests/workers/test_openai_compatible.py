@@ -301,6 +301,26 @@ async def test_a_chunk_with_a_field_of_the_wrong_kind_is_malformed(chunk: bytes)
     assert type(caught.value) is UpstreamError and "malformed" in caught.value.message
 
 
+async def test_an_answer_held_open_after_done_ends_at_done() -> None:
+    """An upstream that sends ``[DONE]`` and then neither ends its body nor closes: the answer is whole
+    at once (no idle timeout, no error), and the connection, not read to its end, is not used again."""
+    head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-type: text/event-stream\r\n\r\n"
+    pieces = b"".join(b"%x\r\n%b\r\n" % (len(p), p) for p in (CONTENT_EVENT, LAST_EVENT, DONE))
+    server = await start_raw_server(lambda connection, request: [head + pieces, 30.0])
+    provider = provider_for(server.base_url, Timeouts(connect=2.0, first_token=5.0, idle=5.0, total=20.0))
+    started = asyncio.get_running_loop().time()
+    try:
+        first = [d async for d in provider.stream(sim_job("raw"))]
+        second = [d async for d in provider.stream(sim_job("raw"))]
+    finally:
+        await provider.aclose()
+        await server.close()
+    assert asyncio.get_running_loop().time() - started < 4.0  # well within one idle timeout
+    assert [d.content for d in first if d.content] == ["x", "x"] == [d.content for d in second if d.content]
+    assert [d.finish_reason for d in first if d.finish_reason] == ["stop"]
+    assert server.connections == 2
+
+
 async def test_connection_close_answer_still_completes() -> None:
     """A stream answered with ``connection: close`` ends normally; the next job opens a new connection."""
     server = await start_raw_server(

@@ -11,6 +11,10 @@ rebuilds OpenAI-exact objects from them.  Transport errors and upstream statuses
     401/403, other 4xx                 UpstreamError (500: our configuration is wrong)
     stream cut before any content      UpstreamUnavailable (nothing reached the client: fallback is safe)
     stream cut after content, garbage  UpstreamError (500)
+
+The answer ends at ``[DONE]``: the rest of the body is read for at most :data:`AFTER_DONE_WAIT` (so a
+connection read to its end serves the next call), and an upstream that holds it open longer only loses
+that connection.
 """
 
 from __future__ import annotations
@@ -112,13 +116,11 @@ async def _deltas(
 ) -> AsyncIterator[Delta]:
     finished = False
     done = False
-    async for data in response.sse_data():
-        # After [DONE], read on to the end of the body: a fully read response keeps its connection alive.
-        if done:
-            continue
+    events = response.sse_data()
+    async for data in events:
         if data.strip() == b"[DONE]":
             done = True
-            continue
+            break
         clock.seen()
         for delta in _parse_chunk(name, data):
             finished = finished or delta.finish_reason is not None
@@ -126,8 +128,24 @@ async def _deltas(
                 clock.first_token_seen = True
                 timer.move()  # from the first-token deadline to the idle one, which may be earlier
             yield delta
-    if not finished and not done:
+    if done:
+        await _read_to_the_end(events)
+    elif not finished:
         raise cut_error(name, clock)
+
+
+AFTER_DONE_WAIT = 0.1
+"""Seconds the body's end may follow ``[DONE]``: read by then, the connection is kept for the next call;
+an upstream that holds the body open past it costs the connection, not the answer."""
+
+
+async def _read_to_the_end(events: AsyncIterator[bytes]) -> None:
+    try:
+        async with asyncio.timeout(AFTER_DONE_WAIT):
+            async for _ in events:
+                pass
+    except TimeoutError:
+        pass
 
 
 def _parse_chunk(name: str, data: bytes) -> list[Delta]:
