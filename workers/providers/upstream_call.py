@@ -6,7 +6,8 @@ nothing above an adapter knows how the upstream is reached).
     connect timeout                    UpstreamTimeout (503), "connect timeout expired"
     first-token / idle / total         UpstreamTimeout (503), naming the deadline that expired
     400/404/413/422                    UpstreamBadRequest (400, upstream message)
-    429, 5xx (+ adapter extras)        UpstreamUnavailable (503) with the upstream Retry-After
+    429, 5xx (+ adapter extras)        UpstreamUnavailable (503) with the upstream Retry-After (whole
+                                       seconds, at most a day; one that is no number nor date is dropped)
     401/403, other 4xx                 UpstreamError (500: our configuration is wrong)
     connection cut, or not HTTP,       UpstreamUnavailable (nothing reached the client: fallback is safe)
       before content
@@ -17,8 +18,11 @@ nothing above an adapter knows how the upstream is reached).
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import orjson
@@ -99,14 +103,37 @@ def status_error(
     if status in BAD_REQUEST_STATUSES:
         return UpstreamBadRequest(message)
     if status in unavailable or status >= 500:
-        retry_after = headers.get("retry-after")
+        retry_after = retry_after_seconds(headers.get("retry-after"))
         return UpstreamUnavailable(
             f"Provider {name!r} is unavailable (HTTP {status}).",
-            headers={"Retry-After": retry_after} if retry_after else None,
+            headers={"Retry-After": str(retry_after)} if retry_after is not None else None,
         )
     if status in (401, 403):
         return UpstreamError(f"Provider {name!r} rejected our credentials (HTTP {status}).")
     return UpstreamError(f"Provider {name!r} answered HTTP {status}: {message}")
+
+
+MAX_RETRY_AFTER = 86_400
+"""Seconds: the longest wait an upstream's ``Retry-After`` may pass on to our clients."""
+
+
+def retry_after_seconds(value: str | None) -> int | None:
+    """An upstream's ``Retry-After`` as whole seconds from now, within ``[0, MAX_RETRY_AFTER]``: a number
+    of seconds (rounded up) or an HTTP date; None when absent or neither (it is not passed on)."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    if seconds != seconds:  # NaN
+        return None
+    if seconds >= MAX_RETRY_AFTER:
+        return MAX_RETRY_AFTER
+    return math.ceil(seconds) if seconds > 0 else 0
 
 
 def message_of_body(status: int, body: bytes) -> str:
