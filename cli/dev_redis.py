@@ -101,6 +101,8 @@ def _private_redis_server(binary: str) -> Iterator[str]:
                     "no",
                     "--loglevel",
                     "warning",
+                    "--client-output-buffer-limit",  # room for the ingress' pub/sub connection
+                    "pubsub 256mb 64mb 60",
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -29,6 +29,11 @@ from workers.publisher import FramePublisher
 
 log = logging.getLogger(__name__)
 
+MAX_JSON_ANSWER_BYTES = 16 * 1024 * 1024
+"""A JSON (non-stream) answer at most: it is published as one message, which the ingress' pub/sub
+connection must hold at once (Redis cuts a subscriber whose pending messages pass its
+``client-output-buffer-limit pubsub``, 32 MB by default, and with it every request of that ingress)."""
+
 START_HOLD = 0.005
 """Seconds a job's ``S`` frame waits for its first content (or its final frame) to go out with: an upstream
 that answers at once costs one round trip through Redis, not two, and a stream's first content does not
@@ -208,9 +213,11 @@ async def _collect(
     if not assembler.finished:
         raise UpstreamError("The upstream stream ended without a finish reason.")
     usage = progress.usage or Usage(count_prompt_tokens(job.body), progress.parts)
-    body = assembler.body(usage)
+    payload = dumps(assembler.body(usage))
+    if len(payload) > MAX_JSON_ANSWER_BYTES:  # one frame, one pub/sub message: kept under Redis' bounds
+        raise UpstreamError(f"The upstream's answer is longer than {MAX_JSON_ANSWER_BYTES} bytes.")
     return JobEnding(
-        events.DONE, {"usage": usage.to_dict(), "finish_reason": assembler.finish_reason}, dumps(body)
+        events.DONE, {"usage": usage.to_dict(), "finish_reason": assembler.finish_reason}, payload
     )
 
 

@@ -17,6 +17,7 @@ from shared.redis_commands import Command
 from shared.settings import ProviderSettings
 from tests.openai_spec import chunk_violations, completion_violations
 from tests.workers.factories import WEATHER_TOOL, completion_job
+from workers import completion
 from workers.completion import JobEnding, complete
 from workers.providers.base import Delta, ProviderAdapter
 from workers.providers.simulated import SimulatedProvider
@@ -180,3 +181,17 @@ async def test_the_final_round_trip_counts_the_job_in_its_pool_minute() -> None:
     assert sum(c.jobs for c in counts) == 2 and sum(c.errors for c in counts) == 1
     assert sum(sum(c.buckets) for c in counts) == 1
     await redis.aclose()
+
+
+async def test_a_json_answer_over_its_bound_is_an_error_not_one_huge_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A non-stream answer larger than MAX_JSON_ANSWER_BYTES ends with an upstream error frame instead
+    of being published whole (one message the ingress' pub/sub connection could not hold)."""
+    monkeypatch.setattr(completion, "MAX_JSON_ANSWER_BYTES", 10_000)
+    deltas = [Delta(content="x" * 1_000) for _ in range(20)] + [Delta(finish_reason="stop")]
+    ending, frames = await frames_for(completion_job("hi", stream=False), ScriptedProvider(deltas))
+    assert frames[-1].kind == events.ERROR and frames[-1].meta["code"] == "upstream_error"
+    assert "longer than 10000 bytes" in frames[-1].meta["message"]
+    assert all(len(f.payload) < 10_000 for f in frames)
+    assert ending.error is not None

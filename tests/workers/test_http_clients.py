@@ -22,10 +22,17 @@ from shared.settings import ProviderSettings, Timeouts, settings_from_mapping
 from tests.conftest import IN_CI
 from tests.workers.factories import completion_job
 from tests.workers.raw_server import CLOSE, RawServer, answer, start_raw_server
+from workers.providers import sse
 from workers.providers.http_clients import UpstreamHttp, make_http_client
 from workers.providers.httpx_client import HttpxUpstreamClient
 from workers.providers.openai_compatible import OpenAICompatibleProvider
-from workers.providers.upstream_http import ConnectError, ConnectionCut, TransportError, UpstreamClient
+from workers.providers.upstream_http import (
+    ConnectError,
+    ConnectionCut,
+    ResponseTooLarge,
+    TransportError,
+    UpstreamClient,
+)
 
 FAST = Timeouts(connect=2.0, first_token=5.0, idle=5.0, total=20.0)
 
@@ -343,3 +350,23 @@ async def test_httpx_client_speaks_http2_when_asked(
     finally:
         shutdown.set()
         await task
+
+
+@pytest.mark.parametrize("kind", ["fast", "httpx"])
+async def test_a_stream_past_its_bound_is_cut_on_either_client(
+    kind: str, servers: list[RawServer], clients: list[UpstreamHttp], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both clients end a streamed body longer than MAX_STREAM_BYTES with ResponseTooLarge (a cut), not
+    an exception the adapters do not know."""
+    monkeypatch.setattr(sse, "MAX_STREAM_BYTES", 10_000)
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: 90000\r\n\r\n"
+    server = await start_raw_server(lambda c, r: [head + b"data: x\n\n" * 10_000])
+    servers.append(server)
+    client = make_http_client(provider(server.base_url, http_client=kind), {})
+    clients.append(client)
+    seen = 0
+    with pytest.raises(ResponseTooLarge):
+        async with client.post("chat/completions", b"{}") as reply:
+            async for _ in reply.sse_data():
+                seen += 1
+    assert seen < 1_200  # nothing past the bound is decoded

@@ -69,3 +69,14 @@ def test_a_line_split_across_pieces_within_the_limit_decodes() -> None:
         assert decoder.feed(piece) == []
     assert decoder.feed(b"\n\n") == [b"hello world"]
     assert decoder.feed(b"data: tail") == [] and decoder.end() == [b"tail"]
+
+
+def test_a_stream_longer_than_its_bound_raises_however_small_its_events() -> None:
+    """Events each well within bounds still raise EventTooLarge once the whole body passes the stream's
+    bound: the work and memory of one call are bounded, not only those of one event."""
+    decoder = SSEDecoder(stream_limit=1000)
+    seen = 0
+    with pytest.raises(EventTooLarge, match="stream"):
+        for _ in range(200):
+            seen += len(decoder.feed(b"data: x\n\n"))
+    assert 0 < seen < 120

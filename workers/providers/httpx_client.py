@@ -17,8 +17,14 @@ import httpx
 
 from shared.errors import ConfigError
 from shared.settings import ProviderSettings
-from workers.providers.sse import SSEDecoder
-from workers.providers.upstream_http import USER_AGENT, ConnectError, ConnectionCut, ConnectTimeout
+from workers.providers.sse import EventTooLarge, SSEDecoder
+from workers.providers.upstream_http import (
+    USER_AGENT,
+    ConnectError,
+    ConnectionCut,
+    ConnectTimeout,
+    ResponseTooLarge,
+)
 
 
 @contextmanager
@@ -52,7 +58,11 @@ class HttpxReply:
         decoder = SSEDecoder()
         with _converted():
             async for piece in self._response.aiter_bytes():
-                for data in decoder.feed(piece):
+                try:
+                    events = decoder.feed(piece)
+                except EventTooLarge as exc:
+                    raise ResponseTooLarge(f"the upstream's stream: {exc}") from None
+                for data in events:
                     yield data
         for data in decoder.end():
             yield data

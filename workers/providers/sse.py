@@ -1,10 +1,14 @@
 """Server-sent events, decoded from a response body as its bytes arrive: the ``data`` of each event
-(comments and other fields dropped).  One event (or one line) longer than the decoder's bound raises
-:class:`EventTooLarge`: the work and memory per event stay bounded whatever the server sends."""
+(comments and other fields dropped).  One event (or one line) longer than the decoder's bound, or a
+body longer than its stream bound, raises :class:`EventTooLarge`: the work and memory per event and
+per call stay bounded whatever the server sends."""
 
 from __future__ import annotations
 
 MAX_EVENT_BYTES = 4 * 1024 * 1024  # one line, or the data of one event, at most
+MAX_STREAM_BYTES = 64 * 1024 * 1024
+"""A whole streamed answer at most: twice the SSE of 128k tokens of OpenAI chunks, the longest answers
+models give, and what one call may make a worker parse and publish."""
 
 
 class EventTooLarge(Exception):
@@ -15,10 +19,12 @@ class SSEDecoder:
     """Feed body bytes in pieces, get the data of each event they complete; multi-line data is joined with
     ``\\n`` as the SSE spec says, and lines may end in ``\\n``, ``\\r\\n`` or ``\\r``."""
 
-    __slots__ = ("_data", "_data_size", "_limit", "_open", "_open_size", "_tail")
+    __slots__ = ("_data", "_data_size", "_fed", "_limit", "_open", "_open_size", "_stream_limit", "_tail")
 
-    def __init__(self, limit: int = MAX_EVENT_BYTES) -> None:
+    def __init__(self, limit: int = MAX_EVENT_BYTES, stream_limit: int | None = None) -> None:
         self._limit = limit
+        self._stream_limit = MAX_STREAM_BYTES if stream_limit is None else stream_limit
+        self._fed = 0  # bytes of the body so far
         self._tail = b""  # the start of a line not yet ended
         self._open: list[bytes] = []  # later pieces, no line end yet: joined once one comes
         self._open_size = 0
@@ -26,6 +32,9 @@ class SSEDecoder:
         self._data_size = 0
 
     def feed(self, piece: bytes) -> list[bytes]:
+        self._fed += len(piece)
+        if self._fed > self._stream_limit:
+            raise EventTooLarge(f"the stream is longer than {self._stream_limit} bytes")
         if b"\n" not in piece and b"\r" not in piece:
             self._open.append(piece)
             self._open_size += len(piece)
