@@ -12,7 +12,13 @@ import pytest
 from bench.sim_stats import Counter
 from bench.upstream import Upstream, start_upstream
 from shared import events
-from shared.errors import UpstreamBadRequest, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from shared.errors import (
+    AIORouterError,
+    UpstreamBadRequest,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from shared.jobs import CompletionJob
 from shared.settings import ProviderSettings, Timeouts
 from tests.openai_spec import chunk_violations, completion_violations
@@ -260,14 +266,7 @@ async def test_request_body_forwards_client_fields() -> None:
 )
 async def test_broken_answers_become_our_errors(steps: list[Step], error_class: type[Exception]) -> None:
     """Garbage or a close before content is retryable elsewhere (unavailable); a cut after content is not."""
-    server = await start_raw_server(lambda connection, request: steps)
-    provider = provider_for(server.base_url)
-    try:
-        with pytest.raises(error_class) as caught:
-            await collect(provider, sim_job("raw"))
-    finally:
-        await server.close()
-    assert type(caught.value) is error_class
+    assert type(await error_of(steps)) is error_class
 
 
 @pytest.mark.parametrize(
@@ -290,15 +289,19 @@ async def test_a_chunk_with_a_field_of_the_wrong_kind_is_malformed(chunk: bytes)
     """Token counts that are not whole numbers within range (negative, 1e23, past 64 bits) and text
     fields that are not strings are a malformed chunk (an upstream error), never relayed as they are
     nor left to break the job's bookkeeping later."""
-    event = b"data: " + chunk + b"\n\n"
-    server = await start_raw_server(lambda connection, request: [chunked(CONTENT_EVENT, event, DONE)])
-    provider = provider_for(server.base_url)
+    error = await error_of([chunked(CONTENT_EVENT, b"data: " + chunk + b"\n\n", DONE)])
+    assert type(error) is UpstreamError and "malformed" in error.message
+
+
+async def error_of(steps: list[Step]) -> AIORouterError:
+    """The error a job's call raises against a raw server answering every request with ``steps``."""
+    server = await start_raw_server(lambda connection, request: steps)
     try:
-        with pytest.raises(UpstreamError) as caught:
-            await collect(provider, sim_job("raw"))
+        with pytest.raises(AIORouterError) as caught:
+            await collect(provider_for(server.base_url), sim_job("raw"))
     finally:
         await server.close()
-    assert type(caught.value) is UpstreamError and "malformed" in caught.value.message
+    return caught.value
 
 
 async def test_an_answer_held_open_after_done_ends_at_done() -> None:
