@@ -66,7 +66,7 @@ async def test_a_lagging_worker_holds_fewer_batch_lines_while_interactive_jobs_r
     async with running_worker(settings, concurrency=16, shutdown_grace=0.5) as worker:
         hog.start()
         try:
-            lane = worker.batch_lane
+            lane = await eventually(lambda: worker.batch_lane)  # set a few awaits after the worker registers
             assert isinstance(lane, BatchLane)
             if interactive:
                 chat = completion_job(upstream_model="lorem", max_tokens=100, reply_to=REPLY_CHANNEL)
