@@ -105,6 +105,8 @@ async def running_worker(
     task = asyncio.get_running_loop().create_task(worker.run())
     try:
         await eventually(lambda: bool(connection.exists(worker.key)))
+        # It registers before it subscribes to stop requests; one sent in between would go unheard.
+        await eventually(lambda: connection.pubsub_numsub(worker.pubsub_channel_name)[0][1] == 1)
         yield worker
     finally:
         worker.request_stop()
