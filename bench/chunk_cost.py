@@ -1,5 +1,6 @@
-"""CPU per relayed chunk on the worker: an upstream ``chat.completion.chunk`` parsed by the OpenAI adapter
-and written as the caller's SSE event, in process, no I/O.  The end-to-end suite (``bench.run``) measures
+"""CPU per relayed chunk on the worker: an upstream ``chat.completion.chunk`` event taken out of the SSE
+body (one event a piece, as upstreams send them), parsed by the OpenAI adapter and written as the caller's
+SSE event, in process, no I/O.  The end-to-end suite (``bench.run``) measures
 what a chunk costs across every process; this isolates the worker's own share, so a change to parsing or
 chunk writing can be compared with the code before it in one quiet run.
 
@@ -20,6 +21,7 @@ from bench.sim_full import FullChunkWriter
 from shared.jobs import CompletionJob
 from workers.chunks import ChunkWriter
 from workers.providers.openai_compatible import _parse_chunk
+from workers.providers.sse import SSEDecoder
 
 PLAIN = orjson.dumps(
     {
@@ -43,10 +45,13 @@ def per_chunk_us(data: bytes, chunks: int) -> float:
     writer = ChunkWriter(job)
     for delta in _parse_chunk("p", data):  # the first chunk carries the role: take it out of the loop
         writer.sse(delta)
+    event = b"data: " + data + b"\n\n"
+    decoder = SSEDecoder(stream_limit=(chunks + 1) * len(event))
     started = time.process_time()
     for _ in range(chunks):
-        for delta in _parse_chunk("p", data):
-            writer.sse(delta)
+        for payload in decoder.feed(event):
+            for delta in _parse_chunk("p", payload):
+                writer.sse(delta)
     return (time.process_time() - started) / chunks * 1e6
 
 

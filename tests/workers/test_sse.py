@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from workers.providers.sse import EventTooLarge, SSEDecoder
 
@@ -38,6 +40,38 @@ def test_events_split_across_pieces_at_any_byte() -> None:
     body = b'data: {"a":1}\n\n: ping\n\ndata: [DONE]\n\n'
     for cut in range(len(body)):
         assert decode(body[:cut], body[cut:]) == [b'{"a":1}', b"[DONE]"], cut
+
+
+def test_a_whole_one_line_event_after_pending_lines_joins_them() -> None:
+    """A piece that is one whole event still joins what earlier pieces left open (a data line, a line's
+    start) and still splits on a CR inside it."""
+    assert decode(b"data: a\n", b"data: b\n\n") == [b"a\nb"]
+    assert decode(b"da", b"ta: b\n\n") == [b"b"]
+    assert decode(b"data: a\rb\n\n") == [b"a"]
+    assert decode(b"data: a\r", b"data: b\n\n") == [b"a\nb"]
+
+
+_PARTS = [
+    b"data: ",
+    b"data:",
+    b"data",
+    b"x",
+    b"{}",
+    b"\n",
+    b"\r",
+    b"\r\n",
+    b": ping",
+    b"data: x\n\n",
+    b"\n\n",
+]
+
+
+@given(st.lists(st.lists(st.sampled_from(_PARTS), max_size=6).map(b"".join), max_size=8))
+def test_any_cut_into_pieces_decodes_as_byte_by_byte(pieces: list[bytes]) -> None:
+    """However a body is cut into pieces (whole events, halves, lone line ends), the events are those of
+    the same body fed one byte at a time."""
+    body = b"".join(pieces)
+    assert decode(*pieces) == decode(*(body[i : i + 1] for i in range(len(body))))
 
 
 def test_crlf_and_cr_line_ends() -> None:

@@ -35,6 +35,17 @@ class SSEDecoder:
         self._fed += len(piece)
         if self._fed > self._stream_limit:
             raise EventTooLarge(f"the stream is longer than {self._stream_limit} bytes")
+        # The usual piece, told at a glance: one whole event of one data line, nothing pending.
+        end = len(piece) - 2
+        if (
+            piece.find(b"\n") == end
+            and piece[end:] == b"\n\n"
+            and piece[:6] == b"data: "
+            and piece.find(b"\r") < 0
+            and not (self._tail or self._open or self._data)
+            and end <= self._limit
+        ):
+            return [piece[6:end]]
         if b"\n" not in piece and b"\r" not in piece:
             self._open.append(piece)
             self._open_size += len(piece)
