@@ -281,9 +281,11 @@ async def test_broken_answers_become_our_errors(steps: list[Step], error_class: 
         b'{"choices": [{"index": 0, "delta": {"refusal": true}}]}',
         b'{"choices": [{"index": 0, "delta": {}, "finish_reason": 5}]}',
         b'{"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": 1}}]}}]}',
+        b'{"choices": [{"index": 0, "delta": {"content": "x"}, "logprobs": null, "finish_reason": 5}]}',
+        b'{"choices": [{"index": "a", "delta": {"content": "x"}, "logprobs": null, "finish_reason": null}]}',
     ],
     ids=["huge-usage", "negative-usage", "string-usage", "2^64-usage", "int-content", "object-content",
-         "bool-refusal", "int-finish", "object-arguments"],
+         "bool-refusal", "int-finish", "object-arguments", "int-finish-usual-shape", "text-index"],
 )  # fmt: skip
 async def test_a_chunk_with_a_field_of_the_wrong_kind_is_malformed(chunk: bytes) -> None:
     """Token counts that are not whole numbers within range (negative, 1e23, past 64 bits) and text
@@ -291,6 +293,32 @@ async def test_a_chunk_with_a_field_of_the_wrong_kind_is_malformed(chunk: bytes)
     nor left to break the job's bookkeeping later."""
     error = await error_of([chunked(CONTENT_EVENT, b"data: " + chunk + b"\n\n", DONE)])
     assert type(error) is UpstreamError and "malformed" in error.message
+
+
+async def test_the_usual_chunk_shape_and_its_look_alikes_parse_field_by_field() -> None:
+    """OpenAI's usual content chunk (four choice fields) gives the same delta as its fields spelled out,
+    and a choice of four fields one of which is not OpenAI's keeps that field for the caller."""
+    usual = b'{"choices":[{"index":1,"delta":{"content":"x"},"logprobs":null,"finish_reason":null}]}'
+    look_alike = b'{"choices":[{"delta":{"content":"x"},"logprobs":null,"finish_reason":null,"x_sim":2}]}'
+    deltas = await deltas_of([chunked(b"data: " + usual + b"\n\n", b"data: " + look_alike + b"\n\n")])
+    assert deltas == [Delta(content="x", index=1), Delta(content="x", choice_extra={"x_sim": 2})]
+
+
+async def deltas_of(steps: list[Step]) -> list[Delta]:
+    """The deltas a job's call yields against a raw server answering every request with ``steps``,
+    however the call ends."""
+    server = await start_raw_server(lambda connection, request: steps)
+    provider = provider_for(server.base_url)
+    deltas: list[Delta] = []
+    try:
+        async for delta in provider.stream(sim_job("raw")):
+            deltas.append(delta)
+    except AIORouterError:
+        pass
+    finally:
+        await provider.aclose()
+        await server.close()
+    return deltas
 
 
 async def error_of(steps: list[Step]) -> AIORouterError:

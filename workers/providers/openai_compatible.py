@@ -157,7 +157,12 @@ def _parse_chunk(name: str, data: bytes) -> list[Delta]:
             raise UpstreamError(f"Provider {name!r} failed mid-stream: {message_of(chunk)}")
         chunk_extra = None if chunk.keys() <= _CHUNK_OWN else _others(chunk, _CHUNK_OWN)
         choices = chunk.get("choices")
-        deltas = [_choice_delta(choice, chunk, chunk_extra) for choice in choices] if choices else []
+        if not choices:
+            deltas = []
+        elif len(choices) == 1:  # nearly always: n is 1
+            deltas = [_choice_delta(choices[0], chunk, chunk_extra)]
+        else:
+            deltas = [_choice_delta(choice, chunk, chunk_extra) for choice in choices]
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             deltas.append(Delta(usage=Usage.from_upstream(usage), chunk_extra=chunk_extra))
@@ -183,13 +188,34 @@ def _others(fields: dict[str, Any], own: frozenset[str]) -> dict[str, Any] | Non
 
 def _choice_delta(choice: dict[str, Any], chunk: dict[str, Any], chunk_extra: dict[str, Any] | None) -> Delta:
     delta = choice.get("delta") or {}
+    content = delta.get("content")
+    if (  # nearly every choice: OpenAI's four fields, a delta of a string content, told at a glance
+        len(delta) == 1
+        and type(content) is str
+        and len(choice) == 4
+        and "index" in choice
+        and "logprobs" in choice
+        and "finish_reason" in choice
+    ):
+        finish_reason = choice["finish_reason"]
+        if finish_reason is not None and type(finish_reason) is not str:
+            raise TypeError(f"expected a string, got {type(finish_reason).__name__}")
+        return Delta(
+            content or None,
+            None,
+            (),
+            finish_reason,
+            None,
+            chunk.get("system_fingerprint"),
+            int(choice["index"] or 0),
+            None,
+            choice["logprobs"],
+            None,
+            chunk_extra,
+        )
     calls = delta.get("tool_calls")
-    # Nearly every delta is {"content": ...} and every choice has exactly the four fields OpenAI sends:
-    # both are told at a glance, and only anything else pays for the full look at its fields.
     plain_delta = len(delta) == 1 and "content" in delta
-    plain_choice = (
-        len(choice) == 4 and "delta" in choice and "logprobs" in choice and "finish_reason" in choice
-    )
+    plain_choice = choice.keys() <= _CHOICE_OWN
     return Delta(
         text_or_none(delta.get("content")) or None,
         text_or_none(delta.get("refusal")) or None,
