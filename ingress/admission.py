@@ -169,6 +169,17 @@ class Admission:
         decision.raise_if_refused()
         return decision.headers()
 
+    async def peek(self) -> dict[str, str]:
+        """The ``X-RateLimit-*`` headers of a request that does not count against the limits (a Files
+        or Batches call: polling a batch must not eat the interactive budget); 401 for a suspended
+        account, as for every request."""
+        try:
+            reply = await self._check_call(0, counted=False).run(self._context.redis)
+        except RedisError as exc:
+            raise _store_unreachable() from exc
+        self.decision = ratelimit.decision_from_reply(reply)
+        return self.decision.headers()
+
     async def annotate(self, error: AIORouterError) -> None:
         """Give an error answered after authentication its ``X-RateLimit-*`` headers, counting the request
         if it was refused before admission.  Best effort: the error goes out whatever happens here."""
@@ -200,13 +211,14 @@ class Admission:
         self.decision = ratelimit.decision_from_reply(reply)
         return self.decision
 
-    def _check_call(self, tokens: int) -> ScriptCall:
+    def _check_call(self, tokens: int, *, counted: bool = True) -> ScriptCall:
         return ratelimit.check_call(
             self._context.settings,
             account_id=self._record.account_id,
             key_plan=self._record.plan,
             api_key_digest=self._key_digest,
             tokens=tokens,
+            counted=counted,
         )
 
 

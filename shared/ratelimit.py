@@ -92,6 +92,7 @@ def check_call(
     key_plan: str,
     api_key_digest: str | None = None,
     tokens: int = 0,
+    counted: bool = True,
 ) -> ScriptCall:
     """Count one request against the account's limits: the script call, to make among others in one
     round trip (:func:`shared.lua.run_together`); :func:`decision_from_reply` reads its reply, and the
@@ -99,7 +100,9 @@ def check_call(
 
     ``key_plan`` (the API key's plan) decides the limits when the account has no record or names a plan
     the settings do not know.  ``api_key_digest`` names the key whose ``last_used`` an admitted request
-    sets.  ``tokens`` is the request's estimated tokens, counted if the plan limits tokens.
+    sets.  ``tokens`` is the request's estimated tokens, counted if the plan limits tokens.  Not
+    ``counted``: the limits are only read (for the headers of a request that does not count), and only
+    a suspended account is refused.
     """
     fallback = _plan(settings, key_plan)
     script_keys = [
@@ -110,8 +113,9 @@ def check_call(
     if api_key_digest is not None:
         script_keys.append(keys.api_key(api_key_digest))
     args: list[Any] = [
-        max(0, tokens),
+        max(0, tokens) if counted else 0,
         PERIOD_US,
+        1 if counted else 0,
         fallback.name,
         fallback.requests_per_minute,
         fallback.tokens_per_minute,

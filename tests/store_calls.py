@@ -41,10 +41,17 @@ async def count_request(
     key_plan: str,
     api_key_digest: str | None = None,
     tokens: int = 0,
+    counted: bool = True,
 ) -> RateLimitDecision:
-    """Count one request against its account's limits as admission does, and read the decision."""
+    """Count one request against its account's limits as admission does (not ``counted``: only read
+    them), and read the decision."""
     call = ratelimit.check_call(
-        settings, account_id=account_id, key_plan=key_plan, api_key_digest=api_key_digest, tokens=tokens
+        settings,
+        account_id=account_id,
+        key_plan=key_plan,
+        api_key_digest=api_key_digest,
+        tokens=tokens,
+        counted=counted,
     )
     [reply] = await run_together(redis, [call])
     return ratelimit.decision_from_reply(reply)

@@ -1,7 +1,8 @@
 """The batch driver: the one process (``aiorouter batches``) that moves every batch along.
 
 Each round (``BatchSettings.poll_interval``) it validates new batches, collects the results workers
-recorded, runs lost lines again, feeds lines into each pool's batch lane and finalizes finished batches.
+recorded, runs lost lines again, ends the batches of suspended accounts, feeds lines into each pool's
+batch lane and finalizes finished batches.
 Feeding is bounded and fair: at most ``lines_in_flight`` lines per pool are queued or running, and the
 free room is dealt one line at a time round-robin across accounts, then across each account's batches,
 so a 100-line batch never waits behind a 50,000-line one.
@@ -18,6 +19,7 @@ import logging
 import time
 import uuid
 from collections import deque
+from dataclasses import replace
 
 import redis.asyncio as aredis
 
@@ -41,6 +43,7 @@ from shared.settings import BatchSettings, Deployment, Settings
 log = logging.getLogger(__name__)
 
 LEASE = LuaScript.load("batch_driver_lease")
+ACCOUNT_SUSPENDED = "account_suspended"  # the ending of a suspended account's batches
 FILE_SWEEP_INTERVAL = 60.0
 BUSY_PAUSE = 0.01  # seconds between two rounds while lines move fast
 BUSY_SHARE = 4  # a round moving 1/BUSY_SHARE of `lines_in_flight` or more is one of lines moving fast
@@ -120,6 +123,7 @@ class BatchDriver:
         for run in list(self.runs.values()):
             moved += await run.collect(self.redis, self.storage)
             await self._recover_lost(run)
+        await self._end_suspended()
         for run in list(self.runs.values()):
             if run.ending:
                 await wind_down(self.redis, run, self.storage, self.settings.models)
@@ -160,6 +164,23 @@ class BatchDriver:
                 self.runs[batch_id] = await BatchRun.load(self.redis, record, key)
                 plan = await account_plan(self.redis, self.settings, record.account_id)
                 self.price_factors[record.account_id] = plan.batch_price_factor
+
+    async def _end_suspended(self) -> None:
+        """The running batches of a suspended account end (``account_suspended``): their lines not
+        yet run fail, those waiting in a lane are taken back, those a worker started run to their end."""
+        runs = [run for run in self.runs.values() if not run.ending]
+        accounts = sorted({run.account_id for run in runs})
+        if not accounts:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for account_id in accounts:
+                pipe.hget(keys.account(account_id), "status")
+            statuses = await pipe.execute()
+        suspended = {a for a, s in zip(accounts, statuses, strict=True) if s in (b"suspended", "suspended")}
+        for run in runs:
+            if run.account_id in suspended:
+                await self.redis.hset(keys.batch_record(run.id), "ending", ACCOUNT_SUSPENDED)
+                run.record = replace(run.record, fields={**run.record.fields, "ending": ACCOUNT_SUSPENDED})
 
     async def _recover_lost(self, run: BatchRun) -> None:
         if time.monotonic() - run.last_lost_check < LOST_CHECK_INTERVAL:

@@ -3,15 +3,22 @@ lifespan next to the :class:`~ingress.context.IngressContext` whose Redis client
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import wraps
 
 import redis.asyncio as aredis
 from starlette.requests import Request
+from starlette.responses import Response
 
+from ingress.admission import Admission
 from ingress.api_keys import ApiKeyRecord
 from ingress.auth import Authenticator
 from ingress.batches.storage import FileStorage
+from ingress.context import ingress_context
 from shared.settings import Settings
+
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,8 +29,27 @@ class BatchServices:
     storage: FileStorage
 
     async def authenticate(self, request: Request) -> ApiKeyRecord:
-        """The API key of the request (401 without a valid one); its account owns what it creates."""
-        return await self.auth.authenticate(request.headers.get("authorization"))
+        """The API key of the request (401 without a valid one, or ``account_suspended`` for a suspended
+        account); its account owns what it creates.  The call does not count against the account's
+        rate limit (a caller polls its batches; their lines are bounded by ``batch_queued_lines``), but
+        its answer, an error's included, carries the ``X-RateLimit-*`` headers (:func:`rate_limited`)."""
+        authorization = request.headers.get("authorization")
+        record = await self.auth.authenticate(authorization)
+        admission = Admission(ingress_context(request.app), record, authorization).attach(request.scope)
+        request.state.rate_limit = await admission.peek()
+        return record
+
+
+def rate_limited(endpoint: Endpoint) -> Endpoint:
+    """``endpoint``, its answer given the ``X-RateLimit-*`` headers its authentication counted."""
+
+    @wraps(endpoint)
+    async def answer(request: Request) -> Response:
+        response = await endpoint(request)
+        response.headers.update(getattr(request.state, "rate_limit", {}))
+        return response
+
+    return answer
 
 
 def services(request: Request) -> BatchServices:

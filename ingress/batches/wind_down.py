@@ -1,9 +1,10 @@
-"""Ending a batch early (cancelled, expired, out of credit): its remaining lines fail instead of running.
+"""Ending a batch early (cancelled, expired, out of credit, its account suspended): its remaining lines
+fail instead of running.
 
-Lines never dispatched are recorded as errors (``batch_cancelled``, ``batch_expired`` or
-``insufficient_quota``), :data:`CHUNK` per round so that one 50,000-line batch does not stall the driver.
-When cancelled or expired, lines still waiting in their lane are taken back and fail the same way; lines a
-worker already started run to their end.
+Lines never dispatched are recorded as errors (``batch_cancelled``, ``batch_expired``,
+``insufficient_quota`` or ``account_suspended``), :data:`CHUNK` per round so that one 50,000-line batch
+does not stall the driver.  When cancelled, expired or suspended, lines still waiting in their lane are
+taken back and fail the same way; lines a worker already started run to their end.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ MESSAGES: Final = {
     "batch_cancelled": "The batch was cancelled before this line ran.",
     "batch_expired": "The batch's completion window passed before this line ran.",
     "insufficient_quota": "The account ran out of credit before this line could run.",
+    "account_suspended": "The account was suspended before this line ran.",
 }
 
 
@@ -45,7 +47,7 @@ async def wind_down(
         custom_id = item.custom_id if isinstance(item, BatchLine) else ""
         failed.append((LineRef(run.id, run.cursor, custom_id), code, message))
         run.consume()
-    if code in ("batch_cancelled", "batch_expired"):
+    if code in ("batch_cancelled", "batch_expired", "account_suspended"):
         failed.extend(await _withdraw_queued(redis, run, code, message))
     if failed:
         await run.fail_lines(redis, failed, cursor=run.cursor)

@@ -7,9 +7,10 @@
 -- KEYS[4] optional: the API key hash, whose `last_used` is set when the request is admitted
 -- ARGV[1] the request's estimated tokens (0: not counted against a token limit)
 -- ARGV[2] period in microseconds (limits are per period)
--- ARGV[3..5] fallback plan name, requests and tokens per period (used when the account names no plan
+-- ARGV[3] 1 to count the request; 0 to only read the limits (never refused but when suspended)
+-- ARGV[4..6] fallback plan name, requests and tokens per period (used when the account names no plan
 --            that is in the table)
--- ARGV[6..] triples of plan name, requests per period, tokens per period (0 = no token limit)
+-- ARGV[7..] triples of plan name, requests per period, tokens per period (0 = no token limit)
 --
 -- Returns {admitted (1, 0, or -1 when suspended), plan, refused_by ('' / 'requests' / 'tokens'),
 --          retry_after_us, request limit, remaining, reset_us, token limit, remaining, reset_us};
@@ -17,9 +18,10 @@
 
 local period = tonumber(ARGV[2])
 local account = redis.call('HMGET', KEYS[1], 'status', 'plan')
-local plan, rpm, tpm = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local counted = ARGV[3] == '1'
+local plan, rpm, tpm = ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
 if account[2] then
-  for i = 6, #ARGV, 3 do
+  for i = 7, #ARGV, 3 do
     if ARGV[i] == account[2] then
       plan, rpm, tpm = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
       break
@@ -52,14 +54,14 @@ local function gcra(key, cost, limit)
   }
 end
 
-local requests = gcra(KEYS[2], 1, rpm)
+local requests = gcra(KEYS[2], counted and 1 or 0, rpm)
 local tokens = nil
 local estimate = tonumber(ARGV[1])
 if tpm > 0 then
   tokens = gcra(KEYS[3], estimate, tpm)  -- an estimate of 0 only reads the limit's state
 end
 
-if not requests.ok or (tokens and not tokens.ok) then
+if counted and (not requests.ok or (tokens and not tokens.ok)) then
   local refused_by = requests.ok and 'tokens' or 'requests'
   local retry = math.max(requests.retry, tokens and tokens.retry or 0)
   local t_remaining, t_reset = tpm, 0
@@ -72,7 +74,9 @@ local function store(key, limit)
   redis.call('SET', key, string.format('%d', limit.new_tat), 'PX', math.ceil(limit.reset_after / 1000))
 end
 
-store(KEYS[2], requests)
+if counted then
+  store(KEYS[2], requests)
+end
 local t_remaining, t_reset = tpm, 0
 if tokens then
   if estimate > 0 then

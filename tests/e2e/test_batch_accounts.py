@@ -1,20 +1,25 @@
 """Batches and the account's plan, end to end: lines pay the plan's batch price and hold credit like
 interactive requests, do not count against the per-minute request limit, and a plan bounds the lines
-its unfinished batches hold; an account out of credit gets insufficient_quota for the rest."""
+its unfinished batches hold; an account out of credit gets insufficient_quota for the rest, and a
+suspended account's batch ends with account_suspended."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
 
+import openai
 import pytest
 import redis.asyncio as aredis
 
 from cli.key_issuing import issue_key
+from ingress.batches import records
+from ingress.control import accounts
 from shared import credits
 from shared.settings import load_settings
+from tests.chaos.conftest import wait_until
 from tests.e2e.running_system import RunningSystem, SystemLauncher
-from tests.e2e.test_batches import batch_file, jsonl, wait_final
+from tests.e2e.test_batches import FINISH_WITHIN, batch_file, jsonl, wait_final
 
 CONFIG = """
 worker_heartbeat_interval = 0.5
@@ -148,3 +153,56 @@ def test_a_small_batch_is_not_stuck_behind_a_large_one(system: RunningSystem) ->
     progress = big_client.batches.retrieve(big.id)
     assert progress.request_counts is not None and progress.request_counts.completed < 100, progress
     assert wait_final(big_client, big.id).status == "completed"
+
+
+def _set_status(system: RunningSystem, account_id: str, status: str) -> None:
+    async def update() -> None:
+        client = aredis.Redis.from_url(system.redis_url)
+        try:
+            await accounts.update_account(
+                client, load_settings(system.config, env={}), account_id, status=status
+            )
+        finally:
+            await client.aclose()
+
+    asyncio.run(update())
+
+
+def test_a_suspended_account_is_refused_and_its_batch_ends(system: RunningSystem) -> None:
+    """Suspended while its 200-line batch runs, an account gets 401 account_suspended from the Batches
+    API, and the batch ends without running the rest: every custom_id once, the lines not run failed
+    with account_suspended, nothing held.  Reactivated, the account reads its results."""
+    key, _ = _account(system, "suspended-batcher", 100_000_000)
+    client = system.client(api_key=key)
+    uploaded = client.files.create(file=("in.jsonl", batch_file(200, model=MODEL)), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    _set_status(system, "suspended-batcher", "suspended")
+    with pytest.raises(openai.AuthenticationError) as caught:
+        client.batches.retrieve(batch.id)
+    assert caught.value.code == "account_suspended"
+    assert wait_until(lambda: _status(system, batch.id) == "completed", within=FINISH_WITHIN)
+    _set_status(system, "suspended-batcher", "active")
+    done = client.batches.retrieve(batch.id)
+    outputs, errors = jsonl(client, done.output_file_id), jsonl(client, done.error_file_id)
+    assert sorted(str(line["custom_id"]) for line in outputs + errors) == sorted(
+        f"req-{n}" for n in range(200)
+    )
+    assert len(outputs) < 100 and errors
+    assert {e["error"]["code"] for e in errors} == {"account_suspended"}  # type: ignore[index]
+    assert _balance(system, "suspended-batcher").reserved == 0
+
+
+def _status(system: RunningSystem, batch_id: str) -> str:
+    """The batch's status as the driver left it in Redis (its API refuses a suspended account)."""
+
+    async def read() -> str:
+        client = aredis.Redis.from_url(system.redis_url)
+        try:
+            (record,) = await records.load_batches(client, [batch_id])
+            return record.status if record is not None else ""
+        finally:
+            await client.aclose()
+
+    return asyncio.run(read())

@@ -113,6 +113,22 @@ async def test_suspended_account_is_refused_in_the_same_round_trip(store: aredis
     assert (decision.allowed, decision.remaining) == (True, 59)
 
 
+async def test_a_read_of_the_limits_counts_nothing_and_is_never_refused(store: aredis.Redis) -> None:
+    """Not counted, a request reads the limit as it stands (the budget the counted ones left) and is
+    admitted even when the budget is spent; a suspended account is still refused."""
+    await burst(store, "acct_r", 3)
+    read = await count_request(store, SETTINGS, account_id="acct_r", key_plan="unverified", counted=False)
+    assert (read.allowed, read.remaining, read.reset_seconds) == (True, 7, 18)
+    assert (await burst(store, "acct_r", 1))[0].remaining == 6  # the read took nothing
+    await burst(store, "acct_r", 7)
+    spent = await count_request(store, SETTINGS, account_id="acct_r", key_plan="unverified", counted=False)
+    assert (spent.allowed, spent.remaining) == (True, 0)
+    account, _ = await accounts.create_account(store, SETTINGS, plan="developer")
+    await accounts.update_account(store, SETTINGS, account.id, status="suspended")
+    with pytest.raises(AuthenticationError):
+        await count_request(store, SETTINGS, account_id=account.id, key_plan="developer", counted=False)
+
+
 async def test_admitted_requests_record_the_keys_last_use(store: aredis.Redis) -> None:
     """An admitted request sets its key's last_used to Redis time; a missing key is not created."""
     account, _ = await accounts.create_account(store, SETTINGS)
