@@ -161,6 +161,8 @@ UNREADABLE_SCHEMAS = [
     {"type": "object", "properties": {"n": {"type": "integer", "minimum": "x"}}},
     {"type": "object", "properties": {"n": {"type": "number", "minimum": "x"}}},
     {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1e308 * 10}}},
+    {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1e20}}},  # past 64 bits
+    {"type": "object", "properties": {"n": {"type": "integer", "minimum": -1e20}}},
     {"type": "array", "minItems": "3"},
     {"type": "array", "minItems": -1},
     {"type": "object", "properties": ["a", "b"]},
@@ -177,9 +179,10 @@ async def test_unreadable_tool_schema_is_bad_request(schema: object) -> None:
     assert caught.value.status == 400 and "JSON schema" in caught.value.message
 
 
-async def test_unreadable_response_format_schema_is_bad_request() -> None:
+@pytest.mark.parametrize("minimum", ["x", 1e20])
+async def test_unreadable_response_format_schema_is_bad_request(minimum: object) -> None:
     """The same holds for a json_schema response format."""
-    schema = {"type": "integer", "minimum": "x"}
+    schema = {"type": "integer", "minimum": minimum}
     response_format = {"type": "json_schema", "json_schema": {"name": "r", "schema": schema}}
     with pytest.raises(UpstreamBadRequest):
         await run(completion_job("x", response_format=response_format))

@@ -7,9 +7,9 @@ numbers their ``minimum``.  The work per example is bounded whatever the schema 
 and the example's JSON stays under about :data:`MAX_EXAMPLE_BYTES`; a schema that needs more (nested
 ``minItems``, a ``$ref`` fanning out to itself) is refused before the work is done.
 
-A schema this cannot read (a ``minimum`` that is not a number, an ``anyOf`` that is not an array, ...),
-or that needs more than the bounds, is the caller's mistake: :class:`~shared.errors.UpstreamBadRequest`,
-the 400 a real provider answers, never a crash.
+A schema this cannot read (a ``minimum`` that is not a number or, for an integer, is past 64 bits, an
+``anyOf`` that is not an array, ...), or that needs more than the bounds, is the caller's mistake:
+:class:`~shared.errors.UpstreamBadRequest`, the 400 a real provider answers, never a crash.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ MAX_SCHEMA_DEPTH: Final = 8  # nested schemas followed (``$ref``, combinators, p
 MAX_EXAMPLE_VALUES: Final = 10_000  # values (strings, numbers, array items, properties...) in one example
 MAX_EXAMPLE_BYTES: Final = 1024 * 1024  # the example's JSON, roughly: strings, names and constants
 _COMBINATORS: Final = ("anyOf", "oneOf", "allOf")
+_INT64: Final = 2**63
 
 
 def example_value(schema: Any, text: str) -> Any:
@@ -77,7 +78,10 @@ class _Example:
             self.values_left += count
             return [self.of(schema.get("items") or {}, depth + 1) for _ in range(count)]
         if kind == "integer":
-            return math.ceil(_minimum(schema, 1))
+            value = math.ceil(_minimum(schema, 1))
+            if not -_INT64 <= value < _INT64:  # JSON encoders (orjson, the client's) stop at 64 bits
+                raise _unreadable("an integer's 'minimum' must be within 64 bits")
+            return value
         if kind == "number":
             return float(_minimum(schema, 1.0))
         if kind == "boolean":
