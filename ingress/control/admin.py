@@ -243,7 +243,9 @@ class AdminApi:
     async def daily_usage(self, request: Request) -> Response:
         account = await accounts.require_account(_redis(request), _path(request, "account_id"))
         end = date_query(request, "end") or datetime.now(UTC).date()
-        start = date_query(request, "start") or end - timedelta(days=DEFAULT_REPORT_DAYS - 1)
+        start = date_query(request, "start") or max(
+            usage.FIRST_DAY, end - timedelta(days=DEFAULT_REPORT_DAYS - 1)
+        )
         try:
             usage.days_between(start, end)
         except ValueError as exc:

@@ -425,6 +425,8 @@ async def test_usage_reports_by_day_and_model(admin: httpx.AsyncClient, aredis_c
         f"/admin/accounts/{account['id']}/usage", params={"start": "2020-01-01", "end": "2020-01-31"}
     )
     assert empty.json()["data"] == []
+    earliest = await admin.get(f"/admin/accounts/{account['id']}/usage", params={"end": "1970-01-05"})
+    assert (earliest.json()["start"], earliest.json()["end"]) == ("1970-01-01", "1970-01-05")  # not 1969
 
     records = (await admin.get(f"/admin/accounts/{account['id']}/usage/records", params={"limit": 2})).json()
     assert [r["request_id"] for r in records["data"]] == ["req_2", "req_1"]
