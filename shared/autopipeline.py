@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import ssl
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -46,11 +45,11 @@ import hiredis
 import redis.asyncio as aredis
 from redis._parsers.base import BaseParser
 from redis.asyncio.client import Pipeline
-from redis.asyncio.connection import SSLConnection
-from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.client import EMPTY_RESPONSE
 from redis.exceptions import ConnectionError, ReadOnlyError, RedisError, ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from shared.redis_connect import handshake_commands, open_protocol
 
 WRITES_IN_FLIGHT = 2  # writes awaiting their replies at once on the shared connection, at most
 REPLY_TIMEOUT = 10.0  # seconds Redis may leave a reply outstanding before the connection is dropped
@@ -345,64 +344,21 @@ class AutoPipelineRedis(aredis.Redis):
                 self._connecting = None
 
     async def _open(self) -> _Link:
-        kwargs = self.connection_pool.connection_kwargs
         loop = asyncio.get_running_loop()
+        link = await open_protocol(self, lambda: _Link(loop, self.reply_timeout), self.connect_timeout)
+        commands = handshake_commands(self)
         try:
             async with asyncio.timeout(self.connect_timeout):
-                if kwargs.get("path"):
-                    _, link = await loop.create_unix_connection(
-                        lambda: _Link(loop, self.reply_timeout), kwargs["path"]
-                    )
-                else:
-                    host, port = await self._address(kwargs)
-                    tls = _tls_context(self.connection_pool.connection_class, kwargs)
-                    _, link = await loop.create_connection(
-                        lambda: _Link(loop, self.reply_timeout),
-                        host,
-                        port,
-                        ssl=tls,
-                        server_hostname=host if tls is not None and tls.check_hostname else None,
-                    )
-                await self._handshake(link, kwargs)
+                replies = await link.submit(b"".join(pack(c) for c in commands), len(commands))
         except TimeoutError as exc:
+            link.close()
             raise RedisTimeoutError("Timed out connecting to Redis.") from exc
-        except OSError as exc:
-            raise ConnectionError(f"Error connecting to Redis: {exc}") from exc
-        self._link = link
-        return link
-
-    async def _address(self, kwargs: dict[str, Any]) -> tuple[str, int]:
-        """Where to connect: the URL's host, or the master the Sentinels name now (asked on every
-        connect, so that a reconnect after a failover reaches the new master)."""
-        pool = self.connection_pool
-        if isinstance(pool, SentinelConnectionPool):
-            host, port = await pool.get_master_address()  # type: ignore[no-untyped-call]
-            return str(host), int(port)
-        return kwargs.get("host", "localhost"), int(kwargs.get("port", 6379))
-
-    @staticmethod
-    async def _handshake(link: _Link, kwargs: dict[str, Any]) -> None:
-        """RESP3, as redis-py 8 speaks it (so its response callbacks fit the replies), AUTH and SELECT."""
-        hello: tuple[Any, ...] = ("HELLO", 3)
-        if kwargs.get("password"):
-            hello += ("AUTH", kwargs.get("username") or "default", kwargs["password"])
-        commands = [hello]
-        if int(kwargs.get("db") or 0):
-            commands.append(("SELECT", int(kwargs["db"])))
-        replies = await link.submit(b"".join(pack(c) for c in commands), len(commands))
         for reply in replies:
             if isinstance(reply, hiredis.ReplyError):
                 link.close()
                 raise _error_of(reply)
-
-
-def _tls_context(connection_class: type[Any], kwargs: dict[str, Any]) -> ssl.SSLContext | None:
-    """For a ``rediss://`` pool, the TLS context redis-py's own connection would use (CA, client
-    certificate, verification and hostname checks from the URL's ``ssl_*`` options); else None."""
-    if not issubclass(connection_class, SSLConnection):
-        return None
-    context: ssl.SSLContext = connection_class(**kwargs).ssl_context.get()
-    return context
+        self._link = link
+        return link
 
 
 class _AutoPipeline(Pipeline):
