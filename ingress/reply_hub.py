@@ -22,12 +22,14 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import redis.asyncio as aredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from ingress.background import STOP_GRACE, stop_task
+from ingress.background import stop_task
 from shared import events, keys
 from shared.errors import AIORouterError, ServiceUnavailable
 from shared.events import Frame, FrameError
+from shared.redis_subscriber import Subscriber, subscribe
 
 log = logging.getLogger(__name__)
 
@@ -122,24 +124,22 @@ class ReplyHub:
         self._buffer_limit = buffer_limit
         self._client_stall_timeout = client_stall_timeout
         self._redis = redis
-        self._pubsub = redis.pubsub(ignore_subscribe_messages=True)
+        self._subscriber: Subscriber | None = None  # the channel's connection, while it is up
         self._subscriptions: dict[str, Subscription] = {}
         self._reader: asyncio.Task[None] | None = None
         self._stopping = False
 
     async def start(self) -> None:
-        await self._pubsub.subscribe(self.channel)
+        self._subscriber = await subscribe(self._redis, self.channel, self.route)
         self._reader = asyncio.create_task(self._read_forever(), name=f"reply-hub {self.channel}")
 
     async def stop(self) -> None:
-        self._stopping = True  # the reader checks it too: its cancel can surface as a Redis error
+        self._stopping = True
         if self._reader is not None:
             await stop_task(self._reader)
-        try:
-            async with asyncio.timeout(STOP_GRACE):
-                await self._pubsub.aclose()
-        except (TimeoutError, RedisError, OSError) as exc:
-            log.warning("reply hub could not close its pub/sub connection cleanly: %r", exc)
+        if self._subscriber is not None:
+            self._subscriber.close()
+            self._subscriber = None
 
     def register(self, request_id: str) -> Subscription:
         subscription = Subscription(request_id, self._buffer_limit)
@@ -189,15 +189,17 @@ class ReplyHub:
                 subscription.deliver(frame)
 
     async def _read_forever(self) -> None:
+        """Keep the channel subscribed: its connection delivers the messages (:meth:`route`, from the
+        connection's own callback); when it is lost, the open requests fail and it is made again."""
         while not self._stopping:
             try:
-                if not self._pubsub.subscribed:
-                    await self._pubsub.subscribe(self.channel)
-                async for message in self._pubsub.listen():
-                    if message["type"] == "message":
-                        self.route(message["data"])
+                if self._subscriber is None:
+                    self._subscriber = await subscribe(self._redis, self.channel, self.route)
+                await self._subscriber.closed
+                self._subscriber = None
+                raise RedisConnectionError("the reply channel's connection closed")
             except RedisError as exc:
-                if self._stopping:  # the cancel of stop(), surfaced as a Redis error: not an outage
+                if self._stopping:
                     return
                 failed = 0
                 for subscription in self.open_subscriptions():
