@@ -71,10 +71,13 @@ def error_line(ref: LineRef, code: str, message: str) -> bytes:
     )
 
 
-def record_call(ref: LineRef, kind: bytes, line: bytes) -> ScriptCall:
-    """Record ``line`` as the result of ``ref`` unless it already has one."""
-    return ScriptCall(
-        RESULT_SCRIPT,
-        [keys.batch_done(ref.batch_id), keys.batch_results(ref.batch_id)],
-        [ref.line, kind + line],
-    )
+def record_call(ref: LineRef, kind: bytes, line: bytes, *, job_id: str | None = None) -> ScriptCall:
+    """Record ``line`` as the result of ``ref`` unless it already has one; with ``job_id`` (a worker's
+    result), only if the line's attempt in flight is that job's (not one the driver gave up on as lost,
+    nor one of a batch already finalized)."""
+    script_keys = [keys.batch_done(ref.batch_id), keys.batch_results(ref.batch_id)]
+    args: list[str | int | bytes] = [ref.line, kind + line]
+    if job_id is not None:
+        script_keys.append(keys.batch_inflight(ref.batch_id))
+        args.append(job_id)
+    return ScriptCall(RESULT_SCRIPT, script_keys, args)

@@ -28,8 +28,8 @@ def result_commands(
         return []
     if error is None:
         line = batch_lines.response_line(ref, job.request_id, 200, orjson.Fragment(payload))
-        return [batch_lines.record_call(ref, batch_lines.OUTPUT, line).command()]
+        return [batch_lines.record_call(ref, batch_lines.OUTPUT, line, job_id=job.request_id).command()]
     if meta.get("retryable"):
         return []
     line = batch_lines.response_line(ref, job.request_id, error.status, error.envelope())
-    return [batch_lines.record_call(ref, batch_lines.ERROR, line).command()]
+    return [batch_lines.record_call(ref, batch_lines.ERROR, line, job_id=job.request_id).command()]

@@ -195,6 +195,11 @@ class BatchDriver:
         failed: list[tuple[LineRef, str, str]] = []
         for attempt in lost:
             del run.inflight[attempt.index]
+            # First disown the job (a worker only paused may still end it: its result is refused, as it
+            # goes unpaid), then release its hold.  The entry stays, naming no job, until the line is
+            # dispatched again: a driver taking over finds it lost too.
+            disowned = replace(attempt, job_id="").to_wire()
+            await self.redis.hset(keys.batch_inflight(run.id), str(attempt.index), disowned)
             await credits.release(self.redis, attempt.reservation)
             if attempt.attempt < self.settings.batches.max_attempts and not run.ending:
                 run.retries.append(attempt)

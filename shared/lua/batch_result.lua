@@ -1,7 +1,18 @@
--- Record one batch line's result, unless the line already has one (a late duplicate run is dropped).
--- KEYS[1] the batch's done bitmap; KEYS[2] the batch's results hash
--- ARGV[1] line number; ARGV[2] the result ("O" or "E", then the JSON output line)
--- Returns 1 when recorded, 0 when the line already had a result.
+-- Record one batch line's result, unless the line already has one (a late duplicate run is dropped) or,
+-- for a worker's result, the line's attempt in flight is not that job's: a job the driver gave up on as
+-- lost (its credit hold released, the line queued again) records nothing, and neither does a job ending
+-- after its batch was finalized (the in-flight hash is gone), so the results hash is never made again.
+-- KEYS[1] the batch's done bitmap; KEYS[2] the batch's results hash; KEYS[3] (a worker's result) the
+-- batch's in-flight attempts hash
+-- ARGV[1] line number; ARGV[2] the result ("O" or "E", then the JSON output line); ARGV[3] (a worker's
+-- result) the job's id
+-- Returns 1 when recorded, 0 when the line already had a result or the job is not the line's attempt.
+if ARGV[3] then
+  local attempt = redis.call('HGET', KEYS[3], ARGV[1])
+  if not attempt or not string.find(attempt, '"job":"' .. ARGV[3] .. '"', 1, true) then
+    return 0
+  end
+end
 if redis.call('GETBIT', KEYS[1], ARGV[1]) == 1 then
   return 0
 end

@@ -6,6 +6,7 @@ suspended account's batch ends with account_suspended."""
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Iterator
 
 import openai
@@ -15,7 +16,7 @@ import redis.asyncio as aredis
 from cli.key_issuing import issue_key
 from ingress.batches import records
 from ingress.control import accounts
-from shared import credits
+from shared import credits, keys
 from shared.settings import load_settings
 from tests.chaos.conftest import wait_until
 from tests.e2e.running_system import RunningSystem, SystemLauncher
@@ -39,11 +40,21 @@ batch_price_factor = 0.5
 [providers.simulated]
 kind = "simulated"
 
+[providers.slowsim]
+kind = "simulated"
+tokens_per_second = 10.0
+
 [[models]]
 id = "e2e/priced"
 input_price_per_m = 10.0
 output_price_per_m = 10.0
 deployments = [{{ provider = "simulated", upstream_model = "echo" }}]
+
+[[models]]
+id = "e2e/slow-priced"
+input_price_per_m = 10.0
+output_price_per_m = 10.0
+deployments = [{{ provider = "slowsim", upstream_model = "lorem" }}]
 """
 
 MODEL = "e2e/priced"
@@ -54,7 +65,7 @@ def system(
     launch_system: SystemLauncher, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningSystem]:
     files = tmp_path_factory.mktemp("files")
-    yield launch_system(CONFIG.format(files=files), pools=["simulated"], batch_driver=True)
+    yield launch_system(CONFIG.format(files=files), pools=["simulated", "slowsim"], batch_driver=True)
 
 
 def _account(system: RunningSystem, account_id: str, credit_micros: int) -> tuple[str, credits.Balance]:
@@ -202,6 +213,56 @@ def _status(system: RunningSystem, batch_id: str) -> str:
         try:
             (record,) = await records.load_batches(client, [batch_id])
             return record.status if record is not None else ""
+        finally:
+            await client.aclose()
+
+    return asyncio.run(read())
+
+
+def test_lines_of_a_worker_paused_past_its_liveness_are_run_again_and_charged_once(
+    system: RunningSystem,
+) -> None:
+    """The worker running 4 slow lines is stopped (SIGSTOP) until the driver gives its lines up as lost
+    and queues them again, then resumed: its late answers are refused (their holds were released), the
+    lines' second runs answer them, and the account pays each line once; the finished batch leaves no
+    results hash behind."""
+    key, _ = _account(system, "paused-batcher", 100_000_000)
+    client = system.client(api_key=key)
+    body = batch_file(4, model="e2e/slow-priced", max_tokens=20)  # ~2 s a line at 10 tokens/s
+    uploaded = client.files.create(file=("in.jsonl", body), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    (worker,) = system.workers("slowsim")
+    lane = keys.rq_queue_key(keys.batch_lane("slowsim"))
+    assert wait_until(lambda: _balance(system, "paused-batcher").reserved > 0, within=FINISH_WITHIN)
+    assert wait_until(lambda: _read(system, "llen", lane) == 0, within=FINISH_WITHIN)  # all 4 taken
+    worker.process.send_signal(signal.SIGSTOP)
+    try:  # the driver sees the worker dead, gives its 4 lines up and queues them again
+        assert wait_until(lambda: _read(system, "llen", lane) == 4, within=FINISH_WITHIN)
+    finally:
+        worker.process.send_signal(signal.SIGCONT)
+    done = wait_final(client, batch.id)
+    outputs, errors = jsonl(client, done.output_file_id), jsonl(client, done.error_file_id)
+    assert done.status == "completed" and len(outputs) == 4 and errors == [], (outputs, errors)
+    usages = [line["response"]["body"]["usage"] for line in outputs]  # type: ignore[index]
+    owed = sum(
+        credits.price_micros(u["prompt_tokens"], 5.0) + credits.price_micros(u["completion_tokens"], 5.0)
+        for u in usages
+    )
+    assert wait_until(lambda: _balance(system, "paused-batcher").reserved == 0, within=FINISH_WITHIN)
+    assert abs(_balance(system, "paused-batcher").spent - owed) <= 4  # each line once, to the micro-USD
+    assert wait_until(lambda: worker.log_text().count("outcome=ok") >= 8, within=FINISH_WITHIN)
+    assert _read(system, "exists", keys.batch_results(batch.id)) == 0
+
+
+def _read(system: RunningSystem, command: str, key: str) -> int:
+    """A Redis count (``llen``, ``exists``...) of ``key``, read now."""
+
+    async def read() -> int:
+        client = aredis.Redis.from_url(system.redis_url)
+        try:
+            return int(await getattr(client, command)(key))
         finally:
             await client.aclose()
 

@@ -132,10 +132,15 @@ async def test_beside_interactive_jobs_lines_start_one_at_a_time(
     assert (await _takes(aredis_client, monkeypatch, interactive=0, lines=32))[0] == 32
 
 
-def _job(line: int) -> CompletionJob:
+def _job(line: int, job_id: str = "req1") -> CompletionJob:
     ref = LineRef("batch_x", line, f"c-{line}")
     extra = {batch_lines.EXTRA_KEY: ref.to_wire()}
-    return CompletionJob("req1", "", "m", "sim", "echo", False, False, {}, 0, extra=extra)
+    return CompletionJob(job_id, "", "m", "sim", "echo", False, False, {}, 0, extra=extra)
+
+
+async def _in_flight(client: aredis.Redis, line: int, job_id: str) -> None:
+    """Make ``job_id`` the line's attempt in flight, as the driver's dispatch records it."""
+    await client.hset(keys.batch_inflight("batch_x"), str(line), orjson.dumps({"job": job_id, "attempt": 1}))
 
 
 async def _run(client: aredis.Redis, commands: list[tuple[tuple[object, ...], dict[str, object]]]) -> None:
@@ -148,6 +153,8 @@ async def test_results_go_to_the_output_or_error_file_once(aredis_client: aredis
     """An answer is an output line; a refusal an error line; a second result of a line is dropped;
     a retryable failure records nothing (the driver runs the line again)."""
     body = b'{"id":"chatcmpl-1","object":"chat.completion"}'
+    for line in range(3):
+        await _in_flight(aredis_client, line, "req1")
     await _run(aredis_client, result_commands(_job(0), error=None, payload=body, meta={}))
     refused = UpstreamBadRequest("bad")
     await _run(aredis_client, result_commands(_job(1), error=refused, payload=b"", meta={}))
@@ -173,3 +180,21 @@ def test_lane_limit_keeps_a_slot_for_interactive_jobs() -> None:
     assert lane_limit(2, 0.5) == 1
     assert lane_limit(1, 0.1) == 1
     assert lane_limit(8, 0.0) == 8
+
+
+async def test_only_the_lines_attempt_in_flight_records_a_result(aredis_client: aredis.Redis) -> None:
+    """A job the driver disowned as lost (its entry now names no job, or the line's next attempt) records
+    nothing, though it ends well; the attempt in flight does.  Once the batch is finalized (no in-flight
+    hash), a late job recreates no results hash."""
+    body = b'{"id":"chatcmpl-1","object":"chat.completion"}'
+    await _in_flight(aredis_client, 0, "")  # disowned: the driver declared req-old lost
+    await _run(aredis_client, result_commands(_job(0, "req-old"), error=None, payload=body, meta={}))
+    assert await aredis_client.hlen(keys.batch_results("batch_x")) == 0
+    await _in_flight(aredis_client, 0, "req-new")  # dispatched again
+    await _run(aredis_client, result_commands(_job(0, "req-old"), error=None, payload=body, meta={}))
+    assert await aredis_client.hlen(keys.batch_results("batch_x")) == 0
+    await _run(aredis_client, result_commands(_job(0, "req-new"), error=None, payload=body, meta={}))
+    assert list(await aredis_client.hkeys(keys.batch_results("batch_x"))) == [b"0"]
+    await aredis_client.delete(keys.batch_inflight("batch_x"), keys.batch_results("batch_x"))  # finalized
+    await _run(aredis_client, result_commands(_job(1, "req-late"), error=None, payload=body, meta={}))
+    assert not await aredis_client.exists(keys.batch_results("batch_x"))
