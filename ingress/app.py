@@ -115,7 +115,9 @@ async def _ingress_context(settings: Settings, tracer: RequestTracer | None) -> 
         await hub.start()
         await open_set.start()
         await store.claim(redis)
-        watchdog = WorkerWatchdog(redis, hub, interval=settings.worker_heartbeat_interval)
+        watchdog = WorkerWatchdog(
+            redis, hub, interval=settings.worker_heartbeat_interval, dead_after=settings.worker_dead_after
+        )
         watchdog_task = asyncio.create_task(watchdog.run(), name="worker-watchdog")
         sweep_task = asyncio.create_task(sweep_reservations(redis), name="reservation-sweep")
         store_task = asyncio.create_task(watch_store(store, redis), name="store-watch")
