@@ -49,7 +49,7 @@ from redis.client import EMPTY_RESPONSE
 from redis.exceptions import ConnectionError, ReadOnlyError, RedisError, ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared.redis_connect import handshake_commands, open_protocol
+from shared.redis_connect import RedisProtocol, handshake_commands, open_protocol
 
 WRITES_IN_FLIGHT = 2  # writes awaiting their replies at once on the shared connection, at most
 REPLY_TIMEOUT = 10.0  # seconds Redis may leave a reply outstanding before the connection is dropped
@@ -115,19 +115,18 @@ class _Waiter:
         self.sent_at = sent_at
 
 
-class _Link(asyncio.Protocol):
+class _Link(RedisProtocol):
     """One connection: writes joined per loop pass, replies matched to waiters in order."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, reply_timeout: float) -> None:
+        super().__init__()
         self._loop = loop
         self._reply_timeout = reply_timeout
-        self._reader = hiredis.Reader()
         self._waiting: deque[_Waiter] = deque()
         self._out: list[bytes] = []
         self._flush_handle: asyncio.Handle | None = None
         self._writes: deque[int] = deque()  # per write in flight, its waiters still short of replies
         self._watchdog: asyncio.TimerHandle | None = None
-        self._transport: asyncio.Transport | None = None
         self._lost: Exception | None = None
         self.closed: asyncio.Future[None] = loop.create_future()  # done once the connection is gone
 
@@ -153,14 +152,7 @@ class _Link(asyncio.Protocol):
         """Give the connection up: whatever waits on it fails with ``error``."""
         self._abort(error)
 
-    def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-
     # --- asyncio.Protocol ---------------------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]  # a stream transport (uvloop's isn't a subclass)
 
     def data_received(self, data: bytes) -> None:
         reader = self._reader

@@ -1,5 +1,5 @@
 """A raw asyncio connection to the Redis a redis-py client names, for protocols that read it themselves
-(:mod:`shared.autopipeline`, :mod:`shared.redis_subscriber`).
+(:mod:`shared.autopipeline`, :mod:`shared.redis_subscriber`; both are a :class:`RedisProtocol`).
 
 Where: the client's Unix socket path, its host and port, or the master its Sentinels name now (asked on
 every connect, so that a reconnect after a failover reaches the new master); TLS as redis-py's own
@@ -14,6 +14,7 @@ import ssl
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import hiredis
 import redis.asyncio as aredis
 from redis.asyncio.connection import SSLConnection
 from redis.asyncio.sentinel import SentinelConnectionPool
@@ -21,6 +22,21 @@ from redis.exceptions import ConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 P = TypeVar("P", bound=asyncio.Protocol)
+
+
+class RedisProtocol(asyncio.Protocol):
+    """A connection read with hiredis: its transport once made, its reply reader, a close."""
+
+    def __init__(self) -> None:
+        self._reader = hiredis.Reader()
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]  # a stream transport (uvloop's isn't a subclass)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
 
 
 async def open_protocol(client: aredis.Redis, factory: Callable[[], P], within: float) -> P:

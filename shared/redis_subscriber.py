@@ -26,7 +26,7 @@ import redis.asyncio as aredis
 from redis.exceptions import ConnectionError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared.redis_connect import handshake_commands, open_protocol
+from shared.redis_connect import RedisProtocol, handshake_commands, open_protocol
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +35,12 @@ _MESSAGE = b"message"
 _SUBSCRIBE = b"subscribe"
 
 
-class Subscriber(asyncio.Protocol):
+class Subscriber(RedisProtocol):
     """The connection of one subscription: each message's data goes to ``on_message``."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, on_message: Callable[[bytes], None]) -> None:
+        super().__init__()
         self._on_message = on_message
-        self._reader = hiredis.Reader()
-        self._transport: asyncio.Transport | None = None
         self._handshake_replies = 0  # replies to the handshake still to come before the confirmation
         self.subscribed: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
@@ -53,14 +52,7 @@ class Subscriber(asyncio.Protocol):
         commands = [*handshake, ("SUBSCRIBE", channel)]
         self._transport.write(b"".join(bytes(hiredis.pack_command(c)) for c in commands))
 
-    def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-
     # --- asyncio.Protocol ---------------------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]  # a stream transport (uvloop's isn't a subclass)
 
     def data_received(self, data: bytes) -> None:
         reader = self._reader
