@@ -111,9 +111,11 @@ async def subscribe(
         async with asyncio.timeout(within):
             await asyncio.shield(subscriber.subscribed)
     except TimeoutError as exc:
+        subscriber.subscribed.cancel()  # nobody will read what the closing connection would set on it
         subscriber.close()
         raise RedisTimeoutError("Timed out subscribing on Redis.") from exc
     except BaseException:
+        subscriber.subscribed.cancel()
         subscriber.close()
         raise
     return subscriber
