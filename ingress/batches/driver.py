@@ -31,7 +31,7 @@ from ingress.batches.input_lines import BatchLine
 from ingress.batches.lost_lines import lost_attempts, stuck_after
 from ingress.batches.storage import FileStorage
 from ingress.batches.validate_batch import account_plan, validate_batch
-from ingress.batches.wind_down import wind_down
+from ingress.batches.wind_down import ACCOUNT_SUSPENDED, wind_down
 from ingress.provider_preferences import NO_PREFERENCES
 from ingress.routing import ModelRouter
 from shared import credits, keys
@@ -43,7 +43,6 @@ from shared.settings import BatchSettings, Deployment, Settings
 log = logging.getLogger(__name__)
 
 LEASE = LuaScript.load("batch_driver_lease")
-ACCOUNT_SUSPENDED = "account_suspended"  # the ending of a suspended account's batches
 FILE_SWEEP_INTERVAL = 60.0
 BUSY_PAUSE = 0.01  # seconds between two rounds while lines move fast
 BUSY_SHARE = 4  # a round moving 1/BUSY_SHARE of `lines_in_flight` or more is one of lines moving fast

@@ -41,7 +41,7 @@ class BatchServices:
 
 
 def rate_limited(endpoint: Endpoint) -> Endpoint:
-    """``endpoint``, its answer given the ``X-RateLimit-*`` headers its authentication counted."""
+    """``endpoint``, its answer given the ``X-RateLimit-*`` headers its authentication read."""
 
     @wraps(endpoint)
     async def answer(request: Request) -> Response:

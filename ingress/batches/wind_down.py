@@ -23,11 +23,12 @@ from shared.batch_lines import LineRef
 from shared.settings import ModelEntry
 
 CHUNK: Final = 1000
+ACCOUNT_SUSPENDED: Final = "account_suspended"  # the ending of a suspended account's batches
 MESSAGES: Final = {
     "batch_cancelled": "The batch was cancelled before this line ran.",
     "batch_expired": "The batch's completion window passed before this line ran.",
     "insufficient_quota": "The account ran out of credit before this line could run.",
-    "account_suspended": "The account was suspended before this line ran.",
+    ACCOUNT_SUSPENDED: "The account was suspended before this line ran.",
 }
 
 
@@ -47,7 +48,7 @@ async def wind_down(
         custom_id = item.custom_id if isinstance(item, BatchLine) else ""
         failed.append((LineRef(run.id, run.cursor, custom_id), code, message))
         run.consume()
-    if code in ("batch_cancelled", "batch_expired", "account_suspended"):
+    if code in ("batch_cancelled", "batch_expired", ACCOUNT_SUSPENDED):
         failed.extend(await _withdraw_queued(redis, run, code, message))
     if failed:
         await run.fail_lines(redis, failed, cursor=run.cursor)
