@@ -26,6 +26,7 @@ is gone (killed, or it lost Redis and failed its requests), so the job stops the
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -67,7 +68,7 @@ class FramePublisher:
         self._request_id = request_id
         self._seq = 0
         self._pending: list[bytes] = []
-        self._in_flight: asyncio.Task[None] | None = None
+        self._in_flight: asyncio.Future[Any] | None = None  # a publish task, or a pipeline submission
         self._failure: ServiceUnavailable | None = None
         self._closing = False  # the final frame is coming: chunks queued from now on ride along with it
         self._riders: list[Command] = []  # commands that go out with the next publish (see attach)
@@ -125,7 +126,35 @@ class FramePublisher:
         if self._held is not None:
             self._release()
         elif self._in_flight is None:
+            self._publish_pending()
+
+    def _publish_pending(self) -> None:
+        """Publish the queued chunks as one ``C`` frame.  Through the shared pipeline this is a
+        submission with a done callback, no task: the next chunks go out from :meth:`_landed`, so a
+        stream's chunk costs the loop no task, coroutine or wake-up of its own.  A publish that fails
+        goes on as a task (:meth:`_drain`), which retries it for :attr:`patience` seconds."""
+        if self._batcher is None or self._later or self._riders:
             self._in_flight = asyncio.get_running_loop().create_task(self._drain())
+            return
+        frame = self._frame(events.CHUNKS, None, b"".join(self._pending))
+        self._pending.clear()
+        done = self._batcher.submit((), self.channel, [frame])
+        done.add_done_callback(functools.partial(self._landed, frame))
+        self._in_flight = done
+
+    def _landed(self, frame: bytes, done: asyncio.Future[int]) -> None:
+        """The shared pipeline ran the publish of ``frame``: go on with the chunks queued meanwhile, or
+        retry the frame from a task when the publish failed."""
+        self._in_flight = None
+        error = None if done.cancelled() else done.exception()
+        if error is not None:
+            self._in_flight = asyncio.get_running_loop().create_task(self._drain(first=frame, failed=error))
+            return
+        self.published += 1
+        if not done.cancelled() and not done.result() and self.listened:
+            self.stop_unheard()
+        elif self._pending and not self._closing:
+            self._publish_pending()
 
     def _build_riders(self) -> None:
         """Build the riders :meth:`attach_later` left for the next publish now; one that fails is left
@@ -217,9 +246,9 @@ class FramePublisher:
             self._failure = IngressGone()
 
     async def flush(self) -> None:
-        """Wait for the publish in flight (if any) to land; raise if publishing failed."""
-        if self._in_flight is not None:
-            await asyncio.shield(self._in_flight)
+        """Wait for the publishes in flight and queued (if any) to land; raise if publishing failed."""
+        while self._in_flight is not None:  # its callback, or its task, goes on with the queued chunks
+            await asyncio.wait([self._in_flight])
         if self._failure is not None:
             raise self._failure
 
@@ -230,14 +259,16 @@ class FramePublisher:
         self._drop_held()  # a job stopped before its start went out: its failure records the start
         self._closing = self._abandoned = True
 
-    async def _drain(self, first: bytes | None = None) -> None:
+    async def _drain(self, first: bytes | None = None, failed: BaseException | None = None) -> None:
+        """Publish ``first`` (the ``S`` frame, or a frame whose publish ``failed``), then the chunks
+        queued, one ``C`` frame at a time, until none are left."""
         try:
             if first is not None:
                 frames = [first]
                 if self._pending and not self._closing:  # chunks that came while the S frame was held
                     frames.append(self._frame(events.CHUNKS, None, b"".join(self._pending)))
                     self._pending.clear()
-                await self._publish_patiently([], frames)
+                await self._publish_patiently([], frames, failed=failed)
             while self._pending and not self._closing and not self.unheard:
                 payload = b"".join(self._pending)
                 self._pending.clear()
@@ -256,17 +287,22 @@ class FramePublisher:
         retry_commands: Sequence[Command] = (),
         *,
         final: bool = False,
+        failed: BaseException | None = None,
     ) -> None:
-        """:meth:`_publish`, retried for :attr:`patience` seconds while Redis cannot be reached."""
+        """:meth:`_publish`, retried for :attr:`patience` seconds while Redis cannot be reached (``failed``:
+        the error of a first attempt the caller made)."""
         loop = asyncio.get_running_loop()
         give_up_at: float | None = None
         attempt = 0
         while True:
             try:
+                if failed is not None:
+                    raise _publish_failed() from failed
                 if not await self._publish(commands, frames) and self.listened:
                     self.unheard = True
                 return
             except ServiceUnavailable as exc:
+                failed = None
                 now = loop.time()
                 if give_up_at is None:
                     give_up_at = now + self.patience
@@ -299,6 +335,10 @@ class FramePublisher:
                     receivers = (await pipe.execute())[-1]
         except (RedisError, OSError) as exc:
             self._riders = [*riders, *self._riders]  # they may not have landed: the retry takes them again
-            raise ServiceUnavailable("Lost the connection to Redis while publishing a reply.") from exc
+            raise _publish_failed() from exc
         self.published += len(frames)
         return int(receivers)
+
+
+def _publish_failed() -> ServiceUnavailable:
+    return ServiceUnavailable("Lost the connection to Redis while publishing a reply.")

@@ -38,9 +38,34 @@ class GatedRedis(fakeredis.FakeAsyncRedis):
             self.in_flight -= 1
 
 
+class GatedBatcher(PublishBatcher):
+    """A shared pipeline whose round trips wait for ``redis.gate`` and count in ``redis.in_flight``, as
+    :class:`GatedRedis` does for a publisher without one."""
+
+    def __init__(self, redis: GatedRedis) -> None:
+        super().__init__(redis)
+        self.gated = redis
+
+    async def _send_batch(self, batch: Any) -> None:
+        self.gated.in_flight += 1
+        self.gated.most_in_flight = max(self.gated.most_in_flight, self.gated.in_flight)
+        try:
+            await self.gated.gate.wait()
+            await super()._send_batch(batch)
+        finally:
+            self.gated.in_flight -= 1
+
+
 @pytest.fixture
 async def redis() -> GatedRedis:
     return GatedRedis(server=fakeredis.FakeServer())
+
+
+@pytest.fixture(params=["own publishes", "shared pipeline"])
+def batcher(request: pytest.FixtureRequest, redis: GatedRedis) -> PublishBatcher | None:
+    """Each ordering test runs twice: the publisher's own publishes (a task each), and a worker's shared
+    pipeline (a submission with a done callback, no task)."""
+    return GatedBatcher(redis) if request.param == "shared pipeline" else None
 
 
 async def next_frame(pubsub: Any) -> events.Frame:
@@ -61,9 +86,11 @@ async def frames_of(redis: GatedRedis, action: Any, count: int) -> list[events.F
     return frames
 
 
-async def test_chunks_while_busy_are_joined_into_one_frame(redis: GatedRedis) -> None:
+async def test_chunks_while_busy_are_joined_into_one_frame(
+    redis: GatedRedis, batcher: PublishBatcher | None
+) -> None:
     """The first chunk goes out at once; chunks arriving while it is in flight form the next frame."""
-    publisher = FramePublisher(redis, CHANNEL, "req-1")
+    publisher = FramePublisher(redis, CHANNEL, "req-1", batcher)
 
     async def action() -> None:
         redis.gate.clear()
@@ -79,9 +106,9 @@ async def test_chunks_while_busy_are_joined_into_one_frame(redis: GatedRedis) ->
     assert redis.most_in_flight == 1
 
 
-async def test_final_frame_takes_pending_chunks(redis: GatedRedis) -> None:
+async def test_final_frame_takes_pending_chunks(redis: GatedRedis, batcher: PublishBatcher | None) -> None:
     """Chunks still queued when the job ends ride in the D frame's payload, before its own bytes."""
-    publisher = FramePublisher(redis, CHANNEL, "req-2")
+    publisher = FramePublisher(redis, CHANNEL, "req-2", batcher)
 
     async def action() -> None:
         publisher.start({"provider": "p", "worker": "w"})
@@ -103,9 +130,9 @@ async def test_final_frame_takes_pending_chunks(redis: GatedRedis) -> None:
     assert redis.most_in_flight == 1
 
 
-async def test_error_frame_follows_pending_chunks(redis: GatedRedis) -> None:
+async def test_error_frame_follows_pending_chunks(redis: GatedRedis, batcher: PublishBatcher | None) -> None:
     """Before an E frame, queued chunks go out as one last C frame, in order."""
-    publisher = FramePublisher(redis, CHANNEL, "req-3")
+    publisher = FramePublisher(redis, CHANNEL, "req-3", batcher)
 
     async def action() -> None:
         redis.gate.clear()
@@ -122,9 +149,9 @@ async def test_error_frame_follows_pending_chunks(redis: GatedRedis) -> None:
     assert frames[2].meta == {"status": 503}
 
 
-async def test_many_chunks_keep_order_and_seq(redis: GatedRedis) -> None:
+async def test_many_chunks_keep_order_and_seq(redis: GatedRedis, batcher: PublishBatcher | None) -> None:
     """Under bursty arrivals every byte arrives once, in order, with consecutive seq numbers."""
-    publisher = FramePublisher(redis, CHANNEL, "req-4")
+    publisher = FramePublisher(redis, CHANNEL, "req-4", batcher)
     pieces = [f"<{i}>".encode() for i in range(200)]
     received: list[events.Frame] = []
     pubsub = redis.pubsub()
@@ -262,6 +289,34 @@ async def test_a_failed_publish_is_retried_until_redis_answers(lands: bool) -> N
     seqs = [f.seq for f in frames]
     assert sorted(set(seqs)) == [0, 1, 2] and seqs == sorted(seqs)
     assert frames[-1].kind == events.DONE
+
+
+async def test_a_failed_chunk_publish_through_the_shared_pipeline_is_retried() -> None:
+    """A chunk submitted to the shared pipeline while Redis is unreachable goes out when it answers again
+    (retried from a task), and the chunks queued meanwhile follow it, in order."""
+    server = fakeredis.FakeServer()
+    redis = fakeredis.FakeAsyncRedis(server=server)
+    batcher = PublishBatcher(redis)
+    publisher = FramePublisher(redis, CHANNEL, "req-12", batcher)
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(CHANNEL)
+    server.connected = False
+    publisher.send_chunks(b"a")
+    await eventually(lambda: batcher.pipelines == 1)  # the first attempt failed
+    publisher.send_chunks(b"b")
+    server.connected = True
+    await publisher.flush()
+    publisher.send_chunks(b"c")
+    await publisher.finish(events.DONE, {}, b"z")
+    frames = [await next_frame(pubsub) for _ in range(4)]
+    await pubsub.aclose()
+    assert [(f.kind, f.seq, f.payload) for f in frames] == [
+        (b"C", 0, b"a"),
+        (b"C", 1, b"b"),
+        (b"C", 2, b"c"),
+        (b"D", 3, b"z"),
+    ]
+    assert publisher.published == 4
 
 
 async def test_the_final_frame_comes_even_after_a_chunk_publish_failed_for_good() -> None:
