@@ -102,12 +102,14 @@ async def complete(
     bookkeeping_commands: Callable[[JobEnding], Sequence[Command]] = lambda ending: (),
     guard_commands: Callable[[CompletionJob], Sequence[Command]] = lambda job: (),
 ) -> JobEnding:
-    """Run ``job`` to its final frame, published in one round trip with three kinds of writes: rq's
-    bookkeeping of the job (``bookkeeping_commands(ending)``: registries, status, result), the guard's
-    writes held back for a job that ended well (``guard_commands(job)``: in-flight count, breaker,
-    time to first token; :meth:`GuardedProvider.guard_commands`) and the request's billing (charge,
-    token refund, usage record; :func:`workers.settlement.billing_commands`), plus the job's count in
-    its pool's minute (:mod:`shared.pool_stats`)."""
+    """Run ``job`` to its final frame, published in one round trip with the request's billing (charge,
+    token refund, usage record; :func:`workers.settlement.billing_commands`) and a batch line's result:
+    whoever sees the answer sees it charged.  What nobody waiting for the answer needs follows it, built
+    and written once the frame landed (:meth:`FramePublisher.finish` with ``after``): rq's bookkeeping of
+    the job (``bookkeeping_commands(ending)``: registries, status, result), the guard's writes held
+    back for a job that ended well (``guard_commands(job)``: in-flight count, breaker, time to first
+    token; :meth:`GuardedProvider.guard_commands`) and the job's count in its pool's minute
+    (:mod:`shared.pool_stats`)."""
     start_meta: dict[str, Any] = {
         "provider": job.provider,
         "worker": worker_name,
@@ -139,19 +141,26 @@ async def complete(
     ending = replace(ending, started_ns=began_ns)
     if ending.kind == events.DONE:
         ending.meta["timing"] = ending.timing
-    # Shielded: once rq's final bookkeeping is built it must land together with its frame.
+    # Shielded: the final frame, then rq's bookkeeping built once it landed, go out even if the job is
+    # cancelled meanwhile (the worker then leaves them to this).
     billing, retry_commands = settlement.final_commands(
         job, error=ending.error, token_usage=ending.meta.get("usage")
     )
     commands = [
         # A batch line's result goes first: whoever sees the job ended also sees its result.
         *batch_results.result_commands(job, error=ending.error, payload=ending.payload, meta=ending.meta),
-        *bookkeeping_commands(ending),
-        *guard_commands(job),
         *billing,
-        *_pool_minute_commands(job, ending, progress),
     ]
-    await asyncio.shield(publisher.finish(ending.kind, ending.meta, ending.payload, commands, retry_commands))
+
+    def after() -> list[Command]:
+        return [
+            *bookkeeping_commands(ending),
+            *guard_commands(job),
+            *_pool_minute_commands(job, ending, progress),
+        ]
+
+    finish = publisher.finish(ending.kind, ending.meta, ending.payload, commands, retry_commands, after)
+    await asyncio.shield(finish)
     return ending
 
 

@@ -7,9 +7,11 @@ pass), and a publish in flight needs its reply read first: a job that reads an u
 pausing would parse the whole burst before its first chunk goes out, so :meth:`FramePublisher.let_out`
 gives the loop those passes (a stream's first content waits for no more).  There is never more than one
 publish of a job in flight, so Redis pub/sub delivers its frames in ``seq`` order.  The final frame
-(``D`` or ``E``) can carry other Redis commands (rq's bookkeeping) in the same round trip, queued before
-the ``PUBLISH`` so that whoever sees the final frame also sees the bookkeeping.  With a
-:class:`PublishBatcher`, that round trip is shared with the other jobs of the worker.
+(``D`` or ``E``) can carry other Redis commands (the request's settlement) in the same round trip, queued
+before the ``PUBLISH`` so that whoever sees the final frame also sees them; the writes nobody waiting
+for the answer needs (rq's bookkeeping, statistics) follow in a write of their own once it landed, so
+that Redis runs them off the answer's path.  With a :class:`PublishBatcher`, each round trip is shared
+with the other jobs of the worker.
 
 A publish that fails (Redis unreachable, frozen, restarting) is retried, the same frames again, for up to
 :data:`PUBLISH_PATIENCE` seconds: a publish whose reply was lost may have landed, and the ingress drops a
@@ -78,6 +80,7 @@ class FramePublisher:
         self.published = 0  # PUBLISH commands sent, for tests and stats
         self.unheard = False  # a publish reached no subscriber: nobody waits for this job any more
         self.content_queued = False  # a C frame was queued: the client may have content, no fallback now
+        self.finishing = False  # finish() was called: the final frame, and what follows it, is on its way
         self._held: dict[str, Any] | None = None  # the S frame's meta, while it waits for content (start)
         self._held_since = 0.0
         self._hold_timer: asyncio.TimerHandle | None = None
@@ -210,6 +213,7 @@ class FramePublisher:
         payload: bytes = b"",
         commands: Sequence[Command] = (),
         retry_commands: Sequence[Command] = (),
+        after: Callable[[], Sequence[Command]] | None = None,
     ) -> None:
         """Publish the final frame after every queued chunk, with ``commands`` in the same round trip
         (``retry_commands`` instead, when that round trip has to be repeated).
@@ -217,8 +221,13 @@ class FramePublisher:
         For ``D`` the chunks still queued are prepended to its payload (they are SSE bytes too); before
         ``E`` they go out as one last ``C`` frame, in the same round trip.  A chunk publish that failed
         for good does not stop it: the ingress sees the gap, or gets the frames it missed here.
+
+        With ``after``, the writes nobody waiting for the answer needs go in a write of their own once
+        the final frame landed, so that neither building them nor Redis running them delays it: the
+        riders not sent yet (the start's, when the ``S`` frame goes out with this one), then what
+        ``after()`` builds then (see :meth:`write_after`).
         """
-        self._closing = True
+        self._closing = self.finishing = True
         held = self._take_held()  # the S frame still held goes out first, in the final frame's publish
         try:
             await self.flush()
@@ -231,7 +240,23 @@ class FramePublisher:
             frames.append(self._frame(events.CHUNKS, None, b"".join(self._pending)))
         self._pending.clear()
         frames.append(self._frame(kind, meta, payload))
+        riders: list[Command] = []
+        later: list[Callable[[], Sequence[Command]]] = []
+        if after is not None:
+            riders, self._riders, later, self._later = self._riders, [], self._later, []
         await self._publish_patiently(commands, frames, retry_commands, final=True)
+        if after is not None:
+            for build in later:
+                riders.extend(build())
+            await self.write_after([*riders, *after()])
+
+    async def write_after(self, commands: Sequence[Command]) -> None:
+        """Run ``commands``, which follow the job's final frame, in one round trip (shared with other jobs
+        through the worker's pipeline), retried like a publish while Redis cannot be reached.  A retry
+        after a reply lost on the way back runs them twice: they are rq's bookkeeping and statistics,
+        where that counts a job twice in a worker's totals at worst."""
+        if commands:
+            await self._publish_patiently(commands, [], commands, final=True)
 
     def check(self) -> None:
         """Raise what stops the job's publishing (Redis lost for good, or nobody listening), if anything."""
@@ -325,6 +350,11 @@ class FramePublisher:
         try:
             if self._batcher is not None:
                 receivers = await self._batcher.submit(commands, self.channel, frames)
+            elif not frames:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    replay(pipe, commands)
+                    await pipe.execute()
+                receivers = 1  # nothing published: nobody had to hear it
             elif not commands and len(frames) == 1:
                 receivers = await self._redis.publish(self.channel, frames[0])
             else:

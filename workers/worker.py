@@ -7,10 +7,11 @@ truth, but does rq's writes with :mod:`workers.bookkeeping` on asyncio Redis:
     BLMOVE, with the job's read (hash, cancel marker) behind it: one round trip (:mod:`workers.dequeue`)
     →  S frame, with the job marked started (built once the upstream request is sent; the frame waits
        up to ``START_HOLD`` for the first content, to share its publish)  →  C… frames
-    →  one pipeline: rq's finished/failed bookkeeping, then the D/E frame
+    →  the D/E frame, with the request's settlement  →  rq's finished/failed bookkeeping (and the
+       start's, when the S frame went out with the final one), built and written once the frame landed
 
-Frames and final bookkeeping go through one :class:`~workers.publish_batcher.PublishBatcher`: the jobs
-that publish at the same moment share a pipeline.
+Frames and bookkeeping go through one :class:`~workers.publish_batcher.PublishBatcher`: the jobs that
+publish at the same moment share a pipeline.
 
 A slot is taken before each BLMOVE, so the worker never holds more jobs than it can run, and it holds at
 most ``worker_prefetch`` jobs it has not started yet: a burst spreads over the pool's workers instead of
@@ -506,7 +507,7 @@ class AsyncWorker(BaseWorker):
         try:
             ending = await run.task
         except asyncio.CancelledError:
-            if run.finalized:
+            if run.finalized or publisher.finishing:  # its final frame and bookkeeping go on, shielded
                 return
             await self._record_stop(run, start_job(), publisher, start_commands)
             self.reporter.stopped(job, run.stop_reason)

@@ -420,6 +420,38 @@ async def test_a_final_frame_within_the_hold_carries_the_start_and_its_riders(re
     assert await redis.lrange("order", 0, -1) == [b"start", b"final"]
 
 
+@pytest.mark.parametrize("batched", [False, True])
+async def test_writes_after_the_answer_are_built_and_run_once_the_final_frame_landed(batched: bool) -> None:
+    """finish(after=...) keeps rq's bookkeeping off the answer's path: the final frame's round trip
+    carries only its own commands; the held start's riders and what ``after()`` builds are built once
+    that frame landed and run then, in that order."""
+    redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    batcher = PublishBatcher(redis) if batched else None
+    publisher = FramePublisher(redis, CHANNEL, "req-13", batcher)
+    built: list[tuple[str, int]] = []  # (what, frames published when it was built)
+
+    def rider() -> list[Any]:
+        built.append(("start", publisher.published))
+        return [(("RPUSH", "order", "start"), {})]
+
+    def after() -> list[Any]:
+        built.append(("after", publisher.published))
+        return [(("RPUSH", "order", "bookkeeping"), {})]
+
+    publisher.attach_later(rider)
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(CHANNEL)
+    publisher.start({"provider": "p"}, hold=30)
+    await publisher.finish(events.DONE, {}, b"done", [(("RPUSH", "order", "final"), {})], after=after)
+    frames = [await next_frame(pubsub), await next_frame(pubsub)]
+    await pubsub.aclose()
+    assert [(f.kind, f.seq) for f in frames] == [(b"S", 0), (b"D", 1)]
+    assert built == [("start", 2), ("after", 2)]  # both frames were out before either was built
+    assert await redis.lrange("order", 0, -1) == [b"final", b"start", b"bookkeeping"]
+    if batcher is not None:
+        assert batcher.pipelines == 2
+
+
 async def test_an_abandoned_job_drops_its_held_start(redis: GatedRedis) -> None:
     """A job stopped during the hold publishes nothing: its timer is cancelled (the worker records the
     start with the job's failure instead)."""

@@ -64,16 +64,18 @@ def sse_objects(payload: bytes) -> list[object]:
 async def test_stream_job_publishes_start_chunks_done(
     clean_redis: redis.Redis, aredis_client: aredis.Redis, replies: Replies, redis_url: str
 ) -> None:
-    """A stream job publishes S, C…, D in seq order; rq records it started then finished."""
+    """A stream job publishes S, C…, D in seq order; rq records it started then finished, right after
+    the D frame (rq's bookkeeping follows the answer, off its path)."""
     settings = worker_settings(redis_url)
     job = completion_job("one two three", include_usage=True, reply_to=REPLY_CHANNEL)
     async with running_worker(settings) as worker:
         await enqueue(aredis_client, job, settings)
         done = await replies.final(job.request_id)
         frames = replies.of(job.request_id)
-        workers = Worker.all(connection=clean_redis)
+        workers = await eventually(
+            lambda: [w for w in Worker.all(connection=clean_redis) if w.successful_job_count == 1]
+        )
         assert [w.name for w in workers] == [worker.name]
-        assert workers[0].successful_job_count == 1
         assert workers[0].queue_names() == ["simulated", "simulated:batch"]  # the pool and its batch lane
     assert done.kind == events.DONE
     assert [f.seq for f in frames] == list(range(len(frames)))
@@ -137,7 +139,9 @@ async def test_upstream_error_publishes_error_and_fails_the_job(
     async with running_worker(settings):
         await enqueue(aredis_client, job, settings)
         error = await replies.final(job.request_id)
-        workers = Worker.all(connection=clean_redis)
+        workers = await eventually(
+            lambda: [w for w in Worker.all(connection=clean_redis) if w.failed_job_count == 1]
+        )
     assert error.kind == events.ERROR
     assert error.meta["status"] == 400 and error.meta["code"] == "upstream_bad_request"
     assert rq_job(clean_redis, job.request_id).get_status() == JobStatus.FAILED
