@@ -713,11 +713,23 @@ class AsyncWorker(BaseWorker):
         self._early_cancels[request.job_id] = None
 
     def _maintain(self) -> None:
-        """rq's registry maintenance, in a thread: it is sync and may be slow, the loop must not wait."""
+        """rq's registry maintenance, in a thread: it is sync and may be slow, the loop must not wait.
+
+        rq takes a queue's maintenance lock (``rq:clean_registries:<queue>``, 899 s) before cleaning it
+        and deletes it after: a run that fails midway (Redis frozen, restarting) leaves it, and no worker
+        would clean that queue for 15 minutes.  After a failed run the worker deletes its queues' locks
+        before the next one (another worker's clean-up may then overlap it: rq's clean-ups are safe to
+        repeat)."""
+        failed = False
         while not self._maintenance_stop.is_set():
             try:
-                self.clean_registries()  # type: ignore[no-untyped-call]  # rq's is untyped
+                if failed:
+                    for queue in self.queues:
+                        queue.release_maintenance_lock()  # type: ignore[no-untyped-call]  # rq's is untyped
+                self.clean_registries()  # type: ignore[no-untyped-call]
+                failed = False
             except Exception:  # keep maintaining: a bad job record must not stop the clean-up for good
+                failed = True
                 self.log.warning("Worker %s: registry maintenance failed", self.name, exc_info=True)
             self._maintenance_stop.wait(self.maintenance_every)
 

@@ -10,13 +10,14 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 import redis.asyncio as aredis
 from rq import Queue, SimpleWorker
 from rq.job import Job, JobStatus
-from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
+from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry, clean_registries
 from rq.worker import Worker
 
 from shared import events, keys
@@ -183,3 +184,23 @@ async def test_sigterm_finishes_the_job_then_registers_death(
     assert rq_job(clean_redis, job.request_id).get_status() == JobStatus.FINISHED
     assert Worker.all(connection=clean_redis) == []
     assert not clean_redis.exists(keys.worker_alive(name))
+
+
+async def test_a_maintenance_run_that_fails_midway_does_not_lock_the_clean_up_out(
+    clean_redis: redis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rq's clean-up of a queue that fails after taking the queue's maintenance lock (Redis lost
+    midway) leaves that lock for 15 minutes; the worker deletes it, so the next run cleans the queue."""
+    cleaned: list[str] = []
+
+    def fails_once(queue: Queue, exception_handlers: list[Any] | None = None) -> None:
+        cleaned.append(queue.name)
+        if cleaned.count(queue.name) == 1 and queue.name == "simulated":
+            raise redis.ConnectionError("lost midway")
+        clean_registries(queue, exception_handlers)
+
+    monkeypatch.setattr("rq.worker.base.clean_registries", fails_once)  # what Worker.clean_registries calls
+    settings = worker_settings(redis_url)
+    async with running_worker(settings, maintenance_interval=0.2):
+        await eventually(lambda: cleaned.count("simulated") >= 2)
+    assert not clean_redis.exists(Queue("simulated", connection=clean_redis).registry_cleaning_key)
