@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from typing import Any
 
 import pytest
 
-from shared.errors import UpstreamUnavailable
-from workers.providers.upstream_call import MAX_RETRY_AFTER, retry_after_seconds, status_error
+from shared.errors import UpstreamBadRequest, UpstreamUnavailable
+from workers.providers.upstream_call import (
+    MAX_ERROR_BODY,
+    MAX_RETRY_AFTER,
+    readable_body,
+    retry_after_seconds,
+    status_error,
+)
 
 
 @pytest.mark.parametrize(
@@ -44,3 +53,30 @@ def test_an_unavailable_upstream_passes_on_a_clean_retry_after_or_none() -> None
     assert isinstance(kept, UpstreamUnavailable) and kept.headers == {"Retry-After": str(MAX_RETRY_AFTER)}
     dropped = status_error("p", 503, {"retry-after": "soon, maybe"}, b"")
     assert isinstance(dropped, UpstreamUnavailable) and "Retry-After" not in (dropped.headers or {})
+
+
+@pytest.mark.parametrize(
+    ("encoding", "encode"),
+    [
+        ("gzip", gzip.compress),
+        ("deflate", zlib.compress),
+        ("deflate", lambda data: zlib.compress(data)[2:-4]),  # raw deflate, as some servers send it
+    ],
+)
+def test_an_error_body_compressed_anyway_is_read_inflated(encoding: str, encode: Any) -> None:
+    """An upstream that compresses its error body despite accept-encoding: identity still gets its
+    message across, not the compressed bytes."""
+    body = encode(b'{"error": {"message": "max_tokens is too large"}}')
+    error = status_error("p", 400, {"content-encoding": encoding}, body)
+    assert isinstance(error, UpstreamBadRequest) and error.message == "max_tokens is too large"
+
+
+def test_an_error_body_inflates_to_a_bound_and_unknown_encodings_are_named() -> None:
+    """A compressed error body is inflated to MAX_ERROR_BODY bytes at most (a small body may inflate to
+    gigabytes); an encoding we cannot read is named, its bytes not shown."""
+    bomb = gzip.compress(b"x" * (50 * MAX_ERROR_BODY))
+    assert len(readable_body({"content-encoding": "gzip"}, bomb)) == MAX_ERROR_BODY
+    error = status_error("p", 418, {"content-encoding": "br"}, b"\x8b\x01\x80garbage")
+    assert error.message == "Provider 'p' answered HTTP 418: (a br-encoded body)"
+    broken = status_error("p", 418, {"content-encoding": "gzip"}, b"not gzip")
+    assert broken.message == "Provider 'p' answered HTTP 418: (a gzip-encoded body)"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import zlib
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -99,7 +100,7 @@ def status_error(
     unavailable: Collection[int] = (429,),
 ) -> AIORouterError:
     """Our error for an upstream error status, from the response's (case-insensitive) headers and body."""
-    message = message_of_body(status, body)
+    message = message_of_body(status, readable_body(headers, body))
     if status in BAD_REQUEST_STATUSES:
         return UpstreamBadRequest(message)
     if status in unavailable or status >= 500:
@@ -134,6 +135,26 @@ def retry_after_seconds(value: str | None) -> int | None:
     if seconds >= MAX_RETRY_AFTER:
         return MAX_RETRY_AFTER
     return math.ceil(seconds) if seconds > 0 else 0
+
+
+MAX_ERROR_BODY = 64 * 1024
+"""Bytes an error body is inflated to at most, when an upstream compressed it anyway."""
+
+
+def readable_body(headers: Mapping[str, str], body: bytes) -> bytes:
+    """An error body as it reads: one gzip- or deflate-encoded despite ``accept-encoding: identity``
+    inflated (to :data:`MAX_ERROR_BODY` bytes at most), another encoding's named instead of shown."""
+    encoding = headers.get("content-encoding", "identity").strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        # gzip's header, or deflate as zlib data (RFC 9110) or, as some servers send it, raw
+        for wbits in (16 + zlib.MAX_WBITS,) if "gzip" in encoding else (zlib.MAX_WBITS, -zlib.MAX_WBITS):
+            try:
+                return zlib.decompressobj(wbits).decompress(body, MAX_ERROR_BODY)
+            except zlib.error:
+                continue
+    return f"(a {encoding[:40]}-encoded body)".encode()
 
 
 def message_of_body(status: int, body: bytes) -> str:
