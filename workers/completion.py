@@ -103,13 +103,13 @@ async def complete(
     guard_commands: Callable[[CompletionJob], Sequence[Command]] = lambda job: (),
 ) -> JobEnding:
     """Run ``job`` to its final frame, published in one round trip with the request's billing (charge,
-    token refund, usage record; :func:`workers.settlement.billing_commands`) and a batch line's result:
-    whoever sees the answer sees it charged.  What nobody waiting for the answer needs follows it, built
-    and written once the frame landed (:meth:`FramePublisher.finish` with ``after``): rq's bookkeeping of
-    the job (``bookkeeping_commands(ending)``: registries, status, result), the guard's writes held
-    back for a job that ended well (``guard_commands(job)``: in-flight count, breaker, time to first
-    token; :meth:`GuardedProvider.guard_commands`) and the job's count in its pool's minute
-    (:mod:`shared.pool_stats`)."""
+    token refund, usage record; :func:`workers.settlement.billing_commands`), a batch line's result and
+    the guard's writes held back for a job that ended well (``guard_commands(job)``: in-flight count,
+    breaker, time to first token; :meth:`GuardedProvider.guard_commands`): whoever sees the answer sees
+    it charged and its deployment's breaker told.  What nobody waiting for the answer needs follows it,
+    built and written once the frame landed (:meth:`FramePublisher.finish` with ``after``): rq's
+    bookkeeping of the job (``bookkeeping_commands(ending)``: registries, status, result) and the job's
+    count in its pool's minute (:mod:`shared.pool_stats`)."""
     start_meta: dict[str, Any] = {
         "provider": job.provider,
         "worker": worker_name,
@@ -146,20 +146,19 @@ async def complete(
     billing, retry_commands = settlement.final_commands(
         job, error=ending.error, token_usage=ending.meta.get("usage")
     )
-    commands = [
-        # A batch line's result goes first: whoever sees the job ended also sees its result.
-        *batch_results.result_commands(job, error=ending.error, payload=ending.payload, meta=ending.meta),
-        *billing,
-    ]
+    # A batch line's result goes first: whoever sees the job ended also sees its result.  It is recorded
+    # once whatever the tries (batch_result.lua), so it is in the retry too: a line charged without its
+    # result would run, and be charged, again.
+    result = batch_results.result_commands(job, error=ending.error, payload=ending.payload, meta=ending.meta)
+    # The guard's writes go with the frame: a probe's success closes its breaker before a next request.
+    commands = [*result, *guard_commands(job), *billing]
 
     def after() -> list[Command]:
-        return [
-            *bookkeeping_commands(ending),
-            *guard_commands(job),
-            *_pool_minute_commands(job, ending, progress),
-        ]
+        return [*bookkeeping_commands(ending), *_pool_minute_commands(job, ending, progress)]
 
-    finish = publisher.finish(ending.kind, ending.meta, ending.payload, commands, retry_commands, after)
+    finish = publisher.finish(
+        ending.kind, ending.meta, ending.payload, commands, [*result, *retry_commands], after
+    )
     await asyncio.shield(finish)
     return ending
 

@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from shared import events
 from shared.errors import IngressGone, ServiceUnavailable
@@ -254,9 +254,19 @@ class FramePublisher:
         """Run ``commands``, which follow the job's final frame, in one round trip (shared with other jobs
         through the worker's pipeline), retried like a publish while Redis cannot be reached.  A retry
         after a reply lost on the way back runs them twice: they are rq's bookkeeping and statistics,
-        where that counts a job twice in a worker's totals at worst."""
-        if commands:
-            await self._publish_patiently(commands, [], commands, final=True)
+        where that counts a job twice in a worker's totals at worst.  A command Redis refuses is not
+        retried, and nothing is raised: the answer is out, and rq's registry clean-up settles a job
+        whose record was not written."""
+        if not commands:
+            return
+        try:
+            await self._publish_patiently(commands, [], commands, final=True, refused_ends=True)
+        except ServiceUnavailable as exc:
+            log.warning(
+                "job %s: rq's bookkeeping after its answer was not written (%s)",
+                self._request_id,
+                exc.__cause__,
+            )
 
     def check(self) -> None:
         """Raise what stops the job's publishing (Redis lost for good, or nobody listening), if anything."""
@@ -276,6 +286,12 @@ class FramePublisher:
             await asyncio.wait([self._in_flight])
         if self._failure is not None:
             raise self._failure
+
+    def take_riders(self) -> list[Command]:
+        """The riders no publish took (an abandoned job's start, when its ``S`` frame was still held or
+        its publish failed): the caller writes them with its own commands."""
+        riders, self._riders = self._riders, []
+        return riders
 
     def abandon(self) -> None:
         """Stop publishing (the job was cancelled): drop queued chunks; the publish in flight, if any, lands
@@ -302,6 +318,9 @@ class FramePublisher:
                 self.stop_unheard()
         except ServiceUnavailable as exc:
             self._failure = exc
+        except Exception:  # a bug (a rider that failed to build): the job fails, its frames stop here
+            log.exception("job %s: publishing failed", self._request_id)
+            self._failure = ServiceUnavailable("The worker failed while publishing the reply.")
         finally:
             self._in_flight = None
 
@@ -313,9 +332,11 @@ class FramePublisher:
         *,
         final: bool = False,
         failed: BaseException | None = None,
+        refused_ends: bool = False,
     ) -> None:
         """:meth:`_publish`, retried for :attr:`patience` seconds while Redis cannot be reached (``failed``:
-        the error of a first attempt the caller made)."""
+        the error of a first attempt the caller made); with ``refused_ends``, a command Redis answered
+        with an error is not retried."""
         loop = asyncio.get_running_loop()
         give_up_at: float | None = None
         attempt = 0
@@ -328,6 +349,8 @@ class FramePublisher:
                 return
             except ServiceUnavailable as exc:
                 failed = None
+                if refused_ends and isinstance(exc.__cause__, ResponseError):
+                    raise
                 now = loop.time()
                 if give_up_at is None:
                     give_up_at = now + self.patience

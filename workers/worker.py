@@ -562,11 +562,13 @@ class AsyncWorker(BaseWorker):
         job was stopped before it ran), for the failure's write."""
         if run.stop_reason == "cancelled":
             publisher.abandon()
-            # The S frame's write carries the job's start: the failure must land after it.
+            # The S frame's write carries the job's start: the failure must land after it, or carry it
+            # (the start built for an S frame that never went out, and the start not built yet).
             await asyncio.gather(publisher.flush(), return_exceptions=True)
             reason = "Cancelled: the client went away."
             await self._execute(
                 [
+                    *publisher.take_riders(),
                     *start(),
                     *bookkeeping.failure_commands(
                         self, started, reason, stopped=True, idle=self._last_one(run)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import fakeredis
 import orjson
 import pytest
+from redis import exceptions as redis_exceptions
 
-from shared import events, keys, pool_stats
+from shared import batch_lines, events, keys, pool_stats
+from shared.batch_lines import LineRef
 from shared.errors import IngressGone, UpstreamUnavailable
 from shared.jobs import CompletionJob
 from shared.redis_commands import Command
@@ -133,8 +136,9 @@ async def test_adapter_bug_still_ends_with_an_error_frame() -> None:
     assert frames[-1].kind == events.ERROR and frames[-1].meta["status"] == 500
 
 
-async def test_bookkeeping_commands_ride_with_the_final_frame() -> None:
-    """rq's bookkeeping commands for the job's ending are executed in the final frame's round trip."""
+async def test_bookkeeping_commands_follow_the_final_frame() -> None:
+    """rq's bookkeeping commands for the job's ending are written once the final frame landed, before
+    complete() returns."""
     redis = fakeredis.FakeAsyncRedis()
     bookkeeping: list[Command] = [(("SET", "bookkeeping-marker", "1"), {})]
     ending, frames = await frames_for(completion_job(), simulated(), bookkeeping, redis)
@@ -167,9 +171,9 @@ async def test_a_job_nobody_listens_to_stops_with_what_it_produced(stream: bool)
     assert outcome.meta["usage"]["completion_tokens"] > 0
 
 
-async def test_the_final_round_trip_counts_the_job_in_its_pool_minute() -> None:
+async def test_a_job_counts_in_its_pool_minute() -> None:
     """A job that succeeds counts in one TTFT bucket of its pool's current minute, one that fails as an
-    error, both written with the final frame."""
+    error, both written right after the final frame."""
     redis = fakeredis.FakeAsyncRedis()
     minute = pool_stats.minute_of(time.time())
     await frames_for(completion_job(), simulated(), redis=redis)
@@ -195,3 +199,49 @@ async def test_a_json_answer_over_its_bound_is_an_error_not_one_huge_message(
     assert "longer than 10000 bytes" in frames[-1].meta["message"]
     assert all(len(f.payload) < 10_000 for f in frames)
     assert ending.error is not None
+
+
+class DropsFirstPipeline(fakeredis.FakeAsyncRedis):
+    """fakeredis whose first pipeline is lost on the way: a connection error, nothing of it run."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.dropped = False
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        pipe = super().pipeline(transaction, shard_hint)
+        if not self.dropped:
+            self.dropped = True
+
+            async def lost(*args: Any, **kwargs: Any) -> Any:
+                raise redis_exceptions.ConnectionError("lost before it ran")
+
+            pipe.execute = lost  # type: ignore[method-assign]
+        return pipe
+
+
+async def test_a_batch_line_result_lost_with_the_final_round_trip_is_in_its_retry() -> None:
+    """The final frame's round trip is retried with its idempotent part only; a batch line's result is
+    part of it (recorded once whatever the tries): a line charged without its result would run again."""
+    redis = DropsFirstPipeline()
+    ref = LineRef("batch_x", 0, "c-0")
+    job = CompletionJob(
+        "req-line",
+        "",
+        "m",
+        "simulated",
+        "echo",
+        False,
+        False,
+        {"messages": []},
+        0,
+        extra={batch_lines.EXTRA_KEY: ref.to_wire()},
+    )
+    await redis.hset(keys.batch_inflight("batch_x"), "0", orjson.dumps({"job": "req-line", "attempt": 1}))
+    publisher = FramePublisher(redis, keys.BATCH_REPLY_CHANNEL, job.request_id, listened=False)
+    ending = await complete(
+        job, ScriptedProvider([Delta(content="hi"), Delta(finish_reason="stop")]), publisher, worker_name="w"
+    )
+    assert ending.ok and redis.dropped
+    result = await redis.hget(keys.batch_results("batch_x"), "0")
+    assert isinstance(result, bytes) and result.startswith(batch_lines.OUTPUT)

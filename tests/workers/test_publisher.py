@@ -452,6 +452,43 @@ async def test_writes_after_the_answer_are_built_and_run_once_the_final_frame_la
         assert batcher.pipelines == 2
 
 
+async def test_a_write_after_the_answer_that_redis_refuses_is_not_retried() -> None:
+    """A command of the writes after the answer that Redis refuses ends them at once (logged): the
+    answer is out, nothing is raised, and they are not repeated for the publisher's patience."""
+    redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    publisher = FramePublisher(redis, CHANNEL, "req-14")
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(CHANNEL)
+    calls = 0
+
+    def after() -> list[Any]:
+        nonlocal calls
+        calls += 1
+        return [(("INCR", "after-runs"), {}), (("HSET", "only-a-key"), {})]  # HSET without a field: refused
+
+    await asyncio.wait_for(publisher.finish(events.DONE, {}, b"done", after=after), 5)
+    assert (await next_frame(pubsub)).kind == events.DONE
+    await pubsub.aclose()
+    assert calls == 1 and await redis.get("after-runs") == b"1"
+
+
+async def test_a_rider_that_fails_to_build_fails_the_job_instead_of_losing_its_frames() -> None:
+    """A bug in building a rider stops the publish that carries it: the job's next call raises
+    ServiceUnavailable (the frames after it would leave a gap at the ingress)."""
+    redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    publisher = FramePublisher(redis, CHANNEL, "req-15")
+
+    def broken() -> list[Any]:
+        raise RuntimeError("a bug")
+
+    publisher.attach_later(broken)
+    publisher.start({})
+    with pytest.raises(ServiceUnavailable):
+        await publisher.flush()
+    with pytest.raises(ServiceUnavailable):
+        publisher.send_chunks(b"a")
+
+
 async def test_an_abandoned_job_drops_its_held_start(redis: GatedRedis) -> None:
     """A job stopped during the hold publishes nothing: its timer is cancelled (the worker records the
     start with the job's failure instead)."""

@@ -17,6 +17,7 @@ from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 from rq.worker import Worker
 
+import workers.completion
 from shared import events, keys, pool_stats
 from shared.errors import ServiceUnavailable
 from shared.jobs import JOB_FUNC
@@ -231,6 +232,32 @@ async def test_cancel_on_channel_stops_the_job(
     assert StartedJobRegistry("simulated", connection=clean_redis).get_job_ids() == []
     counts = await pool_minute_counts(aredis_client)
     assert counts.gone == 1 and counts.errors == 0 and counts.jobs == 2
+
+
+async def test_a_job_cancelled_while_its_start_is_held_still_records_its_start(
+    clean_redis: redis.Redis,
+    aredis_client: aredis.Redis,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A job cancelled while its S frame waits for content (START_HOLD, widened here) has its start
+    built for that frame and never published: the start is written with its failure, so the job leaves
+    rq's intermediate list and ends stopped, not stuck for rq's clean-up to fail again."""
+    monkeypatch.setattr(workers.completion, "START_HOLD", 30.0)
+    settings = worker_settings(redis_url, tokens_per_second=0.1)
+    slow = completion_job(upstream_model="lorem", max_tokens=50, reply_to=REPLY_CHANNEL)
+    async with running_worker(settings) as worker:
+        await enqueue(aredis_client, slow, settings)
+        # the start is built (for the held S frame) once the upstream request is on its way
+        await eventually(lambda: (run := worker._runs.get(slow.request_id)) is not None and run.started)
+        await aredis_client.set(keys.cancelled_marker(slow.request_id), b"1", ex=keys.CANCELLED_MARKER_TTL)
+        await aredis_client.publish(keys.CANCEL_CHANNEL, slow.request_id)
+        await eventually(lambda: rq_job(clean_redis, slow.request_id).get_status() == JobStatus.STOPPED)
+        await eventually(lambda: not worker._runs)
+    intermediate = f"{keys.rq_queue_key('simulated')}:intermediate"
+    assert slow.request_id.encode() not in clean_redis.lrange(intermediate, 0, -1)
+    assert StartedJobRegistry("simulated", connection=clean_redis).get_job_ids() == []
+    assert slow.request_id in FailedJobRegistry("simulated", connection=clean_redis).get_job_ids()
 
 
 async def test_cancelled_marker_skips_job_at_pickup(
