@@ -292,15 +292,30 @@ class AutoPipelineRedis(aredis.Redis):
                 out.append(await self._callback(args[0], _error_free(reply), dict(options)))
         return out
 
-    async def execute_raw(self, commands: Sequence[tuple[tuple[Any, ...], Mapping[str, Any]]]) -> list[Any]:
+    async def execute_raw(
+        self, commands: Sequence[tuple[tuple[Any, ...], Mapping[str, Any]]], *, transaction: bool = False
+    ) -> list[Any]:
         """Run ``commands`` in one go on the shared connection; their replies as Redis sent them (hiredis'
         types, RESP3 maps as dicts, without redis-py's response callbacks or pipeline object: a couple
         of microseconds less per command), a command's error as its ``ResponseError`` in its place.
-        For callers that read the replies themselves (:func:`shared.redis_commands.run_commands`)."""
+        For callers that read the replies themselves (:func:`shared.redis_commands.run_commands`).
+
+        With ``transaction``, inside ``MULTI``…``EXEC``: Redis runs none of them unless all of them
+        reached it (a connection cut midway, a process killed midway through its write), and a command
+        it refuses to queue fails them all (``EXECABORT``: its error is raised)."""
         link = self._link
         if link is None or not link.usable:
             link = await self._connect()
-        replies = await link.submit(b"".join([pack(args) for args, _ in commands]), len(commands))
+        packed = [pack(args) for args, _ in commands]
+        if transaction:
+            try:
+                replies = _exec_results(
+                    await link.submit(b"".join([_MULTI, *packed, _EXEC]), len(packed) + 2), commands
+                )
+            except ReadOnlyError as exc:
+                raise _demoted(link, exc) from exc
+        else:
+            replies = await link.submit(b"".join(packed), len(packed))
         return [
             _demoted(link, _error_of(reply)) if isinstance(reply, hiredis.ReplyError) else _error_free(reply)
             for reply in replies

@@ -27,19 +27,24 @@ def replay(target: aredis.client.Pipeline, commands: Iterable[Command]) -> None:
 
 
 async def run_commands(
-    redis: aredis.Redis, commands: Sequence[Command], *, raise_on_error: bool = True
+    redis: aredis.Redis,
+    commands: Sequence[Command],
+    *,
+    raise_on_error: bool = True,
+    transaction: bool = False,
 ) -> list[Any]:
     """Run ``commands`` in one round trip; their replies, without redis-py's response callbacks on the
     auto-pipelined connection (hiredis' types: bytes, ints, lists, RESP3 maps as dicts) and redis-py's on
     another client (the same shapes for the commands callers read).  A command Redis refused raises its
-    error, or with ``raise_on_error=False`` stands in its place."""
+    error, or with ``raise_on_error=False`` stands in its place.  With ``transaction`` they run in
+    ``MULTI``…``EXEC``: all or none of them (a command Redis refuses to queue raises, and none run)."""
     if isinstance(redis, AutoPipelineRedis):
-        replies = await redis.execute_raw(commands)
+        replies = await redis.execute_raw(commands, transaction=transaction)
         if raise_on_error:
             error = next((reply for reply in replies if isinstance(reply, RedisError)), None)
             if error is not None:
                 raise error
         return replies
-    async with redis.pipeline(transaction=False) as pipe:
+    async with redis.pipeline(transaction=transaction) as pipe:
         replay(pipe, commands)
         return list(await pipe.execute(raise_on_error=raise_on_error))

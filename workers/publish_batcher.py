@@ -8,8 +8,12 @@ one.  In a pipeline, the submissions' commands come first, then one ``PUBLISH`` 
 frame for it (a bundle, :mod:`shared.events`; one ``PUBLISH`` per frame on a channel that does not take
 bundles): Redis fans out and the ingress reads one message per round trip, not one per frame.  Batches go
 out one after another, and a bundle keeps the submission order, so each job's frames keep the order in
-which they were submitted, and a job's commands run before its frames are published.  A job's command
-that Redis rejects (or a ``PUBLISH`` of its frames) fails that job's submission only.  A submission's
+which they were submitted, and a job's commands run before its frames are published.  A batch with
+commands besides its ``PUBLISH`` commands runs in ``MULTI``…``EXEC``: Redis runs none of it unless all of it
+arrived, so a worker killed (or a connection cut) in the middle of writing it leaves no settlement
+without its frame.  A job's command that Redis rejects (or a ``PUBLISH`` of its frames) fails that job's
+submission only (one Redis refuses to queue fails the transaction: its submissions are then sent one
+by one).  A submission's
 result is the reply of the ``PUBLISH`` that carried its last frame: how many subscribers received it (0:
 nobody listens on that channel any more).
 """
@@ -21,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from shared import events, keys
 from shared.redis_commands import Command, run_commands
@@ -82,7 +86,18 @@ class PublishBatcher:
                 commands.extend((("PUBLISH", channel, frame), {}) for frame in batch[i].frames)
                 publishes[i] = (start, len(commands))
         try:
-            replies = await run_commands(self._redis, commands, raise_on_error=False)
+            # With writes besides its PUBLISHes (a final frame's settlement), a batch runs as one
+            # transaction: a write cut midway (the worker killed, the connection lost) runs none of it,
+            # so no request is charged while its frame never went out.
+            atomic = any(submission.commands for submission in batch)
+            replies = await run_commands(self._redis, commands, raise_on_error=False, transaction=atomic)
+        except ResponseError as exc:  # a command Redis refused to queue failed them all
+            if len(batch) == 1:
+                _settle(batch[0].done, exc, 0)
+            else:  # each on its own, so that only the submission with that command fails
+                for submission in batch:
+                    await self._send_batch([submission])
+            return
         except (RedisError, OSError) as exc:
             for submission in batch:
                 _settle(submission.done, exc, 0)

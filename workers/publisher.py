@@ -380,8 +380,8 @@ class FramePublisher:
                 receivers = 1  # nothing published: nobody had to hear it
             elif not commands and len(frames) == 1:
                 receivers = await self._redis.publish(self.channel, frames[0])
-            else:
-                async with self._redis.pipeline(transaction=False) as pipe:
+            else:  # a transaction when it carries writes: none of them run unless its frames do
+                async with self._redis.pipeline(transaction=bool(commands)) as pipe:
                     replay(pipe, commands)
                     for frame in frames:
                         pipe.publish(self.channel, frame)

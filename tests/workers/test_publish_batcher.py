@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from urllib.parse import urlsplit
 
 import fakeredis
 import pytest
-from redis.exceptions import ResponseError
+import redis
+from redis.exceptions import RedisError, ResponseError
 
 from shared import events, keys
+from shared.redis_client import async_client
 from workers.publish_batcher import PublishBatcher
 
 CHANNEL = "aior:reply:batch"
@@ -151,3 +154,91 @@ async def test_a_rejected_command_fails_only_its_own_job_in_a_bundle() -> None:
     assert events.frames_of(message) == [b"bad", b"good"]
     await pubsub.aclose()
     await redis.aclose()
+
+
+class CutBeforePublish:
+    """A TCP proxy to Redis that forwards what the client writes up to its first ``PUBLISH`` command, then
+    closes both connections: a worker killed (or cut off) in the middle of writing a batch."""
+
+    def __init__(self, redis_url: str) -> None:
+        parts = urlsplit(redis_url)
+        self._target = (parts.hostname or "127.0.0.1", parts.port or 6379)
+        self._server: asyncio.Server | None = None
+        self.cut = asyncio.Event()
+
+    async def start(self) -> str:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        return f"redis://127.0.0.1:{port}/0"
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        redis_reader, redis_writer = await asyncio.open_connection(*self._target)
+
+        async def answers() -> None:
+            while data := await redis_reader.read(65536):
+                client_writer.write(data)
+
+        back = asyncio.create_task(answers())
+        try:
+            while data := await client_reader.read(65536):
+                at = data.find(b"$7\r\nPUBLISH\r\n")
+                if at < 0:
+                    redis_writer.write(data)
+                    continue
+                redis_writer.write(data[: data.rfind(b"*", 0, at)])  # up to the PUBLISH, not it
+                await redis_writer.drain()
+                self.cut.set()
+                break
+        finally:
+            back.cancel()
+            redis_writer.close()
+            client_writer.close()
+
+
+@pytest.mark.redis
+async def test_a_batch_cut_before_its_publish_runs_none_of_its_commands(redis_url: str) -> None:
+    """A batch with a settlement (any command besides PUBLISH) runs as one transaction: when the write
+    is cut before its PUBLISH reached Redis, the settlement does not run either, so no request is
+    charged while its answer never went out."""
+    direct = redis.Redis.from_url(redis_url)
+    direct.delete("settled")
+    proxy = CutBeforePublish(redis_url)
+    client = async_client(await proxy.start(), max_connections=2, auto_pipeline=True)
+    try:
+        batcher = PublishBatcher(client)
+        frame = events.encode(events.DONE, "req-1", 0, {}, b"")
+        done = batcher.submit([(("SET", "settled", "1"), {})], keys.reply_channel("i"), [frame])
+        with pytest.raises((RedisError, OSError)):
+            await asyncio.wait_for(done, 10)
+        assert proxy.cut.is_set()
+        assert direct.get("settled") is None
+    finally:
+        await client.aclose()
+        await proxy.close()
+        direct.close()
+
+
+@pytest.mark.redis
+async def test_a_command_redis_refuses_to_queue_fails_only_its_own_submission(redis_url: str) -> None:
+    """A command Redis refuses to queue (wrong arity) aborts the batch's transaction: the batch's
+    submissions are then sent one by one, so only that one fails and the others land."""
+    direct = redis.Redis.from_url(redis_url)
+    direct.delete("fine")
+    client = async_client(redis_url, max_connections=2, auto_pipeline=True)
+    try:
+        batcher = PublishBatcher(client)
+        frame = events.encode(events.DONE, "req-1", 0, {}, b"")
+        bad = batcher.submit([(("SET", "only-a-key"), {})], keys.reply_channel("i"), [frame])
+        good = batcher.submit([(("SET", "fine", "1"), {})], keys.reply_channel("i"), [frame])
+        assert await asyncio.wait_for(good, 10) == 0  # nobody subscribes: it landed all the same
+        with pytest.raises(ResponseError):
+            await bad
+        assert direct.get("fine") == b"1"
+        assert batcher.pipelines == 3  # the aborted transaction, then each submission on its own
+    finally:
+        await client.aclose()
+        direct.close()
