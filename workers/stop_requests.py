@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import orjson
@@ -48,17 +48,29 @@ def parse(channel: bytes | str, data: bytes | str) -> StopRequest | None:
     return None
 
 
-async def listen(redis: aredis.Redis, worker_channel: str, on_request: Callable[[StopRequest], None]) -> None:
-    """Deliver every stop request until cancelled, resubscribing after a lost connection."""
+async def listen(
+    redis: aredis.Redis,
+    worker_channel: str,
+    on_request: Callable[[StopRequest], None],
+    on_resubscribed: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Deliver every stop request until cancelled, resubscribing after a lost connection.  A cancel
+    published while the subscription was down is lost to it: ``on_resubscribed`` runs once it is back
+    (the worker reads its running jobs' cancel markers then, which the ingress sets with each cancel)."""
+    lost = False
     while True:
         pubsub = redis.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(keys.CANCEL_CHANNEL, worker_channel)
+            if lost and on_resubscribed is not None:
+                lost = False
+                await on_resubscribed()
             async for message in pubsub.listen():
                 request = parse(message["channel"], message["data"])
                 if request is not None:
                     on_request(request)
         except (RedisError, OSError):
+            lost = True
             log.warning("stop-request subscription lost; resubscribing", exc_info=True)
             await asyncio.sleep(_RESUBSCRIBE_PAUSE)
         finally:

@@ -233,7 +233,9 @@ class AsyncWorker(BaseWorker):
         heartbeats = loop.create_task(self._heartbeats(halt))
         store = loop.create_task(watch_store(StoreMarker(), self._redis, halt=halt))
         listener = loop.create_task(
-            stop_requests.listen(self._redis, self.pubsub_channel_name, self._on_stop_request)
+            stop_requests.listen(
+                self._redis, self.pubsub_channel_name, self._on_stop_request, self._read_cancel_markers
+            )
         )
         lane = self.batch_lane = self._batch_lane(adapter)
         lane_task = loop.create_task(lane.run())
@@ -698,6 +700,19 @@ class AsyncWorker(BaseWorker):
                     )
                 run.publisher.stop_unheard()
                 self._note_unheard(run.publisher.channel)
+
+    async def _read_cancel_markers(self) -> None:
+        """Stop the running jobs whose cancel marker is set: their cancel may have been published while
+        the stop-request subscription was down (Redis restarting), and nobody heard it."""
+        job_ids = list(self._runs)
+        if not job_ids:
+            return
+        markers = await run_commands(
+            self._redis, [(("EXISTS", keys.cancelled_marker(j)), {}) for j in job_ids]
+        )
+        for job_id, marked in zip(job_ids, markers, strict=True):
+            if marked:
+                self._on_stop_request(StopRequest(job_id))
 
     def _on_stop_request(self, request: StopRequest) -> None:
         if request.job_id is None:

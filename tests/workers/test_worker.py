@@ -260,6 +260,26 @@ async def test_a_job_cancelled_while_its_start_is_held_still_records_its_start(
     assert slow.request_id in FailedJobRegistry("simulated", connection=clean_redis).get_job_ids()
 
 
+async def test_a_cancel_sent_while_the_stop_subscription_was_down_stops_the_job_once_it_is_back(
+    clean_redis: redis.Redis, aredis_client: aredis.Redis, replies: Replies, redis_url: str
+) -> None:
+    """A cancel published while the worker's stop-request subscription is down (Redis restarting) is
+    not heard; its marker stays, and the worker reads its running jobs' markers once it resubscribed."""
+    settings = worker_settings(redis_url, tokens_per_second=5)
+    slow = completion_job(upstream_model="lorem", max_tokens=200, reply_to=REPLY_CHANNEL)
+    async with running_worker(settings):
+        await enqueue(aredis_client, slow, settings)
+        await eventually(lambda: rq_job(clean_redis, slow.request_id).get_status() == JobStatus.STARTED)
+        # the cancel's broadcast is lost with the subscription: only its marker is left
+        await aredis_client.set(keys.cancelled_marker(slow.request_id), b"1", ex=keys.CANCELLED_MARKER_TTL)
+        # the worker's stop-request connection: the one subscribed to two channels (cancels, its own)
+        stop_listeners = [c["id"] for c in clean_redis.client_list(_type="pubsub") if c["sub"] == "2"]
+        assert len(stop_listeners) == 1
+        clean_redis.client_kill_filter(_id=stop_listeners[0])
+        await eventually(lambda: rq_job(clean_redis, slow.request_id).get_status() == JobStatus.STOPPED)
+    assert slow.request_id in FailedJobRegistry("simulated", connection=clean_redis).get_job_ids()
+
+
 async def test_cancelled_marker_skips_job_at_pickup(
     clean_redis: redis.Redis, aredis_client: aredis.Redis, replies: Replies, redis_url: str
 ) -> None:
