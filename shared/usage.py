@@ -13,12 +13,14 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 import redis
 import redis.asyncio as aredis
 
 from shared import keys
+from shared.lua import LuaScript, ScriptCall
+from shared.rq_bridge import recorded, recording_pipeline
 
 OK = "ok"
 """The status of a request that completed; any other status (an error code, ``cancelled``) counts as an
@@ -133,6 +135,30 @@ def queue_usage(pipe: redis.client.Pipeline | aredis.client.Pipeline, record: Us
         if amount:
             pipe.hincrby(daily_key, f"{record.model}|{counter}", amount)
     pipe.expire(daily_key, keys.USAGE_DAILY_TTL)
+
+
+USAGE_CHARGED: Final = LuaScript.load("usage_charged")
+
+
+def charged_usage_call(record: UsageRecord, reservation_key: str) -> ScriptCall:
+    """:func:`queue_usage`'s commands as one script call that writes, in place of ``record``'s cost, what
+    the settlement of the reservation at ``reservation_key`` charged (it must run before, in the same
+    round trip): 0 when the hold had been released already, the hold when the tokens cost more."""
+    pipe = recording_pipeline()
+    queue_usage(pipe, record)
+    cost_field = f"{record.model}|cost_micros"
+    flat: list[Any] = []
+    positions: list[int] = []
+    for args, _ in recorded(pipe):
+        flat.append(len(args))
+        first = len(flat) + 1  # the 1-based position of args[0]
+        if args[0] == "XADD":  # XADD key [MAXLEN ~ N] * field value ...: the value after cost_micros
+            pairs = args.index("*", 2) + 1
+            positions += [first + j + 1 for j in range(pairs, len(args) - 1, 2) if args[j] == "cost_micros"]
+        elif args[0] == "HINCRBY" and args[2] == cost_field:
+            positions.append(first + 3)
+        flat.extend(args)
+    return ScriptCall(USAGE_CHARGED, [reservation_key], [len(positions), *positions, *flat])
 
 
 async def recent_usage(

@@ -28,7 +28,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from shared import credits, ratelimit, usage
+from shared import credits, keys, ratelimit, usage
 from shared.errors import AIORouterError, IngressGone
 from shared.job_billing import JobBilling
 from shared.jobs import CompletionJob
@@ -95,9 +95,13 @@ def final_commands(
             status=status,
             at=now,
         )
-        pipe = recording_pipeline()
-        usage.queue_usage(pipe, record)
-        commands.extend(recorded(pipe))
+        if billing is not None and charged:  # the record says what the settlement charged
+            reservation = keys.credit_reservation(billing.reservation.id)
+            commands.append(usage.charged_usage_call(record, reservation).command())
+        else:
+            pipe = recording_pipeline()
+            usage.queue_usage(pipe, record)
+            commands.extend(recorded(pipe))
     return commands, charge
 
 

@@ -85,7 +85,7 @@ async def test_a_completed_job_is_charged_its_tokens(aredis_client: aredis.Redis
 
 async def test_the_charge_never_exceeds_the_hold_and_lands_once(aredis_client: aredis.Redis) -> None:
     """Usage beyond the reserved worst case is charged the hold only, and replaying the settlement (a
-    retried round trip) charges nothing more."""
+    retried round trip) charges nothing more; the usage record says what was charged."""
     await funded(aredis_client)
     job, _ = await billed_job(aredis_client, 300)
     tokens = {"prompt_tokens": 1_000, "completion_tokens": 1_000}
@@ -94,6 +94,24 @@ async def test_the_charge_never_exceeds_the_hold_and_lands_once(aredis_client: a
     await run(aredis_client, commands)
     balance = await credits.get_balance(aredis_client, "acme")
     assert (balance.spent, balance.reserved) == (300, 0)
+    assert [record.cost_micros for record in await records(aredis_client)] == [300, 300]
+
+
+async def test_a_job_whose_hold_was_released_first_records_no_cost(aredis_client: aredis.Redis) -> None:
+    """A job that ends after its request released its hold (the ingress failed the request, Redis lost
+    meanwhile) is charged nothing, and its usage record and the day's totals say so, not the cost of
+    its tokens."""
+    await funded(aredis_client)
+    job, billing = await billed_job(aredis_client, 10_000)
+    assert (await credits.release(aredis_client, billing.reservation)).outcome == "settled"
+    tokens = {"prompt_tokens": 100, "completion_tokens": 50}
+    await run(aredis_client, billing_commands(job, error=None, token_usage=tokens))
+    assert (await credits.get_balance(aredis_client, "acme")).spent == 0
+    [record] = await records(aredis_client)
+    assert (record.status, record.cost_micros, record.prompt_tokens) == (usage.OK, 0, 100)
+    today = datetime.now(UTC).date()
+    [day] = await usage.daily_usage(aredis_client, "acme", today, today)
+    assert (day.requests, day.prompt_tokens, day.cost_micros) == (1, 100, 0)
 
 
 async def test_a_failed_job_leaves_the_hold_and_records_its_error(aredis_client: aredis.Redis) -> None:
