@@ -269,15 +269,7 @@ class AutoPipelineRedis(aredis.Redis):
         link = self._link
         if link is None or not link.usable:
             link = await self._connect()
-        packed = [pack(args) for args, _ in commands]
-        if transaction:
-            replies = await link.submit(b"".join([_MULTI, *packed, _EXEC]), len(packed) + 2)
-            try:
-                results = _exec_results(replies, commands)
-            except ReadOnlyError as exc:
-                raise _demoted(link, exc) from exc
-        else:
-            results = await link.submit(b"".join(packed), len(packed))
+        results = _replies(link, await link.submit(*_written(commands, transaction)), commands, transaction)
         out: list[Any] = []
         for number, (reply, (args, options)) in enumerate(zip(results, commands, strict=True), start=1):
             if isinstance(reply, hiredis.ReplyError):
@@ -306,16 +298,7 @@ class AutoPipelineRedis(aredis.Redis):
         link = self._link
         if link is None or not link.usable:
             link = await self._connect()
-        packed = [pack(args) for args, _ in commands]
-        if transaction:
-            try:
-                replies = _exec_results(
-                    await link.submit(b"".join([_MULTI, *packed, _EXEC]), len(packed) + 2), commands
-                )
-            except ReadOnlyError as exc:
-                raise _demoted(link, exc) from exc
-        else:
-            replies = await link.submit(b"".join(packed), len(packed))
+        replies = _replies(link, await link.submit(*_written(commands, transaction)), commands, transaction)
         return [
             _demoted(link, _error_of(reply)) if isinstance(reply, hiredis.ReplyError) else _error_free(reply)
             for reply in replies
@@ -418,6 +401,25 @@ def _error_free(reply: Any) -> Any:
             _error_of(item) if isinstance(item, hiredis.ReplyError) else _error_free(item) for item in reply
         ]
     return reply
+
+
+def _written(commands: Sequence[tuple[tuple[Any, ...], Any]], transaction: bool) -> tuple[bytes, int]:
+    """What ``commands`` write on the connection (inside ``MULTI``…``EXEC`` with ``transaction``), and
+    how many replies come back."""
+    packed = [pack(args) for args, _ in commands]
+    if transaction:
+        return b"".join([_MULTI, *packed, _EXEC]), len(packed) + 2
+    return b"".join(packed), len(packed)
+
+
+def _replies(link: _Link, replies: list[Any], commands: Sequence[Any], transaction: bool) -> list[Any]:
+    """Each command's reply, from what :func:`_written`'s write got back."""
+    if not transaction:
+        return replies
+    try:
+        return _exec_results(replies, commands)
+    except ReadOnlyError as exc:
+        raise _demoted(link, exc) from exc
 
 
 def _exec_results(replies: list[Any], commands: Sequence[Any]) -> list[Any]:
