@@ -14,6 +14,9 @@ ingress do unbounded work or hold its connections forever, whatever sits in fron
 * a client that leaves with pipelined requests outstanding leaves them all: the one running sees the
   disconnect (uvicorn itself tells only the newest one), and the queued ones never start.
 
+Each request's response writes through a :class:`~ingress.response_writes.HeadJoiningTransport`, so that
+its head leaves with its first body bytes.
+
 Every such answer is the JSON error envelope with ``connection: close``; the connection then stops
 being parsed and reads (and drops) at most ``max_header_bytes`` more, for at most :data:`LINGER`
 seconds, so that the client can read the answer before the close.  Each limit hit is counted and
@@ -32,7 +35,7 @@ import logging
 import resource
 import time
 from dataclasses import replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import httptools
 from starlette.types import Receive, Scope, Send
@@ -42,6 +45,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from uvicorn.server import ServerState
 
 from ingress.http_errors import RequestHeadersTooLarge, RequestTimeout, send_error
+from ingress.response_writes import HeadJoiningTransport
 from shared.errors import AIORouterError, InvalidRequest, ServiceUnavailable
 from shared.settings import ConnectionLimits
 
@@ -142,6 +146,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
         self._running = cycle
+        cycle.transport = cast(asyncio.Transport, HeadJoiningTransport(cycle.transport))
         super()._start_asgi_task(cycle, app)
 
     def data_received(self, data: bytes) -> None:

@@ -224,9 +224,11 @@ async def test_uvicorn_private_api_used_by_the_guard_is_unchanged() -> None:
     cycle_fields = inspect.signature(RequestResponseCycle.__init__).parameters
     assert "message_event" in cycle_fields
     source = inspect.getsource(RequestResponseCycle)
-    for used in ("self.disconnected", "self.response_started", "self.response_complete"):
+    for used in ("self.disconnected", "self.response_started", "self.response_complete", "self.transport"):
         assert used in source, used
     assert "self.limit_concurrency" in inspect.getsource(HttpToolsProtocol.on_headers_complete)
+    # ingress.response_writes: a response's writes go through the cycle's own transport attribute
+    assert "self.transport.write(" in inspect.getsource(RequestResponseCycle.send)
     assert "default_headers" in inspect.getsource(ServerState)
     assert issubclass(GuardedHttpToolsProtocol, HttpToolsProtocol)
 

@@ -1,0 +1,63 @@
+"""A response's status line and headers leave in the same write as its first body bytes.
+
+uvicorn writes a response's head to the socket as soon as the app sends ``http.response.start``, and each
+body message in a write of its own: a JSON answer takes two ``write()`` calls, and a stream's head goes
+out alone before its first chunk.  Over loopback or a fast network each write that reaches an idle client
+wakes it (on a VM, an interrupt to another core), and the client, having read a head, waits for the body
+and is woken again.  :class:`HeadJoiningTransport` stands between one request's
+:class:`~uvicorn.protocols.http.httptools_impl.RequestResponseCycle` and the connection's transport: it
+holds the head and sends it with the next write, or at the end of the event loop's pass if none comes
+in it (a stream whose first content is not there yet), so that the client never waits on a held head.
+
+Everything else is the connection's transport: a close or a check of it sends a held head first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+
+class HeadJoiningTransport:
+    """One response's view of its connection's ``transport``: the first write (the head) waits for the
+    next one, or for the end of the loop's pass, and the two go out as one."""
+
+    __slots__ = ("_first", "_flush", "_held", "_transport")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._held: bytes | None = None
+        self._flush: asyncio.Handle | None = None
+        self._first = True
+
+    def write(self, data: bytes) -> None:
+        if self._first:
+            self._first = False
+            self._held = data
+            self._flush = asyncio.get_running_loop().call_soon(self.send_held)
+            return
+        if self._held is not None:
+            data = self._held + data
+            self._held = None
+            assert self._flush is not None
+            self._flush.cancel()
+            self._flush = None
+        self._transport.write(data)
+
+    def send_held(self) -> None:
+        """Write the held head now, if it is still held and the connection still open."""
+        held, self._held, self._flush = self._held, None, None
+        if held is not None and not self._transport.is_closing():
+            self._transport.write(held)
+
+    def close(self) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+        self.send_held()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
