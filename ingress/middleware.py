@@ -45,7 +45,7 @@ class RequestContextMiddleware:
             if name == b"x-request-id":
                 client_request_id = value
             elif name == b"api-version":
-                requested_version = value.decode("latin-1")
+                requested_version = value.decode("utf-8", "replace")  # shown as sent in an error
         request_id = request_id_for(client_request_id)
         state = scope.setdefault("state", {})
         state["request_id"] = request_id.decode()

@@ -111,3 +111,11 @@ async def test_app_unknown_version_is_400(ingress_factory: IngressFactory) -> No
         assert_error(response, 400, "invalid_request", "unsupported_api_version", "API-Version")
         assert response.headers["api-version"] == CURRENT
         assert response.headers["x-request-id"] == "v1"
+
+
+async def test_app_malformed_non_ascii_version_is_shown_as_sent(ingress_factory: IngressFactory) -> None:
+    """A malformed version in UTF-8 is quoted in the error as the client wrote it, not Latin-1 mojibake."""
+    async with ingress_factory() as ingress:
+        response = await ingress.chat(headers={"API-Version": "2025-été".encode()})
+        assert_error(response, 400, "invalid_request", "unsupported_api_version", "API-Version")
+        assert "'2025-été'" in response.json()["error"]["message"]
