@@ -663,6 +663,24 @@ def file_record(file_id: str) -> str:
 
 
 @_key(
+    "set",
+    "the unfinished batches reading this file as their input: while it has members, deleting or expiring "
+    "the file drops its record but keeps its content, which the last of them deletes as it ends",
+    writer="ingress: `ingress.batches.records` (create); batch driver: `ingress.batches.finalize` (clean-up)",
+    reader="ingress, batch driver: `ingress.batches.files` (delete), `ingress.batches.finalize`",
+    ttl="`FILE_BATCHES_TTL`, renewed as each batch is created; a batch ends within its completion window",
+)
+def file_batches(file_id: str) -> str:
+    """Set: the unfinished batches whose input is this file (its content outlives a delete for them)."""
+    return f"{PREFIX}:file:{file_id}:batches"
+
+
+FILE_BATCHES_TTL = 30 * 86_400
+"""Seconds a file's set of unfinished batches outlives the creation of the last of them (a batch ends
+within its completion window; the margin covers a driver that was down)."""
+
+
+@_key(
     "sorted set",
     "file id -> µs of its creation: one account's files, for listing",
     writer="ingress, batch driver: `ingress.batches.files`",

@@ -21,6 +21,7 @@ from ingress.batches.records import BatchRecord
 from ingress.batches.storage import FileStorage
 from shared import batch_lines, credits, keys
 from shared.batch_lines import LineRef
+from shared.errors import NotFound
 from shared.settings import ModelEntry
 
 LOST_CHECK_INTERVAL = 1.0  # seconds between two looks for lost lines of one batch
@@ -49,6 +50,7 @@ class BatchRun:
     last_lost_check: float = 0.0
     last_part: float = 0.0
     finished: set[int] = field(default_factory=set)  # lines with a result not yet moved to storage
+    input_missing: bool = False  # the input's content is no longer stored: the lines not yet read fail
 
     @property
     def id(self) -> str:
@@ -91,7 +93,12 @@ class BatchRun:
             self.reader = raw_lines(storage, self.input_key)
             self.read = 0
         while self.read <= self.cursor:
-            item = await anext(self.reader, None)
+            try:
+                item = await anext(self.reader, None)
+            except NotFound:
+                self.input_missing = True
+                self.reader = None
+                return None
             if item is None:
                 return None
             number, raw = item
@@ -107,7 +114,6 @@ class BatchRun:
                     models=models,
                 )
             except LineError as exc:  # validated when the batch was created: the catalog changed since
-                exc.line = self.cursor
                 return exc
             return self.held
         return None

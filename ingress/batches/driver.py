@@ -31,7 +31,7 @@ from ingress.batches.input_lines import BatchLine
 from ingress.batches.lost_lines import lost_attempts, stuck_after
 from ingress.batches.storage import FileStorage
 from ingress.batches.validate_batch import account_plan, validate_batch
-from ingress.batches.wind_down import ACCOUNT_SUSPENDED, wind_down
+from ingress.batches.wind_down import ACCOUNT_SUSPENDED, INPUT_FILE_MISSING, wind_down
 from ingress.provider_preferences import NO_PREFERENCES
 from ingress.routing import ModelRouter
 from shared import credits, keys
@@ -127,6 +127,7 @@ class BatchDriver:
             if run.ending:
                 await wind_down(self.redis, run, self.storage, self.settings.models)
         moved += await self._feed([run for run in self.runs.values() if not run.ending])
+        await self._end_unreadable()  # found while reading lines: wound down from the next round
         for run in list(self.runs.values()):
             if run.cursor >= run.total and not run.in_flight() and not run.retries:
                 await run.collect(self.redis, self.storage, force=True)
@@ -154,15 +155,21 @@ class BatchDriver:
             elif batch_id in self.runs:
                 self.runs[batch_id].record = record
             else:
-                (input_file,) = await files.load_files(self.redis, [record.fields["input_file_id"]])
-                key = (
-                    input_file.storage_key
-                    if input_file is not None
-                    else f"files/{record.fields['input_file_id']}"
-                )
+                key = files.storage_key(record.fields["input_file_id"])  # kept while the batch runs
                 self.runs[batch_id] = await BatchRun.load(self.redis, record, key)
                 plan = await account_plan(self.redis, self.settings, record.account_id)
                 self.price_factors[record.account_id] = plan.batch_price_factor
+
+    async def _end_unreadable(self) -> None:
+        """A running batch whose input's content is no longer stored (lost by the storage: a deleted
+        file's content stays while a batch reads it) ends (``input_file_missing``): its lines not yet
+        read fail, the others run to their end; the other batches go on."""
+        for run in self.runs.values():
+            if run.input_missing and not run.ending:
+                log.error("batch %s: its input file's content is no longer stored; ending it", run.id)
+                await self.redis.hset(keys.batch_record(run.id), "ending", INPUT_FILE_MISSING)
+                fields = {**run.record.fields, "ending": INPUT_FILE_MISSING}
+                run.record = replace(run.record, fields=fields)
 
     async def _end_suspended(self) -> None:
         """The running batches of a suspended account end (``account_suspended``): their lines not
@@ -277,7 +284,7 @@ class BatchDriver:
                 return None
             if isinstance(item, BatchLine):
                 break
-            ref = LineRef(run.id, run.cursor, "")
+            ref = LineRef(run.id, run.cursor, item.custom_id)
             run.consume()
             await run.fail_lines(self.redis, [(ref, item.code, item.message)], cursor=run.cursor)
         deployment = await self._route(item.request.model, item)

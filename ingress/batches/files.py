@@ -39,7 +39,7 @@ class FileRecord:
 
     @property
     def storage_key(self) -> str:
-        return f"files/{self.id}"
+        return storage_key(self.id)
 
     def to_json(self) -> dict[str, Any]:
         """The OpenAI ``File`` object."""
@@ -79,6 +79,11 @@ class FileRecord:
         )
 
 
+def storage_key(file_id: str) -> str:
+    """Where a file's content is stored (it may outlive the file's record: :func:`delete_file`)."""
+    return f"files/{file_id}"
+
+
 def new_file_id() -> str:
     return "file-" + secrets.token_hex(12)
 
@@ -100,7 +105,7 @@ async def store_file(
 ) -> FileRecord:
     """Write the content, then its record: a record never points at content that is not there."""
     file_id = file_id or new_file_id()
-    size = await storage.put(f"files/{file_id}", chunks)
+    size = await storage.put(storage_key(file_id), chunks)
     now = int(time.time())
     record = FileRecord(file_id, account_id, filename, purpose, size, now, now + ttl)
     await save_record(redis, record)
@@ -141,16 +146,32 @@ async def get_file(redis: aredis.Redis, file_id: str, account_id: str) -> FileRe
 
 
 async def delete_file(redis: aredis.Redis, storage: FileStorage, record: FileRecord) -> None:
-    """Drop the record first (the file is gone for clients at once), then the content."""
+    """Drop the record first (the file is gone for clients at once), then the content, unless an
+    unfinished batch reads it as its input: the last such batch deletes it as it ends
+    (:func:`release_input`)."""
     try:
         async with redis.pipeline(transaction=True) as pipe:
             pipe.delete(keys.file_record(record.id))
             pipe.zrem(keys.account_files(record.account_id), record.id)
             pipe.zrem(keys.FILES_EXPIRY, record.id)
-            await pipe.execute()
+            pipe.scard(keys.file_batches(record.id))
+            *_, readers = await pipe.execute()
     except RedisError as exc:
         raise _unreachable() from exc
-    await storage.delete(record.storage_key)
+    if not readers:
+        await storage.delete(record.storage_key)
+
+
+async def release_input(redis: aredis.Redis, storage: FileStorage, file_id: str, batch_id: str) -> None:
+    """A batch that read ``file_id`` as its input ended: delete the content if the file was deleted (or
+    expired) meanwhile and no other unfinished batch reads it.  Idempotent."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.srem(keys.file_batches(file_id), batch_id)
+        pipe.scard(keys.file_batches(file_id))
+        pipe.exists(keys.file_record(file_id))
+        _, readers, exists = await pipe.execute()
+    if not readers and not exists:
+        await storage.delete(storage_key(file_id))
 
 
 async def sweep_expired(redis: aredis.Redis, storage: FileStorage, *, now: float | None = None) -> int:

@@ -49,9 +49,11 @@ async def finalize(
 
 
 async def cleanup(redis: aredis.Redis, storage: FileStorage, record: BatchRecord) -> None:
-    """Drop a finished batch's working state (idempotent: a driver may repeat it after a crash)."""
+    """Drop a finished batch's working state (idempotent: a driver may repeat it after a crash), and its
+    input file's content if that file was deleted while the batch ran."""
     for number in range(record.number("parts")):
         await storage.delete(part_key(record.id, number))
+    await files.release_input(redis, storage, record.fields["input_file_id"], record.id)
     await RELEASE_LINES(redis, [keys.batch_queued_lines(record.account_id), keys.batch_record(record.id)], [])
     async with redis.pipeline(transaction=True) as pipe:
         pipe.delete(keys.batch_inflight(record.id), keys.batch_results(record.id), keys.batch_done(record.id))

@@ -38,6 +38,7 @@ class LineError(Exception):
         self.message = message
         self.line = line
         self.param = param
+        self.custom_id = ""  # the line's, when it has a valid one (its error result names it)
 
     def to_json(self) -> dict[str, Any]:
         """OpenAI's ``BatchError``."""
@@ -80,6 +81,19 @@ def parse_line(
             line=number,
             param="custom_id",
         )
+    try:
+        return BatchLine(
+            index, number, custom_id, _request(data, number=number, endpoint=endpoint, models=models)
+        )
+    except LineError as exc:
+        exc.custom_id = custom_id
+        raise
+
+
+def _request(
+    data: dict[str, Any], *, number: int, endpoint: str, models: Mapping[str, ModelEntry]
+) -> ChatRequest:
+    """The line's request, validated (``data`` has a valid ``custom_id``)."""
     if data.get("method") != "POST":
         raise LineError("invalid_value", "'method' must be 'POST'.", line=number, param="method")
     if data.get("url") != endpoint:
@@ -102,7 +116,7 @@ def parse_line(
         raise LineError(
             "model_not_found", f"The model '{request.model}' does not exist.", line=number, param="body.model"
         )
-    return BatchLine(index, number, custom_id, request)
+    return request
 
 
 @dataclass(slots=True)

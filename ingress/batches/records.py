@@ -126,6 +126,8 @@ async def create_batch(
             pipe.hset(keys.batch_record(batch_id), mapping=_encodable(fields))
             pipe.zadd(keys.account_batches(account_id), {batch_id: time.time_ns() // 1000})
             pipe.zadd(keys.BATCHES_ACTIVE, {batch_id: time.time_ns() // 1000})
+            pipe.sadd(keys.file_batches(input_file_id), batch_id)  # its content stays until the batch ends
+            pipe.expire(keys.file_batches(input_file_id), keys.FILE_BATCHES_TTL)
             await pipe.execute()
     except RedisError as exc:
         raise _unreachable() from exc

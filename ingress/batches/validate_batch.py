@@ -14,6 +14,7 @@ from ingress.batches.records import BatchRecord
 from ingress.batches.storage import FileStorage
 from ingress.control import accounts
 from shared import keys
+from shared.errors import NotFound
 from shared.lua import LuaScript
 from shared.settings import Plan, Settings
 
@@ -34,14 +35,18 @@ async def validate_batch(
     if input_file is None:
         missing = LineError("input_file_missing", "The input file was deleted or expired.", line=None)
         return await _fail(redis, record, [missing])
-    validation = await validate_file(
-        storage,
-        input_file.storage_key,
-        size=input_file.size,
-        endpoint=record.fields["endpoint"],
-        models=settings.models,
-        bounds=settings.batches,
-    )
+    try:
+        validation = await validate_file(
+            storage,
+            input_file.storage_key,
+            size=input_file.size,
+            endpoint=record.fields["endpoint"],
+            models=settings.models,
+            bounds=settings.batches,
+        )
+    except NotFound:  # the storage lost the content
+        missing = LineError("input_file_missing", "The input file's content is no longer stored.", line=None)
+        return await _fail(redis, record, [missing])
     if validation.errors:
         return await _fail(redis, record, validation.errors)
     plan = await account_plan(redis, settings, record.account_id)

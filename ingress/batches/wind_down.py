@@ -2,9 +2,10 @@
 fail instead of running.
 
 Lines never dispatched are recorded as errors (``batch_cancelled``, ``batch_expired``,
-``insufficient_quota`` or ``account_suspended``), :data:`CHUNK` per round so that one 50,000-line batch
-does not stall the driver.  When cancelled, expired or suspended, lines still waiting in their lane are
-taken back and fail the same way; lines a worker already started run to their end.
+``insufficient_quota``, ``account_suspended`` or ``input_file_missing``), :data:`CHUNK` per round so
+that one 50,000-line batch does not stall the driver.  When cancelled, expired or suspended, lines still
+waiting in their lane are taken back and fail the same way; lines a worker already started run to their
+end.  Lines whose input can no longer be read fail without their ``custom_id``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import redis.asyncio as aredis
 from rq.job import Job
 
 from ingress.batches.batch_run import BatchRun
-from ingress.batches.input_lines import BatchLine
 from ingress.batches.storage import FileStorage
 from shared import credits, keys
 from shared.batch_lines import LineRef
@@ -24,11 +24,13 @@ from shared.settings import ModelEntry
 
 CHUNK: Final = 1000
 ACCOUNT_SUSPENDED: Final = "account_suspended"  # the ending of a suspended account's batches
+INPUT_FILE_MISSING: Final = "input_file_missing"  # the ending of a batch whose input's content was lost
 MESSAGES: Final = {
     "batch_cancelled": "The batch was cancelled before this line ran.",
     "batch_expired": "The batch's completion window passed before this line ran.",
     "insufficient_quota": "The account ran out of credit before this line could run.",
     ACCOUNT_SUSPENDED: "The account was suspended before this line ran.",
+    INPUT_FILE_MISSING: "The batch's input file is no longer stored: this line could not be read.",
 }
 
 
@@ -45,9 +47,12 @@ async def wind_down(
         item = await run.next_line(storage, dict(models))
         if item is None:
             break
-        custom_id = item.custom_id if isinstance(item, BatchLine) else ""
-        failed.append((LineRef(run.id, run.cursor, custom_id), code, message))
+        failed.append((LineRef(run.id, run.cursor, item.custom_id), code, message))
         run.consume()
+    if run.input_missing:  # the lines left cannot be read: they fail without their custom_id
+        while len(failed) < CHUNK and run.cursor < run.total:
+            failed.append((LineRef(run.id, run.cursor, ""), code, message))
+            run.consume()
     if code in ("batch_cancelled", "batch_expired", ACCOUNT_SUSPENDED):
         failed.extend(await _withdraw_queued(redis, run, code, message))
     if failed:

@@ -77,3 +77,34 @@ def test_kill_a_worker_and_the_driver_mid_batch(launch_fresh_system: SystemLaunc
     assert set(ids) == {f"req-{n}" for n in range(LINES)}
     assert done.request_counts is not None
     assert (done.request_counts.completed, done.request_counts.failed) == (len(outputs), len(errors))
+
+
+def test_a_batch_whose_input_file_is_deleted_mid_run_completes_across_a_driver_restart(
+    launch_fresh_system: SystemLauncher, tmp_path: Path
+) -> None:
+    """Deleting the input file of a running batch answers 200 and the file is gone for the caller at
+    once, but the batch keeps reading it: with the driver killed and restarted (it opens the input
+    again), the batch completes with every custom_id once; then the content is deleted."""
+    files = tmp_path / "files"
+    system = launch_fresh_system(CONFIG.format(files=files), pools=["simulated"], batch_driver=True)
+    client = system.client()
+    lines = 600
+    uploaded = client.files.create(file=("input.jsonl", batch_file(lines, max_tokens=4)), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    deadline = time.monotonic() + PROGRESS_WITHIN
+    while client.batches.retrieve(batch.id).status == "validating" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert client.files.delete(uploaded.id).deleted
+    (driver,) = [s for s in system.services if s.label == "batch driver"]
+    _kill(driver)
+    system.services.append(_start("batch driver #2", ["batches"], system.env, system.config.parent))
+    done = wait_final(client, batch.id, within=PROGRESS_WITHIN)
+    assert done.status == "completed", done
+    outputs, errors = jsonl(client, done.output_file_id), jsonl(client, done.error_file_id)
+    assert sorted(str(line["custom_id"]) for line in outputs + errors) == sorted(
+        f"req-{n}" for n in range(lines)
+    )
+    assert not (files / "files" / uploaded.id).exists()
+    assert "batch driver round failed" not in system.logs()

@@ -1,0 +1,150 @@
+"""A batch's input outlives a delete of its file while the batch runs: the record goes at once (404),
+the content stays until the last batch reading it ends, whichever of the two comes first.  A batch whose
+input content is lost anyway ends with its unread lines failed (``input_file_missing``), and a line that
+fails validation when it is dispatched keeps its ``custom_id``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import orjson
+import pytest
+import redis.asyncio as aredis
+
+from ingress.batches import files, records
+from ingress.batches.batch_run import BatchRun
+from ingress.batches.finalize import cleanup
+from ingress.batches.input_lines import BatchLine, LineError, parse_line
+from ingress.batches.storage import LocalStorage
+from ingress.batches.wind_down import INPUT_FILE_MISSING, wind_down
+from shared import keys
+from shared.errors import NotFound
+from shared.settings import ModelEntry
+
+pytestmark = pytest.mark.redis
+
+MODELS = {"m": ModelEntry(id="m", deployments=())}
+
+
+def line(custom_id: str, model: str = "m") -> bytes:
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+    return orjson.dumps(
+        {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body}
+    )
+
+
+async def _chunks(content: bytes) -> AsyncIterator[bytes]:
+    yield content
+
+
+async def uploaded(redis: aredis.Redis, storage: LocalStorage, content: bytes) -> files.FileRecord:
+    return await files.store_file(
+        redis,
+        storage,
+        account_id="a",
+        filename="in.jsonl",
+        purpose="batch",
+        chunks=_chunks(content),
+        ttl=3600,
+    )
+
+
+async def new_batch(redis: aredis.Redis, file_id: str) -> records.BatchRecord:
+    return await records.create_batch(
+        redis,
+        account_id="a",
+        input_file_id=file_id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        window_seconds=86_400,
+        metadata=None,
+    )
+
+
+async def test_deleting_a_running_batchs_input_keeps_its_content_until_the_batch_ends(
+    aredis_client: aredis.Redis, tmp_path: Path
+) -> None:
+    storage = LocalStorage(tmp_path)
+    stored = await uploaded(aredis_client, storage, line("x") + b"\n")
+    batch = await new_batch(aredis_client, stored.id)
+    await files.delete_file(aredis_client, storage, stored)
+    with pytest.raises(NotFound):
+        await files.get_file(aredis_client, stored.id, "a")  # gone for clients at once
+    assert await storage.get(stored.storage_key) == line("x") + b"\n"  # still there for the batch
+    await cleanup(aredis_client, storage, batch)
+    with pytest.raises(NotFound):
+        await storage.get(stored.storage_key)
+    await cleanup(aredis_client, storage, batch)  # a driver repeating it after a crash: no harm
+
+
+async def test_a_file_deleted_after_its_batches_ended_loses_its_content_then(
+    aredis_client: aredis.Redis, tmp_path: Path
+) -> None:
+    storage = LocalStorage(tmp_path)
+    stored = await uploaded(aredis_client, storage, line("x") + b"\n")
+    first, second = await new_batch(aredis_client, stored.id), await new_batch(aredis_client, stored.id)
+    await cleanup(aredis_client, storage, first)
+    await cleanup(aredis_client, storage, second)
+    assert await storage.get(stored.storage_key)  # the file itself was never deleted
+    assert await aredis_client.ttl(keys.file_batches(stored.id)) == -2  # nothing left behind
+    await files.delete_file(aredis_client, storage, stored)
+    with pytest.raises(NotFound):
+        await storage.get(stored.storage_key)
+
+
+async def test_content_shared_by_two_batches_goes_with_the_last_of_them(
+    aredis_client: aredis.Redis, tmp_path: Path
+) -> None:
+    storage = LocalStorage(tmp_path)
+    stored = await uploaded(aredis_client, storage, line("x") + b"\n")
+    first, second = await new_batch(aredis_client, stored.id), await new_batch(aredis_client, stored.id)
+    assert 0 < await aredis_client.ttl(keys.file_batches(stored.id)) <= keys.FILE_BATCHES_TTL
+    await files.delete_file(aredis_client, storage, stored)
+    await cleanup(aredis_client, storage, first)
+    assert await storage.get(stored.storage_key)
+    await cleanup(aredis_client, storage, second)
+    with pytest.raises(NotFound):
+        await storage.get(stored.storage_key)
+
+
+async def test_a_batch_whose_input_content_was_lost_fails_its_unread_lines(
+    aredis_client: aredis.Redis, tmp_path: Path
+) -> None:
+    """The storage lost the content: reading the next line marks the run, and winding it down fails every
+    line not yet read (without their custom_id, which cannot be read) instead of failing the driver."""
+    storage = LocalStorage(tmp_path)
+    stored = await uploaded(aredis_client, storage, b"\n".join(line(f"c{n}") for n in range(3)))
+    batch = await new_batch(aredis_client, stored.id)
+    await aredis_client.hset(keys.batch_record(batch.id), mapping={"status": "in_progress", "total": 3})
+    loaded = await records.load_batch(aredis_client, batch.id)
+    assert loaded is not None
+    run = await BatchRun.load(aredis_client, loaded, stored.storage_key)
+    first = await run.next_line(storage, MODELS)
+    assert isinstance(first, BatchLine) and first.custom_id == "c0"
+    run.consume()
+    await storage.delete(stored.storage_key)
+    run.reader = None  # as after a driver restart: the next read opens the content again
+    assert await run.next_line(storage, MODELS) is None and run.input_missing
+    run.record = records.BatchRecord({**run.record.fields, "ending": INPUT_FILE_MISSING})
+    await wind_down(aredis_client, run, storage, MODELS)
+    assert run.cursor == 3
+    results = await aredis_client.hgetall(keys.batch_results(batch.id))
+    assert sorted(int(k) for k in results) == [1, 2]
+    for value in results.values():
+        error = orjson.loads(value[1:])
+        assert error["custom_id"] == "" and error["error"]["code"] == INPUT_FILE_MISSING
+
+
+def test_a_line_refused_after_its_custom_id_was_read_names_it() -> None:
+    """A line that no longer validates (its model left the catalog) keeps its custom_id in its error,
+    and its 1-based line number."""
+    with pytest.raises(LineError) as refused:
+        parse_line(
+            line("keep-me", model="gone"), index=4, number=7, endpoint="/v1/chat/completions", models=MODELS
+        )
+    assert refused.value.custom_id == "keep-me" and refused.value.line == 7
+    assert refused.value.code == "model_not_found"
+    with pytest.raises(LineError) as unnamed:
+        parse_line(b'{"custom_id": 5}', index=0, number=1, endpoint="/v1/chat/completions", models=MODELS)
+    assert unnamed.value.custom_id == ""
