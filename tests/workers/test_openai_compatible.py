@@ -365,3 +365,39 @@ async def test_connection_close_answer_still_completes() -> None:
         await provider.aclose()
         await server.close()
     assert server.connections == 2
+
+
+def test_a_late_event_loop_never_cuts_a_call_whose_upstream_kept_sending() -> None:
+    """The idle deadline is checked lazily, and only that check may expire the call: no loop timer of its
+    own waits at a deadline that a line since moved on (two timers due in one pass run in no order one
+    could rely on; uvloop's have millisecond resolution, and the check must not lose to such a timer
+    when the loop runs late).  A call whose upstream stops sending still expires, as idle."""
+    import time
+
+    import uvloop
+
+    from shared.settings import Timeouts
+    from workers.providers.openai_compatible import _LazyTimer
+    from workers.providers.upstream_call import Deadlines
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        clock = Deadlines(Timeouts(first_token=0.05, idle=0.05, total=60.0), loop)
+        clock.first_token_seen = True
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout_at(None) as timeout:
+                timer = _LazyTimer(clock, timeout, loop)
+                timer.move()
+                try:
+                    for _ in range(15):  # a line every 40 ms, within the 50 ms idle deadline
+                        await asyncio.sleep(0.015)
+                        clock.seen()  # the upstream sent a line: the idle deadline moves on
+                        time.sleep(0.025)  # noqa: ASYNC251 -- the loop is late on purpose
+                        assert timeout.when() is None  # nothing but the check can expire the call
+                    started = loop.time()
+                    await asyncio.sleep(5)  # the upstream went quiet
+                finally:
+                    timer.close()
+        assert clock.which_expired() == "idle" and loop.time() - started < 1.0
+
+    uvloop.run(scenario())

@@ -60,7 +60,7 @@ class OpenAICompatibleProvider:
         clock = Deadlines(self._timeouts, loop)
         body = orjson.dumps(self.request_body(job))
         with upstream_errors(self._name, clock):
-            async with asyncio.timeout_at(clock.next_deadline()) as timeout:
+            async with asyncio.timeout_at(None) as timeout:  # expired by the timer below only
                 timer = _LazyTimer(clock, timeout, loop)
                 timer.move()
                 try:
@@ -75,12 +75,12 @@ class OpenAICompatibleProvider:
 
 
 class _LazyTimer:
-    """Keeps an ``asyncio.Timeout`` at the call's next deadline without moving it on every line (each
-    move reschedules a loop timer, on a path that runs once per streamed line): just before the timer
-    would fire, it moves to the deadline the last :meth:`Deadlines.seen` gives, if that is later; only
-    then does it fire for real."""
-
-    _AHEAD = 0.001  # seconds before the timer that the check runs (the loop runs earlier timers first)
+    """Expires an ``asyncio.Timeout`` entered with no deadline at the call's next deadline, without moving
+    a loop timer on every line (each move reschedules one, on a path that runs once per streamed line):
+    one check runs at the deadline the clock gave when it was armed; if the upstream was seen since, it
+    re-arms for the later deadline, else it expires the Timeout.  Only this check expires it, so a loop
+    running late never cuts a call whose deadline moved on (two timers due in one pass run in no order
+    one could rely on: uvloop's have millisecond resolution)."""
 
     def __init__(self, clock: Deadlines, timer: asyncio.Timeout, loop: asyncio.AbstractEventLoop) -> None:
         self._clock = clock
@@ -89,26 +89,26 @@ class _LazyTimer:
         self._check: asyncio.TimerHandle | None = None
 
     def move(self) -> None:
-        """Put the timer at the clock's next deadline now (which may be earlier) and watch it."""
-        self._timer.reschedule(self._clock.next_deadline())
-        self._watch()
+        """Arm the check at the clock's next deadline now (which may be earlier)."""
+        self._arm(self._clock.next_deadline())
 
     def close(self) -> None:
         if self._check is not None:
             self._check.cancel()
+            self._check = None
 
-    def _watch(self) -> None:
+    def _arm(self, when: float) -> None:
         self.close()
-        when = self._timer.when()
-        if when is not None:
-            self._check = self._loop.call_at(when - self._AHEAD, self._on_check)
+        self._check = self._loop.call_at(when, self._on_check)
 
     def _on_check(self) -> None:
+        self._check = None
         deadline = self._clock.next_deadline()
-        when = self._timer.when()
-        if when is not None and deadline > when:
-            self._timer.reschedule(deadline)
-            self._watch()
+        now = self._loop.time()
+        if now < deadline:  # seen since (or the loop's clock ran the check a little early)
+            self._arm(deadline)
+        else:
+            self._timer.reschedule(now)  # expired: the Timeout cancels the call on the next pass
 
 
 async def _deltas(
