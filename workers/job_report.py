@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from shared.errors import AIORouterError
+from shared.errors import AIORouterError, IngressGone
 from shared.jobs import CompletionJob
 from shared.routing_state import deployment_id
 from shared.settings import Deployment
@@ -44,7 +44,12 @@ class JobReporter:
             )
 
     def stopped(self, job: CompletionJob, reason: str) -> None:
-        """A job stopped before its end: ``cancelled``, ``timeout`` or ``shutdown``."""
+        """A job stopped before its end: ``cancelled``, ``ingress_gone``, ``timeout`` or ``shutdown``."""
+        if reason == "ingress_gone":  # as for a job that learned it at a delta: an error, ingress_gone
+            error = IngressGone()
+            self.metrics.record(job, "error", error=error)
+            _log_job(job, "error", error, {}, None)
+            return
         outcome = reason or "cancelled"
         self.metrics.record(job, outcome)
         _log_job(job, outcome, None, {}, None)

@@ -99,7 +99,8 @@ class _Run:
     taken_at: float = field(default_factory=time.perf_counter)  # when this process took it off its queue
     started: StartedJob | None = None
     task: asyncio.Task[JobEnding] | None = None
-    stop_reason: str = ""  # "cancelled" (client went away), "shutdown" or "timeout" (rq's job timeout)
+    # "cancelled" (client went away), "ingress_gone" (nobody listens), "shutdown" or "timeout" (rq's limit)
+    stop_reason: str = ""
     finalized: bool = False
     publisher: FramePublisher | None = None  # set once the job is running
     reservation: Reservation | None = None  # the request's credit hold, renewed while the job runs
@@ -511,7 +512,7 @@ class AsyncWorker(BaseWorker):
         except asyncio.CancelledError:
             if run.finalized or publisher.finishing:  # its final frame and bookkeeping go on, shielded
                 return
-            await self._record_stop(run, start_job(), publisher, start_commands)
+            await self._record_stop(run, start_job(), publisher, start_commands, job)
             self.reporter.stopped(job, run.stop_reason)
         else:
             self.reporter.ended(job, ending)
@@ -559,22 +560,29 @@ class AsyncWorker(BaseWorker):
         started: StartedJob,
         publisher: FramePublisher,
         start: Callable[[], list[Command]],
+        job: CompletionJob,
     ) -> None:
         """Record a job stopped mid-run; ``start()`` gives the job's start if no S frame carried it yet (the
         job was stopped before it ran), for the failure's write."""
-        if run.stop_reason == "cancelled":
+        if run.stop_reason in ("cancelled", "ingress_gone"):
             publisher.abandon()
             # The S frame's write carries the job's start: the failure must land after it, or carry it
             # (the start built for an S frame that never went out, and the start not built yet).
             await asyncio.gather(publisher.flush(), return_exceptions=True)
-            reason = "Cancelled: the client went away."
+            if run.stop_reason == "cancelled":  # its ingress releases the hold
+                reason, stopped, release = "Cancelled: the client went away.", True, []
+            else:  # nobody else will: release it, recording the job as its ingress' loss
+                gone = IngressGone()
+                reason, stopped = f"IngressGone: {gone.message}", False
+                release = settlement.billing_commands(job, error=gone)
             await self._execute(
                 [
                     *publisher.take_riders(),
                     *start(),
                     *bookkeeping.failure_commands(
-                        self, started, reason, stopped=True, idle=self._last_one(run)
+                        self, started, reason, stopped=stopped, idle=self._last_one(run)
                     ),
+                    *release,
                     *self._pool_minute(pool_stats.GONE),
                 ]
             )
@@ -690,7 +698,10 @@ class AsyncWorker(BaseWorker):
         ]
 
     def _stop_unheard(self, runs: list[_Run], numsub: list[tuple[bytes | str, int]]) -> None:
-        """Stop the jobs whose reply channel has no subscriber left (their ingress is gone)."""
+        """Stop the jobs whose reply channel has no subscriber left (their ingress is gone): each stops at
+        its next upstream delta, recording what the upstream produced; one still running at the next
+        beat (its upstream silent: waiting for a first token, or stalled) is cancelled there, so that no
+        upstream call (nor a retry of it) runs on for nobody."""
         subscribers = {_text(channel): int(count) for channel, count in numsub}
         for run in runs:
             if run.publisher is not None and subscribers.get(run.publisher.channel, 1) == 0:
@@ -698,6 +709,8 @@ class AsyncWorker(BaseWorker):
                     self.log.warning(
                         "Worker %s: job %s has no ingress left; stopping it", self.name, run.job_id
                     )
+                elif not run.publisher.finishing:
+                    self._stop(run, "ingress_gone")
                 run.publisher.stop_unheard()
                 self._note_unheard(run.publisher.channel)
 

@@ -125,3 +125,69 @@ def test_holds_whose_ingress_and_worker_both_died_are_released_within_a_lease(
         private_redis, "e2e"
     )
     assert time.monotonic() - killed_at < RELEASED_WITHIN
+
+
+SILENT_CONFIG = """
+worker_heartbeat_interval = 0.5
+worker_dead_after = 3.0
+
+[providers.silent]   # accepts connections and never answers: a job waits for its first token
+kind = "openai"
+base_url = "http://127.0.0.1:{port}/v1"
+api_key = "sk-none"
+retries = 1
+
+[providers.silent.timeouts]
+first_token = 60.0
+
+[[models]]
+id = "chaos/silent"
+input_price_per_m = 1.0
+output_price_per_m = 2.0
+deployments = [{{ provider = "silent", upstream_model = "any" }}]
+"""
+
+
+def test_a_job_waiting_on_a_silent_upstream_stops_when_its_ingress_dies(
+    launch_chaos_system: SystemLauncher, private_redis: PrivateRedis
+) -> None:
+    """kill -9 of the ingress while its jobs wait for an upstream that sends nothing: no delta ever comes
+    to stop them there, so the worker's heartbeat does, within two beats, not at the first-token deadline
+    (a minute) nor after a retry of the call; their holds are released, nothing charged."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)  # the kernel completes the connections; nobody ever reads or answers
+        system = launch_chaos_system(
+            SILENT_CONFIG.format(port=silent.getsockname()[1]), pools=["silent"], concurrency=SLOTS
+        )
+        add_credit(private_redis, "e2e", 100)
+        body = {"model": "chaos/silent", "messages": [{"role": "user", "content": "go"}]}
+        for stream in (False, True):
+            threading.Thread(
+                target=_request_body, args=(system, {**body, "stream": stream}), daemon=True
+            ).start()
+        assert wait_until(lambda: len(system.started_jobs("silent")) == 2, within=20)
+        (ingress,) = [service for service in system.services if service.label == "ingress"]
+        ingress.process.send_signal(signal.SIGKILL)
+        ingress.process.wait()
+        assert wait_until(lambda: not system.started_jobs("silent"), within=STOPPED_WITHIN), (
+            system.started_jobs("silent")
+        )
+        assert wait_until(lambda: balance(private_redis, "e2e").reserved == 0, within=5)
+        records = usage_records(private_redis, "e2e")
+        assert [record.status for record in records] == ["ingress_gone"] * 2
+        assert balance(private_redis, "e2e").spent == 0
+
+
+def _request_body(system: RunningSystem, body: dict[str, object]) -> None:
+    try:
+        with httpx.Client(timeout=90) as client:
+            client.post(
+                f"{system.base_url}/chat/completions",
+                json=body,
+                headers={"Authorization": f"Bearer {system.api_key}"},
+            )
+    except httpx.HTTPError:
+        pass
