@@ -228,7 +228,7 @@ class CompletionRelay:
         )
         stall_after = self._settings.stall_timeout(self._job.provider)
         ping_interval = self._settings.stream_ping_interval
-        wait = min(ping_interval, stall_after) if ping_interval > 0 else stall_after
+        wait = silence_wait(ping_interval, stall_after)
         queue = self._queue
         timer = SilenceTimer(subscription, wait)
         try:
@@ -309,6 +309,15 @@ class CompletionRelay:
         for name, value in self.headers:
             error.headers.setdefault(name.decode(), value.decode())
         return error
+
+
+def silence_wait(ping_interval: float, stall_after: float) -> float:
+    """The silence a stream's :class:`SilenceTimer` counts in: at most ``ping_interval`` (when pinging,
+    > 0), and ``stall_after`` a whole number of it, so that a stalled stream ends at ``stall_after``,
+    not up to one ping interval later."""
+    if ping_interval <= 0 or ping_interval >= stall_after:
+        return stall_after
+    return stall_after / math.ceil(stall_after / ping_interval)
 
 
 class SilenceTimer:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
-from ingress.relay import SilenceTimer
+import pytest
+
+from ingress.relay import SilenceTimer, silence_wait
 from ingress.reply_hub import SILENCE, Subscription
 from shared import events
 
@@ -85,3 +87,18 @@ def test_one_chunk_over_the_buffer_passes_when_nothing_else_waits() -> None:
     assert not subscription.too_slow
     subscription.deliver(events.decode(events.encode(events.CHUNKS, "r", 1, None, b"y")))
     assert subscription.too_slow
+
+
+@pytest.mark.parametrize(
+    ("ping_interval", "stall_after"), [(15.0, 62.5), (15.0, 120.0), (15.0, 10.0), (0.0, 62.5), (7.0, 7.0)]
+)
+def test_a_stall_is_a_whole_number_of_waits_each_no_longer_than_a_ping_interval(
+    ping_interval: float, stall_after: float
+) -> None:
+    """The relay ends a stalled stream at a whole number of waits: each wait at most the ping interval,
+    and the stall timeout a whole number of them (not rounded up to the next ping, up to 15 s late)."""
+    wait = silence_wait(ping_interval, stall_after)
+    if ping_interval > 0:
+        assert wait <= ping_interval
+    waits = stall_after / wait
+    assert abs(waits - round(waits)) < 1e-9 and round(waits) >= 1
