@@ -128,12 +128,24 @@ def test_assistant_with_only_tool_calls_has_no_empty_text_block() -> None:
 
 
 def test_bad_tool_arguments_and_unknown_roles_are_invalid_requests() -> None:
-    """Unparseable tool-call arguments and unknown roles are the client's 400, not an upstream call."""
+    """Unparseable tool-call arguments, unknown roles and parts, n > 1 and the legacy function_call (it
+    has no id to pair with a result: dropping it would change the conversation) are the client's 400,
+    each with an error code, not an upstream call."""
     call = {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{not json"}}
-    with pytest.raises(InvalidRequest):
+    with pytest.raises(InvalidRequest) as bad_arguments:
         translate(messages=[{"role": "assistant", "content": None, "tool_calls": [call]}])
-    with pytest.raises(InvalidRequest):
-        translate(messages=[{"role": "oracle", "content": "x"}])
+    assert bad_arguments.value.code == "invalid_value"
+    legacy = {"role": "assistant", "content": None, "function_call": {"name": "f", "arguments": "{}"}}
+    refused = [
+        {"messages": [{"role": "oracle", "content": "x"}]},
+        {"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]},
+        {"messages": [{"role": "user", "content": "x"}], "n": 2},
+        {"messages": [{"role": "user", "content": "x"}, legacy]},
+    ]
+    for body in refused:
+        with pytest.raises(InvalidRequest) as unsupported:
+            translate(**body)
+        assert unsupported.value.code == "unsupported_value", body
 
 
 def test_tools_become_input_schemas() -> None:

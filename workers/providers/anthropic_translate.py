@@ -60,7 +60,9 @@ def to_anthropic_request(
     n = body.get("n")
     if isinstance(n, int) and n > 1:  # the Messages API has one answer per request
         raise InvalidRequest(
-            "This model's provider (Anthropic) returns one choice per request: use n=1.", param="n"
+            "This model's provider (Anthropic) returns one choice per request: use n=1.",
+            param="n",
+            code="unsupported_value",
         )
     system: list[str] = []
     turns: list[dict[str, Any]] = []
@@ -75,7 +77,9 @@ def to_anthropic_request(
         elif role == "tool":
             _append(turns, "user", [_tool_result(message)])
         else:
-            raise InvalidRequest(f"Unsupported message role {role!r}.", param="messages")
+            raise InvalidRequest(
+                f"Unsupported message role {role!r}.", param="messages", code="unsupported_value"
+            )
     request: dict[str, Any] = {
         "model": upstream_model,
         "messages": turns,
@@ -129,7 +133,9 @@ def _user_blocks(content: Any) -> list[dict[str, Any]]:
         elif part.get("type") == "image_url":
             blocks.append(_image(part.get("image_url") or {}))
         else:
-            raise InvalidRequest(f"Unsupported content part {part.get('type')!r}.", param="messages")
+            raise InvalidRequest(
+                f"Unsupported content part {part.get('type')!r}.", param="messages", code="unsupported_value"
+            )
     return blocks
 
 
@@ -143,6 +149,12 @@ def _image(image_url: Any) -> dict[str, Any]:
 
 
 def _assistant_blocks(message: Mapping[str, Any]) -> list[dict[str, Any]]:
+    if message.get("function_call") is not None:  # no id to pair it with a result: refuse, never drop it
+        raise InvalidRequest(
+            "This model's provider (Anthropic) does not take the legacy 'function_call': use 'tool_calls'.",
+            param="messages",
+            code="unsupported_value",
+        )
     text = _text_of(message.get("content"))
     blocks: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
     for call in message.get("tool_calls") or ():
@@ -150,7 +162,9 @@ def _assistant_blocks(message: Mapping[str, Any]) -> list[dict[str, Any]]:
         try:
             arguments = orjson.loads(function.get("arguments") or "{}")
         except orjson.JSONDecodeError as exc:
-            raise InvalidRequest("Tool call arguments must be a JSON object.", param="messages") from exc
+            raise InvalidRequest(
+                "Tool call arguments must be a JSON object.", param="messages", code="invalid_value"
+            ) from exc
         blocks.append(
             {"type": "tool_use", "id": call.get("id"), "name": function.get("name"), "input": arguments}
         )
