@@ -140,7 +140,13 @@ class ChatCompletionsEndpoint:
 
 
 def _request_headers(scope: Scope) -> dict[bytes, bytes]:
-    return {name: value for name, value in scope["headers"] if name in _WANTED_HEADERS}
+    """The headers the endpoint reads; of a repeated one, the first (as Starlette's ``headers.get``
+    reads it on every other route)."""
+    wanted: dict[bytes, bytes] = {}
+    for name, value in scope["headers"]:
+        if name in _WANTED_HEADERS and name not in wanted:
+            wanted[name] = value
+    return wanted
 
 
 _WANTED_HEADERS = frozenset({b"authorization", b"content-type", b"content-length"})

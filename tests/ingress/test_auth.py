@@ -13,7 +13,7 @@ from ingress.api_keys import ApiKeyRecord
 from ingress.auth import Authenticator
 from shared import keys
 from shared.errors import AuthenticationError
-from tests.ingress.conftest import Ingress, IngressFactory
+from tests.ingress.conftest import MESSAGES, MODEL, Ingress, IngressFactory
 from tests.ingress.test_app import assert_error
 
 
@@ -150,3 +150,20 @@ async def test_revoked_key_is_refused_once_the_cache_expires(ingress_factory: In
         await asyncio.sleep(0.5)  # past key_cache_ttl: the passing time is what is tested
         response = await ingress.client.get("/v1/models", headers=ingress.headers())
         assert_error(response, 401, "authentication_error", "invalid_api_key")
+
+
+async def test_a_repeated_authorization_header_is_read_as_its_first_on_every_route(ingress: Ingress) -> None:
+    """Of two Authorization headers, chat completions reads the first, as every other route does: a good
+    key then a bad one authenticates, a bad one then a good one does not."""
+    good, bad = f"Bearer {ingress.api_key}", f"Bearer {api_keys.generate_secret()}"
+    body = {"model": MODEL, "messages": MESSAGES}
+    for first, second, status in ((bad, good, 401), (good, bad, None)):
+        headers = [("authorization", first), ("authorization", second), ("content-type", "application/json")]
+        chat = await ingress.client.post("/v1/chat/completions", json=body, headers=headers)
+        models = await ingress.client.get("/v1/models", headers=headers)
+        if status == 401:
+            assert_error(chat, 401, "authentication_error", "invalid_api_key")
+            assert models.status_code == 401
+        else:
+            assert models.status_code == 200
+            assert chat.status_code != 401  # authenticated (no worker serves it here: 503 is fine)
