@@ -368,10 +368,13 @@ async def test_connection_close_answer_still_completes() -> None:
 
 
 def test_a_late_event_loop_never_cuts_a_call_whose_upstream_kept_sending() -> None:
-    """The idle deadline is checked lazily, and only that check may expire the call: no loop timer of its
-    own waits at a deadline that a line since moved on (two timers due in one pass run in no order one
-    could rely on; uvloop's have millisecond resolution, and the check must not lose to such a timer
-    when the loop runs late).  A call whose upstream stops sending still expires, as idle."""
+    """The idle deadline is checked lazily, and only that check expires the call.  When the event loop
+    itself stalls past the deadline (a long callback, a GC pause) while the upstream keeps sending, the
+    lines wait unread in the socket and the due check runs before the loop polls it: the check, late,
+    gives the call a grace to read them instead of cutting it.  A call whose upstream goes quiet still
+    expires, as idle.  On uvloop, as the workers run."""
+    import socket
+    import threading
     import time
 
     import uvloop
@@ -380,24 +383,43 @@ def test_a_late_event_loop_never_cuts_a_call_whose_upstream_kept_sending() -> No
     from workers.providers.openai_compatible import _LazyTimer
     from workers.providers.upstream_call import Deadlines
 
+    def upstream(sock: socket.socket, stop: threading.Event) -> None:
+        while not stop.is_set():  # a line every 10 ms, well within the 50 ms idle deadline
+            sock.send(b"x\n")
+            time.sleep(0.01)
+
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        stop = threading.Event()
+        sender = threading.Thread(target=upstream, args=(theirs, stop))
+        sender.start()
+        reader, writer = await asyncio.open_connection(sock=ours)
         clock = Deadlines(Timeouts(first_token=0.05, idle=0.05, total=60.0), loop)
         clock.first_token_seen = True
-        with pytest.raises(TimeoutError):
-            async with asyncio.timeout_at(None) as timeout:
-                timer = _LazyTimer(clock, timeout, loop)
-                timer.move()
-                try:
-                    for _ in range(15):  # a line every 40 ms, within the 50 ms idle deadline
-                        await asyncio.sleep(0.015)
-                        clock.seen()  # the upstream sent a line: the idle deadline moves on
-                        time.sleep(0.025)  # noqa: ASYNC251 -- the loop is late on purpose
-                        assert timeout.when() is None  # nothing but the check can expire the call
-                    started = loop.time()
-                    await asyncio.sleep(5)  # the upstream went quiet
-                finally:
-                    timer.close()
-        assert clock.which_expired() == "idle" and loop.time() - started < 1.0
+        try:
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout_at(None) as timeout:
+                    timer = _LazyTimer(clock, timeout, loop)
+                    timer.move()
+                    try:
+                        for n in range(60):
+                            await reader.readline()
+                            clock.seen()
+                            if n in (10, 30):
+                                time.sleep(0.2)  # noqa: ASYNC251 -- the loop stalls past the deadline
+                        stop.set()  # the upstream goes quiet
+                        quiet_from = loop.time()
+                        while True:
+                            await reader.readline()
+                            clock.seen()
+                    finally:
+                        timer.close()
+            assert n == 59 and clock.which_expired() == "idle" and loop.time() - quiet_from < 2.0
+        finally:
+            stop.set()
+            sender.join()
+            writer.close()
+            theirs.close()
 
     uvloop.run(scenario())

@@ -78,15 +78,23 @@ class _LazyTimer:
     """Expires an ``asyncio.Timeout`` entered with no deadline at the call's next deadline, without moving
     a loop timer on every line (each move reschedules one, on a path that runs once per streamed line):
     one check runs at the deadline the clock gave when it was armed; if the upstream was seen since, it
-    re-arms for the later deadline, else it expires the Timeout.  Only this check expires it, so a loop
-    running late never cuts a call whose deadline moved on (two timers due in one pass run in no order
-    one could rely on: uvloop's have millisecond resolution)."""
+    re-arms for the later deadline, else it expires the Timeout.  Only this check expires it: two timers
+    due in one pass run in no order one could rely on (uvloop's have millisecond resolution).
+
+    A check that runs late (by more than :attr:`_LATE`) found the event loop stalled, not necessarily the
+    upstream: lines may wait unread in the socket, since a pass runs its due timers before it polls.  It
+    grants the call :attr:`_GRACE` seconds to read them, once per stall, before expiring it."""
+
+    _LATE = 0.02  # seconds past its time after which a check blames the loop
+    _GRACE = 0.5  # seconds a call found overdue by a late check gets to show a line
 
     def __init__(self, clock: Deadlines, timer: asyncio.Timeout, loop: asyncio.AbstractEventLoop) -> None:
         self._clock = clock
         self._timer = timer
         self._loop = loop
         self._check: asyncio.TimerHandle | None = None
+        self._armed_for = 0.0
+        self._granted = False  # a grace was given since the upstream was last seen on time
 
     def move(self) -> None:
         """Arm the check at the clock's next deadline now (which may be earlier)."""
@@ -99,6 +107,7 @@ class _LazyTimer:
 
     def _arm(self, when: float) -> None:
         self.close()
+        self._armed_for = when
         self._check = self._loop.call_at(when, self._on_check)
 
     def _on_check(self) -> None:
@@ -106,7 +115,11 @@ class _LazyTimer:
         deadline = self._clock.next_deadline()
         now = self._loop.time()
         if now < deadline:  # seen since (or the loop's clock ran the check a little early)
+            self._granted = False
             self._arm(deadline)
+        elif now - self._armed_for > self._LATE and not self._granted:
+            self._granted = True  # the loop ran late: let it read what may have come meanwhile
+            self._arm(now + self._GRACE)
         else:
             self._timer.reschedule(now)  # expired: the Timeout cancels the call on the next pass
 
