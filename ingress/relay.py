@@ -240,7 +240,7 @@ class CompletionRelay:
                     item = queue.get_nowait() if not queue.empty() else await queue.get()
                 if isinstance(item, Silence):
                     silence = timer.take()
-                    if silence >= stall_after:
+                    if silence >= stall_after - 1e-6:  # a whole number of waits, in floating point
                         await _send_error_event(send, self._stalled(silence))
                         return
                     if ping_interval > 0:
