@@ -144,9 +144,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             running.disconnected = True
             running.message_event.set()
 
+    def _send_held(self) -> None:
+        """Write the running response's held head, if any, before the connection's own write or close."""
+        running = self._running
+        if running is not None and isinstance(running.transport, HeadJoiningTransport):
+            running.transport.send_held()
+
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
         self._running = cycle
-        cycle.transport = cast(asyncio.Transport, HeadJoiningTransport(cycle.transport))
+        if cycle.scope["method"] != "HEAD":  # a HEAD response has no body its head could go with
+            cycle.transport = cast(asyncio.Transport, HeadJoiningTransport(cycle.transport))
         super()._start_asgi_task(cycle, app)
 
     def data_received(self, data: bytes) -> None:
@@ -227,6 +234,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.cycle is not None and not self.cycle.response_complete:
             return  # a response is under way: the next request's head waits for it (rearmed by data)
         if self._head_bytes == 0:
+            self._send_held()
             self.transport.close()  # nothing arrived: no request to answer
             return
         self._refuse_head(RequestTimeout(_HEAD_TIMEOUT % self.limits.header_timeout), "header_timeout")
@@ -236,6 +244,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.limit_log.hit("body_timeout", _client(self.client))
         cycle = self.cycle
         if cycle is None or cycle.response_started:
+            self._send_held()
             self.transport.close()
             return
         cycle.disconnected = True  # the app's next receive is a disconnect; its sends go nowhere
@@ -252,6 +261,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._lingering or self.transport.is_closing():
             return
         self._lingering = True
+        self._send_held()
         self.transport.write(_raw_response(error, self.server_state.default_headers))
         self.flow.resume_reading()
         try:

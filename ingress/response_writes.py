@@ -9,13 +9,17 @@ and is woken again.  :class:`HeadJoiningTransport` stands between one request's
 holds the head and sends it with the next write, or at the end of the event loop's pass if none comes
 in it (a stream whose first content is not there yet), so that the client never waits on a held head.
 
-Everything else is the connection's transport: a close or a check of it sends a held head first.
+Everything else is the connection's transport; a close through it sends a held head first.  A ``HEAD``
+response has no body to join, and is not wrapped (:mod:`ingress.connection_guard`, which also sends a held
+head before writing or closing on the connection itself).
 """
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
+
+_INTERIM = b"HTTP/1.1 1"  # an interim (1xx) response line: not the response's head
 
 
 class HeadJoiningTransport:
@@ -32,6 +36,9 @@ class HeadJoiningTransport:
 
     def write(self, data: bytes) -> None:
         if self._first:
+            if data.startswith(_INTERIM):  # a "100 Continue" the client waits for: it goes now
+                self._transport.write(data)
+                return
             self._first = False
             self._held = data
             self._flush = asyncio.get_running_loop().call_soon(self.send_held)

@@ -116,7 +116,7 @@ async def _stream(request: Request) -> Response:
     return StreamingResponse(chunks(), media_type="text/event-stream")
 
 
-async def serve_one(path: bytes) -> list[bytes]:
+async def serve_one(path: bytes, method: bytes = b"GET") -> list[bytes]:
     """One request through the guarded protocol on a recording transport: the writes it made."""
     app = Starlette(routes=[Route("/json", _json), Route("/stream", _stream)])
     config = Config(app=app, http="httptools", lifespan="off")
@@ -124,7 +124,7 @@ async def serve_one(path: bytes) -> list[bytes]:
     protocol = guarded_protocol(ConnectionLimits())(config, ServerState(), {})
     transport = RecordingTransport()
     protocol.connection_made(transport)
-    protocol.data_received(b"GET " + path + b" HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+    protocol.data_received(method + b" " + path + b" HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
     await asyncio.wait_for(transport.closed_event.wait(), 10)
     protocol.connection_lost(None)
     return transport.writes
@@ -141,3 +141,31 @@ async def test_a_streams_head_goes_with_its_first_chunk() -> None:
     writes = await serve_one(b"/stream")
     assert writes[0].startswith(b"HTTP/1.1 200 OK") and writes[0].endswith(b"data: 0\n\n\r\n"), writes
     assert b"".join(writes).endswith(b"0\r\n\r\n") and len(writes) >= 3
+
+
+async def test_a_100_continue_goes_at_once_and_the_head_still_joins_the_body() -> None:
+    inner = RecordingTransport()
+    transport = HeadJoiningTransport(inner)
+    transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    assert inner.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+    transport.write(b"HEAD\r\n\r\n")
+    transport.write(b"body")
+    assert inner.writes == [b"HTTP/1.1 100 Continue\r\n\r\n", b"HEAD\r\n\r\nbody"]
+
+
+async def test_a_head_request_is_answered_in_the_pass_it_completes() -> None:
+    """A HEAD response has no body to carry its head: nothing is held, so a close right after it (as
+    uvicorn's shutdown does with a completed response) cannot drop it."""
+    app = Starlette(routes=[Route("/json", _json)])
+    config = Config(app=app, http="httptools", lifespan="off")
+    config.load()
+    for method, wrapped in ((b"HEAD", False), (b"GET", True)):
+        protocol = guarded_protocol(ConnectionLimits())(config, ServerState(), {})
+        transport = RecordingTransport()
+        protocol.connection_made(transport)
+        protocol.data_received(method + b" /json HTTP/1.1\r\nHost: test\r\n\r\n")
+        assert protocol.cycle is not None
+        assert isinstance(protocol.cycle.transport, HeadJoiningTransport) is wrapped, method
+        protocol.connection_lost(None)
+    writes = await serve_one(b"/json", method=b"HEAD")
+    assert len(writes) == 1 and writes[0].startswith(b"HTTP/1.1 200 OK") and writes[0].endswith(b"\r\n\r\n")
