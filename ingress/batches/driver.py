@@ -155,7 +155,9 @@ class BatchDriver:
             elif batch_id in self.runs:
                 self.runs[batch_id].record = record
             else:
-                key = files.storage_key(record.fields["input_file_id"])  # kept while the batch runs
+                input_file_id = record.fields["input_file_id"]
+                await files.hold_input(self.redis, input_file_id, batch_id)  # a batch older than the set
+                key = files.storage_key(input_file_id)  # kept while the batch runs
                 self.runs[batch_id] = await BatchRun.load(self.redis, record, key)
                 plan = await account_plan(self.redis, self.settings, record.account_id)
                 self.price_factors[record.account_id] = plan.batch_price_factor
@@ -167,7 +169,8 @@ class BatchDriver:
         for run in self.runs.values():
             if run.input_missing and not run.ending:
                 log.error("batch %s: its input file's content is no longer stored; ending it", run.id)
-                await self.redis.hset(keys.batch_record(run.id), "ending", INPUT_FILE_MISSING)
+                # an ending already written this round (out of credit) stays; the next load reads it
+                await self.redis.hsetnx(keys.batch_record(run.id), "ending", INPUT_FILE_MISSING)
                 fields = {**run.record.fields, "ending": INPUT_FILE_MISSING}
                 run.record = replace(run.record, fields=fields)
 

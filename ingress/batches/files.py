@@ -162,6 +162,20 @@ async def delete_file(redis: aredis.Redis, storage: FileStorage, record: FileRec
         await storage.delete(record.storage_key)
 
 
+def hold_input_commands(file_id: str, batch_id: str) -> list[tuple[str, ...]]:
+    """The writes that make ``batch_id`` a reader of ``file_id``'s content (see :func:`delete_file`)."""
+    key = keys.file_batches(file_id)
+    return [("SADD", key, batch_id), ("EXPIRE", key, str(keys.FILE_BATCHES_TTL))]
+
+
+async def hold_input(redis: aredis.Redis, file_id: str, batch_id: str) -> None:
+    """Make ``batch_id`` a reader of ``file_id``'s content (idempotent)."""
+    async with redis.pipeline(transaction=True) as pipe:
+        for command in hold_input_commands(file_id, batch_id):
+            pipe.execute_command(*command)
+        await pipe.execute()
+
+
 async def release_input(redis: aredis.Redis, storage: FileStorage, file_id: str, batch_id: str) -> None:
     """A batch that read ``file_id`` as its input ended: delete the content if the file was deleted (or
     expired) meanwhile and no other unfinished batch reads it.  Idempotent."""

@@ -53,7 +53,9 @@ async def cleanup(redis: aredis.Redis, storage: FileStorage, record: BatchRecord
     input file's content if that file was deleted while the batch ran."""
     for number in range(record.number("parts")):
         await storage.delete(part_key(record.id, number))
-    await files.release_input(redis, storage, record.fields["input_file_id"], record.id)
+    input_file_id = record.fields.get("input_file_id")
+    if input_file_id:
+        await files.release_input(redis, storage, input_file_id, record.id)
     await RELEASE_LINES(redis, [keys.batch_queued_lines(record.account_id), keys.batch_record(record.id)], [])
     async with redis.pipeline(transaction=True) as pipe:
         pipe.delete(keys.batch_inflight(record.id), keys.batch_results(record.id), keys.batch_done(record.id))

@@ -23,6 +23,7 @@ import redis.asyncio as aredis
 from redis.exceptions import RedisError
 from redis.typing import EncodableT
 
+from ingress.batches import files
 from shared import keys
 from shared.errors import InvalidRequest, NotFound, ServiceUnavailable
 from shared.lua import LuaScript
@@ -126,8 +127,8 @@ async def create_batch(
             pipe.hset(keys.batch_record(batch_id), mapping=_encodable(fields))
             pipe.zadd(keys.account_batches(account_id), {batch_id: time.time_ns() // 1000})
             pipe.zadd(keys.BATCHES_ACTIVE, {batch_id: time.time_ns() // 1000})
-            pipe.sadd(keys.file_batches(input_file_id), batch_id)  # its content stays until the batch ends
-            pipe.expire(keys.file_batches(input_file_id), keys.FILE_BATCHES_TTL)
+            for command in files.hold_input_commands(input_file_id, batch_id):  # kept until it ends
+                pipe.execute_command(*command)
             await pipe.execute()
     except RedisError as exc:
         raise _unreachable() from exc

@@ -88,8 +88,8 @@ def test_a_batch_whose_input_file_is_deleted_mid_run_completes_across_a_driver_r
     files = tmp_path / "files"
     system = launch_fresh_system(CONFIG.format(files=files), pools=["simulated"], batch_driver=True)
     client = system.client()
-    lines = 600
-    uploaded = client.files.create(file=("input.jsonl", batch_file(lines, max_tokens=4)), purpose="batch")
+    lines = 600  # at 200 tokens/s and 64 lines in flight, several seconds of work
+    uploaded = client.files.create(file=("input.jsonl", batch_file(lines, max_tokens=20)), purpose="batch")
     batch = client.batches.create(
         input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
     )
@@ -97,6 +97,9 @@ def test_a_batch_whose_input_file_is_deleted_mid_run_completes_across_a_driver_r
     while client.batches.retrieve(batch.id).status == "validating" and time.monotonic() < deadline:
         time.sleep(0.05)
     assert client.files.delete(uploaded.id).deleted
+    # the delete met the batch running (else it proves nothing): the content is still there for it
+    assert client.batches.retrieve(batch.id).status == "in_progress"
+    assert (files / "files" / uploaded.id).exists()
     (driver,) = [s for s in system.services if s.label == "batch driver"]
     _kill(driver)
     system.services.append(_start("batch driver #2", ["batches"], system.env, system.config.parent))

@@ -148,3 +148,47 @@ def test_a_line_refused_after_its_custom_id_was_read_names_it() -> None:
     with pytest.raises(LineError) as unnamed:
         parse_line(b'{"custom_id": 5}', index=0, number=1, endpoint="/v1/chat/completions", models=MODELS)
     assert unnamed.value.custom_id == ""
+
+
+async def test_a_batch_the_driver_loads_holds_its_input_even_if_created_before_the_hold(
+    aredis_client: aredis.Redis, tmp_path: Path
+) -> None:
+    """A running batch the driver (re)loads is made a reader of its input (a batch created before the
+    hold existed, or whose set expired), so deleting the file afterwards keeps the content; a finished
+    record without an input file id is cleaned up without failing the round."""
+    from typing import Any
+
+    from ingress.batches.driver import BatchDriver
+    from shared.settings import settings_from_mapping
+
+    storage = LocalStorage(tmp_path)
+    stored = await uploaded(aredis_client, storage, line("x") + b"\n")
+    batch = await new_batch(aredis_client, stored.id)
+    await aredis_client.delete(keys.file_batches(stored.id))  # as before the hold existed
+    await aredis_client.hset(keys.batch_record(batch.id), mapping={"status": "in_progress", "total": 1})
+    unused: Any = None
+    driver = BatchDriver(settings_from_mapping({}, env={}), aredis_client, storage, unused, "d")
+    await driver._load()
+    assert await aredis_client.smembers(keys.file_batches(stored.id)) == {batch.id.encode()}
+    await files.delete_file(aredis_client, storage, stored)
+    assert await storage.get(stored.storage_key)
+    fields = {k: v for k, v in batch.fields.items() if k != "input_file_id"}
+    await cleanup(aredis_client, storage, records.BatchRecord(fields))
+
+
+async def test_a_batch_whose_content_is_lost_before_validation_fails_with_input_file_missing(
+    aredis_client: aredis.Redis, tmp_path: Path
+) -> None:
+    """The storage lost a new batch's input (its file record is still there): the batch fails
+    validation with input_file_missing instead of failing the driver's round."""
+    from ingress.batches.validate_batch import validate_batch
+    from shared.settings import settings_from_mapping
+
+    storage = LocalStorage(tmp_path)
+    stored = await uploaded(aredis_client, storage, line("x") + b"\n")
+    batch = await new_batch(aredis_client, stored.id)
+    await storage.delete(stored.storage_key)
+    assert await validate_batch(aredis_client, storage, settings_from_mapping({}, env={}), batch) is False
+    failed = await records.load_batch(aredis_client, batch.id)
+    assert failed is not None and failed.status == "failed"
+    assert orjson.loads(failed.fields["errors"])[0]["code"] == "input_file_missing"
