@@ -19,7 +19,7 @@ from shared.errors import ApiVersionGone, UnsupportedApiVersion
 from shared.settings import ApiVersion
 
 HEADER = "API-Version"
-_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +43,7 @@ class VersionRegistry:
         """The version a request uses; raises for a malformed, unknown or sunset version."""
         if requested is None:
             return ResolvedVersion(self.default, self._default_headers)
-        requested = requested.strip()
+        requested = requested.strip(" \t")  # HTTP whitespace only
         if not _DATE_RE.match(requested):
             raise UnsupportedApiVersion(
                 f"Malformed API-Version {requested[:40]!r}: expected a date such as {self.default}.",

@@ -34,9 +34,16 @@ def test_absent_header_uses_the_default() -> None:
     assert resolved.headers == ((b"api-version", CURRENT.encode()),)
 
 
-@pytest.mark.parametrize("value", ["2026-6-1", "latest", "2026-06-01x", ""])
+ARABIC_INDIC_DATE = "\u0662\u0660\u0662\u0666-\u0660\u0666-\u0660\u0661"  # 2026-06-01 in other digits
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["2026-6-1", "latest", "2026-06-01x", "", ARABIC_INDIC_DATE, f"{CURRENT}\u3000", f"{CURRENT}\n"],
+)
 def test_malformed_version_is_refused(value: str) -> None:
-    """A version that is not YYYY-MM-DD is 400 unsupported_api_version naming the header."""
+    """A version that is not YYYY-MM-DD (ASCII digits; only spaces and tabs trimmed) is 400
+    unsupported_api_version naming the header."""
     with pytest.raises(UnsupportedApiVersion) as caught:
         REGISTRY.resolve(value)
     assert (caught.value.status, caught.value.param) == (400, "API-Version")
