@@ -50,10 +50,18 @@ def _request(system: RunningSystem, stream: bool) -> None:
         "max_tokens": MAX_TOKENS,
         "stream": stream,
     }
-    headers = {"Authorization": f"Bearer {system.api_key}"}
+    _request_body(system, body)
+
+
+def _request_body(system: RunningSystem, body: dict[str, object]) -> None:
+    """Send ``body`` as a completion request and wait for whatever answer, or none."""
     try:
-        with httpx.Client(timeout=60) as client:
-            client.post(f"{system.base_url}/chat/completions", json=body, headers=headers)
+        with httpx.Client(timeout=90) as client:
+            client.post(
+                f"{system.base_url}/chat/completions",
+                json=body,
+                headers={"Authorization": f"Bearer {system.api_key}"},
+            )
     except httpx.HTTPError:
         pass
 
@@ -179,15 +187,3 @@ def test_a_job_waiting_on_a_silent_upstream_stops_when_its_ingress_dies(
         records = usage_records(private_redis, "e2e")
         assert [record.status for record in records] == ["ingress_gone"] * 2
         assert balance(private_redis, "e2e").spent == 0
-
-
-def _request_body(system: RunningSystem, body: dict[str, object]) -> None:
-    try:
-        with httpx.Client(timeout=90) as client:
-            client.post(
-                f"{system.base_url}/chat/completions",
-                json=body,
-                headers={"Authorization": f"Bearer {system.api_key}"},
-            )
-    except httpx.HTTPError:
-        pass
