@@ -29,6 +29,9 @@ StorageBackend = Literal["local", "s3"]
 
 CURRENT_API_VERSION = "2026-06-01"
 STALL_HEADROOM = 1.25  # a stall deadline is at least this times what a provider may legitimately stay silent
+# Seconds an upstream call found past its first-token or idle deadline still has to show a line it sent in
+# time (unread yet when the deadline's check ran): the OpenAI-compatible adapter's deadlines are that late.
+DEADLINE_GRACE = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +264,10 @@ class Settings:
         which the worker's own timeouts end with an error first, is never cut."""
         timeouts = self.providers[provider].timeouts
         attempts = self.providers[provider].retries + 1
-        allowed = max(timeouts.idle, attempts * (timeouts.connect + timeouts.first_token))
+        allowed = max(
+            timeouts.idle + DEADLINE_GRACE,
+            attempts * (timeouts.connect + timeouts.first_token + DEADLINE_GRACE),
+        )
         return max(self.stream_stall_timeout, allowed * STALL_HEADROOM)
 
 

@@ -12,6 +12,7 @@ from shared import ratelimit
 from shared.errors import ConfigError
 from shared.settings import (
     CURRENT_API_VERSION,
+    DEADLINE_GRACE,
     MAX_PLAN_LIMIT,
     STALL_HEADROOM,
     load_settings,
@@ -176,8 +177,12 @@ def test_the_stall_timeout_never_cuts_what_a_provider_may_take_silently() -> Non
         "models": [{"id": "m", "provider": "slow"}],
     }
     settings = settings_from_mapping(document, env={})
-    assert settings.stall_timeout("slow") == 2 * (5.0 + 60.0) * STALL_HEADROOM
+    assert settings.stall_timeout("slow") == 2 * (5.0 + 60.0 + DEADLINE_GRACE) * STALL_HEADROOM
     assert settings.stall_timeout("quick") == 30.0
+    idle_bound = {**quick, "timeouts": {"connect": 0.1, "idle": 2.0, "first_token": 0.1}}
+    document = {**document, "stream_stall_timeout": 0.5, "providers": {"slow": idle_bound}}
+    settings = settings_from_mapping(document, env={})
+    assert settings.stall_timeout("slow") == (2.0 + DEADLINE_GRACE) * STALL_HEADROOM  # the grace counts too
 
 
 def test_batch_settings_come_from_their_table_and_the_storage_dir_from_the_environment() -> None:

@@ -370,9 +370,9 @@ async def test_connection_close_answer_still_completes() -> None:
 def test_a_late_event_loop_never_cuts_a_call_whose_upstream_kept_sending() -> None:
     """The idle deadline is checked lazily, and only that check expires the call.  When the event loop
     itself stalls past the deadline (a long callback, a GC pause) while the upstream keeps sending, the
-    lines wait unread in the socket and the due check runs before the loop polls it: the check, late,
-    gives the call a grace to read them instead of cutting it.  A call whose upstream goes quiet still
-    expires, as idle.  On uvloop, as the workers run."""
+    lines wait unread in the socket and the due check runs before the loop polls it: the check gives the
+    call a grace to read them instead of cutting it.  A call whose upstream goes quiet still expires, as
+    idle.  On uvloop, as the workers run."""
     import socket
     import threading
     import time

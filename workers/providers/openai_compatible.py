@@ -30,7 +30,7 @@ from shared.errors import (
     UpstreamError,
 )
 from shared.jobs import CompletionJob
-from shared.settings import ProviderSettings
+from shared.settings import DEADLINE_GRACE, ProviderSettings
 from workers.providers.base import Delta, ToolCallDelta, Usage, text_or_none
 from workers.providers.http_clients import UpstreamReply, make_http_client
 from workers.providers.upstream_call import Deadlines, cut_error, message_of, status_error, upstream_errors
@@ -81,20 +81,20 @@ class _LazyTimer:
     re-arms for the later deadline, else it expires the Timeout.  Only this check expires it: two timers
     due in one pass run in no order one could rely on (uvloop's have millisecond resolution).
 
-    A check that runs late (by more than :attr:`_LATE`) found the event loop stalled, not necessarily the
-    upstream: lines may wait unread in the socket, since a pass runs its due timers before it polls.  It
-    grants the call :attr:`_GRACE` seconds to read them, once per stall, before expiring it."""
+    A check that finds the deadline passed has not seen everything yet: a pass of the event loop runs its
+    due timers before it polls the sockets, so a line that came in time (just before the deadline, or
+    while the loop itself was stalled) may wait unread.  The check grants the call :attr:`_GRACE` seconds
+    to read it, once, and expires the call only if no line came by then: a deadline is never early, and
+    at most that much late."""
 
-    _LATE = 0.02  # seconds past its time after which a check blames the loop
-    _GRACE = 0.5  # seconds a call found overdue by a late check gets to show a line
+    _GRACE = DEADLINE_GRACE  # seconds a call found overdue gets to show a line it may have sent in time
 
     def __init__(self, clock: Deadlines, timer: asyncio.Timeout, loop: asyncio.AbstractEventLoop) -> None:
         self._clock = clock
         self._timer = timer
         self._loop = loop
         self._check: asyncio.TimerHandle | None = None
-        self._armed_for = 0.0
-        self._granted = False  # a grace was given since the upstream was last seen on time
+        self._granted = False  # a grace was given since the upstream was last seen in time
 
     def move(self) -> None:
         """Arm the check at the clock's next deadline now (which may be earlier)."""
@@ -107,7 +107,6 @@ class _LazyTimer:
 
     def _arm(self, when: float) -> None:
         self.close()
-        self._armed_for = when
         self._check = self._loop.call_at(when, self._on_check)
 
     def _on_check(self) -> None:
@@ -117,8 +116,8 @@ class _LazyTimer:
         if now < deadline:  # seen since (or the loop's clock ran the check a little early)
             self._granted = False
             self._arm(deadline)
-        elif now - self._armed_for > self._LATE and not self._granted:
-            self._granted = True  # the loop ran late: let it read what may have come meanwhile
+        elif not self._granted:
+            self._granted = True  # let the loop read what may have come in time
             self._arm(now + self._GRACE)
         else:
             self._timer.reschedule(now)  # expired: the Timeout cancels the call on the next pass
