@@ -14,7 +14,7 @@ import pytest
 from bench.anthropic_upstream import AnthropicUpstream, start_anthropic_upstream
 from shared.errors import UpstreamBadRequest, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from shared.jobs import CompletionJob
-from shared.settings import ProviderSettings, Timeouts
+from shared.settings import DEADLINE_GRACE, ProviderSettings, Timeouts
 from tests.waiting import eventually
 from tests.workers.factories import completion_job
 from tests.workers.raw_server import chunked, start_raw_server
@@ -251,8 +251,9 @@ async def test_registry_builds_the_anthropic_adapter() -> None:
 
 
 async def test_stall_after_first_token_hits_idle_timeout() -> None:
-    """An upstream that goes quiet mid-stream for longer than `idle` raises UpstreamTimeout (idle)."""
-    slow = await start_anthropic_upstream(token_delay=0.4)
+    """An upstream that goes quiet mid-stream for longer than `idle` (and its grace) raises
+    UpstreamTimeout (idle)."""
+    slow = await start_anthropic_upstream(token_delay=0.15 + DEADLINE_GRACE + 0.2)
     adapter = provider_for(slow.base_url, first_token=5.0, idle=0.15)
     seen: list[Delta] = []
     try:

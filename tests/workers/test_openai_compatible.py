@@ -380,8 +380,7 @@ def test_a_late_event_loop_never_cuts_a_call_whose_upstream_kept_sending() -> No
     import uvloop
 
     from shared.settings import Timeouts
-    from workers.providers.openai_compatible import _LazyTimer
-    from workers.providers.upstream_call import Deadlines
+    from workers.providers.upstream_call import Deadlines, DeadlineTimer
 
     def upstream(sock: socket.socket, stop: threading.Event) -> None:
         while not stop.is_set():  # a line every 10 ms, well within the 50 ms idle deadline
@@ -400,7 +399,7 @@ def test_a_late_event_loop_never_cuts_a_call_whose_upstream_kept_sending() -> No
         try:
             with pytest.raises(TimeoutError):
                 async with asyncio.timeout_at(None) as timeout:
-                    timer = _LazyTimer(clock, timeout, loop)
+                    timer = DeadlineTimer(clock, timeout, loop)
                     timer.move()
                     try:
                         for n in range(60):

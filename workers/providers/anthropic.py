@@ -37,7 +37,7 @@ from workers.providers.anthropic_translate import (
 )
 from workers.providers.base import Delta
 from workers.providers.http_clients import UpstreamReply, make_http_client
-from workers.providers.upstream_call import Deadlines, status_error, upstream_errors
+from workers.providers.upstream_call import Deadlines, DeadlineTimer, status_error, upstream_errors
 
 ANTHROPIC_VERSION = "2023-06-01"
 _UNAVAILABLE_STATUSES = frozenset({429, 529})  # 529: Anthropic's 'overloaded'
@@ -70,28 +70,35 @@ class AnthropicProvider:
         )
 
     async def stream(self, job: CompletionJob) -> AsyncIterator[Delta]:
-        clock = Deadlines(self._timeouts, asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        clock = Deadlines(self._timeouts, loop)
         body = orjson.dumps(self.request_body(job))
         with upstream_errors(self._name, clock):
-            async with asyncio.timeout_at(clock.next_deadline()) as timer:
-                async with self._http.post("messages", body) as response:
-                    if response.status >= 400:
-                        answer = await response.read()
-                        raise status_error(
-                            self._name,
-                            response.status,
-                            response.headers,
-                            answer,
-                            unavailable=_UNAVAILABLE_STATUSES,
-                        )
-                    async for delta in self._deltas(response, clock, timer):
-                        yield delta
+            async with asyncio.timeout_at(None) as timeout:  # expired by the timer below only
+                timer = DeadlineTimer(clock, timeout, loop)
+                timer.move()
+                try:
+                    async with self._http.post("messages", body) as response:
+                        if response.status >= 400:
+                            answer = await response.read()
+                            raise status_error(
+                                self._name,
+                                response.status,
+                                response.headers,
+                                answer,
+                                unavailable=_UNAVAILABLE_STATUSES,
+                            )
+                        async for delta in self._deltas(response, clock, timer):
+                            yield delta
+                finally:
+                    timer.close()
 
     async def _deltas(
-        self, response: UpstreamReply, clock: Deadlines, timer: asyncio.Timeout
+        self, response: UpstreamReply, clock: Deadlines, timer: DeadlineTimer
     ) -> AsyncIterator[Delta]:
         translator = StreamTranslator()
         async for data in response.sse_data():
+            clock.seen()
             event = _parse_event(self._name, data)
             try:
                 deltas = translator.feed(event)
@@ -100,12 +107,12 @@ class AnthropicProvider:
             except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
                 raise UpstreamError(f"Provider {self._name!r} sent a malformed event.") from exc
             for delta in deltas:
-                clock.first_token_seen = clock.first_token_seen or delta.has_message_part
+                if not clock.first_token_seen and delta.has_message_part:
+                    clock.first_token_seen = True
+                    timer.move()  # from the first-token deadline to the idle one, which may be earlier
                 yield delta
             if translator.finished:
                 return
-            clock.seen()
-            timer.reschedule(clock.next_deadline())
         if clock.first_token_seen:
             raise UpstreamError(f"Provider {self._name!r} closed the stream before it finished.")
         raise UpstreamUnavailable(f"Provider {self._name!r} closed the stream before any content.")

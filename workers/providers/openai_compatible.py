@@ -30,10 +30,17 @@ from shared.errors import (
     UpstreamError,
 )
 from shared.jobs import CompletionJob
-from shared.settings import DEADLINE_GRACE, ProviderSettings
+from shared.settings import ProviderSettings
 from workers.providers.base import Delta, ToolCallDelta, Usage, text_or_none
 from workers.providers.http_clients import UpstreamReply, make_http_client
-from workers.providers.upstream_call import Deadlines, cut_error, message_of, status_error, upstream_errors
+from workers.providers.upstream_call import (
+    Deadlines,
+    DeadlineTimer,
+    cut_error,
+    message_of,
+    status_error,
+    upstream_errors,
+)
 
 
 class OpenAICompatibleProvider:
@@ -61,7 +68,7 @@ class OpenAICompatibleProvider:
         body = orjson.dumps(self.request_body(job))
         with upstream_errors(self._name, clock):
             async with asyncio.timeout_at(None) as timeout:  # expired by the timer below only
-                timer = _LazyTimer(clock, timeout, loop)
+                timer = DeadlineTimer(clock, timeout, loop)
                 timer.move()
                 try:
                     async with self._http.post("chat/completions", body) as response:
@@ -74,57 +81,8 @@ class OpenAICompatibleProvider:
                     timer.close()
 
 
-class _LazyTimer:
-    """Expires an ``asyncio.Timeout`` entered with no deadline at the call's next deadline, without moving
-    a loop timer on every line (each move reschedules one, on a path that runs once per streamed line):
-    one check runs at the deadline the clock gave when it was armed; if the upstream was seen since, it
-    re-arms for the later deadline, else it expires the Timeout.  Only this check expires it: two timers
-    due in one pass run in no order one could rely on (uvloop's have millisecond resolution).
-
-    A check that finds the deadline passed has not seen everything yet: a pass of the event loop runs its
-    due timers before it polls the sockets, so a line that came in time (just before the deadline, or
-    while the loop itself was stalled) may wait unread.  The check grants the call :attr:`_GRACE` seconds
-    to read it, once, and expires the call only if no line came by then: a deadline is never early, and
-    at most that much late."""
-
-    _GRACE = DEADLINE_GRACE  # seconds a call found overdue gets to show a line it may have sent in time
-
-    def __init__(self, clock: Deadlines, timer: asyncio.Timeout, loop: asyncio.AbstractEventLoop) -> None:
-        self._clock = clock
-        self._timer = timer
-        self._loop = loop
-        self._check: asyncio.TimerHandle | None = None
-        self._granted = False  # a grace was given since the upstream was last seen in time
-
-    def move(self) -> None:
-        """Arm the check at the clock's next deadline now (which may be earlier)."""
-        self._arm(self._clock.next_deadline())
-
-    def close(self) -> None:
-        if self._check is not None:
-            self._check.cancel()
-            self._check = None
-
-    def _arm(self, when: float) -> None:
-        self.close()
-        self._check = self._loop.call_at(when, self._on_check)
-
-    def _on_check(self) -> None:
-        self._check = None
-        deadline = self._clock.next_deadline()
-        now = self._loop.time()
-        if now < deadline:  # seen since (or the loop's clock ran the check a little early)
-            self._granted = False
-            self._arm(deadline)
-        elif not self._granted:
-            self._granted = True  # let the loop read what may have come in time
-            self._arm(now + self._GRACE)
-        else:
-            self._timer.reschedule(now)  # expired: the Timeout cancels the call on the next pass
-
-
 async def _deltas(
-    name: str, response: UpstreamReply, clock: Deadlines, timer: _LazyTimer
+    name: str, response: UpstreamReply, clock: Deadlines, timer: DeadlineTimer
 ) -> AsyncIterator[Delta]:
     finished = False
     done = False

@@ -35,7 +35,7 @@ from shared.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from shared.settings import Timeouts
+from shared.settings import DEADLINE_GRACE, Timeouts
 from workers.providers.upstream_http import ConnectError, ConnectionCut, ConnectTimeout, EncodedBody
 
 BAD_REQUEST_STATUSES = frozenset({400, 404, 413, 422})
@@ -65,6 +65,55 @@ class Deadlines:
         if self._loop.time() >= self._total - 0.001:
             return "total"
         return "idle" if self.first_token_seen else "first-token"
+
+
+class DeadlineTimer:
+    """Expires an ``asyncio.Timeout`` entered with no deadline at the call's next deadline, without moving
+    a loop timer on every line (each move reschedules one, on a path that runs once per streamed line):
+    one check runs at the deadline the clock gave when it was armed; if the upstream was seen since, it
+    re-arms for the later deadline, else it expires the Timeout.  Only this check expires it: two timers
+    due in one pass run in no order one could rely on (uvloop's have millisecond resolution).
+
+    A check that finds the deadline passed has not seen everything yet: a pass of the event loop runs its
+    due timers before it polls the sockets, so a line that came in time (just before the deadline, or
+    while the loop itself was stalled) may wait unread.  The check grants the call :attr:`_GRACE` seconds
+    to read it, once, and expires the call only if no line came by then: a deadline is never early, and
+    at most that much late."""
+
+    _GRACE = DEADLINE_GRACE  # seconds a call found overdue gets to show a line it may have sent in time
+
+    def __init__(self, clock: Deadlines, timer: asyncio.Timeout, loop: asyncio.AbstractEventLoop) -> None:
+        self._clock = clock
+        self._timer = timer
+        self._loop = loop
+        self._check: asyncio.TimerHandle | None = None
+        self._granted = False  # a grace was given since the upstream was last seen in time
+
+    def move(self) -> None:
+        """Arm the check at the clock's next deadline now (which may be earlier)."""
+        self._arm(self._clock.next_deadline())
+
+    def close(self) -> None:
+        if self._check is not None:
+            self._check.cancel()
+            self._check = None
+
+    def _arm(self, when: float) -> None:
+        self.close()
+        self._check = self._loop.call_at(when, self._on_check)
+
+    def _on_check(self) -> None:
+        self._check = None
+        deadline = self._clock.next_deadline()
+        now = self._loop.time()
+        if now < deadline:  # seen since (or the loop's clock ran the check a little early)
+            self._granted = False
+            self._arm(deadline)
+        elif not self._granted:
+            self._granted = True  # let the loop read what may have come in time
+            self._arm(now + self._GRACE)
+        else:
+            self._timer.reschedule(now)  # expired: the Timeout cancels the call on the next pass
 
 
 def cut_error(name: str, clock: Deadlines) -> AIORouterError:
