@@ -691,6 +691,21 @@ def account_files(account_id: str) -> str:
     return f"{PREFIX}:account:{{{account_id}}}:files"
 
 
+FILES_DELETING = f"{PREFIX}:files:deleting"
+"""Sorted set: file id -> unix seconds its content's deletion was decided (a delete, an expiry, the end of
+the last batch reading it), until the content is deleted; the driver's sweep finishes what a process
+killed in between left."""
+_describe(
+    "FILES_DELETING",
+    "sorted set",
+    "file id -> unix seconds its record was dropped, until its content is deleted (or kept for a batch)",
+    writer="ingress, batch driver: `ingress.batches.files` (delete, expiry, a batch's end)",
+    reader="batch driver: `ingress.batches.files` (the sweep, after `FILES_DELETING_GRACE`)",
+)
+FILES_DELETING_GRACE = 60
+"""Seconds an entry of :data:`FILES_DELETING` waits before the sweep finishes its deletion."""
+
+
 FILES_EXPIRY = f"{PREFIX}:files:expiry"
 """Sorted set: file id -> unix seconds it expires at; the batch driver deletes the files past it."""
 _describe(

@@ -154,12 +154,17 @@ async def delete_file(redis: aredis.Redis, storage: FileStorage, record: FileRec
             pipe.delete(keys.file_record(record.id))
             pipe.zrem(keys.account_files(record.account_id), record.id)
             pipe.zrem(keys.FILES_EXPIRY, record.id)
+            pipe.zadd(keys.FILES_DELETING, {record.id: time.time()})  # the sweep's, if we die next
             pipe.scard(keys.file_batches(record.id))
             *_, readers = await pipe.execute()
     except RedisError as exc:
         raise _unreachable() from exc
     if not readers:
         await storage.delete(record.storage_key)
+    try:
+        await redis.zrem(keys.FILES_DELETING, record.id)
+    except RedisError:
+        pass  # the content is gone (or kept for a batch): the sweep drops the entry
 
 
 def hold_input_commands(file_id: str, batch_id: str) -> list[tuple[str, ...]]:
@@ -181,16 +186,20 @@ async def release_input(redis: aredis.Redis, storage: FileStorage, file_id: str,
     expired) meanwhile and no other unfinished batch reads it.  Idempotent."""
     async with redis.pipeline(transaction=True) as pipe:
         pipe.srem(keys.file_batches(file_id), batch_id)
+        pipe.zadd(keys.FILES_DELETING, {file_id: time.time()}, nx=True)  # the sweep's, if we die next
         pipe.scard(keys.file_batches(file_id))
         pipe.exists(keys.file_record(file_id))
-        _, readers, exists = await pipe.execute()
+        _, _, readers, exists = await pipe.execute()
     if not readers and not exists:
         await storage.delete(storage_key(file_id))
+    await redis.zrem(keys.FILES_DELETING, file_id)
 
 
 async def sweep_expired(redis: aredis.Redis, storage: FileStorage, *, now: float | None = None) -> int:
-    """Delete every file past its expiry (content and record); how many."""
+    """Delete every file past its expiry (content and record), and finish the deletions a killed process
+    left half-done; how many files expired."""
     now = time.time() if now is None else now
+    await _finish_deletions(redis, storage, now)
     found = await redis.zrangebyscore(keys.FILES_EXPIRY, 0, now, start=0, num=500)
     expired = [raw.decode() if isinstance(raw, bytes) else str(raw) for raw in found]
     for file_id in expired:
@@ -200,6 +209,22 @@ async def sweep_expired(redis: aredis.Redis, storage: FileStorage, *, now: float
         else:
             await redis.zrem(keys.FILES_EXPIRY, file_id)
     return len(expired)
+
+
+async def _finish_deletions(redis: aredis.Redis, storage: FileStorage, now: float) -> None:
+    """Delete the content of each file whose record went more than ``FILES_DELETING_GRACE`` seconds ago
+    and that no unfinished batch reads (its last one deletes it then, or this sweep once it is done)."""
+    found = await redis.zrangebyscore(
+        keys.FILES_DELETING, 0, now - keys.FILES_DELETING_GRACE, start=0, num=500
+    )
+    for file_id in (_text(raw) for raw in found):
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.exists(keys.file_record(file_id))
+            pipe.scard(keys.file_batches(file_id))
+            exists, readers = await pipe.execute()
+        if not exists and not readers:  # with readers, the last one's end deletes it (release_input)
+            await storage.delete(storage_key(file_id))
+        await redis.zrem(keys.FILES_DELETING, file_id)
 
 
 def _text(value: Any) -> str:

@@ -5,6 +5,7 @@ fails validation when it is dispatched keeps its ``custom_id``."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -192,3 +193,35 @@ async def test_a_batch_whose_content_is_lost_before_validation_fails_with_input_
     failed = await records.load_batch(aredis_client, batch.id)
     assert failed is not None and failed.status == "failed"
     assert orjson.loads(failed.fields["errors"])[0]["code"] == "input_file_missing"
+
+
+async def test_a_deletion_cut_between_the_record_and_the_content_is_finished_by_the_sweep(
+    aredis_client: aredis.Redis, tmp_path: Path
+) -> None:
+    """The record went, the content's delete failed (or the process died before it): the driver's
+    sweep deletes the content once the deletion is a minute old; content a batch still reads stays,
+    and goes when that batch ends."""
+    from shared.errors import StorageUnavailable
+
+    class FailingDelete(LocalStorage):
+        async def delete(self, key: str) -> None:
+            raise StorageUnavailable("down")
+
+    storage = LocalStorage(tmp_path)
+    lone = await uploaded(aredis_client, storage, line("x") + b"\n")
+    read = await uploaded(aredis_client, storage, line("y") + b"\n")
+    batch = await new_batch(aredis_client, read.id)
+    with pytest.raises(StorageUnavailable):
+        await files.delete_file(aredis_client, FailingDelete(tmp_path), lone)
+    await files.delete_file(aredis_client, storage, read)  # kept for its batch
+    await files.sweep_expired(aredis_client, storage)  # too early: a delete may still be under way
+    assert await storage.get(lone.storage_key)
+    await files.sweep_expired(aredis_client, storage, now=time.time() + keys.FILES_DELETING_GRACE + 1)
+    with pytest.raises(NotFound):
+        await storage.get(lone.storage_key)
+    assert await storage.get(read.storage_key)  # its batch still reads it
+    assert await aredis_client.zcard(keys.FILES_DELETING) == 0
+    await cleanup(aredis_client, storage, batch)
+    with pytest.raises(NotFound):
+        await storage.get(read.storage_key)
+    assert await aredis_client.zcard(keys.FILES_DELETING) == 0
