@@ -37,7 +37,7 @@ from workers.providers.anthropic_translate import (
 )
 from workers.providers.base import Delta
 from workers.providers.http_clients import UpstreamReply, make_http_client
-from workers.providers.upstream_call import Deadlines, DeadlineTimer, status_error, upstream_errors
+from workers.providers.upstream_call import Deadlines, DeadlineTimer, call_scope, status_error
 
 ANTHROPIC_VERSION = "2023-06-01"
 _UNAVAILABLE_STATUSES = frozenset({429, 529})  # 529: Anthropic's 'overloaded'
@@ -70,28 +70,21 @@ class AnthropicProvider:
         )
 
     async def stream(self, job: CompletionJob) -> AsyncIterator[Delta]:
-        loop = asyncio.get_running_loop()
-        clock = Deadlines(self._timeouts, loop)
+        clock = Deadlines(self._timeouts, asyncio.get_running_loop())
         body = orjson.dumps(self.request_body(job))
-        with upstream_errors(self._name, clock):
-            async with asyncio.timeout_at(None) as timeout:  # expired by the timer below only
-                timer = DeadlineTimer(clock, timeout, loop)
-                timer.move()
-                try:
-                    async with self._http.post("messages", body) as response:
-                        if response.status >= 400:
-                            answer = await response.read()
-                            raise status_error(
-                                self._name,
-                                response.status,
-                                response.headers,
-                                answer,
-                                unavailable=_UNAVAILABLE_STATUSES,
-                            )
-                        async for delta in self._deltas(response, clock, timer):
-                            yield delta
-                finally:
-                    timer.close()
+        async with call_scope(self._name, clock) as timer:
+            async with self._http.post("messages", body) as response:
+                if response.status >= 400:
+                    answer = await response.read()
+                    raise status_error(
+                        self._name,
+                        response.status,
+                        response.headers,
+                        answer,
+                        unavailable=_UNAVAILABLE_STATUSES,
+                    )
+                async for delta in self._deltas(response, clock, timer):
+                    yield delta
 
     async def _deltas(
         self, response: UpstreamReply, clock: Deadlines, timer: DeadlineTimer

@@ -36,10 +36,10 @@ from workers.providers.http_clients import UpstreamReply, make_http_client
 from workers.providers.upstream_call import (
     Deadlines,
     DeadlineTimer,
+    call_scope,
     cut_error,
     message_of,
     status_error,
-    upstream_errors,
 )
 
 
@@ -63,22 +63,15 @@ class OpenAICompatibleProvider:
         return {**job.body, "model": job.upstream_model, "stream": True, "stream_options": stream_options}
 
     async def stream(self, job: CompletionJob) -> AsyncIterator[Delta]:
-        loop = asyncio.get_running_loop()
-        clock = Deadlines(self._timeouts, loop)
+        clock = Deadlines(self._timeouts, asyncio.get_running_loop())
         body = orjson.dumps(self.request_body(job))
-        with upstream_errors(self._name, clock):
-            async with asyncio.timeout_at(None) as timeout:  # expired by the timer below only
-                timer = DeadlineTimer(clock, timeout, loop)
-                timer.move()
-                try:
-                    async with self._http.post("chat/completions", body) as response:
-                        if response.status >= 400:
-                            answer = await response.read()
-                            raise status_error(self._name, response.status, response.headers, answer)
-                        async for delta in _deltas(self._name, response, clock, timer):
-                            yield delta
-                finally:
-                    timer.close()
+        async with call_scope(self._name, clock) as timer:
+            async with self._http.post("chat/completions", body) as response:
+                if response.status >= 400:
+                    answer = await response.read()
+                    raise status_error(self._name, response.status, response.headers, answer)
+                async for delta in _deltas(self._name, response, clock, timer):
+                    yield delta
 
 
 async def _deltas(

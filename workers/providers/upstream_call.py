@@ -20,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import math
 import zlib
-from collections.abc import Collection, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Collection, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -114,6 +114,21 @@ class DeadlineTimer:
             self._arm(now + self._GRACE)
         else:
             self._timer.reschedule(now)  # expired: the Timeout cancels the call on the next pass
+
+
+@asynccontextmanager
+async def call_scope(name: str, clock: Deadlines) -> AsyncIterator[DeadlineTimer]:
+    """The scope of one upstream call: its deadlines enforced by a :class:`DeadlineTimer` (yielded: an
+    adapter moves it when the first token came), its transport errors and expired deadlines raised as
+    our errors (:func:`upstream_errors`)."""
+    with upstream_errors(name, clock):
+        async with asyncio.timeout_at(None) as timeout:  # expired by the timer only
+            timer = DeadlineTimer(clock, timeout, asyncio.get_running_loop())
+            timer.move()
+            try:
+                yield timer
+            finally:
+                timer.close()
 
 
 def cut_error(name: str, clock: Deadlines) -> AIORouterError:
