@@ -44,24 +44,26 @@ class HeadJoiningTransport:
             self._flush = asyncio.get_running_loop().call_soon(self.send_held)
             return
         if self._held is not None:
-            data = self._held + data
-            self._held = None
-            assert self._flush is not None
-            self._flush.cancel()
-            self._flush = None
+            data = self._take_held() + data
         self._transport.write(data)
 
     def send_held(self) -> None:
         """Write the held head now, if it is still held and the connection still open."""
-        held, self._held, self._flush = self._held, None, None
-        if held is not None and not self._transport.is_closing():
-            self._transport.write(held)
+        if self._held is not None:
+            held = self._take_held()
+            if not self._transport.is_closing():  # else the client left: nobody reads it
+                self._transport.write(held)
 
     def close(self) -> None:
-        if self._flush is not None:
-            self._flush.cancel()
         self.send_held()
         self._transport.close()
+
+    def _take_held(self) -> bytes:
+        held, self._held = self._held or b"", None
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        return held
 
     def is_closing(self) -> bool:
         return self._transport.is_closing()
