@@ -31,6 +31,7 @@ def render(
         f"{config['duration_s']:g} s measured; the slow streams: {config['slow_repeat']} of "
         f"{config['slow_stream_s']:g} s); figures are medians with min\N{EN DASH}max. "
         f"Command: `{config['command']}`.",
+        *_settings_notice(config),
         "",
         *_abort_notice(config),
         "## Targets (AIOrouter, 1 ingress + 1 worker process)",
@@ -114,6 +115,16 @@ def _breakdown_section(breakdown: Sequence[dict[str, Any]]) -> list[str]:
         shown = f"{client:.2f}" if client is not None else "-"
         lines.append(f"| {row['title']} | {shown} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _settings_notice(config: dict[str, Any]) -> list[str]:
+    """A line naming a provider setting the run changed from the product's default."""
+    if config.get("upstream_stream", "always") == "always":
+        return []
+    return [
+        f'The simulated provider ran with `upstream_stream = "{config["upstream_stream"]}"`: non-stream '
+        "requests were JSON calls upstream (the default streams every call)."
+    ]
 
 
 def _abort_notice(config: dict[str, Any]) -> list[str]:

@@ -155,11 +155,14 @@ class RouterProcesses:
         upstream_base_url: str,
         models: Mapping[str, str],
         concurrency: int,
+        upstream_stream: str = "always",
     ) -> None:
         self._workdir = workdir
         self._concurrency = concurrency
         self._probe_model = next(iter(models))
-        config = write_router_config(workdir / "aiorouter.toml", upstream_base_url, models, concurrency)
+        config = write_router_config(
+            workdir / "aiorouter.toml", upstream_base_url, models, concurrency, upstream_stream
+        )
         self._env = {**os.environ, "AIOROUTER_CONFIG": str(config), "REDIS_URL": redis_url}
         self.api_key = self._create_key()
         port = free_port()

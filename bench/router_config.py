@@ -15,8 +15,11 @@ def _quote(text: str) -> str:
     return json.dumps(text)  # a JSON string of printable text is a valid TOML basic string
 
 
-def router_config(upstream_base_url: str, models: Mapping[str, str], concurrency: int) -> str:
-    """Settings text; ``models`` maps each public model id to the upstream model name it routes to."""
+def router_config(
+    upstream_base_url: str, models: Mapping[str, str], concurrency: int, upstream_stream: str = "always"
+) -> str:
+    """Settings text; ``models`` maps each public model id to the upstream model name it routes to;
+    ``upstream_stream`` is the provider's (its default, ``always``, is left out)."""
     lines = [
         f"default_plan = {_quote(PLAN)}",
         "queue_timeout = 60.0",
@@ -30,6 +33,7 @@ def router_config(upstream_base_url: str, models: Mapping[str, str], concurrency
         'api_key = "sk-simulated"',
         f"concurrency = {concurrency}",
         "queue_limit = 1000000",
+        *([f"upstream_stream = {_quote(upstream_stream)}"] if upstream_stream != "always" else []),
         "",
         f"[providers.{PROVIDER}.timeouts]",
         "connect = 10.0",
@@ -49,7 +53,11 @@ def router_config(upstream_base_url: str, models: Mapping[str, str], concurrency
 
 
 def write_router_config(
-    path: Path, upstream_base_url: str, models: Mapping[str, str], concurrency: int
+    path: Path,
+    upstream_base_url: str,
+    models: Mapping[str, str],
+    concurrency: int,
+    upstream_stream: str = "always",
 ) -> Path:
-    path.write_text(router_config(upstream_base_url, models, concurrency))
+    path.write_text(router_config(upstream_base_url, models, concurrency, upstream_stream))
     return path

@@ -169,6 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", default=[], help="run scenarios whose name contains this")
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument("--concurrency", type=int, default=4096, help="jobs each worker process runs at once")
+    parser.add_argument(
+        "--upstream-stream",
+        choices=["always", "as_requested"],
+        default="always",
+        help="the simulated provider's upstream_stream setting (default: the product's default, always)",
+    )
     parser.add_argument("--name", default="suite", help="results file name: <date>-<name>.json")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument(
@@ -181,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.command_line = "python -m bench.run " + shlex.join(sys.argv[1:] if argv is None else argv)
     if args.serve:
-        _serve(args.redis_url, args.concurrency, args.serve)
+        _serve(args.redis_url, args.concurrency, args.serve, args.upstream_stream)
         return 0
     timing = QUICK if args.quick else FULL
     timing = replace(
@@ -196,13 +202,20 @@ def main(argv: list[str] | None = None) -> int:
     suite_scenarios = [s for s in scenarios(timing) if not args.only or any(o in s.name for o in args.only)]
     suite_scenarios = [s for s in suite_scenarios if set(s.targets) & set(targets)]
     suite_scenarios.sort(key=lambda s: s.workers)
-    runs, aborted = _run_suite(timing, targets, suite_scenarios, args.redis_url, args.concurrency)
+    runs, aborted = _run_suite(
+        timing, targets, suite_scenarios, args.redis_url, args.concurrency, args.upstream_stream
+    )
     _write_results(args, timing, runs, aborted)
     return 1 if aborted else 0
 
 
 def _run_suite(
-    timing: Timing, targets: list[str], suite: list[Scenario], redis_url: str, concurrency: int
+    timing: Timing,
+    targets: list[str],
+    suite: list[Scenario],
+    redis_url: str,
+    concurrency: int,
+    upstream_stream: str,
 ) -> tuple[list[Run], str | None]:
     """The runs measured, and why the suite stopped early if a process under test died."""
     with tempfile.TemporaryDirectory(prefix="aiorouter-bench-") as workdir:
@@ -213,7 +226,12 @@ def _run_suite(
         try:
             if AIOROUTER in targets:
                 router = RouterProcesses(
-                    Path(workdir), redis_url, upstream.base_url, router_models(suite), concurrency
+                    Path(workdir),
+                    redis_url,
+                    upstream.base_url,
+                    router_models(suite),
+                    concurrency,
+                    upstream_stream,
                 )
             if RELAY in targets:
                 relay = RelayProcess(Path(workdir), upstream.base_url)
@@ -238,7 +256,7 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _serve(redis_url: str, concurrency: int, workers: int) -> None:
+def _serve(redis_url: str, concurrency: int, workers: int, upstream_stream: str) -> None:
     models = router_models(scenarios(FULL))
     with tempfile.TemporaryDirectory(prefix="aiorouter-bench-") as workdir:
         upstream = UpstreamProcess(Path(workdir))
@@ -246,7 +264,9 @@ def _serve(redis_url: str, concurrency: int, workers: int) -> None:
         relay: RelayProcess | None = None
         try:
             relay = RelayProcess(Path(workdir), upstream.base_url)
-            router = RouterProcesses(Path(workdir), redis_url, upstream.base_url, models, concurrency)
+            router = RouterProcesses(
+                Path(workdir), redis_url, upstream.base_url, models, concurrency, upstream_stream
+            )
             router.set_workers(workers)
             pids = " ".join(f"{name}={pid}" for name, pid in router.pids.items())
             print(f"upstream   {upstream.base_url} (pid {upstream.child.pid})")
@@ -275,6 +295,7 @@ def _write_results(args: argparse.Namespace, timing: Timing, runs: list[Run], ab
         "command": args.command_line,
         "aborted": aborted,
         "targets": args.targets,
+        "upstream_stream": args.upstream_stream,
     }
     rows = summarize(runs)
     checks = check_targets(runs)

@@ -21,6 +21,7 @@ from shared.redis_client import parse_sentinel_url
 
 ProviderKind = Literal["simulated", "openai", "anthropic"]
 HttpClientKind = Literal["fast", "httpx"]
+UpstreamStream = Literal["always", "as_requested"]
 RoutingStrategy = Literal["priority", "weighted", "least-busy", "latency"]
 VersionStatus = Literal["current", "deprecated"]
 LogFormat = Literal["json", "text"]
@@ -61,6 +62,10 @@ class ProviderSettings:
     retry_backoff: float = 0.2  # seconds; the base of the jittered exponential backoff between attempts
     max_retry_after: float = 2.0  # an upstream Retry-After up to this is honoured; a longer one falls back
     timeouts: Timeouts = Timeouts()
+    # "always": every upstream call streams, so the first-token and idle deadlines watch it; "as_requested"
+    # (openai providers): a request without ``stream`` is one JSON call, cheaper, watched by connect and
+    # total deadlines only (see docs/settings.md).
+    upstream_stream: UpstreamStream = "always"
     # How the worker reaches the upstream: "fast" (our HTTP/1.1 client) or "httpx" (proxies, HTTP/2).
     http_client: HttpClientKind = "fast"
     ca_file: str = ""  # PEM bundle of CAs to trust instead of the system's (and certifi's)
@@ -416,8 +421,18 @@ def _parse_providers(raw: Any, env: Mapping[str, str]) -> dict[str, ProviderSett
         except TypeError as exc:
             raise ConfigError(f"provider {name!r}: {exc}") from exc
         _check_http_client(provider)
+        _check_upstream_stream(provider)
         providers[name] = provider
     return providers
+
+
+def _check_upstream_stream(provider: ProviderSettings) -> None:
+    if provider.upstream_stream not in ("always", "as_requested"):
+        raise ConfigError(f'provider {provider.name!r}: upstream_stream must be "always" or "as_requested"')
+    if provider.upstream_stream == "as_requested" and provider.kind != "openai":
+        raise ConfigError(
+            f'provider {provider.name!r}: upstream_stream = "as_requested" is for openai providers only'
+        )
 
 
 def _check_http_client(provider: ProviderSettings) -> None:

@@ -185,6 +185,8 @@ class GuardedProvider:
         """The adapter's deltas, retried on the same deployment before any content; the time to the
         first content goes into ``ttft`` (recorded with the job's last round trip, not mid-stream)."""
         loop = asyncio.get_running_loop()
+        # A call answered whole (a JSON call) has no first token to time: no sample of its deployment's.
+        timed = job.stream or self._provider.upstream_stream == "always"
         attempt = 0
         while True:
             started = loop.time()
@@ -193,7 +195,8 @@ class GuardedProvider:
                 async for delta in self._adapter.stream(job):
                     if not answered and (delta.has_message_part or delta.finish_reason is not None):
                         answered = True
-                        ttft.append(loop.time() - started)
+                        if timed:
+                            ttft.append(loop.time() - started)
                     yield delta
                 return
             except UpstreamUnavailable as exc:

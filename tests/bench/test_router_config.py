@@ -15,10 +15,11 @@ def test_config_loads_and_routes_each_model_to_the_simulated_upstream() -> None:
     text = router_config("http://127.0.0.1:9/v1", models, concurrency=2048)
     settings = settings_from_mapping(tomllib.loads(text), {})
     provider = settings.provider(PROVIDER)
-    assert (provider.kind, provider.base_url, provider.concurrency) == (
+    assert (provider.kind, provider.base_url, provider.concurrency, provider.upstream_stream) == (
         "openai",
         "http://127.0.0.1:9/v1",
         2048,
+        "always",
     )
     for public_id, upstream_model in models.items():
         (deployment,) = settings.models[public_id].deployments
@@ -27,6 +28,12 @@ def test_config_loads_and_routes_each_model_to_the_simulated_upstream() -> None:
     rate_limit = settings.plans[PLAN].requests_per_minute
     assert rate_limit >= 100_000 * 60  # never binds at any rate this machine can reach
     assert 60_000_000 // rate_limit >= 1  # the limiter's whole-microsecond interval stays positive
+
+
+def test_json_calls_can_be_measured() -> None:
+    """``--upstream-stream as_requested`` gives the provider that setting, which the loader accepts."""
+    text = router_config("http://127.0.0.1:9/v1", {"m": "sim"}, 64, upstream_stream="as_requested")
+    assert settings_from_mapping(tomllib.loads(text), {}).provider(PROVIDER).upstream_stream == "as_requested"
 
 
 def test_model_ids_are_distinct_per_behaviour() -> None:

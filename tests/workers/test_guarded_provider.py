@@ -190,6 +190,18 @@ async def test_inflight_count_and_time_to_first_token_are_recorded(aredis_client
     assert stats.inflight == 0 and stats.ttft is not None
 
 
+async def test_a_call_answered_whole_gives_no_time_to_first_token(aredis_client: aredis.Redis) -> None:
+    """With upstream_stream = "as_requested" a non-stream job's call is one JSON answer: its first content
+    comes at the end, which is no time to first token, so its deployment gets no sample; a stream job's
+    call still gives one."""
+    provider = guard(aredis_client, ScriptedAdapter([None]), upstream_stream="as_requested")
+    whole = completion_job(provider="p", upstream_model="m", stream=False)
+    assert "".join([d.content or "" async for d in provider.stream(whole)]) == "hello world"
+    assert (await load_stats(aredis_client, [Deployment("p", "m")]))[DEPLOYMENT].ttft is None
+    assert await drain(provider) == "hello world"  # job() streams
+    assert (await load_stats(aredis_client, [Deployment("p", "m")]))[DEPLOYMENT].ttft is not None
+
+
 async def inflight_is(redis: aredis.Redis, count: int) -> bool:
     """Whether routing's statistics count ``count`` jobs in flight on the test deployment."""
     return (await load_stats(redis, [Deployment("p", "m")]))[DEPLOYMENT].inflight == count

@@ -1,9 +1,13 @@
 """Any OpenAI-compatible upstream, over one keep-alive connection pool per provider and process.
 
 The client body goes upstream unchanged except ``model`` (the deployment's ``upstream_model``), ``stream``
-(always on: one code path, real first-token and idle timeouts, prompt cancellation) and
-``stream_options.include_usage``.  Upstream chunks become :class:`Delta` objects; the chunk writer above
-rebuilds OpenAI-exact objects from them.  Transport errors and upstream statuses become our errors here:
+and ``stream_options.include_usage``.  With the provider's ``upstream_stream = "always"`` (the default)
+every call streams: real first-token and idle deadlines watch it.  With ``"as_requested"``, a request
+without ``stream`` is one JSON call (no ``stream_options``), which costs the worker about a quarter less
+per request and the upstream a stream's framing; the upstream says nothing until its answer is complete,
+so only the connect and total deadlines watch that call.  Upstream chunks, or the JSON answer's choices,
+become :class:`Delta` objects; the chunk writer above rebuilds OpenAI-exact objects from them.
+Transport errors and upstream statuses become our errors here:
 
     connect error, 429, 5xx            UpstreamUnavailable (503, with Retry-After when given)
     connect/first-token/idle/total     UpstreamTimeout (503)
@@ -11,6 +15,8 @@ rebuilds OpenAI-exact objects from them.  Transport errors and upstream statuses
     401/403, other 4xx                 UpstreamError (500: our configuration is wrong)
     stream cut before any content      UpstreamUnavailable (nothing reached the client: fallback is safe)
     stream cut after content, garbage  UpstreamError (500)
+    JSON answer cut                    UpstreamUnavailable (nothing reached the client)
+    JSON answer malformed or an error  UpstreamError (500)
 
 The answer ends at ``[DONE]``: the rest of the body is read for at most :data:`AFTER_DONE_WAIT` (so a
 connection read to its end serves the next call), and an upstream that holds it open longer only loses
@@ -45,17 +51,28 @@ from workers.providers.upstream_call import (
 
 class OpenAICompatibleProvider:
     def __init__(self, provider: ProviderSettings) -> None:
-        headers = {"content-type": "application/json", "accept": "text/event-stream"}
+        stream_always = provider.upstream_stream == "always"
+        accept = "text/event-stream" if stream_always else "text/event-stream, application/json"
+        headers = {"content-type": "application/json", "accept": accept}
         if provider.api_key:
             headers["authorization"] = f"Bearer {provider.api_key}"
         self._name = provider.name
         self._timeouts = provider.timeouts
+        self._stream_always = stream_always
         self._http = make_http_client(provider, headers)
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    def streams(self, job: CompletionJob) -> bool:
+        """Whether the upstream call of ``job`` streams (else it is one JSON answer)."""
+        return job.stream or self._stream_always
+
     def request_body(self, job: CompletionJob) -> dict[str, Any]:
+        if not self.streams(job):
+            body = {**job.body, "model": job.upstream_model, "stream": False}
+            body.pop("stream_options", None)
+            return body
         options = job.body.get("stream_options")
         stream_options = (
             {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
@@ -63,15 +80,21 @@ class OpenAICompatibleProvider:
         return {**job.body, "model": job.upstream_model, "stream": True, "stream_options": stream_options}
 
     async def stream(self, job: CompletionJob) -> AsyncIterator[Delta]:
-        clock = Deadlines(self._timeouts, asyncio.get_running_loop())
+        streams = self.streams(job)
+        clock = Deadlines(self._timeouts, asyncio.get_running_loop(), whole_answer=not streams)
         body = orjson.dumps(self.request_body(job))
         async with call_scope(self._name, clock) as timer:
             async with self._http.post("chat/completions", body) as response:
                 if response.status >= 400:
                     answer = await response.read()
                     raise status_error(self._name, response.status, response.headers, answer)
-                async for delta in _deltas(self._name, response, clock, timer):
-                    yield delta
+                if streams:
+                    async for delta in _deltas(self._name, response, clock, timer):
+                        yield delta
+                    return
+                deltas = answer_deltas(self._name, await response.read())
+        for delta in deltas:  # the call is over: its connection is back in the pool
+            yield delta
 
 
 async def _deltas(
@@ -111,6 +134,51 @@ async def _read_to_the_end(events: AsyncIterator[bytes]) -> None:
         pass
 
 
+def answer_deltas(name: str, data: bytes) -> list[Delta]:
+    """The deltas of a whole (non-streamed) answer: per choice, one with its whole message, as the
+    choice's chunks would have given (the message's fields as a delta's; the answer's own fields beyond
+    the chunk's as the chunk's), then its usage."""
+    try:
+        answer = orjson.loads(data)
+        if not isinstance(answer, dict):
+            raise TypeError("the answer is not an object")
+        if answer.get("error"):
+            raise UpstreamError(f"Provider {name!r} failed: {message_of(answer)}")
+        extra = _others(answer, _ANSWER_OWN)
+        choices = answer["choices"]
+        if not isinstance(choices, list) or not choices:
+            raise TypeError("the answer has no choices")
+        deltas = [_message_delta(choice, answer, extra) for choice in choices]
+        usage = answer.get("usage")
+        if isinstance(usage, dict):
+            deltas.append(Delta(usage=Usage.from_upstream(usage), chunk_extra=extra))
+        return deltas
+    except AIORouterError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+        raise UpstreamError(f"Provider {name!r} sent a malformed answer.") from exc
+
+
+def _message_delta(choice: dict[str, Any], answer: dict[str, Any], extra: dict[str, Any] | None) -> Delta:
+    message = choice.get("message") or {}
+    if not isinstance(message, dict):
+        raise TypeError("a choice's message is not an object")
+    calls = message.get("tool_calls")
+    return Delta(
+        text_or_none(message.get("content")) or None,
+        text_or_none(message.get("refusal")) or None,
+        _tool_call_deltas([{**call, "index": i} for i, call in enumerate(calls)]) if calls else (),
+        text_or_none(choice.get("finish_reason")),
+        None,
+        answer.get("system_fingerprint"),
+        int(choice.get("index") or 0),
+        _others(message, _MESSAGE_OWN),
+        choice.get("logprobs"),
+        _others(choice, _ANSWER_CHOICE_OWN),
+        extra,
+    )
+
+
 def _parse_chunk(name: str, data: bytes) -> list[Delta]:
     try:
         chunk = orjson.loads(data)
@@ -140,6 +208,10 @@ def _parse_chunk(name: str, data: bytes) -> list[Delta]:
 _CHUNK_OWN = frozenset({"id", "object", "created", "model", "choices", "usage", "system_fingerprint"})
 _CHOICE_OWN = frozenset({"index", "delta", "logprobs", "finish_reason"})
 _DELTA_OWN = frozenset({"role", "content", "refusal", "tool_calls"})
+# The same of a whole answer (``object``: ``chat.completion``; its message's fields are a delta's).
+_ANSWER_OWN = _CHUNK_OWN
+_ANSWER_CHOICE_OWN = frozenset({"index", "message", "logprobs", "finish_reason"})
+_MESSAGE_OWN = _DELTA_OWN
 
 
 def _others(fields: dict[str, Any], own: frozenset[str]) -> dict[str, Any] | None:

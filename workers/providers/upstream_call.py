@@ -43,13 +43,17 @@ MAX_ERROR_TEXT = 500
 
 
 class Deadlines:
-    """The first-token, idle and total deadlines of one upstream call, on the event loop's clock."""
+    """The first-token, idle and total deadlines of one upstream call, on the event loop's clock; of a
+    ``whole_answer`` call (one JSON answer, nothing before it is complete), the total deadline only."""
 
-    def __init__(self, timeouts: Timeouts, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, timeouts: Timeouts, loop: asyncio.AbstractEventLoop, *, whole_answer: bool = False
+    ) -> None:
         self._loop = loop
         self._timeouts = timeouts
         self._total = loop.time() + timeouts.total
         self._started = self._last_seen = loop.time()
+        self._whole_answer = whole_answer
         self.first_token_seen = False
 
     def seen(self) -> None:
@@ -57,12 +61,14 @@ class Deadlines:
         self._last_seen = self._loop.time()
 
     def next_deadline(self) -> float:
+        if self._whole_answer:
+            return self._total
         if self.first_token_seen:
             return min(self._total, self._last_seen + self._timeouts.idle)
         return min(self._total, self._started + self._timeouts.first_token)
 
     def which_expired(self) -> str:
-        if self._loop.time() >= self._total - 0.001:
+        if self._whole_answer or self._loop.time() >= self._total - 0.001:
             return "total"
         return "idle" if self.first_token_seen else "first-token"
 
