@@ -201,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown targets {', '.join(sorted(unknown))}; choose from {', '.join(TARGETS)}")
     suite_scenarios = [s for s in scenarios(timing) if not args.only or any(o in s.name for o in args.only)]
     suite_scenarios = [s for s in suite_scenarios if set(s.targets) & set(targets)]
+    if not suite_scenarios:
+        parser.error("no scenario matches --only and --targets (--only matches names like nonstream_c64)")
     suite_scenarios.sort(key=lambda s: s.workers)
     runs, aborted = _run_suite(
         timing, targets, suite_scenarios, args.redis_url, args.concurrency, args.upstream_stream
