@@ -3,11 +3,14 @@ their output and error files to download (with the dashboard token, not an API k
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from ingress.batches import files, records
+from ingress.batches.files_api import opened_content
 from ingress.batches.services import services
 from ingress.control.accounts import Account
 from shared import keys
@@ -33,14 +36,23 @@ async def account_file_content(request: Request, account: Account) -> Response:
     batch = services(request)
     found = await files.get_file(batch.redis, str(request.path_params["file_id"]), account.id)
     return StreamingResponse(
-        batch.storage.stream(found.storage_key),
+        await opened_content(batch.storage, found),  # content lost: its 404, before the response starts
         media_type="application/jsonl",
         headers={
-            "Content-Disposition": f'attachment; filename="{found.filename}"',
+            "Content-Disposition": attachment(found.filename),
             "Content-Length": str(found.size),
             "Cache-Control": "no-store",
         },
     )
+
+
+def attachment(filename: str) -> str:
+    """A ``Content-Disposition`` naming ``filename`` (RFC 6266): an ASCII ``filename`` for old clients,
+    each character it cannot carry (non-ASCII, a quote, a backslash, a control character) as ``_``, and
+    the exact name as UTF-8 in ``filename*``."""
+    plain = "".join(c if " " <= c <= "~" and c not in '"\\' else "_" for c in filename) or "file"
+    exact = quote(filename.encode(errors="replace"), safe="")
+    return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{exact}"
 
 
 def _text(value: object) -> str:

@@ -20,6 +20,7 @@ from ingress.api_keys import ApiKeyRecord
 from ingress.batches import files
 from ingress.batches.listing import list_object, page, parse_limit
 from ingress.batches.services import services
+from ingress.batches.storage import FileStorage
 from shared import keys
 from shared.errors import InvalidRequest, PayloadTooLarge
 
@@ -104,10 +105,8 @@ async def retrieve_file(request: Request) -> Response:
 async def file_content(request: Request) -> Response:
     batch = services(request)
     found = await _owned(request, await batch.authenticate(request))
-    chunks = batch.storage.stream(found.storage_key)
-    first = await anext(chunks, b"")  # a missing object answers 404 before the response starts
     return StreamingResponse(
-        _prepend(first, chunks),
+        await opened_content(batch.storage, found),
         media_type="application/octet-stream",
         headers={"Content-Length": str(found.size)},
     )
@@ -142,6 +141,14 @@ async def _read(handle: IO[bytes]) -> AsyncIterator[bytes]:
     await asyncio.to_thread(handle.seek, 0)
     while chunk := await asyncio.to_thread(handle.read, UPLOAD_CHUNK):
         yield chunk
+
+
+async def opened_content(storage: FileStorage, found: files.FileRecord) -> AsyncIterator[bytes]:
+    """A file's content to stream, its first chunk read already: a missing object raises its 404 here,
+    before a response starts."""
+    chunks = storage.stream(found.storage_key)
+    first = await anext(chunks, b"")
+    return _prepend(first, chunks)
 
 
 async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -106,7 +106,9 @@ def _signed_in(endpoint: AccountEndpoint) -> Callable[[Request], Awaitable[Respo
                     "Missing or unknown dashboard token. Send 'Authorization: Bearer dt-...'.",
                     code="invalid_dashboard_token",
                 )
-            return await endpoint(request, account)
+            response = await endpoint(request, account)
+            response.headers.update(SECURITY_HEADERS)  # on the responses of the routes built elsewhere too
+            return response
         except RedisError:
             return _error(ServiceUnavailable("The account store is unreachable; retry shortly."))
         except AIORouterError as exc:

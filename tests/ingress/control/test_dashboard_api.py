@@ -208,3 +208,43 @@ async def test_account_sees_its_batches_and_downloads_their_files(
         downloaded = await running.client.get(path, headers=headers)
         assert downloaded.content == b'{"custom_id": "a"}\n'
         assert (await running.client.get(path, headers=other)).status_code == 404
+
+
+async def test_downloads_name_any_file_safely_and_missing_content_is_404(
+    ingress_factory: object, tmp_path: object
+) -> None:
+    """A file named with non-Latin-1 letters, a quote or a NUL downloads with a Content-Disposition that
+    carries the exact name in ``filename*`` and no injected parameter; a file whose content is lost is a
+    404 in the envelope, not a 200 cut short; every Dashboard route's answer has the security headers."""
+    from pathlib import Path
+    from urllib.parse import unquote
+
+    from ingress.batches import files
+    from ingress.batches.storage import LocalStorage
+    from ingress.control.dashboard.routes import SECURITY_HEADERS
+
+    assert isinstance(tmp_path, Path)
+    async with ingress_factory(batches={"storage_dir": str(tmp_path)}) as running:  # type: ignore[operator]
+        headers = await sign_in(running, "acme")
+
+        async def content() -> object:
+            yield b'{"custom_id": "a"}\n'
+
+        for name in ["日本語.jsonl", 'a"; x="y.jsonl', "nul\x00.jsonl"]:
+            stored = await files.store_file(
+                running.redis, LocalStorage(tmp_path), account_id="acme", filename=name,
+                purpose="batch_output", chunks=content(), ttl=60,
+            )  # fmt: skip
+            path = f"/dashboard/api/files/{stored.id}/content"
+            downloaded = await running.client.get(path, headers=headers)
+            assert downloaded.status_code == 200 and downloaded.content == b'{"custom_id": "a"}\n'
+            disposition = downloaded.headers["content-disposition"]
+            plain, exact = disposition.split("; filename*=UTF-8''")
+            assert plain.startswith('attachment; filename="') and plain.count('"') == 2
+            assert unquote(exact) == name
+            assert all(downloaded.headers[k] == v for k, v in SECURITY_HEADERS.items())
+        await LocalStorage(tmp_path).delete(stored.storage_key)
+        lost = await running.client.get(path, headers=headers)
+        assert lost.status_code == 404 and lost.json()["error"]["code"] == "not_found"
+        listed = await running.client.get("/dashboard/api/batches", headers=headers)
+        assert all(listed.headers[k] == v for k, v in SECURITY_HEADERS.items())
