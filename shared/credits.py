@@ -46,6 +46,11 @@ from shared.settings import ModelEntry, Settings
 MICROS_PER_USD = 1_000_000
 MAX_AMOUNT = 1_000_000_000 * MICROS_PER_USD
 """The largest single grant (a billion USD): far inside what Redis integers and Lua numbers hold exactly."""
+MAX_BALANCE = 9_000_000_000 * MICROS_PER_USD
+"""The most an account's balance holds (below 2^53 micro-USD, which Lua's numbers hold exactly): a grant
+that would take it further is refused."""
+LEDGER_KEPT = 10_000
+"""Entries an account's credit ledger keeps (about: Redis trims whole stream nodes); older ones go."""
 _PLAIN_DECIMAL = re.compile(r"(?P<sign>-?)(?=\.?[0-9])(?P<whole>[0-9]*)(?:\.(?P<fraction>[0-9]*))?")
 _MAX_AMOUNT_CHARS = 32  # "1000000000.000000" is 17; trailing zeros are allowed, not unbounded ones
 _RESERVE = LuaScript.load("credit_reserve")
@@ -268,10 +273,16 @@ async def add_credit(
     added, balance, entry_id = await _ADD(
         redis,
         [keys.account(account_id), keys.credit_balance(account_id), keys.credit_ledger(account_id)],
-        [amount, reason, actor],
+        [amount, reason, actor, MAX_BALANCE, LEDGER_KEPT],
     )
     if not added:
         raise NotFound(f"No account with id {account_id!r}.", code="account_not_found")
+    if added == -1:
+        raise InvalidRequest(
+            f"The balance would exceed {usd(MAX_BALANCE)} USD (it holds {usd(int(balance))}).",
+            code="balance_limit_exceeded",
+            param="amount_usd",
+        )
     entry = LedgerEntry(id=_text(entry_id), amount=amount, balance=int(balance), reason=reason, actor=actor)
     return await get_balance(redis, account_id), entry
 

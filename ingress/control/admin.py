@@ -29,6 +29,7 @@ or, in a bare app, ``app.state.redis``.  Creating a key obeys the account's caps
 from __future__ import annotations
 
 import hmac
+import json
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -216,7 +217,9 @@ class AdminApi:
     async def add_credit(self, request: Request) -> Response:
         account_id = _path(request, "account_id")
         await accounts.require_account(_redis(request), account_id)
-        body = await _body(request, allowed={"amount_usd", "amount_micros", "reason"})
+        body = await _body(
+            request, allowed={"amount_usd", "amount_micros", "reason"}, numbers_as_written=True
+        )
         if ("amount_usd" in body) == ("amount_micros" in body):
             raise InvalidRequest("Give exactly one of amount_usd and amount_micros.", param="amount_usd")
         if "amount_usd" in body:
@@ -325,13 +328,18 @@ def _path(request: Request, name: str) -> str:
     return str(request.path_params[name])
 
 
-async def _body(request: Request, *, allowed: set[str], required: bool = True) -> dict[str, Any]:
+async def _body(
+    request: Request, *, allowed: set[str], required: bool = True, numbers_as_written: bool = False
+) -> dict[str, Any]:
+    """The request's JSON object, with only ``allowed`` fields.  With ``numbers_as_written`` a JSON number
+    with a fraction or an exponent is the text the caller wrote (for an amount: ``1e3`` or 17 decimals
+    are refused as written, not read as the float they round to)."""
     raw = await request_body(request, CONTROL_BODY_LIMIT)
     if not raw.strip() and not required:
         return {}
     try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        body = _exact_json(raw) if numbers_as_written else orjson.loads(raw)
+    except (orjson.JSONDecodeError, ValueError) as exc:
         raise InvalidRequest("The request body is not valid JSON.") from exc
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
@@ -341,6 +349,15 @@ async def _body(request: Request, *, allowed: set[str], required: bool = True) -
             f"Unknown field {unknown[0]!r}; expected: {', '.join(sorted(allowed))}.", param=unknown[0]
         )
     return body
+
+
+def _exact_json(raw: bytes) -> Any:
+    """JSON with each number that has a fraction or an exponent as its text; NaN and Infinity refused."""
+    return json.loads(raw, parse_float=str, parse_constant=_no_constant)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _string(body: dict[str, Any], name: str) -> str | None:

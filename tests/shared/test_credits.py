@@ -254,6 +254,18 @@ async def test_credit_for_an_unknown_account_or_a_bad_amount_is_refused(store: a
             await credits.add_credit(store, account.id, bad)
 
 
+async def test_the_ledger_keeps_its_latest_entries(
+    store: aredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ledger does not grow without bound: past LEDGER_KEPT entries (about) the oldest go."""
+    monkeypatch.setattr(credits, "LEDGER_KEPT", 10)
+    account, _ = await accounts.create_account(store, SETTINGS)
+    for _ in range(300):
+        await credits.add_credit(store, account.id, 1)
+    assert (await credits.get_balance(store, account.id)).balance == 300
+    assert await store.xlen(keys.credit_ledger(account.id)) < 300
+
+
 def test_reservation_survives_the_job_wire() -> None:
     """A reservation put in a job's JSON comes back equal, for the worker that settles it."""
     reservation = Reservation(id="res_1", account_id="acct_1", amount=42, deadline_ms=1_700_000_000_000)

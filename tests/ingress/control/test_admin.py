@@ -393,6 +393,42 @@ async def test_bad_credit_is_a_400_and_adds_nothing(admin: httpx.AsyncClient, bo
     assert (state["credit"]["balance_micros"], state["ledger"]) == (0, [])
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"amount_usd": 1e3}',
+        b'{"amount_usd": 1E2}',
+        b'{"amount_usd": 0.30000000000000001}',
+        b'{"amount_usd": NaN}',
+    ],
+)
+async def test_an_amount_is_read_as_written(admin: httpx.AsyncClient, raw: bytes) -> None:
+    """A JSON number in exponent form, or with more decimals than a micro-USD, is refused as the text it
+    is, not granted as the float it rounds to (NaN is no JSON at all)."""
+    account = await new_account(admin)
+    base = f"/admin/accounts/{account['id']}/credits"
+    headers = {"content-type": "application/json"}
+    assert_error(await admin.post(base, content=raw, headers=headers), 400)
+    assert (await admin.get(base)).json()["credit"]["balance_micros"] == 0
+    plain = await admin.post(base, content=b'{"amount_usd": 12.5}', headers=headers)
+    assert plain.json()["credit"]["balance_micros"] == 12_500_000
+
+
+async def test_a_balance_stops_at_its_limit(admin: httpx.AsyncClient) -> None:
+    """Grants up to the balance limit are taken; the one past it is a 400 that writes nothing, where Redis'
+    integers would otherwise overflow into a misleading 503."""
+    account = await new_account(admin)
+    base = f"/admin/accounts/{account['id']}/credits"
+    for _ in range(credits.MAX_BALANCE // credits.MAX_AMOUNT):
+        assert (await admin.post(base, json={"amount_micros": credits.MAX_AMOUNT})).status_code == 200
+    refused = await admin.post(base, json={"amount_micros": 1})
+    assert_error(refused, 400)
+    assert refused.json()["error"]["code"] == "balance_limit_exceeded"
+    state = (await admin.get(base)).json()
+    assert state["credit"]["balance_micros"] == credits.MAX_BALANCE
+    assert len(state["ledger"]) == credits.MAX_BALANCE // credits.MAX_AMOUNT
+
+
 async def test_usage_reports_by_day_and_model(admin: httpx.AsyncClient, aredis_client: aredis.Redis) -> None:
     """Recorded usage shows per day and model, as totals per model, and as recent records."""
     account = await new_account(admin)
