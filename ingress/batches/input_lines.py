@@ -21,6 +21,8 @@ from shared.errors import InvalidRequest
 from shared.settings import BatchSettings, ModelEntry
 
 MAX_REPORTED_ERRORS: Final = 100
+LINE_FIELDS_BYTES: Final = 64 * 1024
+"""Bytes a line may hold beyond a request body's bound: its ``custom_id``, ``method`` and ``url``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,9 +136,12 @@ async def validate_file(
     endpoint: str,
     models: Mapping[str, ModelEntry],
     bounds: BatchSettings,
+    max_body_bytes: int,
 ) -> Validation:
     """Every line checked (up to :data:`MAX_REPORTED_ERRORS` reported); custom ids unique; the file within
-    the line and size bounds.  Nothing is run unless ``errors`` is empty."""
+    the line and size bounds, and each line within ``max_body_bytes`` (the bound of a request's body on
+    ``/v1/chat/completions``) plus :data:`LINE_FIELDS_BYTES`.  Nothing is run unless ``errors`` is empty."""
+    max_line_bytes = max_body_bytes + LINE_FIELDS_BYTES
     result = Validation()
     if size > bounds.max_file_bytes:
         result.errors.append(
@@ -154,6 +159,13 @@ async def validate_file(
             )
             break
         try:
+            if len(raw) > max_line_bytes:
+                raise LineError(
+                    "payload_too_large",
+                    f"This line is over {max_line_bytes} bytes: a batch line's request is held to the "
+                    f"{max_body_bytes} bytes of a request body, as on /v1/chat/completions.",
+                    line=number,
+                )
             line = parse_line(raw, index=result.total, number=number, endpoint=endpoint, models=models)
             if line.custom_id in seen:
                 raise LineError(

@@ -43,6 +43,7 @@ async def validate_batch(
             endpoint=record.fields["endpoint"],
             models=settings.models,
             bounds=settings.batches,
+            max_body_bytes=settings.max_body_bytes,
         )
     except NotFound:  # the storage lost the content
         missing = LineError("input_file_missing", "The input file's content is no longer stored.", line=None)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 
-from ingress.batches.input_lines import validate_file
+from ingress.batches.input_lines import LINE_FIELDS_BYTES, validate_file
 from ingress.batches.storage import LocalStorage
 from shared.settings import BatchSettings, settings_from_mapping
 
@@ -22,7 +22,7 @@ def _line(custom_id: str, **body: object) -> bytes:
 
 
 async def _validate(
-    tmp_path: Path, content: bytes, **bounds: int
+    tmp_path: Path, content: bytes, max_body_bytes: int = 4 * 1024 * 1024, **bounds: int
 ) -> tuple[int, str, list[tuple[int | None, str, str | None]]]:
     storage = LocalStorage(tmp_path)
 
@@ -37,6 +37,7 @@ async def _validate(
         endpoint="/v1/chat/completions",
         models=MODELS,
         bounds=BatchSettings(**bounds),
+        max_body_bytes=max_body_bytes,
     )
     return result.total, result.model, [(e.line, e.code, e.param) for e in result.errors]
 
@@ -45,6 +46,19 @@ async def test_a_good_file_counts_its_lines_and_its_one_model(tmp_path: Path) ->
     """Blank lines are skipped; a file of valid lines has no errors and reports its single model."""
     total, model, errors = await _validate(tmp_path, _line("a") + b"\n\n" + _line("b") + b"\n")
     assert (total, model, errors) == (2, "aiorouter/echo", [])
+
+
+async def test_a_line_is_held_to_the_body_bound_of_a_request(tmp_path: Path) -> None:
+    """A line whose request is larger than a request body may be on /v1/chat/completions is refused (a
+    queued job holds its body in Redis: the operator's max_body_bytes budgets that), a line within it
+    is not."""
+    big = _line("big", messages=[{"role": "user", "content": "x" * 200_000}])
+    small = _line("small")
+    limit = 100_000 - LINE_FIELDS_BYTES  # a line may be up to 100,000 bytes here
+    _, _, errors = await _validate(tmp_path, small + b"\n" + big, max_body_bytes=limit)
+    assert errors == [(2, "payload_too_large", None)]
+    _, _, errors = await _validate(tmp_path, small + b"\n" + big, max_body_bytes=len(big))
+    assert errors == []
 
 
 async def test_each_bad_line_is_named(tmp_path: Path) -> None:
