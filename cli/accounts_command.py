@@ -7,6 +7,7 @@ from typing import Any
 
 import redis.asyncio as aredis
 
+from cli.argument_types import OFFSET, PAGE
 from cli.config_option import add_config_option
 from cli.store_actions import print_json, print_table, store_handler, utc
 from ingress.control import accounts
@@ -33,8 +34,8 @@ def register(commands: Any) -> None:
     get.set_defaults(handler=store_handler(_get))
 
     listing = actions.add_parser("list", help="list accounts in creation order")
-    listing.add_argument("--offset", type=int, default=0)
-    listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument("--offset", type=OFFSET, default=0)
+    listing.add_argument("--limit", type=PAGE, default=100)
     listing.set_defaults(handler=store_handler(_list))
 
     update = actions.add_parser("update", help="change an account's name, plan or status")

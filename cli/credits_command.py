@@ -7,6 +7,7 @@ from typing import Any
 
 import redis.asyncio as aredis
 
+from cli.argument_types import PAGE
 from cli.config_option import add_config_option
 from cli.store_actions import print_json, print_table, store_handler, utc
 from ingress.control import accounts
@@ -34,7 +35,7 @@ def register(commands: Any) -> None:
 
     ledger = actions.add_parser("ledger", help="list an account's credit grants, newest first")
     ledger.add_argument("account_id", metavar="ACCOUNT_ID")
-    ledger.add_argument("--limit", type=int, default=100)
+    ledger.add_argument("--limit", type=PAGE, default=100)
     ledger.set_defaults(handler=store_handler(_ledger))
 
     for sub in (add, balance, ledger):

@@ -28,6 +28,7 @@ import httpx
 import redis
 import redis.asyncio as aredis
 
+from cli.argument_types import PORT
 from cli.config_option import add_config_option, settings_from_args
 from cli.dev_banner import DevSystem, banner
 from cli.dev_processes import Child, ChildGroup
@@ -56,7 +57,7 @@ def register(commands: Any) -> None:
         help="run the whole system locally",
         description="Run Redis (if needed), the ingress and simulated workers, and print a dev key.",
     )
-    parser.add_argument("--port", type=int, help="ingress port (default: settings.port; 0 picks a free one)")
+    parser.add_argument("--port", type=PORT, help="ingress port (default: settings.port; 0 picks a free one)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes per pool (default: 1)")
     parser.add_argument("--concurrency", type=int, default=64, help="jobs per worker process (default: 64)")
     parser.add_argument(

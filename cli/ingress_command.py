@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from cli.argument_types import PORT
 from cli.config_option import add_config_option, require_tested_libraries, settings_from_args
 from cli.failures import CommandFailed
 from cli.gc_tuning import tune_collector
@@ -20,7 +21,7 @@ def register(commands: Any) -> None:
         description="Run the OpenAI-compatible HTTP ingress under uvicorn.",
     )
     parser.add_argument("--host", help="address to bind (default: settings.host)")
-    parser.add_argument("--port", type=int, help="port to bind (default: settings.port)")
+    parser.add_argument("--port", type=PORT, help="port to bind (default: settings.port)")
     add_config_option(parser)
     parser.set_defaults(handler=run)
 

@@ -4,27 +4,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import Any
 
 import orjson
-import redis
 import redis.asyncio as aredis
 
 from cli.config_option import add_config_option
-from cli.failures import CommandFailed, redis_failure
+from cli.failures import CommandFailed
 from cli.key_issuing import issue_key
 from cli.redis_finding import settings_with_redis
+from cli.store_actions import Action, print_table, utc, with_redis
 from ingress import api_keys
+from ingress.control import accounts
 from ingress.control.accounts import ACCOUNT_ID_RE
-from shared.errors import AIORouterError
-from shared.redis_client import plain_async_client
 from shared.settings import Settings
-
-_REDIS_CONNECT_TIMEOUT = 3.0
-
-Action = Callable[[aredis.Redis, Settings, argparse.Namespace], Awaitable[int]]
 
 
 def register(commands: Any) -> None:
@@ -66,21 +60,9 @@ def _run(action: Action) -> Callable[[argparse.Namespace], int]:
         if getattr(args, "plan", None) is not None and args.plan not in settings.plans:
             known = ", ".join(settings.plans)
             raise CommandFailed(f"unknown plan {args.plan!r}; the settings define: {known}", exit_status=2)
-        return asyncio.run(_with_redis(settings, args, action))
+        return asyncio.run(with_redis(settings, args, action))
 
     return handler
-
-
-async def _with_redis(settings: Settings, args: argparse.Namespace, action: Action) -> int:
-    client = plain_async_client(settings.redis_url, socket_connect_timeout=_REDIS_CONNECT_TIMEOUT)
-    try:
-        return await action(client, settings, args)
-    except redis.RedisError as exc:
-        raise redis_failure(settings.redis_url, exc) from exc
-    except AIORouterError as exc:
-        raise CommandFailed(exc.message) from exc
-    finally:
-        await client.aclose()
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
@@ -112,6 +94,8 @@ async def _create(client: aredis.Redis, settings: Settings, args: argparse.Names
 
 
 async def _list(client: aredis.Redis, settings: Settings, args: argparse.Namespace) -> int:
+    if args.account is not None:
+        await accounts.require_account(client, args.account)  # an unknown account: one line, exit 1
     records = await api_keys.list_keys(client, args.account)
     if args.json:
         print(orjson.dumps([_record_json(r) for r in records]).decode())
@@ -119,14 +103,11 @@ async def _list(client: aredis.Redis, settings: Settings, args: argparse.Namespa
     if not records:
         print("No keys." if args.account is None else f"No keys for account {args.account}.")
         return 0
-    rows = [("KEY ID", "ACCOUNT", "PLAN", "STATUS", "CREATED (UTC)", "NAME")]
-    rows += [
-        (r.key_id, r.account_id, r.plan, "revoked" if r.revoked else "active", _utc(r.created_at), r.name)
+    rows = [
+        (r.key_id, r.account_id, r.plan, "revoked" if r.revoked else "active", utc(r.created_at), r.name)
         for r in records
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    print_table(("KEY ID", "ACCOUNT", "PLAN", "STATUS", "CREATED (UTC)", "NAME"), rows)
     return 0
 
 
@@ -146,7 +127,3 @@ def _record_json(record: api_keys.ApiKeyRecord) -> dict[str, Any]:
         "created_at": record.created_at,
         "revoked": record.revoked,
     }
-
-
-def _utc(unix: float) -> str:
-    return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%d %H:%M:%S")

@@ -35,7 +35,7 @@ def _bounded(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _escaped(text: str) -> str:
+def escaped(text: str) -> str:
     """``text`` with its unprintable characters (newlines, NUL, U+2028, ...) written as escapes."""
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
@@ -44,7 +44,7 @@ def _field_text(value: Any) -> str:
     text = _bounded(value if isinstance(value, str) else str(value), FIELD_LIMIT)
     if text.isprintable() and " " not in text and '"' not in text and text:
         return text
-    return '"' + _escaped(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'
+    return '"' + escaped(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'
 
 
 class JsonFormatter(logging.Formatter):
@@ -92,7 +92,7 @@ class TextFormatter(logging.Formatter):
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         message = _bounded(record.message, MESSAGE_LIMIT)
-        record.message = message if message.isprintable() else _escaped(message)
+        record.message = message if message.isprintable() else escaped(message)
         return super().formatMessage(record)
 
     def format(self, record: logging.LogRecord) -> str:

@@ -18,6 +18,7 @@ import redis
 import redis.asyncio as aredis
 
 from cli.failures import CommandFailed, redis_failure
+from cli.logging_setup import escaped
 from cli.redis_finding import settings_with_redis
 from shared.errors import AIORouterError
 from shared.redis_client import plain_async_client
@@ -33,12 +34,14 @@ def store_handler(action: Action) -> Callable[[argparse.Namespace], int]:
 
     def handler(args: argparse.Namespace) -> int:
         settings = settings_with_redis(args)
-        return asyncio.run(_with_redis(settings, args, action))
+        return asyncio.run(with_redis(settings, args, action))
 
     return handler
 
 
-async def _with_redis(settings: Settings, args: argparse.Namespace, action: Action) -> int:
+async def with_redis(settings: Settings, args: argparse.Namespace, action: Action) -> int:
+    """Run ``action`` with a Redis client for ``settings``; its failures as one :class:`CommandFailed`
+    line (exit status 2 for a refused argument, 1 otherwise)."""
     client = plain_async_client(settings.redis_url, socket_connect_timeout=REDIS_CONNECT_TIMEOUT)
     try:
         return await action(client, settings, args)
@@ -55,8 +58,9 @@ def print_json(value: Any) -> None:
 
 
 def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    """Left-aligned columns, two spaces apart."""
-    table = [list(header), *(list(row) for row in rows)]
+    """Left-aligned columns, two spaces apart; a cell's unprintable characters (a terminal escape in a
+    name an account chose, a newline) written as escapes, so no cell can drive the operator's terminal."""
+    table = [list(header), *([escaped(cell) for cell in row] for row in rows)]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())

@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlsplit
 import redis
 import redis.asyncio as aredis
 import redis.sentinel
-from redis.asyncio.connection import Connection
+from redis.asyncio.connection import Connection, parse_url
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.asyncio.sentinel import SentinelConnectionPool, SentinelManagedConnection
 
@@ -76,6 +76,17 @@ class SentinelURL:
         if self.password is not None:
             options["password"] = self.password
         return options
+
+
+def check_redis_url(url: str) -> None:
+    """ConfigError unless ``url`` is a Redis URL a client can be made from (``redis://``, ``rediss://``,
+    ``unix://`` as redis-py reads them, or a well-formed ``redis+sentinel://``)."""
+    if parse_sentinel_url(url) is not None:
+        return
+    try:
+        parse_url(url)
+    except ValueError as exc:  # an unknown scheme, a port out of range, a database that is no number
+        raise ConfigError(f"not a Redis URL: {_shown(url)} ({exc})") from None
 
 
 def parse_sentinel_url(url: str) -> SentinelURL | None:

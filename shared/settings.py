@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from shared.errors import ConfigError
-from shared.redis_client import parse_sentinel_url
+from shared.redis_client import check_redis_url
 
 ProviderKind = Literal["simulated", "openai", "anthropic"]
 HttpClientKind = Literal["fast", "httpx"]
@@ -499,7 +499,7 @@ def _parse_plans(raw: Any) -> dict[str, Plan]:
 
 
 def _check(settings: Settings) -> None:
-    parse_sentinel_url(settings.redis_url)  # a malformed redis+sentinel:// URL is refused at start
+    check_redis_url(settings.redis_url)  # a malformed URL is refused at start, not at the first command
     if not settings.providers:
         raise ConfigError("no providers configured")
     for model in settings.models.values():
@@ -543,6 +543,8 @@ def _check(settings: Settings) -> None:
         raise ConfigError("gc_young_threshold must be >= 0 (0 = Python's default)")
     if not 0 <= settings.worker_metrics_port < 65536:
         raise ConfigError("worker_metrics_port must be a port number (0 = off)")
+    if not 0 <= settings.port < 65536:
+        raise ConfigError("port must be a port number (0 = any free one)")
     for plan in settings.plans.values():
         if plan.batch_queued_lines < 0 or not 0 <= plan.batch_price_factor <= 1:
             raise ConfigError(

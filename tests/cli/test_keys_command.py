@@ -69,7 +69,7 @@ def test_plan_must_match_an_existing_account(
 ) -> None:
     """Asking for another plan than the existing account's is refused: a key takes its account's plan."""
     _create(capsys, "--account", "acme", "--plan", "developer")
-    assert main(["keys", "create", "--account", "acme", "--plan", "business"]) == 1
+    assert main(["keys", "create", "--account", "acme", "--plan", "business"]) == 2
     err = after_redis_line(capsys.readouterr().err)
     assert "developer" in err and "business" in err and err.count("\n") == 1
 
@@ -156,11 +156,31 @@ def test_bad_account_id_is_a_usage_error(cli_env: redis.Redis, capsys: pytest.Ca
 def test_key_cap_is_one_line(
     cli_env: redis.Redis, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    """Over the account's live-key cap `keys create` exits 1 with one line saying why, and creates nothing."""
+    """Over the account's live-key cap `keys create` exits 2 (a refused request, as in every command)
+    with one line saying why, and creates nothing."""
     config = tmp_path / "capped.toml"
     config.write_text("max_keys_per_account = 1\n")
     _create(capsys, "--account", "acme", "--config", str(config))
-    assert main(["keys", "create", "--account", "acme", "--config", str(config)]) == 1
+    assert main(["keys", "create", "--account", "acme", "--config", str(config)]) == 2
     err = after_redis_line(capsys.readouterr().err)
     assert err.count("\n") == 1 and "revoke one first" in err
     assert len(cli_env.smembers(keys.account_api_keys("acme"))) == 1
+
+
+def test_list_of_an_unknown_account_fails(cli_env: redis.Redis, capsys: pytest.CaptureFixture[str]) -> None:
+    """`keys list --account` of an account that does not exist is one line on stderr and exit status 1,
+    not an empty list that hides a typo."""
+    assert main(["keys", "list", "--account", "no-such-account"]) == 1
+    assert "no-such-account" in after_redis_line(capsys.readouterr().err)
+
+
+def test_list_shows_a_name_s_control_characters_as_escapes(
+    cli_env: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A key name an account chose in its Dashboard (any text) cannot drive the operator's terminal: its
+    escape and control characters are printed as escapes."""
+    _create(capsys, "--account", "acme", "--name", "evil\x1b]0;title\x07\nname")
+    assert main(["keys", "list", "--account", "acme"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and out.count("\n") == 2
+    assert "evil\\x1b]0;title\\x07\\nname" in out
