@@ -75,18 +75,46 @@ class LimitLog:
 
 
 OWN_DESCRIPTORS = 512  # what a process needs besides its clients: its Redis pool (256), pub/sub, files
+OVER_LIMIT_ANSWERED = 64
+"""Connections past ``max_connections`` kept until their head comes, to answer it 503: any more are
+closed as they are accepted, so a flood of connections never takes a descriptor the process needs
+(it has :data:`OWN_DESCRIPTORS` besides its clients, these included)."""
 
 
 def connection_bound(limits: ConnectionLimits, open_files: int | None = None) -> int:
     """The connections one process admits: ``max_connections``, or with 0 its open-file limit less
-    :data:`OWN_DESCRIPTORS` (at least 64), so clients never take the descriptors Redis needs."""
-    if limits.max_connections > 0:
-        return limits.max_connections
+    :data:`OWN_DESCRIPTORS` (at least 64), so clients never take the descriptors Redis needs.  A
+    ``max_connections`` the open-file limit cannot hold with that headroom raises the soft limit as far as
+    the hard one allows, else is lowered to fit (with a warning)."""
     if open_files is None:
-        open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        if open_files == resource.RLIM_INFINITY:
-            open_files = 1 << 20
+        open_files = _open_file_limit(limits.max_connections + OWN_DESCRIPTORS)
+    if limits.max_connections > 0:
+        if limits.max_connections + OWN_DESCRIPTORS <= open_files:
+            return limits.max_connections
+        fitted = max(64, open_files - OWN_DESCRIPTORS)
+        log.warning(
+            "max_connections %d does not fit the open-file limit (%d) with %d descriptors of the process' "
+            "own: admitting %d; raise `ulimit -n` to admit more",
+            limits.max_connections,
+            open_files,
+            OWN_DESCRIPTORS,
+            fitted,
+        )
+        return fitted
     return max(64, open_files - OWN_DESCRIPTORS)
+
+
+def _open_file_limit(wanted: int) -> int:
+    """The soft open-file limit, raised toward ``wanted`` as far as the hard limit allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        raised = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+        except (ValueError, OSError):
+            pass
+    return 1 << 20 if soft == resource.RLIM_INFINITY else soft
 
 
 def guarded_protocol(limits: ConnectionLimits) -> type[GuardedHttpToolsProtocol]:
@@ -129,6 +157,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         if len(self.connections) > self.limits.max_connections:
             self.limit_log.hit("max_connections", f"{len(self.connections)} open")
+            if len(self.connections) > self.limits.max_connections + OVER_LIMIT_ANSWERED:
+                transport.close()  # no descriptor to spare for its answer
+                return
             self.app = _too_many_connections
         self._start_timer(self.limits.header_timeout, self._head_timed_out)
 

@@ -17,10 +17,17 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
-from ingress.connection_guard import OWN_DESCRIPTORS, GuardedHttpToolsProtocol, LimitLog, connection_bound
+from ingress.connection_guard import (
+    OVER_LIMIT_ANSWERED,
+    OWN_DESCRIPTORS,
+    GuardedHttpToolsProtocol,
+    LimitLog,
+    connection_bound,
+)
 from shared.settings import ConnectionLimits
 from tests.ingress.conftest import make_settings
 from tests.ingress.test_server import serving
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.redis
 
@@ -166,6 +173,27 @@ async def test_requests_beyond_max_connections_are_503(redis_url: str) -> None:
     assert_envelope(response, 503, "too_many_connections")
 
 
+async def test_a_flood_of_connections_is_bounded(redis_url: str) -> None:
+    """Past max_connections a connection is kept to hear its 503 only up to OVER_LIMIT_ANSWERED more; any
+    further one is closed as it is accepted (it never holds a descriptor for long), and the process
+    still answers once the flood is gone."""
+    async with guarded(redis_url, max_connections=2) as address:
+        held = [await asyncio.open_connection(*address) for _ in range(2 + OVER_LIMIT_ANSWERED)]
+        reader, writer = await asyncio.open_connection(*address)
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed at once, nothing answered
+        writer.close()
+        _, answered = held[-1]
+        answered.write(GET_HEALTH)
+        assert_envelope(parse(await asyncio.wait_for(held[-1][0].read(), 5)), 503, "too_many_connections")
+        for _, held_writer in held:
+            held_writer.close()
+        await eventually(lambda: answers(address))  # the server has seen the closed ones go
+
+
+async def answers(address: tuple[str, int]) -> bool:
+    return (await exchange(address, GET_HEALTH))[0] == 200
+
+
 async def test_malformed_http_is_400_in_the_envelope(redis_url: str) -> None:
     """What the parser refuses is 400 invalid_http_request in the envelope, not uvicorn's plain text."""
     async with guarded(redis_url) as address:
@@ -235,8 +263,9 @@ async def test_uvicorn_private_api_used_by_the_guard_is_unchanged() -> None:
 
 def test_the_default_connection_bound_follows_the_open_file_limit() -> None:
     """max_connections = 0 admits the process' open-file limit less what its own connections need;
-    a set value is taken as it is."""
+    a set value is taken as it is when that limit holds it with that headroom, else lowered to fit."""
     assert connection_bound(ConnectionLimits(), open_files=20_000) == 20_000 - OWN_DESCRIPTORS
     assert connection_bound(ConnectionLimits(), open_files=1024) == 1024 - OWN_DESCRIPTORS
     assert connection_bound(ConnectionLimits(), open_files=100) == 64
     assert connection_bound(ConnectionLimits(max_connections=50), open_files=20_000) == 50
+    assert connection_bound(ConnectionLimits(max_connections=5000), open_files=1100) == 1100 - OWN_DESCRIPTORS
