@@ -36,6 +36,16 @@ from typing import Any, ClassVar
 
 import orjson
 
+MAX_MESSAGE_CHARS = 2000
+"""An error's message is cut to this many characters (and its ``param`` to :data:`MAX_PARAM_CHARS`):
+messages quote what the client sent (an endpoint, a metadata key, an id), which must not come back to
+it, or into the logs, at any size."""
+MAX_PARAM_CHARS = 256
+
+
+def _bounded(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
 
 class AIORouterError(Exception):
     status: ClassVar[int] = 500
@@ -51,9 +61,9 @@ class AIORouterError(Exception):
         param: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        self.message = message or self.default_message
+        self.message = _bounded(message or self.default_message, MAX_MESSAGE_CHARS)
         self.code = code if code is not None else self.default_code
-        self.param = param
+        self.param = _bounded(param, MAX_PARAM_CHARS) if param is not None else None
         self.headers: dict[str, str] = dict(headers or {})
         super().__init__(self.message)
 

@@ -78,3 +78,11 @@ def test_unknown_event_falls_back_to_api_error() -> None:
     """An event with a status/type pair we do not know becomes a 500 api_error, keeping its message."""
     rebuilt = errors.error_from_event({"status": 418, "type": "teapot", "message": "short and stout"})
     assert (rebuilt.status, rebuilt.type, rebuilt.message) == (500, "api_error", "short and stout")
+
+
+def test_a_message_quoting_the_client_is_bounded() -> None:
+    """An error that quotes what the client sent (a 300 KB field) answers a bounded message and param."""
+    error = errors.InvalidRequest(f"Unsupported endpoint '{'x' * 300_000}'.", param="p" * 10_000)
+    envelope = error.envelope()["error"]
+    assert len(envelope["message"]) <= errors.MAX_MESSAGE_CHARS and envelope["message"].endswith("...")
+    assert len(envelope["param"]) <= 256
