@@ -16,10 +16,9 @@ T = TypeVar("T")
 def parse_limit(raw: str | None, *, default: int, maximum: int) -> int:
     if raw is None or raw == "":
         return default
-    try:
-        limit = int(raw)
-    except ValueError:
-        raise InvalidRequest("'limit' must be an integer.", param="limit", code="invalid_type") from None
+    if not (raw.isascii() and raw.isdigit()):  # no sign, separator, space or other script's digits
+        raise InvalidRequest("'limit' must be an integer.", param="limit", code="invalid_type")
+    limit = int(raw) if len(raw) <= 9 else maximum + 1
     if not 1 <= limit <= maximum:
         raise InvalidRequest(f"'limit' must be between 1 and {maximum}.", param="limit", code="invalid_value")
     return limit

@@ -105,3 +105,11 @@ async def test_create_refuses_an_oversized_or_non_json_body(files_ingress: Ingre
     text = {**_auth(files_ingress.api_key), "Content-Type": "text/plain"}
     plain = await files_ingress.client.post("/v1/batches", headers=text, content=b"{}")
     assert plain.status_code == 400 and plain.json()["error"]["code"] == "unsupported_content_type"
+
+
+async def test_list_limit_is_ascii_digits_only(files_ingress: Ingress) -> None:
+    """A limit with a sign, a digit separator or another script's digits is a 400, as on the admin API."""
+    headers = _auth(files_ingress.api_key)
+    for limit in ("+5", "1_0", "\u0665", " 5", "99999999999999999999"):
+        response = await files_ingress.client.get("/v1/batches", params={"limit": limit}, headers=headers)
+        assert response.status_code == 400 and response.json()["error"]["param"] == "limit", limit
