@@ -17,7 +17,7 @@ import orjson
 
 from ingress.batches.storage import FileStorage
 from ingress.validation import MAX_JSON_DEPTH, ChatRequest, nests_too_deep, validate_chat_request
-from shared.errors import InvalidRequest
+from shared.errors import MAX_MESSAGE_CHARS, InvalidRequest
 from shared.settings import BatchSettings, ModelEntry
 
 MAX_REPORTED_ERRORS: Final = 100
@@ -37,7 +37,7 @@ class LineError(Exception):
     def __init__(self, code: str, message: str, *, line: int | None, param: str | None = None) -> None:
         super().__init__(message)
         self.code = code
-        self.message = message
+        self.message = message[:MAX_MESSAGE_CHARS]  # it may quote a custom_id, as long as the line
         self.line = line
         self.param = param
         self.custom_id = ""  # the line's, when it has a valid one (its error result names it)
@@ -47,17 +47,30 @@ class LineError(Exception):
         return {"code": self.code, "message": self.message, "param": self.param, "line": self.line}
 
 
+UTF8_BOM: Final = b"\xef\xbb\xbf"
+
+
 async def raw_lines(storage: FileStorage, key: str) -> AsyncIterator[tuple[int, bytes]]:
-    """``(line number, line)`` of every non-blank line, streamed."""
+    """``(line number, line)`` of every non-blank line, streamed; a UTF-8 byte order mark that starts the
+    file (as some editors on Windows write one) is not part of line 1."""
     number = 0
     rest = b""
+    at_start = True
     async for chunk in storage.stream(key):
-        lines = (rest + chunk).split(b"\n")
+        data = rest + chunk
+        if at_start:
+            if len(data) < len(UTF8_BOM) and UTF8_BOM.startswith(data):
+                rest = data  # too short yet to tell
+                continue
+            data, at_start = data.removeprefix(UTF8_BOM), False
+        lines = data.split(b"\n")
         rest = lines.pop()
         for line in lines:
             number += 1
             if line.strip():
                 yield number, line
+    if at_start:
+        rest = rest.removeprefix(UTF8_BOM)
     if rest.strip():
         yield number + 1, rest
 

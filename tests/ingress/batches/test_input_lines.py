@@ -92,3 +92,9 @@ async def test_a_line_nested_deeper_than_a_request_may_be_is_named(tmp_path: Pat
     deep = _line("b").replace(b'"messages"', b'"extra":' + b"[" * 300 + b"]" * 300 + b',"messages"')
     _, _, errors = await _validate(tmp_path, _line("a") + b"\n" + deep)
     assert errors == [(2, "invalid_json_line", None)]
+
+
+async def test_a_byte_order_mark_is_not_part_of_the_first_line(tmp_path: Path) -> None:
+    """A file saved with a UTF-8 BOM (Windows editors) validates as the same file without it."""
+    total, _, errors = await _validate(tmp_path, b"\xef\xbb\xbf" + _line("a") + b"\n" + _line("b"))
+    assert (total, errors) == (2, [])
