@@ -22,6 +22,7 @@ from collections import deque
 from dataclasses import replace
 
 import redis.asyncio as aredis
+from redis.exceptions import RedisError
 
 from ingress.batches import files, records
 from ingress.batches.batch_run import LOST_CHECK_INTERVAL, BatchRun
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 
 LEASE = LuaScript.load("batch_driver_lease")
 FILE_SWEEP_INTERVAL = 60.0
+FAILURE_REPORT_INTERVAL = 60.0  # seconds between two log lines of rounds failing in a row
+MAX_FAILURE_PAUSE = 2.0  # seconds between two rounds at most, while they fail (doubling from poll_interval)
 BUSY_PAUSE = 0.01  # seconds between two rounds while lines move fast
 BUSY_SHARE = 4  # a round moving 1/BUSY_SHARE of `lines_in_flight` or more is one of lines moving fast
 
@@ -53,6 +56,12 @@ def pause_after(moved: int, bounds: BatchSettings) -> float:
     window or more is followed almost at once (the lanes drain fast and want feeding); a trickle of lines
     (lanes yielding to interactive traffic) or none waits ``poll_interval``, so the driver never spins."""
     return BUSY_PAUSE if moved >= max(1, bounds.lines_in_flight // BUSY_SHARE) else bounds.poll_interval
+
+
+def failure_pause(failures: int, bounds: BatchSettings) -> float:
+    """Seconds before the next round after ``failures`` failed in a row: from ``poll_interval``, doubling
+    up to :data:`MAX_FAILURE_PAUSE`, so a Redis outage is retried promptly and not hammered."""
+    return float(min(MAX_FAILURE_PAUSE, bounds.poll_interval * 2 ** min(failures, 16)))
 
 
 class BatchDriver:
@@ -96,6 +105,8 @@ class BatchDriver:
 
     async def _drive(self, stop: asyncio.Event) -> None:
         bounds = self.settings.batches
+        failures = 0  # rounds failed in a row
+        reported_at = 0.0
         while not stop.is_set():
             moved = 0
             try:
@@ -103,11 +114,22 @@ class BatchDriver:
                     moved = await self.round()
                 else:
                     self.runs.clear()  # another driver works: forget, reload from Redis when back
-            except Exception:  # never stop driving: forget what this process knew, reload it from Redis
-                log.exception("batch driver round failed; reloading its state")
+                if failures:
+                    log.info("batch driver: rounds work again after %d failed", failures)
+                failures = 0
+            except Exception as exc:  # never stop driving: forget what this process knew, reload from Redis
+                failures += 1
                 self.runs.clear()
+                now = time.monotonic()
+                if failures == 1 or now - reported_at >= FAILURE_REPORT_INTERVAL:
+                    reported_at = now
+                    if isinstance(exc, RedisError | OSError):  # Redis down or restarting: no traceback
+                        log.warning("batch driver: Redis failed (%s); %d round(s) failed", exc, failures)
+                    else:
+                        log.exception("batch driver round failed (%d in a row); reloading state", failures)
+            pause = pause_after(moved, bounds) if not failures else failure_pause(failures, bounds)
             try:
-                await asyncio.wait_for(stop.wait(), pause_after(moved, bounds))
+                await asyncio.wait_for(stop.wait(), pause)
             except TimeoutError:
                 pass
 

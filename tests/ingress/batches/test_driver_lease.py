@@ -44,3 +44,48 @@ def test_the_driver_hurries_only_while_lines_move_fast() -> None:
     assert pause_after(32, bounds) == BUSY_PAUSE
     tiny = settings_from_mapping({"batches": {"lines_in_flight": 2}}, env={}).batches
     assert pause_after(1, tiny) == BUSY_PAUSE
+
+
+async def test_a_redis_outage_is_one_line_and_backs_off(caplog: pytest.LogCaptureFixture) -> None:
+    """With Redis unreachable the driver keeps trying, each round later than the last (up to
+    MAX_FAILURE_PAUSE), and says so in one warning without a traceback, not one per round."""
+    import asyncio
+    import logging
+    import socket
+
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    from ingress.batches.driver import MAX_FAILURE_PAUSE, failure_pause
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = aredis.Redis(port=port, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    settings = settings_from_mapping({"batches": {"poll_interval": 0.01}}, env={})
+    unused: Any = None
+    driver = BatchDriver(settings, client, unused, unused, "down")
+    rounds = 0
+    four_rounds = asyncio.Event()
+    hold = driver.hold_lease
+
+    async def counted() -> bool:
+        nonlocal rounds
+        rounds += 1
+        if rounds == 4:
+            four_rounds.set()
+        return await hold()
+
+    driver.hold_lease = counted  # type: ignore[method-assign]
+    caplog.set_level(logging.INFO, logger="ingress.batches.driver")
+    stop = asyncio.Event()
+    running = asyncio.create_task(driver.run(stop))
+    await asyncio.wait_for(four_rounds.wait(), 10)
+    stop.set()
+    await running
+    await client.aclose()
+    lines = [r for r in caplog.records if r.name == "ingress.batches.driver"]
+    assert len(lines) == 1 and lines[0].levelno == logging.WARNING and lines[0].exc_info is None
+    assert "Redis failed" in lines[0].getMessage()
+    pauses = [failure_pause(n, settings.batches) for n in range(1, 12)]
+    assert pauses == sorted(pauses) and pauses[-1] == MAX_FAILURE_PAUSE
