@@ -159,6 +159,7 @@ class BatchSettings:
     s3_region: str = ""
     file_ttl: int = 30 * 86_400  # seconds an uploaded or output file lives
     max_file_bytes: int = 200 * 1024 * 1024
+    max_files_per_account: int = 2_000  # files an account holds (uploads and results) past which uploads fail
     max_lines: int = 50_000
     completion_window: int = 86_400  # seconds the only completion window, "24h", lasts
     lines_in_flight: int = 512  # batch lines queued or running at once per pool, across every batch
@@ -566,7 +567,13 @@ def _check_batches(batches: BatchSettings) -> None:
         raise ConfigError(f"batches.storage must be 'local' or 's3' (got {batches.storage!r})")
     if batches.storage == "s3" and not batches.s3_bucket:
         raise ConfigError("batches.storage = 's3' needs batches.s3_bucket")
-    counts = (batches.file_ttl, batches.max_file_bytes, batches.max_lines, batches.lines_in_flight)
+    counts = (
+        batches.file_ttl,
+        batches.max_file_bytes,
+        batches.max_files_per_account,
+        batches.max_lines,
+        batches.lines_in_flight,
+    )
     if min(counts) < 1 or batches.max_attempts < 1 or batches.completion_window < 1:
         raise ConfigError("batches: sizes, counts and durations must be positive")
     if not 0 <= batches.interactive_reserve < 1:

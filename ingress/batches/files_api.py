@@ -31,6 +31,13 @@ UPLOAD_CHUNK = 1024 * 1024
 async def create_file(request: Request) -> Response:
     batch = services(request)
     record = await batch.authenticate(request)
+    held = await batch.redis.zcard(keys.account_files(record.account_id))
+    if held >= batch.settings.batches.max_files_per_account:  # before a byte of the upload is read
+        raise InvalidRequest(
+            f"This account holds {held} files, the most it may: delete some (DELETE /v1/files/{{id}}) "
+            "or wait for them to expire.",
+            code="too_many_files",
+        )
     limit = batch.settings.batches.max_file_bytes
     counted = Request(request.scope, _capped(request.receive, limit + FORM_OVERHEAD))
     try:

@@ -15,7 +15,7 @@ from tests.ingress.conftest import Ingress, IngressFactory
 @pytest.fixture
 async def files_ingress(ingress_factory: IngressFactory, tmp_path: Path) -> AsyncIterator[Ingress]:
     """The app with its files in a temporary directory and small Batch API bounds."""
-    batches = {"storage_dir": str(tmp_path / "files"), "max_file_bytes": 4096}
+    batches = {"storage_dir": str(tmp_path / "files"), "max_file_bytes": 4096, "max_files_per_account": 5}
     async with ingress_factory(batches=batches) as running:
         yield running
 

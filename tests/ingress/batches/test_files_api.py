@@ -97,3 +97,19 @@ async def test_upload_needs_a_key_a_file_and_a_purpose(files_ingress: Ingress) -
         "/v1/files", headers=_auth(files_ingress.api_key), data={"purpose": "batch"}
     )
     assert no_file.status_code == 400
+
+
+async def test_an_account_holds_a_bounded_number_of_files(files_ingress: Ingress, other_key: str) -> None:
+    """Past max_files_per_account an upload is a 400 too_many_files (storage is not unbounded per
+    account); deleting one makes room, and another account is not affected."""
+    limit = files_ingress.settings.batches.max_files_per_account
+    ids = [(await _upload(files_ingress)).json()["id"] for _ in range(limit)]
+    refused = await _upload(files_ingress)
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "too_many_files"
+    headers = _auth(files_ingress.api_key)
+    assert (await files_ingress.client.delete(f"/v1/files/{ids[0]}", headers=headers)).status_code == 200
+    assert (await _upload(files_ingress)).status_code == 200
+    other = await files_ingress.client.post(
+        "/v1/files", files={"file": ("b.jsonl", JSONL)}, data={"purpose": "batch"}, headers=_auth(other_key)
+    )
+    assert other.status_code == 200
