@@ -735,6 +735,7 @@ def batch_record(batch_id: str) -> str:
     "batch id -> µs of its creation: one account's batches, for listing",
     writer="ingress: `ingress.batches.records`",
     reader="ingress: `ingress.batches.batches_api`, `ingress.batches.dashboard_api`",
+    ttl="none; a batch creation drops its entries older than `ACCOUNT_BATCHES_KEPT` (records gone)",
 )
 def account_batches(account_id: str) -> str:
     """Sorted set: batch id -> µs of its creation, one account's batches for listing."""
@@ -814,6 +815,9 @@ _describe(
 
 BATCH_RECORD_TTL = 400 * 86_400
 """Seconds a finished batch's record stays (its per-line keys are deleted when it finishes)."""
+ACCOUNT_BATCHES_KEPT = BATCH_RECORD_TTL + 30 * 86_400
+"""Seconds an account's batch index keeps an entry: its record's life after the batch ended, and more
+than a batch runs (its 24-hour window, and the wind-down after it)."""
 
 BATCH_REPLY_CHANNEL = f"{PREFIX}:reply:batches"
 """The reply channel of batch lines' jobs: nobody listens (results go to :func:`batch_results`), so their

@@ -125,7 +125,10 @@ async def create_batch(
     try:
         async with redis.pipeline(transaction=True) as pipe:
             pipe.hset(keys.batch_record(batch_id), mapping=_encodable(fields))
-            pipe.zadd(keys.account_batches(account_id), {batch_id: time.time_ns() // 1000})
+            created_us = time.time_ns() // 1000
+            pipe.zadd(keys.account_batches(account_id), {batch_id: created_us})
+            kept_since_us = created_us - keys.ACCOUNT_BATCHES_KEPT * 1_000_000
+            pipe.zremrangebyscore(keys.account_batches(account_id), "-inf", f"({kept_since_us}")
             pipe.zadd(keys.BATCHES_ACTIVE, {batch_id: time.time_ns() // 1000})
             for command in files.hold_input_commands(input_file_id, batch_id):  # kept until it ends
                 pipe.execute_command(*command)

@@ -3,6 +3,7 @@ here: batches stay as the API leaves them)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from tests.ingress.conftest import Ingress
@@ -113,3 +114,16 @@ async def test_list_limit_is_ascii_digits_only(files_ingress: Ingress) -> None:
     for limit in ("+5", "1_0", "\u0665", " 5", "99999999999999999999"):
         response = await files_ingress.client.get("/v1/batches", params={"limit": limit}, headers=headers)
         assert response.status_code == 400 and response.json()["error"]["param"] == "limit", limit
+
+
+async def test_an_account_s_batch_index_forgets_what_expired(files_ingress: Ingress) -> None:
+    """The account's batch index does not grow forever: an entry older than its record can live (a batch
+    created past ACCOUNT_BATCHES_KEPT ago) goes when the account creates its next batch."""
+    from shared import keys
+
+    index = keys.account_batches("acct-test")  # the account of files_ingress.api_key
+    ancient_us = (time.time() - keys.ACCOUNT_BATCHES_KEPT - 86_400) * 1_000_000
+    await files_ingress.redis.zadd(index, {"batch_ancient": ancient_us})
+    created = await _create(files_ingress, input_file_id=await _file(files_ingress))
+    members = {m.decode() for m in await files_ingress.redis.zrange(index, 0, -1)}
+    assert members == {created.json()["id"]}
