@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import IO
 
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Message, Receive
@@ -44,8 +45,9 @@ async def create_file(request: Request) -> Response:
         form = await counted.form(max_files=1, max_fields=8)
     except PayloadTooLarge:
         raise
-    except Exception as exc:  # Starlette's MultiPartException and parser errors
-        raise InvalidRequest(f"Could not parse the multipart form: {exc}.", code="invalid_value") from exc
+    except Exception as exc:  # Starlette's MultiPartException, HTTPException (a 400) and parser errors
+        reason = str(exc.detail if isinstance(exc, HTTPException) else exc).rstrip(".")
+        raise InvalidRequest(f"Could not parse the multipart form: {reason}.", code="invalid_value") from exc
     try:
         upload = form.get("file")
         purpose = form.get("purpose")

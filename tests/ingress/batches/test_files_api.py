@@ -113,3 +113,16 @@ async def test_an_account_holds_a_bounded_number_of_files(files_ingress: Ingress
         "/v1/files", files={"file": ("b.jsonl", JSONL)}, data={"purpose": "batch"}, headers=_auth(other_key)
     )
     assert other.status_code == 200
+
+
+async def test_a_malformed_multipart_form_reads_as_one_sentence(files_ingress: Ingress) -> None:
+    """A form without a boundary is a 400 whose message is one sentence: no status prefix, no '..'."""
+    response = await files_ingress.client.post(
+        "/v1/files",
+        content=b"--x\r\n",
+        headers={**_auth(files_ingress.api_key), "Content-Type": "multipart/form-data"},
+    )
+    assert response.status_code == 400
+    message = response.json()["error"]["message"]
+    assert message.startswith("Could not parse the multipart form: ") and "400:" not in message
+    assert message.endswith(".") and not message.endswith("..")
