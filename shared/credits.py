@@ -236,10 +236,14 @@ def parse_usd(value: Any, *, param: str = "amount_usd") -> int:
 
 
 def check_positive(micros: Any, *, param: str = "amount_micros") -> int:
+    """``micros`` if it is a whole number of micro-USD from 1 to :data:`MAX_AMOUNT`; a 400 naming the
+    bounds in the unit of ``param`` otherwise."""
     if isinstance(micros, bool) or not isinstance(micros, int) or not 0 < micros <= MAX_AMOUNT:
-        raise InvalidRequest(
-            f"An amount must be a whole number of micro-USD from 1 to {MAX_AMOUNT}.", param=param
-        )
+        if param == "amount_micros":
+            message = f"An amount must be a whole number of micro-USD from 1 to {MAX_AMOUNT}."
+        else:
+            message = f"An amount must be more than 0 and at most {usd(MAX_AMOUNT)} USD."
+        raise InvalidRequest(message, param=param)
     return micros
 
 

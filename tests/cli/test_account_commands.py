@@ -94,7 +94,7 @@ async def _record(redis_url: str, record: usage.UsageRecord) -> None:
         (["accounts", "create", "--plan", "platinum"], 2, "Unknown plan 'platinum'"),
         (["accounts", "create", "--id", "bad id!"], 2, "An account id is"),
         (["credits", "add", "nobody", "5"], 1, "No account with id 'nobody'"),
-        (["credits", "add", "acme", "-5"], 2, "from 1 to"),
+        (["credits", "add", "acme", "-5"], 2, "more than 0 and at most"),
         (["credits", "add", "acme", "lots"], 2, "Cannot read 'lots'"),
         (["credits", "add", "acme", "1e999999"], 2, "Cannot read '1e999999'"),
         (["credits", "add", "acme", "1_000"], 2, "Cannot read '1_000'"),
