@@ -31,6 +31,7 @@ def test_example_file_commented_providers_are_valid(tmp_path: Path) -> None:
     settings = load_settings(path, env=env)
     assert settings.provider("deepseek").kind == "openai"
     assert settings.provider("deepseek").api_key == "sk-deepseek"
+    assert settings.provider("deepseek").upstream_stream == "as_requested"
     assert settings.provider("dashscope").api_key == "sk-dashscope"
     assert settings.models["deepseek-v4-pro"].deployments[0].provider == "deepseek"
     assert settings.models["qwen3-235b"].deployments[0].provider == "dashscope"
