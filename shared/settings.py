@@ -43,6 +43,7 @@ class Timeouts:
     first_token: float = 30.0
     idle: float = 60.0
     total: float = 600.0
+    answer: float = 300.0  # a JSON call's whole answer (upstream_stream = "as_requested"), from its start
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +64,8 @@ class ProviderSettings:
     max_retry_after: float = 2.0  # an upstream Retry-After up to this is honoured; a longer one falls back
     timeouts: Timeouts = Timeouts()
     # "always": every upstream call streams, so the first-token and idle deadlines watch it; "as_requested"
-    # (openai providers): a request without ``stream`` is one JSON call, cheaper, watched by connect and
-    # total deadlines only (see docs/settings.md).
+    # (openai providers): a request without ``stream`` is one JSON call, cheaper, watched by the connect
+    # and answer deadlines only (see docs/settings.md).
     upstream_stream: UpstreamStream = "always"
     # How the worker reaches the upstream: "fast" (our HTTP/1.1 client) or "httpx" (proxies, HTTP/2).
     http_client: HttpClientKind = "fast"
@@ -422,9 +423,19 @@ def _parse_providers(raw: Any, env: Mapping[str, str]) -> dict[str, ProviderSett
         except TypeError as exc:
             raise ConfigError(f"provider {name!r}: {exc}") from exc
         _check_http_client(provider)
+        _check_timeouts(provider)
         _check_upstream_stream(provider)
         providers[name] = provider
     return providers
+
+
+def _check_timeouts(provider: ProviderSettings) -> None:
+    for name in ("connect", "first_token", "idle", "total", "answer"):
+        value = getattr(provider.timeouts, name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+            raise ConfigError(
+                f"provider {provider.name!r}: timeouts.{name} must be a positive number of seconds"
+            )
 
 
 def _check_upstream_stream(provider: ProviderSettings) -> None:
@@ -433,6 +444,23 @@ def _check_upstream_stream(provider: ProviderSettings) -> None:
     if provider.upstream_stream == "as_requested" and provider.kind != "openai":
         raise ConfigError(
             f'provider {provider.name!r}: upstream_stream = "as_requested" is for openai providers only'
+        )
+
+
+def _check_json_calls_fit(provider: ProviderSettings, job_timeout: float) -> None:
+    """A JSON call that never answers must fail (and fall back, and count against the breaker) before the
+    job's own time limit stops it, which does neither: every attempt's connect and answer deadlines
+    together stay under ``job_timeout``."""
+    if provider.upstream_stream != "as_requested":
+        return
+    timeouts = provider.timeouts
+    attempts = provider.retries + 1
+    needed = attempts * (timeouts.connect + min(timeouts.answer, timeouts.total) + DEADLINE_GRACE)
+    if needed >= job_timeout:
+        raise ConfigError(
+            f"provider {provider.name!r}: its JSON calls may take {needed:g} s ((retries + 1) x (connect + "
+            f"answer + {DEADLINE_GRACE:g})), not under job_timeout ({job_timeout:g} s): lower "
+            "timeouts.answer or retries, or raise job_timeout"
         )
 
 
@@ -503,6 +531,8 @@ def _check(settings: Settings) -> None:
     check_redis_url(settings.redis_url)  # a malformed URL is refused at start, not at the first command
     if not settings.providers:
         raise ConfigError("no providers configured")
+    for provider in settings.providers.values():
+        _check_json_calls_fit(provider, settings.job_timeout)
     for model in settings.models.values():
         if not model.deployments:
             raise ConfigError(f"model {model.id!r} has no deployments")

@@ -198,6 +198,14 @@ class _AssembledChoice:
         if delta.finish_reason and self.finish_reason is None:
             self.finish_reason = delta.finish_reason
 
+    def words(self) -> int:
+        texts = [
+            *self.content,
+            *self.refusal,
+            *(call["function"]["arguments"] for call in self.calls.values()),
+        ]
+        return sum(len(text.split()) for text in texts)
+
     def body(self, index: int) -> dict[str, Any]:
         message: dict[str, Any] = {
             "role": "assistant",
@@ -239,6 +247,10 @@ class MessageAssembler:
     @property
     def finish_reason(self) -> str | None:
         return self._choices[0].finish_reason
+
+    def words(self) -> int:
+        """Words of the answer's text (content, refusals, tool arguments): its size in tokens, roughly."""
+        return sum(choice.words() for choice in self._choices.values())
 
     @property
     def finished(self) -> bool:

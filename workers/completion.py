@@ -76,10 +76,14 @@ class Progress:
     parts: int = 0  # deltas that carried a piece of the message: completion tokens, roughly
     usage: Usage | None = None  # the upstream's own count, once it sent one
     first_part_at: float | None = None  # loop time of the first piece of the message
+    streamed: bool = True  # the upstream call streams: its first piece came with its first token
 
     def ttft(self) -> float | None:
-        """Seconds from the job's start to the first piece of its message; None before one came."""
-        return None if self.first_part_at is None else self.first_part_at - self.started
+        """Seconds from the job's start to the first piece of its message; None before one came, or when
+        the call was answered whole (that piece came with the whole answer)."""
+        if self.first_part_at is None or not self.streamed:
+            return None
+        return self.first_part_at - self.started
 
     first_at: float = 0.0  # time.perf_counter() of the upstream's first delta
 
@@ -118,7 +122,7 @@ async def complete(
     if taken_at is not None:  # the worker's pick-up: job taken off its queue to this frame
         start_meta["prep_ms"] = round((time.perf_counter() - taken_at) * 1000, 2)
     publisher.start(start_meta, hold=START_HOLD)
-    progress = Progress(started=asyncio.get_running_loop().time())
+    progress = Progress(started=asyncio.get_running_loop().time(), streamed=adapter.streams(job))
     began, began_ns = time.perf_counter(), time.time_ns()
     try:
         ending = await (
@@ -220,7 +224,9 @@ async def _collect(
         assembler.add(delta)
     if not assembler.finished:
         raise UpstreamError("The upstream stream ended without a finish reason.")
-    usage = progress.usage or Usage(count_prompt_tokens(job.body), progress.parts)
+    # Without the upstream's count: a streamed call's parts (one per token, roughly), or the words of an
+    # answer that came whole (the prompt's estimate, count_prompt_tokens, counts words too).
+    usage = progress.usage or Usage(count_prompt_tokens(job.body), max(progress.parts, assembler.words()))
     payload = dumps(assembler.body(usage))
     if len(payload) > MAX_JSON_ANSWER_BYTES:  # one frame, one pub/sub message: kept under Redis' bounds
         raise UpstreamError(f"The upstream's answer is longer than {MAX_JSON_ANSWER_BYTES} bytes.")

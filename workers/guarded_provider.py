@@ -175,6 +175,9 @@ class GuardedProvider:
                     finish = self._finish(dep, error, probe=decision.is_probe, ttft=ttft, counted=counted)
                     await asyncio.shield(finish)
 
+    def streams(self, job: CompletionJob) -> bool:
+        return self._adapter.streams(job)
+
     def guard_commands(self, job: CompletionJob) -> list[Command]:
         """The writes of a job that ended well (in-flight -1, the breaker's success, the TTFT sample),
         held back with ``defer_success_writes`` to ride in the round trip that publishes the job's final
@@ -185,8 +188,7 @@ class GuardedProvider:
         """The adapter's deltas, retried on the same deployment before any content; the time to the
         first content goes into ``ttft`` (recorded with the job's last round trip, not mid-stream)."""
         loop = asyncio.get_running_loop()
-        # A call answered whole (a JSON call) has no first token to time: no sample of its deployment's.
-        timed = job.stream or self._provider.upstream_stream == "always"
+        timed = self._adapter.streams(job)  # a call answered whole has no first token: no sample
         attempt = 0
         while True:
             started = loop.time()

@@ -34,6 +34,9 @@ class ScriptedProvider:
         self._deltas = deltas
         self._error = error
 
+    def streams(self, job: CompletionJob) -> bool:
+        return True
+
     async def stream(self, job: CompletionJob) -> AsyncIterator[Delta]:
         for delta in self._deltas:
             yield delta
@@ -150,6 +153,9 @@ async def test_bookkeeping_commands_follow_the_final_frame() -> None:
 class EndlessProvider:
     """A provider adapter that yields one word per call, forever."""
 
+    def streams(self, job: CompletionJob) -> bool:
+        return True
+
     async def stream(self, job: CompletionJob) -> AsyncIterator[Delta]:
         while True:
             yield Delta(content="word ")
@@ -245,3 +251,13 @@ async def test_a_batch_line_result_lost_with_the_final_round_trip_is_in_its_retr
     assert ending.ok and redis.dropped
     result = await redis.hget(keys.batch_results("batch_x"), "0")
     assert isinstance(result, bytes) and result.startswith(batch_lines.OUTPUT)
+
+
+def test_a_call_answered_whole_gives_its_pool_no_time_to_first_token() -> None:
+    """The pool's minute statistics take a job's time to first token only from a streamed call: a JSON
+    call's first piece came with its whole answer."""
+    from workers.completion import Progress
+
+    whole = Progress(started=10.0, first_part_at=12.5, streamed=False)
+    streamed = Progress(started=10.0, first_part_at=12.5)
+    assert whole.ttft() is None and streamed.ttft() == 2.5

@@ -33,6 +33,9 @@ class BurstProvider:
         self._answer = answer
         self.seen_before: list[bytes] = []  # before delta i: what was on the wire
 
+    def streams(self, job: CompletionJob) -> bool:
+        return True
+
     async def stream(self, job: CompletionJob) -> AsyncIterator[Delta]:
         await self._answer.wait()
         for i in range(BURST):

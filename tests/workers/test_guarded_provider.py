@@ -43,6 +43,10 @@ class ScriptedAdapter:
         self.attempts = 0
         self.gate = asyncio.Event()
         self.gate.set()
+        self.streaming = True  # False: every call answers whole, as a JSON call does
+
+    def streams(self, job: CompletionJob) -> bool:
+        return self.streaming or job.stream
 
     async def stream(self, job: CompletionJob) -> AsyncIterator[Delta]:
         outcome = self.script[min(self.attempts, len(self.script) - 1)]
@@ -194,7 +198,9 @@ async def test_a_call_answered_whole_gives_no_time_to_first_token(aredis_client:
     """With upstream_stream = "as_requested" a non-stream job's call is one JSON answer: its first content
     comes at the end, which is no time to first token, so its deployment gets no sample; a stream job's
     call still gives one."""
-    provider = guard(aredis_client, ScriptedAdapter([None]), upstream_stream="as_requested")
+    adapter = ScriptedAdapter([None])
+    adapter.streaming = False  # what the OpenAI adapter says of a non-stream job with "as_requested"
+    provider = guard(aredis_client, adapter)
     whole = completion_job(provider="p", upstream_model="m", stream=False)
     assert "".join([d.content or "" async for d in provider.stream(whole)]) == "hello world"
     assert (await load_stats(aredis_client, [Deployment("p", "m")]))[DEPLOYMENT].ttft is None

@@ -212,6 +212,81 @@ async def test_json_call_waits_past_the_first_token_deadline(upstream: Upstream)
     hung = Timeouts(connect=2.0, first_token=0.2, idle=0.2, total=0.6)
     with pytest.raises(UpstreamTimeout, match="total timeout"):
         await collect(provider_for(upstream.base_url, timeouts=hung), job_for("sim?hang"))
+    unanswered = Timeouts(connect=2.0, first_token=0.2, idle=0.2, total=20.0, answer=0.6)
+    with pytest.raises(UpstreamTimeout, match="answer timeout"):
+        await collect(provider_for(upstream.base_url, timeouts=unanswered), job_for("sim?hang"))
+
+
+def test_json_calls_must_fail_before_the_job_is_stopped() -> None:
+    """A hung JSON call must end with its own timeout (which falls back and counts against the breaker)
+    before job_timeout stops the job (which does neither): a provider whose attempts may outlast it is
+    refused at start-up; the defaults fit."""
+    base = {"kind": "openai", "base_url": "https://up.example/v1", "upstream_stream": "as_requested"}
+    models = [{"id": "m", "provider": "up"}]
+    loaded = settings_from_mapping({"providers": {"up": base}, "models": models})
+    assert loaded.providers["up"].timeouts.answer == 300.0
+    too_long = {**base, "timeouts": {"answer": 500}}
+    with pytest.raises(ConfigError, match="job_timeout"):
+        settings_from_mapping({"providers": {"up": too_long}, "models": models})
+    with pytest.raises(ConfigError, match="job_timeout"):
+        settings_from_mapping({"providers": {"up": base}, "models": models, "job_timeout": 300})
+    with pytest.raises(ConfigError, match=r"timeouts\.answer must be a positive"):
+        settings_from_mapping({"providers": {"up": {**base, "timeouts": {"answer": -1}}}, "models": models})
+
+
+@pytest.mark.parametrize("client", ["fast", "httpx"])
+async def test_a_json_answer_past_the_body_bound_is_an_error_not_retried(client: str) -> None:
+    """An answer over MAX_BODY_BYTES is cut at the bound by either HTTP client (never read whole into
+    memory) and fails as an upstream error: not retryable, since it would be as large again."""
+    from workers.providers.upstream_http import MAX_BODY_BYTES
+
+    size = MAX_BODY_BYTES + 1024 * 1024
+    head = f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {size}\r\n\r\n"
+    server = await start_raw_server(lambda conn, req: [head.encode() + b" " * size])
+    try:
+        provider = OpenAICompatibleProvider(
+            ProviderSettings(
+                name="upstream",
+                kind="openai",
+                base_url=server.base_url,
+                timeouts=FAST,
+                upstream_stream="as_requested",
+                http_client=client,  # type: ignore[arg-type]
+            )
+        )
+        with pytest.raises(UpstreamError, match="longer than"):
+            await collect(provider, job_for("m"))
+    finally:
+        await server.close()
+
+
+async def test_an_answer_without_usage_is_counted_by_its_words() -> None:
+    """Without the upstream's usage a JSON answer's completion tokens are estimated from its text (as a
+    prompt's are), not from its one delta per choice."""
+    answer = {"choices": [{"index": 0, "message": {"content": "word " * 500}, "finish_reason": "stop"}]}
+    server = await start_raw_server(lambda conn, req: [json_answer(answer)])
+    try:
+        body = await final_body(job_for("m"), provider_for(server.base_url))
+    finally:
+        await server.close()
+    assert body["usage"]["completion_tokens"] == 500
+
+
+async def test_choices_without_an_index_keep_their_places() -> None:
+    """Two choices that name no index are choices 0 and 1 (their places), not two halves of choice 0."""
+    answer = {
+        "choices": [
+            {"message": {"content": "first"}, "finish_reason": "stop"},
+            {"message": {"content": "second"}, "finish_reason": "stop"},
+        ],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+    }
+    server = await start_raw_server(lambda conn, req: [json_answer(answer)])
+    try:
+        body = await final_body(job_for("m", n=2), provider_for(server.base_url))
+    finally:
+        await server.close()
+    assert [(c["index"], c["message"]["content"]) for c in body["choices"]] == [(0, "first"), (1, "second")]
 
 
 @pytest.mark.parametrize(

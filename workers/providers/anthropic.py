@@ -69,6 +69,9 @@ class AnthropicProvider:
             job.body, job.upstream_model, stream=True, default_max_tokens=self._default_max_tokens
         )
 
+    def streams(self, job: CompletionJob) -> bool:
+        return True  # every Messages call streams
+
     async def stream(self, job: CompletionJob) -> AsyncIterator[Delta]:
         clock = Deadlines(self._timeouts, asyncio.get_running_loop())
         body = orjson.dumps(self.request_body(job))

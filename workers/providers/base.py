@@ -151,6 +151,11 @@ class ProviderAdapter(Protocol):
         """Deltas of the completion, in order; raises :class:`shared.errors.AIORouterError` on failure."""
         ...
 
+    def streams(self, job: CompletionJob) -> bool:
+        """Whether the upstream call of ``job`` streams, so that its first content comes with its first
+        token (a JSON call's comes with the whole answer, which is no time to first token)."""
+        ...
+
     async def aclose(self) -> None:
         """Release pooled connections (called once, at worker shutdown)."""
         ...

@@ -19,6 +19,7 @@ from shared.errors import ConfigError
 from shared.settings import ProviderSettings
 from workers.providers.sse import EventTooLarge, SSEDecoder
 from workers.providers.upstream_http import (
+    MAX_BODY_BYTES,
     USER_AGENT,
     ConnectError,
     ConnectionCut,
@@ -51,8 +52,16 @@ class HttpxReply:
         self.headers: Mapping[str, str] = response.headers
 
     async def read(self) -> bytes:
+        """The whole body, up to ``MAX_BODY_BYTES`` as with the fast client (ResponseTooLarge beyond)."""
+        pieces: list[bytes] = []
+        size = 0
         with _converted():
-            return await self._response.aread()
+            async for piece in self._response.aiter_bytes():
+                size += len(piece)
+                if size > MAX_BODY_BYTES:
+                    raise ResponseTooLarge(f"the upstream's body is longer than {MAX_BODY_BYTES} bytes")
+                pieces.append(piece)
+        return b"".join(pieces)
 
     async def sse_data(self) -> AsyncIterator[bytes]:
         decoder = SSEDecoder()

@@ -5,18 +5,19 @@ and ``stream_options.include_usage``.  With the provider's ``upstream_stream = "
 every call streams: real first-token and idle deadlines watch it.  With ``"as_requested"``, a request
 without ``stream`` is one JSON call (no ``stream_options``), which costs the worker about a quarter less
 per request and the upstream a stream's framing; the upstream says nothing until its answer is complete,
-so only the connect and total deadlines watch that call.  Upstream chunks, or the JSON answer's choices,
-become :class:`Delta` objects; the chunk writer above rebuilds OpenAI-exact objects from them.
+so only the connect and answer deadlines watch that call.  Upstream chunks, or the JSON answer's
+choices, become :class:`Delta` objects; the chunk writer above rebuilds OpenAI-exact objects from them.
 Transport errors and upstream statuses become our errors here:
 
     connect error, 429, 5xx            UpstreamUnavailable (503, with Retry-After when given)
-    connect/first-token/idle/total     UpstreamTimeout (503)
+    connect/first-token/idle/answer/total  UpstreamTimeout (503)
     400/404/413/422                    UpstreamBadRequest (400, upstream message)
     401/403, other 4xx                 UpstreamError (500: our configuration is wrong)
     stream cut before any content      UpstreamUnavailable (nothing reached the client: fallback is safe)
     stream cut after content, garbage  UpstreamError (500)
     JSON answer cut                    UpstreamUnavailable (nothing reached the client)
-    JSON answer malformed or an error  UpstreamError (500)
+    JSON answer malformed, an error,   UpstreamError (500)
+      or over MAX_BODY_BYTES
 
 The answer ends at ``[DONE]``: the rest of the body is read for at most :data:`AFTER_DONE_WAIT` (so a
 connection read to its end serves the next call), and an upstream that holds it open longer only loses
@@ -148,7 +149,7 @@ def answer_deltas(name: str, data: bytes) -> list[Delta]:
         choices = answer["choices"]
         if not isinstance(choices, list) or not choices:
             raise TypeError("the answer has no choices")
-        deltas = [_message_delta(choice, answer, extra) for choice in choices]
+        deltas = [_message_delta(choice, position, answer, extra) for position, choice in enumerate(choices)]
         usage = answer.get("usage")
         if isinstance(usage, dict):
             deltas.append(Delta(usage=Usage.from_upstream(usage), chunk_extra=extra))
@@ -159,8 +160,12 @@ def answer_deltas(name: str, data: bytes) -> list[Delta]:
         raise UpstreamError(f"Provider {name!r} sent a malformed answer.") from exc
 
 
-def _message_delta(choice: dict[str, Any], answer: dict[str, Any], extra: dict[str, Any] | None) -> Delta:
+def _message_delta(
+    choice: dict[str, Any], position: int, answer: dict[str, Any], extra: dict[str, Any] | None
+) -> Delta:
+    """One choice as one delta; a choice without its ``index`` is the one at its place in the list."""
     message = choice.get("message") or {}
+    index = choice.get("index")
     if not isinstance(message, dict):
         raise TypeError("a choice's message is not an object")
     calls = message.get("tool_calls")
@@ -171,7 +176,7 @@ def _message_delta(choice: dict[str, Any], answer: dict[str, Any], extra: dict[s
         text_or_none(choice.get("finish_reason")),
         None,
         answer.get("system_fingerprint"),
-        int(choice.get("index") or 0),
+        position if index is None else int(index),
         _others(message, _MESSAGE_OWN),
         choice.get("logprobs"),
         _others(choice, _ANSWER_CHOICE_OWN),

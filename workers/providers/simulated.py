@@ -56,6 +56,9 @@ class SimulatedProvider:
     def __init__(self, provider: ProviderSettings) -> None:
         self._interval = 1.0 / provider.tokens_per_second if provider.tokens_per_second > 0 else 0.0
 
+    def streams(self, job: CompletionJob) -> bool:
+        return True  # its tokens come one by one, as a stream's
+
     async def stream(self, job: CompletionJob) -> AsyncIterator[Delta]:
         plan = plan_completion(job)
         loop = asyncio.get_running_loop()

@@ -36,7 +36,13 @@ from shared.errors import (
     UpstreamUnavailable,
 )
 from shared.settings import DEADLINE_GRACE, Timeouts
-from workers.providers.upstream_http import ConnectError, ConnectionCut, ConnectTimeout, EncodedBody
+from workers.providers.upstream_http import (
+    ConnectError,
+    ConnectionCut,
+    ConnectTimeout,
+    EncodedBody,
+    ResponseTooLarge,
+)
 
 BAD_REQUEST_STATUSES = frozenset({400, 404, 413, 422})
 MAX_ERROR_TEXT = 500
@@ -44,7 +50,7 @@ MAX_ERROR_TEXT = 500
 
 class Deadlines:
     """The first-token, idle and total deadlines of one upstream call, on the event loop's clock; of a
-    ``whole_answer`` call (one JSON answer, nothing before it is complete), the total deadline only."""
+    ``whole_answer`` call (one JSON answer, nothing before it is complete), the answer and total ones."""
 
     def __init__(
         self, timeouts: Timeouts, loop: asyncio.AbstractEventLoop, *, whole_answer: bool = False
@@ -53,7 +59,7 @@ class Deadlines:
         self._timeouts = timeouts
         self._total = loop.time() + timeouts.total
         self._started = self._last_seen = loop.time()
-        self._whole_answer = whole_answer
+        self.whole_answer = whole_answer
         self.first_token_seen = False
 
     def seen(self) -> None:
@@ -61,15 +67,17 @@ class Deadlines:
         self._last_seen = self._loop.time()
 
     def next_deadline(self) -> float:
-        if self._whole_answer:
-            return self._total
+        if self.whole_answer:
+            return min(self._total, self._started + self._timeouts.answer)
         if self.first_token_seen:
             return min(self._total, self._last_seen + self._timeouts.idle)
         return min(self._total, self._started + self._timeouts.first_token)
 
     def which_expired(self) -> str:
-        if self._whole_answer or self._loop.time() >= self._total - 0.001:
+        if self._loop.time() >= self._total - 0.001:
             return "total"
+        if self.whole_answer:
+            return "answer"
         return "idle" if self.first_token_seen else "first-token"
 
 
@@ -155,6 +163,10 @@ def upstream_errors(name: str, clock: Deadlines) -> Iterator[None]:
         raise UpstreamTimeout(f"Provider {name!r}: connect timeout expired.") from exc
     except ConnectError as exc:
         raise UpstreamUnavailable(f"Provider {name!r} is unreachable.") from exc
+    except ResponseTooLarge as exc:
+        if clock.whole_answer:  # a JSON answer too large: as large again on a retry or elsewhere
+            raise UpstreamError(f"Provider {name!r}: {exc}.") from exc
+        raise cut_error(name, clock) from exc
     except ConnectionCut as exc:  # the connection broke: before the response, or mid-stream
         raise cut_error(name, clock) from exc
     except EncodedBody as exc:
