@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from cli.argument_types import PORT
 from cli.config_option import add_config_option, require_tested_libraries, settings_from_args
 from cli.failures import CommandFailed
 from cli.gc_tuning import tune_collector
@@ -23,7 +24,9 @@ def register(commands: Any) -> None:
     )
     parser.add_argument("--pool", required=True, help="provider (= pool = rq queue) to serve")
     parser.add_argument(
-        "--concurrency", type=int, help="jobs run at once (default: the provider's `concurrency` setting)"
+        "--concurrency",
+        type=int,
+        help="jobs run at once (default: the provider's `concurrency` setting)",
     )
     parser.add_argument("--name", help="worker name shown by `rq info` (default: generated, unique)")
     parser.add_argument(
@@ -34,7 +37,7 @@ def register(commands: Any) -> None:
     parser.add_argument("--burst", action="store_true", help="exit once the queue is empty")
     parser.add_argument(
         "--metrics-port",
-        type=int,
+        type=PORT,
         help="serve Prometheus metrics on this port (default: the worker_metrics_port setting; 0: off)",
     )
     add_config_option(parser)

@@ -285,7 +285,6 @@ async def add_credit(
         raise InvalidRequest(
             f"The balance would exceed {usd(MAX_BALANCE)} USD (it holds {usd(int(balance))}).",
             code="balance_limit_exceeded",
-            param="amount_usd",
         )
     entry = LedgerEntry(id=_text(entry_id), amount=amount, balance=int(balance), reason=reason, actor=actor)
     return await get_balance(redis, account_id), entry

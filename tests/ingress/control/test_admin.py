@@ -400,6 +400,8 @@ async def test_bad_credit_is_a_400_and_adds_nothing(admin: httpx.AsyncClient, bo
         b'{"amount_usd": 1E2}',
         b'{"amount_usd": 0.30000000000000001}',
         b'{"amount_usd": NaN}',
+        b'{"amount_usd": 1, "reason": "\\ud800"}',  # a lone surrogate: no text Redis can store
+        '{"amount_usd": 1}'.encode("utf-16"),  # JSON is UTF-8 on every route
     ],
 )
 async def test_an_amount_is_read_as_written(admin: httpx.AsyncClient, raw: bytes) -> None:
