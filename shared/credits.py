@@ -369,9 +369,14 @@ async def settle(redis: aredis.Redis, reservation: Reservation, actual: int) -> 
     return settlement_from_reply(await settle_call(reservation, actual).run(redis))
 
 
-def settle_call(reservation: Reservation, actual: int) -> ScriptCall:
+def settle_call(reservation: Reservation, actual: int, *, heard_on: str | None = None) -> ScriptCall:
     """The script call behind :func:`settle` (``actual`` 0 releases it all); idempotent, so it may ride
-    in a pipeline with other commands (:meth:`ScriptCall.command`)."""
+    in a pipeline with other commands (:meth:`ScriptCall.command`).  With ``heard_on`` (the reply channel
+    the answer is published on, in the same transaction) it charges only while someone subscribes to
+    it, and releases the hold otherwise: an answer nobody can receive is not paid for."""
+    args: list[Any] = [max(0, actual), reservation.id, keys.CREDIT_RESERVATION_TOMBSTONE_TTL]
+    if heard_on is not None:
+        args.append(heard_on)
     return ScriptCall(
         _SETTLE,
         [
@@ -379,7 +384,7 @@ def settle_call(reservation: Reservation, actual: int) -> ScriptCall:
             keys.credit_reservation(reservation.id),
             keys.CREDIT_RESERVATIONS,
         ],
-        [max(0, actual), reservation.id, keys.CREDIT_RESERVATION_TOMBSTONE_TTL],
+        args,
     )
 
 

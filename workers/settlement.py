@@ -68,7 +68,8 @@ def final_commands(
     counted = charged or isinstance(error, IngressGone)
     prompt, completion, cached, reasoning = _tokens(token_usage) if counted else (0, 0, 0, 0)
     cost = billing.cost(prompt, completion, cached) if billing is not None and charged else 0
-    charge = _charge_commands(billing, error, cost)
+    heard_on = job.reply_to if job.reply_to != keys.BATCH_REPLY_CHANNEL else None  # a line: nobody listens
+    charge = _charge_commands(billing, error, cost, heard_on)
     commands = list(charge)
     if billing is not None and charged:
         refund = ratelimit.refund_call(
@@ -105,11 +106,13 @@ def final_commands(
     return commands, charge
 
 
-def _charge_commands(billing: JobBilling | None, error: AIORouterError | None, cost: int) -> list[Command]:
+def _charge_commands(
+    billing: JobBilling | None, error: AIORouterError | None, cost: int, heard_on: str | None
+) -> list[Command]:
     if billing is None:
         return []
-    if error is None:
-        return [credits.settle_call(billing.reservation, cost).command()]
+    if error is None:  # charged only if the answer's channel still has its ingress (see credit_settle.lua)
+        return [credits.settle_call(billing.reservation, cost, heard_on=heard_on).command()]
     if isinstance(error, IngressGone):
         return [credits.settle_call(billing.reservation, 0).command()]
     return []

@@ -2,8 +2,13 @@
 -- A charge never exceeds what was held, so concurrent requests can never spend past the balance; a
 -- reservation the sweep already expired is charged from what is still available, never below zero.
 --
+-- An answer is charged only if someone can receive it: with ARGV[4], the reply channel its final frame is
+-- published on (later in the same transaction), a channel nobody subscribes to (its ingress died, or lost
+-- Redis and failed the request) releases the hold instead: the client never got the answer.
+--
 -- KEYS[1] the account's credit hash, KEYS[2] the reservation's record, KEYS[3] the open reservations
--- ARGV[1] actual cost (micro-USD), ARGV[2] reservation id, ARGV[3] seconds to keep the settled record
+-- ARGV[1] actual cost (micro-USD), ARGV[2] reservation id, ARGV[3] seconds to keep the settled record,
+-- ARGV[4] optional: the reply channel that must have a subscriber for a charge
 -- Returns {outcome, charged}: outcome is settled, late (it had expired), already (settled before) or
 -- unknown (no such reservation).
 
@@ -16,6 +21,9 @@ if record[1] == 'settled' then
 end
 
 local actual = tonumber(ARGV[1])
+if ARGV[4] and actual > 0 and redis.call('PUBSUB', 'NUMSUB', ARGV[4])[2] == 0 then
+  actual = 0
+end
 local charge, outcome
 if record[1] == 'held' then
   local amount = tonumber(record[2])

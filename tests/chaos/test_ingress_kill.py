@@ -187,3 +187,37 @@ def test_a_job_waiting_on_a_silent_upstream_stops_when_its_ingress_dies(
         records = usage_records(private_redis, "e2e")
         assert [record.status for record in records] == ["ingress_gone"] * 2
         assert balance(private_redis, "e2e").spent == 0
+
+
+QUICK_CONFIG = CONFIG.replace("tokens_per_second = 10.0", "tokens_per_second = 20.0")
+QUICK_TOKENS = 24  # 1.2 s per answer: some finish between the kill and the heartbeat that would see it
+
+
+def test_answers_finished_after_their_ingress_died_are_not_charged(
+    launch_chaos_system: SystemLauncher, private_redis: PrivateRedis
+) -> None:
+    """kill -9 of the ingress just before its JSON requests' answers are complete: a job that finishes
+    before its worker's heartbeat sees the ingress gone publishes its answer to nobody, and its
+    settlement (in the same transaction) finds nobody subscribed and releases the hold: nothing is
+    charged, nothing stays held."""
+    system = launch_chaos_system(QUICK_CONFIG, pools=["slow"], concurrency=SLOTS)
+    add_credit(private_redis, "e2e", 100)
+    body = {
+        "model": "chaos/slow",
+        "messages": [{"role": "user", "content": "go"}],
+        "max_tokens": QUICK_TOKENS,
+    }
+    for _ in range(SLOTS):
+        threading.Thread(target=_request_body, args=(system, body), daemon=True).start()
+    assert wait_until(lambda: len(system.started_jobs("slow")) == SLOTS, within=20)
+    time.sleep(QUICK_TOKENS / 20.0 - 0.4)  # the answers end about 0.4 s after the kill
+    (ingress,) = [service for service in system.services if service.label == "ingress"]
+    ingress.process.send_signal(signal.SIGKILL)
+    ingress.process.wait()
+    assert wait_until(lambda: not system.started_jobs("slow"), within=STOPPED_WITHIN)
+    assert wait_until(lambda: balance(private_redis, "e2e").reserved == 0, within=5), balance(
+        private_redis, "e2e"
+    )
+    records = usage_records(private_redis, "e2e")
+    assert len(records) == SLOTS
+    assert balance(private_redis, "e2e").spent == 0 == sum(record.cost_micros for record in records), records

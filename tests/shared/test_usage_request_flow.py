@@ -65,10 +65,15 @@ async def serve_one(
         extra={EXTRA_KEY: admitted.billing.to_wire()},  # travels in the rq job to the worker
     )
 
-    # --- the worker, when the upstream reports usage ---
+    # --- the worker, when the upstream reports usage, while the ingress listens on its reply channel ---
     prompt_tokens, completion_tokens = used
     token_usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
-    await run_commands(redis, billing_commands(job, error=None, token_usage=token_usage))
+    ingress_listening = redis.pubsub()
+    await ingress_listening.subscribe(job.reply_to)
+    try:
+        await run_commands(redis, billing_commands(job, error=None, token_usage=token_usage))
+    finally:
+        await ingress_listening.aclose()
     return admitted.billing
 
 

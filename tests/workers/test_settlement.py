@@ -50,14 +50,45 @@ async def billed_job(redis: aredis.Redis, amount: int, **billing: Any) -> tuple[
     return job, job_billing
 
 
-async def run(redis: aredis.Redis, commands: list[Command]) -> None:
-    async with redis.pipeline(transaction=False) as pipe:
-        replay(pipe, commands)
-        await pipe.execute()
+async def run(redis: aredis.Redis, commands: list[Command], *, listened: bool = True) -> None:
+    """Run ``commands`` while the job's ingress listens on its reply channel (``listened``), as it does
+    when a worker publishes the job's final frame."""
+    listener = redis.pubsub()
+    if listened:
+        await listener.subscribe("chan")
+    try:
+        async with redis.pipeline(transaction=False) as pipe:
+            replay(pipe, commands)
+            await pipe.execute()
+    finally:
+        await listener.aclose()
 
 
 async def records(redis: aredis.Redis) -> list[usage.UsageRecord]:
     return await usage.recent_usage(redis, "acme")
+
+
+async def test_an_answer_nobody_can_receive_is_not_charged(aredis_client: aredis.Redis) -> None:
+    """A job that completes after its ingress stopped listening (it died, or lost Redis and failed the
+    request) releases its hold: the client never got the answer.  Its usage record says it cost 0."""
+    await funded(aredis_client)
+    job, _ = await billed_job(aredis_client, 10_000)
+    tokens = {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150}
+    await run(aredis_client, billing_commands(job, error=None, token_usage=tokens), listened=False)
+    balance = await credits.get_balance(aredis_client, "acme")
+    assert (balance.spent, balance.reserved, balance.balance) == (0, 0, FUNDS)
+    [record] = await records(aredis_client)
+    assert (record.cost_micros, record.completion_tokens) == (0, 50)
+
+
+async def test_a_batch_line_is_charged_with_nobody_listening(aredis_client: aredis.Redis) -> None:
+    """A batch line's frames have no reader by design (its result goes to the batch): it is charged."""
+    await funded(aredis_client)
+    job, _ = await billed_job(aredis_client, 10_000)
+    line = dataclasses.replace(job, reply_to=keys.BATCH_REPLY_CHANNEL)
+    tokens = {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150}
+    await run(aredis_client, billing_commands(line, error=None, token_usage=tokens), listened=False)
+    assert (await credits.get_balance(aredis_client, "acme")).spent == 400
 
 
 async def test_a_completed_job_is_charged_its_tokens(aredis_client: aredis.Redis) -> None:
