@@ -103,11 +103,13 @@ def create_app(settings: Settings, *, tracer: RequestTracer | None = None) -> St
 async def _ingress_context(settings: Settings, tracer: RequestTracer | None) -> AsyncIterator[IngressContext]:
     redis = _redis_client(settings.redis_url, auto_pipeline=settings.redis_auto_pipeline)
     ingress_id = uuid.uuid4().hex  # random per process: names this process' reply channel
+    cleanup = DeferredCleanup(redis)
     hub = ReplyHub(
         redis,
         ingress_id,
         buffer_limit=settings.stream_buffer_bytes,
         client_stall_timeout=settings.client_stall_timeout,
+        before_resubscribe=cleanup.flush,
     )
     store = StoreMarker()
     open_set = OpenSetCache(CircuitBreaker(redis, settings.breaker))  # the breakers routing must skip
@@ -121,7 +123,6 @@ async def _ingress_context(settings: Settings, tracer: RequestTracer | None) -> 
         watchdog_task = asyncio.create_task(watchdog.run(), name="worker-watchdog")
         sweep_task = asyncio.create_task(sweep_reservations(redis), name="reservation-sweep")
         store_task = asyncio.create_task(watch_store(store, redis), name="store-watch")
-        cleanup = DeferredCleanup(redis)
         cleanup_task = asyncio.create_task(cleanup.run(), name="deferred-cleanup")
         try:
             yield IngressContext(

@@ -25,13 +25,14 @@ from ingress.request_body import check_json_content_type, read_body
 from ingress.request_log import log_request
 from ingress.request_record import RequestRecord
 from ingress.validation import parse_json_object, validate_chat_request
-from shared.errors import AIORouterError
+from shared.errors import AIORouterError, ServiceUnavailable
 from shared.job_billing import EXTRA_KEY, JobBilling
 from shared.jobs import CompletionJob
 from shared.redis_commands import Command
 from shared.settings import Deployment
 
 CLIENT_CLOSED = 499  # the status recorded for a request whose client left (nginx's convention)
+RETRY_SOON = {"Retry-After": "1"}
 
 
 class ChatCompletionsEndpoint:
@@ -97,6 +98,10 @@ class ChatCompletionsEndpoint:
                 extra={**extra, EXTRA_KEY: billing.to_wire()},
             )
 
+        if not context.hub.listening:  # the reply channel is being made again: a job's frames would be lost
+            raise ServiceUnavailable(
+                "This ingress is reconnecting to Redis; retry shortly.", headers=RETRY_SOON
+            )
         first = first_deployment(context, plan)
         prepared: list[EnqueuedAttempt] = []
 

@@ -16,8 +16,9 @@ interrupts its relay (:meth:`Subscription.interrupt`), which ends the response a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -119,8 +120,10 @@ class ReplyHub:
         *,
         buffer_limit: int = DEFAULT_BUFFER_LIMIT,
         client_stall_timeout: float = 30.0,
+        before_resubscribe: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.channel = keys.reply_channel(ingress_id)
+        self._before_resubscribe = before_resubscribe
         self._buffer_limit = buffer_limit
         self._client_stall_timeout = client_stall_timeout
         self._redis = redis
@@ -140,6 +143,11 @@ class ReplyHub:
         if self._subscriber is not None:
             self._subscriber.close()
             self._subscriber = None
+
+    @property
+    def listening(self) -> bool:
+        """Whether the reply channel is subscribed: a job's frames can reach this process now."""
+        return self._subscriber is not None
 
     def register(self, request_id: str) -> Subscription:
         subscription = Subscription(request_id, self._buffer_limit)
@@ -207,3 +215,9 @@ class ReplyHub:
                     failed += 1
                 log.warning("reply hub lost Redis (%s); failed %d open request(s), reconnecting", exc, failed)
                 await asyncio.sleep(_RECONNECT_PAUSE)
+                if self._before_resubscribe is not None:
+                    # The failed requests' holds are released before the channel can hear again: a job of
+                    # theirs that ends later finds its hold released, or nobody subscribed (and is not
+                    # charged either way: credit_settle.lua).
+                    with contextlib.suppress(RedisError):
+                        await self._before_resubscribe()

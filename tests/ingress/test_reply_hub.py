@@ -138,3 +138,55 @@ async def test_lost_pubsub_connection_fails_open_requests_and_recovers(
         await ingress.worker.start(taken)
         await ingress.worker.done(taken, "back")
         assert (await asyncio.wait_for(request, 10)).status_code == 200
+
+
+async def test_while_the_reply_channel_is_down_requests_are_refused_at_once(
+    ingress_factory: IngressFactory,
+) -> None:
+    """Between losing its pub/sub connection and subscribing again, the ingress answers 503 at once
+    (Retry-After 1) and enqueues nothing: a job's frames would reach nobody, its worker would drop it, and
+    the client would wait for a start that never comes."""
+    from ingress.context import ingress_context
+
+    async with ingress_factory() as ingress:
+        hub = ingress_context(ingress.app).hub
+        await kill_pubsub_connections(ingress.redis)
+        await eventually(lambda: not hub.listening)
+        refused = await ingress.chat()
+        assert_error(refused, 503, "service_unavailable", "service_unavailable")
+        assert refused.headers["retry-after"] == "1" and "reconnecting" in refused.json()["error"]["message"]
+        assert await ingress.redis.llen("rq:queue:simulated") == 0
+        await eventually(lambda: hub.listening)
+
+
+async def test_holds_of_failed_requests_go_before_the_channel_hears_again(
+    aredis_client: aredis.Redis,
+) -> None:
+    """After losing its connection the hub runs ``before_resubscribe`` (the ingress' deferred releases)
+    before it subscribes again, so a late answer of a request it failed finds its hold released or
+    nobody listening, and is never charged (credit_settle.lua)."""
+    subscribers_seen: list[int] = []
+    hub: ReplyHub | None = None
+
+    async def before() -> None:
+        assert hub is not None
+        subscribers_seen.append(dict(await aredis_client.pubsub_numsub(hub.channel))[hub.channel.encode()])
+
+    hub = ReplyHub(aredis_client, "hub-test", before_resubscribe=before)
+    await hub.start()
+    try:
+        await kill_pubsub_connections(aredis_client)
+        await eventually(lambda: hub.listening and subscribers_seen)
+        assert subscribers_seen == [0]
+    finally:
+        await hub.stop()
+
+
+async def kill_pubsub_connections(redis: aredis.Redis) -> int:
+    """Cut the pub/sub connections on ``redis``'s database (the test's own)."""
+    db = str(redis.connection_pool.connection_kwargs.get("db", 0))
+    killed = 0
+    for client in await redis.client_list(_type="pubsub"):
+        if client.get("db") == db:
+            killed += await redis.client_kill_filter(_id=client["id"])
+    return killed
