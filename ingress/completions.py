@@ -137,7 +137,7 @@ class ChatCompletionsEndpoint:
         )
         try:
             await run.run(receive, send)
-            if run.client_left:
+            if run.client_left and record.error_code is None:  # not a stream the server ended in error
                 record.status = CLIENT_CLOSED
         finally:
             if run.relay is None or not run.relay.answered:  # an answer's worker charged it already

@@ -241,7 +241,7 @@ class CompletionRelay:
                 if isinstance(item, Silence):
                     silence = timer.take()
                     if silence >= stall_after - 1e-6:  # a whole number of waits, in floating point
-                        await _send_error_event(send, self._stalled(silence))
+                        await self._end_with_error_event(send, self._stalled(silence))
                         return
                     if ping_interval > 0:
                         await send({"type": "http.response.body", "body": events.SSE_PING, "more_body": True})
@@ -249,7 +249,7 @@ class CompletionRelay:
                 if isinstance(item, ClientGone):
                     return
                 if isinstance(item, AIORouterError):
-                    await _send_error_event(send, item)
+                    await self._end_with_error_event(send, item)
                     return
                 if item.kind == events.CHUNKS:
                     subscription.taken_bytes += len(item.payload)
@@ -261,10 +261,16 @@ class CompletionRelay:
                     return
                 elif item.kind == events.ERROR:
                     self.finished = True
-                    await _send_error_event(send, error_from_event(item.meta))
+                    await self._end_with_error_event(send, error_from_event(item.meta))
                     return
         finally:
             timer.cancel()
+
+    async def _end_with_error_event(self, send: Send, error: AIORouterError) -> None:
+        """End a started stream with ``error`` as its last event; the request's log line and metrics
+        record that error (its HTTP status was 200 already)."""
+        self.record.failed(error)
+        await _send_error_event(send, error)
 
     def _note_done(self, frame: Frame) -> None:
         """Keep what a D frame tells about the request: its usage, the upstream's time to first byte."""

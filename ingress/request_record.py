@@ -46,8 +46,8 @@ class RequestRecord:
 
     def queue_wait(self) -> float | None:
         """Seconds between the last attempt's enqueue and its S frame (enqueue to worker start)."""
-        if self.started_at and self.enqueued_at:
-            return self.started_at - self.enqueued_at
+        if self.started_at and self.enqueued_at:  # the job may start before the enqueue's reply is read
+            return max(0.0, self.started_at - self.enqueued_at)
         return None
 
     def ttft(self) -> float | None:

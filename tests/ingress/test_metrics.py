@@ -150,3 +150,30 @@ async def test_a_request_logs_one_structured_line(ingress: Ingress, caplog: pyte
     )
     assert fields["latency_ms"] >= fields["ttft_ms"] >= fields["queue_wait_ms"] >= 0
     assert (fields["prompt_tokens"], fields["completion_tokens"], fields["fallbacks"]) == (3, 2, 0)
+
+
+async def test_a_stream_ended_in_error_logs_its_error(
+    ingress: Ingress, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stream the server ends with an error event (after its 200 went out) is logged and counted with
+    that error, not as a client that left (499) when the client then closes its connection."""
+    from shared.errors import UpstreamError
+
+    caplog.set_level(logging.INFO, logger="aiorouter.request")
+    request = ingress.chat_task({"model": MODEL, "messages": MESSAGES, "stream": True})
+    taken = await ingress.worker.take()
+    await ingress.worker.start(taken)
+    await ingress.worker.chunk(taken, "partial")
+    await ingress.worker.error(taken, UpstreamError("cut mid-stream"))
+    response = await request
+    assert response.status_code == 200 and b"upstream_error" in response.content
+    (line,) = [r for r in caplog.records if r.name == "aiorouter.request"]
+    fields = line.fields  # type: ignore[attr-defined]
+    assert (fields["status"], fields["error"]) == (500, "upstream_error")
+
+
+def test_a_job_started_before_its_enqueue_was_read_waited_nothing() -> None:
+    """The worker can start a job before the ingress reads the admission's reply: the queue wait is 0,
+    never negative (it feeds a histogram)."""
+    record = RequestRecord(enqueued_at=10.002, started_at=10.001)
+    assert record.queue_wait() == 0.0
