@@ -412,6 +412,13 @@ class AsyncWorker(BaseWorker):
     async def _run(self, run: _Run, adapter: GuardedProvider) -> None:
         try:
             await self._execute_job(run, adapter)
+        except (RedisError, OSError) as exc:  # Redis lost while the job started or ended: no bug of ours
+            self.log.warning(
+                "Worker %s: job %s: Redis failed (%s); rq's clean-up of its registries takes it",
+                self.name,
+                run.job_id,
+                exc,
+            )
         except Exception:
             self.log.exception("Worker %s: job %s broke the worker's bookkeeping", self.name, run.job_id)
         finally:

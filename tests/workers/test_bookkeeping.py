@@ -183,3 +183,26 @@ def test_a_result_kept_for_ever_or_not_at_all_goes_through_rq(worker: AsyncWorke
     else:
         assert ("PERSIST", Result.get_key(job.id)) in [command for command, _ in commands]
         assert "EXPIRE" not in names
+
+
+async def test_redis_lost_while_a_job_starts_is_a_warning_not_a_bug(
+    worker: AsyncWorker, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis failing while a job starts or ends is an outage the log says in one line, not a traceback
+    reported as a bug of the worker's bookkeeping; the job's slot is freed either way."""
+    import logging
+
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from workers.worker import _Run
+
+    async def lost(run: object, adapter: object) -> None:
+        raise RedisConnectionError("Connection refused")
+
+    monkeypatch.setattr(worker, "_execute_job", lost)
+    caplog.set_level(logging.WARNING)
+    worker._runs["job-1"] = run = _Run("job-1", "rq:queue:simulated")
+    await worker._run(run, None)  # type: ignore[arg-type]
+    [line] = [r for r in caplog.records if "job-1" in r.getMessage()]
+    assert line.levelno == logging.WARNING and line.exc_info is None and "Redis failed" in line.getMessage()
+    assert "job-1" not in worker._runs
