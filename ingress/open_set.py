@@ -14,6 +14,8 @@ from shared.errors import ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
+FAILURE_REPORT_INTERVAL = 60.0  # seconds between two log lines while refreshes keep failing
+
 
 class OpenSetCache:
     """An ingress' copy of :meth:`CircuitBreaker.open_deployments`, refreshed every
@@ -53,9 +55,23 @@ class OpenSetCache:
 
     async def _loop(self) -> None:
         interval = self._breaker.settings.open_set_refresh
+        failures = 0  # refreshes failed in a row: said once, then once a minute while Redis stays away
+        reported_at = 0.0
         while not self._stopping:
             await asyncio.sleep(interval)
             try:
                 await self.refresh()
             except ServiceUnavailable as exc:
-                log.warning("breaker open set not refreshed: %s", exc.__cause__ or exc)
+                failures += 1
+                now = time.monotonic()
+                if failures == 1 or now - reported_at >= FAILURE_REPORT_INTERVAL:
+                    reported_at = now
+                    log.warning(
+                        "breaker open set not refreshed (%d time(s) in a row): %s",
+                        failures,
+                        exc.__cause__ or exc,
+                    )
+                continue
+            if failures:
+                log.info("breaker open set refreshed again after %d failure(s)", failures)
+            failures = 0

@@ -4,7 +4,9 @@ when closed, even when the cancel lands while its refresh talks to Redis."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
+import pytest
 import redis
 import redis.asyncio as aredis
 from redis.asyncio.retry import Retry
@@ -58,3 +60,29 @@ async def test_cache_starts_and_stops_without_redis(clean_redis: redis.Redis) ->
     assert cache.snapshot() == {}
     await cache.aclose()
     await dead.aclose()
+
+
+async def test_refreshes_failing_in_a_row_are_one_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    """With Redis away the refresh fails every open_set_refresh seconds: one warning says so (again only
+    once a minute), not one per refresh."""
+    caplog.set_level(logging.INFO, logger="ingress.open_set")
+    dead = aredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    breaker = CircuitBreaker(dead, BreakerSettings(open_set_refresh=0.01))
+    cache = OpenSetCache(breaker)
+    refreshes = 0
+    refresh = cache.refresh
+
+    async def counted() -> None:
+        nonlocal refreshes
+        refreshes += 1
+        await refresh()
+
+    cache.refresh = counted  # type: ignore[method-assign]
+    await cache.start()
+    try:
+        await eventually(lambda: refreshes >= 5)
+    finally:
+        await cache.aclose()
+        await dead.aclose()
+    lines = [r for r in caplog.records if r.name == "ingress.open_set"]
+    assert len(lines) == 1 and "not refreshed" in lines[0].getMessage()
