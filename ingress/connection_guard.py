@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import http
 import logging
-import resource
 import time
 from dataclasses import replace
 from typing import Any, ClassVar, cast
@@ -47,6 +46,7 @@ from uvicorn.server import ServerState
 from ingress.http_errors import RequestHeadersTooLarge, RequestTimeout, send_error
 from ingress.response_writes import HeadJoiningTransport
 from shared.errors import AIORouterError, InvalidRequest, ServiceUnavailable
+from shared.open_files import raised_open_file_limit
 from shared.settings import ConnectionLimits
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,8 @@ def connection_bound(limits: ConnectionLimits, open_files: int | None = None) ->
     ``max_connections`` the open-file limit cannot hold with that headroom raises the soft limit as far as
     the hard one allows, else is lowered to fit (with a warning)."""
     if open_files is None:
-        open_files = _open_file_limit(limits.max_connections + OWN_DESCRIPTORS)
+        raised = raised_open_file_limit(limits.max_connections + OWN_DESCRIPTORS)
+        open_files = 1 << 20 if raised is None else raised
     if limits.max_connections > 0:
         if limits.max_connections + OWN_DESCRIPTORS <= open_files:
             return limits.max_connections
@@ -102,19 +103,6 @@ def connection_bound(limits: ConnectionLimits, open_files: int | None = None) ->
         )
         return fitted
     return max(64, open_files - OWN_DESCRIPTORS)
-
-
-def _open_file_limit(wanted: int) -> int:
-    """The soft open-file limit, raised toward ``wanted`` as far as the hard limit allows."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        raised = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
-            soft = raised
-        except (ValueError, OSError):
-            pass
-    return 1 << 20 if soft == resource.RLIM_INFINITY else soft
 
 
 def guarded_protocol(limits: ConnectionLimits) -> type[GuardedHttpToolsProtocol]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 
+from shared.open_files import raised_open_file_limit
+
 log = logging.getLogger(__name__)
 
 FILES_BESIDES_JOBS = 64  # descriptors a worker needs besides its jobs' upstream connections
@@ -13,20 +15,9 @@ FILES_BESIDES_JOBS = 64  # descriptors a worker needs besides its jobs' upstream
 def slots_within_open_files(concurrency: int) -> int:
     """``concurrency``, lowered to what the open-file limit leaves once its soft limit is raised as far as
     the hard limit allows (where the platform has such limits)."""
-    try:
-        import resource
-    except ImportError:  # not on Windows
-        return concurrency
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = concurrency + FILES_BESIDES_JOBS
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        raised = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
-            soft = raised
-        except (ValueError, OSError):
-            pass
-    if soft == resource.RLIM_INFINITY or soft >= wanted:
+    soft = raised_open_file_limit(wanted)
+    if soft is None or soft >= wanted:
         return concurrency
     slots = max(1, soft - FILES_BESIDES_JOBS)
     log.warning(
