@@ -24,6 +24,7 @@ from ingress.job_control import completion_enqueue_commands
 from ingress.request_body import check_json_content_type, read_body
 from ingress.request_log import log_request
 from ingress.request_record import RequestRecord
+from ingress.routing import retry_after
 from ingress.validation import parse_json_object, validate_chat_request
 from shared.errors import AIORouterError, ServiceUnavailable
 from shared.job_billing import EXTRA_KEY, JobBilling
@@ -32,7 +33,6 @@ from shared.redis_commands import Command
 from shared.settings import Deployment
 
 CLIENT_CLOSED = 499  # the status recorded for a request whose client left (nginx's convention)
-RETRY_SOON = {"Retry-After": "1"}
 
 
 class ChatCompletionsEndpoint:
@@ -100,7 +100,7 @@ class ChatCompletionsEndpoint:
 
         if not context.hub.listening:  # the reply channel is being made again: a job's frames would be lost
             raise ServiceUnavailable(
-                "This ingress is reconnecting to Redis; retry shortly.", headers=RETRY_SOON
+                "This ingress is reconnecting to Redis; retry shortly.", headers=retry_after(1)
             )
         first = first_deployment(context, plan)
         prepared: list[EnqueuedAttempt] = []
