@@ -9,12 +9,11 @@ import time
 from collections.abc import Mapping
 
 from ingress.background import stop_task
+from ingress.failure_streak import FailureStreak
 from shared.breaker import CircuitBreaker
 from shared.errors import ServiceUnavailable
 
 log = logging.getLogger(__name__)
-
-FAILURE_REPORT_INTERVAL = 60.0  # seconds between two log lines while refreshes keep failing
 
 
 class OpenSetCache:
@@ -55,23 +54,12 @@ class OpenSetCache:
 
     async def _loop(self) -> None:
         interval = self._breaker.settings.open_set_refresh
-        failures = 0  # refreshes failed in a row: said once, then once a minute while Redis stays away
-        reported_at = 0.0
+        failures = FailureStreak(log, "breaker open set refreshes")
         while not self._stopping:
             await asyncio.sleep(interval)
             try:
                 await self.refresh()
             except ServiceUnavailable as exc:
-                failures += 1
-                now = time.monotonic()
-                if failures == 1 or now - reported_at >= FAILURE_REPORT_INTERVAL:
-                    reported_at = now
-                    log.warning(
-                        "breaker open set not refreshed (%d time(s) in a row): %s",
-                        failures,
-                        exc.__cause__ or exc,
-                    )
+                failures.failed("breaker open set not refreshed: %s", exc.__cause__ or exc)
                 continue
-            if failures:
-                log.info("breaker open set refreshed again after %d failure(s)", failures)
-            failures = 0
+            failures.succeeded()

@@ -33,6 +33,7 @@ from ingress.batches.lost_lines import lost_attempts, stuck_after
 from ingress.batches.storage import FileStorage
 from ingress.batches.validate_batch import account_plan, validate_batch
 from ingress.batches.wind_down import ACCOUNT_SUSPENDED, INPUT_FILE_MISSING, wind_down
+from ingress.failure_streak import FailureStreak
 from ingress.provider_preferences import NO_PREFERENCES
 from ingress.routing import ModelRouter
 from shared import credits, keys
@@ -45,7 +46,6 @@ log = logging.getLogger(__name__)
 
 LEASE = LuaScript.load("batch_driver_lease")
 FILE_SWEEP_INTERVAL = 60.0
-FAILURE_REPORT_INTERVAL = 60.0  # seconds between two log lines of rounds failing in a row
 MAX_FAILURE_PAUSE = 2.0  # seconds between two rounds at most, while they fail (doubling from poll_interval)
 BUSY_PAUSE = 0.01  # seconds between two rounds while lines move fast
 BUSY_SHARE = 4  # a round moving 1/BUSY_SHARE of `lines_in_flight` or more is one of lines moving fast
@@ -105,8 +105,7 @@ class BatchDriver:
 
     async def _drive(self, stop: asyncio.Event) -> None:
         bounds = self.settings.batches
-        failures = 0  # rounds failed in a row
-        reported_at = 0.0
+        failures = FailureStreak(log, "batch driver rounds")
         while not stop.is_set():
             moved = 0
             try:
@@ -114,20 +113,14 @@ class BatchDriver:
                     moved = await self.round()
                 else:
                     self.runs.clear()  # another driver works: forget, reload from Redis when back
-                if failures:
-                    log.info("batch driver: rounds work again after %d failed", failures)
-                failures = 0
-            except Exception as exc:  # never stop driving: forget what this process knew, reload from Redis
-                failures += 1
+                failures.succeeded()
+            except (RedisError, OSError) as exc:  # Redis down or restarting: no traceback
+                failures.failed("batch driver: Redis failed (%s)", exc)
+                self.runs.clear()  # forget what this process knew, reload it from Redis
+            except Exception:  # never stop driving
+                failures.failed("batch driver round failed; reloading its state", traceback=True)
                 self.runs.clear()
-                now = time.monotonic()
-                if failures == 1 or now - reported_at >= FAILURE_REPORT_INTERVAL:
-                    reported_at = now
-                    if isinstance(exc, RedisError | OSError):  # Redis down or restarting: no traceback
-                        log.warning("batch driver: Redis failed (%s); %d round(s) failed", exc, failures)
-                    else:
-                        log.exception("batch driver round failed (%d in a row); reloading state", failures)
-            pause = pause_after(moved, bounds) if not failures else failure_pause(failures, bounds)
+            pause = failure_pause(failures.count, bounds) if failures.count else pause_after(moved, bounds)
             try:
                 await asyncio.wait_for(stop.wait(), pause)
             except TimeoutError:
