@@ -329,6 +329,7 @@ class AsyncWorker(BaseWorker):
             if want <= 0:
                 if taken.queued == 0:
                     batch = 1  # the queue ran dry: the next burst starts small again
+                    await _let_job_call_upstream()
                 continue
             # Let the job take its first step before the moves are built.
             await asyncio.sleep(0)
@@ -773,6 +774,18 @@ class AsyncWorker(BaseWorker):
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+JOB_FIRST_STEPS = 2
+"""Loop passes a job just taken off an emptied queue runs before the worker's next ``BLMOVE``: one to its
+start (:meth:`AsyncWorker._execute_job`), one to its upstream request (:func:`workers.completion.complete`
+in a task of its own).  The upstream request leaves first, and the move that would only wait for the next
+job does not cost the job a write to Redis on its way to the upstream."""
+
+
+async def _let_job_call_upstream() -> None:
+    for _ in range(JOB_FIRST_STEPS):
+        await asyncio.sleep(0)
 
 
 def next_batch(batch: int, *, wanted: int, moved: int, short: bool, prefetch: int) -> int:

@@ -146,3 +146,24 @@ def test_the_batch_of_moves_follows_the_queue_up_and_down() -> None:
     assert next_batch(64, wanted=3, moved=3, short=True, prefetch=64) == 3  # the queue held 3: not doubled
     assert next_batch(8, wanted=8, moved=2, short=False, prefetch=64) == 2  # another worker took the rest
     assert next_batch(8, wanted=8, moved=0, short=False, prefetch=64) == 1
+
+
+async def test_a_job_taken_off_an_emptied_queue_reaches_its_second_step_before_the_next_move() -> None:
+    """A job starts in a task (``_run``) that runs the upstream call in a task of its own (``complete``):
+    the dequeue loop's pause lets both steps run, so the upstream request leaves before the next BLMOVE."""
+    from workers.worker import _let_job_call_upstream
+
+    steps: list[str] = []
+
+    async def complete() -> None:
+        steps.append("upstream request sent")
+
+    async def run() -> None:
+        await asyncio.get_running_loop().create_task(complete())
+
+    loop = asyncio.get_running_loop()
+    job = loop.create_task(run())  # what _launch does
+    await _let_job_call_upstream()
+    steps.append("next move")
+    await job
+    assert steps == ["upstream request sent", "next move"]
