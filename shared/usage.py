@@ -1,6 +1,6 @@
 """Usage: one record per request, and per-day per-model totals for reports.
 
-:func:`queue_usage` appends the record to the account's stream and to the operators' stream (both
+:func:`usage_commands` append the record to the account's stream and to the operators' stream (both
 trimmed, ``XADD MAXLEN ~``) and adds it to the account's hash for that UTC day
 (:func:`shared.keys.usage_daily`, fields ``<model>|<counter>``); a worker sends these commands in the
 round trip that publishes the job's final frame.  The day hashes expire after
@@ -20,7 +20,7 @@ import redis.asyncio as aredis
 
 from shared import keys
 from shared.lua import LuaScript, ScriptCall
-from shared.rq_bridge import recorded, recording_pipeline
+from shared.redis_commands import Command
 
 OK = "ok"
 """The status of a request that completed; any other status (an error code, ``cancelled``) counts as an
@@ -104,52 +104,57 @@ class DailyModelUsage:
         return asdict(self)
 
 
-def queue_usage(pipe: redis.client.Pipeline | aredis.client.Pipeline, record: UsageRecord) -> None:
-    """Queue the commands that append one request's record and add it to its day's totals on ``pipe``
-    (asyncio, or a recording pipeline whose commands ride along with others, see :mod:`shared.rq_bridge`)."""
+def usage_commands(record: UsageRecord) -> list[Command]:
+    """The commands that append one request's record to the account's stream and to the operators'
+    stream and add it to its day's totals, built as raw commands (they ride in the round trip of a job's
+    final frame, so they are built without a pipeline object)."""
     daily_key = keys.usage_daily(record.account_id, record.day)
-    entry = record.to_fields()
-    increments = {
-        "requests": 1,
-        "errors": 0 if record.status == OK else 1,
-        "prompt_tokens": record.prompt_tokens,
-        "completion_tokens": record.completion_tokens,
-        "cached_tokens": record.cached_tokens,
-        "reasoning_tokens": record.reasoning_tokens,
-        "cost_micros": record.cost_micros,
-        "latency_ms": record.latency_ms,
-    }
-    pipe.xadd(
-        keys.usage_records(record.account_id),
-        entry,  # type: ignore[arg-type]
-        maxlen=keys.USAGE_RECORDS_MAXLEN,
-        approximate=True,
+    entry: list[str] = []
+    for pair in record.to_fields().items():
+        entry += pair
+    increments = (
+        ("requests", 1),
+        ("errors", 0 if record.status == OK else 1),
+        ("prompt_tokens", record.prompt_tokens),
+        ("completion_tokens", record.completion_tokens),
+        ("cached_tokens", record.cached_tokens),
+        ("reasoning_tokens", record.reasoning_tokens),
+        ("cost_micros", record.cost_micros),
+        ("latency_ms", record.latency_ms),
     )
-    pipe.xadd(
-        keys.USAGE_ALL_RECORDS,
-        entry,  # type: ignore[arg-type]
-        maxlen=keys.USAGE_ALL_RECORDS_MAXLEN,
-        approximate=True,
-    )
-    for counter, amount in increments.items():
-        if amount:
-            pipe.hincrby(daily_key, f"{record.model}|{counter}", amount)
-    pipe.expire(daily_key, keys.USAGE_DAILY_TTL)
+    commands: list[Command] = [
+        (("XADD", stream, "MAXLEN", "~", str(maxlen), "*", *entry), {})
+        for stream, maxlen in (
+            (keys.usage_records(record.account_id), keys.USAGE_RECORDS_MAXLEN),
+            (keys.USAGE_ALL_RECORDS, keys.USAGE_ALL_RECORDS_MAXLEN),
+        )
+    ]
+    commands += [
+        (("HINCRBY", daily_key, f"{record.model}|{counter}", amount), {})
+        for counter, amount in increments
+        if amount
+    ]
+    commands.append((("EXPIRE", daily_key, keys.USAGE_DAILY_TTL), {}))
+    return commands
+
+
+def queue_usage(pipe: redis.client.Pipeline | aredis.client.Pipeline, record: UsageRecord) -> None:
+    """Queue :func:`usage_commands` on ``pipe`` (asyncio or not)."""
+    for args, options in usage_commands(record):
+        pipe.execute_command(*args, **options)
 
 
 USAGE_CHARGED: Final = LuaScript.load("usage_charged")
 
 
 def charged_usage_call(record: UsageRecord, reservation_key: str) -> ScriptCall:
-    """:func:`queue_usage`'s commands as one script call that writes, in place of ``record``'s cost, what
-    the settlement of the reservation at ``reservation_key`` charged (it must run before, in the same
-    round trip): 0 when the hold had been released already, the hold when the tokens cost more."""
-    pipe = recording_pipeline()
-    queue_usage(pipe, record)
+    """:func:`usage_commands` as one script call that writes, in place of ``record``'s cost, what the
+    settlement of the reservation at ``reservation_key`` charged (it must run before, in the same round
+    trip): 0 when the hold had been released already, the hold when the tokens cost more."""
     cost_field = f"{record.model}|cost_micros"
     flat: list[Any] = []
     positions: list[int] = []
-    for args, _ in recorded(pipe):
+    for args, _ in usage_commands(record):
         flat.append(len(args))
         first = len(flat) + 1  # the 1-based position of args[0]
         if args[0] == "XADD":  # XADD key [MAXLEN ~ N] * field value ...: the value after cost_micros

@@ -33,7 +33,6 @@ from shared.errors import AIORouterError, IngressGone
 from shared.job_billing import JobBilling
 from shared.jobs import CompletionJob
 from shared.redis_commands import Command
-from shared.rq_bridge import recorded, recording_pipeline
 
 
 def billing_commands(
@@ -100,9 +99,7 @@ def final_commands(
             reservation = keys.credit_reservation(billing.reservation.id)
             commands.append(usage.charged_usage_call(record, reservation).command())
         else:
-            pipe = recording_pipeline()
-            usage.queue_usage(pipe, record)
-            commands.extend(recorded(pipe))
+            commands.extend(usage.usage_commands(record))
     return commands, charge
 
 

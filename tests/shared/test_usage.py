@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from typing import Any
 
 import pytest
 import redis.asyncio as aredis
 
 from shared import keys, usage
+from shared.redis_commands import Command
 from shared.usage import DailyModelUsage, UsageRecord
 from tests.store_calls import record_usage
 
@@ -100,3 +102,40 @@ def test_record_round_trips_through_stream_fields() -> None:
     as_bytes = {k.encode(): v.encode() for k, v in record.to_fields().items()}
     assert UsageRecord.from_fields(as_bytes) == record
     assert record.day == "2026-06-01"
+
+
+def test_usage_commands_are_what_redis_py_would_send() -> None:
+    """The hand-built commands match redis-py's own XADD/HINCRBY/EXPIRE for the same record, on the wire:
+    what the records and reports read back does not depend on which builds them."""
+    from shared.rq_bridge import recorded, recording_pipeline
+
+    for record in (make_record(3), make_record(0, status="upstream_error")):
+        pipe = recording_pipeline()
+        entry: dict[Any, Any] = record.to_fields()
+        for stream, maxlen in (
+            (keys.usage_records(record.account_id), keys.USAGE_RECORDS_MAXLEN),
+            (keys.USAGE_ALL_RECORDS, keys.USAGE_ALL_RECORDS_MAXLEN),
+        ):
+            pipe.xadd(stream, entry, maxlen=maxlen, approximate=True)
+        daily = keys.usage_daily(record.account_id, record.day)
+        errors = 0 if record.status == usage.OK else 1
+        counters = {
+            "requests": 1,
+            "errors": errors,
+            "prompt_tokens": record.prompt_tokens,
+            "completion_tokens": record.completion_tokens,
+            "cached_tokens": record.cached_tokens,
+            "reasoning_tokens": record.reasoning_tokens,
+            "cost_micros": record.cost_micros,
+            "latency_ms": record.latency_ms,
+        }
+        for counter, amount in counters.items():
+            if amount:
+                pipe.hincrby(daily, f"{record.model}|{counter}", amount)
+        pipe.expire(daily, keys.USAGE_DAILY_TTL)
+        assert _wire(usage.usage_commands(record)) == _wire(recorded(pipe))
+
+
+def _wire(commands: list[Command]) -> list[list[bytes]]:
+    """Each command's arguments as the bytes Redis receives (str as UTF-8, numbers in decimal)."""
+    return [[a if isinstance(a, bytes) else str(a).encode() for a in args] for args, _ in commands]
