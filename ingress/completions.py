@@ -33,6 +33,9 @@ from shared.redis_commands import Command
 from shared.settings import Deployment
 
 CLIENT_CLOSED = 499  # the status recorded for a request whose client left (nginx's convention)
+UNAVAILABLE_RETRY_AFTER = 1
+"""Seconds of the ``Retry-After`` of a 503 that names no wait of its own (the worker serving the request
+was lost, Redis could not be reached): every 503 of a completion tells the client when to retry."""
 
 
 class ChatCompletionsEndpoint:
@@ -44,6 +47,8 @@ class ChatCompletionsEndpoint:
             await self._serve(context, record, scope, receive, send, trace.traceparent if trace else None)
         except AIORouterError as exc:
             record.failed(exc)
+            if exc.status == 503 and "Retry-After" not in exc.headers:  # a worker lost, Redis unreachable
+                exc.headers.update(retry_after(UNAVAILABLE_RETRY_AFTER))
             raise
         except Exception:
             record.status = 500

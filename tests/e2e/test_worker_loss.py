@@ -84,5 +84,6 @@ def test_non_stream_gets_503_promptly_when_its_worker_dies(launch_fresh_system: 
     assert error.status_code == 503
     body = error.response.json()["error"]
     assert body["type"] == "service_unavailable" and body["code"] == "worker_lost"
+    assert error.response.headers["retry-after"] == "1"  # every 503 of a completion says when to retry
     ended = outcome["ended"]
     assert isinstance(ended, float) and ended - killed_at < PROMPT_ERROR_WITHIN

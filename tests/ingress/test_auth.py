@@ -167,3 +167,22 @@ async def test_a_repeated_authorization_header_is_read_as_its_first_on_every_rou
         else:
             assert models.status_code == 200
             assert chat.status_code != 401  # authenticated (no worker serves it here: 503 is fine)
+
+
+async def test_a_completion_the_key_store_cannot_check_is_a_503_with_retry_after(
+    ingress: Ingress, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis unreachable while a key is looked up: 503 with ``Retry-After``, as every 503 of a
+    completion (docs/api.md)."""
+    import redis.exceptions
+
+    async def unreachable(*args: object, **kwargs: object) -> None:
+        raise redis.exceptions.ConnectionError("refused")
+
+    monkeypatch.setattr(api_keys, "lookup", unreachable)
+    headers = {"Authorization": f"Bearer {api_keys.generate_secret()}"}  # not cached: looked up
+    response = await ingress.client.post(
+        "/v1/chat/completions", json={"model": MODEL, "messages": MESSAGES}, headers=headers
+    )
+    assert_error(response, 503, "service_unavailable", "service_unavailable")
+    assert response.headers["retry-after"] == "1"
