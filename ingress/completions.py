@@ -83,6 +83,7 @@ class ChatCompletionsEndpoint:
         plan = await context.router.route(request.model, request.preferences)
         state = scope.get("state", {})
         extra = {"client_request_id": state.get("request_id"), "api_version": state.get("api_version")}
+        created = int(time.time())  # every attempt's answer carries the time the request was accepted
         if traceparent:
             extra["traceparent"] = traceparent  # W3C trace context: the worker's spans join this trace
 
@@ -97,7 +98,7 @@ class ChatCompletionsEndpoint:
                 stream=request.stream,
                 include_usage=request.include_usage,
                 body=request.body,
-                created=int(time.time()),
+                created=created,
                 account_id=key.account_id,
                 key_id=key.key_id,
                 extra={**extra, EXTRA_KEY: billing.to_wire()},

@@ -256,3 +256,34 @@ async def test_client_leaving_during_holdback_withdraws_and_starts_nothing_else(
     await eventually(lambda: ingress.redis.exists(keys.cancelled_marker(taken.id)))
     assert await ingress.redis.llen(keys.rq_queue_key("b")) == 0
     assert await ingress.redis.exists(Job.key_for(taken.id))
+
+
+async def test_a_fallback_answers_with_the_time_the_request_was_accepted(
+    ingress: Ingress, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``created`` is one clock across fallbacks (docs/api.md): the second attempt's job carries the
+    first's, however long the first took to fail."""
+    import time as real_time
+    from types import SimpleNamespace
+
+    from ingress import completions
+
+    clock = {"now": 1_800_000_000.0}
+
+    def advancing() -> float:
+        clock["now"] += 30.0  # each reading half a minute later
+        return clock["now"]
+
+    monkeypatch.setattr(
+        completions, "time", SimpleNamespace(time=advancing, perf_counter=real_time.perf_counter)
+    )
+    a, b = worker_of(ingress, "a"), worker_of(ingress, "b")
+    request = ingress.chat_task(BODY)
+    first = await a.take()
+    await fail_retryably(a, first, UpstreamUnavailable("a is down"))
+    second = await b.take()
+    assert second.job.created == first.job.created
+    await b.start(second, provider="b")
+    await b.done(second, "from b")
+    response = await request
+    assert response.json()["created"] == first.job.created
