@@ -15,6 +15,7 @@ other values keep their last one; ``obfuscation``, which only pads stream chunks
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,12 +30,6 @@ STREAM_ONLY_FIELDS = frozenset({"obfuscation"})
 
 def completion_id(job: CompletionJob) -> str:
     return f"chatcmpl-{job.request_id}"
-
-
-def choice_count(job: CompletionJob) -> int:
-    """How many choices the request asked for (``n``, validated by the ingress)."""
-    n = job.body.get("n")
-    return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
 
 
 @dataclass(slots=True)
@@ -52,7 +47,6 @@ class ChunkWriter:
             "created": job.created,
             "model": job.model,
         }
-        self._expected = choice_count(job)
         self._first = _StreamedChoice()
         self._choices: dict[int, _StreamedChoice] = {0: self._first}
         self._content_sse: tuple[bytes, bytes] | None = None  # SSE bytes around a content delta's JSON
@@ -65,8 +59,8 @@ class ChunkWriter:
 
     @property
     def finished(self) -> bool:
-        """Every choice the request asked for has its finish reason."""
-        return sum(1 for c in self._choices.values() if c.finish_reason is not None) >= self._expected
+        """Every choice the upstream answered has its finish reason (see :func:`all_finished`)."""
+        return all_finished(self._choices.values())
 
     def set_fingerprint(self, fingerprint: str | None) -> None:
         if fingerprint and "system_fingerprint" not in self._head:
@@ -239,7 +233,6 @@ class MessageAssembler:
 
     def __init__(self, job: CompletionJob) -> None:
         self._job = job
-        self._expected = choice_count(job)
         self._choices: dict[int, _AssembledChoice] = {0: _AssembledChoice()}
         self._fingerprint: str | None = None
         self._chunk_extra: dict[str, Any] = {}
@@ -254,7 +247,8 @@ class MessageAssembler:
 
     @property
     def finished(self) -> bool:
-        return sum(1 for c in self._choices.values() if c.finish_reason is not None) >= self._expected
+        """Every choice the upstream answered has its finish reason (see :func:`all_finished`)."""
+        return all_finished(self._choices.values())
 
     def add(self, delta: Delta) -> None:
         choice = self._choices.get(delta.index)
@@ -281,6 +275,14 @@ class MessageAssembler:
         for name, value in self._chunk_extra.items():
             response.setdefault(name, value)
         return response
+
+
+def all_finished(choices: Iterable[_StreamedChoice | _AssembledChoice]) -> bool:
+    """Whether every choice an answer holds (the first one always) ended with its finish reason.  A choice
+    the upstream never started is not waited for: an OpenAI-compatible server that ignores ``n`` answers
+    one choice, and that answer is given as it is rather than failed; a choice it started and did not
+    finish is a cut answer."""
+    return all(choice.finish_reason is not None for choice in choices)
 
 
 def merge_into(target: dict[str, Any], piece: dict[str, Any]) -> dict[str, Any]:

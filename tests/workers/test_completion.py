@@ -133,6 +133,28 @@ async def test_stream_ending_without_finish_reason_is_an_error() -> None:
     assert frames[-1].kind == events.ERROR and frames[-1].meta["code"] == "upstream_error"
 
 
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_upstream_that_ignores_n_gives_the_choice_it_answered(stream: bool) -> None:
+    """n=2 to an upstream that answers one choice: that choice is the answer, not an error."""
+    adapter = ScriptedProvider([Delta(content="only one"), Delta(finish_reason="stop")])
+    ending, frames = await frames_for(completion_job(stream=stream, n=2), adapter)
+    assert ending.ok and frames[-1].kind == events.DONE
+    if stream:
+        choices = [c["choices"] for c in sse_chunks(frames)]
+        assert {choice["index"] for listed in choices for choice in listed} == {0}
+    else:
+        body = orjson.loads(frames[-1].payload)
+        assert [c["message"]["content"] for c in body["choices"]] == ["only one"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_choice_started_and_not_finished_is_a_cut_answer(stream: bool) -> None:
+    """n=2 where the second choice began but never finished: an upstream_error, not a partial answer."""
+    deltas = [Delta(content="a"), Delta(content="b", index=1), Delta(finish_reason="stop")]
+    _, frames = await frames_for(completion_job(stream=stream, n=2), ScriptedProvider(deltas))
+    assert frames[-1].kind == events.ERROR and frames[-1].meta["code"] == "upstream_error"
+
+
 async def test_adapter_bug_still_ends_with_an_error_frame() -> None:
     """An unexpected exception in an adapter becomes a 500 E frame instead of a silent hang."""
     _, frames = await frames_for(completion_job(), ScriptedProvider([], KeyError("bug")))
