@@ -9,6 +9,8 @@ Policy, where OpenAI leaves a choice:
 * ``null`` for an optional parameter means "not set", as in OpenAI's schema (all are nullable).
 * Booleans are not numbers: ``"temperature": true`` is ``invalid_type``.
 * ``n`` is 1 to :data:`MAX_CHOICES` (OpenAI's own bound); every choice is reserved and billed.
+* A ``tool_choice`` naming a tool (or ``allowed_tools`` listing one) that ``tools`` does not declare is
+  ``invalid_value``.
 * JSON nested deeper than :data:`MAX_JSON_DEPTH` arrays and objects is refused (``invalid_json``): no
   chat request needs it, and the job serializer refuses much less than the parser accepts.
 * Unknown top-level fields are accepted and passed through unchanged to the upstream (the body the worker
@@ -30,8 +32,12 @@ from ingress.provider_preferences import FIELD as PREFERENCES_FIELD
 from ingress.provider_preferences import NO_PREFERENCES, ProviderPreferences, parse_provider_preferences
 from shared.errors import InvalidRequest
 
-ROLES: Final = frozenset({"system", "developer", "user", "assistant", "tool"})
+ROLES: Final = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 TOOL_CHOICE_MODES: Final = frozenset({"none", "auto", "required"})
+TOOL_TYPES: Final = frozenset({"function", "custom"})
+ALLOWED_TOOLS_MODES: Final = frozenset({"auto", "required"})
+AUDIO_FORMATS: Final = frozenset({"wav", "mp3"})
+GRAMMAR_SYNTAXES: Final = frozenset({"lark", "regex"})
 RESPONSE_FORMATS: Final = frozenset({"text", "json_object", "json_schema"})
 MAX_STOP_SEQUENCES: Final = 4
 MAX_JSON_DEPTH: Final = 64  # arrays and objects inside each other, the body itself counting as one
@@ -42,9 +48,10 @@ _INT_KEY_RE: Final = re.compile(r"-?\d+")
 _PART_TYPES: Final[Mapping[str, frozenset[str]]] = {
     "system": frozenset({"text"}),
     "developer": frozenset({"text"}),
-    "user": frozenset({"text", "image_url"}),
+    "user": frozenset({"text", "image_url", "input_audio", "file"}),
     "assistant": frozenset({"text", "refusal"}),
     "tool": frozenset({"text"}),
+    "function": frozenset(),  # a string (or null) only
 }
 
 
@@ -141,6 +148,9 @@ def _message(path: str, message: Any) -> None:
     if message.get("name") is not None and not isinstance(message["name"], str):
         raise _invalid_type(f"{path}.name", "a string")
     content = message.get("content")
+    if role == "function":  # the deprecated result of a `function_call`: a name, and a string or null
+        _function_message(path, message)
+        return
     if role == "assistant":
         tool_calls = message.get("tool_calls")
         if tool_calls is not None:
@@ -163,6 +173,15 @@ def _message(path: str, message: Any) -> None:
         tool_call_id = _required(message, "tool_call_id", path)
         if not isinstance(tool_call_id, str) or not tool_call_id:
             raise _invalid_type(f"{path}.tool_call_id", "a non-empty string")
+
+
+def _function_message(path: str, message: dict[str, Any]) -> None:
+    if not isinstance(_required(message, "name", path), str):
+        raise _invalid_type(f"{path}.name", "a string")
+    if "content" not in message:
+        raise _missing(f"{path}.content", "a string or null")
+    if message["content"] is not None and not isinstance(message["content"], str):
+        raise _invalid_type(f"{path}.content", "a string or null")
 
 
 def _content(path: str, content: Any, part_types: frozenset[str]) -> None:
@@ -193,9 +212,22 @@ def _content_part(path: str, part: Any, part_types: frozenset[str]) -> None:
         url = _required(image, "url", f"{path}.image_url")
         if not isinstance(url, str) or not url:
             raise _invalid_type(f"{path}.image_url.url", "a non-empty string")
-        return
-    text = _required(part, kind, path)  # "text" or "refusal"
-    if not isinstance(text, str):
+    elif kind == "input_audio":
+        audio = _required(part, "input_audio", path)
+        if not isinstance(audio, dict):
+            raise _invalid_type(f"{path}.input_audio", "an object with 'data' and 'format'")
+        if not isinstance(_required(audio, "data", f"{path}.input_audio"), str):
+            raise _invalid_type(f"{path}.input_audio.data", "a string (base64-encoded audio)")
+        if not _one_of(_required(audio, "format", f"{path}.input_audio"), AUDIO_FORMATS):
+            raise _invalid_value(f"{path}.input_audio.format", "'wav' or 'mp3'")
+    elif kind == "file":
+        file = _required(part, "file", path)
+        if not isinstance(file, dict):
+            raise _invalid_type(f"{path}.file", "an object")
+        for key in ("file_id", "file_data", "filename"):
+            if file.get(key) is not None and not isinstance(file[key], str):
+                raise _invalid_type(f"{path}.file.{key}", "a string")
+    elif not isinstance(_required(part, kind, path), str):  # "text" or "refusal"
         raise _invalid_type(f"{path}.{kind}", "a string")
 
 
@@ -209,14 +241,15 @@ def _tool_calls(path: str, tool_calls: Any) -> None:
         call_id = _required(call, "id", item)
         if not isinstance(call_id, str) or not call_id:
             raise _invalid_type(f"{item}.id", "a non-empty string")
-        if _required(call, "type", item) != "function":
-            raise _invalid_value(f"{item}.type", "'function'")
-        function = _required(call, "function", item)
-        if not isinstance(function, dict):
-            raise _invalid_type(f"{item}.function", "an object")
-        for key in ("name", "arguments"):
-            if not isinstance(_required(function, key, f"{item}.function"), str):
-                raise _invalid_type(f"{item}.function.{key}", "a string")
+        kind = _required(call, "type", item)
+        if not _one_of(kind, TOOL_TYPES):
+            raise _invalid_value(f"{item}.type", "'function' or 'custom'")
+        called = _required(call, kind, item)  # function: name and arguments; custom: name and input
+        if not isinstance(called, dict):
+            raise _invalid_type(f"{item}.{kind}", "an object")
+        for key in ("name", "arguments" if kind == "function" else "input"):
+            if not isinstance(_required(called, key, f"{item}.{kind}"), str):
+                raise _invalid_type(f"{item}.{kind}.{key}", "a string")
 
 
 # --- sampling and output parameters ---------------------------------------------------------------
@@ -327,8 +360,11 @@ def _tools(name: str, value: Any) -> None:
         path = f"{name}[{index}]"
         if not isinstance(tool, dict):
             raise _invalid_type(path, "an object")
-        if _required(tool, "type", path) != "function":
-            raise _invalid_value(f"{path}.type", "'function'")
+        if _required(tool, "type", path) == "custom":
+            _custom_tool(f"{path}.custom", _required(tool, "custom", path))
+            continue
+        if tool["type"] != "function":
+            raise _invalid_value(f"{path}.type", "'function' or 'custom'")
         function = _required(tool, "function", path)
         if not isinstance(function, dict):
             raise _invalid_type(f"{path}.function", "an object")
@@ -343,18 +379,68 @@ def _tools(name: str, value: Any) -> None:
             raise _invalid_type(f"{path}.function.strict", "a boolean")
 
 
+def _custom_tool(path: str, custom: Any) -> None:
+    """A custom tool: a name, and its input's format (free text, or a Lark or regex grammar)."""
+    if not isinstance(custom, dict):
+        raise _invalid_type(path, "an object")
+    cname = _required(custom, "name", path)
+    if not isinstance(cname, str) or not cname:
+        raise _invalid_type(f"{path}.name", "a non-empty string")
+    if custom.get("description") is not None and not isinstance(custom["description"], str):
+        raise _invalid_type(f"{path}.description", "a string")
+    form = custom.get("format")
+    if form is None:
+        return
+    if not isinstance(form, dict):
+        raise _invalid_type(f"{path}.format", "an object")
+    kind = _required(form, "type", f"{path}.format")
+    if kind == "grammar":
+        grammar = _required(form, "grammar", f"{path}.format")
+        if not isinstance(grammar, dict):
+            raise _invalid_type(f"{path}.format.grammar", "an object")
+        if not isinstance(_required(grammar, "definition", f"{path}.format.grammar"), str):
+            raise _invalid_type(f"{path}.format.grammar.definition", "a string")
+        if not _one_of(_required(grammar, "syntax", f"{path}.format.grammar"), GRAMMAR_SYNTAXES):
+            raise _invalid_value(f"{path}.format.grammar.syntax", "'lark' or 'regex'")
+    elif kind != "text":
+        raise _invalid_value(f"{path}.format.type", "'text' or 'grammar'")
+
+
 def _tool_choice(name: str, value: Any) -> None:
     if isinstance(value, str):
         if value not in TOOL_CHOICE_MODES:
-            raise _invalid_value(name, "'none', 'auto', 'required' or a function object")
+            raise _invalid_value(name, "'none', 'auto', 'required' or an object")
         return
     if not isinstance(value, dict):
         raise _invalid_type(name, "a string or an object")
-    if _required(value, "type", name) != "function":
-        raise _invalid_value(f"{name}.type", "'function'")
-    function = _required(value, "function", name)
-    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-        raise _invalid_type(f"{name}.function", "an object with a string 'name'")
+    kind = _required(value, "type", name)
+    if kind == "allowed_tools":
+        allowed = _required(value, "allowed_tools", name)
+        if not isinstance(allowed, dict):
+            raise _invalid_type(f"{name}.allowed_tools", "an object with 'mode' and 'tools'")
+        if not _one_of(_required(allowed, "mode", f"{name}.allowed_tools"), ALLOWED_TOOLS_MODES):
+            raise _invalid_value(f"{name}.allowed_tools.mode", "'auto' or 'required'")
+        tools = _required(allowed, "tools", f"{name}.allowed_tools")
+        if not isinstance(tools, list):
+            raise _invalid_type(f"{name}.allowed_tools.tools", "an array")
+        for index, tool in enumerate(tools):
+            _tool_reference(f"{name}.allowed_tools.tools[{index}]", tool)
+    elif _one_of(kind, TOOL_TYPES):
+        _tool_reference(name, value)
+    else:
+        raise _invalid_value(f"{name}.type", "'function', 'custom' or 'allowed_tools'")
+
+
+def _tool_reference(path: str, value: Any) -> None:
+    """``{"type": "function", "function": {"name": ...}}`` or the same of a custom tool."""
+    if not isinstance(value, dict):
+        raise _invalid_type(path, "an object")
+    kind = _required(value, "type", path)
+    if not _one_of(kind, TOOL_TYPES):
+        raise _invalid_value(f"{path}.type", "'function' or 'custom'")
+    named = _required(value, kind, path)
+    if not isinstance(named, dict) or not isinstance(named.get("name"), str):
+        raise _invalid_type(f"{path}.{kind}", "an object with a string 'name'")
 
 
 def _tool_choice_matches_tools(tool_choice: Any, tools: Any) -> None:
@@ -366,14 +452,25 @@ def _tool_choice_matches_tools(tool_choice: Any, tools: Any) -> None:
             param="tool_choice",
             code="invalid_value",
         )
-    if isinstance(tool_choice, dict):
-        wanted = tool_choice["function"]["name"]
-        if wanted not in {tool["function"]["name"] for tool in tools}:
-            raise InvalidRequest(
-                f"Invalid value for 'tool_choice': no function named '{wanted}' in 'tools'.",
-                param="tool_choice.function.name",
-                code="invalid_value",
-            )
+    if not isinstance(tool_choice, dict):
+        return
+    declared = {(tool["type"], tool[tool["type"]]["name"]) for tool in tools}
+    if tool_choice["type"] != "allowed_tools":
+        _declared(declared, "tool_choice", tool_choice)
+        return
+    for index, tool in enumerate(tool_choice["allowed_tools"]["tools"]):
+        _declared(declared, f"tool_choice.allowed_tools.tools[{index}]", tool)
+
+
+def _declared(declared: set[tuple[str, str]], path: str, reference: dict[str, Any]) -> None:
+    kind = reference["type"]
+    wanted = reference[kind]["name"]
+    if (kind, wanted) not in declared:
+        raise InvalidRequest(
+            f"Invalid value for '{path}': no {kind} tool named '{wanted}' in 'tools'.",
+            param=f"{path}.{kind}.name",
+            code="invalid_value",
+        )
 
 
 _OPTIONAL_CHECKS: Final[Mapping[str, Callable[[str, Any], None]]] = {
@@ -398,6 +495,10 @@ _OPTIONAL_CHECKS: Final[Mapping[str, Callable[[str, Any], None]]] = {
 
 
 # --- error builders -------------------------------------------------------------------------------
+
+
+def _one_of(value: Any, choices: frozenset[str]) -> bool:
+    return isinstance(value, str) and value in choices
 
 
 def _required(obj: dict[str, Any], key: str, parent: str = "") -> Any:

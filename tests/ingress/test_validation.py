@@ -230,6 +230,113 @@ INVALID: list[tuple[dict[str, Any], str, str]] = [
     (body(logit_bias={"50256": "1"}), "logit_bias.50256", "invalid_type"),
     (body(logit_bias={"50256": True}), "logit_bias.50256", "invalid_type"),
     (body(parallel_tool_calls="true"), "parallel_tool_calls", "invalid_type"),
+    (body(messages=[{"role": "function", "content": "r"}]), "messages[0].name", MISSING),
+    (body(messages=[{"role": "function", "name": "f"}]), "messages[0].content", MISSING),
+    (
+        body(messages=[{"role": "function", "name": "f", "content": [{"type": "text", "text": "r"}]}]),
+        "messages[0].content",
+        "invalid_type",
+    ),
+    (body(messages=[user([{"type": "input_audio"}])]), "messages[0].content[0].input_audio", MISSING),
+    (
+        body(messages=[user([{"type": "input_audio", "input_audio": {"format": "wav"}}])]),
+        "messages[0].content[0].input_audio.data",
+        MISSING,
+    ),
+    (
+        body(messages=[user([{"type": "input_audio", "input_audio": {"data": "AAAA", "format": "ogg"}}])]),
+        "messages[0].content[0].input_audio.format",
+        "invalid_value",
+    ),
+    (body(messages=[user([{"type": "file", "file": "f"}])]), "messages[0].content[0].file", "invalid_type"),
+    (
+        body(messages=[user([{"type": "file", "file": {"file_id": 7}}])]),
+        "messages[0].content[0].file.file_id",
+        "invalid_type",
+    ),
+    (
+        body(messages=[{"role": "system", "content": [{"type": "file", "file": {"file_id": "f"}}]}]),
+        "messages[0].content[0].type",
+        "invalid_value",
+    ),
+    (
+        body(messages=[{"role": "assistant", "tool_calls": [{"id": "c", "type": "custom", "custom": {}}]}]),
+        "messages[0].tool_calls[0].custom.name",
+        MISSING,
+    ),
+    (
+        body(
+            messages=[
+                {"role": "assistant", "tool_calls": [{"id": "c", "type": "custom", "custom": {"name": "g"}}]}
+            ]
+        ),
+        "messages[0].tool_calls[0].custom.input",
+        MISSING,
+    ),
+    (body(tools=[{"type": "custom"}]), "tools[0].custom", MISSING),
+    (body(tools=[{"type": "custom", "custom": {"name": ""}}]), "tools[0].custom.name", "invalid_type"),
+    (
+        body(tools=[{"type": "custom", "custom": {"name": "g", "format": {"type": "yaml"}}}]),
+        "tools[0].custom.format.type",
+        "invalid_value",
+    ),
+    (
+        body(
+            tools=[
+                {
+                    "type": "custom",
+                    "custom": {"name": "g", "format": {"type": "grammar", "grammar": {"definition": "x"}}},
+                }
+            ]
+        ),
+        "tools[0].custom.format.grammar.syntax",
+        MISSING,
+    ),
+    (
+        body(tools=[TOOL], tool_choice={"type": "custom", "custom": {"name": "get_weather"}}),
+        "tool_choice.custom.name",
+        "invalid_value",
+    ),
+    (
+        body(tools=[TOOL], tool_choice={"type": "allowed_tools", "allowed_tools": {"tools": []}}),
+        "tool_choice.allowed_tools.mode",
+        MISSING,
+    ),
+    (
+        body(
+            tools=[TOOL],
+            tool_choice={"type": "allowed_tools", "allowed_tools": {"mode": "always", "tools": []}},
+        ),
+        "tool_choice.allowed_tools.mode",
+        "invalid_value",
+    ),
+    (
+        body(tools=[TOOL], tool_choice={"type": "allowed_tools", "allowed_tools": {"mode": "auto"}}),
+        "tool_choice.allowed_tools.tools",
+        MISSING,
+    ),
+    (
+        body(
+            tools=[TOOL],
+            tool_choice={
+                "type": "allowed_tools",
+                "allowed_tools": {"mode": "auto", "tools": [{"type": "x"}]},
+            },
+        ),
+        "tool_choice.allowed_tools.tools[0].type",
+        "invalid_value",
+    ),
+    (
+        body(
+            tools=[TOOL],
+            tool_choice={
+                "type": "allowed_tools",
+                "allowed_tools": {"mode": "auto", "tools": [{"type": "function", "function": {"name": "f"}}]},
+            },
+        ),
+        "tool_choice.allowed_tools.tools[0].function.name",
+        "invalid_value",
+    ),
 ]
 
 
@@ -289,6 +396,69 @@ VALID: list[dict[str, Any]] = [
         ]
     ),
     body(metadata={"a": "b"}, reasoning_effort="low", some_future_field=[1, 2]),
+    body(
+        messages=[
+            user(
+                [
+                    {"type": "text", "text": "transcribe and summarize"},
+                    {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
+                    {"type": "input_audio", "input_audio": {"data": "SUQz", "format": "mp3"}},
+                    {"type": "file", "file": {"file_id": "file-abc"}},
+                    {
+                        "type": "file",
+                        "file": {"filename": "a.pdf", "file_data": "data:application/pdf;base64,JVBE"},
+                    },
+                ]
+            ),
+            {
+                "role": "assistant",
+                "content": None,
+                "function_call": {"name": "lookup", "arguments": "{}"},
+            },
+            {"role": "function", "name": "lookup", "content": "42"},
+            {"role": "function", "name": "lookup", "content": None},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "call_2", "type": "custom", "custom": {"name": "sql", "input": "SELECT 1"}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_2", "content": "1"},
+        ]
+    ),
+    body(
+        tools=[
+            TOOL,
+            {"type": "custom", "custom": {"name": "sql", "description": "Runs a query"}},
+            {"type": "custom", "custom": {"name": "free", "format": {"type": "text"}}},
+            {
+                "type": "custom",
+                "custom": {
+                    "name": "digits",
+                    "format": {"type": "grammar", "grammar": {"definition": "^[0-9]+$", "syntax": "regex"}},
+                },
+            },
+        ],
+        tool_choice={"type": "custom", "custom": {"name": "sql"}},
+    ),
+    body(
+        tools=[TOOL, {"type": "custom", "custom": {"name": "sql"}}],
+        tool_choice={
+            "type": "allowed_tools",
+            "allowed_tools": {
+                "mode": "required",
+                "tools": [
+                    {"type": "function", "function": {"name": "get_weather"}},
+                    {"type": "custom", "custom": {"name": "sql"}},
+                ],
+            },
+        },
+    ),
+    body(
+        tools=[TOOL],
+        tool_choice={"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": []}},
+    ),
 ]
 
 

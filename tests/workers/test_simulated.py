@@ -105,6 +105,36 @@ async def test_tool_choice_names_the_function() -> None:
     assert text_of(deltas) == "plain text" and not any(d.tool_calls for d in deltas)
 
 
+SQL_TOOL = {"type": "custom", "custom": {"name": "sql"}}
+
+
+async def test_allowed_tools_calls_the_first_allowed_function() -> None:
+    """tool_choice allowed_tools calls the first function it allows; one that allows no function is a
+    text answer (mode auto) or the client's 400 (mode required): custom tools are never called."""
+    allowed = {"mode": "auto", "tools": [{"type": "function", "function": {"name": "get_time"}}]}
+    choice = {"type": "allowed_tools", "allowed_tools": allowed}
+    deltas = await run(completion_job("x", tools=[WEATHER_TOOL, TIME_TOOL], tool_choice=choice))
+    assert deltas[0].tool_calls[0].name == "get_time"
+    only_custom = {"mode": "auto", "tools": [{"type": "custom", "custom": {"name": "sql"}}]}
+    choice = {"type": "allowed_tools", "allowed_tools": only_custom}
+    deltas = await run(completion_job("plain text", tools=[WEATHER_TOOL, SQL_TOOL], tool_choice=choice))
+    assert text_of(deltas) == "plain text" and finish_of(deltas) == ["stop"]
+    choice = {"type": "allowed_tools", "allowed_tools": {**only_custom, "mode": "required"}}
+    with pytest.raises(UpstreamBadRequest):
+        await run(completion_job("x", tools=[WEATHER_TOOL, SQL_TOOL], tool_choice=choice))
+
+
+async def test_custom_tools_are_not_called() -> None:
+    """Custom tools alone get a text answer; naming one, or requiring a call of none but them, is a 400."""
+    deltas = await run(completion_job("plain text", tools=[SQL_TOOL]))
+    assert text_of(deltas) == "plain text"
+    named: dict[str, object] = {"type": "custom", "custom": {"name": "sql"}}
+    for tools, choice in (([WEATHER_TOOL, SQL_TOOL], named), ([SQL_TOOL], "required")):
+        with pytest.raises(UpstreamBadRequest) as caught:
+            await run(completion_job("x", tools=tools, tool_choice=choice))
+        assert caught.value.param == "tool_choice"
+
+
 async def test_tool_choice_unknown_function_is_bad_request() -> None:
     """Naming a function that is not among the tools is the client's error."""
     with pytest.raises(UpstreamBadRequest):

@@ -143,22 +143,40 @@ def _few_words(text: str) -> str:
 
 
 def _chosen_tool(body: dict[str, Any]) -> dict[str, Any] | None:
-    tools = [
-        t for t in body.get("tools") or () if isinstance(t, dict) and isinstance(t.get("function"), dict)
+    """The function the simulated models call: the named one, else the first one allowed; None for a text
+    answer.  They call function tools only: a choice that leaves them none to call is refused."""
+    functions: list[dict[str, Any]] = [
+        t["function"]
+        for t in body.get("tools") or ()
+        if isinstance(t, dict)
+        and t.get("type", "function") == "function"
+        and isinstance(t.get("function"), dict)
     ]
     choice = body.get("tool_choice")
-    if not tools or choice == "none":
+    if not body.get("tools") or choice == "none":
         return None
-    if isinstance(choice, dict):
+    required = choice == "required"
+    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+        allowed = choice.get("allowed_tools") or {}
+        names = {
+            (t.get("function") or {}).get("name") for t in allowed.get("tools") or () if isinstance(t, dict)
+        }
+        functions = [f for f in functions if f.get("name") in names]
+        required = allowed.get("mode") == "required"
+    elif isinstance(choice, dict):
+        if choice.get("type", "function") != "function":
+            raise UpstreamBadRequest("The simulated models call function tools only.", param="tool_choice")
         wanted = (choice.get("function") or {}).get("name")
-        named: list[dict[str, Any]] = [t["function"] for t in tools if t["function"].get("name") == wanted]
-        if not named:
+        functions = [f for f in functions if f.get("name") == wanted]
+        if not functions:
             raise UpstreamBadRequest(
                 f"tool_choice names an unknown function {wanted!r}.", param="tool_choice"
             )
-        return named[0]
-    function: dict[str, Any] = tools[0]["function"]
-    return function
+    if not functions and required:
+        raise UpstreamBadRequest(
+            "The simulated models call function tools only, and tool_choice allows none.", param="tool_choice"
+        )
+    return functions[0] if functions else None
 
 
 def _tool_call_pieces(job: CompletionJob, function: dict[str, Any]) -> tuple[Delta, ...]:
