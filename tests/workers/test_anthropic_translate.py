@@ -148,6 +148,95 @@ def test_bad_tool_arguments_and_unknown_roles_are_invalid_requests() -> None:
         assert unsupported.value.code == "unsupported_value", body
 
 
+CUSTOM_TOOL = {"type": "custom", "custom": {"name": "sql"}}
+NAMED_CUSTOM = {"type": "custom", "custom": {"name": "sql"}}
+CUSTOM_CALL = {"id": "c", "type": "custom", "custom": {"name": "sql", "input": "SELECT 1"}}
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "x"},
+                    {"role": "function", "name": "f", "content": "r"},
+                ]
+            },
+            "messages[1].role",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "listen"},
+                            {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
+                        ],
+                    }
+                ]
+            },
+            "messages[0].content[1].type",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "file", "file": {"file_id": "file-1"}}]}]},
+            "messages[0].content[0].type",
+        ),
+        ({"tools": [WEATHER_TOOL, CUSTOM_TOOL]}, "tools[1].type"),
+        ({"tools": [WEATHER_TOOL], "tool_choice": CUSTOM_TOOL}, "tool_choice.type"),
+        (
+            {
+                "tools": [WEATHER_TOOL],
+                "tool_choice": {
+                    "type": "allowed_tools",
+                    "allowed_tools": {"mode": "auto", "tools": [CUSTOM_TOOL]},
+                },
+            },
+            "tool_choice.allowed_tools.tools[0].type",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "x"},
+                    {"role": "assistant", "content": None, "tool_calls": [CUSTOM_CALL]},
+                ]
+            },
+            "messages[1].tool_calls[0].type",
+        ),
+    ],
+)
+def test_shapes_without_an_anthropic_counterpart_are_400s_naming_the_field(
+    body: dict[str, Any], param: str
+) -> None:
+    """Function messages, audio and file parts, custom tools and calls of them are refused as the client's
+    400 unsupported_value naming the field, never dropped nor sent broken."""
+    with pytest.raises(InvalidRequest) as refused:
+        translate(**body)
+    assert (refused.value.status, refused.value.code, refused.value.param) == (
+        400,
+        "unsupported_value",
+        param,
+    )
+    assert "Anthropic" in refused.value.message
+
+
+def test_allowed_tools_sends_only_the_allowed_ones() -> None:
+    """tool_choice allowed_tools keeps the tools it lists, as auto (mode auto) or any (mode required)."""
+    bare = {"type": "function", "function": {"name": "now"}}
+    for mode, kind in (("auto", "auto"), ("required", "any")):
+        allowed = {"mode": mode, "tools": [{"type": "function", "function": {"name": "now"}}]}
+        request = translate(
+            tools=[WEATHER_TOOL, bare], tool_choice={"type": "allowed_tools", "allowed_tools": allowed}
+        )
+        assert [tool["name"] for tool in request["tools"]] == ["now"]
+        assert request["tool_choice"] == {"type": kind}
+    nothing = {"type": "allowed_tools", "allowed_tools": {"mode": "required", "tools": []}}
+    request = translate(tools=[WEATHER_TOOL], tool_choice=nothing)
+    assert [tool["name"] for tool in request["tools"]] == ["get_weather"]
+    assert request["tool_choice"] == {"type": "none"}
+
+
 def test_tools_become_input_schemas() -> None:
     """Function tools become Anthropic tools with input_schema (an empty object schema when absent)."""
     bare = {"type": "function", "function": {"name": "now"}}

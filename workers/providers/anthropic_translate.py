@@ -5,7 +5,12 @@ user and assistant text and images become content blocks; assistant ``tool_calls
 blocks and ``tool`` messages ``tool_result`` blocks of a user turn (consecutive turns of one role are
 merged, as Anthropic wants strict alternation); ``tools``/``tool_choice`` map to Anthropic's; ``max_tokens``
 is required there (``default_max_tokens`` when absent); ``stop`` becomes ``stop_sequences``;
-``response_format`` JSON becomes a system instruction.
+``response_format`` JSON becomes a system instruction; ``tool_choice`` ``allowed_tools`` sends only the
+allowed tools (``auto`` or ``any`` of them).
+
+What the Messages API has no counterpart for is the client's 400 ``unsupported_value`` naming the field,
+never dropped and never sent broken: ``n`` above 1, ``function`` messages and an assistant's legacy
+``function_call``, ``input_audio`` and ``file`` content parts, ``custom`` tools and calls of them.
 
 Response: :class:`StreamTranslator` turns streaming events into :class:`Delta` objects;
 :func:`message_deltas` and :func:`message_to_completion` handle a non-streamed message.
@@ -66,19 +71,26 @@ def to_anthropic_request(
         )
     system: list[str] = []
     turns: list[dict[str, Any]] = []
-    for message in body.get("messages") or ():
+    for index, message in enumerate(body.get("messages") or ()):
         role = message.get("role")
         if role in ("system", "developer"):
             system.append(_text_of(message.get("content")))
         elif role == "user":
-            _append(turns, "user", _user_blocks(message.get("content")))
+            _append(turns, "user", _user_blocks(f"messages[{index}]", message.get("content")))
         elif role == "assistant":
-            _append(turns, "assistant", _assistant_blocks(message))
+            _append(turns, "assistant", _assistant_blocks(f"messages[{index}]", message))
         elif role == "tool":
             _append(turns, "user", [_tool_result(message)])
+        elif role == "function":
+            raise unsupported(
+                f"messages[{index}].role",
+                "'function' messages (legacy function calling): use 'tool' messages",
+            )
         else:
             raise InvalidRequest(
-                f"Unsupported message role {role!r}.", param="messages", code="unsupported_value"
+                f"Unsupported message role {role!r}.",
+                param=f"messages[{index}].role",
+                code="unsupported_value",
             )
     request: dict[str, Any] = {
         "model": upstream_model,
@@ -99,13 +111,22 @@ def to_anthropic_request(
     if stop:
         request["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
     if body.get("tools"):
-        request["tools"] = [_tool(t) for t in body["tools"]]
-        choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
+        tools = [_tool(f"tools[{index}]", tool) for index, tool in enumerate(body["tools"])]
+        allowed = _allowed(tools, body.get("tool_choice"))
+        request["tools"] = allowed or tools  # an empty allowed list: the tools stay, none may be called
+        choice = _tool_choice(body.get("tool_choice") if allowed else "none", body.get("parallel_tool_calls"))
         if choice:
             request["tool_choice"] = choice
     if isinstance(body.get("user"), str):
         request["metadata"] = {"user_id": body["user"]}
     return request
+
+
+def unsupported(param: str, what: str) -> InvalidRequest:
+    """The client's 400 for ``what``, which the Messages API has no counterpart for."""
+    return InvalidRequest(
+        f"This model's provider (Anthropic) does not take {what}.", param=param, code="unsupported_value"
+    )
 
 
 def _append(turns: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]]) -> None:
@@ -123,18 +144,23 @@ def _text_of(content: Any) -> str:
     return "\n".join(p.get("text", "") for p in content or () if p.get("type") == "text")
 
 
-def _user_blocks(content: Any) -> list[dict[str, Any]]:
+def _user_blocks(path: str, content: Any) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"type": "text", "text": content}] if content else []
     blocks: list[dict[str, Any]] = []
-    for part in content or ():
-        if part.get("type") == "text":
+    for index, part in enumerate(content or ()):
+        kind = part.get("type")
+        if kind == "text":
             blocks.append({"type": "text", "text": part.get("text", "")})
-        elif part.get("type") == "image_url":
+        elif kind == "image_url":
             blocks.append(_image(part.get("image_url") or {}))
+        elif kind in ("input_audio", "file"):
+            raise unsupported(f"{path}.content[{index}].type", f"'{kind}' content parts")
         else:
             raise InvalidRequest(
-                f"Unsupported content part {part.get('type')!r}.", param="messages", code="unsupported_value"
+                f"Unsupported content part {kind!r}.",
+                param=f"{path}.content[{index}].type",
+                code="unsupported_value",
             )
     return blocks
 
@@ -148,16 +174,14 @@ def _image(image_url: Any) -> dict[str, Any]:
     return {"type": "image", "source": {"type": "url", "url": url}}
 
 
-def _assistant_blocks(message: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _assistant_blocks(path: str, message: Mapping[str, Any]) -> list[dict[str, Any]]:
     if message.get("function_call") is not None:  # no id to pair it with a result: refuse, never drop it
-        raise InvalidRequest(
-            "This model's provider (Anthropic) does not take the legacy 'function_call': use 'tool_calls'.",
-            param="messages",
-            code="unsupported_value",
-        )
+        raise unsupported(f"{path}.function_call", "the legacy 'function_call': use 'tool_calls'")
     text = _text_of(message.get("content"))
     blocks: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
-    for call in message.get("tool_calls") or ():
+    for index, call in enumerate(message.get("tool_calls") or ()):
+        if call.get("type", "function") != "function":
+            raise unsupported(f"{path}.tool_calls[{index}].type", "calls of custom tools")
         function = call.get("function") or {}
         try:
             arguments = orjson.loads(function.get("arguments") or "{}")
@@ -179,7 +203,9 @@ def _tool_result(message: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _tool(tool: Mapping[str, Any]) -> dict[str, Any]:
+def _tool(path: str, tool: Mapping[str, Any]) -> dict[str, Any]:
+    if tool.get("type", "function") != "function":
+        raise unsupported(f"{path}.type", "custom tools: use function tools")
     function = tool.get("function") or {}
     converted: dict[str, Any] = {
         "name": function.get("name"),
@@ -190,6 +216,18 @@ def _tool(tool: Mapping[str, Any]) -> dict[str, Any]:
     return converted
 
 
+def _allowed(tools: list[dict[str, Any]], choice: Any) -> list[dict[str, Any]]:
+    """The tools the model may call: those an ``allowed_tools`` choice lists, else all of them."""
+    if not isinstance(choice, Mapping) or choice.get("type") != "allowed_tools":
+        return tools
+    listed = (choice.get("allowed_tools") or {}).get("tools") or ()
+    for index, tool in enumerate(listed):
+        if tool.get("type", "function") != "function":
+            raise unsupported(f"tool_choice.allowed_tools.tools[{index}].type", "custom tools")
+    names = {(tool.get("function") or {}).get("name") for tool in listed}
+    return [tool for tool in tools if tool["name"] in names]
+
+
 def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
     if choice is None and parallel is None:
         return None
@@ -197,7 +235,12 @@ def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
         return {"type": "none"}
     if choice == "required":
         converted: dict[str, Any] = {"type": "any"}
+    elif isinstance(choice, Mapping) and choice.get("type") == "allowed_tools":
+        mode = (choice.get("allowed_tools") or {}).get("mode")
+        converted = {"type": "any" if mode == "required" else "auto"}
     elif isinstance(choice, Mapping):
+        if choice.get("type", "function") != "function":
+            raise unsupported("tool_choice.type", "custom tools: use function tools")
         converted = {"type": "tool", "name": (choice.get("function") or {}).get("name")}
     else:
         converted = {"type": "auto"}
