@@ -11,6 +11,8 @@ Policy, where OpenAI leaves a choice:
 * ``n`` is 1 to :data:`MAX_CHOICES` (OpenAI's own bound); every choice is reserved and billed.
 * A ``tool_choice`` naming a tool (or ``allowed_tools`` listing one) that ``tools`` does not declare is
   ``invalid_value``.
+* ``reasoning_effort`` is one of :data:`REASONING_EFFORTS`, the values OpenAI's SDK knows; a value OpenAI
+  adds later is refused until this set learns it.
 * JSON nested deeper than :data:`MAX_JSON_DEPTH` arrays and objects is refused (``invalid_json``): no
   chat request needs it, and the job serializer refuses much less than the parser accepts.
 * Unknown top-level fields are accepted and passed through unchanged to the upstream (the body the worker
@@ -38,6 +40,8 @@ TOOL_TYPES: Final = frozenset({"function", "custom"})
 ALLOWED_TOOLS_MODES: Final = frozenset({"auto", "required"})
 AUDIO_FORMATS: Final = frozenset({"wav", "mp3"})
 GRAMMAR_SYNTAXES: Final = frozenset({"lark", "regex"})
+REASONING_EFFORTS: Final = frozenset({"none", "minimal", "low", "medium", "high", "xhigh", "max"})
+MAX_TOP_LOGPROBS: Final = 20
 RESPONSE_FORMATS: Final = frozenset({"text", "json_object", "json_schema"})
 MAX_STOP_SEQUENCES: Final = 4
 MAX_JSON_DEPTH: Final = 64  # arrays and objects inside each other, the body itself counting as one
@@ -116,6 +120,7 @@ def validate_chat_request(body: dict[str, Any]) -> ChatRequest:
             code="invalid_value",
         )
     _tool_choice_matches_tools(body.get("tool_choice"), body.get("tools"))
+    _top_logprobs_needs_logprobs(body.get("top_logprobs"), body.get("logprobs"))
     include_usage = bool(stream_options and stream_options.get("include_usage") is True)
     preferences = parse_provider_preferences(body.get(PREFERENCES_FIELD))
     if PREFERENCES_FIELD in body:
@@ -473,6 +478,27 @@ def _declared(declared: set[tuple[str, str]], path: str, reference: dict[str, An
         )
 
 
+def _reasoning_effort(name: str, value: Any) -> None:
+    _string(name, value)
+    if value not in REASONING_EFFORTS:
+        raise _invalid_value(name, "'none', 'minimal', 'low', 'medium', 'high', 'xhigh' or 'max'", value)
+
+
+def _top_logprobs(name: str, value: Any) -> None:
+    _integer(name, value)
+    if not 0 <= value <= MAX_TOP_LOGPROBS:
+        raise _invalid_value(name, f"an integer between 0 and {MAX_TOP_LOGPROBS}", value)
+
+
+def _top_logprobs_needs_logprobs(top_logprobs: Any, logprobs: Any) -> None:
+    if top_logprobs is not None and logprobs is not True:
+        raise InvalidRequest(
+            "Invalid value for 'top_logprobs': 'logprobs' must be true when 'top_logprobs' is set.",
+            param="top_logprobs",
+            code="invalid_value",
+        )
+
+
 _OPTIONAL_CHECKS: Final[Mapping[str, Callable[[str, Any], None]]] = {
     "temperature": _number_between(0, 2),
     "top_p": _number_between(0, 1),
@@ -488,6 +514,9 @@ _OPTIONAL_CHECKS: Final[Mapping[str, Callable[[str, Any], None]]] = {
     "user": _string,
     "logit_bias": _logit_bias,
     "parallel_tool_calls": _boolean,
+    "logprobs": _boolean,
+    "top_logprobs": _top_logprobs,
+    "reasoning_effort": _reasoning_effort,
     "response_format": _response_format,
     "tools": _tools,
     "tool_choice": _tool_choice,

@@ -337,6 +337,15 @@ INVALID: list[tuple[dict[str, Any], str, str]] = [
         "tool_choice.allowed_tools.tools[0].function.name",
         "invalid_value",
     ),
+    (body(logprobs="yes"), "logprobs", "invalid_type"),
+    (body(logprobs=1), "logprobs", "invalid_type"),
+    (body(logprobs=True, top_logprobs=21), "top_logprobs", "invalid_value"),
+    (body(logprobs=True, top_logprobs=-1), "top_logprobs", "invalid_value"),
+    (body(logprobs=True, top_logprobs=2.0), "top_logprobs", "invalid_type"),
+    (body(top_logprobs=2), "top_logprobs", "invalid_value"),
+    (body(logprobs=False, top_logprobs=0), "top_logprobs", "invalid_value"),
+    (body(reasoning_effort="extreme"), "reasoning_effort", "invalid_value"),
+    (body(reasoning_effort=1), "reasoning_effort", "invalid_type"),
 ]
 
 
@@ -396,6 +405,9 @@ VALID: list[dict[str, Any]] = [
         ]
     ),
     body(metadata={"a": "b"}, reasoning_effort="low", some_future_field=[1, 2]),
+    body(logprobs=True, top_logprobs=20),
+    body(logprobs=False, top_logprobs=None),
+    *(body(reasoning_effort=effort) for effort in ("none", "minimal", "medium", "high", "xhigh", "max")),
     body(
         messages=[
             user(
