@@ -121,6 +121,36 @@ async def test_client_error_statuses_become_bad_request(upstream: Upstream, stat
     assert caught.value.status == 400 and caught.value.message
 
 
+CONTEXT_TOO_LONG = orjson.dumps(
+    {
+        "error": {
+            "message": "This model's maximum context length is 8192 tokens.",
+            "type": "invalid_request_error",
+            "param": "messages",
+            "code": "context_length_exceeded",
+        }
+    }
+)
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_client_error_reaches_the_client_with_the_upstreams_code_and_param(stream: bool) -> None:
+    """An upstream 400 saying context_length_exceeded is the job's error frame with that code and param
+    (not upstream_bad_request and null), streamed or not: what the ingress answers and a batch line holds."""
+    head = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
+    server = await start_raw_server(
+        lambda connection, request: [head % len(CONTEXT_TOO_LONG) + CONTEXT_TOO_LONG]
+    )
+    try:
+        frames = await run_complete(sim_job("real-model", stream=stream), provider_for(server.base_url))
+    finally:
+        await server.close()
+    error = frames[-1]
+    assert error.kind == events.ERROR and error.meta["status"] == 400
+    assert (error.meta["code"], error.meta["param"]) == ("context_length_exceeded", "messages")
+    assert error.meta["message"] == "This model's maximum context length is 8192 tokens."
+
+
 @pytest.mark.parametrize("status", [401, 403])
 async def test_auth_statuses_become_our_misconfiguration(upstream: Upstream, status: int) -> None:
     """Upstream 401/403 mean our credentials are wrong: a 500 upstream_error, not the client's fault."""

@@ -1,4 +1,5 @@
-"""How an upstream's error status becomes ours: its Retry-After, passed on only as whole seconds."""
+"""How an upstream's error status becomes ours: its Retry-After, passed on only as whole seconds; a
+client error's code and param, relayed bounded."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
 
+import orjson
 import pytest
 
-from shared.errors import UpstreamBadRequest, UpstreamUnavailable
+from shared.errors import MAX_PARAM_CHARS, UpstreamBadRequest, UpstreamError, UpstreamUnavailable
 from workers.providers.upstream_call import (
+    MAX_CODE_CHARS,
     MAX_ERROR_BODY,
     MAX_RETRY_AFTER,
     readable_body,
@@ -80,3 +83,48 @@ def test_an_error_body_inflates_to_a_bound_and_unknown_encodings_are_named() -> 
     assert error.message == "Provider 'p' answered HTTP 418: (a br-encoded body)"
     broken = status_error("p", 418, {"content-encoding": "gzip"}, b"not gzip")
     assert broken.message == "Provider 'p' answered HTTP 418: (a gzip-encoded body)"
+
+
+def openai_error(**fields: object) -> bytes:
+    return orjson.dumps({"error": {"message": "too long", "type": "invalid_request_error", **fields}})
+
+
+@pytest.mark.parametrize("status", [400, 404, 413, 422])
+def test_a_client_error_keeps_the_upstreams_code_and_param(status: int) -> None:
+    """An OpenAI-shaped client error reaches the client with the upstream's code and param, so that it
+    can branch on context_length_exceeded as it would at OpenAI."""
+    body = openai_error(param="messages", code="context_length_exceeded")
+    error = status_error("p", status, {}, body)
+    assert isinstance(error, UpstreamBadRequest) and error.status == 400
+    assert (error.code, error.param, error.message) == ("context_length_exceeded", "messages", "too long")
+    assert error.envelope()["error"]["code"] == "context_length_exceeded"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        openai_error(param=None, code=None),
+        openai_error(param=["messages"], code=400),
+        openai_error(param="", code=""),
+        openai_error(code="x" * (MAX_CODE_CHARS + 1)),
+        b'{"error": "too long"}',
+        b"<html>too long</html>",
+        b"",
+    ],
+)
+def test_a_client_error_without_a_usable_code_keeps_ours(body: bytes) -> None:
+    """No code, or one that is no short string, leaves our upstream_bad_request; a param that is no
+    string is not relayed."""
+    error = status_error("p", 400, {}, body)
+    assert isinstance(error, UpstreamBadRequest)
+    assert (error.code, error.param) == ("upstream_bad_request", None)
+
+
+def test_a_relayed_param_is_bounded_and_other_statuses_relay_nothing() -> None:
+    """A long param is cut as ours are; a 401 (our credentials) or a 5xx never carries the upstream's."""
+    error = status_error("p", 400, {}, openai_error(param="p" * 10_000, code="invalid_value"))
+    assert error.code == "invalid_value" and error.param is not None and len(error.param) == MAX_PARAM_CHARS
+    for status in (401, 500):
+        other = status_error("p", status, {}, openai_error(param="messages", code="context_length_exceeded"))
+        assert other.code in ("upstream_error", "upstream_unavailable") and other.param is None
+    assert isinstance(status_error("p", 401, {}, b""), UpstreamError)

@@ -11,7 +11,7 @@ Transport errors and upstream statuses become our errors here:
 
     connect error, 429, 5xx            UpstreamUnavailable (503, with Retry-After when given)
     connect/first-token/idle/answer/total  UpstreamTimeout (503)
-    400/404/413/422                    UpstreamBadRequest (400, upstream message)
+    400/404/413/422                    UpstreamBadRequest (400, upstream message, code and param)
     401/403, other 4xx                 UpstreamError (500: our configuration is wrong)
     stream cut before any content      UpstreamUnavailable (nothing reached the client: fallback is safe)
     stream cut after content, garbage  UpstreamError (500)

@@ -5,7 +5,8 @@ nothing above an adapter knows how the upstream is reached).
     connect error, no free connection  UpstreamUnavailable (503)
     connect timeout                    UpstreamTimeout (503), "connect timeout expired"
     first-token / idle / total         UpstreamTimeout (503), naming the deadline that expired
-    400/404/413/422                    UpstreamBadRequest (400, upstream message)
+    400/404/413/422                    UpstreamBadRequest (400, upstream message; the upstream's own
+                                       ``code`` and ``param`` when it gives them, see client_error_fields)
     429, 5xx (+ adapter extras)        UpstreamUnavailable (503) with the upstream Retry-After (whole
                                        seconds, at most a day; one that is no number nor date is dropped)
     401/403, other 4xx                 UpstreamError (500: our configuration is wrong)
@@ -182,9 +183,11 @@ def status_error(
     unavailable: Collection[int] = (429,),
 ) -> AIORouterError:
     """Our error for an upstream error status, from the response's (case-insensitive) headers and body."""
-    message = message_of_body(status, readable_body(headers, body))
+    readable = readable_body(headers, body)
+    message = message_of_body(status, readable)
     if status in BAD_REQUEST_STATUSES:
-        return UpstreamBadRequest(message)
+        code, param = client_error_fields(readable)
+        return UpstreamBadRequest(message, code=code, param=param)
     if status in unavailable or status >= 500:
         retry_after = retry_after_seconds(headers.get("retry-after"))
         return UpstreamUnavailable(
@@ -194,6 +197,28 @@ def status_error(
     if status in (401, 403):
         return UpstreamError(f"Provider {name!r} rejected our credentials (HTTP {status}).")
     return UpstreamError(f"Provider {name!r} answered HTTP {status}: {message}")
+
+
+MAX_CODE_CHARS = 64
+"""An upstream's error ``code`` longer than this is not relayed (ours stands): codes are short words."""
+
+
+def client_error_fields(body: bytes) -> tuple[str | None, str | None]:
+    """The ``code`` and ``param`` of an OpenAI-shaped error body, relayed with the client's 400 so that a
+    client can branch on them (``context_length_exceeded``) as it would at OpenAI: strings only, a code of
+    at most :data:`MAX_CODE_CHARS`, a param cut as ours are; None where the upstream gives none."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None, None
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if not isinstance(error, dict):
+        return None, None
+    code, param = error.get("code"), error.get("param")
+    return (
+        code if isinstance(code, str) and 0 < len(code) <= MAX_CODE_CHARS else None,
+        param if isinstance(param, str) and param else None,
+    )
 
 
 MAX_RETRY_AFTER = 86_400
