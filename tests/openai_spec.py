@@ -53,6 +53,8 @@ def completion_violations(body: Any) -> list[str]:
 
 
 def _check(schema: dict[str, Any], value: Any, path: str, schemas: dict[str, Any], errors: list[str]) -> None:
+    if value is None and schema.get("nullable"):  # beside a $ref too (the stream chunks' usage)
+        return
     if "$ref" in schema:
         _check(schemas[schema["$ref"].rsplit("/", 1)[-1]], value, path, schemas, errors)
         return

@@ -47,6 +47,8 @@ class ChunkWriter:
             "created": job.created,
             "model": job.model,
         }
+        if job.include_usage:  # as OpenAI: every chunk has the field, null until the usage chunk
+            self._head["usage"] = None
         self._first = _StreamedChoice()
         self._choices: dict[int, _StreamedChoice] = {0: self._first}
         self._content_sse: tuple[bytes, bytes] | None = None  # SSE bytes around a content delta's JSON

@@ -105,6 +105,16 @@ async def test_stream_without_include_usage_has_no_usage_chunk() -> None:
     assert frames[-1].meta["usage"]["completion_tokens"] == 2
 
 
+async def test_with_include_usage_every_chunk_has_a_usage_field_null_until_the_usage_chunk() -> None:
+    """OpenAI's stream with ``include_usage``: each chunk carries ``usage``, null on all but the last."""
+    job = completion_job("one two three", include_usage=True)
+    ending, frames = await frames_for(job, simulated())
+    chunks = sse_chunks(frames)
+    assert all(chunk_violations(c) == [] for c in chunks)
+    assert [c["usage"] for c in chunks[:-1]] == [None] * (len(chunks) - 1)
+    assert chunks[-1]["usage"] == ending.meta["usage"] and chunks[-1]["choices"] == []
+
+
 async def test_non_stream_json_schema_body_validates() -> None:
     """A non-stream json_schema answer is a valid chat.completion whose content parses as JSON."""
     schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
