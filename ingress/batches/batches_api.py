@@ -60,6 +60,7 @@ async def create_batch(request: Request) -> Response:
         batch.redis,
         account_id=record.account_id,
         input_file_id=input_file_id,
+        input_bytes=input_file.size,
         endpoint=endpoint,
         completion_window=window,
         window_seconds=batch.settings.batches.completion_window,

@@ -99,6 +99,7 @@ async def create_batch(
     *,
     account_id: str,
     input_file_id: str,
+    input_bytes: int,
     endpoint: str,
     completion_window: str,
     window_seconds: int,
@@ -111,6 +112,7 @@ async def create_batch(
         "account_id": account_id,
         "endpoint": endpoint,
         "input_file_id": input_file_id,
+        "input_bytes": str(input_bytes),  # validation reads it even if the file is deleted meanwhile
         "completion_window": completion_window,
         "status": "validating",
         "created_at": str(now),

@@ -1,5 +1,10 @@
 """The driver's first step with a new batch: validate its input file, hold its lines against the plan's
-limit of lines queued in batches, and start it (``in_progress``) or fail it with ``errors.data[]``."""
+limit of lines queued in batches, and start it (``in_progress``) or fail it with ``errors.data[]``.
+
+The batch reads its input's content, which it holds from its creation (:func:`files.hold_input`), not
+the file's record: a file deleted (or expired) while its batch validates is gone for clients, but the
+batch runs to its end, as one deleted while the batch runs does.  Only content the storage lost fails
+it (``input_file_missing``)."""
 
 from __future__ import annotations
 
@@ -31,15 +36,12 @@ async def validate_batch(
     redis: aredis.Redis, storage: FileStorage, settings: Settings, record: BatchRecord
 ) -> bool:
     """Validate and start ``record``; False when it failed instead."""
-    (input_file,) = await files.load_files(redis, [record.fields["input_file_id"]])
-    if input_file is None:
-        missing = LineError("input_file_missing", "The input file was deleted or expired.", line=None)
-        return await _fail(redis, record, [missing])
+    input_file_id = record.fields["input_file_id"]
     try:
         validation = await validate_file(
             storage,
-            input_file.storage_key,
-            size=input_file.size,
+            files.storage_key(input_file_id),
+            size=await _input_size(redis, record),
             endpoint=record.fields["endpoint"],
             models=settings.models,
             bounds=settings.batches,
@@ -71,6 +73,16 @@ async def validate_batch(
         in_progress_at=int(time.time()),
         model=validation.model,
     )
+
+
+async def _input_size(redis: aredis.Redis, record: BatchRecord) -> int:
+    """The input's size in bytes: the batch's own copy (``input_bytes``, written as it was created), or for
+    a batch created before it was kept, the file's record (0 once that is gone: the lines are still
+    bounded by ``max_lines`` and each line's size)."""
+    if record.fields.get("input_bytes"):
+        return record.number("input_bytes")
+    (input_file,) = await files.load_files(redis, [record.fields["input_file_id"]])
+    return 0 if input_file is None else input_file.size
 
 
 async def _fail(redis: aredis.Redis, record: BatchRecord, errors: list[LineError]) -> bool:

@@ -52,10 +52,12 @@ async def uploaded(redis: aredis.Redis, storage: LocalStorage, content: bytes) -
 
 
 async def new_batch(redis: aredis.Redis, file_id: str) -> records.BatchRecord:
+    (stored,) = await files.load_files(redis, [file_id])
     return await records.create_batch(
         redis,
         account_id="a",
         input_file_id=file_id,
+        input_bytes=0 if stored is None else stored.size,
         endpoint="/v1/chat/completions",
         completion_window="24h",
         window_seconds=86_400,
@@ -193,6 +195,47 @@ async def test_a_batch_whose_content_is_lost_before_validation_fails_with_input_
     failed = await records.load_batch(aredis_client, batch.id)
     assert failed is not None and failed.status == "failed"
     assert orjson.loads(failed.fields["errors"])[0]["code"] == "input_file_missing"
+
+
+async def test_deleting_a_validating_batchs_input_keeps_the_batch_going(
+    aredis_client: aredis.Redis, tmp_path: Path
+) -> None:
+    """The input file deleted before the driver validated its batch: the batch validates the content it
+    holds and starts (in_progress), the content stays until it ends, and the file is 404 for clients."""
+    from ingress.batches.validate_batch import validate_batch
+    from shared.settings import settings_from_mapping
+
+    storage = LocalStorage(tmp_path)
+    content = line("x", model="aiorouter/echo") + b"\n" + line("y", model="aiorouter/echo") + b"\n"
+    stored = await uploaded(aredis_client, storage, content)
+    batch = await new_batch(aredis_client, stored.id)
+    await files.delete_file(aredis_client, storage, stored)
+    assert await validate_batch(aredis_client, storage, settings_from_mapping({}, env={}), batch) is True
+    started = await records.load_batch(aredis_client, batch.id)
+    assert started is not None and started.status == "in_progress" and started.number("total") == 2
+    assert await storage.get(stored.storage_key) == content
+    with pytest.raises(NotFound):
+        await files.get_file(aredis_client, stored.id, "a")
+    await cleanup(aredis_client, storage, started)
+    with pytest.raises(NotFound):
+        await storage.get(stored.storage_key)
+
+
+async def test_a_validating_batch_keeps_the_size_bound_of_its_deleted_input(
+    aredis_client: aredis.Redis, tmp_path: Path
+) -> None:
+    """The size the batch recorded as it was created still bounds its input once the file is deleted."""
+    from ingress.batches.validate_batch import validate_batch
+    from shared.settings import settings_from_mapping
+
+    storage = LocalStorage(tmp_path)
+    stored = await uploaded(aredis_client, storage, line("x") * 4 + b"\n")
+    batch = await new_batch(aredis_client, stored.id)
+    await files.delete_file(aredis_client, storage, stored)
+    raw = {"batches": {"max_file_bytes": stored.size - 1}}
+    assert await validate_batch(aredis_client, storage, settings_from_mapping(raw, env={}), batch) is False
+    failed = await records.load_batch(aredis_client, batch.id)
+    assert failed is not None and orjson.loads(failed.fields["errors"])[0]["code"] == "file_too_large"
 
 
 async def test_a_deletion_cut_between_the_record_and_the_content_is_finished_by_the_sweep(

@@ -198,8 +198,8 @@ async def test_account_sees_its_batches_and_downloads_their_files(
             purpose="batch_output", chunks=content(), ttl=60,
         )  # fmt: skip
         batch = await records.create_batch(
-            running.redis, account_id="acme", input_file_id=stored.id, endpoint="/v1/chat/completions",
-            completion_window="24h", window_seconds=60, metadata=None,
+            running.redis, account_id="acme", input_file_id=stored.id, input_bytes=stored.size,
+            endpoint="/v1/chat/completions", completion_window="24h", window_seconds=60, metadata=None,
         )  # fmt: skip
         listed = (await running.client.get("/dashboard/api/batches", headers=headers)).json()["data"]
         assert [b["id"] for b in listed] == [batch.id] and listed[0]["status"] == "validating"
