@@ -40,13 +40,14 @@ import redis.asyncio as aredis
 from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from ingress import api_keys
 from ingress.control import accounts
 from ingress.control.pool_view import pool_stats_view
 from ingress.control.query_params import date_query, int_query
 from ingress.request_body import CONTROL_BODY_LIMIT, request_body
+from ingress.route_table import route_table
 from shared import credits, keys, usage
 from shared.breaker import CircuitBreaker
 from shared.errors import (
@@ -101,7 +102,7 @@ def admin_routes(settings: Settings) -> list[BaseRoute]:
         ("/admin/pools/stats", api.pool_stats, "GET"),
         ("/admin/breakers", api.breakers, "GET"),
     ]
-    return [Route(path, api.guarded(endpoint), methods=[method]) for path, endpoint, method in table]
+    return [*route_table((path, api.guarded(endpoint), method) for path, endpoint, method in table)]
 
 
 class AdminApi:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
 import httpx
 import pytest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
+from ingress.route_table import route_table
 from ingress.routing import ModelRouter
 from tests.ingress.conftest import Ingress, IngressFactory
 from tests.openai_spec import violations
@@ -50,6 +55,34 @@ async def test_wrong_method_is_a_405_envelope_with_allow(ingress: Ingress) -> No
     response = await ingress.client.get("/v1/chat/completions", headers=ingress.headers())
     assert_error(response, 405, "invalid_request", "method_not_allowed")
     assert response.headers["allow"] == "POST"
+
+
+def _served_methods(ingress: Ingress) -> dict[str, set[str]]:
+    """Every route path of the app and the methods served there, across all its routes."""
+    served: dict[str, set[str]] = {}
+    for route in ingress.app.routes:
+        if isinstance(route, Route) and route.methods:
+            served.setdefault(route.path, set()).update(route.methods)
+    return served
+
+
+async def test_a_405_allows_every_method_its_path_serves(ingress: Ingress) -> None:
+    """For every path of the app (public, Files and Batches, admin, Dashboard), a method it does not serve
+    is a 405 whose Allow header names every method the path serves, whichever route serves each."""
+    served = _served_methods(ingress)
+    assert {
+        "/v1/files",
+        "/v1/files/{file_id}",
+        "/v1/batches",
+        "/admin/accounts",
+        "/dashboard/api/keys",
+    } <= set(served)
+    for path, methods in served.items():
+        unserved = next(m for m in ("PUT", "PATCH", "DELETE", "POST", "GET") if m not in methods)
+        url = re.sub(r"\{[^}]*\}", "x", path)
+        response = await ingress.client.request(unserved, url, headers=ingress.headers())
+        assert response.status_code == 405, (unserved, path, response.text)
+        assert set(response.headers["allow"].split(", ")) == methods, (path, response.headers["allow"])
 
 
 async def test_sane_client_request_id_is_echoed(ingress: Ingress) -> None:
@@ -99,3 +132,13 @@ async def test_admin_api_is_disabled_without_a_token(ingress: Ingress) -> None:
     """With no admin token configured the admin routes are a 404 envelope."""
     response = await ingress.client.get("/admin/plans")
     assert_error(response, 404, "invalid_request", "admin_disabled")
+
+
+def test_a_method_routed_twice_on_one_path_is_refused() -> None:
+    """A route table naming one method of one path twice is a programming error, found at start-up."""
+
+    async def endpoint(request: Request) -> Response:
+        return Response()
+
+    with pytest.raises(ValueError, match="GET /x is routed twice"):
+        route_table([("/x", endpoint, "GET"), ("/y", endpoint, "GET"), ("/x", endpoint, "GET")])

@@ -45,6 +45,7 @@ from ingress.control import accounts
 from ingress.control.admin import account_json
 from ingress.control.query_params import int_query
 from ingress.request_body import CONTROL_BODY_LIMIT, request_body
+from ingress.route_table import route_table
 from shared import credits, usage
 from shared.errors import AIORouterError, AuthenticationError, InvalidRequest, NotFound, ServiceUnavailable
 
@@ -88,7 +89,7 @@ def dashboard_routes() -> list[BaseRoute]:
             app=_with_security_headers(StaticFiles(directory=str(files.joinpath("static")))),
             name="dashboard",
         ),
-        *(Route(path, _signed_in(endpoint), methods=[method]) for path, endpoint, method in table),
+        *route_table((path, _signed_in(endpoint), method) for path, endpoint, method in table),
     ]
 
 
