@@ -6,8 +6,14 @@ ingress do unbounded work or hold its connections forever, whatever sits in fron
 * a request's line and headers are fed to the parser only up to ``max_header_bytes`` (more: 431), and
   at most ``max_headers`` fields (more: 431) -- a 64 MiB header costs one bounded read, not a parse;
 * its headers must arrive within ``header_timeout`` seconds of its first byte (or of the connection's
-  start), its body within ``body_timeout`` seconds of the headers (else 408, or a silent close if
-  nothing at all arrived); an idle keep-alive connection closes after ``keepalive_timeout``;
+  start), else 408 (or a silent close if nothing at all arrived);
+* its body must keep arriving (else 408): never ``body_timeout`` seconds without a byte of it, and
+  from ``body_timeout`` seconds after the headers on, at an average of at least ``body_min_rate``
+  bytes per second since them -- a slow upload that progresses passes, a stalled or trickling
+  (slowloris) one is cut; a check that finds the socket paused (the app has not read what came) counts
+  as progress, not as the client's delay.  Each read of a body only notes the time; the body's one
+  timer judges when it fires and re-arms itself for the next deadline;
+* an idle keep-alive connection closes after ``keepalive_timeout``;
 * a request on a connection beyond ``max_connections`` open in this process is answered 503 (by
   default the open-file limit less what the process needs itself, :func:`connection_bound`);
 * HTTP the parser refuses is a 400 ``invalid_http_request``;
@@ -52,6 +58,7 @@ from shared.settings import ConnectionLimits
 log = logging.getLogger(__name__)
 
 LINGER = 2.0  # seconds a refused connection stays half-open so that the client reads the answer
+TIMER_SLACK = 0.005  # seconds early a timer may fire (the loop's clock resolution) and still count as due
 
 
 class LimitLog:
@@ -137,6 +144,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._lingering = False
         self._dropped = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._body_bytes = 0  # of the current request's body fed so far (and what followed it in a read)
+        self._body_start = 0.0  # loop time its body began to be awaited (set when its timer is armed)
+        self._body_progress = 0.0  # loop time of the last read of its body
         self._running: RequestResponseCycle | None = None  # the request whose app runs (pipelining)
 
     # --- connection ------------------------------------------------------------------------------
@@ -194,14 +204,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                     self._refuse_head(RequestHeadersTooLarge(_HEAD_TOO_LARGE), "max_header_bytes")
             else:
                 piece, data = data, b""
+                self._body_bytes += len(piece)
                 self._feed(piece)
         # A deadline only for what is still incomplete after this read (a whole request in one read,
         # the common case, arms none): the head from its first byte, the body from the end of the head.
+        # A body's progress is only noted here; its timer, armed once, judges it when it fires.
+        if self._receiving_body:
+            self._body_progress = self.loop.time()
         if self._timer is None and not self._lingering and not self.transport.is_closing():
             if self._awaiting_head and self._head_bytes:
                 self._start_timer(self.limits.header_timeout, self._head_timed_out)
             elif self._receiving_body:
-                self._start_timer(self.limits.body_timeout, self._body_timed_out)
+                self._body_start = self._body_progress
+                self._start_timer(self.limits.body_timeout, self._check_body)
 
     def _feed(self, piece: bytes) -> None:
         try:
@@ -245,6 +260,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._receiving_body = False
         self._awaiting_head = True
         self._head_bytes = 0
+        self._body_bytes = 0
 
     # --- limits -----------------------------------------------------------------------------------
 
@@ -258,8 +274,25 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._refuse_head(RequestTimeout(_HEAD_TIMEOUT % self.limits.header_timeout), "header_timeout")
 
-    def _body_timed_out(self) -> None:
+    def _check_body(self) -> None:
+        """The body's timer: 408 if it stalled or trickles, else the timer again at its next deadline."""
         self._timer = None
+        now = self.loop.time()
+        limits = self.limits
+        if self.flow.read_paused:  # the app has not read what came: the client is not the one waiting
+            self._body_progress = now
+            self._timer = self.loop.call_at(now + limits.body_timeout, self._check_body)
+            return
+        stalled_at = self._body_progress + limits.body_timeout
+        slow_at = self._body_start + max(limits.body_timeout, self._body_bytes / limits.body_min_rate)
+        if now + TIMER_SLACK < min(stalled_at, slow_at):
+            self._timer = self.loop.call_at(min(stalled_at, slow_at), self._check_body)
+        elif stalled_at <= slow_at:
+            self._body_timed_out(_BODY_STALLED % limits.body_timeout)
+        else:
+            self._body_timed_out(_BODY_TOO_SLOW % limits.body_min_rate)
+
+    def _body_timed_out(self, message: str) -> None:
         self.limit_log.hit("body_timeout", _client(self.client))
         cycle = self.cycle
         if cycle is None or cycle.response_started:
@@ -268,7 +301,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         cycle.disconnected = True  # the app's next receive is a disconnect; its sends go nowhere
         cycle.message_event.set()
-        self._refuse(RequestTimeout(_BODY_TIMEOUT % self.limits.body_timeout))
+        self._refuse(RequestTimeout(message))
 
     def _refuse_head(self, error: AIORouterError, limit: str, detail: object = None) -> None:
         self.limit_log.hit(limit, f"{_client(self.client)}{f': {detail}' if detail else ''}")
@@ -307,7 +340,8 @@ class _Refused(Exception):
 _MALFORMED = "The request is not valid HTTP/1.1."
 _HEAD_TOO_LARGE = "The request line and headers are too large."
 _HEAD_TIMEOUT = "The request line and headers did not arrive within %g seconds."
-_BODY_TIMEOUT = "The request body did not arrive within %g seconds."
+_BODY_STALLED = "No byte of the request body arrived for %g seconds."
+_BODY_TOO_SLOW = "The request body arrived slower than %g bytes per second."
 
 
 async def _too_many_connections(scope: Scope, receive: Receive, send: Send) -> None:

@@ -139,7 +139,11 @@ class ConnectionLimits:
     max_header_bytes: int = 64 * 1024  # request line and headers of one request; more is 431
     max_headers: int = 100  # header fields of one request; more is 431
     header_timeout: float = 10.0  # to receive a request's line and headers, from its first byte; then 408
-    body_timeout: float = 60.0  # to receive a request's body once its headers are in; then 408
+    # A request's body must keep arriving, else 408: never `body_timeout` seconds without a byte of it,
+    # and from `body_timeout` seconds after its headers on, at an average of at least `body_min_rate`
+    # bytes per second since them (ingress.connection_guard).
+    body_timeout: float = 60.0
+    body_min_rate: float = 1024.0
     keepalive_timeout: int = 5  # an idle keep-alive connection is closed after this
     # Open connections of one process; a request on one more is 503.  0: the process' open-file limit
     # (its soft RLIMIT_NOFILE) less what the process needs besides clients (ingress.connection_guard).

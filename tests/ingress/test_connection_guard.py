@@ -139,16 +139,72 @@ async def test_a_silent_connection_is_closed_without_an_answer(redis_url: str) -
         writer.close()
 
 
-async def test_a_slow_body_is_408_after_the_body_timeout(redis_url: str) -> None:
-    """A body that stops arriving, on an endpoint waiting for it, is a 408 envelope after body_timeout."""
-    head = (
+def _admin_post_head(length: int) -> bytes:
+    return (
         b"POST /admin/accounts HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer %s\r\n"
-        b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{" % ADMIN_TOKEN.encode()
+        b"Connection: close\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+        % (ADMIN_TOKEN.encode(), length)
     )
+
+
+async def _send_slowly(address: tuple[str, int], head: bytes, body: bytes, piece: int, pause: float) -> Any:
+    """Send ``head``, then ``body`` ``piece`` bytes every ``pause`` seconds (stopping once the server
+    answers); the response and the seconds it took."""
+    reader, writer = await asyncio.open_connection(*address)
+    started = asyncio.get_running_loop().time()
+    answer = asyncio.create_task(reader.read())  # complete once the server answered and half-closed
+    try:
+        writer.write(head)
+        for start in range(0, len(body), piece):
+            await asyncio.sleep(pause)
+            if answer.done():
+                break
+            writer.write(body[start : start + piece])
+            await writer.drain()
+        response = parse(await answer)
+        return response, asyncio.get_running_loop().time() - started
+    finally:
+        answer.cancel()
+        writer.close()
+
+
+async def test_a_stalled_body_is_408_after_the_body_timeout(redis_url: str) -> None:
+    """A body that stops arriving, on an endpoint waiting for it, is a 408 envelope after body_timeout."""
     settings = make_settings(redis_url, connections={"body_timeout": 0.3}, admin_token=ADMIN_TOKEN)
     async with serving(settings) as url:
         host, port = url.removeprefix("http://").split(":")
-        assert_envelope(await exchange((host, int(port)), head), 408, "request_timeout")
+        response = await exchange((host, int(port)), _admin_post_head(100) + b"{")
+    assert_envelope(response, 408, "request_timeout")
+    assert "for 0.3 seconds" in orjson.loads(response[2])["error"]["message"]
+
+
+async def test_a_slow_body_that_keeps_arriving_is_served_past_the_body_timeout(redis_url: str) -> None:
+    """A body sent in small pieces for several times body_timeout, never pausing that long and above
+    body_min_rate on average, is read to its end and answered (not cut at body_timeout)."""
+    body = orjson.dumps({"account_id": "slow-upload", "padding": "x" * 300})
+    limits = {"body_timeout": 0.3, "body_min_rate": 50}
+    settings = make_settings(redis_url, connections=limits, admin_token=ADMIN_TOKEN)
+    async with serving(settings) as url:
+        host, port = url.removeprefix("http://").split(":")
+        (status, _, _), took = await _send_slowly(
+            (host, int(port)), _admin_post_head(len(body)), body, piece=len(body) // 10 + 1, pause=0.1
+        )
+    assert took > 0.9 and status == 400, status  # read to its end: the padding is an unknown field
+
+
+async def test_a_trickling_body_is_408_once_below_the_minimum_rate(redis_url: str) -> None:
+    """A body that never pauses for body_timeout but arrives slower than body_min_rate (a slowloris)
+    is a 408 once body_timeout has passed, long before it could end."""
+    limits = {"body_timeout": 0.3, "body_min_rate": 1000}
+    settings = make_settings(redis_url, connections=limits, admin_token=ADMIN_TOKEN)
+    async with serving(settings) as url:
+        host, port = url.removeprefix("http://").split(":")
+        response, took = await _send_slowly(
+            (host, int(port)), _admin_post_head(1000), b"{" + b" " * 999, piece=5, pause=0.05
+        )
+    assert_envelope(response, 408, "request_timeout")
+    assert "slower than 1000 bytes per second" in orjson.loads(response[2])["error"]["message"]
+    assert took < 2
 
 
 async def test_an_idle_keep_alive_connection_is_closed(redis_url: str) -> None:
