@@ -655,7 +655,8 @@ def batch_lane(pool: str) -> str:
     writer="ingress: `ingress.batches.files` (upload); batch driver: `ingress.batches.files` (output files, "
     "expiry sweep)",
     reader="ingress: `ingress.batches.files`; batch driver",
-    ttl="none; deleted by the driver's sweep once `batches.file_ttl` has passed",
+    ttl="none; deleted by the driver's sweep at its `expires_at` (`batches.file_ttl` after its creation, or "
+    "sooner as the client's `expires_after` / `output_expires_after` asked)",
 )
 def file_record(file_id: str) -> str:
     """Hash: one file's record (account, filename, purpose, bytes, times, storage key)."""

@@ -1,8 +1,8 @@
 """``/v1/batches``: create, retrieve, list and cancel batches, per account.
 
 Creating a batch checks the request itself (input file of the account with purpose ``batch``, endpoint,
-completion window, metadata) and records it ``validating``; the batch driver validates the file's lines
-and runs them (:mod:`ingress.batches.driver`).
+completion window, metadata, the expiry of its result files) and records it ``validating``; the batch
+driver validates the file's lines and runs them (:mod:`ingress.batches.driver`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ingress.batches import files, records
+from ingress.batches.expiry_policy import requested_seconds
 from ingress.batches.listing import list_object, page, parse_limit
 from ingress.batches.services import services
 from ingress.request_body import check_json_content_type, request_body
@@ -44,6 +45,7 @@ async def create_batch(request: Request) -> Response:
             "'completion_window' must be '24h'.", param="completion_window", code="invalid_value"
         )
     metadata = _metadata(body.get("metadata"))
+    output_seconds = requested_seconds(body.get("output_expires_after"), param="output_expires_after")
     try:
         input_file = await files.get_file(batch.redis, input_file_id, record.account_id)
     except NotFound:
@@ -65,6 +67,7 @@ async def create_batch(request: Request) -> Response:
         completion_window=window,
         window_seconds=batch.settings.batches.completion_window,
         metadata=metadata,
+        output_expires_after=output_seconds,
     )
     return JSONResponse(created.to_json())
 

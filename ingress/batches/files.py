@@ -2,9 +2,10 @@
 content sits in :mod:`ingress.batches.storage`.
 
 A record belongs to one account; :func:`get_file` answers 404 for another account's file exactly as for
-one that does not exist.  Files expire ``BatchSettings.file_ttl`` after their creation: the record
-carries ``expires_at``, reads treat an expired file as gone, and the batch driver's sweep
-(:func:`sweep_expired`) deletes the content and the record.
+one that does not exist.  Files expire ``BatchSettings.file_ttl`` after their creation, or sooner as the
+client asked (:mod:`ingress.batches.expiry_policy`): the record carries ``expires_at``, reads treat an
+expired file as gone, and the batch driver's sweep (:func:`sweep_expired`) deletes the content and the
+record.
 """
 
 from __future__ import annotations

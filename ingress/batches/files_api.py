@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import IO
+from typing import IO, Any
 
-from starlette.datastructures import UploadFile
+import orjson
+from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -19,6 +20,7 @@ from starlette.types import Message, Receive
 
 from ingress.api_keys import ApiKeyRecord
 from ingress.batches import files
+from ingress.batches.expiry_policy import file_lifetime, requested_seconds
 from ingress.batches.listing import list_object, page, parse_limit
 from ingress.batches.services import services
 from ingress.batches.storage import FileStorage
@@ -60,6 +62,7 @@ async def create_file(request: Request) -> Response:
             raise InvalidRequest(
                 f"'purpose' must be one of: {allowed}.", param="purpose", code="invalid_value"
             )
+        requested = requested_seconds(_expires_after(form), param="expires_after")
         if upload.size is not None and upload.size > limit:
             raise PayloadTooLarge(f"The file exceeds the limit of {limit} bytes.")
         stored = await files.store_file(
@@ -69,7 +72,7 @@ async def create_file(request: Request) -> Response:
             filename=upload.filename or "upload.jsonl",
             purpose=purpose,
             chunks=_read(upload.file),
-            ttl=batch.settings.batches.file_ttl,
+            ttl=file_lifetime(requested, batch.settings.batches.file_ttl),
         )
     finally:
         await form.close()
@@ -130,6 +133,23 @@ async def delete_file(request: Request) -> Response:
 
 async def _owned(request: Request, record: ApiKeyRecord) -> files.FileRecord:
     return await files.get_file(services(request).redis, request.path_params["file_id"], record.account_id)
+
+
+def _expires_after(form: FormData) -> Any:
+    """The form's ``expires_after``: as OpenAI's SDKs send it (``expires_after[anchor]`` and
+    ``expires_after[seconds]`` fields), or one field holding a JSON object."""
+    anchor, seconds = form.get("expires_after[anchor]"), form.get("expires_after[seconds]")
+    if anchor is not None or seconds is not None:
+        return {"anchor": anchor, "seconds": seconds}
+    raw = form.get("expires_after")
+    if not isinstance(raw, str):
+        return raw  # None, or a file part: refused as not an object
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest(
+            "'expires_after' must be a JSON object.", param="expires_after", code="invalid_value"
+        ) from None
 
 
 def _capped(receive: Receive, limit: int) -> Receive:

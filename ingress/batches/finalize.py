@@ -15,6 +15,7 @@ import redis.asyncio as aredis
 
 from ingress.batches import files, records
 from ingress.batches.batch_run import part_key
+from ingress.batches.expiry_policy import file_lifetime
 from ingress.batches.records import BatchRecord
 from ingress.batches.storage import FileStorage
 from shared import batch_lines, keys
@@ -116,7 +117,7 @@ async def _write(
             filename=f"{record.id}_{suffix}.jsonl",
             purpose=files.BATCH_OUTPUT,
             chunks=counted(),
-            ttl=bounds.file_ttl,
+            ttl=file_lifetime(record.number("output_expires_after") or None, bounds.file_ttl),
             file_id=file_id,
         )
         if count == 0:

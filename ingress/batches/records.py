@@ -104,7 +104,10 @@ async def create_batch(
     completion_window: str,
     window_seconds: int,
     metadata: Mapping[str, str] | None,
+    output_expires_after: int | None = None,
 ) -> BatchRecord:
+    """A new ``validating`` batch, reading its input's content until it ends; ``output_expires_after``:
+    the seconds its output and error files should live (None: ``file_ttl``)."""
     now = int(time.time())
     batch_id = new_batch_id()
     fields = {
@@ -118,6 +121,7 @@ async def create_batch(
         "created_at": str(now),
         "expires_at": str(now + window_seconds),
         "metadata": orjson.dumps(metadata).decode() if metadata is not None else "",
+        "output_expires_after": str(output_expires_after or ""),
         "total": "0",
         "completed": "0",
         "failed": "0",

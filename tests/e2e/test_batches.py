@@ -265,3 +265,27 @@ def test_the_batch_driver_runs_at_a_lower_cpu_priority_than_the_interactive_proc
     assert os.getpriority(os.PRIO_PROCESS, by_label["batch driver"]) == min(19, own + 10)
     assert os.getpriority(os.PRIO_PROCESS, by_label["ingress"]) == own
     assert os.getpriority(os.PRIO_PROCESS, by_label["worker simulated #1"]) == own
+
+
+def test_files_and_batch_results_expire_as_the_sdk_asks(system: RunningSystem) -> None:
+    """The SDK's expires_after sets an upload's expires_at, output_expires_after that of a batch's output
+    file, and a policy out of OpenAI's bounds is a BadRequestError."""
+    client = system.client()
+    hour = {"anchor": "created_at", "seconds": 3600}
+    uploaded = client.files.create(file=("input.jsonl", batch_file(2)), purpose="batch", expires_after=hour)
+    assert uploaded.expires_at is not None and uploaded.expires_at - uploaded.created_at == 3600
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.files.create(
+            file=("a.jsonl", b"{}"), purpose="user_data", expires_after={"anchor": "created_at", "seconds": 5}
+        )
+    assert refused.value.body["param"] == "expires_after.seconds"  # type: ignore[index]
+    batch = client.batches.create(
+        input_file_id=uploaded.id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        output_expires_after={"anchor": "created_at", "seconds": 7200},
+    )
+    done = wait_final(client, batch.id)
+    assert done.status == "completed" and done.output_file_id is not None, done
+    output = client.files.retrieve(done.output_file_id)
+    assert output.expires_at is not None and output.expires_at - output.created_at == 7200

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ingress.batches import records
 from tests.ingress.conftest import Ingress
 
 JSONL = b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {}}\n'
@@ -127,3 +128,24 @@ async def test_an_account_s_batch_index_forgets_what_expired(files_ingress: Ingr
     created = await _create(files_ingress, input_file_id=await _file(files_ingress))
     members = {m.decode() for m in await files_ingress.redis.zrange(index, 0, -1)}
     assert members == {created.json()["id"]}
+
+
+async def test_output_expires_after_is_kept_for_the_result_files(files_ingress: Ingress) -> None:
+    """A valid output_expires_after is recorded for the finalizer (the Batch object is unchanged); one out
+    of OpenAI's bounds, or not an object, is a 400 naming the field, and no batch is made."""
+    file_id = await _file(files_ingress)
+    policy = {"anchor": "created_at", "seconds": 3600}
+    response = await _create(files_ingress, input_file_id=file_id, output_expires_after=policy)
+    assert response.status_code == 200, response.text
+    record = await records.load_batch(files_ingress.redis, response.json()["id"])
+    assert record is not None and record.number("output_expires_after") == 3600
+    for bad, param in (
+        ({"anchor": "created_at", "seconds": 5}, "output_expires_after.seconds"),
+        ({"anchor": "created_at", "seconds": True}, "output_expires_after.seconds"),
+        ({"anchor": "now", "seconds": 3600}, "output_expires_after.anchor"),
+        ("3600", "output_expires_after"),
+    ):
+        refused = await _create(files_ingress, input_file_id=file_id, output_expires_after=bad)
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == param, refused.text
+    listed = await files_ingress.client.get("/v1/batches", headers=_auth(files_ingress.api_key))
+    assert len(listed.json()["data"]) == 1

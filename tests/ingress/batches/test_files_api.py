@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import httpx
+from pathlib import Path
 
-from tests.ingress.conftest import Ingress
+import httpx
+import pytest
+
+from shared import keys
+from tests.ingress.conftest import Ingress, IngressFactory
 
 JSONL = b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {}}\n'
 
@@ -20,6 +24,11 @@ async def _upload(ingress: Ingress, data: bytes = JSONL, purpose: str = "batch")
         files={"file": ("input.jsonl", data, "application/jsonl")},
         data={"purpose": purpose},
     )
+
+
+def _policy(anchor: str, seconds: str) -> dict[str, str]:
+    """An expires_after policy as the OpenAI SDKs send it in a multipart form."""
+    return {"expires_after[anchor]": anchor, "expires_after[seconds]": seconds}
 
 
 async def test_upload_returns_a_file_object_and_the_content_reads_back(files_ingress: Ingress) -> None:
@@ -126,3 +135,73 @@ async def test_a_malformed_multipart_form_reads_as_one_sentence(files_ingress: I
     message = response.json()["error"]["message"]
     assert message.startswith("Could not parse the multipart form: ") and "400:" not in message
     assert message.endswith(".") and not message.endswith("..")
+
+
+async def test_expires_after_sets_the_files_expiry(files_ingress: Ingress) -> None:
+    """expires_after, as the SDKs send it (bracketed form fields) or as one JSON field, makes the file
+    expire that many seconds after its creation; the record's expiry (what the sweep reads) follows."""
+    for fields in (
+        _policy("created_at", "3600"),
+        {"expires_after": '{"anchor": "created_at", "seconds": 7200}'},
+    ):
+        response = await files_ingress.client.post(
+            "/v1/files",
+            headers=_auth(files_ingress.api_key),
+            files={"file": ("input.jsonl", JSONL, "application/jsonl")},
+            data={"purpose": "user_data", **fields},
+        )
+        assert response.status_code == 200, response.text
+        created = response.json()
+        asked = 3600 if "expires_after[seconds]" in fields else 7200
+        assert created["expires_at"] - created["created_at"] == asked
+        score = await files_ingress.redis.zscore(keys.FILES_EXPIRY, created["id"])
+        assert score == created["expires_at"]
+
+
+async def test_expires_after_is_bounded_by_the_operators_file_ttl(
+    ingress_factory: IngressFactory, tmp_path: Path
+) -> None:
+    """A file asked to live longer than batches.file_ttl lives file_ttl, as its expires_at says."""
+    async with ingress_factory(batches={"file_ttl": 5000, "storage_dir": str(tmp_path)}) as running:
+        response = await running.client.post(
+            "/v1/files",
+            headers=_auth(running.api_key),
+            files={"file": ("input.jsonl", JSONL)},
+            data={
+                "purpose": "batch",
+                "expires_after[anchor]": "created_at",
+                "expires_after[seconds]": "86400",
+            },
+        )
+    assert response.status_code == 200, response.text
+    assert response.json()["expires_at"] - response.json()["created_at"] == 5000
+
+
+@pytest.mark.parametrize(
+    ("fields", "param", "code"),
+    [
+        (_policy("created_at", "5"), "expires_after.seconds", "invalid_value"),
+        (_policy("created_at", "2592001"), "expires_after.seconds", "invalid_value"),
+        (_policy("created_at", "1h"), "expires_after.seconds", "invalid_type"),
+        (_policy("last_active_at", "3600"), "expires_after.anchor", "invalid_value"),
+        ({"expires_after[seconds]": "3600"}, "expires_after.anchor", "missing_required_parameter"),
+        ({"expires_after": "3600"}, "expires_after", "invalid_type"),
+        ({"expires_after": "{"}, "expires_after", "invalid_value"),
+    ],
+)
+async def test_an_out_of_range_or_malformed_expires_after_is_400(
+    files_ingress: Ingress, fields: dict[str, str], param: str, code: str
+) -> None:
+    """OpenAI's bounds: anchor created_at, seconds from 3600 to 2592000; else 400 naming the field, and
+    nothing is stored."""
+    response = await files_ingress.client.post(
+        "/v1/files",
+        headers=_auth(files_ingress.api_key),
+        files={"file": ("input.jsonl", JSONL)},
+        data={"purpose": "batch", **fields},
+    )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["param"], error["code"]) == (param, code)
+    listed = await files_ingress.client.get("/v1/files", headers=_auth(files_ingress.api_key))
+    assert listed.json()["data"] == []
