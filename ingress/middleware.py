@@ -3,7 +3,8 @@
 (Starlette's ``BaseHTTPMiddleware`` would buffer streams and hide client disconnects.)  It also
 resolves the request's API version (:mod:`ingress.versions`), stores ``request_id`` and
 ``api_version`` in ``scope["state"]``, and turns any unexpected exception into a 500 ``api_error``
-envelope, logging the traceback.
+envelope, logging the traceback (a client that left while its body was read is no error: nothing is
+answered or logged above DEBUG).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import re
 import uuid
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingress.http_errors import send_error
@@ -67,6 +69,8 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_headers)
+        except ClientDisconnect:  # the client left (or the connection guard cut its body): no answer to give
+            log.debug("client left while %s %s read its body", scope.get("method"), scope.get("path"))
         except Exception:
             log.exception("unexpected error serving %s %s", scope.get("method"), scope.get("path"))
             if not response_started:
