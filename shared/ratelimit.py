@@ -160,12 +160,19 @@ def token_interval_us(settings: Settings, plan: str) -> int:
     return PERIOD_US // limit if limit > 0 else 0
 
 
-def refund_call(account_id: str, *, tokens: int, interval_us: int) -> ScriptCall | None:
+def refund_call(
+    account_id: str, *, tokens: int, interval_us: int, once_key: str | None = None
+) -> ScriptCall | None:
     """Give back ``tokens`` a request was counted for but did not use, at ``interval_us`` per token
-    (:func:`token_interval_us` of the plan its decision named); None when there is nothing to give back."""
+    (:func:`token_interval_us` of the plan its decision named); None when there is nothing to give back.
+    With ``once_key`` (a hash, e.g. the request's credit reservation record) the refund is marked there
+    and given once however often it is sent."""
     if interval_us <= 0 or tokens <= 0:
         return None
-    return ScriptCall(_REFUND, [keys.rate_limit(account_id, "tokens")], [tokens, interval_us])
+    refund_keys = [keys.rate_limit(account_id, "tokens")]
+    if once_key is not None:
+        refund_keys.append(once_key)
+    return ScriptCall(_REFUND, refund_keys, [tokens, interval_us])
 
 
 def _plan(settings: Settings, name: str) -> Plan:

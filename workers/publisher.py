@@ -16,8 +16,10 @@ with the other jobs of the worker.
 A publish that fails (Redis unreachable, frozen, restarting) is retried, the same frames again, for up to
 :data:`PUBLISH_PATIENCE` seconds: a publish whose reply was lost may have landed, and the ingress drops a
 frame it already has (its ``seq``).  The final frame's retries carry only its ``retry_commands`` (the
-idempotent settlement), never the bookkeeping that would count twice.  Only after that does a publish
-fail for good; the final frame is still attempted then, so the client learns how its job ended.
+idempotent settlement, with a charged job's refund and usage record:
+:func:`workers.settlement.final_commands`), never the bookkeeping that would count twice.  Only after
+that does a publish fail for good; the final frame is still attempted then, so the client learns how its
+job ended.
 
 A ``PUBLISH`` answers how many subscribers received the frame: 0 means the ingress that waited for the job
 is gone (killed, or it lost Redis and failed its requests), so the job stops there, with

@@ -19,7 +19,10 @@ under the same reservation, and it releases whatever is still held when the requ
 
 They are plain Redis commands (the scripts as ``EVAL``, which never meets ``NOSCRIPT``), so the worker
 sends them in the round trip that publishes the job's final frame: whoever sees the answer also sees
-the charge.  A job without billing (enqueued by something else than the ingress) is only recorded.
+the charge.  A charged job's commands are all idempotent (the settlement by the reservation's state, the
+refund and the usage record by marks on the reservation's record), so a round trip whose reply was lost
+is sent again whole: the charge, its refund and its record land together or not at all.  A job without
+billing (enqueued by something else than the ingress) is only recorded.
 """
 
 from __future__ import annotations
@@ -57,9 +60,11 @@ def final_commands(
     provider: str | None = None,
     now: float | None = None,
 ) -> tuple[list[Command], list[Command]]:
-    """:func:`billing_commands`, and apart from them only the settlement of the job's reservation (its
-    release for a job whose ingress is gone, none for another failed job): the idempotent part, safe to
-    send again when a round trip's fate is unknown; the job's billing is read once for both."""
+    """:func:`billing_commands`, and apart from them the part that is safe to send again when a round
+    trip's fate is unknown: the settlement of the job's reservation (its release for a job whose ingress
+    is gone, none for another failed job) and, for a charged job, its token refund and usage record,
+    which the reservation's record marks as done (``refunded``, ``recorded``) so that a resend writes
+    neither twice.  The job's billing is read once for both."""
     now = time.time() if now is None else now
     status = usage.OK if error is None else error.code or error.type
     billing = JobBilling.of_job(job)
@@ -75,6 +80,7 @@ def final_commands(
             billing.reservation.account_id,
             tokens=billing.counted_tokens - prompt - completion,
             interval_us=billing.token_interval_us,
+            once_key=keys.credit_reservation(billing.reservation.id),
         )
         if refund is not None:
             commands.append(refund.command())
@@ -100,6 +106,8 @@ def final_commands(
             commands.append(usage.charged_usage_call(record, reservation).command())
         else:
             commands.extend(usage.usage_commands(record))
+    if billing is not None and charged:  # the settlement, its refund and its usage record: each once
+        return commands, commands
     return commands, charge
 
 

@@ -1,9 +1,15 @@
 -- Give back tokens a request was counted for but did not use (its estimate exceeded its usage).
 --
 -- KEYS[1] the token limit's theoretical arrival time (integer µs of Redis TIME)
+-- KEYS[2] optional: a hash that marks the refund given (`refunded`), so that the same refund sent again
+--         (a settlement's round trip resent because its reply was lost) gives nothing back twice; a
+--         hash that does not exist marks nothing
 -- ARGV[1] tokens to give back, ARGV[2] the limit's emission interval in µs per token
--- Returns the µs until the limit is fully restored after the refund.
+-- Returns the µs until the limit is fully restored after the refund; -1 when it was given already.
 
+if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 and redis.call('HSETNX', KEYS[2], 'refunded', '1') == 0 then
+  return -1
+end
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000000 + tonumber(time[2])

@@ -7,8 +7,15 @@
 -- ARGV[1] how many arguments carry the cost (n), ARGV[2..n+1] their positions among the commands that
 -- follow (1-based, the first command's argument count being 1), then the commands, each as its argument
 -- count followed by the command and its arguments (usage.queue_usage's).
--- Returns the cost written, as a string.
+-- Returns the cost written, as a string; nil when the reservation's record says it was written already.
+--
+-- Once per reservation: the record is marked (`recorded`), so a round trip resent because its reply was
+-- lost (workers/publisher.py) does not write the usage twice.  A record that is gone (it outlives its
+-- settlement by minutes, far longer than a resend) cannot be marked: the usage is written, at no cost.
 
+if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('HSETNX', KEYS[1], 'recorded', '1') == 0 then
+  return nil
+end
 local charged = redis.call('HGET', KEYS[1], 'charged') or '0'
 local n = tonumber(ARGV[1])
 local args = {}

@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 import redis.asyncio as aredis
 
 from ingress.control import accounts
@@ -18,7 +19,7 @@ from shared.jobs import CompletionJob
 from shared.redis_commands import Command, replay
 from shared.settings import ModelEntry, settings_from_mapping
 from tests.store_calls import hold_credit
-from workers.settlement import billing_commands
+from workers.settlement import billing_commands, final_commands
 
 SETTINGS = settings_from_mapping({}, env={})
 MODEL = ModelEntry(id="m/priced", deployments=(), input_price_per_m=2.0, output_price_per_m=4.0)
@@ -116,7 +117,8 @@ async def test_a_completed_job_is_charged_its_tokens(aredis_client: aredis.Redis
 
 async def test_the_charge_never_exceeds_the_hold_and_lands_once(aredis_client: aredis.Redis) -> None:
     """Usage beyond the reserved worst case is charged the hold only, and replaying the settlement (a
-    retried round trip) charges nothing more; the usage record says what was charged."""
+    retried round trip) charges nothing more and records it once; the usage record says what was
+    charged."""
     await funded(aredis_client)
     job, _ = await billed_job(aredis_client, 300)
     tokens = {"prompt_tokens": 1_000, "completion_tokens": 1_000}
@@ -125,7 +127,7 @@ async def test_the_charge_never_exceeds_the_hold_and_lands_once(aredis_client: a
     await run(aredis_client, commands)
     balance = await credits.get_balance(aredis_client, "acme")
     assert (balance.spent, balance.reserved) == (300, 0)
-    assert [record.cost_micros for record in await records(aredis_client)] == [300, 300]
+    assert [record.cost_micros for record in await records(aredis_client)] == [300]
 
 
 async def test_a_job_whose_hold_was_released_first_records_no_cost(aredis_client: aredis.Redis) -> None:
@@ -169,6 +171,31 @@ async def test_unused_counted_tokens_are_refunded(aredis_client: aredis.Redis) -
     await run(aredis_client, billing_commands(job, error=None, token_usage=tokens))
     refunded = int(await aredis_client.get(tat_key) or 0)
     assert refunded == (server_seconds + 10) * 1_000_000 - 850 * 1_000
+
+
+@pytest.mark.parametrize("first_landed", [True, False])
+async def test_a_resent_final_round_trip_charges_refunds_and_records_once(
+    aredis_client: aredis.Redis, first_landed: bool
+) -> None:
+    """The final round trip's reply was lost: the worker sends its retry commands again.  Whether the
+    first one landed or not, the charge, the token refund and the usage record land exactly once."""
+    await funded(aredis_client)
+    job, billing = await billed_job(aredis_client, 10_000, counted_tokens=1_000, token_interval_us=1_000)
+    tat_key = keys.rate_limit("acme", "tokens")
+    server_seconds, _ = await aredis_client.time()
+    await aredis_client.set(tat_key, str((server_seconds + 10) * 1_000_000))
+    tokens = {"prompt_tokens": 100, "completion_tokens": 50}
+    commands, retry = final_commands(job, error=None, token_usage=tokens)
+    if first_landed:
+        await run(aredis_client, commands)
+    await run(aredis_client, retry)
+    await run(aredis_client, retry)
+    balance = await credits.get_balance(aredis_client, "acme")
+    cost = billing.cost(100, 50)
+    assert cost > 0 and (balance.spent, balance.reserved) == (cost, 0)
+    assert [record.cost_micros for record in await records(aredis_client)] == [cost]
+    refunded = int(await aredis_client.get(tat_key) or 0)
+    assert refunded == (server_seconds + 10) * 1_000_000 - 850 * 1_000  # given back once
 
 
 async def test_a_job_without_billing_is_only_recorded(aredis_client: aredis.Redis) -> None:
