@@ -555,22 +555,25 @@ def credit_balance(account_id: str) -> str:
     "every credit grant of one account",
     writer="control plane: `shared.credits` (add)",
     reader="control plane: `shared.credits` (ledger)",
-    ttl="none (never trimmed)",
+    ttl="none; trimmed to about the last 10,000 entries (`credits.LEDGER_KEPT`)",
 )
 def credit_ledger(account_id: str) -> str:
-    """Stream: every credit grant or adjustment of one account (never trimmed)."""
+    """Stream: the credit grants and adjustments of one account, the last ~10,000 kept."""
     return f"{PREFIX}:credit:{{{account_id}}}:ledger"
 
 
 @_key(
     "hash",
-    "one request's credit hold: account, amount, deadline, state",
+    "one request's credit hold: account, amount, deadline, state; once settled, what it charged and "
+    "whether its refund and usage record were written",
     writer="ingress: `shared.credits` (reserve, release, sweep); workers: `shared.credits` (settle)",
     reader="the same scripts",
     ttl="none while held; 5 minutes once settled or expired (`CREDIT_RESERVATION_TOMBSTONE_TTL`)",
 )
 def credit_reservation(reservation_id: str) -> str:
-    """Hash: one reservation (account, amount, deadline, state held/settled/expired)."""
+    """Hash: one reservation (account, amount, deadline, state held/settled/expired; once settled
+    ``charged``, and the marks ``refunded`` and ``recorded`` that make a resent settlement write its
+    token refund and usage record once)."""
     return f"{PREFIX}:reservation:{reservation_id}"
 
 
