@@ -1,11 +1,12 @@
 """Clean-ups a request could not do while Redis was unreachable, done as soon as Redis answers again.
 
 A request that ends without an answer releases its credit hold (:func:`release_hold`) and, if its job may
-still run, cancels it (:func:`ingress.job_control.cancel`).  During a Redis outage both fail; left
+still run, abandons it: withdraws it from its queue if no worker took it, else cancels it
+(:func:`ingress.job_control.abandon`).  During a Redis outage both fail; left
 alone, the hold would stay locked until the sweep reaches its deadline and the job would run to its end
 unread.  :class:`DeferredCleanup` keeps what failed in memory and retries it every
 :data:`RETRY_EVERY` seconds from one background task, so it is done within a retry of Redis coming back.
-Both are idempotent, so doing one that had landed after all costs nothing.  At most :data:`MAX_PENDING`
+All are idempotent, so doing one that had landed after all costs nothing.  At most :data:`MAX_PENDING`
 wait, so a long outage cannot grow the backlog without bound.  What a process still holds when it dies
 is left to the workers and the sweep (a hold is a lease, :func:`shared.credits.extend_call`).
 """
@@ -49,13 +50,13 @@ class DeferredCleanup:
         self._redis = redis
         self._retry_every = retry_every
         self._releases: dict[str, JobBilling] = {}  # by reservation id
-        self._cancels: set[str] = set()  # job ids
+        self._abandons: dict[str, tuple[str, bool]] = {}  # job id -> its pool, whether a worker started it
         self._pending = asyncio.Event()
         self.drained = asyncio.Event()  # set whenever :meth:`run` has nothing left to do
 
     @property
     def pending(self) -> int:
-        return len(self._releases) + len(self._cancels)
+        return len(self._releases) + len(self._abandons)
 
     def release_later(self, billing: JobBilling) -> None:
         log.warning("could not release credit hold %s; will retry when Redis answers", billing.reservation.id)
@@ -65,11 +66,13 @@ class DeferredCleanup:
         self.drained.clear()
         self._pending.set()
 
-    def cancel_later(self, job_id: str) -> None:
-        log.warning("could not cancel job %s; will retry when Redis answers", job_id)
+    def abandon_later(self, pool: str, job_id: str, *, started: bool) -> None:
+        """Abandon the job once Redis answers: a job still queued is withdrawn (its record, body included,
+        deleted), not left to run for nobody once its cancel marker expired."""
+        log.warning("could not abandon job %s; will retry when Redis answers", job_id)
         if self.pending >= MAX_PENDING:
             return
-        self._cancels.add(job_id)
+        self._abandons[job_id] = (pool, started)
         self.drained.clear()
         self._pending.set()
 
@@ -94,13 +97,13 @@ class DeferredCleanup:
                 return done  # still unreachable: the rest waits for the next attempt
             del self._releases[reservation_id]
             done += 1
-        for job_id in list(self._cancels):
+        for job_id, (pool, started) in list(self._abandons.items()):
             try:
-                await job_control.cancel(self._redis, job_id)
+                await job_control.withdraw_or_cancel(self._redis, pool, job_id, started=started)
             except ServiceUnavailable:
                 return done
-            self._cancels.discard(job_id)
+            del self._abandons[job_id]
             done += 1
         if done:
-            log.info("Redis answers again: did %d deferred release(s) and cancel(s)", done)
+            log.info("Redis answers again: did %d deferred release(s) and abandon(s)", done)
         return done

@@ -6,6 +6,7 @@ Redis errors become :class:`~shared.errors.ServiceUnavailable` here, where they 
 from __future__ import annotations
 
 import logging
+from typing import Final
 
 import redis.asyncio as aredis
 from redis.exceptions import RedisError
@@ -14,6 +15,7 @@ from rq.job import Job
 from shared import keys
 from shared.errors import ServiceUnavailable
 from shared.jobs import CompletionJob, enqueue_commands
+from shared.lua import LuaScript
 from shared.redis_commands import Command, replay
 from shared.settings import Settings
 
@@ -44,12 +46,14 @@ async def enqueue_completion(redis: aredis.Redis, job: CompletionJob, settings: 
     return int(replies[-1])
 
 
+WITHDRAW: Final = LuaScript.load("job_withdraw")
+
+
 async def withdraw(redis: aredis.Redis, pool: str, job_id: str) -> bool:
-    """Take a job that no worker picked up off its queue and delete its record; False if a worker has it."""
+    """Take a job that no worker picked up off its queue and delete its record, in one step; False if a
+    worker has it."""
     try:
-        removed = await redis.lrem(keys.rq_queue_key(pool), 1, job_id)
-        if removed:
-            await redis.delete(Job.key_for(job_id))
+        removed = await WITHDRAW(redis, [keys.rq_queue_key(pool), Job.key_for(job_id)], [job_id])
     except RedisError as exc:
         raise ServiceUnavailable("The request queue is unreachable; retry shortly.") from exc
     return bool(removed)
@@ -67,13 +71,19 @@ async def cancel(redis: aredis.Redis, job_id: str) -> None:
 
 
 async def abandon(redis: aredis.Redis, pool: str, job_id: str, *, started: bool) -> bool:
-    """Nobody will read this job's result any more: withdraw it if still queued, else cancel it; False
-    when Redis could not be reached (the job may run to completion unread unless cancelled later)."""
+    """Nobody will read this job's result any more: :func:`withdraw_or_cancel` it; False when Redis could
+    not be reached (the job may run to completion unread unless abandoned later)."""
     try:
-        if not started and await withdraw(redis, pool, job_id):
-            return True
-        await cancel(redis, job_id)
+        await withdraw_or_cancel(redis, pool, job_id, started=started)
     except ServiceUnavailable:
         log.warning("could not abandon job %s", job_id, exc_info=True)
         return False
     return True
+
+
+async def withdraw_or_cancel(redis: aredis.Redis, pool: str, job_id: str, *, started: bool) -> None:
+    """Withdraw the job if it is still queued (its record, body included, deleted), else cancel it.
+    Raises :class:`~shared.errors.ServiceUnavailable`."""
+    if not started and await withdraw(redis, pool, job_id):
+        return
+    await cancel(redis, job_id)

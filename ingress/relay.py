@@ -292,7 +292,7 @@ class CompletionRelay:
                 self._redis, self._job.provider, self._job.request_id, started=self.started
             )
             if not abandoned and self._cleanup is not None:
-                self._cleanup.cancel_later(self._job.request_id)
+                self._cleanup.abandon_later(self._job.provider, self._job.request_id, started=self.started)
 
     def _stalled(self, silence: float) -> ResponseStalled:
         """The error of a started job silent for ``silence`` seconds (logged: an operator should know)."""

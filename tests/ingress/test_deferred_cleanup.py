@@ -1,4 +1,4 @@
-"""Clean-ups a Redis outage held up: a credit hold and a cancel that failed are done once Redis answers."""
+"""Clean-ups a Redis outage held up: a credit hold and an abandon that failed are done once Redis answers."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 
 import fakeredis
 import pytest
+from rq.job import Job
 
 from ingress.deferred_cleanup import DeferredCleanup
 from shared import credits, keys
@@ -42,7 +43,7 @@ async def test_a_release_that_failed_is_done_once_redis_answers(server: fakeredi
     assert (await credits.get_balance(redis, "acct")).reserved == 0
 
 
-async def test_the_background_task_releases_and_cancels_within_a_retry(server: fakeredis.FakeServer) -> None:
+async def test_the_background_task_releases_and_abandons_within_a_retry(server: fakeredis.FakeServer) -> None:
     """The running task retries every retry interval: a hold and a cancel deferred during an outage are
     done within a retry of Redis coming back, with no request needed to trigger it."""
     redis = fakeredis.FakeAsyncRedis(server=server)
@@ -51,7 +52,7 @@ async def test_the_background_task_releases_and_cancels_within_a_retry(server: f
     task = asyncio.create_task(cleanup.run())
     server.connected = False
     cleanup.release_later(billing)
-    cleanup.cancel_later("job-1")
+    cleanup.abandon_later("simulated", "job-1", started=True)
     await asyncio.sleep(0.2)
     assert cleanup.pending == 2
     server.connected = True
@@ -60,3 +61,24 @@ async def test_the_background_task_releases_and_cancels_within_a_retry(server: f
     await asyncio.gather(task, return_exceptions=True)
     assert (await credits.get_balance(redis, "acct")).reserved == 0
     assert await redis.exists(keys.cancelled_marker("job-1"))
+
+
+async def test_a_job_still_queued_when_redis_answers_again_is_withdrawn_not_left_to_run(
+    server: fakeredis.FakeServer,
+) -> None:
+    """A request failed during an outage while its job waited in its queue: once Redis answers, the job
+    leaves the queue and its record (the request's body) is deleted, rather than only marked cancelled
+    (a marker expires; a queued job has no TTL and would run for nobody)."""
+    redis = fakeredis.FakeAsyncRedis(server=server)
+    queue, record = keys.rq_queue_key("simulated"), Job.key_for("job-2")
+    await redis.rpush(queue, "other", "job-2")
+    await redis.hset(record, "data", "x" * 1000)
+    cleanup = DeferredCleanup(redis)
+    server.connected = False
+    cleanup.abandon_later("simulated", "job-2", started=False)
+    assert await cleanup.flush() == 0
+    server.connected = True
+    assert await cleanup.flush() == 1
+    assert await redis.lrange(queue, 0, -1) == [b"other"]
+    assert not await redis.exists(record)
+    assert not await redis.exists(keys.cancelled_marker("job-2"))
