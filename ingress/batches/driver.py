@@ -82,6 +82,7 @@ class BatchDriver:
         self.price_factors: dict[str, float] = {}
         self._turn = 0
         self._last_sweep = 0.0
+        self._finish_failures: dict[str, FailureStreak] = {}  # by batch id, while its finalizing fails
 
     async def run(self, stop: asyncio.Event) -> None:
         """Drive batches until ``stop`` is set."""
@@ -145,14 +146,29 @@ class BatchDriver:
         await self._end_unreadable()  # found while reading lines: wound down from the next round
         for run in list(self.runs.values()):
             if run.cursor >= run.total and not run.in_flight() and not run.retries:
-                await run.collect(self.redis, self.storage, force=True)
-                if not run.inflight and await self.redis.hlen(keys.batch_results(run.id)) == 0:
-                    await finalize(self.redis, self.storage, run.record, run.ending, self.settings.batches)
-                    del self.runs[run.id]
+                await self._finish(run)
+        for batch_id in [b for b in self._finish_failures if b not in self.runs]:
+            del self._finish_failures[batch_id]  # ended, or forgotten (reloaded next round)
         if time.monotonic() - self._last_sweep > FILE_SWEEP_INTERVAL:
             self._last_sweep = time.monotonic()
             await files.sweep_expired(self.redis, self.storage)
         return moved
+
+    async def _finish(self, run: BatchRun) -> None:
+        """Collect a batch's last results and finalize it.  A failure of this batch's own (not Redis':
+        that ends the round) is logged and the batch retried next round, while the other batches and
+        the file sweep go on."""
+        try:
+            await run.collect(self.redis, self.storage, force=True)
+            if not run.inflight and await self.redis.hlen(keys.batch_results(run.id)) == 0:
+                await finalize(self.redis, self.storage, run.record, run.ending, self.settings.batches)
+                del self.runs[run.id]
+                self._finish_failures.pop(run.id, None)
+        except (RedisError, OSError):
+            raise
+        except Exception:
+            streak = self._finish_failures.setdefault(run.id, FailureStreak(log, f"batch {run.id} endings"))
+            streak.failed("batch %s: finalizing failed; retried next round", run.id, traceback=True)
 
     async def _load(self) -> None:
         found = await self.redis.zrange(keys.BATCHES_ACTIVE, 0, -1)

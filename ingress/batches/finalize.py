@@ -8,6 +8,7 @@ last; then the batch's per-line keys, its parts and its hold on the account's qu
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 
@@ -19,8 +20,11 @@ from ingress.batches.expiry_policy import file_lifetime
 from ingress.batches.records import BatchRecord
 from ingress.batches.storage import FileStorage
 from shared import batch_lines, keys
+from shared.errors import NotFound
 from shared.lua import LuaScript
 from shared.settings import BatchSettings
+
+log = logging.getLogger(__name__)
 
 RELEASE_LINES = LuaScript.load("batch_release_lines")
 
@@ -129,9 +133,19 @@ async def _write(
 async def _lines_of(
     storage: FileStorage, batch_id: str, parts: int, kind: bytes, seen: set[int]
 ) -> AsyncIterator[bytes]:
-    """The result lines of one kind from every part, each line number once (``seen`` spans both kinds)."""
+    """The result lines of one kind from every part, each line number once (``seen`` spans both kinds).
+    A part the storage lost (a deleted object, a volume not shared) is skipped with an error logged: the
+    batch ends with the results still stored rather than never ending, nor keeping every other batch
+    of its driver from ending."""
     for number in range(parts):
-        content = await storage.get(part_key(batch_id, number))
+        try:
+            content = await storage.get(part_key(batch_id, number))
+        except NotFound:
+            if kind == batch_lines.OUTPUT:  # said once, not once per kind
+                log.error(
+                    "batch %s: result part %d is no longer stored; its results are lost", batch_id, number
+                )
+            continue
         for row in content.split(b"\n"):
             if not row or row[:1] != kind:
                 continue

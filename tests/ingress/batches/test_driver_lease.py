@@ -89,3 +89,32 @@ async def test_a_redis_outage_is_one_line_and_backs_off(caplog: pytest.LogCaptur
     assert "Redis failed" in lines[0].getMessage()
     pauses = [failure_pause(n, settings.batches) for n in range(1, 12)]
     assert pauses == sorted(pauses) and pauses[-1] == MAX_FAILURE_PAUSE
+
+
+async def test_a_batch_that_cannot_end_does_not_keep_the_others_from_ending(
+    aredis_client: aredis.Redis, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One batch whose finalizing fails (a bug, a storage error of its own) is logged and retried next
+    round; the next batch of the same round ends all the same."""
+    from types import SimpleNamespace
+
+    from ingress.batches import driver as driver_module
+
+    ended: list[str] = []
+
+    async def finalize(redis: Any, storage: Any, record: Any, ending: str, bounds: Any) -> None:
+        if record == "broken":
+            raise ValueError("a part that cannot be read")
+        ended.append(record)
+
+    async def collect(*args: Any, **kwargs: Any) -> int:
+        return 0
+
+    monkeypatch.setattr(driver_module, "finalize", finalize)
+    driver = _driver(aredis_client, "ends")
+    for batch_id in ("broken", "fine"):
+        run = SimpleNamespace(id=batch_id, record=batch_id, ending="", inflight={}, collect=collect)
+        driver.runs[batch_id] = run  # type: ignore[assignment]
+        await driver._finish(run)  # type: ignore[arg-type]
+    assert ended == ["fine"] and list(driver.runs) == ["broken"]
+    assert "batch broken: finalizing failed" in caplog.text

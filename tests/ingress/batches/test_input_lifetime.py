@@ -14,14 +14,14 @@ import pytest
 import redis.asyncio as aredis
 
 from ingress.batches import files, records
-from ingress.batches.batch_run import BatchRun
-from ingress.batches.finalize import cleanup
+from ingress.batches.batch_run import BatchRun, part_key
+from ingress.batches.finalize import cleanup, finalize
 from ingress.batches.input_lines import BatchLine, LineError, parse_line
 from ingress.batches.storage import LocalStorage
 from ingress.batches.wind_down import INPUT_FILE_MISSING, wind_down
 from shared import keys
 from shared.errors import NotFound
-from shared.settings import ModelEntry
+from shared.settings import BatchSettings, ModelEntry
 
 pytestmark = pytest.mark.redis
 
@@ -268,3 +268,23 @@ async def test_a_deletion_cut_between_the_record_and_the_content_is_finished_by_
     with pytest.raises(NotFound):
         await storage.get(read.storage_key)
     assert await aredis_client.zcard(keys.FILES_DELETING) == 0
+
+
+async def test_a_batch_whose_result_part_the_storage_lost_still_ends_with_the_results_kept(
+    aredis_client: aredis.Redis, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A result part gone from the storage does not keep the batch (nor, through it, its driver's other
+    batches) from ending: it ends with what the other parts hold, and the loss is logged as an error."""
+    storage = LocalStorage(tmp_path)
+    stored = await uploaded(aredis_client, storage, line("a") + b"\n" + line("b") + b"\n")
+    batch = await new_batch(aredis_client, stored.id)
+    assert await records.transition(aredis_client, batch.id, ("validating",), "in_progress", parts=2, total=2)
+    await storage.put(part_key(batch.id, 0), _chunks(b'O0 {"custom_id": "a"}\n'))  # part 1 never came back
+    (running,) = await records.load_batches(aredis_client, [batch.id])
+    assert running is not None
+    await finalize(aredis_client, storage, running, "", BatchSettings())
+    (ended,) = await records.load_batches(aredis_client, [batch.id])
+    assert ended is not None and ended.status == "completed"
+    output = await files.get_file(aredis_client, ended.fields["output_file_id"], "a")
+    assert await storage.get(output.storage_key) == b'{"custom_id": "a"}\n'
+    assert any("result part 1 is no longer stored" in r.getMessage() for r in caplog.records)
