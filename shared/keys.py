@@ -108,7 +108,7 @@ _describe(
     "one job: its completion request until a worker loads it, then a diagnostic copy; status and times "
     "(rq's job record)",
     pattern=Job.key_for("<job_id>"),
-    writer="ingress: `shared.jobs` (enqueue), `ingress.job_control` (DEL on withdraw); "
+    writer="ingress: `shared.jobs` (enqueue), `ingress.job_control` (DEL on withdraw, `job_withdraw.lua`); "
     "workers: `workers.bookkeeping` (started, finished, failed), `shared.jobs` (the diagnostic copy)",
     reader="workers: `workers.dequeue` (in the move's round trip, `job_take_read.lua`), `workers.worker` "
     "(at start); rq's tools",
