@@ -268,11 +268,17 @@ def worker_alive(worker_name: str) -> str:
     writer="workers: `workers.liveness`, `workers.bookkeeping` (ZREM on departure)",
     reader="ingress: `ingress.health` (`/readyz?verbose`), admin (`/admin/pools`), "
     "`ingress.metrics` (on scrape)",
-    ttl="none (readers skip members older than `worker_dead_after`)",
+    ttl="an hour after the last heartbeat of any of its workers; members an hour without one are dropped "
+    "(`POOL_WORKER_KEPT`; readers skip members older than `worker_dead_after`)",
 )
 def pool_workers(pool: str) -> str:
     """Sorted set: worker name -> unix time of its last heartbeat, per pool."""
     return f"{PREFIX}:pool:{pool}:workers"
+
+
+POOL_WORKER_KEPT = 3600
+"""Seconds a pool's set keeps a worker that stopped beating without departing (killed), and the set
+itself after its last heartbeat: far past ``worker_dead_after``, so no reader misses a live worker."""
 
 
 POOLS_SET = f"{PREFIX}:pools"

@@ -78,7 +78,13 @@ class LivenessBeacon:
         try:
             with self._client.pipeline(transaction=False) as pipe:
                 pipe.set(keys.worker_alive(self._worker_name), b"1", px=self._alive_ttl_ms)
-                pipe.zadd(keys.pool_workers(self._pool), {self._worker_name: time.time()})
+                now = time.time()
+                pool_workers = keys.pool_workers(self._pool)
+                pipe.zadd(pool_workers, {self._worker_name: now})
+                # Workers killed without departing (kill -9, a lost node) leave their member; the live
+                # ones drop those after a while, and the set of a pool nobody serves any more expires.
+                pipe.zremrangebyscore(pool_workers, "-inf", now - keys.POOL_WORKER_KEPT)
+                pipe.expire(pool_workers, keys.POOL_WORKER_KEPT)
                 pipe.sadd(keys.POOLS_SET, self._pool)
                 pipe.execute()
         except (RedisError, OSError):

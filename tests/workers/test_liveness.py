@@ -73,3 +73,22 @@ async def test_a_stopped_beacon_beats_no_more(clean_redis: redis.Redis, redis_ur
     clean_redis.delete(keys.worker_alive(WORKER))
     await asyncio.sleep(0.3)  # three beat intervals in which a beat would bring the key back
     assert not clean_redis.exists(keys.worker_alive(WORKER))
+
+
+def test_a_beat_drops_workers_long_gone_and_keeps_the_set_bounded_in_time(
+    clean_redis: redis.Redis, redis_url: str
+) -> None:
+    """A worker killed without departing leaves its member in the pool's set; a live worker's beat drops
+    it once it is POOL_WORKER_KEPT old (a recently dead one stays, for the readers to skip), and the set
+    expires that long after the last beat."""
+    now = time.time()
+    members = {"killed-long-ago": now - keys.POOL_WORKER_KEPT - 5, "killed-just-now": now - 5}
+    clean_redis.zadd(keys.pool_workers("p"), members)
+    beacon = _beacon(redis_url)
+    try:
+        assert beacon.beat()
+    finally:
+        beacon.stop()
+    left = {name.decode() for name in clean_redis.zrange(keys.pool_workers("p"), 0, -1)}
+    assert left == {"killed-just-now", WORKER}
+    assert 0 < clean_redis.ttl(keys.pool_workers("p")) <= keys.POOL_WORKER_KEPT
