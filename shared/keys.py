@@ -482,7 +482,7 @@ _describe(
 @_key(
     "string",
     "the account a dashboard token signs in as, by digest",
-    writer="control plane: `ingress.control.accounts` (create, rotate)",
+    writer="control plane: `ingress.control.accounts` (create; rotate, `dashboard_token_rotate.lua`)",
     reader="control plane: `ingress.control.accounts` (Dashboard sign-in)",
 )
 def dashboard_token(digest: str) -> str:

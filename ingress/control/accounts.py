@@ -37,6 +37,7 @@ ACCOUNT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}")
 """Account ids the ``aiorouter keys`` command already accepts; generated ones are ``acct_<hex>``."""
 
 _CREATE = LuaScript.load("account_create")
+_ROTATE = LuaScript.load("dashboard_token_rotate")
 
 
 class AccountNotFound(NotFound):
@@ -207,15 +208,13 @@ async def account_for_dashboard_token(redis: aredis.Redis, token: str) -> Accoun
 
 async def rotate_dashboard_token(redis: aredis.Redis, account_id: str) -> str:
     """Replace an account's dashboard token (the old one stops working at once); returns the new one."""
-    account = await require_account(redis, account_id)
     token = generate_dashboard_token()
     digest = token_digest(token)
-    async with redis.pipeline(transaction=True) as pipe:
-        if account.dashboard_token_digest:
-            pipe.delete(keys.dashboard_token(account.dashboard_token_digest))
-        pipe.set(keys.dashboard_token(digest), account_id)
-        pipe.hset(keys.account(account_id), "dashboard_token_digest", digest)
-        await pipe.execute()
+    token_keys = keys.dashboard_token("")  # the prefix: the script deletes the old token by its digest
+    if not await _ROTATE(
+        redis, [keys.account(account_id), keys.dashboard_token(digest)], [digest, account_id, token_keys]
+    ):
+        raise AccountNotFound(f"No account with id {account_id!r}.")
     return token
 
 

@@ -121,6 +121,24 @@ async def test_dashboard_token_signs_in_until_rotated(store: aredis.Redis) -> No
     assert await accounts.account_for_dashboard_token(store, "ak-not-a-dashboard-token") is None
 
 
+async def test_concurrent_rotations_leave_one_token_that_signs_in(store: aredis.Redis) -> None:
+    """Ten rotations at once: one token signs in afterwards (the one the account names), no other."""
+    import asyncio
+
+    account, first = await accounts.create_account(store, SETTINGS)
+    tokens = await asyncio.gather(*(accounts.rotate_dashboard_token(store, account.id) for _ in range(10)))
+    signing_in = [t for t in [first, *tokens] if await accounts.account_for_dashboard_token(store, t)]
+    assert len(signing_in) == 1
+    assert len([k async for k in store.scan_iter(keys.dashboard_token("*"))]) == 1
+
+
+async def test_rotating_the_token_of_no_account_is_404_and_writes_nothing(store: aredis.Redis) -> None:
+    with pytest.raises(AccountNotFound):
+        await accounts.rotate_dashboard_token(store, "nobody")
+    assert [k async for k in store.scan_iter(keys.dashboard_token("*"))] == []
+    assert not await store.exists(keys.account("nobody"))
+
+
 async def test_ids_with_colons_never_reach_another_accounts_keys(store: aredis.Redis) -> None:
     """Accounts "a" and "a:keys" / "a:ledger" keep apart: keys, credit and records never overlap."""
     plain, _ = await accounts.create_account(store, SETTINGS, account_id="a")
