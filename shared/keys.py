@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 from rq import command as rq_command
+from rq import defaults as rq_defaults
+from rq import executions as rq_executions
+from rq import worker_registration as rq_worker_registration
 from rq.executions import ExecutionRegistry
 from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job
@@ -143,6 +146,19 @@ def rq_started_registry(queue: str) -> str:
     return str(StartedJobRegistry.key_template.format(queue))
 
 
+_describe(
+    "",
+    "hash",
+    "one run of a job (rq's execution record: worker, times); its job's `"
+    + ExecutionRegistry.key_template.format("<job_id>")
+    + "` and its worker's `"
+    + rq_executions.WORKER_EXECUTIONS_KEY_TEMPLATE.format("<worker>")
+    + "` list the runs",
+    pattern=f"{rq_defaults.RQ_KEY_PREFIX}:execution:<job_id>:<execution_id>",
+    writer="workers: `workers.bookkeeping` (at start, from the heartbeat; deleted at the end)",
+    reader="rq's registry clean-up and tools",
+    ttl="the execution's heartbeat TTL (its sets: that plus 60 s), renewed by the heartbeat",
+)
 _RESULTS = Result.get_key("<job_id>")  # type: ignore[no-untyped-call]  # rq's is untyped
 _describe(
     "",
@@ -159,7 +175,11 @@ _describe(
     "hash",
     f"one worker process and its state (rq's worker record; `{BaseWorker.redis_workers_keys}` lists them)",
     pattern=f"{BaseWorker.redis_worker_namespace_prefix}<worker>",
-    writer="workers: rq's `register_birth`/`register_death`, `workers.bookkeeping` (heartbeats)",
+    writer="workers: rq's `register_birth`/`register_death` (also in the sets `"
+    + BaseWorker.redis_workers_keys
+    + "` and `"
+    + rq_worker_registration.WORKERS_BY_QUEUE_KEY % "<pool>"
+    + "`), `workers.bookkeeping` (heartbeats)",
     reader="rq's tools and registry clean-up",
     ttl="about `worker_dead_after` + 60 s, refreshed every heartbeat",
 )
