@@ -329,7 +329,8 @@ class AsyncWorker(BaseWorker):
             if want <= 0:
                 if taken.queued == 0:
                     batch = 1  # the queue ran dry: the next burst starts small again
-                    await _let_job_call_upstream()
+                    if len(self._runs) == 1:  # the job is all there is to do: its upstream call first
+                        await _let_job_call_upstream()
                 continue
             # Let the job take its first step before the moves are built.
             await asyncio.sleep(0)
@@ -777,10 +778,12 @@ def _text(value: bytes | str) -> str:
 
 
 JOB_FIRST_STEPS = 2
-"""Loop passes a job just taken off an emptied queue runs before the worker's next ``BLMOVE``: one to its
-start (:meth:`AsyncWorker._execute_job`), one to its upstream request (:func:`workers.completion.complete`
-in a task of its own).  The upstream request leaves first, and the move that would only wait for the next
-job does not cost the job a write to Redis on its way to the upstream."""
+"""Loop passes a job just taken off an emptied queue by an otherwise idle worker runs before the worker's
+next ``BLMOVE``: one to its start (:meth:`AsyncWorker._execute_job`), one to its upstream request
+(:func:`workers.completion.complete` in a task of its own).  The upstream request leaves first, and the
+move that would only wait for the next job does not cost the job a write to Redis on its way to the
+upstream.  A busy worker does not wait: there a loop pass runs every other job's work, and two of them
+before each move cost more pick-ups than they save one job."""
 
 
 async def _let_job_call_upstream() -> None:
