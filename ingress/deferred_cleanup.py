@@ -21,7 +21,7 @@ import redis.asyncio as aredis
 from redis.exceptions import RedisError
 
 from ingress import job_control
-from shared import credits, ratelimit
+from shared import credits, keys, ratelimit
 from shared.errors import ServiceUnavailable
 from shared.job_billing import JobBilling
 
@@ -37,7 +37,10 @@ async def release_hold(redis: aredis.Redis, billing: JobBilling) -> None:
     reservation = billing.reservation
     settlement = await credits.release(redis, reservation)
     refund = ratelimit.refund_call(
-        reservation.account_id, tokens=billing.counted_tokens, interval_us=billing.token_interval_us
+        reservation.account_id,
+        tokens=billing.counted_tokens,
+        interval_us=billing.token_interval_us,
+        once_key=keys.credit_reservation(reservation.id),  # a worker's later refund gives nothing more
     )
     if settlement.outcome == "settled" and refund is not None:
         await refund.run(redis)

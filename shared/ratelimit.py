@@ -169,10 +169,10 @@ def refund_call(
     and given once however often it is sent."""
     if interval_us <= 0 or tokens <= 0:
         return None
-    refund_keys = [keys.rate_limit(account_id, "tokens")]
-    if once_key is not None:
-        refund_keys.append(once_key)
-    return ScriptCall(_REFUND, refund_keys, [tokens, interval_us])
+    if once_key is None:
+        return ScriptCall(_REFUND, [keys.rate_limit(account_id, "tokens")], [tokens, interval_us])
+    ttl = keys.CREDIT_RESERVATION_TOMBSTONE_TTL  # a mark on a record that is gone lives as a tombstone
+    return ScriptCall(_REFUND, [keys.rate_limit(account_id, "tokens"), once_key], [tokens, interval_us, ttl])
 
 
 def _plan(settings: Settings, name: str) -> Plan:

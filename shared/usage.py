@@ -163,7 +163,8 @@ def charged_usage_call(record: UsageRecord, reservation_key: str) -> ScriptCall:
         elif args[0] == "HINCRBY" and args[2] == cost_field:
             positions.append(first + 3)
         flat.extend(args)
-    return ScriptCall(USAGE_CHARGED, [reservation_key], [len(positions), *positions, *flat])
+    ttl = keys.CREDIT_RESERVATION_TOMBSTONE_TTL
+    return ScriptCall(USAGE_CHARGED, [reservation_key], [ttl, len(positions), *positions, *flat])
 
 
 async def recent_usage(

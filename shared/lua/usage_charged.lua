@@ -4,25 +4,29 @@
 -- the record and the day's totals say what the account paid.
 --
 -- KEYS[1] the reservation's record
--- ARGV[1] how many arguments carry the cost (n), ARGV[2..n+1] their positions among the commands that
+-- ARGV[1] seconds a mark made on a record that is gone lives (CREDIT_RESERVATION_TOMBSTONE_TTL),
+-- ARGV[2] how many arguments carry the cost (n), ARGV[3..n+2] their positions among the commands that
 -- follow (1-based, the first command's argument count being 1), then the commands, each as its argument
--- count followed by the command and its arguments (usage.queue_usage's).
+-- count followed by the command and its arguments (usage.usage_commands').
 -- Returns the cost written, as a string; nil when the reservation's record says it was written already.
 --
 -- Once per reservation: the record is marked (`recorded`), so a round trip resent because its reply was
--- lost (workers/publisher.py) does not write the usage twice.  A record that is gone (it outlives its
--- settlement by minutes, far longer than a resend) cannot be marked: the usage is written, at no cost.
+-- lost (workers/publisher.py) does not write the usage twice.  A record that is gone (its hold expired
+-- and its tombstone too) gets a mark of its own that lives as long as a tombstone.
 
-if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('HSETNX', KEYS[1], 'recorded', '1') == 0 then
+if redis.call('HSETNX', KEYS[1], 'recorded', '1') == 0 then
   return nil
 end
-local charged = redis.call('HGET', KEYS[1], 'charged') or '0'
-local n = tonumber(ARGV[1])
-local args = {}
-for i = n + 2, #ARGV do
-  args[i - n - 1] = ARGV[i]
+if redis.call('TTL', KEYS[1]) == -1 and redis.call('HLEN', KEYS[1]) == 1 then
+  redis.call('EXPIRE', KEYS[1], ARGV[1])  -- the mark alone: the record was gone
 end
-for i = 2, n + 1 do
+local charged = redis.call('HGET', KEYS[1], 'charged') or '0'
+local n = tonumber(ARGV[2])
+local args = {}
+for i = n + 3, #ARGV do
+  args[i - n - 2] = ARGV[i]
+end
+for i = 3, n + 2 do
   args[tonumber(ARGV[i])] = charged
 end
 local i = 1

@@ -198,6 +198,51 @@ async def test_a_resent_final_round_trip_charges_refunds_and_records_once(
     assert refunded == (server_seconds + 10) * 1_000_000 - 850 * 1_000  # given back once
 
 
+async def test_a_resend_after_the_reservation_record_is_gone_still_writes_once(
+    aredis_client: aredis.Redis,
+) -> None:
+    """A hold whose record expired before the answer (its tombstone too): the marks live on a record of
+    their own, so a resent final round trip writes neither the usage record nor the refund twice."""
+    await funded(aredis_client)
+    job, billing = await billed_job(aredis_client, 10_000, counted_tokens=1_000, token_interval_us=1_000)
+    reservation_key = keys.credit_reservation(billing.reservation.id)
+    await aredis_client.delete(reservation_key)
+    tat_key = keys.rate_limit("acme", "tokens")
+    server_seconds, _ = await aredis_client.time()
+    start = (server_seconds + 10) * 1_000_000
+    await aredis_client.set(tat_key, str(start))
+    commands, retry = final_commands(
+        job, error=None, token_usage={"prompt_tokens": 100, "completion_tokens": 50}
+    )
+    await run(aredis_client, commands)  # landed, its reply lost
+    await run(aredis_client, retry)  # sent again
+    assert len(await records(aredis_client)) == 1
+    assert start - int(await aredis_client.get(tat_key) or 0) == 850 * 1_000
+    assert 0 < await aredis_client.ttl(reservation_key) <= keys.CREDIT_RESERVATION_TOMBSTONE_TTL
+
+
+async def test_the_ingress_release_and_a_later_answer_refund_the_tokens_once(
+    aredis_client: aredis.Redis,
+) -> None:
+    """The client left, the ingress released the hold and gave back every counted token; the worker's
+    answer lands after: not charged (settled already), and it gives back nothing more."""
+    from ingress.deferred_cleanup import release_hold
+
+    await funded(aredis_client)
+    job, billing = await billed_job(aredis_client, 10_000, counted_tokens=1_000, token_interval_us=1_000)
+    tat_key = keys.rate_limit("acme", "tokens")
+    server_seconds, _ = await aredis_client.time()
+    start = (server_seconds + 10) * 1_000_000
+    await aredis_client.set(tat_key, str(start))
+    await release_hold(aredis_client, billing)
+    await run(
+        aredis_client,
+        billing_commands(job, error=None, token_usage={"prompt_tokens": 100, "completion_tokens": 50}),
+    )
+    assert start - int(await aredis_client.get(tat_key) or 0) == 1_000 * 1_000
+    assert (await credits.get_balance(aredis_client, "acme")).spent == 0
+
+
 async def test_a_job_without_billing_is_only_recorded(aredis_client: aredis.Redis) -> None:
     """A job some other producer enqueued (no billing) gets its usage record and touches no credit."""
     await funded(aredis_client)
