@@ -211,3 +211,17 @@ def error_from_event(event: Mapping[str, Any]) -> AIORouterError:
         param=event.get("param"),
         headers=event.get("headers") or None,
     )
+
+
+def codes_of_other_statuses(status: int) -> frozenset[str]:
+    """The default codes of every error class whose status is not ``status``: codes that mean one of our
+    own outcomes (a refused key, a rate limit, a lost worker), which an upstream's error must not pass
+    for (see :func:`workers.providers.upstream_call.client_error_fields`)."""
+    found: set[str] = set()
+    pending: list[type[AIORouterError]] = [AIORouterError]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if cls.default_code and cls.status != status:
+            found.add(cls.default_code)
+    return frozenset(found)

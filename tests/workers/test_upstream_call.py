@@ -120,6 +120,17 @@ def test_a_client_error_without_a_usable_code_keeps_ours(body: bytes) -> None:
     assert (error.code, error.param) == ("upstream_bad_request", None)
 
 
+@pytest.mark.parametrize(
+    "code", ["ok", "rate_limit_exceeded", "insufficient_quota", "model_not_found", "worker_lost"]
+)
+def test_an_upstream_code_that_names_one_of_our_outcomes_is_not_relayed(code: str) -> None:
+    """An upstream 400 saying ``rate_limit_exceeded`` would pass for our own refusal (and count in its
+    metric), ``ok`` for a success in the usage records: such codes leave our upstream_bad_request."""
+    error = status_error("p", 400, {}, openai_error(param="messages", code=code))
+    assert isinstance(error, UpstreamBadRequest)
+    assert (error.code, error.param) == ("upstream_bad_request", "messages")
+
+
 def test_a_relayed_param_is_bounded_and_other_statuses_relay_nothing() -> None:
     """A long param is cut as ours are; a 401 (our credentials) or a 5xx never carries the upstream's."""
     error = status_error("p", 400, {}, openai_error(param="p" * 10_000, code="invalid_value"))

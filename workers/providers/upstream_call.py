@@ -19,6 +19,7 @@ nothing above an adapter knows how the upstream is reached).
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import zlib
 from collections.abc import AsyncIterator, Collection, Iterator, Mapping
@@ -35,8 +36,10 @@ from shared.errors import (
     UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
+    codes_of_other_statuses,
 )
 from shared.settings import DEADLINE_GRACE, Timeouts
+from shared.usage import OK
 from workers.providers.upstream_http import (
     ConnectError,
     ConnectionCut,
@@ -215,10 +218,15 @@ def client_error_fields(body: bytes) -> tuple[str | None, str | None]:
     if not isinstance(error, dict):
         return None, None
     code, param = error.get("code"), error.get("param")
-    return (
-        code if isinstance(code, str) and 0 < len(code) <= MAX_CODE_CHARS else None,
-        param if isinstance(param, str) and param else None,
-    )
+    relayed = isinstance(code, str) and 0 < len(code) <= MAX_CODE_CHARS and code not in _reserved_codes()
+    return (code if relayed else None, param if isinstance(param, str) and param else None)
+
+
+@functools.cache
+def _reserved_codes() -> frozenset[str]:
+    """Codes an upstream's 400 does not pass on: ours for other outcomes (a 400 that said
+    ``rate_limit_exceeded`` would count as our own refusal) and the usage records' success status."""
+    return codes_of_other_statuses(UpstreamBadRequest.status) | {OK}
 
 
 MAX_RETRY_AFTER = 86_400
