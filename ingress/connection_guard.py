@@ -145,7 +145,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._dropped = 0
         self._timer: asyncio.TimerHandle | None = None
         self._body_bytes = 0  # of the current request's body fed so far (and what followed it in a read)
-        self._body_start = 0.0  # loop time its body began to be awaited (set when its timer is armed)
+        self._body_start = 0.0  # loop time its body's rate is measured from (its timer armed; a pause)
+        self._body_base = 0  # bytes fed by then
         self._body_progress = 0.0  # loop time of the last read of its body
         self._running: RequestResponseCycle | None = None  # the request whose app runs (pipelining)
 
@@ -215,7 +216,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             if self._awaiting_head and self._head_bytes:
                 self._start_timer(self.limits.header_timeout, self._head_timed_out)
             elif self._receiving_body:
-                self._body_start = self._body_progress
+                self._body_start, self._body_base = self._body_progress, self._body_bytes
                 self._start_timer(self.limits.body_timeout, self._check_body)
 
     def _feed(self, piece: bytes) -> None:
@@ -280,11 +281,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         now = self.loop.time()
         limits = self.limits
         if self.flow.read_paused:  # the app has not read what came: the client is not the one waiting
-            self._body_progress = now
+            self._body_progress = self._body_start = now  # the rate is measured afresh from here
+            self._body_base = self._body_bytes
             self._timer = self.loop.call_at(now + limits.body_timeout, self._check_body)
             return
         stalled_at = self._body_progress + limits.body_timeout
-        slow_at = self._body_start + max(limits.body_timeout, self._body_bytes / limits.body_min_rate)
+        arrived = self._body_bytes - self._body_base
+        slow_at = self._body_start + max(limits.body_timeout, arrived / limits.body_min_rate)
         if now + TIMER_SLACK < min(stalled_at, slow_at):
             self._timer = self.loop.call_at(min(stalled_at, slow_at), self._check_body)
         elif stalled_at <= slow_at:

@@ -143,7 +143,7 @@ class ConnectionLimits:
     # and from `body_timeout` seconds after its headers on, at an average of at least `body_min_rate`
     # bytes per second since them (ingress.connection_guard).
     body_timeout: float = 60.0
-    body_min_rate: float = 1024.0
+    body_min_rate: float = 32768.0
     keepalive_timeout: int = 5  # an idle keep-alive connection is closed after this
     # Open connections of one process; a request on one more is 503.  0: the process' open-file limit
     # (its soft RLIMIT_NOFILE) less what the process needs besides clients (ingress.connection_guard).
