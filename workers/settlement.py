@@ -107,7 +107,7 @@ def final_commands(
         else:
             commands.extend(usage.usage_commands(record))
     if billing is not None and charged:  # the settlement, its refund and its usage record: each once
-        return commands, commands
+        return commands, list(commands)
     return commands, charge
 
 
