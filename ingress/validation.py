@@ -211,24 +211,18 @@ def _content_part(path: str, part: Any, part_types: frozenset[str]) -> None:
     if not isinstance(kind, str) or kind not in part_types:
         raise _invalid_value(f"{path}.type", f"one of {', '.join(sorted(part_types))} for this role")
     if kind == "image_url":
-        image = _required(part, "image_url", path)
-        if not isinstance(image, dict):
-            raise _invalid_type(f"{path}.image_url", "an object with a 'url'")
+        image = _required_object(part, "image_url", path, "an object with a 'url'")
         url = _required(image, "url", f"{path}.image_url")
         if not isinstance(url, str) or not url:
             raise _invalid_type(f"{path}.image_url.url", "a non-empty string")
     elif kind == "input_audio":
-        audio = _required(part, "input_audio", path)
-        if not isinstance(audio, dict):
-            raise _invalid_type(f"{path}.input_audio", "an object with 'data' and 'format'")
+        audio = _required_object(part, "input_audio", path, "an object with 'data' and 'format'")
         if not isinstance(_required(audio, "data", f"{path}.input_audio"), str):
             raise _invalid_type(f"{path}.input_audio.data", "a string (base64-encoded audio)")
         if not _one_of(_required(audio, "format", f"{path}.input_audio"), AUDIO_FORMATS):
             raise _invalid_value(f"{path}.input_audio.format", "'wav' or 'mp3'")
     elif kind == "file":
-        file = _required(part, "file", path)
-        if not isinstance(file, dict):
-            raise _invalid_type(f"{path}.file", "an object")
+        file = _required_object(part, "file", path)
         for key in ("file_id", "file_data", "filename"):
             if file.get(key) is not None and not isinstance(file[key], str):
                 raise _invalid_type(f"{path}.file.{key}", "a string")
@@ -249,9 +243,7 @@ def _tool_calls(path: str, tool_calls: Any) -> None:
         kind = _required(call, "type", item)
         if not _one_of(kind, TOOL_TYPES):
             raise _invalid_value(f"{item}.type", "'function' or 'custom'")
-        called = _required(call, kind, item)  # function: name and arguments; custom: name and input
-        if not isinstance(called, dict):
-            raise _invalid_type(f"{item}.{kind}", "an object")
+        called = _required_object(call, kind, item)  # function: name and arguments; custom: name and input
         for key in ("name", "arguments" if kind == "function" else "input"):
             if not isinstance(_required(called, key, f"{item}.{kind}"), str):
                 raise _invalid_type(f"{item}.{kind}.{key}", "a string")
@@ -343,9 +335,7 @@ def _response_format(name: str, value: Any) -> None:
     if not isinstance(kind, str) or kind not in RESPONSE_FORMATS:
         raise _invalid_value(f"{name}.type", f"one of {', '.join(sorted(RESPONSE_FORMATS))}")
     if kind == "json_schema":
-        spec = _required(value, "json_schema", name)
-        if not isinstance(spec, dict):
-            raise _invalid_type(f"{name}.json_schema", "an object")
+        spec = _required_object(value, "json_schema", name)
         schema_name = _required(spec, "name", f"{name}.json_schema")
         if not isinstance(schema_name, str) or not _NAME_RE.fullmatch(schema_name):
             raise _invalid_value(f"{name}.json_schema.name", "1-64 characters among a-z, A-Z, 0-9, _ and -")
@@ -370,9 +360,7 @@ def _tools(name: str, value: Any) -> None:
             continue
         if tool["type"] != "function":
             raise _invalid_value(f"{path}.type", "'function' or 'custom'")
-        function = _required(tool, "function", path)
-        if not isinstance(function, dict):
-            raise _invalid_type(f"{path}.function", "an object")
+        function = _required_object(tool, "function", path)
         fname = _required(function, "name", f"{path}.function")
         if not isinstance(fname, str) or not _NAME_RE.fullmatch(fname):
             raise _invalid_value(f"{path}.function.name", "1-64 characters among a-z, A-Z, 0-9, _ and -")
@@ -400,9 +388,7 @@ def _custom_tool(path: str, custom: Any) -> None:
         raise _invalid_type(f"{path}.format", "an object")
     kind = _required(form, "type", f"{path}.format")
     if kind == "grammar":
-        grammar = _required(form, "grammar", f"{path}.format")
-        if not isinstance(grammar, dict):
-            raise _invalid_type(f"{path}.format.grammar", "an object")
+        grammar = _required_object(form, "grammar", f"{path}.format")
         if not isinstance(_required(grammar, "definition", f"{path}.format.grammar"), str):
             raise _invalid_type(f"{path}.format.grammar.definition", "a string")
         if not _one_of(_required(grammar, "syntax", f"{path}.format.grammar"), GRAMMAR_SYNTAXES):
@@ -420,9 +406,7 @@ def _tool_choice(name: str, value: Any) -> None:
         raise _invalid_type(name, "a string or an object")
     kind = _required(value, "type", name)
     if kind == "allowed_tools":
-        allowed = _required(value, "allowed_tools", name)
-        if not isinstance(allowed, dict):
-            raise _invalid_type(f"{name}.allowed_tools", "an object with 'mode' and 'tools'")
+        allowed = _required_object(value, "allowed_tools", name, "an object with 'mode' and 'tools'")
         if not _one_of(_required(allowed, "mode", f"{name}.allowed_tools"), ALLOWED_TOOLS_MODES):
             raise _invalid_value(f"{name}.allowed_tools.mode", "'auto' or 'required'")
         tools = _required(allowed, "tools", f"{name}.allowed_tools")
@@ -534,6 +518,16 @@ def _required(obj: dict[str, Any], key: str, parent: str = "") -> Any:
     value = obj.get(key)
     if value is None:
         raise _missing(f"{parent}.{key}" if parent else key)
+    return value
+
+
+def _required_object(
+    obj: dict[str, Any], key: str, parent: str, expected: str = "an object"
+) -> dict[str, Any]:
+    """``obj[key]``, which must be there and be an object (a 400 naming ``parent.key`` otherwise)."""
+    value = _required(obj, key, parent)
+    if not isinstance(value, dict):
+        raise _invalid_type(f"{parent}.{key}", expected)
     return value
 
 
