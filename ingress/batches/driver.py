@@ -32,7 +32,7 @@ from ingress.batches.input_lines import BatchLine
 from ingress.batches.lost_lines import lost_attempts, stuck_after
 from ingress.batches.storage import FileStorage
 from ingress.batches.validate_batch import account_plan, validate_batch
-from ingress.batches.wind_down import ACCOUNT_SUSPENDED, INPUT_FILE_MISSING, wind_down
+from ingress.batches.wind_down import ACCOUNT_SUSPENDED, BATCH_EXPIRED, INPUT_FILE_MISSING, wind_down
 from ingress.failure_streak import FailureStreak
 from ingress.provider_preferences import NO_PREFERENCES
 from ingress.routing import ModelRouter
@@ -161,7 +161,10 @@ class BatchDriver:
         try:
             await run.collect(self.redis, self.storage, force=True)
             if not run.inflight and await self.redis.hlen(keys.batch_results(run.id)) == 0:
-                await finalize(self.redis, self.storage, run.record, run.ending, self.settings.batches)
+                ending = run.ending
+                if ending == BATCH_EXPIRED and run.record.fields.get("ending") != BATCH_EXPIRED:
+                    ending = ""  # the window passed once every line had been dispatched: they all ran
+                await finalize(self.redis, self.storage, run.record, ending, self.settings.batches)
                 del self.runs[run.id]
                 self._finish_failures.pop(run.id, None)
         except (RedisError, OSError):

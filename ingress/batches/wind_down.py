@@ -11,6 +11,7 @@ end.  Lines whose input can no longer be read fail without their ``custom_id``.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Final
 
 import redis.asyncio as aredis
@@ -23,11 +24,12 @@ from shared.batch_lines import LineRef
 from shared.settings import ModelEntry
 
 CHUNK: Final = 1000
+BATCH_EXPIRED: Final = "batch_expired"  # the ending of a batch whose window passed before every line ran
 ACCOUNT_SUSPENDED: Final = "account_suspended"  # the ending of a suspended account's batches
 INPUT_FILE_MISSING: Final = "input_file_missing"  # the ending of a batch whose input's content was lost
 MESSAGES: Final = {
     "batch_cancelled": "The batch was cancelled before this line ran.",
-    "batch_expired": "The batch's completion window passed before this line ran.",
+    BATCH_EXPIRED: "The batch's completion window passed before this line ran.",
     "insufficient_quota": "The account ran out of credit before this line could run.",
     ACCOUNT_SUSPENDED: "The account was suspended before this line ran.",
     INPUT_FILE_MISSING: "The batch's input file is no longer stored: this line could not be read.",
@@ -53,10 +55,19 @@ async def wind_down(
         while len(failed) < CHUNK and run.cursor < run.total:
             failed.append((LineRef(run.id, run.cursor, ""), code, message))
             run.consume()
-    if code in ("batch_cancelled", "batch_expired", ACCOUNT_SUSPENDED):
+    if code in ("batch_cancelled", BATCH_EXPIRED, ACCOUNT_SUSPENDED):
         failed.extend(await _withdraw_queued(redis, run, code, message))
     if failed:
+        if code == BATCH_EXPIRED and run.record.fields.get("ending") != BATCH_EXPIRED:
+            await _note_expired(redis, run)
         await run.fail_lines(redis, failed, cursor=run.cursor)
+
+
+async def _note_expired(redis: aredis.Redis, run: BatchRun) -> None:
+    """Record on the batch that its window failed lines: only such a batch ends ``expired``.  One whose
+    lines had all been dispatched when the window passed, and ran to their end, is ``completed``."""
+    await redis.hsetnx(keys.batch_record(run.id), "ending", BATCH_EXPIRED)
+    run.record = replace(run.record, fields={**run.record.fields, "ending": BATCH_EXPIRED})
 
 
 async def _withdraw_queued(

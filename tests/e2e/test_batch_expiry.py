@@ -45,3 +45,22 @@ def test_lines_not_run_in_the_window_expire(launch_fresh_system: SystemLauncher,
         f"req-{n}" for n in range(40)
     )
     assert errors and all(e["error"]["code"] == "batch_expired" for e in errors)  # type: ignore[index]
+
+
+def test_lines_all_running_when_the_window_passes_complete_the_batch(
+    launch_fresh_system: SystemLauncher, tmp_path: Path
+) -> None:
+    """Two four-second lines, both dispatched at once, in a 3-second window: the window passes while
+    they run, none is failed by it, so the batch ends completed with both answers."""
+    system = launch_fresh_system(CONFIG.format(files=tmp_path / "files"), pools=["slow"], batch_driver=True)
+    client = system.client()
+    uploaded = client.files.create(
+        file=("in.jsonl", batch_file(2, model="e2e/slow", max_tokens=80)), purpose="batch"
+    )
+    batch = client.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    done = wait_final(client, batch.id)
+    assert done.status == "completed" and done.error_file_id is None
+    assert done.request_counts is not None and done.request_counts.completed == 2
+    assert sorted(str(line["custom_id"]) for line in jsonl(client, done.output_file_id)) == ["req-0", "req-1"]
