@@ -36,6 +36,7 @@ parts used here change.
 from __future__ import annotations
 
 import asyncio
+import functools
 import http
 import logging
 import time
@@ -50,6 +51,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from uvicorn.server import ServerState
 
 from ingress.http_errors import RequestHeadersTooLarge, RequestTimeout, send_error
+from ingress.middleware import request_id_for
 from ingress.response_writes import HeadJoiningTransport
 from shared.errors import AIORouterError, InvalidRequest, ServiceUnavailable
 from shared.open_files import raised_open_file_limit
@@ -112,19 +114,21 @@ def connection_bound(limits: ConnectionLimits, open_files: int | None = None) ->
     return max(64, open_files - OWN_DESCRIPTORS)
 
 
-def guarded_protocol(limits: ConnectionLimits) -> type[GuardedHttpToolsProtocol]:
-    """The protocol class to give uvicorn (``Config(http=...)``): one per process, sharing one log."""
+def guarded_protocol(limits: ConnectionLimits, api_version: str) -> type[GuardedHttpToolsProtocol]:
+    """The protocol class to give uvicorn (``Config(http=...)``): one per process, sharing one log;
+    ``api_version`` (the default one) is what its own answers say in ``API-Version``."""
     limits = replace(limits, max_connections=connection_bound(limits))
     return type(
         "BoundGuardedHttpToolsProtocol",
         (GuardedHttpToolsProtocol,),
-        {"limits": limits, "limit_log": LimitLog(limits.log_interval)},
+        {"limits": limits, "limit_log": LimitLog(limits.log_interval), "api_version": api_version.encode()},
     )
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     limits: ClassVar[ConnectionLimits]
     limit_log: ClassVar[LimitLog]
+    api_version: ClassVar[bytes]
 
     def __init__(
         self,
@@ -159,7 +163,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             if len(self.connections) > self.limits.max_connections + OVER_LIMIT_ANSWERED:
                 transport.close()  # no descriptor to spare for its answer
                 return
-            self.app = _too_many_connections
+            self.app = functools.partial(_too_many_connections, self._own_headers())
         self._start_timer(self.limits.header_timeout, self._head_timed_out)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -317,7 +321,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._lingering = True
         self._send_held()
-        self.transport.write(_raw_response(error, self.server_state.default_headers))
+        self.transport.write(_raw_response(error, [*self.server_state.default_headers, *self._own_headers()]))
         self.flow.resume_reading()
         try:
             self.transport.write_eof()
@@ -325,6 +329,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
             return
         self._start_timer(LINGER, self.transport.close)
+
+    def _own_headers(self) -> list[tuple[bytes, bytes]]:
+        """What every response carries (:mod:`ingress.middleware`), for the answers the guard gives
+        itself, before any request reaches the app: a new request id and the default API version."""
+        return [(b"x-request-id", request_id_for(None)), (b"api-version", self.api_version)]
 
     def _start_timer(self, delay: float, callback: Any) -> None:
         self._stop_timer()
@@ -347,11 +356,13 @@ _BODY_STALLED = "No byte of the request body arrived for %g seconds."
 _BODY_TOO_SLOW = "The request body arrived slower than %g bytes per second."
 
 
-async def _too_many_connections(scope: Scope, receive: Receive, send: Send) -> None:
+async def _too_many_connections(
+    own_headers: list[tuple[bytes, bytes]], scope: Scope, receive: Receive, send: Send
+) -> None:
     error = ServiceUnavailable(
         "This server has too many open connections; retry shortly.", code="too_many_connections"
     )
-    await send_error(send, error, [(b"connection", b"close")])
+    await send_error(send, error, [(b"connection", b"close"), *own_headers])
 
 
 def _raw_response(error: AIORouterError, default_headers: list[tuple[bytes, bytes]]) -> bytes:

@@ -31,7 +31,7 @@ def uvicorn_config(
         host=host,
         port=port,
         loop="uvloop",
-        http=guarded_protocol(settings.connections),
+        http=guarded_protocol(settings.connections, settings.default_api_version),
         timeout_keep_alive=settings.connections.keepalive_timeout,
         ws="none",
         lifespan="on",

@@ -24,7 +24,8 @@ from ingress.connection_guard import (
     LimitLog,
     connection_bound,
 )
-from shared.settings import ConnectionLimits
+from ingress.middleware import request_id_for
+from shared.settings import ConnectionLimits, Settings
 from tests.ingress.conftest import make_settings
 from tests.ingress.test_server import serving
 from tests.waiting import eventually
@@ -69,6 +70,9 @@ def assert_envelope(response: tuple[int, dict[str, str], bytes], status: int, co
     got_status, headers, body = response
     assert got_status == status, response
     assert headers["content-type"] == "application/json" and headers["connection"] == "close"
+    # what every response carries, though the guard answers before the app's middleware runs
+    assert request_id_for(headers["x-request-id"].encode()) == headers["x-request-id"].encode()
+    assert headers["api-version"] == Settings().default_api_version
     error = orjson.loads(body)["error"]
     assert set(error) == {"message", "type", "param", "code"} and error["message"]
     assert (error["type"], error["code"]) == (

@@ -121,7 +121,7 @@ async def serve_one(path: bytes, method: bytes = b"GET") -> list[bytes]:
     app = Starlette(routes=[Route("/json", _json), Route("/stream", _stream)])
     config = Config(app=app, http="httptools", lifespan="off")
     config.load()
-    protocol = guarded_protocol(ConnectionLimits())(config, ServerState(), {})
+    protocol = guarded_protocol(ConnectionLimits(), "2026-01-01")(config, ServerState(), {})
     transport = RecordingTransport()
     protocol.connection_made(transport)
     protocol.data_received(method + b" " + path + b" HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
@@ -160,7 +160,7 @@ async def test_a_head_request_is_answered_in_the_pass_it_completes() -> None:
     config = Config(app=app, http="httptools", lifespan="off")
     config.load()
     for method, wrapped in ((b"HEAD", False), (b"GET", True)):
-        protocol = guarded_protocol(ConnectionLimits())(config, ServerState(), {})
+        protocol = guarded_protocol(ConnectionLimits(), "2026-01-01")(config, ServerState(), {})
         transport = RecordingTransport()
         protocol.connection_made(transport)
         protocol.data_received(method + b" /json HTTP/1.1\r\nHost: test\r\n\r\n")
