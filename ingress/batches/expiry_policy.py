@@ -41,7 +41,10 @@ def requested_seconds(policy: Any, *, param: str) -> int | None:
             f"'{param}.anchor' must be 'created_at'.", param=f"{param}.anchor", code="invalid_value"
         )
     if isinstance(seconds, str) and seconds.isascii() and seconds.isdigit():
-        seconds = int(seconds)
+        # A number of more digits than the bound is out of range as it stands (and int() refuses
+        # strings of thousands of digits): its length is enough to say so.
+        digits = seconds.lstrip("0") or "0"
+        seconds = int(digits) if len(digits) <= len(str(MAX_SECONDS)) else MAX_SECONDS + 1
     if not isinstance(seconds, int) or isinstance(seconds, bool):
         raise InvalidRequest(
             f"'{param}.seconds' must be an integer.", param=f"{param}.seconds", code="invalid_type"

@@ -182,6 +182,7 @@ async def test_expires_after_is_bounded_by_the_operators_file_ttl(
     [
         (_policy("created_at", "5"), "expires_after.seconds", "invalid_value"),
         (_policy("created_at", "2592001"), "expires_after.seconds", "invalid_value"),
+        (_policy("created_at", "1" * 5000), "expires_after.seconds", "invalid_value"),  # beyond int()
         (_policy("created_at", "1h"), "expires_after.seconds", "invalid_type"),
         (_policy("last_active_at", "3600"), "expires_after.anchor", "invalid_value"),
         ({"expires_after[seconds]": "3600"}, "expires_after.anchor", "missing_required_parameter"),
