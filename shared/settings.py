@@ -352,7 +352,7 @@ def settings_from_mapping(raw: Mapping[str, Any], env: Mapping[str, str] | None 
     breaker = _parse_table(BreakerSettings, raw.pop("breaker", None), "breaker")
     routing_stats = _parse_table(RoutingStatsSettings, raw.pop("routing_stats", None), "routing_stats")
     connections = _parse_table(ConnectionLimits, raw.pop("connections", None), "connections")
-    batch_table = dict(raw.pop("batches", None) or {})
+    batch_table = _table(raw.pop("batches", None), "[batches]")
     for var, name in BATCH_ENV_OVERRIDES.items():
         if env and env.get(var):
             batch_table[name] = env[var]
@@ -401,11 +401,32 @@ _BOOLEANS: Mapping[str, bool] = {
 }
 
 
+def _table(raw: Any, name: str) -> dict[str, Any]:
+    """A TOML table of the settings (empty when absent), or a clear :class:`ConfigError` when the file
+    has something else there (``[[providers]]`` where ``[providers.NAME]`` tables belong, a string...)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{name} must be a table (got {type(raw).__name__}); see docs/settings.md")
+    return dict(raw)
+
+
+def _array(raw: Any, name: str) -> list[Any]:
+    """A TOML array of tables of the settings (empty when absent), or a clear :class:`ConfigError`."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise ConfigError(
+            f"{name} must be an array of tables (got {type(raw).__name__}); see docs/settings.md"
+        )
+    return raw
+
+
 def _parse_table(cls: type[Any], raw: Any, name: str) -> Any:
     """A small frozen settings table (``[breaker]``, ``[routing_stats]``), typed like its defaults."""
     defaults = cls()
     values: dict[str, Any] = {}
-    for key, value in dict(raw or {}).items():
+    for key, value in _table(raw, f"[{name}]").items():
         if not hasattr(defaults, key):
             raise ConfigError(f"unknown setting {name}.{key}")
         values[key] = _coerce(getattr(defaults, key), value, f"{name}.{key}")
@@ -416,8 +437,8 @@ def _parse_providers(raw: Any, env: Mapping[str, str]) -> dict[str, ProviderSett
     if raw is None:
         return {p.name: p for p in DEFAULT_PROVIDERS}
     providers: dict[str, ProviderSettings] = {}
-    for name, spec in dict(raw).items():
-        spec = dict(spec)
+    for name, spec in _table(raw, "[providers]").items():
+        spec = _table(spec, f"[providers.{name}]")
         key_env = spec.pop("api_key_env", "")
         if key_env:
             spec["api_key"] = env.get(key_env, "")
@@ -486,8 +507,8 @@ def _parse_models(raw: Any) -> dict[str, ModelEntry]:
     if raw is None:
         return {m.id: m for m in DEFAULT_MODELS}
     models: dict[str, ModelEntry] = {}
-    for spec in raw:
-        spec = dict(spec)
+    for position, spec in enumerate(_array(raw, "[[models]]")):
+        spec = _table(spec, f"[[models]] entry {position + 1}")
         try:
             deployments = tuple(Deployment(**d) for d in spec.pop("deployments", ()))
             if "provider" in spec:  # shorthand: one deployment
@@ -506,8 +527,8 @@ def _parse_models(raw: Any) -> dict[str, ModelEntry]:
 
 def _parse_versions(raw: Any) -> dict[str, ApiVersion]:
     versions = {CURRENT_API_VERSION: ApiVersion(CURRENT_API_VERSION)}
-    for spec in raw or ():
-        spec = dict(spec)
+    for position, spec in enumerate(_array(raw, "[[api_versions]]")):
+        spec = _table(spec, f"[[api_versions]] entry {position + 1}")
         try:
             for key in ("deprecated_on", "sunset"):
                 if isinstance(spec.get(key), str):
@@ -521,9 +542,11 @@ def _parse_versions(raw: Any) -> dict[str, ApiVersion]:
 def _parse_plans(raw: Any) -> dict[str, Plan]:
     """``[plans.NAME]`` tables; each one overrides or adds to the default plans."""
     plans = _default_plans()
-    for name, spec in dict(raw or {}).items():
+    for name, spec in _table(raw, "[plans]").items():
         base = plans.get(name)
-        values = {"requests_per_minute": base.requests_per_minute if base else 0} | dict(spec)
+        values = {"requests_per_minute": base.requests_per_minute if base else 0} | _table(
+            spec, f"[plans.{name}]"
+        )
         try:
             plans[name] = Plan(name=name, **values)
         except TypeError as exc:

@@ -145,6 +145,15 @@ def test_connection_limits_table_is_read() -> None:
         ({"batches": {"driver_lease": float("nan")}}, "driver_lease"),
         ({"batches": {"driver_lease": float("inf")}}, "driver_lease"),
         ({"batches": {"poll_interval": 0}}, "poll_interval"),
+        # a table where an array of tables belongs, or the other way round, or a value instead of either
+        ({"providers": [{"kind": "simulated"}]}, r"\[providers\] must be a table"),
+        ({"providers": {"p": "simulated"}}, r"\[providers\.p\] must be a table"),
+        ({"models": {"id": "m"}}, r"\[\[models\]\] must be an array"),
+        ({"models": ["m"]}, r"\[\[models\]\] entry 1 must be a table"),
+        ({"api_versions": "2026-01-01"}, r"\[\[api_versions\]\] must be an array"),
+        ({"plans": {"big": 10}}, r"\[plans\.big\] must be a table"),
+        ({"batches": "on"}, r"\[batches\] must be a table"),
+        ({"connections": ["x"]}, r"\[connections\] must be a table"),
     ],
 )
 def test_bad_settings_raise_config_error(document: dict[str, object], message: str) -> None:
