@@ -360,7 +360,9 @@ async def _too_many_connections(
     own_headers: list[tuple[bytes, bytes]], scope: Scope, receive: Receive, send: Send
 ) -> None:
     error = ServiceUnavailable(
-        "This server has too many open connections; retry shortly.", code="too_many_connections"
+        "This server has too many open connections; retry shortly.",
+        code="too_many_connections",
+        headers={"Retry-After": "1"},  # as every 503 of a completion
     )
     await send_error(send, error, [(b"connection", b"close"), *own_headers])
 

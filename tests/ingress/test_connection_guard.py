@@ -231,6 +231,7 @@ async def test_requests_beyond_max_connections_are_503(redis_url: str) -> None:
         for _, writer in held:
             writer.close()
     assert_envelope(response, 503, "too_many_connections")
+    assert response[1]["retry-after"] == "1"
 
 
 async def test_a_flood_of_connections_is_bounded(redis_url: str) -> None:
