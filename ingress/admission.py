@@ -137,6 +137,10 @@ class Admission:
                 call = _admit_enqueue_call(check, pending.call, interval_us, enqueue_for(assumed))
                 [(limit_reply, credit_reply, depth_reply)] = await run_together(self._context.redis, [call])
         except RedisError as exc:
+            # Its fate unknown (a frozen Redis may still run it): release the hold it may make, once
+            # Redis answers; a release that comes first refuses the hold for good (credit_settle.lua).
+            expected = assumed or self._billing(pending.expected(), model, tokens, 0)
+            self._context.cleanup.release_later(expected)
             raise _store_unreachable() from exc
         try:
             self.decision = ratelimit.decision_from_reply(limit_reply)

@@ -15,6 +15,7 @@ import time
 import uuid
 from dataclasses import replace
 
+from redis.exceptions import RedisError
 from starlette.types import Receive, Scope, Send
 
 from ingress.admission import Admission
@@ -121,9 +122,13 @@ class ChatCompletionsEndpoint:
 
         try:
             admitted = await admission.admit(plan.entry, request.body, enqueue_first if first else None)
-        except BaseException:
+        except BaseException as exc:
             for attempt in prepared:
                 context.hub.unregister(attempt.subscription)
+                if isinstance(exc.__cause__, RedisError):  # its round trip may still run: the job too
+                    context.cleanup.abandon_later(
+                        attempt.deployment.provider, attempt.job.request_id, started=False
+                    )
             raise
         record.admitted_at = time.perf_counter()
         enqueued = None

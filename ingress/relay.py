@@ -32,7 +32,14 @@ from ingress.deferred_cleanup import DeferredCleanup
 from ingress.reply_hub import SILENCE, ClientGone, Delivery, Silence, Subscription
 from ingress.request_record import RequestRecord
 from shared import events
-from shared.errors import AIORouterError, QueueTimeout, ResponseStalled, WorkerLost, error_from_event
+from shared.errors import (
+    AIORouterError,
+    QueueTimeout,
+    ResponseStalled,
+    ServiceUnavailable,
+    WorkerLost,
+    error_from_event,
+)
 from shared.events import Frame
 from shared.jobs import CompletionJob
 from shared.settings import Settings
@@ -78,9 +85,15 @@ class CompletionRelay:
         self.headers: RawHeaders = [(b"x-automated-decision", decision.encode())]
 
     async def enqueue(self) -> int:
-        """Put the job on its queue; the queue's length with it."""
+        """Put the job on its queue; the queue's length with it.  A round trip whose fate is unknown (a
+        frozen Redis may still run it) leaves the job to be abandoned once Redis answers."""
         self.record.enqueued_at = time.perf_counter()
-        depth = await job_control.enqueue_completion(self._redis, self._job, self._settings)
+        try:
+            depth = await job_control.enqueue_completion(self._redis, self._job, self._settings)
+        except ServiceUnavailable:
+            if self._cleanup is not None:
+                self._cleanup.abandon_later(self._job.provider, self._job.request_id, started=False)
+            raise
         self.enqueued = True
         return depth
 

@@ -14,6 +14,13 @@
 
 local record = redis.call('HMGET', KEYS[2], 'state', 'amount')
 if not record[1] then
+  if tonumber(ARGV[1]) == 0 then
+    -- A release of a hold not made (yet): the ingress gave up on a round trip whose fate it does not
+    -- know (Redis froze).  Its tombstone makes the hold, should that round trip still run, refused
+    -- (credit_reserve.lua), so a request already answered 503 is neither queued nor charged.
+    redis.call('HSET', KEYS[2], 'state', 'settled', 'charged', '0')
+    redis.call('EXPIRE', KEYS[2], ARGV[3])
+  end
   return {'unknown', 0}
 end
 if record[1] == 'settled' then

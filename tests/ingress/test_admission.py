@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -157,3 +158,36 @@ async def test_client_gone_while_queued_releases_the_hold(ingress: Ingress) -> N
     assert await queued(ingress) == 0
     balance = await wait_for_balance(ingress, 0)
     assert (balance.balance, balance.spent) == (TEST_CREDIT_MICROS, 0)
+
+
+@pytest.mark.parametrize("late", [False, True])
+async def test_an_admission_whose_reply_was_lost_is_neither_queued_nor_charged(
+    ingress: Ingress, monkeypatch: pytest.MonkeyPatch, late: bool
+) -> None:
+    """Redis froze with the admission round trip in it: the client gets 503 (Retry-After) after the reply
+    timeout, and however the round trip and the deferred clean-up land once Redis answers (the round
+    trip before it, or after it: ``late``), nothing stays held or queued for the request."""
+    from redis import exceptions as redis_exceptions
+
+    from ingress import admission
+    from shared.lua import run_together as real_run_together
+
+    sent: list[Any] = []
+
+    async def reply_lost(redis: Any, calls: Any) -> Any:
+        if late:
+            sent.append((redis, calls))  # Redis runs it once it answers again, after the clean-up
+        else:
+            await real_run_together(redis, calls)  # it ran; only its reply was lost
+        raise redis_exceptions.TimeoutError("Redis did not answer within 10 s.")
+
+    monkeypatch.setattr(admission, "run_together", reply_lost)
+    response = await ingress.chat()
+    assert_error(response, 503, "service_unavailable", "service_unavailable")
+    assert response.headers["retry-after"] == "1"
+    cleanup = ingress.app.state.ingress.cleanup
+    await asyncio.wait_for(cleanup.drained.wait(), 5)
+    for redis, calls in sent:
+        await real_run_together(redis, calls)
+    assert await queued(ingress) == 0
+    assert (await credits.get_balance(ingress.redis, "acct-test")).reserved == 0

@@ -425,3 +425,22 @@ def test_a_new_hold_covers_each_attempt_waiting_for_a_worker_then_one_lease() ->
     worker (twice queue_timeout), plus one lease: not the whole job's time limit."""
     settings = Settings(queue_timeout=10.0, reservation_lease=60.0, job_timeout=900)
     assert credits.reservation_ttl(settings, attempts=2) == 2 * 2 * 10.0 + 60.0
+
+
+async def test_a_release_that_comes_before_its_hold_refuses_the_hold(aredis_client: aredis.Redis) -> None:
+    """The ingress gave up on an admission round trip Redis had not answered (frozen) and released its
+    hold before the round trip ran: the hold is then refused, so nothing is held (or queued, or charged)
+    for a request already answered 503."""
+    from shared.credits import PendingReservation
+    from shared.lua import run_together
+
+    account = await funded_account(aredis_client, 1_000_000)
+    pending = PendingReservation.prepare(SETTINGS, account, 500)
+    settled = await credits.release(aredis_client, pending.expected())
+    assert settled.outcome == "unknown"
+    [reply] = await run_together(aredis_client, [pending.call])  # the late round trip
+    with pytest.raises(InsufficientQuota):
+        pending.outcome(reply)
+    assert (await credits.get_balance(aredis_client, account)).reserved == 0
+    ttl = await aredis_client.ttl(keys.credit_reservation(pending.id))
+    assert 0 < ttl <= keys.CREDIT_RESERVATION_TOMBSTONE_TTL
