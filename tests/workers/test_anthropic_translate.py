@@ -127,6 +127,28 @@ def test_assistant_with_only_tool_calls_has_no_empty_text_block() -> None:
     assert turns["messages"][1]["content"] == [{"type": "tool_use", "id": "c", "name": "f", "input": {}}]
 
 
+def test_an_assistant_refusal_is_sent_as_its_text_not_dropped() -> None:
+    """An assistant turn made of a refusal (a part, or the field) keeps its place between the user turns:
+    Anthropic has no refusal block, so its words go as text."""
+    for assistant in (
+        {"role": "assistant", "content": [{"type": "refusal", "refusal": "I can't help with that."}]},
+        {"role": "assistant", "content": None, "refusal": "I can't help with that."},
+    ):
+        turns = translate(
+            messages=[{"role": "user", "content": "hello"}, assistant, {"role": "user", "content": "why"}]
+        )
+        assert [m["role"] for m in turns["messages"]] == ["user", "assistant", "user"]
+        assert turns["messages"][1]["content"] == [{"type": "text", "text": "I can't help with that."}]
+
+
+@pytest.mark.parametrize("arguments", ["[1, 2]", '"text"', "3"])
+def test_tool_call_arguments_that_are_json_but_no_object_are_400(arguments: str) -> None:
+    call = {"id": "c", "type": "function", "function": {"name": "f", "arguments": arguments}}
+    with pytest.raises(InvalidRequest) as refused:
+        translate(messages=[{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [call]}])
+    assert refused.value.param == "messages[1].tool_calls[0].function.arguments"
+
+
 def test_bad_tool_arguments_and_unknown_roles_are_invalid_requests() -> None:
     """Unparseable tool-call arguments, unknown roles and parts, n > 1 and the legacy function_call (it
     has no id to pair with a result: dropping it would change the conversation) are the client's 400,

@@ -144,6 +144,23 @@ def _text_of(content: Any) -> str:
     return "\n".join(p.get("text", "") for p in content or () if p.get("type") == "text")
 
 
+def _assistant_text_of(message: Mapping[str, Any]) -> str:
+    """An assistant turn's words: its text parts, and its refusal (a ``refusal`` part or field), which
+    Anthropic has no block for: sent as the text it is, never dropped with the turn."""
+    content = message.get("content")
+    if isinstance(content, str):
+        pieces = [content]
+    else:
+        pieces = [
+            p.get("text", "") if p.get("type") == "text" else p.get("refusal", "")
+            for p in content or ()
+            if p.get("type") in ("text", "refusal")
+        ]
+    if isinstance(message.get("refusal"), str):
+        pieces.append(message["refusal"])
+    return "\n".join(piece for piece in pieces if piece)
+
+
 def _user_blocks(path: str, content: Any) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"type": "text", "text": content}] if content else []
@@ -177,7 +194,7 @@ def _image(image_url: Any) -> dict[str, Any]:
 def _assistant_blocks(path: str, message: Mapping[str, Any]) -> list[dict[str, Any]]:
     if message.get("function_call") is not None:  # no id to pair it with a result: refuse, never drop it
         raise unsupported(f"{path}.function_call", "the legacy 'function_call': use 'tool_calls'")
-    text = _text_of(message.get("content"))
+    text = _assistant_text_of(message)
     blocks: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
     for index, call in enumerate(message.get("tool_calls") or ()):
         if call.get("type", "function") != "function":
@@ -185,10 +202,14 @@ def _assistant_blocks(path: str, message: Mapping[str, Any]) -> list[dict[str, A
         function = call.get("function") or {}
         try:
             arguments = orjson.loads(function.get("arguments") or "{}")
-        except orjson.JSONDecodeError as exc:
+        except orjson.JSONDecodeError:
+            arguments = None
+        if not isinstance(arguments, dict):  # Anthropic's tool_use input is an object
             raise InvalidRequest(
-                "Tool call arguments must be a JSON object.", param="messages", code="invalid_value"
-            ) from exc
+                "Tool call arguments must be a JSON object.",
+                param=f"{path}.tool_calls[{index}].function.arguments",
+                code="invalid_value",
+            )
         blocks.append(
             {"type": "tool_use", "id": call.get("id"), "name": function.get("name"), "input": arguments}
         )
