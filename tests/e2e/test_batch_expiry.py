@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from openai import OpenAI
+from openai.types import Batch
+
 from tests.e2e.running_system import SystemLauncher
 from tests.e2e.test_batches import batch_file, jsonl, wait_final
 
@@ -28,17 +31,25 @@ deployments = [{{ provider = "slow", upstream_model = "lorem" }}]
 """
 
 
-def test_lines_not_run_in_the_window_expire(launch_fresh_system: SystemLauncher, tmp_path: Path) -> None:
-    """40 one-second lines, two at a time, in a 3-second window: expired, with batch_expired errors."""
-    system = launch_fresh_system(CONFIG.format(files=tmp_path / "files"), pools=["slow"], batch_driver=True)
+def run_batch(
+    launcher: SystemLauncher, tmp_path: Path, *, lines: int, max_tokens: int
+) -> tuple[OpenAI, Batch]:
+    """A batch of ``lines`` lines of ``max_tokens`` tokens (20 a second) in a 3-second window, run to its
+    end; the client and the batch as it ended."""
+    system = launcher(CONFIG.format(files=tmp_path / "files"), pools=["slow"], batch_driver=True)
     client = system.client()
     uploaded = client.files.create(
-        file=("in.jsonl", batch_file(40, model="e2e/slow", max_tokens=20)), purpose="batch"
+        file=("in.jsonl", batch_file(lines, model="e2e/slow", max_tokens=max_tokens)), purpose="batch"
     )
     batch = client.batches.create(
         input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
     )
-    done = wait_final(client, batch.id)
+    return client, wait_final(client, batch.id)
+
+
+def test_lines_not_run_in_the_window_expire(launch_fresh_system: SystemLauncher, tmp_path: Path) -> None:
+    """40 one-second lines, two at a time, in a 3-second window: expired, with batch_expired errors."""
+    client, done = run_batch(launch_fresh_system, tmp_path, lines=40, max_tokens=20)
     assert done.status == "expired" and done.expired_at is not None
     outputs, errors = jsonl(client, done.output_file_id), jsonl(client, done.error_file_id)
     assert sorted(str(line["custom_id"]) for line in outputs + errors) == sorted(
@@ -52,15 +63,7 @@ def test_lines_all_running_when_the_window_passes_complete_the_batch(
 ) -> None:
     """Two four-second lines, both dispatched at once, in a 3-second window: the window passes while
     they run, none is failed by it, so the batch ends completed with both answers."""
-    system = launch_fresh_system(CONFIG.format(files=tmp_path / "files"), pools=["slow"], batch_driver=True)
-    client = system.client()
-    uploaded = client.files.create(
-        file=("in.jsonl", batch_file(2, model="e2e/slow", max_tokens=80)), purpose="batch"
-    )
-    batch = client.batches.create(
-        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
-    )
-    done = wait_final(client, batch.id)
+    client, done = run_batch(launch_fresh_system, tmp_path, lines=2, max_tokens=80)
     assert done.status == "completed" and done.error_file_id is None
     assert done.request_counts is not None and done.request_counts.completed == 2
     assert sorted(str(line["custom_id"]) for line in jsonl(client, done.output_file_id)) == ["req-0", "req-1"]
