@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass, fields
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 
-import redis
 import redis.asyncio as aredis
 
 from shared import keys
@@ -136,12 +135,6 @@ def usage_commands(record: UsageRecord) -> list[Command]:
     ]
     commands.append((("EXPIRE", daily_key, keys.USAGE_DAILY_TTL), {}))
     return commands
-
-
-def queue_usage(pipe: redis.client.Pipeline | aredis.client.Pipeline, record: UsageRecord) -> None:
-    """Queue :func:`usage_commands` on ``pipe`` (asyncio or not)."""
-    for args, options in usage_commands(record):
-        pipe.execute_command(*args, **options)
 
 
 USAGE_CHARGED: Final = LuaScript.load("usage_charged")

@@ -20,7 +20,6 @@ from shared.errors import UpstreamUnavailable
 from shared.lua import ScriptCall, run_together
 from shared.ratelimit import RateLimitDecision
 from shared.redis_commands import Command, replay
-from shared.rq_bridge import recorded, recording_pipeline
 from shared.settings import Settings
 
 
@@ -71,9 +70,7 @@ async def run_commands(redis: aredis.Redis, commands: Iterable[Command]) -> None
 
 async def record_usage(redis: aredis.Redis, record: usage.UsageRecord) -> None:
     """Write one usage record and its day's totals as a worker does at the end of a job."""
-    pipe = recording_pipeline()
-    usage.queue_usage(pipe, record)
-    await run_commands(redis, recorded(pipe))
+    await run_commands(redis, usage.usage_commands(record))
 
 
 class RecordedFailure(NamedTuple):
