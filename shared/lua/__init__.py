@@ -1,6 +1,7 @@
 """The Lua scripts behind everything that must be atomic in Redis, kept as ``.lua`` files.
 
-A :class:`LuaScript` reads its file once and knows its SHA-1; each call is one ``EVALSHA``.  A server that
+A :class:`LuaScript` reads its file once, without its comments and indentation (:func:`compact`), and
+knows its SHA-1; each call is one ``EVALSHA``.  A server that
 does not know the script yet (first use, restart, ``SCRIPT FLUSH``) answers ``NOSCRIPT``: the script is
 then sent with ``SCRIPT LOAD`` and the call repeated, once.
 
@@ -24,6 +25,15 @@ from redis.exceptions import NoScriptError
 from shared.redis_commands import Command
 
 
+def compact(source: str) -> str:
+    """``source`` without its whole-line comments and its indentation, each line kept (empty) so that
+    a Lua error's line number is the file's.  An ``EVAL`` carries the source in every round trip that
+    cannot repeat a call (a final frame's settlement, for one), and Redis hashes it each time to find
+    the compiled script: half the bytes is half that work, on the one thread Redis has."""
+    lines = (line.strip() for line in source.split("\n"))
+    return "\n".join("" if line.startswith("--") else line for line in lines)
+
+
 @dataclass(frozen=True, slots=True)
 class LuaScript:
     name: str
@@ -33,7 +43,7 @@ class LuaScript:
     @classmethod
     def load(cls, name: str) -> LuaScript:
         """The script ``shared/lua/<name>.lua``."""
-        source = resources.files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
+        source = compact(resources.files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8"))
         return cls(name=name, source=source, sha=hashlib.sha1(source.encode()).hexdigest())
 
     @classmethod

@@ -3,12 +3,14 @@ seen the scripts (fakeredis: its own script cache, so the real server's is never
 
 from __future__ import annotations
 
+from importlib import resources
+
 import fakeredis
 import pytest
 
 from shared import credits, keys, ratelimit
 from shared.errors import InsufficientQuota
-from shared.lua import run_together
+from shared.lua import LuaScript, compact, run_together
 from shared.redis_commands import replay
 from shared.settings import settings_from_mapping
 from tests.store_calls import hold_credit
@@ -57,3 +59,26 @@ async def test_eval_commands_need_no_loaded_script(server: fakeredis.aioredis.Fa
         pipe.hget(keys.credit_balance("acme"), "spent")
         settled, spent = await pipe.execute()
     assert credits.settlement_from_reply(settled).charged == 120 and int(spent) == 120
+
+
+def test_scripts_are_sent_without_comments_and_keep_their_line_numbers() -> None:
+    """What a script sends (EVAL carries it in every final round trip) has no comment and no indentation,
+    and as many lines as its file, so a Lua error's line number points into the file."""
+    for path in sorted(resources.files("shared.lua").iterdir(), key=lambda p: p.name):
+        if not path.name.endswith(".lua"):
+            continue
+        text = path.read_text(encoding="utf-8")
+        sent = LuaScript.load(path.name.removesuffix(".lua")).source
+        assert sent.count("\n") == text.count("\n"), path.name
+        assert not any(line.startswith(("--", " ", "\t")) for line in sent.split("\n")), path.name
+        assert len(sent) < len(text), path.name
+    assert compact("  local a = 1 -- kept: code before it\n  -- dropped\n\treturn a\n") == (
+        "local a = 1 -- kept: code before it\n\nreturn a\n"
+    )
+
+
+async def test_a_compacted_script_runs(server: fakeredis.aioredis.FakeRedis) -> None:
+    """The compacted source is the script: it compiles and runs (by EVAL and by EVALSHA of its SHA-1)."""
+    script = LuaScript.load("credit_settle")
+    assert await server.eval(script.source, 3, "a", "b", "c", 0, "res_x", 60) == [b"unknown", 0]
+    assert await server.evalsha(script.sha, 3, "a", "b", "c", 0, "res_x", 60) == [b"already", 0]
