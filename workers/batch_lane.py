@@ -27,6 +27,7 @@ from rq.intermediate_queue import IntermediateQueue
 
 from shared import keys
 from shared.lua import LuaScript
+from shared.settings import BatchSettings
 from workers.lane_throttle import LaneThrottle
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,17 @@ def lane_limit(concurrency: int, interactive_reserve: float) -> int:
         return concurrency
     limit = math.floor(concurrency * (1 - interactive_reserve))
     return max(1, min(limit, concurrency - 1) if interactive_reserve > 0 else limit)
+
+
+def lane_throttle(concurrency: int, batches: BatchSettings) -> LaneThrottle:
+    """The throttle of a worker's lane, as the ``[batches]`` settings say: it yields the loop to
+    interactive jobs."""
+    return LaneThrottle(
+        lane_limit(concurrency, batches.interactive_reserve),
+        yield_lag=batches.yield_lag,
+        floor=batches.yield_floor,
+        interactive_grace=batches.interactive_grace,
+    )
 
 
 class BatchLane:

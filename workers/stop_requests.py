@@ -1,27 +1,38 @@
-"""Requests to stop a job, or the whole worker, as they reach a worker process.
+"""Requests to stop a job, or the whole worker, as they reach a worker process, and where each goes.
 
 Two sources share one pub/sub connection: the ingress' cancel broadcast (:data:`shared.keys.CANCEL_CHANNEL`,
 payload = the job id, sent when the client went away) and rq's own worker channel (``rq:pubsub:<name>``,
 JSON commands: ``stop-job``/``stop-execution`` with a ``job_id``, and ``shutdown``), so that
-``rq.command.send_stop_job_command`` and ``send_shutdown_command`` work on an AsyncWorker too.
+``rq.command.send_stop_job_command`` and ``send_shutdown_command`` work on an AsyncWorker too.  SIGTERM
+and SIGINT ask the worker to stop as well (:func:`handle_signals`).
+
+:class:`StopRequestHandler` answers them: a job's request cancels it where it runs, and is remembered
+where it does not run (yet); a worker's stops the worker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import signal
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import orjson
 import redis.asyncio as aredis
 from redis.exceptions import RedisError
+from rq.worker.base import BaseWorker
 
 from shared import keys
+from shared.redis_commands import run_commands
 
 log = logging.getLogger(__name__)
 
+EARLY_CANCELS_KEPT = 256  # cancels of jobs not running here remembered, the oldest forgotten beyond
 _RESUBSCRIBE_PAUSE = 1.0
+
+R = TypeVar("R")  # a job the worker runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,3 +86,65 @@ async def listen(
             await asyncio.sleep(_RESUBSCRIBE_PAUSE)
         finally:
             await pubsub.aclose()
+
+
+class StopRequestHandler(Generic[R]):
+    def __init__(
+        self,
+        worker: BaseWorker,
+        redis: aredis.Redis,
+        *,
+        runs: Mapping[str, R],
+        stop: Callable[[R, str], None],
+        stop_worker: Callable[[], None],
+        early_cancels: dict[str, None],
+    ) -> None:
+        """``runs`` are the worker's jobs by id and ``stop`` stops one; ``early_cancels`` holds the cancels
+        of jobs not running here, where the worker looks when it launches a job."""
+        self._worker = worker
+        self._redis = redis
+        self._runs = runs
+        self._stop = stop
+        self._stop_worker = stop_worker
+        self._early_cancels = early_cancels
+
+    def on_request(self, request: StopRequest) -> None:
+        """Stop the worker, or cancel the job where it runs, or keep the cancel for the job's launch."""
+        if request.job_id is None:
+            self._stop_worker()
+            return
+        run = self._runs.get(request.job_id)
+        if run is not None:
+            self._worker.log.info("Worker %s: cancelling job %s", self._worker.name, request.job_id)
+            self._stop(run, "cancelled")
+            return
+        # A job this worker may have taken already, its cancel marker read with the move, but not
+        # launched yet (the move's reply and this cancel arrived in the same pass): its launch checks here.
+        if len(self._early_cancels) >= EARLY_CANCELS_KEPT:
+            self._early_cancels.pop(next(iter(self._early_cancels)))
+        self._early_cancels[request.job_id] = None
+
+    async def read_cancel_markers(self) -> None:
+        """Stop the running jobs whose cancel marker is set: their cancel may have been published while
+        the stop-request subscription was down (Redis restarting), and nobody heard it."""
+        job_ids = list(self._runs)
+        if not job_ids:
+            return
+        markers = await run_commands(
+            self._redis, [(("EXISTS", keys.cancelled_marker(j)), {}) for j in job_ids]
+        )
+        for job_id, marked in zip(job_ids, markers, strict=True):
+            if marked:
+                self.on_request(StopRequest(job_id))
+
+
+def handle_signals(loop: asyncio.AbstractEventLoop, handler: Callable[[], None]) -> list[signal.Signals]:
+    """SIGTERM/SIGINT request a warm stop, when this loop may handle signals (the main thread's can)."""
+    handled = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, handler)
+        except (ValueError, RuntimeError, NotImplementedError):
+            continue
+        handled.append(sig)
+    return handled

@@ -17,76 +17,60 @@ A slot is taken before each BLMOVE, so the worker never holds more jobs than it 
 most ``worker_prefetch`` jobs it has not started yet: a burst spreads over the pool's workers instead of
 landing on whichever dequeues first, and a worker that dies mid-burst takes few jobs down with it.
 
-A heartbeat task refreshes rq's worker hash, every running execution and AIOrouter's liveness keys; a
-thread runs rq's registry maintenance (sync code, off the loop), which is what fails the jobs of a
-worker that died.  A last task reads the store marker (:mod:`shared.store_marker`) and logs once
-if Redis lost its data under the worker.
-
-The heartbeat also looks after the requests behind the running jobs, in the same round trip: it renews
-their credit holds (a lease, :func:`shared.credits.extend_call`) when half the lease has gone, and asks
-``PUBSUB NUMSUB`` of their reply channels: a job whose ingress has no subscription any more (it died)
-stops at its next delta and releases its hold (:mod:`workers.settlement`).  A job publishing
-frames learns the same from its own ``PUBLISH`` replies (:mod:`workers.publisher`).  The worker remembers
-such a channel, and a queued job for it is checked (``PUBSUB NUMSUB``) before it runs: the queued jobs of
-a dead ingress are released without calling the upstream.
+Beside the jobs run the worker's background loops (:mod:`workers.upkeep`): the heartbeat, liveness,
+rq's registry maintenance, the store watch and the stop-request listener.  The heartbeat stops a job
+whose ingress has no subscription any more (:mod:`workers.heartbeat`); a job publishing frames learns the
+same from its own ``PUBLISH`` replies (:mod:`workers.publisher`).  The worker remembers such a channel,
+and a queued job for it is checked (``PUBSUB NUMSUB``) before it runs: the queued jobs of a dead ingress
+are released without calling the upstream.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
-import signal
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-import redis.asyncio as aredis
 from redis.exceptions import RedisError
 from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job
-from rq.worker.base import BaseWorker, WorkerStatus
+from rq.worker.base import BaseWorker
 
-from shared import credits, events, keys, pool_stats
+from shared import events, keys, pool_stats
 from shared.credits import Reservation
 from shared.errors import AIORouterError, IngressGone, UpstreamTimeout, WorkerLost
 from shared.job_billing import JobBilling
 from shared.jobs import CompletionJob, diagnostic_call, unreadable_call
-from shared.redis_client import async_client
-from shared.redis_commands import Command, replay, run_commands
+from shared.redis_commands import Command, run_commands
 from shared.rq_bridge import memoize_serializer_lookup
 from shared.serialization import OrjsonSerializer
 from shared.settings import Settings
-from shared.store_marker import StoreMarker, watch_store
 from workers import bookkeeping, dequeue, settlement, stop_requests
-from workers.batch_lane import BatchLane, lane_limit
+from workers.batch_lane import BatchLane, lane_throttle
 from workers.bookkeeping import StartedJob
 from workers.completion import JobEnding, complete
+from workers.connections import WorkerConnections
 from workers.dequeue import StartReads
+from workers.dequeue_batch import next_batch
 from workers.guarded_provider import GuardedProvider, guarded_provider
+from workers.heartbeat import execution_lifetime
 from workers.job_report import JobReporter
-from workers.lane_throttle import LaneThrottle
-from workers.liveness import LivenessBeacon
 from workers.loop_load import LoopGuard, LoopLag
 from workers.metrics import WorkerMetrics
 from workers.providers import make_adapter
 from workers.publish_batcher import PublishBatcher
 from workers.publisher import FramePublisher
-from workers.stop_requests import StopRequest
-
-log = logging.getLogger(__name__)
+from workers.upkeep import Upkeep
 
 DEQUEUE_TIMEOUT = 1  # seconds a BLMOVE blocks; bounds how long a shutdown waits for the dequeue loop
 MAINTENANCE_INTERVAL = 30.0  # seconds between runs of rq's registry clean-up
-RENEWAL_BEATS = 3  # heartbeats between two renewals of a running job's rq execution
 FINAL_WRITES_WAIT = 10.0  # seconds jobs stopped at the end of the shutdown grace get for their last writes
 _RETRY_PAUSE = 1.0
-_CONNECTION_WAIT = 20.0  # seconds a command that cannot share the auto-pipelined connection waits for one
 _UNHEARD_CHANNELS_KEPT = 1024  # reply channels remembered as unheard (forgotten all at once beyond)
-_EARLY_CANCELS_KEPT = 256  # cancels of jobs not running here remembered, the oldest forgotten beyond
 
 
 @dataclass(slots=True)
@@ -136,16 +120,8 @@ class AsyncWorker(BaseWorker):
         self.concurrency = concurrency
         self.shutdown_grace = settings.worker_shutdown_grace if shutdown_grace is None else shutdown_grace
         self.maintenance_every = maintenance_interval
-        # A running job's rq execution is renewed every RENEWAL_BEATS heartbeats, not at each (a beat then
-        # renews a fraction of thousands of streams), and lives that much longer: its score in rq's
-        # started registry keeps the margin a renewal at every beat would give (twice worker_dead_after,
-        # at least three beats), which is how long the loop may stall before rq's clean-up fails it.
-        heartbeat = settings.worker_heartbeat_interval
-        self.execution_renew_every = RENEWAL_BEATS * heartbeat
-        self.execution_ttl = max(3, math.ceil(2 * settings.worker_dead_after), math.ceil(3 * heartbeat))
-        self.execution_ttl += math.ceil(self.execution_renew_every - heartbeat)
+        self.execution_renew_every, self.execution_ttl = execution_lifetime(settings)  # workers.heartbeat
         self._runs: dict[str, _Run] = {}
-        self._provider: GuardedProvider | None = None  # set in run(): its leases renew on each heartbeat
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._force = asyncio.Event()
@@ -155,10 +131,9 @@ class AsyncWorker(BaseWorker):
         self.loop_lag = LoopLag()  # sampled from run() on: how late the loop runs ready callbacks
         self.batch_lane: BatchLane | None = None  # set in run()
         self.loop_guard = LoopGuard(settings.worker_saturated_lag)
-        self._maintenance_stop = threading.Event()
         # Reply channels a job found without subscriber: a queued job for one is checked before it runs.
         self._unheard_channels: dict[str, None] = {}
-        self._early_cancels: dict[str, None] = {}  # cancels of jobs not running here (yet): _on_stop_request
+        self._early_cancels: dict[str, None] = {}  # cancels heard before their job's launch: stop_requests
         self.reporter = reporter if reporter is not None else JobReporter(WorkerMetrics(settings, pool))
         self.reporter.metrics.watch_slots(lambda: len(self._runs), concurrency)
         self.reporter.metrics.watch_loop_lag(lambda: self.loop_lag.lag)
@@ -195,21 +170,11 @@ class AsyncWorker(BaseWorker):
 
     async def run(self, burst: bool = False) -> bool:
         loop = asyncio.get_running_loop()
-        handled = _handle_signals(loop, self.request_stop)
-        self._redis = _client(self.settings, max_connections=max(4, min(self.concurrency, 64)))
+        handled = stop_requests.handle_signals(loop, self.request_stop)
+        connections = WorkerConnections.open(self.settings, self.concurrency, longest_block=DEQUEUE_TIMEOUT)
+        self._redis, self._blocking = connections.jobs, connections.blocking
         self._batcher = PublishBatcher(self._redis)
-        # Heartbeats get a connection of their own, so that a beat never queues behind the jobs' writes on
-        # the shared one: a late beat makes the ingress take a busy worker for dead.
-        self._heartbeat_redis = _client(self.settings, max_connections=1)
-        # The dequeue loop's moves block: they get a connection of their own (auto-pipelined, for its cheap
-        # round trips; nothing else shares it).
-        self._blocking = async_client(
-            self.settings.redis_url,
-            max_connections=1,
-            auto_pipeline=self.settings.redis_auto_pipeline,
-            socket_timeout=DEQUEUE_TIMEOUT + 10,
-        )
-        adapter = self._provider = guarded_provider(
+        adapter = guarded_provider(
             make_adapter(self.settings.provider(self.pool)),
             self._redis,
             self.settings,
@@ -217,27 +182,22 @@ class AsyncWorker(BaseWorker):
             worker_name=self.name,
             defer_success_writes=True,  # complete() sends them with the final frame: guard_commands
         )
-        await asyncio.to_thread(self._register_birth)
         await dequeue.load_script(self._blocking)
-        beacon = LivenessBeacon(
-            self.settings.redis_url,
-            worker_name=self.name,
+        upkeep = self.upkeep = Upkeep(
+            self,
+            self.settings,
+            connections,
+            adapter,
             pool=self.pool,
-            interval=self.settings.worker_heartbeat_interval,
-            alive_ttl_ms=int(self.settings.worker_dead_after * 1000),
+            concurrency=self.concurrency,
+            runs=self._runs,
+            stop=self._stop,
+            note_unheard=self._note_unheard,
+            stop_worker=self.request_stop,
+            early_cancels=self._early_cancels,
+            maintenance_every=self.maintenance_every,
         )
-        await beacon.start()
-        await self._beat()
-        maintenance = threading.Thread(target=self._maintain, name=f"rq-maintenance-{self.name}", daemon=True)
-        maintenance.start()
-        halt = asyncio.Event()
-        heartbeats = loop.create_task(self._heartbeats(halt))
-        store = loop.create_task(watch_store(StoreMarker(), self._redis, halt=halt))
-        listener = loop.create_task(
-            stop_requests.listen(
-                self._redis, self.pubsub_channel_name, self._on_stop_request, self._read_cancel_markers
-            )
-        )
+        await upkeep.start()
         lane = self.batch_lane = self._batch_lane(adapter)
         lane_task = loop.create_task(lane.run())
         self.loop_lag.start()
@@ -251,32 +211,12 @@ class AsyncWorker(BaseWorker):
             self.loop_lag.stop()
             lane.stop()
             await asyncio.gather(lane_task, return_exceptions=True)
-            halt.set()  # heartbeat and store watch end between reads: a cancel mid-pipeline would leak it
-            listener.cancel()
-            await asyncio.gather(heartbeats, listener, store, return_exceptions=True)
-            self._maintenance_stop.set()
-            await asyncio.to_thread(maintenance.join, 5)
-            await asyncio.to_thread(beacon.stop)
-            await self._depart()
+            await upkeep.stop()
             await adapter.aclose()
-            await self._redis.aclose()
-            await self._heartbeat_redis.aclose()
-            await self._blocking.aclose()
+            await connections.aclose()
             for sig in handled:
                 loop.remove_signal_handler(sig)
         return worked
-
-    def _register_birth(self) -> None:
-        self.register_birth()  # type: ignore[no-untyped-call]  # rq's is untyped
-        self.set_state(WorkerStatus.STARTED)
-        self.log.info("Worker %s: serving pool %s with %d slots", self.name, self.pool, self.concurrency)
-
-    async def _depart(self) -> None:
-        try:
-            await self._execute(bookkeeping.departure_commands(self, self.pool))
-            await asyncio.to_thread(self.register_death)
-        except (RedisError, OSError):
-            self.log.warning("Worker %s: could not register its death", self.name, exc_info=True)
 
     async def _dequeue(self, adapter: GuardedProvider, burst: bool) -> bool:
         """Take jobs while a slot is free and the loop keeps up: never more jobs held than
@@ -352,12 +292,6 @@ class AsyncWorker(BaseWorker):
         """The lane that fills the slots interactive jobs leave free with batch lines, and yields the
         loop to interactive jobs."""
         batches = self.settings.batches
-        throttle = LaneThrottle(
-            lane_limit(self.concurrency, batches.interactive_reserve),
-            yield_lag=batches.yield_lag,
-            floor=batches.yield_floor,
-            interactive_grace=batches.interactive_grace,
-        )
         return BatchLane(
             self._redis,
             pool=self.pool,
@@ -366,7 +300,7 @@ class AsyncWorker(BaseWorker):
             running=lambda: len(self._runs),
             unstarted_room=lambda: self.prefetch - self._unstarted,
             launch=lambda job_id, origin: self._launch(job_id, adapter, origin),
-            throttle=throttle,
+            throttle=lane_throttle(self.concurrency, batches),
             lag=lambda: self.loop_lag.peak,
             admits=lambda: self.loop_guard.admits(self.loop_lag.lag),
         )
@@ -648,133 +582,8 @@ class AsyncWorker(BaseWorker):
         run.finalized = True
         return all(other.finalized for other in self._runs.values())
 
-    async def _execute(self, commands: list[Command], client: aredis.Redis | None = None) -> list[object]:
-        return await run_commands(client or self._redis, commands)
-
-    # --- background duties --------------------------------------------------------------------------
-
-    async def _heartbeats(self, halt: asyncio.Event) -> None:
-        while not halt.is_set():
-            try:
-                await asyncio.wait_for(halt.wait(), self.settings.worker_heartbeat_interval)
-                return
-            except TimeoutError:
-                pass
-            try:
-                await self._beat()
-            except Exception:  # a beat that fails must not end the heartbeats: the worker would look dead
-                self.log.warning("Worker %s: heartbeat failed", self.name, exc_info=True)
-
-    async def _beat(self) -> None:
-        now = asyncio.get_running_loop().time()
-        due = [run for run in self._runs.values() if run.started is not None and run.beat_at <= now]
-        running = [run.started for run in due if run.started is not None]
-        commands = bookkeeping.heartbeat_commands(self, running, execution_ttl=self.execution_ttl)
-        leases = self._due_leases(now)
-        commands += [
-            credits.extend_call(run.reservation, self.settings.reservation_lease).command()
-            for run in leases
-            if run.reservation is not None
-        ]
-        listening = [
-            run
-            for run in self._runs.values()
-            if run.publisher is not None and run.publisher.listened and not run.finalized
-        ]
-        channels = sorted({run.publisher.channel for run in listening if run.publisher is not None})
-        async with self._heartbeat_redis.pipeline(transaction=False) as pipe:
-            replay(pipe, commands)
-            if channels:
-                pipe.pubsub_numsub(*channels)
-            replies = await pipe.execute()
-        for run in due:  # only now: a beat that failed leaves them due for the next one
-            run.beat_at = now + self.execution_renew_every
-        for run in leases:
-            run.renew_at = now + self.settings.reservation_lease / 2
-        if replies and replies[0] == 1:  # rq's worker hash had expired: HSET created it anew
-            await self._execute(bookkeeping.rebirth_commands(self), self._heartbeat_redis)
-        if channels:
-            self._stop_unheard(listening, replies[-1])
-        if self._provider is not None:
-            await self._provider.renew()
-
-    def _due_leases(self, now: float) -> list[_Run]:
-        """The running jobs whose credit hold this beat renews: half its lease gone."""
-        return [
-            run
-            for run in self._runs.values()
-            if run.reservation is not None and not run.finalized and run.renew_at <= now
-        ]
-
-    def _stop_unheard(self, runs: list[_Run], numsub: list[tuple[bytes | str, int]]) -> None:
-        """Stop the jobs whose reply channel has no subscriber left (their ingress is gone): each stops at
-        its next upstream delta, recording what the upstream produced; one still running at the next
-        beat (its upstream silent: waiting for a first token, or stalled) is cancelled there, so that no
-        upstream call (nor a retry of it) runs on for nobody."""
-        subscribers = {_text(channel): int(count) for channel, count in numsub}
-        for run in runs:
-            if run.publisher is not None and subscribers.get(run.publisher.channel, 1) == 0:
-                if not run.publisher.unheard:
-                    self.log.warning(
-                        "Worker %s: job %s has no ingress left; stopping it", self.name, run.job_id
-                    )
-                elif not run.publisher.finishing:
-                    self._stop(run, "ingress_gone")
-                run.publisher.stop_unheard()
-                self._note_unheard(run.publisher.channel)
-
-    async def _read_cancel_markers(self) -> None:
-        """Stop the running jobs whose cancel marker is set: their cancel may have been published while
-        the stop-request subscription was down (Redis restarting), and nobody heard it."""
-        job_ids = list(self._runs)
-        if not job_ids:
-            return
-        markers = await run_commands(
-            self._redis, [(("EXISTS", keys.cancelled_marker(j)), {}) for j in job_ids]
-        )
-        for job_id, marked in zip(job_ids, markers, strict=True):
-            if marked:
-                self._on_stop_request(StopRequest(job_id))
-
-    def _on_stop_request(self, request: StopRequest) -> None:
-        if request.job_id is None:
-            self.request_stop()
-            return
-        run = self._runs.get(request.job_id)
-        if run is not None:
-            self.log.info("Worker %s: cancelling job %s", self.name, request.job_id)
-            self._stop(run, "cancelled")
-            return
-        # A job this worker may have taken already, its cancel marker read with the move, but not
-        # launched yet (the move's reply and this cancel arrived in the same pass): _launch checks here.
-        if len(self._early_cancels) >= _EARLY_CANCELS_KEPT:
-            self._early_cancels.pop(next(iter(self._early_cancels)))
-        self._early_cancels[request.job_id] = None
-
-    def _maintain(self) -> None:
-        """rq's registry maintenance, in a thread: it is sync and may be slow, the loop must not wait.
-
-        rq takes a queue's maintenance lock (``rq:clean_registries:<queue>``, 899 s) before cleaning it
-        and deletes it after: a run that fails midway (Redis frozen, restarting) leaves it, and no worker
-        would clean that queue for 15 minutes.  After a failed run the worker deletes its queues' locks
-        before the next one (another worker's clean-up may then overlap it: rq's clean-ups are safe to
-        repeat)."""
-        failed = False
-        while not self._maintenance_stop.is_set():
-            try:
-                if failed:
-                    for queue in self.queues:
-                        queue.release_maintenance_lock()  # type: ignore[no-untyped-call]  # rq's is untyped
-                self.clean_registries()  # type: ignore[no-untyped-call]
-                failed = False
-            except Exception:  # keep maintaining: a bad job record must not stop the clean-up for good
-                failed = True
-                self.log.warning("Worker %s: registry maintenance failed", self.name, exc_info=True)
-            self._maintenance_stop.wait(self.maintenance_every)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    async def _execute(self, commands: list[Command]) -> list[object]:
+        return await run_commands(self._redis, commands)
 
 
 JOB_FIRST_STEPS = 2
@@ -789,35 +598,3 @@ before each move cost more pick-ups than they save one job."""
 async def _let_job_call_upstream() -> None:
     for _ in range(JOB_FIRST_STEPS):
         await asyncio.sleep(0)
-
-
-def next_batch(batch: int, *, wanted: int, moved: int, short: bool, prefetch: int) -> int:
-    """The dequeue loop's next batch of moves after one that ``wanted`` jobs and ``moved`` that many:
-    twice as many (up to ``prefetch``) while the queue keeps up with the batch, else what it held (at
-    least one), so that the batch follows the queue back down when it runs short."""
-    if moved == wanted and not short:
-        return min(prefetch, batch * 2)
-    return max(1, moved)
-
-
-def _handle_signals(loop: asyncio.AbstractEventLoop, handler: Callable[[], None]) -> list[signal.Signals]:
-    """SIGTERM/SIGINT request a warm stop, when this loop may handle signals (the main thread's can)."""
-    handled = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(sig, handler)
-        except (ValueError, RuntimeError, NotImplementedError):
-            continue
-        handled.append(sig)
-    return handled
-
-
-def _client(settings: Settings, *, max_connections: int) -> aredis.Redis:
-    """The jobs' client: their commands share one auto-pipelined connection (:mod:`shared.autopipeline`);
-    the pool serves the stop-request listener's pub/sub."""
-    return async_client(
-        settings.redis_url,
-        max_connections=max_connections,
-        timeout=_CONNECTION_WAIT,
-        auto_pipeline=settings.redis_auto_pipeline,
-    )

@@ -460,7 +460,8 @@ async def test_a_failing_heartbeat_does_not_end_the_heartbeats(
 ) -> None:
     """One beat raising (Redis blip, a stats write failing) is logged; the next beats still mark it alive."""
     async with running_worker(worker_settings(redis_url)) as worker:
-        beat = worker._beat
+        heartbeat = worker.upkeep.heartbeat
+        beat = heartbeat.beat
         calls = 0
 
         async def flaky_beat() -> None:
@@ -470,7 +471,7 @@ async def test_a_failing_heartbeat_does_not_end_the_heartbeats(
                 raise ServiceUnavailable("blip")
             await beat()
 
-        worker._beat = flaky_beat  # type: ignore[method-assign]
+        heartbeat.beat = flaky_beat  # type: ignore[method-assign]
         clean_redis.delete(keys.worker_alive(worker.name))
         await eventually(lambda: clean_redis.exists(keys.worker_alive(worker.name)) == 1, within=5)
     assert calls >= 2
