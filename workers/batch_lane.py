@@ -48,7 +48,7 @@ def lane_limit(concurrency: int, interactive_reserve: float) -> int:
     return max(1, min(limit, concurrency - 1) if interactive_reserve > 0 else limit)
 
 
-def lane_throttle(concurrency: int, batches: BatchSettings) -> LaneThrottle:
+def configured_throttle(concurrency: int, batches: BatchSettings) -> LaneThrottle:
     """The throttle of a worker's lane, as the ``[batches]`` settings say: it yields the loop to
     interactive jobs."""
     return LaneThrottle(

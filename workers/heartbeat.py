@@ -1,9 +1,11 @@
-"""A worker's heartbeat: every ``worker_heartbeat_interval``, one round trip, on a connection of its own
-(:mod:`workers.connections`), for what the worker and its running jobs keep alive in Redis.
+"""A worker's heartbeat: every ``worker_heartbeat_interval``, what the worker and its running jobs keep
+alive in Redis.
 
 A beat refreshes rq's worker hash (written anew if it had expired) and the running jobs' rq executions
-due for renewal (:func:`execution_lifetime`), then the worker's provider leases
-(:meth:`~workers.guarded_provider.GuardedProvider.renew`).
+due for renewal (:func:`execution_lifetime`) in one round trip, on a connection of its own
+(:mod:`workers.connections`); then the worker's provider leases
+(:meth:`~workers.guarded_provider.GuardedProvider.renew`, in round trips of their own on the jobs'
+connection).
 
 The heartbeat also looks after the requests behind the running jobs, in the same round trip: it renews
 their credit holds (a lease, :func:`shared.credits.extend_call`) when half the lease has gone, and asks

@@ -50,7 +50,7 @@ from shared.rq_bridge import memoize_serializer_lookup
 from shared.serialization import OrjsonSerializer
 from shared.settings import Settings
 from workers import bookkeeping, dequeue, settlement, stop_requests
-from workers.batch_lane import BatchLane, lane_throttle
+from workers.batch_lane import BatchLane, configured_throttle
 from workers.bookkeeping import StartedJob
 from workers.completion import JobEnding, complete
 from workers.connections import WorkerConnections
@@ -300,7 +300,7 @@ class AsyncWorker(BaseWorker):
             running=lambda: len(self._runs),
             unstarted_room=lambda: self.prefetch - self._unstarted,
             launch=lambda job_id, origin: self._launch(job_id, adapter, origin),
-            throttle=lane_throttle(self.concurrency, batches),
+            throttle=configured_throttle(self.concurrency, batches),
             lag=lambda: self.loop_lag.peak,
             admits=lambda: self.loop_guard.admits(self.loop_lag.lag),
         )
