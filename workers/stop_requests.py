@@ -35,6 +35,27 @@ _RESUBSCRIBE_PAUSE = 1.0
 R = TypeVar("R")  # a job the worker runs
 
 
+class EarlyCancels:
+    """Cancels heard for jobs not running here, which the worker may have taken already (their cancel
+    marker read with the move) but not launched yet: a launch claims its job's.  The oldest are forgotten
+    beyond :data:`EARLY_CANCELS_KEPT`."""
+
+    def __init__(self) -> None:
+        self._job_ids: dict[str, None] = {}  # in the order heard
+
+    def note(self, job_id: str) -> None:
+        if len(self._job_ids) >= EARLY_CANCELS_KEPT:
+            self._job_ids.pop(next(iter(self._job_ids)))
+        self._job_ids[job_id] = None
+
+    def claim(self, job_id: str) -> bool:
+        """Whether ``job_id`` was cancelled before its launch (forgotten here from now on)."""
+        return self._job_ids.pop(job_id, 0) is None
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._job_ids
+
+
 @dataclass(frozen=True, slots=True)
 class StopRequest:
     job_id: str | None  # None: stop the worker (warm shutdown)
@@ -97,10 +118,10 @@ class StopRequestHandler(Generic[R]):
         runs: Mapping[str, R],
         stop: Callable[[R, str], None],
         stop_worker: Callable[[], None],
-        early_cancels: dict[str, None],
+        early_cancels: EarlyCancels,
     ) -> None:
-        """``runs`` are the worker's jobs by id and ``stop`` stops one; ``early_cancels`` holds the cancels
-        of jobs not running here, where the worker looks when it launches a job."""
+        """``runs`` are the worker's jobs by id and ``stop`` stops one; ``early_cancels`` keeps the cancels
+        of jobs not running here, which the worker claims when it launches a job."""
         self._worker = worker
         self._redis = redis
         self._runs = runs
@@ -120,9 +141,7 @@ class StopRequestHandler(Generic[R]):
             return
         # A job this worker may have taken already, its cancel marker read with the move, but not
         # launched yet (the move's reply and this cancel arrived in the same pass): its launch checks here.
-        if len(self._early_cancels) >= EARLY_CANCELS_KEPT:
-            self._early_cancels.pop(next(iter(self._early_cancels)))
-        self._early_cancels[request.job_id] = None
+        self._early_cancels.note(request.job_id)
 
     async def read_cancel_markers(self) -> None:
         """Stop the running jobs whose cancel marker is set: their cancel may have been published while

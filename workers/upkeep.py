@@ -28,7 +28,7 @@ from workers.guarded_provider import GuardedProvider
 from workers.heartbeat import Heartbeat, RunningJob
 from workers.liveness import LivenessBeacon
 from workers.registry_maintenance import RegistryMaintenance
-from workers.stop_requests import StopRequestHandler
+from workers.stop_requests import EarlyCancels, StopRequestHandler
 
 R = TypeVar("R", bound=RunningJob)
 
@@ -47,7 +47,7 @@ class Upkeep(Generic[R]):
         stop: Callable[[R, str], None],
         note_unheard: Callable[[str], None],
         stop_worker: Callable[[], None],
-        early_cancels: dict[str, None],
+        early_cancels: EarlyCancels,
         maintenance_every: float,
     ) -> None:
         """``runs`` are the worker's jobs by id, ``stop`` stops one with a reason, ``stop_worker`` stops the

@@ -64,6 +64,7 @@ from workers.metrics import WorkerMetrics
 from workers.providers import make_adapter
 from workers.publish_batcher import PublishBatcher
 from workers.publisher import FramePublisher
+from workers.stop_requests import EarlyCancels
 from workers.upkeep import Upkeep
 
 DEQUEUE_TIMEOUT = 1  # seconds a BLMOVE blocks; bounds how long a shutdown waits for the dequeue loop
@@ -133,7 +134,7 @@ class AsyncWorker(BaseWorker):
         self.loop_guard = LoopGuard(settings.worker_saturated_lag)
         # Reply channels a job found without subscriber: a queued job for one is checked before it runs.
         self._unheard_channels: dict[str, None] = {}
-        self._early_cancels: dict[str, None] = {}  # cancels heard before their job's launch: stop_requests
+        self._early_cancels = EarlyCancels()  # cancels heard before their job's launch
         self.reporter = reporter if reporter is not None else JobReporter(WorkerMetrics(settings, pool))
         self.reporter.metrics.watch_slots(lambda: len(self._runs), concurrency)
         self.reporter.metrics.watch_loop_lag(lambda: self.loop_lag.lag)
@@ -309,8 +310,7 @@ class AsyncWorker(BaseWorker):
         self, job_id: str, adapter: GuardedProvider, origin: str = "", reads: StartReads | None = None
     ) -> asyncio.Task[None]:
         run = _Run(job_id, origin or self.pool, reads)
-        if job_id in self._early_cancels:  # cancelled between its move's reads and now
-            del self._early_cancels[job_id]
+        if self._early_cancels.claim(job_id):  # cancelled between its move's reads and now
             run.stop_reason = "cancelled"
         self._runs[run.job_id] = run
         self._unstarted += 1
