@@ -8,6 +8,12 @@ The whole request body is in the job's record only while the job waits in its qu
 loaded it, the record's call is replaced by :func:`diagnostic_call` (the job without its body, plus the
 body's size, message count and first bytes of its prompt), so what rq keeps in its finished and failed
 registries, or moves there from a dead worker, stays small.
+
+The job's hash carries one field of ours besides rq's, :data:`REPLY_CHANNEL_FIELD`: the job's reply
+channel, so that the script behind a worker's move (``shared/lua/job_take_read.lua``) asks ``PUBSUB
+NUMSUB`` of it and a job whose ingress is gone is dropped before it calls the upstream.  rq reads only the
+fields it knows (``Job.fetch``, ``rq info`` and rq-dashboard see the job as before).  A batch line's job
+has no such field: nobody subscribes to its channel (:data:`~shared.keys.BATCH_REPLY_CHANNEL`), by design.
 """
 
 from __future__ import annotations
@@ -20,13 +26,16 @@ from rq.job import Job
 from rq.queue import Queue
 from rq.utils import now, utcformat
 
-from shared.keys import RQ_QUEUES_SET
+from shared.keys import BATCH_REPLY_CHANNEL, RQ_QUEUES_SET
 from shared.redis_commands import Command
 from shared.rq_bridge import RECORDING_CLIENT, recorded, recording_pipeline
 from shared.serialization import OrjsonSerializer, stored_call
 
 JOB_FUNC = "workers.completion.run_completion"
 """What rq shows as the job's function; the AIOrouter worker executes it on its event loop."""
+
+REPLY_CHANNEL_FIELD = "aior_reply_to"
+"""The field of a job's rq hash that names its reply channel (ours; rq ignores it)."""
 
 _ASSUMED_REDIS_VERSION = (7, 0, 0)  # spares rq an INFO round trip per job; we need Redis >= 6.2
 
@@ -112,7 +121,8 @@ def enqueue_commands(
     rq's own code builds the job hash once per pool and settings (:func:`_rq_template`), so the fields
     that never change between requests are not rebuilt on the hot path; each request fills in only its
     id, times, description and compressed call.  The hash is written once: rq's separate ``HSET status``
-    before it is dropped, the hash carries the status.
+    before it is dropped, the hash carries the status.  After rq's fields comes the job's reply channel
+    (:data:`REPLY_CHANNEL_FIELD`), unless it is the batch lines' one.
     """
     template = _rq_template(queue or job.provider, job_timeout, result_ttl, failure_ttl)
     stamp = utcformat(now())
@@ -124,6 +134,8 @@ def enqueue_commands(
         "description": _description(job),
         "enqueued_at": stamp,
     }
+    if job.reply_to != BATCH_REPLY_CHANNEL:
+        fields_[REPLY_CHANNEL_FIELD] = job.reply_to
     key = Job.key_for(job.request_id)
     mapping = [item for pair in fields_.items() for item in pair]
     return [

@@ -109,12 +109,13 @@ _describe(
     "",
     "hash",
     "one job: its completion request until a worker loads it, then a diagnostic copy; status and times "
-    "(rq's job record)",
+    "(rq's job record); one field of ours, `shared.jobs.REPLY_CHANNEL_FIELD`, names its reply channel "
+    "(a batch line's has none)",
     pattern=Job.key_for("<job_id>"),
     writer="ingress: `shared.jobs` (enqueue), `ingress.job_control` (DEL on withdraw, `job_withdraw.lua`); "
     "workers: `workers.bookkeeping` (started, finished, failed), `shared.jobs` (the diagnostic copy)",
-    reader="workers: `workers.dequeue` (in the move's round trip, `job_take_read.lua`), `workers.worker` "
-    "(at start); rq's tools",
+    reader="workers: `workers.dequeue` (in the move's round trip, `job_take_read.lua`, which asks "
+    "`PUBSUB NUMSUB` of the channel it names), `workers.worker` (at start); rq's tools",
     ttl="none until it ends; then `result_ttl` (finished) or `failure_ttl` (failed)",
 )
 _describe(
@@ -216,7 +217,9 @@ _BUNDLED_REPLIES = f"{PREFIX}:replies:"  # reply channels whose reader takes bun
     "channel",
     "one ingress process' replies: the S, C, D, E frames of its requests",
     writer="workers: `workers.publisher`",
-    reader="ingress: `ingress.reply_hub` (one subscription per process)",
+    reader="ingress: `ingress.reply_hub` (one subscription per process); its subscribers counted "
+    "(`PUBSUB NUMSUB`) by workers: `workers.dequeue` (as a job is taken, `job_take_read.lua`), "
+    "`workers.worker` (heartbeat), `workers.settlement` (`credit_settle.lua`, with the final frame)",
     ttl="-",
 )
 def reply_channel(ingress_id: str) -> str:

@@ -4,9 +4,16 @@ rq's data model keeps ids in the queue and each job in its own hash, so a stock 
 trips before it can start a job: the move (``BLMOVE`` from the queue to rq's intermediate list) and the
 read of the job.  Here the read rides behind the move, pipelined on the same connection: a script
 (``shared/lua/job_take_read.lua``) that Redis runs once the move is served (however long it blocked),
-which reads the job at the intermediate list's tail: the job's hash, its cancel marker and the
-deployments whose breaker is not closed (:class:`StartReads`), and the queue's length.  On an idle pool
-that takes one wake-up of Redis and one of the worker off the path of every request.
+which reads the job at the intermediate list's tail: the job's hash, its cancel marker, the deployments
+whose breaker is not closed and whether anybody still subscribes to the job's reply channel
+(:class:`StartReads`), and the queue's length.  On an idle pool that takes one wake-up of Redis and one
+of the worker off the path of every request.
+
+The reply channel's ``PUBSUB NUMSUB`` is what keeps the queued jobs of a dead ingress (killed with -9,
+its jobs still queued) off the upstream: a job whose channel has no subscriber as it is taken is dropped
+before its start (:attr:`StartReads.unheard`).  The script finds the channel in a field of the job's
+hash (:data:`shared.jobs.REPLY_CHANNEL_FIELD`); a job without one (a batch line, whose channel nobody
+reads by design, or a job an older ingress enqueued) is not checked.
 
 Redis may run other clients' commands between the two (a served BLMOVE's client is resumed at the end
 of the pass), so another worker's move can land on the intermediate list first; the script returns the
@@ -15,6 +22,12 @@ its job itself (:func:`start_reads`).  Everything the script returns is looked u
 mismatch costs one round trip, never a wrong job.  A move that took nothing (a BLMOVE that timed out,
 about once a second on an idle worker) still has its script read the list's tail, usually empty
 between jobs; what it read is dropped.
+
+A job read on its own (:func:`start_read_commands`: the batch lane's lines, and a move that raced
+another worker's) is taken as heard: its channel is known only once its hash is read, so a ``PUBSUB
+NUMSUB`` would cost a second round trip, for batch lines that are never checked and a race that is rare.
+Such a job of a dead ingress is still dropped unrun when its worker has seen its channel unheard before
+(``AsyncWorker._ingress_gone``), else it learns it at its first publish; its hold is released either way.
 """
 
 from __future__ import annotations
@@ -27,6 +40,7 @@ from redis.exceptions import NoScriptError, RedisError
 from rq.job import Job
 
 from shared import keys
+from shared.jobs import REPLY_CHANNEL_FIELD
 from shared.lua import LuaScript
 from shared.redis_commands import Command, run_commands
 
@@ -35,12 +49,14 @@ TAKE_READ: Final = LuaScript.load("job_take_read")
 
 @dataclass(frozen=True, slots=True)
 class StartReads:
-    """What starting a job reads: its hash (empty if it vanished), whether it was cancelled, and the
-    deployments whose breaker is not closed."""
+    """What starting a job reads: its hash (empty if it vanished), whether it was cancelled, the
+    deployments whose breaker is not closed, and whether its reply channel had no subscriber as it was
+    taken (only the take script asks, and only of a job whose hash names its channel)."""
 
     job_hash: dict[bytes, bytes]
     cancelled: bool
     broken: list[Any]
+    unheard: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +86,7 @@ def start_read_commands(job_id: str) -> list[Command]:
 
 
 def start_reads(replies: list[Any]) -> StartReads:
-    """:class:`StartReads` from the replies of :func:`start_read_commands`."""
+    """:class:`StartReads` from the replies of :func:`start_read_commands`; the job taken as heard."""
     job_hash, cancelled, broken = replies
     return StartReads(dict(job_hash or {}), bool(cancelled), list(broken or []))
 
@@ -85,7 +101,8 @@ async def take(
     auto-pipelined one only this caller uses.  A move Redis refused raises its error (what the others
     moved, rq's intermediate-queue clean-up fails)."""
     commands: list[Command] = []
-    read = ("EVALSHA", TAKE_READ.sha, 3, target, keys.BREAKER_BLOCKED, source, *keys.job_read_prefixes())
+    arguments = (*keys.job_read_prefixes(), REPLY_CHANNEL_FIELD)
+    read = ("EVALSHA", TAKE_READ.sha, 3, target, keys.BREAKER_BLOCKED, source, *arguments)
     for n in range(count):
         if n == 0 and block is not None:
             commands.append((("BLMOVE", source, target, "LEFT", "RIGHT", block), {}))
@@ -113,10 +130,9 @@ def taken(moved: Any, read: Any) -> Taken | None:
     job_id = _text(moved)
     if not isinstance(read, list) or not read[0] or _text(read[0]) != job_id:
         return Taken(job_id, None)
-    _, flat, cancelled, broken, _ = read
-    return Taken(
-        job_id, StartReads(dict(zip(flat[::2], flat[1::2], strict=True)), bool(cancelled), list(broken))
-    )
+    _, flat, cancelled, broken, _, listeners = read
+    job_hash = dict(zip(flat[::2], flat[1::2], strict=True))
+    return Taken(job_id, StartReads(job_hash, bool(cancelled), list(broken), unheard=listeners == 0))
 
 
 async def load_script(client: aredis.Redis) -> None:

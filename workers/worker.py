@@ -363,7 +363,7 @@ class AsyncWorker(BaseWorker):
 
     async def _execute_job(self, run: _Run, adapter: GuardedProvider) -> None:
         try:
-            record, cancelled, broken = await self._start(run.job_id, run.origin, run.reads)
+            record, cancelled, broken, unheard = await self._start(run.job_id, run.origin, run.reads)
             run.reads = None  # the job's request: not kept while it runs
         finally:
             self._unstarted -= 1
@@ -414,7 +414,7 @@ class AsyncWorker(BaseWorker):
             )
             await self._execute([*start_commands(), *commands])
             return
-        if job.reply_to in self._unheard_channels and await self._ingress_gone(job.reply_to):
+        if unheard or (job.reply_to in self._unheard_channels and await self._ingress_gone(job.reply_to)):
             started = start_job()
             await self._drop_unheard(run, started, job, start_commands())
             return
@@ -466,8 +466,9 @@ class AsyncWorker(BaseWorker):
                 self._note_unheard(job.reply_to)
 
     async def _ingress_gone(self, channel: str) -> bool:
-        """Whether nobody subscribes to ``channel`` any more (one ``PUBSUB NUMSUB``; asked only for the
-        channel of an ingress already seen gone, so its queued jobs never reach the upstream)."""
+        """Whether nobody subscribes to ``channel`` any more (one ``PUBSUB NUMSUB``): asked of a job the
+        take script did not check (read on its own, or enqueued without its channel in its hash:
+        :mod:`workers.dequeue`), and only once this worker has seen its channel unheard."""
         try:
             ((_, count),) = await self._redis.pubsub_numsub(channel)
         except (RedisError, OSError):
@@ -480,7 +481,8 @@ class AsyncWorker(BaseWorker):
         self, run: _Run, started: StartedJob, job: CompletionJob, start: list[Command]
     ) -> None:
         """Record a job whose ingress is gone as failed without running it (``start`` marks it started
-        first), and release its hold."""
+        first), release its hold, and note its channel unheard."""
+        self._note_unheard(job.reply_to)
         error = IngressGone()
         reason = f"IngressGone: {error.message}"
         await self._execute(
@@ -493,6 +495,8 @@ class AsyncWorker(BaseWorker):
         )
 
     def _note_unheard(self, channel: str) -> None:
+        if channel in self._unheard_channels:
+            return
         if len(self._unheard_channels) >= _UNHEARD_CHANNELS_KEPT:
             self._unheard_channels.clear()
         self._unheard_channels[channel] = None
@@ -548,18 +552,19 @@ class AsyncWorker(BaseWorker):
 
     async def _start(
         self, job_id: str, origin: str, reads: StartReads | None = None
-    ) -> tuple[Job | None, bool, list[Any]]:
-        """The job, whether it was cancelled, and the deployments whose breaker is not closed (so the
-        guard needs no round trip of its own for a closed one): from ``reads`` when they came with the
-        move, else read in one round trip.  Marking it started (:meth:`_mark_started`) rides with the
-        job's first write."""
+    ) -> tuple[Job | None, bool, list[Any], bool]:
+        """The job, whether it was cancelled, the deployments whose breaker is not closed (so the guard
+        needs no round trip of its own for a closed one), and whether nobody subscribed to its reply
+        channel as it was taken: from ``reads`` when they came with the move, else read in one round trip
+        (the job then taken as heard, :mod:`workers.dequeue`).  Marking it started
+        (:meth:`_mark_started`) rides with the job's first write."""
         if reads is None:
             reads = dequeue.start_reads(await run_commands(self._redis, dequeue.start_read_commands(job_id)))
         if not reads.job_hash:
             self.log.warning("Worker %s: job %s vanished before it started", self.name, job_id)
             await self._execute(bookkeeping.forget_commands(job_id, origin))
-            return None, False, reads.broken
-        return bookkeeping.adopt(job_id, reads.job_hash), reads.cancelled, reads.broken
+            return None, False, reads.broken, False
+        return bookkeeping.adopt(job_id, reads.job_hash), reads.cancelled, reads.broken, reads.unheard
 
     def _mark_started(self, run: _Run, record: Job) -> tuple[StartedJob, list[Command]]:
         """The job's start (its execution, status, registries, the worker busy), as commands; from here on

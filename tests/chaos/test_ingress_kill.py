@@ -10,6 +10,7 @@ import time
 import httpx
 import redis
 
+from bench.upstream import UpstreamThread
 from shared import keys
 from tests.chaos.conftest import PrivateRedis, add_credit, balance, usage_records, wait_until
 from tests.e2e.running_system import RunningSystem, SystemLauncher, _start, free_port
@@ -34,10 +35,10 @@ MAX_TOKENS = 300  # 30 s per answer at 10 tokens/s: a job that ends within secon
 STOPPED_WITHIN = 15.0
 
 
-def _queued(system: RunningSystem) -> int:
+def _queued(system: RunningSystem, pool: str = "slow") -> int:
     connection = redis.Redis.from_url(system.redis_url)
     try:
-        return int(connection.llen(keys.rq_queue_key("slow")))
+        return int(connection.llen(keys.rq_queue_key(pool)))
     finally:
         connection.close()
 
@@ -221,3 +222,99 @@ def test_answers_finished_after_their_ingress_died_are_not_charged(
     records = usage_records(private_redis, "e2e")
     assert len(records) == SLOTS
     assert balance(private_redis, "e2e").spent == 0 == sum(record.cost_micros for record in records), records
+
+
+UPSTREAM_CONFIG = """
+worker_heartbeat_interval = 0.5
+worker_dead_after = 3.0
+
+[providers.sim]   # the simulated upstream over a socket: it counts the calls it receives
+kind = "openai"
+base_url = "{base_url}"
+api_key = "sk-none"
+
+[[models]]
+id = "chaos/held"   # a stream of minutes, held until its client hangs up
+input_price_per_m = 1.0
+output_price_per_m = 2.0
+deployments = [{{ provider = "sim", upstream_model = "sim?tokens=5000&itl_ms=20" }}]
+
+[[models]]
+id = "chaos/quick"
+input_price_per_m = 1.0
+output_price_per_m = 2.0
+deployments = [{{ provider = "sim", upstream_model = "sim?tokens=5" }}]
+"""
+QUEUED = 5  # JSON requests of the ingress that dies, queued behind the survivor's streams
+
+
+def _hold_stream(url: str, api_key: str, release: threading.Event) -> None:
+    """Stream a ``chaos/held`` answer from the ingress at ``url`` and hang up once ``release`` is set."""
+    body = {"model": "chaos/held", "messages": [{"role": "user", "content": "go"}], "stream": True}
+    headers = {"Authorization": f"Bearer {api_key}"}
+    try:
+        with (
+            httpx.Client(timeout=90) as client,
+            client.stream("POST", f"{url}/v1/chat/completions", json=body, headers=headers) as response,
+        ):
+            for _ in response.iter_bytes():
+                if release.is_set():
+                    return
+    except httpx.HTTPError:
+        pass
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_queued_jobs_of_a_killed_ingress_never_call_the_upstream(
+    launch_chaos_system: SystemLauncher, private_redis: PrivateRedis
+) -> None:
+    """kill -9 of an ingress whose JSON requests wait in the queue behind another ingress' streams, so
+    that no worker has seen it gone: as the slots free up, the worker takes its jobs and fails them
+    unrun, the simulated upstream receives no call for any of them, their holds are released and
+    nothing is charged."""
+    with UpstreamThread() as upstream:
+        system = launch_chaos_system(
+            UPSTREAM_CONFIG.format(base_url=upstream.base_url), pools=["sim"], concurrency=SLOTS
+        )
+        add_credit(private_redis, "e2e", 100)
+        survivor_url = f"http://127.0.0.1:{free_port()}"
+        survivor = _start(
+            "ingress 2",
+            ["ingress", "--host", "127.0.0.1", "--port", survivor_url.rsplit(":", 1)[1]],
+            system.env,
+            system.config.parent,
+        )
+        system.services.append(survivor)  # stopped with the rest
+        assert wait_until(lambda: _ready(survivor_url), within=30)
+        release = threading.Event()
+        holders = [
+            threading.Thread(target=_hold_stream, args=(survivor_url, system.api_key, release), daemon=True)
+            for _ in range(SLOTS)
+        ]
+        for holder in holders:
+            holder.start()
+        assert wait_until(lambda: len(system.started_jobs("sim")) == SLOTS, within=20)
+        quick = {"model": "chaos/quick", "messages": [{"role": "user", "content": "go"}]}
+        for _ in range(QUEUED):
+            threading.Thread(target=_request_body, args=(system, quick), daemon=True).start()
+        assert wait_until(lambda: _queued(system, "sim") == QUEUED, within=20)
+        (ingress,) = [service for service in system.services if service.label == "ingress"]
+        ingress.process.send_signal(signal.SIGKILL)
+        ingress.process.wait()
+        release.set()  # the survivor's clients hang up: their jobs stop, the slots free up
+        assert wait_until(
+            lambda: not system.started_jobs("sim") and _queued(system, "sim") == 0, within=STOPPED_WITHIN
+        ), f"jobs still running {system.started_jobs('sim')} or queued ({_queued(system, 'sim')})"
+        assert wait_until(lambda: balance(private_redis, "e2e").reserved == 0, within=5), balance(
+            private_redis, "e2e"
+        )
+        assert upstream.stats.requests == SLOTS, "a queued job of the killed ingress called the upstream"
+    records = [r for r in usage_records(private_redis, "e2e") if r.model == "chaos/quick"]
+    assert len(records) == QUEUED
+    assert {(r.status, r.completion_tokens, r.cost_micros) for r in records} == {("ingress_gone", 0, 0)}

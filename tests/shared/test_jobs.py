@@ -12,6 +12,7 @@ from rq.queue import Queue
 from shared import keys
 from shared.jobs import (
     JOB_FUNC,
+    REPLY_CHANNEL_FIELD,
     CompletionJob,
     diagnostic_call,
     enqueue_commands,
@@ -69,8 +70,19 @@ async def test_replayed_commands_make_a_real_rq_job(aredis_client: aredis.Redis,
         assert CompletionJob.from_wire(fetched.args[0]) == job
         assert (fetched.timeout, fetched.result_ttl, fetched.failure_ttl) == (900, 60, 3_600)
         assert "aiorouter/echo" in (fetched.description or "")
+        assert connection.hget(Job.key_for("req-e2e"), REPLY_CHANNEL_FIELD) == job.reply_to.encode()
     finally:
         connection.close()
+
+
+def test_a_batch_lines_job_names_no_reply_channel() -> None:
+    """A batch line's job (its channel has no subscriber, by design) carries no reply channel field: the
+    worker's take script does not check it."""
+    line = CompletionJob.from_wire({**_job().to_wire(), "reply_to": keys.BATCH_REPLY_CHANNEL})
+    (args, _), *_ = enqueue_commands(
+        line, job_timeout=900, result_ttl=0, failure_ttl=3_600, queue=keys.batch_lane("simulated")
+    )
+    assert args[0] == "HSET" and REPLY_CHANNEL_FIELD not in args[2::2]
 
 
 def call_as_rq_reads_it(data: bytes) -> bytes:
@@ -83,7 +95,8 @@ def call_as_rq_reads_it(data: bytes) -> bytes:
 
 def test_enqueue_commands_write_the_hash_rq_writes() -> None:
     """The templated commands carry exactly rq's fields and values (times aside, and the call compressed
-    or not, its own way: see ``test_serialization``), and rq's other writes."""
+    or not, its own way: see ``test_serialization``), then the job's reply channel, and rq's other
+    writes."""
     job = _job("req-template")
     ours = enqueue_commands(job, job_timeout=900, result_ttl=60, failure_ttl=3_600)
     theirs = rq_enqueue_commands(job, job_timeout=900, result_ttl=60, failure_ttl=3_600)
@@ -96,7 +109,11 @@ def test_enqueue_commands_write_the_hash_rq_writes() -> None:
         assert isinstance(fields["data"], bytes)
         return {**fields, "data": call_as_rq_reads_it(fields["data"])}
 
-    assert without_times(ours[0][0]) == without_times(theirs[1][0])
+    assert without_times(ours[0][0]) == {
+        **without_times(theirs[1][0]),
+        REPLY_CHANNEL_FIELD: keys.reply_channel("ingress-1"),
+    }
+    assert list(without_times(ours[0][0]))[-1] == REPLY_CHANNEL_FIELD
     assert ours[0][0][1] == theirs[1][0][1] == Job.key_for("req-template")
     assert [args for args, _ in ours[1:]] == [args for args, _ in theirs[2:]]
     other_pool = enqueue_commands(

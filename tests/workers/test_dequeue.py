@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 
 import pytest
 import redis
 import redis.asyncio as aredis
 from rq.intermediate_queue import IntermediateQueue
+from rq.job import Job
 
 from shared import keys
 from shared.autopipeline import REPLY_TIMEOUT
-from shared.jobs import CompletionJob
+from shared.jobs import REPLY_CHANNEL_FIELD, CompletionJob
 from shared.redis_client import async_client
+from shared.redis_commands import run_commands
 from shared.settings import Settings
 from tests.waiting import eventually
 from tests.workers.conftest import enqueue
@@ -44,7 +47,8 @@ async def test_the_move_brings_the_jobs_hash_cancel_marker_and_breakers(
     mover: aredis.Redis, aredis_client: aredis.Redis, clean_redis: redis.Redis
 ) -> None:
     """One round trip moves the job to the intermediate list and reads what ``start_read_commands`` would
-    read on their own, reply for reply, and how many jobs are left in the queue."""
+    read on their own, reply for reply, and how many jobs are left in the queue; and, which they do not
+    ask, that nobody subscribes to the job's reply channel."""
     await dequeue.load_script(mover)
     job, other = completion_job("hello"), completion_job("next")
     await enqueue(aredis_client, job, Settings())
@@ -59,7 +63,7 @@ async def test_the_move_brings_the_jobs_hash_cancel_marker_and_breakers(
         for command, _ in dequeue.start_read_commands(job.request_id):
             pipe.execute_command(*command)
         alone = dequeue.start_reads(await pipe.execute())
-    assert one.reads == alone
+    assert one.reads == dataclasses.replace(alone, unheard=True)
     assert one.reads.cancelled and one.reads.broken == [b"sim/a"]
     assert one.reads.job_hash[b"status"] == b"queued"
 
@@ -119,15 +123,43 @@ async def test_a_batch_of_moves_reads_each_job(mover: aredis.Redis, aredis_clien
         assert CompletionJob.from_wire(bookkeeping.adopt(one.job_id, one.reads.job_hash).args[0]) == job
 
 
+async def test_the_move_asks_whether_anybody_listens_on_the_jobs_reply_channel(
+    mover: aredis.Redis, aredis_client: aredis.Redis, clean_redis: redis.Redis
+) -> None:
+    """The take script asks ``PUBSUB NUMSUB`` of the channel the job's hash names: unheard when nobody
+    subscribes to it; a batch line's job, and one whose hash names no channel (an older ingress enqueued
+    it), are not checked; a job read on its own (``start_reads``) is taken as heard."""
+    await dequeue.load_script(mover)
+    listener = aredis_client.pubsub()
+    await listener.subscribe("aior:replies:alive")
+    heard = completion_job("heard", reply_to="aior:replies:alive")
+    gone = completion_job("gone", reply_to="aior:replies:gone")
+    batch_line = completion_job("line", reply_to=keys.BATCH_REPLY_CHANNEL)
+    older = completion_job("older", reply_to="aior:replies:gone")
+    try:
+        for job in (heard, gone, batch_line, older):
+            await enqueue(aredis_client, job, Settings())
+        assert clean_redis.hdel(Job.key_for(older.request_id), REPLY_CHANNEL_FIELD) == 1
+        assert not clean_redis.hexists(Job.key_for(batch_line.request_id), REPLY_CHANNEL_FIELD)
+        taken = await dequeue.take(mover, SOURCE, TARGET, block=1, count=4)
+        assert [t.job_id for t in taken.jobs] == [j.request_id for j in (heard, gone, batch_line, older)]
+        reads = [t.reads for t in taken.jobs]
+        assert [r.unheard for r in reads if r is not None] == [False, True, False, False]
+        alone = await run_commands(aredis_client, dequeue.start_read_commands(gone.request_id))
+        assert not dequeue.start_reads(alone).unheard
+    finally:
+        await listener.aclose()
+
+
 def test_a_read_of_another_job_is_dropped() -> None:
     """Another worker's move landed between the move and the read: the read is of its job, so it is not
     used (the worker reads its own job instead)."""
-    read = [b"other", [b"status", b"queued"], 0, [], 0]
+    read = [b"other", [b"status", b"queued"], 0, [], 0, 0]
     assert dequeue.taken(b"mine", read) == Taken("mine", None)
-    assert dequeue.taken(b"mine", [b"mine", [b"status", b"queued"], 1, [b"d"], 2]) == Taken(
+    assert dequeue.taken(b"mine", [b"mine", [b"status", b"queued"], 1, [b"d"], 2, -1]) == Taken(
         "mine", StartReads({b"status": b"queued"}, True, [b"d"])
     )
-    assert dequeue.taken(b"mine", [None, [], 0, [], 0]) == Taken("mine", None)
+    assert dequeue.taken(b"mine", [None, [], 0, [], 0, -1]) == Taken("mine", None)
     assert dequeue.taken(None, read) is None
 
 

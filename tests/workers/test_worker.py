@@ -237,6 +237,7 @@ async def test_cancel_on_channel_stops_the_job(
 async def test_a_job_cancelled_while_its_start_is_held_still_records_its_start(
     clean_redis: redis.Redis,
     aredis_client: aredis.Redis,
+    replies: Replies,  # its ingress listens: a job of a gone one is dropped before its start
     redis_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
