@@ -146,3 +146,12 @@ async def load_script(client: aredis.Redis) -> None:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def next_batch(batch: int, *, wanted: int, moved: int, short: bool, prefetch: int) -> int:
+    """The dequeue loop's next batch of moves after one that ``wanted`` jobs and ``moved`` that many:
+    twice as many (up to ``prefetch``) while the queue keeps up with the batch, else what it held (at
+    least one), so that the batch follows the queue back down when it runs short."""
+    if moved == wanted and not short:
+        return min(prefetch, batch * 2)
+    return max(1, moved)

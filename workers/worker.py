@@ -20,9 +20,10 @@ landing on whichever dequeues first, and a worker that dies mid-burst takes few 
 Beside the jobs run the worker's background loops (:mod:`workers.upkeep`): the heartbeat, liveness,
 rq's registry maintenance, the store watch and the stop-request listener.  The heartbeat stops a job
 whose ingress has no subscription any more (:mod:`workers.heartbeat`); a job publishing frames learns the
-same from its own ``PUBLISH`` replies (:mod:`workers.publisher`).  The worker remembers such a channel,
-and a queued job for it is checked (``PUBSUB NUMSUB``) before it runs: the queued jobs of a dead ingress
-are released without calling the upstream.
+same from its own ``PUBLISH`` replies (:mod:`workers.publisher`).  A queued job of an ingress that is gone
+is released without calling the upstream: the move's read answers whether anyone subscribes to its
+reply channel (:mod:`workers.dequeue`), and a job read apart from its move is checked against the
+channels the worker already found unheard.
 """
 
 from __future__ import annotations
@@ -54,8 +55,7 @@ from workers.batch_lane import BatchLane, configured_throttle
 from workers.bookkeeping import StartedJob
 from workers.completion import JobEnding, complete
 from workers.connections import WorkerConnections
-from workers.dequeue import StartReads
-from workers.dequeue_batch import next_batch
+from workers.dequeue import StartReads, next_batch
 from workers.guarded_provider import GuardedProvider, guarded_provider
 from workers.heartbeat import execution_lifetime
 from workers.job_report import JobReporter

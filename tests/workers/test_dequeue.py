@@ -22,8 +22,7 @@ from tests.waiting import eventually
 from tests.workers.conftest import enqueue
 from tests.workers.factories import completion_job
 from workers import bookkeeping, dequeue
-from workers.dequeue import Dequeued, StartReads, Taken
-from workers.dequeue_batch import next_batch
+from workers.dequeue import Dequeued, StartReads, Taken, next_batch
 from workers.worker import DEQUEUE_TIMEOUT
 
 pytestmark = pytest.mark.redis
