@@ -49,7 +49,8 @@ def render(
         "`direct` is the load generator against the simulated upstream; `aiorouter` goes through "
         "`aiorouter ingress` and `aiorouter worker` processes; `relay` through `bench/relay.py`, the "
         "minimal Starlette + httpx pass-through relay (one process). CPU is % of one core over the measured "
-        "window, median of the repetitions; `aiorouter` is its ingress and workers together. A \\* marks "
+        "window, median of the repetitions; `aiorouter` is its ingress and workers together, and `redis` "
+        "the Redis server they use (measured when it runs on this machine; not in that total). A \\* marks "
         f"a row where the load generator itself used at least {LOADGEN_BOUND_PERCENT}% of a core, so the "
         "figure is a floor set by the load generator, not by the system measured.",
         "",
@@ -81,8 +82,11 @@ def _relay_section(comparisons: Sequence[RelayComparison]) -> list[str]:
         "(no auth, no validation): it forwards the request body and relays the answer's bytes, the least "
         "any router does. Measured on this machine in this run, it is a fair peer where targets set on "
         "another machine are not. Latencies are each one's latency added over `direct` in the same "
-        "repetition. The ratio is AIOrouter's median over the relay's: above 1 means AIOrouter does more "
-        "per second, or adds more latency.",
+        "repetition. CPU per request is the CPU the system's processes spent together per request "
+        "answered (AIOrouter: its ingress, workers and Redis; the relay: its one process; a stream counts "
+        "once): on a shared box, the cores the load generator and the upstream leave, over it, bound the "
+        "rate. The ratio is AIOrouter's median over the relay's: above 1 means AIOrouter does more "
+        "per second, adds more latency, or spends more CPU.",
         "",
         "| figure | aiorouter | relay | aiorouter / relay |",
         "| --- | ---: | ---: | ---: |",

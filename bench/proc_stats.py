@@ -24,6 +24,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime: fields 14 and 15 of stat
 
 
+def local_redis_pid(info_server: Mapping[str, object], host: str | None) -> int | None:
+    """The pid of the Redis server whose ``INFO server`` is ``info_server``, if it runs on this machine
+    (reached on a loopback address and that pid is a ``redis-server`` here), else None."""
+    pid = info_server.get("process_id")
+    if host not in ("127.0.0.1", "localhost", "::1") or not isinstance(pid, int):
+        return None
+    try:
+        with open(f"/proc/{pid}/comm") as fh:
+            return pid if fh.read().strip().startswith("redis") else None
+    except OSError:
+        return None
+
+
 def rss_bytes(pid: int) -> int:
     """Resident memory of ``pid``."""
     with open(f"/proc/{pid}/statm", "rb") as fh:

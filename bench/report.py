@@ -13,10 +13,23 @@ from typing import Any
 
 import redis
 
+from bench.proc_stats import local_redis_pid
 from bench.scenarios import AIOROUTER
 
 Run = dict[str, Any]
 Metric = Callable[[dict[str, Any]], float | None]
+
+
+def redis_pid(redis_url: str) -> int | None:
+    """The pid of the Redis at ``redis_url`` when it runs on this machine (its CPU is then measured)."""
+    try:
+        client = redis.Redis.from_url(redis_url)
+        info = client.info("server")
+        host = client.connection_pool.connection_kwargs.get("host")
+        client.close()
+    except redis.RedisError:
+        return None
+    return local_redis_pid(info, host)
 
 
 def describe_machine(redis_url: str) -> dict[str, Any]:

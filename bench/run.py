@@ -31,7 +31,7 @@ from bench.loadgen import LoadSpec, run_load
 from bench.markdown_table import render
 from bench.proc_stats import rss_bytes, wait_until_idle
 from bench.processes import ProcessDied, RelayProcess, RouterProcesses, UpstreamProcess
-from bench.report import Run, describe_machine, summarize, time_breakdown
+from bench.report import Run, describe_machine, redis_pid, summarize, time_breakdown
 from bench.scenarios import (
     AIOROUTER,
     FULL,
@@ -62,12 +62,16 @@ class Suite:
         upstream: UpstreamProcess,
         router: RouterProcesses | None,
         relay: RelayProcess | None,
+        redis_pid: int | None = None,
     ) -> None:
+        """``redis_pid``: the Redis AIOrouter uses, when it runs on this machine: its CPU is measured
+        with AIOrouter's processes (not waited for between runs: its own expiry cycles go on)."""
         self.timing = timing
         self.targets = targets
         self.upstream = upstream
         self.router = router
         self.relay = relay
+        self.redis_pid = redis_pid
         self.runs: list[Run] = []
         self._runner = asyncio.Runner(loop_factory=event_loop_factory())
 
@@ -105,6 +109,8 @@ class Suite:
 
     def _measure(self, scenario: Scenario, target: str, repeat: int) -> Run:
         watch = self._processes(target)
+        if target == AIOROUTER and self.redis_pid is not None:
+            watch["redis"] = self.redis_pid
         base_url, model, api_key = self.upstream.base_url, scenario.upstream_model, None
         if target == AIOROUTER:
             assert self.router is not None
@@ -237,7 +243,7 @@ def _run_suite(
                 )
             if RELAY in targets:
                 relay = RelayProcess(Path(workdir), upstream.base_url)
-            suite_state = Suite(timing, targets, upstream, router, relay)
+            suite_state = Suite(timing, targets, upstream, router, relay, redis_pid(redis_url))
             for scenario in suite:
                 suite_state.run_scenario(scenario)
             return suite_state.runs, None

@@ -93,7 +93,30 @@ ADDED_P99 = _added_latency(
     "Added latency p99, 100 req/s, 50 ms upstream", "open100_lat50", "latency_ms", "p99"
 )
 TTFT_ADDED = _added_latency("Time to first token at 1 client, over direct", "ttft_c1", "ttft_ms", "p50")
+SYSTEM_PROCESSES = ("ingress", "worker-", "redis", "relay")
+"""The processes of the system measured (AIOrouter's, with its Redis when local; the relay), not the load
+generator's nor the upstream's."""
+
+
+def cpu_ms_per_request(result: dict[str, Any]) -> float | None:
+    """CPU milliseconds the system's processes spent together per request answered (a stream counts
+    once): how much of the machine one request takes, whatever the processes it crosses."""
+    rate = float(result.get("requests_per_s") or 0.0)
+    processes: dict[str, dict[str, float]] = result.get("processes", {})
+    cpu = [usage["cpu_percent"] for name, usage in processes.items() if name.startswith(SYSTEM_PROCESSES)]
+    if rate <= 0 or not cpu:
+        return None
+    return round(sum(cpu) / 100.0 / rate * 1000.0, 3)
+
+
+NONSTREAM_C64_CPU = _throughput(
+    "CPU per request, non-stream at 64 clients", "nonstream_c64", cpu_ms_per_request, " ms"
+)
+STREAM50_C16_CPU = _throughput(
+    "CPU per 50-token stream at 16 clients", "stream50_c16", cpu_ms_per_request, " ms"
+)
 KEY_FIGURES = (NONSTREAM_C1, NONSTREAM_C64, STREAM50_C16, ADDED_P50, ADDED_P99, TTFT_ADDED)
+CPU_FIGURES = (NONSTREAM_C64_CPU, STREAM50_C16_CPU)
 SLOW_TTFT_GOAL_MS = 1000.0
 
 
@@ -163,7 +186,7 @@ def compare_with_relay(runs: Sequence[Run]) -> list[RelayComparison]:
     if not any(run["target"] == RELAY for run in runs):
         return []
     comparisons = []
-    for figure in KEY_FIGURES:
+    for figure in (*KEY_FIGURES, *CPU_FIGURES):
         ours, relay = figure.values(runs, AIOROUTER), figure.values(runs, RELAY)
         ratio = "-"
         if ours and relay and statistics.median(relay) > 0:

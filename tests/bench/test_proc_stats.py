@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 
 import pytest
 
-from bench.proc_stats import cpu_seconds, rss_bytes, wait_until_idle
+from bench.proc_stats import cpu_seconds, local_redis_pid, rss_bytes, wait_until_idle
 
 
 @pytest.fixture
@@ -49,3 +51,20 @@ def gone_pid() -> int:
 async def test_gone_process_counts_as_idle(gone_pid: int) -> None:
     """A pid that no longer exists neither raises nor blocks the wait."""
     assert await wait_until_idle({"gone": gone_pid}, 10.0, interval=0.1, max_wait=5.0) < 2.0
+
+
+def test_local_redis_pid_only_for_a_redis_server_on_this_machine() -> None:
+    """Redis' CPU is measured only when its pid is a redis-server here, reached on a loopback address."""
+    with tempfile.TemporaryDirectory() as workdir:
+        server = subprocess.Popen(
+            ["redis-server", "--port", "0", "--unixsocket", f"{workdir}/r.sock", "--save", ""],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            assert local_redis_pid({"process_id": server.pid}, "127.0.0.1") == server.pid
+            assert local_redis_pid({"process_id": server.pid}, "redis.example") is None  # another host's pid
+            assert local_redis_pid({"process_id": os.getpid()}, "localhost") is None  # not a redis-server
+            assert local_redis_pid({}, "::1") is None
+        finally:
+            server.kill()
+            server.wait()

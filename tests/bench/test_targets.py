@@ -236,3 +236,21 @@ def test_breakdown_shows_the_median_server_timing_beside_the_clients_p50() -> No
     page = render(MACHINE, CONFIG, summarize(runs), check_targets(runs), (), time_breakdown(runs))
     assert "| scenario | client p50 | admit | prep | total |" in page
     assert "| nonstream_c1 | 50.00 | 0.50 | 0.25 | 4.00 |" in page
+
+
+def test_cpu_per_request_counts_the_systems_processes_only() -> None:
+    """AIOrouter's ingress, workers and Redis (or the relay) per request answered; the load generator
+    and the upstream are not the system measured."""
+    cpu = lambda **percents: {name: {"cpu_percent": p} for name, p in percents.items()}  # noqa: E731
+    ours = cpu(ingress=50.0, **{"worker-1": 80.0, "worker-2": 10.0}, redis=20.0, loadgen=90.0, upstream=40.0)
+    runs = [
+        run("nonstream_c64", "aiorouter", 0, requests_per_s=1000.0, processes=ours),
+        run("nonstream_c64", "relay", 0, requests_per_s=250.0, processes=cpu(relay=100.0, loadgen=5.0)),
+        run("stream50_c16", "aiorouter", 0, requests_per_s=0.0, processes=ours),
+        run("stream50_c16", "relay", 0, requests_per_s=500.0, processes={}),
+    ]
+    compared = {c.name: c for c in compare_with_relay(runs)}
+    per_request = compared["CPU per request, non-stream at 64 clients"]
+    assert (per_request.aiorouter, per_request.relay, per_request.ratio) == ("1.60 ms", "4.00 ms", "0.40")
+    per_stream = compared["CPU per 50-token stream at 16 clients"]  # nothing answered, nothing watched
+    assert (per_stream.aiorouter, per_stream.relay, per_stream.ratio) == ("-", "-", "-")
