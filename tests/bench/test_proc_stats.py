@@ -9,8 +9,10 @@ import tempfile
 from collections.abc import Iterator
 
 import pytest
+import redis
 
 from bench.proc_stats import cpu_seconds, local_redis_pid, rss_bytes, wait_until_idle
+from tests.waiting import eventually_sync
 
 
 @pytest.fixture
@@ -61,10 +63,20 @@ def test_local_redis_pid_only_for_a_redis_server_on_this_machine() -> None:
             stdout=subprocess.DEVNULL,
         )
         try:
-            assert local_redis_pid({"process_id": server.pid}, "127.0.0.1") == server.pid
+            client = redis.Redis(unix_socket_path=f"{workdir}/r.sock")
+            eventually_sync(lambda: _answers(client))  # it runs: its pid is the redis-server's now
+            assert local_redis_pid(client.info("server"), "127.0.0.1") == server.pid
             assert local_redis_pid({"process_id": server.pid}, "redis.example") is None  # another host's pid
             assert local_redis_pid({"process_id": os.getpid()}, "localhost") is None  # not a redis-server
             assert local_redis_pid({}, "::1") is None
+            client.close()
         finally:
             server.kill()
             server.wait()
+
+
+def _answers(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
