@@ -2,8 +2,9 @@
 
 The lifespan opens one Redis client, starts the reply hub (this process' one pub/sub subscription), the
 worker watchdog, the sweep of expired credit reservations, the watch over the store marker
-(:mod:`shared.store_marker`) and the retry of clean-ups a Redis outage held up
-(:mod:`ingress.deferred_cleanup`), and publishes them to handlers as
+(:mod:`shared.store_marker`), the retry of clean-ups a Redis outage held up
+(:mod:`ingress.deferred_cleanup`) and the end of the requests a shutdown's grace leaves open
+(:mod:`ingress.shutdown`), and publishes them to handlers as
 ``app.state.ingress`` (:class:`~ingress.context.IngressContext`).  Nothing lives in module globals.
 """
 
@@ -42,6 +43,7 @@ from ingress.middleware import RequestContextMiddleware
 from ingress.open_set import OpenSetCache
 from ingress.reply_hub import ReplyHub
 from ingress.routing import ModelRouter
+from ingress.shutdown import ShutdownGrace, end_open_requests
 from ingress.versions import VersionRegistry
 from ingress.watchdog import WorkerWatchdog
 from shared.breaker import CircuitBreaker
@@ -61,8 +63,12 @@ REDIS_CONNECTIONS = 256
 REDIS_CONNECTION_WAIT = 10.0  # seconds a command waits for a free pool connection before its 503
 
 
-def create_app(settings: Settings, *, tracer: RequestTracer | None = None) -> Starlette:
-    """The app; ``tracer``: OpenTelemetry traces of completions (:mod:`ingress.tracing`), None for none."""
+def create_app(
+    settings: Settings, *, tracer: RequestTracer | None = None, shutdown: ShutdownGrace | None = None
+) -> Starlette:
+    """The app; ``tracer``: OpenTelemetry traces of completions (:mod:`ingress.tracing`), None for none;
+    ``shutdown``: the server's, whose grace over ends the open requests (:mod:`ingress.shutdown`), None
+    for a server that never says it is shutting down."""
     memoize_serializer_lookup()  # each enqueue builds rq objects
     catalog = CatalogEndpoints(settings.models)
     routes = [
@@ -79,7 +85,7 @@ def create_app(settings: Settings, *, tracer: RequestTracer | None = None) -> St
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with _ingress_context(settings, tracer) as context:
+        async with _ingress_context(settings, tracer, shutdown) as context:
             app.state.ingress = context
             storage = open_storage(settings.batches)
             app.state.batches = BatchServices(settings, context.redis, context.auth, storage)
@@ -100,7 +106,9 @@ def create_app(settings: Settings, *, tracer: RequestTracer | None = None) -> St
 
 
 @contextlib.asynccontextmanager
-async def _ingress_context(settings: Settings, tracer: RequestTracer | None) -> AsyncIterator[IngressContext]:
+async def _ingress_context(
+    settings: Settings, tracer: RequestTracer | None, shutdown: ShutdownGrace | None
+) -> AsyncIterator[IngressContext]:
     redis = _redis_client(settings.redis_url, auto_pipeline=settings.redis_auto_pipeline)
     ingress_id = uuid.uuid4().hex  # random per process: names this process' reply channel
     cleanup = DeferredCleanup(redis)
@@ -124,6 +132,9 @@ async def _ingress_context(settings: Settings, tracer: RequestTracer | None) -> 
         sweep_task = asyncio.create_task(sweep_reservations(redis), name="reservation-sweep")
         store_task = asyncio.create_task(watch_store(store, redis), name="store-watch")
         cleanup_task = asyncio.create_task(cleanup.run(), name="deferred-cleanup")
+        tasks = [watchdog_task, sweep_task, store_task, cleanup_task]
+        if shutdown is not None:
+            tasks.append(asyncio.create_task(end_open_requests(hub, shutdown), name="shutdown-grace"))
         try:
             yield IngressContext(
                 settings=settings,
@@ -138,12 +149,7 @@ async def _ingress_context(settings: Settings, tracer: RequestTracer | None) -> 
                 tracer=tracer,
             )
         finally:
-            await asyncio.gather(
-                stop_task(watchdog_task),
-                stop_task(sweep_task),
-                stop_task(store_task),
-                stop_task(cleanup_task),
-            )
+            await asyncio.gather(*(stop_task(task) for task in tasks))
     finally:
         await open_set.aclose()
         await hub.stop()

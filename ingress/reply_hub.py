@@ -131,6 +131,7 @@ class ReplyHub:
         self._subscriptions: dict[str, Subscription] = {}
         self._reader: asyncio.Task[None] | None = None
         self._stopping = False
+        self._refusal: Callable[[], AIORouterError] | None = None  # set by refuse(): how new requests end
 
     async def start(self) -> None:
         self._subscriber = await subscribe(self._redis, self.channel, self.route)
@@ -152,7 +153,19 @@ class ReplyHub:
     def register(self, request_id: str) -> Subscription:
         subscription = Subscription(request_id, self._buffer_limit)
         self._subscriptions[request_id] = subscription
+        if self._refusal is not None:
+            subscription.fail(self._refusal())
         return subscription
+
+    def refuse(self, error: Callable[[], AIORouterError]) -> int:
+        """End every open request with a fresh ``error()``, and each one registered from now on (the
+        ingress is shutting down); how many were open."""
+        self._refusal = error
+        ended = 0
+        for subscription in self.open_subscriptions():
+            subscription.fail(error())
+            ended += 1
+        return ended
 
     def unregister(self, subscription: Subscription) -> None:
         if self._subscriptions.get(subscription.request_id) is subscription:

@@ -20,6 +20,7 @@ for HTTP error responses and for the final SSE error event of a stream that alre
     │   ├── WorkerLost                503 service_unavailable / worker_lost
     │   ├── ResponseStalled           503 service_unavailable / response_stalled
     │   ├── IngressGone               503 service_unavailable / ingress_gone (worker-side only)
+    │   ├── IngressStopping           503 service_unavailable / ingress_stopping
     │   ├── UpstreamUnavailable       503 service_unavailable / upstream_unavailable
     │   │   └── UpstreamTimeout       503 service_unavailable / upstream_timeout
     │   └── StorageUnavailable        503 service_unavailable / storage_unavailable
@@ -165,6 +166,15 @@ class IngressGone(ServiceUnavailable):
 
     default_code = "ingress_gone"
     default_message = "Nobody waits for this response any more: its ingress is gone."
+
+
+class IngressStopping(ServiceUnavailable):
+    """A request still open when its ingress' shutdown grace ended (``ingress_shutdown_grace``)."""
+
+    default_code = "ingress_stopping"
+    default_message = (
+        "This server is restarting and could not finish the response in time; retry the request."
+    )
 
 
 class UpstreamUnavailable(ServiceUnavailable):

@@ -229,6 +229,9 @@ class Settings:
     stream_buffer_bytes: int = 1024 * 1024  # bytes of a stream that may wait for a client that reads slowly
     client_stall_timeout: float = 30.0  # seconds a stream's client may take nothing while bytes wait for it
     key_cache_ttl: float = 2.0  # seconds an authenticated key is trusted without asking Redis
+    # Seconds an ingress' open requests get to finish after SIGTERM; those still open then end with 503
+    # ingress_stopping (an error event on a stream) and their jobs are stopped (ingress.shutdown).
+    ingress_shutdown_grace: float = 30.0
     # Workers
     worker_heartbeat_interval: float = 1.0
     worker_dead_after: float = 4.0  # a worker silent this long is dead; its clients get an error
@@ -297,6 +300,7 @@ ENV_OVERRIDES: Mapping[str, str] = {
     "AIOROUTER_MAX_BODY_BYTES": "max_body_bytes",
     "AIOROUTER_WORKER_DEAD_AFTER": "worker_dead_after",
     "AIOROUTER_WORKER_SHUTDOWN_GRACE": "worker_shutdown_grace",
+    "AIOROUTER_INGRESS_SHUTDOWN_GRACE": "ingress_shutdown_grace",
     "AIOROUTER_ADMIN_TOKEN": "admin_token",
     "AIOROUTER_METRICS_TOKEN": "metrics_token",
     "AIOROUTER_WORKER_METRICS_PORT": "worker_metrics_port",
@@ -595,6 +599,8 @@ def _check(settings: Settings) -> None:
         raise ConfigError(f"log_format must be json or text, not {settings.log_format!r}")
     if settings.log_level.upper() not in LOG_LEVELS:
         raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, not {settings.log_level!r}")
+    if settings.ingress_shutdown_grace < 0:
+        raise ConfigError("ingress_shutdown_grace must be >= 0")
     if settings.worker_saturated_lag < 0:
         raise ConfigError("worker_saturated_lag must be >= 0 (0 = off)")
     if settings.gc_young_threshold < 0:

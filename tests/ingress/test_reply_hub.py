@@ -9,7 +9,7 @@ import redis.asyncio as aredis
 
 from ingress.reply_hub import CLIENT_GONE, Delivery, ReplyHub, Subscription
 from shared import events
-from shared.errors import AIORouterError, WorkerLost
+from shared.errors import AIORouterError, IngressStopping, WorkerLost
 from tests.ingress.conftest import IngressFactory
 from tests.ingress.test_app import assert_error
 from tests.waiting import eventually
@@ -63,6 +63,19 @@ def test_client_gone_is_queued() -> None:
     subscription = Subscription("r1")
     subscription.client_gone()
     assert drain(subscription) == [CLIENT_GONE]
+
+
+async def test_refuse_ends_the_open_requests_and_every_later_one(aredis_client: aredis.Redis) -> None:
+    """After ``refuse`` (a shutdown's grace is over) each open request and each one registered later gets
+    its own error; a request that already ended gets none."""
+    hub = ReplyHub(aredis_client, "ingress-refuse")
+    open_one, ended = hub.register("r1"), hub.register("r2")
+    ended.deliver(frame(events.DONE, 0, request_id="r2"))
+    assert hub.refuse(IngressStopping) == 1
+    later = hub.register("r3")
+    (first,), (second,) = drain(open_one), drain(later)
+    assert isinstance(first, IngressStopping) and isinstance(second, IngressStopping) and first is not second
+    assert [getattr(item, "kind", None) for item in drain(ended)] == [events.DONE]
 
 
 async def test_route_ignores_strangers_and_garbage(aredis_client: aredis.Redis) -> None:

@@ -68,3 +68,4 @@ def test_deploy_manifests_give_workers_their_shutdown_grace_plus_a_margin() -> N
     grace = _seconds(r'\n      AIOROUTER_WORKER_SHUTDOWN_GRACE: "(\d+)"', compose)
     assert _seconds(r"\n    stop_grace_period: (\d+)s", compose) >= grace + 15
     assert load_settings(env={"AIOROUTER_WORKER_SHUTDOWN_GRACE": "105"}).worker_shutdown_grace == 105.0
+    assert load_settings(env={"AIOROUTER_INGRESS_SHUTDOWN_GRACE": "40"}).ingress_shutdown_grace == 40.0
