@@ -20,9 +20,9 @@ def compose_config(path: Path) -> tuple[int, str, str]:
     return result.returncode, result.stdout, result.stderr
 
 
-def test_compose_file_is_valid_and_gives_workers_their_grace_and_health_check() -> None:
-    """Compose loads the file; its worker service keeps the grace rule and checks its health through
-    `aiorouter worker-health`."""
+def test_compose_file_is_valid_and_gives_the_services_their_grace_and_health_check() -> None:
+    """Compose loads the file; its worker and ingress services keep the grace rule (the shutdown grace
+    plus 15 s) and the worker checks its health through `aiorouter worker-health`."""
     status, out, err = compose_config(COMPOSE)
     assert status == 0, err
     services = yaml.safe_load(out)["services"]
@@ -30,6 +30,15 @@ def test_compose_file_is_valid_and_gives_workers_their_grace_and_health_check() 
     worker = services["worker-simulated"]
     assert worker["healthcheck"]["test"][:2] == ["CMD", "aiorouter"]
     assert "worker-health" in worker["healthcheck"]["test"]
+    for name, variable in (("worker-simulated", "WORKER"), ("ingress", "INGRESS")):
+        grace = float(services[name]["environment"][f"AIOROUTER_{variable}_SHUTDOWN_GRACE"])
+        assert _seconds(services[name]["stop_grace_period"]) == grace + 15, name
+
+
+def _seconds(duration: str) -> float:
+    """A Compose duration as `docker compose config` writes it (``1m0s``, ``45s``) in seconds."""
+    minutes, _, rest = duration.rpartition("m")
+    return float(minutes or 0) * 60 + float(rest.rstrip("s") or 0)
 
 
 def test_compose_refuses_a_broken_file(tmp_path: Path) -> None:

@@ -138,3 +138,14 @@ def test_the_ingress_has_a_budget_and_http_probes() -> None:
     container = of_kind("Deployment")["aiorouter-ingress"]["spec"]["template"]["spec"]["containers"][0]
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_the_ingress_pod_gets_its_shutdown_grace_plus_its_pre_stop_pause_plus_15_seconds() -> None:
+    """The ingress pod's terminationGracePeriodSeconds is its AIOROUTER_INGRESS_SHUTDOWN_GRACE plus the
+    preStop pause plus 15 s: open streams end with an error event before the SIGKILL could cut them."""
+    pod = of_kind("Deployment")["aiorouter-ingress"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    grace = float(_env(container, "AIOROUTER_INGRESS_SHUTDOWN_GRACE"))
+    pause_command = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert pause_command[0] == "sleep"
+    assert pod["terminationGracePeriodSeconds"] == grace + float(pause_command[1]) + 15
