@@ -4,8 +4,10 @@ signal, even one that came before the server noticed the first."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 
 import pytest
+import uvicorn
 
 from ingress.shutdown import ShutdownGrace
 
@@ -30,3 +32,13 @@ async def test_a_second_signal_ends_the_grace_at_once_even_before_it_began() -> 
     early.hurry()
     early.begin()
     await asyncio.wait_for(early.wait_over(), 5)
+
+
+def test_uvicorn_server_api_the_shutdown_grace_overrides_is_unchanged() -> None:
+    """IngressServer overrides uvicorn.Server.shutdown and handle_exit and reads should_exit (pinned
+    version): the shapes it relies on are still there."""
+    assert list(inspect.signature(uvicorn.Server.shutdown).parameters) == ["self", "sockets"]
+    assert list(inspect.signature(uvicorn.Server.handle_exit).parameters) == ["self", "sig", "frame"]
+    assert inspect.iscoroutinefunction(uvicorn.Server.shutdown)
+    assert "self.should_exit = True" in inspect.getsource(uvicorn.Server.handle_exit)
+    assert "timeout_graceful_shutdown" in inspect.signature(uvicorn.Config.__init__).parameters
