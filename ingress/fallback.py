@@ -141,6 +141,12 @@ class FallbackRun:
         """Run one job (``ahead``: already on its queue); the retryable error that calls for the next
         deployment, else None (done)."""
         hub = self._context.hub
+        if ahead is None and not hub.listening:
+            # As for a new request (completions): its frames would be lost, and a worker drops a job whose
+            # channel nobody subscribes to unrun, leaving its request to wait for worker_lost.
+            raise ServiceUnavailable(
+                "This ingress is reconnecting to Redis; retry shortly.", headers=retry_after(1)
+            )
         self.job = job
         record = self._record
         record.provider, record.job_id = job.provider, job.request_id

@@ -287,3 +287,22 @@ async def test_a_fallback_answers_with_the_time_the_request_was_accepted(
     await b.done(second, "from b")
     response = await request
     assert response.json()["created"] == first.job.created
+
+
+async def test_no_fallback_is_enqueued_while_the_reply_channel_is_made_again(ingress: Ingress) -> None:
+    """A retryable failure that comes while the hub is subscribing its channel again (it lost Redis between
+    the attempts) answers 503 at once, as a new request does then: the next attempt's job is not enqueued,
+    since its frames would be lost and a worker drops it unrun (nobody subscribes to its channel)."""
+    a = worker_of(ingress, "a")
+    hub = ingress.app.state.ingress.hub
+    request = ingress.chat_task(BODY)
+    first = await a.take()
+    subscriber, hub._subscriber = hub._subscriber, None  # listening: False, the frames still delivered
+    try:
+        await fail_retryably(a, first, UpstreamUnavailable("a is down"))
+        response = await asyncio.wait_for(request, 5)
+    finally:
+        hub._subscriber = subscriber
+    assert_error(response, 503, "service_unavailable", "service_unavailable")
+    assert response.headers["retry-after"] == "1"
+    assert await ingress.redis.llen(keys.rq_queue_key("b")) == 0
