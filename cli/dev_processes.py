@@ -11,6 +11,10 @@ from pathlib import Path
 from typing import TextIO
 
 _STOP_TIMEOUT = 10.0
+_HURRY_AFTER = 1.0
+"""Seconds after the first SIGTERM before the second, which ends a child's shutdown grace at once: an
+ingress ends its open requests with ``ingress_stopping``, a worker stops its jobs (both default to a 30 s
+grace, longer than :data:`_STOP_TIMEOUT`, whose SIGKILL would cut open streams with no error event)."""
 
 
 @dataclass(slots=True)
@@ -51,11 +55,19 @@ class ChildGroup:
         return next((c for c in self.children if c.exit_status is not None), None)
 
     def stop(self, out: TextIO = sys.stderr) -> None:
-        """SIGTERM every child (latest first), then SIGKILL whatever is still alive after a grace period."""
+        """SIGTERM every child (latest first), again to those still alive :data:`_HURRY_AFTER` later (their
+        open work ends at once), then SIGKILL whatever is still alive after a grace period."""
         alive = [c for c in reversed(self.children) if c.process is not None and c.process.poll() is None]
         for child in alive:
             assert child.process is not None
             child.process.terminate()
+        hurry_at = time.monotonic() + _HURRY_AFTER
+        while any(c.exit_status is None for c in alive) and time.monotonic() < hurry_at:
+            time.sleep(0.05)
+        for child in alive:
+            if child.exit_status is None:
+                assert child.process is not None
+                child.process.terminate()
         deadline = time.monotonic() + _STOP_TIMEOUT
         for child in alive:
             assert child.process is not None

@@ -183,3 +183,58 @@ def test_other_commands_find_the_dev_redis_while_it_runs(dev: DevRun, redis_url:
     dev.process.send_signal(signal.SIGTERM)
     assert dev.process.wait(STOP_WITHIN) == 0
     assert not (dev.workdir / ".aiorouter" / "dev.json").exists()
+
+
+SLOW_CONFIG = """
+[providers.slow]
+kind = "simulated"
+tokens_per_second = 10.0
+
+[[models]]
+id = "dev/slow"
+deployments = [{ provider = "slow", upstream_model = "lorem" }]
+"""
+
+
+@pytest.fixture
+def slow_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Give the dev run (requested after this) a model whose streams last a minute and a half."""
+    path = tmp_path / "slow.toml"
+    path.write_text(SLOW_CONFIG)
+    monkeypatch.setenv("AIOROUTER_CONFIG", str(path))
+
+
+def test_ctrl_c_ends_an_open_stream_with_an_error_event_and_kills_nothing(
+    slow_model: None, dev: DevRun
+) -> None:
+    """Ctrl-C with a long stream open: the stream ends with ingress_stopping within seconds, not cut by the
+    SIGKILL dev sends children still alive 10 s after its SIGTERM (their graces are 30 s)."""
+    dev.wait_for("Press Ctrl-C", READY_WITHIN)
+    ended: queue.Queue[str | None] = queue.Queue()
+    first = threading.Event()
+
+    def stream() -> None:
+        try:
+            with openai.OpenAI(
+                base_url=dev.banner_value("API"), api_key=dev.banner_value("Dev key"), max_retries=0
+            ) as sdk:
+                chunks = sdk.chat.completions.create(
+                    model="dev/slow",
+                    messages=[{"role": "user", "content": "go"}],
+                    max_tokens=900,
+                    stream=True,
+                )
+                for _ in chunks:
+                    first.set()
+            ended.put(None)
+        except openai.APIError as exc:
+            ended.put(getattr(exc, "code", None))
+
+    threading.Thread(target=stream, daemon=True).start()
+    assert first.wait(30), "".join(dev.output)
+    signalled = time.monotonic()
+    dev.process.send_signal(signal.SIGINT)
+    assert dev.process.wait(STOP_WITHIN) == 0
+    assert ended.get(timeout=5) == "ingress_stopping"
+    assert time.monotonic() - signalled < 5.0
+    assert not any("killing it" in line for line in dev.output), "".join(dev.output)
