@@ -134,7 +134,9 @@ async def _ingress_context(
         cleanup_task = asyncio.create_task(cleanup.run(), name="deferred-cleanup")
         tasks = [watchdog_task, sweep_task, store_task, cleanup_task]
         if shutdown is not None:
-            tasks.append(asyncio.create_task(end_open_requests(hub, shutdown), name="shutdown-grace"))
+            tasks.append(
+                asyncio.create_task(end_open_requests(hub, cleanup, shutdown), name="shutdown-grace")
+            )
         try:
             yield IngressContext(
                 settings=settings,

@@ -152,7 +152,7 @@ class ChatCompletionsEndpoint:
                 record.status = CLIENT_CLOSED
         finally:
             if run.relay is None or not run.relay.answered:  # an answer's worker charged it already
-                await admitted.close(context)  # release what the request still holds
+                await context.cleanup.bounded(admitted.close(context))  # release what it still holds
 
 
 def _request_headers(scope: Scope) -> dict[bytes, bytes]:

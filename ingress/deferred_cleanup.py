@@ -9,13 +9,20 @@ unread.  :class:`DeferredCleanup` keeps what failed in memory and retries it eve
 All are idempotent, so doing one that had landed after all costs nothing.  At most :data:`MAX_PENDING`
 wait, so a long outage cannot grow the backlog without bound.  What a process still holds when it dies
 is left to the workers and the sweep (a hold is a lease, :func:`shared.credits.extend_call`).
+
+Once the ingress' shutdown ends its open requests (:mod:`ingress.shutdown`), a request waits for its
+clean-up at most :data:`HURRIED_WAIT` before its answer (:meth:`DeferredCleanup.bounded`): with Redis
+frozen, each would otherwise wait out Redis' reply timeout, and uvicorn cancels what is still running
+soon after, the client getting a bare 500 instead of its 503.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from typing import Final
+from collections.abc import Coroutine
+from typing import Any, Final
 
 import redis.asyncio as aredis
 from redis.exceptions import RedisError
@@ -29,6 +36,7 @@ log = logging.getLogger(__name__)
 
 RETRY_EVERY: Final = 1.0  # seconds between two attempts while something is pending
 MAX_PENDING: Final = 100_000  # beyond this, a long outage's clean-ups are left to the workers and the sweep
+HURRIED_WAIT: Final = 1.0  # seconds a request waits for its clean-up once the shutdown ends open requests
 
 
 async def release_hold(redis: aredis.Redis, billing: JobBilling) -> None:
@@ -56,10 +64,29 @@ class DeferredCleanup:
         self._abandons: dict[str, tuple[str, bool]] = {}  # job id -> its pool, whether a worker started it
         self._pending = asyncio.Event()
         self.drained = asyncio.Event()  # set whenever :meth:`run` has nothing left to do
+        self.hurried = False  # the shutdown ends the open requests: their clean-ups no longer hold them
+        self._behind: set[asyncio.Task[None]] = set()  # clean-ups a hurried request stopped waiting for
 
     @property
     def pending(self) -> int:
         return len(self._releases) + len(self._abandons)
+
+    def hurry(self) -> None:
+        """From now on a request waits for its clean-up at most :data:`HURRIED_WAIT`."""
+        self.hurried = True
+
+    async def bounded(self, clean_up: Coroutine[Any, Any, None]) -> None:
+        """Run a request's ``clean_up`` and wait for it; once hurried, for at most :data:`HURRIED_WAIT`, the
+        clean-up going on behind the answer (lost if the process exits first: then the workers and the
+        sweep settle it, as after a kill)."""
+        if not self.hurried:
+            await clean_up
+            return
+        task = asyncio.ensure_future(clean_up)
+        self._behind.add(task)
+        task.add_done_callback(self._behind.discard)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), HURRIED_WAIT)
 
     def release_later(self, billing: JobBilling) -> None:
         log.warning("could not release credit hold %s; will retry when Redis answers", billing.reservation.id)

@@ -193,7 +193,7 @@ class FallbackRun:
         finally:
             self._subscription = None
             hub.unregister(subscription)
-            await relay.abandon_if_unfinished()
+            await self._context.cleanup.bounded(relay.abandon_if_unfinished())
 
 
 def _queue_full(context: IngressContext, plan: RoutePlan, deployment: Deployment, failures: int) -> bool:

@@ -6,10 +6,12 @@ the orchestrator's grace would be cut by its SIGKILL with no error event.  :clas
 the wait.  ``ingress_shutdown_grace`` seconds after the signal, or at once on a second SIGTERM or SIGINT,
 :func:`end_open_requests` ends every request still waiting for its job, and any that registers later,
 with 503 ``ingress_stopping`` (an error event on a started stream): each withdraws or cancels its job and
-releases its credit hold, as when a client leaves.  What is not a completion (a file upload, a slow body)
-is cancelled by uvicorn :data:`CANCEL_AFTER` seconds after the grace (its ``timeout_graceful_shutdown``),
-and the lifespan's clean-up, each step bounded by :data:`~ingress.background.STOP_GRACE`, follows.  A
-third SIGINT makes uvicorn exit at once, leaving the jobs to the workers as a killed ingress does.
+releases its credit hold, as when a client leaves, waiting for that at most
+:data:`~ingress.deferred_cleanup.HURRIED_WAIT` (Redis may be frozen).  What is not a completion (a file
+upload, a slow body) is cancelled by uvicorn :data:`CANCEL_AFTER` seconds after the grace (its
+``timeout_graceful_shutdown``), and the lifespan's clean-up, each step bounded by
+:data:`~ingress.background.STOP_GRACE`, follows.  A third SIGINT makes uvicorn exit at once, leaving the
+jobs to the workers as a killed ingress does.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import contextlib
 import logging
 from typing import Final
 
+from ingress.deferred_cleanup import DeferredCleanup
 from ingress.reply_hub import ReplyHub
 from shared.errors import IngressStopping
 
@@ -59,9 +62,11 @@ class ShutdownGrace:
                 await self._over.wait()
 
 
-async def end_open_requests(hub: ReplyHub, shutdown: ShutdownGrace) -> None:
-    """Once the grace is over, end every open request with 503 ``ingress_stopping``, and every later one."""
+async def end_open_requests(hub: ReplyHub, cleanup: DeferredCleanup, shutdown: ShutdownGrace) -> None:
+    """Once the grace is over, end every open request with 503 ``ingress_stopping``, and every later one;
+    their clean-ups no longer hold their answers (:meth:`DeferredCleanup.bounded`)."""
     await shutdown.wait_over()
+    cleanup.hurry()
     ended = hub.refuse(IngressStopping)
     why = "a second signal came" if shutdown.hurried else f"its {shutdown.grace:g} s grace is over"
     log.warning("shutting down and %s: ended %d open request(s) with ingress_stopping", why, ended)

@@ -9,11 +9,13 @@ import fakeredis
 import pytest
 from rq.job import Job
 
+from ingress import deferred_cleanup
 from ingress.deferred_cleanup import DeferredCleanup
 from shared import credits, keys
 from shared.job_billing import JobBilling
 from shared.settings import ModelEntry, Settings
 from tests.store_calls import hold_credit
+from tests.waiting import eventually
 
 SETTINGS = Settings()
 MODEL = ModelEntry(id="m", deployments=(), input_price_per_m=1.0, output_price_per_m=1.0)
@@ -82,3 +84,30 @@ async def test_a_job_still_queued_when_redis_answers_again_is_withdrawn_not_left
     assert await redis.lrange(queue, 0, -1) == [b"other"]
     assert not await redis.exists(record)
     assert not await redis.exists(keys.cancelled_marker("job-2"))
+
+
+async def test_a_hurried_request_waits_for_its_clean_up_at_most_the_hurried_wait(
+    server: fakeredis.FakeServer,
+) -> None:
+    """Before the shutdown ends open requests a clean-up is awaited to its end; after it (Redis may be
+    frozen) the request stops waiting after HURRIED_WAIT and the clean-up goes on behind its answer."""
+    cleanup = DeferredCleanup(fakeredis.aioredis.FakeRedis(server=server))
+    redis_answers = asyncio.Event()
+    done: list[str] = []
+
+    async def clean_up(name: str) -> None:
+        await redis_answers.wait()
+        done.append(name)
+
+    waiting = asyncio.ensure_future(cleanup.bounded(clean_up("before")))
+    await asyncio.sleep(deferred_cleanup.HURRIED_WAIT * 1.5)
+    assert not waiting.done()  # not hurried: the request waits for its clean-up
+    redis_answers.set()
+    await waiting
+    redis_answers.clear()
+    cleanup.hurry()
+    started = time.monotonic()
+    await cleanup.bounded(clean_up("hurried"))
+    assert time.monotonic() - started < deferred_cleanup.HURRIED_WAIT * 3 and done == ["before"]
+    redis_answers.set()
+    await eventually(lambda: done == ["before", "hurried"])  # it went on behind the answer
