@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import socket
+from collections.abc import Generator
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -60,6 +62,15 @@ class IngressServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self.shutdown_grace.begin()
         await super().shutdown(sockets)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        """uvicorn's, except that a stop by signal ends :meth:`run` normally instead of raising the signal
+        again once the server is down: the process then exits 0 after its own clean-up (the tracer's last
+        spans sent), as a worker does."""
+        with super().capture_signals():
+            yield
+            self._captured_signals.clear()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.should_exit and not self.shutdown_grace.hurried:

@@ -128,6 +128,7 @@ def test_sigterm_lets_requests_within_the_grace_finish_and_ends_the_rest_cleanly
     assert outcomes == [(True, None)] * 2 + [(False, "ingress_stopping")] * 2, system.logs()
     assert (queued.status, queued.error_code) == (503, "ingress_stopping"), system.logs()
     assert GRACE - 1 <= exited_after <= GRACE + EXIT_AFTER_GRACE, exited_after
+    assert ingress.process.returncode == 0, ingress.log_text()  # a stop by signal is a normal exit
     assert "ended 3 open request(s) with ingress_stopping" in ingress.log_text()
     assert wait_until(lambda: balance(private_redis, "e2e").reserved == 0, within=10), balance(
         private_redis, "e2e"
@@ -156,6 +157,7 @@ def test_a_second_sigterm_ends_the_open_streams_at_once(
     ingress.process.send_signal(signal.SIGTERM)
     ingress.process.wait(EXIT_AFTER_GRACE)
     assert time.monotonic() - signalled <= EXIT_AFTER_GRACE
+    assert ingress.process.returncode == 0, ingress.log_text()
     for call in streams:
         assert call.ended.wait(5), system.logs()
     assert [(call.finished, call.error_code) for call in streams] == [(False, "ingress_stopping")] * 2

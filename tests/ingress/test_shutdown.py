@@ -35,10 +35,14 @@ async def test_a_second_signal_ends_the_grace_at_once_even_before_it_began() -> 
 
 
 def test_uvicorn_server_api_the_shutdown_grace_overrides_is_unchanged() -> None:
-    """IngressServer overrides uvicorn.Server.shutdown and handle_exit and reads should_exit (pinned
-    version): the shapes it relies on are still there."""
+    """IngressServer overrides uvicorn.Server.shutdown, handle_exit and capture_signals and reads
+    should_exit and _captured_signals (pinned version): the shapes it relies on are still there."""
     assert list(inspect.signature(uvicorn.Server.shutdown).parameters) == ["self", "sockets"]
     assert list(inspect.signature(uvicorn.Server.handle_exit).parameters) == ["self", "sig", "frame"]
     assert inspect.iscoroutinefunction(uvicorn.Server.shutdown)
     assert "self.should_exit = True" in inspect.getsource(uvicorn.Server.handle_exit)
     assert "timeout_graceful_shutdown" in inspect.signature(uvicorn.Config.__init__).parameters
+    # capture_signals: a context manager that raises self._captured_signals again once the server is down
+    source = inspect.getsource(uvicorn.Server.capture_signals)
+    assert "yield" in source and "self._captured_signals" in source and "raise_signal" in source
+    assert "self._captured_signals.append(sig)" in inspect.getsource(uvicorn.Server.handle_exit)
