@@ -48,6 +48,7 @@ class BatchRun:
     reader: AsyncIterator[tuple[int, bytes]] | None = None
     read: int = 0  # lines the reader has yielded
     last_lost_check: float = 0.0
+    out_of_lane_since: dict[str, float] = field(default_factory=dict)  # job id -> first look (lost_lines)
     last_part: float = 0.0
     finished: set[int] = field(default_factory=set)  # lines with a result not yet moved to storage
     input_missing: bool = False  # the input's content is no longer stored: the lines not yet read fail

@@ -234,6 +234,7 @@ class BatchDriver:
             run.id,
             run.in_flight(),
             stuck_after=stuck_after(self.settings.worker_dead_after),
+            out_of_lane_since=run.out_of_lane_since,
         )
         failed: list[tuple[LineRef, str, str]] = []
         for attempt in lost:

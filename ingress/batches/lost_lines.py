@@ -5,8 +5,14 @@ A line's job is lost when, with no result recorded for the line:
 - its rq record is gone, or says ``failed``/``stopped``/``canceled`` (a retryable upstream failure, a
   time-out, or rq's clean-up of a dead worker's job);
 - it is ``started`` by a worker whose liveness key expired (killed with -9);
-- it is still ``queued`` but no longer in the lane after ``stuck_after`` seconds (taken by a worker that
-  died before starting it; :func:`stuck_after` is a few times the time a dead worker takes to be seen).
+- it is still ``queued`` but no longer in the lane, and was so at every look for ``stuck_after`` seconds
+  (taken by a worker that died before starting it; :func:`stuck_after` is a few times the time a dead
+  worker takes to be seen).  The time counts from the first look that found it out of the lane, not from
+  its dispatch: a line that waited long in a busy lane is out of it but not yet started for the round
+  trip between a worker taking it and starting it, and a look in that window must not run it again
+  (it would run twice, its upstream paid twice).  ``out_of_lane_since`` carries those first looks from
+  one call to the next; a driver that starts (or takes over) starts with none, and so waits
+  ``stuck_after`` from its own first look.
 
 The result is read after the job's status: a worker records a line's result before its job's final
 status, in the same round trip, so an ended job without a result has none coming.
@@ -15,7 +21,7 @@ status, in the same round trip, so an ended job without a result has none coming
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 import redis.asyncio as aredis
@@ -32,23 +38,36 @@ def stuck_after(worker_dead_after: float) -> float:
 
 
 async def lost_attempts(
-    redis: aredis.Redis, batch_id: str, attempts: Sequence[Attempt], *, stuck_after: float
+    redis: aredis.Redis,
+    batch_id: str,
+    attempts: Sequence[Attempt],
+    *,
+    stuck_after: float,
+    out_of_lane_since: dict[str, float],
+    clock: Callable[[], float] = time.monotonic,
 ) -> list[Attempt]:
+    """The lost ones of ``attempts``; ``out_of_lane_since`` maps a job id to the ``clock`` time a look
+    first found it queued and out of its lane (kept across calls, pruned to ``attempts``)."""
+    in_flight = {attempt.job_id for attempt in attempts}
+    for job_id in list(out_of_lane_since):
+        if job_id not in in_flight:
+            del out_of_lane_since[job_id]
     if not attempts:
         return []
     async with redis.pipeline(transaction=False) as pipe:
         for attempt in attempts:
             pipe.hmget(Job.key_for(attempt.job_id), "status", "worker_name")
         states = await pipe.execute()
-    now = time.time()
     suspects: list[tuple[Attempt, str]] = []  # (attempt, what to check next: "" / worker name / "lane")
     for attempt, (status, worker) in zip(attempts, states, strict=True):
         if status is None or status in _ENDED:
             suspects.append((attempt, ""))
+        elif status == b"queued":
+            suspects.append((attempt, "lane"))
+            continue
         elif status == b"started" and worker:
             suspects.append((attempt, worker.decode()))
-        elif status == b"queued" and now - attempt.dispatched_at > stuck_after:
-            suspects.append((attempt, "lane"))
+        out_of_lane_since.pop(attempt.job_id, None)  # started (or ended): out of its lane for good
     if not suspects:
         return []
     async with redis.pipeline(transaction=False) as pipe:
@@ -63,12 +82,17 @@ async def lost_attempts(
             pipe.getbit(keys.batch_done(batch_id), attempt.index)
         replies = await pipe.execute()
     lost = []
+    now = clock()
     for number, (attempt, check) in enumerate(suspects):
         alive, has_result, done = replies[3 * number : 3 * number + 3]
+        if check == "lane":
+            if has_result or done or alive is not None:
+                out_of_lane_since.pop(attempt.job_id, None)
+                continue  # answered, or still waiting in the lane
+            if now - out_of_lane_since.setdefault(attempt.job_id, now) < stuck_after:
+                continue  # taken by a worker that has yet to start it
         if has_result or done:
             continue
-        if check == "lane" and alive is not None:
-            continue  # still waiting in the lane
         if check and check != "lane" and alive:
             continue  # its worker is still running it
         lost.append(attempt)
