@@ -6,6 +6,8 @@ margin), since absolute times move with the box; without the relay's runs those 
 
 from __future__ import annotations
 
+import itertools
+import os
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -263,17 +265,48 @@ def _scaling_checks(runs: Sequence[Run]) -> list[TargetCheck]:
     ]
 
 
+CPU_SPENT = 0.85
+"""Share of the machine's cores in use (every process of the run: the system, the load generator, the
+upstream) from which adding a worker process can no longer add throughput."""
+SCALING_NOISE = 0.9
+"""Once the CPU is spent, a step keeps at least this share of the throughput before it: fewer is a loss."""
+
+
+def machine_cpu_share(result: dict[str, Any], cores: int) -> float:
+    """The share of the machine's ``cores`` a run's processes used together."""
+    processes: dict[str, dict[str, float]] = result.get("processes", {})
+    return sum(usage["cpu_percent"] for usage in processes.values()) / (100.0 * cores)
+
+
 def _scaling_check(
     runs: Sequence[Run], name: str, goal: str, base: str, metric: Metric, unit: str
 ) -> TargetCheck:
+    """Each step to more worker processes grows the throughput, unless the step before it already spent
+    the machine's CPU (then it must hold it, within :data:`SCALING_NOISE`)."""
+    scenarios = {
+        workers: base if workers == 1 else f"scaling_{base}_w{workers}" for workers in SCALING_WORKERS
+    }
     per_workers = {
-        workers: _values(runs, base if workers == 1 else f"scaling_{base}_w{workers}", AIOROUTER, metric)
-        for workers in SCALING_WORKERS
+        workers: _values(runs, scenario, AIOROUTER, metric) for workers, scenario in scenarios.items()
     }
     if not all(per_workers.values()):
         return TargetCheck(name, goal, "not measured", None)
     medians = {workers: statistics.median(values) for workers, values in per_workers.items()}
-    measured = "; ".join(
-        f"{workers}: {show(spread(values), unit)}" for workers, values in per_workers.items()
+    cores = os.cpu_count() or 1
+    spent = {
+        workers: statistics.median(
+            machine_cpu_share(r["result"], cores) for r in _runs(runs, scenario, AIOROUTER)
+        )
+        for workers, scenario in scenarios.items()
+    }
+    steps = list(itertools.pairwise(SCALING_WORKERS))
+    met = all(
+        medians[more] > medians[fewer]
+        or (spent[fewer] >= CPU_SPENT and medians[more] >= SCALING_NOISE * medians[fewer])
+        for fewer, more in steps
     )
-    return TargetCheck(name, goal, measured, medians[2] > medians[1])
+    measured = "; ".join(
+        f"{workers}: {show(spread(values), unit)}, CPU {spent[workers]:.0%}"
+        for workers, values in per_workers.items()
+    )
+    return TargetCheck(name, goal, measured + f" (of {cores} cores)", met)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from bench.markdown_table import render
@@ -39,6 +40,9 @@ def run(scenario: str, target: str, repeat: int, **overrides: Any) -> dict[str, 
         "rss_baseline_mib": {},
         "result": result(**overrides),
     }
+
+
+SCALING_NONSTREAM = "Non-stream at 64 clients over 1, 2, 4 worker processes"
 
 
 def by_name(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -97,16 +101,43 @@ def test_unmeasured_targets_say_so() -> None:
     assert all(check.met is None and check.measured == "not measured" for check in check_targets([]))
 
 
-def test_scaling_reads_one_worker_from_the_main_scenario() -> None:
-    """Scaling compares the 1-worker main scenario with the 2- and 4-worker ones."""
-    runs = [
-        run("nonstream_c64", "aiorouter", 0, requests_per_s=500.0),
-        run("scaling_nonstream_c64_w2", "aiorouter", 0, requests_per_s=800.0),
-        run("scaling_nonstream_c64_w4", "aiorouter", 0, requests_per_s=790.0),
+def _machine_share(share: float) -> dict[str, Any]:
+    """Processes using ``share`` of this machine's cores together."""
+    cores = os.cpu_count() or 1
+    return {
+        "worker-1": {"cpu_percent": 100.0 * cores * share * 0.75},
+        "loadgen": {"cpu_percent": 100.0 * cores * share * 0.25},
+    }
+
+
+def _scaling_runs(
+    rates: tuple[float, float, float], shares: tuple[float, float, float]
+) -> list[dict[str, Any]]:
+    names = ("nonstream_c64", "scaling_nonstream_c64_w2", "scaling_nonstream_c64_w4")
+    return [
+        run(name, "aiorouter", 0, requests_per_s=rate, processes=_machine_share(share))
+        for name, rate, share in zip(names, rates, shares, strict=True)
     ]
-    check = by_name(runs)["Non-stream at 64 clients over 1, 2, 4 worker processes"]
-    assert check.met is True
-    assert check.measured == "1: 500 req/s; 2: 800 req/s; 4: 790 req/s"
+
+
+def test_scaling_reads_one_worker_from_the_main_scenario() -> None:
+    """Scaling compares the 1-worker main scenario with the 2- and 4-worker ones, each with the share of
+    the machine's CPU its run used."""
+    check = by_name(_scaling_runs((500.0, 800.0, 790.0), (0.5, 0.9, 0.95)))[SCALING_NONSTREAM]
+    assert check.met is True  # grew from 1 to 2; 2 had spent the CPU, and 4 held its throughput
+    cores = os.cpu_count() or 1
+    assert (
+        check.measured
+        == f"1: 500 req/s, CPU 50%; 2: 800 req/s, CPU 90%; 4: 790 req/s, CPU 95% (of {cores} cores)"
+    )
+
+
+def test_scaling_must_grow_while_the_cpu_is_not_spent() -> None:
+    """A step that does not grow counts against the target unless the step before had spent the CPU, and
+    even then it must hold the throughput within the noise."""
+    assert by_name(_scaling_runs((500.0, 800.0, 790.0), (0.5, 0.6, 0.7)))[SCALING_NONSTREAM].met is False
+    assert by_name(_scaling_runs((1000.0, 980.0, 960.0), (0.9, 0.95, 0.95)))[SCALING_NONSTREAM].met is True
+    assert by_name(_scaling_runs((1000.0, 700.0, 690.0), (0.9, 0.95, 0.95)))[SCALING_NONSTREAM].met is False
 
 
 def test_summary_and_markdown_show_medians_ranges_and_errors() -> None:
