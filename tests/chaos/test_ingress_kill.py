@@ -12,23 +12,16 @@ import redis
 
 from bench.upstream import UpstreamThread
 from shared import keys
+from tests.chaos.configs import slow_model_config
 from tests.chaos.conftest import PrivateRedis, add_credit, balance, usage_records, wait_until
 from tests.e2e.running_system import RunningSystem, SystemLauncher, _start, free_port
 
-CONFIG = """
+CONFIG = slow_model_config(
+    """
 worker_heartbeat_interval = 0.5
 worker_dead_after = 3.0
-
-[providers.slow]
-kind = "simulated"
-tokens_per_second = 10.0
-
-[[models]]
-id = "chaos/slow"
-input_price_per_m = 1.0
-output_price_per_m = 2.0
-deployments = [{ provider = "slow", upstream_model = "lorem" }]
 """
+)
 SLOTS = 3  # the worker runs three jobs; the others wait in the queue
 REQUESTS = 6
 MAX_TOKENS = 300  # 30 s per answer at 10 tokens/s: a job that ends within seconds was stopped

@@ -15,26 +15,20 @@ import openai
 import pytest
 
 from shared import keys
+from tests.chaos.configs import slow_model_config
 from tests.chaos.conftest import PrivateRedis, add_credit, balance, wait_until
 from tests.e2e.running_system import RunningSystem, Service, SystemLauncher
 
 GRACE = 6.0
-CONFIG = f"""
+CONFIG = slow_model_config(
+    f"""
 worker_heartbeat_interval = 0.5
 worker_dead_after = 3.0
 queue_timeout = 60.0
 ingress_shutdown_grace = {GRACE}
-
-[providers.slow]
-kind = "simulated"
-tokens_per_second = 10.0
-
-[[models]]
-id = "chaos/slow"
-input_price_per_m = 1.0
-output_price_per_m = 1.0
-deployments = [{{ provider = "slow", upstream_model = "lorem" }}]
-"""
+""",
+    output_price=1.0,
+)
 SLOTS = 4  # the worker runs four jobs; a fifth waits in the queue
 SHORT_TOKENS = 30  # 3 s at 10 tokens/s: ends within the grace
 LONG_TOKENS = 600  # 60 s: far outlives the grace

@@ -7,24 +7,17 @@ import time
 
 import pytest
 
+from tests.chaos.configs import slow_model_config
 from tests.chaos.conftest import PrivateRedis, add_credit, balance, wait_until
 from tests.chaos.streams import StreamReader
 from tests.e2e.running_system import SystemLauncher
 
-CONFIG = """
+CONFIG = slow_model_config(
+    """
 worker_heartbeat_interval = 0.5
 worker_dead_after = 30.0
-
-[providers.slow]
-kind = "simulated"
-tokens_per_second = 10.0
-
-[[models]]
-id = "chaos/slow"
-input_price_per_m = 1.0
-output_price_per_m = 2.0
-deployments = [{ provider = "slow", upstream_model = "lorem" }]
 """
+)
 STREAMS = 3
 DOWN_FOR = 2.0
 # From the restart: reconnecting, one retry of the deferred clean-ups, slack for a shared box.  Without

@@ -15,24 +15,18 @@ import pytest
 import redis.asyncio as aredis
 
 from shared import credits
+from tests.chaos.configs import slow_model_config
 from tests.e2e.running_system import RunningSystem, running_system
 
 GRACE = 8.0
-CONFIG = f"""
+CONFIG = slow_model_config(
+    f"""
 worker_heartbeat_interval = 0.5
 worker_dead_after = 2.0
 worker_shutdown_grace = {GRACE}
-
-[providers.slow]
-kind = "simulated"
-tokens_per_second = 10.0
-
-[[models]]
-id = "chaos/slow"
-input_price_per_m = 1.0
-output_price_per_m = 1.0
-deployments = [{{ provider = "slow", upstream_model = "lorem" }}]
-"""
+""",
+    output_price=1.0,
+)
 SHORT_TOKENS = 50  # 5 s at 10 tokens/s: ends within the grace
 LONG_TOKENS = 200  # 20 s: outlives the grace (and would end within the old fixed 30 s)
 STREAM_DEADLINE = 60.0
