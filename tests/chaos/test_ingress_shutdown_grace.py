@@ -91,6 +91,18 @@ def _queued(private_redis: PrivateRedis) -> int:
     return int(private_redis.client().llen(keys.rq_queue_key("slow")))
 
 
+def streaming_and_one_queued(system: RunningSystem, private_redis: PrivateRedis, streams: list[Call]) -> Call:
+    """Start ``streams`` (every slot), wait for each one's first chunk, then start a JSON request and wait
+    until it waits in the queue; that request."""
+    _start(system, streams)
+    for call in streams:
+        assert call.first_chunk.wait(CLIENT_TIMEOUT), system.logs()
+    queued = Call(LONG_TOKENS, stream=False)
+    _start(system, [queued])
+    assert wait_until(lambda: _queued(private_redis) == 1, within=20), system.logs()
+    return queued
+
+
 @pytest.mark.timeout(180)
 def test_sigterm_lets_requests_within_the_grace_finish_and_ends_the_rest_cleanly(
     launch_chaos_system: SystemLauncher, private_redis: PrivateRedis
@@ -102,12 +114,7 @@ def test_sigterm_lets_requests_within_the_grace_finish_and_ends_the_rest_cleanly
     system = launch_chaos_system(CONFIG, pools=["slow"], concurrency=SLOTS)
     add_credit(private_redis, "e2e", 10)
     streams = [Call(SHORT_TOKENS), Call(SHORT_TOKENS), Call(LONG_TOKENS), Call(LONG_TOKENS)]
-    _start(system, streams)
-    for call in streams:
-        assert call.first_chunk.wait(CLIENT_TIMEOUT), system.logs()
-    queued = Call(LONG_TOKENS, stream=False)
-    _start(system, [queued])
-    assert wait_until(lambda: _queued(private_redis) == 1, within=20), system.logs()
+    queued = streaming_and_one_queued(system, private_redis, streams)
 
     ingress = _ingress(system)
     signalled = time.monotonic()

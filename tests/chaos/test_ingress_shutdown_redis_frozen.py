@@ -18,8 +18,8 @@ from tests.chaos.test_ingress_shutdown_grace import (
     SLOTS,
     Call,
     _ingress,
-    _queued,
     _start,
+    streaming_and_one_queued,
 )
 from tests.e2e.running_system import RunningSystem, SystemLauncher
 
@@ -65,12 +65,7 @@ def test_sigterm_with_redis_frozen_answers_a_queued_json_request_503(
     system = launch_chaos_system(CONFIG, pools=["slow"], concurrency=SLOTS)
     add_credit(private_redis, "e2e", 10)
     streams = [Call(LONG_TOKENS) for _ in range(SLOTS)]
-    _start(system, streams)
-    for call in streams:
-        assert call.first_chunk.wait(CLIENT_TIMEOUT), system.logs()
-    queued = Call(LONG_TOKENS, stream=False)
-    _start(system, [queued])
-    assert wait_until(lambda: _queued(private_redis) == 1, within=20), system.logs()
+    queued = streaming_and_one_queued(system, private_redis, streams)
     private_redis.freeze()
     try:
         assert _sigterm_and_wait(system) <= GRACE + EXIT_AFTER_GRACE, system.logs()
