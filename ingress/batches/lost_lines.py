@@ -5,14 +5,15 @@ A line's job is lost when, with no result recorded for the line:
 - its rq record is gone, or says ``failed``/``stopped``/``canceled`` (a retryable upstream failure, a
   time-out, or rq's clean-up of a dead worker's job);
 - it is ``started`` by a worker whose liveness key expired (killed with -9);
-- it is still ``queued`` but no longer in the lane, and was so at every look for ``stuck_after`` seconds
-  (taken by a worker that died before starting it; :func:`stuck_after` is a few times the time a dead
-  worker takes to be seen).  The time counts from the first look that found it out of the lane, not from
-  its dispatch: a line that waited long in a busy lane is out of it but not yet started for the round
-  trip between a worker taking it and starting it, and a look in that window must not run it again
-  (it would run twice, its upstream paid twice).  ``out_of_lane_since`` carries those first looks from
-  one call to the next; a driver that starts (or takes over) starts with none, and so waits
-  ``stuck_after`` from its own first look.
+- it was dispatched more than ``stuck_after`` seconds ago, is still ``queued`` but no longer in the lane,
+  and was so at every look for ``stuck_after`` seconds (taken by a worker that died before starting it;
+  :func:`stuck_after` is a few times the time a dead worker takes to be seen).  Only lines that old are
+  looked for in their lane (an ``LPOS`` each, a walk of the lane).  The out-of-lane time counts from the
+  first look that found it so, not from its dispatch: a line that waited long in a busy lane is out of
+  it but not yet started for the round trip between a worker taking it and starting it, and a look in
+  that window must not run it again (it would run twice, its upstream paid twice).  ``out_of_lane_since``
+  carries those first looks from one call to the next; a driver that starts (or takes over) starts with
+  none, and so waits ``stuck_after`` from its own first look.
 
 The result is read after the job's status: a worker records a line's result before its job's final
 status, in the same round trip, so an ended job without a result has none coming.
@@ -58,12 +59,16 @@ async def lost_attempts(
         for attempt in attempts:
             pipe.hmget(Job.key_for(attempt.job_id), "status", "worker_name")
         states = await pipe.execute()
+    wall_now = time.time()
     suspects: list[tuple[Attempt, str]] = []  # (attempt, what to check next: "" / worker name / "lane")
     for attempt, (status, worker) in zip(attempts, states, strict=True):
         if status is None or status in _ENDED:
             suspects.append((attempt, ""))
         elif status == b"queued":
-            suspects.append((attempt, "lane"))
+            if wall_now - attempt.dispatched_at > stuck_after:  # a younger one is not lost yet, in any case
+                suspects.append((attempt, "lane"))  # (an LPOS each: only lines that waited that long)
+            else:
+                out_of_lane_since.pop(attempt.job_id, None)
             continue
         elif status == b"started" and worker:
             suspects.append((attempt, worker.decode()))

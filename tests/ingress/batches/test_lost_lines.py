@@ -76,3 +76,23 @@ async def test_a_line_its_worker_started_is_forgotten_by_the_lane_watch(aredis_c
     seen["gone"] = 1.0
     await lost_attempts(aredis_client, "b1", [], stuck_after=STUCK_AFTER, out_of_lane_since=seen)
     assert seen == {}
+
+
+async def test_a_line_dispatched_less_than_stuck_after_ago_is_not_looked_for_in_its_lane(
+    aredis_client: aredis.Redis,
+) -> None:
+    """A young line is never lost for being out of its lane (it was dispatched within ``stuck_after``), so
+    the driver spends no walk of the lane on it, and keeps no first look for it."""
+    attempt = _attempt("job3", waited=1.0)
+    await aredis_client.hset(Job.key_for("job3"), mapping={"status": "queued"})  # taken: not in the lane
+    clock = Clock()
+    seen: dict[str, float] = {}
+    for _ in range(2):
+        assert (
+            await lost_attempts(
+                aredis_client, "b1", [attempt], stuck_after=STUCK_AFTER, out_of_lane_since=seen, clock=clock
+            )
+            == []
+        )
+        clock.now += 2 * STUCK_AFTER
+    assert seen == {}
