@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
 import socket
 from collections.abc import Generator
 from types import FrameType
@@ -65,12 +66,14 @@ class IngressServer(uvicorn.Server):
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
-        """uvicorn's, except that a stop by signal ends :meth:`run` normally instead of raising the signal
-        again once the server is down: the process then exits 0 after its own clean-up (the tracer's last
-        spans sent), as a worker does."""
+        """uvicorn's, except that a graceful stop by SIGTERM ends :meth:`run` normally instead of raising
+        the signal again once the server is down: the process then exits 0 after its own clean-up (the
+        tracer's last spans sent), as a worker does.  SIGINT is raised again (KeyboardInterrupt: the
+        clean-up runs, the status is 130), and so is everything after a forced exit (a third SIGINT)."""
         with super().capture_signals():
             yield
-            self._captured_signals.clear()
+            if not self.force_exit:
+                self._captured_signals[:] = [s for s in self._captured_signals if s != signal.SIGTERM]
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.should_exit and not self.shutdown_grace.hurried:
