@@ -84,9 +84,14 @@ class DeferredCleanup:
             return
         task = asyncio.ensure_future(clean_up)
         self._behind.add(task)
-        task.add_done_callback(self._behind.discard)
+        task.add_done_callback(self._behind_done)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(task), HURRIED_WAIT)
+
+    def _behind_done(self, task: asyncio.Task[None]) -> None:
+        self._behind.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("a clean-up left behind a stopping request's answer failed", exc_info=error)
 
     def release_later(self, billing: JobBilling) -> None:
         log.warning("could not release credit hold %s; will retry when Redis answers", billing.reservation.id)
