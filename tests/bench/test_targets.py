@@ -103,7 +103,7 @@ def test_unmeasured_targets_say_so() -> None:
 
 def _machine_share(share: float) -> dict[str, Any]:
     """Processes using ``share`` of this machine's cores together."""
-    cores = os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0))
     return {
         "worker-1": {"cpu_percent": 100.0 * cores * share * 0.75},
         "loadgen": {"cpu_percent": 100.0 * cores * share * 0.25},
@@ -125,7 +125,7 @@ def test_scaling_reads_one_worker_from_the_main_scenario() -> None:
     the machine's CPU its run used."""
     check = by_name(_scaling_runs((500.0, 800.0, 790.0), (0.5, 0.9, 0.95)))[SCALING_NONSTREAM]
     assert check.met is True  # grew from 1 to 2; 2 had spent the CPU, and 4 held its throughput
-    cores = os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0))
     assert (
         check.measured
         == f"1: 500 req/s, CPU 50%; 2: 800 req/s, CPU 90%; 4: 790 req/s, CPU 95% (of {cores} cores)"
@@ -133,11 +133,13 @@ def test_scaling_reads_one_worker_from_the_main_scenario() -> None:
 
 
 def test_scaling_must_grow_while_the_cpu_is_not_spent() -> None:
-    """A step that does not grow counts against the target unless the step before had spent the CPU, and
-    even then it must hold the throughput within the noise."""
+    """A step that does not grow counts against the target unless it and the step before both spent the
+    CPU, and even then it must hold the throughput within the noise."""
     assert by_name(_scaling_runs((500.0, 800.0, 790.0), (0.5, 0.6, 0.7)))[SCALING_NONSTREAM].met is False
     assert by_name(_scaling_runs((1000.0, 980.0, 960.0), (0.9, 0.95, 0.95)))[SCALING_NONSTREAM].met is True
     assert by_name(_scaling_runs((1000.0, 700.0, 690.0), (0.9, 0.95, 0.95)))[SCALING_NONSTREAM].met is False
+    # the larger step left the CPU idle and lost throughput: a stall, not a spent machine
+    assert by_name(_scaling_runs((1000.0, 950.0, 940.0), (0.9, 0.7, 0.7)))[SCALING_NONSTREAM].met is False
 
 
 def test_summary_and_markdown_show_medians_ranges_and_errors() -> None:
