@@ -20,14 +20,14 @@ from starlette.types import Receive, Scope, Send
 
 from ingress.admission import Admission
 from ingress.context import IngressContext, ingress_context
-from ingress.fallback import EnqueuedAttempt, FallbackRun, first_deployment
+from ingress.fallback import EnqueuedAttempt, FallbackRun, first_deployment, require_listening
 from ingress.job_control import completion_enqueue_commands
 from ingress.request_body import check_json_content_type, read_body
 from ingress.request_log import log_request
 from ingress.request_record import RequestRecord
 from ingress.routing import retry_after
 from ingress.validation import parse_json_object, validate_chat_request
-from shared.errors import AIORouterError, ServiceUnavailable
+from shared.errors import AIORouterError
 from shared.job_billing import EXTRA_KEY, JobBilling
 from shared.jobs import CompletionJob
 from shared.redis_commands import Command
@@ -105,10 +105,7 @@ class ChatCompletionsEndpoint:
                 extra={**extra, EXTRA_KEY: billing.to_wire()},
             )
 
-        if not context.hub.listening:  # the reply channel is being made again: a job's frames would be lost
-            raise ServiceUnavailable(
-                "This ingress is reconnecting to Redis; retry shortly.", headers=retry_after(1)
-            )
+        require_listening(context.hub)
         first = first_deployment(context, plan)
         prepared: list[EnqueuedAttempt] = []
 

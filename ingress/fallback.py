@@ -31,7 +31,7 @@ from starlette.types import Receive, Send
 
 from ingress.context import IngressContext
 from ingress.relay import CompletionRelay
-from ingress.reply_hub import Subscription
+from ingress.reply_hub import ReplyHub, Subscription
 from ingress.request_record import RequestRecord
 from ingress.routing import RoutePlan, automated_decision, retry_after
 from shared import events
@@ -141,12 +141,8 @@ class FallbackRun:
         """Run one job (``ahead``: already on its queue); the retryable error that calls for the next
         deployment, else None (done)."""
         hub = self._context.hub
-        if ahead is None and not hub.listening:
-            # As for a new request (completions): its frames would be lost, and a worker drops a job whose
-            # channel nobody subscribes to unrun, leaving its request to wait for worker_lost.
-            raise ServiceUnavailable(
-                "This ingress is reconnecting to Redis; retry shortly.", headers=retry_after(1)
-            )
+        if ahead is None:
+            require_listening(hub)
         self.job = job
         record = self._record
         record.provider, record.job_id = job.provider, job.request_id
@@ -194,6 +190,16 @@ class FallbackRun:
             self._subscription = None
             hub.unregister(subscription)
             await self._context.cleanup.bounded(relay.abandon_if_unfinished())
+
+
+def require_listening(hub: ReplyHub) -> None:
+    """Refuse to enqueue while the reply channel is being made again: the job's frames would be lost, and a
+    worker drops a job whose channel nobody subscribes to unrun, leaving its request to wait for
+    worker_lost."""
+    if not hub.listening:
+        raise ServiceUnavailable(
+            "This ingress is reconnecting to Redis; retry shortly.", headers=retry_after(1)
+        )
 
 
 def _queue_full(context: IngressContext, plan: RoutePlan, deployment: Deployment, failures: int) -> bool:
