@@ -19,10 +19,12 @@ def restored_logging() -> Iterator[None]:
     """Put the root logger and rq's worker logger back as they were."""
     root, rq_worker = logging.getLogger(), logging.getLogger("rq.worker")
     handlers, level, filters = list(root.handlers), root.level, list(rq_worker.filters)
+    looked_up = (logging.logThreads, logging.logProcesses, logging.logMultiprocessing, logging._srcfile)
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
     rq_worker.filters[:] = filters
+    logging.logThreads, logging.logProcesses, logging.logMultiprocessing, logging._srcfile = looked_up
 
 
 def configured(stream: io.StringIO, **settings: str) -> None:
@@ -101,3 +103,29 @@ def test_a_hostile_field_or_message_stays_one_bounded_line(log_format: str) -> N
         record = orjson.loads(lines[0])
         assert record["model"] == forged and record["key"] == "k" * FIELD_LIMIT + "..."
         assert orjson.loads(lines[1])["msg"] == "upstream said line one\r\nline two\u2028three\x00"
+
+
+class _Label(str):
+    pass
+
+
+@pytest.mark.usefixtures("restored_logging")
+def test_text_fields_of_every_type_are_written_as_their_text() -> None:
+    """Numbers as they are, a string's subclass and any other object by their ``str``, quoted when that
+    text needs it, and a long one cut at FIELD_LIMIT; a line needs no thread, process or source line."""
+    out = io.StringIO()
+    configured(out, log_format="text")
+    fields = {
+        "status": 200,
+        "ms": 12.5,
+        "flag": True,
+        "label": _Label("a b"),
+        "items": [1, 2],
+        "long": "x" * (FIELD_LIMIT + 10),
+    }
+    logging.getLogger("aiorouter.job").info("job", extra={"fields": fields})
+    line = out.getvalue().rstrip()
+    assert line.endswith(
+        f'status=200 ms=12.5 flag=True label="a b" items="[1, 2]" long={"x" * FIELD_LIMIT}...'
+    )
+    assert logging.logThreads is False and logging.logProcesses is False and logging._srcfile is None
