@@ -31,6 +31,7 @@ def render(
         f"{config['duration_s']:g} s measured; the slow streams: {config['slow_repeat']} of "
         f"{config['slow_stream_s']:g} s); figures are medians with min\N{EN DASH}max. "
         f"Command: `{config['command']}`.",
+        *_handoff_notice(machine.get("handoff")),
         *_settings_notice(config),
         "",
         *_abort_notice(config),
@@ -69,6 +70,21 @@ def render(
         lines += ["", "Error messages (first of each kind):", ""]
         lines += [f"- {row['title']}, {row['target']}, `{kind}`: {text}" for row, kind, text in samples]
     return "\n".join(lines) + "\n"
+
+
+def _handoff_notice(handoff: dict[str, float] | None) -> list[str]:
+    """What waking a process costs here: the figure that sets the one-client and low-rate rows."""
+    if not handoff:
+        return []
+    return [
+        f"A round trip to the idle Redis over loopback (`bench/handoff.py`): "
+        f"{_us(handoff['idle_round_trip_us'])} µs, against {_us(handoff['busy_round_trip_us'])} µs back "
+        f"to back; the write that wakes it costs the writer {_us(handoff['idle_write_cpu_us'])} µs of CPU."
+    ]
+
+
+def _us(value: float) -> str:
+    return f"{value:.1f}"
 
 
 def _relay_section(comparisons: Sequence[RelayComparison]) -> list[str]:

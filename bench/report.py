@@ -13,6 +13,7 @@ from typing import Any
 
 import redis
 
+from bench.handoff import measure_handoff
 from bench.proc_stats import local_redis_pid
 from bench.scenarios import AIOROUTER
 
@@ -33,7 +34,9 @@ def redis_pid(redis_url: str) -> int | None:
 
 
 def describe_machine(redis_url: str) -> dict[str, Any]:
-    """CPU model, cores, kernel, Python and Redis versions, and the commit measured."""
+    """CPU model, cores, kernel, Python and Redis versions, the commit measured, and what a hand-off
+    to Redis costs on this machine (:mod:`bench.handoff`, measured when called: the suite calls it once
+    its scenarios are done and the machine is idle)."""
     cpu = "unknown"
     try:
         with open("/proc/cpuinfo") as fh:
@@ -57,6 +60,7 @@ def describe_machine(redis_url: str) -> dict[str, Any]:
         "redis": redis_version,
         "commit": commit.stdout.strip() or "unknown",
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "handoff": measure_handoff(redis_url),
     }
 
 

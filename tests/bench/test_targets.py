@@ -281,8 +281,12 @@ def test_cpu_per_request_counts_the_systems_processes_only() -> None:
         run("nonstream_c64", "relay", 0, requests_per_s=250.0, processes=cpu(relay=100.0, loadgen=5.0)),
         run("stream50_c16", "aiorouter", 0, requests_per_s=0.0, processes=ours),
         run("stream50_c16", "relay", 0, requests_per_s=500.0, processes={}),
+        run("nonstream_c1", "aiorouter", 0, requests_per_s=500.0, processes=ours),
+        run("nonstream_c1", "relay", 0, requests_per_s=1000.0, processes=cpu(relay=90.0, loadgen=9.0)),
     ]
     compared = {c.name: c for c in compare_with_relay(runs)}
+    one_client = compared["CPU per request, non-stream at 1 client"]
+    assert (one_client.aiorouter, one_client.relay, one_client.ratio) == ("3.20 ms", "0.90 ms", "3.56")
     per_request = compared["CPU per request, non-stream at 64 clients"]
     assert (per_request.aiorouter, per_request.relay, per_request.ratio) == ("1.60 ms", "4.00 ms", "0.40")
     per_stream = compared["CPU per 50-token stream at 16 clients"]  # nothing answered, nothing watched
