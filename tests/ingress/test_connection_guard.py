@@ -1,6 +1,7 @@
 """The connection guard under real uvicorn on a free port, driven by raw sockets: header size and count
 (431), slow heads and bodies (408), idle connections, the per-process connection cap (503), malformed
-HTTP (400) -- each in the JSON envelope -- and one log line per limit, not per connection."""
+HTTP (400) -- each in the JSON envelope -- and one log line per limit, not per connection.  And what it
+writes beside uvicorn's own protocol: the same bytes to HTTP/1.1 and for an answer with a length."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from typing import Any
 
 import orjson
 import pytest
+from starlette.applications import Starlette
+from starlette.routing import Route
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
@@ -23,10 +26,12 @@ from ingress.connection_guard import (
     GuardedHttpToolsProtocol,
     LimitLog,
     connection_bound,
+    guarded_protocol,
 )
 from ingress.middleware import request_id_for
 from shared.settings import ConnectionLimits, Settings
 from tests.ingress.conftest import make_settings
+from tests.ingress.test_response_writes import RecordingTransport, _json, _stream
 from tests.ingress.test_server import serving
 from tests.waiting import eventually
 
@@ -320,6 +325,44 @@ async def test_uvicorn_private_api_used_by_the_guard_is_unchanged() -> None:
     assert "self.transport.write(" in inspect.getsource(RequestResponseCycle.send)
     assert "default_headers" in inspect.getsource(ServerState)
     assert issubclass(GuardedHttpToolsProtocol, HttpToolsProtocol)
+
+
+async def wire(protocol_class: type[HttpToolsProtocol], request: bytes) -> tuple[bytes, bool]:
+    """``request`` served by ``protocol_class`` (a bare app: ``/json``, and ``/stream`` of three events)
+    on a recording transport: (every byte written, whether the connection was closed after it)."""
+    config = Config(
+        app=Starlette(routes=[Route("/json", _json), Route("/stream", _stream)]), http="httptools"
+    )
+    config.load()
+    protocol = protocol_class(config, ServerState(), {})
+    transport = RecordingTransport()
+    protocol.connection_made(transport)
+    protocol.data_received(request)
+    await eventually(lambda: protocol.cycle is not None and protocol.cycle.response_complete)
+    closed = transport.closed
+    protocol.connection_lost(None)
+    return b"".join(transport.writes), closed
+
+
+GUARDED = guarded_protocol(ConnectionLimits(), "2026-01-01")
+
+
+@pytest.mark.parametrize(
+    "request_head",
+    [
+        b"GET /stream HTTP/1.1\r\nHost: test\r\n\r\n",
+        b"GET /stream HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n",
+        b"GET /json HTTP/1.1\r\nHost: test\r\n\r\n",
+        b"GET /json HTTP/1.0\r\nHost: test\r\n\r\n",
+        b"HEAD /stream HTTP/1.0\r\nHost: test\r\n\r\n",
+    ],
+)
+async def test_responses_that_carry_their_length_or_go_to_http_1_1_are_uvicorns_bytes(
+    request_head: bytes,
+) -> None:
+    """Every HTTP/1.1 response (chunked streams included), and an HTTP/1.0 response with a length or no
+    body, is byte for byte what uvicorn's own protocol writes, and closes the connection when it does."""
+    assert await wire(GUARDED, request_head) == await wire(HttpToolsProtocol, request_head)
 
 
 def test_the_default_connection_bound_follows_the_open_file_limit() -> None:

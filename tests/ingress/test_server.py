@@ -155,6 +155,47 @@ async def test_socket_disconnect_cancels_the_stream_job(
     await eventually(lambda: aredis_client.exists(keys.cancelled_marker(job_id)))
 
 
+async def http_1_0_chat(url: str, key: str, body: dict[str, object]) -> tuple[list[str], bytes]:
+    """POST ``body`` to the completions endpoint as an HTTP/1.0 client on a raw socket, reading until the
+    server closes: (the head's lines, the body as it came over the wire)."""
+    host, port = url.removeprefix("http://").split(":")
+    raw = orjson.dumps(body)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        f"POST {COMPLETIONS} HTTP/1.0\r\nHost: test\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(raw)}\r\n\r\n".encode()
+        + raw
+    )
+    try:
+        response = await asyncio.wait_for(reader.read(), 10)  # to EOF: the server must close
+    finally:
+        writer.close()
+    head, _, content = response.partition(b"\r\n\r\n")
+    return head.decode("latin-1").lower().split("\r\n"), content
+
+
+async def test_an_http_1_0_client_gets_a_json_completion_with_its_length(
+    live: tuple[str, str, FakeWorker],
+) -> None:
+    """A JSON completion to an HTTP/1.0 request is sent as to any client: with its content-length, then
+    the connection closes."""
+    url, key, worker = live
+
+    async def work() -> None:
+        taken = await worker.take()
+        await worker.start(taken)
+        await worker.done(taken, "Hello!")
+
+    worker_task = asyncio.create_task(work())
+    head, content = await http_1_0_chat(url, key, {"model": MODEL, "messages": MESSAGES})
+    await worker_task
+    assert head[0].startswith("http/1.1 200") and "connection: close" in head, head
+    assert f"content-length: {len(content)}" in head and not [
+        line for line in head if "transfer-encoding" in line
+    ]
+    assert orjson.loads(content)["choices"][0]["message"]["content"] == "Hello!"
+
+
 @pytest.fixture
 def errors_logged() -> Iterator[list[logging.LogRecord]]:
     """ERROR records of the ingress and of uvicorn, caught on their own loggers (the app's logging set-up
