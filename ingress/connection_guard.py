@@ -21,7 +21,9 @@ ingress do unbounded work or hold its connections forever, whatever sits in fron
   disconnect (uvicorn itself tells only the newest one), and the queued ones never start.
 
 Each request's response writes through a :class:`~ingress.response_writes.HeadJoiningTransport`, so that
-its head leaves with its first body bytes.
+its head leaves with its first body bytes.  A response without a ``content-length`` (a stream) to a
+request below HTTP/1.1 is sent as it is, without chunked framing (which only HTTP/1.1 defines, RFC 9112
+section 7.1), and ends with the connection (:func:`_close_delimited`); uvicorn alone would chunk it.
 
 Every such answer is the JSON error envelope with ``connection: close``; the connection then stops
 being parsed and reads (and drops) at most ``max_header_bytes`` more, for at most :data:`LINGER`
@@ -45,7 +47,7 @@ from typing import Any, ClassVar, cast
 
 import httptools
 from starlette.types import Receive, Scope, Send
-from uvicorn._types import ASGI3Application
+from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, WWWScope
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
@@ -188,6 +190,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._running = cycle
         if cycle.scope["method"] != "HEAD":  # a HEAD response has no body its head could go with
             cycle.transport = cast(asyncio.Transport, HeadJoiningTransport(cycle.transport))
+        if cycle.scope["http_version"] != "1.1":  # HTTP/1.0 (or a 0.9 or 2.0 request line): no chunks
+            app = functools.partial(_close_delimited, app, cycle)
         super()._start_asgi_task(cycle, app)
 
     def data_received(self, data: bytes) -> None:
@@ -365,6 +369,38 @@ async def _too_many_connections(
         headers={"Retry-After": "1"},  # as every 503 of a completion
     )
     await send_error(send, error, [(b"connection", b"close"), *own_headers])
+
+
+async def _close_delimited(
+    app: ASGI3Application,
+    cycle: RequestResponseCycle,
+    scope: WWWScope,
+    receive: ASGIReceiveCallable,
+    send: ASGISendCallable,
+) -> None:
+    """``app`` answering a request below HTTP/1.1: a response uvicorn would chunk (one with a body and
+    neither ``content-length`` nor ``transfer-encoding``) is written unchunked instead, each body message
+    as it comes, and ends when the connection closes after it; any other passes as it is."""
+    unchunked = False
+
+    async def send_unchunked(message: ASGISendEvent) -> None:
+        nonlocal unchunked
+        if message["type"] == "http.response.start":
+            names = {name.lower() for name, _ in message.get("headers", ())}
+            unchunked = (
+                b"content-length" not in names
+                and b"transfer-encoding" not in names
+                and cycle.scope["method"] != "HEAD"
+                and message["status"] not in (204, 304)
+            )
+            if unchunked:  # uvicorn then adds neither the chunked header nor the framing
+                cycle.chunked_encoding = False
+                cycle.keep_alive = False  # its end is the close (and uvicorn says "connection: close")
+        elif unchunked and message["type"] == "http.response.body":  # written raw, as a declared length
+            cycle.expected_content_length = len(message.get("body", b""))
+        await send(message)
+
+    await app(scope, receive, send_unchunked)
 
 
 def _raw_response(error: AIORouterError, default_headers: list[tuple[bytes, bytes]]) -> bytes:

@@ -1,7 +1,7 @@
 """The connection guard under real uvicorn on a free port, driven by raw sockets: header size and count
 (431), slow heads and bodies (408), idle connections, the per-process connection cap (503), malformed
 HTTP (400) -- each in the JSON envelope -- and one log line per limit, not per connection.  And what it
-writes beside uvicorn's own protocol: the same bytes to HTTP/1.1 and for an answer with a length."""
+writes beside uvicorn's own protocol: HTTP/1.1 the same bytes, a stream to HTTP/1.0 without chunks."""
 
 from __future__ import annotations
 
@@ -363,6 +363,40 @@ async def test_responses_that_carry_their_length_or_go_to_http_1_1_are_uvicorns_
     """Every HTTP/1.1 response (chunked streams included), and an HTTP/1.0 response with a length or no
     body, is byte for byte what uvicorn's own protocol writes, and closes the connection when it does."""
     assert await wire(GUARDED, request_head) == await wire(HttpToolsProtocol, request_head)
+
+
+@pytest.mark.parametrize("connection", [b"", b"Connection: keep-alive\r\n"])
+async def test_a_stream_to_http_1_0_is_unchunked_and_ends_with_the_close(connection: bytes) -> None:
+    """A stream to an HTTP/1.0 request (asking for keep-alive or not) has uvicorn's head without
+    ``transfer-encoding: chunked``, its events without chunk framing, and the connection closes after it."""
+    request_head = b"GET /stream HTTP/1.0\r\nHost: test\r\n" + connection + b"\r\n"
+    chunked, _ = await wire(HttpToolsProtocol, request_head)
+    uvicorn_head, _, _ = chunked.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked\r\n" in uvicorn_head + b"\r\n"  # what uvicorn alone sends
+    written, closed = await wire(GUARDED, request_head)
+    head, _, body = written.partition(b"\r\n\r\n")
+    assert head == uvicorn_head.replace(b"\r\ntransfer-encoding: chunked", b"")
+    assert b"\r\nconnection: close" in head
+    assert body == b"data: 0\n\ndata: 1\n\ndata: 2\n\n" and closed
+
+
+def test_uvicorn_private_api_the_close_delimited_response_sets_is_unchanged() -> None:
+    """The guard sends a stream to HTTP/1.0 unchunked by setting a response cycle's ``chunked_encoding``,
+    ``keep_alive`` and ``expected_content_length`` before uvicorn's ``send`` reads them (pinned version):
+    they still decide the chunked header, the framing, the length check and the close as it expects."""
+    assert "self.scope, self.receive, self.send" in inspect.getsource(RequestResponseCycle.run_asgi)
+    assert 'self.scope["http_version"] = http_version' in inspect.getsource(
+        HttpToolsProtocol.on_headers_complete
+    )
+    send = inspect.getsource(RequestResponseCycle.send)
+    assert 'name == b"content-length" and self.chunked_encoding is None' in send
+    assert "if not self.keep_alive and not has_connection_close:" in send  # says "connection: close"
+    assert "if self.chunked_encoding is None and " in send  # only then the chunked header
+    assert "elif self.chunked_encoding:" in send  # only then the framing
+    assert "if num_bytes > self.expected_content_length:" in send
+    assert "self.expected_content_length -= num_bytes" in send
+    assert "if self.expected_content_length != 0:" in send
+    assert "if not self.keep_alive:\n                    self.transport.close()" in send
 
 
 def test_the_default_connection_bound_follows_the_open_file_limit() -> None:

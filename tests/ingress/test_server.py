@@ -174,6 +174,32 @@ async def http_1_0_chat(url: str, key: str, body: dict[str, object]) -> tuple[li
     return head.decode("latin-1").lower().split("\r\n"), content
 
 
+async def test_an_http_1_0_client_reads_a_stream_unchunked_until_the_close(
+    live: tuple[str, str, FakeWorker],
+) -> None:
+    """A streamed completion to an HTTP/1.0 request carries no transfer-encoding (chunked is HTTP/1.1's,
+    RFC 9112 7.1): its body is the server-sent events as they are, and it ends with the connection."""
+    url, key, worker = live
+
+    async def work() -> None:
+        taken = await worker.take()
+        await worker.start(taken)
+        for word in ("Hel", "lo"):
+            await worker.chunk(taken, word)
+        await worker.done(taken)
+
+    worker_task = asyncio.create_task(work())
+    head, content = await http_1_0_chat(url, key, STREAM_BODY)
+    await worker_task
+    assert head[0].startswith("http/1.1 200"), head
+    assert "connection: close" in head and not [line for line in head if "transfer-encoding" in line]
+    assert not [line for line in head if line.startswith("content-length")]
+    events = content.split(b"\n\n")
+    assert events[-2:] == [b"data: [DONE]", b""], content  # nothing but the events: no chunk framing
+    deltas = [orjson.loads(event.removeprefix(b"data: "))["choices"][0]["delta"] for event in events[:-2]]
+    assert "".join(delta.get("content", "") for delta in deltas) == "Hello", content
+
+
 async def test_an_http_1_0_client_gets_a_json_completion_with_its_length(
     live: tuple[str, str, FakeWorker],
 ) -> None:
