@@ -1,9 +1,11 @@
 """Deltas in, OpenAI-exact response objects out.
 
 :class:`ChunkWriter` makes ``chat.completion.chunk`` objects for a stream: per choice, ``role`` only in
-its first delta, a tool call's ``id``/``type``/``function.name`` only in that call's first delta
-(``index`` on every one) and exactly one ``finish_reason``; then a final usage chunk with
-``choices: []``.  :class:`MessageAssembler` folds the same deltas into one ``chat.completion`` body.
+its first delta, a tool call's ``id``/``type``/``function.name`` (``custom.name`` for a call of a custom
+tool) only in that call's first delta (``index`` on every one) and exactly one ``finish_reason``; then a
+final usage chunk with ``choices: []``.  :class:`MessageAssembler` folds the same deltas into one
+``chat.completion`` body.  A call keeps the kind its first piece gave it: ``function.arguments`` or
+``custom.input`` carry its later pieces.
 
 Everything an upstream sent beyond that (a delta's ``reasoning_content``, ``annotations`` or unknown
 fields, a choice's ``logprobs``, a chunk's ``service_tier``...) is relayed unchanged.  The router owns
@@ -35,7 +37,7 @@ def completion_id(job: CompletionJob) -> str:
 @dataclass(slots=True)
 class _StreamedChoice:
     role_sent: bool = False
-    calls_started: set[int] = field(default_factory=set)
+    calls_started: dict[int, bool] = field(default_factory=dict)  # each started call: is it custom?
     finish_reason: str | None = None
 
 
@@ -147,15 +149,23 @@ class ChunkWriter:
 
     @staticmethod
     def _tool_call(state: _StreamedChoice, call: ToolCallDelta) -> dict[str, Any]:
-        if call.index in state.calls_started:
-            return {"index": call.index, "function": {"arguments": call.arguments}}
-        state.calls_started.add(call.index)
+        custom = state.calls_started.get(call.index)
+        if custom is not None:
+            kind, text = _CALL_FIELDS[custom]
+            return {"index": call.index, kind: {text: call.arguments}}
+        state.calls_started[call.index] = call.custom
+        kind, text = _CALL_FIELDS[call.custom]
         return {
             "index": call.index,
             "id": call.id or f"call_{call.index}",
-            "type": "function",
-            "function": {"name": call.name or "", "arguments": call.arguments},
+            "type": kind,
+            kind: {"name": call.name or "", text: call.arguments},
         }
+
+
+_CALL_FIELDS = {False: ("function", "arguments"), True: ("custom", "input")}
+"""A tool call's ``type`` (the object holding its name and text) and its text's field, by whether it
+calls a custom tool."""
 
 
 _MARK = "\ue000content\ue000"  # a private-use string no serializer escapes
@@ -163,10 +173,38 @@ _MARK_JSON = orjson.dumps(_MARK)
 
 
 @dataclass(slots=True)
+class _AssembledCall:
+    """One tool call folded from its pieces: of a function (``arguments``) or a custom tool (``input``)."""
+
+    id: str | None
+    name: str | None
+    custom: bool
+    text: list[str] = field(default_factory=list)
+
+    def add(self, call: ToolCallDelta) -> None:
+        self.id = self.id or call.id
+        self.name = self.name or call.name
+        if call.arguments:
+            self.text.append(call.arguments)
+
+    def body(self, index: int) -> dict[str, Any]:
+        kind, text = _CALL_FIELDS[self.custom]
+        return {
+            "id": self.id or f"call_{index}",
+            "type": kind,
+            kind: {"name": self.name or "", text: self.whole_text},
+        }
+
+    @property
+    def whole_text(self) -> str:
+        return "".join(self.text)
+
+
+@dataclass(slots=True)
 class _AssembledChoice:
     content: list[str] = field(default_factory=list)
     refusal: list[str] = field(default_factory=list)
-    calls: dict[int, dict[str, Any]] = field(default_factory=dict)
+    calls: dict[int, _AssembledCall] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     logprobs: dict[str, Any] | None = None
     choice_extra: dict[str, Any] = field(default_factory=dict)
@@ -178,13 +216,10 @@ class _AssembledChoice:
         if delta.refusal:
             self.refusal.append(delta.refusal)
         for call in delta.tool_calls:
-            entry = self.calls.setdefault(
-                call.index,
-                {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": ""}},
-            )
-            entry["id"] = entry["id"] or call.id
-            entry["function"]["name"] = entry["function"]["name"] or call.name
-            entry["function"]["arguments"] += call.arguments
+            assembled = self.calls.get(call.index)
+            if assembled is None:
+                assembled = self.calls[call.index] = _AssembledCall(call.id, call.name, call.custom)
+            assembled.add(call)
         if delta.extra:
             merge_into(self.extra, delta.extra)
         if delta.logprobs is not None:
@@ -195,11 +230,7 @@ class _AssembledChoice:
             self.finish_reason = delta.finish_reason
 
     def words(self) -> int:
-        texts = [
-            *self.content,
-            *self.refusal,
-            *(call["function"]["arguments"] for call in self.calls.values()),
-        ]
+        texts = [*self.content, *self.refusal, *(call.whole_text for call in self.calls.values())]
         return sum(len(text.split()) for text in texts)
 
     def body(self, index: int) -> dict[str, Any]:
@@ -209,14 +240,7 @@ class _AssembledChoice:
             "refusal": "".join(self.refusal) if self.refusal else None,
         }
         if self.calls:
-            message["tool_calls"] = [
-                {
-                    **call,
-                    "id": call["id"] or f"call_{number}",
-                    "function": {**call["function"], "name": call["function"]["name"] or ""},
-                }
-                for number, call in sorted(self.calls.items())
-            ]
+            message["tool_calls"] = [call.body(number) for number, call in sorted(self.calls.items())]
         for name, value in self.extra.items():
             message.setdefault(name, value)
         choice = {

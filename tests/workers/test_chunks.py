@@ -16,6 +16,13 @@ TOOL_DELTAS = [
     Delta(finish_reason="tool_calls"),
     Delta(finish_reason="stop"),
 ]
+CUSTOM_DELTAS = [
+    Delta(tool_calls=(ToolCallDelta(0, id="call_c", name="run_sql", custom=True),)),
+    Delta(tool_calls=(ToolCallDelta(0, arguments="SELECT 1 ", custom=True),)),
+    Delta(tool_calls=(ToolCallDelta(0, arguments="FROM t"),)),  # a piece the upstream did not type
+    Delta(tool_calls=(ToolCallDelta(1, id="call_f", name="get_time", arguments="{}"),)),
+    Delta(finish_reason="tool_calls"),
+]
 
 
 def test_role_only_in_first_delta_and_one_finish_reason() -> None:
@@ -55,6 +62,27 @@ def test_tool_call_identity_only_in_each_calls_first_delta() -> None:
     assert [c["choices"][0]["finish_reason"] for c in chunks].count("tool_calls") == 1
     assert len(chunks) == 5
     assert all(chunk_violations(c) == [] for c in chunks)
+
+
+def test_custom_call_pieces_keep_the_kind_of_the_calls_first_piece() -> None:
+    """A custom call streams as ``type: custom`` with ``custom.name`` in its first piece and
+    ``custom.input`` in every later one, even a piece that does not say it is custom; a function call
+    beside it keeps the function shape."""
+    writer = ChunkWriter(completion_job())
+    chunks = [c for c in (writer.chunk(d) for d in CUSTOM_DELTAS) if c is not None]
+    assert [c["choices"][0]["delta"].get("tool_calls") for c in chunks[:4]] == [
+        [{"index": 0, "id": "call_c", "type": "custom", "custom": {"name": "run_sql", "input": ""}}],
+        [{"index": 0, "custom": {"input": "SELECT 1 "}}],
+        [{"index": 0, "custom": {"input": "FROM t"}}],
+        [
+            {
+                "index": 1,
+                "id": "call_f",
+                "type": "function",
+                "function": {"name": "get_time", "arguments": "{}"},
+            }
+        ],
+    ]
 
 
 def test_usage_chunk_has_empty_choices() -> None:
@@ -107,6 +135,21 @@ def test_assembled_tool_calls_join_arguments() -> None:
         {"id": "call_b", "type": "function", "function": {"name": "get_time", "arguments": "{}"}},
     ]
     assert body["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_assembled_custom_call_joins_its_input() -> None:
+    """A custom call's pieces fold into one call with ``custom.name`` and the whole ``custom.input``, and
+    its input counts in the answer's words."""
+    assembler = MessageAssembler(completion_job())
+    for delta in CUSTOM_DELTAS:
+        assembler.add(delta)
+    body = assembler.body(Usage(1, 5))
+    assert completion_violations(body) == []
+    assert body["choices"][0]["message"]["tool_calls"] == [
+        {"id": "call_c", "type": "custom", "custom": {"name": "run_sql", "input": "SELECT 1 FROM t"}},
+        {"id": "call_f", "type": "function", "function": {"name": "get_time", "arguments": "{}"}},
+    ]
+    assert assembler.words() == 5  # SELECT 1 FROM t, and {}
 
 
 def test_sse_bytes_are_the_chunks_serialized() -> None:

@@ -272,12 +272,20 @@ def _choice_delta(choice: dict[str, Any], chunk: dict[str, Any], chunk_extra: di
 
 
 def _tool_call_deltas(calls: list[dict[str, Any]]) -> tuple[ToolCallDelta, ...]:
-    return tuple(
-        ToolCallDelta(
-            index=int(call.get("index", 0)),
-            id=text_or_none(call.get("id")),
-            name=text_or_none((call.get("function") or {}).get("name")),
-            arguments=text_or_none((call.get("function") or {}).get("arguments")) or "",
-        )
-        for call in calls
+    return tuple(_tool_call_delta(call) for call in calls)
+
+
+def _tool_call_delta(call: dict[str, Any]) -> ToolCallDelta:
+    """A function call's piece (``function``: ``name``, ``arguments``) or a custom tool call's (``custom``:
+    ``name``, ``input``).  A piece that names no ``type`` is custom when it carries ``custom`` and no
+    ``function``: later pieces of a call may carry no ``type``."""
+    kind = call.get("type")
+    custom = kind == "custom" or (kind is None and "custom" in call and "function" not in call)
+    called = (call.get("custom") if custom else call.get("function")) or {}
+    return ToolCallDelta(
+        int(call.get("index", 0)),
+        text_or_none(call.get("id")),
+        text_or_none(called.get("name")),
+        text_or_none(called.get("input" if custom else "arguments")) or "",
+        custom,
     )
