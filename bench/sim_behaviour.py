@@ -11,7 +11,9 @@ Timing (milliseconds, floats allowed, all default 0):
 
 Content:
   ``tokens=N``    content tokens in the answer (default 16); token ``i`` is the text ``"w{i} "``
-  ``tools``       answer with one tool call whose JSON arguments are streamed in several pieces
+  ``tools``       answer with one call of the request's first tool (of ``get_weather`` without one):
+                  a function's JSON arguments, or a ``custom`` tool's free-text input, streamed in
+                  several pieces
   ``all_fields``  every optional field of OpenAI's response and chunk schemas, and unknown ones
                   (:mod:`bench.sim_full`); so does a request with ``n`` > 1, with ``n`` choices
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import secrets
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 TOOL_NAME = "get_weather"
 TOOL_ARGUMENTS = '{"location": "Paris, France", "unit": "celsius", "days": 3}'
+TOOL_INPUT = "SELECT city FROM towns WHERE rain > 3"
 TOOL_ARGUMENT_PIECE = 12
 DONE_EVENT = b"data: [DONE]\n\n"
 
@@ -37,10 +39,37 @@ def expected_content(tokens: int) -> str:
     return "".join(token_text(i) for i in range(tokens))
 
 
-def tool_argument_pieces() -> list[str]:
-    """The tool-call arguments, split the way a stream sends them."""
-    step = TOOL_ARGUMENT_PIECE
-    return [TOOL_ARGUMENTS[i : i + step] for i in range(0, len(TOOL_ARGUMENTS), step)]
+@dataclass(frozen=True, slots=True)
+class CalledTool:
+    """The tool a ``tools`` answer calls: a function (its call carries ``function.arguments``, JSON) or a
+    custom tool (``custom.input``, free text)."""
+
+    name: str = TOOL_NAME
+    custom: bool = False
+
+    @property
+    def kind(self) -> str:
+        """The call's ``type``, and the field holding its name and text."""
+        return "custom" if self.custom else "function"
+
+    @property
+    def text_field(self) -> str:
+        return "input" if self.custom else "arguments"
+
+    @property
+    def text(self) -> str:
+        """The call's whole text."""
+        return TOOL_INPUT if self.custom else TOOL_ARGUMENTS
+
+    def pieces(self) -> list[str]:
+        """The call's text, split the way a stream sends it."""
+        text, step = self.text, TOOL_ARGUMENT_PIECE
+        return [text[i : i + step] for i in range(0, len(text), step)]
+
+    def call(self, text: str) -> dict[str, Any]:
+        """The whole call, or a stream's first piece of it (``text`` empty), with a new id."""
+        called = {"name": self.name, self.text_field: text}
+        return {"id": "call_" + secrets.token_hex(8), "type": self.kind, self.kind: called}
 
 
 def new_completion_id() -> str:
@@ -80,13 +109,11 @@ def models_body(model_ids: list[str]) -> bytes:
     return orjson.dumps({"object": "list", "data": data})
 
 
-def completion_body(model: str, tokens: int, prompt_tokens: int, tools: bool, tool_name: str) -> bytes:
-    """A whole ``chat.completion`` object."""
-    if tools:
-        function = {"name": tool_name, "arguments": TOOL_ARGUMENTS}
-        call = {"id": "call_" + secrets.token_hex(8), "type": "function", "function": function}
-        message: dict[str, Any] = {"role": "assistant", "content": None, "tool_calls": [call]}
-        finish, completion_tokens = "tool_calls", len(tool_argument_pieces())
+def completion_body(model: str, tokens: int, prompt_tokens: int, tool: CalledTool | None) -> bytes:
+    """A whole ``chat.completion`` object: ``tokens`` of text, or a call of ``tool``."""
+    if tool is not None:
+        message: dict[str, Any] = {"role": "assistant", "content": None, "tool_calls": [tool.call(tool.text)]}
+        finish, completion_tokens = "tool_calls", len(tool.pieces())
     else:
         message = {"role": "assistant", "content": expected_content(tokens), "refusal": None}
         finish, completion_tokens = "stop", tokens
@@ -136,18 +163,12 @@ class ChunkWriter:
     def malformed(self) -> bytes:
         return self._head + b'{"index":0,"delta":{"content":"broken\n\n'
 
-    def tool_call_start(self, tool_name: str) -> bytes:
-        call = {
-            "index": 0,
-            "id": "call_" + secrets.token_hex(8),
-            "type": "function",
-            "function": {"name": tool_name, "arguments": ""},
-        }
-        delta = {"role": "assistant", "content": None, "tool_calls": [call]}
+    def tool_call_start(self, tool: CalledTool) -> bytes:
+        delta = {"role": "assistant", "content": None, "tool_calls": [{"index": 0, **tool.call("")}]}
         return self._event(_choice(delta))
 
-    def tool_arguments(self, piece: str) -> bytes:
-        call = {"index": 0, "function": {"arguments": piece}}
+    def tool_call_piece(self, tool: CalledTool, piece: str) -> bytes:
+        call = {"index": 0, tool.kind: {tool.text_field: piece}}
         delta = {"tool_calls": [call]}
         return self._event(_choice(delta))
 

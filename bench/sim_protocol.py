@@ -20,13 +20,12 @@ from bench.sim_behaviour import BadBehaviour, Behaviour, parse_behaviour
 from bench.sim_full import FullChunkWriter, full_completion_body
 from bench.sim_payloads import (
     DONE_EVENT,
-    TOOL_NAME,
+    CalledTool,
     ChunkWriter,
     completion_body,
     count_prompt_tokens,
     error_body,
     models_body,
-    tool_argument_pieces,
 )
 from bench.sim_stats import Counter, UpstreamStats
 
@@ -57,7 +56,7 @@ class _Completion:
     model: str
     include_usage: bool
     prompt_tokens: int
-    tool_name: str
+    tool: CalledTool
     n: int = 1
     writer: ChunkWriter | FullChunkWriter | None = None
     pieces: list[str] = field(default_factory=list)
@@ -179,7 +178,7 @@ class SimProtocol(asyncio.Protocol):
             model=body["model"],
             include_usage=isinstance(options, dict) and options.get("include_usage") is True,
             prompt_tokens=count_prompt_tokens(body.get("messages")),
-            tool_name=_tool_name(body.get("tools")),
+            tool=_called_tool(body.get("tools")),
             n=_choices(body.get("n")),
         )
         begin = self._begin_stream if stream else self._begin_answer
@@ -204,8 +203,8 @@ class SimProtocol(asyncio.Protocol):
                 completion.model, behaviour.tokens, completion.prompt_tokens, completion.n
             )
         else:
-            prompt, tool_name = completion.prompt_tokens, completion.tool_name
-            body = completion_body(completion.model, behaviour.tokens, prompt, behaviour.tools, tool_name)
+            tool = completion.tool if behaviour.tools else None
+            body = completion_body(completion.model, behaviour.tokens, completion.prompt_tokens, tool)
         self._stats.add(Counter.COMPLETED)
         self._answer(200, body)
 
@@ -230,8 +229,8 @@ class SimProtocol(asyncio.Protocol):
         else:
             writer = completion.writer = ChunkWriter(completion.model, completion.include_usage)
             if behaviour.tools:
-                completion.pieces = tool_argument_pieces()
-                first = writer.tool_call_start(completion.tool_name)
+                completion.pieces = completion.tool.pieces()
+                first = writer.tool_call_start(completion.tool)
             else:
                 first = writer.role()
         self._write(STREAM_HEAD + http_chunk(first))
@@ -266,7 +265,7 @@ class SimProtocol(asyncio.Protocol):
         if isinstance(writer, FullChunkWriter):
             return writer.content(completion.sent)
         if completion.behaviour.tools:
-            return writer.tool_arguments(completion.pieces[completion.sent])
+            return writer.tool_call_piece(completion.tool, completion.pieces[completion.sent])
         if completion.behaviour.bad_json and completion.sent == 0:
             return writer.malformed()
         return writer.content(completion.sent)
@@ -325,12 +324,14 @@ class SimProtocol(asyncio.Protocol):
             self._transport.close()
 
 
-def _tool_name(tools: Any) -> str:
+def _called_tool(tools: Any) -> CalledTool:
+    """The request's first tool (a function or a custom tool), or the default function without one."""
     try:
-        name = tools[0]["function"]["name"]
-    except (TypeError, KeyError, IndexError):
-        return TOOL_NAME
-    return name if isinstance(name, str) else TOOL_NAME
+        custom = tools[0].get("type") == "custom"
+        name = tools[0]["custom" if custom else "function"]["name"]
+    except (TypeError, KeyError, IndexError, AttributeError):
+        return CalledTool()
+    return CalledTool(name, custom) if isinstance(name, str) else CalledTool()
 
 
 def _choices(n: Any) -> int:

@@ -10,7 +10,7 @@ import httpx
 import orjson
 import pytest
 
-from bench.sim_payloads import TOOL_ARGUMENTS, expected_content
+from bench.sim_payloads import TOOL_ARGUMENTS, TOOL_INPUT, expected_content
 from bench.upstream import Upstream
 from tests.waiting import eventually
 
@@ -228,6 +228,28 @@ async def test_tools_stream_splits_arguments_and_names_the_call_once(client: htt
     assert orjson.loads(arguments) == orjson.loads(TOOL_ARGUMENTS)
     finish = orjson.loads(events[-2])["choices"][0]["finish_reason"]
     assert finish == "tool_calls"
+
+
+SQL_TOOL = {"type": "custom", "custom": {"name": "run_sql"}}
+
+
+async def test_tools_non_stream_calls_a_custom_first_tool_as_custom(client: httpx.AsyncClient) -> None:
+    """``tools`` whose first tool is custom answers with a custom call: its name and free-text input."""
+    body = (await client.post("/chat/completions", json=chat("sim?tools", tools=[SQL_TOOL]))).json()
+    (call,) = body["choices"][0]["message"]["tool_calls"]
+    assert call["id"].startswith("call_") and call["type"] == "custom"
+    assert call["custom"] == {"name": "run_sql", "input": TOOL_INPUT}
+    assert body["choices"][0]["finish_reason"] == "tool_calls"
+
+
+async def test_tools_stream_splits_a_custom_calls_input(client: httpx.AsyncClient) -> None:
+    """A streamed custom call has id, type and ``custom.name`` in its first delta, then input in pieces."""
+    _, events = await stream_events(client, chat("sim?tools&itl_ms=1", stream=True, tools=[SQL_TOOL]))
+    deltas = [orjson.loads(event)["choices"][0]["delta"] for event in events[:-1]]
+    calls = [delta["tool_calls"][0] for delta in deltas if "tool_calls" in delta]
+    assert calls[0]["type"] == "custom" and calls[0]["custom"] == {"name": "run_sql", "input": ""}
+    assert all(set(call) == {"index", "custom"} and set(call["custom"]) == {"input"} for call in calls[1:])
+    assert len(calls) > 3 and "".join(call["custom"]["input"] for call in calls) == TOOL_INPUT
 
 
 async def test_keep_alive_reuses_one_connection(upstream: Upstream, client: httpx.AsyncClient) -> None:
