@@ -9,8 +9,9 @@ from collections.abc import Iterator
 import openai
 import orjson
 import pytest
+from openai.types.chat import ChatCompletionMessageCustomToolCall
 
-from bench.sim_payloads import TOOL_ARGUMENTS, expected_content
+from bench.sim_payloads import TOOL_ARGUMENTS, TOOL_INPUT, expected_content
 from bench.upstream import UpstreamThread
 from tests.e2e.running_system import RunningSystem, SystemLauncher
 
@@ -22,6 +23,7 @@ WEATHER_TOOL = {
         "parameters": {"type": "object", "properties": {"location": {"type": "string"}}},
     },
 }
+SQL_TOOL = {"type": "custom", "custom": {"name": "run_sql", "format": {"type": "text"}}}
 HANG_TIMEOUT = 2.0  # the provider's first-token timeout in CONFIG
 
 
@@ -121,6 +123,23 @@ def test_tool_call_through_the_adapter(client: openai.OpenAI) -> None:
     assert all(p.function is None or p.function.name is None for p in pieces[1:])
     assert "".join(p.function.arguments or "" for p in pieces if p.function) == TOOL_ARGUMENTS
     assert isinstance(orjson.loads(TOOL_ARGUMENTS), dict)
+
+
+def test_custom_tool_call_through_the_adapter(client: openai.OpenAI) -> None:
+    """An upstream call of a custom tool reaches the SDK as a custom call in both modes: ``type: custom``,
+    ``custom.name``, and its input whole in the answer or in pieces (name in the first) in the stream."""
+    request = {"model": "e2e/tools", "messages": HELLO, "tools": [SQL_TOOL]}
+    completion = client.chat.completions.create(**request)  # type: ignore[call-overload]
+    (call,) = completion.choices[0].message.tool_calls
+    assert isinstance(call, ChatCompletionMessageCustomToolCall) and call.id
+    assert (call.custom.name, call.custom.input) == ("run_sql", TOOL_INPUT)
+    assert completion.choices[0].finish_reason == "tool_calls"
+    chunks = list(client.chat.completions.create(**request, stream=True))  # type: ignore[call-overload]
+    pieces = [tc.model_dump() for c in chunks for tc in (c.choices[0].delta.tool_calls or [])]
+    assert pieces[0]["type"] == "custom" and pieces[0]["id"]
+    assert pieces[0]["custom"] == {"name": "run_sql", "input": ""} and pieces[0]["function"] is None
+    assert all(p["type"] is None and set(p["custom"]) == {"input"} for p in pieces[1:])
+    assert "".join(p["custom"]["input"] for p in pieces) == TOOL_INPUT
 
 
 def test_upstream_503_becomes_service_unavailable(client: openai.OpenAI) -> None:
