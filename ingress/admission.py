@@ -85,12 +85,16 @@ class Admitted:
         every attempt failed, the client left), and give back the tokens its token limit counted.
 
         Not needed after an answer: its worker settled the reservation in the round trip that published
-        it.  Harmless anyway: a settled reservation stays as it was.  While Redis is unreachable the
-        release waits in the process' :class:`~ingress.deferred_cleanup.DeferredCleanup`."""
+        it.  Harmless anyway: a settled reservation stays as it was.  While Redis is unreachable, or if the
+        shutdown cuts this short (:meth:`~ingress.deferred_cleanup.DeferredCleanup.bounded`), the release
+        waits in the process' :class:`~ingress.deferred_cleanup.DeferredCleanup`."""
         try:
             await release_hold(context.redis, self.billing)
         except RedisError:
             context.cleanup.release_later(self.billing)
+        except asyncio.CancelledError:
+            context.cleanup.release_later(self.billing)
+            raise
 
 
 class Admission:

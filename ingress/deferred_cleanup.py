@@ -11,9 +11,11 @@ wait, so a long outage cannot grow the backlog without bound.  What a process st
 is left to the workers and the sweep (a hold is a lease, :func:`shared.credits.extend_call`).
 
 Once the ingress' shutdown ends its open requests (:mod:`ingress.shutdown`), a request waits for its
-clean-up at most :data:`HURRIED_WAIT` before its answer (:meth:`DeferredCleanup.bounded`): with Redis
-frozen, each would otherwise wait out Redis' reply timeout, and uvicorn cancels what is still running
-soon after, the client getting a bare 500 instead of its 503.
+clean-up at most :data:`HURRIED_WAIT` before its answer (:meth:`DeferredCleanup.bounded`), a clean-up
+already under way at that moment included: with Redis frozen, each would otherwise wait out Redis' reply
+timeout, and uvicorn cancels what is still running soon after, the client getting a bare 500 instead of
+its error.  A clean-up under way is cut short by cancelling its request's task where it waits, so the
+wait costs no task of its own; a clean-up cancelled there hands what it has left to this backlog.
 """
 
 from __future__ import annotations
@@ -66,21 +68,49 @@ class DeferredCleanup:
         self.drained = asyncio.Event()  # set whenever :meth:`run` has nothing left to do
         self.hurried = False  # the shutdown ends the open requests: their clean-ups no longer hold them
         self._behind: set[asyncio.Task[None]] = set()  # clean-ups a hurried request stopped waiting for
+        self._waiting: set[asyncio.Task[Any]] = set()  # requests in a clean-up they began before the hurry
+        self._cut: set[asyncio.Task[Any]] = set()  # those of them the hurry stopped waiting
 
     @property
     def pending(self) -> int:
         return len(self._releases) + len(self._abandons)
 
     def hurry(self) -> None:
-        """From now on a request waits for its clean-up at most :data:`HURRIED_WAIT`."""
+        """From now on a request waits for its clean-up at most :data:`HURRIED_WAIT`, and a request already
+        waiting for one at most that much longer (call on the event loop)."""
         self.hurried = True
+        asyncio.get_running_loop().call_later(HURRIED_WAIT, self._cut_short)
+
+    def _cut_short(self) -> None:
+        """Cancel the requests still in a clean-up they began before the hurry, where the clean-up waits:
+        it hands what it has left to the backlog, and :meth:`bounded` returns to the request."""
+        for task in self._waiting:
+            self._cut.add(task)
+            task.cancel()
+        if self._waiting:
+            log.warning(
+                "stopped waiting for %d clean-up(s) Redis has not answered; retried behind the answers",
+                len(self._waiting),
+            )
 
     async def bounded(self, clean_up: Coroutine[Any, Any, None]) -> None:
         """Run a request's ``clean_up`` and wait for it; once hurried, for at most :data:`HURRIED_WAIT`, the
         clean-up going on behind the answer (lost if the process exits first: then the workers and the
-        sweep settle it, as after a kill)."""
+        sweep settle it, as after a kill).  A clean-up that began before the hurry is cut short
+        :data:`HURRIED_WAIT` after it: ``clean_up``, cancelled, must leave what it has left to
+        :meth:`release_later` or :meth:`abandon_later`."""
         if not self.hurried:
-            await clean_up
+            request = asyncio.current_task()
+            assert request is not None
+            self._waiting.add(request)
+            try:
+                await clean_up
+            except asyncio.CancelledError:
+                if request not in self._cut or request.uncancel() > 0:
+                    raise  # not the hurry's cancel, or not only
+            finally:
+                self._waiting.discard(request)
+                self._cut.discard(request)
             return
         task = asyncio.ensure_future(clean_up)
         self._behind.add(task)

@@ -298,14 +298,17 @@ class CompletionRelay:
             self.record.upstream_total = upstream / 1000 if isinstance(upstream, int | float) else None
 
     async def abandon_if_unfinished(self) -> None:
-        """Withdraw or cancel the job if the request ends before the job did."""
+        """Withdraw or cancel the job if the request ends before the job did; once Redis answers if it
+        could not, or if the shutdown cut this short (:meth:`DeferredCleanup.bounded`)."""
         if self.enqueued and not self.finished:
             self.finished = True
-            abandoned = await job_control.abandon(
-                self._redis, self._job.provider, self._job.request_id, started=self.started
-            )
-            if not abandoned and self._cleanup is not None:
-                self._cleanup.abandon_later(self._job.provider, self._job.request_id, started=self.started)
+            pool, job_id, started = self._job.provider, self._job.request_id, self.started
+            abandoned = False
+            try:
+                abandoned = await job_control.abandon(self._redis, pool, job_id, started=started)
+            finally:
+                if not abandoned and self._cleanup is not None:
+                    self._cleanup.abandon_later(pool, job_id, started=started)
 
     def _stalled(self, silence: float) -> ResponseStalled:
         """The error of a started job silent for ``silence`` seconds (logged: an operator should know)."""

@@ -7,9 +7,10 @@ the wait.  ``ingress_shutdown_grace`` seconds after the signal, or at once on a 
 :func:`end_open_requests` ends every request still waiting for its job, and any that registers later,
 with 503 ``ingress_stopping`` (an error event on a started stream): each withdraws or cancels its job and
 releases its credit hold, as when a client leaves, waiting for that at most
-:data:`~ingress.deferred_cleanup.HURRIED_WAIT` (Redis may be frozen).  What is not a completion (a file
-upload, a slow body) is cancelled by uvicorn :data:`CANCEL_AFTER` seconds after the grace (its
-``timeout_graceful_shutdown``), and the lifespan's clean-up, each step bounded by
+:data:`~ingress.deferred_cleanup.HURRIED_WAIT` (Redis may be frozen); a request that was doing so
+already, having failed otherwise, waits at most that much more and gets its own error.  What is not a
+completion (a file upload, a slow body) is cancelled by uvicorn :data:`CANCEL_AFTER` seconds after the
+grace (its ``timeout_graceful_shutdown``), and the lifespan's clean-up, each step bounded by
 :data:`~ingress.background.STOP_GRACE`, follows.  A third SIGINT makes uvicorn exit at once, leaving the
 jobs to the workers as a killed ingress does.
 """
@@ -64,7 +65,7 @@ class ShutdownGrace:
 
 async def end_open_requests(hub: ReplyHub, cleanup: DeferredCleanup, shutdown: ShutdownGrace) -> None:
     """Once the grace is over, end every open request with 503 ``ingress_stopping``, and every later one;
-    their clean-ups no longer hold their answers (:meth:`DeferredCleanup.bounded`)."""
+    their clean-ups, and those under way, no longer hold their answers (:meth:`DeferredCleanup.bounded`)."""
     await shutdown.wait_over()
     cleanup.hurry()
     ended = hub.refuse(IngressStopping)

@@ -125,9 +125,6 @@ def _watch_starts(server: PrivateRedis, started: threading.Event, listening: thr
         client.close()
 
 
-@pytest.mark.xfail(
-    strict=True, reason="a clean-up under way when the grace ends is not cut short: uvicorn cancels it, a 500"
-)
 @pytest.mark.timeout(120)
 def test_sigterm_with_redis_frozen_answers_a_request_already_cleaning_up_with_its_error_not_a_500(
     launch_chaos_system: SystemLauncher, private_redis: PrivateRedis

@@ -1,19 +1,32 @@
-"""Clean-ups a Redis outage held up: a credit hold and an abandon that failed are done once Redis answers."""
+"""Clean-ups a Redis outage held up: a credit hold and an abandon that failed are done once Redis answers;
+once the ingress' shutdown hurries, a request waits for its clean-up a bounded time."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import cast
 
 import fakeredis
 import pytest
+import redis.asyncio as aredis
 from rq.job import Job
 
 from ingress import deferred_cleanup
+from ingress.admission import Admitted
+from ingress.context import IngressContext
 from ingress.deferred_cleanup import DeferredCleanup
+from ingress.relay import CompletionRelay
+from ingress.reply_hub import Subscription
 from shared import credits, keys
 from shared.job_billing import JobBilling
+from shared.ratelimit import RateLimitDecision
 from shared.settings import ModelEntry, Settings
+from tests.ingress.test_job_control import completion_job
 from tests.store_calls import hold_credit
 from tests.waiting import eventually
 
@@ -111,3 +124,111 @@ async def test_a_hurried_request_waits_for_its_clean_up_at_most_the_hurried_wait
     assert time.monotonic() - started < deferred_cleanup.HURRIED_WAIT * 3 and done == ["before"]
     redis_answers.set()
     await eventually(lambda: done == ["before", "hurried"])  # it went on behind the answer
+
+
+async def test_a_clean_up_waiting_before_the_hurry_holds_its_request_at_most_the_hurried_wait_after_it(
+    server: fakeredis.FakeServer,
+) -> None:
+    """A clean-up that began before the hurry and waits on a Redis that never answers is cut short
+    HURRIED_WAIT after the hurry (cancelled where it waits), and the request goes on to its answer."""
+    cleanup = DeferredCleanup(fakeredis.aioredis.FakeRedis(server=server))
+    waiting_on_redis = asyncio.Event()
+    cut_short = asyncio.Event()
+
+    async def clean_up() -> None:
+        waiting_on_redis.set()
+        try:
+            await asyncio.Event().wait()  # Redis frozen: no reply ever comes
+        except asyncio.CancelledError:
+            cut_short.set()
+            raise
+
+    request = asyncio.ensure_future(cleanup.bounded(clean_up()))
+    await waiting_on_redis.wait()
+    cleanup.hurry()
+    hurried = time.monotonic()
+    await asyncio.wait_for(request, deferred_cleanup.HURRIED_WAIT * 3)
+    assert cut_short.is_set() and not request.cancelled()
+    assert time.monotonic() - hurried >= deferred_cleanup.HURRIED_WAIT * 0.9  # as a clean-up begun then
+
+
+async def test_a_cancel_other_than_the_hurry_still_cancels_a_request_waiting_for_its_clean_up(
+    server: fakeredis.FakeServer,
+) -> None:
+    """Only the hurry's cancel is taken back: a request cancelled by anything else (uvicorn, at its own
+    shutdown timeout) while it waits for its clean-up is cancelled."""
+    cleanup = DeferredCleanup(fakeredis.aioredis.FakeRedis(server=server))
+    waiting_on_redis = asyncio.Event()
+
+    async def clean_up() -> None:
+        waiting_on_redis.set()
+        await asyncio.Event().wait()
+
+    request = asyncio.ensure_future(cleanup.bounded(clean_up()))
+    await waiting_on_redis.wait()
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+
+
+@dataclass
+class FrozenRedis:
+    """A server that accepts connections and never answers, as a SIGSTOPped Redis does."""
+
+    url: str = ""
+    heard: int = 0  # connections it has read a command from
+    ended: int = 0  # connections their client closed
+
+
+@pytest.fixture
+async def frozen_redis() -> AsyncIterator[FrozenRedis]:
+    frozen = FrozenRedis()
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if await reader.read(65536):
+            frozen.heard += 1
+            while await reader.read(65536):
+                pass
+        writer.close()
+        frozen.ended += 1
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    frozen.url = f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}/0"
+    try:
+        yield frozen
+    finally:
+        server.close()
+        await eventually(lambda: frozen.ended == frozen.heard)  # each client closed its connection
+        await server.wait_closed()
+
+
+async def test_a_release_and_an_abandon_the_hurry_cut_short_wait_in_the_backlog(
+    server: fakeredis.FakeServer, frozen_redis: FrozenRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two requests, one abandoning its started job and one releasing its credit hold, both waiting on a
+    frozen Redis when the shutdown hurries: both go on to their answers HURRIED_WAIT later, and the cancel
+    and the release they had not done wait in the backlog for Redis to answer again."""
+    billing = await held_billing(fakeredis.FakeAsyncRedis(server=server), 400)
+    redis = aredis.Redis.from_url(frozen_redis.url)
+    cleanup = DeferredCleanup(redis)
+    relay = CompletionRelay(
+        redis, SETTINGS, Subscription("job-1"), completion_job("job-1"), decision="d", cleanup=cleanup
+    )
+    relay.enqueued_ahead(1)
+    relay.started = True
+    decision = RateLimitDecision(allowed=True, plan="p", limit=1, remaining=0, reset_seconds=60)
+    context = cast(IngressContext, SimpleNamespace(redis=redis, cleanup=cleanup))
+    try:
+        requests = [
+            asyncio.ensure_future(cleanup.bounded(relay.abandon_if_unfinished())),
+            asyncio.ensure_future(cleanup.bounded(Admitted(decision, billing).close(context))),
+        ]
+        await eventually(lambda: frozen_redis.heard == 2)  # each waits for its first reply
+        cleanup.hurry()
+        with caplog.at_level(logging.WARNING, logger=deferred_cleanup.__name__):
+            await asyncio.wait_for(asyncio.gather(*requests), deferred_cleanup.HURRIED_WAIT * 3)
+        assert cleanup.pending == 2
+        assert "could not abandon job job-1" in caplog.text
+        assert f"could not release credit hold {billing.reservation.id}" in caplog.text
+    finally:
+        await redis.aclose()
