@@ -4,11 +4,14 @@
 resolves the request's API version (:mod:`ingress.versions`), stores ``request_id`` and
 ``api_version`` in ``scope["state"]``, and turns any unexpected exception into a 500 ``api_error``
 envelope, logging the traceback (a client that left while its body was read is no error: nothing is
-answered or logged above DEBUG).
+answered or logged above DEBUG).  A request the server cancels before its answer (uvicorn's last step
+of a shutdown, ``timeout_graceful_shutdown`` after the grace: :mod:`ingress.shutdown`) gets the
+shutdown's 503 ``ingress_stopping``, not uvicorn's bare 500; an answer under way is cut as it is.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import uuid
@@ -17,8 +20,11 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingress.http_errors import send_error
+from ingress.routing import retry_after
 from ingress.versions import VersionRegistry
-from shared.errors import AIORouterError
+from shared.errors import AIORouterError, IngressStopping
+
+STOPPING_RETRY_AFTER = 1  # seconds: another ingress, or this one restarted, takes the retry
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +75,16 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_headers)
+        except asyncio.CancelledError:
+            if response_started:
+                raise  # uvicorn closes the connection: the client sees the answer cut
+            # The request ends here either way; it ends with an answer the client can act on.
+            log.warning(
+                "%s %s cancelled by the shutdown: 503 ingress_stopping",
+                scope.get("method"),
+                scope.get("path"),
+            )
+            await send_error(send_with_headers, IngressStopping(headers=retry_after(STOPPING_RETRY_AFTER)))
         except ClientDisconnect:  # the client left (or the connection guard cut its body): no answer to give
             log.debug("client left while %s %s read its body", scope.get("method"), scope.get("path"))
         except Exception:

@@ -5,11 +5,14 @@ with their own error when they had one already, never with a bare 500."""
 from __future__ import annotations
 
 import math
+import os
 import signal
+import socket
 import threading
 import time
 import tomllib
 
+import orjson
 import pytest
 
 from ingress.shutdown import CANCEL_AFTER
@@ -153,5 +156,66 @@ def test_sigterm_with_redis_frozen_answers_a_request_already_cleaning_up_with_it
         assert _sigterm_and_wait(system) <= STALL_GRACE + EXIT_AFTER_GRACE, system.logs()
         assert call.ended.wait(5)
         assert (call.status, call.error_code) == (503, "response_stalled"), system.logs()
+    finally:
+        private_redis.thaw()
+
+
+ADMIT_GRACE = 2.0  # uvicorn cancels what still runs ceil(ADMIT_GRACE + CANCEL_AFTER) s after SIGTERM
+ADMIT_CONFIG = STALL_CONFIG.replace(
+    f"ingress_shutdown_grace = {STALL_GRACE}", f"ingress_shutdown_grace = {ADMIT_GRACE}"
+)
+
+
+def _read_by(pid: int, client: socket.socket) -> bool:
+    """Whether process ``pid`` holds the server end of ``client``'s connection with nothing left unread
+    in it: it accepted the connection and read the request."""
+    client_port = client.getsockname()[1]
+    with open("/proc/net/tcp") as table:
+        for row in table.readlines()[1:]:
+            fields = row.split()
+            remote_port = int(fields[2].split(":")[1], 16)
+            if remote_port != client_port:
+                continue
+            unread = int(fields[4].split(":")[1], 16)
+            held = f"socket:[{fields[9]}]" in {
+                os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")
+            }
+            return held and unread == 0
+    return False
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_with_redis_frozen_answers_a_request_still_in_admission_503_not_500(
+    launch_chaos_system: SystemLauncher, private_redis: PrivateRedis
+) -> None:
+    """A request whose admission waits on a frozen Redis through the whole grace: the shutdown's refusal
+    cannot reach it there, so uvicorn's cancel does (before Redis' reply timeout could), and the client
+    gets 503 ingress_stopping, not uvicorn's bare 500."""
+    assert math.ceil(ADMIT_GRACE + CANCEL_AFTER) + 1 <= REPLY_TIMEOUT
+    system = launch_chaos_system(ADMIT_CONFIG, pools=["slow"], concurrency=SLOTS)
+    add_credit(private_redis, "e2e", 10)
+    warm = Call(1, stream=False)  # authenticates the key: the next request's first Redis call is admission
+    _start(system, [warm])
+    assert warm.ended.wait(CLIENT_TIMEOUT) and warm.finished, system.logs()
+    body = orjson.dumps(
+        {"model": "chaos/slow", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+    )
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {system.api_key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    ingress = _ingress(system)
+    private_redis.freeze()
+    try:
+        with socket.create_connection(("127.0.0.1", system.port), timeout=CLIENT_TIMEOUT) as client:
+            client.sendall(head.encode() + body)
+            wait_until(lambda: _read_by(ingress.process.pid, client), within=10, every=0.01)
+            assert _sigterm_and_wait(system) <= ADMIT_GRACE + EXIT_AFTER_GRACE, system.logs()
+            answer = b""
+            while chunk := client.recv(65536):
+                answer += chunk
+        status_line, _, rest = answer.partition(b"\r\n")
+        assert status_line == b"HTTP/1.1 503 Service Unavailable", (answer, system.logs())
+        assert orjson.loads(rest.partition(b"\r\n\r\n")[2])["error"]["code"] == "ingress_stopping"
     finally:
         private_redis.thaw()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
+import orjson
 import pytest
 from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope, Send
@@ -36,3 +39,64 @@ async def test_a_client_that_left_during_its_body_is_neither_answered_nor_logged
         await middleware(scope, receive, send)
     assert sent == []
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def _middleware(app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> RequestContextMiddleware:
+    settings = Settings()
+    return RequestContextMiddleware(app, VersionRegistry(settings.api_versions, settings.default_api_version))
+
+
+async def _never_receive() -> Message:
+    await asyncio.Event().wait()
+    raise AssertionError("unreachable")
+
+
+async def test_a_request_the_shutdown_cancels_before_its_answer_gets_503_ingress_stopping() -> None:
+    """uvicorn cancels what still runs after its graceful-shutdown timeout (a request waiting on a frozen
+    Redis, say): the request answers 503 ingress_stopping with a Retry-After, not uvicorn's bare 500."""
+    waiting = asyncio.Event()
+
+    async def waits_on_redis(scope: Scope, receive: Receive, send: Send) -> None:
+        waiting.set()
+        await asyncio.Event().wait()
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope: Scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
+    request = asyncio.create_task(_middleware(waits_on_redis)(scope, _never_receive, send))
+    await waiting.wait()
+    request.cancel()
+    await request  # it ends with its answer, not with the cancel
+    start, body = sent
+    assert start["status"] == 503
+    headers = dict(start["headers"])
+    assert headers[b"retry-after"] == b"1" and b"x-request-id" in headers
+    assert orjson.loads(body["body"])["error"]["code"] == "ingress_stopping"
+
+
+async def test_an_answer_under_way_is_cut_as_it_is_when_the_shutdown_cancels_it() -> None:
+    """A response already started cannot become an error response: the cancel goes on to uvicorn, which
+    closes the connection."""
+    streaming = asyncio.Event()
+
+    async def streams(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"data: {}\n\n", "more_body": True})
+        streaming.set()
+        await asyncio.Event().wait()
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope: Scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
+    request = asyncio.create_task(_middleware(streams)(scope, _never_receive, send))
+    await streaming.wait()
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    assert [message["type"] for message in sent] == ["http.response.start", "http.response.body"]
