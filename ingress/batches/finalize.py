@@ -2,8 +2,11 @@
 
 The two files' ids are fixed in the record before anything is written, so a driver that dies half-way
 writes the same files again.  Each line appears once: the parts hold each line's first result only (see
-:mod:`shared.batch_lines`), and lines are still de-duplicated by number here.  The final status comes
-last; then the batch's per-line keys, its parts and its hold on the account's queued lines go.
+:mod:`shared.batch_lines`), and lines are still de-duplicated by number here.  Each line appears at
+least once too: a line whose result is in no stored part (the storage lost that part) gets an error
+line, :data:`RESULT_LOST`, named by the ``custom_id`` read again from the input.  The batch's
+``request_counts`` are the two files' lines.  The final status comes last; then the batch's per-line
+keys, its parts and its hold on the account's queued lines go.
 """
 
 from __future__ import annotations
@@ -11,15 +14,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Final
 
+import orjson
 import redis.asyncio as aredis
 
 from ingress.batches import files, records
 from ingress.batches.batch_run import part_key
 from ingress.batches.expiry_policy import file_lifetime
+from ingress.batches.input_lines import raw_lines
 from ingress.batches.records import BatchRecord
 from ingress.batches.storage import FileStorage
 from shared import batch_lines, keys
+from shared.batch_lines import LineRef
 from shared.errors import NotFound
 from shared.lua import LuaScript
 from shared.settings import BatchSettings
@@ -30,6 +38,11 @@ RELEASE_LINES = LuaScript.load("batch_release_lines")
 
 # The status a batch ends in, by why its remaining lines failed ("" = they all ran).
 _FINAL_STATUS = {"": "completed", "batch_expired": "expired", "batch_cancelled": "cancelled"}
+RESULT_LOST: Final = "result_lost"  # the error of a line whose result the storage lost
+RESULT_LOST_MESSAGE: Final = (
+    "This line's result was lost by the file storage before the batch's files were written. Its request "
+    "may have run (and been charged): running it again may run it twice."
+)
 
 
 async def finalize(
@@ -49,6 +62,7 @@ async def finalize(
     fields: dict[str, str | int] = {f"{status}_at": now}
     fields["output_file_id"] = ids[0] if output else ""
     fields["error_file_id"] = ids[1] if errors else ""
+    fields["completed"], fields["failed"] = output, errors  # a lost result counts as the error it is
     await records.transition(redis, batch_id, ("finalizing", "cancelling"), status, **fields)
     await cleanup(redis, storage, record)
 
@@ -105,7 +119,11 @@ async def _write(
         (batch_lines.OUTPUT, ids[0], "output"),
         (batch_lines.ERROR, ids[1], "error"),
     ):
-        lines = _lines_of(storage, record.id, parts, kind, seen)
+        lines = (
+            _lines_of(storage, record.id, parts, kind, seen)
+            if kind == batch_lines.OUTPUT
+            else _error_lines(storage, record, parts, seen)
+        )
         count = 0
 
         async def counted(source: AsyncIterator[bytes] = lines) -> AsyncIterator[bytes]:
@@ -135,8 +153,8 @@ async def _lines_of(
 ) -> AsyncIterator[bytes]:
     """The result lines of one kind from every part, each line number once (``seen`` spans both kinds).
     A part the storage lost (a deleted object, a volume not shared) is skipped with an error logged: the
-    batch ends with the results still stored rather than never ending, nor keeping every other batch
-    of its driver from ending."""
+    batch ends, its lines in that part failing (:func:`_lost_results`), rather than never ending, nor
+    keeping every other batch of its driver from ending."""
     for number in range(parts):
         try:
             content = await storage.get(part_key(batch_id, number))
@@ -155,3 +173,57 @@ async def _lines_of(
                 continue
             seen.add(index)
             yield line + b"\n"
+
+
+async def _error_lines(
+    storage: FileStorage, record: BatchRecord, parts: int, seen: set[int]
+) -> AsyncIterator[bytes]:
+    """The error file's lines: the parts' own, then one for each line that no stored part holds (by then
+    ``seen`` holds every line of both kinds that is stored)."""
+    async for line in _lines_of(storage, record.id, parts, batch_lines.ERROR, seen):
+        yield line
+    async for line in _lost_results(storage, record, seen):
+        yield line
+
+
+async def _lost_results(storage: FileStorage, record: BatchRecord, seen: set[int]) -> AsyncIterator[bytes]:
+    """A :data:`RESULT_LOST` error line for each line of the batch not in ``seen``.  Their ``custom_id``
+    is read from the input, streamed (its content is held until the batch ends), only when a line is
+    missing; lines the input no longer holds either (it was lost too) are named by number only."""
+    total = record.number("total")
+    missing = sum(1 for index in range(total) if index not in seen)
+    if not missing:
+        return
+    log.error("batch %s: %d line(s) have no stored result; they end %s", record.id, missing, RESULT_LOST)
+    index = 0  # the next line of the input
+    try:
+        async with aclosing(raw_lines(storage, files.storage_key(record.fields["input_file_id"]))) as lines:
+            async for _, raw in lines:
+                if index >= total:
+                    break
+                if index not in seen:
+                    yield _lost_line(record.id, index, _custom_id(raw))
+                    missing -= 1
+                    if not missing:
+                        return
+                index += 1
+    except NotFound:
+        log.error("batch %s: its input is no longer stored either: lost lines have no custom_id", record.id)
+    for rest in range(index, total):
+        if rest not in seen:
+            yield _lost_line(record.id, rest, "")
+
+
+def _lost_line(batch_id: str, index: int, custom_id: str) -> bytes:
+    ref = LineRef(batch_id, index, custom_id)
+    return batch_lines.error_line(ref, RESULT_LOST, RESULT_LOST_MESSAGE) + b"\n"
+
+
+def _custom_id(raw: bytes) -> str:
+    """The ``custom_id`` of an input line (validated when the batch was created)."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return ""
+    custom_id = data.get("custom_id") if isinstance(data, dict) else None
+    return custom_id if isinstance(custom_id, str) else ""

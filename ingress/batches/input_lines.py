@@ -9,7 +9,7 @@ is what the driver tracks).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -50,7 +50,7 @@ class LineError(Exception):
 UTF8_BOM: Final = b"\xef\xbb\xbf"
 
 
-async def raw_lines(storage: FileStorage, key: str) -> AsyncIterator[tuple[int, bytes]]:
+async def raw_lines(storage: FileStorage, key: str) -> AsyncGenerator[tuple[int, bytes]]:
     """``(line number, line)`` of every non-blank line, streamed; a UTF-8 byte order mark that starts the
     file (as some editors on Windows write one) is not part of line 1."""
     number = 0

@@ -274,7 +274,8 @@ async def test_a_batch_whose_result_part_the_storage_lost_still_ends_with_the_re
     aredis_client: aredis.Redis, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A result part gone from the storage does not keep the batch (nor, through it, its driver's other
-    batches) from ending: it ends with what the other parts hold, and the loss is logged as an error."""
+    batches) from ending: it ends with what the other parts hold, the lines of the lost part in its
+    error file as ``result_lost``, and the loss is logged as an error."""
     storage = LocalStorage(tmp_path)
     stored = await uploaded(aredis_client, storage, line("a") + b"\n" + line("b") + b"\n")
     batch = await new_batch(aredis_client, stored.id)
@@ -287,4 +288,7 @@ async def test_a_batch_whose_result_part_the_storage_lost_still_ends_with_the_re
     assert ended is not None and ended.status == "completed"
     output = await files.get_file(aredis_client, ended.fields["output_file_id"], "a")
     assert await storage.get(output.storage_key) == b'{"custom_id": "a"}\n'
+    error = await files.get_file(aredis_client, ended.fields["error_file_id"], "a")
+    (lost,) = [orjson.loads(row) for row in (await storage.get(error.storage_key)).splitlines()]
+    assert (lost["custom_id"], lost["error"]["code"]) == ("b", "result_lost")
     assert any("result part 1 is no longer stored" in r.getMessage() for r in caplog.records)
