@@ -343,6 +343,9 @@ class AutoPipelineRedis(aredis.Redis):
         except TimeoutError as exc:
             link.close()
             raise RedisTimeoutError("Timed out connecting to Redis.") from exc
+        except BaseException:  # cancelled (the client closed meanwhile): the half-made connection goes too
+            link.close()
+            raise
         for reply in replies:
             if isinstance(reply, hiredis.ReplyError):
                 link.close()

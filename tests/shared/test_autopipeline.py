@@ -281,6 +281,34 @@ async def test_an_unanswered_command_times_out_and_drops_the_connection() -> Non
         await close_all(client, writers, server)
 
 
+async def test_closing_the_client_mid_handshake_closes_the_connection() -> None:
+    """A client closed while its connection waits for the handshake's reply (a Redis frozen at that
+    moment): the half-made connection is closed then, not left open until garbage collection."""
+    handshake_read, closed = asyncio.Event(), asyncio.Event()
+    writers: list[asyncio.StreamWriter] = []
+
+    async def frozen(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        await reader.read(1 << 16)  # the HELLO, never answered
+        handshake_read.set()
+        await reader.read(1 << 16)  # b"" once the client closes its end
+        closed.set()
+
+    server = await asyncio.start_server(frozen, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = async_client(f"redis://127.0.0.1:{port}/0", max_connections=1, auto_pipeline=True)
+    assert isinstance(client, AutoPipelineRedis)
+    command = asyncio.ensure_future(client.get("k"))
+    try:
+        await asyncio.wait_for(handshake_read.wait(), 3)
+        await client.aclose()
+        await asyncio.wait_for(closed.wait(), 3)
+    finally:
+        command.cancel()
+        await asyncio.gather(command, return_exceptions=True)
+        await close_all(client, writers, server)
+
+
 async def test_refused_connection_is_a_connection_error() -> None:
     """No Redis at the address: ConnectionError, as redis-py raises."""
     client = async_client("redis://127.0.0.1:1/0", max_connections=1, auto_pipeline=True)
