@@ -6,7 +6,7 @@ the orchestrator's grace would be cut by its SIGKILL with no error event.  :clas
 the wait.  ``ingress_shutdown_grace`` seconds after the signal, or at once on a second SIGTERM or SIGINT,
 :func:`end_open_requests` ends every request still waiting for its job, and any that registers later,
 with 503 ``ingress_stopping`` (an error event on a started stream): each withdraws or cancels its job and
-releases its credit hold, as when a client leaves, waiting for that at most
+releases its credit hold, as when a client leaves, waiting for each at most
 :data:`~ingress.deferred_cleanup.HURRIED_WAIT` (Redis may be frozen); a request that was doing so
 already, having failed otherwise, waits at most that much more and gets its own error.  What is not a
 completion (a file upload, a slow body) is cancelled by uvicorn :data:`CANCEL_AFTER` seconds after the
