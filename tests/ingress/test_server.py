@@ -96,16 +96,21 @@ async def test_stream_is_written_as_it_arrives(live: tuple[str, str, FakeWorker]
     assert ['"first"' in lines[0], '"second"' in lines[1], lines[-1]] == [True, True, "data: [DONE]"]
 
 
+async def _stream_hello(worker: FakeWorker) -> None:
+    """Take the next job and stream "Hel", "lo" as its answer."""
+    taken = await worker.take()
+    await worker.start(taken)
+    for word in ("Hel", "lo"):
+        await worker.chunk(taken, word)
+    await worker.done(taken)
+
+
 async def test_openai_sdk_streams_and_reads_json(live: tuple[str, str, FakeWorker]) -> None:
     """The official OpenAI SDK streams chunks, reads a JSON completion and sees our errors as API errors."""
     url, key, worker = live
 
     async def work() -> None:
-        taken = await worker.take()
-        await worker.start(taken)
-        for word in ("Hel", "lo"):
-            await worker.chunk(taken, word)
-        await worker.done(taken)
+        await _stream_hello(worker)
         taken = await worker.take()
         await worker.start(taken)
         await worker.done(taken, "Hello!")
@@ -181,14 +186,7 @@ async def test_an_http_1_0_client_reads_a_stream_unchunked_until_the_close(
     RFC 9112 7.1): its body is the server-sent events as they are, and it ends with the connection."""
     url, key, worker = live
 
-    async def work() -> None:
-        taken = await worker.take()
-        await worker.start(taken)
-        for word in ("Hel", "lo"):
-            await worker.chunk(taken, word)
-        await worker.done(taken)
-
-    worker_task = asyncio.create_task(work())
+    worker_task = asyncio.create_task(_stream_hello(worker))
     head, content = await http_1_0_chat(url, key, STREAM_BODY)
     await worker_task
     assert head[0].startswith("http/1.1 200"), head
