@@ -8,9 +8,10 @@ final usage chunk with ``choices: []``.  :class:`MessageAssembler` folds the sam
 ``custom.input`` carry its later pieces.
 
 Everything an upstream sent beyond that (a delta's ``reasoning_content``, ``annotations`` or unknown
-fields, a choice's ``logprobs``, a chunk's ``service_tier``...) is relayed unchanged.  The router owns
-only ``id`` (``chatcmpl-<request id>``, the id the caller can quote), ``object``, ``created`` and
-``model`` (the model id the caller asked for, not the upstream's name for it).  Assembling a body
+fields, a tool call's ``extra_content``, a choice's ``logprobs``, a chunk's ``service_tier``...) is
+relayed unchanged.  The router owns only ``id`` (``chatcmpl-<request id>``, the id the caller can
+quote), ``object``, ``created`` and ``model`` (the model id the caller asked for, not the upstream's
+name for it).  Assembling a body
 concatenates what streams in pieces (strings joined, lists extended, objects merged field by field);
 other values keep their last one; ``obfuscation``, which only pads stream chunks, is left out.
 """
@@ -150,17 +151,23 @@ class ChunkWriter:
     @staticmethod
     def _tool_call(state: _StreamedChoice, call: ToolCallDelta) -> dict[str, Any]:
         custom = state.calls_started.get(call.index)
+        piece: dict[str, Any]
         if custom is not None:
             kind, text = _CALL_FIELDS[custom]
-            return {"index": call.index, kind: {text: call.arguments}}
-        state.calls_started[call.index] = call.custom
-        kind, text = _CALL_FIELDS[call.custom]
-        return {
-            "index": call.index,
-            "id": call.id or f"call_{call.index}",
-            "type": kind,
-            kind: {"name": call.name or "", text: call.arguments},
-        }
+            piece = {"index": call.index, kind: {text: call.arguments}}
+        else:
+            state.calls_started[call.index] = call.custom
+            kind, text = _CALL_FIELDS[call.custom]
+            piece = {
+                "index": call.index,
+                "id": call.id or f"call_{call.index}",
+                "type": kind,
+                kind: {"name": call.name or "", text: call.arguments},
+            }
+        if call.extra:
+            for name, value in call.extra.items():
+                piece.setdefault(name, value)
+        return piece
 
 
 _CALL_FIELDS = {False: ("function", "arguments"), True: ("custom", "input")}
@@ -180,20 +187,26 @@ class _AssembledCall:
     name: str | None
     custom: bool
     text: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # the pieces' other fields, merged
 
     def add(self, call: ToolCallDelta) -> None:
         self.id = self.id or call.id
         self.name = self.name or call.name
         if call.arguments:
             self.text.append(call.arguments)
+        if call.extra:
+            merge_into(self.extra, call.extra)
 
     def body(self, index: int) -> dict[str, Any]:
         kind, text = _CALL_FIELDS[self.custom]
-        return {
+        call = {
             "id": self.id or f"call_{index}",
             "type": kind,
             kind: {"name": self.name or "", text: self.whole_text},
         }
+        for name, value in self.extra.items():
+            call.setdefault(name, value)
+        return call
 
     @property
     def whole_text(self) -> str:

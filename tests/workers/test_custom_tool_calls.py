@@ -130,3 +130,35 @@ async def test_a_piece_is_custom_by_its_type_or_by_a_custom_object_alone() -> No
         ToolCallDelta(1, "call_c", "run_sql", "", custom=True),
         ToolCallDelta(1, None, None, "y", custom=True),
     ]
+
+
+THOUGHT = {"google": {"thought_signature": "c2lnbmF0dXJl"}}
+"""What Gemini's OpenAI-compatible API puts beside a call (``extra_content``): the next turn must send it
+back with that call, or a Gemini 3 model refuses the request."""
+SIGNED_STREAM = chunked(
+    event(
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"index": 0, **FUNCTION_CALL, "extra_content": THOUGHT}],
+        }
+    ),
+    *(event({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}) for part in ARGUMENTS),
+    event({"tool_calls": [{"index": 1, **CUSTOM_CALL, "extra_content": THOUGHT}]}),
+    event({}, "tool_calls"),
+    b"data: [DONE]\n\n",
+)
+
+
+async def test_a_calls_own_extra_fields_are_relayed_streamed_and_whole() -> None:
+    """A field of a call beyond ``index``, ``id``, ``type``, ``function`` and ``custom`` (Gemini's
+    ``extra_content`` with the thought signature) reaches the caller on the piece that carried it, and on
+    the whole call of a non-stream answer, of a function call and of a custom one."""
+    chunks = stream_chunks(await answer_to(SIGNED_STREAM, stream=True))
+    pieces = [call for c in chunks if c["choices"] for call in c["choices"][0]["delta"].get("tool_calls", ())]
+    assert [piece.get("extra_content") for piece in pieces] == [THOUGHT, None, None, THOUGHT]
+    body = orjson.loads((await answer_to(SIGNED_STREAM, stream=False))[-1].payload)
+    assert completion_violations(body) == []
+    calls = body["choices"][0]["message"]["tool_calls"]
+    assert [call["extra_content"] for call in calls] == [THOUGHT, THOUGHT]
+    assert calls[0]["function"] == {"name": "get_weather", "arguments": "".join(ARGUMENTS)}

@@ -101,13 +101,16 @@ def text_or_none(value: Any) -> str | None:
 class ToolCallDelta:
     """A piece of one tool call; ``id`` and ``name`` may come once or repeated (the first one counts).
     ``arguments`` is the call's text streamed in pieces: a function's JSON arguments, or a ``custom``
-    tool's free-form input.  The call's first piece tells which it is (``custom``)."""
+    tool's free-form input.  The call's first piece tells which it is (``custom``).  ``extra``: the
+    piece's other fields (Gemini's ``extra_content`` with its ``thought_signature``, future ones), relayed
+    untouched."""
 
     index: int
     id: str | None = None
     name: str | None = None
     arguments: str = ""
     custom: bool = False
+    extra: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)  # not frozen: one is built per upstream chunk, and a frozen init costs twice as much

@@ -217,6 +217,7 @@ _DELTA_OWN = frozenset({"role", "content", "refusal", "tool_calls"})
 _ANSWER_OWN = _CHUNK_OWN
 _ANSWER_CHOICE_OWN = frozenset({"index", "message", "logprobs", "finish_reason"})
 _MESSAGE_OWN = _DELTA_OWN
+_CALL_OWN = frozenset({"index", "id", "type", "function", "custom"})  # a tool call's (or its piece's)
 
 
 def _others(fields: dict[str, Any], own: frozenset[str]) -> dict[str, Any] | None:
@@ -288,4 +289,5 @@ def _tool_call_delta(call: dict[str, Any]) -> ToolCallDelta:
         text_or_none(called.get("name")),
         text_or_none(called.get("input" if custom else "arguments")) or "",
         custom,
+        _others(call, _CALL_OWN),
     )
