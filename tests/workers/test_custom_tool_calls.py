@@ -162,3 +162,28 @@ async def test_a_calls_own_extra_fields_are_relayed_streamed_and_whole() -> None
     calls = body["choices"][0]["message"]["tool_calls"]
     assert [call["extra_content"] for call in calls] == [THOUGHT, THOUGHT]
     assert calls[0]["function"] == {"name": "get_weather", "arguments": "".join(ARGUMENTS)}
+
+
+async def test_a_piece_whose_function_is_null_is_read_by_its_custom_object() -> None:
+    """An upstream that writes every field of a piece, null when unset (a server dumping its models whole),
+    sends ``"function": null`` beside a custom call's input: that piece is custom, its input kept."""
+    deltas = await deltas_of(
+        [
+            chunked(
+                event({"tool_calls": [{"index": 0, **CUSTOM_CALL, "function": None}]}),
+                event(
+                    {
+                        "tool_calls": [
+                            {"index": 0, "id": None, "type": None, "function": None, "custom": {"input": "y"}}
+                        ]
+                    }
+                ),
+                event({}, "tool_calls"),
+                b"data: [DONE]\n\n",
+            )
+        ]
+    )
+    assert [call for delta in deltas for call in delta.tool_calls] == [
+        ToolCallDelta(0, "call_c", "run_sql", "", custom=True),
+        ToolCallDelta(0, None, None, "y", custom=True),
+    ]

@@ -279,9 +279,12 @@ def _tool_call_deltas(calls: list[dict[str, Any]]) -> tuple[ToolCallDelta, ...]:
 def _tool_call_delta(call: dict[str, Any]) -> ToolCallDelta:
     """A function call's piece (``function``: ``name``, ``arguments``) or a custom tool call's (``custom``:
     ``name``, ``input``).  A piece that names no ``type`` is custom when it carries ``custom`` and no
-    ``function``: later pieces of a call may carry no ``type``."""
+    ``function`` (absent or null, as a server that writes every field sends it): later pieces of a call
+    may carry no ``type``."""
     kind = call.get("type")
-    custom = kind == "custom" or (kind is None and "custom" in call and "function" not in call)
+    custom = kind == "custom" or (
+        kind is None and call.get("custom") is not None and call.get("function") is None
+    )
     called = (call.get("custom") if custom else call.get("function")) or {}
     return ToolCallDelta(
         int(call.get("index", 0)),
