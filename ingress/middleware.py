@@ -76,15 +76,19 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_headers)
         except asyncio.CancelledError:
-            if response_started:
-                raise  # uvicorn closes the connection: the client sees the answer cut
-            # The request ends here either way; it ends with an answer the client can act on.
-            log.warning(
-                "%s %s cancelled by the shutdown: 503 ingress_stopping",
-                scope.get("method"),
-                scope.get("path"),
-            )
-            await send_error(send_with_headers, IngressStopping(headers=retry_after(STOPPING_RETRY_AFTER)))
+            # Cancelled before its answer (uvicorn's last step of a shutdown): the request still ends with
+            # an answer the client can act on, and the cancel goes on (uvicorn then closes the
+            # connection; an answer under way is cut as it is).
+            if not response_started:
+                log.warning(
+                    "%s %s cancelled before its answer: 503 ingress_stopping",
+                    scope.get("method"),
+                    scope.get("path"),
+                )
+                await send_error(
+                    send_with_headers, IngressStopping(headers=retry_after(STOPPING_RETRY_AFTER))
+                )
+            raise
         except ClientDisconnect:  # the client left (or the connection guard cut its body): no answer to give
             log.debug("client left while %s %s read its body", scope.get("method"), scope.get("path"))
         except Exception:

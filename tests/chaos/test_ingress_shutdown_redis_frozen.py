@@ -217,5 +217,6 @@ def test_sigterm_with_redis_frozen_answers_a_request_still_in_admission_503_not_
         status_line, _, rest = answer.partition(b"\r\n")
         assert status_line == b"HTTP/1.1 503 Service Unavailable", (answer, system.logs())
         assert orjson.loads(rest.partition(b"\r\n\r\n")[2])["error"]["code"] == "ingress_stopping"
+        assert ingress.process.returncode == 0, system.logs()  # a graceful stop still
     finally:
         private_redis.thaw()
