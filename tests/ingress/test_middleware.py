@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 
 import orjson
 import pytest
 from starlette.requests import ClientDisconnect
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingress.middleware import RequestContextMiddleware
 from ingress.versions import VersionRegistry
@@ -30,18 +29,14 @@ async def test_a_client_that_left_during_its_body_is_neither_answered_nor_logged
     async def send(message: Message) -> None:
         sent.append(message)
 
-    settings = Settings()
-    middleware = RequestContextMiddleware(
-        reads_its_body, VersionRegistry(settings.api_versions, settings.default_api_version)
-    )
     scope: Scope = {"type": "http", "method": "POST", "path": "/v1/files", "headers": []}
     with caplog.at_level(logging.INFO):
-        await middleware(scope, receive, send)
+        await _middleware(reads_its_body)(scope, receive, send)
     assert sent == []
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
-def _middleware(app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> RequestContextMiddleware:
+def _middleware(app: ASGIApp) -> RequestContextMiddleware:
     settings = Settings()
     return RequestContextMiddleware(app, VersionRegistry(settings.api_versions, settings.default_api_version))
 
@@ -49,6 +44,23 @@ def _middleware(app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> Reque
 async def _never_receive() -> Message:
     await asyncio.Event().wait()
     raise AssertionError("unreachable")
+
+
+async def _sent_when_cancelled(app: ASGIApp, reached: asyncio.Event) -> list[Message]:
+    """Serve a completion with ``app`` through the middleware, cancel it once ``reached`` is set, check
+    the cancel goes on, and return what was sent."""
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope: Scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
+    request = asyncio.create_task(_middleware(app)(scope, _never_receive, send))
+    await reached.wait()
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):  # whatever was answered, the request is cancelled still
+        await request
+    return sent
 
 
 async def test_a_request_the_shutdown_cancels_before_its_answer_gets_503_ingress_stopping() -> None:
@@ -60,18 +72,7 @@ async def test_a_request_the_shutdown_cancels_before_its_answer_gets_503_ingress
         waiting.set()
         await asyncio.Event().wait()
 
-    sent: list[Message] = []
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    scope: Scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
-    request = asyncio.create_task(_middleware(waits_on_redis)(scope, _never_receive, send))
-    await waiting.wait()
-    request.cancel()
-    with pytest.raises(asyncio.CancelledError):  # answered, and cancelled still
-        await request
-    start, body = sent
+    start, body = await _sent_when_cancelled(waits_on_redis, waiting)
     assert start["status"] == 503
     headers = dict(start["headers"])
     assert headers[b"retry-after"] == b"1" and b"x-request-id" in headers
@@ -89,15 +90,5 @@ async def test_an_answer_under_way_is_cut_as_it_is_when_the_shutdown_cancels_it(
         streaming.set()
         await asyncio.Event().wait()
 
-    sent: list[Message] = []
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    scope: Scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": []}
-    request = asyncio.create_task(_middleware(streams)(scope, _never_receive, send))
-    await streaming.wait()
-    request.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await request
+    sent = await _sent_when_cancelled(streams, streaming)
     assert [message["type"] for message in sent] == ["http.response.start", "http.response.body"]
