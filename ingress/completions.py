@@ -25,7 +25,7 @@ from ingress.job_control import completion_enqueue_commands
 from ingress.request_body import check_json_content_type, read_body
 from ingress.request_log import log_request
 from ingress.request_record import RequestRecord
-from ingress.routing import retry_after
+from ingress.routing import UNAVAILABLE_RETRY_AFTER, retry_after
 from ingress.validation import parse_json_object, validate_chat_request
 from shared.errors import AIORouterError
 from shared.job_billing import EXTRA_KEY, JobBilling
@@ -34,9 +34,6 @@ from shared.redis_commands import Command
 from shared.settings import Deployment
 
 CLIENT_CLOSED = 499  # the status recorded for a request whose client left (nginx's convention)
-UNAVAILABLE_RETRY_AFTER = 1
-"""Seconds of the ``Retry-After`` of a 503 that names no wait of its own (the worker serving the request
-was lost, Redis could not be reached): every 503 of a completion tells the client when to retry."""
 
 
 class ChatCompletionsEndpoint:

@@ -33,7 +33,7 @@ from ingress.context import IngressContext
 from ingress.relay import CompletionRelay
 from ingress.reply_hub import ReplyHub, Subscription
 from ingress.request_record import RequestRecord
-from ingress.routing import RoutePlan, automated_decision, retry_after
+from ingress.routing import UNAVAILABLE_RETRY_AFTER, RoutePlan, automated_decision, retry_after
 from shared import events
 from shared.errors import AIORouterError, QueueTimeout, ServiceUnavailable
 from shared.jobs import CompletionJob
@@ -114,7 +114,7 @@ class FallbackRun:
             if self.client_left:
                 return
             if _queue_full(self._context, self._plan, deployment, self.failures):
-                last_error = last_error or QueueFull(headers=retry_after(1))
+                last_error = last_error or QueueFull(headers=retry_after(UNAVAILABLE_RETRY_AFTER))
                 continue
             ahead, self._enqueued = self._enqueued, None
             if ahead is not None:
@@ -131,7 +131,7 @@ class FallbackRun:
             self.failures += 1
             self._record.fallbacks = self.failures
         if last_error is None:
-            last_error = ServiceUnavailable(headers=retry_after(1))
+            last_error = ServiceUnavailable(headers=retry_after(UNAVAILABLE_RETRY_AFTER))
         last_error.headers.setdefault("Retry-After", "1")
         raise last_error
 
@@ -165,7 +165,7 @@ class FallbackRun:
             depth = relay.enqueued_ahead(ahead.queue_depth) if ahead else await relay.enqueue()
             limit = self._context.settings.provider(job.provider).queue_limit
             if 0 < limit < depth and await relay.withdraw():  # it found the queue full: shed it
-                return QueueFull(headers=retry_after(1))
+                return QueueFull(headers=retry_after(UNAVAILABLE_RETRY_AFTER))
             try:
                 if not await relay.wait_for_start():
                     return None
@@ -198,7 +198,8 @@ def require_listening(hub: ReplyHub) -> None:
     worker_lost."""
     if not hub.listening:
         raise ServiceUnavailable(
-            "This ingress is reconnecting to Redis; retry shortly.", headers=retry_after(1)
+            "This ingress is reconnecting to Redis; retry shortly.",
+            headers=retry_after(UNAVAILABLE_RETRY_AFTER),
         )
 
 

@@ -20,11 +20,9 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingress.http_errors import send_error
-from ingress.routing import retry_after
+from ingress.routing import UNAVAILABLE_RETRY_AFTER, retry_after
 from ingress.versions import VersionRegistry
 from shared.errors import AIORouterError, IngressStopping
-
-STOPPING_RETRY_AFTER = 1  # seconds: another ingress, or this one restarted, takes the retry
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +84,7 @@ class RequestContextMiddleware:
                     scope.get("path"),
                 )
                 await send_error(
-                    send_with_headers, IngressStopping(headers=retry_after(STOPPING_RETRY_AFTER))
+                    send_with_headers, IngressStopping(headers=retry_after(UNAVAILABLE_RETRY_AFTER))
                 )
             raise
         except ClientDisconnect:  # the client left (or the connection guard cut its body): no answer to give

@@ -79,6 +79,11 @@ def retry_after(seconds: float) -> dict[str, str]:
     return {"Retry-After": str(max(1, math.ceil(seconds)))}
 
 
+UNAVAILABLE_RETRY_AFTER = 1
+"""Seconds of the ``Retry-After`` of a 503 that names no wait of its own (the worker serving the request
+was lost, Redis could not be reached, the ingress is stopping): every 503 tells the client when to retry."""
+
+
 def _check_preferences(entry: ModelEntry, preferences: ProviderPreferences) -> None:
     if preferences.allow_fallbacks or not preferences.order:
         return
