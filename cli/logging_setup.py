@@ -46,9 +46,7 @@ _PLAIN_NUMBERS = (int, float)  # exactly these types: their text is short, print
 def _field_text(value: Any) -> str:
     if type(value) in _PLAIN_NUMBERS:  # most fields: ids are strings, the rest numbers
         return str(value)
-    text = value if type(value) is str else str(value)
-    if len(text) > FIELD_LIMIT:
-        text = text[:FIELD_LIMIT] + "..."
+    text = _bounded(value if type(value) is str else str(value), FIELD_LIMIT)
     if text.isprintable() and " " not in text and '"' not in text and text:
         return text
     return '"' + escaped(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'
