@@ -78,13 +78,9 @@ def _handoff_notice(handoff: dict[str, float] | None) -> list[str]:
         return []
     return [
         f"A round trip to the idle Redis over loopback (`bench/handoff.py`): "
-        f"{_us(handoff['idle_round_trip_us'])} µs, against {_us(handoff['busy_round_trip_us'])} µs back "
-        f"to back; the write that wakes it costs the writer {_us(handoff['idle_write_cpu_us'])} µs of CPU."
+        f"{handoff['idle_round_trip_us']:.1f} µs, against {handoff['busy_round_trip_us']:.1f} µs back "
+        f"to back; the write that wakes it costs the writer {handoff['idle_write_cpu_us']:.1f} µs of CPU."
     ]
-
-
-def _us(value: float) -> str:
-    return f"{value:.1f}"
 
 
 def _relay_section(comparisons: Sequence[RelayComparison]) -> list[str]:
