@@ -399,6 +399,44 @@ def test_stream_of_tool_use_becomes_tool_call_deltas() -> None:
     ]
 
 
+def test_a_streamed_tool_call_without_input_has_empty_object_arguments() -> None:
+    """A call of a tool that takes nothing streams no JSON pieces (or only empty ones): its arguments are
+    "{}" by the block's end, as the whole message gives them, never "" that no JSON parser reads."""
+    deltas, _ = feed_all(
+        [
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "tool_use", "id": "toolu_1", "name": "now", "input": {}},
+            },
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "input_json_delta", "partial_json": ""},
+            },
+            {"type": "content_block_stop", "index": 0},
+            {
+                "type": "content_block_start",
+                "index": 1,
+                "content_block": {"type": "tool_use", "id": "toolu_2", "name": "get_weather", "input": {}},
+            },
+            {
+                "type": "content_block_delta",
+                "index": 1,
+                "delta": {"type": "input_json_delta", "partial_json": '{"location":"X"}'},
+            },
+            {"type": "content_block_stop", "index": 1},
+        ]
+    )
+    arguments: dict[int, str] = {}
+    for delta in deltas:
+        for call in delta.tool_calls:
+            arguments[call.index] = arguments.get(call.index, "") + call.arguments
+    assert arguments == {0: "{}", 1: '{"location":"X"}'}
+    whole = message_deltas({"content": [{"type": "tool_use", "id": "t", "name": "now", "input": {}}]})
+    assert whole[0].tool_calls[0].arguments == "{}"
+
+
 @pytest.mark.parametrize(
     ("stop_reason", "finish"),
     [

@@ -328,6 +328,8 @@ class StreamTranslator:
     usage: Usage = field(default_factory=lambda: Usage(0, 0))
     finished: bool = False
     _tool_index: dict[int, int] = field(default_factory=dict)  # content block index -> OpenAI tool index
+    # Tool blocks no JSON piece came for yet -> their arguments if none comes: the start's input ("{}")
+    _unstreamed_input: dict[int, str] = field(default_factory=dict)
 
     def feed(self, event: Mapping[str, Any]) -> list[Delta]:
         kind = event.get("type")
@@ -337,6 +339,8 @@ class StreamTranslator:
             return self._block_start(int(event.get("index", 0)), event.get("content_block") or {})
         elif kind == "content_block_delta":
             return self._block_delta(int(event.get("index", 0)), event.get("delta") or {})
+        elif kind == "content_block_stop":
+            return self._block_stop(int(event.get("index", 0)))
         elif kind == "message_delta":
             self.usage = read_usage(event.get("usage") or {}, self.usage)
             delta = event.get("delta") or {}
@@ -346,11 +350,12 @@ class StreamTranslator:
             return [Delta(usage=self.usage)]
         elif kind == "error":
             raise error_from_anthropic(event.get("error") or {})
-        return []  # ping, content_block_stop, and event types added later
+        return []  # ping, and event types added later
 
     def _block_start(self, index: int, block: Mapping[str, Any]) -> list[Delta]:
         if block.get("type") == "tool_use":
             tool_index = self._tool_index[index] = len(self._tool_index)
+            self._unstreamed_input[index] = orjson.dumps(block.get("input") or {}).decode()
             call = ToolCallDelta(
                 index=tool_index, id=text_or_none(block.get("id")), name=text_or_none(block.get("name"))
             )
@@ -370,10 +375,19 @@ class StreamTranslator:
             and index in self._tool_index
         ):
             arguments = text_or_none(delta["partial_json"]) or ""
+            self._unstreamed_input.pop(index, None)
             return [Delta(tool_calls=(ToolCallDelta(index=self._tool_index[index], arguments=arguments),))]
         if delta.get("type") == "thinking_delta" and delta.get("thinking"):
             return [Delta(extra={REASONING: text_or_none(delta["thinking"])})]
         return []  # signature deltas have no OpenAI counterpart
+
+    def _block_stop(self, index: int) -> list[Delta]:
+        """A tool block's end: a call of a tool that takes nothing streamed no JSON, and its arguments are
+        the start's input (``{}``), as a whole message gives them: never "", which no JSON parser reads."""
+        arguments = self._unstreamed_input.pop(index, None)
+        if arguments is None:
+            return []
+        return [Delta(tool_calls=(ToolCallDelta(index=self._tool_index[index], arguments=arguments),))]
 
 
 def message_deltas(message: Mapping[str, Any]) -> list[Delta]:
