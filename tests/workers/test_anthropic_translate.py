@@ -61,6 +61,38 @@ def test_system_and_developer_messages_become_top_level_system() -> None:
     assert [t["role"] for t in request["messages"]] == ["user"]
 
 
+def test_blank_text_is_left_out_never_sent_as_an_empty_block() -> None:
+    """Anthropic refuses a text block or a system prompt that is empty or whitespace only (400 "text content
+    blocks must be non-empty"): blank system messages, user parts and assistant text are left out."""
+    request = translate(
+        messages=[
+            {"role": "system", "content": ""},
+            {"role": "developer", "content": [{"type": "text", "text": " \n"}]},
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": " "},
+            {"role": "user", "content": "  "},
+            {"role": "assistant", "content": "Hello."},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": ""},
+                    {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
+                    {"type": "text", "text": "\t"},
+                ],
+            },
+        ]
+    )
+    assert "system" not in request
+    assert request["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Hello."}]},
+        {
+            "role": "user",
+            "content": [{"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}}],
+        },
+    ]
+
+
 def test_user_text_and_image_parts_become_blocks() -> None:
     """Text parts, data-URL images (base64) and remote images (url) become Anthropic blocks."""
     content = [

@@ -3,10 +3,10 @@
 Request (:func:`to_anthropic_request`): ``system``/``developer`` messages become the top-level ``system``;
 user and assistant text and images become content blocks; assistant ``tool_calls`` become ``tool_use``
 blocks and ``tool`` messages ``tool_result`` blocks of a user turn (consecutive turns of one role are
-merged, as Anthropic wants strict alternation); ``tools``/``tool_choice`` map to Anthropic's; ``max_tokens``
-is required there (``default_max_tokens`` when absent); ``stop`` becomes ``stop_sequences``;
-``response_format`` JSON becomes a system instruction; ``tool_choice`` ``allowed_tools`` sends only the
-allowed tools (``auto`` or ``any`` of them).
+merged, as Anthropic wants strict alternation; blank text, which it refuses, is left out);
+``tools``/``tool_choice`` map to Anthropic's; ``max_tokens`` is required there (``default_max_tokens``
+when absent); ``stop`` becomes ``stop_sequences``; ``response_format`` JSON becomes a system instruction;
+``tool_choice`` ``allowed_tools`` sends only the allowed tools (``auto`` or ``any`` of them).
 
 What the Messages API has no counterpart for is the client's 400 ``unsupported_value`` naming the field,
 never dropped and never sent broken: ``n`` above 1, ``function`` messages and an assistant's legacy
@@ -101,8 +101,9 @@ def to_anthropic_request(
     instruction = _format_instruction(body.get("response_format"))
     if instruction:
         system.append(instruction)
-    if system:
-        request["system"] = "\n\n".join(s for s in system if s)
+    prompt = "\n\n".join(s for s in system if s.strip())
+    if prompt:
+        request["system"] = prompt
     if body.get("temperature") is not None:
         request["temperature"] = min(float(body["temperature"]), 1.0)  # Anthropic's range is 0..1
     if body.get("top_p") is not None:
@@ -161,14 +162,20 @@ def _assistant_text_of(message: Mapping[str, Any]) -> str:
     return "\n".join(piece for piece in pieces if piece)
 
 
+def _text_blocks(text: str) -> list[dict[str, Any]]:
+    """``text`` as a text block, or none when it is blank: Anthropic refuses an empty or whitespace-only
+    one (400 "text content blocks must be non-empty")."""
+    return [{"type": "text", "text": text}] if text.strip() else []
+
+
 def _user_blocks(path: str, content: Any) -> list[dict[str, Any]]:
     if isinstance(content, str):
-        return [{"type": "text", "text": content}] if content else []
+        return _text_blocks(content)
     blocks: list[dict[str, Any]] = []
     for index, part in enumerate(content or ()):
         kind = part.get("type")
         if kind == "text":
-            blocks.append({"type": "text", "text": part.get("text", "")})
+            blocks += _text_blocks(part.get("text", ""))
         elif kind == "image_url":
             blocks.append(_image(part.get("image_url") or {}))
         elif kind in ("input_audio", "file"):
@@ -194,8 +201,7 @@ def _image(image_url: Any) -> dict[str, Any]:
 def _assistant_blocks(path: str, message: Mapping[str, Any]) -> list[dict[str, Any]]:
     if message.get("function_call") is not None:  # no id to pair it with a result: refuse, never drop it
         raise unsupported(f"{path}.function_call", "the legacy 'function_call': use 'tool_calls'")
-    text = _assistant_text_of(message)
-    blocks: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+    blocks = _text_blocks(_assistant_text_of(message))
     for index, call in enumerate(message.get("tool_calls") or ()):
         if call.get("type", "function") != "function":
             raise unsupported(f"{path}.tool_calls[{index}].type", "calls of custom tools")
