@@ -339,6 +339,16 @@ def test_sampling_stop_and_user_parameters() -> None:
     assert "temperature" not in translate()
 
 
+def test_top_p_of_one_is_not_sent() -> None:
+    """top_p 1 keeps every token, which is Anthropic's default: it is not sent, so a client that sends it
+    beside temperature (as many do by default) is not refused by the Claude models that take only one of
+    the two; a top_p below 1 is sent as given."""
+    request = translate(temperature=0.5, top_p=1)
+    assert (request["temperature"], "top_p" in request) == (0.5, False)
+    assert "top_p" not in translate(top_p=1.0)
+    assert translate(top_p=0.95)["top_p"] == 0.95
+
+
 def test_json_response_format_becomes_a_system_instruction() -> None:
     """json_object and json_schema response formats add a JSON-only instruction to the system prompt."""
     request = translate(

@@ -106,7 +106,8 @@ def to_anthropic_request(
         request["system"] = prompt
     if body.get("temperature") is not None:
         request["temperature"] = min(float(body["temperature"]), 1.0)  # Anthropic's range is 0..1
-    if body.get("top_p") is not None:
+    # top_p 1 keeps every token, Anthropic's default: not sent, as newer models refuse it beside temperature
+    if body.get("top_p") is not None and body["top_p"] < 1:
         request["top_p"] = body["top_p"]
     stop = body.get("stop")
     if stop:
