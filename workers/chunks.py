@@ -205,7 +205,7 @@ class _AssembledCall:
             kind: {"name": self.name or "", text: self.whole_text},
         }
         for name, value in self.extra.items():
-            call.setdefault(name, value)
+            call.setdefault(name, folded(value))
         return call
 
     @property
@@ -255,11 +255,11 @@ class _AssembledChoice:
         if self.calls:
             message["tool_calls"] = [call.body(number) for number, call in sorted(self.calls.items())]
         for name, value in self.extra.items():
-            message.setdefault(name, value)
+            message.setdefault(name, folded(value))
         choice = {
             "index": index,
             "message": message,
-            "logprobs": self.logprobs,
+            "logprobs": folded(self.logprobs),
             "finish_reason": self.finish_reason or "stop",
         }
         for name, value in self.choice_extra.items():
@@ -324,9 +324,20 @@ def all_finished(choices: Iterable[_StreamedChoice | _AssembledChoice]) -> bool:
     return all(choice.finish_reason is not None for choice in choices)
 
 
+class _StreamedText:
+    """A string that came in pieces, kept as its pieces until :func:`folded` joins them once: joining at
+    each piece would copy the text so far every time, work growing with the square of its length."""
+
+    __slots__ = ("pieces",)
+
+    def __init__(self, first: str, second: str) -> None:
+        self.pieces = [first, second]
+
+
 def merge_into(target: dict[str, Any], piece: dict[str, Any]) -> dict[str, Any]:
-    """Fold one streamed piece of an object into ``target``: strings are joined, lists extended, objects
-    merged field by field, null adds nothing, anything else replaces.  Returns ``target``."""
+    """Fold one streamed piece of an object into ``target``: strings are joined (by :func:`folded`),
+    lists extended, objects merged field by field, null adds nothing, anything else replaces.  Returns
+    ``target``."""
     for name, value in piece.items():
         held = target.get(name)
         if value is None:
@@ -335,8 +346,10 @@ def merge_into(target: dict[str, Any], piece: dict[str, Any]) -> dict[str, Any]:
             target[name] = (
                 dict(value) if isinstance(value, dict) else list(value) if isinstance(value, list) else value
             )
+        elif isinstance(value, str) and isinstance(held, _StreamedText):
+            held.pieces.append(value)
         elif isinstance(held, str) and isinstance(value, str):
-            target[name] = held + value
+            target[name] = _StreamedText(held, value)
         elif isinstance(held, list) and isinstance(value, list):
             held.extend(value)
         elif isinstance(held, dict) and isinstance(value, dict):
@@ -344,3 +357,13 @@ def merge_into(target: dict[str, Any], piece: dict[str, Any]) -> dict[str, Any]:
         else:
             target[name] = value
     return target
+
+
+def folded(value: Any) -> Any:
+    """A value :func:`merge_into` folded, as it reads: the pieces of its strings joined (in its objects:
+    the items of a list are kept as they came, never merged)."""
+    if isinstance(value, _StreamedText):
+        return "".join(value.pieces)
+    if isinstance(value, dict):
+        return {name: folded(field) for name, field in value.items()}
+    return value
