@@ -10,7 +10,8 @@ when absent); ``stop`` becomes ``stop_sequences``; ``response_format`` JSON beco
 
 What the Messages API has no counterpart for is the client's 400 ``unsupported_value`` naming the field,
 never dropped and never sent broken: ``n`` above 1, ``function`` messages and an assistant's legacy
-``function_call``, ``input_audio`` and ``file`` content parts, ``custom`` tools and calls of them.
+``function_call``, ``input_audio`` and ``file`` content parts, ``custom`` tools and calls of them, stop
+sequences of whitespace only.
 
 Response: :class:`StreamTranslator` turns streaming events into :class:`Delta` objects;
 :func:`message_deltas` and :func:`message_to_completion` handle a non-streamed message.
@@ -111,7 +112,10 @@ def to_anthropic_request(
         request["top_p"] = body["top_p"]
     stop = body.get("stop")
     if stop:
-        request["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+        sequences = [stop] if isinstance(stop, str) else list(stop)
+        if not all(sequence.strip() for sequence in sequences):
+            raise unsupported("stop", "stop sequences that are empty or whitespace only")
+        request["stop_sequences"] = sequences
     if body.get("tools"):
         tools = [_tool(f"tools[{index}]", tool) for index, tool in enumerate(body["tools"])]
         allowed = _allowed(tools, body.get("tool_choice"))
