@@ -260,14 +260,15 @@ CUSTOM_CALL = {"id": "c", "type": "custom", "custom": {"name": "sql", "input": "
         ),
         ({"stop": ["END", "\n"]}, "stop"),
         ({"stop": " "}, "stop"),
+        ({"logprobs": True, "top_logprobs": 2}, "logprobs"),
     ],
 )
 def test_shapes_without_an_anthropic_counterpart_are_400s_naming_the_field(
     body: dict[str, Any], param: str
 ) -> None:
-    """Function messages, audio and file parts, custom tools and calls of them, and stop sequences of
-    whitespace only (Anthropic's 400 "each stop sequence must contain non-whitespace") are refused as the
-    client's 400 unsupported_value naming the field, never dropped nor sent broken."""
+    """Function messages, audio and file parts, custom tools and calls of them, log probabilities, and
+    stop sequences of whitespace only (Anthropic's 400 "each stop sequence must contain non-whitespace")
+    are refused as the client's 400 unsupported_value naming the field, never dropped nor sent broken."""
     with pytest.raises(InvalidRequest) as refused:
         translate(**body)
     assert (refused.value.status, refused.value.code, refused.value.param) == (

@@ -70,6 +70,8 @@ def to_anthropic_request(
             param="n",
             code="unsupported_value",
         )
+    if body.get("logprobs") is True:  # the answer's shape would lack what the client asked for
+        raise unsupported("logprobs", "'logprobs': it returns no log probabilities")
     system: list[str] = []
     turns: list[dict[str, Any]] = []
     for index, message in enumerate(body.get("messages") or ()):
