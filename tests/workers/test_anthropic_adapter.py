@@ -291,3 +291,27 @@ async def test_an_event_with_a_field_of_the_wrong_kind_is_malformed(event: bytes
     finally:
         await adapter.aclose()
         await server.close()
+
+
+async def test_a_body_that_ends_after_message_stop_keeps_its_connection_for_the_next_call() -> None:
+    """The body's end may come a moment after ``message_stop`` (in a write of its own): it is read, and
+    the next call goes out on the same connection instead of a new one (a new TLS handshake)."""
+    events = [
+        b'{"type": "message_start", "message": {"usage": {"input_tokens": 1}}}',
+        b'{"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}',
+        b'{"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}}',
+        b'{"type": "content_block_stop", "index": 0}',
+        b'{"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 1}}',
+        b'{"type": "message_stop"}',
+    ]
+    whole = chunked(*(b"event: x\ndata: " + event + b"\n\n" for event in events))
+    answer, end = whole.removesuffix(b"0\r\n\r\n"), b"0\r\n\r\n"
+    server = await start_raw_server(lambda connection, request: [answer, 0.01, end])
+    adapter = provider_for(server.base_url)
+    try:
+        for _ in range(2):
+            assert text_of(await collect(adapter, job("claude-sim"))) == "hi"
+    finally:
+        await adapter.aclose()
+        await server.close()
+    assert server.connections == 1

@@ -13,6 +13,9 @@ OpenAI-compatible adapter:
                                        invalid_request → UpstreamBadRequest, else UpstreamError
     stream cut before any content      UpstreamUnavailable (nothing reached the client: fallback is safe)
     stream cut after content, garbage  UpstreamError (500)
+
+The answer ends at ``message_stop``; the rest of the body is read for at most ``BODY_END_WAIT``, so that
+a connection read to its end serves the next call.
 """
 
 from __future__ import annotations
@@ -37,7 +40,13 @@ from workers.providers.anthropic_translate import (
 )
 from workers.providers.base import Delta
 from workers.providers.http_clients import UpstreamReply, make_http_client
-from workers.providers.upstream_call import Deadlines, DeadlineTimer, call_scope, status_error
+from workers.providers.upstream_call import (
+    Deadlines,
+    DeadlineTimer,
+    call_scope,
+    read_to_the_end,
+    status_error,
+)
 
 ANTHROPIC_VERSION = "2023-06-01"
 _UNAVAILABLE_STATUSES = frozenset({429, 529})  # 529: Anthropic's 'overloaded'
@@ -93,7 +102,8 @@ class AnthropicProvider:
         self, response: UpstreamReply, clock: Deadlines, timer: DeadlineTimer
     ) -> AsyncIterator[Delta]:
         translator = StreamTranslator()
-        async for data in response.sse_data():
+        events = response.sse_data()
+        async for data in events:
             clock.seen()
             event = _parse_event(self._name, data)
             try:
@@ -107,7 +117,8 @@ class AnthropicProvider:
                     clock.first_token_seen = True
                     timer.move()  # from the first-token deadline to the idle one, which may be earlier
                 yield delta
-            if translator.finished:
+            if translator.finished:  # the body's end read too, so that its connection serves the next call
+                await read_to_the_end(events)
                 return
         if clock.first_token_seen:
             raise UpstreamError(f"Provider {self._name!r} closed the stream before it finished.")

@@ -19,7 +19,7 @@ Transport errors and upstream statuses become our errors here:
     JSON answer malformed, an error,   UpstreamError (500)
       or over MAX_BODY_BYTES
 
-The answer ends at ``[DONE]``: the rest of the body is read for at most :data:`AFTER_DONE_WAIT` (so a
+The answer ends at ``[DONE]``: the rest of the body is read for at most ``BODY_END_WAIT`` (so a
 connection read to its end serves the next call), and an upstream that holds it open longer only loses
 that connection.
 """
@@ -46,6 +46,7 @@ from workers.providers.upstream_call import (
     call_scope,
     cut_error,
     message_of,
+    read_to_the_end,
     status_error,
 )
 
@@ -116,23 +117,9 @@ async def _deltas(
                 timer.move()  # from the first-token deadline to the idle one, which may be earlier
             yield delta
     if done:
-        await _read_to_the_end(events)
+        await read_to_the_end(events)
     elif not finished:
         raise cut_error(name, clock)
-
-
-AFTER_DONE_WAIT = 0.1
-"""Seconds the body's end may follow ``[DONE]``: read by then, the connection is kept for the next call;
-an upstream that holds the body open past it costs the connection, not the answer."""
-
-
-async def _read_to_the_end(events: AsyncIterator[bytes]) -> None:
-    try:
-        async with asyncio.timeout(AFTER_DONE_WAIT):
-            async for _ in events:
-                pass
-    except TimeoutError:
-        pass
 
 
 def answer_deltas(name: str, data: bytes) -> list[Delta]:

@@ -149,6 +149,22 @@ async def call_scope(name: str, clock: Deadlines) -> AsyncIterator[DeadlineTimer
                 timer.close()
 
 
+BODY_END_WAIT = 0.1
+"""Seconds the body's end may follow the answer's last event (OpenAI's ``[DONE]``, Anthropic's
+``message_stop``): read by then, the connection is kept for the next call; an upstream that holds the
+body open past it costs the connection, not the answer."""
+
+
+async def read_to_the_end(events: AsyncIterator[bytes]) -> None:
+    """Read what is left of a body after its answer's last event, for at most :data:`BODY_END_WAIT`."""
+    try:
+        async with asyncio.timeout(BODY_END_WAIT):
+            async for _ in events:
+                pass
+    except TimeoutError:
+        pass
+
+
 def cut_error(name: str, clock: Deadlines) -> AIORouterError:
     """The upstream closed the connection or the stream before it finished."""
     if clock.first_token_seen:
