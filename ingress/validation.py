@@ -157,19 +157,11 @@ def _message(path: str, message: Any) -> None:
         _function_message(path, message)
         return
     if role == "assistant":
-        tool_calls = message.get("tool_calls")
-        if tool_calls is not None:
-            _tool_calls(f"{path}.tool_calls", tool_calls)
-        function_call = message.get("function_call")
-        if function_call is not None:  # the deprecated single call: an object with a name and arguments
-            if not isinstance(function_call, dict):
-                raise _invalid_type(f"{path}.function_call", "an object")
-            for key in ("name", "arguments"):
-                if not isinstance(_required(function_call, key, f"{path}.function_call"), str):
-                    raise _invalid_type(f"{path}.function_call.{key}", "a string")
+        says_more = _assistant_fields(path, message)
         if content is None:
-            if not tool_calls and message.get("function_call") is None:
-                raise _missing(f"{path}.content", "an assistant message needs 'content' or 'tool_calls'")
+            if not says_more:
+                detail = "an assistant message needs 'content', 'tool_calls', 'refusal' or 'audio'"
+                raise _missing(f"{path}.content", detail)
             return
     elif content is None:
         raise _missing(f"{path}.content")
@@ -178,6 +170,32 @@ def _message(path: str, message: Any) -> None:
         tool_call_id = _required(message, "tool_call_id", path)
         if not isinstance(tool_call_id, str) or not tool_call_id:
             raise _invalid_type(f"{path}.tool_call_id", "a non-empty string")
+
+
+def _assistant_fields(path: str, message: dict[str, Any]) -> bool:
+    """Check what an assistant turn may hold beside ``content``: its calls (``tool_calls``, the deprecated
+    ``function_call``), the ``refusal`` it answered with, and the ``audio`` it spoke (by the ``id`` of that
+    answer).  Whether it holds any of them, which makes a null ``content`` valid."""
+    tool_calls = message.get("tool_calls")
+    if tool_calls is not None:
+        _tool_calls(f"{path}.tool_calls", tool_calls)
+    function_call = message.get("function_call")
+    if function_call is not None:  # the deprecated single call: an object with a name and arguments
+        if not isinstance(function_call, dict):
+            raise _invalid_type(f"{path}.function_call", "an object")
+        for key in ("name", "arguments"):
+            if not isinstance(_required(function_call, key, f"{path}.function_call"), str):
+                raise _invalid_type(f"{path}.function_call.{key}", "a string")
+    refusal = message.get("refusal")
+    if refusal is not None and not isinstance(refusal, str):
+        raise _invalid_type(f"{path}.refusal", "a string")
+    audio = message.get("audio")
+    if audio is not None:
+        if not isinstance(audio, dict):
+            raise _invalid_type(f"{path}.audio", "an object with an 'id'")
+        if not isinstance(_required(audio, "id", f"{path}.audio"), str):
+            raise _invalid_type(f"{path}.audio.id", "a string")
+    return bool(tool_calls) or any(v is not None for v in (function_call, refusal, audio))
 
 
 def _function_message(path: str, message: dict[str, Any]) -> None:

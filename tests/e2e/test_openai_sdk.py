@@ -222,6 +222,17 @@ def test_json_object(client: openai.OpenAI) -> None:
     assert isinstance(orjson.loads(completion.choices[0].message.content or ""), dict)
 
 
+def test_earlier_refusal_and_audio_turns_are_accepted(client: openai.OpenAI) -> None:
+    """An assistant turn sent back as the SDK parsed it, a refusal with null content, or an audio answer
+    given by its id alone, is a valid history: the next turn is answered."""
+    refused = {"role": "assistant", "content": None, "refusal": "I can't help with that."}
+    spoken = {"role": "assistant", "audio": {"id": "audio_abc123"}}
+    for earlier in (refused, spoken):
+        messages = [*HELLO, earlier, {"role": "user", "content": "Then say hello."}]
+        completion = client.chat.completions.create(model="aiorouter/echo", messages=messages)  # type: ignore[arg-type]
+        assert completion.choices[0].message.content == "Then say hello."
+
+
 # --- errors -----------------------------------------------------------------------------------------
 
 

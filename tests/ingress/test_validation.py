@@ -60,6 +60,10 @@ INVALID: list[tuple[dict[str, Any], str, str]] = [
         "invalid_type",
     ),
     (body(messages=[{"role": "assistant"}]), "messages[0].content", MISSING),
+    (body(messages=[{"role": "assistant", "refusal": 5}]), "messages[0].refusal", "invalid_type"),
+    (body(messages=[{"role": "assistant", "audio": "audio_1"}]), "messages[0].audio", "invalid_type"),
+    (body(messages=[{"role": "assistant", "audio": {}}]), "messages[0].audio.id", MISSING),
+    (body(messages=[{"role": "assistant", "audio": {"id": 1}}]), "messages[0].audio.id", "invalid_type"),
     (
         body(messages=[{"role": "assistant", "content": None, "function_call": "x"}]),
         "messages[0].function_call",
@@ -402,6 +406,8 @@ VALID: list[dict[str, Any]] = [
             {"role": "assistant", "content": [{"type": "refusal", "refusal": "no"}]},
             {"role": "assistant", "content": "", "name": "bot"},
             {"role": "assistant", "content": None, "function_call": {"name": "f", "arguments": "{}"}},
+            {"role": "assistant", "content": None, "refusal": "I can't help with that."},
+            {"role": "assistant", "audio": {"id": "audio_abc"}},
         ]
     ),
     body(metadata={"a": "b"}, reasoning_effort="low", some_future_field=[1, 2]),

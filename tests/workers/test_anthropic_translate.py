@@ -237,6 +237,16 @@ CUSTOM_CALL = {"id": "c", "type": "custom", "custom": {"name": "sql", "input": "
             {"messages": [{"role": "user", "content": [{"type": "file", "file": {"file_id": "file-1"}}]}]},
             "messages[0].content[0].type",
         ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "x"},
+                    {"role": "assistant", "audio": {"id": "audio_1"}},
+                    {"role": "user", "content": "y"},
+                ]
+            },
+            "messages[1].audio",
+        ),
         ({"tools": [WEATHER_TOOL, CUSTOM_TOOL]}, "tools[1].type"),
         ({"tools": [WEATHER_TOOL], "tool_choice": CUSTOM_TOOL}, "tool_choice.type"),
         (
@@ -266,9 +276,10 @@ CUSTOM_CALL = {"id": "c", "type": "custom", "custom": {"name": "sql", "input": "
 def test_shapes_without_an_anthropic_counterpart_are_400s_naming_the_field(
     body: dict[str, Any], param: str
 ) -> None:
-    """Function messages, audio and file parts, custom tools and calls of them, log probabilities, and
-    stop sequences of whitespace only (Anthropic's 400 "each stop sequence must contain non-whitespace")
-    are refused as the client's 400 unsupported_value naming the field, never dropped nor sent broken."""
+    """Function messages, audio and file parts, an earlier spoken answer, custom tools and calls of them,
+    log probabilities, and stop sequences of whitespace only (Anthropic's 400 "each stop sequence must
+    contain non-whitespace") are refused as the client's 400 unsupported_value naming the field, never
+    dropped nor sent broken."""
     with pytest.raises(InvalidRequest) as refused:
         translate(**body)
     assert (refused.value.status, refused.value.code, refused.value.param) == (

@@ -10,8 +10,8 @@ when absent); ``stop`` becomes ``stop_sequences``; ``response_format`` JSON beco
 
 What the Messages API has no counterpart for is the client's 400 ``unsupported_value`` naming the field,
 never dropped and never sent broken: ``n`` above 1, ``function`` messages and an assistant's legacy
-``function_call``, ``input_audio`` and ``file`` content parts, ``custom`` tools and calls of them, stop
-sequences of whitespace only.
+``function_call`` and ``audio``, ``input_audio`` and ``file`` content parts, ``custom`` tools and calls of
+them, ``logprobs``, stop sequences of whitespace only.
 
 Response: :class:`StreamTranslator` turns streaming events into :class:`Delta` objects;
 :func:`message_deltas` and :func:`message_to_completion` handle a non-streamed message.
@@ -208,6 +208,8 @@ def _image(image_url: Any) -> dict[str, Any]:
 def _assistant_blocks(path: str, message: Mapping[str, Any]) -> list[dict[str, Any]]:
     if message.get("function_call") is not None:  # no id to pair it with a result: refuse, never drop it
         raise unsupported(f"{path}.function_call", "the legacy 'function_call': use 'tool_calls'")
+    if message.get("audio") is not None:  # an earlier answer OpenAI spoke, known to OpenAI by its id only
+        raise unsupported(f"{path}.audio", "an assistant turn's 'audio' (an earlier spoken answer)")
     blocks = _text_blocks(_assistant_text_of(message))
     for index, call in enumerate(message.get("tool_calls") or ()):
         if call.get("type", "function") != "function":
