@@ -13,6 +13,10 @@ Policy, where OpenAI leaves a choice:
   ``invalid_value``.
 * ``reasoning_effort`` is one of :data:`REASONING_EFFORTS`, the values OpenAI's SDK knows; a value OpenAI
   adds later is refused until this set learns it.
+* ``service_tier``, ``verbosity`` and an image part's ``detail`` are checked as strings only: OpenAI
+  adds values to them, and the upstream that serves the request knows its own.
+* ``metadata`` is OpenAI's: at most :data:`MAX_METADATA_PAIRS` string values, keys of at most
+  :data:`MAX_METADATA_KEY` characters, values of at most :data:`MAX_METADATA_VALUE`.
 * JSON nested deeper than :data:`MAX_JSON_DEPTH` arrays and objects is refused (``invalid_json``): no
   chat request needs it, and the job serializer refuses much less than the parser accepts.
 * Unknown top-level fields are accepted and passed through unchanged to the upstream (the body the worker
@@ -44,6 +48,10 @@ REASONING_EFFORTS: Final = frozenset({"none", "minimal", "low", "medium", "high"
 MAX_TOP_LOGPROBS: Final = 20
 RESPONSE_FORMATS: Final = frozenset({"text", "json_object", "json_schema"})
 MAX_STOP_SEQUENCES: Final = 4
+MODALITIES: Final = frozenset({"text", "audio"})
+MAX_METADATA_PAIRS: Final = 16
+MAX_METADATA_KEY: Final = 64  # characters
+MAX_METADATA_VALUE: Final = 512  # characters
 MAX_JSON_DEPTH: Final = 64  # arrays and objects inside each other, the body itself counting as one
 _NAME_RE: Final = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 _INT_KEY_RE: Final = re.compile(r"-?\d+")
@@ -233,6 +241,8 @@ def _content_part(path: str, part: Any, part_types: frozenset[str]) -> None:
         url = _required(image, "url", f"{path}.image_url")
         if not isinstance(url, str) or not url:
             raise _invalid_type(f"{path}.image_url.url", "a non-empty string")
+        if image.get("detail") is not None and not isinstance(image["detail"], str):
+            raise _invalid_type(f"{path}.image_url.detail", "a string")
     elif kind == "input_audio":
         audio = _required_object(part, "input_audio", path, "an object with 'data' and 'format'")
         if not isinstance(_required(audio, "data", f"{path}.input_audio"), str):
@@ -359,6 +369,8 @@ def _response_format(name: str, value: Any) -> None:
             raise _invalid_value(f"{name}.json_schema.name", "1-64 characters among a-z, A-Z, 0-9, _ and -")
         if not isinstance(_required(spec, "schema", f"{name}.json_schema"), dict):
             raise _invalid_type(f"{name}.json_schema.schema", "an object (a JSON Schema)")
+        if spec.get("strict") is not None and not isinstance(spec["strict"], bool):
+            raise _invalid_type(f"{name}.json_schema.strict", "a boolean")
 
 
 # --- tools ----------------------------------------------------------------------------------------
@@ -501,6 +513,37 @@ def _top_logprobs_needs_logprobs(top_logprobs: Any, logprobs: Any) -> None:
         )
 
 
+def _metadata(name: str, value: Any) -> None:
+    if not isinstance(value, dict):
+        raise _invalid_type(name, "an object of string values")
+    if len(value) > MAX_METADATA_PAIRS:
+        raise _invalid_value(name, f"at most {MAX_METADATA_PAIRS} key-value pairs")
+    for key, item in value.items():
+        if len(key) > MAX_METADATA_KEY:
+            raise _invalid_value(f"{name}.{key}", f"a key of at most {MAX_METADATA_KEY} characters")
+        if not isinstance(item, str):
+            raise _invalid_type(f"{name}.{key}", "a string")
+        if len(item) > MAX_METADATA_VALUE:
+            raise _invalid_value(f"{name}.{key}", f"a string of at most {MAX_METADATA_VALUE} characters")
+
+
+def _modalities(name: str, value: Any) -> None:
+    if not isinstance(value, list):
+        raise _invalid_type(name, "an array")
+    for index, modality in enumerate(value):
+        if not _one_of(modality, MODALITIES):
+            raise _invalid_value(f"{name}[{index}]", "'text' or 'audio'")
+
+
+def _prediction(name: str, value: Any) -> None:
+    """Predicted output: ``{"type": "content", "content": ...}``, a string or an array of text parts."""
+    if not isinstance(value, dict):
+        raise _invalid_type(name, "an object")
+    if _required(value, "type", name) != "content":
+        raise _invalid_value(f"{name}.type", "'content'")
+    _content(f"{name}.content", _required(value, "content", name), frozenset({"text"}))
+
+
 _OPTIONAL_CHECKS: Final[Mapping[str, Callable[[str, Any], None]]] = {
     "temperature": _number_between(0, 2),
     "top_p": _number_between(0, 1),
@@ -514,6 +557,14 @@ _OPTIONAL_CHECKS: Final[Mapping[str, Callable[[str, Any], None]]] = {
     "stream": _boolean,
     "stream_options": _stream_options,
     "user": _string,
+    "safety_identifier": _string,
+    "prompt_cache_key": _string,
+    "service_tier": _string,
+    "verbosity": _string,
+    "store": _boolean,
+    "metadata": _metadata,
+    "modalities": _modalities,
+    "prediction": _prediction,
     "logit_bias": _logit_bias,
     "parallel_tool_calls": _boolean,
     "logprobs": _boolean,

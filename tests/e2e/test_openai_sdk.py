@@ -256,6 +256,19 @@ def test_bad_parameter_is_bad_request(client: openai.OpenAI) -> None:
     assert error["type"] == "invalid_request" and error["param"] == "temperature"
 
 
+def test_known_parameters_of_the_wrong_shape_are_bad_requests(client: openai.OpenAI) -> None:
+    """store, metadata and modalities of the wrong shape are BadRequestError naming the field, not ignored."""
+    wrong = [
+        ({"store": "yes"}, "store"),
+        ({"metadata": {"team": 7}}, "metadata.team"),
+        ({"modalities": ["video"]}, "modalities[0]"),
+    ]
+    for fields, param in wrong:
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model="aiorouter/echo", messages=HELLO, extra_body=fields)
+        assert _error_body(caught.value)["param"] == param
+
+
 def test_tool_choice_naming_an_unknown_tool(client: openai.OpenAI) -> None:
     """tool_choice naming a tool that is not in tools is a 400."""
     with pytest.raises(openai.BadRequestError) as caught:

@@ -350,6 +350,34 @@ INVALID: list[tuple[dict[str, Any], str, str]] = [
     (body(logprobs=False, top_logprobs=0), "top_logprobs", "invalid_value"),
     (body(reasoning_effort="extreme"), "reasoning_effort", "invalid_value"),
     (body(reasoning_effort=1), "reasoning_effort", "invalid_type"),
+    (body(store="yes"), "store", "invalid_type"),
+    (body(metadata=["a"]), "metadata", "invalid_type"),
+    (body(metadata={"a": 1}), "metadata.a", "invalid_type"),
+    (body(metadata={"k": "v" * 513}), "metadata.k", "invalid_value"),
+    (body(metadata={"k" * 65: "v"}), f"metadata.{'k' * 65}", "invalid_value"),
+    (body(metadata={str(n): "v" for n in range(17)}), "metadata", "invalid_value"),
+    (body(modalities="text"), "modalities", "invalid_type"),
+    (body(modalities=["text", "video"]), "modalities[1]", "invalid_value"),
+    (body(service_tier=1), "service_tier", "invalid_type"),
+    (body(verbosity=["low"]), "verbosity", "invalid_type"),
+    (body(safety_identifier=7), "safety_identifier", "invalid_type"),
+    (body(prompt_cache_key={}), "prompt_cache_key", "invalid_type"),
+    (body(prediction="draft"), "prediction", "invalid_type"),
+    (body(prediction={"type": "diff", "content": "x"}), "prediction.type", "invalid_value"),
+    (body(prediction={"type": "content"}), "prediction.content", MISSING),
+    (body(prediction={"type": "content", "content": 3}), "prediction.content", "invalid_type"),
+    (
+        body(
+            response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": {}, "strict": 1}}
+        ),
+        "response_format.json_schema.strict",
+        "invalid_type",
+    ),
+    (
+        body(messages=[user([{"type": "image_url", "image_url": {"url": "u", "detail": 1}}])]),
+        "messages[0].content[0].image_url.detail",
+        "invalid_type",
+    ),
 ]
 
 
@@ -411,6 +439,20 @@ VALID: list[dict[str, Any]] = [
         ]
     ),
     body(metadata={"a": "b"}, reasoning_effort="low", some_future_field=[1, 2]),
+    body(
+        store=True,
+        metadata={str(n): "v" * 512 for n in range(16)},
+        modalities=["text", "audio"],
+        service_tier="flex",
+        verbosity="low",
+        safety_identifier="user-1",
+        prompt_cache_key="k",
+        prediction={"type": "content", "content": [{"type": "text", "text": "draft"}]},
+    ),
+    body(
+        response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": {}, "strict": True}},
+        messages=[user([{"type": "image_url", "image_url": {"url": "u", "detail": "high"}}])],
+    ),
     body(logprobs=True, top_logprobs=20),
     body(logprobs=False, top_logprobs=None),
     *(body(reasoning_effort=effort) for effort in ("none", "minimal", "medium", "high", "xhigh", "max")),
