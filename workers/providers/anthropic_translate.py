@@ -11,7 +11,7 @@ when absent); ``stop`` becomes ``stop_sequences``; ``response_format`` JSON beco
 What the Messages API has no counterpart for is the client's 400 ``unsupported_value`` naming the field,
 never dropped and never sent broken: ``n`` above 1, ``function`` messages and an assistant's legacy
 ``function_call`` and ``audio``, ``input_audio`` and ``file`` content parts, ``custom`` tools and calls of
-them, ``logprobs``, stop sequences of whitespace only.
+them, ``logprobs``, audio output, stop sequences of whitespace only, a conversation of blank messages only.
 
 Response: :class:`StreamTranslator` turns streaming events into :class:`Delta` objects;
 :func:`message_deltas` and :func:`message_to_completion` handle a non-streamed message.
@@ -72,6 +72,11 @@ def to_anthropic_request(
         )
     if body.get("logprobs") is True:  # the answer's shape would lack what the client asked for
         raise unsupported("logprobs", "'logprobs': it returns no log probabilities")
+    modalities = body.get("modalities")
+    if isinstance(modalities, list) and "audio" in modalities:
+        raise unsupported("modalities", "audio output")
+    if body.get("audio") is not None:
+        raise unsupported("audio", "audio output")
     system: list[str] = []
     turns: list[dict[str, Any]] = []
     for index, message in enumerate(body.get("messages") or ()):
@@ -95,6 +100,8 @@ def to_anthropic_request(
                 param=f"messages[{index}].role",
                 code="unsupported_value",
             )
+    if not turns:  # blank text is left out, and Anthropic refuses a request without messages
+        raise unsupported("messages", "a conversation whose every message is blank")
     request: dict[str, Any] = {
         "model": upstream_model,
         "messages": turns,
