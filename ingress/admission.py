@@ -136,14 +136,15 @@ class Admission:
                 limit_reply, credit_reply = await run_together(self._context.redis, [check, pending.call])
                 depth_reply = None
             else:
-                interval_us = ratelimit.token_interval_us(settings, self._record.plan)
-                assumed = self._billing(pending.expected(), model, tokens, interval_us)
-                call = _admit_enqueue_call(check, pending.call, interval_us, enqueue_for(assumed))
+                assumed = self._billing(pending.expected(), model, tokens, self._record.plan)
+                call = _admit_enqueue_call(
+                    check, pending.call, assumed.token_interval_us, enqueue_for(assumed)
+                )
                 [(limit_reply, credit_reply, depth_reply)] = await run_together(self._context.redis, [call])
         except RedisError as exc:
             # Its fate unknown (a frozen Redis may still run it): release the hold it may make, once
             # Redis answers; a release that comes first refuses the hold for good (credit_settle.lua).
-            expected = assumed or self._billing(pending.expected(), model, tokens, 0)
+            expected = assumed or self._billing(pending.expected(), model, tokens, None)
             self._context.cleanup.release_later(expected)
             raise _store_unreachable() from exc
         try:
@@ -161,13 +162,20 @@ class Admission:
             raise
         if assumed is not None and depth_reply is not None:  # enqueued, with the billing assumed
             return Admitted(self.decision, assumed, queue_depth=int(depth_reply))
-        interval_us = ratelimit.token_interval_us(settings, self.decision.plan)
-        return Admitted(self.decision, self._billing(reservation, model, tokens, interval_us))
+        return Admitted(self.decision, self._billing(reservation, model, tokens, self.decision.plan))
 
-    @staticmethod
-    def _billing(reservation: Reservation, model: ModelEntry, tokens: int, interval_us: int) -> JobBilling:
+    def _billing(
+        self, reservation: Reservation, model: ModelEntry, tokens: int, plan: str | None
+    ) -> JobBilling:
+        """The billing of a request estimated at ``tokens``, counted under ``plan``'s token limit (None:
+        its tokens were maybe not counted, and none are given back)."""
+        settings = self._context.settings
         return JobBilling.for_model(
-            reservation, model, admitted_at=time.time(), counted_tokens=tokens, token_interval_us=interval_us
+            reservation,
+            model,
+            admitted_at=time.time(),
+            counted_tokens=0 if plan is None else ratelimit.counted_tokens(settings, plan, tokens),
+            token_interval_us=0 if plan is None else ratelimit.token_interval_us(settings, plan),
         )
 
     async def count(self) -> dict[str, str]:
@@ -202,8 +210,12 @@ class Admission:
 
     async def _refund_quietly(self, tokens: int) -> None:
         assert self.decision is not None
-        interval_us = ratelimit.token_interval_us(self._context.settings, self.decision.plan)
-        refund = ratelimit.refund_call(self._record.account_id, tokens=tokens, interval_us=interval_us)
+        settings, plan = self._context.settings, self.decision.plan
+        refund = ratelimit.refund_call(
+            self._record.account_id,
+            tokens=ratelimit.counted_tokens(settings, plan, tokens),
+            interval_us=ratelimit.token_interval_us(settings, plan),
+        )
         if refund is None:
             return
         try:

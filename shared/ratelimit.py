@@ -160,6 +160,13 @@ def token_interval_us(settings: Settings, plan: str) -> int:
     return PERIOD_US // limit if limit > 0 else 0
 
 
+def counted_tokens(settings: Settings, plan: str, tokens: int) -> int:
+    """The tokens a request estimated at ``tokens`` counts against ``plan``'s token limit: never more than
+    the whole limit (the script counts an estimate above it as the limit), 0 when the plan limits none.
+    What a refund may give back at most (:func:`refund_call`)."""
+    return min(max(0, tokens), _plan(settings, plan).tokens_per_minute)
+
+
 def refund_call(
     account_id: str, *, tokens: int, interval_us: int, once_key: str | None = None
 ) -> ScriptCall | None:

@@ -18,8 +18,8 @@ from shared import credits, usage
 from shared.errors import InsufficientQuota, RateLimitExceeded
 from shared.job_billing import EXTRA_KEY, JobBilling
 from shared.jobs import CompletionJob
-from shared.settings import settings_from_mapping
-from tests.store_calls import run_commands
+from shared.settings import Settings, settings_from_mapping
+from tests.store_calls import count_request, run_commands
 from workers.settlement import billing_commands
 
 SETTINGS = settings_from_mapping(
@@ -33,21 +33,25 @@ MODEL = SETTINGS.models["aiorouter/echo"]
 
 
 async def serve_one(
-    redis: aredis.Redis, secret: str, body: dict[str, object], used: tuple[int, int]
+    redis: aredis.Redis,
+    secret: str,
+    body: dict[str, object],
+    used: tuple[int, int],
+    settings: Settings = SETTINGS,
 ) -> JobBilling:
     """What ingress and worker do for one completion, in order: admission, then the job's end."""
     record = await api_keys.lookup(redis, api_keys.digest(secret))
     assert record is not None and not record.revoked
     # Admission reads only the settings and the Redis client of its ingress' context.
     context = IngressContext(
-        SETTINGS,
+        settings,
         "flow",
         redis,
         hub=None,
         auth=None,
         router=None,
         cleanup=DeferredCleanup(redis),  # type: ignore[arg-type]
-        metrics=IngressMetrics(SETTINGS),
+        metrics=IngressMetrics(settings),
     )
     admitted = await Admission(context, record, f"Bearer {secret}").admit(MODEL, body)
     job = CompletionJob(
@@ -109,3 +113,26 @@ async def test_requests_are_admitted_billed_and_reported_until_limits_bite(store
     assert (row.model, row.requests, row.prompt_tokens, row.cost_micros) == (MODEL.id, 2, 40, 2 * per_request)
     [key] = await api_keys.list_keys(store, account.id)
     assert key.last_used > 0
+
+
+async def test_an_estimate_above_the_token_limit_gives_back_only_what_it_counted(store: aredis.Redis) -> None:
+    """A request whose estimate exceeds the whole token limit is counted for the limit only, so the
+    refund of what it did not use gives back no more than that: the tokens it used stay counted."""
+    settings = settings_from_mapping(
+        {
+            "default_plan": "small",
+            "plans": {"small": {"requests_per_minute": 60, "tokens_per_minute": 1_000}},
+        },
+        env={},
+    )
+    account, _ = await accounts.create_account(store, settings, name="small")
+    secret, _ = await accounts.create_key_for_account(store, settings, account.id)
+    await credits.add_credit(store, account.id, 1_000_000)
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5_000}
+
+    billing = await serve_one(store, secret, body, used=(10, 890), settings=settings)
+    assert billing.counted_tokens == 1_000
+    record = await api_keys.lookup(store, api_keys.digest(secret))
+    assert record is not None
+    after = await count_request(store, settings, account_id=account.id, key_plan=record.plan)
+    assert after.token_remaining < 500  # the 900 used still count (1,000 before; 1 comes back every 60 ms)
