@@ -7,9 +7,10 @@ Each account's credit hash (:func:`shared.keys.credit_balance`) holds ``balance`
 1. Admission holds its worst-case cost atomically (:class:`PendingReservation`, see
    :mod:`ingress.admission`), or refuses it with :class:`InsufficientQuota` (402) — before anything is
    queued.
-2. The worker that answers charges the actual cost, never more than was held, and releases the rest
-   (:func:`settle_call`, in the round trip that publishes the answer); :func:`release` (failure,
-   cancellation) releases it all.  Both are idempotent.
+2. The worker that answers charges the actual cost and releases the rest of the hold (:func:`settle_call`,
+   in the round trip that publishes the answer): a cost above the hold (the prompt estimate fell short)
+   is charged beyond it from the available credit, never from other holds nor below zero.
+   :func:`release` (failure, cancellation) releases it all.  Both are idempotent.
 3. A reservation nobody settles (its processes died) is released by :func:`sweep_expired` once its
    deadline has passed.  The deadline is a lease: :func:`reservation_ttl` covers the request's wait for a
    worker, and the worker running its job renews it (:func:`extend_call`) every heartbeat or so, so a

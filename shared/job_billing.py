@@ -51,8 +51,9 @@ class JobBilling:
         )
 
     def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> int:
-        """Micro-USD the tokens cost at the prices quoted at admission, never more than was reserved."""
-        cost = credits.tokens_cost(
+        """Micro-USD the tokens cost at the prices quoted at admission (what settling charges, as far as
+        the account's credit goes: ``shared/lua/credit_settle.lua``)."""
+        return credits.tokens_cost(
             prompt_tokens,
             completion_tokens,
             cached_tokens,
@@ -60,7 +61,6 @@ class JobBilling:
             output_price_per_m=self.output_price_per_m,
             cached_input_price_per_m=self.cached_input_price_per_m,
         )
-        return min(cost, self.reservation.amount)
 
     def to_wire(self) -> dict[str, Any]:
         return {

@@ -143,7 +143,8 @@ USAGE_CHARGED: Final = LuaScript.load("usage_charged")
 def charged_usage_call(record: UsageRecord, reservation_key: str) -> ScriptCall:
     """:func:`usage_commands` as one script call that writes, in place of ``record``'s cost, what the
     settlement of the reservation at ``reservation_key`` charged (it must run before, in the same round
-    trip): 0 when the hold had been released already, the hold when the tokens cost more."""
+    trip): 0 when the hold had been released already, less than the tokens' cost when the balance could
+    not cover it all."""
     cost_field = f"{record.model}|cost_micros"
     flat: list[Any] = []
     positions: list[int] = []

@@ -3,7 +3,8 @@
 :func:`billing_commands` builds, for a job that ended with a status and (on success) its token usage:
 
 - on success, the settlement of the request's credit reservation (:class:`~shared.job_billing.JobBilling`):
-  its tokens at the prices quoted at admission, never more than was held, the rest released; and the
+  its tokens at the prices quoted at admission (beyond the hold only as far as the available credit
+  goes), the rest released; and the
   refund of the tokens the account's token limit counted but the request did not use;
 - the usage record (account, key, model, provider, tokens, cost, latency, status, request id) and its
   day's per-model totals (:mod:`shared.usage`), for every job a worker ran, failed or not.

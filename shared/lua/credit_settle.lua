@@ -1,6 +1,7 @@
 -- Settle a reservation to the request's actual cost and release the rest of its hold (cost 0 = release).
--- A charge never exceeds what was held, so concurrent requests can never spend past the balance; a
--- reservation the sweep already expired is charged from what is still available, never below zero.
+-- A cost above the hold (the prompt estimate fell short: images, say) is charged beyond it from what is
+-- still available, and a reservation the sweep already expired from what is available: never from another
+-- request's hold nor below zero, so concurrent requests can never spend past the balance.
 --
 -- An answer is charged only if someone can receive it: with ARGV[4], the reply channel its final frame is
 -- published on (later in the same transaction), a channel nobody subscribes to (its ingress died, or lost
@@ -31,17 +32,17 @@ local actual = tonumber(ARGV[1])
 if ARGV[4] and actual > 0 and redis.call('PUBSUB', 'NUMSUB', ARGV[4])[2] == 0 then
   actual = 0
 end
+local credit = redis.call('HMGET', KEYS[1], 'balance', 'reserved')
+local available = math.max(0, (tonumber(credit[1]) or 0) - (tonumber(credit[2]) or 0))  -- beside this hold
 local charge, outcome
 if record[1] == 'held' then
   local amount = tonumber(record[2])
-  charge = math.min(actual, amount)
+  charge = math.min(actual, amount + available)
   redis.call('HINCRBY', KEYS[1], 'reserved', string.format('%d', -amount))
   redis.call('ZREM', KEYS[3], ARGV[2])
   outcome = 'settled'
 else
-  local credit = redis.call('HMGET', KEYS[1], 'balance', 'reserved')
-  local available = (tonumber(credit[1]) or 0) - (tonumber(credit[2]) or 0)
-  charge = math.max(0, math.min(actual, available))
+  charge = math.min(actual, available)
   outcome = 'late'
 end
 

@@ -1,7 +1,7 @@
 -- Write one request's usage record with the cost its settlement charged, not the cost the worker
 -- computed: credit_settle.lua, earlier in the same round trip, wrote the charge on the reservation's
--- record (`charged`; 0 when the hold had been released before, the hold when the tokens cost more), so
--- the record and the day's totals say what the account paid.
+-- record (`charged`; 0 when the hold had been released before, less than the tokens' cost when the
+-- balance could not cover it all), so the record and the day's totals say what the account paid.
 --
 -- KEYS[1] the reservation's record
 -- ARGV[1] seconds a mark made on a record that is gone lives (CREDIT_RESERVATION_TOMBSTONE_TTL),

@@ -112,13 +112,25 @@ async def test_reserve_settle_and_release_arithmetic(store: aredis.Redis) -> Non
     assert await store.zcard(keys.CREDIT_RESERVATIONS) == 0
 
 
-async def test_charge_never_exceeds_the_hold(store: aredis.Redis) -> None:
-    """An actual cost above the reserved worst case is charged only up to the hold."""
+async def test_a_cost_above_the_hold_is_charged_from_what_is_available(store: aredis.Redis) -> None:
+    """An actual cost above the hold (the prompt estimate fell short) is charged in full while the
+    available credit covers it, else down to zero available: never another request's hold, never a
+    negative balance."""
     account_id = await funded_account(store, 1_000)
-    reservation = await hold_credit(store, SETTINGS, account_id, 100)
-    settled = await credits.settle(store, reservation, 5_000)
-    assert settled.charged == 100
-    assert (await credits.get_balance(store, account_id)).balance == 900
+    small = await hold_credit(store, SETTINGS, account_id, 100)
+    settled = await credits.settle(store, small, 250)
+    assert (settled.outcome, settled.charged) == ("settled", 250)
+    assert (await credits.get_balance(store, account_id)).balance == 750
+
+    small = await hold_credit(store, SETTINGS, account_id, 100)
+    other = await hold_credit(store, SETTINGS, account_id, 300)
+    settled = await credits.settle(store, small, 5_000)
+    assert settled.charged == 750 - 300  # all but the other request's hold
+    balance = await credits.get_balance(store, account_id)
+    assert (balance.balance, balance.reserved, balance.available, balance.spent) == (300, 300, 0, 700)
+    assert (await credits.settle(store, other, 300)).charged == 300
+    balance = await credits.get_balance(store, account_id)
+    assert (balance.balance, balance.reserved, balance.spent) == (0, 0, 1_000)
 
 
 async def test_short_credit_is_refused_with_402_and_holds_nothing(store: aredis.Redis) -> None:

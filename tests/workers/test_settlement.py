@@ -1,5 +1,6 @@
-"""Settlement commands on the real Redis: a completed job is charged what it used (never more than was
-held), a failed one leaves its hold to the ingress, and every job leaves a usage record."""
+"""Settlement commands on the real Redis: a completed job is charged what it used (beyond its hold only
+from the credit still available), a failed one leaves its hold to the ingress, and every job leaves a
+usage record."""
 
 from __future__ import annotations
 
@@ -115,10 +116,10 @@ async def test_a_completed_job_is_charged_its_tokens(aredis_client: aredis.Redis
     assert (day.requests, day.errors, day.cost_micros) == (1, 0, 400)
 
 
-async def test_the_charge_never_exceeds_the_hold_and_lands_once(aredis_client: aredis.Redis) -> None:
-    """Usage beyond the reserved worst case is charged the hold only, and replaying the settlement (a
-    retried round trip) charges nothing more and records it once; the usage record says what was
-    charged."""
+async def test_usage_beyond_the_hold_is_charged_and_lands_once(aredis_client: aredis.Redis) -> None:
+    """Usage beyond the reserved worst case (a prompt the estimate undercounted) is charged what it cost,
+    and replaying the settlement (a retried round trip) charges nothing more and records it once; the
+    usage record says what was charged."""
     await funded(aredis_client)
     job, _ = await billed_job(aredis_client, 300)
     tokens = {"prompt_tokens": 1_000, "completion_tokens": 1_000}
@@ -126,8 +127,20 @@ async def test_the_charge_never_exceeds_the_hold_and_lands_once(aredis_client: a
     await run(aredis_client, commands)
     await run(aredis_client, commands)
     balance = await credits.get_balance(aredis_client, "acme")
-    assert (balance.spent, balance.reserved) == (300, 0)
-    assert [record.cost_micros for record in await records(aredis_client)] == [300]
+    assert (balance.spent, balance.reserved) == (6_000, 0)
+    assert [record.cost_micros for record in await records(aredis_client)] == [6_000]
+
+
+async def test_usage_beyond_the_hold_never_takes_the_balance_below_zero(aredis_client: aredis.Redis) -> None:
+    """Usage that costs more than the whole balance is charged what the balance holds, and the usage
+    record says that."""
+    await funded(aredis_client)
+    job, _ = await billed_job(aredis_client, 300)
+    tokens = {"prompt_tokens": 1_000_000, "completion_tokens": 0}
+    await run(aredis_client, billing_commands(job, error=None, token_usage=tokens))
+    balance = await credits.get_balance(aredis_client, "acme")
+    assert (balance.balance, balance.reserved, balance.spent) == (0, 0, FUNDS)
+    assert [record.cost_micros for record in await records(aredis_client)] == [FUNDS]
 
 
 async def test_a_job_whose_hold_was_released_first_records_no_cost(aredis_client: aredis.Redis) -> None:
