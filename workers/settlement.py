@@ -10,8 +10,9 @@
   day's per-model totals (:mod:`shared.usage`), for every job a worker ran, failed or not.
 
 A job stopped because nobody waits for it any more (:class:`~shared.errors.IngressGone`: its ingress
-died, or lost Redis and failed its requests) releases the reservation itself, since its ingress may not
-be there to: nobody received the answer, so nobody pays for it.  Its usage record keeps the tokens the
+died, or lost Redis and failed its requests) releases the reservation itself, and gives back every token
+the token limit counted for it, since its ingress may not be there to: nobody received the answer, so
+nobody pays for it.  Its usage record keeps the tokens the
 upstream produced until then, at no cost.
 
 Any other failed job leaves the reservation alone: the ingress may still fall back to another deployment
@@ -36,6 +37,7 @@ from shared import credits, keys, ratelimit, usage
 from shared.errors import AIORouterError, IngressGone
 from shared.job_billing import JobBilling
 from shared.jobs import CompletionJob
+from shared.lua import ScriptCall
 from shared.redis_commands import Command
 
 
@@ -62,10 +64,10 @@ def final_commands(
     now: float | None = None,
 ) -> tuple[list[Command], list[Command]]:
     """:func:`billing_commands`, and apart from them the part that is safe to send again when a round
-    trip's fate is unknown: the settlement of the job's reservation (its release for a job whose ingress
-    is gone, none for another failed job) and, for a charged job, its token refund and usage record,
-    which the reservation's record marks as done (``refunded``, ``recorded``) so that a resend writes
-    neither twice.  The job's billing is read once for both."""
+    trip's fate is unknown: the settlement of the job's reservation (its release and token refund for a
+    job whose ingress is gone, none for another failed job) and, for a charged job, its token refund and
+    usage record, which the reservation's record marks as done (``refunded``, ``recorded``) so that a
+    resend writes neither twice.  The job's billing is read once for both."""
     now = time.time() if now is None else now
     status = usage.OK if error is None else error.code or error.type
     billing = JobBilling.of_job(job)
@@ -77,12 +79,7 @@ def final_commands(
     charge = _charge_commands(billing, error, cost, heard_on)
     commands = list(charge)
     if billing is not None and charged:
-        refund = ratelimit.refund_call(
-            billing.reservation.account_id,
-            tokens=billing.counted_tokens - prompt - completion,
-            interval_us=billing.token_interval_us,
-            once_key=keys.credit_reservation(billing.reservation.id),
-        )
+        refund = _refund_call(billing, billing.counted_tokens - prompt - completion)
         if refund is not None:
             commands.append(refund.command())
     if job.account_id:
@@ -119,9 +116,22 @@ def _charge_commands(
         return []
     if error is None:  # charged only if the answer's channel still has its ingress (see credit_settle.lua)
         return [credits.settle_call(billing.reservation, cost, heard_on=heard_on).command()]
-    if isinstance(error, IngressGone):
-        return [credits.settle_call(billing.reservation, 0).command()]
+    if isinstance(error, IngressGone):  # released as its ingress would have: every counted token back
+        refund = _refund_call(billing, billing.counted_tokens)
+        release = credits.settle_call(billing.reservation, 0).command()
+        return [release] if refund is None else [release, refund.command()]
     return []
+
+
+def _refund_call(billing: JobBilling, tokens: int) -> ScriptCall | None:
+    """Give back ``tokens`` of those the account's token limit counted for the request, once (the mark on
+    its reservation's record: whoever of the worker and the ingress comes first)."""
+    return ratelimit.refund_call(
+        billing.reservation.account_id,
+        tokens=tokens,
+        interval_us=billing.token_interval_us,
+        once_key=keys.credit_reservation(billing.reservation.id),
+    )
 
 
 def _tokens(token_usage: Mapping[str, Any] | None) -> tuple[int, int, int, int]:

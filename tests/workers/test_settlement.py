@@ -323,3 +323,22 @@ async def test_a_job_whose_ingress_is_gone_releases_its_hold(aredis_client: ared
     assert (balance.spent, balance.reserved) == (0, 0)
     [record] = await records(aredis_client)
     assert (record.status, record.cost_micros, record.completion_tokens) == ("ingress_gone", 0, 5)
+
+
+@pytest.mark.parametrize("resent", [False, True])
+async def test_a_job_whose_ingress_is_gone_gives_back_its_counted_tokens(
+    aredis_client: aredis.Redis, resent: bool
+) -> None:
+    """The release by a job whose ingress is gone gives back every token the limit counted for it, as the
+    ingress' own release would have (once, however often its round trip is sent): an ingress that died
+    leaves nobody else to, and the account's next requests would find its token limit spent."""
+    await funded(aredis_client)
+    job, _ = await billed_job(aredis_client, 10_000, counted_tokens=1_000, token_interval_us=1_000)
+    start = await counted_ahead(aredis_client)
+    tokens = {"prompt_tokens": 100, "completion_tokens": 5}
+    commands, retry = final_commands(job, error=IngressGone(), token_usage=tokens)
+    await run(aredis_client, commands, listened=False)
+    if resent:
+        await run(aredis_client, retry, listened=False)
+    assert await given_back(aredis_client, start) == 1_000
+    assert (await credits.get_balance(aredis_client, "acme")).reserved == 0
