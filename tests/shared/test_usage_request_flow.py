@@ -136,3 +136,25 @@ async def test_an_estimate_above_the_token_limit_gives_back_only_what_it_counted
     assert record is not None
     after = await count_request(store, settings, account_id=account.id, key_plan=record.plan)
     assert after.token_remaining < 500  # the 900 used still count (1,000 before; 1 comes back every 60 ms)
+
+
+async def test_a_prompt_the_estimate_undercounted_is_charged_in_full_and_reported(
+    store: aredis.Redis,
+) -> None:
+    """A prompt that counts far more tokens than its bytes (an image URL) costs more than the request's
+    hold: it is charged in full, and the balance, the usage record and the day's totals agree."""
+    account, _ = await accounts.create_account(store, SETTINGS, name="images")
+    secret, _ = await accounts.create_key_for_account(store, SETTINGS, account.id)
+    await credits.add_credit(store, account.id, 1_000_000)
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
+    body = {"messages": [{"role": "user", "content": [image]}], "max_tokens": 10}
+
+    billing = await serve_one(store, secret, body, used=(1_105, 10))
+    cost = credits.cost_micros(MODEL, 1_105, 10)
+    assert cost > billing.reservation.amount
+    balance = await credits.get_balance(store, account.id)
+    assert (balance.balance, balance.reserved, balance.spent) == (1_000_000 - cost, 0, cost)
+    [record] = await usage.recent_usage(store, account.id)
+    today = datetime.now(UTC).date()
+    [row] = await usage.daily_usage(store, account.id, today, today)
+    assert record.cost_micros == row.cost_micros == cost
