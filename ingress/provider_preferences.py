@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from shared.errors import InvalidRequest
+from shared.settings import ModelEntry
 
 FIELD: Final = "provider"
 _KEYS: Final = frozenset({"order", "allow_fallbacks"})
@@ -65,6 +66,21 @@ def parse_provider_preferences(value: Any) -> ProviderPreferences:
             "invalid_type",
         )
     return ProviderPreferences(tuple(dict.fromkeys(order)), allow_fallbacks)
+
+
+def check_served(entry: ModelEntry, preferences: ProviderPreferences) -> None:
+    """400 when ``preferences`` allow no deployment of ``entry``: an ``order`` naming none of its providers,
+    with ``allow_fallbacks`` false."""
+    if preferences.allow_fallbacks or not preferences.order:
+        return
+    serving = {d.provider for d in entry.deployments}
+    if not serving.intersection(preferences.order):
+        raise _invalid(
+            f"{FIELD}.order",
+            f"None of the providers in 'provider.order' serve the model '{entry.id}' "
+            f"(it is served by: {', '.join(sorted(serving))}).",
+            "invalid_value",
+        )
 
 
 def _invalid(param: str, message: str, code: str) -> InvalidRequest:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import redis.asyncio as aredis
 
 from ingress.open_set import OpenSetCache
-from ingress.provider_preferences import NO_PREFERENCES, ProviderPreferences
-from shared.errors import InvalidRequest, ModelNotFound, ServiceUnavailable
+from ingress.provider_preferences import NO_PREFERENCES, ProviderPreferences, check_served
+from shared.errors import ModelNotFound, ServiceUnavailable
 from shared.routing_state import (
     STATS_STRATEGIES,
     DeploymentStats,
@@ -62,7 +62,7 @@ class ModelRouter:
     async def route(self, model_id: str, preferences: ProviderPreferences = NO_PREFERENCES) -> RoutePlan:
         """The deployments to try for a request of ``model_id``; 503 at once when every one is open."""
         entry = self.entry(model_id)
-        _check_preferences(entry, preferences)
+        check_served(entry, preferences)
         skipped = self._open_set.snapshot()
         stats = (
             await load_stats(self._redis, entry.deployments) if entry.strategy in STATS_STRATEGIES else None
@@ -82,19 +82,6 @@ def retry_after(seconds: float) -> dict[str, str]:
 UNAVAILABLE_RETRY_AFTER = 1
 """Seconds of the ``Retry-After`` of a 503 that names no wait of its own (the worker serving the request
 was lost, Redis could not be reached, the ingress is stopping): every 503 tells the client when to retry."""
-
-
-def _check_preferences(entry: ModelEntry, preferences: ProviderPreferences) -> None:
-    if preferences.allow_fallbacks or not preferences.order:
-        return
-    serving = {d.provider for d in entry.deployments}
-    if not serving.intersection(preferences.order):
-        raise InvalidRequest(
-            f"None of the providers in 'provider.order' serve the model '{entry.id}' "
-            f"(it is served by: {', '.join(sorted(serving))}).",
-            param="provider.order",
-            code="invalid_value",
-        )
 
 
 def automated_decision(entry: ModelEntry, *, fallbacks: int = 0) -> str:

@@ -16,6 +16,7 @@ from typing import Any, Final
 import orjson
 
 from ingress.batches.storage import FileStorage
+from ingress.provider_preferences import check_served
 from ingress.validation import MAX_JSON_DEPTH, ChatRequest, nests_too_deep, validate_chat_request
 from shared.errors import MAX_MESSAGE_CHARS, InvalidRequest
 from shared.settings import BatchSettings, ModelEntry
@@ -131,6 +132,11 @@ def _request(
         raise LineError(
             "model_not_found", f"The model '{request.model}' does not exist.", line=number, param="body.model"
         )
+    try:
+        check_served(models[request.model], request.preferences)
+    except InvalidRequest as exc:  # the line could run nowhere: routing would refuse every dispatch of it
+        param = f"body.{exc.param}"
+        raise LineError(exc.code or "invalid_value", exc.message, line=number, param=param) from None
     return request
 
 

@@ -175,6 +175,30 @@ def test_a_bad_file_fails_the_batch_naming_its_lines(system: RunningSystem) -> N
     )
 
 
+def test_a_line_whose_provider_preferences_no_deployment_meets_fails_validation(
+    system: RunningSystem,
+) -> None:
+    """A line that may only run on a provider its model has not fails its batch at validation, naming
+    the line, and the batch created after it still runs (the driver's rounds go on)."""
+    client = system.client()
+    line = orjson.loads(batch_file(1).splitlines()[0])
+    line["body"]["provider"] = {"order": ["slow"], "allow_fallbacks": False}
+    uploaded = client.files.create(file=("pinned.jsonl", orjson.dumps(line)), purpose="batch")
+    pinned = client.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    uploaded = client.files.create(file=("after.jsonl", batch_file(2)), purpose="batch")
+    after = client.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    assert wait_final(client, after.id).status == "completed"
+    done = wait_final(client, pinned.id)
+    assert done.status == "failed" and done.errors is not None and done.errors.data is not None
+    assert [(e.line, e.code, e.param) for e in done.errors.data] == [
+        (1, "invalid_value", "body.provider.order")
+    ]
+
+
 def test_cancel_stops_the_batch_with_partial_results(system: RunningSystem) -> None:
     """A cancelled batch ends cancelled; every custom_id is once in the output or the error file."""
     client = system.client()

@@ -72,6 +72,19 @@ async def test_each_bad_line_is_named(tmp_path: Path) -> None:
     ]
 
 
+async def test_provider_preferences_that_rule_out_every_deployment_are_named(tmp_path: Path) -> None:
+    """An ``order`` with ``allow_fallbacks: false`` naming no provider of the line's model fails its line,
+    as the same body is a 400 on /v1/chat/completions; an order that may fall back does not."""
+    content = b"\n".join(
+        [
+            _line("a", provider={"order": ["elsewhere"], "allow_fallbacks": False}),
+            _line("b", provider={"order": ["elsewhere"]}),
+        ]
+    )
+    _, _, errors = await _validate(tmp_path, content)
+    assert errors == [(1, "invalid_value", "body.provider.order")]
+
+
 async def test_too_many_lines_or_bytes_fail_the_file(tmp_path: Path) -> None:
     """More lines than max_lines, or more bytes than max_file_bytes, is an error of the whole file."""
     content = b"\n".join(_line(str(n)) for n in range(5))
