@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from ingress.provider_preferences import NO_PREFERENCES, ProviderPreferences, parse_provider_preferences
 from shared.credits import Reservation
 
 
@@ -22,8 +23,10 @@ class Attempt:
     model: str
     body: dict[str, Any]
     dispatched_at: float  # unix seconds
+    preferences: ProviderPreferences = NO_PREFERENCES  # the line's ``provider`` field (not in ``body``)
 
     def to_wire(self) -> bytes:
+        preferences = self.preferences
         return orjson.dumps(
             {
                 "custom_id": self.custom_id,
@@ -34,6 +37,7 @@ class Attempt:
                 "model": self.model,
                 "body": self.body,
                 "at": self.dispatched_at,
+                "provider": {"order": preferences.order, "allow_fallbacks": preferences.allow_fallbacks},
             }
         )
 
@@ -50,4 +54,5 @@ class Attempt:
             model=str(data["model"]),
             body=dict(data["body"]),
             dispatched_at=float(data["at"]),
+            preferences=parse_provider_preferences(data.get("provider")),
         )

@@ -19,6 +19,7 @@ import redis.asyncio as aredis
 
 from ingress.batches.attempts import Attempt
 from ingress.batches.batch_run import BatchRun
+from ingress.provider_preferences import NO_PREFERENCES, ProviderPreferences
 from shared import batch_lines, credits, keys
 from shared.batch_lines import EXTRA_KEY as LINE_KEY
 from shared.batch_lines import LineRef
@@ -44,6 +45,7 @@ class PlannedLine:
     body: dict[str, object]
     attempt: int  # 1 for a line's first run
     fresh: bool  # a line never dispatched before (it moves the cursor)
+    preferences: ProviderPreferences = NO_PREFERENCES  # the line's ``provider`` field, for its next runs
 
 
 def line_cost(settings: Settings, entry: ModelEntry, body: dict[str, object], price_factor: float) -> int:
@@ -127,6 +129,7 @@ async def dispatch(
             model=line.entry.id,
             body=dict(line.body),
             dispatched_at=now,
+            preferences=line.preferences,
         )
         try:
             line_commands = enqueue_commands(

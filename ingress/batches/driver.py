@@ -34,7 +34,7 @@ from ingress.batches.storage import FileStorage
 from ingress.batches.validate_batch import account_plan, validate_batch
 from ingress.batches.wind_down import ACCOUNT_SUSPENDED, BATCH_EXPIRED, INPUT_FILE_MISSING, wind_down
 from ingress.failure_streak import FailureStreak
-from ingress.provider_preferences import NO_PREFERENCES
+from ingress.provider_preferences import ProviderPreferences
 from ingress.routing import ModelRouter
 from shared import credits, keys
 from shared.batch_lines import LineRef
@@ -302,7 +302,7 @@ class BatchDriver:
             entry = self.settings.models.get(attempt.model)
             if entry is None:
                 return None
-            deployment = await self._route(entry.id, avoid=attempt.pool)
+            deployment = await self._route(entry.id, attempt.preferences, avoid=attempt.pool)
             if deployment is None or window + room.get(deployment.provider, 0) <= 0:
                 return None
             run.retries.pop(0)
@@ -315,6 +315,7 @@ class BatchDriver:
                 attempt.body,
                 attempt.attempt + 1,
                 False,
+                attempt.preferences,
             )
         while True:
             item = await run.next_line(self.storage, dict(self.settings.models))
@@ -325,20 +326,23 @@ class BatchDriver:
             ref = LineRef(run.id, run.cursor, item.custom_id)
             run.consume()
             await run.fail_lines(self.redis, [(ref, item.code, item.message)], cursor=run.cursor)
-        deployment = await self._route(item.request.model, item)
+        preferences = item.request.preferences
+        deployment = await self._route(item.request.model, preferences)
         if deployment is None or window + room.get(deployment.provider, 0) <= 0:
             return None
         run.consume()
         entry = self.settings.models[item.request.model]
-        return PlannedLine(run, item.index, item.custom_id, entry, deployment, item.request.body, 1, True)
+        body = item.request.body
+        return PlannedLine(run, item.index, item.custom_id, entry, deployment, body, 1, True, preferences)
 
-    async def _route(self, model: str, line: BatchLine | None = None, avoid: str = "") -> Deployment | None:
-        """The deployment a line runs on: routing's first choice, or for a line run again, the first one
-        on another pool than its last attempt's (as an interactive request falls back)."""
+    async def _route(
+        self, model: str, preferences: ProviderPreferences, avoid: str = ""
+    ) -> Deployment | None:
+        """The deployment a line runs on: routing's first choice within the line's ``provider``
+        preferences, or for a line run again, the first such one on another pool than its last attempt's
+        (as an interactive request falls back)."""
         try:
-            plan = await self.router.route(
-                model, line.request.preferences if line is not None else NO_PREFERENCES
-            )
+            plan = await self.router.route(model, preferences)
         except ServiceUnavailable:
             return None  # every deployment's breaker is open: the line waits
         others = [d for d in plan.deployments if d.provider != avoid]

@@ -279,6 +279,24 @@ def test_a_line_whose_deployment_is_down_runs_again_on_the_next(system: RunningS
     assert (done.request_counts.completed, done.request_counts.failed) == (1, 0)
 
 
+def test_a_line_pinned_to_a_provider_runs_again_only_there(system: RunningSystem) -> None:
+    """A line whose ``provider`` preferences forbid fallbacks runs again on its one provider when that
+    provider fails it, never on another deployment of its model: it ends in the error file as
+    ``line_failed`` once its attempts are spent."""
+    client = system.client()
+    line = orjson.loads(batch_file(1, model="e2e/fallback").splitlines()[0])
+    line["body"]["provider"] = {"order": ["down"], "allow_fallbacks": False}
+    uploaded = client.files.create(file=("pinned.jsonl", orjson.dumps(line)), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    done = wait_final(client, batch.id)
+    assert done.status == "completed" and done.output_file_id is None, done
+    (error,) = jsonl(client, done.error_file_id)
+    assert error["custom_id"] == "req-0" and error["response"] is None
+    assert isinstance(error["error"], dict) and error["error"]["code"] == "line_failed"
+
+
 def test_the_batch_driver_runs_at_a_lower_cpu_priority_than_the_interactive_processes(
     system: RunningSystem,
 ) -> None:
