@@ -297,11 +297,15 @@ class BatchDriver:
 
     async def _next(self, run: BatchRun, room: dict[str, int], window: int) -> PlannedLine | None:
         """The run's next line to dispatch, if its pool has room (None: nothing more from this run now)."""
-        if run.retries:
+        while run.retries:
             attempt = run.retries[0]
             entry = self.settings.models.get(attempt.model)
-            if entry is None:
-                return None
+            if entry is None:  # the catalog dropped its model since: it fails, as its unread lines do
+                run.retries.pop(0)
+                ref = LineRef(run.id, attempt.index, attempt.custom_id)
+                message = f"The model '{attempt.model}' does not exist."
+                await run.fail_lines(self.redis, [(ref, "model_not_found", message)])
+                continue
             deployment = await self._route(entry.id, attempt.preferences, avoid=attempt.pool)
             if deployment is None or window + room.get(deployment.provider, 0) <= 0:
                 return None

@@ -1,4 +1,5 @@
-"""Dispatching batch lines: one line whose job cannot be written fails alone."""
+"""Dispatching batch lines: a line that cannot run (its job cannot be written, its model left the catalog)
+fails alone, and its batch goes on."""
 
 from __future__ import annotations
 
@@ -38,3 +39,27 @@ async def test_a_line_whose_job_cannot_be_written_fails_alone_and_releases_its_h
     balance = await credits.get_balance(store, account.id)
     assert balance.reserved == run.inflight[1].reservation.amount
     assert int(await store.hget(keys.batch_record("batch_t"), "cursor")) == 2
+
+
+async def test_a_line_to_run_again_whose_model_left_the_catalog_fails_and_the_batch_goes_on(
+    store: aredis.Redis,
+) -> None:
+    """A lost line waiting to run again, whose model the catalog no longer has, fails ``model_not_found``
+    (as its batch's unread lines of that model do) instead of holding back every later line of its
+    batch until the window passes."""
+    from typing import Any
+
+    from ingress.batches.attempts import Attempt
+    from ingress.batches.driver import BatchDriver
+    from shared.credits import Reservation
+
+    record = BatchRecord({"id": "batch_r", "account_id": "acct", "status": "in_progress", "total": "1"})
+    run = BatchRun(record, "in", cursor=1)
+    reservation = Reservation("res_1", "acct", 100, 0)
+    run.retries.append(Attempt(0, "q0", "", "sim", 1, reservation, "gone/model", {}, 0.0))
+    unused: Any = None  # a line that cannot run is neither routed nor read again
+    driver = BatchDriver(SETTINGS, store, unused, unused, "retries")
+    assert await driver._next(run, {}, SETTINGS.batches.lines_in_flight) is None
+    assert run.retries == []
+    result = orjson.loads((await store.hget(keys.batch_results("batch_r"), "0"))[1:])
+    assert result["custom_id"] == "q0" and result["error"]["code"] == "model_not_found"
