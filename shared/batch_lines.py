@@ -71,13 +71,29 @@ def error_line(ref: LineRef, code: str, message: str) -> bytes:
     )
 
 
-def record_call(ref: LineRef, kind: bytes, line: bytes, *, job_id: str | None = None) -> ScriptCall:
+@dataclass(frozen=True, slots=True)
+class LineTokens:
+    """The tokens of a line's answer, added to its batch's ``usage`` when the answer is recorded."""
+
+    input: int
+    cached: int
+    output: int
+    reasoning: int
+
+
+def record_call(
+    ref: LineRef, kind: bytes, line: bytes, *, job_id: str | None = None, tokens: LineTokens | None = None
+) -> ScriptCall:
     """Record ``line`` as the result of ``ref`` unless it already has one; with ``job_id`` (a worker's
     result), only if the line's attempt in flight is that job's (not one the driver gave up on as lost,
-    nor one of a batch already finalized)."""
+    nor one of a batch already finalized).  ``tokens`` (a worker's answer, so with ``job_id``) count in
+    the batch's usage with the result, once."""
     script_keys = [keys.batch_done(ref.batch_id), keys.batch_results(ref.batch_id)]
     args: list[str | int | bytes] = [ref.line, kind + line]
     if job_id is not None:
         script_keys.append(keys.batch_inflight(ref.batch_id))
         args.append(job_id)
+        if tokens is not None:
+            script_keys.append(keys.batch_record(ref.batch_id))
+            args.extend([tokens.input, tokens.cached, tokens.output, tokens.reasoning])
     return ScriptCall(RESULT_SCRIPT, script_keys, args)

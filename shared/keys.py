@@ -752,14 +752,15 @@ _describe(
 
 @_key(
     "hash",
-    "one batch's record: the Batch object's fields, its counts, and the driver's cursor",
+    "one batch's record: the Batch object's fields, its counts and usage, and the driver's cursor",
     writer="ingress: `ingress.batches.records` (create, cancel); batch driver: `ingress.batches` "
-    "(`batch_transition.lua`, dispatch, finalize)",
+    "(`batch_transition.lua`, dispatch, finalize); workers: `workers.batch_results` (`batch_result.lua`: "
+    "an answer's tokens, with its result)",
     reader="ingress: `ingress.batches.batches_api`, Dashboard; batch driver",
     ttl="none while the batch runs; `BATCH_RECORD_TTL` (400 days) once it ends",
 )
 def batch_record(batch_id: str) -> str:
-    """Hash: one batch's record (the Batch object's fields, its counts, and the driver's cursor)."""
+    """Hash: one batch's record (the Batch object's fields, its counts and usage, the driver's cursor)."""
     return f"{PREFIX}:batch:{{{batch_id}}}"
 
 

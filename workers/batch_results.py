@@ -1,9 +1,9 @@
 """The result of a batch line's job, recorded in the round trip that ends the job.
 
-A job that answers records its line for the output file (``status_code`` 200) and one the upstream
-refused for the error file (its error's status and envelope).  A retryable failure (the deployment was
-unavailable and nothing was produced) records nothing: the batch driver sees the job failed without a
-result and runs the line again.
+A job that answers records its line for the output file (``status_code`` 200), its tokens counting in
+the batch's ``usage``, and one the upstream refused for the error file (its error's status and
+envelope).  A retryable failure (the deployment was unavailable and nothing was produced) records
+nothing: the batch driver sees the job failed without a result and runs the line again.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from typing import Any
 import orjson
 
 from shared import batch_lines
-from shared.batch_lines import LineRef
+from shared.batch_lines import LineRef, LineTokens
 from shared.errors import AIORouterError
 from shared.jobs import CompletionJob
 from shared.redis_commands import Command
+from workers import settlement
 
 
 def result_commands(
@@ -28,7 +29,10 @@ def result_commands(
         return []
     if error is None:
         line = batch_lines.response_line(ref, job.request_id, 200, orjson.Fragment(payload))
-        return [batch_lines.record_call(ref, batch_lines.OUTPUT, line, job_id=job.request_id).command()]
+        prompt, completion, cached, reasoning = settlement.usage_tokens(meta.get("usage"))
+        tokens = LineTokens(input=prompt, cached=cached, output=completion, reasoning=reasoning)
+        call = batch_lines.record_call(ref, batch_lines.OUTPUT, line, job_id=job.request_id, tokens=tokens)
+        return [call.command()]
     if meta.get("retryable"):
         return []
     line = batch_lines.response_line(ref, job.request_id, error.status, error.envelope())

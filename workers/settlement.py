@@ -73,7 +73,7 @@ def final_commands(
     billing = JobBilling.of_job(job)
     charged = error is None
     counted = charged or isinstance(error, IngressGone)
-    prompt, completion, cached, reasoning = _tokens(token_usage) if counted else (0, 0, 0, 0)
+    prompt, completion, cached, reasoning = usage_tokens(token_usage) if counted else (0, 0, 0, 0)
     cost = billing.cost(prompt, completion, cached) if billing is not None and charged else 0
     heard_on = job.reply_to if job.reply_to != keys.BATCH_REPLY_CHANNEL else None  # a line: nobody listens
     charge = _charge_commands(billing, error, cost, heard_on)
@@ -134,7 +134,7 @@ def _refund_call(billing: JobBilling, tokens: int) -> ScriptCall | None:
     )
 
 
-def _tokens(token_usage: Mapping[str, Any] | None) -> tuple[int, int, int, int]:
+def usage_tokens(token_usage: Mapping[str, Any] | None) -> tuple[int, int, int, int]:
     """Prompt, completion, cached prompt and reasoning tokens of an OpenAI-shaped usage object."""
     if not token_usage:
         return 0, 0, 0, 0

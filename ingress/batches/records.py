@@ -85,9 +85,21 @@ class BatchRecord:
                 "completed": self.number("completed"),
                 "failed": self.number("failed"),
             },
+            "usage": self.usage(),
         }
         present = {name: value for name, value in batch.items() if value is not None}
         return {**present, "metadata": orjson.loads(f["metadata"]) if f.get("metadata") else None}
+
+    def usage(self) -> dict[str, Any]:
+        """OpenAI's batch ``usage``: the tokens of the answers recorded so far (``batch_result.lua``)."""
+        input_tokens, output_tokens = self.number("input_tokens"), self.number("output_tokens")
+        return {
+            "input_tokens": input_tokens,
+            "input_tokens_details": {"cached_tokens": self.number("cached_tokens")},
+            "output_tokens": output_tokens,
+            "output_tokens_details": {"reasoning_tokens": self.number("reasoning_tokens")},
+            "total_tokens": input_tokens + output_tokens,
+        }
 
 
 def new_batch_id() -> str:

@@ -132,6 +132,15 @@ def test_a_batch_runs_and_every_line_comes_back_once(system: RunningSystem, tmp_
         assert response["body"]["choices"][0]["message"]["role"] == "assistant"
     output = client.files.retrieve(done.output_file_id)
     assert output.purpose == "batch_output"
+    usages = [line["response"]["body"]["usage"] for line in lines]  # type: ignore[index]
+    assert done.usage is not None
+    assert (done.usage.input_tokens, done.usage.output_tokens, done.usage.total_tokens) == (
+        sum(u["prompt_tokens"] for u in usages),
+        sum(u["completion_tokens"] for u in usages),
+        sum(u["total_tokens"] for u in usages),
+    )
+    assert done.usage.input_tokens_details.cached_tokens == 0
+    assert done.usage.output_tokens_details.reasoning_tokens == 0
     assert done.id in [b.id for b in client.batches.list(limit=5).data]
 
 

@@ -198,3 +198,30 @@ async def test_only_the_lines_attempt_in_flight_records_a_result(aredis_client: 
     await aredis_client.delete(keys.batch_inflight("batch_x"), keys.batch_results("batch_x"))  # finalized
     await _run(aredis_client, result_commands(_job(1, "req-late"), error=None, payload=body, meta={}))
     assert not await aredis_client.exists(keys.batch_results("batch_x"))
+
+
+async def test_an_answered_lines_tokens_count_in_its_batchs_usage_once(aredis_client: aredis.Redis) -> None:
+    """The tokens of a line's answer add to its batch's usage with its result, once however often the
+    result is sent; a refusal and a disowned job's answer add none."""
+    body = b'{"id":"chatcmpl-1","object":"chat.completion"}'
+    usage = {
+        "prompt_tokens": 7,
+        "completion_tokens": 5,
+        "total_tokens": 12,
+        "prompt_tokens_details": {"cached_tokens": 3},
+        "completion_tokens_details": {"reasoning_tokens": 2},
+    }
+    for line in range(2):
+        await _in_flight(aredis_client, line, "req1")
+    answered = result_commands(_job(0), error=None, payload=body, meta={"usage": usage})
+    await _run(aredis_client, answered)
+    await _run(aredis_client, answered)  # a round trip of unknown fate, sent again
+    refused = UpstreamBadRequest("bad")
+    await _run(aredis_client, result_commands(_job(1), error=refused, payload=b"", meta={"usage": usage}))
+    await _run(
+        aredis_client, result_commands(_job(1, "req-old"), error=None, payload=body, meta={"usage": usage})
+    )
+    counts = await aredis_client.hmget(
+        keys.batch_record("batch_x"), "input_tokens", "cached_tokens", "output_tokens", "reasoning_tokens"
+    )
+    assert counts == [b"7", b"3", b"5", b"2"]
