@@ -53,23 +53,29 @@ UTF8_BOM: Final = b"\xef\xbb\xbf"
 
 async def raw_lines(storage: FileStorage, key: str) -> AsyncGenerator[tuple[int, bytes]]:
     """``(line number, line)`` of every non-blank line, streamed; a UTF-8 byte order mark that starts the
-    file (as some editors on Windows write one) is not part of line 1."""
+    file (as some editors on Windows write one) is not part of line 1.  A line that spans many chunks is
+    kept as its pieces and joined once it ends: joining at each chunk would copy it every time."""
     number = 0
-    rest = b""
+    pending: list[bytes] = []  # the pieces of the line not ended yet
     at_start = True
     async for chunk in storage.stream(key):
-        data = rest + chunk
         if at_start:
-            if len(data) < len(UTF8_BOM) and UTF8_BOM.startswith(data):
-                rest = data  # too short yet to tell
+            head = b"".join([*pending, chunk])
+            if len(head) < len(UTF8_BOM) and UTF8_BOM.startswith(head):
+                pending = [head]  # too short yet to tell
                 continue
-            data, at_start = data.removeprefix(UTF8_BOM), False
-        lines = data.split(b"\n")
-        rest = lines.pop()
-        for line in lines:
+            chunk, pending, at_start = head.removeprefix(UTF8_BOM), [], False
+        *ended, last = chunk.split(b"\n")
+        if ended:
+            ended[0] = b"".join([*pending, ended[0]])
+            pending = []
+        for line in ended:
             number += 1
             if line.strip():
                 yield number, line
+        if last:
+            pending.append(last)
+    rest = b"".join(pending)
     if at_start:
         rest = rest.removeprefix(UTF8_BOM)
     if rest.strip():

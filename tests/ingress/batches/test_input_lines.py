@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 
-from ingress.batches.input_lines import LINE_FIELDS_BYTES, validate_file
+from ingress.batches.input_lines import LINE_FIELDS_BYTES, raw_lines, validate_file
 from ingress.batches.storage import LocalStorage
 from shared.settings import BatchSettings, settings_from_mapping
 
@@ -111,3 +111,41 @@ async def test_a_byte_order_mark_is_not_part_of_the_first_line(tmp_path: Path) -
     """A file saved with a UTF-8 BOM (Windows editors) validates as the same file without it."""
     total, _, errors = await _validate(tmp_path, b"\xef\xbb\xbf" + _line("a") + b"\n" + _line("b"))
     assert (total, errors) == (2, [])
+
+
+class _Chunk(bytes):
+    """A chunk of a stored file that counts how often bytes are concatenated with it: each such copy of
+    the line so far makes reading a long line quadratic in its length."""
+
+    copies = 0
+
+    def __add__(self, other: bytes) -> bytes:  # type: ignore[override]
+        _Chunk.copies += 1
+        return bytes.__add__(self, other)
+
+    def __radd__(self, other: bytes) -> bytes:
+        _Chunk.copies += 1
+        return bytes.__add__(other, self)
+
+
+class _ChunkedStorage:
+    """Storage whose one object streams as the given chunks."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self._chunks = chunks
+
+    async def stream(self, key: str) -> AsyncIterator[bytes]:
+        for chunk in self._chunks:
+            yield _Chunk(chunk)
+
+
+async def test_a_line_over_many_chunks_is_joined_once_not_at_every_chunk() -> None:
+    """A long line that arrives in many chunks (a file of one huge line, say) is read in work linear in
+    its length: the line so far is never copied at each chunk, and the lines around it come out whole."""
+    chunks = [b"\xef\xbb", b"\xbfa\n\n{", *([b"x" * 100] * 2_000), b"}\nb", b"c\n", b"  \nd"]
+    _Chunk.copies = 0
+
+    lines = [line async for line in raw_lines(_ChunkedStorage(chunks), "input")]  # type: ignore[arg-type]
+
+    assert _Chunk.copies == 0
+    assert lines == [(1, b"a"), (3, b"{" + b"x" * 200_000 + b"}"), (4, b"bc"), (6, b"d")]
