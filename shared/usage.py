@@ -22,8 +22,11 @@ from shared.lua import LuaScript, ScriptCall
 from shared.redis_commands import Command
 
 OK = "ok"
-"""The status of a request that completed; any other status (an error code, ``cancelled``) counts as an
-error in the daily totals."""
+"""The status of a request that completed; any other status (an error code, :data:`CLIENT_CLOSED`) counts
+as an error in the daily totals."""
+CLIENT_CLOSED = "client_closed"
+"""The status of a request whose client left after a worker started its job: charged for what the job
+produced until it was stopped (:mod:`workers.settlement`)."""
 
 MAX_REPORT_DAYS = 366
 FIRST_DAY = date(1970, 1, 1)

@@ -105,6 +105,7 @@ async def complete(
     taken_at: float | None = None,
     bookkeeping_commands: Callable[[JobEnding], Sequence[Command]] = lambda ending: (),
     guard_commands: Callable[[CompletionJob], Sequence[Command]] = lambda job: (),
+    progress: Progress | None = None,
 ) -> JobEnding:
     """Run ``job`` to its final frame, published in one round trip with the request's billing (charge,
     token refund, usage record; :func:`workers.settlement.billing_commands`), a batch line's result and
@@ -113,7 +114,10 @@ async def complete(
     it charged and its deployment's breaker told.  What nobody waiting for the answer needs follows it,
     built and written once the frame landed (:meth:`FramePublisher.finish` with ``after``): rq's
     bookkeeping of the job (``bookkeeping_commands(ending)``: registries, status, result) and the job's
-    count in its pool's minute (:mod:`shared.pool_stats`)."""
+    count in its pool's minute (:mod:`shared.pool_stats`).
+
+    ``progress`` (a fresh :class:`Progress`) is where the job keeps what its upstream produced: the caller
+    that gave it reads it when it stops the job midway (:meth:`workers.worker.AsyncWorker._record_stop`)."""
     start_meta: dict[str, Any] = {
         "provider": job.provider,
         "worker": worker_name,
@@ -122,7 +126,8 @@ async def complete(
     if taken_at is not None:  # the worker's pick-up: job taken off its queue to this frame
         start_meta["prep_ms"] = round((time.perf_counter() - taken_at) * 1000, 2)
     publisher.start(start_meta, hold=START_HOLD)
-    progress = Progress(started=asyncio.get_running_loop().time(), streamed=adapter.streams(job))
+    progress = progress if progress is not None else Progress()
+    progress.started, progress.streamed = asyncio.get_running_loop().time(), adapter.streams(job)
     began, began_ns = time.perf_counter(), time.time_ns()
     try:
         ending = await (

@@ -270,6 +270,13 @@ class FramePublisher:
                 exc.__cause__,
             )
 
+    async def write_final(self, commands: Sequence[Command], retry_commands: Sequence[Command] = ()) -> None:
+        """Run the last writes of a job that ends without a final frame (stopped: its client left, or its
+        ingress is gone) in one round trip, retried like a publish while Redis cannot be reached, a retry
+        carrying only ``retry_commands`` (its idempotent settlement).  Raises
+        :class:`~shared.errors.ServiceUnavailable` once it gives up."""
+        await self._publish_patiently(commands, [], retry_commands, final=True)
+
     def check(self) -> None:
         """Raise what stops the job's publishing (Redis lost for good, or nobody listening), if anything."""
         if self._failure is not None:

@@ -15,6 +15,13 @@ the token limit counted for it, since its ingress may not be there to: nobody re
 nobody pays for it.  Its usage record keeps the tokens the
 upstream produced until then, at no cost.
 
+A job stopped because its client left after it started (the ingress cancelled it, and left its
+settlement to the worker: :meth:`ingress.relay.CompletionRelay.abandon_if_unfinished`) is charged like a
+completed one for what it produced until then (``client_left``): the prompt and the completion tokens so
+far, at the prices quoted at admission, whoever listens on its reply channel (its tokens were produced
+for a client that was there), with the token limit's refund of what it did not use and a usage record
+whose status is :data:`shared.usage.CLIENT_CLOSED`.
+
 Any other failed job leaves the reservation alone: the ingress may still fall back to another deployment
 under the same reservation, and it releases whatever is still held when the request ends without an answer
 (:meth:`ingress.admission.Admitted.close`).  Settling is idempotent, so the first of the two wins.
@@ -48,10 +55,13 @@ def billing_commands(
     token_usage: Mapping[str, Any] | None = None,
     provider: str | None = None,
     now: float | None = None,
+    client_left: bool = False,
 ) -> list[Command]:
     """The commands that charge a completed ``job`` (``error`` None) and record its usage, whose status is
-    :data:`shared.usage.OK` or the error's code."""
-    commands, _ = final_commands(job, error=error, token_usage=token_usage, provider=provider, now=now)
+    :data:`shared.usage.OK` or the error's code (:data:`shared.usage.CLIENT_CLOSED` with ``client_left``)."""
+    commands, _ = final_commands(
+        job, error=error, token_usage=token_usage, provider=provider, now=now, client_left=client_left
+    )
     return commands
 
 
@@ -62,20 +72,30 @@ def final_commands(
     token_usage: Mapping[str, Any] | None = None,
     provider: str | None = None,
     now: float | None = None,
+    client_left: bool = False,
 ) -> tuple[list[Command], list[Command]]:
     """:func:`billing_commands`, and apart from them the part that is safe to send again when a round
     trip's fate is unknown: the settlement of the job's reservation (its release and token refund for a
     job whose ingress is gone, none for another failed job) and, for a charged job, its token refund and
     usage record, which the reservation's record marks as done (``refunded``, ``recorded``) so that a
-    resend writes neither twice.  The job's billing is read once for both."""
+    resend writes neither twice.  The job's billing is read once for both.
+
+    With ``client_left`` (``error`` None, ``token_usage`` what the job produced before it was stopped, None
+    for nothing) the job is charged as a completed one, with nobody required on its reply channel."""
     now = time.time() if now is None else now
-    status = usage.OK if error is None else error.code or error.type
+    if client_left:
+        status = usage.CLIENT_CLOSED
+    else:
+        status = usage.OK if error is None else error.code or error.type
     billing = JobBilling.of_job(job)
     charged = error is None
     counted = charged or isinstance(error, IngressGone)
     prompt, completion, cached, reasoning = usage_tokens(token_usage) if counted else (0, 0, 0, 0)
     cost = billing.cost(prompt, completion, cached) if billing is not None and charged else 0
-    heard_on = job.reply_to if job.reply_to != keys.BATCH_REPLY_CHANNEL else None  # a line: nobody listens
+    # Charged only while its ingress listens, unless nobody is meant to: a batch line, or a job whose
+    # client left (what it produced was streamed to the client, or would have been).
+    listened = job.reply_to != keys.BATCH_REPLY_CHANNEL and not client_left
+    heard_on = job.reply_to if listened else None
     charge = _charge_commands(billing, error, cost, heard_on)
     commands = list(charge)
     if billing is not None and charged:

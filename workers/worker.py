@@ -43,7 +43,7 @@ from rq.worker.base import BaseWorker
 
 from shared import events, keys, pool_stats
 from shared.credits import Reservation
-from shared.errors import AIORouterError, IngressGone, UpstreamTimeout, WorkerLost
+from shared.errors import AIORouterError, IngressGone, ServiceUnavailable, UpstreamTimeout, WorkerLost
 from shared.job_billing import JobBilling
 from shared.jobs import CompletionJob, diagnostic_call, unreadable_call
 from shared.redis_commands import Command, run_commands
@@ -53,7 +53,7 @@ from shared.settings import Settings
 from workers import bookkeeping, dequeue, settlement, stop_requests
 from workers.batch_lane import BatchLane, configured_throttle
 from workers.bookkeeping import StartedJob
-from workers.completion import JobEnding, complete
+from workers.completion import JobEnding, Progress, complete
 from workers.connections import WorkerConnections
 from workers.dequeue import StartReads, next_batch
 from workers.guarded_provider import GuardedProvider, guarded_provider
@@ -88,6 +88,7 @@ class _Run:
     stop_reason: str = ""
     finalized: bool = False
     publisher: FramePublisher | None = None  # set once the job is running
+    progress: Progress = field(default_factory=Progress)  # what its upstream produced (workers.completion)
     reservation: Reservation | None = None  # the request's credit hold, renewed while the job runs
     renew_at: float = 0.0  # loop time at which the hold's lease is renewed next
     beat_at: float = 0.0  # loop time at which the heartbeat renews the job's rq execution next
@@ -446,6 +447,7 @@ class AsyncWorker(BaseWorker):
                 taken_at=run.taken_at,
                 bookkeeping_commands=bookkeeping_commands,
                 guard_commands=adapter.guard_commands,
+                progress=run.progress,
             )
         )
         limit = record.timeout
@@ -510,29 +512,41 @@ class AsyncWorker(BaseWorker):
         job: CompletionJob,
     ) -> None:
         """Record a job stopped mid-run; ``start()`` gives the job's start if no S frame carried it yet (the
-        job was stopped before it ran), for the failure's write."""
+        job was stopped before it ran), for the failure's write.
+
+        A job whose client left (``cancelled``: its ingress left the settlement to it) is charged what it
+        produced so far; one whose ingress is gone releases its hold (:mod:`workers.settlement`).  Either
+        write is retried while Redis cannot be reached, a retry carrying only the idempotent settlement."""
         if run.stop_reason in ("cancelled", "ingress_gone"):
             publisher.abandon()
             # The S frame's write carries the job's start: the failure must land after it, or carry it
             # (the start built for an S frame that never went out, and the start not built yet).
             await asyncio.gather(publisher.flush(), return_exceptions=True)
-            if run.stop_reason == "cancelled":  # its ingress releases the hold
-                reason, stopped, release = "Cancelled: the client went away.", True, []
+            produced = run.progress.usage_so_far(job)
+            if run.stop_reason == "cancelled":
+                reason, stopped = "Cancelled: the client went away.", True
+                billing, retry = settlement.final_commands(
+                    job, error=None, token_usage=produced, client_left=True
+                )
             else:  # nobody else will: release it, recording the job as its ingress' loss
                 gone = IngressGone()
                 reason, stopped = f"IngressGone: {gone.message}", False
-                release = settlement.billing_commands(job, error=gone)
-            await self._execute(
-                [
-                    *publisher.take_riders(),
-                    *start(),
-                    *bookkeeping.failure_commands(
-                        self, started, reason, stopped=stopped, idle=self._last_one(run)
-                    ),
-                    *release,
-                    *self._pool_minute(pool_stats.GONE),
-                ]
-            )
+                billing, retry = settlement.final_commands(job, error=gone, token_usage=produced)
+            commands = [
+                *publisher.take_riders(),
+                *start(),
+                *bookkeeping.failure_commands(
+                    self, started, reason, stopped=stopped, idle=self._last_one(run)
+                ),
+                *billing,
+                *self._pool_minute(pool_stats.GONE),
+            ]
+            try:
+                await publisher.write_final(commands, retry)
+            except ServiceUnavailable as exc:  # the hold's lease runs out: the sweep releases it
+                self.log.warning(
+                    "Worker %s: job %s: its stop was not recorded (%s)", self.name, run.job_id, exc.__cause__
+                )
             return
         error: AIORouterError
         if run.stop_reason == "timeout":

@@ -342,3 +342,46 @@ async def test_a_job_whose_ingress_is_gone_gives_back_its_counted_tokens(
         await run(aredis_client, retry, listened=False)
     assert await given_back(aredis_client, start) == 1_000
     assert (await credits.get_balance(aredis_client, "acme")).reserved == 0
+
+
+@pytest.mark.parametrize("first_landed", [True, False])
+async def test_a_job_whose_client_left_is_charged_what_it_produced_once(
+    aredis_client: aredis.Redis, first_landed: bool
+) -> None:
+    """A job stopped because its client left is charged its prompt and the tokens produced so far, even
+    with nobody on its reply channel, gives back the counted tokens it did not use and records
+    client_closed, each once however often its round trip is sent."""
+    await funded(aredis_client)
+    job, billing = await billed_job(aredis_client, 10_000, counted_tokens=1_000, token_interval_us=1_000)
+    start = await counted_ahead(aredis_client)
+    tokens = {"prompt_tokens": 100, "completion_tokens": 30}
+    commands, retry = final_commands(job, error=None, token_usage=tokens, client_left=True)
+    if first_landed:
+        await run(aredis_client, commands, listened=False)
+    await run(aredis_client, retry, listened=False)
+    await run(aredis_client, retry, listened=False)
+    cost = billing.cost(100, 30)
+    balance = await credits.get_balance(aredis_client, "acme")
+    assert cost > 0 and (balance.spent, balance.reserved, balance.balance) == (cost, 0, FUNDS - cost)
+    [record] = await records(aredis_client)
+    assert (record.status, record.cost_micros, record.prompt_tokens, record.completion_tokens) == (
+        usage.CLIENT_CLOSED,
+        cost,
+        100,
+        30,
+    )
+    assert await given_back(aredis_client, start) == 870
+
+
+async def test_a_job_whose_client_left_before_any_token_is_not_charged(aredis_client: aredis.Redis) -> None:
+    """A job stopped because its client left before its upstream produced anything releases its hold
+    and gives back every counted token; its usage record says client_closed at no cost."""
+    await funded(aredis_client)
+    job, _ = await billed_job(aredis_client, 10_000, counted_tokens=1_000, token_interval_us=1_000)
+    start = await counted_ahead(aredis_client)
+    await run(aredis_client, billing_commands(job, error=None, token_usage=None, client_left=True))
+    balance = await credits.get_balance(aredis_client, "acme")
+    assert (balance.spent, balance.reserved) == (0, 0)
+    [record] = await records(aredis_client)
+    assert (record.status, record.cost_micros) == (usage.CLIENT_CLOSED, 0)
+    assert await given_back(aredis_client, start) == 1_000
