@@ -145,7 +145,9 @@ class ChatCompletionsEndpoint:
             if run.client_left and record.error_code is None:  # not a stream the server ended in error
                 record.status = CLIENT_CLOSED
         finally:
-            if run.relay is None or not run.relay.answered:  # an answer's worker charged it already
+            # An answer's worker charged it already, and so does (what it produced) the worker of a job
+            # whose client left after its start; an abandoned job's relay released it before stopping it.
+            if run.relay is None or not run.relay.hold_settled:
                 await context.cleanup.bounded(admitted.close(context))  # release what it still holds
 
 

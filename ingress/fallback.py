@@ -189,7 +189,7 @@ class FallbackRun:
         finally:
             self._subscription = None
             hub.unregister(subscription)
-            await self._context.cleanup.bounded(relay.abandon_if_unfinished())
+            await self._context.cleanup.bounded(relay.abandon_if_unfinished(client_left=self.client_left))
 
 
 def require_listening(hub: ReplyHub) -> None:

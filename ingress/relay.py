@@ -7,7 +7,9 @@ bytes go to the client untouched.  The response headers carry ``Server-Timing``:
 upstream's time to first byte and, for a JSON body, the total (a stream's headers leave at its first
 content, before the total is known).  A request that ends
 before its final frame (client gone, watchdog, lost frames, a stalled job) abandons its job: withdrawn
-from the queue if no worker has it, else cancelled.
+from the queue if no worker has it, else cancelled.  A job whose client left after a worker started it is
+charged by that worker for what it produced; any other abandoned job's credit hold is released before the
+job is stopped (:meth:`CompletionRelay.abandon_if_unfinished`).
 
 Every started request ends within a bound whatever its worker, Redis or the upstream do: a stream whose
 job sends no frame for its stall timeout (:meth:`Settings.stall_timeout`: ``stream_stall_timeout``, or
@@ -25,10 +27,11 @@ import time
 from typing import Final
 
 import redis.asyncio as aredis
+from redis.exceptions import RedisError
 from starlette.types import Send
 
 from ingress import job_control
-from ingress.deferred_cleanup import DeferredCleanup
+from ingress.deferred_cleanup import DeferredCleanup, release_hold
 from ingress.reply_hub import SILENCE, ClientGone, Delivery, Silence, Subscription
 from ingress.request_record import RequestRecord
 from shared import events
@@ -41,6 +44,7 @@ from shared.errors import (
     error_from_event,
 )
 from shared.events import Frame
+from shared.job_billing import JobBilling
 from shared.jobs import CompletionJob
 from shared.settings import Settings
 
@@ -81,6 +85,8 @@ class CompletionRelay:
         self.started = False  # the S frame arrived: a worker owns the job
         self.finished = False  # the job reached a final state that needs no clean-up
         self.answered = False  # its D frame arrived: the worker charged the request (workers.settlement)
+        self.left_to_worker = False  # its client left after the start: the worker charges what it produced
+        self.released = False  # the request's credit hold was released before the job was stopped
         # Completion headers: X-Automated-Decision now, X-Provider once a worker starts the job.
         self.headers: RawHeaders = [(b"x-automated-decision", decision.encode())]
 
@@ -297,18 +303,54 @@ class CompletionRelay:
             self.record.upstream_ttfb = ttfb / 1000 if isinstance(ttfb, int | float) else None
             self.record.upstream_total = upstream / 1000 if isinstance(upstream, int | float) else None
 
-    async def abandon_if_unfinished(self) -> None:
+    @property
+    def hold_settled(self) -> bool:
+        """Whether the request's credit hold needs nothing more from the ingress: the worker charged the
+        answer, or charges what a job whose client left produced (:attr:`left_to_worker`), or
+        :meth:`abandon_if_unfinished` released it (or left its release to the deferred clean-up)."""
+        return self.answered or self.left_to_worker or self.released
+
+    async def abandon_if_unfinished(self, *, client_left: bool = False) -> None:
         """Withdraw or cancel the job if the request ends before the job did; once Redis answers if it
-        could not, or if the shutdown cut this short (:meth:`DeferredCleanup.bounded`)."""
-        if self.enqueued and not self.finished:
-            self.finished = True
-            pool, job_id, started = self._job.provider, self._job.request_id, self.started
-            abandoned = False
-            try:
-                abandoned = await job_control.abandon(self._redis, pool, job_id, started=started)
-            finally:
-                if not abandoned and self._cleanup is not None:
-                    self._cleanup.abandon_later(pool, job_id, started=started)
+        could not, or if the shutdown cut this short (:meth:`DeferredCleanup.bounded`).
+
+        A job a worker started whose client left (``client_left``) is cancelled and its hold left to that
+        worker, which charges what the job produced (:mod:`workers.settlement`).  Any other job's hold is
+        released first, then the job stopped: its worker's settlement then finds the hold settled and
+        charges nothing (the request ended for a reason of ours, or before a worker started it)."""
+        if not self.enqueued or self.finished:
+            return
+        self.finished = True
+        pool, job_id, started = self._job.provider, self._job.request_id, self.started
+        self.left_to_worker = started and client_left
+        abandoned = False
+        try:
+            if not self.left_to_worker:
+                await self._release_hold()
+            abandoned = await job_control.abandon(self._redis, pool, job_id, started=started)
+        finally:
+            if not abandoned and self._cleanup is not None:
+                self._cleanup.abandon_later(pool, job_id, started=started)
+
+    async def _release_hold(self) -> None:
+        """Release the request's credit hold and give back its counted tokens; once Redis answers if it
+        could not, or if the shutdown cut this short."""
+        billing = JobBilling.of_job(self._job)
+        if billing is None:
+            return
+        try:
+            await release_hold(self._redis, billing)
+        except RedisError:
+            if self._cleanup is None:
+                log.warning("could not release the credit hold of job %s", self._job.request_id)
+                return
+            self._cleanup.release_later(billing)
+        except asyncio.CancelledError:
+            if self._cleanup is not None:
+                self._cleanup.release_later(billing)
+                self.released = True
+            raise
+        self.released = True
 
     def _stalled(self, silence: float) -> ResponseStalled:
         """The error of a started job silent for ``silence`` seconds (logged: an operator should know)."""

@@ -1,5 +1,6 @@
-"""Client disconnects: a queued job is withdrawn and deleted, a started one is cancelled (published on
-the cancel channel and marked), and the request's tasks all end."""
+"""Client disconnects: a queued job is withdrawn and deleted and its credit hold released, a started one
+is cancelled (published on the cancel channel and marked) and its hold left to its worker, and the
+request's tasks all end."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import pytest
 import redis.asyncio as aredis
 from rq.job import Job
 
+from ingress import job_control
 from ingress.relay import CompletionRelay
-from shared import keys
+from shared import credits, keys
 from tests.ingress.conftest import MESSAGES, MODEL, Ingress, asgi_chat
 from tests.waiting import eventually
 
@@ -39,6 +41,7 @@ async def test_disconnect_while_queued_withdraws_the_job(ingress: Ingress) -> No
     assert await queued_ids(ingress.redis) == []
     assert not await ingress.redis.exists(Job.key_for(job_id.decode()))
     assert not await ingress.redis.exists(keys.cancelled_marker(job_id.decode()))
+    assert (await credits.get_balance(ingress.redis, "acct-test")).reserved == 0  # nothing ran: released
 
 
 async def test_disconnect_during_stream_cancels_the_job(ingress: Ingress) -> None:
@@ -111,3 +114,49 @@ async def test_finished_request_leaves_no_task_and_no_registration(ingress: Ingr
     await eventually(lambda: not {t for t in asyncio.all_tasks() if not t.done()} - before - {this})
     assert list(ingress.app.state.ingress.hub.open_subscriptions()) == []
     assert not await ingress.redis.exists(keys.cancelled_marker(taken.id))
+
+
+async def test_a_client_leaving_after_the_start_leaves_the_hold_to_the_worker(ingress: Ingress) -> None:
+    """A client leaving mid-stream after its job started leaves the credit hold held for the worker to
+    charge what the job produced; a worker that never settles it (killed) leaves it to the sweep, which
+    releases it once its deadline passed."""
+    call = asgi_chat(ingress, STREAM_BODY)
+    running = asyncio.create_task(call.run())
+    taken = await ingress.worker.take()
+    await ingress.worker.start(taken)
+    await ingress.worker.chunk(taken, "a")
+    await asyncio.wait_for(call.body_sent.wait(), 5)
+    call.disconnected.set()
+    await asyncio.wait_for(running, 5)
+    assert await ingress.redis.exists(keys.cancelled_marker(taken.id))
+    assert (await credits.get_balance(ingress.redis, "acct-test")).reserved > 0
+    [reservation_id] = await ingress.redis.zrange(keys.CREDIT_RESERVATIONS, 0, -1)
+    # Nobody renews its lease (the worker was killed): its deadline passes.
+    await ingress.redis.hset(keys.credit_reservation(reservation_id.decode()), "deadline", 0)
+    await ingress.redis.zadd(keys.CREDIT_RESERVATIONS, {reservation_id: 0})
+    assert await credits.sweep_expired(ingress.redis) == 1
+    balance = await credits.get_balance(ingress.redis, "acct-test")
+    assert (balance.reserved, balance.spent) == (0, 0)
+
+
+async def test_a_client_leaving_before_the_start_releases_the_hold_before_the_cancel(
+    ingress: Ingress, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client leaving while a worker holds its job unstarted gets the hold released before the cancel
+    goes out: the worker's settlement of the cancelled job then finds it settled and charges nothing."""
+    reserved_at_cancel: list[int] = []
+    abandon = job_control.abandon
+
+    async def observed_abandon(redis: aredis.Redis, pool: str, job_id: str, *, started: bool) -> bool:
+        reserved_at_cancel.append((await credits.get_balance(redis, "acct-test")).reserved)
+        return await abandon(redis, pool, job_id, started=started)
+
+    monkeypatch.setattr(job_control, "abandon", observed_abandon)
+    call = asgi_chat(ingress, {"model": MODEL, "messages": MESSAGES})
+    running = asyncio.create_task(call.run())
+    taken = await ingress.worker.take()
+    call.disconnected.set()
+    await asyncio.wait_for(running, 5)
+    assert await ingress.redis.exists(keys.cancelled_marker(taken.id))
+    assert reserved_at_cancel == [0]
+    assert (await credits.get_balance(ingress.redis, "acct-test")).reserved == 0
