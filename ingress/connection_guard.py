@@ -18,7 +18,10 @@ ingress do unbounded work or hold its connections forever, whatever sits in fron
   default the open-file limit less what the process needs itself, :func:`connection_bound`);
 * HTTP the parser refuses is a 400 ``invalid_http_request``;
 * a client that leaves with pipelined requests outstanding leaves them all: the one running sees the
-  disconnect (uvicorn itself tells only the newest one), and the queued ones never start.
+  disconnect (uvicorn itself tells only the newest one), and the queued ones never start;
+* a request refused behind pipelined ones is answered after them, in the order of the requests (RFC 9112
+  section 9.3.2): uvicorn alone would write the refusal at once, in the place of the running request's
+  answer, and that answer then into a closing connection (a traceback).
 
 Each request's response writes through a :class:`~ingress.response_writes.HeadJoiningTransport`, so that
 its head leaves with its first body bytes.  A response without a ``content-length`` (a stream) to a
@@ -42,6 +45,7 @@ import functools
 import http
 import logging
 import time
+from collections import deque
 from dataclasses import replace
 from typing import Any, ClassVar, cast
 
@@ -155,6 +159,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._body_base = 0  # bytes fed by then
         self._body_progress = 0.0  # loop time of the last read of its body
         self._running: RequestResponseCycle | None = None  # the request whose app runs (pipelining)
+        self._deferred: AIORouterError | None = None  # a refusal waiting for the answers owed before it
 
     # --- connection ------------------------------------------------------------------------------
 
@@ -200,10 +205,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             if self._dropped > self.limits.max_header_bytes:
                 self.transport.close()
             return
+        if self._deferred is not None:  # parsing ended at a refusal: nothing more is read before it is sent
+            self.flow.pause_reading()
+            return
         if self.timeout_keep_alive_task is not None:
             self.timeout_keep_alive_task.cancel()
             self.timeout_keep_alive_task = None
-        while data and not self._lingering and not self.transport.is_closing():
+        while data and self._parsing():
             if self._awaiting_head:
                 room = self.limits.max_header_bytes - self._head_bytes
                 piece, data = data[:room], data[room:]
@@ -220,12 +228,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # A body's progress is only noted here; its timer, armed once, judges it when it fires.
         if self._receiving_body:
             self._body_progress = self.loop.time()
-        if self._timer is None and not self._lingering and not self.transport.is_closing():
+        if self._timer is None and self._parsing():
             if self._awaiting_head and self._head_bytes:
                 self._start_timer(self.limits.header_timeout, self._head_timed_out)
             elif self._receiving_body:
                 self._body_start, self._body_base = self._body_progress, self._body_bytes
                 self._start_timer(self.limits.body_timeout, self._check_body)
+
+    def _parsing(self) -> bool:
+        """Whether the connection's bytes are still parsed (not after a refusal, nor once it closes)."""
+        return not self._lingering and self._deferred is None and not self.transport.is_closing()
 
     def _feed(self, piece: bytes) -> None:
         try:
@@ -271,6 +283,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._body_bytes = 0
 
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # starts the next pipelined request, if any
+        deferred = self._deferred
+        if deferred is not None and (self._running is None or self._running.response_complete):
+            self._deferred = None
+            self._answer(deferred)
+
     # --- limits -----------------------------------------------------------------------------------
 
     def _head_timed_out(self) -> None:
@@ -305,13 +324,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _body_timed_out(self, message: str) -> None:
         self.limit_log.hit("body_timeout", _client(self.client))
-        cycle = self.cycle
-        if cycle is None or cycle.response_started:
-            self._send_held()
-            self.transport.close()
-            return
-        cycle.disconnected = True  # the app's next receive is a disconnect; its sends go nowhere
-        cycle.message_event.set()
         self._refuse(RequestTimeout(message))
 
     def _refuse_head(self, error: AIORouterError, limit: str, detail: object = None) -> None:
@@ -319,10 +331,31 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._refuse(error)
 
     def _refuse(self, error: AIORouterError) -> None:
-        """Answer ``error`` on the connection itself, then close it after a bounded linger."""
+        """Answer ``error`` on the connection itself for the request being read, after the answers of the
+        requests pipelined before it (answers go in the order of the requests, RFC 9112 section 9.3.2),
+        then close it after a bounded linger.  A request refused in its body never reaches its app (a
+        running one reads a disconnect); one whose answer has started already gets no other, the
+        connection is closed."""
         self._stop_timer()
-        if self._lingering or self.transport.is_closing():
+        if self._lingering or self._deferred is not None or self.transport.is_closing():
             return
+        refused = self.cycle if self._receiving_body else None
+        if refused is not None:
+            if refused.response_started:
+                self._send_held()
+                self.transport.close()
+                return
+            refused.disconnected = True  # its app's next receive is a disconnect; its sends go nowhere
+            refused.message_event.set()
+            self.pipeline = deque(queued for queued in self.pipeline if queued[0] is not refused)
+        running = self._running
+        if running is not None and not (running.response_complete or running.disconnected):
+            self._deferred = error  # sent as the running answer and those queued behind it are complete
+            self.flow.pause_reading()
+            return
+        self._answer(error)
+
+    def _answer(self, error: AIORouterError) -> None:
         self._lingering = True
         self._send_held()
         self.transport.write(_raw_response(error, [*self.server_state.default_headers, *self._own_headers()]))

@@ -303,15 +303,20 @@ async def test_uvicorn_private_api_used_by_the_guard_is_unchanged() -> None:
     protocol = HttpToolsProtocol(Config(app=_no_app, http="httptools"), ServerState(), {})
     for attribute in (
         "transport", "flow", "cycle", "parser", "app", "connections", "client", "loop", "server_state",
-        "timeout_keep_alive", "timeout_keep_alive_task", "limit_concurrency",
+        "timeout_keep_alive", "timeout_keep_alive_task", "limit_concurrency", "pipeline",
     ):  # fmt: skip
         assert hasattr(protocol, attribute), attribute
-    for method in ("on_message_begin", "on_header", "on_headers_complete", "on_message_complete"):
+    for method in (
+        "on_message_begin", "on_header", "on_headers_complete", "on_message_complete", "on_response_complete",
+    ):  # fmt: skip
         assert next(iter(inspect.signature(getattr(HttpToolsProtocol, method)).parameters)) == "self"
     assert list(inspect.signature(HttpToolsProtocol.send_400_response).parameters) == ["self", "msg"]
     assert list(inspect.signature(HttpToolsProtocol._start_asgi_task).parameters) == ["self", "cycle", "app"]
     assert "self._start_asgi_task(" in inspect.getsource(HttpToolsProtocol.on_headers_complete)
     assert "self._start_asgi_task(" in inspect.getsource(HttpToolsProtocol.on_response_complete)
+    queues = inspect.getsource(HttpToolsProtocol.on_headers_complete)
+    assert "on_response=self.on_response_complete" in queues
+    assert "self.pipeline.appendleft((self.cycle, app))" in queues
     assert list(inspect.signature(HttpToolsProtocol.__init__).parameters) == [
         "self", "config", "server_state", "app_state", "_loop",
     ]  # fmt: skip

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -262,6 +263,40 @@ async def test_a_client_gone_with_pipelined_requests_leaves_the_running_one_clea
     await asyncio.sleep(0.2)
     assert not errors_logged
     assert await aredis_client.llen(keys.rq_queue_key(first.job.provider)) == 0
+
+
+@pytest.mark.parametrize(
+    ("refused", "status"),
+    [
+        (b"NOT HTTP\r\n\r\n", b"400"),  # a head the parser refuses
+        (b"GET /healthz HTTP/1.1\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n", b"431"),  # a head too large
+        (b"POST /healthz HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", b"400"),  # a bad body
+    ],
+)
+async def test_a_request_refused_behind_pipelined_ones_is_answered_after_them(
+    live: tuple[str, str, FakeWorker], errors_logged: list[logging.LogRecord], refused: bytes, status: bytes
+) -> None:
+    """Two requests pipelined on one connection, then one the connection refuses: each of the two gets
+    its own answer, then the refused one its error, in the order the requests came (RFC 9112 section
+    9.3.2), never the error in the place of a request that was served."""
+    url, key, worker = live
+    host, port = url.removeprefix("http://").split(":")
+    body = orjson.dumps({"model": MODEL, "messages": MESSAGES})
+    request = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(request * 2 + refused)
+    for answer in ("one", "two"):
+        taken = await worker.take()
+        await worker.start(taken)
+        await worker.done(taken, answer)
+    received = await reader.read()  # until the server closes the connection
+    writer.close()
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", received) == [b"200", b"200", status]
+    assert received.index(b'"one"') < received.index(b'"two"') < received.index(b'{"error"')
+    assert not errors_logged
 
 
 def test_run_serves_in_its_own_process(redis_url: str) -> None:
