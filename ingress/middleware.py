@@ -2,11 +2,13 @@
 
 (Starlette's ``BaseHTTPMiddleware`` would buffer streams and hide client disconnects.)  It also
 resolves the request's API version (:mod:`ingress.versions`), stores ``request_id`` and
-``api_version`` in ``scope["state"]``, and turns any unexpected exception into a 500 ``api_error``
-envelope, logging the traceback (a client that left while its body was read is no error: nothing is
-answered or logged above DEBUG).  A request the server cancels before its answer (uvicorn's last step
-of a shutdown, ``timeout_graceful_shutdown`` after the grace: :mod:`ingress.shutdown`) gets the
-shutdown's 503 ``ingress_stopping``, not uvicorn's bare 500; an answer under way is cut as it is.
+``api_version`` in ``scope["state"]``, refuses a compressed body on every route (400
+``unsupported_content_encoding``, :func:`~ingress.request_body.check_body_coding`), and turns any
+unexpected exception into a 500 ``api_error`` envelope, logging the traceback (a client that left while
+its body was read is no error: nothing is answered or logged above DEBUG).  A request the server
+cancels before its answer (uvicorn's last step of a shutdown, ``timeout_graceful_shutdown`` after the
+grace: :mod:`ingress.shutdown`) gets the shutdown's 503 ``ingress_stopping``, not uvicorn's bare 500; an
+answer under way is cut as it is.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingress.http_errors import send_error
+from ingress.request_body import BODY_CODING_HEADERS, check_body_coding
 from ingress.routing import UNAVAILABLE_RETRY_AFTER, retry_after
 from ingress.versions import VersionRegistry
 from shared.errors import AIORouterError, IngressStopping
@@ -47,11 +50,14 @@ class RequestContextMiddleware:
             return
         client_request_id: bytes | None = None
         requested_version: str | None = None
+        body_codings: list[tuple[bytes, bytes]] = []
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 client_request_id = value
             elif name == b"api-version":
                 requested_version = value.decode("utf-8", "replace")  # shown as sent in an error
+            elif name in BODY_CODING_HEADERS:
+                body_codings.append((name, value))
         request_id = request_id_for(client_request_id)
         state = scope.setdefault("state", {})
         state["request_id"] = request_id.decode()
@@ -62,6 +68,12 @@ class RequestContextMiddleware:
             return
         state["api_version"] = version.version
         extra_headers = [(b"x-request-id", request_id), *version.headers]
+        try:
+            for name, value in body_codings:
+                check_body_coding(name, value)
+        except AIORouterError as exc:
+            await send_error(send, exc, extra_headers)
+            return
         response_started = False
 
         async def send_with_headers(message: Message) -> None:

@@ -59,6 +59,24 @@ def check_json_content_type(value: bytes | str | None) -> None:
         )
 
 
+BODY_CODING_HEADERS = frozenset({b"content-encoding", b"transfer-encoding"})
+_READ_AS_SENT = {b"content-encoding": b"identity", b"transfer-encoding": b"chunked"}
+
+
+def check_body_coding(name: bytes, value: bytes) -> None:
+    """A body is read as it comes: a ``Content-Encoding`` other than identity (a compressed body) or a
+    ``Transfer-Encoding`` other than chunked would have it parsed as what it is not."""
+    codings = [coding.strip().lower() for coding in value.split(b",")]
+    if any(coding and coding != _READ_AS_SENT[name] for coding in codings):
+        header = "Content-Encoding" if name == b"content-encoding" else "Transfer-Encoding"
+        raise InvalidRequest(
+            f"Request bodies are read as sent, uncompressed: {header} {value.decode('latin-1')!r} is not "
+            "supported.",
+            code="unsupported_content_encoding",
+            headers={"Accept-Encoding": "identity"},
+        )
+
+
 def _check_declared(content_length: bytes | str | None, limit: int) -> None:
     if content_length is None:
         return

@@ -3,6 +3,7 @@ bodies pass unchanged (unknown fields included); body size, JSON and Content-Typ
 
 from __future__ import annotations
 
+import gzip
 from typing import Any
 
 import orjson
@@ -571,6 +572,36 @@ async def test_non_json_content_type_is_400(ingress: Ingress, content_type: str 
 async def test_json_content_type_with_charset_is_accepted(ingress: Ingress) -> None:
     """`application/json; charset=utf-8` is JSON."""
     headers = ingress.headers({"Content-Type": "Application/JSON; charset=utf-8"})
+    response = await ingress.client.post("/v1/chat/completions", content=b"[]", headers=headers)
+    assert_error(response, 400, "invalid_request", "invalid_type")
+
+
+@pytest.mark.parametrize(
+    ("path", "coding"),
+    [
+        ("/v1/chat/completions", {"Content-Encoding": "gzip"}),
+        ("/v1/chat/completions", {"Content-Encoding": "identity, br"}),
+        ("/v1/chat/completions", {"Transfer-Encoding": "gzip, chunked"}),
+        ("/v1/batches", {"Content-Encoding": "deflate"}),
+        ("/v1/files", {"Content-Encoding": "gzip"}),
+    ],
+)
+async def test_a_coded_body_is_400_unsupported_content_encoding(
+    ingress: Ingress, path: str, coding: dict[str, str]
+) -> None:
+    """A body sent compressed (a content or transfer coding other than chunked) is 400
+    unsupported_content_encoding, never parsed as what it is not, and nothing is queued."""
+    raw = orjson.dumps(body())
+    headers = ingress.headers(coding)
+    response = await ingress.client.post(path, content=gzip.compress(raw), headers=headers)
+    assert_error(response, 400, "invalid_request", "unsupported_content_encoding")
+    assert response.headers["accept-encoding"] == "identity"
+    assert await ingress.redis.llen("rq:queue:simulated") == 0
+
+
+async def test_an_identity_content_encoding_is_the_body_as_it_is(ingress: Ingress) -> None:
+    """`Content-Encoding: identity` is no coding: the body is read as it came."""
+    headers = ingress.headers({"Content-Encoding": "Identity"})
     response = await ingress.client.post("/v1/chat/completions", content=b"[]", headers=headers)
     assert_error(response, 400, "invalid_request", "invalid_type")
 
