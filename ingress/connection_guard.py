@@ -17,6 +17,8 @@ ingress do unbounded work or hold its connections forever, whatever sits in fron
 * a request on a connection beyond ``max_connections`` open in this process is answered 503 (by
   default the open-file limit less what the process needs itself, :func:`connection_bound`);
 * HTTP the parser refuses is a 400 ``invalid_http_request``;
+* an offer to upgrade the connection (``Upgrade``: h2c, websocket) is ignored, and the request, body
+  included, served as plain HTTP/1.1 (:meth:`GuardedHttpToolsProtocol._parse_without_upgrade`);
 * a client that leaves with pipelined requests outstanding leaves them all: the one running sees the
   disconnect (uvicorn itself tells only the newest one), and the queued ones never start;
 * a request refused behind pipelined ones is answered after them, in the order of the requests (RFC 9112
@@ -160,6 +162,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._body_progress = 0.0  # loop time of the last read of its body
         self._running: RequestResponseCycle | None = None  # the request whose app runs (pipelining)
         self._deferred: AIORouterError | None = None  # a refusal waiting for the answers owed before it
+        self._upgrade_offered = False  # the head just parsed offers an upgrade: parsed again without it
 
     # --- connection ------------------------------------------------------------------------------
 
@@ -242,14 +245,30 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _feed(self, piece: bytes) -> None:
         try:
             self.parser.feed_data(piece)
-        except httptools.HttpParserUpgrade:
-            pass  # no WebSocket here: the request is served as plain HTTP
+        except httptools.HttpParserUpgrade as upgrade:
+            if self._upgrade_offered:
+                self._parse_without_upgrade(piece[upgrade.args[0] :])
+            # else a CONNECT, served as plain HTTP: it has no body
         except httptools.HttpParserError as exc:
             refusal, self._refusal = self._refusal, None
             if refusal is not None:
                 self._refuse_head(refusal, "max_headers")
             else:
                 self._refuse_head(InvalidRequest(_MALFORMED, code="invalid_http_request"), "malformed", exc)
+
+    def _parse_without_upgrade(self, rest: bytes) -> None:
+        """Parse the head just read again without its offer to upgrade (its ``Upgrade`` header), and
+        what followed it as its body and the requests after it.  httptools reads no body after a head
+        that offers an upgrade, and stops parsing there, as if the connection switched protocols; we
+        switch to none, so the offer is ignored (RFC 9110 section 7.8) and the request served as plain
+        HTTP/1.1 (Java's HTTP clients offer h2c with every request, bodies included)."""
+        self._upgrade_offered = False
+        version = self.parser.get_http_version().encode()
+        head = [b"%s %s HTTP/%s\r\n" % (self.parser.get_method(), self.url, version)]
+        head += [b"%s: %s\r\n" % (name, value) for name, value in self.headers if name != b"upgrade"]
+        self.parser = httptools.HttpRequestParser(self)
+        self.parser.set_dangerous_leniencies(lenient_data_after_close=True)  # as uvicorn's own parser
+        self._feed(b"".join(head) + b"\r\n" + rest)
 
     def send_400_response(self, msg: str) -> None:
         self._refuse(InvalidRequest(_MALFORMED, code="invalid_http_request"))
@@ -270,12 +289,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        if self.parser.should_upgrade() and self.parser.get_method() != b"CONNECT":
+            self._upgrade_offered = True  # no request yet: its head is parsed again without the offer
+            return
         self._stop_timer()
         self._awaiting_head = False
         self._receiving_body = True
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
+        if self._upgrade_offered:
+            return  # the end httptools gives a head that offers an upgrade: its body is still to come
         super().on_message_complete()
         self._stop_timer()
         self._receiving_body = False

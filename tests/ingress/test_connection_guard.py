@@ -314,6 +314,9 @@ async def test_uvicorn_private_api_used_by_the_guard_is_unchanged() -> None:
     assert list(inspect.signature(HttpToolsProtocol._start_asgi_task).parameters) == ["self", "cycle", "app"]
     assert "self._start_asgi_task(" in inspect.getsource(HttpToolsProtocol.on_headers_complete)
     assert "self._start_asgi_task(" in inspect.getsource(HttpToolsProtocol.on_response_complete)
+    assert "self.url += url" in inspect.getsource(HttpToolsProtocol.on_url)
+    assert "self.headers.append((name, value))" in inspect.getsource(HttpToolsProtocol.on_header)
+    assert "self.parser = httptools.HttpRequestParser(self)" in inspect.getsource(HttpToolsProtocol.__init__)
     queues = inspect.getsource(HttpToolsProtocol.on_headers_complete)
     assert "on_response=self.on_response_complete" in queues
     assert "self.pipeline.appendleft((self.cycle, app))" in queues

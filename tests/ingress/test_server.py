@@ -299,6 +299,41 @@ async def test_a_request_refused_behind_pipelined_ones_is_answered_after_them(
     assert not errors_logged
 
 
+H2C_OFFER = b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAA\r\n"
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+async def test_an_upgrade_offer_is_ignored_and_the_body_read(
+    live: tuple[str, str, FakeWorker], errors_logged: list[logging.LogRecord], framing: str
+) -> None:
+    """A request offering to upgrade (Java's HTTP clients offer h2c on every request) is served as plain
+    HTTP/1.1 (RFC 9110 section 7.8), its body read whole, and the request after it on the connection
+    read as the next request: here a completion whose head and body come in separate writes, then a
+    second completion pipelined behind it."""
+    url, key, worker = live
+    host, port = url.removeprefix("http://").split(":")
+    body = orjson.dumps({"model": MODEL, "messages": MESSAGES})
+    chunked = framing == "chunked"
+    framed = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) if chunked else body
+    framing_header = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % len(body)
+    headers = f"Host: test\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n".encode()
+    head = b"POST /v1/chat/completions HTTP/1.1\r\n" + headers + H2C_OFFER + framing_header + b"\r\n\r\n"
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(head)
+    await writer.drain()
+    writer.write(framed + head.replace(b"Host: test", b"Host: test\r\nConnection: close") + framed)
+    for answer in ("one", "two"):
+        taken = await worker.take()
+        assert taken.job.body["messages"] == MESSAGES
+        await worker.start(taken)
+        await worker.done(taken, answer)
+    received = await reader.read()  # until the server closes the connection
+    writer.close()
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", received) == [b"200", b"200"]
+    assert received.index(b'"one"') < received.index(b'"two"')
+    assert not errors_logged
+
+
 def test_run_serves_in_its_own_process(redis_url: str) -> None:
     """`ingress.server.run` starts uvicorn (uvloop + httptools) and answers /healthz until interrupted."""
     with socket.socket() as probe:
