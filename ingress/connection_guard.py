@@ -152,7 +152,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._receiving_body = False  # after its headers, before its end
         self._head_bytes = 0  # bytes of the current request fed while awaiting its head
         self._header_count = 0
-        self._refusal: AIORouterError | None = None  # a limit a parser callback hit
+        self._head_size = 0  # bytes of the current request's target and header fields parsed so far
+        self._refusal: tuple[AIORouterError, str] | None = None  # a limit a parser callback hit, and its name
         self._lingering = False
         self._dropped = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -252,7 +253,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         except httptools.HttpParserError as exc:
             refusal, self._refusal = self._refusal, None
             if refusal is not None:
-                self._refuse_head(refusal, "max_headers")
+                self._refuse_head(*refusal)
             else:
                 self._refuse_head(InvalidRequest(_MALFORMED, code="invalid_http_request"), "malformed", exc)
 
@@ -278,15 +279,32 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._header_count = 0
+        self._head_size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._count_head(len(url))
+        super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
         if self._header_count > self.limits.max_headers:
-            self._refusal = RequestHeadersTooLarge(
+            error = RequestHeadersTooLarge(
                 f"A request may carry at most {self.limits.max_headers} header fields."
             )
+            self._refusal = (error, "max_headers")
             raise _Refused
+        self._count_head(len(name) + len(value) + 4)  # with its ": " and line end
         super().on_header(name, value)
+
+    def _count_head(self, size: int) -> None:
+        """Count ``size`` more bytes of this request's head (its target and header fields), 431 past
+        ``max_header_bytes``: the bound on the bytes fed while awaiting a head (:meth:`data_received`)
+        counts from the start of a read, and one read may end a request and begin the next, so a
+        pipelined head would otherwise pass with up to twice the bound."""
+        self._head_size += size
+        if self._head_size > self.limits.max_header_bytes:
+            self._refusal = (RequestHeadersTooLarge(_HEAD_TOO_LARGE), "max_header_bytes")
+            raise _Refused
 
     def on_headers_complete(self) -> None:
         if self.parser.should_upgrade() and self.parser.get_method() != b"CONNECT":

@@ -94,6 +94,21 @@ async def test_headers_over_the_size_bound_are_431(redis_url: str) -> None:
         assert (await exchange(address, GET_HEALTH))[0] == 200  # a normal request still passes
 
 
+async def test_a_pipelined_head_over_the_size_bound_is_431(redis_url: str) -> None:
+    """A head over max_header_bytes that comes in the same read as the request before it is 431 too,
+    after that request's answer: its size counts from its own first byte, not from the read's."""
+    async with guarded(redis_url, max_header_bytes=8192) as address:
+        keep_alive = GET_HEALTH.replace(b"Connection: close", b"Connection: keep-alive")
+        big = b"GET /healthz HTTP/1.1\r\nHost: test\r\nX-Big: " + b"a" * 10_000 + b"\r\n\r\n"
+        reader, writer = await asyncio.open_connection(*address)
+        writer.write(keep_alive + big)
+        received = await reader.read()  # until the server closes the connection
+        writer.close()
+        first, _, refusal = received.partition(b'{"status":"ok"}')
+        assert parse(first)[0] == 200
+        assert_envelope(parse(refusal), 431, "request_headers_too_large")
+
+
 async def test_too_many_header_fields_are_431(redis_url: str) -> None:
     """More than max_headers header fields is 431 in the envelope."""
     async with guarded(redis_url, max_headers=20) as address:
@@ -307,7 +322,8 @@ async def test_uvicorn_private_api_used_by_the_guard_is_unchanged() -> None:
     ):  # fmt: skip
         assert hasattr(protocol, attribute), attribute
     for method in (
-        "on_message_begin", "on_header", "on_headers_complete", "on_message_complete", "on_response_complete",
+        "on_message_begin", "on_url", "on_header", "on_headers_complete", "on_message_complete",
+        "on_response_complete",
     ):  # fmt: skip
         assert next(iter(inspect.signature(getattr(HttpToolsProtocol, method)).parameters)) == "self"
     assert list(inspect.signature(HttpToolsProtocol.send_400_response).parameters) == ["self", "msg"]
