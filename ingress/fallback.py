@@ -189,7 +189,9 @@ class FallbackRun:
         finally:
             self._subscription = None
             hub.unregister(subscription)
-            await self._context.cleanup.bounded(relay.abandon_if_unfinished(client_left=self.client_left))
+            # A client cut off for reading too slowly got part of the answer, as one that left did.
+            left = self.client_left or subscription.too_slow
+            await self._context.cleanup.bounded(relay.abandon_if_unfinished(client_left=left))
 
 
 def require_listening(hub: ReplyHub) -> None:

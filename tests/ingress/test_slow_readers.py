@@ -61,7 +61,8 @@ async def test_a_client_that_stops_reading_is_disconnected_and_its_job_cancelled
     ingress_factory: IngressFactory,
 ) -> None:
     """A stream whose client stops reading (send blocks) ends once stream_buffer_bytes wait for it:
-    the app returns, the job is cancelled and its credit hold released."""
+    the app returns and the job is cancelled, its credit hold left to the worker, which charges what
+    the job produced, as when a client leaves mid-stream."""
     async with ingress_factory(stream_buffer_bytes=2000) as ingress:
         call = asgi_chat(ingress, STREAM_BODY)
         reading = asyncio.Event()
@@ -83,4 +84,4 @@ async def test_a_client_that_stops_reading_is_disconnected_and_its_job_cancelled
                 break
         await asyncio.wait_for(running, 5)
         assert await ingress.redis.exists(keys.cancelled_marker(taken.id))
-        assert (await credits.get_balance(ingress.redis, "acct-test")).reserved == 0
+        assert (await credits.get_balance(ingress.redis, "acct-test")).reserved > 0  # the worker's to settle
