@@ -38,7 +38,7 @@ from ingress.provider_preferences import ProviderPreferences
 from ingress.routing import ModelRouter
 from shared import credits, keys
 from shared.batch_lines import LineRef
-from shared.errors import ServiceUnavailable
+from shared.errors import InvalidRequest, ServiceUnavailable
 from shared.lua import LuaScript
 from shared.settings import BatchSettings, Deployment, Settings
 
@@ -306,7 +306,13 @@ class BatchDriver:
                 message = f"The model '{attempt.model}' does not exist."
                 await run.fail_lines(self.redis, [(ref, "model_not_found", message)])
                 continue
-            deployment = await self._route(entry.id, attempt.preferences, avoid=attempt.pool)
+            try:
+                deployment = await self._route(entry.id, attempt.preferences, avoid=attempt.pool)
+            except InvalidRequest as exc:  # its provider.order names none of the model's providers now
+                run.retries.pop(0)
+                ref = LineRef(run.id, attempt.index, attempt.custom_id)
+                await run.fail_lines(self.redis, [(ref, exc.code or "invalid_value", exc.message)])
+                continue
             if deployment is None or window + room.get(deployment.provider, 0) <= 0:
                 return None
             run.retries.pop(0)

@@ -63,3 +63,40 @@ async def test_a_line_to_run_again_whose_model_left_the_catalog_fails_and_the_ba
     assert run.retries == []
     result = orjson.loads((await store.hget(keys.batch_results("batch_r"), "0"))[1:])
     assert result["custom_id"] == "q0" and result["error"]["code"] == "model_not_found"
+
+
+async def test_review_a_line_to_run_again_whose_provider_order_no_longer_matches_fails_alone(
+    store: aredis.Redis,
+) -> None:
+    """Review: a lost line run again routes with its ``provider`` preferences (4537932); when the catalog
+    no longer serves its model on any provider of its ``order`` (allow_fallbacks false), routing raises
+    400 invalid_value, which is neither ServiceUnavailable (caught by ``_route``) nor a model gone
+    (0c3d56f): it escaped ``_next`` and failed every driver round, stalling every batch."""
+    from typing import Any
+
+    from ingress.batches.attempts import Attempt
+    from ingress.batches.driver import BatchDriver
+    from ingress.provider_preferences import ProviderPreferences
+    from ingress.routing import ModelRouter
+    from shared.credits import Reservation
+
+    entry = SETTINGS.models["aiorouter/echo"]
+
+    class Router:
+        async def route(self, model: str, preferences: Any) -> Any:
+            return await ModelRouter.route(self, model, preferences)  # type: ignore[arg-type]
+
+        def entry(self, model: str) -> Any:
+            return SETTINGS.models[model]
+
+    record = BatchRecord({"id": "batch_p", "account_id": "acct", "status": "in_progress", "total": "1"})
+    run = BatchRun(record, "in", cursor=1)
+    reservation = Reservation("res_2", "acct", 100, 0)
+    strict = ProviderPreferences(("removed-provider",), False)  # the provider the catalog dropped since
+    run.retries.append(Attempt(0, "q0", "", "removed-provider", 1, reservation, entry.id, {}, 0.0, strict))
+    unused: Any = None
+    driver = BatchDriver(SETTINGS, store, unused, Router(), "retries")  # type: ignore[arg-type]
+    assert await driver._next(run, {}, SETTINGS.batches.lines_in_flight) is None
+    assert run.retries == []
+    result = orjson.loads((await store.hget(keys.batch_results("batch_p"), "0"))[1:])
+    assert result["custom_id"] == "q0" and result["error"]["code"] == "invalid_value"
