@@ -18,7 +18,7 @@ ingress do unbounded work or hold its connections forever, whatever sits in fron
   default the open-file limit less what the process needs itself, :func:`connection_bound`);
 * HTTP the parser refuses is a 400 ``invalid_http_request``;
 * an offer to upgrade the connection (``Upgrade``: h2c, websocket) is ignored, and the request, body
-  included, served as plain HTTP/1.1 (:meth:`GuardedHttpToolsProtocol._parse_without_upgrade`);
+  included, served as plain HTTP/1.1 (:meth:`GuardedHttpToolsProtocol._head_without_upgrade`);
 * a client that leaves with pipelined requests outstanding leaves them all: the one running sees the
   disconnect (uvicorn itself tells only the newest one), and the queued ones never start;
 * a request refused behind pipelined ones is answered after them, in the order of the requests (RFC 9112
@@ -244,32 +244,36 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         return not self._lingering and self._deferred is None and not self.transport.is_closing()
 
     def _feed(self, piece: bytes) -> None:
-        try:
-            self.parser.feed_data(piece)
-        except httptools.HttpParserUpgrade as upgrade:
-            if self._upgrade_offered:
-                self._parse_without_upgrade(piece[upgrade.args[0] :])
-            # else a CONNECT, served as plain HTTP: it has no body
-        except httptools.HttpParserError as exc:
-            refusal, self._refusal = self._refusal, None
-            if refusal is not None:
-                self._refuse_head(*refusal)
-            else:
-                self._refuse_head(InvalidRequest(_MALFORMED, code="invalid_http_request"), "malformed", exc)
+        while True:  # a loop, not a recursion: a read may pipeline hundreds of heads that offer an upgrade
+            try:
+                self.parser.feed_data(piece)
+            except httptools.HttpParserUpgrade as upgrade:
+                if not self._upgrade_offered:
+                    return  # a CONNECT, served as plain HTTP: it has no body
+                piece = self._head_without_upgrade(piece[upgrade.args[0] :])
+                continue
+            except httptools.HttpParserError as exc:
+                refusal, self._refusal = self._refusal, None
+                if refusal is not None:
+                    self._refuse_head(*refusal)
+                else:
+                    self._refuse_head(InvalidRequest(_MALFORMED, code="invalid_http_request"), "malformed", exc)
+            return
 
-    def _parse_without_upgrade(self, rest: bytes) -> None:
-        """Parse the head just read again without its offer to upgrade (its ``Upgrade`` header), and
-        what followed it as its body and the requests after it.  httptools reads no body after a head
-        that offers an upgrade, and stops parsing there, as if the connection switched protocols; we
-        switch to none, so the offer is ignored (RFC 9110 section 7.8) and the request served as plain
-        HTTP/1.1 (Java's HTTP clients offer h2c with every request, bodies included)."""
+    def _head_without_upgrade(self, rest: bytes) -> bytes:
+        """The head just read without its offer to upgrade (its ``Upgrade`` header), followed by what
+        came after it (its body and the requests after it), for a fresh parser to read again.  httptools
+        reads no body after a head that offers an upgrade, and stops parsing there, as if the connection
+        switched protocols; we switch to none, so the offer is ignored (RFC 9110 section 7.8) and the
+        request served as plain HTTP/1.1 (Java's HTTP clients offer h2c with every request, bodies
+        included)."""
         self._upgrade_offered = False
         version = self.parser.get_http_version().encode()
         head = [b"%s %s HTTP/%s\r\n" % (self.parser.get_method(), self.url, version)]
         head += [b"%s: %s\r\n" % (name, value) for name, value in self.headers if name != b"upgrade"]
         self.parser = httptools.HttpRequestParser(self)
         self.parser.set_dangerous_leniencies(lenient_data_after_close=True)  # as uvicorn's own parser
-        self._feed(b"".join(head) + b"\r\n" + rest)
+        return b"".join(head) + b"\r\n" + rest
 
     def send_400_response(self, msg: str) -> None:
         self._refuse(InvalidRequest(_MALFORMED, code="invalid_http_request"))
