@@ -257,7 +257,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 if refusal is not None:
                     self._refuse_head(*refusal)
                 else:
-                    self._refuse_head(InvalidRequest(_MALFORMED, code="invalid_http_request"), "malformed", exc)
+                    self._refuse_head(
+                        InvalidRequest(_MALFORMED, code="invalid_http_request"), "malformed", exc
+                    )
             return
 
     def _head_without_upgrade(self, rest: bytes) -> bytes:

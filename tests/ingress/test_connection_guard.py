@@ -431,3 +431,22 @@ def test_the_default_connection_bound_follows_the_open_file_limit() -> None:
     assert connection_bound(ConnectionLimits(), open_files=100) == 64
     assert connection_bound(ConnectionLimits(max_connections=50), open_files=20_000) == 50
     assert connection_bound(ConnectionLimits(max_connections=5000), open_files=1100) == 1100 - OWN_DESCRIPTORS
+
+
+async def _no_content(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def test_many_pipelined_upgrade_offers_in_one_read_are_parsed_without_recursion() -> None:
+    """Hundreds of pipelined heads that each offer an upgrade, in one read under ``max_header_bytes``, are
+    each parsed again without their offer, one after the other: no RecursionError escapes the protocol,
+    and every request is queued."""
+    offer = b"GET / HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n"
+    protocol = guarded_protocol(ConnectionLimits(max_connections=1000), "2025-01-01")(
+        Config(app=_no_content, lifespan="off"), ServerState(), {}, asyncio.get_running_loop()
+    )
+    protocol.connection_made(RecordingTransport())
+    count = 60_000 // len(offer)
+    protocol.data_received(offer * count)  # one read of them all
+    assert len(protocol.pipeline) + (protocol.cycle is not None) == count

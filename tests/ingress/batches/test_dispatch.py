@@ -1,16 +1,25 @@
-"""Dispatching batch lines: a line that cannot run (its job cannot be written, its model left the catalog)
-fails alone, and its batch goes on."""
+"""Dispatching batch lines: a line that cannot run (its job cannot be written, its model left the catalog,
+no provider it allows serves its model any more) fails alone, and its batch goes on."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import orjson
 import redis.asyncio as aredis
 
+from ingress.batches.attempts import Attempt
 from ingress.batches.batch_run import BatchRun
 from ingress.batches.dispatch import PlannedLine, dispatch
+from ingress.batches.driver import BatchDriver
 from ingress.batches.records import BatchRecord
 from ingress.control import accounts
+from ingress.open_set import OpenSetCache
+from ingress.provider_preferences import ProviderPreferences
+from ingress.routing import ModelRouter
 from shared import credits, keys
+from shared.breaker import CircuitBreaker
+from shared.credits import Reservation
 from shared.settings import settings_from_mapping
 
 SETTINGS = settings_from_mapping({}, env={})
@@ -47,12 +56,6 @@ async def test_a_line_to_run_again_whose_model_left_the_catalog_fails_and_the_ba
     """A lost line waiting to run again, whose model the catalog no longer has, fails ``model_not_found``
     (as its batch's unread lines of that model do) instead of holding back every later line of its
     batch until the window passes."""
-    from typing import Any
-
-    from ingress.batches.attempts import Attempt
-    from ingress.batches.driver import BatchDriver
-    from shared.credits import Reservation
-
     record = BatchRecord({"id": "batch_r", "account_id": "acct", "status": "in_progress", "total": "1"})
     run = BatchRun(record, "in", cursor=1)
     reservation = Reservation("res_1", "acct", 100, 0)
@@ -65,37 +68,23 @@ async def test_a_line_to_run_again_whose_model_left_the_catalog_fails_and_the_ba
     assert result["custom_id"] == "q0" and result["error"]["code"] == "model_not_found"
 
 
-async def test_review_a_line_to_run_again_whose_provider_order_no_longer_matches_fails_alone(
+async def test_a_line_to_run_again_whose_providers_no_longer_serve_its_model_fails_alone(
     store: aredis.Redis,
 ) -> None:
-    """Review: a lost line run again routes with its ``provider`` preferences (4537932); when the catalog
-    no longer serves its model on any provider of its ``order`` (allow_fallbacks false), routing raises
-    400 invalid_value, which is neither ServiceUnavailable (caught by ``_route``) nor a model gone
-    (0c3d56f): it escaped ``_next`` and failed every driver round, stalling every batch."""
-    from typing import Any
-
-    from ingress.batches.attempts import Attempt
-    from ingress.batches.driver import BatchDriver
-    from ingress.provider_preferences import ProviderPreferences
-    from ingress.routing import ModelRouter
-    from shared.credits import Reservation
-
+    """A lost line runs again with its ``provider`` preferences; when no provider of its ``order`` serves
+    its model any more (``allow_fallbacks`` false: the catalog changed since), that line fails with the
+    routing's 400, and the driver goes on: the error no longer escapes the round and stalls every batch."""
     entry = SETTINGS.models["aiorouter/echo"]
-
-    class Router:
-        async def route(self, model: str, preferences: Any) -> Any:
-            return await ModelRouter.route(self, model, preferences)  # type: ignore[arg-type]
-
-        def entry(self, model: str) -> Any:
-            return SETTINGS.models[model]
-
+    router = ModelRouter(
+        SETTINGS.models, redis=store, open_set=OpenSetCache(CircuitBreaker(store, SETTINGS.breaker))
+    )
     record = BatchRecord({"id": "batch_p", "account_id": "acct", "status": "in_progress", "total": "1"})
     run = BatchRun(record, "in", cursor=1)
     reservation = Reservation("res_2", "acct", 100, 0)
     strict = ProviderPreferences(("removed-provider",), False)  # the provider the catalog dropped since
     run.retries.append(Attempt(0, "q0", "", "removed-provider", 1, reservation, entry.id, {}, 0.0, strict))
-    unused: Any = None
-    driver = BatchDriver(SETTINGS, store, unused, Router(), "retries")  # type: ignore[arg-type]
+    unused: Any = None  # no storage is read for a line to run again
+    driver = BatchDriver(SETTINGS, store, unused, router, "retries")
     assert await driver._next(run, {}, SETTINGS.batches.lines_in_flight) is None
     assert run.retries == []
     result = orjson.loads((await store.hget(keys.batch_results("batch_p"), "0"))[1:])
