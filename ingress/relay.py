@@ -325,32 +325,36 @@ class CompletionRelay:
         self.left_to_worker = started and client_left
         abandoned = False
         try:
-            if not self.left_to_worker:
-                await self._release_hold()
+            if not self.left_to_worker and not await self._release_hold():
+                return  # the release waits for Redis: the job's stop waits behind it, never before it
             abandoned = await job_control.abandon(self._redis, pool, job_id, started=started)
         finally:
             if not abandoned and self._cleanup is not None:
                 self._cleanup.abandon_later(pool, job_id, started=started)
 
-    async def _release_hold(self) -> None:
+    async def _release_hold(self) -> bool:
         """Release the request's credit hold and give back its counted tokens; once Redis answers if it
-        could not, or if the shutdown cut this short."""
+        could not, or if the shutdown cut this short.  False when the release waits in the deferred
+        clean-up, which stops the job only after it: a worker told first would charge a client that left."""
         billing = JobBilling.of_job(self._job)
         if billing is None:
-            return
+            return True
         try:
             await release_hold(self._redis, billing)
         except RedisError:
             if self._cleanup is None:
                 log.warning("could not release the credit hold of job %s", self._job.request_id)
-                return
+                return True
             self._cleanup.release_later(billing)
+            self.released = True
+            return False
         except asyncio.CancelledError:
             if self._cleanup is not None:
                 self._cleanup.release_later(billing)
                 self.released = True
             raise
         self.released = True
+        return True
 
     def _stalled(self, silence: float) -> ResponseStalled:
         """The error of a started job silent for ``silence`` seconds (logged: an operator should know)."""

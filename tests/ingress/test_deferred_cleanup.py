@@ -7,23 +7,25 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import cast
 
 import fakeredis
 import pytest
 import redis.asyncio as aredis
+from redis.exceptions import RedisError
 from rq.job import Job
 
 from ingress import deferred_cleanup
+from ingress import relay as relay_module
 from ingress.admission import Admitted
 from ingress.context import IngressContext
 from ingress.deferred_cleanup import DeferredCleanup
 from ingress.relay import CompletionRelay
 from ingress.reply_hub import Subscription
 from shared import credits, keys
-from shared.job_billing import JobBilling
+from shared.job_billing import EXTRA_KEY, JobBilling
 from shared.ratelimit import RateLimitDecision
 from shared.settings import ModelEntry, Settings
 from tests.ingress.test_job_control import completion_job
@@ -232,3 +234,30 @@ async def test_a_release_and_an_abandon_the_hurry_cut_short_wait_in_the_backlog(
         assert f"could not release credit hold {billing.reservation.id}" in caplog.text
     finally:
         await redis.aclose()
+
+
+async def test_a_release_that_waits_for_redis_holds_back_the_job_s_stop_behind_it(
+    server: fakeredis.FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request that ends for a reason of ours while its release fails stops its job only after the
+    release: a worker told first would take the hold as left to it and charge a client that left."""
+    redis = fakeredis.FakeAsyncRedis(server=server)
+    billing = await held_billing(redis, 400)
+    cleanup = DeferredCleanup(redis)
+    job = replace(completion_job("job-1"), extra={EXTRA_KEY: billing.to_wire()})
+    relay = CompletionRelay(redis, SETTINGS, Subscription("job-1"), job, decision="d", cleanup=cleanup)
+    relay.enqueued_ahead(1)
+    relay.started = True
+    real_release = relay_module.release_hold
+
+    async def refused(*args: object) -> None:
+        raise RedisError("connection lost")
+
+    monkeypatch.setattr(relay_module, "release_hold", refused)
+    await relay.abandon_if_unfinished()
+    assert relay.hold_settled and cleanup.pending == 2  # the release, and the cancel behind it
+    assert not await redis.exists(keys.cancelled_marker("job-1"))
+    monkeypatch.setattr(relay_module, "release_hold", real_release)
+    assert await cleanup.flush() == 2
+    assert (await credits.get_balance(redis, "acct")).reserved == 0
+    assert await redis.exists(keys.cancelled_marker("job-1"))
