@@ -277,15 +277,26 @@ CUSTOM_CALL = {"id": "c", "type": "custom", "custom": {"name": "sql", "input": "
             {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": " "}]},
             "messages",
         ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "Hi"},
+                    {"role": "assistant", "content": "Hello"},
+                    {"role": "user", "content": "  "},
+                ]
+            },
+            "messages[2].content",
+        ),
     ],
 )
 def test_shapes_without_an_anthropic_counterpart_are_400s_naming_the_field(
     body: dict[str, Any], param: str
 ) -> None:
     """Function messages, audio and file parts, an earlier spoken answer, custom tools and calls of them,
-    log probabilities, audio output, a conversation of blank messages, and stop sequences of whitespace
-    only (Anthropic's 400 "each stop sequence must contain non-whitespace") are refused as the client's
-    400 unsupported_value naming the field, never dropped nor sent broken."""
+    log probabilities, audio output, a conversation of blank messages or ending on a blank user message,
+    and stop sequences of whitespace only (Anthropic's 400 "each stop sequence must contain
+    non-whitespace") are refused as the client's 400 unsupported_value naming the field, never dropped
+    nor sent broken."""
     with pytest.raises(InvalidRequest) as refused:
         translate(**body)
     assert (refused.value.status, refused.value.code, refused.value.param) == (

@@ -11,7 +11,9 @@ when absent); ``stop`` becomes ``stop_sequences``; ``response_format`` JSON beco
 What the Messages API has no counterpart for is the client's 400 ``unsupported_value`` naming the field,
 never dropped and never sent broken: ``n`` above 1, ``function`` messages and an assistant's legacy
 ``function_call`` and ``audio``, ``input_audio`` and ``file`` content parts, ``custom`` tools and calls of
-them, ``logprobs``, audio output, stop sequences of whitespace only, a conversation of blank messages only.
+them, ``logprobs``, audio output, stop sequences of whitespace only, a conversation of blank messages only,
+a blank last user message after an assistant turn (left out, it would turn the assistant's text into a
+prefill that the model continues).
 
 Response: :class:`StreamTranslator` turns streaming events into :class:`Delta` objects;
 :func:`message_deltas` and :func:`message_to_completion` handle a non-streamed message.
@@ -79,14 +81,17 @@ def to_anthropic_request(
         raise unsupported("audio", "audio output")
     system: list[str] = []
     turns: list[dict[str, Any]] = []
+    last_user: int | None = None  # the last user message, unless an assistant turn follows it
     for index, message in enumerate(body.get("messages") or ()):
         role = message.get("role")
         if role in ("system", "developer"):
             system.append(_text_of(message.get("content")))
         elif role == "user":
             _append(turns, "user", _user_blocks(f"messages[{index}]", message.get("content")))
+            last_user = index
         elif role == "assistant":
             _append(turns, "assistant", _assistant_blocks(f"messages[{index}]", message))
+            last_user = None
         elif role == "tool":
             _append(turns, "user", [_tool_result(message)])
         elif role == "function":
@@ -102,6 +107,10 @@ def to_anthropic_request(
             )
     if not turns:  # blank text is left out, and Anthropic refuses a request without messages
         raise unsupported("messages", "a conversation whose every message is blank")
+    if last_user is not None and turns[-1]["role"] == "assistant":  # it would continue the assistant's text
+        raise unsupported(
+            f"messages[{last_user}].content", "a blank last user message after an assistant turn"
+        )
     request: dict[str, Any] = {
         "model": upstream_model,
         "messages": turns,
