@@ -282,9 +282,12 @@ def main(argv: list[str] | None = None) -> int:
             relay = RelayProcess(Path(workdir), upstream.base_url)
             router = RouterProcesses(Path(workdir), args.redis_url, upstream.base_url, models, 4096)
             router.set_workers(1)
-            owners = {redis_port: "redis"}
-            owners |= socket_owners({"upstream": upstream.child.pid, "relay": relay.child.pid})
-            owners |= socket_owners({"ingress": router.ingress.pid, "worker": router.workers[0].pid})
+            pids = {
+                "upstream": upstream.child.pid,
+                "relay": relay.child.pid,
+                "ingress": router.ingress.pid,
+                "worker": router.workers[0].pid,
+            }
             targets = {
                 "direct": (upstream.base_url, "sim", None),
                 "relay": (relay.base_url, "sim", None),
@@ -292,8 +295,9 @@ def main(argv: list[str] | None = None) -> int:
             }
             for name, (base_url, model, key) in targets.items():
                 segments = capture(args.seconds, loadgen_command(base_url, model, key, args.seconds))
-                owners |= socket_owners({"ingress": router.ingress.pid, "worker": router.workers[0].pid})
-                owners |= socket_owners({"upstream": upstream.child.pid, "relay": relay.child.pid})
+                # Read right after this target's capture, while its keep-alive connections are open: a
+                # port an earlier target's connection used may be the load generator's now.
+                owners = {redis_port: "redis", **socket_owners(pids)}
                 front = urlsplit(base_url).port or 80
                 results[name] = summarize(request_chains(segments, front, owners))
         finally:
