@@ -14,7 +14,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -215,3 +216,39 @@ class RouterProcesses:
         for worker in self.workers:
             worker.stop()
         self.ingress.stop()
+
+
+@dataclass(frozen=True, slots=True)
+class Stack:
+    """The simulated upstream, the relay in front of it, and AIOrouter in front of it too."""
+
+    upstream: UpstreamProcess
+    relay: RelayProcess
+    router: RouterProcesses
+
+
+@contextmanager
+def serving_stack(
+    workdir: Path,
+    redis_url: str,
+    models: Mapping[str, str],
+    concurrency: int,
+    workers: int,
+    upstream_stream: str = "always",
+) -> Iterator[Stack]:
+    """A :class:`Stack` with ``workers`` worker processes, a request through AIOrouter answered; every
+    process stopped on the way out, whatever happens."""
+    upstream = UpstreamProcess(workdir)
+    router: RouterProcesses | None = None
+    relay: RelayProcess | None = None
+    try:
+        relay = RelayProcess(workdir, upstream.base_url)
+        router = RouterProcesses(workdir, redis_url, upstream.base_url, models, concurrency, upstream_stream)
+        router.set_workers(workers)
+        yield Stack(upstream, relay, router)
+    finally:
+        if router is not None:
+            router.stop()
+        if relay is not None:
+            relay.stop()
+        upstream.stop()

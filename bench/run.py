@@ -30,7 +30,7 @@ import orjson
 from bench.loadgen import LoadSpec, run_load
 from bench.markdown_table import render
 from bench.proc_stats import rss_bytes, wait_until_idle
-from bench.processes import ProcessDied, RelayProcess, RouterProcesses, UpstreamProcess
+from bench.processes import ProcessDied, RelayProcess, RouterProcesses, UpstreamProcess, serving_stack
 from bench.report import Run, describe_machine, redis_pid, summarize, time_breakdown
 from bench.scenarios import (
     AIOROUTER,
@@ -266,35 +266,24 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def _serve(redis_url: str, concurrency: int, workers: int, upstream_stream: str) -> None:
     models = router_models(scenarios(FULL))
-    with tempfile.TemporaryDirectory(prefix="aiorouter-bench-") as workdir:
-        upstream = UpstreamProcess(Path(workdir))
-        router: RouterProcesses | None = None
-        relay: RelayProcess | None = None
-        try:
-            relay = RelayProcess(Path(workdir), upstream.base_url)
-            router = RouterProcesses(
-                Path(workdir), redis_url, upstream.base_url, models, concurrency, upstream_stream
-            )
-            router.set_workers(workers)
-            pids = " ".join(f"{name}={pid}" for name, pid in router.pids.items())
-            print(f"upstream   {upstream.base_url} (pid {upstream.child.pid})")
-            print(f"relay      {relay.base_url} (pid {relay.child.pid})")
-            print(f"aiorouter  {router.base_url}  key {router.api_key}  pids {pids}")
-            print(f"logs       {workdir}")
-            for public_id, upstream_model in models.items():
-                print(f"model      {public_id:<40} -> {upstream_model}")
-            watch = " ".join(f"--watch {name}={pid}" for name, pid in router.pids.items())
-            example = f"--url {router.base_url} --api-key {router.api_key} --model {next(iter(models))}"
-            print(f"\ntry: python -m bench.loadgen {example} --tokens 16 --clients 64 {watch}", flush=True)
-            stop_signals = {signal.SIGINT, signal.SIGTERM}
-            signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
-            signal.sigwait(stop_signals)
-        finally:
-            if router is not None:
-                router.stop()
-            if relay is not None:
-                relay.stop()
-            upstream.stop()
+    with (
+        tempfile.TemporaryDirectory(prefix="aiorouter-bench-") as workdir,
+        serving_stack(Path(workdir), redis_url, models, concurrency, workers, upstream_stream) as stack,
+    ):
+        upstream, relay, router = stack.upstream, stack.relay, stack.router
+        pids = " ".join(f"{name}={pid}" for name, pid in router.pids.items())
+        print(f"upstream   {upstream.base_url} (pid {upstream.child.pid})")
+        print(f"relay      {relay.base_url} (pid {relay.child.pid})")
+        print(f"aiorouter  {router.base_url}  key {router.api_key}  pids {pids}")
+        print(f"logs       {workdir}")
+        for public_id, upstream_model in models.items():
+            print(f"model      {public_id:<40} -> {upstream_model}")
+        watch = " ".join(f"--watch {name}={pid}" for name, pid in router.pids.items())
+        example = f"--url {router.base_url} --api-key {router.api_key} --model {next(iter(models))}"
+        print(f"\ntry: python -m bench.loadgen {example} --tokens 16 --clients 64 {watch}", flush=True)
+        stop_signals = {signal.SIGINT, signal.SIGTERM}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+        signal.sigwait(stop_signals)
 
 
 def _write_results(args: argparse.Namespace, timing: Timing, runs: list[Run], aborted: str | None) -> None:

@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from bench.processes import RelayProcess, RouterProcesses, UpstreamProcess
+from bench.processes import serving_stack
 from bench.report import describe_machine
 from bench.scenarios import FULL, router_models, scenarios
 
@@ -275,37 +275,29 @@ def main(argv: list[str] | None = None) -> int:
     redis_port = urlsplit(args.redis_url).port or 6379
     models = router_models(scenarios(FULL))
     results: dict[str, Summary] = {}
-    with tempfile.TemporaryDirectory(prefix="aiorouter-timeline-") as workdir:
-        upstream = UpstreamProcess(Path(workdir))
-        relay = router = None
-        try:
-            relay = RelayProcess(Path(workdir), upstream.base_url)
-            router = RouterProcesses(Path(workdir), args.redis_url, upstream.base_url, models, 4096)
-            router.set_workers(1)
-            pids = {
-                "upstream": upstream.child.pid,
-                "relay": relay.child.pid,
-                "ingress": router.ingress.pid,
-                "worker": router.workers[0].pid,
-            }
-            targets = {
-                "direct": (upstream.base_url, "sim", None),
-                "relay": (relay.base_url, "sim", None),
-                "aiorouter": (router.base_url, next(iter(models)), router.api_key),
-            }
-            for name, (base_url, model, key) in targets.items():
-                segments = capture(args.seconds, loadgen_command(base_url, model, key, args.seconds))
-                # Read right after this target's capture, while its keep-alive connections are open: a
-                # port an earlier target's connection used may be the load generator's now.
-                owners = {redis_port: "redis", **socket_owners(pids)}
-                front = urlsplit(base_url).port or 80
-                results[name] = summarize(request_chains(segments, front, owners))
-        finally:
-            if router is not None:
-                router.stop()
-            if relay is not None:
-                relay.stop()
-            upstream.stop()
+    with (
+        tempfile.TemporaryDirectory(prefix="aiorouter-timeline-") as workdir,
+        serving_stack(Path(workdir), args.redis_url, models, concurrency=4096, workers=1) as stack,
+    ):
+        upstream, relay, router = stack.upstream, stack.relay, stack.router
+        pids = {
+            "upstream": upstream.child.pid,
+            "relay": relay.child.pid,
+            "ingress": router.ingress.pid,
+            "worker": router.workers[0].pid,
+        }
+        targets = {
+            "direct": (upstream.base_url, "sim", None),
+            "relay": (relay.base_url, "sim", None),
+            "aiorouter": (router.base_url, next(iter(models)), router.api_key),
+        }
+        for name, (base_url, model, key) in targets.items():
+            segments = capture(args.seconds, loadgen_command(base_url, model, key, args.seconds))
+            # Read right after this target's capture, while its keep-alive connections are open: a
+            # port an earlier target's connection used may be the load generator's now.
+            owners = {redis_port: "redis", **socket_owners(pids)}
+            front = urlsplit(base_url).port or 80
+            results[name] = summarize(request_chains(segments, front, owners))
     markdown = render(
         describe_machine(args.redis_url),
         results,
